@@ -1,0 +1,297 @@
+//! Transition rules as data.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::context::StateContext;
+use crate::error::{Error, Result};
+use crate::names::{Event, WorkflowState};
+
+/// Which states a rule applies from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FromStates {
+    /// Every state the table does not close.
+    AnyOpen,
+    /// These states.
+    States(Vec<WorkflowState>),
+}
+
+impl FromStates {
+    fn contains(&self, state: &WorkflowState) -> bool {
+        match self {
+            Self::AnyOpen => true,
+            Self::States(states) => states.contains(state),
+        }
+    }
+}
+
+/// Where a rule leads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// This state.
+    State(WorkflowState),
+    /// The state of the checkpoint being restored.
+    CheckpointState,
+}
+
+/// A named predicate over the context that must hold for a rule to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guard {
+    /// Agents are queued, or the last output suggests a next agent.
+    AgentsAvailable,
+    /// The last output is neither complete nor needs approval.
+    RouteOnward,
+    /// The last output needs approval.
+    OutputNeedsApproval,
+    /// The last output is complete.
+    OutputComplete,
+    /// The current agent is the tester.
+    CurrentAgentIsTester,
+    /// `retry_count < max_retries`.
+    RetriesRemain,
+    /// `retry_count >= max_retries`.
+    RetriesExhausted,
+    /// The agent queue is empty.
+    AgentQueueEmpty,
+}
+
+impl Guard {
+    /// The guard's stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AgentsAvailable => "agents_available",
+            Self::RouteOnward => "route_onward",
+            Self::OutputNeedsApproval => "output_needs_approval",
+            Self::OutputComplete => "output_complete",
+            Self::CurrentAgentIsTester => "current_agent_is_tester",
+            Self::RetriesRemain => "retries_remain",
+            Self::RetriesExhausted => "retries_exhausted",
+            Self::AgentQueueEmpty => "agent_queue_empty",
+        }
+    }
+
+    /// Whether the guard holds for this context.
+    pub fn holds(self, ctx: &StateContext) -> bool {
+        let hints = ctx.last_output().map(|o| &o.routing_hints);
+        match self {
+            Self::AgentsAvailable => {
+                !ctx.agent_queue.is_empty() || hints.is_some_and(|h| !h.suggest_next.is_empty())
+            }
+            Self::RouteOnward => !hints.is_some_and(|h| h.is_complete || h.needs_approval),
+            Self::OutputNeedsApproval => hints.is_some_and(|h| h.needs_approval),
+            Self::OutputComplete => hints.is_some_and(|h| h.is_complete),
+            Self::CurrentAgentIsTester => ctx.current_agent.as_deref() == Some("tester"),
+            Self::RetriesRemain => ctx.retry_count < ctx.max_retries,
+            Self::RetriesExhausted => ctx.retry_count >= ctx.max_retries,
+            Self::AgentQueueEmpty => ctx.agent_queue.is_empty(),
+        }
+    }
+}
+
+impl std::fmt::Display for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One row of the table: in one of `from`, `event` leads to `to` if `guard` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub from: FromStates,
+    pub event: Event,
+    pub to: Target,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<Guard>,
+}
+
+/// The transition rules of a workflow, and the states that accept no event at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionTable {
+    rules: Vec<Rule>,
+    closed: BTreeSet<WorkflowState>,
+}
+
+impl TransitionTable {
+    /// A table from rules; `closed` states accept no event. Checked with [`Self::check`].
+    pub fn new(rules: Vec<Rule>, closed: impl IntoIterator<Item = WorkflowState>) -> Result<Self> {
+        let table = Self { rules, closed: closed.into_iter().collect() };
+        table.check()?;
+        Ok(table)
+    }
+
+    /// The rules, in the order they are tried.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The states that accept no event.
+    pub fn closed(&self) -> impl Iterator<Item = &WorkflowState> {
+        self.closed.iter()
+    }
+
+    /// Whether `state` accepts no event.
+    pub fn is_closed(&self, state: &WorkflowState) -> bool {
+        self.closed.contains(state)
+    }
+
+    /// Finds the rule that applies `event` in `state` with this context.
+    pub fn find(&self, state: &WorkflowState, event: &Event, ctx: &StateContext) -> Result<&Rule> {
+        let not_allowed = || Error::NotAllowed { state: state.clone(), event: event.clone() };
+        if self.is_closed(state) {
+            return Err(not_allowed());
+        }
+        let mut refused_by = None;
+        for rule in self.rules.iter().filter(|r| &r.event == event && r.from.contains(state)) {
+            match rule.guard {
+                Some(guard) if !guard.holds(ctx) => {
+                    refused_by.get_or_insert(guard);
+                }
+                _ => return Ok(rule),
+            }
+        }
+        Err(match refused_by {
+            Some(guard) => Error::GuardFailed { state: state.clone(), event: event.clone(), guard },
+            None => not_allowed(),
+        })
+    }
+
+    /// Checks the table: no rule may start from a closed state, nor lead from RESTORE-less
+    /// rules to nowhere, and no two unguarded rules may compete for the same (state, event).
+    pub fn check(&self) -> Result<()> {
+        let invalid = |why: String| Err(Error::InvalidTable(why));
+        for (i, rule) in self.rules.iter().enumerate() {
+            if let FromStates::States(states) = &rule.from {
+                if states.is_empty() {
+                    return invalid(format!("rule {i} ({}) starts from no state", rule.event));
+                }
+                if let Some(closed) = states.iter().find(|s| self.closed.contains(s)) {
+                    return invalid(format!(
+                        "rule {i} ({}) starts from closed state {closed}",
+                        rule.event
+                    ));
+                }
+            }
+            if rule.guard.is_some() {
+                continue;
+            }
+            for (j, other) in self.rules.iter().enumerate().skip(i + 1) {
+                let overlap = match (&rule.from, &other.from) {
+                    (FromStates::AnyOpen, _) | (_, FromStates::AnyOpen) => true,
+                    (FromStates::States(a), FromStates::States(b)) => {
+                        a.iter().any(|s| b.contains(s))
+                    }
+                };
+                if other.guard.is_none() && other.event == rule.event && overlap {
+                    return invalid(format!(
+                        "rules {i} and {j} both apply {} unguarded from the same state",
+                        rule.event
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn rule(from: &[WorkflowState], event: Event, to: WorkflowState, guard: Option<Guard>) -> Rule {
+    Rule { from: FromStates::States(from.to_vec()), event, to: Target::State(to), guard }
+}
+
+impl Default for TransitionTable {
+    /// The aigentflow hub-and-spoke graph (DESIGN.md, "The default workflow graph").
+    fn default() -> Self {
+        use Event as E;
+        use Guard as G;
+        use WorkflowState as S;
+        let rules = vec![
+            rule(&[S::Idle], E::Start, S::Analyzing, None),
+            rule(&[S::Analyzing], E::AnalysisComplete, S::Orchestrating, None),
+            rule(&[S::Orchestrating], E::SpawnAgent, S::AgentWorking, Some(G::AgentsAvailable)),
+            rule(&[S::Orchestrating], E::WorkflowComplete, S::Completing, Some(G::AgentQueueEmpty)),
+            rule(&[S::AgentWorking], E::AgentDone, S::AgentComplete, None),
+            rule(&[S::AgentComplete], E::RouteNext, S::Orchestrating, Some(G::RouteOnward)),
+            rule(
+                &[S::AgentComplete],
+                E::NeedsApproval,
+                S::AwaitingApproval,
+                Some(G::OutputNeedsApproval),
+            ),
+            rule(&[S::AgentComplete], E::AllComplete, S::Completing, Some(G::OutputComplete)),
+            rule(&[S::AgentComplete], E::EnterTestPhase, S::Testing, Some(G::CurrentAgentIsTester)),
+            rule(&[S::AwaitingApproval], E::Approve, S::Approved, None),
+            rule(&[S::AwaitingApproval], E::Reject, S::Rejected, None),
+            rule(&[S::Approved, S::Rejected], E::Continue, S::Orchestrating, None),
+            rule(&[S::Testing], E::AllTestsPass, S::TestsPass, None),
+            rule(&[S::Testing], E::TestsFailed, S::TestsFail, None),
+            rule(&[S::TestsPass], E::TestsPassedContinue, S::Orchestrating, None),
+            rule(&[S::TestsFail], E::StartFix, S::Fixing, Some(G::RetriesRemain)),
+            rule(&[S::TestsFail], E::MaxRetriesExceeded, S::Escalated, Some(G::RetriesExhausted)),
+            rule(&[S::Fixing], E::FixComplete, S::Testing, None),
+            rule(&[S::Completing], E::Finalize, S::Completed, None),
+            Rule {
+                from: FromStates::AnyOpen,
+                event: E::Error,
+                to: Target::State(S::Error),
+                guard: None,
+            },
+            Rule {
+                from: FromStates::AnyOpen,
+                event: E::Abort,
+                to: Target::State(S::Aborted),
+                guard: None,
+            },
+            rule(&[S::Error], E::StartRecovery, S::Recovering, None),
+            Rule {
+                from: FromStates::States(vec![S::Recovering]),
+                event: E::RestoreCheckpoint,
+                to: Target::CheckpointState,
+                guard: None,
+            },
+        ];
+        Self { rules, closed: [S::Completed, S::Aborted].into_iter().collect() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_table_passes_its_own_check() {
+        assert_eq!(TransitionTable::default().check().ok(), Some(()));
+    }
+
+    #[test]
+    fn check_refuses_rules_from_closed_states_and_competing_rules() {
+        let from_closed = TransitionTable::new(
+            vec![rule(&[WorkflowState::Completed], Event::Error, WorkflowState::Error, None)],
+            [WorkflowState::Completed],
+        );
+        assert!(matches!(from_closed, Err(Error::InvalidTable(_))));
+        let competing = TransitionTable::new(
+            vec![
+                rule(&[WorkflowState::Idle], Event::Start, WorkflowState::Analyzing, None),
+                rule(&[WorkflowState::Idle], Event::Start, WorkflowState::Planning, None),
+            ],
+            [],
+        );
+        assert!(matches!(competing, Err(Error::InvalidTable(_))));
+    }
+
+    #[test]
+    fn table_serialises_and_reads_back() {
+        let table = TransitionTable::default();
+        let json = serde_json::to_string(&table).unwrap_or_default();
+        let back: TransitionTable = serde_json::from_str(&json).expect("table reads back");
+        assert_eq!(back, table);
+    }
+
+    #[test]
+    fn default_table_snapshot() {
+        insta::assert_json_snapshot!(TransitionTable::default());
+    }
+}

@@ -1,0 +1,100 @@
+//! The one timestamp form of the project.
+//!
+//! Stored form (SQLite text): `YYYY-MM-DD HH:MM:SS.SSS`, UTC. It sorts and compares correctly
+//! against SQLite's own `datetime('now')` (`YYYY-MM-DD HH:MM:SS`), so documented queries such as
+//! `started_at > datetime('now','-7 days')` work. Exported and serialised form: RFC 3339 with
+//! milliseconds and `Z`. Readers accept both, plus the legacy forms older data holds.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, SubsecRound, Utc};
+
+/// `YYYY-MM-DD HH:MM:SS.SSS`: the stored form.
+pub fn to_db(ts: DateTime<Utc>) -> String {
+    ts.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+}
+
+/// RFC 3339 with milliseconds and `Z`: the exported form.
+pub fn to_rfc3339(ts: DateTime<Utc>) -> String {
+    ts.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Truncates to the millisecond, the precision everything is stored with.
+pub fn millis(ts: DateTime<Utc>) -> DateTime<Utc> {
+    ts.trunc_subsecs(3)
+}
+
+/// Parses any timestamp form the project has met: RFC 3339 (any offset), `YYYY-MM-DD HH:MM:SS[.fff]`
+/// and `YYYY-MM-DDTHH:MM:SS[.fff]` without offset (taken as UTC), or a bare date (midnight UTC).
+pub fn parse(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(ts) = DateTime::parse_from_rfc3339(text) {
+        return Some(ts.with_timezone(&Utc));
+    }
+    for format in
+        ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"]
+    {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(naive.and_utc());
+        }
+    }
+    if let Ok(ts) = DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z") {
+        return Some(ts.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|n| n.and_utc())
+}
+
+/// Serde helpers: serialise as RFC 3339 with milliseconds, read any form [`parse`] accepts.
+pub mod serde_millis {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises as RFC 3339 with milliseconds and `Z`.
+    pub fn serialize<S: Serializer>(ts: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::to_rfc3339(*ts))
+    }
+
+    /// Reads any timestamp form [`super::parse`] accepts.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("not a timestamp: {text:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &str, expected_db: &str) {
+        let ts = parse(input).unwrap_or_else(|| panic!("{input} should parse"));
+        assert_eq!(to_db(ts), expected_db, "{input}");
+    }
+
+    #[test]
+    fn parses_every_form_to_one_stored_form() {
+        check("2026-11-21 20:52:30", "2026-11-21 20:52:30.000");
+        check("2026-11-21T20:52:30.690Z", "2026-11-21 20:52:30.690");
+        check("2026-11-21T22:52:30.690+02:00", "2026-11-21 20:52:30.690");
+        check("2026-11-21 20:52:30.5", "2026-11-21 20:52:30.500");
+        check("2026-11-21T20:52:30", "2026-11-21 20:52:30.000");
+        check("2026-11-21", "2026-11-21 00:00:00.000");
+        assert!(parse("yesterday").is_none());
+        assert!(parse("").is_none());
+    }
+
+    #[test]
+    fn stored_form_sorts_against_sqlite_datetime() {
+        let ours = to_db(parse("2026-11-21T20:52:30.690Z").unwrap_or_default());
+        assert!(ours.as_str() > "2026-11-21 20:52:30");
+        assert!(ours.as_str() < "2026-11-21 20:52:31");
+        assert!(ours.as_str() > "2026-11-20 23:59:59");
+    }
+
+    #[test]
+    fn exported_form_is_rfc3339_with_millis_and_z() {
+        let ts = parse("2026-11-21 20:52:30").unwrap_or_default();
+        assert_eq!(to_rfc3339(ts), "2026-11-21T20:52:30.000Z");
+    }
+}
