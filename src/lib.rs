@@ -1,7 +1,10 @@
 //! aigentflow persistence (CP0): one façade over the workspace crates.
 //!
 //! * [`states`]: the workflow state machine (no I/O).
+//! * [`persistence`]: the SQLite database, migrations, redaction, state and configuration stores.
 //!
-//! The integration tests of the whole layer live in this package's `tests/`.
+//! The integration tests of the whole layer live in this package's `tests/`; the
+//! `aigentflow-worker` binary is the worker process those tests spawn.
 
 pub use aigentflow_core_states as states;
+pub use aigentflow_persistence as persistence;

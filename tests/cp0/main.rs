@@ -1,4 +1,6 @@
 //! Cross-crate scenarios through the façade: the seed's CP0 test scenarios, one module per area.
 #![allow(clippy::unwrap_used)]
 
+mod persistence;
 mod states;
+mod support;

@@ -1,1 +1,31 @@
-//! The SQLite foundation of aigentflow.
+//! The SQLite foundation of aigentflow: one database file shared by every store.
+//!
+//! * [`Database`]: a cheap `Clone + Send + Sync` handle. Opening creates the folder, sets WAL,
+//!   foreign keys, the busy timeout and the durability, and runs the embedded migrations
+//!   (`migrations/` at the workspace root) inside one `IMMEDIATE` transaction, adopting a
+//!   database written by the TypeScript version in place. [`Database::write`] runs a closure in
+//!   an `IMMEDIATE` transaction ([`Tx`]) that several stores can share (decision 4).
+//! * [`redact`]: the shared redactor every store passes text and JSON through (decision 9).
+//! * [`SqliteStateStore`]: the `StateStore` of `aigentflow-core-states` on SQLite.
+//! * [`ConfigStore`]: configuration values by key and scope.
+//!
+//! Architecture invariant: every write runs inside [`Database::write`], so it is `IMMEDIATE`,
+//! atomic, and waits for other writers instead of failing with `SQLITE_BUSY`.
+
+mod config;
+mod db;
+mod error;
+pub mod migrate;
+pub mod redact;
+mod state_store;
+
+pub use aigentflow_core_states::{time, Clock, ManualClock, SystemClock};
+pub use config::{ConfigEntry, ConfigStore, Scope};
+pub use db::{Database, Durability, Options, SchemaVersion, Tx, DB_ENV, DEFAULT_PATH};
+pub use error::{Error, Result};
+pub use state_store::{ResumableTask, SqliteStateStore, TaskSummary};
+
+/// The SQLite library this build embeds, for status reports.
+pub fn sqlite_version() -> &'static str {
+    rusqlite::version()
+}

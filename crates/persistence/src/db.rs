@@ -1,0 +1,300 @@
+//! The database handle: one SQLite file (or memory), a small pool of configured connections,
+//! read and write transactions, the clock, and the migrations run on open.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use aigentflow_core_states::{time, Clock, SystemClock};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::error::{Error, Result};
+use crate::migrate;
+
+/// The environment variable that overrides the default database path.
+pub const DB_ENV: &str = "AIGENTFLOW_DB";
+/// The default database path, relative to the working directory.
+pub const DEFAULT_PATH: &str = "orchestrator-data/aigentflow.db";
+
+/// How hard a commit is pushed to disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=NORMAL` in WAL mode: no commit is lost when a process crashes and the file is
+    /// never corrupt after power loss, but the last commits may be lost on power loss.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: a commit also survives power loss.
+    Full,
+}
+
+/// How a [`Database`] is opened.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Commit durability.
+    pub durability: Durability,
+    /// How long a connection waits for another writer before giving up.
+    pub busy_timeout: Duration,
+    /// Where "now" comes from.
+    pub clock: Arc<dyn Clock>,
+    /// Create the file (and its folder) when missing; when false a missing file is [`Error::Missing`].
+    pub create: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Normal,
+            busy_timeout: Duration::from_secs(30),
+            clock: Arc::new(SystemClock),
+            create: true,
+        }
+    }
+}
+
+/// The schema a database is at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SchemaVersion {
+    /// The seed's version row in `schema_versions` (`1.0.0`).
+    pub seed: Option<String>,
+    /// The newest applied migration.
+    pub migration: i64,
+    /// The newest migration this build knows.
+    pub latest: i64,
+}
+
+/// A cheap, cloneable, thread-safe handle to one aigentflow database.
+#[derive(Debug, Clone)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// None for an in-memory database.
+    path: Option<PathBuf>,
+    options: Options,
+    idle: Mutex<Vec<Connection>>,
+    returned: Condvar,
+}
+
+/// Idle connections kept for reuse.
+const MAX_IDLE: usize = 8;
+
+impl Database {
+    /// Opens (creating if needed) the database at `path` with default options, and migrates it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, Options::default())
+    }
+
+    /// Opens the database at `path` and migrates it.
+    pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if !path.exists() {
+            if !options.create {
+                return Err(Error::Missing { path });
+            }
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|source| Error::CreateDir { path: dir.to_path_buf(), source })?;
+            }
+        }
+        let _span = tracing::debug_span!("open", path = %path.display()).entered();
+        let inner = Inner {
+            path: Some(path),
+            options,
+            idle: Mutex::new(Vec::new()),
+            returned: Condvar::new(),
+        };
+        let mut conn = inner.connect()?;
+        migrate::run(&mut conn, inner.display_path())?;
+        inner.give_back(conn);
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Opens a fresh in-memory database with default options.
+    pub fn open_in_memory() -> Result<Self> {
+        Self::open_in_memory_with(Options::default())
+    }
+
+    /// Opens a fresh in-memory database. It has one connection, which callers take in turn.
+    pub fn open_in_memory_with(options: Options) -> Result<Self> {
+        let inner =
+            Inner { path: None, options, idle: Mutex::new(Vec::new()), returned: Condvar::new() };
+        let mut conn = inner.connect()?;
+        migrate::run(&mut conn, inner.display_path())?;
+        inner.give_back(conn);
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Opens the default database: `$AIGENTFLOW_DB`, else `orchestrator-data/aigentflow.db`.
+    pub fn open_default() -> Result<Self> {
+        Self::open(Self::default_path())
+    }
+
+    /// `$AIGENTFLOW_DB` if set and not empty, else `orchestrator-data/aigentflow.db`.
+    pub fn default_path() -> PathBuf {
+        std::env::var_os(DB_ENV)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+    }
+
+    /// The file, or None for an in-memory database.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
+    /// The current instant from the injected clock, truncated to milliseconds.
+    pub fn now(&self) -> DateTime<Utc> {
+        time::millis(self.inner.options.clock.now())
+    }
+
+    /// The injected clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.options.clock
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> Result<SchemaVersion> {
+        self.read(|tx| {
+            Ok(SchemaVersion {
+                seed: migrate::seed_version(tx.conn())?,
+                migration: migrate::applied_version(tx.conn())?,
+                latest: migrate::latest_version(),
+            })
+        })
+    }
+
+    /// Runs `f` in a read transaction: every query in it sees one consistent snapshot.
+    pub fn read<T, E: From<Error>>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, E> {
+        self.run(TransactionBehavior::Deferred, f)
+    }
+
+    /// Runs `f` in a write transaction, started `IMMEDIATE` so writers queue on the busy timeout
+    /// instead of failing. It commits if `f` returns `Ok`, and rolls back everything `f` wrote
+    /// otherwise, so several stores can write atomically together.
+    pub fn write<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.run(TransactionBehavior::Immediate, f)
+    }
+
+    fn run<T, E: From<Error>>(
+        &self,
+        behavior: TransactionBehavior,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut conn = self.inner.take()?;
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(behavior).map_err(Error::from)?;
+            let value = f(&Tx { tx: &tx, db: self })?;
+            tx.commit().map_err(Error::from)?;
+            Ok(value)
+        })();
+        self.inner.give_back(conn);
+        result
+    }
+
+    /// Closes the idle connections now (others close when their transaction ends and the last
+    /// handle is dropped). The WAL is checkpointed by SQLite when the last connection closes.
+    pub fn close(self) -> Result<()> {
+        let conns = std::mem::take(&mut *self.inner.lock_idle());
+        for conn in conns {
+            conn.close().map_err(|(_, e)| Error::from(e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn display_path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new(":memory:"))
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An idle connection, a new one for a file, or (in memory) the one connection once free.
+    fn take(&self) -> Result<Connection> {
+        let mut idle = self.lock_idle();
+        loop {
+            if let Some(conn) = idle.pop() {
+                return Ok(conn);
+            }
+            if self.path.is_some() {
+                drop(idle);
+                return self.connect();
+            }
+            idle = self.returned.wait(idle).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.lock_idle();
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+        drop(idle);
+        self.returned.notify_one();
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        let path = self.display_path();
+        let classify = migrate::classify(path);
+        let conn = match &self.path {
+            Some(p) => {
+                let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI;
+                Connection::open_with_flags(p, flags)
+            }
+            None => Connection::open_in_memory(),
+        }
+        .map_err(&classify)?;
+        conn.busy_timeout(self.options.busy_timeout).map_err(&classify)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let synchronous = match self.options.durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(&classify)?;
+        if self.path.is_some() {
+            let mode: String =
+                conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(&classify)?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                tracing::warn!(path = %path.display(), mode, "WAL mode not available");
+            }
+        }
+        conn.pragma_update(None, "synchronous", synchronous).map_err(&classify)?;
+        Ok(conn)
+    }
+}
+
+/// A transaction on the database, handed to the closure of [`Database::read`] or [`Database::write`].
+/// Stores take it in their `*_in` methods so that one transaction can span several stores.
+#[derive(Debug)]
+pub struct Tx<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+    db: &'a Database,
+}
+
+impl<'a> Tx<'a> {
+    /// The SQLite connection the transaction runs on.
+    pub fn conn(&self) -> &'a Connection {
+        self.tx
+    }
+
+    /// The database this transaction belongs to.
+    pub fn database(&self) -> &'a Database {
+        self.db
+    }
+
+    /// The current instant from the database's clock, truncated to milliseconds.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.db.now()
+    }
+}

@@ -1,0 +1,73 @@
+use std::path::PathBuf;
+
+use aigentflow_core_states::TaskId;
+
+/// What went wrong in the persistence layer. Messages name the path, table, id or value at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database's folder could not be created.
+    #[error("cannot create the database folder {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    /// A file that must exist does not (opening without `create`).
+    #[error("no database at {path}")]
+    Missing { path: PathBuf },
+    /// The file exists but is not a SQLite database.
+    #[error("{path} is not a SQLite database")]
+    NotADatabase { path: PathBuf },
+    /// The file was migrated by a newer version of this layer.
+    #[error("database {path} is at schema version {found}, newer than this build knows ({supported}); use a newer aigentflow")]
+    NewerSchema { path: PathBuf, found: i64, supported: i64 },
+    /// The file could not be opened or set up.
+    #[error("cannot open database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    /// A migration failed; nothing of it was applied.
+    #[error("migrating database {path} failed: {source}")]
+    Migrate { path: PathBuf, source: Box<refinery_core::Error> },
+    /// No row with this id.
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    /// A stored value cannot be read (malformed JSON, unreadable timestamp…).
+    #[error("unreadable {table}.{column} in row {id}: {reason}")]
+    CorruptRow { table: &'static str, column: &'static str, id: String, reason: String },
+    /// A caller gave a value this layer cannot store.
+    #[error("invalid {what}: {reason}")]
+    InvalidInput { what: &'static str, reason: String },
+    /// The history to save is shorter than the stored one: a stale copy of the task.
+    #[error("task {task_id}: stale save: {stored} transitions are stored, the state to save has {given}")]
+    StaleSave { task_id: TaskId, stored: u64, given: u64 },
+    /// The history to save disagrees with the stored one.
+    #[error("task {task_id}: the history to save differs from the stored one at transition {seq}")]
+    HistoryConflict { task_id: TaskId, seq: u64 },
+    /// Any other SQLite error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A value could not be encoded as JSON.
+    #[error("cannot encode JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether this is a "no such row" error.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. } | Self::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+    }
+
+    /// A `CorruptRow` for a JSON column.
+    pub fn corrupt_json(
+        table: &'static str,
+        column: &'static str,
+        id: impl ToString,
+        err: &serde_json::Error,
+    ) -> Self {
+        Self::CorruptRow {
+            table,
+            column,
+            id: id.to_string(),
+            reason: format!("malformed JSON: {err}"),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Runs the embedded refinery migrations inside one `BEGIN IMMEDIATE` transaction, so that when
+//! several processes open a fresh file at once exactly one migrates and the others wait, then
+//! find nothing left to do.
+
+use std::path::Path;
+
+use refinery_core::traits::sync::{Migrate, Query, Transaction};
+use refinery_core::Migration;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+
+refinery::embed_migrations!("../../migrations");
+
+const HISTORY_TABLE: &str = "refinery_schema_history";
+
+/// The newest migration this build knows.
+pub fn latest_version() -> i64 {
+    migrations::runner().get_migrations().iter().map(|m| i64::from(m.version())).max().unwrap_or(0)
+}
+
+/// The newest migration applied to this connection's database (0 for none).
+pub fn applied_version(conn: &Connection) -> rusqlite::Result<i64> {
+    let has_history: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+        [HISTORY_TABLE],
+        |r| r.get(0),
+    )?;
+    if !has_history {
+        return Ok(0);
+    }
+    conn.query_row(&format!("SELECT MAX(version) FROM {HISTORY_TABLE}"), [], |r| {
+        r.get::<_, Option<i64>>(0)
+    })
+    .map(|v| v.unwrap_or(0))
+}
+
+/// Brings the database up to the latest version; returns the versions it applied.
+pub fn run(conn: &mut Connection, path: &Path) -> Result<Vec<i64>> {
+    run_to(conn, path, latest_version())
+}
+
+/// Brings the database up to `target` (for tests of upgrades from every earlier version).
+#[doc(hidden)]
+pub fn run_to(conn: &mut Connection, path: &Path, target: i64) -> Result<Vec<i64>> {
+    let latest = latest_version();
+    let open_err = |source| Error::Open { path: path.to_path_buf(), source };
+    let found = applied_version(conn).map_err(classify(path))?;
+    check_not_newer(path, found, latest)?;
+    if found >= target {
+        return Ok(Vec::new());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(open_err)?;
+    // Another process may have migrated while this one waited for the lock.
+    let found = applied_version(&tx).map_err(open_err)?;
+    check_not_newer(path, found, latest)?;
+    let mut in_tx = InTransaction(&tx);
+    let report = migrations::runner()
+        .set_grouped(true)
+        .set_abort_divergent(true)
+        .set_abort_missing(true)
+        .set_target(refinery_core::Target::Version(target as _))
+        .run(&mut in_tx)
+        .map_err(|e| Error::Migrate { path: path.to_path_buf(), source: Box::new(e) })?;
+    tx.commit().map_err(open_err)?;
+    let applied: Vec<i64> =
+        report.applied_migrations().iter().map(|m| i64::from(m.version())).collect();
+    tracing::info!(path = %path.display(), ?applied, "migrated database");
+    Ok(applied)
+}
+
+fn check_not_newer(path: &Path, found: i64, supported: i64) -> Result<()> {
+    if found > supported {
+        return Err(Error::NewerSchema { path: path.to_path_buf(), found, supported });
+    }
+    Ok(())
+}
+
+/// Maps "file is not a database" to its own error, anything else to `Open`.
+pub(crate) fn classify(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |source| match source.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => Error::NotADatabase { path: path.to_path_buf() },
+        _ => Error::Open { path: path.to_path_buf(), source },
+    }
+}
+
+/// A connection already inside a transaction: refinery's statements run in it without opening
+/// transactions of their own, so the whole migration commits or rolls back as one.
+struct InTransaction<'c>(&'c Connection);
+
+impl Transaction for InTransaction<'_> {
+    type Error = rusqlite::Error;
+
+    fn execute<'a, T: Iterator<Item = &'a str>>(
+        &mut self,
+        queries: T,
+    ) -> Result<usize, Self::Error> {
+        let mut count = 0;
+        for query in queries {
+            self.0.execute_batch(query)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+impl Query<Vec<Migration>> for InTransaction<'_> {
+    fn query(&mut self, query: &str) -> Result<Vec<Migration>, Self::Error> {
+        let mut stmt = self.0.prepare(query)?;
+        let rows = stmt.query_map([], |row| {
+            let applied_on: String = row.get(2)?;
+            let applied_on = OffsetDateTime::parse(&applied_on, &Rfc3339).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    2,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?;
+            let checksum: String = row.get(3)?;
+            let checksum = checksum.parse::<u64>().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    3,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?;
+            Ok(Migration::applied(row.get(0)?, row.get(1)?, applied_on, checksum))
+        })?;
+        rows.collect()
+    }
+}
+
+impl Migrate for InTransaction<'_> {}
+
+/// The seed's schema version row (`schema_versions`), e.g. `1.0.0`.
+pub fn seed_version(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT version FROM schema_versions ORDER BY applied_at DESC, version DESC LIMIT 1",
+        [],
+        |r| r.get(0),
+    )
+    .optional()
+}

@@ -1,0 +1,111 @@
+//! The worker process of the multi-process reliability tests (RELIABILITY.md R2, R3).
+//!
+//! ```text
+//! aigentflow-worker open DB                       open (and migrate) DB, print the schema version
+//! aigentflow-worker save DB NAME THREADS N SHARED  THREADS threads: each drives its own task
+//!                                                  NAME-tK through N transitions, saving after
+//!                                                  each, and advances the task SHARED one step
+//!                                                  per round in a read-modify-write transaction
+//! ```
+//! Prints `ok …` and exits 0, or prints the first error on stderr and exits 1.
+
+use std::process::ExitCode;
+use std::thread;
+
+use aigentflow::persistence::{Database, SqliteStateStore};
+use aigentflow::states::{Event, StateContext, StateMachine, StateStore, TaskId, WorkflowState};
+
+/// The event that moves a task one step around the default graph's agent loop.
+fn next_event(state: &WorkflowState) -> Event {
+    match state {
+        WorkflowState::Idle => Event::Start,
+        WorkflowState::Analyzing => Event::AnalysisComplete,
+        WorkflowState::Orchestrating => Event::SpawnAgent,
+        WorkflowState::AgentWorking => Event::AgentDone,
+        _ => Event::RouteNext,
+    }
+}
+
+fn new_task(project: &str, task: &str) -> StateMachine {
+    let mut ctx = StateContext::new(project.into(), task.into(), "worker task");
+    ctx.agent_queue.push("coder".into());
+    StateMachine::new(ctx)
+}
+
+fn step(machine: &mut StateMachine) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let event = next_event(machine.state());
+    machine.apply(event, Some(serde_json::json!({"pid": std::process::id()})))?;
+    Ok(())
+}
+
+fn save(
+    db_path: &str,
+    name: &str,
+    threads: usize,
+    n: usize,
+    shared: &str,
+) -> Result<String, String> {
+    let db = Database::open(db_path).map_err(|e| e.to_string())?;
+    let handles: Vec<_> = (0..threads)
+        .map(|k| {
+            let db = db.clone();
+            let task = format!("{name}-t{k}");
+            let shared = TaskId::new(shared);
+            thread::spawn(move || -> Result<(), String> {
+                let store = SqliteStateStore::new(db.clone());
+                let mut own = new_task("stress", &task);
+                for round in 0..n {
+                    step(&mut own).map_err(|e| e.to_string())?;
+                    store.save_state(own.persisted()).map_err(|e| format!("{task}: {e}"))?;
+                    if round % 3 == 0 {
+                        db.write(|tx| {
+                            let mut machine = match store.load_in(tx, &shared)? {
+                                Some(state) => StateMachine::from_persisted(state),
+                                None => new_task("stress", shared.as_str()),
+                            };
+                            step(&mut machine).map_err(|e| {
+                                aigentflow::persistence::Error::InvalidInput {
+                                    what: "event",
+                                    reason: e.to_string(),
+                                }
+                            })?;
+                            store.save_in(tx, machine.persisted())
+                        })
+                        .map_err(|e| format!("shared task: {e}"))?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().map_err(|_| "a worker thread panicked".to_string())??;
+    }
+    Ok(format!("ok {name}"))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["open", db] => Database::open(db)
+            .and_then(|db| db.schema_version())
+            .map(|v| format!("ok {}", v.migration))
+            .map_err(|e| e.to_string()),
+        ["save", db, name, threads, n, shared] => match (threads.parse(), n.parse()) {
+            (Ok(threads), Ok(n)) => save(db, name, threads, n, shared),
+            _ => Err(format!("THREADS and N must be numbers, got {threads} {n}")),
+        },
+        _ => Err("usage: aigentflow-worker open DB | save DB NAME THREADS N SHARED".into()),
+    };
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("aigentflow-worker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
