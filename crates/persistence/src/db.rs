@@ -106,8 +106,23 @@ impl Database {
             idle: Mutex::new(Vec::new()),
             returned: Condvar::new(),
         };
-        let mut conn = inner.connect()?;
-        migrate::run(&mut conn, inner.display_path())?;
+        // Switching a fresh file to WAL and the first migration can meet another process doing
+        // the same; SQLite answers some of those steps with BUSY without waiting on the busy
+        // handler, so the whole sequence is retried within the busy timeout.
+        let started = std::time::Instant::now();
+        let conn = loop {
+            let attempt = inner.connect().and_then(|mut conn| {
+                migrate::run(&mut conn, inner.display_path())?;
+                Ok(conn)
+            });
+            match attempt {
+                Err(e) if e.is_busy() && started.elapsed() < inner.options.busy_timeout => {
+                    tracing::debug!(error = %e, "database busy while opening; retrying");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         inner.give_back(conn);
         Ok(Self { inner: Arc::new(inner) })
     }

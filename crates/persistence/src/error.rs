@@ -56,6 +56,23 @@ impl Error {
         matches!(self, Self::NotFound { .. } | Self::Sqlite(rusqlite::Error::QueryReturnedNoRows))
     }
 
+    /// Whether SQLite reported the database busy or locked, anywhere in the error's chain.
+    pub fn is_busy(&self) -> bool {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(err) = next {
+            if let Some(e) = err.downcast_ref::<rusqlite::Error>() {
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) {
+                    return true;
+                }
+            }
+            next = err.source();
+        }
+        false
+    }
+
     /// A `CorruptRow` for a JSON column.
     pub fn corrupt_json(
         table: &'static str,
