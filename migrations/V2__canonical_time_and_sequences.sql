@@ -27,6 +27,9 @@ WITH numbered AS (
 )
 UPDATE state_transitions SET seq = numbered.n FROM numbered WHERE numbered.id = state_transitions.id;
 CREATE UNIQUE INDEX idx_state_transitions_task_seq ON state_transitions(task_id, seq);
+-- The (task_id, seq) index serves every lookup by task; the task-only index would only cost a
+-- page write per saved transition.
+DROP INDEX IF EXISTS idx_state_transitions_task;
 
 ALTER TABLE checkpoints ADD COLUMN seq INTEGER;
 WITH numbered AS (
@@ -35,8 +38,7 @@ WITH numbered AS (
 )
 UPDATE checkpoints SET seq = numbered.n FROM numbered WHERE numbered.rid = checkpoints.rowid;
 CREATE UNIQUE INDEX idx_checkpoints_task_seq ON checkpoints(task_id, seq);
-
-CREATE INDEX idx_workflow_states_state ON workflow_states(state);
+DROP INDEX IF EXISTS idx_checkpoints_task;
 
 -- Configuration values are per (scope, key): a project's value overrides the global one, which
 -- the seed's table (key alone as primary key) could not hold. Rebuilt keeping every row.

@@ -1,1 +1,269 @@
-fn main() {}
+//! `aigentflow-bench`: the workloads of BENCHMARKS.md, through the public API, each on a fresh
+//! file database in a temp dir with default options. Prints one JSON object per workload.
+//!
+//! Run in release mode: `cargo run --release -p aigentflow-bench -- [--quick] [--only W1,W6] [--scale F]`.
+//! `BENCH_TRACE=1` also prints W1's save cost per block of 100 saves on stderr.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aigentflow_core_states::{
+    Event, FromStates, Rule, StateContext, StateMachine, StateStore, Target, TransitionTable,
+    WorkflowState,
+};
+use aigentflow_persistence::{Database, SqliteStateStore};
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde_json::{json, Map, Value};
+
+/// Runs the BENCHMARKS.md workloads and prints one JSON line per workload.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// One tenth of the full sizes (query counts at least 100).
+    #[arg(long)]
+    quick: bool,
+    /// Only these workloads, comma-separated (e.g. W1,W6).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Multiply every size by this factor.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+}
+
+struct Bench {
+    factor: f64,
+    dir: tempfile::TempDir,
+}
+
+impl Bench {
+    /// A size scaled by --quick and --scale, at least `min`.
+    fn n(&self, full: usize, min: usize) -> usize {
+        ((full as f64 * self.factor).round() as usize).max(min)
+    }
+
+    fn fresh_db(&self, name: &str) -> Result<(Database, PathBuf)> {
+        let path = self.dir.path().join(format!("{name}.db"));
+        Ok((Database::open(&path).with_context(|| format!("open {}", path.display()))?, path))
+    }
+}
+
+/// Resets the peak-RSS high-water mark, so the next reading covers only what follows.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident memory (VmHWM) in MB, or 0 when /proc is not there.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs.get(xs.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn emit(workload: &str, n: usize, seconds: f64, extra: Value) {
+    let mut line = Map::new();
+    line.insert("workload".into(), json!(workload));
+    line.insert("n".into(), json!(n));
+    line.insert("seconds".into(), json!(round(seconds, 4)));
+    line.insert(
+        "ops_per_s".into(),
+        json!(round(if seconds > 0.0 { n as f64 / seconds } else { 0.0 }, 1)),
+    );
+    line.insert("peak_rss_mb".into(), json!(round(peak_rss_mb(), 1)));
+    if let Value::Object(extra) = extra {
+        line.extend(extra);
+    }
+    println!("{}", Value::Object(line));
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+/// W0: open + migrate a fresh file; reopen the up-to-date file (median of 20 each).
+fn w0(b: &Bench) -> Result<()> {
+    let runs = 20;
+    let started = Instant::now();
+    let mut fresh = Vec::new();
+    let mut reopen = Vec::new();
+    for i in 0..runs {
+        let path = b.dir.path().join(format!("w0-{i}.db"));
+        let t = Instant::now();
+        Database::open(&path)?.close()?;
+        fresh.push(ms(t.elapsed()));
+        let t = Instant::now();
+        Database::open(&path)?.close()?;
+        reopen.push(ms(t.elapsed()));
+    }
+    emit(
+        "W0",
+        runs,
+        started.elapsed().as_secs_f64(),
+        json!({"fresh_open_ms": round(median(fresh), 3), "reopen_ms": round(median(reopen), 3)}),
+    );
+    Ok(())
+}
+
+/// The phase loop of W1 as a table: the default graph's entry plus the legacy phase states.
+fn phase_table() -> Result<TransitionTable> {
+    use WorkflowState as S;
+    let rule = |from: S, event: &str, to: S| Rule {
+        from: FromStates::States(vec![from]),
+        event: Event::parse(event),
+        to: Target::State(to),
+        guard: None,
+    };
+    Ok(TransitionTable::new(
+        vec![
+            rule(S::Idle, "START", S::Analyzing),
+            rule(S::Analyzing, "ANALYSIS_COMPLETE", S::Orchestrating),
+            rule(S::Orchestrating, "DESIGN", S::Designing),
+            rule(S::Designing, "BUILD", S::Building),
+            rule(S::Building, "TEST", S::Testing),
+            rule(S::Testing, "REVIEW", S::Reviewing),
+            rule(S::Reviewing, "ROUTE_NEXT", S::Orchestrating),
+        ],
+        [S::Completed, S::Aborted],
+    )?)
+}
+
+fn phase_event(state: &WorkflowState) -> Event {
+    Event::parse(match state {
+        WorkflowState::Idle => "START",
+        WorkflowState::Analyzing => "ANALYSIS_COMPLETE",
+        WorkflowState::Orchestrating => "DESIGN",
+        WorkflowState::Designing => "BUILD",
+        WorkflowState::Building => "TEST",
+        WorkflowState::Testing => "REVIEW",
+        _ => "ROUTE_NEXT",
+    })
+}
+
+/// W1: one task through N transitions, a checkpoint every 10th, the whole state saved after each.
+fn w1(b: &Bench) -> Result<()> {
+    let n = b.n(2000, 200);
+    let (db, _) = b.fresh_db("w1")?;
+    let store = SqliteStateStore::new(db);
+    let table = Arc::new(phase_table()?);
+    let mut m =
+        StateMachine::new(StateContext::new("bench".into(), "w1-task".into(), "benchmark task"))
+            .with_table(table);
+    reset_peak_rss();
+    let started = Instant::now();
+    let mut save_ms = Vec::with_capacity(n);
+    for i in 0..n {
+        let event = phase_event(m.state());
+        m.apply(event, Some(json!({"step": i, "agent": "builder"})))?;
+        if i % 10 == 9 {
+            m.create_checkpoint(vec![format!("src/file-{i}.rs")]);
+        }
+        let t = Instant::now();
+        store.save_state(m.persisted())?;
+        save_ms.push(ms(t.elapsed()));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if std::env::var_os("BENCH_TRACE").is_some() {
+        for (k, block) in save_ms.chunks(100).enumerate() {
+            eprintln!(
+                "W1 saves {:>5}..: {:.4} ms",
+                k * 100,
+                block.iter().sum::<f64>() / block.len() as f64
+            );
+        }
+    }
+    let window = 100.min(n / 2);
+    let first = save_ms[..window].iter().sum::<f64>() / window as f64;
+    let last = save_ms[n - window..].iter().sum::<f64>() / window as f64;
+    emit(
+        "W1",
+        n,
+        seconds,
+        json!({
+            "first100_ms_per_save": round(first, 4),
+            "last100_ms_per_save": round(last, 4),
+            "growth_last_over_first": round(last / first, 3),
+        }),
+    );
+    Ok(())
+}
+
+/// W6: T tasks of one project, each with 10 transitions and 2 checkpoints; list them (median of 3).
+fn w6(b: &Bench) -> Result<()> {
+    let tasks = b.n(5000, 100);
+    let (db, _) = b.fresh_db("w6")?;
+    let store = SqliteStateStore::new(db.clone());
+    let table = Arc::new(phase_table()?);
+    for chunk in (0..tasks).collect::<Vec<_>>().chunks(250) {
+        db.write(|tx| {
+            for &t in chunk {
+                let ctx = StateContext::new(
+                    "w6-project".into(),
+                    format!("task-{t:05}").into(),
+                    "listed task",
+                );
+                let mut m = StateMachine::new(ctx).with_table(Arc::clone(&table));
+                for i in 0..10 {
+                    let event = phase_event(m.state());
+                    m.apply(event, Some(json!({"step": i}))).map_err(|e| {
+                        aigentflow_persistence::Error::InvalidInput {
+                            what: "event",
+                            reason: e.to_string(),
+                        }
+                    })?;
+                    if i == 4 || i == 9 {
+                        m.create_checkpoint(vec![format!("out/{t}-{i}.txt")]);
+                    }
+                }
+                store.save_in(tx, m.persisted())?;
+            }
+            Ok::<_, aigentflow_persistence::Error>(())
+        })?;
+    }
+    reset_peak_rss();
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let listed = store.list_states(&"w6-project".into())?;
+        runs.push(t.elapsed().as_secs_f64());
+        anyhow::ensure!(listed.len() == tasks, "listed {} of {tasks} tasks", listed.len());
+    }
+    emit("W6", tasks, median(runs), json!({}));
+    Ok(())
+}
+
+type Workload = fn(&Bench) -> Result<()>;
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let factor = args.scale * if args.quick { 0.1 } else { 1.0 };
+    let bench = Bench { factor, dir: tempfile::tempdir()? };
+    let workloads: [(&str, Workload); 3] = [("W0", w0), ("W1", w1), ("W6", w6)];
+    let only: Vec<String> = args.only.iter().map(|w| w.trim().to_uppercase()).collect();
+    if let Some(unknown) = only.iter().find(|w| !workloads.iter().any(|(name, _)| name == w)) {
+        anyhow::bail!("unknown workload {unknown}; known: W0, W1, W6");
+    }
+    for (name, run) in workloads {
+        if only.is_empty() || only.iter().any(|w| w == name) {
+            run(&bench).with_context(|| format!("workload {name}"))?;
+        }
+    }
+    Ok(())
+}

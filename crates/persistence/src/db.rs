@@ -272,6 +272,10 @@ impl Inner {
         .map_err(&classify)?;
         conn.busy_timeout(self.options.busy_timeout).map_err(&classify)?;
         conn.set_prepared_statement_cache_capacity(64);
+        // Query-planner stability: plans never depend on bound values, so cached statements are
+        // not re-prepared each time a new value is bound (the bundled SQLite has STAT4 on).
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+            .map_err(&classify)?;
         let synchronous = match self.options.durability {
             Durability::Normal => "NORMAL",
             Durability::Full => "FULL",
