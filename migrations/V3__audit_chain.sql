@@ -28,3 +28,11 @@ WHEN old.row_hash IS NOT NULL
 BEGIN
     SELECT RAISE(ABORT, 'audit_logs is append-only: UPDATE refused');
 END;
+
+-- INSERT OR REPLACE deletes the old row without firing DELETE triggers: refuse an insert whose id
+-- is already taken, before conflict resolution can run.
+CREATE TRIGGER audit_logs_no_replace BEFORE INSERT ON audit_logs
+WHEN EXISTS (SELECT 1 FROM audit_logs WHERE id = new.id)
+BEGIN
+    SELECT RAISE(ABORT, 'audit_logs is append-only: REPLACE of an existing row refused');
+END;

@@ -1,10 +1,12 @@
 //! aigentflow persistence (CP0): one façade over the workspace crates.
 //!
 //! * [`states`]: the workflow state machine (no I/O).
+//! * [`audit`]: the append-only, hash-chained audit log and its exports.
 //! * [`persistence`]: the SQLite database, migrations, redaction, state and configuration stores.
 //!
 //! The integration tests of the whole layer live in this package's `tests/`; the
 //! `aigentflow-worker` binary is the worker process those tests spawn.
 
+pub use aigentflow_audit as audit;
 pub use aigentflow_core_states as states;
 pub use aigentflow_persistence as persistence;

@@ -1,6 +1,7 @@
 //! Cross-crate scenarios through the façade: the seed's CP0 test scenarios, one module per area.
 #![allow(clippy::unwrap_used)]
 
+mod audit;
 mod persistence;
 mod states;
 mod support;

@@ -1,3 +1,24 @@
 //! The aigentflow audit log: append-only, hash-chained, redacted, exported as CSV, JSON or JSON Lines.
 //!
-//! Not yet built; see the project's open issues.
+//! * [`AuditLog::log`] appends an entry (action and details redacted first); [`AuditLog::log_in`]
+//!   does it inside a caller's transaction, e.g. with the state transition it records.
+//! * The database refuses UPDATE and DELETE on `audit_logs` (triggers of migration V3).
+//! * Every row carries `prev_hash` and `row_hash` = SHA-256 of the previous hash and the row's
+//!   fields, canonically encoded ([`chain`]); [`AuditLog::verify`] names the first bad row, and
+//!   checks against a [`ChainHead`] kept elsewhere to catch truncation or a full rewrite.
+//! * [`AuditLog::query`], [`AuditLog::summary`] and streaming [`AuditLog::export`].
+//!
+//! Architecture invariant: no rusqlite type appears in this crate's public API; its SQL lives in
+//! `store.rs`.
+
+pub mod chain;
+mod error;
+mod export;
+mod model;
+mod store;
+
+pub use chain::{ChainHead, Finding, Verification};
+pub use error::{Error, Result};
+pub use export::{ExportFormat, ExportOptions, ExportReport};
+pub use model::{AuditEntry, AuditQuery, AuditRecord, Category, CategoryCount};
+pub use store::AuditLog;

@@ -1,0 +1,29 @@
+/// What went wrong in the audit log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// From the database layer.
+    #[error(transparent)]
+    Persistence(#[from] aigentflow_persistence::Error),
+    /// A caller gave a value the audit log cannot take.
+    #[error("invalid {what}: {reason}")]
+    InvalidInput { what: &'static str, reason: String },
+    /// Writing an export failed.
+    #[error("cannot write the export: {0}")]
+    Write(#[from] std::io::Error),
+    /// Encoding a CSV row failed.
+    #[error("cannot write the CSV export: {0}")]
+    Csv(#[from] csv::Error),
+    /// Encoding a JSON row failed.
+    #[error("cannot write the JSON export: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Persistence(e.into())
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

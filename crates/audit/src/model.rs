@@ -1,0 +1,122 @@
+use std::fmt;
+use std::str::FromStr;
+
+use aigentflow_core_states::{time, ProjectId, TaskId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Error;
+
+/// What an audit entry is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    /// A workflow state change.
+    State,
+    /// A file read or written.
+    File,
+    /// An agent's action.
+    Agent,
+    /// Something security-relevant.
+    Security,
+    /// A person's action.
+    User,
+}
+
+impl Category {
+    /// Every category.
+    pub const ALL: [Category; 5] =
+        [Category::State, Category::File, Category::Agent, Category::Security, Category::User];
+
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::State => "state",
+            Self::File => "file",
+            Self::Agent => "agent",
+            Self::Security => "security",
+            Self::User => "user",
+        }
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Category {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| Error::InvalidInput {
+            what: "category",
+            reason: format!("{s:?} is not one of state, file, agent, security, user"),
+        })
+    }
+}
+
+/// An entry to log.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub project_id: Option<ProjectId>,
+    pub task_id: Option<TaskId>,
+    pub agent: Option<String>,
+    pub action: String,
+    pub category: Option<Category>,
+    pub details: Option<Value>,
+    pub user_id: Option<String>,
+    pub ip_address: Option<String>,
+}
+
+impl AuditEntry {
+    /// An entry with an action and a category; the other fields are set directly.
+    pub fn new(action: impl Into<String>, category: Category) -> Self {
+        Self { action: action.into(), category: Some(category), ..Self::default() }
+    }
+}
+
+/// A stored audit row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    #[serde(with = "time::serde_millis")]
+    pub timestamp: DateTime<Utc>,
+    pub project_id: Option<String>,
+    pub task_id: Option<String>,
+    pub agent: Option<String>,
+    pub action: String,
+    /// The stored text (one of [`Category`] for rows this layer wrote).
+    pub category: String,
+    /// The details as stored (JSON text).
+    #[serde(skip)]
+    pub details_text: Option<String>,
+    /// The details, parsed (`null` for none, a string for text that is not JSON).
+    pub details: Option<Value>,
+    pub user_id: Option<String>,
+    pub ip_address: Option<String>,
+    pub prev_hash: Option<String>,
+    pub row_hash: Option<String>,
+}
+
+/// Filters of a query or an export. Dates are inclusive; a bare date as `end` covers that whole day.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditQuery {
+    pub project_id: Option<String>,
+    pub task_id: Option<String>,
+    pub category: Option<Category>,
+    pub agent: Option<String>,
+    /// Any timestamp form (`2026-11-21`, `2026-11-21 10:00`, RFC 3339…).
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+}
+
+/// How many entries a project has in one category.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CategoryCount {
+    pub category: String,
+    pub count: u64,
+}

@@ -1,0 +1,362 @@
+//! [`AuditLog`]: appends, queries and verification. All the crate's SQL lives here and in `export.rs`.
+
+use aigentflow_core_states::time;
+use aigentflow_persistence::redact::{redact_text, redacted_json};
+use aigentflow_persistence::{Database, Tx};
+use rusqlite::{params, params_from_iter, OptionalExtension, Row};
+use serde_json::Value;
+
+use crate::chain::{self, ChainHead, ChainRow, HashedFields, Verification, Verifier};
+use crate::error::{Error, Result};
+use crate::model::{AuditEntry, AuditQuery, AuditRecord, CategoryCount};
+
+pub(crate) const COLUMNS: &str =
+    "id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash";
+
+const HEAD: &str = "SELECT id, row_hash FROM audit_logs ORDER BY id DESC LIMIT 1";
+const NEXT_ID: &str =
+    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_logs'), 0),
+                                COALESCE((SELECT MAX(id) FROM audit_logs), 0)) + 1";
+const INSERT: &str = "INSERT INTO audit_logs
+    (id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+
+/// The audit log of one database.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    db: Database,
+}
+
+impl AuditLog {
+    /// The audit log over `db`. Rows that a legacy database brought without hashes are sealed
+    /// into the chain here (once; a no-op afterwards).
+    pub fn new(db: Database) -> Result<Self> {
+        let log = Self { db };
+        log.db.write(seal_pending)?;
+        Ok(log)
+    }
+
+    /// Appends one entry in its own transaction; returns its id.
+    pub fn log(&self, entry: &AuditEntry) -> Result<i64> {
+        self.db.write(|tx| self.log_in(tx, entry))
+    }
+
+    /// Appends many entries in one transaction; returns their ids.
+    pub fn log_batch(&self, entries: &[AuditEntry]) -> Result<Vec<i64>> {
+        self.db.write(|tx| entries.iter().map(|e| self.log_in(tx, e)).collect())
+    }
+
+    /// Appends an entry inside a caller's transaction (e.g. with the state save it records).
+    /// Action and details are redacted first.
+    pub fn log_in(&self, tx: &Tx<'_>, entry: &AuditEntry) -> Result<i64> {
+        let category = entry.category.ok_or_else(|| Error::InvalidInput {
+            what: "audit entry",
+            reason: "a category is required".into(),
+        })?;
+        if entry.action.trim().is_empty() {
+            return Err(Error::InvalidInput {
+                what: "audit entry",
+                reason: "the action is empty".into(),
+            });
+        }
+        seal_pending(tx)?;
+        let conn = tx.conn();
+        let prev: String = conn
+            .prepare_cached(HEAD)?
+            .query_row([], |r| r.get::<_, Option<String>>(1))
+            .optional()?
+            .flatten()
+            .unwrap_or_else(|| chain::GENESIS.to_owned());
+        let id: i64 = conn.prepare_cached(NEXT_ID)?.query_row([], |r| r.get(0))?;
+        let stamp = time::to_db(tx.now());
+        let action = redact_text(&entry.action);
+        let details = entry
+            .details
+            .as_ref()
+            .map(|d| serde_json::to_string(&redacted_json(d)))
+            .transpose()
+            .map_err(aigentflow_persistence::Error::from)?;
+        let fields = HashedFields {
+            id,
+            timestamp: &hash_time(&stamp),
+            project_id: entry.project_id.as_ref().map(|p| p.as_str()),
+            task_id: entry.task_id.as_ref().map(|t| t.as_str()),
+            agent: entry.agent.as_deref(),
+            action: &action,
+            category: category.as_str(),
+            details: details.as_deref(),
+            user_id: entry.user_id.as_deref(),
+            ip_address: entry.ip_address.as_deref(),
+        };
+        let hash = chain::row_hash(&prev, &fields);
+        conn.prepare_cached(INSERT)?.execute(params![
+            id,
+            stamp,
+            fields.project_id,
+            fields.task_id,
+            fields.agent,
+            fields.action,
+            fields.category,
+            fields.details,
+            fields.user_id,
+            fields.ip_address,
+            prev,
+            hash
+        ])?;
+        Ok(id)
+    }
+
+    /// Entries matching the filters, newest first (ties broken by id).
+    pub fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        let (clause, values) = where_clause(q)?;
+        let mut sql =
+            format!("SELECT {COLUMNS} FROM audit_logs{clause} ORDER BY timestamp DESC, id DESC");
+        let mut values = values;
+        if q.limit.is_some() || q.offset.is_some() {
+            sql.push_str(" LIMIT ? OFFSET ?");
+            values.push(Value::from(q.limit.map_or(-1, |l| l as i64)));
+            values.push(Value::from(q.offset.unwrap_or(0) as i64));
+        }
+        self.db.read(|tx| {
+            let mut stmt = tx.conn().prepare_cached(&sql)?;
+            let rows =
+                stmt.query_map(params_from_iter(values.iter().map(sql_value)), read_record)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// How many entries a project has per category, most first.
+    pub fn summary(&self, project_id: &str) -> Result<Vec<CategoryCount>> {
+        self.db.read(|tx| {
+            let mut stmt = tx.conn().prepare_cached(
+                "SELECT category, COUNT(*) FROM audit_logs WHERE project_id = ?1
+                 GROUP BY category ORDER BY COUNT(*) DESC, category",
+            )?;
+            let rows = stmt.query_map([project_id], |r| {
+                Ok(CategoryCount { category: r.get(0)?, count: r.get::<_, i64>(1)? as u64 })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// The current end of the chain, or None for an empty log.
+    pub fn head(&self) -> Result<Option<ChainHead>> {
+        self.db.read(|tx| {
+            let conn = tx.conn();
+            let rows: i64 = conn.query_row("SELECT COUNT(*) FROM audit_logs", [], |r| r.get(0))?;
+            let head = conn
+                .prepare_cached(HEAD)?
+                .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)))
+                .optional()?;
+            Ok(head.map(|(last_id, hash)| ChainHead {
+                rows: rows as u64,
+                last_id,
+                hash: hash.unwrap_or_default(),
+            }))
+        })
+    }
+
+    /// Walks the whole chain; with `expected`, also checks it still reaches that head.
+    pub fn verify(&self, expected: Option<&ChainHead>) -> Result<Verification> {
+        self.db.read(|tx| {
+            let conn = tx.conn();
+            let mut verifier = Verifier::default();
+            let mut stmt =
+                conn.prepare(&format!("SELECT {COLUMNS} FROM audit_logs ORDER BY id"))?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let raw = RawRow::read(r)?;
+                let ts = hash_time(&raw.timestamp);
+                verifier.push(&raw.chain_row(&ts), |hash| {
+                    conn.query_row("SELECT id FROM audit_logs WHERE row_hash = ?1", [hash], |r| {
+                        r.get(0)
+                    })
+                    .ok()
+                });
+            }
+            let hash_of = |id: i64| -> Option<String> {
+                conn.query_row("SELECT row_hash FROM audit_logs WHERE id = ?1", [id], |r| r.get(0))
+                    .ok()
+                    .flatten()
+            };
+            Ok(verifier.finish(expected, hash_of))
+        })
+    }
+
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+}
+
+/// Seals rows that carry no hash yet (brought by a legacy database, or written around the log)
+/// and follow the last sealed row, in id order.
+fn seal_pending(tx: &Tx<'_>) -> Result<usize> {
+    let conn = tx.conn();
+    let pending: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM audit_logs WHERE row_hash IS NULL)")?
+        .query_row([], |r| r.get(0))?;
+    if !pending {
+        return Ok(0);
+    }
+    let (after, mut prev): (i64, String) = conn
+        .query_row(
+            "SELECT id, row_hash FROM audit_logs WHERE row_hash IS NOT NULL ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or((0, chain::GENESIS.to_owned()));
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM audit_logs WHERE row_hash IS NULL AND id > ?1 ORDER BY id"
+    ))?;
+    let raws = stmt.query_map([after], RawRow::read)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut update =
+        conn.prepare("UPDATE audit_logs SET prev_hash = ?1, row_hash = ?2 WHERE id = ?3")?;
+    for raw in &raws {
+        let ts = hash_time(&raw.timestamp);
+        let hash = chain::row_hash(&prev, &raw.chain_row(&ts).fields);
+        update.execute(params![prev, hash, raw.id])?;
+        prev = hash;
+    }
+    if !raws.is_empty() {
+        tracing::info!(rows = raws.len(), "sealed audit rows into the hash chain");
+    }
+    Ok(raws.len())
+}
+
+/// The timestamp as the hash covers it: RFC 3339 with milliseconds, or the stored text if unreadable.
+pub(crate) fn hash_time(stored: &str) -> String {
+    time::parse(stored).map(time::to_rfc3339).unwrap_or_else(|| stored.to_owned())
+}
+
+/// A row as stored, all text.
+pub(crate) struct RawRow {
+    pub id: i64,
+    pub timestamp: String,
+    pub project_id: Option<String>,
+    pub task_id: Option<String>,
+    pub agent: Option<String>,
+    pub action: String,
+    pub category: String,
+    pub details: Option<String>,
+    pub user_id: Option<String>,
+    pub ip_address: Option<String>,
+    pub prev_hash: Option<String>,
+    pub row_hash: Option<String>,
+}
+
+impl RawRow {
+    pub fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            timestamp: r.get(1)?,
+            project_id: r.get(2)?,
+            task_id: r.get(3)?,
+            agent: r.get(4)?,
+            action: r.get(5)?,
+            category: r.get(6)?,
+            details: r.get(7)?,
+            user_id: r.get(8)?,
+            ip_address: r.get(9)?,
+            prev_hash: r.get(10)?,
+            row_hash: r.get(11)?,
+        })
+    }
+
+    pub fn chain_row<'a>(&'a self, timestamp: &'a str) -> ChainRow<'a> {
+        ChainRow {
+            fields: HashedFields {
+                id: self.id,
+                timestamp,
+                project_id: self.project_id.as_deref(),
+                task_id: self.task_id.as_deref(),
+                agent: self.agent.as_deref(),
+                action: &self.action,
+                category: &self.category,
+                details: self.details.as_deref(),
+                user_id: self.user_id.as_deref(),
+                ip_address: self.ip_address.as_deref(),
+            },
+            prev_hash: self.prev_hash.as_deref(),
+            row_hash: self.row_hash.as_deref(),
+        }
+    }
+
+    pub fn into_record(self) -> AuditRecord {
+        let details = self
+            .details
+            .as_deref()
+            .map(|d| serde_json::from_str(d).unwrap_or_else(|_| Value::String(d.to_owned())));
+        AuditRecord {
+            id: self.id,
+            timestamp: time::parse(&self.timestamp).unwrap_or_default(),
+            project_id: self.project_id,
+            task_id: self.task_id,
+            agent: self.agent,
+            action: self.action,
+            category: self.category,
+            details_text: self.details,
+            details,
+            user_id: self.user_id,
+            ip_address: self.ip_address,
+            prev_hash: self.prev_hash,
+            row_hash: self.row_hash,
+        }
+    }
+}
+
+fn read_record(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    RawRow::read(r).map(RawRow::into_record)
+}
+
+/// The WHERE clause of a query, from fixed fragments, with its bound values.
+pub(crate) fn where_clause(q: &AuditQuery) -> Result<(String, Vec<Value>)> {
+    let mut parts = Vec::new();
+    let mut values = Vec::new();
+    let mut eq = |column: &str, v: Option<&str>| {
+        if let Some(v) = v {
+            parts.push(format!("{column} = ?"));
+            values.push(Value::from(v));
+        }
+    };
+    eq("project_id", q.project_id.as_deref());
+    eq("task_id", q.task_id.as_deref());
+    eq("category", q.category.map(|c| c.as_str()));
+    eq("agent", q.agent.as_deref());
+    if let Some(start) = &q.start {
+        parts.push("timestamp >= ?".into());
+        values.push(Value::from(time::to_db(parse_bound(start, "start")?)));
+    }
+    if let Some(end) = &q.end {
+        let ts = parse_bound(end, "end")?;
+        // A bare date means the whole day; any other form is an inclusive instant.
+        let is_date = end.trim().len() == 10;
+        if is_date {
+            parts.push("timestamp < ?".into());
+            values.push(Value::from(time::to_db(ts + chrono::Duration::days(1))));
+        } else {
+            parts.push("timestamp <= ?".into());
+            values.push(Value::from(time::to_db(ts)));
+        }
+    }
+    let clause =
+        if parts.is_empty() { String::new() } else { format!(" WHERE {}", parts.join(" AND ")) };
+    Ok((clause, values))
+}
+
+fn parse_bound(text: &str, which: &'static str) -> Result<chrono::DateTime<chrono::Utc>> {
+    time::parse(text).ok_or_else(|| Error::InvalidInput {
+        what: if which == "start" { "start date" } else { "end date" },
+        reason: format!(
+            "{text:?} is not a date or timestamp (try 2026-11-21 or 2026-11-21T10:00:00Z)"
+        ),
+    })
+}
+
+pub(crate) fn sql_value(v: &Value) -> rusqlite::types::Value {
+    match v {
+        Value::Number(n) => rusqlite::types::Value::Integer(n.as_i64().unwrap_or_default()),
+        Value::String(s) => rusqlite::types::Value::Text(s.clone()),
+        _ => rusqlite::types::Value::Null,
+    }
+}

@@ -1,0 +1,487 @@
+//! Step 04 "AuditLogger" and "Data integrity" twins, plus RELIABILITY.md R7–R10 and R12 for the
+//! audit log, and the sealing of legacy rows (R4).
+
+use std::sync::Arc;
+
+use aigentflow::audit::{
+    AuditEntry, AuditLog, AuditQuery, Category, ExportFormat, ExportOptions, Finding,
+};
+use aigentflow::persistence::{Database, ManualClock, Options};
+use chrono::{Duration, TimeZone, Utc};
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+fn memory_log() -> AuditLog {
+    AuditLog::new(Database::open_in_memory().unwrap()).unwrap()
+}
+
+fn entry(project: &str, action: &str, category: Category) -> AuditEntry {
+    AuditEntry { project_id: Some(project.into()), ..AuditEntry::new(action, category) }
+}
+
+fn clocked(start: chrono::DateTime<Utc>, step: Duration) -> Database {
+    let clock = Arc::new(ManualClock::new(start, step));
+    Database::open_in_memory_with(Options { clock, ..Options::default() }).unwrap()
+}
+
+fn export_string(log: &AuditLog, format: ExportFormat, query: AuditQuery) -> String {
+    let mut out = Vec::new();
+    let options = ExportOptions { query, ..ExportOptions::new(format) };
+    log.export(&mut out, &options, |_| {}).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+// ---- the seed's AuditLogger scenarios -----------------------------------------------------
+
+#[test]
+fn audit_logs_entries() {
+    let log = memory_log();
+    let id = log
+        .log(&AuditEntry {
+            details: Some(json!({"from": "IDLE", "to": "ANALYZING"})),
+            ..entry("project-1", "state_transition", Category::State)
+        })
+        .unwrap();
+    assert!(id > 0);
+    let rows = log.query(&AuditQuery::default()).unwrap();
+    assert_eq!(rows[0].details, Some(json!({"from": "IDLE", "to": "ANALYZING"})));
+}
+
+#[test]
+fn audit_queries_by_project_and_category() {
+    let log = memory_log();
+    log.log(&entry("project-1", "file_write", Category::File)).unwrap();
+    log.log(&entry("project-1", "agent_invoke", Category::Agent)).unwrap();
+    log.log(&AuditEntry {
+        agent: Some("coder".into()),
+        ..entry("project-2", "x", Category::Agent)
+    })
+    .unwrap();
+    let q = |q: AuditQuery| log.query(&q).unwrap();
+    assert_eq!(
+        q(AuditQuery { project_id: Some("project-1".into()), ..Default::default() }).len(),
+        2
+    );
+    assert_eq!(q(AuditQuery { category: Some(Category::File), ..Default::default() }).len(), 1);
+    assert_eq!(q(AuditQuery { agent: Some("coder".into()), ..Default::default() }).len(), 1);
+    let page = q(AuditQuery { limit: Some(2), offset: Some(1), ..Default::default() });
+    assert_eq!(
+        page.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
+        ["agent_invoke", "file_write"]
+    );
+}
+
+#[test]
+fn audit_summary_counts_per_category() {
+    let log = memory_log();
+    for (a, c) in [("a1", Category::State), ("a2", Category::State), ("a3", Category::Agent)] {
+        log.log(&entry("project-1", a, c)).unwrap();
+    }
+    let summary = log.summary("project-1").unwrap();
+    assert_eq!(summary.len(), 2);
+    assert_eq!((summary[0].category.as_str(), summary[0].count), ("state", 2));
+}
+
+#[test]
+fn audit_exports_json_and_csv() {
+    let log = memory_log();
+    log.log(&entry("project-1", "test", Category::State)).unwrap();
+    let only = AuditQuery { project_id: Some("project-1".into()), ..Default::default() };
+    let json: Value =
+        serde_json::from_str(&export_string(&log, ExportFormat::Json, only.clone())).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+    let csv = export_string(&log, ExportFormat::Csv, only);
+    assert!(csv.contains("timestamp") && csv.contains("test"));
+}
+
+#[test]
+fn invalid_entries_are_typed_errors_and_write_nothing() {
+    let log = memory_log();
+    assert!(log.log(&AuditEntry { action: "x".into(), ..Default::default() }).is_err());
+    assert!(log.log(&AuditEntry::new("  ", Category::User)).is_err());
+    assert!("nonsense".parse::<Category>().is_err());
+    assert!("xml".parse::<ExportFormat>().is_err());
+    let bad_date = AuditQuery { start: Some("last tuesday".into()), ..Default::default() };
+    assert!(log.query(&bad_date).unwrap_err().to_string().contains("last tuesday"));
+    assert!(log.query(&AuditQuery::default()).unwrap().is_empty());
+}
+
+// ---- Data integrity / R10 -----------------------------------------------------------------
+
+#[test]
+fn audit_does_not_persist_secrets() {
+    let (_dir, path) = temp_db();
+    let ant = format!("sk-ant-api03-{}", "Qq1Ww2Ee3Rr4Tt5Yy6Uu7");
+    let aws = format!("AKIA{}", "QQQQ2222WWWW3333");
+    let ghp = format!("ghp_{}", "a".repeat(36));
+    let log = AuditLog::new(open(&path)).unwrap();
+    log.log(&AuditEntry {
+        details: Some(json!({"setting": "api_key", "value": "***REDACTED***"})),
+        ..AuditEntry::new("config_update", Category::User)
+    })
+    .unwrap();
+    log.log(&AuditEntry {
+        details: Some(
+            json!({"api_key": "plain-secret-value", "env": format!("AWS={aws}"), "list": [ghp]}),
+        ),
+        ..AuditEntry::new(format!("called with {ant}"), Category::Security)
+    })
+    .unwrap();
+    let all = serde_json::to_string(&log.query(&AuditQuery::default()).unwrap()).unwrap();
+    assert!(!all.contains("sk-ant-") && !all.contains("AKIA"), "{all}");
+    let bytes = file_bytes(&path);
+    let exports: Vec<String> = [ExportFormat::Csv, ExportFormat::Json, ExportFormat::Jsonl]
+        .into_iter()
+        .map(|f| export_string(&log, f, AuditQuery::default()))
+        .collect();
+    for secret in [ant.as_str(), aws.as_str(), ghp.as_str(), "plain-secret-value"] {
+        assert!(!contains(&bytes, secret), "{secret} reached the database file");
+        for e in &exports {
+            assert!(!e.contains(secret), "{secret} reached an export");
+        }
+    }
+    assert!(log.verify(None).unwrap().is_ok());
+}
+
+// ---- R8: append-only ----------------------------------------------------------------------
+
+#[test]
+fn update_and_delete_on_audit_logs_are_refused_by_the_database() {
+    let (_dir, path) = temp_db();
+    let log = AuditLog::new(open(&path)).unwrap();
+    log.log(&entry("p", "a", Category::State)).unwrap();
+    let conn = raw(&path);
+    for sql in [
+        "UPDATE audit_logs SET action = 'forged'",
+        "UPDATE audit_logs SET row_hash = NULL",
+        "DELETE FROM audit_logs",
+        "INSERT OR REPLACE INTO audit_logs (id, action, category) VALUES (1, 'x', 'user')",
+    ] {
+        let err = conn.execute(sql, []).unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    assert_eq!(log.query(&AuditQuery::default()).unwrap()[0].action, "a");
+}
+
+// ---- R7: tamper evidence ------------------------------------------------------------------
+
+fn tampered(sql: &str) -> aigentflow::audit::Verification {
+    let (_dir, path) = temp_db();
+    let log = AuditLog::new(open(&path)).unwrap();
+    for i in 1..=6 {
+        log.log(&AuditEntry {
+            details: Some(json!({"i": i})),
+            ..entry("p", &format!("a{i}"), Category::Agent)
+        })
+        .unwrap();
+    }
+    let conn = raw(&path);
+    conn.execute_batch("DROP TRIGGER audit_logs_no_update; DROP TRIGGER audit_logs_no_delete;")
+        .unwrap();
+    conn.execute_batch(sql).unwrap();
+    log.verify(None).unwrap()
+}
+
+#[test]
+fn verify_passes_an_untouched_log() {
+    let log = memory_log();
+    for i in 0..50 {
+        log.log(&entry("p", &format!("a{i}"), Category::File)).unwrap();
+    }
+    let v = log.verify(None).unwrap();
+    assert!(v.is_ok(), "{:?}", v.finding);
+    assert_eq!(v.rows, 50);
+    assert_eq!(log.verify(v.head.as_ref()).unwrap().finding, None);
+}
+
+#[test]
+fn verify_names_the_first_edited_row_whatever_field_changed() {
+    for column in [
+        "timestamp",
+        "project_id",
+        "task_id",
+        "agent",
+        "action",
+        "category",
+        "details",
+        "user_id",
+        "ip_address",
+    ] {
+        let v = tampered(&format!("UPDATE audit_logs SET {column} = 'x' WHERE id = 3"));
+        assert_eq!(v.finding, Some(Finding::Edited { id: 3 }), "{column}");
+    }
+    let v = tampered("UPDATE audit_logs SET row_hash = 'ff' WHERE id = 4");
+    assert!(
+        matches!(
+            v.finding,
+            Some(Finding::Edited { id: 4 }) | Some(Finding::Missing { before_id: 5 })
+        ),
+        "{:?}",
+        v.finding
+    );
+}
+
+#[test]
+fn verify_reports_deleted_inserted_reordered_rows() {
+    assert_eq!(
+        tampered("DELETE FROM audit_logs WHERE id = 3").finding,
+        Some(Finding::Missing { before_id: 4 })
+    );
+    assert_eq!(
+        tampered("DELETE FROM audit_logs WHERE id = 1").finding,
+        Some(Finding::Missing { before_id: 2 })
+    );
+    // a row inserted with a correctly computed hash still breaks the link of the next row
+    let v = tampered(
+        "INSERT INTO audit_logs (id, timestamp, action, category, prev_hash, row_hash)
+         SELECT 35, timestamp, 'forged', 'user', row_hash, row_hash FROM audit_logs WHERE id = 3;
+         UPDATE audit_logs SET id = id + 100 WHERE id > 3 AND id < 35;
+         UPDATE audit_logs SET id = id - 100 + 1 WHERE id > 100;
+         UPDATE audit_logs SET id = 4 WHERE id = 35;",
+    );
+    assert!(
+        matches!(v.finding, Some(Finding::Edited { id: 4 } | Finding::Inserted { .. })),
+        "{:?}",
+        v.finding
+    );
+    let v = tampered("INSERT INTO audit_logs (id, timestamp, action, category) VALUES (100, '2026-01-01 00:00:00.000', 'x', 'user')");
+    assert_eq!(v.finding, Some(Finding::Unsealed { id: 100 }));
+    let v = tampered(
+        "UPDATE audit_logs SET id = 100 WHERE id = 2; UPDATE audit_logs SET id = 2 WHERE id = 3; UPDATE audit_logs SET id = 3 WHERE id = 100;",
+    );
+    assert!(v.finding.is_some(), "a swap of two rows is found");
+    assert_eq!(v.finding, Some(Finding::Reordered { id: 2 }));
+}
+
+#[test]
+fn verify_against_a_kept_head_catches_truncation_and_rewrite() {
+    let (_dir, path) = temp_db();
+    let log = AuditLog::new(open(&path)).unwrap();
+    for i in 0..5 {
+        log.log(&entry("p", &format!("a{i}"), Category::State)).unwrap();
+    }
+    let head = log.head().unwrap().unwrap();
+    assert_eq!((head.rows, head.last_id), (5, 5));
+    let conn = raw(&path);
+    conn.execute_batch("DROP TRIGGER audit_logs_no_delete; DELETE FROM audit_logs WHERE id >= 4;")
+        .unwrap();
+    assert!(log.verify(None).unwrap().is_ok(), "the shortened chain is consistent on its own");
+    let v = log.verify(Some(&head)).unwrap();
+    assert_eq!(v.finding, Some(Finding::Truncated { expected_rows: 5, found_rows: 3 }));
+    assert!(v.finding.unwrap().to_string().contains("truncated"));
+}
+
+// ---- R9: CSV / JSON round trips -----------------------------------------------------------
+
+fn nasty_values() -> Vec<&'static str> {
+    vec![
+        "plain",
+        "comma, inside",
+        "quote \" inside",
+        "line\nbreak",
+        "crlf\r\nbreak",
+        "tab\there",
+        "unicode ✓ 日本語 עברית 😀",
+        "=SUM(A1:A2)",
+        "+1",
+        "-2",
+        "@cmd",
+        "\tlead tab",
+        "",
+    ]
+}
+
+fn nasty_log() -> AuditLog {
+    let log = memory_log();
+    for (i, v) in nasty_values().into_iter().enumerate() {
+        let action = if v.is_empty() { format!("empty-{i}") } else { v.to_owned() };
+        log.log(&AuditEntry {
+            agent: Some(v.to_owned()),
+            user_id: Some(v.to_owned()),
+            details: Some(json!({"v": v, "nested": {"k": [v]}})),
+            ..entry("p,\"1\"", &action, Category::User)
+        })
+        .unwrap();
+    }
+    log
+}
+
+#[test]
+fn csv_export_reads_back_exactly_with_the_formula_guard_applied() {
+    let log = nasty_log();
+    let expected = log.query(&AuditQuery::default()).unwrap();
+    let guard = |s: &str| {
+        if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            format!("'{s}")
+        } else {
+            s.to_owned()
+        }
+    };
+    for neutralize in [true, false] {
+        let mut out = Vec::new();
+        let options = ExportOptions {
+            neutralize_formulas: neutralize,
+            ..ExportOptions::new(ExportFormat::Csv)
+        };
+        log.export(&mut out, &options, |_| {}).unwrap();
+        let mut reader = csv::Reader::from_reader(out.as_slice());
+        let rows: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().unwrap();
+        assert_eq!(rows.len(), expected.len());
+        for (row, want) in rows.iter().zip(expected.iter().rev()) {
+            let agent = want.agent.clone().unwrap_or_default();
+            let want_agent = if neutralize { guard(&agent) } else { agent };
+            assert_eq!(&row[4], want_agent, "agent");
+            assert_eq!(&row[2], "p,\"1\"");
+            let details = want.details_text.clone().unwrap_or_default();
+            assert_eq!(&row[7], details);
+            assert_eq!(&row[11], want.row_hash.clone().unwrap_or_default());
+        }
+    }
+}
+
+#[test]
+fn csv_export_reads_back_with_pythons_csv_module() {
+    let log = nasty_log();
+    let mut out = Vec::new();
+    let options =
+        ExportOptions { neutralize_formulas: false, ..ExportOptions::new(ExportFormat::Csv) };
+    log.export(&mut out, &options, |_| {}).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.csv");
+    std::fs::write(&file, &out).unwrap();
+    let script = "import csv, json, sys\nwith open(sys.argv[1], newline='', encoding='utf-8') as f:\n    rows = list(csv.reader(f))\nprint(json.dumps([r[4] for r in rows[1:]]))";
+    let py =
+        std::process::Command::new("python3").arg("-c").arg(script).arg(&file).output().unwrap();
+    assert!(py.status.success(), "{}", String::from_utf8_lossy(&py.stderr));
+    let agents: Vec<String> = serde_json::from_slice(&py.stdout).unwrap();
+    let expected: Vec<String> = nasty_values().into_iter().map(String::from).collect();
+    assert_eq!(agents, expected);
+}
+
+#[test]
+fn json_and_jsonl_exports_parse_back_equal() {
+    let log = nasty_log();
+    let expected = log.query(&AuditQuery::default()).unwrap();
+    let json: Vec<Value> =
+        serde_json::from_str(&export_string(&log, ExportFormat::Json, AuditQuery::default()))
+            .unwrap();
+    let jsonl: Vec<Value> = export_string(&log, ExportFormat::Jsonl, AuditQuery::default())
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(json, jsonl);
+    for (row, want) in json.iter().zip(expected.iter().rev()) {
+        assert_eq!(row["id"], want.id);
+        assert_eq!(row["agent"], json!(want.agent));
+        assert_eq!(row["details"], json!(want.details));
+        assert_eq!(row["row_hash"], json!(want.row_hash));
+    }
+    assert_eq!(
+        export_string(&memory_log(), ExportFormat::Json, AuditQuery::default()).trim(),
+        "[]"
+    );
+}
+
+// ---- R12: time ----------------------------------------------------------------------------
+
+#[test]
+fn date_filters_include_the_boundary_day() {
+    let start = Utc.with_ymd_and_hms(2026, 11, 20, 23, 0, 0).unwrap();
+    let log = AuditLog::new(clocked(start, Duration::hours(1))).unwrap();
+    for i in 0..4 {
+        log.log(&entry("p", &format!("h{i}"), Category::State)).unwrap(); // 20th 23:00, 21st 00:00, 01:00, 02:00
+    }
+    let q = |start: Option<&str>, end: Option<&str>| {
+        log.query(&AuditQuery {
+            start: start.map(Into::into),
+            end: end.map(Into::into),
+            ..Default::default()
+        })
+        .unwrap()
+        .len()
+    };
+    assert_eq!(q(Some("2026-11-21"), Some("2026-11-21")), 3, "the whole end day is included");
+    assert_eq!(q(None, Some("2026-11-20")), 1);
+    assert_eq!(q(Some("2026-11-21T01:00:00Z"), None), 2, "start is inclusive");
+    assert_eq!(q(None, Some("2026-11-21 01:00:00")), 3, "an instant end is inclusive");
+    let rows = log.query(&AuditQuery::default()).unwrap();
+    assert_eq!(serde_json::to_value(&rows[0]).unwrap()["timestamp"], "2026-11-21T02:00:00.000Z");
+}
+
+// ---- R4: legacy rows are sealed -----------------------------------------------------------
+
+#[test]
+fn legacy_audit_rows_are_sealed_into_the_chain_on_adoption() {
+    let (_dir, path) = legacy_copy();
+    let log = AuditLog::new(open(&path)).unwrap();
+    let v = log.verify(None).unwrap();
+    assert!(v.is_ok(), "{:?}", v.finding);
+    assert_eq!(v.rows, 500);
+    let id = log.log(&entry("proj-webshop", "after adoption", Category::User)).unwrap();
+    assert_eq!(id, 501);
+    let again = AuditLog::new(open(&path)).unwrap().verify(None).unwrap();
+    assert_eq!((again.rows, again.finding), (501, None));
+    let rows = log
+        .query(&AuditQuery { project_id: Some("proj-webshop".into()), ..Default::default() })
+        .unwrap();
+    assert!(rows.iter().any(|r| r.action.contains('\t')), "legacy text kept as it was");
+}
+
+#[test]
+fn threads_appending_at_once_keep_one_linear_chain() {
+    let (_dir, path) = temp_db();
+    let log = AuditLog::new(open(&path)).unwrap();
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    log.log(&entry("p", &format!("t{t}-{i}"), Category::Agent)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let v = log.verify(None).unwrap();
+    assert_eq!((v.rows, v.finding), (100, None));
+}
+
+// ---- snapshots of each export format ------------------------------------------------------
+
+#[test]
+fn export_format_snapshots() {
+    let db = clocked(
+        Utc.with_ymd_and_hms(2026, 11, 22, 8, 30, 0).unwrap(),
+        Duration::milliseconds(1500),
+    );
+    let log = AuditLog::new(db).unwrap();
+    log.log(&AuditEntry {
+        task_id: Some("task-1".into()),
+        agent: Some("orchestrator".into()),
+        details: Some(json!({"from": "IDLE", "to": "ANALYZING"})),
+        ..entry("project-1", "state_transition", Category::State)
+    })
+    .unwrap();
+    log.log(&AuditEntry {
+        user_id: Some("alice@example.com".into()),
+        ip_address: Some("192.0.2.10".into()),
+        details: Some(json!({"path": "src/a, \"b\".rs", "note": "=1+1"})),
+        ..entry("project-1", "file_write", Category::File)
+    })
+    .unwrap();
+    insta::assert_snapshot!(
+        "export_csv",
+        export_string(&log, ExportFormat::Csv, AuditQuery::default())
+    );
+    insta::assert_snapshot!(
+        "export_json",
+        export_string(&log, ExportFormat::Json, AuditQuery::default())
+    );
+    insta::assert_snapshot!(
+        "export_jsonl",
+        export_string(&log, ExportFormat::Jsonl, AuditQuery::default())
+    );
+}
