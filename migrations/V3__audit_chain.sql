@@ -6,7 +6,6 @@ ALTER TABLE audit_logs ADD COLUMN prev_hash TEXT;
 ALTER TABLE audit_logs ADD COLUMN row_hash TEXT;
 CREATE INDEX idx_audit_logs_unsealed ON audit_logs(id) WHERE row_hash IS NULL;
 CREATE INDEX idx_audit_logs_task ON audit_logs(task_id);
-CREATE INDEX idx_audit_logs_agent ON audit_logs(agent);
 
 CREATE TRIGGER audit_logs_no_delete BEFORE DELETE ON audit_logs BEGIN
     SELECT RAISE(ABORT, 'audit_logs is append-only: DELETE refused');

@@ -43,67 +43,87 @@ impl AuditLog {
 
     /// Appends many entries in one transaction; returns their ids.
     pub fn log_batch(&self, entries: &[AuditEntry]) -> Result<Vec<i64>> {
-        self.db.write(|tx| entries.iter().map(|e| self.log_in(tx, e)).collect())
+        self.db.write(|tx| self.log_all_in(tx, entries))
     }
 
     /// Appends an entry inside a caller's transaction (e.g. with the state save it records).
     /// Action and details are redacted first.
     pub fn log_in(&self, tx: &Tx<'_>, entry: &AuditEntry) -> Result<i64> {
-        let category = entry.category.ok_or_else(|| Error::InvalidInput {
-            what: "audit entry",
-            reason: "a category is required".into(),
-        })?;
-        if entry.action.trim().is_empty() {
-            return Err(Error::InvalidInput {
-                what: "audit entry",
-                reason: "the action is empty".into(),
-            });
+        let ids = self.log_all_in(tx, std::slice::from_ref(entry))?;
+        Ok(ids[0])
+    }
+
+    /// Appends entries inside a caller's transaction: the chain head is read once, and each
+    /// entry links to the one before it. Nothing is written if any entry is invalid.
+    pub fn log_all_in(&self, tx: &Tx<'_>, entries: &[AuditEntry]) -> Result<Vec<i64>> {
+        for entry in entries {
+            if entry.category.is_none() {
+                return Err(Error::InvalidInput {
+                    what: "audit entry",
+                    reason: "a category is required".into(),
+                });
+            }
+            if entry.action.trim().is_empty() {
+                return Err(Error::InvalidInput {
+                    what: "audit entry",
+                    reason: "the action is empty".into(),
+                });
+            }
         }
         seal_pending(tx)?;
         let conn = tx.conn();
-        let prev: String = conn
+        let mut prev: String = conn
             .prepare_cached(HEAD)?
             .query_row([], |r| r.get::<_, Option<String>>(1))
             .optional()?
             .flatten()
             .unwrap_or_else(|| chain::GENESIS.to_owned());
-        let id: i64 = conn.prepare_cached(NEXT_ID)?.query_row([], |r| r.get(0))?;
+        let mut id: i64 = conn.prepare_cached(NEXT_ID)?.query_row([], |r| r.get(0))?;
         let stamp = time::to_db(tx.now());
-        let action = redact_text(&entry.action);
-        let details = entry
-            .details
-            .as_ref()
-            .map(|d| serde_json::to_string(&redacted_json(d)))
-            .transpose()
-            .map_err(aigentflow_persistence::Error::from)?;
-        let fields = HashedFields {
-            id,
-            timestamp: &hash_time(&stamp),
-            project_id: entry.project_id.as_ref().map(|p| p.as_str()),
-            task_id: entry.task_id.as_ref().map(|t| t.as_str()),
-            agent: entry.agent.as_deref(),
-            action: &action,
-            category: category.as_str(),
-            details: details.as_deref(),
-            user_id: entry.user_id.as_deref(),
-            ip_address: entry.ip_address.as_deref(),
-        };
-        let hash = chain::row_hash(&prev, &fields);
-        conn.prepare_cached(INSERT)?.execute(params![
-            id,
-            stamp,
-            fields.project_id,
-            fields.task_id,
-            fields.agent,
-            fields.action,
-            fields.category,
-            fields.details,
-            fields.user_id,
-            fields.ip_address,
-            prev,
-            hash
-        ])?;
-        Ok(id)
+        let hashed_stamp = hash_time(&stamp);
+        let mut insert = conn.prepare_cached(INSERT)?;
+        let mut ids = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let category = entry.category.map_or("", |c| c.as_str());
+            let action = redact_text(&entry.action);
+            let details = entry
+                .details
+                .as_ref()
+                .map(|d| serde_json::to_string(&redacted_json(d)))
+                .transpose()
+                .map_err(aigentflow_persistence::Error::from)?;
+            let fields = HashedFields {
+                id,
+                timestamp: &hashed_stamp,
+                project_id: entry.project_id.as_ref().map(|p| p.as_str()),
+                task_id: entry.task_id.as_ref().map(|t| t.as_str()),
+                agent: entry.agent.as_deref(),
+                action: &action,
+                category,
+                details: details.as_deref(),
+                user_id: entry.user_id.as_deref(),
+                ip_address: entry.ip_address.as_deref(),
+            };
+            let hash = chain::row_hash(&prev, &fields);
+            insert.execute(params![
+                id,
+                stamp,
+                fields.project_id,
+                fields.task_id,
+                fields.agent,
+                fields.action,
+                fields.category,
+                fields.details,
+                fields.user_id,
+                fields.ip_address,
+                prev,
+                hash
+            ])?;
+            ids.push(id);
+            prev = hash;
+            id += 1;
+        }
+        Ok(ids)
     }
 
     /// Entries matching the filters, newest first (ties broken by id).

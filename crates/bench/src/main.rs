@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aigentflow_audit::{AuditEntry, AuditLog, AuditQuery, Category, ExportFormat, ExportOptions};
 use aigentflow_core_states::{
     Event, FromStates, Rule, StateContext, StateMachine, StateStore, Target, TransitionTable,
     WorkflowState,
@@ -47,6 +48,165 @@ impl Bench {
         let path = self.dir.path().join(format!("{name}.db"));
         Ok((Database::open(&path).with_context(|| format!("open {}", path.display()))?, path))
     }
+}
+
+/// Text from `../shared/bench-words.txt`, drawn with a seeded PRNG so runs repeat.
+struct Words {
+    words: Vec<String>,
+    state: u64,
+}
+
+impl Words {
+    fn load(seed: u64) -> Result<Self> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/bench-words.txt");
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        let words: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
+        anyhow::ensure!(!words.is_empty(), "{} holds no words", path.display());
+        Ok(Self { words, state: seed.max(1) })
+    }
+
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn word(&mut self) -> String {
+        let i = self.below(self.words.len());
+        self.words[i].clone()
+    }
+
+    fn sentence(&mut self, min: usize, max: usize) -> String {
+        let n = min + self.below(max - min + 1);
+        (0..n).map(|_| self.word()).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// An audit entry of W2/W3: a small JSON object; every 20th with commas, quotes, newlines, unicode.
+fn audit_entry(words: &mut Words, i: usize) -> AuditEntry {
+    let categories = Category::ALL;
+    let mut details = json!({"seq": i, "file": format!("src/{}.rs", words.word()), "bytes": words.below(100_000)});
+    let mut action = format!("{}_{}", words.word(), words.word());
+    if i % 20 == 0 {
+        details["note"] =
+            json!(format!("a, \"quoted\" {}\nline two ✓ 日本語 😀", words.sentence(2, 5)));
+        action = format!("{action}, \"x\"\n✓");
+    }
+    AuditEntry {
+        project_id: Some("bench-project".into()),
+        task_id: Some(format!("task-{}", i % 500).into()),
+        agent: Some(words.word()),
+        details: Some(details),
+        user_id: Some("bench@example.com".into()),
+        ..AuditEntry::new(action, categories[i % categories.len()])
+    }
+}
+
+/// W2: N entries each in its own transaction, then N more in batches of 100.
+fn w2(b: &Bench) -> Result<()> {
+    let n = b.n(100_000, 1000);
+    let (db, _) = b.fresh_db("w2")?;
+    let log = AuditLog::new(db)?;
+    let mut words = Words::load(2)?;
+    let entries: Vec<AuditEntry> = (0..n).map(|i| audit_entry(&mut words, i)).collect();
+    reset_peak_rss();
+    let started = Instant::now();
+    for e in &entries {
+        log.log(e)?;
+    }
+    let single = started.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for chunk in entries.chunks(100) {
+        log.log_batch(chunk)?;
+    }
+    let batch = t.elapsed().as_secs_f64();
+    emit(
+        "W2",
+        n,
+        single,
+        json!({"us_per_op": round(single * 1e6 / n as f64, 2), "batch_us_per_op": round(batch * 1e6 / n as f64, 2)}),
+    );
+    Ok(())
+}
+
+/// Counts bytes and throws them away.
+struct CountingSink(u64);
+
+impl std::io::Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn current_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// W3: N rows of one project exported as CSV, JSON and JSON Lines to a byte-counting sink.
+fn w3(b: &Bench) -> Result<()> {
+    let n = b.n(200_000, 1000);
+    let (db, _) = b.fresh_db("w3")?;
+    let log = AuditLog::new(db)?;
+    let mut words = Words::load(3)?;
+    let mut batch = Vec::with_capacity(1000);
+    for i in 0..n {
+        batch.push(audit_entry(&mut words, i));
+        if batch.len() == 1000 || i + 1 == n {
+            log.log_batch(&batch)?;
+            batch.clear();
+        }
+    }
+    drop(batch);
+    let query = AuditQuery { project_id: Some("bench-project".into()), ..AuditQuery::default() };
+    let before = current_rss_mb();
+    reset_peak_rss();
+    let mut seconds = Vec::new();
+    let mut csv_bytes = 0;
+    for format in [ExportFormat::Csv, ExportFormat::Json, ExportFormat::Jsonl] {
+        let mut sink = CountingSink(0);
+        let options = ExportOptions { query: query.clone(), ..ExportOptions::new(format) };
+        let t = Instant::now();
+        let report = log.export(&mut sink, &options, |_| {})?;
+        seconds.push(t.elapsed().as_secs_f64());
+        anyhow::ensure!(report.rows == n as u64, "exported {} of {n} rows", report.rows);
+        if format == ExportFormat::Csv {
+            csv_bytes = sink.0;
+        }
+    }
+    emit(
+        "W3",
+        n,
+        seconds.iter().sum(),
+        json!({
+            "csv_seconds": round(seconds[0], 4),
+            "json_seconds": round(seconds[1], 4),
+            "jsonl_seconds": round(seconds[2], 4),
+            "csv_bytes": csv_bytes,
+            "rss_growth_mb": round((peak_rss_mb() - before).max(0.0), 2),
+        }),
+    );
+    Ok(())
 }
 
 /// Resets the peak-RSS high-water mark, so the next reading covers only what follows.
@@ -255,10 +415,11 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let factor = args.scale * if args.quick { 0.1 } else { 1.0 };
     let bench = Bench { factor, dir: tempfile::tempdir()? };
-    let workloads: [(&str, Workload); 3] = [("W0", w0), ("W1", w1), ("W6", w6)];
+    let workloads: [(&str, Workload); 5] =
+        [("W0", w0), ("W1", w1), ("W2", w2), ("W3", w3), ("W6", w6)];
     let only: Vec<String> = args.only.iter().map(|w| w.trim().to_uppercase()).collect();
     if let Some(unknown) = only.iter().find(|w| !workloads.iter().any(|(name, _)| name == w)) {
-        anyhow::bail!("unknown workload {unknown}; known: W0, W1, W6");
+        anyhow::bail!("unknown workload {unknown}; known: W0, W1, W2, W3, W6");
     }
     for (name, run) in workloads {
         if only.is_empty() || only.iter().any(|w| w == name) {
