@@ -78,12 +78,12 @@ impl AuditLog {
             .optional()?
             .flatten()
             .unwrap_or_else(|| chain::GENESIS.to_owned());
-        let mut id: i64 = conn.prepare_cached(NEXT_ID)?.query_row([], |r| r.get(0))?;
+        let first_id: i64 = conn.prepare_cached(NEXT_ID)?.query_row([], |r| r.get(0))?;
         let stamp = time::to_db(tx.now());
         let hashed_stamp = hash_time(&stamp);
         let mut insert = conn.prepare_cached(INSERT)?;
         let mut ids = Vec::with_capacity(entries.len());
-        for entry in entries {
+        for (id, entry) in (first_id..).zip(entries) {
             let category = entry.category.map_or("", |c| c.as_str());
             let action = redact_text(&entry.action);
             let details = entry
@@ -121,7 +121,6 @@ impl AuditLog {
             ])?;
             ids.push(id);
             prev = hash;
-            id += 1;
         }
         Ok(ids)
     }
