@@ -151,16 +151,7 @@ impl std::io::Write for CountingSink {
 }
 
 fn current_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
+    status_mb("VmRSS:")
 }
 
 /// W3: N rows of one project exported as CSV, JSON and JSON Lines to a byte-counting sink.
@@ -214,18 +205,23 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// Peak resident memory (VmHWM) in MB, or 0 when /proc is not there.
-fn peak_rss_mb() -> f64 {
+/// A memory figure of /proc/self/status (`VmHWM`, `VmRSS`) in MB, or 0 when /proc is not there.
+fn status_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
+}
+
+/// Peak resident memory since the last reset, in MB.
+fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM:")
 }
 
 fn ms(d: Duration) -> f64 {
