@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::str::FromStr;
 
-use aigentflow_core_states::time;
 use rusqlite::params_from_iter;
 use serde::Serialize;
 use serde_json::Value;
@@ -12,7 +11,7 @@ use serde_json::Value;
 use crate::chain::ChainHead;
 use crate::error::{Error, Result};
 use crate::model::AuditQuery;
-use crate::store::{sql_value, where_clause, AuditLog, RawRow, COLUMNS};
+use crate::store::{hash_time, parse_details, read_head, select, sql_value, AuditLog, RawRow};
 
 /// An export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,10 +99,6 @@ struct JsonRow<'a> {
     row_hash: Option<&'a str>,
 }
 
-fn export_time(stored: &str) -> String {
-    time::parse(stored).map(time::to_rfc3339).unwrap_or_else(|| stored.to_owned())
-}
-
 fn neutralize(cell: &str) -> std::borrow::Cow<'_, str> {
     match cell.as_bytes().first() {
         Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{cell}").into(),
@@ -120,37 +115,22 @@ impl AuditLog {
         options: &ExportOptions,
         mut progress: impl FnMut(u64),
     ) -> Result<ExportReport> {
-        let (clause, mut values) = where_clause(&options.query)?;
-        let mut sql = format!("SELECT {COLUMNS} FROM audit_logs{clause} ORDER BY id");
-        if options.query.limit.is_some() || options.query.offset.is_some() {
-            sql.push_str(" LIMIT ? OFFSET ?");
-            values.push(Value::from(options.query.limit.map_or(-1, |l| l as i64)));
-            values.push(Value::from(options.query.offset.unwrap_or(0) as i64));
-        }
+        let (sql, values) = select(&options.query, "id")?;
         self.database().read(|tx| {
             let conn = tx.conn();
-            let head_row: Option<(i64, Option<String>, i64)> = conn
-                .query_row(
-                    "SELECT id, row_hash, (SELECT COUNT(*) FROM audit_logs) FROM audit_logs ORDER BY id DESC LIMIT 1",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .ok();
-            let chain_head = head_row.map(|(last_id, hash, rows)| ChainHead {
-                rows: rows as u64,
-                last_id,
-                hash: hash.unwrap_or_default(),
-            });
+            let chain_head = read_head(tx)?;
             let mut stmt = conn.prepare(&sql)?;
             let mut rows = stmt.query(params_from_iter(values.iter().map(sql_value)))?;
             let mut count = 0u64;
             if options.format == ExportFormat::Csv {
-                let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(&mut *out);
+                let mut w = csv::WriterBuilder::new()
+                    .terminator(csv::Terminator::CRLF)
+                    .from_writer(&mut *out);
                 w.write_record(EXPORT_COLUMNS)?;
                 while let Some(r) = rows.next()? {
                     let raw = RawRow::read(r)?;
                     let id = raw.id.to_string();
-                    let timestamp = export_time(&raw.timestamp);
+                    let timestamp = hash_time(&raw.timestamp);
                     let cells = [
                         Some(id.as_str()),
                         Some(timestamp.as_str()),
@@ -167,7 +147,11 @@ impl AuditLog {
                     ];
                     for cell in cells {
                         let cell = cell.unwrap_or("");
-                        let cell = if options.neutralize_formulas { neutralize(cell) } else { cell.into() };
+                        let cell = if options.neutralize_formulas {
+                            neutralize(cell)
+                        } else {
+                            cell.into()
+                        };
                         w.write_field(cell.as_bytes())?;
                     }
                     w.write_record(std::iter::empty::<&[u8]>())?;
@@ -186,16 +170,13 @@ impl AuditLog {
                     let raw = RawRow::read(r)?;
                     let row = JsonRow {
                         id: raw.id,
-                        timestamp: export_time(&raw.timestamp),
+                        timestamp: hash_time(&raw.timestamp),
                         project_id: raw.project_id.as_deref(),
                         task_id: raw.task_id.as_deref(),
                         agent: raw.agent.as_deref(),
                         action: &raw.action,
                         category: &raw.category,
-                        details: raw
-                            .details
-                            .as_deref()
-                            .map(|d| serde_json::from_str(d).unwrap_or_else(|_| Value::from(d))),
+                        details: raw.details.as_deref().map(parse_details),
                         details_text: raw.details.as_deref(),
                         user_id: raw.user_id.as_deref(),
                         ip_address: raw.ip_address.as_deref(),

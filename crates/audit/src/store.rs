@@ -127,15 +127,7 @@ impl AuditLog {
 
     /// Entries matching the filters, newest first (ties broken by id).
     pub fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
-        let (clause, values) = where_clause(q)?;
-        let mut sql =
-            format!("SELECT {COLUMNS} FROM audit_logs{clause} ORDER BY timestamp DESC, id DESC");
-        let mut values = values;
-        if q.limit.is_some() || q.offset.is_some() {
-            sql.push_str(" LIMIT ? OFFSET ?");
-            values.push(Value::from(q.limit.map_or(-1, |l| l as i64)));
-            values.push(Value::from(q.offset.unwrap_or(0) as i64));
-        }
+        let (sql, values) = select(q, "timestamp DESC, id DESC")?;
         self.db.read(|tx| {
             let mut stmt = tx.conn().prepare_cached(&sql)?;
             let rows =
@@ -160,19 +152,7 @@ impl AuditLog {
 
     /// The current end of the chain, or None for an empty log.
     pub fn head(&self) -> Result<Option<ChainHead>> {
-        self.db.read(|tx| {
-            let conn = tx.conn();
-            let rows: i64 = conn.query_row("SELECT COUNT(*) FROM audit_logs", [], |r| r.get(0))?;
-            let head = conn
-                .prepare_cached(HEAD)?
-                .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)))
-                .optional()?;
-            Ok(head.map(|(last_id, hash)| ChainHead {
-                rows: rows as u64,
-                last_id,
-                hash: hash.unwrap_or_default(),
-            }))
-        })
+        self.db.read(read_head)
     }
 
     /// Walks the whole chain; with `expected`, also checks it still reaches that head.
@@ -243,7 +223,40 @@ fn seal_pending(tx: &Tx<'_>) -> Result<usize> {
     Ok(raws.len())
 }
 
-/// The timestamp as the hash covers it: RFC 3339 with milliseconds, or the stored text if unreadable.
+/// The end of the chain as seen by this transaction, or None for an empty log.
+pub(crate) fn read_head(tx: &Tx<'_>) -> Result<Option<ChainHead>> {
+    let conn = tx.conn();
+    let rows: i64 = conn.query_row("SELECT COUNT(*) FROM audit_logs", [], |r| r.get(0))?;
+    let head = conn
+        .prepare_cached(HEAD)?
+        .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)))
+        .optional()?;
+    Ok(head.map(|(last_id, hash)| ChainHead {
+        rows: rows as u64,
+        last_id,
+        hash: hash.unwrap_or_default(),
+    }))
+}
+
+/// The full SELECT of a query or an export: filters, `order`, then limit and offset if given.
+pub(crate) fn select(q: &AuditQuery, order: &str) -> Result<(String, Vec<Value>)> {
+    let (clause, mut values) = where_clause(q)?;
+    let mut sql = format!("SELECT {COLUMNS} FROM audit_logs{clause} ORDER BY {order}");
+    if q.limit.is_some() || q.offset.is_some() {
+        sql.push_str(" LIMIT ? OFFSET ?");
+        values.push(Value::from(q.limit.map_or(-1, |l| l as i64)));
+        values.push(Value::from(q.offset.unwrap_or(0) as i64));
+    }
+    Ok((sql, values))
+}
+
+/// Stored details text as JSON; text that is not JSON is kept as a string.
+pub(crate) fn parse_details(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::from(text))
+}
+
+/// A stored timestamp as the hash covers it and exports show it: RFC 3339 with milliseconds,
+/// or the stored text if unreadable.
 pub(crate) fn hash_time(stored: &str) -> String {
     time::parse(stored).map(time::to_rfc3339).unwrap_or_else(|| stored.to_owned())
 }
@@ -302,10 +315,7 @@ impl RawRow {
     }
 
     pub fn into_record(self) -> AuditRecord {
-        let details = self
-            .details
-            .as_deref()
-            .map(|d| serde_json::from_str(d).unwrap_or_else(|_| Value::String(d.to_owned())));
+        let details = self.details.as_deref().map(parse_details);
         AuditRecord {
             id: self.id,
             timestamp: time::parse(&self.timestamp).unwrap_or_default(),

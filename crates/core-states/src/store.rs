@@ -74,10 +74,3 @@ impl StateStore for InMemoryStateStore {
         Ok(self.tasks().remove(task_id).is_some())
     }
 }
-
-impl WorkflowState {
-    /// Whether a task in this state can still be resumed (not COMPLETED, ABORTED or ESCALATED).
-    pub fn is_resumable(&self) -> bool {
-        !self.is_terminal()
-    }
-}

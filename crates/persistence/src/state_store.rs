@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::db::{Database, Tx};
 use crate::error::{Error, Result};
-use crate::redact::redact_json;
+use crate::redact::{redact_json, redacted_json};
 
 const UPSERT_STATE: &str = "
     INSERT INTO workflow_states (task_id, project_id, state, context, created_at, updated_at)
@@ -376,9 +376,7 @@ fn context_json(context: &StateContext) -> Result<String> {
 }
 
 fn json_redacted(value: &Value) -> Result<String> {
-    let mut copy = value.clone();
-    redact_json(&mut copy);
-    Ok(serde_json::to_string(&copy)?)
+    Ok(serde_json::to_string(&redacted_json(value))?)
 }
 
 fn parse_time(
