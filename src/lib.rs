@@ -2,6 +2,7 @@
 //!
 //! * [`states`]: the workflow state machine (no I/O).
 //! * [`audit`]: the append-only, hash-chained audit log and its exports.
+//! * [`lessons`]: lessons learned, searched with SQLite FTS5.
 //! * [`persistence`]: the SQLite database, migrations, redaction, state and configuration stores.
 //!
 //! The integration tests of the whole layer live in this package's `tests/`; the
@@ -9,4 +10,5 @@
 
 pub use aigentflow_audit as audit;
 pub use aigentflow_core_states as states;
+pub use aigentflow_lessons as lessons;
 pub use aigentflow_persistence as persistence;

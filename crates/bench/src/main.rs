@@ -13,6 +13,7 @@ use aigentflow_core_states::{
     Event, FromStates, Rule, StateContext, StateMachine, StateStore, Target, TransitionTable,
     WorkflowState,
 };
+use aigentflow_lessons::{Category as LessonCategory, LessonsStore, NewLesson, SearchOptions};
 use aigentflow_persistence::{Database, SqliteStateStore};
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -405,17 +406,70 @@ fn w6(b: &Bench) -> Result<()> {
     Ok(())
 }
 
+/// W4: N lessons (titles 3–8 words, summaries 10–30, details 0–60, 0–3 tags), then Q one-word
+/// searches, limit 20, in bm25 order.
+fn w4(b: &Bench) -> Result<()> {
+    let n = b.n(50_000, 1000);
+    let queries = b.n(1000, 100);
+    let (db, _) = b.fresh_db("w4")?;
+    let store = LessonsStore::new(db.clone());
+    let mut words = Words::load(4)?;
+    let tags = ["testing", "api", "docs", "ci", "sql", "perf", "react", "security"];
+    for chunk_start in (0..n).step_by(1000) {
+        db.write(|tx| -> Result<()> {
+            for i in chunk_start..(chunk_start + 1000).min(n) {
+                let details = words.below(61);
+                let lesson = NewLesson {
+                    details: (details > 0).then(|| words.sentence(details, details)),
+                    tags: (0..words.below(4))
+                        .map(|_| tags[words.below(tags.len())].into())
+                        .collect(),
+                    confidence: Some(words.below(101) as f64 / 100.0),
+                    ..NewLesson::new(
+                        LessonCategory::ALL[i % LessonCategory::ALL.len()],
+                        words.sentence(3, 8),
+                        words.sentence(10, 30),
+                    )
+                };
+                store.create_in(tx, &lesson)?;
+            }
+            Ok(())
+        })?;
+    }
+    let terms: Vec<String> = (0..queries).map(|_| words.word()).collect();
+    reset_peak_rss();
+    let started = Instant::now();
+    let mut times = Vec::with_capacity(queries);
+    let mut hits = 0;
+    for term in &terms {
+        let t = Instant::now();
+        hits +=
+            store.search(&SearchOptions { limit: Some(20), ..SearchOptions::text(term) })?.len();
+        times.push(ms(t.elapsed()));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    times.sort_by(|a, b| a.total_cmp(b));
+    let p99 = times[(times.len() * 99 / 100).min(times.len() - 1)];
+    emit(
+        "W4",
+        queries,
+        seconds,
+        json!({"lessons": n, "p50_ms": round(median(times), 3), "p99_ms": round(p99, 3), "hits": hits}),
+    );
+    Ok(())
+}
+
 type Workload = fn(&Bench) -> Result<()>;
 
 fn main() -> Result<()> {
     let args = Args::parse();
     let factor = args.scale * if args.quick { 0.1 } else { 1.0 };
     let bench = Bench { factor, dir: tempfile::tempdir()? };
-    let workloads: [(&str, Workload); 5] =
-        [("W0", w0), ("W1", w1), ("W2", w2), ("W3", w3), ("W6", w6)];
+    let workloads: [(&str, Workload); 6] =
+        [("W0", w0), ("W1", w1), ("W2", w2), ("W3", w3), ("W4", w4), ("W6", w6)];
     let only: Vec<String> = args.only.iter().map(|w| w.trim().to_uppercase()).collect();
     if let Some(unknown) = only.iter().find(|w| !workloads.iter().any(|(name, _)| name == w)) {
-        anyhow::bail!("unknown workload {unknown}; known: W0, W1, W2, W3, W6");
+        anyhow::bail!("unknown workload {unknown}; known: W0, W1, W2, W3, W4, W6");
     }
     for (name, run) in workloads {
         if only.is_empty() || only.iter().any(|w| w == name) {

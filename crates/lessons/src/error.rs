@@ -1,0 +1,26 @@
+/// What went wrong in the lessons store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// From the database layer.
+    #[error(transparent)]
+    Persistence(#[from] aigentflow_persistence::Error),
+    /// A caller gave a value the store cannot take.
+    #[error("invalid {what}: {reason}")]
+    InvalidInput { what: &'static str, reason: String },
+    /// No lesson with this id.
+    #[error("lesson {id} not found")]
+    NotFound { id: String },
+    /// A raw-mode query that FTS5 cannot parse.
+    #[error("bad search query {query:?}: {reason}")]
+    BadQuery { query: String, reason: String },
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Persistence(e.into())
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

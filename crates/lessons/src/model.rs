@@ -1,0 +1,198 @@
+use std::fmt;
+use std::str::FromStr;
+
+use aigentflow_core_states::{string_id, time, ProjectId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+string_id!(
+    /// The id of a lesson.
+    LessonId
+);
+
+/// What a lesson is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Bug,
+    Pattern,
+    Preference,
+    Security,
+    Performance,
+}
+
+impl Category {
+    /// Every category.
+    pub const ALL: [Category; 5] = [
+        Category::Bug,
+        Category::Pattern,
+        Category::Preference,
+        Category::Security,
+        Category::Performance,
+    ];
+
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bug => "bug",
+            Self::Pattern => "pattern",
+            Self::Preference => "preference",
+            Self::Security => "security",
+            Self::Performance => "performance",
+        }
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Category {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| Error::InvalidInput {
+            what: "lesson category",
+            reason: format!("{s:?} is not one of bug, pattern, preference, security, performance"),
+        })
+    }
+}
+
+/// A lesson to create. `confidence` defaults to 1.0; no project means a global lesson.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewLesson {
+    pub project_id: Option<ProjectId>,
+    pub category: Category,
+    pub title: String,
+    pub summary: String,
+    pub details: Option<String>,
+    pub tags: Vec<String>,
+    pub source_agent: Option<String>,
+    pub source_file: Option<String>,
+    pub confidence: Option<f64>,
+}
+
+impl NewLesson {
+    /// A global lesson with a category, a title and a summary; the other fields are set directly.
+    pub fn new(category: Category, title: impl Into<String>, summary: impl Into<String>) -> Self {
+        Self {
+            project_id: None,
+            category,
+            title: title.into(),
+            summary: summary.into(),
+            details: None,
+            tags: Vec::new(),
+            source_agent: None,
+            source_file: None,
+            confidence: None,
+        }
+    }
+}
+
+/// A stored lesson.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Lesson {
+    pub id: LessonId,
+    pub project_id: Option<String>,
+    /// The stored text (one of [`Category`] for lessons this store wrote).
+    pub category: String,
+    pub title: String,
+    pub summary: String,
+    pub details: Option<String>,
+    pub tags: Vec<String>,
+    pub source_agent: Option<String>,
+    pub source_file: Option<String>,
+    pub confidence: f64,
+    pub application_count: u64,
+    #[serde(with = "time::serde_millis")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "time::serde_millis")]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Changes to a lesson: `None` leaves a field as it is; `Some(None)` clears an optional one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LessonUpdate {
+    pub project_id: Option<Option<ProjectId>>,
+    pub category: Option<Category>,
+    pub title: Option<String>,
+    pub summary: Option<String>,
+    pub details: Option<Option<String>>,
+    pub tags: Option<Vec<String>>,
+    pub source_agent: Option<Option<String>>,
+    pub source_file: Option<Option<String>>,
+    pub confidence: Option<f64>,
+}
+
+/// How the query text of a search is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum QueryMode {
+    /// Text a person typed: every word is plain text, whatever it contains.
+    #[default]
+    Words,
+    /// FTS5 query syntax, passed through; bad syntax is [`Error::BadQuery`].
+    Raw,
+}
+
+/// The markers of a highlighted snippet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Highlight {
+    pub open: String,
+    pub close: String,
+    pub ellipsis: String,
+    /// Tokens of context in the snippet (1 to 64).
+    pub tokens: u8,
+}
+
+impl Default for Highlight {
+    fn default() -> Self {
+        Self { open: "[".into(), close: "]".into(), ellipsis: "…".into(), tokens: 16 }
+    }
+}
+
+/// A search. With no query text (or one with no words), the filtered lessons are listed by
+/// confidence, then applications.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchOptions {
+    pub query: Option<String>,
+    pub mode: QueryMode,
+    pub category: Option<Category>,
+    /// A project's search also sees the global lessons.
+    pub project_id: Option<String>,
+    /// Every tag given must be among the lesson's tags (exact match).
+    pub tags: Vec<String>,
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+    /// Adds a highlighted snippet to each text match.
+    pub highlight: Option<Highlight>,
+}
+
+impl SearchOptions {
+    /// A search for what a person typed.
+    pub fn text(query: impl Into<String>) -> Self {
+        Self { query: Some(query.into()), ..Self::default() }
+    }
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchHit {
+    pub lesson: Lesson,
+    /// bm25 relevance of a text match (lower is better, as FTS5 reports it).
+    pub score: Option<f64>,
+    /// The best-matching fragment with the matched words marked, when asked for.
+    pub snippet: Option<String>,
+}
+
+/// What FTS5's integrity-check says of the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum IndexHealth {
+    /// The index matches the lessons table.
+    Ok { lessons: u64 },
+    /// The index differs from the table; [`crate::LessonsStore::rebuild`] repairs it.
+    Damaged { reason: String },
+}

@@ -1,0 +1,434 @@
+//! [`LessonsStore`]: all of this crate's SQL.
+
+use aigentflow_core_states::time;
+use aigentflow_persistence::redact::redact_text;
+use aigentflow_persistence::{Database, Tx};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, ErrorCode, OptionalExtension, Row};
+
+use crate::error::{Error, Result};
+use crate::model::{
+    Category, IndexHealth, Lesson, LessonId, LessonUpdate, NewLesson, QueryMode, SearchHit,
+    SearchOptions,
+};
+use crate::query::safe_match;
+
+const COLUMNS: &str = "l.id, l.project_id, l.category, l.title, l.summary, l.details, l.tags, \
+    l.source_agent, l.source_file, l.confidence, l.application_count, l.created_at, l.updated_at";
+
+/// bm25 weights of title, summary and details: a word in the title counts most.
+const RANK: &str = "bm25(lessons_fts, 4.0, 2.0, 1.0)";
+
+/// The lessons of one database.
+#[derive(Debug, Clone)]
+pub struct LessonsStore {
+    db: Database,
+}
+
+impl LessonsStore {
+    /// The lessons store over `db`.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Creates a lesson (text redacted first) and returns it as stored.
+    pub fn create(&self, new: &NewLesson) -> Result<Lesson> {
+        self.db.write(|tx| self.create_in(tx, new))
+    }
+
+    /// Creates a lesson inside a caller's transaction.
+    pub fn create_in(&self, tx: &Tx<'_>, new: &NewLesson) -> Result<Lesson> {
+        let title = required("title", &new.title)?;
+        let summary = required("summary", &new.summary)?;
+        let confidence = confidence(new.confidence.unwrap_or(1.0))?;
+        let tags = tags_json(&new.tags)?;
+        let id = LessonId::random();
+        let now = time::to_db(tx.now());
+        tx.conn()
+            .prepare_cached(
+                "INSERT INTO lessons (id, project_id, category, title, summary, details, tags,
+                     source_agent, source_file, confidence, application_count, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?11)",
+            )?
+            .execute(params![
+                id.as_str(),
+                new.project_id.as_ref().map(|p| p.as_str()),
+                new.category.as_str(),
+                redact_text(title),
+                redact_text(summary),
+                new.details.as_deref().map(redact_text),
+                tags,
+                new.source_agent.as_deref(),
+                new.source_file.as_deref().map(redact_text),
+                confidence,
+                now,
+            ])?;
+        get_in(tx, id.as_str())?.ok_or_else(|| Error::NotFound { id: id.to_string() })
+    }
+
+    /// The lesson with this id, if any.
+    pub fn get(&self, id: &str) -> Result<Option<Lesson>> {
+        self.db.read(|tx| get_in(tx, id))
+    }
+
+    /// Changes the given fields (text redacted first); `updated_at` moves. Returns the lesson.
+    pub fn update(&self, id: &str, update: &LessonUpdate) -> Result<Lesson> {
+        let mut sets: Vec<&str> = Vec::new();
+        let mut values: Vec<Value> = Vec::new();
+        let mut set = |column: &'static str, value: Value| {
+            sets.push(column);
+            values.push(value);
+        };
+        let text = |s: &str| Value::Text(redact_text(s).into_owned());
+        let opt_text = |s: &Option<String>| s.as_deref().map_or(Value::Null, text);
+        if let Some(p) = &update.project_id {
+            set("project_id", p.as_ref().map_or(Value::Null, |p| Value::Text(p.to_string())));
+        }
+        if let Some(c) = update.category {
+            set("category", Value::Text(c.as_str().into()));
+        }
+        if let Some(t) = &update.title {
+            set("title", text(required("title", t)?));
+        }
+        if let Some(s) = &update.summary {
+            set("summary", text(required("summary", s)?));
+        }
+        if let Some(d) = &update.details {
+            set("details", opt_text(d));
+        }
+        if let Some(t) = &update.tags {
+            set("tags", tags_json(t)?.map_or(Value::Null, Value::Text));
+        }
+        if let Some(a) = &update.source_agent {
+            set("source_agent", a.clone().map_or(Value::Null, Value::Text));
+        }
+        if let Some(f) = &update.source_file {
+            set("source_file", opt_text(f));
+        }
+        if let Some(c) = update.confidence {
+            set("confidence", Value::Real(confidence(c)?));
+        }
+        self.db.write(|tx| {
+            let mut sql = String::from("UPDATE lessons SET updated_at = ?");
+            for column in &sets {
+                sql.push_str(", ");
+                sql.push_str(column);
+                sql.push_str(" = ?");
+            }
+            sql.push_str(" WHERE id = ?");
+            let now = Value::Text(time::to_db(tx.now()));
+            let all = std::iter::once(&now).chain(&values).cloned().chain([Value::Text(id.into())]);
+            let changed = tx.conn().prepare_cached(&sql)?.execute(params_from_iter(all))?;
+            if changed == 0 {
+                return Err(Error::NotFound { id: id.into() });
+            }
+            get_in(tx, id)?.ok_or_else(|| Error::NotFound { id: id.into() })
+        })
+    }
+
+    /// Counts one more application of the lesson; returns the new count.
+    pub fn record_application(&self, id: &str) -> Result<u64> {
+        self.db.write(|tx| {
+            let count: Option<i64> = tx
+                .conn()
+                .prepare_cached(
+                    "UPDATE lessons
+                     SET application_count = COALESCE(application_count, 0) + 1, updated_at = ?1
+                     WHERE id = ?2 RETURNING application_count",
+                )?
+                .query_row(params![time::to_db(tx.now()), id], |r| r.get(0))
+                .optional()?;
+            count.map(|c| c as u64).ok_or_else(|| Error::NotFound { id: id.into() })
+        })
+    }
+
+    /// Deletes the lesson; false if there was none.
+    pub fn delete(&self, id: &str) -> Result<bool> {
+        self.db.write(|tx| {
+            Ok(tx.conn().prepare_cached("DELETE FROM lessons WHERE id = ?1")?.execute([id])? > 0)
+        })
+    }
+
+    /// Lessons of one category, by confidence then applications.
+    pub fn by_category(&self, category: Category, limit: u64) -> Result<Vec<Lesson>> {
+        let options =
+            SearchOptions { category: Some(category), limit: Some(limit), ..Default::default() };
+        Ok(self.search(&options)?.into_iter().map(|hit| hit.lesson).collect())
+    }
+
+    /// The most applied lessons.
+    pub fn most_applied(&self, limit: u64) -> Result<Vec<Lesson>> {
+        self.db.read(|tx| {
+            let mut stmt = tx.conn().prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM lessons l
+                 ORDER BY l.application_count DESC, l.confidence DESC, l.id LIMIT ?1"
+            ))?;
+            let raws = stmt.query_map([clamp(limit)], RawLesson::read)?;
+            raws.map(|r| r?.into_lesson()).collect()
+        })
+    }
+
+    /// Searches the lessons; see [`SearchOptions`] and the crate documentation.
+    pub fn search(&self, options: &SearchOptions) -> Result<Vec<SearchHit>> {
+        let query = options.query.as_deref().unwrap_or("");
+        let fts = match options.mode {
+            QueryMode::Words => safe_match(query),
+            QueryMode::Raw => (!query.trim().is_empty()).then(|| query.to_owned()),
+        };
+        if let Some(h) = &options.highlight {
+            if !(1..=64).contains(&h.tokens) {
+                return Err(Error::InvalidInput {
+                    what: "snippet length",
+                    reason: format!("{} tokens; give 1 to 64", h.tokens),
+                });
+            }
+        }
+        let raw = options.mode == QueryMode::Raw;
+        let (sql, values) = select(options, fts.clone());
+        self.db
+            .read(|tx| {
+                let conn = tx.conn();
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params_from_iter(values), |r| {
+                    Ok((RawLesson::read(r)?, r.get::<_, Option<f64>>(13)?, r.get::<_, i64>(14)?))
+                })?;
+                let mut hits = Vec::new();
+                for row in rows {
+                    let (raw, score, rowid) = row?;
+                    let snippet = match (&fts, &options.highlight) {
+                        (Some(m), Some(h)) => Some(
+                            conn.prepare_cached(
+                                "SELECT snippet(lessons_fts, -1, ?1, ?2, ?3, ?4) FROM lessons_fts
+                                 WHERE lessons_fts MATCH ?5 AND rowid = ?6",
+                            )?
+                            .query_row(
+                                params![h.open, h.close, h.ellipsis, h.tokens, m, rowid],
+                                |r| r.get(0),
+                            )?,
+                        ),
+                        _ => None,
+                    };
+                    hits.push(SearchHit { lesson: raw.into_lesson()?, score, snippet });
+                }
+                Ok(hits)
+            })
+            .map_err(|e| if raw { bad_query(e, query) } else { e })
+    }
+
+    /// Runs FTS5's integrity-check of the index against the lessons table.
+    pub fn check(&self) -> Result<IndexHealth> {
+        self.db.write(|tx| {
+            let conn = tx.conn();
+            match conn.execute(
+                "INSERT INTO lessons_fts(lessons_fts, rank) VALUES ('integrity-check', 1)",
+                [],
+            ) {
+                Ok(_) => {
+                    let n: i64 =
+                        conn.query_row("SELECT COUNT(*) FROM lessons", [], |r| r.get(0))?;
+                    Ok(IndexHealth::Ok { lessons: n as u64 })
+                }
+                Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseCorrupt) => {
+                    Ok(IndexHealth::Damaged { reason: e.to_string() })
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// Rebuilds the index from the lessons table; returns how many lessons it holds.
+    pub fn rebuild(&self) -> Result<u64> {
+        self.db.write(|tx| {
+            let conn = tx.conn();
+            conn.execute("INSERT INTO lessons_fts(lessons_fts) VALUES ('rebuild')", [])?;
+            let n: i64 = conn.query_row("SELECT COUNT(*) FROM lessons", [], |r| r.get(0))?;
+            tracing::info!(lessons = n, "rebuilt the lessons search index");
+            Ok(n as u64)
+        })
+    }
+}
+
+fn get_in(tx: &Tx<'_>, id: &str) -> Result<Option<Lesson>> {
+    let raw = tx
+        .conn()
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM lessons l WHERE l.id = ?1"))?
+        .query_row([id], RawLesson::read)
+        .optional()?;
+    raw.map(RawLesson::into_lesson).transpose()
+}
+
+/// The SELECT of a search and its bound values. Columns: the lesson, then the bm25 score and
+/// the rowid.
+///
+/// A text search without filters ranks the matches on the index alone and reads only the rows
+/// that can be on the page: those scoring at least as well as the page's last (ties included,
+/// so confidence and applications still break them). With filters, every match is joined.
+fn select(o: &SearchOptions, fts: Option<String>) -> (String, Vec<Value>) {
+    let mut values = Vec::new();
+    let limit = o.limit.map_or(-1, clamp);
+    let offset = o.offset.map_or(0, clamp);
+    let filtered = o.category.is_some() || o.project_id.is_some() || !o.tags.is_empty();
+    let mut sql = match fts {
+        Some(m) if !filtered && limit >= 0 => {
+            values.push(Value::Text(m));
+            values.push(Value::Integer(offset.saturating_add(limit).saturating_sub(1).max(0)));
+            format!(
+                "WITH m AS MATERIALIZED
+                   (SELECT rowid AS r, {RANK} AS score FROM lessons_fts WHERE lessons_fts MATCH ?)
+                 SELECT {COLUMNS}, m.score, l.rowid FROM m CROSS JOIN lessons l ON l.rowid = m.r
+                 WHERE m.score <= COALESCE((SELECT score FROM m ORDER BY score LIMIT 1 OFFSET ?), 1e308)"
+            )
+        }
+        Some(m) => {
+            values.push(Value::Text(m));
+            format!(
+                "SELECT {COLUMNS}, {RANK} AS score, l.rowid
+                 FROM lessons_fts CROSS JOIN lessons l ON l.rowid = lessons_fts.rowid
+                 WHERE lessons_fts MATCH ?"
+            )
+        }
+        None => format!("SELECT {COLUMNS}, NULL AS score, l.rowid FROM lessons l WHERE 1 = 1"),
+    };
+    if let Some(c) = o.category {
+        sql.push_str(" AND l.category = ?");
+        values.push(Value::Text(c.as_str().into()));
+    }
+    if let Some(p) = &o.project_id {
+        sql.push_str(" AND (l.project_id = ? OR l.project_id IS NULL)");
+        values.push(Value::Text(p.clone()));
+    }
+    for tag in &o.tags {
+        sql.push_str(
+            " AND json_valid(l.tags) AND EXISTS
+                (SELECT 1 FROM json_each(l.tags) t WHERE t.type = 'text' AND t.value = ?)",
+        );
+        values.push(Value::Text(tag.clone()));
+    }
+    sql.push_str(
+        " ORDER BY score, l.confidence DESC, l.application_count DESC, l.id LIMIT ? OFFSET ?",
+    );
+    values.push(Value::Integer(limit));
+    values.push(Value::Integer(offset));
+    (sql, values)
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A raw-mode query's SQL error as [`Error::BadQuery`]; other errors unchanged.
+fn bad_query(e: Error, query: &str) -> Error {
+    if let Error::Persistence(aigentflow_persistence::Error::Sqlite(s)) = &e {
+        if s.sqlite_error_code() == Some(ErrorCode::Unknown) {
+            let reason = match s {
+                rusqlite::Error::SqliteFailure(_, Some(m)) => m.clone(),
+                other => other.to_string(),
+            };
+            return Error::BadQuery { query: query.into(), reason };
+        }
+    }
+    e
+}
+
+fn required<'a>(what: &'static str, text: &'a str) -> Result<&'a str> {
+    if text.trim().is_empty() {
+        return Err(Error::InvalidInput { what, reason: "it is empty".into() });
+    }
+    Ok(text)
+}
+
+fn confidence(c: f64) -> Result<f64> {
+    if !(0.0..=1.0).contains(&c) {
+        return Err(Error::InvalidInput {
+            what: "confidence",
+            reason: format!("{c} is not between 0 and 1"),
+        });
+    }
+    Ok(c)
+}
+
+/// Tags as stored: a JSON array of distinct, trimmed, redacted strings; none is NULL.
+fn tags_json(tags: &[String]) -> Result<Option<String>> {
+    let mut out: Vec<String> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        let tag = redact_text(required("tag", tag)?.trim()).into_owned();
+        if !out.contains(&tag) {
+            out.push(tag);
+        }
+    }
+    if out.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::to_string(&out).map_err(aigentflow_persistence::Error::from)?))
+}
+
+/// A row as stored.
+struct RawLesson {
+    id: String,
+    project_id: Option<String>,
+    category: String,
+    title: String,
+    summary: String,
+    details: Option<String>,
+    tags: Option<String>,
+    source_agent: Option<String>,
+    source_file: Option<String>,
+    confidence: Option<f64>,
+    application_count: Option<i64>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl RawLesson {
+    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            project_id: r.get(1)?,
+            category: r.get(2)?,
+            title: r.get(3)?,
+            summary: r.get(4)?,
+            details: r.get(5)?,
+            tags: r.get(6)?,
+            source_agent: r.get(7)?,
+            source_file: r.get(8)?,
+            confidence: r.get(9)?,
+            application_count: r.get(10)?,
+            created_at: r.get(11)?,
+            updated_at: r.get(12)?,
+        })
+    }
+
+    fn into_lesson(self) -> Result<Lesson> {
+        let corrupt = |column: &'static str, reason: String| {
+            Error::from(aigentflow_persistence::Error::CorruptRow {
+                table: "lessons",
+                column,
+                id: self.id.clone(),
+                reason,
+            })
+        };
+        let tags = match self.tags.as_deref() {
+            None | Some("") => Vec::new(),
+            Some(text) => serde_json::from_str::<Vec<String>>(text)
+                .map_err(|e| corrupt("tags", format!("not a JSON array of strings: {e}")))?,
+        };
+        let stamp = |column: &'static str, text: &str| {
+            time::parse(text).ok_or_else(|| corrupt(column, format!("{text:?} is not a timestamp")))
+        };
+        Ok(Lesson {
+            created_at: stamp("created_at", &self.created_at)?,
+            updated_at: stamp("updated_at", &self.updated_at)?,
+            id: LessonId::new(self.id),
+            project_id: self.project_id,
+            category: self.category,
+            title: self.title,
+            summary: self.summary,
+            details: self.details,
+            tags,
+            source_agent: self.source_agent,
+            source_file: self.source_file,
+            confidence: self.confidence.unwrap_or(1.0),
+            application_count: self.application_count.unwrap_or(0).max(0) as u64,
+        })
+    }
+}
