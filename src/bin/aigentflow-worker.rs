@@ -1,4 +1,4 @@
-//! The worker process of the multi-process reliability tests (RELIABILITY.md R2, R3).
+//! The worker process of the multi-process reliability tests (RELIABILITY.md R1, R2, R3, R14).
 //!
 //! ```text
 //! aigentflow-worker open DB                       open (and migrate) DB, print the schema version
@@ -6,14 +6,24 @@
 //!                                                  NAME-tK through N transitions, saving after
 //!                                                  each, and advances the task SHARED one step
 //!                                                  per round in a read-modify-write transaction
+//! aigentflow-worker run DB TASK                   save TASK with a checkpoint, start a trace of it,
+//!                                                  print `trace ID`, then heartbeat until killed
+//! aigentflow-worker crash DB TASK                  forever: advance TASK one step and log an audit
+//!                                                  entry in one transaction, print `acked N`
+//!                                                  after each commit (until killed)
 //! ```
+//!
 //! Prints `ok …` and exits 0, or prints the first error on stderr and exits 1.
 
 use std::process::ExitCode;
 use std::thread;
 
+use std::io::Write;
+
+use aigentflow::audit::{AuditEntry, AuditLog, Category};
 use aigentflow::persistence::{Database, SqliteStateStore};
 use aigentflow::states::{Event, StateContext, StateMachine, StateStore, TaskId, WorkflowState};
+use aigentflow::tracker::ExecutionTracker;
 
 /// The event that moves a task one step around the default graph's agent loop.
 fn next_event(state: &WorkflowState) -> Event {
@@ -84,6 +94,64 @@ fn save(
     Ok(format!("ok {name}"))
 }
 
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+/// The task as stored, or a new one.
+fn load_or_new(store: &SqliteStateStore, task: &str) -> Result<StateMachine, Failure> {
+    Ok(match store.load_state(&TaskId::new(task))? {
+        Some(state) => StateMachine::from_persisted(state),
+        None => new_task("crash", task),
+    })
+}
+
+fn announce(line: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Saves TASK two steps in with a checkpoint, starts a trace, then heartbeats until killed.
+fn run(db_path: &str, task: &str) -> Result<String, Failure> {
+    let db = Database::open(db_path)?;
+    let store = SqliteStateStore::new(db.clone());
+    let mut machine = load_or_new(&store, task)?;
+    step(&mut machine)?;
+    machine.create_checkpoint(vec!["plan.md".into()]);
+    step(&mut machine)?;
+    store.save_state(machine.persisted())?;
+    let tracker = ExecutionTracker::new(db);
+    let trace = tracker.start_trace(&"crash".into(), &task.into(), "work until killed")?;
+    announce(&format!("trace {}", trace.id))?;
+    loop {
+        tracker.heartbeat(trace.id.as_str())?;
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Advances TASK and logs an audit entry in one transaction per step, acknowledging each commit.
+fn crash(db_path: &str, task: &str) -> Result<String, Failure> {
+    let db = Database::open(db_path)?;
+    let store = SqliteStateStore::new(db.clone());
+    let audit = AuditLog::new(db.clone())?;
+    let mut machine = load_or_new(&store, task)?;
+    loop {
+        step(&mut machine)?;
+        let n = machine.history().len();
+        db.write(|tx| -> Result<(), Failure> {
+            store.save_in(tx, machine.persisted())?;
+            let entry = AuditEntry {
+                task_id: Some(task.into()),
+                details: Some(serde_json::json!({"transition": n})),
+                ..AuditEntry::new("transition", Category::State)
+            };
+            audit.log_in(tx, &entry)?;
+            Ok(())
+        })?;
+        announce(&format!("acked {n}"))?;
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -96,7 +164,9 @@ fn main() -> ExitCode {
             (Ok(threads), Ok(n)) => save(db, name, threads, n, shared),
             _ => Err(format!("THREADS and N must be numbers, got {threads} {n}")),
         },
-        _ => Err("usage: aigentflow-worker open DB | save DB NAME THREADS N SHARED".into()),
+        ["run", db, task] => run(db, task).map_err(|e| e.to_string()),
+        ["crash", db, task] => crash(db, task).map_err(|e| e.to_string()),
+        _ => Err("usage: aigentflow-worker open DB | save DB NAME THREADS N SHARED | run DB TASK | crash DB TASK".into()),
     };
     match result {
         Ok(line) => {

@@ -6,3 +6,4 @@ mod lessons;
 mod persistence;
 mod states;
 mod support;
+mod tracker;

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use aigentflow_audit::{AuditEntry, AuditLog, AuditQuery, Category, ExportFormat, ExportOptions};
 use aigentflow_core_states::{
-    Event, FromStates, Rule, StateContext, StateMachine, StateStore, Target, TransitionTable,
-    WorkflowState,
+    Event, FromStates, ProjectId, Rule, StateContext, StateMachine, StateStore, Target, TaskId,
+    TransitionTable, WorkflowState,
 };
 use aigentflow_lessons::{Category as LessonCategory, LessonsStore, NewLesson, SearchOptions};
 use aigentflow_persistence::{Database, SqliteStateStore};
+use aigentflow_tracker::{ExecutionTracker, NewInvocation, Outcome, TokenUsage};
 use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::{json, Map, Value};
@@ -459,17 +460,78 @@ fn w4(b: &Bench) -> Result<()> {
     Ok(())
 }
 
+/// W5: N agent invocations (20 agents over 30 days, outcomes mixed, ~70% with token usage),
+/// then Q metrics calls for a 7-day window.
+fn w5(b: &Bench) -> Result<()> {
+    let n = b.n(500_000, 10_000);
+    let calls = b.n(100, 100);
+    let (db, _) = b.fresh_db("w5")?;
+    let tracker = ExecutionTracker::new(db.clone());
+    let mut words = Words::load(5)?;
+    let agents: Vec<String> = (0..20).map(|i| format!("agent-{i:02}")).collect();
+    let now = db.now();
+    let per_trace = 500;
+    for chunk_start in (0..n).step_by(10_000) {
+        db.write(|tx| -> Result<()> {
+            let mut trace = None;
+            for i in chunk_start..(chunk_start + 10_000).min(n) {
+                if i % per_trace == 0 || trace.is_none() {
+                    let project = ProjectId::new("bench-project");
+                    let task = TaskId::new(format!("task-{}", i / per_trace));
+                    trace = Some(tracker.start_trace_in(tx, &project, &task, "bench")?.id);
+                }
+                let Some(trace_id) = trace.clone() else { unreachable!() };
+                let started =
+                    now - chrono::Duration::milliseconds(words.below(30 * 86_400_000) as i64);
+                let invocation = NewInvocation {
+                    outcome: Some(Outcome::ALL[words.below(Outcome::ALL.len())]),
+                    quality_score: (words.below(10) < 8).then(|| words.below(101) as f64 / 100.0),
+                    token_usage: (words.below(10) < 7).then(|| {
+                        TokenUsage::new(words.below(20_000) as u64, words.below(5_000) as u64)
+                    }),
+                    ..NewInvocation::new(
+                        trace_id,
+                        agents[words.below(agents.len())].clone(),
+                        started,
+                    )
+                };
+                tracker.record_invocation_in(tx, &invocation)?;
+            }
+            Ok(())
+        })?;
+    }
+    reset_peak_rss();
+    let started = Instant::now();
+    let mut times = Vec::with_capacity(calls);
+    let mut counted = 0;
+    for i in 0..calls {
+        let t = Instant::now();
+        counted += tracker.agent_metrics(&agents[i % agents.len()], 7)?.total_invocations;
+        times.push(ms(t.elapsed()));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    times.sort_by(|a, b| a.total_cmp(b));
+    let p99 = times[(times.len() * 99 / 100).min(times.len() - 1)];
+    emit(
+        "W5",
+        calls,
+        seconds,
+        json!({"invocations": n, "ms_per_call": round(seconds * 1000.0 / calls as f64, 3), "p50_ms": round(median(times), 3), "p99_ms": round(p99, 3), "counted": counted}),
+    );
+    Ok(())
+}
+
 type Workload = fn(&Bench) -> Result<()>;
 
 fn main() -> Result<()> {
     let args = Args::parse();
     let factor = args.scale * if args.quick { 0.1 } else { 1.0 };
     let bench = Bench { factor, dir: tempfile::tempdir()? };
-    let workloads: [(&str, Workload); 6] =
-        [("W0", w0), ("W1", w1), ("W2", w2), ("W3", w3), ("W4", w4), ("W6", w6)];
+    let workloads: [(&str, Workload); 7] =
+        [("W0", w0), ("W1", w1), ("W2", w2), ("W3", w3), ("W4", w4), ("W5", w5), ("W6", w6)];
     let only: Vec<String> = args.only.iter().map(|w| w.trim().to_uppercase()).collect();
     if let Some(unknown) = only.iter().find(|w| !workloads.iter().any(|(name, _)| name == w)) {
-        anyhow::bail!("unknown workload {unknown}; known: W0, W1, W2, W3, W4, W6");
+        anyhow::bail!("unknown workload {unknown}; known: W0, W1, W2, W3, W4, W5, W6");
     }
     for (name, run) in workloads {
         if only.is_empty() || only.iter().any(|w| w == name) {

@@ -262,40 +262,12 @@ impl SqliteStateStore {
     /// Tasks that can be resumed (not COMPLETED, ABORTED or ESCALATED), each with its latest
     /// checkpoint; of one project, or of all.
     pub fn resumable(&self, project_id: Option<&ProjectId>) -> Result<Vec<ResumableTask>> {
-        self.db.read(|tx| {
-            let sql = format!(
-                "SELECT w.task_id, w.project_id, w.state, w.updated_at, {CHECKPOINT_COLUMNS}
-                 FROM workflow_states w
-                 LEFT JOIN checkpoints c ON c.task_id = w.task_id
-                    AND c.seq = (SELECT MAX(seq) FROM checkpoints WHERE task_id = w.task_id)
-                 WHERE w.state NOT IN ('COMPLETED', 'ABORTED', 'ESCALATED')
-                   AND (?1 IS NULL OR w.project_id = ?1)
-                 ORDER BY w.updated_at DESC, w.task_id"
-            );
-            let mut stmt = tx.conn().prepare_cached(&sql)?;
-            let mut rows = stmt.query([project_id.map(ProjectId::as_str)])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                let task_id: String = r.get(0)?;
-                let latest_checkpoint = match r.get::<_, Option<String>>(5)? {
-                    Some(_) => Some(read_checkpoint_at(r, 4)?.1),
-                    None => None,
-                };
-                out.push(ResumableTask {
-                    project_id: ProjectId::new(r.get::<_, String>(1)?),
-                    state: WorkflowState::parse(&r.get::<_, String>(2)?),
-                    updated_at: parse_time(
-                        "workflow_states",
-                        "updated_at",
-                        &task_id,
-                        &r.get::<_, String>(3)?,
-                    )?,
-                    task_id: TaskId::new(task_id),
-                    latest_checkpoint,
-                });
-            }
-            Ok(out)
-        })
+        self.db.read(|tx| resumable_where(tx, project_id, None, true))
+    }
+
+    /// One task, whatever its state, with its latest checkpoint (e.g. to resume a crashed run).
+    pub fn task_in(&self, tx: &Tx<'_>, task_id: &TaskId) -> Result<Option<ResumableTask>> {
+        Ok(resumable_where(tx, None, Some(task_id), false)?.pop())
     }
 
     /// A summary line per task, newest first, optionally of one project and/or in one state.
@@ -482,4 +454,60 @@ fn read_checkpoint_at(r: &Row<'_>, at: usize) -> Result<(String, Checkpoint)> {
         id: id.into(),
     };
     Ok((task, checkpoint))
+}
+
+/// Tasks with their latest checkpoint: of a project and/or one task; only open ones if asked.
+fn resumable_where(
+    tx: &Tx<'_>,
+    project_id: Option<&ProjectId>,
+    task_id: Option<&TaskId>,
+    open_only: bool,
+) -> Result<Vec<ResumableTask>> {
+    // Each filter is in the SQL only when given, so the task lookup uses the primary key.
+    let mut filter = String::from(if open_only {
+        "w.state NOT IN ('COMPLETED', 'ABORTED', 'ESCALATED')"
+    } else {
+        "1 = 1"
+    });
+    let mut values = Vec::new();
+    for (column, value) in [
+        ("w.project_id", project_id.map(ProjectId::as_str)),
+        ("w.task_id", task_id.map(TaskId::as_str)),
+    ] {
+        if let Some(v) = value {
+            filter.push_str(&format!(" AND {column} = ?"));
+            values.push(v);
+        }
+    }
+    let sql = format!(
+        "SELECT w.task_id, w.project_id, w.state, w.updated_at, {CHECKPOINT_COLUMNS}
+         FROM workflow_states w
+         LEFT JOIN checkpoints c ON c.task_id = w.task_id
+            AND c.seq = (SELECT MAX(seq) FROM checkpoints WHERE task_id = w.task_id)
+         WHERE {filter}
+         ORDER BY w.updated_at DESC, w.task_id"
+    );
+    let mut stmt = tx.conn().prepare_cached(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(values))?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let task_id: String = r.get(0)?;
+        let latest_checkpoint = match r.get::<_, Option<String>>(5)? {
+            Some(_) => Some(read_checkpoint_at(r, 4)?.1),
+            None => None,
+        };
+        out.push(ResumableTask {
+            project_id: ProjectId::new(r.get::<_, String>(1)?),
+            state: WorkflowState::parse(&r.get::<_, String>(2)?),
+            updated_at: parse_time(
+                "workflow_states",
+                "updated_at",
+                &task_id,
+                &r.get::<_, String>(3)?,
+            )?,
+            task_id: TaskId::new(task_id),
+            latest_checkpoint,
+        });
+    }
+    Ok(out)
 }

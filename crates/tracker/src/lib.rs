@@ -1,3 +1,33 @@
-//! Execution traces, agent invocations, per-agent metrics and crash recovery for aigentflow.
+//! Execution traces, agent invocations, per-agent metrics and crash recovery (decision 10).
 //!
-//! Not yet built; see the project's open issues.
+//! * [`ExecutionTracker::start_trace`] records a run with its owner (this process's id, its
+//!   start time and the host, see [`Owner`]); [`heartbeat`](ExecutionTracker::heartbeat) keeps
+//!   it visibly alive; [`complete_trace`](ExecutionTracker::complete_trace) measures its duration.
+//! * [`record_invocation`](ExecutionTracker::record_invocation) /
+//!   [`update_invocation`](ExecutionTracker::update_invocation) /
+//!   [`invocations`](ExecutionTracker::invocations): what each agent did, with token usage in the
+//!   TypeScript version's JSON keys (`inputTokens`, `outputTokens`, `totalTokens`).
+//! * [`agent_metrics`](ExecutionTracker::agent_metrics) reads one range of a covering index on
+//!   (agent, started_at, outcome, quality_score, total_tokens).
+//! * [`recover`](ExecutionTracker::recover) finds running traces whose owner is gone, marks them
+//!   crashed and returns them with their task's latest checkpoint; [`resume`](ExecutionTracker::resume)
+//!   claims one for this process. A live owner is never taken for dead: a process that exists
+//!   but is not ours (EPERM) is alive, and a pid reused by a newer process is told apart by its
+//!   start time. Owners this host cannot probe (another host, unknown) are judged by heartbeat.
+//! * Prompts, metadata, summaries, fragments and errors pass through the redactor.
+//!
+//! Architecture invariant: no rusqlite type appears in this crate's public API; its SQL lives in
+//! `store.rs`.
+
+mod error;
+mod model;
+pub mod owner;
+mod store;
+
+pub use error::{Error, Result};
+pub use model::{
+    AgentMetrics, Invocation, InvocationUpdate, NewInvocation, Outcome, RecoveredRun,
+    RecoveryOptions, RecoveryReport, TokenUsage, Trace, TraceId, TraceStatus,
+};
+pub use owner::Owner;
+pub use store::ExecutionTracker;

@@ -1,0 +1,29 @@
+/// What went wrong in the execution tracker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// From the database layer.
+    #[error(transparent)]
+    Persistence(#[from] aigentflow_persistence::Error),
+    /// A caller gave a value the tracker cannot take.
+    #[error("invalid {what}: {reason}")]
+    InvalidInput { what: &'static str, reason: String },
+    /// No trace with this id.
+    #[error("trace {id} not found")]
+    UnknownTrace { id: String },
+    /// No invocation with this id.
+    #[error("agent invocation {id} not found")]
+    UnknownInvocation { id: i64 },
+    /// The trace is not in a status that allows the operation.
+    #[error("trace {id} is {status}; cannot {action}")]
+    WrongStatus { id: String, status: String, action: &'static str },
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Persistence(e.into())
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,275 @@
+use std::fmt;
+use std::str::FromStr;
+
+use aigentflow_core_states::{string_id, time};
+use aigentflow_persistence::ResumableTask;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::owner::Owner;
+
+string_id!(
+    /// The id of an execution trace (one run of a task).
+    TraceId
+);
+
+/// Token usage, in the JSON keys the TypeScript version wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TokenUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl TokenUsage {
+    /// Usage with the total as the sum of input and output.
+    pub fn new(input_tokens: u64, output_tokens: u64) -> Self {
+        Self { input_tokens, output_tokens, total_tokens: input_tokens + output_tokens }
+    }
+}
+
+/// Where a trace stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceStatus {
+    /// Started and not completed; its owner is expected to be alive.
+    Running,
+    /// Completed, successfully or not.
+    Completed,
+    /// Its owner died; it waits to be resumed.
+    Crashed,
+    /// Found dead more often than the recovery cap allows; not offered again.
+    Abandoned,
+}
+
+impl TraceStatus {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Crashed => "crashed",
+            Self::Abandoned => "abandoned",
+        }
+    }
+}
+
+impl fmt::Display for TraceStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TraceStatus {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        [Self::Running, Self::Completed, Self::Crashed, Self::Abandoned]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| Error::InvalidInput {
+                what: "trace status",
+                reason: format!("{s:?} is not one of running, completed, crashed, abandoned"),
+            })
+    }
+}
+
+/// A stored execution trace.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Trace {
+    pub id: TraceId,
+    pub project_id: String,
+    pub task_id: String,
+    pub prompt: String,
+    #[serde(with = "time::serde_millis")]
+    pub started_at: DateTime<Utc>,
+    #[serde(serialize_with = "opt_time")]
+    pub completed_at: Option<DateTime<Utc>>,
+    pub success: Option<bool>,
+    pub duration_ms: Option<i64>,
+    pub token_usage: Option<TokenUsage>,
+    pub metadata: Option<Value>,
+    pub status: TraceStatus,
+    /// None for traces written by the TypeScript version.
+    pub owner: Option<Owner>,
+    #[serde(serialize_with = "opt_time")]
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub recovery_attempts: u32,
+}
+
+/// How an agent invocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Partial,
+    Failure,
+    Escalated,
+}
+
+impl Outcome {
+    /// Every outcome.
+    pub const ALL: [Outcome; 4] =
+        [Outcome::Success, Outcome::Partial, Outcome::Failure, Outcome::Escalated];
+
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Partial => "partial",
+            Self::Failure => "failure",
+            Self::Escalated => "escalated",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| Error::InvalidInput {
+            what: "outcome",
+            reason: format!("{s:?} is not one of success, partial, failure, escalated"),
+        })
+    }
+}
+
+/// An agent invocation to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewInvocation {
+    pub trace_id: TraceId,
+    pub agent: String,
+    pub task_fragment: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub outcome: Option<Outcome>,
+    /// From 0 to 1.
+    pub quality_score: Option<f64>,
+    pub token_usage: Option<TokenUsage>,
+    pub output_summary: Option<String>,
+    pub error: Option<String>,
+}
+
+impl NewInvocation {
+    /// An invocation of `agent` in a trace, started at `started_at`; other fields set directly.
+    pub fn new(trace_id: TraceId, agent: impl Into<String>, started_at: DateTime<Utc>) -> Self {
+        Self {
+            trace_id,
+            agent: agent.into(),
+            task_fragment: None,
+            started_at,
+            completed_at: None,
+            outcome: None,
+            quality_score: None,
+            token_usage: None,
+            output_summary: None,
+            error: None,
+        }
+    }
+}
+
+/// Changes to an invocation; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InvocationUpdate {
+    pub completed_at: Option<DateTime<Utc>>,
+    pub outcome: Option<Outcome>,
+    pub quality_score: Option<f64>,
+    pub token_usage: Option<TokenUsage>,
+    pub output_summary: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A stored agent invocation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Invocation {
+    pub id: i64,
+    pub trace_id: String,
+    pub agent: String,
+    pub task_fragment: Option<String>,
+    #[serde(with = "time::serde_millis")]
+    pub started_at: DateTime<Utc>,
+    #[serde(serialize_with = "opt_time")]
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The stored text (one of [`Outcome`] for rows this tracker wrote).
+    pub outcome: Option<String>,
+    pub quality_score: Option<f64>,
+    pub token_usage: Option<TokenUsage>,
+    pub output_summary: Option<String>,
+    pub error: Option<String>,
+}
+
+/// How an agent did over a window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentMetrics {
+    pub agent: String,
+    /// Invocations started at or after this instant count.
+    #[serde(with = "time::serde_millis")]
+    pub since: DateTime<Utc>,
+    pub total_invocations: u64,
+    pub successes: u64,
+    pub failures: u64,
+    /// Successes over all invocations (0 when there are none).
+    pub success_rate: f64,
+    pub failure_rate: f64,
+    /// Over the invocations that have a score.
+    pub avg_quality_score: Option<f64>,
+    /// Over the invocations that have token usage.
+    pub avg_tokens_per_invocation: Option<f64>,
+}
+
+/// How [`crate::ExecutionTracker::recover`] judges and caps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryOptions {
+    /// An owner this host cannot probe (another host, or none recorded) is taken for dead when
+    /// the trace's last heartbeat (or its start) is older than this.
+    pub lease: TimeDelta,
+    /// A run found dead more often than this is abandoned instead of offered for resumption.
+    pub max_attempts: u32,
+}
+
+impl Default for RecoveryOptions {
+    fn default() -> Self {
+        Self { lease: TimeDelta::minutes(5), max_attempts: 3 }
+    }
+}
+
+/// A run found dead (now or earlier) and not yet resumed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecoveredRun {
+    pub trace: Trace,
+    /// Why its owner was taken for dead (for runs marked earlier: "marked crashed earlier").
+    pub reason: String,
+    /// The task with its latest checkpoint, if the state store has it.
+    pub task: Option<ResumableTask>,
+    /// Why the task could not be read, if it could not; the other runs are recovered anyway.
+    pub problem: Option<String>,
+}
+
+/// What a recovery pass did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RecoveryReport {
+    /// Runs waiting to be resumed, with their checkpoints.
+    pub crashed: Vec<RecoveredRun>,
+    /// Runs given up on in this pass (over the attempt cap).
+    pub abandoned: Vec<Trace>,
+    /// Running traces whose owner is alive (or cannot be judged yet).
+    pub alive: u64,
+}
+
+/// An optional instant as RFC 3339 with milliseconds.
+pub(crate) fn opt_time<S: serde::Serializer>(
+    ts: &Option<DateTime<Utc>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match ts {
+        Some(ts) => s.serialize_str(&time::to_rfc3339(*ts)),
+        None => s.serialize_none(),
+    }
+}

@@ -1,0 +1,597 @@
+//! [`ExecutionTracker`]: all of this crate's SQL.
+
+use aigentflow_core_states::{time, ProjectId, TaskId};
+use aigentflow_persistence::redact::{redact_text, redacted_json};
+use aigentflow_persistence::{Database, SqliteStateStore, Tx};
+use chrono::{DateTime, TimeDelta, Utc};
+use rusqlite::types::Value as Sql;
+use rusqlite::{params, params_from_iter, OptionalExtension, Row};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::model::{
+    AgentMetrics, Invocation, InvocationUpdate, NewInvocation, RecoveredRun, RecoveryOptions,
+    RecoveryReport, TokenUsage, Trace, TraceId, TraceStatus,
+};
+use crate::owner::{self, Owner};
+
+const TRACE_COLUMNS: &str = "id, project_id, task_id, prompt, started_at, completed_at, success, \
+    duration_ms, token_usage, metadata, status, owner_pid, owner_started_at, owner_host, \
+    heartbeat_at, recovery_attempts";
+const INVOCATION_COLUMNS: &str = "id, trace_id, agent, task_fragment, started_at, completed_at, \
+    outcome, quality_score, token_usage, output_summary, error";
+
+/// Execution traces and agent invocations of one database.
+#[derive(Debug, Clone)]
+pub struct ExecutionTracker {
+    db: Database,
+}
+
+impl ExecutionTracker {
+    /// The tracker over `db`.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Starts a trace owned by this process (prompt redacted first).
+    pub fn start_trace(&self, project: &ProjectId, task: &TaskId, prompt: &str) -> Result<Trace> {
+        self.db.write(|tx| self.start_trace_in(tx, project, task, prompt))
+    }
+
+    /// Starts a trace inside a caller's transaction (e.g. with the task's first state save).
+    pub fn start_trace_in(
+        &self,
+        tx: &Tx<'_>,
+        project: &ProjectId,
+        task: &TaskId,
+        prompt: &str,
+    ) -> Result<Trace> {
+        for (what, text) in [("project id", project.as_str()), ("task id", task.as_str())] {
+            if text.trim().is_empty() {
+                return Err(Error::InvalidInput { what, reason: "it is empty".into() });
+            }
+        }
+        let id = TraceId::random();
+        let now = time::to_db(tx.now());
+        let me = Owner::current();
+        tx.conn()
+            .prepare_cached(
+                "INSERT INTO execution_traces (id, project_id, task_id, prompt, started_at, status,
+                     owner_pid, owner_started_at, owner_host, heartbeat_at, recovery_attempts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?5, 0)",
+            )?
+            .execute(params![
+                id.as_str(),
+                project.as_str(),
+                task.as_str(),
+                redact_text(prompt),
+                now,
+                me.pid,
+                me.started_at.map(time::to_db),
+                me.host,
+            ])?;
+        get_trace_in(tx, id.as_str())?.ok_or_else(|| Error::UnknownTrace { id: id.to_string() })
+    }
+
+    /// Completes a trace: success, token usage and metadata (redacted), with its duration
+    /// measured from its start. A completed trace cannot be completed again.
+    pub fn complete_trace(
+        &self,
+        id: &str,
+        success: bool,
+        token_usage: Option<&TokenUsage>,
+        metadata: Option<&Value>,
+    ) -> Result<Trace> {
+        let usage = token_usage.map(json).transpose()?;
+        let metadata = metadata.map(|m| json(&redacted_json(m))).transpose()?;
+        self.db.write(|tx| {
+            let trace =
+                get_trace_in(tx, id)?.ok_or_else(|| Error::UnknownTrace { id: id.into() })?;
+            if trace.status == TraceStatus::Completed {
+                return Err(Error::WrongStatus {
+                    id: id.into(),
+                    status: trace.status.to_string(),
+                    action: "complete it again",
+                });
+            }
+            let now = tx.now();
+            let duration = (now - trace.started_at).num_milliseconds().max(0);
+            tx.conn()
+                .prepare_cached(
+                    "UPDATE execution_traces SET completed_at = ?1, success = ?2, duration_ms = ?3,
+                         token_usage = ?4, metadata = ?5, status = 'completed'
+                     WHERE id = ?6",
+                )?
+                .execute(params![time::to_db(now), success, duration, usage, metadata, id])?;
+            get_trace_in(tx, id)?.ok_or_else(|| Error::UnknownTrace { id: id.into() })
+        })
+    }
+
+    /// Tells that the trace's owner is alive. Fails if the trace is no longer running (e.g. it
+    /// was recovered by another process after a missed lease): its owner should stop.
+    pub fn heartbeat(&self, id: &str) -> Result<()> {
+        self.db.write(|tx| {
+            let changed = tx
+                .conn()
+                .prepare_cached(
+                    "UPDATE execution_traces SET heartbeat_at = ?1
+                     WHERE id = ?2 AND status = 'running'",
+                )?
+                .execute(params![time::to_db(tx.now()), id])?;
+            if changed == 0 {
+                return Err(not_running(tx, id, "heartbeat")?);
+            }
+            Ok(())
+        })
+    }
+
+    /// The trace with this id, if any.
+    pub fn get_trace(&self, id: &str) -> Result<Option<Trace>> {
+        self.db.read(|tx| get_trace_in(tx, id))
+    }
+
+    /// The most recent traces, of one project or of all, newest first.
+    pub fn recent_traces(&self, project: Option<&str>, limit: u64) -> Result<Vec<Trace>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db.read(|tx| {
+            let (sql, values) = match project {
+                Some(p) => (
+                    format!(
+                        "SELECT {TRACE_COLUMNS} FROM execution_traces WHERE project_id = ?
+                         ORDER BY started_at DESC, id DESC LIMIT ?"
+                    ),
+                    vec![Sql::Text(p.into()), Sql::Integer(limit)],
+                ),
+                None => (
+                    format!(
+                        "SELECT {TRACE_COLUMNS} FROM execution_traces
+                         ORDER BY started_at DESC, id DESC LIMIT ?"
+                    ),
+                    vec![Sql::Integer(limit)],
+                ),
+            };
+            let mut stmt = tx.conn().prepare_cached(&sql)?;
+            let rows = stmt.query_map(params_from_iter(values), RawTrace::read)?;
+            rows.map(|r| r?.into_trace()).collect()
+        })
+    }
+
+    /// Records an agent invocation (text redacted first); returns its id.
+    pub fn record_invocation(&self, new: &NewInvocation) -> Result<i64> {
+        self.db.write(|tx| self.record_invocation_in(tx, new))
+    }
+
+    /// Records an agent invocation inside a caller's transaction.
+    pub fn record_invocation_in(&self, tx: &Tx<'_>, new: &NewInvocation) -> Result<i64> {
+        if new.agent.trim().is_empty() {
+            return Err(Error::InvalidInput { what: "agent", reason: "it is empty".into() });
+        }
+        let score = new.quality_score.map(quality).transpose()?;
+        let usage = new.token_usage.as_ref().map(json).transpose()?;
+        let conn = tx.conn();
+        let known = conn
+            .prepare_cached("SELECT 1 FROM execution_traces WHERE id = ?1")?
+            .query_row([new.trace_id.as_str()], |_| Ok(()))
+            .optional()?;
+        if known.is_none() {
+            return Err(Error::UnknownTrace { id: new.trace_id.to_string() });
+        }
+        conn.prepare_cached(
+            "INSERT INTO agent_invocations (trace_id, agent, task_fragment, started_at, completed_at,
+                 outcome, quality_score, token_usage, output_summary, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            new.trace_id.as_str(),
+            new.agent,
+            new.task_fragment.as_deref().map(redact_text),
+            time::to_db(new.started_at),
+            new.completed_at.map(time::to_db),
+            new.outcome.map(|o| o.as_str()),
+            score,
+            usage,
+            new.output_summary.as_deref().map(redact_text),
+            new.error.as_deref().map(redact_text),
+        ])?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Changes the given fields of an invocation (text redacted first); returns it.
+    pub fn update_invocation(&self, id: i64, update: &InvocationUpdate) -> Result<Invocation> {
+        let mut sets: Vec<&str> = Vec::new();
+        let mut values: Vec<Sql> = Vec::new();
+        let text = |s: &str| Sql::Text(redact_text(s).into_owned());
+        if let Some(t) = update.completed_at {
+            sets.push("completed_at");
+            values.push(Sql::Text(time::to_db(t)));
+        }
+        if let Some(o) = update.outcome {
+            sets.push("outcome");
+            values.push(Sql::Text(o.as_str().into()));
+        }
+        if let Some(q) = update.quality_score {
+            sets.push("quality_score");
+            values.push(Sql::Real(quality(q)?));
+        }
+        if let Some(u) = &update.token_usage {
+            sets.push("token_usage");
+            values.push(Sql::Text(json(u)?));
+        }
+        if let Some(s) = &update.output_summary {
+            sets.push("output_summary");
+            values.push(text(s));
+        }
+        if let Some(e) = &update.error {
+            sets.push("error");
+            values.push(text(e));
+        }
+        self.db.write(|tx| {
+            if !sets.is_empty() {
+                let assignments: Vec<String> = sets.iter().map(|c| format!("{c} = ?")).collect();
+                let sql =
+                    format!("UPDATE agent_invocations SET {} WHERE id = ?", assignments.join(", "));
+                values.push(Sql::Integer(id));
+                tx.conn().prepare_cached(&sql)?.execute(params_from_iter(values))?;
+            }
+            get_invocation_in(tx, id)?.ok_or(Error::UnknownInvocation { id })
+        })
+    }
+
+    /// A trace's invocations, in the order they started.
+    pub fn invocations(&self, trace_id: &str) -> Result<Vec<Invocation>> {
+        self.db.read(|tx| {
+            let mut stmt = tx.conn().prepare_cached(&format!(
+                "SELECT {INVOCATION_COLUMNS} FROM agent_invocations WHERE trace_id = ?1
+                 ORDER BY started_at, id"
+            ))?;
+            let rows = stmt.query_map([trace_id], RawInvocation::read)?;
+            rows.map(|r| r?.into_invocation()).collect()
+        })
+    }
+
+    /// How an agent did over the last `days` days (invocations started at or after now − days).
+    pub fn agent_metrics(&self, agent: &str, days: u32) -> Result<AgentMetrics> {
+        self.db.read(|tx| {
+            let since = time::millis(tx.now() - TimeDelta::days(i64::from(days)));
+            // One range of idx_agent_invocations_metrics, which covers every column read here.
+            let (total, successes, failures, quality, tokens): (i64, i64, i64, Option<f64>, Option<f64>) = tx
+                .conn()
+                .prepare_cached(
+                    "SELECT COUNT(*), COALESCE(SUM(outcome = 'success'), 0),
+                            COALESCE(SUM(outcome = 'failure'), 0), AVG(quality_score), AVG(total_tokens)
+                     FROM agent_invocations INDEXED BY idx_agent_invocations_metrics
+                     WHERE agent = ?1 AND started_at >= ?2",
+                )?
+                .query_row(params![agent, time::to_db(since)], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?;
+            let rate = |n: i64| if total > 0 { n as f64 / total as f64 } else { 0.0 };
+            Ok(AgentMetrics {
+                agent: agent.into(),
+                since,
+                total_invocations: total as u64,
+                successes: successes as u64,
+                failures: failures as u64,
+                success_rate: rate(successes),
+                failure_rate: rate(failures),
+                avg_quality_score: quality,
+                avg_tokens_per_invocation: tokens,
+            })
+        })
+    }
+
+    /// Finds running traces whose owner is gone and marks them crashed (or abandoned past the
+    /// attempt cap), then returns every crashed run with its task's latest checkpoint.
+    pub fn recover(&self, options: &RecoveryOptions) -> Result<RecoveryReport> {
+        let states = SqliteStateStore::new(self.db.clone());
+        self.db.write(|tx| {
+            let conn = tx.conn();
+            let now = tx.now();
+            let running: Vec<Trace> = {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {TRACE_COLUMNS} FROM execution_traces WHERE status = 'running'
+                     ORDER BY started_at, id"
+                ))?;
+                let rows = stmt.query_map([], RawTrace::read)?;
+                rows.map(|r| r?.into_trace()).collect::<Result<_>>()?
+            };
+            let mut report = RecoveryReport::default();
+            let mut reasons = std::collections::HashMap::new();
+            for trace in running {
+                let Some(reason) = dead_reason(&trace, now, options.lease) else {
+                    report.alive += 1;
+                    continue;
+                };
+                let attempts = trace.recovery_attempts.saturating_add(1);
+                let status = if attempts > options.max_attempts {
+                    TraceStatus::Abandoned
+                } else {
+                    TraceStatus::Crashed
+                };
+                conn.prepare_cached(
+                    "UPDATE execution_traces SET status = ?1, recovery_attempts = ?2 WHERE id = ?3",
+                )?
+                .execute(params![status.as_str(), attempts, trace.id.as_str()])?;
+                tracing::warn!(trace = %trace.id, task = %trace.task_id, %reason, %status, attempts,
+                    "run's owner is gone");
+                if status == TraceStatus::Abandoned {
+                    report.abandoned.push(Trace { status, recovery_attempts: attempts, ..trace });
+                } else {
+                    reasons.insert(trace.id.to_string(), reason);
+                }
+            }
+            let crashed: Vec<Trace> = {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {TRACE_COLUMNS} FROM execution_traces WHERE status = 'crashed'
+                     ORDER BY started_at, id"
+                ))?;
+                let rows = stmt.query_map([], RawTrace::read)?;
+                rows.map(|r| r?.into_trace()).collect::<Result<_>>()?
+            };
+            for trace in crashed {
+                let (task, problem) = match states.task_in(tx, &TaskId::new(&trace.task_id)) {
+                    Ok(task) => (task, None),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                let reason = reasons
+                    .remove(trace.id.as_str())
+                    .unwrap_or_else(|| "marked crashed earlier".into());
+                report.crashed.push(RecoveredRun { trace, reason, task, problem });
+            }
+            Ok(report)
+        })
+    }
+
+    /// Claims a crashed run for this process: it is running again, owned by this process.
+    pub fn resume(&self, id: &str) -> Result<Trace> {
+        self.db.write(|tx| {
+            let me = Owner::current();
+            let changed = tx
+                .conn()
+                .prepare_cached(
+                    "UPDATE execution_traces SET status = 'running', owner_pid = ?1,
+                         owner_started_at = ?2, owner_host = ?3, heartbeat_at = ?4
+                     WHERE id = ?5 AND status = 'crashed'",
+                )?
+                .execute(params![
+                    me.pid,
+                    me.started_at.map(time::to_db),
+                    me.host,
+                    time::to_db(tx.now()),
+                    id
+                ])?;
+            if changed == 0 {
+                return Err(not_running(tx, id, "resume it (only a crashed run can be)")?);
+            }
+            get_trace_in(tx, id)?.ok_or_else(|| Error::UnknownTrace { id: id.into() })
+        })
+    }
+}
+
+/// Why a running trace's owner is taken for dead, or None if it is alive or cannot be judged.
+fn dead_reason(trace: &Trace, now: DateTime<Utc>, lease: TimeDelta) -> Option<String> {
+    let here = &Owner::current().host;
+    if let Some(owner) = trace.owner.as_ref().filter(|o| &o.host == here) {
+        match owner::judge(owner, owner::probe(owner.pid)) {
+            Some(true) => return None,
+            Some(false) => {
+                return Some(format!("owner process {} on {} is gone", owner.pid, owner.host))
+            }
+            None => {}
+        }
+    }
+    let last = trace.heartbeat_at.unwrap_or(trace.started_at);
+    (now - last > lease).then(|| {
+        let who = trace
+            .owner
+            .as_ref()
+            .map_or("an unknown owner".to_owned(), |o| format!("process {} on {}", o.pid, o.host));
+        format!("no heartbeat from {who} since {}", time::to_rfc3339(last))
+    })
+}
+
+/// The error for an operation on a trace that is not in the status it needs.
+fn not_running(tx: &Tx<'_>, id: &str, action: &'static str) -> Result<Error> {
+    Ok(match get_trace_in(tx, id)? {
+        None => Error::UnknownTrace { id: id.into() },
+        Some(t) => Error::WrongStatus { id: id.into(), status: t.status.to_string(), action },
+    })
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+    Ok(serde_json::to_string(value).map_err(aigentflow_persistence::Error::from)?)
+}
+
+fn quality(q: f64) -> Result<f64> {
+    if !(0.0..=1.0).contains(&q) {
+        return Err(Error::InvalidInput {
+            what: "quality score",
+            reason: format!("{q} is not between 0 and 1"),
+        });
+    }
+    Ok(q)
+}
+
+fn get_trace_in(tx: &Tx<'_>, id: &str) -> Result<Option<Trace>> {
+    let raw = tx
+        .conn()
+        .prepare_cached(&format!("SELECT {TRACE_COLUMNS} FROM execution_traces WHERE id = ?1"))?
+        .query_row([id], RawTrace::read)
+        .optional()?;
+    raw.map(RawTrace::into_trace).transpose()
+}
+
+fn get_invocation_in(tx: &Tx<'_>, id: i64) -> Result<Option<Invocation>> {
+    let raw = tx
+        .conn()
+        .prepare_cached(&format!(
+            "SELECT {INVOCATION_COLUMNS} FROM agent_invocations WHERE id = ?1"
+        ))?
+        .query_row([id], RawInvocation::read)
+        .optional()?;
+    raw.map(RawInvocation::into_invocation).transpose()
+}
+
+/// Readers of stored text that name the table, column and row at fault.
+struct Fields<'a> {
+    table: &'static str,
+    id: &'a str,
+}
+
+impl Fields<'_> {
+    fn corrupt(&self, column: &'static str, reason: String) -> Error {
+        aigentflow_persistence::Error::CorruptRow {
+            table: self.table,
+            column,
+            id: self.id.to_owned(),
+            reason,
+        }
+        .into()
+    }
+
+    fn time(&self, column: &'static str, text: &str) -> Result<DateTime<Utc>> {
+        time::parse(text)
+            .ok_or_else(|| self.corrupt(column, format!("{text:?} is not a timestamp")))
+    }
+
+    fn opt_time(&self, column: &'static str, text: Option<&str>) -> Result<Option<DateTime<Utc>>> {
+        text.map(|t| self.time(column, t)).transpose()
+    }
+
+    fn usage(&self, text: Option<&str>) -> Result<Option<TokenUsage>> {
+        text.map(|t| {
+            serde_json::from_str(t)
+                .map_err(|e| self.corrupt("token_usage", format!("malformed JSON: {e}")))
+        })
+        .transpose()
+    }
+}
+
+struct RawTrace {
+    id: String,
+    project_id: String,
+    task_id: String,
+    prompt: String,
+    started_at: String,
+    completed_at: Option<String>,
+    success: Option<i64>,
+    duration_ms: Option<i64>,
+    token_usage: Option<String>,
+    metadata: Option<String>,
+    status: String,
+    owner_pid: Option<i64>,
+    owner_started_at: Option<String>,
+    owner_host: Option<String>,
+    heartbeat_at: Option<String>,
+    recovery_attempts: i64,
+}
+
+impl RawTrace {
+    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            project_id: r.get(1)?,
+            task_id: r.get(2)?,
+            prompt: r.get(3)?,
+            started_at: r.get(4)?,
+            completed_at: r.get(5)?,
+            success: r.get(6)?,
+            duration_ms: r.get(7)?,
+            token_usage: r.get(8)?,
+            metadata: r.get(9)?,
+            status: r.get(10)?,
+            owner_pid: r.get(11)?,
+            owner_started_at: r.get(12)?,
+            owner_host: r.get(13)?,
+            heartbeat_at: r.get(14)?,
+            recovery_attempts: r.get(15)?,
+        })
+    }
+
+    fn into_trace(self) -> Result<Trace> {
+        let f = Fields { table: "execution_traces", id: &self.id };
+        let status = self
+            .status
+            .parse()
+            .map_err(|_| f.corrupt("status", format!("unknown status {:?}", self.status)))?;
+        let owner = match (self.owner_pid, &self.owner_host) {
+            (Some(pid), Some(host)) => Some(Owner {
+                pid: u32::try_from(pid)
+                    .map_err(|_| f.corrupt("owner_pid", format!("{pid} is not a pid")))?,
+                started_at: f.opt_time("owner_started_at", self.owner_started_at.as_deref())?,
+                host: host.clone(),
+            }),
+            _ => None,
+        };
+        let metadata = self
+            .metadata
+            .as_deref()
+            .map(|m| serde_json::from_str(m).unwrap_or_else(|_| Value::from(m)));
+        Ok(Trace {
+            started_at: f.time("started_at", &self.started_at)?,
+            completed_at: f.opt_time("completed_at", self.completed_at.as_deref())?,
+            heartbeat_at: f.opt_time("heartbeat_at", self.heartbeat_at.as_deref())?,
+            token_usage: f.usage(self.token_usage.as_deref())?,
+            status,
+            owner,
+            metadata,
+            success: self.success.map(|s| s != 0),
+            duration_ms: self.duration_ms,
+            recovery_attempts: u32::try_from(self.recovery_attempts).unwrap_or(u32::MAX),
+            project_id: self.project_id,
+            task_id: self.task_id,
+            prompt: self.prompt,
+            id: TraceId::new(self.id),
+        })
+    }
+}
+
+struct RawInvocation {
+    id: i64,
+    trace_id: String,
+    agent: String,
+    task_fragment: Option<String>,
+    started_at: String,
+    completed_at: Option<String>,
+    outcome: Option<String>,
+    quality_score: Option<f64>,
+    token_usage: Option<String>,
+    output_summary: Option<String>,
+    error: Option<String>,
+}
+
+impl RawInvocation {
+    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            trace_id: r.get(1)?,
+            agent: r.get(2)?,
+            task_fragment: r.get(3)?,
+            started_at: r.get(4)?,
+            completed_at: r.get(5)?,
+            outcome: r.get(6)?,
+            quality_score: r.get(7)?,
+            token_usage: r.get(8)?,
+            output_summary: r.get(9)?,
+            error: r.get(10)?,
+        })
+    }
+
+    fn into_invocation(self) -> Result<Invocation> {
+        let id = self.id.to_string();
+        let f = Fields { table: "agent_invocations", id: &id };
+        Ok(Invocation {
+            started_at: f.time("started_at", &self.started_at)?,
+            completed_at: f.opt_time("completed_at", self.completed_at.as_deref())?,
+            token_usage: f.usage(self.token_usage.as_deref())?,
+            id: self.id,
+            trace_id: self.trace_id,
+            agent: self.agent,
+            task_fragment: self.task_fragment,
+            outcome: self.outcome,
+            quality_score: self.quality_score,
+            output_summary: self.output_summary,
+            error: self.error,
+        })
+    }
+}
