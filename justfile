@@ -28,4 +28,4 @@ bench *ARGS:
 
 # Drive a demo orchestration through the real crates on the default database.
 demo:
-    cargo run --quiet -p aigentflow --example demo
+    cargo run --quiet -p aigentflow-cli -- demo

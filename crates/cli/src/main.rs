@@ -1,1 +1,154 @@
-fn main() {}
+//! `aigentflow`: the operator's command over an aigentflow database.
+
+mod audit;
+mod db;
+mod demo;
+mod lessons;
+mod out;
+mod tasks;
+mod traces;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use aigentflow_persistence::{Database, Options};
+use anyhow::Context;
+use clap::{ArgAction, Parser, Subcommand};
+
+use crate::out::Out;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  error (bad input, unknown id, unreadable or missing database…); one line on stderr says what
+  2  usage error (unknown command or flag)
+  3  a check found problems (`audit verify`, `db check`)
+
+The database is --db PATH, else $AIGENTFLOW_DB, else orchestrator-data/aigentflow.db.
+Set NO_COLOR to turn colours off.";
+
+/// The aigentflow orchestrator's persistence: inspect and maintain its database from a shell.
+#[derive(Debug, Parser)]
+#[command(name = "aigentflow", version, propagate_version = true, after_help = EXIT_CODES)]
+struct Cli {
+    /// The database file.
+    #[arg(long, global = true, value_name = "PATH", env = "AIGENTFLOW_DB")]
+    db: Option<PathBuf>,
+    /// Print JSON on stdout instead of tables, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Log what the library does on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    verbose: u8,
+    /// Print only results and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the database, or migrate it to this build's schema; print its path and version.
+    Init,
+    /// Path, schema, size, rows per table, tasks per state, traces per status, audit chain head.
+    Status,
+    /// Drive a demo orchestration through the real stores and print what it wrote.
+    Demo,
+    /// Workflow tasks: their states, histories and checkpoints.
+    #[command(subcommand)]
+    Tasks(tasks::TasksCommand),
+    /// The append-only, hash-chained audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Lessons learned, with full-text search.
+    #[command(subcommand)]
+    Lessons(lessons::LessonsCommand),
+    /// Execution traces, agent invocations, metrics and crash recovery.
+    #[command(subcommand)]
+    Traces(traces::TracesCommand),
+    /// Configuration values, global or per project.
+    #[command(subcommand)]
+    Config(db::ConfigCommand),
+    /// Integrity checks, backups and migrations of the database file.
+    #[command(subcommand)]
+    Db(db::DbCommand),
+}
+
+/// A command's outcome: success, or problems found by a check.
+#[derive(Debug)]
+pub enum Done {
+    Ok,
+    Problems,
+}
+
+/// Where the database is and how to open it.
+#[derive(Debug)]
+pub struct Ctx {
+    pub path: PathBuf,
+    pub out: Out,
+}
+
+impl Ctx {
+    /// Opens the database, creating it only if `create` (read commands never create one).
+    pub fn open(&self, create: bool) -> anyhow::Result<Database> {
+        let options = Options { create, ..Options::default() };
+        match Database::open_with(&self.path, options) {
+            Err(aigentflow_persistence::Error::Missing { path }) => anyhow::bail!(
+                "no database at {}; create one with `aigentflow init` or `aigentflow demo` (or pass --db PATH)",
+                path.display()
+            ),
+            other => other.with_context(|| format!("cannot open {}", self.path.display())),
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<Done> {
+    let ctx = Ctx {
+        path: cli.db.clone().unwrap_or_else(Database::default_path),
+        out: Out::new(cli.json, cli.quiet),
+    };
+    match cli.command {
+        Command::Init => db::init(&ctx),
+        Command::Status => db::status(&ctx),
+        Command::Demo => demo::run(&ctx),
+        Command::Tasks(c) => tasks::run(&ctx, c),
+        Command::Audit(c) => audit::run(&ctx, c),
+        Command::Lessons(c) => lessons::run(&ctx, c),
+        Command::Traces(c) => traces::run(&ctx, c),
+        Command::Config(c) => db::config(&ctx, c),
+        Command::Db(c) => db::run(&ctx, c),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => tracing_subscriber::filter::LevelFilter::ERROR,
+        (_, 0) => tracing_subscriber::filter::LevelFilter::WARN,
+        (_, 1) => tracing_subscriber::filter::LevelFilter::INFO,
+        _ => tracing_subscriber::filter::LevelFilter::DEBUG,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(out::color_on_stderr())
+        .without_time()
+        .init();
+    match run(cli) {
+        Ok(Done::Ok) => ExitCode::SUCCESS,
+        Ok(Done::Problems) => ExitCode::from(3),
+        Err(e) => {
+            let closed_pipe = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            });
+            if closed_pipe {
+                return ExitCode::SUCCESS;
+            }
+            let message = format!("{e:#}").replace('\n', " ");
+            eprintln!("aigentflow: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

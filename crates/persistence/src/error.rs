@@ -39,6 +39,9 @@ pub enum Error {
     /// The history to save disagrees with the stored one.
     #[error("task {task_id}: the history to save differs from the stored one at transition {seq}")]
     HistoryConflict { task_id: TaskId, seq: u64 },
+    /// A backup could not be completed; nothing was left at the destination.
+    #[error("backup to {path} failed: {reason}")]
+    Backup { path: PathBuf, reason: String },
     /// Any other SQLite error.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),

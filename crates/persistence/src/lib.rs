@@ -15,6 +15,7 @@
 mod config;
 mod db;
 mod error;
+mod maintenance;
 pub mod migrate;
 pub mod redact;
 mod state_store;
@@ -23,6 +24,7 @@ pub use aigentflow_core_states::{time, Clock, ManualClock, SystemClock};
 pub use config::{ConfigEntry, ConfigStore, Scope};
 pub use db::{Database, Durability, Options, SchemaVersion, Tx, DB_ENV, DEFAULT_PATH};
 pub use error::{Error, Result};
+pub use maintenance::{ForeignKeyProblem, TABLES};
 pub use state_store::{ResumableTask, SqliteStateStore, TaskSummary};
 
 /// The SQLite library this build embeds, for status reports.

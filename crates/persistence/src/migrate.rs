@@ -143,3 +143,14 @@ pub fn seed_version(conn: &Connection) -> rusqlite::Result<Option<String>> {
     )
     .optional()
 }
+
+/// The newest migration applied to the database file at `path`, read without changing it
+/// (0 for a file no migration has touched, such as one written by the TypeScript version).
+pub fn version_at(path: &Path) -> Result<i64> {
+    if !path.exists() {
+        return Err(Error::Missing { path: path.to_path_buf() });
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(classify(path))?;
+    applied_version(&conn).map_err(classify(path))
+}

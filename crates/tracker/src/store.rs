@@ -156,6 +156,17 @@ impl ExecutionTracker {
         })
     }
 
+    /// How many traces are in each status.
+    pub fn count_by_status(&self) -> Result<Vec<(String, u64)>> {
+        self.db.read(|tx| {
+            let mut stmt = tx.conn().prepare_cached(
+                "SELECT status, COUNT(*) FROM execution_traces GROUP BY status ORDER BY status",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
     /// Records an agent invocation (text redacted first); returns its id.
     pub fn record_invocation(&self, new: &NewInvocation) -> Result<i64> {
         self.db.write(|tx| self.record_invocation_in(tx, new))

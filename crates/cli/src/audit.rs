@@ -1,0 +1,280 @@
+//! `audit …`: append, query, summarise, export and verify the audit log.
+
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+
+use aigentflow_audit::{
+    AuditEntry, AuditLog, AuditQuery, Category, ChainHead, ExportFormat, ExportOptions,
+};
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::out::{cell, opt, say, table, when};
+use crate::{Ctx, Done};
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Append an entry (for scripts and hooks); prints its id.
+    Log {
+        #[arg(long)]
+        action: String,
+        #[arg(long, value_parser = parse_category)]
+        category: Category,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        agent: Option<String>,
+        /// A JSON value (redacted before it is written).
+        #[arg(long)]
+        details: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        ip: Option<String>,
+    },
+    /// Entries matching the filters, newest first.
+    Query {
+        #[command(flatten)]
+        filters: Filters,
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+        #[arg(long)]
+        offset: Option<u64>,
+    },
+    /// Entries of a project per category.
+    Summary {
+        #[arg(long)]
+        project: String,
+    },
+    /// Stream the entries matching the filters, oldest first, as CSV, JSON or JSON Lines.
+    Export {
+        #[arg(long, value_enum)]
+        format: Format,
+        #[command(flatten)]
+        filters: Filters,
+        #[arg(long)]
+        limit: Option<u64>,
+        #[arg(long)]
+        offset: Option<u64>,
+        /// Write to FILE (replaced only once complete) instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Keep CSV cells that start with = + - @ as they are (by default they get a leading ').
+        #[arg(long)]
+        no_formula_guard: bool,
+    },
+    /// Walk the hash chain; exits 3 naming the first bad row if anything was changed.
+    Verify {
+        /// A head printed earlier by `aigentflow audit head`, to catch truncation or a rewrite.
+        #[arg(long, value_name = "FILE")]
+        head: Option<PathBuf>,
+    },
+    /// Print the current end of the chain as JSON, to keep somewhere else.
+    Head,
+}
+
+/// Filters shared by query and export.
+#[derive(Debug, Args)]
+pub struct Filters {
+    #[arg(long)]
+    project: Option<String>,
+    #[arg(long)]
+    task: Option<String>,
+    #[arg(long, value_parser = parse_category)]
+    category: Option<Category>,
+    #[arg(long)]
+    agent: Option<String>,
+    /// From this date or timestamp on (inclusive), e.g. 2026-11-01 or 2026-11-01T09:00:00Z.
+    #[arg(long)]
+    start: Option<String>,
+    /// Up to this date (the whole day) or timestamp (inclusive).
+    #[arg(long)]
+    end: Option<String>,
+}
+
+impl Filters {
+    fn query(self, limit: Option<u64>, offset: Option<u64>) -> AuditQuery {
+        AuditQuery {
+            project_id: self.project,
+            task_id: self.task,
+            category: self.category,
+            agent: self.agent,
+            start: self.start,
+            end: self.end,
+            limit,
+            offset,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Csv,
+    Json,
+    Jsonl,
+}
+
+fn parse_category(text: &str) -> Result<Category, String> {
+    text.parse().map_err(|e: aigentflow_audit::Error| e.to_string())
+}
+
+/// A spinner on stderr while long work runs, when stderr is a terminal and output is not quiet.
+pub fn spinner(ctx: &Ctx, message: &str) -> Option<ProgressBar> {
+    if ctx.out.quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new_spinner().with_message(message.to_owned());
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {pos} rows {per_sec}") {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    Some(bar)
+}
+
+pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
+    match command {
+        AuditCommand::Log { action, category, project, task, agent, details, user, ip } => {
+            let details = details
+                .map(|d| {
+                    serde_json::from_str(&d).with_context(|| format!("--details is not JSON: {d}"))
+                })
+                .transpose()?;
+            let log = AuditLog::new(ctx.open(true)?)?;
+            let entry = AuditEntry {
+                project_id: project.map(Into::into),
+                task_id: task.map(Into::into),
+                agent,
+                details,
+                user_id: user,
+                ip_address: ip,
+                ..AuditEntry::new(action, category)
+            };
+            let id = log.log(&entry)?;
+            ctx.out.emit(&json!({"id": id}), || say!("{id}"))?;
+        }
+        AuditCommand::Query { filters, limit, offset } => {
+            let log = AuditLog::new(ctx.open(false)?)?;
+            let rows = log.query(&filters.query(Some(limit), offset))?;
+            ctx.out.emit(&rows, || {
+                let rows: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.id.to_string(),
+                            when(r.timestamp),
+                            r.category.clone(),
+                            cell(&r.action, 40),
+                            opt(r.project_id.as_deref()),
+                            opt(r.task_id.as_deref()),
+                            opt(r.agent.as_deref()),
+                        ]
+                    })
+                    .collect();
+                table(&["ID", "AT", "CATEGORY", "ACTION", "PROJECT", "TASK", "AGENT"], &rows);
+            })?;
+        }
+        AuditCommand::Summary { project } => {
+            let log = AuditLog::new(ctx.open(false)?)?;
+            let counts = log.summary(&project)?;
+            ctx.out.emit(&counts, || {
+                let rows: Vec<Vec<String>> =
+                    counts.iter().map(|c| vec![c.category.clone(), c.count.to_string()]).collect();
+                table(&["CATEGORY", "ENTRIES"], &rows);
+            })?;
+        }
+        AuditCommand::Export { format, filters, limit, offset, output, no_formula_guard } => {
+            let log = AuditLog::new(ctx.open(false)?)?;
+            let options = ExportOptions {
+                format: match format {
+                    Format::Csv => ExportFormat::Csv,
+                    Format::Json => ExportFormat::Json,
+                    Format::Jsonl => ExportFormat::Jsonl,
+                },
+                query: filters.query(limit, offset),
+                neutralize_formulas: !no_formula_guard,
+            };
+            match output {
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut out = BufWriter::new(stdout.lock());
+                    // A closed pipe surfaces as an error here and ends quietly in main.
+                    log.export(&mut out, &options, |_| {})?;
+                    out.flush()?;
+                }
+                Some(path) => {
+                    let partial = PathBuf::from(format!("{}.partial", path.display()));
+                    let file = std::fs::File::create(&partial)
+                        .with_context(|| format!("cannot write {}", partial.display()))?;
+                    let mut out = BufWriter::new(file);
+                    let bar = spinner(ctx, "exporting");
+                    let result = log.export(&mut out, &options, |n| {
+                        if let Some(bar) = &bar {
+                            bar.set_position(n);
+                        }
+                    });
+                    if let Some(bar) = &bar {
+                        bar.finish_and_clear();
+                    }
+                    let report = result
+                        .map_err(anyhow::Error::from)
+                        .and_then(|r| {
+                            out.flush()?;
+                            out.get_ref().sync_all()?;
+                            Ok(r)
+                        })
+                        .and_then(|r| {
+                            std::fs::rename(&partial, &path)
+                                .with_context(|| format!("cannot write {}", path.display()))?;
+                            Ok(r)
+                        });
+                    let report = match report {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = std::fs::remove_file(&partial);
+                            return Err(e);
+                        }
+                    };
+                    ctx.out.emit(&json!({"file": path, "rows": report.rows, "chain_head": report.chain_head}), || {
+                        say!("exported {} rows to {}", report.rows, path.display())
+                    })?;
+                }
+            }
+        }
+        AuditCommand::Verify { head } => {
+            let expected: Option<ChainHead> = head
+                .map(|path| -> anyhow::Result<ChainHead> {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    serde_json::from_str(&text).with_context(|| {
+                        format!(
+                            "{} is not a head printed by `aigentflow audit head`",
+                            path.display()
+                        )
+                    })
+                })
+                .transpose()?;
+            let log = AuditLog::new(ctx.open(false)?)?;
+            let v = log.verify(expected.as_ref())?;
+            ctx.out.emit(&v, || match &v.finding {
+                None => say!("{} audit chain intact: {} rows", ctx.out.mark(true), v.rows),
+                Some(f) => say!("{} audit chain broken: {f}", ctx.out.mark(false)),
+            })?;
+            if let Some(f) = &v.finding {
+                if ctx.out.json {
+                    eprintln!("aigentflow: audit chain broken: {f}");
+                }
+                return Ok(Done::Problems);
+            }
+        }
+        AuditCommand::Head => {
+            let log = AuditLog::new(ctx.open(false)?)?;
+            let head = log.head()?;
+            say!("{}", serde_json::to_string(&head)?);
+        }
+    }
+    Ok(Done::Ok)
+}

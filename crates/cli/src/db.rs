@@ -1,0 +1,279 @@
+//! `init`, `status`, `config …` and `db …`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use aigentflow_audit::AuditLog;
+use aigentflow_core_states::ProjectId;
+use aigentflow_lessons::{IndexHealth, LessonsStore};
+use aigentflow_persistence::{migrate, ConfigStore, Scope, SqliteStateStore};
+use aigentflow_tracker::ExecutionTracker;
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::out::{say, table, when};
+use crate::{Ctx, Done};
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Run every check: SQLite integrity, foreign keys, the lessons index, the audit chain.
+    /// Exits 3 if any finds a problem.
+    Check,
+    /// Copy the database to DEST with SQLite's online backup: one consistent snapshot, taken
+    /// while the orchestrator goes on writing. DEST must not exist.
+    Backup {
+        /// Where to write the copy.
+        dest: PathBuf,
+    },
+    /// Apply the migrations this build has and the database lacks.
+    Migrate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// The value of KEY (a project's own value, else the global one).
+    Get {
+        key: String,
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Set KEY to VALUE (JSON if it parses as JSON, else a string), globally or for a project.
+    Set {
+        key: String,
+        value: String,
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Remove KEY from a scope.
+    Unset {
+        key: String,
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Every value that applies (to a project, with its overrides).
+    List {
+        #[arg(long)]
+        project: Option<String>,
+    },
+}
+
+pub fn init(ctx: &Ctx) -> anyhow::Result<Done> {
+    let db = ctx.open(true)?;
+    let v = db.schema_version()?;
+    let report = json!({"path": ctx.path, "migration": v.migration, "latest": v.latest});
+    ctx.out.emit(&report, || {
+        say!(
+            "database {} at schema version {} (latest {})",
+            ctx.path.display(),
+            v.migration,
+            v.latest
+        )
+    })?;
+    Ok(Done::Ok)
+}
+
+pub fn status(ctx: &Ctx) -> anyhow::Result<Done> {
+    let db = ctx.open(false)?;
+    let version = db.schema_version()?;
+    let counts = db.table_counts()?;
+    let mut per_state: BTreeMap<String, u64> = BTreeMap::new();
+    for task in SqliteStateStore::new(db.clone()).summaries(None, None)? {
+        *per_state.entry(task.state.as_str().to_owned()).or_default() += 1;
+    }
+    let traces = ExecutionTracker::new(db.clone()).count_by_status()?;
+    let head = AuditLog::new(db.clone())?.head()?;
+    let report = json!({
+        "path": ctx.path,
+        "sqlite": aigentflow_persistence::sqlite_version(),
+        "migration": version.migration,
+        "latest": version.latest,
+        "bytes": db.size_on_disk(),
+        "rows": counts.iter().map(|(t, n)| (t.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "tasks_per_state": per_state,
+        "traces_per_status": traces.iter().map(|(s, n)| (s.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "audit_head": head,
+    });
+    ctx.out.emit(&report, || {
+        say!("database   {}", ctx.path.display());
+        say!(
+            "schema     version {} of {} (SQLite {})",
+            version.migration,
+            version.latest,
+            aigentflow_persistence::sqlite_version()
+        );
+        say!("size       {:.1} MB", db.size_on_disk() as f64 / 1e6);
+        say!();
+        let rows: Vec<Vec<String>> =
+            counts.iter().map(|(t, n)| vec![t.to_string(), n.to_string()]).collect();
+        table(&["TABLE", "ROWS"], &rows);
+        say!();
+        let rows: Vec<Vec<String>> =
+            per_state.iter().map(|(s, n)| vec![s.clone(), n.to_string()]).collect();
+        table(&["TASK STATE", "TASKS"], &rows);
+        say!();
+        let rows: Vec<Vec<String>> =
+            traces.iter().map(|(s, n)| vec![s.clone(), n.to_string()]).collect();
+        table(&["TRACE STATUS", "TRACES"], &rows);
+        say!();
+        match &head {
+            Some(h) => say!("audit head {} rows, last id {}, hash {}", h.rows, h.last_id, h.hash),
+            None => say!("audit head (empty log)"),
+        }
+    })?;
+    Ok(Done::Ok)
+}
+
+pub fn run(ctx: &Ctx, command: DbCommand) -> anyhow::Result<Done> {
+    match command {
+        DbCommand::Check => check(ctx),
+        DbCommand::Backup { dest } => {
+            let db = ctx.open(false)?;
+            let bar = crate::audit::spinner(ctx, "backing up");
+            let pages = db.backup_to(&dest);
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            let pages = pages?;
+            let bytes = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+            let report = json!({"dest": dest, "pages": pages, "bytes": bytes});
+            ctx.out.emit(&report, || {
+                say!(
+                    "backed up {} to {} ({pages} pages, {bytes} bytes)",
+                    ctx.path.display(),
+                    dest.display()
+                )
+            })?;
+            Ok(Done::Ok)
+        }
+        DbCommand::Migrate => {
+            let before = migrate::version_at(&ctx.path).map_err(|e| match e {
+                aigentflow_persistence::Error::Missing { path } => anyhow::anyhow!(
+                    "no database at {}; create one with `aigentflow init`",
+                    path.display()
+                ),
+                e => e.into(),
+            })?;
+            let db = ctx.open(false)?;
+            let after = db.schema_version()?;
+            let report = json!({"path": ctx.path, "from": before, "to": after.migration});
+            ctx.out.emit(&report, || {
+                if before == after.migration {
+                    say!("{} is up to date at version {}", ctx.path.display(), after.migration);
+                } else {
+                    say!(
+                        "migrated {} from version {before} to {}",
+                        ctx.path.display(),
+                        after.migration
+                    );
+                }
+            })?;
+            Ok(Done::Ok)
+        }
+    }
+}
+
+fn check(ctx: &Ctx) -> anyhow::Result<Done> {
+    let db = ctx.open(false)?;
+    let integrity = db.integrity_check()?;
+    let foreign = db.foreign_key_problems()?;
+    let index = LessonsStore::new(db.clone()).check()?;
+    let chain = AuditLog::new(db.clone())?.verify(None)?;
+    let checks = vec![
+        (
+            "integrity",
+            integrity.is_empty(),
+            if integrity.is_empty() { "ok".to_owned() } else { integrity.join("; ") },
+        ),
+        (
+            "foreign keys",
+            foreign.is_empty(),
+            match foreign.first() {
+                None => "ok".to_owned(),
+                Some(p) => format!(
+                    "{} rows point at nothing (first: {} row {} → {})",
+                    foreign.len(),
+                    p.table,
+                    p.rowid.map_or("?".into(), |r| r.to_string()),
+                    p.parent
+                ),
+            },
+        ),
+        (
+            "lessons index",
+            matches!(index, IndexHealth::Ok { .. }),
+            match &index {
+                IndexHealth::Ok { lessons } => format!("ok ({lessons} lessons)"),
+                IndexHealth::Damaged { reason } => {
+                    format!("{reason}; repair with `aigentflow lessons rebuild`")
+                }
+            },
+        ),
+        (
+            "audit chain",
+            chain.finding.is_none(),
+            match &chain.finding {
+                None => format!("ok ({} rows)", chain.rows),
+                Some(f) => f.to_string(),
+            },
+        ),
+    ];
+    let all_ok = checks.iter().all(|c| c.1);
+    let report: Vec<Value> = checks
+        .iter()
+        .map(|(name, ok, detail)| json!({"check": name, "ok": ok, "detail": detail}))
+        .collect();
+    ctx.out.emit(&json!({"ok": all_ok, "checks": report}), || {
+        for (name, ok, detail) in &checks {
+            say!("{} {name:<14} {detail}", ctx.out.mark(*ok));
+        }
+    })?;
+    Ok(if all_ok { Done::Ok } else { Done::Problems })
+}
+
+fn scope(project: Option<String>) -> Scope {
+    project.map_or(Scope::Global, |p| Scope::Project(ProjectId::new(p)))
+}
+
+pub fn config(ctx: &Ctx, command: ConfigCommand) -> anyhow::Result<Done> {
+    let print_entries = |entries: &[aigentflow_persistence::ConfigEntry]| {
+        let rows: Vec<Vec<String>> = entries
+            .iter()
+            .map(|e| {
+                vec![e.key.clone(), e.scope.to_string(), e.value.to_string(), when(e.updated_at)]
+            })
+            .collect();
+        table(&["KEY", "SCOPE", "VALUE", "UPDATED"], &rows);
+    };
+    match command {
+        ConfigCommand::Get { key, project } => {
+            let store = ConfigStore::new(ctx.open(false)?);
+            let project = project.map(ProjectId::new);
+            let entry = store
+                .get(&key, project.as_ref())?
+                .ok_or_else(|| anyhow::anyhow!("no configuration value {key:?}"))?;
+            ctx.out.emit(&entry, || say!("{}", entry.value))?;
+        }
+        ConfigCommand::Set { key, value, project } => {
+            let store = ConfigStore::new(ctx.open(true)?);
+            let value = serde_json::from_str(&value).unwrap_or(Value::String(value));
+            let entry = store.set(&key, &scope(project), &value)?;
+            ctx.out.emit(&entry, || print_entries(std::slice::from_ref(&entry)))?;
+        }
+        ConfigCommand::Unset { key, project } => {
+            let store = ConfigStore::new(ctx.open(false)?);
+            let scope = scope(project);
+            if !store.delete(&key, &scope)? {
+                anyhow::bail!("no configuration value {key:?} in scope {scope}");
+            }
+            ctx.out.emit(&json!({"removed": key, "scope": scope.to_string()}), || {
+                say!("removed {key} from {scope}")
+            })?;
+        }
+        ConfigCommand::List { project } => {
+            let store = ConfigStore::new(ctx.open(false)?);
+            let entries = store.list(project.map(ProjectId::new).as_ref())?;
+            ctx.out.emit(&entries, || print_entries(&entries))?;
+        }
+    }
+    Ok(Done::Ok)
+}

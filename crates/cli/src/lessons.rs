@@ -1,0 +1,219 @@
+//! `lessons …`: add, show, search, update, apply, delete, top, rebuild.
+
+use aigentflow_lessons::{
+    Category, Highlight, Lesson, LessonUpdate, LessonsStore, NewLesson, QueryMode, SearchOptions,
+};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::out::{cell, opt, say, table};
+use crate::{Ctx, Done};
+
+#[derive(Debug, Subcommand)]
+pub enum LessonsCommand {
+    /// Record a lesson; prints its id.
+    Add {
+        #[arg(long, value_parser = parse_category)]
+        category: Category,
+        #[arg(long)]
+        title: String,
+        #[arg(long)]
+        summary: String,
+        #[command(flatten)]
+        fields: Fields,
+    },
+    /// One lesson in full.
+    Show { id: String },
+    /// Search by words (any order, stemmed: "hooks" finds "hook"), best match first.
+    Search {
+        /// Words to find; none lists the lessons by confidence.
+        query: Vec<String>,
+        /// Read the query as FTS5 syntax (AND, OR, NOT, "phrases", prefix*, title:word).
+        #[arg(long)]
+        raw: bool,
+        #[arg(long, value_parser = parse_category)]
+        category: Option<Category>,
+        /// A project's search also sees the global lessons.
+        #[arg(long)]
+        project: Option<String>,
+        /// Lessons carrying every one of these tags.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        #[arg(long)]
+        offset: Option<u64>,
+    },
+    /// Change the given fields of a lesson.
+    Update {
+        id: String,
+        #[arg(long, value_parser = parse_category)]
+        category: Option<Category>,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(long)]
+        summary: Option<String>,
+        #[command(flatten)]
+        fields: Fields,
+    },
+    /// Count one more application of a lesson.
+    Apply { id: String },
+    /// Delete a lesson.
+    Delete { id: String },
+    /// The most applied lessons.
+    Top {
+        #[arg(long, default_value_t = 10)]
+        limit: u64,
+    },
+    /// Rebuild the search index from the lessons (repairs what `aigentflow db check` reports).
+    Rebuild,
+}
+
+/// Optional lesson fields shared by add and update.
+#[derive(Debug, Args)]
+pub struct Fields {
+    #[arg(long)]
+    details: Option<String>,
+    /// Comma-separated, e.g. --tags react,testing.
+    #[arg(long, value_delimiter = ',')]
+    tags: Option<Vec<String>>,
+    #[arg(long)]
+    source_agent: Option<String>,
+    #[arg(long)]
+    source_file: Option<String>,
+    /// From 0 to 1 (default 1).
+    #[arg(long)]
+    confidence: Option<f64>,
+    /// The project (none: a global lesson).
+    #[arg(long)]
+    project: Option<String>,
+}
+
+fn parse_category(text: &str) -> Result<Category, String> {
+    text.parse().map_err(|e: aigentflow_lessons::Error| e.to_string())
+}
+
+fn print_lesson(l: &Lesson) {
+    say!("id          {}", l.id);
+    say!("title       {}", l.title);
+    say!("category    {}", l.category);
+    say!("project     {}", opt(l.project_id.as_deref()));
+    say!("summary     {}", l.summary);
+    if let Some(d) = &l.details {
+        say!("details     {d}");
+    }
+    say!("tags        {}", if l.tags.is_empty() { "-".into() } else { l.tags.join(", ") });
+    say!("source      {} {}", opt(l.source_agent.as_deref()), opt(l.source_file.as_deref()));
+    say!("confidence  {}", l.confidence);
+    say!("applied     {}", l.application_count);
+}
+
+fn rows(lessons: &[(&Lesson, Option<String>)]) -> Vec<Vec<String>> {
+    lessons
+        .iter()
+        .map(|(l, snippet)| {
+            vec![
+                l.id.to_string(),
+                l.category.clone(),
+                format!("{:.2}", l.confidence),
+                l.application_count.to_string(),
+                cell(&l.title, 50),
+                snippet.clone().unwrap_or_default(),
+            ]
+        })
+        .collect()
+}
+
+pub fn run(ctx: &Ctx, command: LessonsCommand) -> anyhow::Result<Done> {
+    match command {
+        LessonsCommand::Add { category, title, summary, fields } => {
+            let store = LessonsStore::new(ctx.open(true)?);
+            let lesson = store.create(&NewLesson {
+                project_id: fields.project.map(Into::into),
+                category,
+                title,
+                summary,
+                details: fields.details,
+                tags: fields.tags.unwrap_or_default(),
+                source_agent: fields.source_agent,
+                source_file: fields.source_file,
+                confidence: fields.confidence,
+            })?;
+            ctx.out.emit(&lesson, || say!("{}", lesson.id))?;
+        }
+        LessonsCommand::Show { id } => {
+            let store = LessonsStore::new(ctx.open(false)?);
+            let lesson = store.get(&id)?.ok_or_else(|| anyhow::anyhow!("lesson {id} not found"))?;
+            ctx.out.emit(&lesson, || print_lesson(&lesson))?;
+        }
+        LessonsCommand::Search { query, raw, category, project, tags, limit, offset } => {
+            let store = LessonsStore::new(ctx.open(false)?);
+            let (open, close) = ctx.out.highlight();
+            let options = SearchOptions {
+                query: (!query.is_empty()).then(|| query.join(" ")),
+                mode: if raw { QueryMode::Raw } else { QueryMode::Words },
+                category,
+                project_id: project,
+                tags,
+                limit: Some(limit),
+                offset,
+                highlight: Some(Highlight { open, close, ..Highlight::default() }),
+            };
+            let hits = store.search(&options)?;
+            ctx.out.emit(&hits, || {
+                let listed: Vec<_> = hits
+                    .iter()
+                    .map(|h| (&h.lesson, h.snippet.as_deref().map(|s| cell(s, 80))))
+                    .collect();
+                table(&["ID", "CATEGORY", "CONF", "APPLIED", "TITLE", "MATCH"], &rows(&listed));
+            })?;
+        }
+        LessonsCommand::Update { id, category, title, summary, fields } => {
+            let store = LessonsStore::new(ctx.open(false)?);
+            let lesson = store.update(
+                &id,
+                &LessonUpdate {
+                    project_id: fields.project.map(|p| Some(p.into())),
+                    category,
+                    title,
+                    summary,
+                    details: fields.details.map(Some),
+                    tags: fields.tags,
+                    source_agent: fields.source_agent.map(Some),
+                    source_file: fields.source_file.map(Some),
+                    confidence: fields.confidence,
+                },
+            )?;
+            ctx.out.emit(&lesson, || print_lesson(&lesson))?;
+        }
+        LessonsCommand::Apply { id } => {
+            let store = LessonsStore::new(ctx.open(false)?);
+            let count = store.record_application(&id)?;
+            ctx.out.emit(&json!({"id": id, "application_count": count}), || {
+                say!("lesson {id} applied {count} times")
+            })?;
+        }
+        LessonsCommand::Delete { id } => {
+            let store = LessonsStore::new(ctx.open(false)?);
+            if !store.delete(&id)? {
+                anyhow::bail!("lesson {id} not found");
+            }
+            ctx.out.emit(&json!({"deleted": id}), || say!("deleted lesson {id}"))?;
+        }
+        LessonsCommand::Top { limit } => {
+            let store = LessonsStore::new(ctx.open(false)?);
+            let lessons = store.most_applied(limit)?;
+            ctx.out.emit(&lessons, || {
+                let listed: Vec<_> = lessons.iter().map(|l| (l, None)).collect();
+                table(&["ID", "CATEGORY", "CONF", "APPLIED", "TITLE", ""], &rows(&listed));
+            })?;
+        }
+        LessonsCommand::Rebuild => {
+            let store = LessonsStore::new(ctx.open(false)?);
+            let n = store.rebuild()?;
+            ctx.out
+                .emit(&json!({"lessons": n}), || say!("rebuilt the search index of {n} lessons"))?;
+        }
+    }
+    Ok(Done::Ok)
+}

@@ -1,0 +1,124 @@
+//! `tasks …`: workflow states, histories and checkpoints.
+
+use aigentflow_core_states::{ProjectId, StateStore, TaskId, WorkflowState};
+use aigentflow_persistence::SqliteStateStore;
+use clap::Subcommand;
+
+use crate::out::{cell, opt, say, table, when};
+use crate::{Ctx, Done};
+
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// One line per task, most recently updated first.
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        /// Only tasks in this state (e.g. BUILDING).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// A task's state, prompt, history and checkpoints.
+    Show {
+        /// The task id.
+        task: String,
+    },
+    /// Tasks that can be resumed (not completed, aborted or escalated), with their latest checkpoint.
+    Resumable {
+        #[arg(long)]
+        project: Option<String>,
+    },
+}
+
+pub fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<Done> {
+    let store = SqliteStateStore::new(ctx.open(false)?);
+    match command {
+        TasksCommand::List { project, state } => {
+            let state = state.map(|s| WorkflowState::parse(&s.to_uppercase()));
+            let tasks = store.summaries(project.map(ProjectId::new).as_ref(), state.as_ref())?;
+            ctx.out.emit(&tasks, || {
+                let rows: Vec<Vec<String>> = tasks
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.task_id.to_string(),
+                            t.project_id.to_string(),
+                            t.state.to_string(),
+                            t.transitions.to_string(),
+                            t.checkpoints.to_string(),
+                            when(t.updated_at),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["TASK", "PROJECT", "STATE", "TRANSITIONS", "CHECKPOINTS", "UPDATED"],
+                    &rows,
+                );
+            })?;
+        }
+        TasksCommand::Show { task } => {
+            let state = store.load_state(&TaskId::new(&task))?.ok_or_else(|| {
+                anyhow::anyhow!("task {task} not found (see `aigentflow tasks list`)")
+            })?;
+            ctx.out.emit(&state, || {
+                say!("task     {}", state.task_id);
+                say!("project  {}", state.project_id);
+                say!("state    {}", state.state);
+                say!("prompt   {}", cell(&state.context.prompt, 100));
+                say!("retries  {} of {}", state.context.retry_count, state.context.max_retries);
+                say!();
+                let rows: Vec<Vec<String>> = state
+                    .history
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        vec![
+                            (i + 1).to_string(),
+                            when(t.timestamp),
+                            t.from.to_string(),
+                            t.event.to_string(),
+                            t.to.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(&["#", "AT", "FROM", "EVENT", "TO"], &rows);
+                say!();
+                let rows: Vec<Vec<String>> = state
+                    .context
+                    .checkpoints
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.id.to_string(),
+                            when(c.timestamp),
+                            c.state.to_string(),
+                            c.artifacts.join(", "),
+                        ]
+                    })
+                    .collect();
+                table(&["CHECKPOINT", "AT", "STATE", "ARTIFACTS"], &rows);
+            })?;
+        }
+        TasksCommand::Resumable { project } => {
+            let tasks = store.resumable(project.map(ProjectId::new).as_ref())?;
+            ctx.out.emit(&tasks, || {
+                let rows: Vec<Vec<String>> = tasks
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.task_id.to_string(),
+                            t.project_id.to_string(),
+                            t.state.to_string(),
+                            opt(t
+                                .latest_checkpoint
+                                .as_ref()
+                                .map(|c| format!("{} ({})", c.id, c.state))),
+                            when(t.updated_at),
+                        ]
+                    })
+                    .collect();
+                table(&["TASK", "PROJECT", "STATE", "LATEST CHECKPOINT", "UPDATED"], &rows);
+            })?;
+        }
+    }
+    Ok(Done::Ok)
+}

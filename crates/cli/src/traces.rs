@@ -1,0 +1,167 @@
+//! `traces …`: runs, agent invocations, metrics and crash recovery.
+
+use aigentflow_tracker::{ExecutionTracker, RecoveryOptions};
+use clap::Subcommand;
+use serde_json::json;
+
+use crate::out::{cell, opt, say, table, when};
+use crate::{Ctx, Done};
+
+#[derive(Debug, Subcommand)]
+pub enum TracesCommand {
+    /// Recent traces, newest first.
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// A trace with its agent invocations.
+    Show { id: String },
+    /// How an agent did over the last N days.
+    Metrics {
+        #[arg(long)]
+        agent: String,
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+    /// Find runs whose owner process is gone, mark them crashed, and list them with the
+    /// checkpoint to resume from.
+    Recover {
+        /// Owners this host cannot probe (another host, unknown) count as gone after this many
+        /// minutes without a heartbeat.
+        #[arg(long, default_value_t = 5)]
+        lease_minutes: i64,
+        /// Give up on a run found dead more often than this.
+        #[arg(long, default_value_t = 3)]
+        max_attempts: u32,
+    },
+}
+
+pub fn run(ctx: &Ctx, command: TracesCommand) -> anyhow::Result<Done> {
+    let tracker = ExecutionTracker::new(ctx.open(false)?);
+    match command {
+        TracesCommand::List { project, limit } => {
+            let traces = tracker.recent_traces(project.as_deref(), limit)?;
+            ctx.out.emit(&traces, || {
+                let rows: Vec<Vec<String>> = traces
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.id.to_string(),
+                            t.project_id.clone(),
+                            t.task_id.clone(),
+                            t.status.to_string(),
+                            when(t.started_at),
+                            opt(t.duration_ms.map(|d| format!("{d} ms"))),
+                            opt(t.token_usage.map(|u| u.total_tokens)),
+                            cell(&t.prompt, 40),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "TRACE", "PROJECT", "TASK", "STATUS", "STARTED", "DURATION", "TOKENS",
+                        "PROMPT",
+                    ],
+                    &rows,
+                );
+            })?;
+        }
+        TracesCommand::Show { id } => {
+            let trace =
+                tracker.get_trace(&id)?.ok_or_else(|| anyhow::anyhow!("trace {id} not found"))?;
+            let invocations = tracker.invocations(&id)?;
+            ctx.out.emit(&json!({"trace": trace, "invocations": invocations}), || {
+                say!("trace     {}", trace.id);
+                say!("task      {} (project {})", trace.task_id, trace.project_id);
+                say!("status    {}", trace.status);
+                say!("prompt    {}", cell(&trace.prompt, 100));
+                say!("started   {}", when(trace.started_at));
+                say!("completed {}", opt(trace.completed_at.map(when)));
+                say!("success   {}", opt(trace.success));
+                if let Some(o) = &trace.owner {
+                    say!("owner     pid {} on {}", o.pid, o.host);
+                }
+                say!();
+                let rows: Vec<Vec<String>> = invocations
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            i.id.to_string(),
+                            i.agent.clone(),
+                            when(i.started_at),
+                            opt(i.outcome.as_deref()),
+                            opt(i.quality_score),
+                            opt(i.token_usage.map(|u| u.total_tokens)),
+                            cell(
+                                i.error.as_deref().or(i.output_summary.as_deref()).unwrap_or(""),
+                                50,
+                            ),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["ID", "AGENT", "STARTED", "OUTCOME", "QUALITY", "TOKENS", "SUMMARY / ERROR"],
+                    &rows,
+                );
+            })?;
+        }
+        TracesCommand::Metrics { agent, days } => {
+            let m = tracker.agent_metrics(&agent, days)?;
+            ctx.out.emit(&m, || {
+                say!("agent         {} (since {})", m.agent, when(m.since));
+                say!("invocations   {}", m.total_invocations);
+                say!("success rate  {:.1}%", m.success_rate * 100.0);
+                say!("failure rate  {:.1}%", m.failure_rate * 100.0);
+                say!("avg quality   {}", opt(m.avg_quality_score.map(|q| format!("{q:.2}"))));
+                say!(
+                    "avg tokens    {}",
+                    opt(m.avg_tokens_per_invocation.map(|t| format!("{t:.0}")))
+                );
+            })?;
+        }
+        TracesCommand::Recover { lease_minutes, max_attempts } => {
+            if lease_minutes < 0 {
+                anyhow::bail!("--lease-minutes must not be negative");
+            }
+            let options =
+                RecoveryOptions { lease: chrono::TimeDelta::minutes(lease_minutes), max_attempts };
+            let report = tracker.recover(&options)?;
+            ctx.out.emit(&report, || {
+                let rows: Vec<Vec<String>> = report
+                    .crashed
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.trace.id.to_string(),
+                            r.trace.task_id.clone(),
+                            r.trace.recovery_attempts.to_string(),
+                            match (&r.task, &r.problem) {
+                                (_, Some(p)) => format!("unreadable: {}", cell(p, 60)),
+                                (Some(t), None) => format!(
+                                    "{} / {}",
+                                    t.state,
+                                    opt(t.latest_checkpoint.as_ref().map(|c| c.id.to_string()))
+                                ),
+                                (None, None) => "no stored task".into(),
+                            },
+                            cell(&r.reason, 60),
+                        ]
+                    })
+                    .collect();
+                table(&["TRACE", "TASK", "ATTEMPTS", "STATE / CHECKPOINT", "WHY"], &rows);
+                for t in &report.abandoned {
+                    say!(
+                        "abandoned {} (task {}) after {} attempts",
+                        t.id,
+                        t.task_id,
+                        t.recovery_attempts
+                    );
+                }
+                say!("{} running with a live owner", report.alive);
+            })?;
+        }
+    }
+    Ok(Done::Ok)
+}

@@ -1,0 +1,458 @@
+//! The built `aigentflow` binary, run as an operator would: every command on a temp database,
+//! `--json` parsed back, exit codes, error lines, exports read by a CSV reader, and a backup
+//! taken while another process writes.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use aigentflow_audit::{AuditEntry, AuditLog, Category};
+use aigentflow_persistence::Database;
+use aigentflow_tracker::ExecutionTracker;
+use serde_json::Value;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
+    }
+
+    fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+}
+
+fn output(out: Output) -> Run {
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn cmd(db: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_aigentflow"));
+    c.arg("--db").arg(db).env_remove("AIGENTFLOW_DB").env("NO_COLOR", "1");
+    c
+}
+
+fn run(db: &Path, args: &[&str]) -> Run {
+    output(cmd(db).args(args).output().unwrap())
+}
+
+fn temp_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aigentflow.db");
+    (dir, path)
+}
+
+/// A temp database filled by `aigentflow demo`; returns the demo's report.
+fn demo_db() -> (tempfile::TempDir, PathBuf, Value) {
+    let (dir, path) = temp_db();
+    let report = run(&path, &["--json", "demo"]).ok().json();
+    (dir, path, report)
+}
+
+/// One line on stderr naming what went wrong, no panic, no backtrace.
+fn assert_error_line(r: &Run, code: i32, needle: &str) {
+    assert_eq!(r.code, code, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains(needle), "stderr lacks {needle:?}: {}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    assert_eq!(r.stderr.trim_end().lines().count(), 1, "one line: {}", r.stderr);
+}
+
+#[test]
+fn help_explains_every_level_and_the_exit_codes() {
+    let (_dir, db) = temp_db();
+    let top = run(&db, &["--help"]).ok();
+    assert!(top.stdout.contains("Exit codes"));
+    for cmd in ["init", "status", "demo", "tasks", "audit", "lessons", "traces", "config", "db"] {
+        assert!(top.stdout.contains(cmd), "{cmd} missing from --help");
+    }
+    for args in [
+        &["tasks", "--help"][..],
+        &["audit", "export", "--help"],
+        &["lessons", "search", "--help"],
+        &["traces", "recover", "--help"],
+        &["db", "backup", "--help"],
+        &["config", "set", "--help"],
+    ] {
+        let r = run(&db, args).ok();
+        assert!(r.stdout.contains("Usage:"), "{args:?}");
+    }
+    assert!(!db.exists(), "help creates nothing");
+}
+
+#[test]
+fn a_read_command_on_a_missing_database_says_how_to_create_it_and_creates_nothing() {
+    let (_dir, db) = temp_db();
+    for args in [&["status"][..], &["tasks", "list"], &["audit", "query"], &["db", "check"]] {
+        let r = run(&db, args);
+        assert_error_line(&r, 1, "aigentflow init");
+    }
+    assert!(!db.exists());
+    let init = run(&db, &["--json", "init"]).ok().json();
+    assert_eq!(init["migration"], init["latest"]);
+    assert!(db.exists());
+}
+
+#[test]
+fn the_demo_writes_a_whole_orchestration_that_every_command_can_inspect() {
+    let (_dir, db, report) = demo_db();
+    assert_eq!(report["final_state"], "COMPLETED");
+    let task = report["task"].as_str().unwrap();
+    let trace = report["trace"].as_str().unwrap();
+    assert_eq!(report["transitions"], 20);
+    assert!(report["audit_entries"].as_u64().unwrap() > 20);
+
+    let status = run(&db, &["--json", "status"]).ok().json();
+    assert_eq!(status["rows"]["workflow_states"], 1);
+    assert_eq!(status["rows"]["lessons"], 2);
+    assert_eq!(status["tasks_per_state"]["COMPLETED"], 1);
+    assert_eq!(status["traces_per_status"]["completed"], 1);
+    assert_eq!(status["audit_head"]["rows"], report["audit_entries"]);
+
+    let tasks = run(&db, &["--json", "tasks", "list", "--state", "completed"]).ok().json();
+    assert_eq!(tasks[0]["task_id"], task);
+    let shown = run(&db, &["--json", "tasks", "show", task]).ok().json();
+    assert_eq!(shown["history"].as_array().unwrap().len(), 20);
+    assert_eq!(shown["context"]["checkpoints"].as_array().unwrap().len(), 1);
+    assert!(run(&db, &["tasks", "show", task]).ok().stdout.contains("TESTS_FAILED"));
+    assert_eq!(run(&db, &["--json", "tasks", "resumable"]).ok().json(), Value::Array(vec![]));
+
+    let t = run(&db, &["--json", "traces", "show", trace]).ok().json();
+    assert_eq!(t["trace"]["status"], "completed");
+    assert_eq!(t["invocations"].as_array().unwrap().len(), 6);
+    let listed = run(&db, &["--json", "traces", "list", "--project", "demo-project"]).ok().json();
+    assert_eq!(listed[0]["id"], trace);
+    let m =
+        run(&db, &["--json", "traces", "metrics", "--agent", "tester", "--days", "1"]).ok().json();
+    assert_eq!(m["total_invocations"], 2);
+    assert_eq!(m["failures"], 1);
+
+    let audit =
+        run(&db, &["--json", "audit", "query", "--task", task, "--category", "user"]).ok().json();
+    assert_eq!(audit[0]["action"], "design_approved");
+    let summary =
+        run(&db, &["--json", "audit", "summary", "--project", "demo-project"]).ok().json();
+    assert_eq!(summary[0]["category"], "state");
+
+    let found = run(&db, &["--json", "lessons", "search", "login"]).ok().json();
+    assert_eq!(found[0]["lesson"]["title"], "Session expiry off by 1000");
+    assert!(found[0]["snippet"].as_str().unwrap().contains("[login]"));
+    let check = run(&db, &["--json", "db", "check"]).ok().json();
+    assert_eq!(check["ok"], true);
+    // Human output of the same commands.
+    for args in [&["status"][..], &["lessons", "top"], &["traces", "list"], &["audit", "query"]] {
+        assert!(!run(&db, args).ok().stdout.is_empty(), "{args:?}");
+    }
+    // A second demo adds a second task.
+    run(&db, &["-q", "demo"]).ok();
+    assert_eq!(run(&db, &["--json", "tasks", "list"]).ok().json().as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn audit_log_verify_and_a_kept_head_catch_tampering_with_exit_code_3() {
+    let (dir, db) = temp_db();
+    for i in 0..5 {
+        let details = format!("{{\"n\": {i}}}");
+        let r = run(
+            &db,
+            &[
+                "--json",
+                "audit",
+                "log",
+                "--action",
+                "deploy",
+                "--category",
+                "user",
+                "--project",
+                "p",
+                "--details",
+                &details,
+            ],
+        )
+        .ok();
+        assert_eq!(r.json()["id"], i + 1);
+    }
+    let head = run(&db, &["audit", "head"]).ok();
+    let head_file = dir.path().join("head.json");
+    std::fs::write(&head_file, &head.stdout).unwrap();
+    let ok = run(&db, &["audit", "verify", "--head", head_file.to_str().unwrap()]).ok();
+    assert!(ok.stdout.contains("intact: 5 rows"), "{}", ok.stdout);
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "DROP TRIGGER audit_logs_no_update;
+         UPDATE audit_logs SET action = 'rollback' WHERE id = 3;",
+    )
+    .unwrap();
+    drop(conn);
+    let bad = run(&db, &["audit", "verify"]);
+    assert_eq!(bad.code, 3, "{}{}", bad.stdout, bad.stderr);
+    assert!(bad.stdout.contains("row 3"), "{}", bad.stdout);
+    let json = run(&db, &["--json", "audit", "verify"]);
+    assert_eq!(json.code, 3);
+    assert_eq!(json.json()["finding"]["id"], 3);
+    let check = run(&db, &["db", "check"]);
+    assert_eq!(check.code, 3);
+    assert!(check.stdout.contains("✗ audit chain"), "{}", check.stdout);
+
+    let r =
+        run(&db, &["audit", "verify", "--head", dir.path().join("none.json").to_str().unwrap()]);
+    assert_error_line(&r, 1, "none.json");
+}
+
+#[test]
+fn an_exported_csv_piped_into_a_csv_reader_reads_back_every_row() {
+    let (dir, db, _) = demo_db();
+    let nasty = r#"{"note": "a, \"quoted\"\nline two ✓ 日本語", "formula": "=1+1"}"#;
+    run(
+        &db,
+        &[
+            "audit",
+            "log",
+            "--action",
+            "=cmd|' /C calc'!A0",
+            "--category",
+            "security",
+            "--details",
+            nasty,
+        ],
+    )
+    .ok();
+    let total = run(&db, &["--json", "status"]).ok().json()["rows"]["audit_logs"].as_u64().unwrap();
+
+    let out = cmd(&db)
+        .args(["audit", "export", "--format", "csv"])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut reader = csv::Reader::from_reader(out.stdout.as_slice());
+    let records: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(records.len() as u64, total);
+    let last = records.last().unwrap();
+    assert_eq!(&last[5], "'=cmd|' /C calc'!A0", "formula guard applied");
+    let details: Value = serde_json::from_str(&last[7]).unwrap();
+    assert_eq!(details["note"], "a, \"quoted\"\nline two ✓ 日本語");
+
+    let file = dir.path().join("audit.jsonl");
+    let r = run(
+        &db,
+        &[
+            "--json",
+            "audit",
+            "export",
+            "--format",
+            "jsonl",
+            "--category",
+            "security",
+            "-o",
+            file.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    assert_eq!(r.json()["rows"], 1);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let row: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(row["details"]["formula"], "=1+1");
+    assert!(!dir.path().join("audit.jsonl.partial").exists());
+
+    let r = run(&db, &["audit", "export", "--format", "xml"]);
+    assert_eq!(r.code, 2);
+    let r = run(&db, &["audit", "query", "--start", "last tuesday"]);
+    assert_error_line(&r, 1, "last tuesday");
+    let r = run(&db, &["audit", "log", "--action", "x", "--category", "user", "--details", "{bad"]);
+    assert_error_line(&r, 1, "--details is not JSON");
+}
+
+#[test]
+fn lessons_are_managed_and_searched_from_the_shell() {
+    let (_dir, db) = temp_db();
+    let add = |title: &str, tags: &str| {
+        run(
+            &db,
+            &[
+                "--json",
+                "lessons",
+                "add",
+                "--category",
+                "pattern",
+                "--title",
+                title,
+                "--summary",
+                "use custom hooks for shared logic",
+                "--tags",
+                tags,
+                "--confidence",
+                "0.7",
+            ],
+        )
+        .ok()
+        .json()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let hooks = add("React hooks", "react,testing");
+    let other = add("Other", "sql");
+    let found = run(&db, &["--json", "lessons", "search", "hook", "--tags", "react"]).ok().json();
+    assert_eq!(found.as_array().unwrap().len(), 1);
+    assert_eq!(found[0]["lesson"]["id"], hooks.as_str());
+    for q in ["multi-agent", "don't", "c++", "\"", "AND"] {
+        run(&db, &["lessons", "search", q]).ok();
+    }
+    let updated =
+        run(&db, &["--json", "lessons", "update", &hooks, "--title", "Hooks, revised"]).ok().json();
+    assert_eq!(updated["title"], "Hooks, revised");
+    assert_eq!(
+        run(&db, &["--json", "lessons", "apply", &hooks]).ok().json()["application_count"],
+        1
+    );
+    assert_eq!(
+        run(&db, &["--json", "lessons", "top", "--limit", "1"]).ok().json()[0]["id"],
+        hooks.as_str()
+    );
+    assert!(run(&db, &["lessons", "show", &hooks]).ok().stdout.contains("Hooks, revised"));
+    run(&db, &["lessons", "delete", &other]).ok();
+    assert_error_line(&run(&db, &["lessons", "delete", &other]), 1, "not found");
+    assert_error_line(&run(&db, &["lessons", "show", "nope"]), 1, "lesson nope not found");
+    assert_error_line(&run(&db, &["lessons", "search", "--raw", "\"open"]), 1, "bad search query");
+    let r = run(
+        &db,
+        &[
+            "lessons",
+            "add",
+            "--category",
+            "pattern",
+            "--title",
+            "t",
+            "--summary",
+            "s",
+            "--confidence",
+            "2",
+        ],
+    );
+    assert_error_line(&r, 1, "confidence");
+    assert_eq!(
+        run(&db, &["lessons", "add", "--category", "idea", "--title", "t", "--summary", "s"]).code,
+        2
+    );
+    let rebuilt = run(&db, &["--json", "lessons", "rebuild"]).ok().json();
+    assert_eq!(rebuilt["lessons"], 1);
+}
+
+#[test]
+fn traces_recover_lists_a_run_whose_owner_is_gone() {
+    let (_dir, db) = temp_db();
+    let database = Database::open(&db).unwrap();
+    let tracker = ExecutionTracker::new(database.clone());
+    let trace = tracker.start_trace(&"p".into(), &"t-1".into(), "work").unwrap();
+    database.close().unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE execution_traces SET owner_pid = 2147483646 WHERE id = ?1",
+        [trace.id.as_str()],
+    )
+    .unwrap();
+    drop(conn);
+    let report = run(&db, &["--json", "traces", "recover"]).ok().json();
+    assert_eq!(report["crashed"][0]["trace"]["id"], trace.id.as_str());
+    assert_eq!(report["crashed"][0]["trace"]["status"], "crashed");
+    let human = run(&db, &["traces", "recover"]).ok();
+    assert!(human.stdout.contains(trace.id.as_str()), "{}", human.stdout);
+    assert_error_line(&run(&db, &["traces", "show", "nope"]), 1, "trace nope not found");
+}
+
+#[test]
+fn config_values_are_set_read_listed_and_unset() {
+    let (_dir, db) = temp_db();
+    run(&db, &["config", "set", "max_retries", "3"]).ok();
+    run(&db, &["config", "set", "model", "opus", "--project", "p1"]).ok();
+    assert_eq!(run(&db, &["config", "get", "max_retries"]).ok().stdout.trim(), "3");
+    assert_eq!(
+        run(&db, &["--json", "config", "get", "model", "--project", "p1"]).ok().json()["value"],
+        "opus"
+    );
+    assert_eq!(
+        run(&db, &["--json", "config", "list", "--project", "p1"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    run(&db, &["config", "set", "api_key", "sk-ant-api03-abcdefghijklmnopqrstuvwx"]).ok();
+    assert_eq!(run(&db, &["config", "get", "api_key"]).ok().stdout.trim(), "\"[REDACTED]\"");
+    run(&db, &["config", "unset", "model", "--project", "p1"]).ok();
+    assert_error_line(
+        &run(&db, &["config", "get", "model", "--project", "p1"]),
+        1,
+        "no configuration value",
+    );
+    assert_error_line(&run(&db, &["config", "unset", "model"]), 1, "no configuration value");
+}
+
+#[test]
+fn a_backup_taken_while_another_process_writes_is_complete_and_consistent() {
+    let (dir, db) = temp_db();
+    let log = AuditLog::new(Database::open(&db).unwrap()).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (log, stop) = (log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let batch: Vec<AuditEntry> = (0..50)
+                    .map(|i| AuditEntry::new(format!("write {i}"), Category::File))
+                    .collect();
+                log.log_batch(&batch).unwrap();
+                n += 50;
+            }
+            n
+        })
+    };
+    while log.head().unwrap().is_none_or(|h| h.rows < 500) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let dest = dir.path().join("backup").join("copy.db");
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    let r = run(&db, &["--json", "db", "backup", dest.to_str().unwrap()]).ok();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert!(r.json()["pages"].as_u64().unwrap() > 0);
+    let check = run(&dest, &["--json", "db", "check"]).ok().json();
+    assert_eq!(check["ok"], true, "{check}");
+    let rows = run(&dest, &["--json", "audit", "verify"]).ok().json()["rows"].as_u64().unwrap();
+    assert!(rows >= 500 && rows <= written, "a snapshot: {rows} of {written}");
+    assert_eq!(rows % 50, 0, "whole transactions only");
+    assert_error_line(&run(&db, &["db", "backup", dest.to_str().unwrap()]), 1, "already exists");
+}
+
+#[test]
+fn bad_files_and_legacy_files_get_clear_answers() {
+    let (dir, db) = temp_db();
+    std::fs::write(&db, b"this is not a database, just text that is long enough to fill a header")
+        .unwrap();
+    assert_error_line(&run(&db, &["status"]), 1, "is not a SQLite database");
+    let legacy = dir.path().join("legacy.db");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/legacy-aigentflow.db");
+    std::fs::copy(&fixture, &legacy).unwrap();
+    let r = run(&legacy, &["--json", "db", "migrate"]).ok().json();
+    assert_eq!((r["from"].as_i64(), r["to"].as_i64()), (Some(0), Some(5)));
+    let again = run(&legacy, &["db", "migrate"]).ok();
+    assert!(again.stdout.contains("up to date"), "{}", again.stdout);
+    let check = run(&legacy, &["db", "check"]).ok();
+    assert!(check.stdout.contains("✓ audit chain"), "{}", check.stdout);
+    assert!(check.stdout.contains("✓ lessons index"), "{}", check.stdout);
+}
