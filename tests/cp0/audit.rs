@@ -485,3 +485,37 @@ fn export_format_snapshots() {
         export_string(&log, ExportFormat::Jsonl, AuditQuery::default())
     );
 }
+
+#[test]
+fn exports_agree_with_queries_on_legacy_rows_and_rows_written_around_the_log() {
+    let (_dir, path) = legacy_copy();
+    AuditLog::new(open(&path)).unwrap();
+    raw(&path)
+        .execute_batch(
+            "INSERT INTO audit_logs (timestamp, action, category, details)
+             VALUES ('2026-11-21T20:52:30Z', 'odd row', 'user', 'not json {');",
+        )
+        .unwrap();
+    let log = AuditLog::new(open(&path)).unwrap();
+    assert!(log.verify(None).unwrap().is_ok());
+    let expected = log.query(&AuditQuery::default()).unwrap();
+    let exported: Vec<Value> =
+        serde_json::from_str(&export_string(&log, ExportFormat::Json, AuditQuery::default()))
+            .unwrap();
+    assert_eq!(exported.len(), 501);
+    for (row, want) in exported.iter().zip(expected.iter().rev()) {
+        let want = serde_json::to_value(want).unwrap();
+        for field in ["id", "timestamp", "action", "details", "project_id", "row_hash"] {
+            assert_eq!(row[field], want[field], "row {} field {field}", want["id"]);
+        }
+    }
+    let odd = exported.last().unwrap();
+    assert_eq!(
+        (odd["timestamp"].as_str(), odd["details"].as_str()),
+        (Some("2026-11-21T20:52:30.000Z"), Some("not json {"))
+    );
+    let csv = export_string(&log, ExportFormat::Csv, AuditQuery::default());
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let last = reader.records().last().unwrap().unwrap();
+    assert_eq!((&last[1], &last[7]), ("2026-11-21T20:52:30.000Z", "not json {"));
+}

@@ -1,17 +1,18 @@
 //! Streaming exports: rows go from one SQLite statement straight to the writer, one at a time,
 //! so memory stays flat whatever the row count.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::str::FromStr;
 
-use rusqlite::params_from_iter;
+use rusqlite::{params_from_iter, Row};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::chain::ChainHead;
 use crate::error::{Error, Result};
 use crate::model::AuditQuery;
-use crate::store::{hash_time, parse_details, read_head, select, sql_value, AuditLog, RawRow};
+use crate::store::{hash_time_into, read_head, select, sql_value, AuditLog};
 
 /// An export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,13 +85,13 @@ pub const EXPORT_COLUMNS: [&str; 12] = [
 #[derive(Serialize)]
 struct JsonRow<'a> {
     id: i64,
-    timestamp: String,
+    timestamp: &'a str,
     project_id: Option<&'a str>,
     task_id: Option<&'a str>,
     agent: Option<&'a str>,
     action: &'a str,
     category: &'a str,
-    details: Option<Value>,
+    details: Option<Details<'a>>,
     /// The details exactly as stored and hashed.
     details_text: Option<&'a str>,
     user_id: Option<&'a str>,
@@ -99,11 +100,78 @@ struct JsonRow<'a> {
     row_hash: Option<&'a str>,
 }
 
-fn neutralize(cell: &str) -> std::borrow::Cow<'_, str> {
-    match cell.as_bytes().first() {
-        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{cell}").into(),
-        _ => cell.into(),
+/// Stored details: JSON written through verbatim, or text that is not JSON as a string.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Details<'a> {
+    Json(&'a RawValue),
+    Text(&'a str),
+}
+
+impl<'a> Details<'a> {
+    fn of(text: &'a str) -> Self {
+        serde_json::from_str(text).map_or(Self::Text(text), Self::Json)
     }
+}
+
+/// A row's cells borrowed from SQLite: no copy per row, and no UTF-8 check until a cell is
+/// needed as text (CSV writes bytes).
+struct Cells<'r> {
+    id: i64,
+    timestamp: &'r [u8],
+    bytes: [Option<&'r [u8]>; 10],
+}
+
+impl<'r> Cells<'r> {
+    /// Reads a row selected with [`COLUMNS`](crate::store::COLUMNS).
+    fn read(r: &'r Row<'_>) -> rusqlite::Result<Self> {
+        let cell = |i: usize| -> rusqlite::Result<Option<&'r [u8]>> {
+            r.get_ref(i)?.as_bytes_or_null().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    i,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })
+        };
+        Ok(Self {
+            id: r.get(0)?,
+            timestamp: cell(1)?.unwrap_or_default(),
+            bytes: [
+                cell(2)?,
+                cell(3)?,
+                cell(4)?,
+                cell(5)?,
+                cell(6)?,
+                cell(7)?,
+                cell(8)?,
+                cell(9)?,
+                cell(10)?,
+                cell(11)?,
+            ],
+        })
+    }
+
+    fn timestamp(&self) -> rusqlite::Result<&'r str> {
+        utf8(1, self.timestamp)
+    }
+
+    fn text(&self) -> rusqlite::Result<[Option<&'r str>; 10]> {
+        let mut out = [None; 10];
+        for (i, (slot, cell)) in out.iter_mut().zip(self.bytes).enumerate() {
+            *slot = cell.map(|b| utf8(i + 2, b)).transpose()?;
+        }
+        Ok(out)
+    }
+}
+
+fn utf8(column: usize, bytes: &[u8]) -> rusqlite::Result<&str> {
+    std::str::from_utf8(bytes).map_err(|e| rusqlite::Error::Utf8Error(column, e))
+}
+
+/// Whether a spreadsheet would read the cell as a formula.
+fn formula_like(cell: &[u8]) -> bool {
+    matches!(cell.first(), Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r'))
 }
 
 impl AuditLog {
@@ -127,32 +195,22 @@ impl AuditLog {
                     .terminator(csv::Terminator::CRLF)
                     .from_writer(&mut *out);
                 w.write_record(EXPORT_COLUMNS)?;
+                let (mut id, mut stamp, mut guarded) = (String::new(), String::new(), Vec::new());
                 while let Some(r) = rows.next()? {
-                    let raw = RawRow::read(r)?;
-                    let id = raw.id.to_string();
-                    let timestamp = hash_time(&raw.timestamp);
-                    let cells = [
-                        Some(id.as_str()),
-                        Some(timestamp.as_str()),
-                        raw.project_id.as_deref(),
-                        raw.task_id.as_deref(),
-                        raw.agent.as_deref(),
-                        Some(raw.action.as_str()),
-                        Some(raw.category.as_str()),
-                        raw.details.as_deref(),
-                        raw.user_id.as_deref(),
-                        raw.ip_address.as_deref(),
-                        raw.prev_hash.as_deref(),
-                        raw.row_hash.as_deref(),
-                    ];
-                    for cell in cells {
-                        let cell = cell.unwrap_or("");
-                        let cell = if options.neutralize_formulas {
-                            neutralize(cell)
+                    let row = Cells::read(r)?;
+                    id.clear();
+                    write!(id, "{}", row.id).map_err(std::io::Error::other)?;
+                    hash_time_into(row.timestamp()?, &mut stamp);
+                    let first = [id.as_bytes(), stamp.as_bytes()];
+                    for cell in first.into_iter().chain(row.bytes.iter().map(|c| c.unwrap_or_default())) {
+                        if options.neutralize_formulas && formula_like(cell) {
+                            guarded.clear();
+                            guarded.push(b'\'');
+                            guarded.extend_from_slice(cell);
+                            w.write_field(&guarded)?;
                         } else {
-                            cell.into()
-                        };
-                        w.write_field(cell.as_bytes())?;
+                            w.write_field(cell)?;
+                        }
                     }
                     w.write_record(std::iter::empty::<&[u8]>())?;
                     count += 1;
@@ -166,22 +224,26 @@ impl AuditLog {
                 if array {
                     out.write_all(b"[")?;
                 }
+                let mut stamp = String::new();
                 while let Some(r) = rows.next()? {
-                    let raw = RawRow::read(r)?;
+                    let cells = Cells::read(r)?;
+                    hash_time_into(cells.timestamp()?, &mut stamp);
+                    let [project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash] =
+                        cells.text()?;
                     let row = JsonRow {
-                        id: raw.id,
-                        timestamp: hash_time(&raw.timestamp),
-                        project_id: raw.project_id.as_deref(),
-                        task_id: raw.task_id.as_deref(),
-                        agent: raw.agent.as_deref(),
-                        action: &raw.action,
-                        category: &raw.category,
-                        details: raw.details.as_deref().map(parse_details),
-                        details_text: raw.details.as_deref(),
-                        user_id: raw.user_id.as_deref(),
-                        ip_address: raw.ip_address.as_deref(),
-                        prev_hash: raw.prev_hash.as_deref(),
-                        row_hash: raw.row_hash.as_deref(),
+                        id: cells.id,
+                        timestamp: &stamp,
+                        project_id,
+                        task_id,
+                        agent,
+                        action: action.unwrap_or(""),
+                        category: category.unwrap_or(""),
+                        details: details.map(Details::of),
+                        details_text: details,
+                        user_id,
+                        ip_address,
+                        prev_hash,
+                        row_hash,
                     };
                     if array {
                         out.write_all(if count > 0 { b",\n" } else { b"\n" })?;

@@ -258,7 +258,26 @@ pub(crate) fn parse_details(text: &str) -> Value {
 /// A stored timestamp as the hash covers it and exports show it: RFC 3339 with milliseconds,
 /// or the stored text if unreadable.
 pub(crate) fn hash_time(stored: &str) -> String {
-    time::parse(stored).map(time::to_rfc3339).unwrap_or_else(|| stored.to_owned())
+    let mut out = String::with_capacity(24);
+    hash_time_into(stored, &mut out);
+    out
+}
+
+/// [`hash_time`] into a reused buffer. The stored form needs no parsing to print: it is the same
+/// text with `T` and `Z` (the date is still checked, so an impossible one stays as stored).
+pub(crate) fn hash_time_into(stored: &str, out: &mut String) {
+    out.clear();
+    if time::parse_stored(stored).is_some() {
+        out.push_str(&stored[..10]);
+        out.push('T');
+        out.push_str(&stored[11..]);
+        out.push('Z');
+    } else {
+        match time::parse(stored) {
+            Some(ts) => out.push_str(&time::to_rfc3339(ts)),
+            None => out.push_str(stored),
+        }
+    }
 }
 
 /// A row as stored, all text.
