@@ -741,3 +741,32 @@ fn migrations_reach_the_latest_version_from_every_earlier_one_and_rerun_changes_
         }
     }
 }
+
+/// Commits never wait for a checkpoint: a background thread copies the WAL into the database
+/// file. Reading the file alone (`immutable=1` ignores the WAL) shows every committed row once it
+/// has run, well before the WAL reaches the size at which a commit would checkpoint itself.
+#[test]
+fn the_wal_is_checkpointed_into_the_file_off_the_commit_path() {
+    let (_dir, path) = temp_db();
+    let config = ConfigStore::new(open(&path));
+    for i in 0..300 {
+        config.set(&format!("key-{i}"), &Scope::Global, &json!(i)).unwrap();
+    }
+    let uri = format!("file:{}?immutable=1", path.display());
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let conn = rusqlite::Connection::open_with_flags(&uri, flags).unwrap();
+        let in_file: i64 =
+            conn.query_row("SELECT COUNT(*) FROM configurations", [], |r| r.get(0)).unwrap_or(0);
+        if in_file == 300 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {in_file} of 300 rows reached the file"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(config.get("key-299", None).unwrap().is_some());
+}

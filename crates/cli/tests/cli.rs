@@ -448,7 +448,8 @@ fn bad_files_and_legacy_files_get_clear_answers() {
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/legacy-aigentflow.db");
     std::fs::copy(&fixture, &legacy).unwrap();
-    let latest = run(&dir.path().join("fresh.db"), &["--json", "init"]).ok().json()["latest"].as_i64();
+    let latest =
+        run(&dir.path().join("fresh.db"), &["--json", "init"]).ok().json()["latest"].as_i64();
     let r = run(&legacy, &["--json", "db", "migrate"]).ok().json();
     assert_eq!((r["from"].as_i64(), r["to"].as_i64()), (Some(0), latest));
     let again = run(&legacy, &["db", "migrate"]).ok();

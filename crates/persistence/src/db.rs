@@ -9,6 +9,7 @@ use aigentflow_core_states::{time, Clock, SystemClock};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+use crate::checkpoint::{Checkpointer, SAFETY_NET_PAGES};
 use crate::error::{Error, Result};
 use crate::migrate;
 
@@ -76,6 +77,8 @@ struct Inner {
     options: Options,
     idle: Mutex<Vec<Connection>>,
     returned: Condvar,
+    /// Checkpoints the WAL of a file database off the commit path.
+    checkpointer: Option<Checkpointer>,
 }
 
 /// Idle connections kept for reuse.
@@ -100,11 +103,12 @@ impl Database {
             }
         }
         let _span = tracing::debug_span!("open", path = %path.display()).entered();
-        let inner = Inner {
+        let mut inner = Inner {
             path: Some(path),
             options,
             idle: Mutex::new(Vec::new()),
             returned: Condvar::new(),
+            checkpointer: None,
         };
         // Switching a fresh file to WAL and the first migration can meet another process doing
         // the same; SQLite answers some of those steps with BUSY without waiting on the busy
@@ -124,6 +128,8 @@ impl Database {
             }
         };
         inner.give_back(conn);
+        let background = inner.connect()?;
+        inner.checkpointer = Some(Checkpointer::start(background).map_err(Error::Thread)?);
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -134,8 +140,13 @@ impl Database {
 
     /// Opens a fresh in-memory database. It has one connection, which callers take in turn.
     pub fn open_in_memory_with(options: Options) -> Result<Self> {
-        let inner =
-            Inner { path: None, options, idle: Mutex::new(Vec::new()), returned: Condvar::new() };
+        let inner = Inner {
+            path: None,
+            options,
+            idle: Mutex::new(Vec::new()),
+            returned: Condvar::new(),
+            checkpointer: None,
+        };
         let mut conn = inner.connect()?;
         migrate::run(&mut conn, inner.display_path())?;
         inner.give_back(conn);
@@ -206,6 +217,11 @@ impl Database {
             let tx = conn.transaction_with_behavior(behavior).map_err(Error::from)?;
             let value = f(&Tx { tx: &tx, db: self })?;
             tx.commit().map_err(Error::from)?;
+            if matches!(behavior, TransactionBehavior::Immediate) {
+                if let Some(checkpointer) = &self.inner.checkpointer {
+                    checkpointer.committed();
+                }
+            }
             Ok(value)
         })();
         self.inner.give_back(conn);
@@ -289,6 +305,10 @@ impl Inner {
             }
         }
         conn.pragma_update(None, "synchronous", synchronous).map_err(&classify)?;
+        if self.path.is_some() {
+            // The checkpoint thread keeps the WAL short; a commit checkpoints only past this.
+            conn.pragma_update(None, "wal_autocheckpoint", SAFETY_NET_PAGES).map_err(&classify)?;
+        }
         Ok(conn)
     }
 }

@@ -42,6 +42,9 @@ pub enum Error {
     /// A backup could not be completed; nothing was left at the destination.
     #[error("backup to {path} failed: {reason}")]
     Backup { path: PathBuf, reason: String },
+    /// The background checkpoint thread could not be started.
+    #[error("cannot start the WAL checkpoint thread: {0}")]
+    Thread(std::io::Error),
     /// Any other SQLite error.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),

@@ -12,6 +12,7 @@
 //! Architecture invariant: every write runs inside [`Database::write`], so it is `IMMEDIATE`,
 //! atomic, and waits for other writers instead of failing with `SQLITE_BUSY`.
 
+mod checkpoint;
 mod config;
 mod db;
 mod error;
