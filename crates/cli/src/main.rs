@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use aigentflow_persistence::{Database, Options};
-use anyhow::Context;
 use clap::{ArgAction, Parser, Subcommand};
 
 use crate::out::Out;
@@ -92,13 +91,19 @@ pub struct Ctx {
 impl Ctx {
     /// Opens the database, creating it only if `create` (read commands never create one).
     pub fn open(&self, create: bool) -> anyhow::Result<Database> {
+        if self.path.is_dir() {
+            anyhow::bail!(
+                "{} is a directory; give the database file (--db PATH)",
+                self.path.display()
+            );
+        }
         let options = Options { create, ..Options::default() };
         match Database::open_with(&self.path, options) {
             Err(aigentflow_persistence::Error::Missing { path }) => anyhow::bail!(
                 "no database at {}; create one with `aigentflow init` or `aigentflow demo` (or pass --db PATH)",
                 path.display()
             ),
-            other => other.with_context(|| format!("cannot open {}", self.path.display())),
+            other => Ok(other?),
         }
     }
 }
@@ -119,6 +124,22 @@ fn run(cli: Cli) -> anyhow::Result<Done> {
         Command::Config(c) => db::config(&ctx, c),
         Command::Db(c) => db::run(&ctx, c),
     }
+}
+
+/// The error and its causes on one line, leaving out a cause its parent already quotes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message.replace('\n', " ")
 }
 
 fn main() -> ExitCode {
@@ -146,7 +167,7 @@ fn main() -> ExitCode {
             if closed_pipe {
                 return ExitCode::SUCCESS;
             }
-            let message = format!("{e:#}").replace('\n', " ");
+            let message = one_line(&e);
             eprintln!("aigentflow: error: {message}");
             ExitCode::FAILURE
         }

@@ -444,6 +444,11 @@ fn bad_files_and_legacy_files_get_clear_answers() {
     std::fs::write(&db, b"this is not a database, just text that is long enough to fill a header")
         .unwrap();
     assert_error_line(&run(&db, &["status"]), 1, "is not a SQLite database");
+    assert_error_line(&run(dir.path(), &["status"]), 1, "is a directory");
+    let unwritable = dir.path().join("not-a-dir");
+    std::fs::write(&unwritable, b"x").unwrap();
+    let r = run(&unwritable.join("aigentflow.db"), &["init"]);
+    assert_error_line(&r, 1, "cannot create the database folder");
     let legacy = dir.path().join("legacy.db");
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/legacy-aigentflow.db");
