@@ -70,6 +70,9 @@ fn audit_queries_by_project_and_category() {
         page.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
         ["agent_invoke", "file_write"]
     );
+    let agents = AuditQuery { category: Some(Category::Agent), ..Default::default() };
+    assert_eq!(log.count(&agents).unwrap(), 2);
+    assert_eq!(log.count(&AuditQuery { limit: Some(1), ..agents }).unwrap(), 2, "filters only");
 }
 
 #[test]

@@ -136,6 +136,18 @@ impl AuditLog {
         })
     }
 
+    /// How many entries match the filters (limit and offset aside): e.g. the length of an export.
+    pub fn count(&self, q: &AuditQuery) -> Result<u64> {
+        let (clause, values) = where_clause(q)?;
+        self.db.read(|tx| {
+            let n: i64 = tx
+                .conn()
+                .prepare_cached(&format!("SELECT COUNT(*) FROM audit_logs{clause}"))?
+                .query_row(params_from_iter(values.iter().map(sql_value)), |r| r.get(0))?;
+            Ok(n as u64)
+        })
+    }
+
     /// How many entries a project has per category, most first.
     pub fn summary(&self, project_id: &str) -> Result<Vec<CategoryCount>> {
         self.db.read(|tx| {

@@ -135,6 +135,25 @@ pub fn spinner(ctx: &Ctx, message: &str) -> Option<ProgressBar> {
     Some(bar)
 }
 
+/// A bar of rows written out of the rows to export, on stderr when it is a terminal.
+fn progress_bar(
+    ctx: &Ctx,
+    log: &AuditLog,
+    query: &AuditQuery,
+) -> anyhow::Result<Option<ProgressBar>> {
+    if ctx.out.quiet || !std::io::stderr().is_terminal() {
+        return Ok(None);
+    }
+    let matching = log.count(query)?.saturating_sub(query.offset.unwrap_or(0));
+    let total = query.limit.map_or(matching, |l| l.min(matching));
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} rows {per_sec} eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    Ok(Some(bar))
+}
+
 pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
     match command {
         AuditCommand::Log { action, category, project, task, agent, details, user, ip } => {
@@ -210,7 +229,7 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
                     let file = std::fs::File::create(&partial)
                         .with_context(|| format!("cannot write {}", partial.display()))?;
                     let mut out = BufWriter::new(file);
-                    let bar = spinner(ctx, "exporting");
+                    let bar = progress_bar(ctx, &log, &options.query)?;
                     let result = log.export(&mut out, &options, |n| {
                         if let Some(bar) = &bar {
                             bar.set_position(n);
