@@ -34,6 +34,11 @@ pub fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<Done> {
     match command {
         TasksCommand::List { project, state } => {
             let state = state.map(|s| WorkflowState::parse(&s.to_uppercase()));
+            if let Some(s) = state.as_ref().filter(|s| !s.is_known()) {
+                ctx.out.note(&format!(
+                    "note: {s} is not a state of the workflow graph (a legacy database may still hold it)"
+                ));
+            }
             let tasks = store.summaries(project.map(ProjectId::new).as_ref(), state.as_ref())?;
             ctx.out.emit(&tasks, || {
                 let rows: Vec<Vec<String>> = tasks
