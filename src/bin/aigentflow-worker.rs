@@ -124,7 +124,7 @@ fn run(db_path: &str, task: &str) -> Result<String, Failure> {
     let trace = tracker.start_trace(&"crash".into(), &task.into(), "work until killed")?;
     announce(&format!("trace {}", trace.id))?;
     loop {
-        tracker.heartbeat(trace.id.as_str())?;
+        tracker.heartbeat(&trace.id)?;
         thread::sleep(std::time::Duration::from_millis(50));
     }
 }

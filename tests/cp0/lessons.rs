@@ -40,11 +40,11 @@ fn lessons_are_created_and_retrieved() {
     assert_eq!(lesson.title, "Fix null pointer");
     assert_eq!(lesson.application_count, 0);
     assert_eq!(lesson.confidence, 1.0);
-    let got = store.get(lesson.id.as_str()).unwrap().unwrap();
+    let got = store.get(&lesson.id).unwrap().unwrap();
     assert_eq!(got.summary, "Always check for null before accessing properties");
     assert_eq!(got.tags, ["typescript", "safety"]);
     assert_eq!(got, lesson);
-    assert_eq!(store.get("no-such-lesson").unwrap(), None);
+    assert_eq!(store.get(&"no-such-lesson".into()).unwrap(), None);
 }
 
 #[test]
@@ -71,13 +71,13 @@ fn applications_are_recorded() {
     let store = store();
     let lesson =
         store.create(&NewLesson::new(Category::Pattern, "Test pattern", "Test summary")).unwrap();
-    assert_eq!(store.record_application(lesson.id.as_str()).unwrap(), 1);
-    assert_eq!(store.record_application(lesson.id.as_str()).unwrap(), 2);
-    assert_eq!(store.get(lesson.id.as_str()).unwrap().unwrap().application_count, 2);
+    assert_eq!(store.record_application(&lesson.id).unwrap(), 1);
+    assert_eq!(store.record_application(&lesson.id).unwrap(), 2);
+    assert_eq!(store.get(&lesson.id).unwrap().unwrap().application_count, 2);
     let other = store.create(&NewLesson::new(Category::Bug, "Other", "Never applied")).unwrap();
     let most: Vec<_> = store.most_applied(10).unwrap().into_iter().map(|l| l.id).collect();
     assert_eq!(most, [lesson.id, other.id]);
-    assert!(matches!(store.record_application("nope"), Err(Error::NotFound { .. })));
+    assert!(matches!(store.record_application(&"nope".into()), Err(Error::NotFound { .. })));
 }
 
 // ---- decision 8: search that never breaks -------------------------------------------------
@@ -155,7 +155,7 @@ fn ranking_is_bm25_then_confidence_then_applications() {
     let low = mk("timeouts", "a retry needs a deadline", 0.5);
     let high = mk("deadlines", "a retry needs a deadline", 0.9);
     let applied = mk("budgets", "a retry needs a deadline", 0.5);
-    store.record_application(applied.id.as_str()).unwrap();
+    store.record_application(&applied.id).unwrap();
     let hits = store.search(&SearchOptions::text("retry")).unwrap();
     let order: Vec<_> = hits.iter().map(|h| h.lesson.title.as_str()).collect();
     assert_eq!(order, ["retry budget", "deadlines", "budgets", "timeouts"]);
@@ -252,7 +252,7 @@ fn update_moves_updated_at_and_the_index_follows() {
     std::thread::sleep(std::time::Duration::from_millis(5));
     let updated = store
         .update(
-            lesson.id.as_str(),
+            &lesson.id,
             &LessonUpdate {
                 title: Some("beta".into()),
                 details: Some(None),
@@ -273,7 +273,7 @@ fn update_moves_updated_at_and_the_index_follows() {
     assert_eq!(titles(&store, &SearchOptions::text("beta")), ["beta"]);
     assert!(matches!(store.check().unwrap(), IndexHealth::Ok { lessons: 1 }));
     assert!(matches!(
-        store.update("missing", &LessonUpdate::default()),
+        store.update(&"missing".into(), &LessonUpdate::default()),
         Err(Error::NotFound { .. })
     ));
 }
@@ -296,7 +296,7 @@ fn bad_input_is_a_typed_error_and_writes_nothing() {
     let lesson = store.create(&NewLesson::new(Category::Bug, "t", "s")).unwrap();
     let err = store
         .update(
-            lesson.id.as_str(),
+            &lesson.id,
             &LessonUpdate {
                 title: Some("changed".into()),
                 confidence: Some(-0.1),
@@ -305,7 +305,7 @@ fn bad_input_is_a_typed_error_and_writes_nothing() {
         )
         .unwrap_err();
     assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
-    assert_eq!(store.get(lesson.id.as_str()).unwrap().unwrap().title, "t");
+    assert_eq!(store.get(&lesson.id).unwrap().unwrap().title, "t");
     assert_eq!(store.search(&SearchOptions::default()).unwrap().len(), 1);
 }
 
@@ -313,8 +313,8 @@ fn bad_input_is_a_typed_error_and_writes_nothing() {
 fn delete_removes_a_lesson_from_search() {
     let store = store();
     let lesson = store.create(&NewLesson::new(Category::Bug, "gone soon", "text")).unwrap();
-    assert!(store.delete(lesson.id.as_str()).unwrap());
-    assert!(!store.delete(lesson.id.as_str()).unwrap());
+    assert!(store.delete(&lesson.id).unwrap());
+    assert!(!store.delete(&lesson.id).unwrap());
     assert!(titles(&store, &SearchOptions::text("gone")).is_empty());
     assert!(matches!(store.check().unwrap(), IndexHealth::Ok { lessons: 0 }));
 }
@@ -354,7 +354,7 @@ fn lesson_text_is_redacted_before_it_is_written() {
     assert!(!lesson.title.contains(key));
     store
         .update(
-            lesson.id.as_str(),
+            &lesson.id,
             &LessonUpdate { summary: Some(format!("again {key}")), ..Default::default() },
         )
         .unwrap();
@@ -482,7 +482,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 struct Model {
-    id: String,
+    id: aigentflow::lessons::LessonId,
     text: BTreeSet<usize>,
     title: Vec<usize>,
     summary: Vec<usize>,
@@ -520,7 +520,7 @@ fn r6_random_changes_keep_the_index_equal_to_a_naive_scan() {
                             })
                             .unwrap();
                         let mut m = Model {
-                            id: lesson.id.to_string(),
+                            id: lesson.id.clone(),
                             text: BTreeSet::new(),
                             title,
                             summary,
@@ -587,7 +587,7 @@ fn r6_random_changes_keep_the_index_equal_to_a_naive_scan() {
                             project.is_none_or(|p| m.project.as_deref().is_none_or(|mp| mp == p))
                         })
                         .filter(|m| tag.is_none_or(|t| m.tag == t))
-                        .map(|m| m.id.clone())
+                        .map(|m| m.id.to_string())
                         .collect();
                     prop_assert_eq!(got, want, "query {:?} project {:?} tag {:?}", q, project, tag);
                 }

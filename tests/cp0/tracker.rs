@@ -12,7 +12,7 @@ use aigentflow::states::{StateStore, TaskId};
 use aigentflow::tracker::owner::{probe, Probe};
 use aigentflow::tracker::{
     Error, ExecutionTracker, InvocationUpdate, NewInvocation, Outcome, RecoveryOptions, TokenUsage,
-    TraceStatus,
+    TraceId, TraceStatus,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
@@ -45,18 +45,18 @@ fn execution_traces_are_recorded() {
     assert_eq!(trace.owner.as_ref().unwrap().pid, std::process::id());
     clock.advance(Duration::milliseconds(1500));
     let usage = TokenUsage { input_tokens: 100, output_tokens: 200, total_tokens: 300 };
-    let done = tracker.complete_trace(trace.id.as_str(), true, Some(&usage), None).unwrap();
+    let done = tracker.complete_trace(&trace.id, true, Some(&usage), None).unwrap();
     assert_eq!(done.duration_ms, Some(1500));
-    let got = tracker.get_trace(trace.id.as_str()).unwrap().unwrap();
+    let got = tracker.get_trace(&trace.id).unwrap().unwrap();
     assert_eq!(got.success, Some(true));
     assert_eq!(got.token_usage.unwrap().total_tokens, 300);
     assert_eq!(got.status, TraceStatus::Completed);
     assert_eq!(got.completed_at, Some(noon() + Duration::milliseconds(1500)));
-    let again = tracker.complete_trace(trace.id.as_str(), false, None, None).unwrap_err();
+    let again = tracker.complete_trace(&trace.id, false, None, None).unwrap_err();
     assert!(matches!(again, Error::WrongStatus { .. }), "{again}");
-    let unknown = tracker.complete_trace("nope", true, None, None).unwrap_err();
+    let unknown = tracker.complete_trace(&"nope".into(), true, None, None).unwrap_err();
     assert!(matches!(unknown, Error::UnknownTrace { .. }), "{unknown}");
-    assert_eq!(tracker.get_trace("nope").unwrap(), None);
+    assert_eq!(tracker.get_trace(&"nope".into()).unwrap(), None);
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn agent_invocations_are_recorded_updated_and_listed_in_order() {
         .unwrap();
     assert_eq!(updated.outcome.as_deref(), Some("success"));
     assert_eq!(updated.token_usage.unwrap().total_tokens, 15);
-    let listed = tracker.invocations(trace.id.as_str()).unwrap();
+    let listed = tracker.invocations(&trace.id).unwrap();
     assert_eq!(listed.iter().map(|i| i.id).collect::<Vec<_>>(), [first, second]);
     assert_eq!(listed[1].task_fragment.as_deref(), Some("Create plan"));
     assert_eq!(listed[1].quality_score, Some(0.9));
@@ -104,7 +104,7 @@ fn agent_invocations_are_recorded_updated_and_listed_in_order() {
         tracker.update_invocation(9999, &InvocationUpdate::default()),
         Err(Error::UnknownInvocation { id: 9999 })
     ));
-    assert_eq!(tracker.invocations(trace.id.as_str()).unwrap().len(), 2, "nothing half-written");
+    assert_eq!(tracker.invocations(&trace.id).unwrap().len(), 2, "nothing half-written");
 }
 
 #[test]
@@ -221,8 +221,7 @@ fn legacy_traces_and_invocations_count_in_metrics_after_adoption() {
     let traces = tracker.recent_traces(None, 100).unwrap();
     assert_eq!(traces.len(), 30);
     assert!(traces.iter().any(|t| t.status == TraceStatus::Running && t.owner.is_none()));
-    let listed: usize =
-        traces.iter().map(|t| tracker.invocations(t.id.as_str()).unwrap().len()).sum();
+    let listed: usize = traces.iter().map(|t| tracker.invocations(&t.id).unwrap().len()).sum();
     assert_eq!(listed, rows.len(), "every legacy invocation is listed under its trace");
 }
 
@@ -247,7 +246,7 @@ fn trace_text_is_redacted_before_it_is_written() {
         )
         .unwrap();
     let metadata = json!({"api_key": "plain-value-123", "nested": {"note": key}});
-    tracker.complete_trace(trace.id.as_str(), true, None, Some(&metadata)).unwrap();
+    tracker.complete_trace(&trace.id, true, None, Some(&metadata)).unwrap();
     let bytes = file_bytes(&path);
     for secret in
         [key, "hunter2secret", "abcdefghijklmnop1234", "ghp_abcdefghij", "plain-value-123"]
@@ -259,7 +258,7 @@ fn trace_text_is_redacted_before_it_is_written() {
 // ---- R14: crash recovery -------------------------------------------------------------------
 
 /// Starts the worker that saves TASK with a checkpoint, starts its trace and heartbeats.
-fn owner_process(path: &Path, task: &str) -> (Child, String) {
+fn owner_process(path: &Path, task: &str) -> (Child, TraceId) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_aigentflow-worker"))
         .args(["run", path.to_str().unwrap(), task])
         .stdout(Stdio::piped())
@@ -269,7 +268,7 @@ fn owner_process(path: &Path, task: &str) -> (Child, String) {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let id = line.trim().strip_prefix("trace ").unwrap_or_else(|| panic!("worker said {line:?}"));
-    (child, id.to_owned())
+    (child, TraceId::new(id))
 }
 
 fn kill9(child: &mut Child) {
@@ -293,7 +292,7 @@ fn r14_a_run_whose_owner_was_killed_is_found_marked_and_resumable_from_its_check
     let report = tracker.recover(&options).unwrap();
     assert_eq!(report.crashed.len(), 1);
     let run = &report.crashed[0];
-    assert_eq!(run.trace.id.as_str(), id);
+    assert_eq!(run.trace.id, id);
     assert_eq!((run.trace.status, run.trace.recovery_attempts), (TraceStatus::Crashed, 1));
     assert!(run.reason.contains("is gone"), "{}", run.reason);
     let stored =
@@ -344,7 +343,7 @@ fn live_owners_are_never_taken_for_dead_and_reused_pids_are_told_apart() {
     assert_eq!(report.alive, 2);
     let alive = [mine, init];
     for id in &alive {
-        assert_eq!(tracker.get_trace(id.as_str()).unwrap().unwrap().status, TraceStatus::Running);
+        assert_eq!(tracker.get_trace(id).unwrap().unwrap().status, TraceStatus::Running);
     }
 }
 
@@ -385,13 +384,10 @@ fn owners_this_host_cannot_probe_are_judged_by_heartbeat_and_the_cap_abandons_on
     let problem = report.crashed[0].problem.as_deref().unwrap_or("");
     assert!(problem.contains("checkpoints.context"), "{problem}");
     assert_eq!(report.alive, 2, "heartbeats younger than the lease");
-    assert_eq!(
-        tracker.get_trace(poisoned.as_str()).unwrap().unwrap().status,
-        TraceStatus::Abandoned
-    );
+    assert_eq!(tracker.get_trace(&poisoned).unwrap().unwrap().status, TraceStatus::Abandoned);
 
     // The other host keeps beating; the unowned run does not.
-    tracker.heartbeat(elsewhere.as_str()).unwrap();
+    tracker.heartbeat(&elsewhere).unwrap();
     clock.advance(Duration::minutes(2));
     let report = tracker.recover(&options).unwrap();
     let crashed: std::collections::BTreeSet<_> =
@@ -399,7 +395,7 @@ fn owners_this_host_cannot_probe_are_judged_by_heartbeat_and_the_cap_abandons_on
     assert_eq!(crashed, [unowned.clone(), corrupt].into());
     let run = report.crashed.iter().find(|r| r.trace.id == unowned).unwrap();
     assert!(run.reason.contains("unknown owner"), "{}", run.reason);
-    let beat = tracker.heartbeat(unowned.as_str()).unwrap_err();
+    let beat = tracker.heartbeat(&unowned).unwrap_err();
     assert!(matches!(beat, Error::WrongStatus { .. }), "a crashed run's owner learns it: {beat}");
 }
 

@@ -236,17 +236,12 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Done> {
             "Designs touching authentication wait for a person's approval",
         )
     })?;
-    lessons.record_application(expiry.id.as_str())?;
+    lessons.record_application(&expiry.id)?;
     let found =
         lessons.search(&SearchOptions { limit: Some(5), ..SearchOptions::text("login tests") })?;
 
     let metadata = json!({"model": "claude", "retries": demo.machine.context().retry_count});
-    let done = demo.tracker.complete_trace(
-        trace.id.as_str(),
-        true,
-        Some(&demo.tokens),
-        Some(&metadata),
-    )?;
+    let done = demo.tracker.complete_trace(&trace.id, true, Some(&demo.tokens), Some(&metadata))?;
     let head = demo.audit.head()?;
     let persisted = demo.machine.persisted();
     let report = json!({

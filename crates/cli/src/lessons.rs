@@ -1,7 +1,8 @@
 //! `lessons …`: add, show, search, update, apply, delete, top, rebuild.
 
 use aigentflow_lessons::{
-    Category, Highlight, Lesson, LessonUpdate, LessonsStore, NewLesson, QueryMode, SearchOptions,
+    Category, Highlight, Lesson, LessonId, LessonUpdate, LessonsStore, NewLesson, QueryMode,
+    SearchOptions,
 };
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -23,7 +24,7 @@ pub enum LessonsCommand {
         fields: Fields,
     },
     /// One lesson in full.
-    Show { id: String },
+    Show { id: LessonId },
     /// Search by words (any order, stemmed: "hooks" finds "hook"), best match first.
     Search {
         /// Words to find; none lists the lessons by confidence.
@@ -46,7 +47,7 @@ pub enum LessonsCommand {
     },
     /// Change the given fields of a lesson.
     Update {
-        id: String,
+        id: LessonId,
         #[arg(long, value_parser = parse_category)]
         category: Option<Category>,
         #[arg(long)]
@@ -57,9 +58,9 @@ pub enum LessonsCommand {
         fields: Fields,
     },
     /// Count one more application of a lesson.
-    Apply { id: String },
+    Apply { id: LessonId },
     /// Delete a lesson.
-    Delete { id: String },
+    Delete { id: LessonId },
     /// The most applied lessons.
     Top {
         #[arg(long, default_value_t = 10)]

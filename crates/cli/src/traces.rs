@@ -1,6 +1,6 @@
 //! `traces …`: runs, agent invocations, metrics and crash recovery.
 
-use aigentflow_tracker::{ExecutionTracker, RecoveryOptions};
+use aigentflow_tracker::{ExecutionTracker, RecoveryOptions, TraceId};
 use clap::Subcommand;
 use serde_json::json;
 
@@ -17,7 +17,7 @@ pub enum TracesCommand {
         limit: u64,
     },
     /// A trace with its agent invocations.
-    Show { id: String },
+    Show { id: TraceId },
     /// How an agent did over the last N days.
     Metrics {
         #[arg(long)]

@@ -67,12 +67,14 @@ impl LessonsStore {
     }
 
     /// The lesson with this id, if any.
-    pub fn get(&self, id: &str) -> Result<Option<Lesson>> {
+    pub fn get(&self, id: &LessonId) -> Result<Option<Lesson>> {
+        let id = id.as_str();
         self.db.read(|tx| get_in(tx, id))
     }
 
     /// Changes the given fields (text redacted first); `updated_at` moves. Returns the lesson.
-    pub fn update(&self, id: &str, update: &LessonUpdate) -> Result<Lesson> {
+    pub fn update(&self, id: &LessonId, update: &LessonUpdate) -> Result<Lesson> {
+        let id = id.as_str();
         let mut sets: Vec<&str> = Vec::new();
         let mut values: Vec<Value> = Vec::new();
         let mut set = |column: &'static str, value: Value| {
@@ -127,7 +129,8 @@ impl LessonsStore {
     }
 
     /// Counts one more application of the lesson; returns the new count.
-    pub fn record_application(&self, id: &str) -> Result<u64> {
+    pub fn record_application(&self, id: &LessonId) -> Result<u64> {
+        let id = id.as_str();
         self.db.write(|tx| {
             let count: Option<i64> = tx
                 .conn()
@@ -143,7 +146,8 @@ impl LessonsStore {
     }
 
     /// Deletes the lesson; false if there was none.
-    pub fn delete(&self, id: &str) -> Result<bool> {
+    pub fn delete(&self, id: &LessonId) -> Result<bool> {
+        let id = id.as_str();
         self.db.write(|tx| {
             Ok(tx.conn().prepare_cached("DELETE FROM lessons WHERE id = ?1")?.execute([id])? > 0)
         })

@@ -77,11 +77,12 @@ impl ExecutionTracker {
     /// measured from its start. A completed trace cannot be completed again.
     pub fn complete_trace(
         &self,
-        id: &str,
+        id: &TraceId,
         success: bool,
         token_usage: Option<&TokenUsage>,
         metadata: Option<&Value>,
     ) -> Result<Trace> {
+        let id = id.as_str();
         let usage = token_usage.map(json).transpose()?;
         let metadata = metadata.map(|m| json(&redacted_json(m))).transpose()?;
         self.db.write(|tx| {
@@ -109,7 +110,8 @@ impl ExecutionTracker {
 
     /// Tells that the trace's owner is alive. Fails if the trace is no longer running (e.g. it
     /// was recovered by another process after a missed lease): its owner should stop.
-    pub fn heartbeat(&self, id: &str) -> Result<()> {
+    pub fn heartbeat(&self, id: &TraceId) -> Result<()> {
+        let id = id.as_str();
         self.db.write(|tx| {
             let changed = tx
                 .conn()
@@ -126,7 +128,8 @@ impl ExecutionTracker {
     }
 
     /// The trace with this id, if any.
-    pub fn get_trace(&self, id: &str) -> Result<Option<Trace>> {
+    pub fn get_trace(&self, id: &TraceId) -> Result<Option<Trace>> {
+        let id = id.as_str();
         self.db.read(|tx| get_trace_in(tx, id))
     }
 
@@ -249,7 +252,8 @@ impl ExecutionTracker {
     }
 
     /// A trace's invocations, in the order they started.
-    pub fn invocations(&self, trace_id: &str) -> Result<Vec<Invocation>> {
+    pub fn invocations(&self, trace_id: &TraceId) -> Result<Vec<Invocation>> {
+        let trace_id = trace_id.as_str();
         self.db.read(|tx| {
             let mut stmt = tx.conn().prepare_cached(&format!(
                 "SELECT {INVOCATION_COLUMNS} FROM agent_invocations WHERE trace_id = ?1
@@ -354,7 +358,8 @@ impl ExecutionTracker {
     }
 
     /// Claims a crashed run for this process: it is running again, owned by this process.
-    pub fn resume(&self, id: &str) -> Result<Trace> {
+    pub fn resume(&self, id: &TraceId) -> Result<Trace> {
+        let id = id.as_str();
         self.db.write(|tx| {
             let me = Owner::current();
             let changed = tx
