@@ -1,17 +1,16 @@
-//! `init`, `status`, `config …` and `db …`.
+//! `init`, `status` and `db …`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use aigentflow_audit::AuditLog;
-use aigentflow_core_states::ProjectId;
 use aigentflow_lessons::{IndexHealth, LessonsStore};
-use aigentflow_persistence::{migrate, ConfigStore, Scope, SqliteStateStore};
+use aigentflow_persistence::{migrate, SqliteStateStore};
 use aigentflow_tracker::ExecutionTracker;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::out::{say, table, when};
+use crate::out::{say, table};
 use crate::{Ctx, Done};
 
 #[derive(Debug, Subcommand)]
@@ -27,34 +26,6 @@ pub enum DbCommand {
     },
     /// Apply the migrations this build has and the database lacks.
     Migrate,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ConfigCommand {
-    /// The value of KEY (a project's own value, else the global one).
-    Get {
-        key: String,
-        #[arg(long)]
-        project: Option<String>,
-    },
-    /// Set KEY to VALUE (JSON if it parses as JSON, else a string), globally or for a project.
-    Set {
-        key: String,
-        value: String,
-        #[arg(long)]
-        project: Option<String>,
-    },
-    /// Remove KEY from a scope.
-    Unset {
-        key: String,
-        #[arg(long)]
-        project: Option<String>,
-    },
-    /// Every value that applies (to a project, with its overrides).
-    List {
-        #[arg(long)]
-        project: Option<String>,
-    },
 }
 
 pub fn init(ctx: &Ctx) -> anyhow::Result<Done> {
@@ -228,52 +199,4 @@ fn check(ctx: &Ctx) -> anyhow::Result<Done> {
         }
     })?;
     Ok(if all_ok { Done::Ok } else { Done::Problems })
-}
-
-fn scope(project: Option<String>) -> Scope {
-    project.map_or(Scope::Global, |p| Scope::Project(ProjectId::new(p)))
-}
-
-pub fn config(ctx: &Ctx, command: ConfigCommand) -> anyhow::Result<Done> {
-    let print_entries = |entries: &[aigentflow_persistence::ConfigEntry]| {
-        let rows: Vec<Vec<String>> = entries
-            .iter()
-            .map(|e| {
-                vec![e.key.clone(), e.scope.to_string(), e.value.to_string(), when(e.updated_at)]
-            })
-            .collect();
-        table(&["KEY", "SCOPE", "VALUE", "UPDATED"], &rows);
-    };
-    match command {
-        ConfigCommand::Get { key, project } => {
-            let store = ConfigStore::new(ctx.open(false)?);
-            let project = project.map(ProjectId::new);
-            let entry = store
-                .get(&key, project.as_ref())?
-                .ok_or_else(|| anyhow::anyhow!("no configuration value {key:?}"))?;
-            ctx.out.emit(&entry, || say!("{}", entry.value))?;
-        }
-        ConfigCommand::Set { key, value, project } => {
-            let store = ConfigStore::new(ctx.open(true)?);
-            let value = serde_json::from_str(&value).unwrap_or(Value::String(value));
-            let entry = store.set(&key, &scope(project), &value)?;
-            ctx.out.emit(&entry, || print_entries(std::slice::from_ref(&entry)))?;
-        }
-        ConfigCommand::Unset { key, project } => {
-            let store = ConfigStore::new(ctx.open(false)?);
-            let scope = scope(project);
-            if !store.delete(&key, &scope)? {
-                anyhow::bail!("no configuration value {key:?} in scope {scope}");
-            }
-            ctx.out.emit(&json!({"removed": key, "scope": scope.to_string()}), || {
-                say!("removed {key} from {scope}")
-            })?;
-        }
-        ConfigCommand::List { project } => {
-            let store = ConfigStore::new(ctx.open(false)?);
-            let entries = store.list(project.map(ProjectId::new).as_ref())?;
-            ctx.out.emit(&entries, || print_entries(&entries))?;
-        }
-    }
-    Ok(Done::Ok)
 }

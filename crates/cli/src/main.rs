@@ -1,6 +1,7 @@
 //! `aigentflow`: the operator's command over an aigentflow database.
 
 mod audit;
+mod config;
 mod db;
 mod demo;
 mod lessons;
@@ -68,7 +69,7 @@ enum Command {
     Traces(traces::TracesCommand),
     /// Configuration values, global or per project.
     #[command(subcommand)]
-    Config(db::ConfigCommand),
+    Config(config::ConfigCommand),
     /// Integrity checks, backups and migrations of the database file.
     #[command(subcommand)]
     Db(db::DbCommand),
@@ -121,7 +122,7 @@ fn run(cli: Cli) -> anyhow::Result<Done> {
         Command::Audit(c) => audit::run(&ctx, c),
         Command::Lessons(c) => lessons::run(&ctx, c),
         Command::Traces(c) => traces::run(&ctx, c),
-        Command::Config(c) => db::config(&ctx, c),
+        Command::Config(c) => config::run(&ctx, c),
         Command::Db(c) => db::run(&ctx, c),
     }
 }
