@@ -1,59 +1,21 @@
-use std::fmt;
-use std::str::FromStr;
-
 use aigentflow_core_states::{time, ProjectId, TaskId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::Error;
-
-/// What an audit entry is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Category {
-    /// A workflow state change.
-    State,
-    /// A file read or written.
-    File,
-    /// An agent's action.
-    Agent,
-    /// Something security-relevant.
-    Security,
-    /// A person's action.
-    User,
-}
-
-impl Category {
-    /// Every category.
-    pub const ALL: [Category; 5] =
-        [Category::State, Category::File, Category::Agent, Category::Security, Category::User];
-
-    /// The stored text.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::State => "state",
-            Self::File => "file",
-            Self::Agent => "agent",
-            Self::Security => "security",
-            Self::User => "user",
-        }
-    }
-}
-
-impl fmt::Display for Category {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Category {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Self::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| Error::InvalidInput {
-            what: "category",
-            reason: format!("{s:?} is not one of state, file, agent, security, user"),
-        })
+aigentflow_core_states::closed_enum! {
+    /// What an audit entry is about.
+    pub enum Category as "category" {
+        /// A workflow state change.
+        State = "state",
+        /// A file read or written.
+        File = "file",
+        /// An agent's action.
+        Agent = "agent",
+        /// Something security-relevant.
+        Security = "security",
+        /// A person's action.
+        User = "user",
     }
 }
 

@@ -119,7 +119,7 @@ pub enum Format {
 }
 
 fn parse_category(text: &str) -> Result<Category, String> {
-    text.parse().map_err(|e: aigentflow_audit::Error| e.to_string())
+    text.parse().map_err(|e: aigentflow_core_states::UnknownVariant| e.to_string())
 }
 
 /// A spinner on stderr while long work runs, when stderr is a terminal and output is not quiet.

@@ -91,7 +91,7 @@ pub struct Fields {
 }
 
 fn parse_category(text: &str) -> Result<Category, String> {
-    text.parse().map_err(|e: aigentflow_lessons::Error| e.to_string())
+    text.parse().map_err(|e: aigentflow_core_states::UnknownVariant| e.to_string())
 }
 
 fn print_lesson(l: &Lesson) {

@@ -12,6 +12,7 @@
 //! Architecture invariant: this crate knows nothing of SQLite, files or the network.
 
 mod clock;
+mod closed;
 mod context;
 mod error;
 mod ids;
@@ -22,6 +23,7 @@ mod table;
 pub mod time;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use closed::UnknownVariant;
 pub use context::{AgentOutput, Checkpoint, RoutingHints, StateContext, StateTransition};
 pub use error::{Error, Result};
 pub use ids::{CheckpointId, ProjectId, TaskId};

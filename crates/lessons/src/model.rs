@@ -1,63 +1,20 @@
-use std::fmt;
-use std::str::FromStr;
-
 use aigentflow_core_states::{string_id, time, ProjectId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-
-use crate::error::Error;
 
 string_id!(
     /// The id of a lesson.
     LessonId
 );
 
-/// What a lesson is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Category {
-    Bug,
-    Pattern,
-    Preference,
-    Security,
-    Performance,
-}
-
-impl Category {
-    /// Every category.
-    pub const ALL: [Category; 5] = [
-        Category::Bug,
-        Category::Pattern,
-        Category::Preference,
-        Category::Security,
-        Category::Performance,
-    ];
-
-    /// The stored text.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Bug => "bug",
-            Self::Pattern => "pattern",
-            Self::Preference => "preference",
-            Self::Security => "security",
-            Self::Performance => "performance",
-        }
-    }
-}
-
-impl fmt::Display for Category {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Category {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Self::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| Error::InvalidInput {
-            what: "lesson category",
-            reason: format!("{s:?} is not one of bug, pattern, preference, security, performance"),
-        })
+aigentflow_core_states::closed_enum! {
+    /// What a lesson is about.
+    pub enum Category as "lesson category" {
+        Bug = "bug",
+        Pattern = "pattern",
+        Preference = "preference",
+        Security = "security",
+        Performance = "performance",
     }
 }
 

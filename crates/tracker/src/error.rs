@@ -19,6 +19,12 @@ pub enum Error {
     WrongStatus { id: String, status: String, action: &'static str },
 }
 
+impl From<aigentflow_core_states::UnknownVariant> for Error {
+    fn from(e: aigentflow_core_states::UnknownVariant) -> Self {
+        Self::InvalidInput { what: e.what, reason: e.to_string() }
+    }
+}
+
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         Self::Persistence(e.into())

@@ -1,13 +1,9 @@
-use std::fmt;
-use std::str::FromStr;
-
 use aigentflow_core_states::{string_id, time};
 use aigentflow_persistence::ResumableTask;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::Error;
 use crate::owner::Owner;
 
 string_id!(
@@ -31,48 +27,17 @@ impl TokenUsage {
     }
 }
 
-/// Where a trace stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TraceStatus {
-    /// Started and not completed; its owner is expected to be alive.
-    Running,
-    /// Completed, successfully or not.
-    Completed,
-    /// Its owner died; it waits to be resumed.
-    Crashed,
-    /// Found dead more often than the recovery cap allows; not offered again.
-    Abandoned,
-}
-
-impl TraceStatus {
-    /// The stored text.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Completed => "completed",
-            Self::Crashed => "crashed",
-            Self::Abandoned => "abandoned",
-        }
-    }
-}
-
-impl fmt::Display for TraceStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for TraceStatus {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        [Self::Running, Self::Completed, Self::Crashed, Self::Abandoned]
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| Error::InvalidInput {
-                what: "trace status",
-                reason: format!("{s:?} is not one of running, completed, crashed, abandoned"),
-            })
+aigentflow_core_states::closed_enum! {
+    /// Where a trace stands.
+    pub enum TraceStatus as "trace status" {
+        /// Started and not completed; its owner is expected to be alive.
+        Running = "running",
+        /// Completed, successfully or not.
+        Completed = "completed",
+        /// Its owner died; it waits to be resumed.
+        Crashed = "crashed",
+        /// Found dead more often than the recovery cap allows; not offered again.
+        Abandoned = "abandoned",
     }
 }
 
@@ -99,45 +64,13 @@ pub struct Trace {
     pub recovery_attempts: u32,
 }
 
-/// How an agent invocation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Success,
-    Partial,
-    Failure,
-    Escalated,
-}
-
-impl Outcome {
-    /// Every outcome.
-    pub const ALL: [Outcome; 4] =
-        [Outcome::Success, Outcome::Partial, Outcome::Failure, Outcome::Escalated];
-
-    /// The stored text.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Partial => "partial",
-            Self::Failure => "failure",
-            Self::Escalated => "escalated",
-        }
-    }
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Outcome {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Self::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| Error::InvalidInput {
-            what: "outcome",
-            reason: format!("{s:?} is not one of success, partial, failure, escalated"),
-        })
+aigentflow_core_states::closed_enum! {
+    /// How an agent invocation ended.
+    pub enum Outcome as "outcome" {
+        Success = "success",
+        Partial = "partial",
+        Failure = "failure",
+        Escalated = "escalated",
     }
 }
 
