@@ -74,3 +74,40 @@ macro_rules! closed_enum {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::UnknownVariant;
+
+    crate::closed_enum! {
+        /// A test enum.
+        pub enum Colour as "colour" { Red = "red", DarkBlue = "dark-blue" }
+    }
+
+    #[test]
+    fn every_variant_round_trips_through_its_text_display_and_serde() {
+        assert_eq!(Colour::ALL, [Colour::Red, Colour::DarkBlue]);
+        for c in Colour::ALL {
+            assert_eq!(c.as_str().parse::<Colour>(), Ok(c));
+            assert_eq!(c.to_string(), c.as_str());
+            let json = serde_json::to_string(&c).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", c.as_str()));
+            assert_eq!(serde_json::from_str::<Colour>(&json).ok(), Some(c));
+        }
+    }
+
+    #[test]
+    fn other_text_is_an_error_naming_the_accepted_names() {
+        let err = "Red".parse::<Colour>().unwrap_err();
+        assert_eq!(
+            err,
+            UnknownVariant {
+                what: "colour",
+                text: "Red".into(),
+                expected: "red, dark-blue".into()
+            }
+        );
+        assert_eq!(err.to_string(), "\"Red\" is not one of red, dark-blue");
+        assert!(serde_json::from_str::<Colour>("\"blue\"").is_err());
+    }
+}

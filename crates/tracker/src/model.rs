@@ -211,31 +211,10 @@ pub(crate) fn opt_time<S: serde::Serializer>(
 mod tests {
     use super::*;
 
-    const STATUSES: [TraceStatus; 4] = [
-        TraceStatus::Running,
-        TraceStatus::Completed,
-        TraceStatus::Crashed,
-        TraceStatus::Abandoned,
-    ];
-
-    #[test]
-    fn every_outcome_and_status_round_trips_through_its_text_and_serde() {
-        for o in Outcome::ALL {
-            assert_eq!(o.as_str().parse::<Outcome>().ok(), Some(o));
-            assert_eq!(serde_json::to_string(&o).unwrap_or_default(), format!("\"{o}\""));
-        }
-        for s in STATUSES {
-            assert_eq!(s.as_str().parse::<TraceStatus>().ok(), Some(s));
-            assert_eq!(serde_json::to_string(&s).unwrap_or_default(), format!("\"{s}\""));
-        }
-        assert!("succeeded".parse::<Outcome>().is_err());
-        assert!("failed".parse::<TraceStatus>().is_err());
-    }
-
     #[test]
     fn token_usage_keeps_the_typescript_keys() {
         let usage = TokenUsage::new(100, 200);
-        insta::assert_json_snapshot!((Outcome::ALL, STATUSES, usage));
+        insta::assert_json_snapshot!((Outcome::ALL, TraceStatus::ALL, usage));
         let legacy: TokenUsage =
             serde_json::from_str(r#"{"inputTokens":1,"totalTokens":3}"#).unwrap_or_default();
         assert_eq!(legacy, TokenUsage { input_tokens: 1, output_tokens: 0, total_tokens: 3 });
