@@ -463,3 +463,26 @@ fn bad_files_and_legacy_files_get_clear_answers() {
     assert!(check.stdout.contains("✓ audit chain"), "{}", check.stdout);
     assert!(check.stdout.contains("✓ lessons index"), "{}", check.stdout);
 }
+
+#[test]
+fn a_write_that_waits_on_another_writer_succeeds_and_is_logged_as_slow() {
+    let (_dir, db) = temp_db();
+    run(&db, &["init"]).ok();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let child = cmd(&db)
+        .args(["audit", "log", "--action", "waited", "--category", "user"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    conn.execute_batch("COMMIT").unwrap();
+    let r = output(child.wait_with_output().unwrap()).ok();
+    assert_eq!(r.stdout.trim(), "1");
+    assert!(r.stderr.contains("slow transaction"), "{}", r.stderr);
+    assert!(run(&db, &["-q", "audit", "log", "--action", "quick", "--category", "user"])
+        .ok()
+        .stderr
+        .is_empty());
+}

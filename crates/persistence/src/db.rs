@@ -81,6 +81,9 @@ struct Inner {
     checkpointer: Option<Checkpointer>,
 }
 
+/// A transaction (waiting for the lock included) that takes this long is logged as slow.
+const SLOW_TRANSACTION: Duration = Duration::from_millis(500);
+
 /// Idle connections kept for reuse.
 const MAX_IDLE: usize = 8;
 
@@ -215,6 +218,7 @@ impl Database {
         behavior: TransactionBehavior,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        let started = std::time::Instant::now();
         let mut conn = self.inner.take()?;
         let result = (|| {
             let tx = conn.transaction_with_behavior(behavior).map_err(Error::from)?;
@@ -228,6 +232,12 @@ impl Database {
             Ok(value)
         })();
         self.inner.give_back(conn);
+        let elapsed = started.elapsed();
+        if elapsed >= SLOW_TRANSACTION {
+            let kind =
+                if matches!(behavior, TransactionBehavior::Immediate) { "write" } else { "read" };
+            tracing::warn!(ms = elapsed.as_millis() as u64, kind, path = %self.inner.display_path().display(), "slow transaction");
+        }
         result
     }
 
