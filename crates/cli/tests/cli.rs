@@ -436,6 +436,8 @@ fn a_backup_taken_while_another_process_writes_is_complete_and_consistent() {
     assert!(rows >= 500 && rows <= written, "a snapshot: {rows} of {written}");
     assert_eq!(rows % 50, 0, "whole transactions only");
     assert_error_line(&run(&db, &["db", "backup", dest.to_str().unwrap()]), 1, "already exists");
+    let nowhere = dir.path().join("missing").join("copy.db");
+    assert_error_line(&run(&db, &["db", "backup", nowhere.to_str().unwrap()]), 1, "does not exist");
 }
 
 #[test]

@@ -91,6 +91,12 @@ impl Database {
                 reason: format!("{} already exists", dest.display()),
             });
         }
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            return Err(Error::Backup {
+                path: dest.to_path_buf(),
+                reason: format!("the folder {} does not exist", dir.display()),
+            });
+        }
         let partial = PathBuf::from(format!("{}.partial", dest.display()));
         let _ = std::fs::remove_file(&partial);
         let result = self.copy_to(&partial).and_then(|pages| {
