@@ -2,7 +2,7 @@
 
 use aigentflow_core_states::time;
 use aigentflow_persistence::redact::redact_text;
-use aigentflow_persistence::{Database, Tx};
+use aigentflow_persistence::{Database, Error as PError, Tx};
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, ErrorCode, OptionalExtension, Row};
 
@@ -416,9 +416,7 @@ impl RawLesson {
             Some(text) => serde_json::from_str::<Vec<String>>(text)
                 .map_err(|e| corrupt("tags", format!("not a JSON array of strings: {e}")))?,
         };
-        let stamp = |column: &'static str, text: &str| {
-            time::parse(text).ok_or_else(|| corrupt(column, format!("{text:?} is not a timestamp")))
-        };
+        let stamp = |column, text: &str| PError::read_time("lessons", column, &self.id, text);
         Ok(Lesson {
             created_at: stamp("created_at", &self.created_at)?,
             updated_at: stamp("updated_at", &self.updated_at)?,

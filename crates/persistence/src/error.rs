@@ -79,6 +79,21 @@ impl Error {
         false
     }
 
+    /// Reads a stored timestamp, or a `CorruptRow` naming the table, column and row.
+    pub fn read_time(
+        table: &'static str,
+        column: &'static str,
+        id: impl ToString,
+        text: &str,
+    ) -> Result<chrono::DateTime<chrono::Utc>> {
+        aigentflow_core_states::time::parse(text).ok_or_else(|| Self::CorruptRow {
+            table,
+            column,
+            id: id.to_string(),
+            reason: format!("not a timestamp: {text:?}"),
+        })
+    }
+
     /// A `CorruptRow` for a JSON column.
     pub fn corrupt_json(
         table: &'static str,

@@ -295,13 +295,13 @@ impl SqliteStateStore {
                 out.push(TaskSummary {
                     project_id: ProjectId::new(r.get::<_, String>(1)?),
                     state: WorkflowState::parse(&r.get::<_, String>(2)?),
-                    created_at: parse_time(
+                    created_at: Error::read_time(
                         "workflow_states",
                         "created_at",
                         &task_id,
                         &r.get::<_, String>(3)?,
                     )?,
-                    updated_at: parse_time(
+                    updated_at: Error::read_time(
                         "workflow_states",
                         "updated_at",
                         &task_id,
@@ -349,20 +349,6 @@ fn context_json(context: &StateContext) -> Result<String> {
 
 fn json_redacted(value: &Value) -> Result<String> {
     Ok(serde_json::to_string(&redacted_json(value))?)
-}
-
-fn parse_time(
-    table: &'static str,
-    column: &'static str,
-    id: &str,
-    text: &str,
-) -> Result<DateTime<Utc>> {
-    time::parse(text).ok_or_else(|| Error::CorruptRow {
-        table,
-        column,
-        id: id.to_owned(),
-        reason: format!("not a timestamp: {text:?}"),
-    })
 }
 
 fn parse_json(table: &'static str, column: &'static str, id: &str, text: &str) -> Result<Value> {
@@ -420,7 +406,12 @@ fn read_transition(r: &Row<'_>) -> Result<(String, StateTransition)> {
         from: WorkflowState::parse(&r.get::<_, String>(2)?),
         to: WorkflowState::parse(&r.get::<_, String>(3)?),
         event: Event::parse(&r.get::<_, String>(4)?),
-        timestamp: parse_time("state_transitions", "created_at", &id, &r.get::<_, String>(6)?)?,
+        timestamp: Error::read_time(
+            "state_transitions",
+            "created_at",
+            &id,
+            &r.get::<_, String>(6)?,
+        )?,
         metadata,
     };
     Ok((task, transition))
@@ -448,7 +439,12 @@ fn read_checkpoint_at(r: &Row<'_>, at: usize) -> Result<(String, Checkpoint)> {
         .map_err(|e| Error::corrupt_json("checkpoints", "artifacts", &id, &e))?;
     let checkpoint = Checkpoint {
         state: WorkflowState::parse(&r.get::<_, String>(at + 2)?),
-        timestamp: parse_time("checkpoints", "created_at", &id, &r.get::<_, String>(at + 5)?)?,
+        timestamp: Error::read_time(
+            "checkpoints",
+            "created_at",
+            &id,
+            &r.get::<_, String>(at + 5)?,
+        )?,
         context,
         artifacts,
         id: id.into(),
@@ -499,7 +495,7 @@ fn resumable_where(
         out.push(ResumableTask {
             project_id: ProjectId::new(r.get::<_, String>(1)?),
             state: WorkflowState::parse(&r.get::<_, String>(2)?),
-            updated_at: parse_time(
+            updated_at: Error::read_time(
                 "workflow_states",
                 "updated_at",
                 &task_id,

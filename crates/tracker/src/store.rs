@@ -466,8 +466,7 @@ impl Fields<'_> {
     }
 
     fn time(&self, column: &'static str, text: &str) -> Result<DateTime<Utc>> {
-        time::parse(text)
-            .ok_or_else(|| self.corrupt(column, format!("{text:?} is not a timestamp")))
+        Ok(aigentflow_persistence::Error::read_time(self.table, column, self.id, text)?)
     }
 
     fn opt_time(&self, column: &'static str, text: Option<&str>) -> Result<Option<DateTime<Utc>>> {
