@@ -1,6 +1,6 @@
 //! `audit …`: append, query, summarise, export and verify the audit log.
 
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use aigentflow_audit::{
@@ -122,26 +122,13 @@ fn parse_category(text: &str) -> Result<Category, String> {
     text.parse().map_err(|e: aigentflow_core_states::UnknownVariant| e.to_string())
 }
 
-/// A spinner on stderr while long work runs, when stderr is a terminal and output is not quiet.
-pub fn spinner(ctx: &Ctx, message: &str) -> Option<ProgressBar> {
-    if ctx.out.quiet || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = ProgressBar::new_spinner().with_message(message.to_owned());
-    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {pos} rows {per_sec}") {
-        bar.set_style(style);
-    }
-    bar.enable_steady_tick(std::time::Duration::from_millis(120));
-    Some(bar)
-}
-
 /// A bar of rows written out of the rows to export, on stderr when it is a terminal.
 fn progress_bar(
     ctx: &Ctx,
     log: &AuditLog,
     query: &AuditQuery,
 ) -> anyhow::Result<Option<ProgressBar>> {
-    if ctx.out.quiet || !std::io::stderr().is_terminal() {
+    if !ctx.out.shows_progress() {
         return Ok(None);
     }
     let matching = log.count(query)?.saturating_sub(query.offset.unwrap_or(0));

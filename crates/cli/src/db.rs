@@ -99,7 +99,7 @@ pub fn run(ctx: &Ctx, command: DbCommand) -> anyhow::Result<Done> {
         DbCommand::Check => check(ctx),
         DbCommand::Backup { dest } => {
             let db = ctx.open(false)?;
-            let bar = crate::audit::spinner(ctx, "backing up");
+            let bar = ctx.out.spinner("backing up");
             let pages = db.backup_to(&dest);
             if let Some(bar) = bar {
                 bar.finish_and_clear();

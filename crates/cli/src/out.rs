@@ -62,6 +62,21 @@ impl Out {
         Ok(())
     }
 
+    /// Whether progress goes to stderr: a terminal, and not --quiet.
+    pub fn shows_progress(&self) -> bool {
+        !self.quiet && std::io::stderr().is_terminal()
+    }
+
+    /// A spinner with a message on stderr while long work runs, when progress shows.
+    pub fn spinner(&self, message: &str) -> Option<indicatif::ProgressBar> {
+        if !self.shows_progress() {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::new_spinner().with_message(message.to_owned());
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        Some(bar)
+    }
+
     /// A side note for people on stderr (not with --quiet or --json).
     pub fn note(&self, text: &str) {
         if !self.quiet && !self.json {
