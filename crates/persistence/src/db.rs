@@ -2,7 +2,7 @@
 //! read and write transactions, the clock, and the migrations run on open.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use aigentflow_core_states::{time, Clock, SystemClock};
@@ -77,8 +77,9 @@ struct Inner {
     options: Options,
     idle: Mutex<Vec<Connection>>,
     returned: Condvar,
-    /// Checkpoints the WAL of a file database off the commit path.
-    checkpointer: Option<Checkpointer>,
+    /// Checkpoints the WAL of a file database off the commit path; started by the first write
+    /// (a handle that only reads never needs it). None inside: it could not start.
+    checkpointer: OnceLock<Option<Checkpointer>>,
 }
 
 /// A transaction (waiting for the lock included) that takes this long is logged as slow.
@@ -106,12 +107,12 @@ impl Database {
             }
         }
         let _span = tracing::debug_span!("open", path = %path.display()).entered();
-        let mut inner = Inner {
+        let inner = Inner {
             path: Some(path),
             options,
             idle: Mutex::new(Vec::new()),
             returned: Condvar::new(),
-            checkpointer: None,
+            checkpointer: OnceLock::new(),
         };
         // Switching a fresh file to WAL and the first migration can meet another process doing
         // the same; SQLite answers some of those steps with BUSY without waiting on the busy
@@ -131,11 +132,6 @@ impl Database {
             }
         };
         inner.give_back(conn);
-        // Without the thread the database still works: commits then checkpoint past the safety net.
-        match inner.connect().and_then(|c| Checkpointer::start(c).map_err(Error::Thread)) {
-            Ok(checkpointer) => inner.checkpointer = Some(checkpointer),
-            Err(e) => tracing::warn!(error = %e, "no background checkpoints for this handle"),
-        }
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -151,7 +147,7 @@ impl Database {
             options,
             idle: Mutex::new(Vec::new()),
             returned: Condvar::new(),
-            checkpointer: None,
+            checkpointer: OnceLock::new(),
         };
         let mut conn = inner.connect()?;
         migrate::run(&mut conn, inner.display_path())?;
@@ -225,7 +221,7 @@ impl Database {
             let value = f(&Tx { tx: &tx, db: self })?;
             tx.commit().map_err(Error::from)?;
             if matches!(behavior, TransactionBehavior::Immediate) {
-                if let Some(checkpointer) = &self.inner.checkpointer {
+                if let Some(checkpointer) = self.inner.checkpointer() {
                     checkpointer.committed();
                 }
             }
@@ -253,6 +249,23 @@ impl Database {
 }
 
 impl Inner {
+    /// The checkpoint thread of a file database, started on first use. Without it the database
+    /// still works: commits then checkpoint themselves past the safety net.
+    fn checkpointer(&self) -> Option<&Checkpointer> {
+        self.path.as_ref()?;
+        self.checkpointer
+            .get_or_init(|| {
+                match self.connect().and_then(|c| Checkpointer::start(c).map_err(Error::Thread)) {
+                    Ok(checkpointer) => Some(checkpointer),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no background checkpoints for this handle");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
     fn display_path(&self) -> &Path {
         self.path.as_deref().unwrap_or(Path::new(":memory:"))
     }
