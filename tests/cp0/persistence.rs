@@ -149,6 +149,10 @@ fn state_store_lists_states_by_project() {
     assert_eq!(states.len(), 2);
     assert_eq!(states[1].history, vec![start()]);
     assert!(store.list_states(&"nobody".into()).unwrap().is_empty());
+    assert_eq!(
+        store.count_by_state().unwrap(),
+        [(WorkflowState::Analyzing, 1), (WorkflowState::Idle, 2)]
+    );
 }
 
 #[test]

@@ -47,10 +47,11 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<Done> {
     let db = ctx.open(false)?;
     let version = db.schema_version()?;
     let counts = db.table_counts()?;
-    let mut per_state: BTreeMap<String, u64> = BTreeMap::new();
-    for task in SqliteStateStore::new(db.clone()).summaries(None, None)? {
-        *per_state.entry(task.state.as_str().to_owned()).or_default() += 1;
-    }
+    let per_state: BTreeMap<String, u64> = SqliteStateStore::new(db.clone())
+        .count_by_state()?
+        .into_iter()
+        .map(|(state, n)| (state.as_str().to_owned(), n))
+        .collect();
     let traces = ExecutionTracker::new(db.clone()).count_by_status()?;
     let head = AuditLog::new(db.clone())?.head()?;
     let report = json!({

@@ -270,6 +270,19 @@ impl SqliteStateStore {
         Ok(resumable_where(tx, None, Some(task_id), false)?.pop())
     }
 
+    /// How many tasks are in each state, by state name.
+    pub fn count_by_state(&self) -> Result<Vec<(WorkflowState, u64)>> {
+        self.db.read(|tx| {
+            let mut stmt = tx.conn().prepare_cached(
+                "SELECT state, COUNT(*) FROM workflow_states GROUP BY state ORDER BY state",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((WorkflowState::parse(&r.get::<_, String>(0)?), r.get::<_, i64>(1)? as u64))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
     /// A summary line per task, newest first, optionally of one project and/or in one state.
     pub fn summaries(
         &self,
