@@ -272,6 +272,40 @@ fn update_moves_updated_at_and_the_index_follows() {
     assert!(titles(&store, &SearchOptions::text("details")).is_empty());
     assert_eq!(titles(&store, &SearchOptions::text("beta")), ["beta"]);
     assert!(matches!(store.check().unwrap(), IndexHealth::Ok { lessons: 1 }));
+    // The remaining fields, then clearing the optional ones.
+    let moved = store
+        .update(
+            &lesson.id,
+            &LessonUpdate {
+                project_id: Some(Some("p1".into())),
+                summary: Some("second words".into()),
+                source_agent: Some(Some("reviewer".into())),
+                source_file: Some(Some("src/a.rs".into())),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(moved.project_id.as_deref(), Some("p1"));
+    assert_eq!(moved.summary, "second words");
+    assert_eq!(
+        (moved.source_agent.as_deref(), moved.source_file.as_deref()),
+        (Some("reviewer"), Some("src/a.rs"))
+    );
+    assert_eq!(titles(&store, &SearchOptions::text("second")), ["beta"]);
+    let cleared = store
+        .update(
+            &lesson.id,
+            &LessonUpdate {
+                project_id: Some(None),
+                source_agent: Some(None),
+                source_file: Some(None),
+                tags: Some(vec![]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((cleared.project_id, cleared.source_agent, cleared.source_file), (None, None, None));
+    assert!(cleared.tags.is_empty());
     assert!(matches!(
         store.update(&"missing".into(), &LessonUpdate::default()),
         Err(Error::NotFound { .. })
