@@ -13,7 +13,7 @@ use crate::model::{
     AgentMetrics, Invocation, InvocationUpdate, NewInvocation, RecoveredRun, RecoveryOptions,
     RecoveryReport, TokenUsage, Trace, TraceId, TraceStatus,
 };
-use crate::owner::{self, Owner};
+use crate::owner::Owner;
 
 const TRACE_COLUMNS: &str = "id, project_id, task_id, prompt, started_at, completed_at, success, \
     duration_ms, token_usage, metadata, status, owner_pid, owner_started_at, owner_host, \
@@ -386,9 +386,8 @@ impl ExecutionTracker {
 
 /// Why a running trace's owner is taken for dead, or None if it is alive or cannot be judged.
 fn dead_reason(trace: &Trace, now: DateTime<Utc>, lease: TimeDelta) -> Option<String> {
-    let here = &Owner::current().host;
-    if let Some(owner) = trace.owner.as_ref().filter(|o| &o.host == here) {
-        match owner::judge(owner, owner::probe(owner.pid)) {
+    if let Some(owner) = &trace.owner {
+        match owner.is_alive() {
             Some(true) => return None,
             Some(false) => {
                 return Some(format!("owner process {} on {} is gone", owner.pid, owner.host))
