@@ -386,6 +386,217 @@ fn json_and_jsonl_exports_parse_back_equal() {
     );
 }
 
+/// The cells a CSV export should hold for `r`, formula guard on or off.
+fn csv_cells(r: &aigentflow::audit::AuditRecord, neutralize: bool) -> Vec<String> {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let cells = [
+        r.id.to_string(),
+        aigentflow::states::time::to_rfc3339(r.timestamp),
+        text(&r.project_id),
+        text(&r.task_id),
+        text(&r.agent),
+        r.action.clone(),
+        r.category.clone(),
+        text(&r.details_text),
+        text(&r.user_id),
+        text(&r.ip_address),
+        text(&r.prev_hash),
+        text(&r.row_hash),
+    ];
+    let guard = |s: String| {
+        if neutralize && s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            format!("'{s}")
+        } else {
+            s
+        }
+    };
+    cells.into_iter().map(guard).collect()
+}
+
+/// Reads a CSV export back with the csv crate, header checked.
+fn read_csv(out: &[u8]) -> Vec<Vec<String>> {
+    let mut reader = csv::Reader::from_reader(out);
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        aigentflow::audit::EXPORT_COLUMNS
+    );
+    reader.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect()
+}
+
+#[test]
+fn any_cell_text_reads_back_from_csv_exactly() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let text = || {
+        prop_oneof![
+            "[a-zA-Z0-9_.:-]{0,24}",
+            "[ ,\"\r\n\t=+@'a-z-]{0,24}",
+            "[=+@-][a-z0-9 ]{0,8}",
+            any::<String>(),
+        ]
+    };
+    let entry = (text(), text(), text(), text(), text(), text());
+    let mut runner = TestRunner::new(Config { cases: 64, ..Config::default() });
+    runner
+        .run(&prop::collection::vec(entry, 1..6), |entries| {
+            let log = memory_log();
+            for (project, task, agent, action, user, note) in entries {
+                let nonempty = |s: String| Some(s).filter(|s| !s.is_empty());
+                log.log(&AuditEntry {
+                    project_id: nonempty(project).map(Into::into),
+                    task_id: nonempty(task).map(Into::into),
+                    agent: nonempty(agent),
+                    user_id: nonempty(user),
+                    details: Some(json!({ "note": note })),
+                    ..AuditEntry::new(format!("a{action}"), Category::File)
+                })
+                .unwrap();
+            }
+            let expected = log.query(&AuditQuery::default()).unwrap();
+            for neutralize in [true, false] {
+                let mut out = Vec::new();
+                let options = ExportOptions {
+                    neutralize_formulas: neutralize,
+                    ..ExportOptions::new(ExportFormat::Csv)
+                };
+                log.export(&mut out, &options, |_| {}).unwrap();
+                let want: Vec<Vec<String>> =
+                    expected.iter().rev().map(|r| csv_cells(r, neutralize)).collect();
+                prop_assert_eq!(read_csv(&out), want);
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn exports_span_many_blocks_and_cells_larger_than_a_block() {
+    let log = memory_log();
+    let big = "a \"quoted\", long\nline ".repeat(10_000); // ~200 KB, beyond one 64 KiB block
+    let entries: Vec<AuditEntry> = (0..3000)
+        .map(|i| AuditEntry {
+            task_id: Some(format!("task-{}", i % 7).into()),
+            details: Some(json!({ "i": i, "pad": "x".repeat(300) })),
+            ..entry("p", &if i == 1500 { big.clone() } else { format!("act-{i}") }, Category::Agent)
+        })
+        .collect();
+    log.log_batch(&entries).unwrap();
+    let expected = log.query(&AuditQuery::default()).unwrap();
+    for format in [ExportFormat::Csv, ExportFormat::Json, ExportFormat::Jsonl] {
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        let report = log.export(&mut out, &ExportOptions::new(format), |n| seen.push(n)).unwrap();
+        assert_eq!(report.rows, 3000);
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "progress goes forward");
+        assert_eq!(seen.last(), Some(&3000));
+        let ids: Vec<i64> = match format {
+            ExportFormat::Csv => {
+                let rows = read_csv(&out);
+                assert_eq!(rows[1500], csv_cells(&expected[3000 - 1 - 1500], true));
+                rows.iter().map(|r| r[0].parse().unwrap()).collect()
+            }
+            ExportFormat::Json => {
+                let rows: Vec<Value> = serde_json::from_slice(&out).unwrap();
+                assert_eq!(rows[1500]["action"], json!(big));
+                rows.iter().map(|r| r["id"].as_i64().unwrap()).collect()
+            }
+            ExportFormat::Jsonl => String::from_utf8(out)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_i64().unwrap())
+                .collect(),
+        };
+        let want: Vec<i64> = expected.iter().rev().map(|r| r.id).collect();
+        assert_eq!(ids, want, "{format:?}");
+    }
+}
+
+/// Accepts `room` bytes, then fails every write.
+struct FailingWriter {
+    room: usize,
+}
+
+impl std::io::Write for FailingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.room == 0 {
+            return Err(std::io::Error::other("disk full"));
+        }
+        let n = buf.len().min(self.room);
+        self.room -= n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failing_writer_ends_the_export_with_its_error() {
+    let log = memory_log();
+    let entries: Vec<AuditEntry> = (0..2000)
+        .map(|i| entry("p", &format!("act-{i}-{}", "y".repeat(100)), Category::File))
+        .collect();
+    log.log_batch(&entries).unwrap();
+    for format in [ExportFormat::Csv, ExportFormat::Json, ExportFormat::Jsonl] {
+        for room in [0, 100_000] {
+            let err = log
+                .export(&mut FailingWriter { room }, &ExportOptions::new(format), |_| {})
+                .unwrap_err();
+            assert!(
+                matches!(err, aigentflow::audit::Error::Write(_)),
+                "{format:?} after {room} bytes: {err}"
+            );
+            assert!(err.to_string().contains("disk full"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn a_cell_that_is_not_utf8_fails_a_json_export_and_passes_through_csv() {
+    let db = Database::open_in_memory().unwrap();
+    let log = AuditLog::new(db.clone()).unwrap();
+    log.log_batch(
+        &(0..500).map(|i| entry("p", &format!("a{i}"), Category::User)).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    db.write(|tx| {
+        tx.conn().execute(
+            "INSERT INTO audit_logs (action, category, agent) VALUES ('odd', 'user', CAST(x'61ff62' AS TEXT))",
+            [],
+        )?;
+        Ok::<_, aigentflow::persistence::Error>(())
+    })
+    .unwrap();
+    for format in [ExportFormat::Json, ExportFormat::Jsonl] {
+        let err = log.export(&mut Vec::new(), &ExportOptions::new(format), |_| {}).unwrap_err();
+        assert!(err.to_string().contains("utf-8"), "{format:?}: {err}");
+    }
+    let mut out = Vec::new();
+    let report = log.export(&mut out, &ExportOptions::new(ExportFormat::Csv), |_| {}).unwrap();
+    assert_eq!(report.rows, 501);
+    assert!(out.windows(3).any(|w| w == b"a\xffb"), "the bytes are written as stored");
+}
+
+#[test]
+fn a_project_export_is_the_same_whether_the_project_holds_most_rows_or_few() {
+    let log = memory_log();
+    let entries: Vec<AuditEntry> = (0..400)
+        .map(|i| {
+            entry(if i % 25 == 7 { "small" } else { "big" }, &format!("a{i}"), Category::State)
+        })
+        .collect();
+    log.log_batch(&entries).unwrap();
+    for project in ["big", "small", "none"] {
+        let query = AuditQuery { project_id: Some(project.into()), ..AuditQuery::default() };
+        let want: Vec<i64> = log.query(&query).unwrap().iter().rev().map(|r| r.id).collect();
+        let rows: Vec<Value> =
+            serde_json::from_str(&export_string(&log, ExportFormat::Json, query)).unwrap();
+        let ids: Vec<i64> = rows.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+        assert_eq!(ids, want, "{project}");
+        assert!(rows.iter().all(|r| r["project_id"] == project));
+    }
+}
+
 // ---- R12: time ----------------------------------------------------------------------------
 
 #[test]

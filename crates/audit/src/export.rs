@@ -1,10 +1,15 @@
-//! Streaming exports: rows go from one SQLite statement straight to the writer, one at a time,
-//! so memory stays flat whatever the row count.
+//! Streaming exports. Rows go from one SQLite statement to the writer in blocks of about 32 KiB,
+//! so memory stays flat whatever the row count. Encoding runs on a second thread while the next
+//! block is read: reading the rows out of SQLite is about two thirds of an export's work and
+//! encoding them the rest, so the two overlap instead of adding up.
 
 use std::fmt::Write as _;
 use std::io::Write;
+use std::ops::Range;
 use std::str::FromStr;
+use std::sync::mpsc::{self, Receiver, Sender};
 
+use rusqlite::types::Type;
 use rusqlite::{params_from_iter, Row};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -12,7 +17,7 @@ use serde_json::value::RawValue;
 use crate::chain::ChainHead;
 use crate::error::{Error, Result};
 use crate::model::AuditQuery;
-use crate::store::{hash_time_into, read_head, select, sql_value, AuditLog};
+use crate::store::{hash_time_into, read_head, select, sql_value, AuditLog, ProjectPath};
 
 /// An export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,64 +119,207 @@ impl<'a> Details<'a> {
     }
 }
 
-/// A row's cells borrowed from SQLite: no copy per row, and no UTF-8 check until a cell is
-/// needed as text (CSV writes bytes).
-struct Cells<'r> {
-    id: i64,
-    timestamp: &'r [u8],
-    bytes: [Option<&'r [u8]>; 10],
+/// Columns after the id: the timestamp, then the ten that follow it in [`EXPORT_COLUMNS`].
+const TEXT_COLUMNS: usize = 11;
+
+/// Bytes after which a block of rows, or of encoded output, is handed on.
+const BLOCK_BYTES: usize = 32 * 1024;
+
+/// Rows copied out of SQLite, for the encoder thread.
+#[derive(Default)]
+struct RowBlock {
+    ids: Vec<i64>,
+    bytes: Vec<u8>,
+    /// [`TEXT_COLUMNS`] cells per row: where each sits in `bytes`, or None for NULL.
+    cells: Vec<Option<Range<usize>>>,
 }
 
-impl<'r> Cells<'r> {
-    /// Reads a row selected with [`COLUMNS`](crate::store::COLUMNS).
-    fn read(r: &'r Row<'_>) -> rusqlite::Result<Self> {
-        let cell = |i: usize| -> rusqlite::Result<Option<&'r [u8]>> {
-            r.get_ref(i)?.as_bytes_or_null().map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    i,
-                    rusqlite::types::Type::Text,
-                    Box::new(e),
-                )
-            })
-        };
-        Ok(Self {
-            id: r.get(0)?,
-            timestamp: cell(1)?.unwrap_or_default(),
-            bytes: [
-                cell(2)?,
-                cell(3)?,
-                cell(4)?,
-                cell(5)?,
-                cell(6)?,
-                cell(7)?,
-                cell(8)?,
-                cell(9)?,
-                cell(10)?,
-                cell(11)?,
-            ],
+impl RowBlock {
+    /// Copies a row selected with [`COLUMNS`](crate::store::COLUMNS).
+    fn push(&mut self, r: &Row<'_>) -> rusqlite::Result<()> {
+        self.ids.push(r.get(0)?);
+        for i in 1..=TEXT_COLUMNS {
+            let cell = r.get_ref(i)?.as_bytes_or_null().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e))
+            })?;
+            self.cells.push(cell.map(|cell| {
+                let start = self.bytes.len();
+                self.bytes.extend_from_slice(cell);
+                start..self.bytes.len()
+            }));
+        }
+        Ok(())
+    }
+
+    fn rows(&self) -> impl Iterator<Item = BlockRow<'_>> {
+        self.ids.iter().zip(self.cells.chunks_exact(TEXT_COLUMNS)).map(|(&id, cells)| BlockRow {
+            id,
+            cells,
+            bytes: &self.bytes,
         })
     }
-
-    fn timestamp(&self) -> rusqlite::Result<&'r str> {
-        utf8(1, self.timestamp)
-    }
-
-    fn text(&self) -> rusqlite::Result<[Option<&'r str>; 10]> {
-        let mut out = [None; 10];
-        for (i, (slot, cell)) in out.iter_mut().zip(self.bytes).enumerate() {
-            *slot = cell.map(|b| utf8(i + 2, b)).transpose()?;
-        }
-        Ok(out)
-    }
 }
 
-fn utf8(column: usize, bytes: &[u8]) -> rusqlite::Result<&str> {
-    std::str::from_utf8(bytes).map_err(|e| rusqlite::Error::Utf8Error(column, e))
+/// One row of a [`RowBlock`].
+struct BlockRow<'b> {
+    id: i64,
+    cells: &'b [Option<Range<usize>>],
+    bytes: &'b [u8],
+}
+
+impl<'b> BlockRow<'b> {
+    /// Text column `i` (0 is the timestamp) as bytes; NULL is None.
+    fn bytes(&self, i: usize) -> Option<&'b [u8]> {
+        self.cells.get(i).cloned().flatten().and_then(|range| self.bytes.get(range))
+    }
+
+    /// Text column `i` as text; NULL is None.
+    fn text(&self, i: usize) -> rusqlite::Result<Option<&'b str>> {
+        self.bytes(i)
+            .map(|b| std::str::from_utf8(b).map_err(|e| rusqlite::Error::Utf8Error(i + 1, e)))
+            .transpose()
+    }
 }
 
 /// Whether a spreadsheet would read the cell as a formula.
 fn formula_like(cell: &[u8]) -> bool {
     matches!(cell.first(), Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r'))
+}
+
+/// Turns rows into the bytes of one export format.
+struct Encoder {
+    format: ExportFormat,
+    neutralize_formulas: bool,
+    csv: csv::WriterBuilder,
+    rows: u64,
+    id: String,
+    stamp: String,
+    guarded: Vec<u8>,
+}
+
+impl Encoder {
+    fn new(options: &ExportOptions) -> Self {
+        let mut csv = csv::WriterBuilder::new();
+        csv.terminator(csv::Terminator::CRLF);
+        Self {
+            format: options.format,
+            neutralize_formulas: options.neutralize_formulas,
+            csv,
+            rows: 0,
+            id: String::new(),
+            stamp: String::new(),
+            guarded: Vec::new(),
+        }
+    }
+
+    /// Encodes the blocks as they come and hands on the output in blocks of its own.
+    fn run(mut self, blocks: Receiver<RowBlock>, encoded: Sender<Vec<u8>>) -> Result<()> {
+        let mut out = Vec::with_capacity(2 * BLOCK_BYTES);
+        self.begin(&mut out)?;
+        for block in blocks {
+            self.block(&mut out, &block)?;
+            if out.len() >= BLOCK_BYTES {
+                let full = std::mem::replace(&mut out, Vec::with_capacity(2 * BLOCK_BYTES));
+                if encoded.send(full).is_err() {
+                    // The reading side stopped and reports why.
+                    return Ok(());
+                }
+            }
+        }
+        self.end(&mut out);
+        // As above, a closed channel means the reading side stopped and reports why.
+        let _ = encoded.send(out);
+        Ok(())
+    }
+
+    fn begin(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        match self.format {
+            ExportFormat::Csv => {
+                let mut w = self.csv.from_writer(out);
+                w.write_record(EXPORT_COLUMNS)?;
+                w.flush()?;
+            }
+            ExportFormat::Json => out.push(b'['),
+            ExportFormat::Jsonl => {}
+        }
+        Ok(())
+    }
+
+    fn block(&mut self, out: &mut Vec<u8>, block: &RowBlock) -> Result<()> {
+        if self.format == ExportFormat::Csv {
+            let mut w = self.csv.from_writer(&mut *out);
+            for row in block.rows() {
+                self.csv_row(&mut w, &row)?;
+            }
+            w.flush()?;
+        } else {
+            for row in block.rows() {
+                self.json_row(out, &row)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn csv_row(&mut self, w: &mut csv::Writer<&mut Vec<u8>>, row: &BlockRow<'_>) -> Result<()> {
+        hash_time_into(row.text(0)?.unwrap_or_default(), &mut self.stamp);
+        self.id.clear();
+        write!(self.id, "{}", row.id).map_err(std::io::Error::other)?;
+        let first = [self.id.as_bytes(), self.stamp.as_bytes()];
+        let rest = (1..TEXT_COLUMNS).map(|i| row.bytes(i).unwrap_or_default());
+        for cell in first.into_iter().chain(rest) {
+            if self.neutralize_formulas && formula_like(cell) {
+                self.guarded.clear();
+                self.guarded.push(b'\'');
+                self.guarded.extend_from_slice(cell);
+                w.write_field(&self.guarded)?;
+            } else {
+                w.write_field(cell)?;
+            }
+        }
+        w.write_record(std::iter::empty::<&[u8]>())?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn json_row(&mut self, out: &mut Vec<u8>, row: &BlockRow<'_>) -> Result<()> {
+        hash_time_into(row.text(0)?.unwrap_or_default(), &mut self.stamp);
+        let mut text = [None; TEXT_COLUMNS - 1];
+        for (i, slot) in text.iter_mut().enumerate() {
+            *slot = row.text(i + 1)?;
+        }
+        let [project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash] =
+            text;
+        let json = JsonRow {
+            id: row.id,
+            timestamp: &self.stamp,
+            project_id,
+            task_id,
+            agent,
+            action: action.unwrap_or_default(),
+            category: category.unwrap_or_default(),
+            details: details.map(Details::of),
+            details_text: details,
+            user_id,
+            ip_address,
+            prev_hash,
+            row_hash,
+        };
+        if self.format == ExportFormat::Json {
+            out.extend_from_slice(if self.rows > 0 { b",\n" } else { b"\n" });
+        }
+        serde_json::to_writer(&mut *out, &json)?;
+        if self.format == ExportFormat::Jsonl {
+            out.push(b'\n');
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) {
+        if self.format == ExportFormat::Json {
+            out.extend_from_slice(if self.rows > 0 { b"\n]\n" } else { b"]\n" });
+        }
+    }
 }
 
 impl AuditLog {
@@ -183,86 +331,60 @@ impl AuditLog {
         options: &ExportOptions,
         mut progress: impl FnMut(u64),
     ) -> Result<ExportReport> {
-        let (sql, values) = select(&options.query, "id")?;
         self.database().read(|tx| {
             let conn = tx.conn();
             let chain_head = read_head(tx)?;
+            let path = match &options.query.project_id {
+                Some(project) => ProjectPath::by_id(conn, project)?,
+                None => ProjectPath::Index,
+            };
+            let (sql, values) = select(&options.query, "id", path)?;
             let mut stmt = conn.prepare(&sql)?;
             let mut rows = stmt.query(params_from_iter(values.iter().map(sql_value)))?;
-            let mut count = 0u64;
-            if options.format == ExportFormat::Csv {
-                let mut w = csv::WriterBuilder::new()
-                    .terminator(csv::Terminator::CRLF)
-                    .from_writer(&mut *out);
-                w.write_record(EXPORT_COLUMNS)?;
-                let (mut id, mut stamp, mut guarded) = (String::new(), String::new(), Vec::new());
-                while let Some(r) = rows.next()? {
-                    let row = Cells::read(r)?;
-                    id.clear();
-                    write!(id, "{}", row.id).map_err(std::io::Error::other)?;
-                    hash_time_into(row.timestamp()?, &mut stamp);
-                    let first = [id.as_bytes(), stamp.as_bytes()];
-                    for cell in first.into_iter().chain(row.bytes.iter().map(|c| c.unwrap_or_default())) {
-                        if options.neutralize_formulas && formula_like(cell) {
-                            guarded.clear();
-                            guarded.push(b'\'');
-                            guarded.extend_from_slice(cell);
-                            w.write_field(&guarded)?;
-                        } else {
-                            w.write_field(cell)?;
+            let encoder = Encoder::new(options);
+            let sink = &mut *out;
+            let count = std::thread::scope(|scope| {
+                // One block may wait for the encoder while it encodes another and the next is
+                // read; the reading side writes out what the encoder has finished each time it
+                // hands over a block. The writer stays on this thread: it need not be `Send`.
+                let (to_encoder, blocks) = mpsc::sync_channel::<RowBlock>(1);
+                let (to_writer, encoded) = mpsc::channel::<Vec<u8>>();
+                let worker = std::thread::Builder::new()
+                    .name("audit-export".into())
+                    .spawn_scoped(scope, move || encoder.run(blocks, to_writer))?;
+                let read = move || -> Result<u64> {
+                    let mut block = RowBlock::default();
+                    let mut count = 0u64;
+                    while let Some(r) = rows.next()? {
+                        block.push(r)?;
+                        count += 1;
+                        if count % 1024 == 0 {
+                            progress(count);
+                        }
+                        if block.bytes.len() >= BLOCK_BYTES {
+                            if to_encoder.send(std::mem::take(&mut block)).is_err() {
+                                // The encoder stopped; its error is the one to report.
+                                return Ok(count);
+                            }
+                            for piece in encoded.try_iter() {
+                                sink.write_all(&piece)?;
+                            }
                         }
                     }
-                    w.write_record(std::iter::empty::<&[u8]>())?;
-                    count += 1;
-                    if count % 1024 == 0 {
-                        progress(count);
+                    if to_encoder.send(block).is_ok() {
+                        drop(to_encoder);
+                        for piece in encoded {
+                            sink.write_all(&piece)?;
+                        }
                     }
-                }
-                w.flush()?;
-            } else {
-                let array = options.format == ExportFormat::Json;
-                if array {
-                    out.write_all(b"[")?;
-                }
-                let mut stamp = String::new();
-                while let Some(r) = rows.next()? {
-                    let cells = Cells::read(r)?;
-                    hash_time_into(cells.timestamp()?, &mut stamp);
-                    let [project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash] =
-                        cells.text()?;
-                    let row = JsonRow {
-                        id: cells.id,
-                        timestamp: &stamp,
-                        project_id,
-                        task_id,
-                        agent,
-                        action: action.unwrap_or(""),
-                        category: category.unwrap_or(""),
-                        details: details.map(Details::of),
-                        details_text: details,
-                        user_id,
-                        ip_address,
-                        prev_hash,
-                        row_hash,
-                    };
-                    if array {
-                        out.write_all(if count > 0 { b",\n" } else { b"\n" })?;
-                    }
-                    serde_json::to_writer(&mut *out, &row)?;
-                    if !array {
-                        out.write_all(b"\n")?;
-                    }
-                    count += 1;
-                    if count % 1024 == 0 {
-                        progress(count);
-                    }
-                }
-                if array {
-                    out.write_all(if count > 0 { b"\n]\n" } else { b"]\n" })?;
-                }
-            }
+                    progress(count);
+                    Ok(count)
+                };
+                let count = read();
+                worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+                count
+            })?;
             out.flush()?;
-            progress(count);
             Ok(ExportReport { rows: count, chain_head })
         })
     }

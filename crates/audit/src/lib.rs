@@ -19,6 +19,6 @@ mod store;
 
 pub use chain::{ChainHead, Finding, Verification};
 pub use error::{Error, Result};
-pub use export::{ExportFormat, ExportOptions, ExportReport};
+pub use export::{ExportFormat, ExportOptions, ExportReport, EXPORT_COLUMNS};
 pub use model::{AuditEntry, AuditQuery, AuditRecord, Category, CategoryCount};
 pub use store::AuditLog;
