@@ -18,21 +18,28 @@ use crate::{Ctx, Done};
 pub enum AuditCommand {
     /// Append an entry (for scripts and hooks); prints its id.
     Log {
+        /// What happened, e.g. "file_written" (redacted before it is written).
         #[arg(long)]
         action: String,
+        /// One of state, file, agent, security, user.
         #[arg(long, value_parser = parse_category)]
         category: Category,
+        /// The project the entry belongs to.
         #[arg(long)]
         project: Option<String>,
+        /// The task the entry belongs to.
         #[arg(long)]
         task: Option<String>,
+        /// The agent that acted.
         #[arg(long)]
         agent: Option<String>,
         /// A JSON value (redacted before it is written).
         #[arg(long)]
         details: Option<String>,
+        /// The user on whose behalf it happened.
         #[arg(long)]
         user: Option<String>,
+        /// The address the request came from.
         #[arg(long)]
         ip: Option<String>,
     },
@@ -40,24 +47,30 @@ pub enum AuditCommand {
     Query {
         #[command(flatten)]
         filters: Filters,
+        /// At most this many entries.
         #[arg(long, default_value_t = 50)]
         limit: u64,
+        /// Skip this many entries first.
         #[arg(long)]
         offset: Option<u64>,
     },
     /// Entries of a project per category.
     Summary {
+        /// The project to count.
         #[arg(long)]
         project: String,
     },
     /// Stream the entries matching the filters, oldest first, as CSV, JSON or JSON Lines.
     Export {
+        /// CSV (RFC 4180, with a header row), one JSON array, or JSON Lines.
         #[arg(long, value_enum)]
         format: Format,
         #[command(flatten)]
         filters: Filters,
+        /// At most this many entries.
         #[arg(long)]
         limit: Option<u64>,
+        /// Skip this many entries first.
         #[arg(long)]
         offset: Option<u64>,
         /// Write to FILE (replaced only once complete) instead of stdout.
@@ -80,12 +93,16 @@ pub enum AuditCommand {
 /// Filters shared by query and export.
 #[derive(Debug, Args)]
 pub struct Filters {
+    /// Only this project's entries.
     #[arg(long)]
     project: Option<String>,
+    /// Only this task's entries.
     #[arg(long)]
     task: Option<String>,
+    /// Only this category: state, file, agent, security or user.
     #[arg(long, value_parser = parse_category)]
     category: Option<Category>,
+    /// Only this agent's entries.
     #[arg(long)]
     agent: Option<String>,
     /// From this date or timestamp on (inclusive), e.g. 2026-11-01 or 2026-11-01T09:00:00Z.

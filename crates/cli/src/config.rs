@@ -12,25 +12,33 @@ use crate::{Ctx, Done};
 pub enum ConfigCommand {
     /// The value of KEY (a project's own value, else the global one).
     Get {
+        /// The key, e.g. max_retries.
         key: String,
+        /// Look in this project first, then globally.
         #[arg(long)]
         project: Option<String>,
     },
     /// Set KEY to VALUE (JSON if it parses as JSON, else a string), globally or for a project.
     Set {
+        /// The key, e.g. max_retries.
         key: String,
+        /// The value: JSON such as 3, true or {"a":1}, else taken as a string.
         value: String,
+        /// Set it for this project only (it then overrides the global value there).
         #[arg(long)]
         project: Option<String>,
     },
     /// Remove KEY from a scope.
     Unset {
+        /// The key to remove.
         key: String,
+        /// Remove this project's own value (the global one then applies again).
         #[arg(long)]
         project: Option<String>,
     },
     /// Every value that applies (to a project, with its overrides).
     List {
+        /// The values that apply to this project: its own, and the global ones it does not override.
         #[arg(long)]
         project: Option<String>,
     },

@@ -14,17 +14,23 @@ use crate::{Ctx, Done};
 pub enum LessonsCommand {
     /// Record a lesson; prints its id.
     Add {
+        /// What kind of lesson: bug, pattern, preference, security or performance.
         #[arg(long, value_parser = parse_category)]
         category: Category,
+        /// A short title (searched first).
         #[arg(long)]
         title: String,
+        /// What was learned, in a sentence or two.
         #[arg(long)]
         summary: String,
         #[command(flatten)]
         fields: Fields,
     },
     /// One lesson in full.
-    Show { id: LessonId },
+    Show {
+        /// The lesson's id.
+        id: LessonId,
+    },
     /// Search by words (any order, stemmed: "hooks" finds "hook"), best match first.
     Search {
         /// Words to find; none lists the lessons by confidence.
@@ -32,6 +38,7 @@ pub enum LessonsCommand {
         /// Read the query as FTS5 syntax (AND, OR, NOT, "phrases", prefix*, title:word).
         #[arg(long)]
         raw: bool,
+        /// Only lessons of this category.
         #[arg(long, value_parser = parse_category)]
         category: Option<Category>,
         /// A project's search also sees the global lessons.
@@ -40,29 +47,42 @@ pub enum LessonsCommand {
         /// Lessons carrying every one of these tags.
         #[arg(long, value_delimiter = ',')]
         tags: Vec<String>,
+        /// At most this many lessons.
         #[arg(long, default_value_t = 20)]
         limit: u64,
+        /// Skip this many lessons first.
         #[arg(long)]
         offset: Option<u64>,
     },
     /// Change the given fields of a lesson.
     Update {
+        /// The lesson's id.
         id: LessonId,
+        /// A new category.
         #[arg(long, value_parser = parse_category)]
         category: Option<Category>,
+        /// A new title.
         #[arg(long)]
         title: Option<String>,
+        /// A new summary.
         #[arg(long)]
         summary: Option<String>,
         #[command(flatten)]
         fields: Fields,
     },
     /// Count one more application of a lesson.
-    Apply { id: LessonId },
+    Apply {
+        /// The lesson's id.
+        id: LessonId,
+    },
     /// Delete a lesson.
-    Delete { id: LessonId },
+    Delete {
+        /// The lesson's id.
+        id: LessonId,
+    },
     /// The most applied lessons.
     Top {
+        /// How many lessons.
         #[arg(long, default_value_t = 10)]
         limit: u64,
     },
@@ -73,13 +93,16 @@ pub enum LessonsCommand {
 /// Optional lesson fields shared by add and update.
 #[derive(Debug, Args)]
 pub struct Fields {
+    /// The full story: context, what failed, what fixed it.
     #[arg(long)]
     details: Option<String>,
     /// Comma-separated, e.g. --tags react,testing.
     #[arg(long, value_delimiter = ',')]
     tags: Option<Vec<String>>,
+    /// The agent the lesson came from.
     #[arg(long)]
     source_agent: Option<String>,
+    /// The file the lesson is about.
     #[arg(long)]
     source_file: Option<String>,
     /// From 0 to 1 (default 1).

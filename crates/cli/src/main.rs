@@ -27,21 +27,24 @@ Exit codes:
 The database is --db PATH, else $AIGENTFLOW_DB, else orchestrator-data/aigentflow.db.
 Set NO_COLOR to turn colours off.";
 
+/// The heading under which `--help` lists the options every command takes.
+const GLOBAL: &str = "Global options";
+
 /// The aigentflow orchestrator's persistence: inspect and maintain its database from a shell.
 #[derive(Debug, Parser)]
 #[command(name = "aigentflow", version, propagate_version = true, after_help = EXIT_CODES)]
 struct Cli {
     /// The database file.
-    #[arg(long, global = true, value_name = "PATH", env = "AIGENTFLOW_DB")]
+    #[arg(long, global = true, value_name = "PATH", env = "AIGENTFLOW_DB", help_heading = GLOBAL)]
     db: Option<PathBuf>,
     /// Print JSON on stdout instead of tables, for scripts.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     json: bool,
     /// Log what the library does on stderr (-v info, -vv debug).
-    #[arg(short, long, global = true, action = ArgAction::Count)]
+    #[arg(short, long, global = true, action = ArgAction::Count, help_heading = GLOBAL)]
     verbose: u8,
     /// Print only results and errors.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = GLOBAL)]
     quiet: bool,
     #[command(subcommand)]
     command: Command,
@@ -172,5 +175,32 @@ fn main() -> ExitCode {
             eprintln!("aigentflow: error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command and every option of every command, at every level, says what it is for.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_about().is_none() {
+                missing.push(format!("{path} (command)"));
+            }
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "aigentflow", &mut missing);
+        assert!(missing.is_empty(), "no help for:\n{}", missing.join("\n"));
     }
 }

@@ -11,6 +11,7 @@ use crate::{Ctx, Done};
 pub enum TasksCommand {
     /// One line per task, most recently updated first.
     List {
+        /// Only this project's tasks.
         #[arg(long)]
         project: Option<String>,
         /// Only tasks in this state (e.g. BUILDING).
@@ -24,6 +25,7 @@ pub enum TasksCommand {
     },
     /// Tasks that can be resumed (not completed, aborted or escalated), with their latest checkpoint.
     Resumable {
+        /// Only this project's tasks.
         #[arg(long)]
         project: Option<String>,
     },

@@ -11,17 +11,24 @@ use crate::{Ctx, Done};
 pub enum TracesCommand {
     /// Recent traces, newest first.
     List {
+        /// Only this project's traces.
         #[arg(long)]
         project: Option<String>,
+        /// At most this many traces.
         #[arg(long, default_value_t = 20)]
         limit: u64,
     },
     /// A trace with its agent invocations.
-    Show { id: TraceId },
+    Show {
+        /// The trace's id.
+        id: TraceId,
+    },
     /// How an agent did over the last N days.
     Metrics {
+        /// The agent's name, as recorded with its invocations.
         #[arg(long)]
         agent: String,
+        /// How many days back from now the window reaches.
         #[arg(long, default_value_t = 30)]
         days: u32,
     },
