@@ -213,7 +213,14 @@ fn verify_names_the_first_edited_row_whatever_field_changed() {
     ] {
         let v = tampered(&format!("UPDATE audit_logs SET {column} = 'x' WHERE id = 3"));
         assert_eq!(v.finding, Some(Finding::Edited { id: 3 }), "{column}");
+        // Bytes that are not text are reported like any other edit, not as a read error.
+        let v = tampered(&format!(
+            "UPDATE audit_logs SET {column} = CAST(x'78ff' AS TEXT) WHERE id = 3"
+        ));
+        assert_eq!(v.finding, Some(Finding::Edited { id: 3 }), "{column} not UTF-8");
     }
+    let v = tampered("UPDATE audit_logs SET row_hash = CAST(x'ff' AS TEXT) WHERE id = 4");
+    assert!(v.finding.is_some_and(|f| f.to_string().contains("row ")), "not UTF-8 hash");
     let v = tampered("UPDATE audit_logs SET row_hash = 'ff' WHERE id = 4");
     assert!(
         matches!(
@@ -533,13 +540,13 @@ fn a_failing_writer_ends_the_export_with_its_error() {
 }
 
 #[test]
-fn a_cell_that_is_not_utf8_fails_a_json_export_and_passes_through_csv() {
+fn a_cell_that_is_not_utf8_is_sealed_verified_and_exported_as_csv_and_named_elsewhere() {
     let db = Database::open_in_memory().unwrap();
     let log = AuditLog::new(db.clone()).unwrap();
-    log.log_batch(
-        &(0..500).map(|i| entry("p", &format!("a{i}"), Category::User)).collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let batch = || -> Vec<AuditEntry> {
+        (0..2000).map(|i| entry("p", &format!("a{i}"), Category::User)).collect()
+    };
+    log.log_batch(&batch()).unwrap();
     db.write(|tx| {
         tx.conn().execute(
             "INSERT INTO audit_logs (action, category, agent) VALUES ('odd', 'user', CAST(x'61ff62' AS TEXT))",
@@ -548,13 +555,20 @@ fn a_cell_that_is_not_utf8_fails_a_json_export_and_passes_through_csv() {
         Ok::<_, aigentflow::persistence::Error>(())
     })
     .unwrap();
+    // The row is sealed into the chain as the bytes it holds, and the log goes on: rows after
+    // it, so that the JSON encoder fails while blocks are still being read.
+    log.log_batch(&batch()).unwrap();
+    assert!(log.verify(None).unwrap().is_ok());
+    let named = "unreadable audit_logs.agent in row 2001: not UTF-8 text";
+    let err = log.query(&AuditQuery::default()).unwrap_err();
+    assert!(err.to_string().contains(named), "query: {err}");
     for format in [ExportFormat::Json, ExportFormat::Jsonl] {
         let err = log.export(&mut Vec::new(), &ExportOptions::new(format), |_| {}).unwrap_err();
-        assert!(err.to_string().contains("utf-8"), "{format:?}: {err}");
+        assert!(err.to_string().contains(named), "{format:?}: {err}");
     }
     let mut out = Vec::new();
     let report = log.export(&mut out, &ExportOptions::new(ExportFormat::Csv), |_| {}).unwrap();
-    assert_eq!(report.rows, 501);
+    assert_eq!(report.rows, 4001);
     assert!(out.windows(3).any(|w| w == b"a\xffb"), "the bytes are written as stored");
 }
 

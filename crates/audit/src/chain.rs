@@ -3,7 +3,8 @@
 //! `row_hash = hex(SHA-256(prev_hash_hex ‖ field₁ ‖ … ‖ field₁₀))` over the fields id, timestamp
 //! (RFC 3339 with milliseconds and `Z`), project_id, task_id, agent, action, category, details
 //! (the stored JSON text), user_id, ip_address; each field encoded as `0x00` for NULL or
-//! `0x01 ‖ u64 big-endian byte length ‖ UTF-8 bytes`. The first row's `prev_hash` is 64 zeros.
+//! `0x01 ‖ u64 big-endian byte length ‖ bytes`: the UTF-8 text as written, or for a row written
+//! around the log whatever bytes it holds. The first row's `prev_hash` is 64 zeros.
 //! An export carries every field of this list plus both hashes, so an auditor can recompute it.
 
 use std::collections::HashSet;
@@ -14,19 +15,19 @@ use sha2::{Digest, Sha256};
 /// The `prev_hash` of the first row.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The fields a row hash covers, in order.
+/// The fields a row hash covers, in order, as the bytes that are stored.
 #[derive(Debug, Clone, Copy)]
 pub struct HashedFields<'a> {
     pub id: i64,
-    pub timestamp: &'a str,
-    pub project_id: Option<&'a str>,
-    pub task_id: Option<&'a str>,
-    pub agent: Option<&'a str>,
-    pub action: &'a str,
-    pub category: &'a str,
-    pub details: Option<&'a str>,
-    pub user_id: Option<&'a str>,
-    pub ip_address: Option<&'a str>,
+    pub timestamp: &'a [u8],
+    pub project_id: Option<&'a [u8]>,
+    pub task_id: Option<&'a [u8]>,
+    pub agent: Option<&'a [u8]>,
+    pub action: &'a [u8],
+    pub category: &'a [u8],
+    pub details: Option<&'a [u8]>,
+    pub user_id: Option<&'a [u8]>,
+    pub ip_address: Option<&'a [u8]>,
 }
 
 /// The hash of a row given the previous row's hash.
@@ -35,7 +36,7 @@ pub fn row_hash(prev_hash: &str, f: &HashedFields<'_>) -> String {
     h.update(prev_hash.as_bytes());
     let id = f.id.to_string();
     for field in [
-        Some(id.as_str()),
+        Some(id.as_bytes()),
         Some(f.timestamp),
         f.project_id,
         f.task_id,
@@ -48,10 +49,10 @@ pub fn row_hash(prev_hash: &str, f: &HashedFields<'_>) -> String {
     ] {
         match field {
             None => h.update([0u8]),
-            Some(text) => {
+            Some(bytes) => {
                 h.update([1u8]);
-                h.update((text.len() as u64).to_be_bytes());
-                h.update(text.as_bytes());
+                h.update((bytes.len() as u64).to_be_bytes());
+                h.update(bytes);
             }
         }
     }

@@ -9,7 +9,6 @@ use std::ops::Range;
 use std::str::FromStr;
 use std::sync::mpsc::{self, Receiver, Sender};
 
-use rusqlite::types::Type;
 use rusqlite::{params_from_iter, Row};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -17,7 +16,9 @@ use serde_json::value::RawValue;
 use crate::chain::ChainHead;
 use crate::error::{Error, Result};
 use crate::model::AuditQuery;
-use crate::store::{hash_time_into, read_head, select, sql_value, AuditLog, ProjectPath};
+use crate::store::{
+    cell_bytes, hash_time_into, not_text, read_head, select, sql_value, AuditLog, ProjectPath,
+};
 
 /// An export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,10 +140,7 @@ impl RowBlock {
     fn push(&mut self, r: &Row<'_>) -> rusqlite::Result<()> {
         self.ids.push(r.get(0)?);
         for i in 1..=TEXT_COLUMNS {
-            let cell = r.get_ref(i)?.as_bytes_or_null().map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e))
-            })?;
-            self.cells.push(cell.map(|cell| {
+            self.cells.push(cell_bytes(r, i)?.map(|cell| {
                 let start = self.bytes.len();
                 self.bytes.extend_from_slice(cell);
                 start..self.bytes.len()
@@ -174,9 +172,10 @@ impl<'b> BlockRow<'b> {
     }
 
     /// Text column `i` as text; NULL is None.
-    fn text(&self, i: usize) -> rusqlite::Result<Option<&'b str>> {
+    fn text(&self, i: usize) -> Result<Option<&'b str>> {
+        let column = EXPORT_COLUMNS.get(i + 1).copied().unwrap_or("?");
         self.bytes(i)
-            .map(|b| std::str::from_utf8(b).map_err(|e| rusqlite::Error::Utf8Error(i + 1, e)))
+            .map(|b| std::str::from_utf8(b).map_err(|e| not_text(self.id, column, e)))
             .transpose()
     }
 }

@@ -3,6 +3,7 @@
 use aigentflow_core_states::time;
 use aigentflow_persistence::redact::{redact_text, redacted_json};
 use aigentflow_persistence::{Database, Tx};
+use rusqlite::types::Type;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
@@ -92,32 +93,26 @@ impl AuditLog {
                 .map(|d| serde_json::to_string(&redacted_json(d)))
                 .transpose()
                 .map_err(aigentflow_persistence::Error::from)?;
+            let project_id = entry.project_id.as_ref().map(|p| p.as_str());
+            let task_id = entry.task_id.as_ref().map(|t| t.as_str());
+            let (agent, user_id, ip_address) =
+                (entry.agent.as_deref(), entry.user_id.as_deref(), entry.ip_address.as_deref());
             let fields = HashedFields {
                 id,
-                timestamp: &hashed_stamp,
-                project_id: entry.project_id.as_ref().map(|p| p.as_str()),
-                task_id: entry.task_id.as_ref().map(|t| t.as_str()),
-                agent: entry.agent.as_deref(),
-                action: &action,
-                category,
-                details: details.as_deref(),
-                user_id: entry.user_id.as_deref(),
-                ip_address: entry.ip_address.as_deref(),
+                timestamp: hashed_stamp.as_bytes(),
+                project_id: project_id.map(str::as_bytes),
+                task_id: task_id.map(str::as_bytes),
+                agent: agent.map(str::as_bytes),
+                action: action.as_bytes(),
+                category: category.as_bytes(),
+                details: details.as_deref().map(str::as_bytes),
+                user_id: user_id.map(str::as_bytes),
+                ip_address: ip_address.map(str::as_bytes),
             };
             let hash = chain::row_hash(&prev, &fields);
             insert.execute(params![
-                id,
-                stamp,
-                fields.project_id,
-                fields.task_id,
-                fields.agent,
-                fields.action,
-                fields.category,
-                fields.details,
-                fields.user_id,
-                fields.ip_address,
-                prev,
-                hash
+                id, stamp, project_id, task_id, agent, action, category, details, user_id,
+                ip_address, prev, hash
             ])?;
             ids.push(id);
             prev = hash;
@@ -131,8 +126,8 @@ impl AuditLog {
         self.db.read(|tx| {
             let mut stmt = tx.conn().prepare_cached(&sql)?;
             let rows =
-                stmt.query_map(params_from_iter(values.iter().map(sql_value)), read_record)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+                stmt.query_map(params_from_iter(values.iter().map(sql_value)), RawRow::read)?;
+            rows.map(|row| row.map_err(Error::from).and_then(RawRow::into_record)).collect()
         })
     }
 
@@ -177,7 +172,7 @@ impl AuditLog {
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
                 let raw = RawRow::read(r)?;
-                let ts = hash_time(&raw.timestamp);
+                let ts = raw.hashed_timestamp();
                 verifier.push(&raw.chain_row(&ts), |hash| {
                     conn.query_row("SELECT id FROM audit_logs WHERE row_hash = ?1", [hash], |r| {
                         r.get(0)
@@ -224,7 +219,7 @@ fn seal_pending(tx: &Tx<'_>) -> Result<usize> {
     let mut update =
         conn.prepare("UPDATE audit_logs SET prev_hash = ?1, row_hash = ?2 WHERE id = ?3")?;
     for raw in &raws {
-        let ts = hash_time(&raw.timestamp);
+        let ts = raw.hashed_timestamp();
         let hash = chain::row_hash(&prev, &raw.chain_row(&ts).fields);
         update.execute(params![prev, hash, raw.id])?;
         prev = hash;
@@ -296,41 +291,76 @@ pub(crate) fn hash_time_into(stored: &str, out: &mut String) {
     }
 }
 
-/// A row as stored, all text.
+/// A row as stored. Its text cells are kept as bytes: the chain covers what is stored, and a row
+/// written around the log may hold bytes that are not UTF-8. The hashes are hex when intact;
+/// anything else is read lossily, and verification reports the row.
 pub(crate) struct RawRow {
     pub id: i64,
-    pub timestamp: String,
-    pub project_id: Option<String>,
-    pub task_id: Option<String>,
-    pub agent: Option<String>,
-    pub action: String,
-    pub category: String,
-    pub details: Option<String>,
-    pub user_id: Option<String>,
-    pub ip_address: Option<String>,
+    pub timestamp: Vec<u8>,
+    pub project_id: Option<Vec<u8>>,
+    pub task_id: Option<Vec<u8>>,
+    pub agent: Option<Vec<u8>>,
+    pub action: Vec<u8>,
+    pub category: Vec<u8>,
+    pub details: Option<Vec<u8>>,
+    pub user_id: Option<Vec<u8>>,
+    pub ip_address: Option<Vec<u8>>,
     pub prev_hash: Option<String>,
     pub row_hash: Option<String>,
 }
 
+/// Text cell `i` of a row as its bytes; NULL is None.
+pub(crate) fn cell_bytes<'r>(r: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r [u8]>> {
+    r.get_ref(i)?
+        .as_bytes_or_null()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
+}
+
+/// The error for a cell that is not UTF-8 where text is needed.
+pub(crate) fn not_text(id: i64, column: &'static str, e: std::str::Utf8Error) -> Error {
+    aigentflow_persistence::Error::CorruptRow {
+        table: "audit_logs",
+        column,
+        id: id.to_string(),
+        reason: format!("not UTF-8 text ({e}); a CSV export shows its bytes"),
+    }
+    .into()
+}
+
 impl RawRow {
+    /// Reads a row selected with [`COLUMNS`].
     pub fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+        let bytes = |i| Ok::<_, rusqlite::Error>(cell_bytes(r, i)?.map(<[u8]>::to_vec));
+        let hash = |i| {
+            Ok::<_, rusqlite::Error>(
+                cell_bytes(r, i)?.map(|b| String::from_utf8_lossy(b).into_owned()),
+            )
+        };
         Ok(Self {
             id: r.get(0)?,
-            timestamp: r.get(1)?,
-            project_id: r.get(2)?,
-            task_id: r.get(3)?,
-            agent: r.get(4)?,
-            action: r.get(5)?,
-            category: r.get(6)?,
-            details: r.get(7)?,
-            user_id: r.get(8)?,
-            ip_address: r.get(9)?,
-            prev_hash: r.get(10)?,
-            row_hash: r.get(11)?,
+            timestamp: bytes(1)?.unwrap_or_default(),
+            project_id: bytes(2)?,
+            task_id: bytes(3)?,
+            agent: bytes(4)?,
+            action: bytes(5)?.unwrap_or_default(),
+            category: bytes(6)?.unwrap_or_default(),
+            details: bytes(7)?,
+            user_id: bytes(8)?,
+            ip_address: bytes(9)?,
+            prev_hash: hash(10)?,
+            row_hash: hash(11)?,
         })
     }
 
-    pub fn chain_row<'a>(&'a self, timestamp: &'a str) -> ChainRow<'a> {
+    /// The timestamp as the hash covers it: [`hash_time`] of the stored text, or the stored
+    /// bytes if they are not text.
+    pub fn hashed_timestamp(&self) -> Vec<u8> {
+        std::str::from_utf8(&self.timestamp)
+            .map_or_else(|_| self.timestamp.clone(), |t| hash_time(t).into_bytes())
+    }
+
+    /// The row as the chain sees it, given its [`hashed_timestamp`](Self::hashed_timestamp).
+    pub fn chain_row<'a>(&'a self, timestamp: &'a [u8]) -> ChainRow<'a> {
         ChainRow {
             fields: HashedFields {
                 id: self.id,
@@ -349,28 +379,31 @@ impl RawRow {
         }
     }
 
-    pub fn into_record(self) -> AuditRecord {
-        let details = self.details.as_deref().map(parse_details);
-        AuditRecord {
-            id: self.id,
-            timestamp: time::parse(&self.timestamp).unwrap_or_default(),
-            project_id: self.project_id,
-            task_id: self.task_id,
-            agent: self.agent,
-            action: self.action,
-            category: self.category,
-            details_text: self.details,
-            details,
-            user_id: self.user_id,
-            ip_address: self.ip_address,
+    /// The row as text, or a `CorruptRow` naming the first cell that is not UTF-8.
+    pub fn into_record(self) -> Result<AuditRecord> {
+        let id = self.id;
+        let text = |column, bytes: Vec<u8>| {
+            String::from_utf8(bytes).map_err(|e| not_text(id, column, e.utf8_error()))
+        };
+        let optional = |column, bytes: Option<Vec<u8>>| bytes.map(|b| text(column, b)).transpose();
+        let timestamp = text("timestamp", self.timestamp)?;
+        let details_text = optional("details", self.details)?;
+        Ok(AuditRecord {
+            id,
+            timestamp: time::parse(&timestamp).unwrap_or_default(),
+            project_id: optional("project_id", self.project_id)?,
+            task_id: optional("task_id", self.task_id)?,
+            agent: optional("agent", self.agent)?,
+            action: text("action", self.action)?,
+            category: text("category", self.category)?,
+            details: details_text.as_deref().map(parse_details),
+            details_text,
+            user_id: optional("user_id", self.user_id)?,
+            ip_address: optional("ip_address", self.ip_address)?,
             prev_hash: self.prev_hash,
             row_hash: self.row_hash,
-        }
+        })
     }
-}
-
-fn read_record(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
-    RawRow::read(r).map(RawRow::into_record)
 }
 
 /// How a project filter reaches the project's rows.
