@@ -607,10 +607,18 @@ fn r6_random_changes_keep_the_index_equal_to_a_naive_scan() {
                     prop_assert!(hits.windows(2).all(|w| w[0].score <= w[1].score));
                     // A page is the same slice of the full order (ties at its edges included).
                     let page = SearchOptions { limit: Some(3), offset: Some(1), ..options.clone() };
-                    let page: Vec<_> =
-                        store.search(&page).unwrap().into_iter().map(|h| h.lesson.id).collect();
-                    let slice: Vec<_> =
-                        hits.iter().skip(1).take(3).map(|h| h.lesson.id.clone()).collect();
+                    let page: Vec<_> = store
+                        .search(&page)
+                        .unwrap()
+                        .into_iter()
+                        .map(|h| (h.lesson.id, h.score))
+                        .collect();
+                    let slice: Vec<_> = hits
+                        .iter()
+                        .skip(1)
+                        .take(3)
+                        .map(|h| (h.lesson.id.clone(), h.score))
+                        .collect();
                     prop_assert_eq!(page, slice);
                     let got: BTreeSet<String> =
                         hits.into_iter().map(|h| h.lesson.id.to_string()).collect();

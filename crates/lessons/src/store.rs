@@ -4,7 +4,9 @@ use aigentflow_core_states::time;
 use aigentflow_persistence::redact::redact_text;
 use aigentflow_persistence::{Database, Error as PError, Tx};
 use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, ErrorCode, OptionalExtension, Row};
+use std::collections::HashMap;
+
+use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtension, Row};
 
 use crate::error::{Error, Result};
 use crate::model::{
@@ -188,10 +190,23 @@ impl LessonsStore {
             }
         }
         let raw = options.mode == QueryMode::Raw;
-        let (sql, values) = select(options, fts.clone());
         self.db
             .read(|tx| {
                 let conn = tx.conn();
+                // An unfiltered page ranks on the index alone; only its candidates meet their
+                // lessons. Any other search is one statement.
+                let (sql, values, scores) = match (&fts, options.limit) {
+                    (Some(m), Some(limit)) if !filtered(options) => {
+                        let k = usize::try_from(options.offset.unwrap_or(0).saturating_add(limit))
+                            .unwrap_or(usize::MAX);
+                        let (sql, values, scores) = page(best_matches(conn, m, k)?, options);
+                        (sql, values, Some(scores))
+                    }
+                    _ => {
+                        let (sql, values) = select(options, fts.clone());
+                        (sql, values, None)
+                    }
+                };
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let rows = stmt.query_map(params_from_iter(values), |r| {
                     Ok((RawLesson::read(r)?, r.get::<_, Option<f64>>(13)?, r.get::<_, i64>(14)?))
@@ -199,6 +214,7 @@ impl LessonsStore {
                 let mut hits = Vec::new();
                 for row in rows {
                     let (raw, score, rowid) = row?;
+                    let score = scores.as_ref().map_or(score, |s| s.get(&rowid).copied());
                     let snippet = match (&fts, &options.highlight) {
                         (Some(m), Some(h)) => Some(
                             conn.prepare_cached(
@@ -267,22 +283,62 @@ fn get_in(tx: &Tx<'_>, id: &str) -> Result<Option<Lesson>> {
 /// A text search without filters ranks the matches on the index alone and reads only the rows
 /// that can be on the page: those scoring at least as well as the page's last (ties included,
 /// so confidence and applications still break them). With filters, every match is joined.
+/// Whether a search narrows the lessons by more than its text.
+fn filtered(o: &SearchOptions) -> bool {
+    o.category.is_some() || o.project_id.is_some() || !o.tags.is_empty()
+}
+
+/// The best `k` matches of an FTS5 query as (rowid, bm25 score), best first, with every match
+/// that ties the k-th: bm25 is worked out once per match, and the cut is exact whatever the ties.
+fn best_matches(conn: &Connection, fts: &str, k: usize) -> rusqlite::Result<Vec<(i64, f64)>> {
+    if k == 0 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT rowid, {RANK} FROM lessons_fts WHERE lessons_fts MATCH ?1"
+    ))?;
+    let mut scored = stmt
+        .query_map([fts], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if scored.len() > k {
+        let cut = scored.select_nth_unstable_by(k - 1, |a, b| a.1.total_cmp(&b.1)).1 .1;
+        scored.retain(|&(_, score)| score <= cut);
+    }
+    scored.sort_by(|a, b| a.1.total_cmp(&b.1));
+    Ok(scored)
+}
+
+/// The page of `best` (see [`best_matches`]): its lessons in rank order, equal scores ordered by
+/// confidence, applications and id as every search orders them; and the score of each rowid.
+fn page(best: Vec<(i64, f64)>, o: &SearchOptions) -> (String, Vec<Value>, HashMap<i64, f64>) {
+    // Each candidate as [rowid, rank], equal scores sharing a rank.
+    let mut ranked = Vec::with_capacity(best.len());
+    let mut rank = 0;
+    for (i, &(rowid, score)) in best.iter().enumerate() {
+        if i > 0 && score != best[i - 1].1 {
+            rank = i;
+        }
+        ranked.push(format!("[{rowid},{rank}]"));
+    }
+    let sql = format!(
+        "SELECT {COLUMNS}, NULL, l.rowid FROM json_each(?1) c
+         CROSS JOIN lessons l ON l.rowid = c.value ->> 0
+         ORDER BY c.value ->> 1, l.confidence DESC, l.application_count DESC, l.id
+         LIMIT ?2 OFFSET ?3"
+    );
+    let values = vec![
+        Value::Text(format!("[{}]", ranked.join(","))),
+        Value::Integer(o.limit.map_or(-1, clamp)),
+        Value::Integer(o.offset.map_or(0, clamp)),
+    ];
+    (sql, values, best.into_iter().collect())
+}
+
 fn select(o: &SearchOptions, fts: Option<String>) -> (String, Vec<Value>) {
     let mut values = Vec::new();
     let limit = o.limit.map_or(-1, clamp);
     let offset = o.offset.map_or(0, clamp);
-    let filtered = o.category.is_some() || o.project_id.is_some() || !o.tags.is_empty();
     let mut sql = match fts {
-        Some(m) if !filtered && limit >= 0 => {
-            values.push(Value::Text(m));
-            values.push(Value::Integer(offset.saturating_add(limit).saturating_sub(1).max(0)));
-            format!(
-                "WITH m AS MATERIALIZED
-                   (SELECT rowid AS r, {RANK} AS score FROM lessons_fts WHERE lessons_fts MATCH ?)
-                 SELECT {COLUMNS}, m.score, l.rowid FROM m CROSS JOIN lessons l ON l.rowid = m.r
-                 WHERE m.score <= COALESCE((SELECT score FROM m ORDER BY score LIMIT 1 OFFSET ?), 1e308)"
-            )
-        }
         Some(m) => {
             values.push(Value::Text(m));
             format!(
