@@ -5,11 +5,18 @@
 //! `started_at > datetime('now','-7 days')` work. Exported and serialised form: RFC 3339 with
 //! milliseconds and `Z`. Readers accept both, plus the legacy forms older data holds.
 
+use std::sync::LazyLock;
+
+use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, SubsecRound, Utc};
 
 /// `YYYY-MM-DD HH:MM:SS.SSS`: the stored form.
 pub fn to_db(ts: DateTime<Utc>) -> String {
-    ts.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+    // The format is parsed once, not on every call (every write stamps at least one row).
+    static STORED: LazyLock<Vec<Item<'static>>> = LazyLock::new(|| {
+        StrftimeItems::new("%Y-%m-%d %H:%M:%S%.3f").parse_to_owned().unwrap_or_default()
+    });
+    ts.format_with_items(STORED.iter()).to_string()
 }
 
 /// RFC 3339 with milliseconds and `Z`: the exported form.
