@@ -280,9 +280,6 @@ fn get_in(tx: &Tx<'_>, id: &str) -> Result<Option<Lesson>> {
 /// The SELECT of a search and its bound values. Columns: the lesson, then the bm25 score and
 /// the rowid.
 ///
-/// A text search without filters ranks the matches on the index alone and reads only the rows
-/// that can be on the page: those scoring at least as well as the page's last (ties included,
-/// so confidence and applications still break them). With filters, every match is joined.
 /// Whether a search narrows the lessons by more than its text.
 fn filtered(o: &SearchOptions) -> bool {
     o.category.is_some() || o.project_id.is_some() || !o.tags.is_empty()
@@ -334,6 +331,8 @@ fn page(best: Vec<(i64, f64)>, o: &SearchOptions) -> (String, Vec<Value>, HashMa
     (sql, values, best.into_iter().collect())
 }
 
+/// Any search but an unfiltered page of a text search (see [`best_matches`]), as one statement:
+/// every match joined to its lesson, the filters applied, in the order every search uses.
 fn select(o: &SearchOptions, fts: Option<String>) -> (String, Vec<Value>) {
     let mut values = Vec::new();
     let limit = o.limit.map_or(-1, clamp);
