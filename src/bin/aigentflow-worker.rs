@@ -133,7 +133,7 @@ fn run(db_path: &str, task: &str) -> Result<String, Failure> {
 fn crash(db_path: &str, task: &str) -> Result<String, Failure> {
     let db = Database::open(db_path)?;
     let store = SqliteStateStore::new(db.clone());
-    let audit = AuditLog::new(db.clone())?;
+    let audit = AuditLog::new(db.clone());
     let mut machine = load_or_new(&store, task)?;
     loop {
         step(&mut machine)?;

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::support::*;
 
 fn memory_log() -> AuditLog {
-    AuditLog::new(Database::open_in_memory().unwrap()).unwrap()
+    AuditLog::new(Database::open_in_memory().unwrap())
 }
 
 fn entry(project: &str, action: &str, category: Category) -> AuditEntry {
@@ -118,7 +118,7 @@ fn audit_does_not_persist_secrets() {
     let ant = format!("sk-ant-api03-{}", "Qq1Ww2Ee3Rr4Tt5Yy6Uu7");
     let aws = format!("AKIA{}", "QQQQ2222WWWW3333");
     let ghp = format!("ghp_{}", "a".repeat(36));
-    let log = AuditLog::new(open(&path)).unwrap();
+    let log = AuditLog::new(open(&path));
     log.log(&AuditEntry {
         details: Some(json!({"setting": "api_key", "value": "***REDACTED***"})),
         ..AuditEntry::new("config_update", Category::User)
@@ -152,7 +152,7 @@ fn audit_does_not_persist_secrets() {
 #[test]
 fn update_and_delete_on_audit_logs_are_refused_by_the_database() {
     let (_dir, path) = temp_db();
-    let log = AuditLog::new(open(&path)).unwrap();
+    let log = AuditLog::new(open(&path));
     log.log(&entry("p", "a", Category::State)).unwrap();
     let conn = raw(&path);
     for sql in [
@@ -171,7 +171,7 @@ fn update_and_delete_on_audit_logs_are_refused_by_the_database() {
 
 fn tampered(sql: &str) -> aigentflow::audit::Verification {
     let (_dir, path) = temp_db();
-    let log = AuditLog::new(open(&path)).unwrap();
+    let log = AuditLog::new(open(&path));
     for i in 1..=6 {
         log.log(&AuditEntry {
             details: Some(json!({"i": i})),
@@ -258,7 +258,7 @@ fn verify_reports_deleted_inserted_reordered_rows() {
 #[test]
 fn verify_against_a_kept_head_catches_truncation_and_rewrite() {
     let (_dir, path) = temp_db();
-    let log = AuditLog::new(open(&path)).unwrap();
+    let log = AuditLog::new(open(&path));
     for i in 0..5 {
         log.log(&entry("p", &format!("a{i}"), Category::State)).unwrap();
     }
@@ -531,9 +531,9 @@ fn a_failing_writer_ends_the_export_with_its_error() {
 }
 
 #[test]
-fn a_cell_that_is_not_utf8_is_sealed_verified_and_exported_as_csv_and_named_elsewhere() {
+fn a_cell_that_is_not_utf8_is_reported_unsealed_exported_as_csv_and_named_elsewhere() {
     let db = Database::open_in_memory().unwrap();
-    let log = AuditLog::new(db.clone()).unwrap();
+    let log = AuditLog::new(db.clone());
     let batch = || -> Vec<AuditEntry> {
         (0..2000).map(|i| entry("p", &format!("a{i}"), Category::User)).collect()
     };
@@ -546,10 +546,10 @@ fn a_cell_that_is_not_utf8_is_sealed_verified_and_exported_as_csv_and_named_else
         Ok::<_, aigentflow::persistence::Error>(())
     })
     .unwrap();
-    // The row is sealed into the chain as the bytes it holds, and the log goes on: rows after
+    // Nothing seals a row written around the log: verify names it. The log goes on: rows after
     // it, so that the JSON encoder fails while blocks are still being read.
     log.log_batch(&batch()).unwrap();
-    assert!(log.verify(None).unwrap().is_ok());
+    assert_eq!(log.verify(None).unwrap().finding, Some(Finding::Unsealed { id: 2001 }));
     let named = "unreadable audit_logs.agent in row 2001: not UTF-8 text";
     let err = log.query(&AuditQuery::default()).unwrap_err();
     assert!(err.to_string().contains(named), "query: {err}");
@@ -588,7 +588,7 @@ fn a_project_export_is_the_same_whether_the_project_holds_most_rows_or_few() {
 #[test]
 fn date_filters_include_the_boundary_day() {
     let start = Utc.with_ymd_and_hms(2026, 11, 20, 23, 0, 0).unwrap();
-    let log = AuditLog::new(clocked(start, Duration::hours(1))).unwrap();
+    let log = AuditLog::new(clocked(start, Duration::hours(1)));
     for i in 0..4 {
         log.log(&entry("p", &format!("h{i}"), Category::State)).unwrap(); // 20th 23:00, 21st 00:00, 01:00, 02:00
     }
@@ -614,13 +614,13 @@ fn date_filters_include_the_boundary_day() {
 #[test]
 fn legacy_audit_rows_are_sealed_into_the_chain_on_adoption() {
     let (_dir, path) = legacy_copy();
-    let log = AuditLog::new(open(&path)).unwrap();
+    let log = AuditLog::new(open(&path));
     let v = log.verify(None).unwrap();
     assert!(v.is_ok(), "{:?}", v.finding);
     assert_eq!(v.rows, 500);
     let id = log.log(&entry("proj-webshop", "after adoption", Category::User)).unwrap();
     assert_eq!(id, 501);
-    let again = AuditLog::new(open(&path)).unwrap().verify(None).unwrap();
+    let again = AuditLog::new(open(&path)).verify(None).unwrap();
     assert_eq!((again.rows, again.finding), (501, None));
     let rows = log
         .query(&AuditQuery { project_id: Some("proj-webshop".into()), ..Default::default() })
@@ -631,7 +631,7 @@ fn legacy_audit_rows_are_sealed_into_the_chain_on_adoption() {
 #[test]
 fn threads_appending_at_once_keep_one_linear_chain() {
     let (_dir, path) = temp_db();
-    let log = AuditLog::new(open(&path)).unwrap();
+    let log = AuditLog::new(open(&path));
     let handles: Vec<_> = (0..4)
         .map(|t| {
             let log = log.clone();
@@ -657,7 +657,7 @@ fn export_format_snapshots() {
         Utc.with_ymd_and_hms(2026, 11, 22, 8, 30, 0).unwrap(),
         Duration::milliseconds(1500),
     );
-    let log = AuditLog::new(db).unwrap();
+    let log = AuditLog::new(db);
     log.log(&AuditEntry {
         task_id: Some("task-1".into()),
         agent: Some("orchestrator".into()),
@@ -689,15 +689,15 @@ fn export_format_snapshots() {
 #[test]
 fn exports_agree_with_queries_on_legacy_rows_and_rows_written_around_the_log() {
     let (_dir, path) = legacy_copy();
-    AuditLog::new(open(&path)).unwrap();
+    AuditLog::new(open(&path));
     raw(&path)
         .execute_batch(
             "INSERT INTO audit_logs (timestamp, action, category, details)
              VALUES ('2026-11-21T20:52:30Z', 'odd row', 'user', 'not json {');",
         )
         .unwrap();
-    let log = AuditLog::new(open(&path)).unwrap();
-    assert!(log.verify(None).unwrap().is_ok());
+    let log = AuditLog::new(open(&path));
+    assert_eq!(log.verify(None).unwrap().finding, Some(Finding::Unsealed { id: 501 }));
     let expected = log.query(&AuditQuery::default()).unwrap();
     let exported: Vec<Value> =
         serde_json::from_str(&export_string(&log, ExportFormat::Json, AuditQuery::default()))

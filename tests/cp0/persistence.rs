@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use aigentflow::persistence::{
-    migrate, ConfigStore, Database, Error, ManualClock, Options, Scope, SqliteStateStore,
+    migrate, Access, ConfigStore, Database, Error, ManualClock, Options, Scope, SqliteStateStore,
 };
 use aigentflow::states::{
     Event, PersistedState, ProjectId, StateContext, StateMachine, StateStore, StateTransition,
@@ -506,7 +506,8 @@ fn a_database_from_a_newer_schema_is_refused() {
 fn a_missing_file_is_not_created_when_creation_is_off() {
     let (_dir, path) = temp_db();
     let err =
-        Database::open_with(&path, Options { create: false, ..Options::default() }).unwrap_err();
+        Database::open_with(&path, Options { access: Access::ReadWrite, ..Options::default() })
+            .unwrap_err();
     assert!(matches!(err, Error::Missing { .. }), "{err:?}");
     assert!(!path.exists() && !path.parent().unwrap().exists());
 }

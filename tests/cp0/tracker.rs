@@ -453,7 +453,7 @@ fn r1_writers_killed_at_random_points_lose_no_acknowledged_commit() {
             "round {round}: an acknowledged commit was lost"
         );
         assert_eq!(Some(&state.state), state.folded_state(), "round {round}");
-        let audit = AuditLog::new(db).unwrap();
+        let audit = AuditLog::new(db);
         let verification = audit.verify(None).unwrap();
         assert_eq!(verification.finding, None, "round {round}");
         assert_eq!(

@@ -1,4 +1,5 @@
-//! The hash chain: how a row's hash is computed and how a sequence of rows is verified.
+//! The hash chain: how a row's hash is computed (in `aigentflow_persistence::audit_chain`, where
+//! the migration that adds the chain seals a legacy database's rows) and how rows are verified.
 //!
 //! `row_hash = hex(SHA-256(prev_hash_hex ‖ field₁ ‖ … ‖ field₁₀))` over the fields id, timestamp
 //! (RFC 3339 with milliseconds and `Z`), project_id, task_id, agent, action, category, details
@@ -10,54 +11,8 @@
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-/// The `prev_hash` of the first row.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// The fields a row hash covers, in order, as the bytes that are stored.
-#[derive(Debug, Clone, Copy)]
-pub struct HashedFields<'a> {
-    pub id: i64,
-    pub timestamp: &'a [u8],
-    pub project_id: Option<&'a [u8]>,
-    pub task_id: Option<&'a [u8]>,
-    pub agent: Option<&'a [u8]>,
-    pub action: &'a [u8],
-    pub category: &'a [u8],
-    pub details: Option<&'a [u8]>,
-    pub user_id: Option<&'a [u8]>,
-    pub ip_address: Option<&'a [u8]>,
-}
-
-/// The hash of a row given the previous row's hash.
-pub fn row_hash(prev_hash: &str, f: &HashedFields<'_>) -> String {
-    let mut h = Sha256::new();
-    h.update(prev_hash.as_bytes());
-    let id = f.id.to_string();
-    for field in [
-        Some(id.as_bytes()),
-        Some(f.timestamp),
-        f.project_id,
-        f.task_id,
-        f.agent,
-        Some(f.action),
-        Some(f.category),
-        f.details,
-        f.user_id,
-        f.ip_address,
-    ] {
-        match field {
-            None => h.update([0u8]),
-            Some(bytes) => {
-                h.update([1u8]);
-                h.update((bytes.len() as u64).to_be_bytes());
-                h.update(bytes);
-            }
-        }
-    }
-    hex::encode(h.finalize())
-}
+pub use aigentflow_persistence::audit_chain::{row_hash, HashedFields, GENESIS};
 
 /// The end of the chain: how many rows it has and the last row's id and hash. Kept elsewhere
 /// (printed by `aigentflow audit head`), it lets `verify` catch a truncated or rewritten log.

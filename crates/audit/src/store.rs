@@ -1,9 +1,10 @@
 //! [`AuditLog`]: appends, queries and verification. All the crate's SQL lives here and in `export.rs`.
 
 use aigentflow_core_states::time;
+use aigentflow_persistence::audit_chain::{self, hash_time};
+pub(crate) use aigentflow_persistence::audit_chain::{cell_bytes, hash_time_into};
 use aigentflow_persistence::redact::{redact_text, redacted_json};
 use aigentflow_persistence::{Database, Tx};
-use rusqlite::types::Type;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::Value;
 
@@ -14,7 +15,10 @@ use crate::model::{AuditEntry, AuditQuery, AuditRecord, CategoryCount};
 pub(crate) const COLUMNS: &str =
     "id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash";
 
-const HEAD: &str = "SELECT id, row_hash FROM audit_logs ORDER BY id DESC LIMIT 1";
+/// The last sealed row: appends link to it, so a row written around the log stays outside the
+/// chain (and `verify` names it) instead of breaking the link of every row after it.
+const HEAD: &str =
+    "SELECT id, row_hash FROM audit_logs WHERE row_hash IS NOT NULL ORDER BY id DESC LIMIT 1";
 const NEXT_ID: &str =
     "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_logs'), 0),
                                 COALESCE((SELECT MAX(id) FROM audit_logs), 0)) + 1";
@@ -29,12 +33,10 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// The audit log over `db`. Rows that a legacy database brought without hashes are sealed
-    /// into the chain here (once; a no-op afterwards).
-    pub fn new(db: Database) -> Result<Self> {
-        let log = Self { db };
-        log.db.write(seal_pending)?;
-        Ok(log)
+    /// The audit log over `db`. Opening it reads and writes nothing: the rows a legacy database
+    /// brought were sealed by the migration that added the chain, and nothing else seals a row.
+    pub fn new(db: Database) -> Self {
+        Self { db }
     }
 
     /// Appends one entry in its own transaction; returns its id.
@@ -71,7 +73,6 @@ impl AuditLog {
                 });
             }
         }
-        seal_pending(tx)?;
         let conn = tx.conn();
         let mut prev: String = conn
             .prepare_cached(HEAD)?
@@ -194,42 +195,6 @@ impl AuditLog {
     }
 }
 
-/// Seals rows that carry no hash yet (brought by a legacy database, or written around the log)
-/// and follow the last sealed row, in id order.
-fn seal_pending(tx: &Tx<'_>) -> Result<usize> {
-    let conn = tx.conn();
-    let pending: bool = conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM audit_logs WHERE row_hash IS NULL)")?
-        .query_row([], |r| r.get(0))?;
-    if !pending {
-        return Ok(0);
-    }
-    let (after, mut prev): (i64, String) = conn
-        .query_row(
-            "SELECT id, row_hash FROM audit_logs WHERE row_hash IS NOT NULL ORDER BY id DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?
-        .unwrap_or((0, chain::GENESIS.to_owned()));
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM audit_logs WHERE row_hash IS NULL AND id > ?1 ORDER BY id"
-    ))?;
-    let raws = stmt.query_map([after], RawRow::read)?.collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut update =
-        conn.prepare("UPDATE audit_logs SET prev_hash = ?1, row_hash = ?2 WHERE id = ?3")?;
-    for raw in &raws {
-        let ts = raw.hashed_timestamp();
-        let hash = chain::row_hash(&prev, &raw.chain_row(&ts).fields);
-        update.execute(params![prev, hash, raw.id])?;
-        prev = hash;
-    }
-    if !raws.is_empty() {
-        tracing::info!(rows = raws.len(), "sealed audit rows into the hash chain");
-    }
-    Ok(raws.len())
-}
-
 /// The end of the chain as seen by this transaction, or None for an empty log.
 pub(crate) fn read_head(tx: &Tx<'_>) -> Result<Option<ChainHead>> {
     let conn = tx.conn();
@@ -266,31 +231,6 @@ pub(crate) fn parse_details(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::from(text))
 }
 
-/// A stored timestamp as the hash covers it and exports show it: RFC 3339 with milliseconds,
-/// or the stored text if unreadable.
-pub(crate) fn hash_time(stored: &str) -> String {
-    let mut out = String::with_capacity(24);
-    hash_time_into(stored, &mut out);
-    out
-}
-
-/// [`hash_time`] into a reused buffer. The stored form needs no parsing to print: it is the same
-/// text with `T` and `Z` (the date is still checked, so an impossible one stays as stored).
-pub(crate) fn hash_time_into(stored: &str, out: &mut String) {
-    out.clear();
-    if time::parse_stored(stored).is_some() {
-        out.push_str(&stored[..10]);
-        out.push('T');
-        out.push_str(&stored[11..]);
-        out.push('Z');
-    } else {
-        match time::parse(stored) {
-            Some(ts) => out.push_str(&time::to_rfc3339(ts)),
-            None => out.push_str(stored),
-        }
-    }
-}
-
 /// A row as stored. Its text cells are kept as bytes: the chain covers what is stored, and a row
 /// written around the log may hold bytes that are not UTF-8. The hashes are hex when intact;
 /// anything else is read lossily, and verification reports the row.
@@ -307,13 +247,6 @@ pub(crate) struct RawRow {
     pub ip_address: Option<Vec<u8>>,
     pub prev_hash: Option<String>,
     pub row_hash: Option<String>,
-}
-
-/// Text cell `i` of a row as its bytes; NULL is None.
-pub(crate) fn cell_bytes<'r>(r: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r [u8]>> {
-    r.get_ref(i)?
-        .as_bytes_or_null()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
 }
 
 /// The error for a cell that is not UTF-8 where text is needed.
@@ -352,11 +285,9 @@ impl RawRow {
         })
     }
 
-    /// The timestamp as the hash covers it: [`hash_time`] of the stored text, or the stored
-    /// bytes if they are not text.
+    /// The timestamp as the hash covers it (see [`audit_chain::hashed_timestamp`]).
     pub fn hashed_timestamp(&self) -> Vec<u8> {
-        std::str::from_utf8(&self.timestamp)
-            .map_or_else(|_| self.timestamp.clone(), |t| hash_time(t).into_bytes())
+        audit_chain::hashed_timestamp(&self.timestamp)
     }
 
     /// The row as the chain sees it, given its [`hashed_timestamp`](Self::hashed_timestamp).
@@ -499,7 +430,7 @@ mod tests {
 
     #[test]
     fn a_project_holding_nearly_every_row_is_read_by_scan_any_other_by_index() {
-        let log = AuditLog::new(Database::open_in_memory().unwrap()).unwrap();
+        let log = AuditLog::new(Database::open_in_memory().unwrap());
         let path = |project| log.database().read(|tx| ProjectPath::by_id(tx.conn(), project));
         assert_eq!(path("big").unwrap(), ProjectPath::Index, "empty log");
         let entry = |i: usize| {

@@ -116,7 +116,7 @@ fn audit_entry(words: &mut Words, i: usize) -> AuditEntry {
 fn w2(b: &Bench) -> Result<()> {
     let n = b.n(100_000, 1000);
     let (db, _) = b.fresh_db("w2")?;
-    let log = AuditLog::new(db)?;
+    let log = AuditLog::new(db);
     let mut words = Words::load(2)?;
     let entries: Vec<AuditEntry> = (0..n).map(|i| audit_entry(&mut words, i)).collect();
     reset_peak_rss();
@@ -160,7 +160,7 @@ fn current_rss_mb() -> f64 {
 fn w3(b: &Bench) -> Result<()> {
     let n = b.n(200_000, 1000);
     let (db, path) = b.fresh_db("w3")?;
-    let log = AuditLog::new(db.clone())?;
+    let log = AuditLog::new(db.clone());
     let mut words = Words::load(3)?;
     let mut batch = Vec::with_capacity(1000);
     for i in 0..n {
@@ -175,7 +175,7 @@ fn w3(b: &Bench) -> Result<()> {
     // during the exports, and open it again.
     drop(log);
     db.close()?;
-    let log = AuditLog::new(Database::open(&path)?)?;
+    let log = AuditLog::new(Database::open(&path)?);
     let query = AuditQuery { project_id: Some("bench-project".into()), ..AuditQuery::default() };
     let before = current_rss_mb();
     reset_peak_rss();

@@ -166,7 +166,7 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
                     serde_json::from_str(&d).with_context(|| format!("--details is not JSON: {d}"))
                 })
                 .transpose()?;
-            let log = AuditLog::new(ctx.open(true)?)?;
+            let log = AuditLog::new(ctx.write()?);
             let entry = AuditEntry {
                 project_id: project.map(Into::into),
                 task_id: task.map(Into::into),
@@ -180,7 +180,7 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
             ctx.out.emit(&json!({"id": id}), || say!("{id}"))?;
         }
         AuditCommand::Query { filters, limit, offset } => {
-            let log = AuditLog::new(ctx.open(false)?)?;
+            let log = AuditLog::new(ctx.read()?);
             let rows = log.query(&filters.query(Some(limit), offset))?;
             ctx.out.emit(&rows, || {
                 let rows: Vec<Vec<String>> = rows
@@ -201,7 +201,7 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
             })?;
         }
         AuditCommand::Summary { project } => {
-            let log = AuditLog::new(ctx.open(false)?)?;
+            let log = AuditLog::new(ctx.read()?);
             let counts = log.summary(&project)?;
             ctx.out.emit(&counts, || {
                 let rows: Vec<Vec<String>> =
@@ -210,7 +210,7 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
             })?;
         }
         AuditCommand::Export { format, filters, limit, offset, output, no_formula_guard } => {
-            let log = AuditLog::new(ctx.open(false)?)?;
+            let log = AuditLog::new(ctx.read()?);
             let options = ExportOptions {
                 format: match format {
                     Format::Csv => ExportFormat::Csv,
@@ -280,7 +280,7 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
                     })
                 })
                 .transpose()?;
-            let log = AuditLog::new(ctx.open(false)?)?;
+            let log = AuditLog::new(ctx.read()?);
             let v = log.verify(expected.as_ref())?;
             ctx.out.emit(&v, || match &v.finding {
                 None => say!("{} audit chain intact: {} rows", ctx.out.mark(true), v.rows),
@@ -294,7 +294,7 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
             }
         }
         AuditCommand::Head => {
-            let log = AuditLog::new(ctx.open(false)?)?;
+            let log = AuditLog::new(ctx.read()?);
             let head = log.head()?;
             say!("{}", serde_json::to_string(&head)?);
         }

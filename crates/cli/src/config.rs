@@ -60,7 +60,7 @@ pub fn run(ctx: &Ctx, command: ConfigCommand) -> anyhow::Result<Done> {
     };
     match command {
         ConfigCommand::Get { key, project } => {
-            let store = ConfigStore::new(ctx.open(false)?);
+            let store = ConfigStore::new(ctx.read()?);
             let project = project.map(ProjectId::new);
             let entry = store
                 .get(&key, project.as_ref())?
@@ -68,13 +68,13 @@ pub fn run(ctx: &Ctx, command: ConfigCommand) -> anyhow::Result<Done> {
             ctx.out.emit(&entry, || say!("{}", entry.value))?;
         }
         ConfigCommand::Set { key, value, project } => {
-            let store = ConfigStore::new(ctx.open(true)?);
+            let store = ConfigStore::new(ctx.write()?);
             let value = serde_json::from_str(&value).unwrap_or(Value::String(value));
             let entry = store.set(&key, &scope(project), &value)?;
             ctx.out.emit(&entry, || print_entries(std::slice::from_ref(&entry)))?;
         }
         ConfigCommand::Unset { key, project } => {
-            let store = ConfigStore::new(ctx.open(false)?);
+            let store = ConfigStore::new(ctx.write()?);
             let scope = scope(project);
             if !store.delete(&key, &scope)? {
                 anyhow::bail!("no configuration value {key:?} in scope {scope}");
@@ -84,7 +84,7 @@ pub fn run(ctx: &Ctx, command: ConfigCommand) -> anyhow::Result<Done> {
             })?;
         }
         ConfigCommand::List { project } => {
-            let store = ConfigStore::new(ctx.open(false)?);
+            let store = ConfigStore::new(ctx.read()?);
             let entries = store.list(project.map(ProjectId::new).as_ref())?;
             ctx.out.emit(&entries, || print_entries(&entries))?;
         }

@@ -29,7 +29,7 @@ pub enum DbCommand {
 }
 
 pub fn init(ctx: &Ctx) -> anyhow::Result<Done> {
-    let db = ctx.open(true)?;
+    let db = ctx.create()?;
     let v = db.schema_version()?;
     let report = json!({"path": ctx.path, "migration": v.migration, "latest": v.latest});
     ctx.out.emit(&report, || {
@@ -44,7 +44,7 @@ pub fn init(ctx: &Ctx) -> anyhow::Result<Done> {
 }
 
 pub fn status(ctx: &Ctx) -> anyhow::Result<Done> {
-    let db = ctx.open(false)?;
+    let db = ctx.read()?;
     let version = db.schema_version()?;
     let counts = db.table_counts()?;
     let per_state: BTreeMap<String, u64> = SqliteStateStore::new(db.clone())
@@ -53,7 +53,7 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<Done> {
         .map(|(state, n)| (state.as_str().to_owned(), n))
         .collect();
     let traces = ExecutionTracker::new(db.clone()).count_by_status()?;
-    let head = AuditLog::new(db.clone())?.head()?;
+    let head = AuditLog::new(db.clone()).head()?;
     let report = json!({
         "path": ctx.path,
         "sqlite": aigentflow_persistence::sqlite_version(),
@@ -99,7 +99,7 @@ pub fn run(ctx: &Ctx, command: DbCommand) -> anyhow::Result<Done> {
     match command {
         DbCommand::Check => check(ctx),
         DbCommand::Backup { dest } => {
-            let db = ctx.open(false)?;
+            let db = ctx.read()?;
             let bar = ctx.out.spinner("backing up");
             let pages = db.backup_to(&dest);
             if let Some(bar) = bar {
@@ -118,14 +118,15 @@ pub fn run(ctx: &Ctx, command: DbCommand) -> anyhow::Result<Done> {
             Ok(Done::Ok)
         }
         DbCommand::Migrate => {
-            let before = migrate::version_at(&ctx.path).map_err(|e| match e {
-                aigentflow_persistence::Error::Missing { path } => anyhow::anyhow!(
-                    "no database at {}; create one with `aigentflow init`",
-                    path.display()
-                ),
-                e => e.into(),
-            })?;
-            let db = ctx.open(false)?;
+            let before = match migrate::version_at(&ctx.path) {
+                Ok(v) => v,
+                // The same message as every other command's for a file that is not there.
+                Err(_) => {
+                    ctx.write()?;
+                    0
+                }
+            };
+            let db = ctx.write()?;
             let after = db.schema_version()?;
             let report = json!({"path": ctx.path, "from": before, "to": after.migration});
             ctx.out.emit(&report, || {
@@ -145,11 +146,11 @@ pub fn run(ctx: &Ctx, command: DbCommand) -> anyhow::Result<Done> {
 }
 
 fn check(ctx: &Ctx) -> anyhow::Result<Done> {
-    let db = ctx.open(false)?;
+    let db = ctx.read()?;
     let integrity = db.integrity_check()?;
     let foreign = db.foreign_key_problems()?;
     let index = LessonsStore::new(db.clone()).check()?;
-    let chain = AuditLog::new(db.clone())?.verify(None)?;
+    let chain = AuditLog::new(db.clone()).verify(None)?;
     let checks = vec![
         (
             "integrity",

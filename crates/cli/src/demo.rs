@@ -114,7 +114,7 @@ impl Demo {
 }
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<Done> {
-    let db = ctx.open(true)?;
+    let db = ctx.create()?;
     let project = ProjectId::new("demo-project");
     let suffix = uuid_suffix();
     let task = TaskId::new(format!("demo-login-{suffix}"));
@@ -127,7 +127,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Done> {
     }
     let mut demo = Demo {
         states: SqliteStateStore::new(db.clone()),
-        audit: AuditLog::new(db.clone())?,
+        audit: AuditLog::new(db.clone()),
         tracker,
         machine: StateMachine::new(StateContext::new(project.clone(), task.clone(), prompt)),
         trace: trace.id.clone(),

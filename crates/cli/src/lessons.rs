@@ -151,7 +151,7 @@ fn rows(lessons: &[(&Lesson, Option<String>)]) -> Vec<Vec<String>> {
 pub fn run(ctx: &Ctx, command: LessonsCommand) -> anyhow::Result<Done> {
     match command {
         LessonsCommand::Add { category, title, summary, fields } => {
-            let store = LessonsStore::new(ctx.open(true)?);
+            let store = LessonsStore::new(ctx.write()?);
             let lesson = store.create(&NewLesson {
                 project_id: fields.project.map(Into::into),
                 category,
@@ -166,12 +166,12 @@ pub fn run(ctx: &Ctx, command: LessonsCommand) -> anyhow::Result<Done> {
             ctx.out.emit(&lesson, || say!("{}", lesson.id))?;
         }
         LessonsCommand::Show { id } => {
-            let store = LessonsStore::new(ctx.open(false)?);
+            let store = LessonsStore::new(ctx.read()?);
             let lesson = store.get(&id)?.ok_or_else(|| anyhow::anyhow!("lesson {id} not found"))?;
             ctx.out.emit(&lesson, || print_lesson(&lesson))?;
         }
         LessonsCommand::Search { query, raw, category, project, tags, limit, offset } => {
-            let store = LessonsStore::new(ctx.open(false)?);
+            let store = LessonsStore::new(ctx.read()?);
             let (open, close) = ctx.out.highlight();
             let options = SearchOptions {
                 query: (!query.is_empty()).then(|| query.join(" ")),
@@ -193,7 +193,7 @@ pub fn run(ctx: &Ctx, command: LessonsCommand) -> anyhow::Result<Done> {
             })?;
         }
         LessonsCommand::Update { id, category, title, summary, fields } => {
-            let store = LessonsStore::new(ctx.open(false)?);
+            let store = LessonsStore::new(ctx.write()?);
             let lesson = store.update(
                 &id,
                 &LessonUpdate {
@@ -211,21 +211,21 @@ pub fn run(ctx: &Ctx, command: LessonsCommand) -> anyhow::Result<Done> {
             ctx.out.emit(&lesson, || print_lesson(&lesson))?;
         }
         LessonsCommand::Apply { id } => {
-            let store = LessonsStore::new(ctx.open(false)?);
+            let store = LessonsStore::new(ctx.write()?);
             let count = store.record_application(&id)?;
             ctx.out.emit(&json!({"id": id, "application_count": count}), || {
                 say!("lesson {id} applied {count} times")
             })?;
         }
         LessonsCommand::Delete { id } => {
-            let store = LessonsStore::new(ctx.open(false)?);
+            let store = LessonsStore::new(ctx.write()?);
             if !store.delete(&id)? {
                 anyhow::bail!("lesson {id} not found");
             }
             ctx.out.emit(&json!({"deleted": id}), || say!("deleted lesson {id}"))?;
         }
         LessonsCommand::Top { limit } => {
-            let store = LessonsStore::new(ctx.open(false)?);
+            let store = LessonsStore::new(ctx.read()?);
             let lessons = store.most_applied(limit)?;
             ctx.out.emit(&lessons, || {
                 let listed: Vec<_> = lessons.iter().map(|l| (l, None)).collect();
@@ -233,7 +233,7 @@ pub fn run(ctx: &Ctx, command: LessonsCommand) -> anyhow::Result<Done> {
             })?;
         }
         LessonsCommand::Rebuild => {
-            let store = LessonsStore::new(ctx.open(false)?);
+            let store = LessonsStore::new(ctx.write()?);
             let n = store.rebuild()?;
             ctx.out
                 .emit(&json!({"lessons": n}), || say!("rebuilt the search index of {n} lessons"))?;

@@ -12,7 +12,7 @@ mod traces;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use aigentflow_persistence::{Database, Options};
+use aigentflow_persistence::{Access, Database, Options};
 use clap::{ArgAction, Parser, Subcommand};
 
 use crate::out::Out;
@@ -93,15 +93,24 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// Opens the database, creating it only if `create` (read commands never create one).
-    pub fn open(&self, create: bool) -> anyhow::Result<Database> {
-        if self.path.is_dir() {
-            anyhow::bail!(
-                "{} is a directory; give the database file (--db PATH)",
-                self.path.display()
-            );
-        }
-        let options = Options { create, ..Options::default() };
+    /// Opens the database for a read command: read-only, so nothing is written, sealed, migrated
+    /// or created; a missing, empty or outdated database is an error that says what to do.
+    pub fn read(&self) -> anyhow::Result<Database> {
+        self.open(Access::ReadOnly)
+    }
+
+    /// Opens an existing database for a command that writes (migrating it if needed).
+    pub fn write(&self) -> anyhow::Result<Database> {
+        self.open(Access::ReadWrite)
+    }
+
+    /// Opens the database, creating it if missing: `init` and `demo` only.
+    pub fn create(&self) -> anyhow::Result<Database> {
+        self.open(Access::Create)
+    }
+
+    fn open(&self, access: Access) -> anyhow::Result<Database> {
+        let options = Options { access, ..Options::default() };
         match Database::open_with(&self.path, options) {
             Err(aigentflow_persistence::Error::Missing { path }) => anyhow::bail!(
                 "no database at {}; create one with `aigentflow init` or `aigentflow demo` (or pass --db PATH)",

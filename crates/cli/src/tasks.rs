@@ -32,7 +32,7 @@ pub enum TasksCommand {
 }
 
 pub fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<Done> {
-    let store = SqliteStateStore::new(ctx.open(false)?);
+    let store = SqliteStateStore::new(ctx.read()?);
     match command {
         TasksCommand::List { project, state } => {
             let state = state.map(|s| WorkflowState::parse(&s.to_uppercase()));

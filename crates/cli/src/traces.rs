@@ -46,7 +46,10 @@ pub enum TracesCommand {
 }
 
 pub fn run(ctx: &Ctx, command: TracesCommand) -> anyhow::Result<Done> {
-    let tracker = ExecutionTracker::new(ctx.open(false)?);
+    let tracker = ExecutionTracker::new(match command {
+        TracesCommand::Recover { .. } => ctx.write()?,
+        _ => ctx.read()?,
+    });
     match command {
         TracesCommand::List { project, limit } => {
             let traces = tracker.recent_traces(project.as_deref(), limit)?;

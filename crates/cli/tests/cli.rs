@@ -53,6 +53,13 @@ fn temp_db() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// A temp database made by `aigentflow init` (only init and demo create one).
+fn init_db() -> (tempfile::TempDir, PathBuf) {
+    let (dir, path) = temp_db();
+    run(&path, &["init"]).ok();
+    (dir, path)
+}
+
 /// A temp database filled by `aigentflow demo`; returns the demo's report.
 fn demo_db() -> (tempfile::TempDir, PathBuf, Value) {
     let (dir, path) = temp_db();
@@ -160,7 +167,7 @@ fn the_demo_writes_a_whole_orchestration_that_every_command_can_inspect() {
 
 #[test]
 fn audit_log_verify_and_a_kept_head_catch_tampering_with_exit_code_3() {
-    let (dir, db) = temp_db();
+    let (dir, db) = init_db();
     for i in 0..5 {
         let details = format!("{{\"n\": {i}}}");
         let r = run(
@@ -276,7 +283,7 @@ fn an_exported_csv_piped_into_a_csv_reader_reads_back_every_row() {
 
 #[test]
 fn lessons_are_managed_and_searched_from_the_shell() {
-    let (_dir, db) = temp_db();
+    let (_dir, db) = init_db();
     let add = |title: &str, tags: &str| {
         run(
             &db,
@@ -374,7 +381,7 @@ fn traces_recover_lists_a_run_whose_owner_is_gone() {
 
 #[test]
 fn config_values_are_set_read_listed_and_unset() {
-    let (_dir, db) = temp_db();
+    let (_dir, db) = init_db();
     run(&db, &["config", "set", "max_retries", "3"]).ok();
     run(&db, &["config", "set", "model", "opus", "--project", "p1"]).ok();
     assert_eq!(run(&db, &["config", "get", "max_retries"]).ok().stdout.trim(), "3");
@@ -405,7 +412,7 @@ fn config_values_are_set_read_listed_and_unset() {
 #[test]
 fn a_backup_taken_while_another_process_writes_is_complete_and_consistent() {
     let (dir, db) = temp_db();
-    let log = AuditLog::new(Database::open(&db).unwrap()).unwrap();
+    let log = AuditLog::new(Database::open(&db).unwrap());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let (log, stop) = (log.clone(), stop.clone());

@@ -235,19 +235,23 @@ impl LessonsStore {
             .map_err(|e| if raw { bad_query(e, query) } else { e })
     }
 
-    /// Runs FTS5's integrity-check of the index against the lessons table.
+    /// Checks that the index holds exactly what the lessons table says, reading only: a fresh
+    /// index of the lessons is built in the connection's TEMP schema with the same tokenizer, and
+    /// every (term, lesson, column, offset) of the stored index is compared with it both ways.
+    /// (FTS5's own `integrity-check` is an INSERT, which a read-only database refuses.)
     pub fn check(&self) -> Result<IndexHealth> {
-        self.db.write(|tx| {
+        self.db.read(|tx| {
             let conn = tx.conn();
-            match conn.execute(
-                "INSERT INTO lessons_fts(lessons_fts, rank) VALUES ('integrity-check', 1)",
-                [],
-            ) {
-                Ok(_) => {
+            let outcome = compare_index(conn);
+            // The TEMP objects go whatever happened; they never touch the database file.
+            conn.execute_batch(DROP_CHECK_TABLES)?;
+            match outcome {
+                Ok(None) => {
                     let n: i64 =
                         conn.query_row("SELECT COUNT(*) FROM lessons", [], |r| r.get(0))?;
                     Ok(IndexHealth::Ok { lessons: n as u64 })
                 }
+                Ok(Some(reason)) => Ok(IndexHealth::Damaged { reason }),
                 Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseCorrupt) => {
                     Ok(IndexHealth::Damaged { reason: e.to_string() })
                 }
@@ -266,6 +270,49 @@ impl LessonsStore {
             Ok(n as u64)
         })
     }
+}
+
+const DROP_CHECK_TABLES: &str = "
+    DROP TABLE IF EXISTS temp.lessons_check_stored;
+    DROP TABLE IF EXISTS temp.lessons_check_fresh_vocab;
+    DROP TABLE IF EXISTS temp.lessons_check_fresh;";
+
+/// Compares the stored index with a fresh one of the lessons table (see [`LessonsStore::check`]);
+/// None when they agree, else what differs.
+fn compare_index(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    conn.execute_batch(DROP_CHECK_TABLES)?;
+    conn.execute_batch(
+        "CREATE VIRTUAL TABLE temp.lessons_check_fresh USING fts5(
+             title, summary, details, tokenize='porter unicode61 remove_diacritics 2');
+         INSERT INTO temp.lessons_check_fresh(rowid, title, summary, details)
+             SELECT rowid, title, summary, details FROM main.lessons;
+         CREATE VIRTUAL TABLE temp.lessons_check_stored
+             USING fts5vocab(main, lessons_fts, instance);
+         CREATE VIRTUAL TABLE temp.lessons_check_fresh_vocab
+             USING fts5vocab(temp, lessons_check_fresh, instance);",
+    )?;
+    let differs = |one: &str, other: &str| -> rusqlite::Result<Option<(String, i64)>> {
+        conn.query_row(
+            &format!(
+                "SELECT term, doc FROM (
+                     SELECT term, doc, col, offset FROM temp.{one}
+                     EXCEPT SELECT term, doc, col, offset FROM temp.{other})
+                 ORDER BY doc, term LIMIT 1"
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+    };
+    if let Some((term, doc)) = differs("lessons_check_stored", "lessons_check_fresh_vocab")? {
+        return Ok(Some(format!(
+            "the index holds {term:?} for row {doc}, which the lessons table does not say"
+        )));
+    }
+    if let Some((term, doc)) = differs("lessons_check_fresh_vocab", "lessons_check_stored")? {
+        return Ok(Some(format!("the index lacks {term:?} of the lesson at row {doc}")));
+    }
+    Ok(None)
 }
 
 fn get_in(tx: &Tx<'_>, id: &str) -> Result<Option<Lesson>> {

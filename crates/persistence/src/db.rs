@@ -29,6 +29,20 @@ pub enum Durability {
     Full,
 }
 
+/// What an opening may do to the file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Access {
+    /// Create the file (and its folder) when missing, and migrate it: what `init` does.
+    #[default]
+    Create,
+    /// The file must exist and hold a database (a missing or 0-byte file is an error); migrate it.
+    ReadWrite,
+    /// The file must exist and be at this build's schema. It is opened read-only: nothing is ever
+    /// written, sealed, migrated or created, so this also reads a copy the process cannot write.
+    /// An older schema is [`Error::Outdated`]; [`Database::write`] is [`Error::ReadOnly`].
+    ReadOnly,
+}
+
 /// How a [`Database`] is opened.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -38,8 +52,8 @@ pub struct Options {
     pub busy_timeout: Duration,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
-    /// Create the file (and its folder) when missing; when false a missing file is [`Error::Missing`].
-    pub create: bool,
+    /// Whether the file may be created, migrated or written.
+    pub access: Access,
 }
 
 impl Default for Options {
@@ -48,7 +62,7 @@ impl Default for Options {
             durability: Durability::Normal,
             busy_timeout: Duration::from_secs(30),
             clock: Arc::new(SystemClock),
-            create: true,
+            access: Access::Create,
         }
     }
 }
@@ -94,19 +108,50 @@ impl Database {
         Self::open_with(path, Options::default())
     }
 
-    /// Opens the database at `path` and migrates it.
+    /// Opens the database at `path` read-only: see [`Access::ReadOnly`].
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, Options { access: Access::ReadOnly, ..Options::default() })
+    }
+
+    /// Opens the database at `path` as `options.access` allows, migrating it unless read-only.
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        if !path.exists() {
-            if !options.create {
-                return Err(Error::Missing { path });
+        if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+            return Err(Error::InvalidInput {
+                what: "database path",
+                reason: format!(
+                    "{:?} is not a file; use Database::open_in_memory for a database in memory",
+                    path.as_os_str()
+                ),
+            });
+        }
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => return Err(Error::IsADirectory { path }),
+            Ok(meta) if meta.len() == 0 && options.access != Access::Create => {
+                return Err(Error::Empty { path })
             }
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|source| Error::CreateDir { path: dir.to_path_buf(), source })?;
+            Ok(_) => {}
+            // A file where a folder of the path should be is reported by creating the folder.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                if options.access != Access::Create {
+                    return Err(Error::Missing { path });
+                }
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|source| Error::CreateDir { path: dir.to_path_buf(), source })?;
+                }
             }
+            Err(source) => return Err(Error::Inaccessible { path, source }),
         }
         let _span = tracing::debug_span!("open", path = %path.display()).entered();
+        if options.access == Access::ReadOnly {
+            return Self::open_read_only_at(path, options);
+        }
         let inner = Inner {
             path: Some(path),
             options,
@@ -131,6 +176,29 @@ impl Database {
                 other => break other?,
             }
         };
+        inner.give_back(conn);
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    fn open_read_only_at(path: PathBuf, options: Options) -> Result<Self> {
+        let inner = Inner {
+            path: Some(path),
+            options,
+            idle: Mutex::new(Vec::new()),
+            returned: Condvar::new(),
+            checkpointer: OnceLock::new(),
+        };
+        let conn = inner.connect()?;
+        let found =
+            migrate::applied_version(&conn).map_err(migrate::classify(inner.display_path()))?;
+        let latest = migrate::latest_version();
+        let path = inner.display_path().to_path_buf();
+        if found > latest {
+            return Err(Error::NewerSchema { path, found, supported: latest });
+        }
+        if found < latest {
+            return Err(Error::Outdated { path, found, latest });
+        }
         inner.give_back(conn);
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -173,6 +241,11 @@ impl Database {
         self.inner.path.as_deref()
     }
 
+    /// Whether this handle was opened read-only ([`Access::ReadOnly`]).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.options.access == Access::ReadOnly && self.inner.path.is_some()
+    }
+
     /// The current instant from the injected clock, truncated to milliseconds.
     pub fn now(&self) -> DateTime<Utc> {
         time::millis(self.inner.options.clock.now())
@@ -206,6 +279,9 @@ impl Database {
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        if self.is_read_only() {
+            return Err(Error::ReadOnly { path: self.inner.display_path().to_path_buf() }.into());
+        }
         self.run(TransactionBehavior::Immediate, f)
     }
 
@@ -301,28 +377,33 @@ impl Inner {
     fn connect(&self) -> Result<Connection> {
         let path = self.display_path();
         let classify = migrate::classify(path);
+        let read_only = self.options.access == Access::ReadOnly;
         let conn = match &self.path {
-            Some(p) => {
-                let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            // Paths are taken literally (no `file:` URIs): a path is a file, never a memory database.
+            Some(p) if read_only => open_read_only(p).map_err(&classify)?,
+            Some(p) => Connection::open_with_flags(
+                p,
+                OpenFlags::SQLITE_OPEN_READ_WRITE
                     | OpenFlags::SQLITE_OPEN_CREATE
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                    | OpenFlags::SQLITE_OPEN_URI;
-                Connection::open_with_flags(p, flags)
-            }
-            None => Connection::open_in_memory(),
-        }
-        .map_err(&classify)?;
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(&classify)?,
+            None => Connection::open_in_memory().map_err(&classify)?,
+        };
         conn.busy_timeout(self.options.busy_timeout).map_err(&classify)?;
         conn.set_prepared_statement_cache_capacity(64);
         // Query-planner stability: plans never depend on bound values, so cached statements are
         // not re-prepared each time a new value is bound (the bundled SQLite has STAT4 on).
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
             .map_err(&classify)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(&classify)?;
+        if read_only {
+            return Ok(conn);
+        }
         let synchronous = match self.options.durability {
             Durability::Normal => "NORMAL",
             Durability::Full => "FULL",
         };
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(&classify)?;
         if self.path.is_some() {
             let mode: String =
                 conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(&classify)?;
@@ -337,6 +418,42 @@ impl Inner {
         }
         Ok(conn)
     }
+}
+
+/// A read-only connection. A WAL database whose `-shm` cannot be created (a read-only folder or
+/// mount) is read as immutable: no process can be writing it there.
+fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    // The first read is what meets a missing `-shm` in a folder that cannot hold one.
+    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())) {
+        Ok(()) => Ok(conn),
+        Err(e)
+            if matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+            ) =>
+        {
+            drop(conn);
+            let uri = format!("file:{}?immutable=1", uri_path(path));
+            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A path as the path part of a `file:` URI: every byte but unreserved ones and `/` escaped.
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A transaction on the database, handed to the closure of [`Database::read`] or [`Database::write`].

@@ -12,6 +12,21 @@ pub enum Error {
     /// A file that must exist does not (opening without `create`).
     #[error("no database at {path}")]
     Missing { path: PathBuf },
+    /// The path is a folder, not a database file.
+    #[error("{path} is a directory, not a database file")]
+    IsADirectory { path: PathBuf },
+    /// The file is empty (0 bytes): not a database yet.
+    #[error("{path} is an empty file, not a database; create one with `aigentflow init`")]
+    Empty { path: PathBuf },
+    /// The path cannot be examined (permissions, a file where a folder is expected…).
+    #[error("cannot access {path}: {source}")]
+    Inaccessible { path: PathBuf, source: std::io::Error },
+    /// The database is at an older schema and was opened read-only, so it cannot be migrated.
+    #[error("database {path} is at schema version {found}, older than this build's {latest}; migrate it with `aigentflow db migrate`")]
+    Outdated { path: PathBuf, found: i64, latest: i64 },
+    /// A write on a handle opened read-only.
+    #[error("database {path} is open read-only")]
+    ReadOnly { path: PathBuf },
     /// The file exists but is not a SQLite database.
     #[error("{path} is not a SQLite database")]
     NotADatabase { path: PathBuf },

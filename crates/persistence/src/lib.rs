@@ -12,6 +12,7 @@
 //! Architecture invariant: every write runs inside [`Database::write`], so it is `IMMEDIATE`,
 //! atomic, and waits for other writers instead of failing with `SQLITE_BUSY`.
 
+pub mod audit_chain;
 mod checkpoint;
 mod config;
 mod db;
@@ -23,7 +24,7 @@ mod state_store;
 
 pub use aigentflow_core_states::{time, Clock, ManualClock, SystemClock};
 pub use config::{ConfigEntry, ConfigStore, Scope};
-pub use db::{Database, Durability, Options, SchemaVersion, Tx, DB_ENV, DEFAULT_PATH};
+pub use db::{Access, Database, Durability, Options, SchemaVersion, Tx, DB_ENV, DEFAULT_PATH};
 pub use error::{Error, Result};
 pub use maintenance::{ForeignKeyProblem, TABLES};
 pub use state_store::{ResumableTask, SqliteStateStore, TaskSummary};

@@ -1,0 +1,149 @@
+//! The audit chain's row hash, and the one-time sealing of rows that a legacy database brings.
+//!
+//! It lives here, below the audit crate, because sealing is part of migrating: the migration that
+//! adds the chain (V3) seals the rows present when it runs, once, in its own transaction. Nothing
+//! else ever seals a row, so a row written around the log later stays unsealed and `verify`
+//! reports it.
+//!
+//! `row_hash = hex(SHA-256(prev_hash_hex ‖ field₁ ‖ … ‖ field₁₀))` over the fields id, timestamp
+//! (RFC 3339 with milliseconds and `Z`), project_id, task_id, agent, action, category, details
+//! (the stored JSON text), user_id, ip_address; each field encoded as `0x00` for NULL or
+//! `0x01 ‖ u64 big-endian byte length ‖ bytes`: the UTF-8 text as written, or for a row written
+//! around the log whatever bytes it holds. The first row's `prev_hash` is 64 zeros.
+
+use rusqlite::types::Type;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use sha2::{Digest, Sha256};
+
+use aigentflow_core_states::time;
+
+/// The `prev_hash` of the first row.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The fields a row hash covers, in order, as the bytes that are stored.
+#[derive(Debug, Clone, Copy)]
+pub struct HashedFields<'a> {
+    pub id: i64,
+    pub timestamp: &'a [u8],
+    pub project_id: Option<&'a [u8]>,
+    pub task_id: Option<&'a [u8]>,
+    pub agent: Option<&'a [u8]>,
+    pub action: &'a [u8],
+    pub category: &'a [u8],
+    pub details: Option<&'a [u8]>,
+    pub user_id: Option<&'a [u8]>,
+    pub ip_address: Option<&'a [u8]>,
+}
+
+/// The hash of a row given the previous row's hash.
+pub fn row_hash(prev_hash: &str, f: &HashedFields<'_>) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    let id = f.id.to_string();
+    for field in [
+        Some(id.as_bytes()),
+        Some(f.timestamp),
+        f.project_id,
+        f.task_id,
+        f.agent,
+        Some(f.action),
+        Some(f.category),
+        f.details,
+        f.user_id,
+        f.ip_address,
+    ] {
+        match field {
+            None => h.update([0u8]),
+            Some(bytes) => {
+                h.update([1u8]);
+                h.update((bytes.len() as u64).to_be_bytes());
+                h.update(bytes);
+            }
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+/// A stored timestamp as the hash covers it and exports show it: RFC 3339 with milliseconds,
+/// or the stored text if unreadable.
+pub fn hash_time(stored: &str) -> String {
+    let mut out = String::with_capacity(24);
+    hash_time_into(stored, &mut out);
+    out
+}
+
+/// [`hash_time`] into a reused buffer. The stored form needs no parsing to print: it is the same
+/// text with `T` and `Z` (the date is still checked, so an impossible one stays as stored).
+pub fn hash_time_into(stored: &str, out: &mut String) {
+    out.clear();
+    if time::parse_stored(stored).is_some() {
+        out.push_str(&stored[..10]);
+        out.push('T');
+        out.push_str(&stored[11..]);
+        out.push('Z');
+    } else {
+        match time::parse(stored) {
+            Some(ts) => out.push_str(&time::to_rfc3339(ts)),
+            None => out.push_str(stored),
+        }
+    }
+}
+
+/// The timestamp cell as the hash covers it: [`hash_time`] of stored text, else the bytes.
+pub fn hashed_timestamp(stored: &[u8]) -> Vec<u8> {
+    std::str::from_utf8(stored).map_or_else(|_| stored.to_vec(), |t| hash_time(t).into_bytes())
+}
+
+/// Seals every row without a hash, in id order, after the last sealed one. Called only by the
+/// migration that adds the chain, inside its transaction.
+pub(crate) fn seal_legacy_rows(conn: &Connection) -> rusqlite::Result<usize> {
+    let (after, mut prev): (i64, String) = conn
+        .query_row(
+            "SELECT id, row_hash FROM audit_logs WHERE row_hash IS NOT NULL ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or((0, GENESIS.to_owned()));
+    let mut stmt = conn.prepare(
+        "SELECT id, timestamp, project_id, task_id, agent, action, category, details, user_id,
+                ip_address
+         FROM audit_logs WHERE row_hash IS NULL AND id > ?1 ORDER BY id",
+    )?;
+    let mut update =
+        conn.prepare("UPDATE audit_logs SET prev_hash = ?1, row_hash = ?2 WHERE id = ?3")?;
+    let mut rows = stmt.query([after])?;
+    let mut sealed = 0;
+    while let Some(r) = rows.next()? {
+        let cell = |i| cell_bytes(r, i);
+        let id: i64 = r.get(0)?;
+        let timestamp = hashed_timestamp(cell(1)?.unwrap_or_default());
+        let fields = HashedFields {
+            id,
+            timestamp: &timestamp,
+            project_id: cell(2)?,
+            task_id: cell(3)?,
+            agent: cell(4)?,
+            action: cell(5)?.unwrap_or_default(),
+            category: cell(6)?.unwrap_or_default(),
+            details: cell(7)?,
+            user_id: cell(8)?,
+            ip_address: cell(9)?,
+        };
+        let hash = row_hash(&prev, &fields);
+        update.execute(params![prev, hash, id])?;
+        prev = hash;
+        sealed += 1;
+    }
+    if sealed > 0 {
+        tracing::info!(rows = sealed, "sealed legacy audit rows into the hash chain");
+    }
+    Ok(sealed)
+}
+
+/// Text cell `i` of a row as its bytes; NULL is None.
+pub fn cell_bytes<'r>(r: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r [u8]>> {
+    r.get_ref(i)?
+        .as_bytes_or_null()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
+}
