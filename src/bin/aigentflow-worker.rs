@@ -76,7 +76,7 @@ fn save(
                             step(&mut machine).map_err(|e| {
                                 aigentflow::persistence::Error::InvalidInput {
                                     what: "event",
-                                    reason: e.to_string(),
+                                    reason: e.to_string().into(),
                                 }
                             })?;
                             store.save_in(tx, machine.persisted())

@@ -269,6 +269,132 @@ fn stale_or_diverging_saves_are_refused_and_write_nothing() {
     assert_eq!(store.load_state(&"task-1".into()).unwrap().unwrap(), *m.persisted());
 }
 
+/// A saved task with `n` transitions and a checkpoint every third step, and its store.
+fn saved_task(n: usize) -> (SqliteStateStore, StateMachine) {
+    let store = SqliteStateStore::new(Database::open_in_memory().unwrap());
+    let mut m = machine("task-1");
+    for i in 0..n {
+        drive(&mut m, 1);
+        if i % 3 == 2 {
+            m.create_checkpoint(vec![format!("file-{i}")]);
+        }
+    }
+    store.save_state(m.persisted()).unwrap();
+    (store, m)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// A save whose history differs from the stored one anywhere up to the last stored
+    /// transition (event, states, time to the millisecond, or metadata) is refused, naming the
+    /// first differing transition, and writes nothing.
+    #[test]
+    fn a_diverging_history_is_refused_naming_its_first_differing_transition(
+        n in 2usize..24, at in 0usize..24, field in 0u8..4, extra in 0usize..3,
+    ) {
+        let at = at % n;
+        let (store, m) = saved_task(n);
+        let mut given = m.persisted().clone();
+        for _ in 0..extra {
+            drive_persisted(&mut given);
+        }
+        for i in [at, n - 1] {
+            let t = &mut given.history[i];
+            match field {
+                0 => t.event = Event::parse("SOMETHING_ELSE"),
+                1 => t.to = WorkflowState::parse("ELSEWHERE"),
+                2 => t.timestamp += Duration::milliseconds(1),
+                _ => t.metadata = Some(json!({"changed": i})),
+            }
+        }
+        let err = store.save_state(&given).unwrap_err();
+        let is_conflict = matches!(&err, Error::HistoryConflict { seq, .. } if *seq == at as u64 + 1);
+        proptest::prop_assert!(is_conflict, "{err}");
+        proptest::prop_assert_eq!(
+            store.load_state(&"task-1".into()).unwrap().unwrap(),
+            m.persisted().clone()
+        );
+    }
+
+    /// Checkpoints are compared too: a save whose checkpoints are fewer than the stored ones is
+    /// stale, and one whose checkpoints differ is refused naming the first differing one.
+    #[test]
+    fn diverging_or_missing_checkpoints_are_refused_and_write_nothing(
+        n in 3usize..24, at in 0usize..8, kind in 0u8..3,
+    ) {
+        let (store, m) = saved_task(n);
+        let stored = m.persisted().context.checkpoints.len();
+        let at = at % stored;
+        let mut given = m.persisted().clone();
+        drive_persisted(&mut given);
+        let err = match kind {
+            0 => {
+                given.context.checkpoints.truncate(at);
+                store.save_state(&given).unwrap_err()
+            }
+            1 => {
+                for i in [at, stored - 1] {
+                    given.context.checkpoints[i].id = format!("other-{i}").into();
+                }
+                store.save_state(&given).unwrap_err()
+            }
+            _ => {
+                for i in [at, stored - 1] {
+                    given.context.checkpoints[i].timestamp += Duration::milliseconds(1);
+                }
+                store.save_state(&given).unwrap_err()
+            }
+        };
+        let named = match (&err, kind) {
+            (Error::StaleSave { what: "checkpoints", given: g, .. }, 0) => *g == at as u64,
+            (Error::CheckpointConflict { seq, .. }, 1 | 2) => *seq == at as u64 + 1,
+            _ => false,
+        };
+        proptest::prop_assert!(named, "{err}");
+        proptest::prop_assert_eq!(
+            store.load_state(&"task-1".into()).unwrap().unwrap(),
+            m.persisted().clone()
+        );
+    }
+}
+
+/// One more transition on a persisted state, as a later save would carry.
+fn drive_persisted(state: &mut PersistedState) {
+    let mut m = StateMachine::from_persisted(state.clone());
+    drive(&mut m, 1);
+    *state = m.persisted().clone();
+}
+
+#[test]
+fn a_corrupt_stored_sequence_number_is_a_typed_error_not_a_panic() {
+    for seq in [0i64, -1, i64::MIN] {
+        for table in ["state_transitions", "checkpoints"] {
+            let (_dir, path) = temp_db();
+            let store = SqliteStateStore::new(open(&path));
+            let mut m = machine("task-1");
+            drive(&mut m, 3);
+            m.create_checkpoint(vec![]);
+            store.save_state(m.persisted()).unwrap();
+            raw(&path)
+                .execute(
+                    &format!(
+                        "UPDATE {table} SET seq = ?1 WHERE seq = (SELECT MAX(seq) FROM {table})"
+                    ),
+                    [seq],
+                )
+                .unwrap();
+            drive(&mut m, 1);
+            let err = store.save_state(m.persisted()).unwrap_err();
+            assert!(
+                matches!(err, Error::CorruptRow { table: t, column: "seq", .. } if t == table),
+                "{table} seq {seq}: {err}"
+            );
+            assert!(err.to_string().contains("numbers start at 1"), "{err}");
+        }
+    }
+}
+
 #[test]
 fn checkpoints_are_saved_and_loadable_and_kept_out_of_the_context_json() {
     let (_dir, path) = temp_db();

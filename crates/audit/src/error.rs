@@ -1,3 +1,5 @@
+use aigentflow_persistence::SafeText;
+
 /// What went wrong in the audit log.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -7,7 +9,7 @@ pub enum Error {
     Persistence(#[from] aigentflow_persistence::Error),
     /// A caller gave a value the audit log cannot take.
     #[error("invalid {what}: {reason}")]
-    InvalidInput { what: &'static str, reason: String },
+    InvalidInput { what: &'static str, reason: SafeText },
     /// Writing an export failed.
     #[error("cannot write the export: {0}")]
     Write(#[from] std::io::Error),
@@ -21,7 +23,7 @@ pub enum Error {
 
 impl From<aigentflow_core_states::UnknownVariant> for Error {
     fn from(e: aigentflow_core_states::UnknownVariant) -> Self {
-        Self::InvalidInput { what: e.what, reason: e.to_string() }
+        Self::InvalidInput { what: e.what, reason: e.to_string().into() }
     }
 }
 

@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::str::FromStr;
 use std::sync::mpsc::{self, Receiver, Sender};
 
-use rusqlite::{params_from_iter, Row};
+use rusqlite::Row;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -17,7 +17,7 @@ use crate::chain::ChainHead;
 use crate::error::{Error, Result};
 use crate::model::AuditQuery;
 use crate::store::{
-    cell_bytes, hash_time_into, not_text, read_head, select, sql_value, AuditLog, ProjectPath,
+    cell_bytes, hash_time_into, not_text, read_head, select, AuditLog, ProjectPath,
 };
 
 /// An export format.
@@ -40,7 +40,7 @@ impl FromStr for ExportFormat {
             "jsonl" | "ndjson" => Ok(Self::Jsonl),
             _ => Err(Error::InvalidInput {
                 what: "export format",
-                reason: format!("{s:?} is not csv, json or jsonl"),
+                reason: format!("{s:?} is not csv, json or jsonl").into(),
             }),
         }
     }
@@ -331,15 +331,14 @@ impl AuditLog {
         mut progress: impl FnMut(u64),
     ) -> Result<ExportReport> {
         self.database().read(|tx| {
-            let conn = tx.conn();
             let chain_head = read_head(tx)?;
             let path = match &options.query.project_id {
-                Some(project) => ProjectPath::by_id(conn, project)?,
+                Some(project) => ProjectPath::by_id(tx, project)?,
                 None => ProjectPath::Index,
             };
             let (sql, values) = select(&options.query, "id", path)?;
-            let mut stmt = conn.prepare(&sql)?;
-            let mut rows = stmt.query(params_from_iter(values.iter().map(sql_value)))?;
+            let mut stmt = tx.prepare(&sql)?;
+            let mut rows = stmt.query(&values)?;
             let encoder = Encoder::new(options);
             let sink = &mut *out;
             let count = std::thread::scope(|scope| {

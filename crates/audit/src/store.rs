@@ -3,9 +3,8 @@
 use aigentflow_core_states::time;
 use aigentflow_persistence::audit_chain::{self, hash_time};
 pub(crate) use aigentflow_persistence::audit_chain::{cell_bytes, hash_time_into};
-use aigentflow_persistence::redact::{redact_text, redacted_json};
-use aigentflow_persistence::{Database, Tx};
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use aigentflow_persistence::{Clean, Database, Param, Tx};
+use rusqlite::Row;
 use serde_json::Value;
 
 use crate::chain::{self, ChainHead, ChainRow, HashedFields, Verification, Verifier};
@@ -73,47 +72,57 @@ impl AuditLog {
                 });
             }
         }
-        let conn = tx.conn();
-        let mut prev: String = conn
-            .prepare_cached(HEAD)?
-            .query_row([], |r| r.get::<_, Option<String>>(1))
-            .optional()?
+        let mut prev: String = tx
+            .query_row(HEAD, &[], |r| r.get::<_, Option<String>>(1))?
             .flatten()
             .unwrap_or_else(|| chain::GENESIS.to_owned());
-        let first_id: i64 = conn.prepare_cached(NEXT_ID)?.query_row([], |r| r.get(0))?;
-        let stamp = time::to_db(tx.now());
-        let hashed_stamp = hash_time(&stamp);
-        let mut insert = conn.prepare_cached(INSERT)?;
+        let first_id: i64 = tx.query_row(NEXT_ID, &[], |r| r.get(0))?.unwrap_or(1);
+        let now = tx.now();
+        let hashed_stamp = hash_time(&time::to_db(now));
+        let mut insert = tx.prepare(INSERT)?;
         let mut ids = Vec::with_capacity(entries.len());
         for (id, entry) in (first_id..).zip(entries) {
-            let category = entry.category.map_or("", |c| c.as_str());
-            let action = redact_text(&entry.action);
-            let details = entry
-                .details
-                .as_ref()
-                .map(|d| serde_json::to_string(&redacted_json(d)))
-                .transpose()
-                .map_err(aigentflow_persistence::Error::from)?;
-            let project_id = entry.project_id.as_ref().map(|p| p.as_str());
-            let task_id = entry.task_id.as_ref().map(|t| t.as_str());
-            let (agent, user_id, ip_address) =
-                (entry.agent.as_deref(), entry.user_id.as_deref(), entry.ip_address.as_deref());
+            // Every field through the redaction policy first: the hash covers what is stored.
+            fn text(t: Option<&str>) -> Option<Clean<'_>> {
+                t.map(Clean::text)
+            }
+            let category = Clean::text(entry.category.map_or("", |c| c.as_str()));
+            let action = Clean::text(&entry.action);
+            let details = entry.details.as_ref().map(Clean::json).transpose()?;
+            let project_id = text(entry.project_id.as_ref().map(|p| p.as_str()));
+            let task_id = text(entry.task_id.as_ref().map(|t| t.as_str()));
+            let agent = text(entry.agent.as_deref());
+            let user_id = text(entry.user_id.as_deref());
+            let ip_address = text(entry.ip_address.as_deref());
+            fn bytes<'c>(t: &'c Option<Clean<'_>>) -> Option<&'c [u8]> {
+                t.as_ref().map(|c| c.as_bytes())
+            }
             let fields = HashedFields {
                 id,
                 timestamp: hashed_stamp.as_bytes(),
-                project_id: project_id.map(str::as_bytes),
-                task_id: task_id.map(str::as_bytes),
-                agent: agent.map(str::as_bytes),
+                project_id: bytes(&project_id),
+                task_id: bytes(&task_id),
+                agent: bytes(&agent),
                 action: action.as_bytes(),
                 category: category.as_bytes(),
-                details: details.as_deref().map(str::as_bytes),
-                user_id: user_id.map(str::as_bytes),
-                ip_address: ip_address.map(str::as_bytes),
+                details: bytes(&details),
+                user_id: bytes(&user_id),
+                ip_address: bytes(&ip_address),
             };
             let hash = chain::row_hash(&prev, &fields);
-            insert.execute(params![
-                id, stamp, project_id, task_id, agent, action, category, details, user_id,
-                ip_address, prev, hash
+            insert.execute(&[
+                Param::int(id),
+                Param::time(now),
+                Param::opt_clean(project_id.as_ref()),
+                Param::opt_clean(task_id.as_ref()),
+                Param::opt_clean(agent.as_ref()),
+                Param::clean(&action),
+                Param::clean(&category),
+                Param::opt_clean(details.as_ref()),
+                Param::opt_clean(user_id.as_ref()),
+                Param::opt_clean(ip_address.as_ref()),
+                Param::text(&prev),
+                Param::text(&hash),
             ])?;
             ids.push(id);
             prev = hash;
@@ -125,9 +134,8 @@ impl AuditLog {
     pub fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
         let (sql, values) = select(q, "timestamp DESC, id DESC", ProjectPath::Index)?;
         self.db.read(|tx| {
-            let mut stmt = tx.conn().prepare_cached(&sql)?;
-            let rows =
-                stmt.query_map(params_from_iter(values.iter().map(sql_value)), RawRow::read)?;
+            let mut stmt = tx.prepare(&sql)?;
+            let rows = stmt.query_map(&values, RawRow::read)?;
             rows.map(|row| row.map_err(Error::from).and_then(RawRow::into_record)).collect()
         })
     }
@@ -137,9 +145,10 @@ impl AuditLog {
         let (clause, values) = where_clause(q, ProjectPath::Index)?;
         self.db.read(|tx| {
             let n: i64 = tx
-                .conn()
-                .prepare_cached(&format!("SELECT COUNT(*) FROM audit_logs{clause}"))?
-                .query_row(params_from_iter(values.iter().map(sql_value)), |r| r.get(0))?;
+                .query_row(&format!("SELECT COUNT(*) FROM audit_logs{clause}"), &values, |r| {
+                    r.get(0)
+                })?
+                .unwrap_or(0);
             Ok(n as u64)
         })
     }
@@ -147,11 +156,11 @@ impl AuditLog {
     /// How many entries a project has per category, most first.
     pub fn summary(&self, project_id: &str) -> Result<Vec<CategoryCount>> {
         self.db.read(|tx| {
-            let mut stmt = tx.conn().prepare_cached(
+            let mut stmt = tx.prepare(
                 "SELECT category, COUNT(*) FROM audit_logs WHERE project_id = ?1
                  GROUP BY category ORDER BY COUNT(*) DESC, category",
             )?;
-            let rows = stmt.query_map([project_id], |r| {
+            let rows = stmt.query_map(&[Param::text(project_id)], |r| {
                 Ok(CategoryCount { category: r.get(0)?, count: r.get::<_, i64>(1)? as u64 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -166,25 +175,31 @@ impl AuditLog {
     /// Walks the whole chain; with `expected`, also checks it still reaches that head.
     pub fn verify(&self, expected: Option<&ChainHead>) -> Result<Verification> {
         self.db.read(|tx| {
-            let conn = tx.conn();
             let mut verifier = Verifier::default();
-            let mut stmt =
-                conn.prepare(&format!("SELECT {COLUMNS} FROM audit_logs ORDER BY id"))?;
-            let mut rows = stmt.query([])?;
+            let mut stmt = tx.prepare(&format!("SELECT {COLUMNS} FROM audit_logs ORDER BY id"))?;
+            let mut rows = stmt.query(&[])?;
             while let Some(r) = rows.next()? {
                 let raw = RawRow::read(r)?;
                 let ts = raw.hashed_timestamp();
                 verifier.push(&raw.chain_row(&ts), |hash| {
-                    conn.query_row("SELECT id FROM audit_logs WHERE row_hash = ?1", [hash], |r| {
-                        r.get(0)
-                    })
+                    tx.query_row(
+                        "SELECT id FROM audit_logs WHERE row_hash = ?1",
+                        &[Param::text(hash)],
+                        |r| r.get(0),
+                    )
                     .ok()
+                    .flatten()
                 });
             }
             let hash_of = |id: i64| -> Option<String> {
-                conn.query_row("SELECT row_hash FROM audit_logs WHERE id = ?1", [id], |r| r.get(0))
-                    .ok()
-                    .flatten()
+                tx.query_row(
+                    "SELECT row_hash FROM audit_logs WHERE id = ?1",
+                    &[Param::int(id)],
+                    |r| r.get(0),
+                )
+                .ok()
+                .flatten()
+                .flatten()
             };
             Ok(verifier.finish(expected, hash_of))
         })
@@ -197,12 +212,10 @@ impl AuditLog {
 
 /// The end of the chain as seen by this transaction, or None for an empty log.
 pub(crate) fn read_head(tx: &Tx<'_>) -> Result<Option<ChainHead>> {
-    let conn = tx.conn();
-    let rows: i64 = conn.query_row("SELECT COUNT(*) FROM audit_logs", [], |r| r.get(0))?;
-    let head = conn
-        .prepare_cached(HEAD)?
-        .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)))
-        .optional()?;
+    let rows: i64 =
+        tx.query_row("SELECT COUNT(*) FROM audit_logs", &[], |r| r.get(0))?.unwrap_or(0);
+    let head =
+        tx.query_row(HEAD, &[], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)))?;
     Ok(head.map(|(last_id, hash)| ChainHead {
         rows: rows as u64,
         last_id,
@@ -211,17 +224,17 @@ pub(crate) fn read_head(tx: &Tx<'_>) -> Result<Option<ChainHead>> {
 }
 
 /// The full SELECT of a query or an export: filters, `order`, then limit and offset if given.
-pub(crate) fn select(
-    q: &AuditQuery,
+pub(crate) fn select<'q>(
+    q: &'q AuditQuery,
     order: &str,
     path: ProjectPath,
-) -> Result<(String, Vec<Value>)> {
+) -> Result<(String, Vec<Param<'q>>)> {
     let (clause, mut values) = where_clause(q, path)?;
     let mut sql = format!("SELECT {COLUMNS} FROM audit_logs{clause} ORDER BY {order}");
     if q.limit.is_some() || q.offset.is_some() {
         sql.push_str(" LIMIT ? OFFSET ?");
-        values.push(Value::from(q.limit.map_or(-1, |l| l as i64)));
-        values.push(Value::from(q.offset.unwrap_or(0) as i64));
+        values.push(q.limit.map_or(Ok(Param::int(-1)), |l| Param::count("limit", l))?);
+        values.push(Param::count("offset", q.offset.unwrap_or(0))?);
     }
     Ok((sql, values))
 }
@@ -254,8 +267,8 @@ pub(crate) fn not_text(id: i64, column: &'static str, e: std::str::Utf8Error) ->
     aigentflow_persistence::Error::CorruptRow {
         table: "audit_logs",
         column,
-        id: id.to_string(),
-        reason: format!("not UTF-8 text ({e}); a CSV export shows its bytes"),
+        id: id.to_string().into(),
+        reason: format!("not UTF-8 text ({e}); a CSV export shows its bytes").into(),
     }
     .into()
 }
@@ -351,9 +364,9 @@ impl ProjectPath {
     /// project's, reading the table and skipping the few other rows beats a lookup per row (by
     /// ~7% on a 200k-row export); SQLite's planner keeps the index even with full statistics. The
     /// share is judged from the rows at 16 ids spread over the id range, one seek each.
-    pub(crate) fn by_id(conn: &Connection, project: &str) -> Result<Self> {
-        let hits: i64 = conn
-            .prepare_cached(
+    pub(crate) fn by_id(tx: &Tx<'_>, project: &str) -> Result<Self> {
+        let hits: i64 = tx
+            .query_row(
                 "WITH RECURSIVE
                    bounds(lo, hi) AS (
                      SELECT (SELECT min(id) FROM audit_logs), (SELECT max(id) FROM audit_logs)),
@@ -361,20 +374,25 @@ impl ProjectPath {
                  SELECT count(*) FROM k, bounds
                  WHERE (SELECT project_id FROM audit_logs WHERE id >= lo + (hi - lo) * i / 15
                         ORDER BY id LIMIT 1) IS ?1",
+                &[Param::text(project)],
+                |r| r.get(0),
             )?
-            .query_row([project], |r| r.get(0))?;
+            .unwrap_or(0);
         Ok(if hits >= 15 { Self::Scan } else { Self::Index })
     }
 }
 
 /// The WHERE clause of a query, from fixed fragments, with its bound values.
-pub(crate) fn where_clause(q: &AuditQuery, path: ProjectPath) -> Result<(String, Vec<Value>)> {
+pub(crate) fn where_clause<'q>(
+    q: &'q AuditQuery,
+    path: ProjectPath,
+) -> Result<(String, Vec<Param<'q>>)> {
     let mut parts = Vec::new();
     let mut values = Vec::new();
-    let mut eq = |column: &str, v: Option<&str>| {
+    let mut eq = |column: &str, v: Option<&'q str>| {
         if let Some(v) = v {
             parts.push(format!("{column} = ?"));
-            values.push(Value::from(v));
+            values.push(Param::text(v));
         }
     };
     // A unary `+` keeps SQLite from using an index for the term.
@@ -387,7 +405,7 @@ pub(crate) fn where_clause(q: &AuditQuery, path: ProjectPath) -> Result<(String,
     eq("agent", q.agent.as_deref());
     if let Some(start) = &q.start {
         parts.push("timestamp >= ?".into());
-        values.push(Value::from(time::to_db(parse_bound(start, "start")?)));
+        values.push(Param::time(parse_bound(start, "start")?));
     }
     if let Some(end) = &q.end {
         let ts = parse_bound(end, "end")?;
@@ -395,10 +413,10 @@ pub(crate) fn where_clause(q: &AuditQuery, path: ProjectPath) -> Result<(String,
         let is_date = end.trim().len() == 10;
         if is_date {
             parts.push("timestamp < ?".into());
-            values.push(Value::from(time::to_db(ts + chrono::Duration::days(1))));
+            values.push(Param::time(ts + chrono::Duration::days(1)));
         } else {
             parts.push("timestamp <= ?".into());
-            values.push(Value::from(time::to_db(ts)));
+            values.push(Param::time(ts));
         }
     }
     let clause =
@@ -411,16 +429,9 @@ fn parse_bound(text: &str, which: &'static str) -> Result<chrono::DateTime<chron
         what: if which == "start" { "start date" } else { "end date" },
         reason: format!(
             "{text:?} is not a date or timestamp (try 2026-11-21 or 2026-11-21T10:00:00Z)"
-        ),
+        )
+        .into(),
     })
-}
-
-pub(crate) fn sql_value(v: &Value) -> rusqlite::types::Value {
-    match v {
-        Value::Number(n) => rusqlite::types::Value::Integer(n.as_i64().unwrap_or_default()),
-        Value::String(s) => rusqlite::types::Value::Text(s.clone()),
-        _ => rusqlite::types::Value::Null,
-    }
 }
 
 #[cfg(test)]
@@ -431,7 +442,7 @@ mod tests {
     #[test]
     fn a_project_holding_nearly_every_row_is_read_by_scan_any_other_by_index() {
         let log = AuditLog::new(Database::open_in_memory().unwrap());
-        let path = |project| log.database().read(|tx| ProjectPath::by_id(tx.conn(), project));
+        let path = |project| log.database().read(|tx| ProjectPath::by_id(tx, project));
         assert_eq!(path("big").unwrap(), ProjectPath::Index, "empty log");
         let entry = |i: usize| {
             let project = match i % 50 {

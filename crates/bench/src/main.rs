@@ -388,7 +388,7 @@ fn w6(b: &Bench) -> Result<()> {
                     m.apply(event, Some(json!({"step": i}))).map_err(|e| {
                         aigentflow_persistence::Error::InvalidInput {
                             what: "event",
-                            reason: e.to_string(),
+                            reason: e.to_string().into(),
                         }
                     })?;
                     if i == 4 || i == 9 {

@@ -1,3 +1,5 @@
+use aigentflow_persistence::SafeText;
+
 /// What went wrong in the lessons store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -7,18 +9,18 @@ pub enum Error {
     Persistence(#[from] aigentflow_persistence::Error),
     /// A caller gave a value the store cannot take.
     #[error("invalid {what}: {reason}")]
-    InvalidInput { what: &'static str, reason: String },
+    InvalidInput { what: &'static str, reason: SafeText },
     /// No lesson with this id.
     #[error("lesson {id} not found")]
-    NotFound { id: String },
+    NotFound { id: SafeText },
     /// A raw-mode query that FTS5 cannot parse.
-    #[error("bad search query {query:?}: {reason}")]
-    BadQuery { query: String, reason: String },
+    #[error("bad search query \"{query}\": {reason}")]
+    BadQuery { query: SafeText, reason: SafeText },
 }
 
 impl From<aigentflow_core_states::UnknownVariant> for Error {
     fn from(e: aigentflow_core_states::UnknownVariant) -> Self {
-        Self::InvalidInput { what: e.what, reason: e.to_string() }
+        Self::InvalidInput { what: e.what, reason: e.to_string().into() }
     }
 }
 

@@ -1,12 +1,9 @@
 //! [`LessonsStore`]: all of this crate's SQL.
 
-use aigentflow_core_states::time;
-use aigentflow_persistence::redact::redact_text;
-use aigentflow_persistence::{Database, Error as PError, Tx};
-use rusqlite::types::Value;
 use std::collections::HashMap;
 
-use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtension, Row};
+use aigentflow_persistence::{Clean, Database, Error as PError, Param, Tx};
+use rusqlite::{ErrorCode, Row};
 
 use crate::error::{Error, Result};
 use crate::model::{
@@ -43,29 +40,27 @@ impl LessonsStore {
         let title = required("title", &new.title)?;
         let summary = required("summary", &new.summary)?;
         let confidence = confidence(new.confidence.unwrap_or(1.0))?;
-        let tags = tags_json(&new.tags)?;
+        let tags = tags_param(&new.tags)?;
         let id = LessonId::random();
-        let now = time::to_db(tx.now());
-        tx.conn()
-            .prepare_cached(
-                "INSERT INTO lessons (id, project_id, category, title, summary, details, tags,
-                     source_agent, source_file, confidence, application_count, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?11)",
-            )?
-            .execute(params![
-                id.as_str(),
-                new.project_id.as_ref().map(|p| p.as_str()),
-                new.category.as_str(),
-                redact_text(title),
-                redact_text(summary),
-                new.details.as_deref().map(redact_text),
+        tx.execute(
+            "INSERT INTO lessons (id, project_id, category, title, summary, details, tags,
+                 source_agent, source_file, confidence, application_count, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?11)",
+            &[
+                Param::text(id.as_str()),
+                Param::opt_text(new.project_id.as_ref().map(|p| p.as_str())),
+                Param::text(new.category.as_str()),
+                Param::text(title),
+                Param::text(summary),
+                Param::opt_text(new.details.as_deref()),
                 tags,
-                new.source_agent.as_deref(),
-                new.source_file.as_deref().map(redact_text),
-                confidence,
-                now,
-            ])?;
-        get_in(tx, id.as_str())?.ok_or_else(|| Error::NotFound { id: id.to_string() })
+                Param::opt_text(new.source_agent.as_deref()),
+                Param::opt_text(new.source_file.as_deref()),
+                Param::real(confidence),
+                Param::time(tx.now()),
+            ],
+        )?;
+        get_in(tx, id.as_str())?.ok_or_else(|| Error::NotFound { id: id.to_string().into() })
     }
 
     /// The lesson with this id, if any.
@@ -78,39 +73,37 @@ impl LessonsStore {
     pub fn update(&self, id: &LessonId, update: &LessonUpdate) -> Result<Lesson> {
         let id = id.as_str();
         let mut sets: Vec<&str> = Vec::new();
-        let mut values: Vec<Value> = Vec::new();
-        let mut set = |column: &'static str, value: Value| {
+        let mut values = Vec::new();
+        let mut set = |column: &'static str, value| {
             sets.push(column);
             values.push(value);
         };
-        let text = |s: &str| Value::Text(redact_text(s).into_owned());
-        let opt_text = |s: &Option<String>| s.as_deref().map_or(Value::Null, text);
         if let Some(p) = &update.project_id {
-            set("project_id", p.as_ref().map_or(Value::Null, |p| Value::Text(p.to_string())));
+            set("project_id", Param::opt_text(p.as_ref().map(|p| p.as_str())));
         }
         if let Some(c) = update.category {
-            set("category", Value::Text(c.as_str().into()));
+            set("category", Param::text(c.as_str()));
         }
         if let Some(t) = &update.title {
-            set("title", text(required("title", t)?));
+            set("title", Param::text(required("title", t)?));
         }
         if let Some(s) = &update.summary {
-            set("summary", text(required("summary", s)?));
+            set("summary", Param::text(required("summary", s)?));
         }
         if let Some(d) = &update.details {
-            set("details", opt_text(d));
+            set("details", Param::opt_text(d.as_deref()));
         }
         if let Some(t) = &update.tags {
-            set("tags", tags_json(t)?.map_or(Value::Null, Value::Text));
+            set("tags", tags_param(t)?);
         }
         if let Some(a) = &update.source_agent {
-            set("source_agent", a.clone().map_or(Value::Null, Value::Text));
+            set("source_agent", Param::opt_text(a.as_deref()));
         }
         if let Some(f) = &update.source_file {
-            set("source_file", opt_text(f));
+            set("source_file", Param::opt_text(f.as_deref()));
         }
         if let Some(c) = update.confidence {
-            set("confidence", Value::Real(confidence(c)?));
+            set("confidence", Param::real(confidence(c)?));
         }
         self.db.write(|tx| {
             let mut sql = String::from("UPDATE lessons SET updated_at = ?");
@@ -120,9 +113,10 @@ impl LessonsStore {
                 sql.push_str(" = ?");
             }
             sql.push_str(" WHERE id = ?");
-            let now = Value::Text(time::to_db(tx.now()));
-            let all = std::iter::once(&now).chain(&values).cloned().chain([Value::Text(id.into())]);
-            let changed = tx.conn().prepare_cached(&sql)?.execute(params_from_iter(all))?;
+            let mut all = vec![Param::time(tx.now())];
+            all.extend(values.iter().cloned());
+            all.push(Param::text(id));
+            let changed = tx.execute(&sql, &all)?;
             if changed == 0 {
                 return Err(Error::NotFound { id: id.into() });
             }
@@ -134,15 +128,13 @@ impl LessonsStore {
     pub fn record_application(&self, id: &LessonId) -> Result<u64> {
         let id = id.as_str();
         self.db.write(|tx| {
-            let count: Option<i64> = tx
-                .conn()
-                .prepare_cached(
-                    "UPDATE lessons
-                     SET application_count = COALESCE(application_count, 0) + 1, updated_at = ?1
-                     WHERE id = ?2 RETURNING application_count",
-                )?
-                .query_row(params![time::to_db(tx.now()), id], |r| r.get(0))
-                .optional()?;
+            let count: Option<i64> = tx.query_row(
+                "UPDATE lessons
+                 SET application_count = COALESCE(application_count, 0) + 1, updated_at = ?1
+                 WHERE id = ?2 RETURNING application_count",
+                &[Param::time(tx.now()), Param::text(id)],
+                |r| r.get(0),
+            )?;
             count.map(|c| c as u64).ok_or_else(|| Error::NotFound { id: id.into() })
         })
     }
@@ -151,7 +143,7 @@ impl LessonsStore {
     pub fn delete(&self, id: &LessonId) -> Result<bool> {
         let id = id.as_str();
         self.db.write(|tx| {
-            Ok(tx.conn().prepare_cached("DELETE FROM lessons WHERE id = ?1")?.execute([id])? > 0)
+            Ok(tx.execute("DELETE FROM lessons WHERE id = ?1", &[Param::text(id)])? > 0)
         })
     }
 
@@ -165,11 +157,11 @@ impl LessonsStore {
     /// The most applied lessons.
     pub fn most_applied(&self, limit: u64) -> Result<Vec<Lesson>> {
         self.db.read(|tx| {
-            let mut stmt = tx.conn().prepare_cached(&format!(
+            let mut stmt = tx.prepare(&format!(
                 "SELECT {COLUMNS} FROM lessons l
                  ORDER BY l.application_count DESC, l.confidence DESC, l.id LIMIT ?1"
             ))?;
-            let raws = stmt.query_map([clamp(limit)], RawLesson::read)?;
+            let raws = stmt.query_map(&[Param::int(clamp(limit))], RawLesson::read)?;
             raws.map(|r| r?.into_lesson()).collect()
         })
     }
@@ -185,21 +177,20 @@ impl LessonsStore {
             if !(1..=64).contains(&h.tokens) {
                 return Err(Error::InvalidInput {
                     what: "snippet length",
-                    reason: format!("{} tokens; give 1 to 64", h.tokens),
+                    reason: format!("{} tokens; give 1 to 64", h.tokens).into(),
                 });
             }
         }
         let raw = options.mode == QueryMode::Raw;
         self.db
             .read(|tx| {
-                let conn = tx.conn();
                 // An unfiltered page ranks on the index alone; only its candidates meet their
                 // lessons. Any other search is one statement.
                 let (sql, values, scores) = match (&fts, options.limit) {
                     (Some(m), Some(limit)) if !filtered(options) => {
                         let k = usize::try_from(options.offset.unwrap_or(0).saturating_add(limit))
                             .unwrap_or(usize::MAX);
-                        let (sql, values, scores) = page(best_matches(conn, m, k)?, options);
+                        let (sql, values, scores) = page(best_matches(tx, m, k)?, options);
                         (sql, values, Some(scores))
                     }
                     _ => {
@@ -207,8 +198,8 @@ impl LessonsStore {
                         (sql, values, None)
                     }
                 };
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let rows = stmt.query_map(params_from_iter(values), |r| {
+                let mut stmt = tx.prepare(&sql)?;
+                let rows = stmt.query_map(&values, |r| {
                     Ok((RawLesson::read(r)?, r.get::<_, Option<f64>>(13)?, r.get::<_, i64>(14)?))
                 })?;
                 let mut hits = Vec::new();
@@ -216,16 +207,19 @@ impl LessonsStore {
                     let (raw, score, rowid) = row?;
                     let score = scores.as_ref().map_or(score, |s| s.get(&rowid).copied());
                     let snippet = match (&fts, &options.highlight) {
-                        (Some(m), Some(h)) => Some(
-                            conn.prepare_cached(
-                                "SELECT snippet(lessons_fts, -1, ?1, ?2, ?3, ?4) FROM lessons_fts
-                                 WHERE lessons_fts MATCH ?5 AND rowid = ?6",
-                            )?
-                            .query_row(
-                                params![h.open, h.close, h.ellipsis, h.tokens, m, rowid],
-                                |r| r.get(0),
-                            )?,
-                        ),
+                        (Some(m), Some(h)) => tx.query_row(
+                            "SELECT snippet(lessons_fts, -1, ?1, ?2, ?3, ?4) FROM lessons_fts
+                             WHERE lessons_fts MATCH ?5 AND rowid = ?6",
+                            &[
+                                Param::text(&h.open),
+                                Param::text(&h.close),
+                                Param::text(&h.ellipsis),
+                                Param::int(i64::from(h.tokens)),
+                                Param::text(m),
+                                Param::int(rowid),
+                            ],
+                            |r| r.get(0),
+                        )?,
                         _ => None,
                     };
                     hits.push(SearchHit { lesson: raw.into_lesson()?, score, snippet });
@@ -241,18 +235,18 @@ impl LessonsStore {
     /// (FTS5's own `integrity-check` is an INSERT, which a read-only database refuses.)
     pub fn check(&self) -> Result<IndexHealth> {
         self.db.read(|tx| {
-            let conn = tx.conn();
-            let outcome = compare_index(conn);
+            let outcome = compare_index(tx);
             // The TEMP objects go whatever happened; they never touch the database file.
-            conn.execute_batch(DROP_CHECK_TABLES)?;
+            tx.execute_batch(DROP_CHECK_TABLES)?;
             match outcome {
                 Ok(None) => {
-                    let n: i64 =
-                        conn.query_row("SELECT COUNT(*) FROM lessons", [], |r| r.get(0))?;
+                    let n: i64 = tx
+                        .query_row("SELECT COUNT(*) FROM lessons", &[], |r| r.get(0))?
+                        .unwrap_or(0);
                     Ok(IndexHealth::Ok { lessons: n as u64 })
                 }
                 Ok(Some(reason)) => Ok(IndexHealth::Damaged { reason }),
-                Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseCorrupt) => {
+                Err(e) if sqlite_code(&e) == Some(ErrorCode::DatabaseCorrupt) => {
                     Ok(IndexHealth::Damaged { reason: e.to_string() })
                 }
                 Err(e) => Err(e.into()),
@@ -263,9 +257,9 @@ impl LessonsStore {
     /// Rebuilds the index from the lessons table; returns how many lessons it holds.
     pub fn rebuild(&self) -> Result<u64> {
         self.db.write(|tx| {
-            let conn = tx.conn();
-            conn.execute("INSERT INTO lessons_fts(lessons_fts) VALUES ('rebuild')", [])?;
-            let n: i64 = conn.query_row("SELECT COUNT(*) FROM lessons", [], |r| r.get(0))?;
+            tx.execute_batch("INSERT INTO lessons_fts(lessons_fts) VALUES ('rebuild')")?;
+            let n: i64 =
+                tx.query_row("SELECT COUNT(*) FROM lessons", &[], |r| r.get(0))?.unwrap_or(0);
             tracing::info!(lessons = n, "rebuilt the lessons search index");
             Ok(n as u64)
         })
@@ -279,9 +273,9 @@ const DROP_CHECK_TABLES: &str = "
 
 /// Compares the stored index with a fresh one of the lessons table (see [`LessonsStore::check`]);
 /// None when they agree, else what differs.
-fn compare_index(conn: &Connection) -> rusqlite::Result<Option<String>> {
-    conn.execute_batch(DROP_CHECK_TABLES)?;
-    conn.execute_batch(
+fn compare_index(tx: &Tx<'_>) -> aigentflow_persistence::Result<Option<String>> {
+    tx.execute_batch(DROP_CHECK_TABLES)?;
+    tx.execute_batch(
         "CREATE VIRTUAL TABLE temp.lessons_check_fresh USING fts5(
              title, summary, details, tokenize='porter unicode61 remove_diacritics 2');
          INSERT INTO temp.lessons_check_fresh(rowid, title, summary, details)
@@ -291,18 +285,17 @@ fn compare_index(conn: &Connection) -> rusqlite::Result<Option<String>> {
          CREATE VIRTUAL TABLE temp.lessons_check_fresh_vocab
              USING fts5vocab(temp, lessons_check_fresh, instance);",
     )?;
-    let differs = |one: &str, other: &str| -> rusqlite::Result<Option<(String, i64)>> {
-        conn.query_row(
+    let differs = |one: &str, other: &str| {
+        tx.query_row(
             &format!(
                 "SELECT term, doc FROM (
                      SELECT term, doc, col, offset FROM temp.{one}
                      EXCEPT SELECT term, doc, col, offset FROM temp.{other})
                  ORDER BY doc, term LIMIT 1"
             ),
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            &[],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
         )
-        .optional()
     };
     if let Some((term, doc)) = differs("lessons_check_stored", "lessons_check_fresh_vocab")? {
         return Ok(Some(format!(
@@ -316,11 +309,11 @@ fn compare_index(conn: &Connection) -> rusqlite::Result<Option<String>> {
 }
 
 fn get_in(tx: &Tx<'_>, id: &str) -> Result<Option<Lesson>> {
-    let raw = tx
-        .conn()
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM lessons l WHERE l.id = ?1"))?
-        .query_row([id], RawLesson::read)
-        .optional()?;
+    let raw = tx.query_row(
+        &format!("SELECT {COLUMNS} FROM lessons l WHERE l.id = ?1"),
+        &[Param::text(id)],
+        RawLesson::read,
+    )?;
     raw.map(RawLesson::into_lesson).transpose()
 }
 
@@ -334,15 +327,14 @@ fn filtered(o: &SearchOptions) -> bool {
 
 /// The best `k` matches of an FTS5 query as (rowid, bm25 score), best first, with every match
 /// that ties the k-th: bm25 is worked out once per match, and the cut is exact whatever the ties.
-fn best_matches(conn: &Connection, fts: &str, k: usize) -> rusqlite::Result<Vec<(i64, f64)>> {
+fn best_matches(tx: &Tx<'_>, fts: &str, k: usize) -> Result<Vec<(i64, f64)>> {
     if k == 0 {
         return Ok(Vec::new());
     }
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT rowid, {RANK} FROM lessons_fts WHERE lessons_fts MATCH ?1"
-    ))?;
+    let mut stmt =
+        tx.prepare(&format!("SELECT rowid, {RANK} FROM lessons_fts WHERE lessons_fts MATCH ?1"))?;
     let mut scored = stmt
-        .query_map([fts], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?)))?
+        .query_map(&[Param::text(fts)], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     if scored.len() > k {
         let cut = scored.select_nth_unstable_by(k - 1, |a, b| a.1.total_cmp(&b.1)).1 .1;
@@ -354,7 +346,10 @@ fn best_matches(conn: &Connection, fts: &str, k: usize) -> rusqlite::Result<Vec<
 
 /// The page of `best` (see [`best_matches`]): its lessons in rank order, equal scores ordered by
 /// confidence, applications and id as every search orders them; and the score of each rowid.
-fn page(best: Vec<(i64, f64)>, o: &SearchOptions) -> (String, Vec<Value>, HashMap<i64, f64>) {
+fn page(
+    best: Vec<(i64, f64)>,
+    o: &SearchOptions,
+) -> (String, Vec<Param<'static>>, HashMap<i64, f64>) {
     // Each candidate as [rowid, rank], equal scores sharing a rank.
     let mut ranked = Vec::with_capacity(best.len());
     let mut rank = 0;
@@ -371,22 +366,22 @@ fn page(best: Vec<(i64, f64)>, o: &SearchOptions) -> (String, Vec<Value>, HashMa
          LIMIT ?2 OFFSET ?3"
     );
     let values = vec![
-        Value::Text(format!("[{}]", ranked.join(","))),
-        Value::Integer(o.limit.map_or(-1, clamp)),
-        Value::Integer(o.offset.map_or(0, clamp)),
+        Param::text_owned(format!("[{}]", ranked.join(","))),
+        Param::int(o.limit.map_or(-1, clamp)),
+        Param::int(o.offset.map_or(0, clamp)),
     ];
     (sql, values, best.into_iter().collect())
 }
 
 /// Any search but an unfiltered page of a text search (see [`best_matches`]), as one statement:
 /// every match joined to its lesson, the filters applied, in the order every search uses.
-fn select(o: &SearchOptions, fts: Option<String>) -> (String, Vec<Value>) {
+fn select(o: &SearchOptions, fts: Option<String>) -> (String, Vec<Param<'_>>) {
     let mut values = Vec::new();
     let limit = o.limit.map_or(-1, clamp);
     let offset = o.offset.map_or(0, clamp);
     let mut sql = match fts {
         Some(m) => {
-            values.push(Value::Text(m));
+            values.push(Param::text_owned(m));
             format!(
                 "SELECT {COLUMNS}, {RANK} AS score, l.rowid
                  FROM lessons_fts CROSS JOIN lessons l ON l.rowid = lessons_fts.rowid
@@ -397,24 +392,24 @@ fn select(o: &SearchOptions, fts: Option<String>) -> (String, Vec<Value>) {
     };
     if let Some(c) = o.category {
         sql.push_str(" AND l.category = ?");
-        values.push(Value::Text(c.as_str().into()));
+        values.push(Param::text(c.as_str()));
     }
     if let Some(p) = &o.project_id {
         sql.push_str(" AND (l.project_id = ? OR l.project_id IS NULL)");
-        values.push(Value::Text(p.clone()));
+        values.push(Param::text(p));
     }
     for tag in &o.tags {
         sql.push_str(
             " AND json_valid(l.tags) AND EXISTS
                 (SELECT 1 FROM json_each(l.tags) t WHERE t.type = 'text' AND t.value = ?)",
         );
-        values.push(Value::Text(tag.clone()));
+        values.push(Param::text(tag));
     }
     sql.push_str(
         " ORDER BY score, l.confidence DESC, l.application_count DESC, l.id LIMIT ? OFFSET ?",
     );
-    values.push(Value::Integer(limit));
-    values.push(Value::Integer(offset));
+    values.push(Param::int(limit));
+    values.push(Param::int(offset));
     (sql, values)
 }
 
@@ -430,7 +425,7 @@ fn bad_query(e: Error, query: &str) -> Error {
                 rusqlite::Error::SqliteFailure(_, Some(m)) => m.clone(),
                 other => other.to_string(),
             };
-            return Error::BadQuery { query: query.into(), reason };
+            return Error::BadQuery { query: query.into(), reason: reason.into() };
         }
     }
     e
@@ -447,25 +442,33 @@ fn confidence(c: f64) -> Result<f64> {
     if !(0.0..=1.0).contains(&c) {
         return Err(Error::InvalidInput {
             what: "confidence",
-            reason: format!("{c} is not between 0 and 1"),
+            reason: format!("{c} is not between 0 and 1").into(),
         });
     }
     Ok(c)
 }
 
 /// Tags as stored: a JSON array of distinct, trimmed, redacted strings; none is NULL.
-fn tags_json(tags: &[String]) -> Result<Option<String>> {
+fn tags_param(tags: &[String]) -> Result<Param<'static>> {
     let mut out: Vec<String> = Vec::with_capacity(tags.len());
     for tag in tags {
-        let tag = redact_text(required("tag", tag)?.trim()).into_owned();
+        let tag = Clean::text(required("tag", tag)?.trim()).into_owned();
         if !out.contains(&tag) {
             out.push(tag);
         }
     }
     if out.is_empty() {
-        return Ok(None);
+        return Ok(Param::NULL);
     }
-    Ok(Some(serde_json::to_string(&out).map_err(aigentflow_persistence::Error::from)?))
+    Ok(Param::json(&serde_json::Value::from(out))?)
+}
+
+/// The SQLite error code behind a persistence error, if any.
+fn sqlite_code(e: &aigentflow_persistence::Error) -> Option<ErrorCode> {
+    match e {
+        aigentflow_persistence::Error::Sqlite(s) => s.sqlite_error_code(),
+        _ => None,
+    }
 }
 
 /// A row as stored.
@@ -509,8 +512,8 @@ impl RawLesson {
             Error::from(aigentflow_persistence::Error::CorruptRow {
                 table: "lessons",
                 column,
-                id: self.id.clone(),
-                reason,
+                id: self.id.clone().into(),
+                reason: reason.into(),
             })
         };
         let tags = match self.tags.as_deref() {

@@ -5,12 +5,12 @@ use std::fmt;
 
 use aigentflow_core_states::{time, ProjectId};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension};
 use serde_json::Value;
 
+use crate::bind::{Clean, Param};
 use crate::db::{Database, Tx};
 use crate::error::{Error, Result};
-use crate::redact::redacted_json;
+use crate::redact::redact_json;
 
 /// Where a configuration value applies.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -38,7 +38,7 @@ impl Scope {
                 Some(p) if !p.is_empty() => Ok(Self::Project(ProjectId::new(p))),
                 _ => Err(Error::InvalidInput {
                     what: "scope",
-                    reason: format!("{text:?} is neither `global` nor `project:ID`"),
+                    reason: format!("{text:?} is neither `global` nor `project:ID`").into(),
                 }),
             },
         }
@@ -82,19 +82,21 @@ impl ConfigStore {
     pub fn get(&self, key: &str, project: Option<&ProjectId>) -> Result<Option<ConfigEntry>> {
         let project_scope = project.map(|p| Scope::Project(p.clone()).as_stored());
         self.db.read(|tx| {
-            let mut stmt = tx.conn().prepare_cached(
+            tx.query_row(
                 "SELECT key, scope, value, updated_at FROM configurations
                  WHERE key = ?1 AND (scope = 'global' OR scope = ?2)
                  ORDER BY scope = 'global' LIMIT 1",
-            )?;
-            stmt.query_row(params![key, project_scope], row_parts)
-                .optional()?
-                .map(entry)
-                .transpose()
+                &[Param::text(key), Param::opt_text(project_scope.as_deref())],
+                row_parts,
+            )?
+            .map(entry)
+            .transpose()
         })
     }
 
-    /// Sets `key` in `scope` to `value` (redacted first).
+    /// Sets `key` in `scope` to `value`. The entry goes through the redaction policy as the JSON
+    /// object `{key: value}`, so a secret-named key (`api_key`, `password`…) keeps no value, and
+    /// a key or scope holding a key shape is redacted too.
     pub fn set(&self, key: &str, scope: &Scope, value: &Value) -> Result<ConfigEntry> {
         self.db.write(|tx| self.set_in(tx, key, scope, value))
     }
@@ -110,23 +112,34 @@ impl ConfigStore {
         if key.trim().is_empty() {
             return Err(Error::InvalidInput { what: "configuration key", reason: "empty".into() });
         }
-        let value = redacted_json(value);
-        let text = serde_json::to_string(&value)?;
+        let mut entry = serde_json::Map::new();
+        entry.insert(key.to_owned(), value.clone());
+        let mut entry = Value::Object(entry);
+        redact_json(&mut entry);
+        let Value::Object(entry) = entry else { unreachable!("an object stays an object") };
+        let Some((key, value)) = entry.into_iter().next() else {
+            unreachable!("the object has one entry")
+        };
         let now = tx.now();
-        tx.conn()
-            .prepare_cached(
-                "INSERT INTO configurations (key, value, scope, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(scope, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            )?
-            .execute(params![key, text, scope.as_stored(), time::to_db(now)])?;
-        Ok(ConfigEntry { key: key.to_owned(), scope: scope.clone(), value, updated_at: now })
+        let scope = Scope::parse(&Clean::text(&scope.as_stored()))?;
+        tx.execute(
+            "INSERT INTO configurations (key, value, scope, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(scope, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            &[
+                Param::text(&key),
+                Param::json(&value)?,
+                Param::text(&scope.as_stored()),
+                Param::time(now),
+            ],
+        )?;
+        Ok(ConfigEntry { key, scope, value, updated_at: now })
     }
 
     /// Sets `key` from JSON text; text that is not JSON is an [`Error::InvalidInput`].
     pub fn set_json(&self, key: &str, scope: &Scope, json: &str) -> Result<ConfigEntry> {
         let value: Value = serde_json::from_str(json).map_err(|e| Error::InvalidInput {
             what: "configuration value",
-            reason: format!("not JSON ({e}): {json:?}"),
+            reason: format!("not JSON ({e}): {json:?}").into(),
         })?;
         self.set(key, scope, &value)
     }
@@ -134,11 +147,10 @@ impl ConfigStore {
     /// Deletes `key` in `scope`; true if it was there.
     pub fn delete(&self, key: &str, scope: &Scope) -> Result<bool> {
         self.db.write(|tx| {
-            Ok(tx
-                .conn()
-                .prepare_cached("DELETE FROM configurations WHERE key = ?1 AND scope = ?2")?
-                .execute(params![key, scope.as_stored()])?
-                > 0)
+            Ok(tx.execute(
+                "DELETE FROM configurations WHERE key = ?1 AND scope = ?2",
+                &[Param::text(key), Param::text(&scope.as_stored())],
+            )? > 0)
         })
     }
 
@@ -146,11 +158,11 @@ impl ConfigStore {
     pub fn list(&self, project: Option<&ProjectId>) -> Result<Vec<ConfigEntry>> {
         let project_scope = project.map(|p| Scope::Project(p.clone()).as_stored());
         self.db.read(|tx| {
-            let mut stmt = tx.conn().prepare_cached(
+            let mut stmt = tx.prepare(
                 "SELECT key, scope, value, updated_at FROM configurations
                  WHERE scope = 'global' OR scope = ?1 ORDER BY key, scope = 'global'",
             )?;
-            let rows = stmt.query_map([project_scope], row_parts)?;
+            let rows = stmt.query_map(&[Param::opt_text(project_scope.as_deref())], row_parts)?;
             let mut out: Vec<ConfigEntry> = Vec::new();
             for row in rows {
                 let e = entry(row?)?;
@@ -175,8 +187,8 @@ fn entry((key, scope, value, updated_at): Parts) -> Result<ConfigEntry> {
     let updated_at = time::parse(&updated_at).ok_or_else(|| Error::CorruptRow {
         table: "configurations",
         column: "updated_at",
-        id: key.clone(),
-        reason: format!("not a timestamp: {updated_at:?}"),
+        id: key.as_str().into(),
+        reason: format!("not a timestamp: {updated_at:?}").into(),
     })?;
     Ok(ConfigEntry { scope: Scope::parse(&scope)?, key, value, updated_at })
 }

@@ -1,6 +1,42 @@
+use std::fmt;
 use std::path::PathBuf;
 
 use aigentflow_core_states::TaskId;
+
+use crate::redact::redact_text;
+
+/// Text shown in an error message: it went through the redaction policy when it was made, so an
+/// error never echoes a secret that came with the input it refuses (decision 9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SafeText(String);
+
+impl SafeText {
+    /// The redacted text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SafeText {
+    fn from(text: String) -> Self {
+        match redact_text(&text) {
+            std::borrow::Cow::Borrowed(_) => Self(text),
+            std::borrow::Cow::Owned(clean) => Self(clean),
+        }
+    }
+}
+
+impl From<&str> for SafeText {
+    fn from(text: &str) -> Self {
+        Self(redact_text(text).into_owned())
+    }
+}
+
+impl fmt::Display for SafeText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// What went wrong in the persistence layer. Messages name the path, table, id or value at fault.
 #[derive(Debug, thiserror::Error)]
@@ -41,22 +77,27 @@ pub enum Error {
     Migrate { path: PathBuf, source: Box<refinery_core::Error> },
     /// No row with this id.
     #[error("{what} {id} not found")]
-    NotFound { what: &'static str, id: String },
+    NotFound { what: &'static str, id: SafeText },
     /// A stored value cannot be read (malformed JSON, unreadable timestamp…).
     #[error("unreadable {table}.{column} in row {id}: {reason}")]
-    CorruptRow { table: &'static str, column: &'static str, id: String, reason: String },
+    CorruptRow { table: &'static str, column: &'static str, id: SafeText, reason: SafeText },
     /// A caller gave a value this layer cannot store.
     #[error("invalid {what}: {reason}")]
-    InvalidInput { what: &'static str, reason: String },
-    /// The history to save is shorter than the stored one: a stale copy of the task.
-    #[error("task {task_id}: stale save: {stored} transitions are stored, the state to save has {given}")]
-    StaleSave { task_id: TaskId, stored: u64, given: u64 },
-    /// The history to save disagrees with the stored one.
-    #[error("task {task_id}: the history to save differs from the stored one at transition {seq}")]
-    HistoryConflict { task_id: TaskId, seq: u64 },
+    InvalidInput { what: &'static str, reason: SafeText },
+    /// The history or checkpoints to save are shorter than the stored ones: a stale copy.
+    #[error(
+        "task {task_id}: stale save: {stored} {what} are stored, the state to save has {given}"
+    )]
+    StaleSave { task_id: TaskId, what: &'static str, stored: u64, given: u64 },
+    /// The history to save disagrees with the stored one, first at transition `seq`.
+    #[error("task {task_id}: the history to save differs from the stored one at transition {seq}: {detail}")]
+    HistoryConflict { task_id: TaskId, seq: u64, detail: SafeText },
+    /// The checkpoints to save disagree with the stored ones, first at checkpoint `seq`.
+    #[error("task {task_id}: the checkpoints to save differ from the stored ones at checkpoint {seq}: {detail}")]
+    CheckpointConflict { task_id: TaskId, seq: u64, detail: SafeText },
     /// A backup could not be completed; nothing was left at the destination.
     #[error("backup to {path} failed: {reason}")]
-    Backup { path: PathBuf, reason: String },
+    Backup { path: PathBuf, reason: SafeText },
     /// The background checkpoint thread could not be started.
     #[error("cannot start the WAL checkpoint thread: {0}")]
     Thread(std::io::Error),
@@ -104,8 +145,8 @@ impl Error {
         aigentflow_core_states::time::parse(text).ok_or_else(|| Self::CorruptRow {
             table,
             column,
-            id: id.to_string(),
-            reason: format!("not a timestamp: {text:?}"),
+            id: id.to_string().into(),
+            reason: format!("not a timestamp: {text:?}").into(),
         })
     }
 
@@ -119,8 +160,8 @@ impl Error {
         Self::CorruptRow {
             table,
             column,
-            id: id.to_string(),
-            reason: format!("malformed JSON: {err}"),
+            id: id.to_string().into(),
+            reason: format!("malformed JSON: {err}").into(),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! atomic, and waits for other writers instead of failing with `SQLITE_BUSY`.
 
 pub mod audit_chain;
+mod bind;
 mod checkpoint;
 mod config;
 mod db;
@@ -23,9 +24,10 @@ pub mod redact;
 mod state_store;
 
 pub use aigentflow_core_states::{time, Clock, ManualClock, SystemClock};
+pub use bind::{Clean, Param, Stmt};
 pub use config::{ConfigEntry, ConfigStore, Scope};
 pub use db::{Access, Database, Durability, Options, SchemaVersion, Tx, DB_ENV, DEFAULT_PATH};
-pub use error::{Error, Result};
+pub use error::{Error, Result, SafeText};
 pub use maintenance::{ForeignKeyProblem, TABLES};
 pub use state_store::{ResumableTask, SqliteStateStore, TaskSummary};
 

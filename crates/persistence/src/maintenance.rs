@@ -35,7 +35,7 @@ impl Database {
     /// `PRAGMA integrity_check`: the problems found (empty when the file is sound).
     pub fn integrity_check(&self) -> Result<Vec<String>> {
         self.read(|tx| {
-            let mut stmt = tx.conn().prepare("PRAGMA integrity_check")?;
+            let mut stmt = tx.connection().prepare("PRAGMA integrity_check")?;
             let lines = stmt.query_map([], |r| r.get::<_, String>(0))?;
             let lines = lines.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(lines.into_iter().filter(|l| l != "ok").collect())
@@ -45,7 +45,7 @@ impl Database {
     /// `PRAGMA foreign_key_check`: rows whose parent row is missing.
     pub fn foreign_key_problems(&self) -> Result<Vec<ForeignKeyProblem>> {
         self.read(|tx| {
-            let mut stmt = tx.conn().prepare("PRAGMA foreign_key_check")?;
+            let mut stmt = tx.connection().prepare("PRAGMA foreign_key_check")?;
             let rows = stmt.query_map([], |r| {
                 Ok(ForeignKeyProblem { table: r.get(0)?, rowid: r.get(1)?, parent: r.get(2)? })
             })?;
@@ -59,10 +59,11 @@ impl Database {
             TABLES
                 .iter()
                 .map(|table| {
-                    let n: i64 =
-                        tx.conn().query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
-                            r.get(0)
-                        })?;
+                    let n: i64 = tx.connection().query_row(
+                        &format!("SELECT COUNT(*) FROM {table}"),
+                        [],
+                        |r| r.get(0),
+                    )?;
                     Ok((*table, n as u64))
                 })
                 .collect()
@@ -88,20 +89,22 @@ impl Database {
         if dest.exists() {
             return Err(Error::InvalidInput {
                 what: "backup destination",
-                reason: format!("{} already exists", dest.display()),
+                reason: format!("{} already exists", dest.display()).into(),
             });
         }
         if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
             return Err(Error::Backup {
                 path: dest.to_path_buf(),
-                reason: format!("the folder {} does not exist", dir.display()),
+                reason: format!("the folder {} does not exist", dir.display()).into(),
             });
         }
         let partial = PathBuf::from(format!("{}.partial", dest.display()));
         let _ = std::fs::remove_file(&partial);
         let result = self.copy_to(&partial).and_then(|pages| {
-            std::fs::rename(&partial, dest)
-                .map_err(|e| Error::Backup { path: dest.to_path_buf(), reason: e.to_string() })?;
+            std::fs::rename(&partial, dest).map_err(|e| Error::Backup {
+                path: dest.to_path_buf(),
+                reason: e.to_string().into(),
+            })?;
             Ok(pages)
         });
         if result.is_err() {
@@ -118,7 +121,7 @@ impl Database {
         )
         .map_err(open_err)?;
         let pages = self.read(|tx| {
-            let backup = Backup::new(tx.conn(), &mut dest)?;
+            let backup = Backup::new(tx.connection(), &mut dest)?;
             // All pages in one step: one snapshot, never restarted by a concurrent writer.
             loop {
                 match backup.step(-1)? {
@@ -136,7 +139,7 @@ impl Database {
         if check != "ok" {
             return Err(Error::Backup {
                 path: partial.to_path_buf(),
-                reason: format!("the copy fails its check: {check}"),
+                reason: format!("the copy fails its check: {check}").into(),
             });
         }
         dest.close().map_err(|(_, e)| open_err(e))?;

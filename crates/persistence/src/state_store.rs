@@ -11,12 +11,13 @@ use aigentflow_core_states::{
     TaskId, WorkflowState,
 };
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::Row;
 use serde_json::Value;
 
+use crate::bind::{Clean, Param};
 use crate::db::{Database, Tx};
 use crate::error::{Error, Result};
-use crate::redact::{redact_json, redacted_json};
+use crate::redact::redact_text;
 
 const UPSERT_STATE: &str = "
     INSERT INTO workflow_states (task_id, project_id, state, context, created_at, updated_at)
@@ -26,13 +27,22 @@ const UPSERT_STATE: &str = "
         context = excluded.context, updated_at = excluded.updated_at
     WHERE project_id IS NOT excluded.project_id OR state IS NOT excluded.state
         OR context IS NOT excluded.context";
+/// The last stored transition, and the lowest stored number (both one probe of the index).
 const LAST_TRANSITION: &str = "
-    SELECT seq, from_state, to_state, event FROM state_transitions
-    WHERE task_id = ?1 ORDER BY seq DESC LIMIT 1";
+    SELECT seq, from_state, to_state, event, metadata, created_at,
+        (SELECT MIN(seq) FROM state_transitions WHERE task_id = ?1)
+    FROM state_transitions WHERE task_id = ?1 ORDER BY seq DESC LIMIT 1";
+const ALL_TRANSITIONS: &str = "
+    SELECT seq, from_state, to_state, event, metadata, created_at FROM state_transitions
+    WHERE task_id = ?1 ORDER BY seq";
 const INSERT_TRANSITION: &str = "
     INSERT INTO state_transitions (task_id, seq, from_state, to_state, event, metadata, created_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-const LAST_CHECKPOINT_SEQ: &str = "SELECT MAX(seq) FROM checkpoints WHERE task_id = ?1";
+const LAST_CHECKPOINT: &str = "
+    SELECT seq, id, state, created_at, (SELECT MIN(seq) FROM checkpoints WHERE task_id = ?1)
+    FROM checkpoints WHERE task_id = ?1 ORDER BY seq DESC LIMIT 1";
+const ALL_CHECKPOINTS: &str =
+    "SELECT seq, id, state, created_at FROM checkpoints WHERE task_id = ?1 ORDER BY seq";
 const INSERT_CHECKPOINT: &str = "
     INSERT INTO checkpoints (id, task_id, seq, state, context, artifacts, created_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
@@ -81,94 +91,67 @@ impl SqliteStateStore {
 
     /// Saves inside a caller's transaction (e.g. together with the audit entry of the transition).
     ///
-    /// Appends the transitions and checkpoints that follow the stored ones. A state whose history
-    /// is shorter than the stored one is a [`Error::StaleSave`], one whose history disagrees with
-    /// it a [`Error::HistoryConflict`]; in both cases nothing is written. Saving the same state
-    /// twice changes nothing.
+    /// Appends the transitions and checkpoints that follow the stored ones, in O(new) work: the
+    /// caller's history must contain the stored one, which is checked where it can diverge — the
+    /// last stored transition and the last stored checkpoint, every field as stored (event,
+    /// states, time to the millisecond, redacted metadata; id, state and time of a checkpoint).
+    /// A state whose history or checkpoints are shorter than the stored ones is a
+    /// [`Error::StaleSave`]; one that disagrees is a [`Error::HistoryConflict`] or
+    /// [`Error::CheckpointConflict`] naming the first differing entry. In every such case nothing
+    /// is written. Saving the same state twice changes nothing.
     pub fn save_in(&self, tx: &Tx<'_>, state: &PersistedState) -> Result<()> {
-        let conn = tx.conn();
-        let task = state.task_id.as_str();
-        let stored = conn
-            .prepare_cached(LAST_TRANSITION)?
-            .query_row([task], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?.max(0) as u64,
-                    WorkflowState::parse(&r.get::<_, String>(1)?),
-                    WorkflowState::parse(&r.get::<_, String>(2)?),
-                    Event::parse(&r.get::<_, String>(3)?),
-                ))
-            })
-            .optional()?;
-        let given = state.history.len() as u64;
-        let stored_len = match stored {
-            None => 0,
-            Some((seq, from, to, event)) => {
-                if given < seq {
-                    return Err(Error::StaleSave {
-                        task_id: state.task_id.clone(),
-                        stored: seq,
-                        given,
-                    });
-                }
-                let mine = &state.history[(seq - 1) as usize];
-                if mine.from != from || mine.to != to || mine.event != event {
-                    return Err(Error::HistoryConflict { task_id: state.task_id.clone(), seq });
-                }
-                seq
-            }
-        };
         if state.context.task_id != state.task_id {
             return Err(Error::InvalidInput {
                 what: "state",
                 reason: format!(
                     "context.taskId {} differs from taskId {}",
                     state.context.task_id, state.task_id
-                ),
+                )
+                .into(),
             });
         }
+        let task = state.task_id.as_str();
+        let stored_transitions = check_transitions(tx, state)?;
+        let stored_checkpoints = check_checkpoints(tx, state)?;
 
-        let context = context_json(&state.context)?;
-        let now = time::to_db(tx.now());
-        conn.prepare_cached(UPSERT_STATE)?.execute(params![
-            task,
-            state.project_id.as_str(),
-            state.state.as_str(),
-            context,
-            now
-        ])?;
+        let context = Clean::json(&context_value(&state.context)?)?;
+        let now = Param::time(tx.now());
+        tx.execute(
+            UPSERT_STATE,
+            &[
+                Param::text(task),
+                Param::text(state.project_id.as_str()),
+                Param::text(state.state.as_str()),
+                Param::clean(&context),
+                now,
+            ],
+        )?;
 
-        let mut insert = conn.prepare_cached(INSERT_TRANSITION)?;
-        for (i, t) in state.history.iter().enumerate().skip(stored_len as usize) {
-            let metadata = t.metadata.as_ref().map(json_redacted).transpose()?;
-            insert.execute(params![
-                task,
-                i as i64 + 1,
-                t.from.as_str(),
-                t.to.as_str(),
-                t.event.as_str(),
-                metadata,
-                time::to_db(t.timestamp)
+        let mut insert = tx.prepare(INSERT_TRANSITION)?;
+        for (i, t) in state.history.iter().enumerate().skip(stored_transitions) {
+            insert.execute(&[
+                Param::text(task),
+                Param::int(i as i64 + 1),
+                Param::text(t.from.as_str()),
+                Param::text(t.to.as_str()),
+                Param::text(t.event.as_str()),
+                t.metadata.as_ref().map_or(Ok(Param::NULL), Param::json)?,
+                Param::time(t.timestamp),
             ])?;
         }
 
-        let stored_checkpoints: Option<i64> =
-            conn.prepare_cached(LAST_CHECKPOINT_SEQ)?.query_row([task], |r| r.get(0))?;
-        let stored_checkpoints = stored_checkpoints.unwrap_or(0).max(0);
-        let mut insert = conn.prepare_cached(INSERT_CHECKPOINT)?;
-        for (i, c) in state.context.checkpoints.iter().enumerate().skip(stored_checkpoints as usize)
-        {
-            let mut cp_context = Value::Object(c.context.clone());
-            if let Value::Object(map) = &mut cp_context {
-                map.remove("checkpoints");
-            }
-            insert.execute(params![
-                c.id.as_str(),
-                task,
-                i as i64 + 1,
-                c.state.as_str(),
-                json_redacted(&cp_context)?,
-                json_redacted(&serde_json::to_value(&c.artifacts)?)?,
-                time::to_db(c.timestamp)
+        let mut insert = tx.prepare(INSERT_CHECKPOINT)?;
+        for (i, c) in state.context.checkpoints.iter().enumerate().skip(stored_checkpoints) {
+            let mut cp_context = c.context.clone();
+            cp_context.remove("checkpoints");
+            insert.execute(&[
+                Param::text(c.id.as_str()),
+                Param::text(task),
+                Param::int(i as i64 + 1),
+                Param::text(c.state.as_str()),
+                Param::json(&Value::Object(cp_context))?,
+                Param::json(&serde_json::to_value(&c.artifacts)?)?,
+                Param::time(c.timestamp),
             ])?;
         }
         Ok(())
@@ -177,11 +160,7 @@ impl SqliteStateStore {
     /// Loads inside a caller's transaction.
     pub fn load_in(&self, tx: &Tx<'_>, task_id: &TaskId) -> Result<Option<PersistedState>> {
         let sql = format!("SELECT {STATE_COLUMNS} FROM workflow_states WHERE task_id = ?1");
-        let Some(row) = tx
-            .conn()
-            .prepare_cached(&sql)?
-            .query_row([task_id.as_str()], read_state_row)
-            .optional()?
+        let Some(row) = tx.query_row(&sql, &[Param::text(task_id.as_str())], read_state_row)?
         else {
             return Ok(None);
         };
@@ -192,13 +171,13 @@ impl SqliteStateStore {
         let checkpoints = format!(
             "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints c WHERE c.task_id = ?1 ORDER BY c.seq, c.created_at"
         );
-        let mut stmt = tx.conn().prepare_cached(&transitions)?;
-        let mut rows = stmt.query([task_id.as_str()])?;
+        let mut stmt = tx.prepare(&transitions)?;
+        let mut rows = stmt.query(&[Param::text(task_id.as_str())])?;
         while let Some(r) = rows.next()? {
             state.history.push(read_transition(r)?.1);
         }
-        let mut stmt = tx.conn().prepare_cached(&checkpoints)?;
-        let mut rows = stmt.query([task_id.as_str()])?;
+        let mut stmt = tx.prepare(&checkpoints)?;
+        let mut rows = stmt.query(&[Param::text(task_id.as_str())])?;
         while let Some(r) = rows.next()? {
             state.context.checkpoints.push(read_checkpoint(r)?.1);
         }
@@ -207,15 +186,14 @@ impl SqliteStateStore {
 
     /// Lists a project's tasks in three queries, whatever their number.
     pub fn list_in(&self, tx: &Tx<'_>, project_id: &ProjectId) -> Result<Vec<PersistedState>> {
-        let conn = tx.conn();
-        let p = project_id.as_str();
+        let p = || Param::text(project_id.as_str());
         let sql = format!(
             "SELECT {STATE_COLUMNS} FROM workflow_states WHERE project_id = ?1 ORDER BY created_at, task_id"
         );
         let mut states = Vec::new();
         let mut index = HashMap::new();
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query([p])?;
+        let mut stmt = tx.prepare(&sql)?;
+        let mut rows = stmt.query(&[p()])?;
         while let Some(r) = rows.next()? {
             let state = read_state_row(r)?.into_state()?;
             index.insert(state.task_id.as_str().to_owned(), states.len());
@@ -226,8 +204,8 @@ impl SqliteStateStore {
              JOIN workflow_states w ON w.task_id = t.task_id
              WHERE w.project_id = ?1 ORDER BY t.task_id, t.seq, t.id"
         );
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query([p])?;
+        let mut stmt = tx.prepare(&sql)?;
+        let mut rows = stmt.query(&[p()])?;
         while let Some(r) = rows.next()? {
             let (task, t) = read_transition(r)?;
             if let Some(&i) = index.get(&task) {
@@ -239,8 +217,8 @@ impl SqliteStateStore {
              JOIN workflow_states w ON w.task_id = c.task_id
              WHERE w.project_id = ?1 ORDER BY c.task_id, c.seq, c.created_at"
         );
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query([p])?;
+        let mut stmt = tx.prepare(&sql)?;
+        let mut rows = stmt.query(&[p()])?;
         while let Some(r) = rows.next()? {
             let (task, c) = read_checkpoint(r)?;
             if let Some(&i) = index.get(&task) {
@@ -252,11 +230,10 @@ impl SqliteStateStore {
 
     /// Deletes a task with its transitions and checkpoints, inside a caller's transaction.
     pub fn delete_in(&self, tx: &Tx<'_>, task_id: &TaskId) -> Result<bool> {
-        let conn = tx.conn();
-        let t = task_id.as_str();
-        conn.prepare_cached("DELETE FROM checkpoints WHERE task_id = ?1")?.execute([t])?;
-        conn.prepare_cached("DELETE FROM state_transitions WHERE task_id = ?1")?.execute([t])?;
-        Ok(conn.prepare_cached("DELETE FROM workflow_states WHERE task_id = ?1")?.execute([t])? > 0)
+        let t = [Param::text(task_id.as_str())];
+        tx.execute("DELETE FROM checkpoints WHERE task_id = ?1", &t)?;
+        tx.execute("DELETE FROM state_transitions WHERE task_id = ?1", &t)?;
+        Ok(tx.execute("DELETE FROM workflow_states WHERE task_id = ?1", &t)? > 0)
     }
 
     /// Tasks that can be resumed (not COMPLETED, ABORTED or ESCALATED), each with its latest
@@ -273,10 +250,10 @@ impl SqliteStateStore {
     /// How many tasks are in each state, by state name.
     pub fn count_by_state(&self) -> Result<Vec<(WorkflowState, u64)>> {
         self.db.read(|tx| {
-            let mut stmt = tx.conn().prepare_cached(
+            let mut stmt = tx.prepare(
                 "SELECT state, COUNT(*) FROM workflow_states GROUP BY state ORDER BY state",
             )?;
-            let rows = stmt.query_map([], |r| {
+            let rows = stmt.query_map(&[], |r| {
                 Ok((WorkflowState::parse(&r.get::<_, String>(0)?), r.get::<_, i64>(1)? as u64))
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -290,7 +267,7 @@ impl SqliteStateStore {
         state: Option<&WorkflowState>,
     ) -> Result<Vec<TaskSummary>> {
         self.db.read(|tx| {
-            let mut stmt = tx.conn().prepare_cached(
+            let mut stmt = tx.prepare(
                 "SELECT w.task_id, w.project_id, w.state, w.created_at, w.updated_at,
                     (SELECT COUNT(*) FROM state_transitions t WHERE t.task_id = w.task_id),
                     (SELECT COUNT(*) FROM checkpoints c WHERE c.task_id = w.task_id)
@@ -298,9 +275,9 @@ impl SqliteStateStore {
                  WHERE (?1 IS NULL OR w.project_id = ?1) AND (?2 IS NULL OR w.state = ?2)
                  ORDER BY w.updated_at DESC, w.task_id",
             )?;
-            let mut rows = stmt.query(params![
-                project_id.map(ProjectId::as_str),
-                state.map(WorkflowState::as_str)
+            let mut rows = stmt.query(&[
+                Param::opt_text(project_id.map(ProjectId::as_str)),
+                Param::opt_text(state.map(WorkflowState::as_str)),
             ])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
@@ -350,18 +327,186 @@ impl StateStore for SqliteStateStore {
     }
 }
 
-/// The context as stored: redacted, without its checkpoints (they have their own table).
-fn context_json(context: &StateContext) -> Result<String> {
+/// The context as stored (before redaction): without its checkpoints (they have their own table).
+fn context_value(context: &StateContext) -> Result<Value> {
     let mut value = serde_json::to_value(context.without_checkpoints())?;
     if let Value::Object(map) = &mut value {
         map.remove("checkpoints");
     }
-    redact_json(&mut value);
-    Ok(serde_json::to_string(&value)?)
+    Ok(value)
 }
 
-fn json_redacted(value: &Value) -> Result<String> {
-    Ok(serde_json::to_string(&redacted_json(value))?)
+/// How many transitions are stored for the task, once the caller's history is known to contain
+/// them (see [`SqliteStateStore::save_in`]).
+fn check_transitions(tx: &Tx<'_>, state: &PersistedState) -> Result<usize> {
+    let task = state.task_id.as_str();
+    let read = |r: &Row<'_>| Ok((StoredTransition::read(r)?, r.get::<_, i64>(6)?));
+    let Some((last, lowest)) = tx.query_row(LAST_TRANSITION, &[Param::text(task)], read)? else {
+        return Ok(0);
+    };
+    position(lowest, task, "state_transitions")?;
+    let stored = last.position(task, "state_transitions")?;
+    let given = state.history.len();
+    if given < stored {
+        return Err(Error::StaleSave {
+            task_id: state.task_id.clone(),
+            what: "transitions",
+            stored: stored as u64,
+            given: given as u64,
+        });
+    }
+    if last.differs(&state.history[stored - 1])?.is_none() {
+        return Ok(stored);
+    }
+    // The history diverges somewhere up to the last stored transition: find where, to say so.
+    let mut stmt = tx.prepare(ALL_TRANSITIONS)?;
+    let mut rows = stmt.query(&[Param::text(task)])?;
+    let mut expected_seq = 1;
+    while let Some(r) = rows.next()? {
+        let row = StoredTransition::read(r)?;
+        let seq = row.position(task, "state_transitions")?;
+        let conflict = |detail: String| Error::HistoryConflict {
+            task_id: state.task_id.clone(),
+            seq: seq as u64,
+            detail: detail.into(),
+        };
+        if seq != expected_seq {
+            return Err(conflict(format!("the stored history has no transition {expected_seq}")));
+        }
+        if let Some(detail) = row.differs(&state.history[seq - 1])? {
+            return Err(conflict(detail));
+        }
+        expected_seq += 1;
+    }
+    Err(Error::HistoryConflict {
+        task_id: state.task_id.clone(),
+        seq: stored as u64,
+        detail: "the stored transition changed while it was compared".into(),
+    })
+}
+
+/// A transition as stored, for comparing with the caller's.
+struct StoredTransition {
+    seq: i64,
+    from: String,
+    to: String,
+    event: String,
+    metadata: Option<String>,
+    created_at: String,
+}
+
+impl StoredTransition {
+    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            seq: r.get(0)?,
+            from: r.get(1)?,
+            to: r.get(2)?,
+            event: r.get(3)?,
+            metadata: r.get(4)?,
+            created_at: r.get(5)?,
+        })
+    }
+
+    /// The 1-based position the row claims; a stored number below 1 is a corrupt row.
+    fn position(&self, task: &str, table: &'static str) -> Result<usize> {
+        position(self.seq, task, table)
+    }
+
+    /// How the caller's transition differs from this stored one, if it does.
+    fn differs(&self, mine: &StateTransition) -> Result<Option<String>> {
+        let stamp = time::to_db(mine.timestamp);
+        let detail = if mine.from.as_str() != self.from || mine.to.as_str() != self.to {
+            format!("{} -> {} stored, {} -> {} given", self.from, self.to, mine.from, mine.to)
+        } else if mine.event.as_str() != self.event {
+            format!("event {} stored, {} given", self.event, mine.event)
+        } else if stamp != self.created_at {
+            format!("time {} stored, {stamp} given", self.created_at)
+        } else {
+            let stored = self.metadata.as_deref().map(serde_json::from_str::<Value>);
+            let given = mine.metadata.as_ref().map(crate::redact::redacted_json);
+            match (stored, given) {
+                (None, None) => return Ok(None),
+                (Some(Ok(a)), Some(b)) if a == b => return Ok(None),
+                _ => "its metadata differs".to_owned(),
+            }
+        };
+        Ok(Some(detail))
+    }
+}
+
+/// How many checkpoints are stored for the task, once the caller's checkpoints are known to
+/// start with them (see [`SqliteStateStore::save_in`]).
+fn check_checkpoints(tx: &Tx<'_>, state: &PersistedState) -> Result<usize> {
+    let task = state.task_id.as_str();
+    let given = &state.context.checkpoints;
+    let read = |r: &Row<'_>| -> rusqlite::Result<(i64, String, String, String)> {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    };
+    let read_last = |r: &Row<'_>| Ok((read(r)?, r.get::<_, i64>(4)?));
+    let Some((last, lowest)) = tx.query_row(LAST_CHECKPOINT, &[Param::text(task)], read_last)?
+    else {
+        return Ok(0);
+    };
+    position(lowest, task, "checkpoints")?;
+    let stored = position(last.0, task, "checkpoints")?;
+    if given.len() < stored {
+        return Err(Error::StaleSave {
+            task_id: state.task_id.clone(),
+            what: "checkpoints",
+            stored: stored as u64,
+            given: given.len() as u64,
+        });
+    }
+    let differs = |(_, id, cp_state, created_at): &(i64, String, String, String),
+                   mine: &Checkpoint| {
+        let stamp = time::to_db(mine.timestamp);
+        if redact_text(mine.id.as_str()) != id.as_str() {
+            Some(format!("checkpoint {id} stored, {} given", mine.id))
+        } else if mine.state.as_str() != cp_state {
+            Some(format!("state {cp_state} stored, {} given", mine.state))
+        } else if stamp != *created_at {
+            Some(format!("time {created_at} stored, {stamp} given"))
+        } else {
+            None
+        }
+    };
+    if differs(&last, &given[stored - 1]).is_none() {
+        return Ok(stored);
+    }
+    let mut stmt = tx.prepare(ALL_CHECKPOINTS)?;
+    let mut rows = stmt.query(&[Param::text(task)])?;
+    let mut expected_seq = 1;
+    while let Some(r) = rows.next()? {
+        let row = read(r)?;
+        let seq = position(row.0, task, "checkpoints")?;
+        let conflict = |detail: String| Error::CheckpointConflict {
+            task_id: state.task_id.clone(),
+            seq: seq as u64,
+            detail: detail.into(),
+        };
+        if seq != expected_seq {
+            return Err(conflict(format!("the stored checkpoints have no number {expected_seq}")));
+        }
+        if let Some(detail) = differs(&row, &given[seq - 1]) {
+            return Err(conflict(detail));
+        }
+        expected_seq += 1;
+    }
+    Err(Error::CheckpointConflict {
+        task_id: state.task_id.clone(),
+        seq: stored as u64,
+        detail: "the stored checkpoint changed while it was compared".into(),
+    })
+}
+
+/// A stored per-task sequence number as a 1-based position; below 1 is a corrupt row.
+fn position(seq: i64, task: &str, table: &'static str) -> Result<usize> {
+    usize::try_from(seq).ok().filter(|&n| n >= 1).ok_or_else(|| Error::CorruptRow {
+        table,
+        column: "seq",
+        id: task.into(),
+        reason: format!("sequence number {seq}; numbers start at 1").into(),
+    })
 }
 
 fn parse_json(table: &'static str, column: &'static str, id: &str, text: &str) -> Result<Value> {
@@ -386,7 +531,7 @@ impl StateRow {
             return Err(Error::CorruptRow {
                 table: "workflow_states",
                 column: "context",
-                id: self.task_id,
+                id: self.task_id.into(),
                 reason: "not a JSON object".into(),
             });
         };
@@ -443,7 +588,7 @@ fn read_checkpoint_at(r: &Row<'_>, at: usize) -> Result<(String, Checkpoint)> {
             return Err(Error::CorruptRow {
                 table: "checkpoints",
                 column: "context",
-                id,
+                id: id.into(),
                 reason: "not a JSON object".into(),
             })
         }
@@ -496,8 +641,9 @@ fn resumable_where(
          WHERE {filter}
          ORDER BY w.updated_at DESC, w.task_id"
     );
-    let mut stmt = tx.conn().prepare_cached(&sql)?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(values))?;
+    let mut stmt = tx.prepare(&sql)?;
+    let values: Vec<Param<'_>> = values.into_iter().map(Param::text).collect();
+    let mut rows = stmt.query(&values)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let task_id: String = r.get(0)?;

@@ -1,3 +1,5 @@
+use aigentflow_persistence::SafeText;
+
 /// What went wrong in the execution tracker.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -7,21 +9,21 @@ pub enum Error {
     Persistence(#[from] aigentflow_persistence::Error),
     /// A caller gave a value the tracker cannot take.
     #[error("invalid {what}: {reason}")]
-    InvalidInput { what: &'static str, reason: String },
+    InvalidInput { what: &'static str, reason: SafeText },
     /// No trace with this id.
     #[error("trace {id} not found")]
-    UnknownTrace { id: String },
+    UnknownTrace { id: SafeText },
     /// No invocation with this id.
     #[error("agent invocation {id} not found")]
     UnknownInvocation { id: i64 },
     /// The trace is not in a status that allows the operation.
     #[error("trace {id} is {status}; cannot {action}")]
-    WrongStatus { id: String, status: String, action: &'static str },
+    WrongStatus { id: SafeText, status: SafeText, action: &'static str },
 }
 
 impl From<aigentflow_core_states::UnknownVariant> for Error {
     fn from(e: aigentflow_core_states::UnknownVariant) -> Self {
-        Self::InvalidInput { what: e.what, reason: e.to_string() }
+        Self::InvalidInput { what: e.what, reason: e.to_string().into() }
     }
 }
 

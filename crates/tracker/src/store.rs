@@ -1,11 +1,9 @@
 //! [`ExecutionTracker`]: all of this crate's SQL.
 
 use aigentflow_core_states::{time, ProjectId, TaskId};
-use aigentflow_persistence::redact::{redact_text, redacted_json};
-use aigentflow_persistence::{Database, SqliteStateStore, Tx};
+use aigentflow_persistence::{Database, Param, SqliteStateStore, Tx};
 use chrono::{DateTime, TimeDelta, Utc};
-use rusqlite::types::Value as Sql;
-use rusqlite::{params, params_from_iter, OptionalExtension, Row};
+use rusqlite::Row;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -52,25 +50,24 @@ impl ExecutionTracker {
             }
         }
         let id = TraceId::random();
-        let now = time::to_db(tx.now());
         let me = Owner::current();
-        tx.conn()
-            .prepare_cached(
-                "INSERT INTO execution_traces (id, project_id, task_id, prompt, started_at, status,
-                     owner_pid, owner_started_at, owner_host, heartbeat_at, recovery_attempts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?5, 0)",
-            )?
-            .execute(params![
-                id.as_str(),
-                project.as_str(),
-                task.as_str(),
-                redact_text(prompt),
-                now,
-                me.pid,
-                me.started_at.map(time::to_db),
-                me.host,
-            ])?;
-        get_trace_in(tx, id.as_str())?.ok_or_else(|| Error::UnknownTrace { id: id.to_string() })
+        tx.execute(
+            "INSERT INTO execution_traces (id, project_id, task_id, prompt, started_at, status,
+                 owner_pid, owner_started_at, owner_host, heartbeat_at, recovery_attempts)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?5, 0)",
+            &[
+                Param::text(id.as_str()),
+                Param::text(project.as_str()),
+                Param::text(task.as_str()),
+                Param::text(prompt),
+                Param::time(tx.now()),
+                Param::int(i64::from(me.pid)),
+                Param::opt_time(me.started_at),
+                Param::text(&me.host),
+            ],
+        )?;
+        get_trace_in(tx, id.as_str())?
+            .ok_or_else(|| Error::UnknownTrace { id: id.to_string().into() })
     }
 
     /// Completes a trace: success, token usage and metadata (redacted), with its duration
@@ -83,27 +80,33 @@ impl ExecutionTracker {
         metadata: Option<&Value>,
     ) -> Result<Trace> {
         let id = id.as_str();
-        let usage = token_usage.map(json).transpose()?;
-        let metadata = metadata.map(|m| json(&redacted_json(m))).transpose()?;
+        let usage = token_usage.map(json).transpose()?.unwrap_or(Param::NULL);
+        let metadata = metadata.map(Param::json).transpose()?.unwrap_or(Param::NULL);
         self.db.write(|tx| {
             let trace =
                 get_trace_in(tx, id)?.ok_or_else(|| Error::UnknownTrace { id: id.into() })?;
             if trace.status == TraceStatus::Completed {
                 return Err(Error::WrongStatus {
                     id: id.into(),
-                    status: trace.status.to_string(),
+                    status: trace.status.to_string().into(),
                     action: "complete it again",
                 });
             }
             let now = tx.now();
             let duration = (now - trace.started_at).num_milliseconds().max(0);
-            tx.conn()
-                .prepare_cached(
-                    "UPDATE execution_traces SET completed_at = ?1, success = ?2, duration_ms = ?3,
-                         token_usage = ?4, metadata = ?5, status = 'completed'
-                     WHERE id = ?6",
-                )?
-                .execute(params![time::to_db(now), success, duration, usage, metadata, id])?;
+            tx.execute(
+                "UPDATE execution_traces SET completed_at = ?1, success = ?2, duration_ms = ?3,
+                     token_usage = ?4, metadata = ?5, status = 'completed'
+                 WHERE id = ?6",
+                &[
+                    Param::time(now),
+                    Param::bool(success),
+                    Param::int(duration),
+                    usage,
+                    metadata,
+                    Param::text(id),
+                ],
+            )?;
             get_trace_in(tx, id)?.ok_or_else(|| Error::UnknownTrace { id: id.into() })
         })
     }
@@ -113,13 +116,11 @@ impl ExecutionTracker {
     pub fn heartbeat(&self, id: &TraceId) -> Result<()> {
         let id = id.as_str();
         self.db.write(|tx| {
-            let changed = tx
-                .conn()
-                .prepare_cached(
-                    "UPDATE execution_traces SET heartbeat_at = ?1
-                     WHERE id = ?2 AND status = 'running'",
-                )?
-                .execute(params![time::to_db(tx.now()), id])?;
+            let changed = tx.execute(
+                "UPDATE execution_traces SET heartbeat_at = ?1
+                 WHERE id = ?2 AND status = 'running'",
+                &[Param::time(tx.now()), Param::text(id)],
+            )?;
             if changed == 0 {
                 return Err(not_running(tx, id, "heartbeat")?);
             }
@@ -143,18 +144,18 @@ impl ExecutionTracker {
                         "SELECT {TRACE_COLUMNS} FROM execution_traces WHERE project_id = ?
                          ORDER BY started_at DESC, id DESC LIMIT ?"
                     ),
-                    vec![Sql::Text(p.into()), Sql::Integer(limit)],
+                    vec![Param::text(p), Param::int(limit)],
                 ),
                 None => (
                     format!(
                         "SELECT {TRACE_COLUMNS} FROM execution_traces
                          ORDER BY started_at DESC, id DESC LIMIT ?"
                     ),
-                    vec![Sql::Integer(limit)],
+                    vec![Param::int(limit)],
                 ),
             };
-            let mut stmt = tx.conn().prepare_cached(&sql)?;
-            let rows = stmt.query_map(params_from_iter(values), RawTrace::read)?;
+            let mut stmt = tx.prepare(&sql)?;
+            let rows = stmt.query_map(&values, RawTrace::read)?;
             rows.map(|r| r?.into_trace()).collect()
         })
     }
@@ -162,10 +163,10 @@ impl ExecutionTracker {
     /// How many traces are in each status.
     pub fn count_by_status(&self) -> Result<Vec<(String, u64)>> {
         self.db.read(|tx| {
-            let mut stmt = tx.conn().prepare_cached(
+            let mut stmt = tx.prepare(
                 "SELECT status, COUNT(*) FROM execution_traces GROUP BY status ORDER BY status",
             )?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+            let rows = stmt.query_map(&[], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
@@ -181,71 +182,70 @@ impl ExecutionTracker {
             return Err(Error::InvalidInput { what: "agent", reason: "it is empty".into() });
         }
         let score = new.quality_score.map(quality).transpose()?;
-        let usage = new.token_usage.as_ref().map(json).transpose()?;
-        let conn = tx.conn();
-        let known = conn
-            .prepare_cached("SELECT 1 FROM execution_traces WHERE id = ?1")?
-            .query_row([new.trace_id.as_str()], |_| Ok(()))
-            .optional()?;
+        let usage = new.token_usage.as_ref().map(json).transpose()?.unwrap_or(Param::NULL);
+        let known = tx.query_row(
+            "SELECT 1 FROM execution_traces WHERE id = ?1",
+            &[Param::text(new.trace_id.as_str())],
+            |_| Ok(()),
+        )?;
         if known.is_none() {
-            return Err(Error::UnknownTrace { id: new.trace_id.to_string() });
+            return Err(Error::UnknownTrace { id: new.trace_id.to_string().into() });
         }
-        conn.prepare_cached(
+        tx.execute(
             "INSERT INTO agent_invocations (trace_id, agent, task_fragment, started_at, completed_at,
                  outcome, quality_score, token_usage, output_summary, error)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?
-        .execute(params![
-            new.trace_id.as_str(),
-            new.agent,
-            new.task_fragment.as_deref().map(redact_text),
-            time::to_db(new.started_at),
-            new.completed_at.map(time::to_db),
-            new.outcome.map(|o| o.as_str()),
-            score,
-            usage,
-            new.output_summary.as_deref().map(redact_text),
-            new.error.as_deref().map(redact_text),
-        ])?;
-        Ok(conn.last_insert_rowid())
+            &[
+                Param::text(new.trace_id.as_str()),
+                Param::text(&new.agent),
+                Param::opt_text(new.task_fragment.as_deref()),
+                Param::time(new.started_at),
+                Param::opt_time(new.completed_at),
+                Param::opt_text(new.outcome.map(|o| o.as_str())),
+                score.map_or(Param::NULL, Param::real),
+                usage,
+                Param::opt_text(new.output_summary.as_deref()),
+                Param::opt_text(new.error.as_deref()),
+            ],
+        )?;
+        Ok(tx.last_insert_rowid())
     }
 
     /// Changes the given fields of an invocation (text redacted first); returns it.
     pub fn update_invocation(&self, id: i64, update: &InvocationUpdate) -> Result<Invocation> {
         let mut sets: Vec<&str> = Vec::new();
-        let mut values: Vec<Sql> = Vec::new();
-        let text = |s: &str| Sql::Text(redact_text(s).into_owned());
+        let mut values = Vec::new();
         if let Some(t) = update.completed_at {
             sets.push("completed_at");
-            values.push(Sql::Text(time::to_db(t)));
+            values.push(Param::time(t));
         }
         if let Some(o) = update.outcome {
             sets.push("outcome");
-            values.push(Sql::Text(o.as_str().into()));
+            values.push(Param::text(o.as_str()));
         }
         if let Some(q) = update.quality_score {
             sets.push("quality_score");
-            values.push(Sql::Real(quality(q)?));
+            values.push(Param::real(quality(q)?));
         }
         if let Some(u) = &update.token_usage {
             sets.push("token_usage");
-            values.push(Sql::Text(json(u)?));
+            values.push(json(u)?);
         }
         if let Some(s) = &update.output_summary {
             sets.push("output_summary");
-            values.push(text(s));
+            values.push(Param::text(s));
         }
         if let Some(e) = &update.error {
             sets.push("error");
-            values.push(text(e));
+            values.push(Param::text(e));
         }
         self.db.write(|tx| {
             if !sets.is_empty() {
                 let assignments: Vec<String> = sets.iter().map(|c| format!("{c} = ?")).collect();
                 let sql =
                     format!("UPDATE agent_invocations SET {} WHERE id = ?", assignments.join(", "));
-                values.push(Sql::Integer(id));
-                tx.conn().prepare_cached(&sql)?.execute(params_from_iter(values))?;
+                values.push(Param::int(id));
+                tx.execute(&sql, &values)?;
             }
             get_invocation_in(tx, id)?.ok_or(Error::UnknownInvocation { id })
         })
@@ -255,11 +255,11 @@ impl ExecutionTracker {
     pub fn invocations(&self, trace_id: &TraceId) -> Result<Vec<Invocation>> {
         let trace_id = trace_id.as_str();
         self.db.read(|tx| {
-            let mut stmt = tx.conn().prepare_cached(&format!(
+            let mut stmt = tx.prepare(&format!(
                 "SELECT {INVOCATION_COLUMNS} FROM agent_invocations WHERE trace_id = ?1
                  ORDER BY started_at, id"
             ))?;
-            let rows = stmt.query_map([trace_id], RawInvocation::read)?;
+            let rows = stmt.query_map(&[Param::text(trace_id)], RawInvocation::read)?;
             rows.map(|r| r?.into_invocation()).collect()
         })
     }
@@ -270,16 +270,15 @@ impl ExecutionTracker {
             let since = time::millis(tx.now() - TimeDelta::days(i64::from(days)));
             // One range of idx_agent_invocations_metrics, which covers every column read here.
             let (total, successes, failures, quality, tokens): (i64, i64, i64, Option<f64>, Option<f64>) = tx
-                .conn()
-                .prepare_cached(
+                .query_row(
                     "SELECT COUNT(*), COALESCE(SUM(outcome = 'success'), 0),
                             COALESCE(SUM(outcome = 'failure'), 0), AVG(quality_score), AVG(total_tokens)
                      FROM agent_invocations INDEXED BY idx_agent_invocations_metrics
                      WHERE agent = ?1 AND started_at >= ?2",
+                    &[Param::text(agent), Param::time(since)],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )?
-                .query_row(params![agent, time::to_db(since)], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })?;
+                .unwrap_or((0, 0, 0, None, None));
             let rate = |n: i64| if total > 0 { n as f64 / total as f64 } else { 0.0 };
             Ok(AgentMetrics {
                 agent: agent.into(),
@@ -300,14 +299,13 @@ impl ExecutionTracker {
     pub fn recover(&self, options: &RecoveryOptions) -> Result<RecoveryReport> {
         let states = SqliteStateStore::new(self.db.clone());
         self.db.write(|tx| {
-            let conn = tx.conn();
             let now = tx.now();
             let running: Vec<Trace> = {
-                let mut stmt = conn.prepare_cached(&format!(
+                let mut stmt = tx.prepare(&format!(
                     "SELECT {TRACE_COLUMNS} FROM execution_traces WHERE status = 'running'
                      ORDER BY started_at, id"
                 ))?;
-                let rows = stmt.query_map([], RawTrace::read)?;
+                let rows = stmt.query_map(&[], RawTrace::read)?;
                 rows.map(|r| r?.into_trace()).collect::<Result<_>>()?
             };
             let mut report = RecoveryReport::default();
@@ -323,10 +321,14 @@ impl ExecutionTracker {
                 } else {
                     TraceStatus::Crashed
                 };
-                conn.prepare_cached(
+                tx.execute(
                     "UPDATE execution_traces SET status = ?1, recovery_attempts = ?2 WHERE id = ?3",
-                )?
-                .execute(params![status.as_str(), attempts, trace.id.as_str()])?;
+                    &[
+                        Param::text(status.as_str()),
+                        Param::int(i64::from(attempts)),
+                        Param::text(trace.id.as_str()),
+                    ],
+                )?;
                 tracing::warn!(trace = %trace.id, task = %trace.task_id, %reason, %status, attempts,
                     "run's owner is gone");
                 if status == TraceStatus::Abandoned {
@@ -336,11 +338,11 @@ impl ExecutionTracker {
                 }
             }
             let crashed: Vec<Trace> = {
-                let mut stmt = conn.prepare_cached(&format!(
+                let mut stmt = tx.prepare(&format!(
                     "SELECT {TRACE_COLUMNS} FROM execution_traces WHERE status = 'crashed'
                      ORDER BY started_at, id"
                 ))?;
-                let rows = stmt.query_map([], RawTrace::read)?;
+                let rows = stmt.query_map(&[], RawTrace::read)?;
                 rows.map(|r| r?.into_trace()).collect::<Result<_>>()?
             };
             for trace in crashed {
@@ -362,20 +364,18 @@ impl ExecutionTracker {
         let id = id.as_str();
         self.db.write(|tx| {
             let me = Owner::current();
-            let changed = tx
-                .conn()
-                .prepare_cached(
-                    "UPDATE execution_traces SET status = 'running', owner_pid = ?1,
-                         owner_started_at = ?2, owner_host = ?3, heartbeat_at = ?4
-                     WHERE id = ?5 AND status = 'crashed'",
-                )?
-                .execute(params![
-                    me.pid,
-                    me.started_at.map(time::to_db),
-                    me.host,
-                    time::to_db(tx.now()),
-                    id
-                ])?;
+            let changed = tx.execute(
+                "UPDATE execution_traces SET status = 'running', owner_pid = ?1,
+                     owner_started_at = ?2, owner_host = ?3, heartbeat_at = ?4
+                 WHERE id = ?5 AND status = 'crashed'",
+                &[
+                    Param::int(i64::from(me.pid)),
+                    Param::opt_time(me.started_at),
+                    Param::text(&me.host),
+                    Param::time(tx.now()),
+                    Param::text(id),
+                ],
+            )?;
             if changed == 0 {
                 return Err(not_running(tx, id, "resume it (only a crashed run can be)")?);
             }
@@ -409,41 +409,42 @@ fn dead_reason(trace: &Trace, now: DateTime<Utc>, lease: TimeDelta) -> Option<St
 fn not_running(tx: &Tx<'_>, id: &str, action: &'static str) -> Result<Error> {
     Ok(match get_trace_in(tx, id)? {
         None => Error::UnknownTrace { id: id.into() },
-        Some(t) => Error::WrongStatus { id: id.into(), status: t.status.to_string(), action },
+        Some(t) => {
+            Error::WrongStatus { id: id.into(), status: t.status.to_string().into(), action }
+        }
     })
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Result<String> {
-    Ok(serde_json::to_string(value).map_err(aigentflow_persistence::Error::from)?)
+fn json<T: serde::Serialize>(value: &T) -> Result<Param<'static>> {
+    let value = serde_json::to_value(value).map_err(aigentflow_persistence::Error::from)?;
+    Ok(Param::json(&value)?)
 }
 
 fn quality(q: f64) -> Result<f64> {
     if !(0.0..=1.0).contains(&q) {
         return Err(Error::InvalidInput {
             what: "quality score",
-            reason: format!("{q} is not between 0 and 1"),
+            reason: format!("{q} is not between 0 and 1").into(),
         });
     }
     Ok(q)
 }
 
 fn get_trace_in(tx: &Tx<'_>, id: &str) -> Result<Option<Trace>> {
-    let raw = tx
-        .conn()
-        .prepare_cached(&format!("SELECT {TRACE_COLUMNS} FROM execution_traces WHERE id = ?1"))?
-        .query_row([id], RawTrace::read)
-        .optional()?;
+    let raw = tx.query_row(
+        &format!("SELECT {TRACE_COLUMNS} FROM execution_traces WHERE id = ?1"),
+        &[Param::text(id)],
+        RawTrace::read,
+    )?;
     raw.map(RawTrace::into_trace).transpose()
 }
 
 fn get_invocation_in(tx: &Tx<'_>, id: i64) -> Result<Option<Invocation>> {
-    let raw = tx
-        .conn()
-        .prepare_cached(&format!(
-            "SELECT {INVOCATION_COLUMNS} FROM agent_invocations WHERE id = ?1"
-        ))?
-        .query_row([id], RawInvocation::read)
-        .optional()?;
+    let raw = tx.query_row(
+        &format!("SELECT {INVOCATION_COLUMNS} FROM agent_invocations WHERE id = ?1"),
+        &[Param::int(id)],
+        RawInvocation::read,
+    )?;
     raw.map(RawInvocation::into_invocation).transpose()
 }
 
@@ -458,8 +459,8 @@ impl Fields<'_> {
         aigentflow_persistence::Error::CorruptRow {
             table: self.table,
             column,
-            id: self.id.to_owned(),
-            reason,
+            id: self.id.to_owned().into(),
+            reason: reason.into(),
         }
         .into()
     }
