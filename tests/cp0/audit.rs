@@ -719,3 +719,115 @@ fn exports_agree_with_queries_on_legacy_rows_and_rows_written_around_the_log() {
     let last = reader.records().last().unwrap().unwrap();
     assert_eq!((&last[1], &last[7]), ("2026-11-21T20:52:30.000Z", "not json {"));
 }
+
+// ---- R18: tampering is never sealed over, and reading never writes ------------------------
+
+/// Every way this layer reads or opens a log, as a process with no bad intent would run them.
+fn read_and_open_every_way(path: &std::path::Path) {
+    let log = AuditLog::new(open(path));
+    log.query(&AuditQuery::default()).unwrap();
+    log.head().unwrap();
+    log.summary("p").unwrap();
+    export_string(&log, ExportFormat::Csv, AuditQuery::default());
+    log.verify(None).unwrap();
+    // A write through the log appends after the last sealed row and seals nothing else.
+    log.log(&entry("p", "after the tampering", Category::User)).unwrap();
+    let read_only = AuditLog::new(Database::open_read_only(path).unwrap());
+    read_only.query(&AuditQuery::default()).unwrap();
+    read_only.verify(None).unwrap();
+}
+
+#[test]
+fn r18_tampering_is_named_by_verify_and_nothing_a_read_or_write_does_seals_it() {
+    let forged_at_end =
+        "INSERT INTO audit_logs (timestamp, action, category) VALUES ('2026-11-25 05:40:17.895', 'forged', 'user')";
+    let forged_with_id =
+        "INSERT INTO audit_logs (id, timestamp, action, category, user_id) VALUES (1000, '2026-11-25 05:40:17.895', 'forged', 'security', 'root')";
+    let nulled = |from: i64, to: i64| {
+        format!(
+            "DROP TRIGGER audit_logs_no_update;
+             UPDATE audit_logs SET prev_hash = NULL, row_hash = NULL WHERE id BETWEEN {from} AND {to};
+             UPDATE audit_logs SET action = 'rewritten' WHERE id = {from};
+             CREATE TRIGGER audit_logs_no_update BEFORE UPDATE ON audit_logs
+             WHEN old.row_hash IS NOT NULL OR new.row_hash IS NULL
+             BEGIN SELECT RAISE(ABORT, 'audit_logs is append-only: UPDATE refused'); END;"
+        )
+    };
+    let restamped = |id: i64, form: &str| {
+        format!(
+            "DROP TRIGGER audit_logs_no_update;
+             UPDATE audit_logs SET timestamp = '{form}' WHERE id = {id};"
+        )
+    };
+    // The rows are stamped 2026-11-25 05:40:17.895 UTC; each form below is that same instant.
+    let cases: Vec<(String, Finding)> = vec![
+        (forged_at_end.to_owned(), Finding::Unsealed { id: 31 }),
+        (forged_with_id.to_owned(), Finding::Unsealed { id: 1000 }),
+        (nulled(15, 20), Finding::Unsealed { id: 15 }),
+        (nulled(1, 1), Finding::Unsealed { id: 1 }),
+        (nulled(30, 30), Finding::Unsealed { id: 30 }),
+        (
+            restamped(7, "2026-11-25T05:40:17.895Z"),
+            Finding::NotCanonical { id: 7, column: "timestamp" },
+        ),
+        (
+            restamped(7, "2026-11-25T15:40:17.895+10:00"),
+            Finding::NotCanonical { id: 7, column: "timestamp" },
+        ),
+        (
+            restamped(1, "2026-11-25 05:40:17.895000"),
+            Finding::NotCanonical { id: 1, column: "timestamp" },
+        ),
+        (
+            restamped(30, "2026-11-25 01:40:17.895-04:00"),
+            Finding::NotCanonical { id: 30, column: "timestamp" },
+        ),
+    ];
+    let stamp =
+        Utc.with_ymd_and_hms(2026, 11, 25, 5, 40, 17).unwrap() + Duration::milliseconds(895);
+    for (sql, finding) in cases {
+        let (_dir, path) = temp_db();
+        let clock = Arc::new(ManualClock::new(stamp, Duration::zero()));
+        let db = Database::open_with(&path, Options { clock, ..Options::default() }).unwrap();
+        AuditLog::new(db.clone())
+            .log_batch(
+                &(0..30).map(|i| entry("p", &format!("a{i}"), Category::User)).collect::<Vec<_>>(),
+            )
+            .unwrap();
+        db.close().unwrap();
+        raw(&path).execute_batch(&sql).unwrap();
+        let unsealed_before: i64 = raw(&path)
+            .query_row("SELECT COUNT(*) FROM audit_logs WHERE row_hash IS NULL", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            AuditLog::new(open(&path)).verify(None).unwrap().finding,
+            Some(finding.clone()),
+            "{sql}"
+        );
+        read_and_open_every_way(&path);
+        let unsealed_after: i64 = raw(&path)
+            .query_row("SELECT COUNT(*) FROM audit_logs WHERE row_hash IS NULL", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(unsealed_after, unsealed_before, "nothing sealed the tampering: {sql}");
+        assert_eq!(
+            AuditLog::new(open(&path)).verify(None).unwrap().finding,
+            Some(finding),
+            "{sql}"
+        );
+    }
+}
+
+#[test]
+fn every_head_audit_head_gives_is_accepted_back_by_verify() {
+    let log = memory_log();
+    // The empty log's head is None (`null` on the command line) and any log extends it.
+    assert_eq!(log.head().unwrap(), None);
+    for n in 1..=5 {
+        log.log(&entry("p", &format!("a{n}"), Category::State)).unwrap();
+        let head = log.head().unwrap();
+        let text = serde_json::to_string(&head).unwrap();
+        let back: Option<aigentflow::audit::ChainHead> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, head);
+        assert!(log.verify(back.as_ref()).unwrap().is_ok());
+    }
+}

@@ -37,6 +37,9 @@ pub enum Finding {
     Reordered { id: i64 },
     /// The row carries no hash: it was written around the audit log.
     Unsealed { id: i64 },
+    /// A stored value is not in its one canonical form (e.g. a timestamp rewritten to another form
+    /// of the same instant, which the hash cannot tell apart but date filters can).
+    NotCanonical { id: i64, column: &'static str },
     /// The log ends before the head kept elsewhere: rows at the end are gone.
     Truncated { expected_rows: u64, found_rows: u64 },
     /// The head kept elsewhere is not in the log: it was rewritten.
@@ -56,6 +59,12 @@ impl std::fmt::Display for Finding {
             Self::Reordered { id } => write!(f, "row {id} is out of order"),
             Self::Unsealed { id } => {
                 write!(f, "row {id} has no hash: written around the audit log")
+            }
+            Self::NotCanonical { id, column } => {
+                write!(
+                    f,
+                    "row {id}'s {column} is not in its stored form: rewritten around the audit log"
+                )
             }
             Self::Truncated { expected_rows, found_rows } => {
                 write!(f, "the log was truncated: {found_rows} rows, the head says {expected_rows}")
@@ -87,6 +96,9 @@ impl Verification {
 #[derive(Debug, Clone)]
 pub struct ChainRow<'a> {
     pub fields: HashedFields<'a>,
+    /// Whether the stored timestamp is in the stored form (`YYYY-MM-DD HH:MM:SS.SSS`): the hash
+    /// covers the instant, so another form of it is caught here.
+    pub canonical_timestamp: bool,
     pub prev_hash: Option<&'a str>,
     pub row_hash: Option<&'a str>,
 }
@@ -136,6 +148,9 @@ impl Verifier {
         }
         if row_hash(prev, &row.fields) != hash {
             return Some(Finding::Edited { id });
+        }
+        if !row.canonical_timestamp {
+            return Some(Finding::NotCanonical { id, column: "timestamp" });
         }
         None
     }

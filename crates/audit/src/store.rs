@@ -318,6 +318,8 @@ impl RawRow {
                 user_id: self.user_id.as_deref(),
                 ip_address: self.ip_address.as_deref(),
             },
+            canonical_timestamp: std::str::from_utf8(&self.timestamp)
+                .is_ok_and(|t| time::parse_stored(t).is_some()),
             prev_hash: self.prev_hash.as_deref(),
             row_hash: self.row_hash.as_deref(),
         }

@@ -86,7 +86,8 @@ pub enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         head: Option<PathBuf>,
     },
-    /// Print the current end of the chain as JSON, to keep somewhere else.
+    /// Print the current end of the chain as JSON, to keep somewhere else (`null` for an empty
+    /// log); `audit verify --head FILE` takes it back.
     Head,
 }
 
@@ -268,8 +269,10 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
             }
         }
         AuditCommand::Verify { head } => {
+            // Every head `audit head` prints is accepted back: `null` is the head of an empty
+            // log, which any log extends.
             let expected: Option<ChainHead> = head
-                .map(|path| -> anyhow::Result<ChainHead> {
+                .map(|path| -> anyhow::Result<Option<ChainHead>> {
                     let text = std::fs::read_to_string(&path)
                         .with_context(|| format!("cannot read {}", path.display()))?;
                     serde_json::from_str(&text).with_context(|| {
@@ -279,7 +282,8 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
                         )
                     })
                 })
-                .transpose()?;
+                .transpose()?
+                .flatten();
             let log = AuditLog::new(ctx.read()?);
             let v = log.verify(expected.as_ref())?;
             ctx.out.emit(&v, || match &v.finding {

@@ -1,0 +1,200 @@
+//! RELIABILITY R17: every read command and `verify` leaves the database file as it was: on a
+//! database in use, on a copy this user cannot write, on an older schema (a clear message naming
+//! `aigentflow db migrate`) and on a 0-byte file. Run as an operator would, through the binary.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// The command as the current user, or (when that is root, whom permissions do not stop) as
+/// the unprivileged `nobody`, so a read-only copy is really read-only to it.
+fn command(unprivileged: bool) -> Command {
+    let bin = env!("CARGO_BIN_EXE_aigentflow");
+    let mut c = if unprivileged && is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    c.env_remove("AIGENTFLOW_DB").env("NO_COLOR", "1");
+    c
+}
+
+fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+fn run_as(db: &Path, args: &[&str], unprivileged: bool) -> Run {
+    let out = command(unprivileged).arg("--db").arg(db).args(args).output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn run(db: &Path, args: &[&str]) -> Run {
+    run_as(db, args, false)
+}
+
+/// The bytes of the database file and of its WAL (empty when there is none).
+fn bytes(db: &Path) -> (Vec<u8>, Vec<u8>) {
+    let wal = PathBuf::from(format!("{}-wal", db.display()));
+    (std::fs::read(db).unwrap(), std::fs::read(wal).unwrap_or_default())
+}
+
+/// A database written by `aigentflow demo`, with the ids of its task, trace and a lesson.
+fn demo(dir: &Path) -> (PathBuf, Value, String) {
+    let db = dir.join("aigentflow.db");
+    let r = run(&db, &["--json", "demo"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let report: Value = serde_json::from_str(&r.stdout).unwrap();
+    let lessons: Value =
+        serde_json::from_str(&run(&db, &["--json", "lessons", "top"]).stdout).unwrap();
+    let lesson = lessons[0]["id"].as_str().unwrap().to_owned();
+    (db, report, lesson)
+}
+
+/// Every read command of the CLI, with arguments that find something in the demo database.
+fn read_commands(report: &Value, lesson: &str, backup: &Path) -> Vec<Vec<String>> {
+    let task = report["task"].as_str().unwrap();
+    let trace = report["trace"].as_str().unwrap();
+    let backup = backup.to_str().unwrap();
+    [
+        vec!["status"],
+        vec!["tasks", "list"],
+        vec!["tasks", "show", task],
+        vec!["tasks", "resumable"],
+        vec!["audit", "query", "--limit", "5"],
+        vec!["audit", "summary", "--project", "demo-project"],
+        vec!["audit", "export", "--format", "csv"],
+        vec!["audit", "export", "--format", "json"],
+        vec!["audit", "export", "--format", "jsonl"],
+        vec!["audit", "verify"],
+        vec!["audit", "head"],
+        vec!["lessons", "show", lesson],
+        vec!["lessons", "search", "login"],
+        vec!["lessons", "top"],
+        vec!["traces", "list"],
+        vec!["traces", "show", trace],
+        vec!["traces", "metrics", "--agent", "coder"],
+        vec!["config", "list"],
+        vec!["db", "check"],
+        vec!["db", "backup", backup],
+    ]
+    .into_iter()
+    .map(|args| args.into_iter().map(str::to_owned).collect())
+    .collect()
+}
+
+#[test]
+fn r17_every_read_command_leaves_the_database_bytes_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, report, lesson) = demo(dir.path());
+    run(&db, &["config", "set", "max_retries", "3"]);
+    let before = bytes(&db);
+    for args in read_commands(&report, &lesson, &dir.path().join("backup.db")) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = run(&db, &args);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+        assert_eq!(bytes(&db), before, "{args:?} changed the database");
+    }
+}
+
+#[test]
+fn r17_a_copy_this_user_cannot_write_is_read_verified_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, report, lesson) = demo(dir.path());
+    // A copy in a folder of its own, both read-only, and no -wal or -shm beside it: what a
+    // backup on a read-only mount looks like.
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let copy = ro.join("copy.db");
+    std::fs::copy(&db, &copy).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    for path in [dir.path(), out.path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let before = bytes(&copy);
+    for args in read_commands(&report, &lesson, &out.path().join("backup.db")) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = run_as(&copy, &args, true);
+        assert_eq!(r.code, 0, "{args:?}: {}{}", r.stdout, r.stderr);
+    }
+    assert_eq!(bytes(&copy), before);
+    let entries: Vec<_> = std::fs::read_dir(&ro).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(entries, ["copy.db"], "nothing was created beside the copy");
+    // A write command says why it cannot write, on one line.
+    let r = run_as(&copy, &["config", "set", "k", "1"], true);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn r17_an_older_schema_is_named_with_db_migrate_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = dir.path().join("legacy.db");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/legacy-aigentflow.db");
+    std::fs::copy(fixture, &legacy).unwrap();
+    let before = bytes(&legacy);
+    for args in [
+        &["status"][..],
+        &["tasks", "list"],
+        &["audit", "query"],
+        &["audit", "verify"],
+        &["audit", "head"],
+        &["lessons", "search", "x"],
+        &["traces", "list"],
+        &["config", "list"],
+        &["db", "check"],
+    ] {
+        let r = run(&legacy, args);
+        assert_eq!(r.code, 1, "{args:?}: {}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains("aigentflow db migrate"), "{args:?}: {}", r.stderr);
+        assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+        assert_eq!(bytes(&legacy), before, "{args:?} changed the file");
+    }
+    assert_eq!(run(&legacy, &["db", "migrate"]).code, 0);
+    assert_eq!(run(&legacy, &["status"]).code, 0);
+}
+
+#[test]
+fn r17_a_zero_byte_file_stays_zero_bytes_and_is_named_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    for args in [
+        &["status"][..],
+        &["audit", "verify"],
+        &["audit", "log", "--action", "x", "--category", "user"],
+        &["config", "set", "k", "1"],
+        &["db", "check"],
+        &["db", "migrate"],
+    ] {
+        let r = run(&empty, args);
+        assert_eq!(r.code, 1, "{args:?}: {}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains("empty file"), "{args:?}: {}", r.stderr);
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0, "{args:?} wrote to it");
+    }
+    let entries: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(entries, ["empty.db"], "nothing was created beside it");
+    // `init` is how an empty file becomes a database.
+    assert_eq!(run(&empty, &["init"]).code, 0);
+    assert_eq!(run(&empty, &["audit", "verify"]).code, 0);
+}
