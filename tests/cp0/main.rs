@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod audit;
+mod corrupt_rows;
 mod lessons;
 mod persistence;
 mod states;
