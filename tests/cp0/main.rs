@@ -3,6 +3,7 @@
 
 mod audit;
 mod corrupt_rows;
+mod faults;
 mod lessons;
 mod persistence;
 mod states;
