@@ -6,6 +6,7 @@ mod corrupt_rows;
 mod faults;
 mod lessons;
 mod persistence;
+mod standalone;
 mod states;
 mod support;
 mod tracker;

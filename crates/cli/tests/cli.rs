@@ -507,7 +507,7 @@ fn bad_files_and_legacy_files_get_clear_answers() {
     assert_error_line(&r, 1, "cannot create the database folder");
     let legacy = dir.path().join("legacy.db");
     let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/legacy-aigentflow.db");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/legacy-aigentflow.db");
     std::fs::copy(&fixture, &legacy).unwrap();
     let latest =
         run(&dir.path().join("fresh.db"), &["--json", "init"]).ok().json()["latest"].as_i64();
