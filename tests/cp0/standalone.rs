@@ -1,7 +1,10 @@
 //! The repository stands alone: a clone of it passes its tests with nothing beside it. Every
 //! fixture lives inside it (`tests/fixtures/`, `crates/bench/data/`), git keeps them, and no
-//! source, test, script or document reaches outside the repository for one.
+//! source, test, script or document reaches outside the repository for one. Its `rust-version`
+//! is true: no locked dependency needs a newer Rust (clippy's `incompatible_msrv` holds our own
+//! code to it).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -83,4 +86,42 @@ fn git_keeps_every_fixture() {
             .unwrap();
         assert_eq!(status.code(), Some(1), "{} is ignored by git", fixture.display());
     }
+}
+
+/// A Rust version as (major, minor, patch): "1.92" and "1.92.0" are equal.
+fn rust(version: &str) -> (u64, u64, u64) {
+    let mut parts = version.split('.').map(|p| p.parse::<u64>().unwrap());
+    let mut next = || parts.next().unwrap_or(0);
+    (next(), next(), next())
+}
+
+#[test]
+fn rust_version_is_at_least_what_every_locked_dependency_declares() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let members: HashSet<&str> =
+        meta["workspace_members"].as_array().unwrap().iter().filter_map(|m| m.as_str()).collect();
+    let packages = meta["packages"].as_array().unwrap();
+    let (ours, theirs): (Vec<_>, Vec<_>) =
+        packages.iter().partition(|p| members.contains(p["id"].as_str().unwrap()));
+    let declared: HashSet<&str> = ours.iter().filter_map(|p| p["rust_version"].as_str()).collect();
+    assert_eq!(declared.len(), 1, "every crate takes the workspace's rust-version: {declared:?}");
+    assert_eq!(ours.len(), members.len(), "{declared:?}");
+    let ours = declared.into_iter().next().unwrap();
+    let needs: Vec<(&str, &str)> = theirs
+        .iter()
+        .filter_map(|p| Some((p["name"].as_str()?, p["rust_version"].as_str()?)))
+        .collect();
+    assert!(needs.len() > 20, "the lock's dependencies declare versions: {}", needs.len());
+    let newer: Vec<String> = needs
+        .iter()
+        .filter(|(_, version)| rust(version) > rust(ours))
+        .map(|(name, version)| format!("{name} needs {version}"))
+        .collect();
+    assert!(newer.is_empty(), "rust-version {ours} is older than: {}", newer.join(", "));
 }

@@ -96,7 +96,7 @@ fn audit_entry(words: &mut Words, i: usize) -> AuditEntry {
     let categories = Category::ALL;
     let mut details = json!({"seq": i, "file": format!("src/{}.rs", words.word()), "bytes": words.below(100_000)});
     let mut action = format!("{}_{}", words.word(), words.word());
-    if i % 20 == 0 {
+    if i.is_multiple_of(20) {
         details["note"] =
             json!(format!("a, \"quoted\" {}\nline two ✓ 日本語 😀", words.sentence(2, 5)));
         action = format!("{action}, \"x\"\n✓");
