@@ -302,13 +302,18 @@ impl Database {
     }
 
     /// Runs `f` in a read transaction: every query in it sees one consistent snapshot.
+    ///
+    /// Whatever `f` does (returns, fails or panics), its transaction ends and the connection goes
+    /// back to the pool. In an in-memory database a `read` or `write` inside `f` is
+    /// [`Error::Nested`]: pass the [`Tx`] on instead.
     pub fn read<T, E: From<Error>>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, E> {
         self.run(TransactionBehavior::Deferred, f)
     }
 
     /// Runs `f` in a write transaction, started `IMMEDIATE` so writers queue on the busy timeout
     /// instead of failing. It commits if `f` returns `Ok`, and rolls back everything `f` wrote
-    /// otherwise, so several stores can write atomically together.
+    /// otherwise (a panic in `f` included, before the panic goes on), so several stores can write
+    /// atomically together.
     pub fn write<T, E: From<Error>>(
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
