@@ -5,8 +5,11 @@
 #![allow(clippy::disallowed_methods)]
 
 mod audit;
+mod corrupt_rows;
+mod faults;
 mod lessons;
 mod persistence;
+mod standalone;
 mod states;
 mod support;
 mod tracker;

@@ -13,8 +13,7 @@ pub fn temp_db() -> (tempfile::TempDir, PathBuf) {
 
 /// A copy of the TypeScript version's database in a temp dir (the fixture is never opened in place).
 pub fn legacy_copy() -> (tempfile::TempDir, PathBuf) {
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/legacy-aigentflow.db");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy-aigentflow.db");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("legacy.db");
     std::fs::copy(&fixture, &path).unwrap_or_else(|e| panic!("copy {}: {e}", fixture.display()));

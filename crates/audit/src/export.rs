@@ -356,7 +356,7 @@ impl AuditLog {
                     while let Some(r) = rows.next()? {
                         block.push(r)?;
                         count += 1;
-                        if count % 1024 == 0 {
+                        if count.is_multiple_of(1024) {
                             progress(count);
                         }
                         if block.bytes.len() >= BLOCK_BYTES {

@@ -325,7 +325,8 @@ impl RawRow {
         }
     }
 
-    /// The row as text, or a `CorruptRow` naming the first cell that is not UTF-8.
+    /// The row as text, or a `CorruptRow` naming the first cell that is not UTF-8 or the
+    /// timestamp that cannot be read.
     pub fn into_record(self) -> Result<AuditRecord> {
         let id = self.id;
         let text = |column, bytes: Vec<u8>| {
@@ -333,10 +334,12 @@ impl RawRow {
         };
         let optional = |column, bytes: Option<Vec<u8>>| bytes.map(|b| text(column, b)).transpose();
         let timestamp = text("timestamp", self.timestamp)?;
+        let timestamp =
+            aigentflow_persistence::Error::read_time("audit_logs", "timestamp", id, &timestamp)?;
         let details_text = optional("details", self.details)?;
         Ok(AuditRecord {
             id,
-            timestamp: time::parse(&timestamp).unwrap_or_default(),
+            timestamp,
             project_id: optional("project_id", self.project_id)?,
             task_id: optional("task_id", self.task_id)?,
             agent: optional("agent", self.agent)?,

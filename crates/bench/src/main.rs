@@ -52,7 +52,10 @@ impl Bench {
     }
 }
 
-/// Text from `../shared/bench-words.txt`, drawn with a seeded PRNG so runs repeat.
+/// The word list the workloads draw their text from, built into the binary.
+const BENCH_WORDS: &str = include_str!("../data/bench-words.txt");
+
+/// Text from [`BENCH_WORDS`], drawn with a seeded PRNG so runs repeat.
 struct Words {
     words: Vec<String>,
     state: u64,
@@ -60,12 +63,8 @@ struct Words {
 
 impl Words {
     fn load(seed: u64) -> Result<Self> {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/bench-words.txt");
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-        let words: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
-        anyhow::ensure!(!words.is_empty(), "{} holds no words", path.display());
+        let words: Vec<String> = BENCH_WORDS.split_whitespace().map(str::to_owned).collect();
+        anyhow::ensure!(!words.is_empty(), "crates/bench/data/bench-words.txt holds no words");
         Ok(Self { words, state: seed.max(1) })
     }
 
@@ -97,7 +96,7 @@ fn audit_entry(words: &mut Words, i: usize) -> AuditEntry {
     let categories = Category::ALL;
     let mut details = json!({"seq": i, "file": format!("src/{}.rs", words.word()), "bytes": words.below(100_000)});
     let mut action = format!("{}_{}", words.word(), words.word());
-    if i % 20 == 0 {
+    if i.is_multiple_of(20) {
         details["note"] =
             json!(format!("a, \"quoted\" {}\nline two ✓ 日本語 😀", words.sentence(2, 5)));
         action = format!("{action}, \"x\"\n✓");

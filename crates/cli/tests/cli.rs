@@ -165,6 +165,53 @@ fn the_demo_writes_a_whole_orchestration_that_every_command_can_inspect() {
     assert_eq!(run(&db, &["--json", "tasks", "list"]).ok().json().as_array().unwrap().len(), 2);
 }
 
+/// `demo` with a file-size limit (a disk that fills up), for limits from the initialised
+/// database's size up to one the demo fits in: a failure is exit code 1 and one line; after it
+/// no trace is stored without its task, none is left running unless the error says so, and
+/// `PRAGMA integrity_check` is ok.
+#[test]
+fn a_demo_on_a_disk_that_fills_up_fails_with_one_line_and_no_trace_without_its_task() {
+    let (dir, base) = init_db();
+    let start_kib = std::fs::metadata(&base).unwrap().len() / 1024;
+    let mut failures = 0;
+    for kib in (start_kib..start_kib + 8192).step_by(24) {
+        let db = dir.path().join(format!("limited-{kib}.db"));
+        std::fs::copy(&base, &db).unwrap();
+        // SIGXFSZ ignored: a write past the limit fails with EFBIG, as on a full disk.
+        let limited = Command::new("bash")
+            .arg("-c")
+            .arg(format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_aigentflow"))
+            .args(["--db", db.to_str().unwrap(), "-q", "demo"])
+            .env_remove("AIGENTFLOW_DB")
+            .output()
+            .unwrap();
+        let r = output(limited);
+        if r.code == 0 {
+            break;
+        }
+        failures += 1;
+        assert_error_line(&r, 1, "error");
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let count = |sql: &str| conn.query_row(sql, [], |row| row.get::<_, i64>(0)).unwrap();
+        let check: String = conn.query_row("PRAGMA integrity_check", [], |row| row.get(0)).unwrap();
+        assert_eq!(check, "ok", "{kib} KiB: {}", r.stderr);
+        let orphans = count(
+            "SELECT count(*) FROM execution_traces t WHERE NOT EXISTS
+                 (SELECT 1 FROM workflow_states w WHERE w.task_id = t.task_id)",
+        );
+        assert_eq!(orphans, 0, "{kib} KiB: a trace without its task: {}", r.stderr);
+        let running = count("SELECT count(*) FROM execution_traces WHERE status = 'running'");
+        let left = i64::from(r.stderr.contains("left for `aigentflow traces recover`"));
+        assert_eq!(running, left, "{kib} KiB: {}", r.stderr);
+        if r.stderr.contains("marked failed") && left == 0 {
+            let failed = count("SELECT count(*) FROM execution_traces WHERE success = 0");
+            assert_eq!(failed, 1, "{kib} KiB: {}", r.stderr);
+        }
+    }
+    assert!(failures > 0, "the smallest limit must stop the demo");
+}
+
 #[test]
 fn audit_log_verify_and_a_kept_head_catch_tampering_with_exit_code_3() {
     let (dir, db) = init_db();
@@ -460,7 +507,7 @@ fn bad_files_and_legacy_files_get_clear_answers() {
     assert_error_line(&r, 1, "cannot create the database folder");
     let legacy = dir.path().join("legacy.db");
     let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/legacy-aigentflow.db");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/legacy-aigentflow.db");
     std::fs::copy(&fixture, &legacy).unwrap();
     let latest =
         run(&dir.path().join("fresh.db"), &["--json", "init"]).ok().json()["latest"].as_i64();

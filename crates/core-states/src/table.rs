@@ -109,10 +109,29 @@ pub struct Rule {
 }
 
 /// The transition rules of a workflow, and the states that accept no event at all.
+///
+/// Reading one (serde) runs [`Self::check`]: a table that breaks a rule is a deserialisation
+/// error naming the rule, never a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "UncheckedTable")]
 pub struct TransitionTable {
     rules: Vec<Rule>,
     closed: BTreeSet<WorkflowState>,
+}
+
+/// A transition table as written, before [`TransitionTable::check`].
+#[derive(Deserialize)]
+struct UncheckedTable {
+    rules: Vec<Rule>,
+    closed: BTreeSet<WorkflowState>,
+}
+
+impl TryFrom<UncheckedTable> for TransitionTable {
+    type Error = Error;
+
+    fn try_from(table: UncheckedTable) -> Result<Self> {
+        Self::new(table.rules, table.closed)
+    }
 }
 
 impl TransitionTable {
@@ -288,6 +307,103 @@ mod tests {
         let json = serde_json::to_string(&table).unwrap_or_default();
         let back: TransitionTable = serde_json::from_str(&json).expect("table reads back");
         assert_eq!(back, table);
+    }
+
+    /// A table built around `check`, as a hand-edited file could hold it.
+    fn unchecked(rules: Vec<Rule>, closed: BTreeSet<WorkflowState>) -> TransitionTable {
+        TransitionTable { rules, closed }
+    }
+
+    /// One change to the default table that breaks an invariant.
+    #[derive(Debug, Clone)]
+    enum Breakage {
+        /// Rule `i` also starts from closed state `c`.
+        FromClosed(usize, usize),
+        /// Rule `i` starts from no state.
+        FromNothing(usize),
+        /// An unguarded copy of rule `i`, leading elsewhere, is added at position `at`.
+        Competing(usize, usize),
+        /// A state some rule starts from is closed.
+        CloseUsedState(usize),
+    }
+
+    fn breakage() -> impl proptest::strategy::Strategy<Value = Breakage> {
+        use proptest::prelude::*;
+        let n = TransitionTable::default().rules.len();
+        prop_oneof![
+            (0..n, 0..2usize).prop_map(|(i, c)| Breakage::FromClosed(i, c)),
+            (0..n).prop_map(Breakage::FromNothing),
+            (0..n, 0..=n).prop_map(|(i, at)| Breakage::Competing(i, at)),
+            (0..n).prop_map(Breakage::CloseUsedState),
+        ]
+    }
+
+    fn broken(breakage: &Breakage) -> TransitionTable {
+        let TransitionTable { mut rules, mut closed } = TransitionTable::default();
+        match *breakage {
+            Breakage::FromClosed(i, c) => {
+                let state = closed.iter().nth(c % closed.len()).cloned().unwrap();
+                match &mut rules[i].from {
+                    FromStates::States(states) => states.push(state),
+                    any @ FromStates::AnyOpen => *any = FromStates::States(vec![state]),
+                }
+            }
+            Breakage::FromNothing(i) => rules[i].from = FromStates::States(Vec::new()),
+            Breakage::Competing(i, at) => {
+                let mut copy = rules[i].clone();
+                copy.guard = None;
+                copy.to = Target::State(WorkflowState::Planning);
+                rules[i].guard = None;
+                rules.insert(at, copy);
+            }
+            Breakage::CloseUsedState(i) => {
+                let state = match &rules[i].from {
+                    FromStates::States(states) => states[0].clone(),
+                    FromStates::AnyOpen => WorkflowState::Idle,
+                };
+                closed.insert(state);
+            }
+        }
+        unchecked(rules, closed)
+    }
+
+    proptest::proptest! {
+        /// Whatever invariant a stored table breaks, reading it is an error that says which rule
+        /// and why (the message of `check`), never a table that loads silently.
+        #[test]
+        fn a_table_that_breaks_an_invariant_does_not_deserialise(breakage in breakage()) {
+            let table = broken(&breakage);
+            let why = table.check().expect_err("the breakage breaks an invariant").to_string();
+            proptest::prop_assert!(why.contains("rule"), "{why}");
+            let json = serde_json::to_string(&table).unwrap();
+            let read = serde_json::from_str::<TransitionTable>(&json);
+            let err = read.expect_err("an invalid table must not load").to_string();
+            proptest::prop_assert!(err.contains(&why), "{err} does not say {why}");
+        }
+    }
+
+    #[test]
+    fn invalid_tables_from_text_name_the_rule_they_break() {
+        let cases = [
+            (
+                r#"{"rules":[{"from":{"states":["COMPLETED"]},"event":"ERROR","to":{"state":"ERROR"}}],"closed":["COMPLETED"]}"#,
+                "rule 0 (ERROR) starts from closed state COMPLETED",
+            ),
+            (
+                r#"{"rules":[{"from":{"states":[]},"event":"START","to":{"state":"ANALYZING"}}],"closed":[]}"#,
+                "rule 0 (START) starts from no state",
+            ),
+            (
+                r#"{"rules":[{"from":"any_open","event":"ABORT","to":{"state":"ABORTED"}},{"from":{"states":["IDLE"]},"event":"ABORT","to":{"state":"ERROR"}}],"closed":[]}"#,
+                "rules 0 and 1 both apply ABORT unguarded from the same state",
+            ),
+        ];
+        for (json, why) in cases {
+            let err = serde_json::from_str::<TransitionTable>(json).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("invalid transition table: {why}")), "{err}");
+        }
+        let valid = r#"{"rules":[{"from":{"states":["IDLE"]},"event":"START","to":{"state":"ANALYZING"}}],"closed":["COMPLETED"]}"#;
+        assert!(serde_json::from_str::<TransitionTable>(valid).is_ok());
     }
 
     #[test]

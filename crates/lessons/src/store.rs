@@ -522,6 +522,13 @@ impl RawLesson {
                 .map_err(|e| corrupt("tags", format!("not a JSON array of strings: {e}")))?,
         };
         let stamp = |column, text: &str| PError::read_time("lessons", column, &self.id, text);
+        // NULL is the column's default (never applied); a negative count is no count at all.
+        let application_count = match self.application_count {
+            None => 0,
+            Some(n) => u64::try_from(n).map_err(|_| {
+                corrupt("application_count", format!("{n} is not a count of applications"))
+            })?,
+        };
         Ok(Lesson {
             created_at: stamp("created_at", &self.created_at)?,
             updated_at: stamp("updated_at", &self.updated_at)?,
@@ -535,7 +542,7 @@ impl RawLesson {
             source_agent: self.source_agent,
             source_file: self.source_file,
             confidence: self.confidence.unwrap_or(1.0),
-            application_count: self.application_count.unwrap_or(0).max(0) as u64,
+            application_count,
         })
     }
 }

@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::Duration;
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
 
 use aigentflow_core_states::{time, Clock, SystemClock};
 use chrono::{DateTime, Utc};
@@ -89,11 +90,44 @@ struct Inner {
     /// None for an in-memory database.
     path: Option<PathBuf>,
     options: Options,
-    idle: Mutex<Vec<Connection>>,
+    pool: Mutex<Pool>,
     returned: Condvar,
     /// Checkpoints the WAL of a file database off the commit path; started by the first write
     /// (a handle that only reads never needs it). None inside: it could not start.
     checkpointer: OnceLock<Option<Checkpointer>>,
+}
+
+/// The connections not in use, and (in memory) who holds the one connection.
+#[derive(Debug, Default)]
+struct Pool {
+    idle: Vec<Connection>,
+    /// In memory: the thread whose transaction holds the one connection, if any.
+    holder: Option<ThreadId>,
+    /// In memory: the one connection was lost (it could not be brought back to autocommit), so
+    /// the database is gone; every call fails with [`Error::Unusable`] instead of waiting.
+    lost: bool,
+}
+
+/// A connection lent to one transaction. Dropping it (on return, error or unwinding panic)
+/// gives the connection back to the pool, so no path out of a transaction loses it.
+struct Lease<'a> {
+    inner: &'a Inner,
+    conn: Option<Connection>,
+}
+
+impl Lease<'_> {
+    fn conn(&mut self) -> &mut Connection {
+        // Only `Drop` takes the connection out.
+        self.conn.as_mut().expect("a lease holds its connection until it drops")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.inner.give_back(conn);
+        }
+    }
 }
 
 /// A transaction (waiting for the lock included) that takes this long is logged as slow.
@@ -156,7 +190,7 @@ impl Database {
         let inner = Inner {
             path: Some(path),
             options,
-            idle: Mutex::new(Vec::new()),
+            pool: Mutex::default(),
             returned: Condvar::new(),
             checkpointer: OnceLock::new(),
         };
@@ -185,7 +219,7 @@ impl Database {
         let inner = Inner {
             path: Some(path),
             options,
-            idle: Mutex::new(Vec::new()),
+            pool: Mutex::default(),
             returned: Condvar::new(),
             checkpointer: OnceLock::new(),
         };
@@ -214,7 +248,7 @@ impl Database {
         let inner = Inner {
             path: None,
             options,
-            idle: Mutex::new(Vec::new()),
+            pool: Mutex::default(),
             returned: Condvar::new(),
             checkpointer: OnceLock::new(),
         };
@@ -269,13 +303,18 @@ impl Database {
     }
 
     /// Runs `f` in a read transaction: every query in it sees one consistent snapshot.
+    ///
+    /// Whatever `f` does (returns, fails or panics), its transaction ends and the connection goes
+    /// back to the pool. In an in-memory database a `read` or `write` inside `f` is
+    /// [`Error::Nested`]: pass the [`Tx`] on instead.
     pub fn read<T, E: From<Error>>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, E> {
         self.run(TransactionBehavior::Deferred, f)
     }
 
     /// Runs `f` in a write transaction, started `IMMEDIATE` so writers queue on the busy timeout
     /// instead of failing. It commits if `f` returns `Ok`, and rolls back everything `f` wrote
-    /// otherwise, so several stores can write atomically together.
+    /// otherwise (a panic in `f` included, before the panic goes on), so several stores can write
+    /// atomically together.
     pub fn write<T, E: From<Error>>(
         &self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
@@ -291,10 +330,10 @@ impl Database {
         behavior: TransactionBehavior,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let started = std::time::Instant::now();
-        let mut conn = self.inner.take()?;
+        let started = Instant::now();
+        let mut lease = self.inner.take()?;
         let result = (|| {
-            let tx = conn.transaction_with_behavior(behavior).map_err(Error::from)?;
+            let tx = lease.conn().transaction_with_behavior(behavior).map_err(Error::from)?;
             let value = f(&Tx { tx: &tx, db: self })?;
             tx.commit().map_err(Error::from)?;
             if matches!(behavior, TransactionBehavior::Immediate) {
@@ -304,7 +343,9 @@ impl Database {
             }
             Ok(value)
         })();
-        self.inner.give_back(conn);
+        // A panic in `f` unwinds through here too: the transaction rolls back as it drops, and
+        // the lease gives the connection back.
+        drop(lease);
         let elapsed = started.elapsed();
         if elapsed >= SLOW_TRANSACTION {
             let kind =
@@ -314,14 +355,25 @@ impl Database {
         result
     }
 
-    /// Closes the idle connections now (others close when their transaction ends and the last
-    /// handle is dropped). The WAL is checkpointed by SQLite when the last connection closes.
+    /// Closes the database if this is its last handle, reporting any error SQLite gives on
+    /// closing (the WAL is checkpointed when its last connection closes). While other clones are
+    /// alive, this only drops this handle: they keep working.
     pub fn close(self) -> Result<()> {
-        let conns = std::mem::take(&mut *self.inner.lock_idle());
-        for conn in conns {
-            conn.close().map_err(|(_, e)| Error::from(e))?;
+        // Of handles closed at the same time, exactly one gets the pool.
+        let Some(inner) = Arc::into_inner(self.inner) else {
+            return Ok(());
+        };
+        let Inner { pool, checkpointer, .. } = inner;
+        // The checkpoint thread's connection closes first, so the last close is one reported here.
+        drop(checkpointer);
+        let pool = pool.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut first_error = None;
+        for conn in pool.idle {
+            if let Err((_, e)) = conn.close() {
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), |e| Err(Error::from(e)))
     }
 }
 
@@ -347,32 +399,85 @@ impl Inner {
         self.path.as_deref().unwrap_or(Path::new(":memory:"))
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// An idle connection, a new one for a file, or (in memory) the one connection once free.
-    fn take(&self) -> Result<Connection> {
-        let mut idle = self.lock_idle();
+    /// In memory, waiting is bounded by the busy timeout, a call from inside a transaction on the
+    /// same thread is refused (it would wait for itself), and a lost connection is reported.
+    fn take(&self) -> Result<Lease<'_>> {
+        let mut pool = self.lock_pool();
+        if self.path.is_some() {
+            let conn = match pool.idle.pop() {
+                Some(conn) => conn,
+                None => {
+                    drop(pool);
+                    self.connect()?
+                }
+            };
+            return Ok(Lease { inner: self, conn: Some(conn) });
+        }
+        let me = std::thread::current().id();
+        let deadline = Instant::now() + self.options.busy_timeout;
         loop {
-            if let Some(conn) = idle.pop() {
-                return Ok(conn);
+            if pool.lost {
+                return Err(Error::Unusable { path: self.display_path().to_path_buf() });
             }
-            if self.path.is_some() {
-                drop(idle);
-                return self.connect();
+            if let Some(conn) = pool.idle.pop() {
+                pool.holder = Some(me);
+                return Ok(Lease { inner: self, conn: Some(conn) });
             }
-            idle = self.returned.wait(idle).unwrap_or_else(|e| e.into_inner());
+            if pool.holder == Some(me) {
+                return Err(Error::Nested { path: self.display_path().to_path_buf() });
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::PoolTimeout {
+                    path: self.display_path().to_path_buf(),
+                    waited: self.options.busy_timeout,
+                });
+            }
+            pool = self.returned.wait_timeout(pool, left).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 
+    /// Returns a connection to the pool, first bringing it back to autocommit: a transaction
+    /// still open (a panic unwound past it, or the caller's own SQL began one) is rolled back.
     fn give_back(&self, conn: Connection) {
-        let mut idle = self.lock_idle();
-        if idle.len() < MAX_IDLE {
-            idle.push(conn);
-        }
-        drop(idle);
-        self.returned.notify_one();
+        let conn = if conn.is_autocommit() {
+            Some(conn)
+        } else {
+            if let Err(e) = conn.execute_batch("ROLLBACK") {
+                tracing::warn!(error = %e, path = %self.display_path().display(), "cannot roll back a returned connection");
+            }
+            conn.is_autocommit().then_some(conn)
+        };
+        self.put(conn);
+    }
+
+    /// Puts a connection back, or records that it is gone: a file database opens another when
+    /// needed; an in-memory database is then lost, and every waiter is told so.
+    fn put(&self, conn: Option<Connection>) {
+        let mut pool = self.lock_pool();
+        pool.holder = None;
+        let spare = match conn {
+            Some(conn) if pool.idle.len() < MAX_IDLE => {
+                pool.idle.push(conn);
+                None
+            }
+            Some(conn) => Some(conn),
+            None => {
+                if self.path.is_none() {
+                    tracing::error!("the in-memory database's connection is lost");
+                    pool.lost = true;
+                }
+                None
+            }
+        };
+        drop(pool);
+        drop(spare);
+        self.returned.notify_all();
     }
 
     fn connect(&self) -> Result<Connection> {
@@ -487,3 +592,6 @@ impl<'a> Tx<'a> {
         self.db.now()
     }
 }
+
+#[cfg(test)]
+mod tests;

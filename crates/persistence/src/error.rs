@@ -63,6 +63,17 @@ pub enum Error {
     /// A write on a handle opened read-only.
     #[error("database {path} is open read-only")]
     ReadOnly { path: PathBuf },
+    /// The in-memory database's one connection could not be brought back out of a transaction
+    /// (after a panic in a `read`/`write` closure), so its data is gone.
+    #[error("database {path} is unusable: its connection was left inside a transaction that could not be rolled back")]
+    Unusable { path: PathBuf },
+    /// A `read`/`write` of an in-memory database started inside another on the same thread: it
+    /// would wait for itself. The inner work should use the `Tx` it was given.
+    #[error("database {path}: a read or write was started inside another one on the same thread; pass the Tx instead")]
+    Nested { path: PathBuf },
+    /// No connection of an in-memory database became free within the busy timeout.
+    #[error("database {path} is busy: its connection stayed in use for {} ms", waited.as_millis())]
+    PoolTimeout { path: PathBuf, waited: std::time::Duration },
     /// The file exists but is not a SQLite database.
     #[error("{path} is not a SQLite database")]
     NotADatabase { path: PathBuf },
@@ -120,6 +131,9 @@ impl Error {
 
     /// Whether SQLite reported the database busy or locked, anywhere in the error's chain.
     pub fn is_busy(&self) -> bool {
+        if matches!(self, Self::PoolTimeout { .. }) {
+            return true;
+        }
         let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(err) = next {
             if let Some(e) = err.downcast_ref::<rusqlite::Error>() {

@@ -552,7 +552,12 @@ impl RawTrace {
             metadata,
             success: self.success.map(|s| s != 0),
             duration_ms: self.duration_ms,
-            recovery_attempts: u32::try_from(self.recovery_attempts).unwrap_or(u32::MAX),
+            recovery_attempts: u32::try_from(self.recovery_attempts).map_err(|_| {
+                f.corrupt(
+                    "recovery_attempts",
+                    format!("{} is not a number of attempts", self.recovery_attempts),
+                )
+            })?,
             project_id: self.project_id,
             task_id: self.task_id,
             prompt: self.prompt,
