@@ -25,7 +25,7 @@ mod state_store;
 pub use aigentflow_core_states::{time, Clock, ManualClock, SystemClock};
 pub use config::{ConfigEntry, ConfigStore, Scope};
 pub use db::{Access, Database, Durability, Options, SchemaVersion, Tx, DB_ENV, DEFAULT_PATH};
-pub use error::{Error, Result};
+pub use error::{Error, NotWritable, Result};
 pub use maintenance::{ForeignKeyProblem, TABLES};
 pub use state_store::{ResumableTask, SqliteStateStore, TaskSummary};
 
