@@ -265,7 +265,8 @@ mod tests {
                 Bound::parse(text)
             );
         }
-        for text in ["", " ", "yesterday", "2026-13-01", "2026-02-30", "10000-01-01", "2026-01-05x"] {
+        for text in ["", " ", "yesterday", "2026-13-01", "2026-02-30", "10000-01-01", "2026-01-05x"]
+        {
             assert!(matches!(Bound::parse(text), Err(TimeError::Unreadable { .. })), "{text:?}");
         }
     }
@@ -275,7 +276,8 @@ mod tests {
         let b = Bound::parse("9999-12-31").unwrap_or(Bound::Date(NaiveDate::MIN));
         assert_eq!(to_db(b.first()), "9999-12-31 00:00:00.000");
         assert_eq!(to_db(b.last()), "9999-12-31 23:59:59.999");
-        let sub_ms = Bound::parse("2026-01-05T10:00:00.0005Z").unwrap_or(Bound::Date(NaiveDate::MIN));
+        let sub_ms =
+            Bound::parse("2026-01-05T10:00:00.0005Z").unwrap_or(Bound::Date(NaiveDate::MIN));
         assert_eq!(to_db(sub_ms.first()), "2026-01-05 10:00:00.001");
         assert_eq!(to_db(sub_ms.last()), "2026-01-05 10:00:00.000");
     }

@@ -245,7 +245,9 @@ impl Error {
                     return Self::NotWritable { path, why };
                 }
                 match code {
-                    Some(C::ReadOnly) => Self::NotWritable { path, why: NotWritable::Refused(message()) },
+                    Some(C::ReadOnly) => {
+                        Self::NotWritable { path, why: NotWritable::Refused(message()) }
+                    }
                     Some(C::CannotOpen) => {
                         let why = unreachable_part(&path).unwrap_or_else(message);
                         Self::CannotOpen { path, why }
@@ -355,7 +357,11 @@ mod tests {
             (Some(Errno::NOENT), Some(Errno::IO), None),
         ];
         for (file, dir_answer, expected) in cases {
-            assert_eq!(why_not_writable(file, dir_answer, dir.clone()), expected, "{file:?} {dir_answer:?}");
+            assert_eq!(
+                why_not_writable(file, dir_answer, dir.clone()),
+                expected,
+                "{file:?} {dir_answer:?}"
+            );
         }
         for why in [
             NotWritable::ReadOnlyMount,
@@ -421,7 +427,8 @@ mod tests {
             assert_eq!(p, &path);
             assert!(*waited >= busy_timeout, "{waited:?}");
             let text = one_line(&err);
-            let expected = format!("database {} is locked by another process (waited ", path.display());
+            let expected =
+                format!("database {} is locked by another process (waited ", path.display());
             assert!(text.starts_with(&expected) && text.ends_with(" s)"), "{text}");
             assert!(err.is_busy());
         }
@@ -440,7 +447,10 @@ mod tests {
         let missing = dir.path().join("missing").join("deeper").join("a.db");
         for (path, cause) in [
             (&under_file, format!("{} is a file, not a folder", file.display())),
-            (&missing, format!("the folder {} does not exist", dir.path().join("missing").display())),
+            (
+                &missing,
+                format!("the folder {} does not exist", dir.path().join("missing").display()),
+            ),
         ] {
             let sqlite = Connection::open(path).unwrap_err();
             let err = Error::at(path, sqlite);
@@ -449,12 +459,18 @@ mod tests {
         }
         let path = dir.path().join("real.db");
         Database::open(&path).unwrap().close().unwrap();
-        let read_only = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let read_only =
+            Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
         let sqlite = read_only.execute("CREATE TABLE t(x)", []).unwrap_err();
         let err = Error::at(&path, sqlite);
         assert!(matches!(&err, Error::NotWritable { path: p, .. } if p == &path), "{err:?}");
-        assert!(one_line(&err).starts_with(&format!("database {} cannot be written: ", path.display())));
+        assert!(
+            one_line(&err).starts_with(&format!("database {} cannot be written: ", path.display()))
+        );
         let not_db = Connection::open(&path).unwrap().execute("SELECT 1", []).unwrap_err();
-        assert!(matches!(Error::at(&path, not_db), Error::Sqlite(_)), "other errors stay as they are");
+        assert!(
+            matches!(Error::at(&path, not_db), Error::Sqlite(_)),
+            "other errors stay as they are"
+        );
     }
 }

@@ -663,7 +663,10 @@ mod tests {
         }
         for days in [first_day + 1, 1_000_000, u32::MAX / 2, u32::MAX - 1, u32::MAX] {
             let err = tracker.agent_metrics("coder", days).map(|m| m.since);
-            assert!(matches!(err, Err(Error::InvalidInput { what: "days", .. })), "{days}: {err:?}");
+            assert!(
+                matches!(err, Err(Error::InvalidInput { what: "days", .. })),
+                "{days}: {err:?}"
+            );
         }
     }
 
@@ -672,7 +675,10 @@ mod tests {
         let tracker = tracker_at("2026-01-05 10:00:00.000");
         for lease in [TimeDelta::milliseconds(-1), TimeDelta::MIN] {
             let err = tracker.recover(&RecoveryOptions { lease, max_attempts: 3 });
-            assert!(matches!(err, Err(Error::InvalidInput { what: "lease", .. })), "{lease}: {err:?}");
+            assert!(
+                matches!(err, Err(Error::InvalidInput { what: "lease", .. })),
+                "{lease}: {err:?}"
+            );
         }
         for lease in [TimeDelta::zero(), TimeDelta::MAX] {
             let report = tracker.recover(&RecoveryOptions { lease, max_attempts: 3 });
