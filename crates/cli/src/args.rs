@@ -37,7 +37,7 @@ pub fn is_out_of_domain(e: &clap::Error) -> bool {
 }
 
 /// Text that names or identifies something (an id, a project, an agent, a key, a title…): not
-/// empty and not only blanks. Leaving the flag out is how to give none.
+/// empty and not only blanks. Leaving an option out is how to give none.
 pub fn name(text: &str) -> Result<String, Refused> {
     if text.trim().is_empty() {
         return Err(Refused::OutOfDomain(

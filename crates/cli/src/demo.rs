@@ -245,7 +245,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Done> {
     let head = demo.audit.head()?;
     let persisted = demo.machine.persisted();
     let report = json!({
-        "database": ctx.path,
+        "database": ctx.path_text(),
         "project": project,
         "task": task,
         "final_state": persisted.state.as_str(),

@@ -126,6 +126,12 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The path as JSON text (JSON holds no bytes that are not UTF-8: those show as U+FFFD),
+    /// the same text serde writes for any other path.
+    pub fn path_text(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
     /// Opens the database for a read command: read-only, so nothing is written, sealed, migrated
     /// or created; a missing, empty or outdated database is an error that says what to do.
     pub fn read(&self) -> anyhow::Result<Database> {
@@ -231,7 +237,14 @@ fn usage_line(e: &clap::Error, with_usage: bool) -> String {
             parts.push(line.strip_prefix("error: ").unwrap_or(line));
         }
     }
-    let mut message = parts.join("; ");
+    let mut message = String::new();
+    for part in parts {
+        if !message.is_empty() {
+            // "…were not provided:" reads on into its list.
+            message.push_str(if message.ends_with(':') { " " } else { "; " });
+        }
+        message.push_str(part);
+    }
     if let Some(usage) = usage.filter(|_| with_usage) {
         message.push_str(&format!("; usage: {usage} (more with --help)"));
     }
