@@ -355,6 +355,31 @@ fn main() -> ExitCode {
 mod tests {
     use clap::CommandFactory;
 
+    /// Nothing prints around the sanitising choke points: no module but `out.rs` uses the print
+    /// macros or stderr. (Exports write their CSV or JSON to stdout as data, byte for byte.)
+    #[test]
+    fn no_module_prints_around_the_sanitising_choke_points() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut offenders = Vec::new();
+        for entry in std::fs::read_dir(&src).unwrap_or_else(|e| panic!("{e}")) {
+            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+            if path.file_name().is_some_and(|n| n == "out.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+            // Written with a '#' that is taken out, so that this very line does not match.
+            let bypass = ["print#!(", "print#ln!(", "eprint#!(", "eprint#ln!(", "io::std#err("]
+                .map(|m| m.replace('#', ""));
+            for (i, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                if bypass.iter().any(|m| code.contains(m.as_str())) {
+                    offenders.push(format!("{}:{}: {line}", path.display(), i + 1));
+                }
+            }
+        }
+        assert!(offenders.is_empty(), "print through out.rs instead:\n{}", offenders.join("\n"));
+    }
+
     /// Every command and every option of every command, at every level, says what it is for.
     #[test]
     fn every_command_and_argument_has_help() {
