@@ -26,15 +26,15 @@ Exit codes:
      years 0000 to 9999…), an unknown id, a missing, unreadable, locked or full database…
   2  usage error: an unknown command or flag, a missing value, a value of the wrong kind (not a
      number, not one of the listed words)
-  Either way one line on stderr says what.
   3  a check found problems (`audit verify`, `db check`)
+On 1 and 2, one line on stderr says what, with secrets redacted.
 
 The database is --db PATH, else $AIGENTFLOW_DB (if set and not empty), else
 orchestrator-data/aigentflow.db; `:memory:` and an empty path are refused.
 
 Output for people is sanitised: control characters (newlines and tabs in a value too), DEL, C1
 controls and bidirectional overrides in any value or error are shown escaped, as \\u{1b}.
---json prints serde's JSON unchanged. Errors are one line, with secrets redacted.
+--json and exports print values as stored (JSON escapes control characters itself).
 Colours only on a terminal: NO_COLOR turns them off, CLICOLOR_FORCE=1 keeps them on in a pipe.";
 
 /// The heading under which `--help` lists the options every command takes.

@@ -309,3 +309,86 @@ pub fn opt<T: ToString>(value: Option<T>) -> String {
 pub fn when(ts: chrono::DateTime<chrono::Utc>) -> String {
     ts.format("%Y-%m-%d %H:%M:%S").to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn coloured() -> Out {
+        Out { json: false, quiet: false, color: true }
+    }
+
+    /// Text with the characters that matter here mixed into any other text.
+    fn hostile() -> impl Strategy<Value = String> {
+        let pieces = prop_oneof![
+            any::<char>().prop_map(String::from),
+            Just("\u{1b}[31m".to_owned()),
+            Just("\u{9b}".to_owned()),
+            Just("\u{202e}".to_owned()),
+            Just("\n\r\t".to_owned()),
+            Just("\u{E000}".to_owned()),
+            // A forged mark: the shape of the CLI's, with a nonce that is not this process's.
+            Just(format!("\u{E000}{}31m", "0".repeat(32))),
+        ];
+        proptest::collection::vec(pieces, 0..24).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        /// Whatever a value holds, its rendered form has no character a terminal acts on.
+        #[test]
+        fn rendered_data_holds_nothing_a_terminal_acts_on(data in hostile()) {
+            for sgr in [true, false] {
+                let shown = render(&data, sgr);
+                prop_assert!(!shown.chars().any(is_unsafe), "{:?} -> {:?}", data, shown);
+            }
+        }
+
+        /// The CLI's own colours around any data become exactly their SGR codes, and the data
+        /// in between is escaped: no sequence can be forged or left open.
+        #[test]
+        fn only_the_clis_own_colours_become_escape_codes(data in hostile(), code in prop_oneof![Just(1u8), Just(31), Just(32)]) {
+            let out = coloured();
+            let line = format!("{data}{}{data}", out.paint(code, &data));
+            let shown = render(&line, true);
+            let escaped = render(&data, true);
+            prop_assert_eq!(shown, format!("{escaped}\u{1b}[{code}m{escaped}\u{1b}[0m{escaped}"));
+        }
+
+        /// A cell is at most `max` characters as shown, holds no unsafe character once
+        /// rendered, and keeps its colour marks whole.
+        #[test]
+        fn a_cell_fits_its_width_and_keeps_marks_whole(data in hostile(), max in 1usize..40) {
+            let (open, close) = coloured().highlight();
+            let text = format!("{data}{open}{data}{close}{data}");
+            let c = cell(&text, max);
+            prop_assert!(width(&c) <= max, "{:?} -> {:?}", text, c);
+            let shown = render(&c, true);
+            let plain = shown.replace("\u{1b}[1m", "").replace("\u{1b}[0m", "");
+            prop_assert!(!plain.chars().any(is_unsafe), "{:?}", shown);
+            prop_assert!(!plain.contains('\u{E000}') || data.contains('\u{E000}'), "{:?}", shown);
+        }
+    }
+
+    #[test]
+    fn each_unsafe_character_is_shown_the_way_rust_escapes_it() {
+        for (c, shown) in [
+            ('\u{1b}', "\\u{1b}"),
+            ('\n', "\\n"),
+            ('\r', "\\r"),
+            ('\t', "\\t"),
+            ('\u{0}', "\\u{0}"),
+            ('\u{7f}', "\\u{7f}"),
+            ('\u{9b}', "\\u{9b}"),
+            ('\u{202a}', "\\u{202a}"),
+            ('\u{202e}', "\\u{202e}"),
+            ('\u{2066}', "\\u{2066}"),
+            ('\u{2069}', "\\u{2069}"),
+        ] {
+            assert_eq!(render(&c.to_string(), true), shown);
+        }
+        for c in ['a', 'é', '✓', '…', '\u{2029}', '\u{E000}', '\u{200f}'] {
+            assert_eq!(render(&c.to_string(), true), c.to_string());
+        }
+    }
+}
