@@ -219,7 +219,7 @@ fn one_line(e: &anyhow::Error) -> String {
 /// Prints an error as the one line `aigentflow: error: …` on stderr: secrets redacted by the
 /// stores' policy, then every unsafe character escaped (so a line break in a value stays on
 /// the line).
-pub fn print_error(message: &str) {
+fn print_error(message: &str) {
     let redacted = aigentflow_persistence::redact::redact_text(message);
     out::eprint_line(&format!("aigentflow: error: {redacted}"));
 }

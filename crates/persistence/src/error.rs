@@ -266,7 +266,7 @@ impl Error {
     }
 
     /// The error for a lock another process held for all of `waited`.
-    pub fn locked(path: &Path, waited: Duration) -> Self {
+    pub(crate) fn locked(path: &Path, waited: Duration) -> Self {
         Self::Locked { path: path.to_path_buf(), waited }
     }
 }
