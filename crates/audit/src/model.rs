@@ -69,10 +69,15 @@ pub struct AuditQuery {
     pub task_id: Option<String>,
     pub category: Option<Category>,
     pub agent: Option<String>,
-    /// Any timestamp form (`2026-11-21`, `2026-11-21 10:00`, RFC 3339…).
+    /// From this date or instant on, read by [`aigentflow_core_states::time::Bound::parse`]
+    /// (`2026-11-21`, `2026-1-5`, `2026-11-21 10:00`, RFC 3339…; years 0000 to 9999, else
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput)). A bare date starts at its midnight.
     pub start: Option<String>,
+    /// Up to this date or instant, read like `start`. A bare date covers its whole day.
     pub end: Option<String>,
+    /// At most this many entries; any u64 (past i64::MAX it is no limit).
     pub limit: Option<u64>,
+    /// Skip this many entries first; any u64 (past the rows there are, nothing is left).
     pub offset: Option<u64>,
 }
 

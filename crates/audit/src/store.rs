@@ -232,9 +232,13 @@ pub(crate) fn select<'q>(
     let (clause, mut values) = where_clause(q, path)?;
     let mut sql = format!("SELECT {COLUMNS} FROM audit_logs{clause} ORDER BY {order}");
     if q.limit.is_some() || q.offset.is_some() {
+        // SQLite takes i64: past i64::MAX a limit is no limit and an offset skips every row
+        // there can be, so both are clamped there (a cast would wrap to a negative offset, which
+        // SQLite reads as none).
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         sql.push_str(" LIMIT ? OFFSET ?");
-        values.push(q.limit.map_or(Ok(Param::int(-1)), |l| Param::count("limit", l))?);
-        values.push(Param::count("offset", q.offset.unwrap_or(0))?);
+        values.push(Param::int(q.limit.map_or(-1, clamp)));
+        values.push(Param::int(q.offset.map_or(0, clamp)));
     }
     Ok((sql, values))
 }
@@ -408,34 +412,27 @@ pub(crate) fn where_clause<'q>(
     eq("task_id", q.task_id.as_deref());
     eq("category", q.category.map(|c| c.as_str()));
     eq("agent", q.agent.as_deref());
+    // Both ends are inclusive and in stored form, so a bound compares as text: a bare date
+    // covers its whole day (up to 23:59:59.999, so 9999-12-31 needs no day after it).
     if let Some(start) = &q.start {
         parts.push("timestamp >= ?".into());
-        values.push(Param::time(parse_bound(start, "start")?));
+        values.push(Param::time(parse_bound(start, "start")?.first()));
     }
     if let Some(end) = &q.end {
-        let ts = parse_bound(end, "end")?;
-        // A bare date means the whole day; any other form is an inclusive instant.
-        let is_date = end.trim().len() == 10;
-        if is_date {
-            parts.push("timestamp < ?".into());
-            values.push(Param::time(ts + chrono::Duration::days(1)));
-        } else {
-            parts.push("timestamp <= ?".into());
-            values.push(Param::time(ts));
-        }
+        parts.push("timestamp <= ?".into());
+        values.push(Param::time(parse_bound(end, "end")?.last()));
     }
     let clause =
         if parts.is_empty() { String::new() } else { format!(" WHERE {}", parts.join(" AND ")) };
     Ok((clause, values))
 }
 
-fn parse_bound(text: &str, which: &'static str) -> Result<chrono::DateTime<chrono::Utc>> {
-    time::parse(text).ok_or_else(|| Error::InvalidInput {
+/// A start or end filter as a [`time::Bound`]: unreadable text and dates outside years 0000 to
+/// 9999 are [`Error::InvalidInput`].
+fn parse_bound(text: &str, which: &'static str) -> Result<time::Bound> {
+    time::Bound::parse(text).map_err(|e| Error::InvalidInput {
         what: if which == "start" { "start date" } else { "end date" },
-        reason: format!(
-            "{text:?} is not a date or timestamp (try 2026-11-21 or 2026-11-21T10:00:00Z)"
-        )
-        .into(),
+        reason: e.to_string().into(),
     })
 }
 
@@ -443,6 +440,111 @@ fn parse_bound(text: &str, which: &'static str) -> Result<chrono::DateTime<chron
 mod tests {
     use super::*;
     use crate::model::Category;
+
+    /// A log whose entries are stamped at the given instants, in order.
+    fn log_at(stamps: &[chrono::DateTime<chrono::Utc>]) -> AuditLog {
+        use aigentflow_core_states::Clock;
+        #[derive(Debug)]
+        struct Replay(std::sync::Mutex<Vec<chrono::DateTime<chrono::Utc>>>);
+        impl Clock for Replay {
+            fn now(&self) -> chrono::DateTime<chrono::Utc> {
+                let mut left = self.0.lock().unwrap_or_else(|e| e.into_inner());
+                if left.len() > 1 {
+                    left.remove(0)
+                } else {
+                    left.first().copied().unwrap_or_default()
+                }
+            }
+        }
+        let clock = std::sync::Arc::new(Replay(std::sync::Mutex::new(stamps.to_vec())));
+        let options = aigentflow_persistence::Options { clock, ..Default::default() };
+        let log = AuditLog::new(Database::open_in_memory_with(options).unwrap());
+        for i in 0..stamps.len() {
+            log.log(&AuditEntry::new(format!("a{i}"), Category::User)).unwrap();
+        }
+        log
+    }
+
+    fn ts(text: &str) -> chrono::DateTime<chrono::Utc> {
+        time::parse(text).unwrap()
+    }
+
+    fn matching(log: &AuditLog, start: Option<&str>, end: Option<&str>) -> Result<usize> {
+        let q = AuditQuery {
+            start: start.map(Into::into),
+            end: end.map(Into::into),
+            ..AuditQuery::default()
+        };
+        Ok(log.query(&q)?.len())
+    }
+
+    /// The first and last days of the stored domain are whole days like any other, and a year
+    /// the stored form cannot hold is refused instead of comparing wrongly as text.
+    #[test]
+    fn date_filters_at_the_ends_of_years_0000_to_9999_select_whole_days() {
+        let log = log_at(&[
+            ts("0000-01-01 00:00:00.000"),
+            ts("0000-01-01 23:59:59.999"),
+            ts("2026-01-05 00:00:00.000"),
+            ts("2026-01-05 23:59:59.999"),
+            ts("2026-01-06 00:00:00.000"),
+            ts("9999-12-30 12:00:00.000"),
+            ts("9999-12-31 23:59:59.999"),
+        ]);
+        for (start, end, expected) in [
+            (None, Some("9999-12-31"), 7),
+            (None, Some("9999-12-30"), 6),
+            (Some("9999-12-31"), None, 1),
+            (Some("9999-12-31"), Some("9999-12-31"), 1),
+            (None, Some("0000-01-01"), 2),
+            (Some("0000-01-01"), Some("0000-1-1"), 2),
+            (Some("2026-1-5"), Some("2026-1-5"), 2),
+            (None, Some("2026-1-5"), 4),
+            (None, Some(" 2026-01-5 "), 4),
+            (None, Some("2026-01-05T23:59:59.999Z"), 4),
+            (None, Some("2026-01-05 23:59:59.998"), 3),
+            (Some("2026-01-05T23:59:59.9985Z"), Some("2026-01-05"), 1),
+        ] {
+            assert_eq!(matching(&log, start, end).unwrap(), expected, "{start:?}..{end:?}");
+        }
+        for (start, end) in [
+            (Some("+10000-01-01"), None),
+            (None, Some("+10000-01-01")),
+            (Some("-0001-01-01"), None),
+            (None, Some("9999-12-31T23:00:00-01:00")),
+            (Some("2026-02-30"), None),
+            (None, Some("")),
+        ] {
+            let err = matching(&log, start, end).unwrap_err();
+            assert!(matches!(err, Error::InvalidInput { .. }), "{start:?}..{end:?}: {err}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any u64 limit and offset give the rows a slice of the whole list would: past
+        /// i64::MAX a limit is no limit and an offset skips everything.
+        #[test]
+        fn any_limit_and_offset_select_the_slice_they_name(
+            limit in proptest::prop_oneof![0u64..12, (i64::MAX as u64 - 2)..=u64::MAX],
+            offset in proptest::prop_oneof![0u64..12, (i64::MAX as u64 - 2)..=u64::MAX],
+            use_limit in proptest::bool::ANY,
+        ) {
+            static LOG: std::sync::LazyLock<AuditLog> = std::sync::LazyLock::new(|| {
+                log_at(&(0..9).map(|i| ts(&format!("2026-01-0{} 10:00:00.000", i + 1))).collect::<Vec<_>>())
+            });
+            let q = AuditQuery { limit: use_limit.then_some(limit), offset: Some(offset), ..AuditQuery::default() };
+            let got: Vec<i64> = LOG.query(&q).unwrap().iter().map(|r| r.id).collect();
+            let all: Vec<i64> = (1..=9).rev().collect();
+            let want: Vec<i64> = all
+                .into_iter()
+                .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+                .take(if use_limit { usize::try_from(limit).unwrap_or(usize::MAX) } else { usize::MAX })
+                .collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
 
     #[test]
     fn a_project_holding_nearly_every_row_is_read_by_scan_any_other_by_index() {

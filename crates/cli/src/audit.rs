@@ -12,52 +12,54 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::out::{cell, opt, say, table, when};
-use crate::{Ctx, Done};
+use crate::{args, Ctx, Done};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Append an entry (for scripts and hooks); prints its id.
     Log {
-        /// What happened, e.g. "file_written" (redacted before it is written).
-        #[arg(long)]
+        /// What happened, e.g. "file_written" (not empty; redacted before it is written).
+        #[arg(long, value_parser = args::name)]
         action: String,
         /// One of state, file, agent, security, user.
         #[arg(long, value_parser = parse_category)]
         category: Category,
-        /// The project the entry belongs to.
-        #[arg(long)]
+        /// The project the entry belongs to (not empty).
+        #[arg(long, value_parser = args::name)]
         project: Option<String>,
-        /// The task the entry belongs to.
-        #[arg(long)]
+        /// The task the entry belongs to (not empty).
+        #[arg(long, value_parser = args::name)]
         task: Option<String>,
-        /// The agent that acted.
-        #[arg(long)]
+        /// The agent that acted (not empty).
+        #[arg(long, value_parser = args::name)]
         agent: Option<String>,
-        /// A JSON value (redacted before it is written).
+        /// A JSON value (redacted before it is written). Text that is not JSON is refused
+        /// without being repeated.
         #[arg(long)]
         details: Option<String>,
-        /// The user on whose behalf it happened.
-        #[arg(long)]
+        /// The user on whose behalf it happened (not empty).
+        #[arg(long, value_parser = args::name)]
         user: Option<String>,
-        /// The address the request came from.
-        #[arg(long)]
+        /// The address the request came from (not empty).
+        #[arg(long, value_parser = args::name)]
         ip: Option<String>,
     },
     /// Entries matching the filters, newest first.
     Query {
         #[command(flatten)]
         filters: Filters,
-        /// At most this many entries.
+        /// At most this many entries: any whole number from 0 (past 2^63 - 1 it means all).
         #[arg(long, default_value_t = 50)]
         limit: u64,
-        /// Skip this many entries first.
+        /// Skip this many entries first: any whole number from 0 (past the entries there
+        /// are, none is left).
         #[arg(long)]
         offset: Option<u64>,
     },
     /// Entries of a project per category.
     Summary {
-        /// The project to count.
-        #[arg(long)]
+        /// The project to count (not empty).
+        #[arg(long, value_parser = args::name)]
         project: String,
     },
     /// Stream the entries matching the filters, oldest first, as CSV, JSON or JSON Lines.
@@ -94,23 +96,25 @@ pub enum AuditCommand {
 /// Filters shared by query and export.
 #[derive(Debug, Args)]
 pub struct Filters {
-    /// Only this project's entries.
-    #[arg(long)]
+    /// Only this project's entries (not empty).
+    #[arg(long, value_parser = args::name)]
     project: Option<String>,
-    /// Only this task's entries.
-    #[arg(long)]
+    /// Only this task's entries (not empty).
+    #[arg(long, value_parser = args::name)]
     task: Option<String>,
     /// Only this category: state, file, agent, security or user.
     #[arg(long, value_parser = parse_category)]
     category: Option<Category>,
-    /// Only this agent's entries.
-    #[arg(long)]
+    /// Only this agent's entries (not empty).
+    #[arg(long, value_parser = args::name)]
     agent: Option<String>,
-    /// From this date or timestamp on (inclusive), e.g. 2026-11-01 or 2026-11-01T09:00:00Z.
-    #[arg(long)]
+    /// From this date (from its midnight, UTC) or timestamp on, inclusive: e.g. 2026-11-01,
+    /// 2026-1-5 or 2026-11-01T09:00:00Z; years 0000 to 9999.
+    #[arg(long, value_name = "DATE", value_parser = args::date)]
     start: Option<String>,
-    /// Up to this date (the whole day) or timestamp (inclusive).
-    #[arg(long)]
+    /// Up to this date (the whole day, UTC, 9999-12-31 included) or timestamp, inclusive;
+    /// years 0000 to 9999.
+    #[arg(long, value_name = "DATE", value_parser = args::date)]
     end: Option<String>,
 }
 
@@ -162,10 +166,9 @@ fn progress_bar(
 pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
     match command {
         AuditCommand::Log { action, category, project, task, agent, details, user, ip } => {
+            // The text is not repeated: a value that fails to parse may still hold a secret.
             let details = details
-                .map(|d| {
-                    serde_json::from_str(&d).with_context(|| format!("--details is not JSON: {d}"))
-                })
+                .map(|d| serde_json::from_str(&d).context("--details is not JSON"))
                 .transpose()?;
             let log = AuditLog::new(ctx.write()?);
             let entry = AuditEntry {
@@ -292,7 +295,7 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
             })?;
             if let Some(f) = &v.finding {
                 if ctx.out.json {
-                    eprintln!("aigentflow: audit chain broken: {f}");
+                    crate::out::eprint_line(&format!("aigentflow: audit chain broken: {f}"));
                 }
                 return Ok(Done::Problems);
             }

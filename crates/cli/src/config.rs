@@ -6,40 +6,44 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::out::{say, table, when};
-use crate::{Ctx, Done};
+use crate::{args, Ctx, Done};
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// The value of KEY (a project's own value, else the global one).
     Get {
-        /// The key, e.g. max_retries.
+        /// The key, e.g. max_retries (not empty).
+        #[arg(value_parser = args::name)]
         key: String,
-        /// Look in this project first, then globally.
-        #[arg(long)]
+        /// Look in this project first, then globally (not empty).
+        #[arg(long, value_parser = args::name)]
         project: Option<String>,
     },
     /// Set KEY to VALUE (JSON if it parses as JSON, else a string), globally or for a project.
     Set {
-        /// The key, e.g. max_retries.
+        /// The key, e.g. max_retries (not empty).
+        #[arg(value_parser = args::name)]
         key: String,
         /// The value: JSON such as 3, true or {"a":1}, else taken as a string.
         value: String,
-        /// Set it for this project only (it then overrides the global value there).
-        #[arg(long)]
+        /// Set it for this project only (it then overrides the global value there; not empty).
+        #[arg(long, value_parser = args::name)]
         project: Option<String>,
     },
     /// Remove KEY from a scope.
     Unset {
-        /// The key to remove.
+        /// The key to remove (not empty).
+        #[arg(value_parser = args::name)]
         key: String,
-        /// Remove this project's own value (the global one then applies again).
-        #[arg(long)]
+        /// Remove this project's own value (the global one then applies again; not empty).
+        #[arg(long, value_parser = args::name)]
         project: Option<String>,
     },
     /// Every value that applies (to a project, with its overrides).
     List {
-        /// The values that apply to this project: its own, and the global ones it does not override.
-        #[arg(long)]
+        /// The values that apply to this project: its own, and the global ones it does not
+        /// override (not empty).
+        #[arg(long, value_parser = args::name)]
         project: Option<String>,
     },
 }

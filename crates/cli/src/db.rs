@@ -31,7 +31,7 @@ pub enum DbCommand {
 pub fn init(ctx: &Ctx) -> anyhow::Result<Done> {
     let db = ctx.create()?;
     let v = db.schema_version()?;
-    let report = json!({"path": ctx.path, "migration": v.migration, "latest": v.latest});
+    let report = json!({"path": ctx.path_text(), "migration": v.migration, "latest": v.latest});
     ctx.out.emit(&report, || {
         say!(
             "database {} at schema version {} (latest {})",
@@ -55,7 +55,7 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<Done> {
     let traces = ExecutionTracker::new(db.clone()).count_by_status()?;
     let head = AuditLog::new(db.clone()).head()?;
     let report = json!({
-        "path": ctx.path,
+        "path": ctx.path_text(),
         "sqlite": aigentflow_persistence::sqlite_version(),
         "migration": version.migration,
         "latest": version.latest,
@@ -128,7 +128,7 @@ pub fn run(ctx: &Ctx, command: DbCommand) -> anyhow::Result<Done> {
             };
             let db = ctx.write()?;
             let after = db.schema_version()?;
-            let report = json!({"path": ctx.path, "from": before, "to": after.migration});
+            let report = json!({"path": ctx.path_text(), "from": before, "to": after.migration});
             ctx.out.emit(&report, || {
                 if before == after.migration {
                     say!("{} is up to date at version {}", ctx.path.display(), after.migration);

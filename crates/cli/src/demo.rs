@@ -215,7 +215,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Done> {
         lessons_found,
     } = orchestrate(&db, task, print)?;
     let report = json!({
-        "database": ctx.path,
+        "database": ctx.path_text(),
         "project": project,
         "task": task,
         "final_state": persisted.state.as_str(),
@@ -561,7 +561,7 @@ mod tests {
                 assert!(run < 500, "{extra} extra pages never filled up");
                 let task = TaskId::new(format!("demo-{extra}-{run}"));
                 if let Err(e) = orchestrate(&db, task.clone(), false) {
-                    seen.push(after_failure(&db, &task, &e, "database or disk is full"));
+                    seen.push(after_failure(&db, &task, &e, "the disk is full"));
                     break;
                 }
             }

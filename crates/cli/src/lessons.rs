@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::out::{cell, opt, say, table};
-use crate::{Ctx, Done};
+use crate::{args, Ctx, Done};
 
 #[derive(Debug, Subcommand)]
 pub enum LessonsCommand {
@@ -17,18 +17,19 @@ pub enum LessonsCommand {
         /// What kind of lesson: bug, pattern, preference, security or performance.
         #[arg(long, value_parser = parse_category)]
         category: Category,
-        /// A short title (searched first).
-        #[arg(long)]
+        /// A short title (searched first; not empty).
+        #[arg(long, value_parser = args::name)]
         title: String,
-        /// What was learned, in a sentence or two.
-        #[arg(long)]
+        /// What was learned, in a sentence or two (not empty).
+        #[arg(long, value_parser = args::name)]
         summary: String,
         #[command(flatten)]
-        fields: Fields,
+        fields: NewFields,
     },
     /// One lesson in full.
     Show {
         /// The lesson's id.
+        #[arg(value_parser = args::id::<LessonId>)]
         id: LessonId,
     },
     /// Search by words (any order, stemmed: "hooks" finds "hook"), best match first.
@@ -41,48 +42,70 @@ pub enum LessonsCommand {
         /// Only lessons of this category.
         #[arg(long, value_parser = parse_category)]
         category: Option<Category>,
-        /// A project's search also sees the global lessons.
-        #[arg(long)]
+        /// A project's search also sees the global lessons (not empty).
+        #[arg(long, value_parser = args::name)]
         project: Option<String>,
-        /// Lessons carrying every one of these tags.
-        #[arg(long, value_delimiter = ',')]
+        /// Lessons carrying every one of these tags (comma-separated; none empty).
+        #[arg(long, value_delimiter = ',', value_parser = args::name)]
         tags: Vec<String>,
-        /// At most this many lessons.
+        /// At most this many lessons: any whole number from 0.
         #[arg(long, default_value_t = 20)]
         limit: u64,
-        /// Skip this many lessons first.
+        /// Skip this many lessons first: any whole number from 0.
         #[arg(long)]
         offset: Option<u64>,
     },
-    /// Change the given fields of a lesson.
+    /// Change the given fields of a lesson; the others stay as they are.
     Update {
         /// The lesson's id.
+        #[arg(value_parser = args::id::<LessonId>)]
         id: LessonId,
         /// A new category.
         #[arg(long, value_parser = parse_category)]
         category: Option<Category>,
-        /// A new title.
-        #[arg(long)]
+        /// A new title (not empty).
+        #[arg(long, value_parser = args::name)]
         title: Option<String>,
-        /// A new summary.
-        #[arg(long)]
+        /// A new summary (not empty).
+        #[arg(long, value_parser = args::name)]
         summary: Option<String>,
-        #[command(flatten)]
-        fields: Fields,
+        /// A new full story (not empty).
+        #[arg(long, value_parser = args::name)]
+        details: Option<String>,
+        /// New tags, replacing the old ones (comma-separated; none empty).
+        #[arg(long, value_delimiter = ',', value_parser = args::name)]
+        tags: Option<Vec<String>>,
+        /// A new source agent (not empty).
+        #[arg(long, value_parser = args::name)]
+        source_agent: Option<String>,
+        /// A new source file (not empty).
+        #[arg(long, value_parser = args::name)]
+        source_file: Option<String>,
+        /// A new confidence, from 0 to 1 (left out: unchanged).
+        #[arg(long, value_parser = args::confidence)]
+        confidence: Option<f64>,
+        /// Move the lesson to this project (not empty; --global makes it global).
+        #[arg(long, value_parser = args::name, conflicts_with = "global")]
+        project: Option<String>,
+        /// Make the lesson global: remove its project.
+        #[arg(long)]
+        global: bool,
     },
     /// Count one more application of a lesson.
     Apply {
         /// The lesson's id.
+        #[arg(value_parser = args::id::<LessonId>)]
         id: LessonId,
     },
     /// Delete a lesson.
     Delete {
         /// The lesson's id.
+        #[arg(value_parser = args::id::<LessonId>)]
         id: LessonId,
     },
     /// The most applied lessons.
     Top {
-        /// How many lessons.
+        /// How many lessons: any whole number from 0.
         #[arg(long, default_value_t = 10)]
         limit: u64,
     },
@@ -90,26 +113,26 @@ pub enum LessonsCommand {
     Rebuild,
 }
 
-/// Optional lesson fields shared by add and update.
+/// The optional fields of a new lesson.
 #[derive(Debug, Args)]
-pub struct Fields {
-    /// The full story: context, what failed, what fixed it.
-    #[arg(long)]
+pub struct NewFields {
+    /// The full story: context, what failed, what fixed it (not empty).
+    #[arg(long, value_parser = args::name)]
     details: Option<String>,
-    /// Comma-separated, e.g. --tags react,testing.
-    #[arg(long, value_delimiter = ',')]
+    /// Comma-separated, e.g. --tags react,testing (none empty).
+    #[arg(long, value_delimiter = ',', value_parser = args::name)]
     tags: Option<Vec<String>>,
-    /// The agent the lesson came from.
-    #[arg(long)]
+    /// The agent the lesson came from (not empty).
+    #[arg(long, value_parser = args::name)]
     source_agent: Option<String>,
-    /// The file the lesson is about.
-    #[arg(long)]
+    /// The file the lesson is about (not empty).
+    #[arg(long, value_parser = args::name)]
     source_file: Option<String>,
-    /// From 0 to 1 (default 1).
-    #[arg(long)]
+    /// From 0 to 1 (left out: 1).
+    #[arg(long, value_parser = args::confidence)]
     confidence: Option<f64>,
-    /// The project (none: a global lesson).
-    #[arg(long)]
+    /// The project (not empty; left out: a global lesson).
+    #[arg(long, value_parser = args::name)]
     project: Option<String>,
 }
 
@@ -124,7 +147,10 @@ fn print_lesson(l: &Lesson) {
     say!("project     {}", opt(l.project_id.as_deref()));
     say!("summary     {}", l.summary);
     if let Some(d) = &l.details {
-        say!("details     {d}");
+        // The story keeps its lines, each indented under the first (and each sanitised).
+        for (i, line) in d.lines().enumerate() {
+            say!("{}{line}", if i == 0 { "details     " } else { "            " });
+        }
     }
     say!("tags        {}", if l.tags.is_empty() { "-".into() } else { l.tags.join(", ") });
     say!("source      {} {}", opt(l.source_agent.as_deref()), opt(l.source_file.as_deref()));
@@ -192,20 +218,37 @@ pub fn run(ctx: &Ctx, command: LessonsCommand) -> anyhow::Result<Done> {
                 table(&["ID", "CATEGORY", "CONF", "APPLIED", "TITLE", "MATCH"], &rows(&listed));
             })?;
         }
-        LessonsCommand::Update { id, category, title, summary, fields } => {
+        LessonsCommand::Update {
+            id,
+            category,
+            title,
+            summary,
+            details,
+            tags,
+            source_agent,
+            source_file,
+            confidence,
+            project,
+            global,
+        } => {
             let store = LessonsStore::new(ctx.write()?);
+            let project_id = match (project, global) {
+                (Some(p), _) => Some(Some(p.into())),
+                (None, true) => Some(None),
+                (None, false) => None,
+            };
             let lesson = store.update(
                 &id,
                 &LessonUpdate {
-                    project_id: fields.project.map(|p| Some(p.into())),
+                    project_id,
                     category,
                     title,
                     summary,
-                    details: fields.details.map(Some),
-                    tags: fields.tags,
-                    source_agent: fields.source_agent.map(Some),
-                    source_file: fields.source_file.map(Some),
-                    confidence: fields.confidence,
+                    details: details.map(Some),
+                    tags,
+                    source_agent: source_agent.map(Some),
+                    source_file: source_file.map(Some),
+                    confidence,
                 },
             )?;
             ctx.out.emit(&lesson, || print_lesson(&lesson))?;

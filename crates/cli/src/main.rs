@@ -1,5 +1,6 @@
 //! `aigentflow`: the operator's command over an aigentflow database.
 
+mod args;
 mod audit;
 mod config;
 mod db;
@@ -11,21 +12,30 @@ mod traces;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use aigentflow_persistence::{Access, Database, Options};
-use clap::{ArgAction, Parser, Subcommand};
+use aigentflow_persistence::{Access, Database, Options, DB_ENV, DEFAULT_PATH};
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::out::Out;
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  error (bad input, unknown id, unreadable or missing database…); one line on stderr says what
-  2  usage error (unknown command or flag)
+  1  error: a value outside its domain (an empty name, a number out of range, a date outside
+     years 0000 to 9999…), an unknown id, a missing, unreadable, locked or full database…
+  2  usage error: an unknown command or flag, a missing value, a value of the wrong kind (not a
+     number, not one of the listed words)
   3  a check found problems (`audit verify`, `db check`)
+On 1 and 2, one line on stderr says what, with secrets redacted.
 
-The database is --db PATH, else $AIGENTFLOW_DB, else orchestrator-data/aigentflow.db.
-Set NO_COLOR to turn colours off.";
+The database is --db PATH, else $AIGENTFLOW_DB (if set and not empty), else
+orchestrator-data/aigentflow.db; `:memory:` and an empty path are refused.
+
+Output for people is sanitised: control characters (newlines and tabs in a value too), DEL, C1
+controls and bidirectional overrides in any value or error are shown escaped, as \\u{1b}.
+--json and exports print values as stored (JSON escapes control characters itself).
+Colours only on a terminal: NO_COLOR turns them off, CLICOLOR_FORCE=1 keeps them on in a pipe.";
 
 /// The heading under which `--help` lists the options every command takes.
 const GLOBAL: &str = "Global options";
@@ -34,9 +44,30 @@ const GLOBAL: &str = "Global options";
 #[derive(Debug, Parser)]
 #[command(name = "aigentflow", version, propagate_version = true, after_help = EXIT_CODES)]
 struct Cli {
-    /// The database file.
-    #[arg(long, global = true, value_name = "PATH", env = "AIGENTFLOW_DB", help_heading = GLOBAL)]
+    /// The database file [default: $AIGENTFLOW_DB if set and not empty, else
+    /// orchestrator-data/aigentflow.db]. A file path: `:memory:` and an empty path are refused.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::OsStringValueParser::new(),
+            PathBuf::from
+        ),
+        help_heading = GLOBAL
+    )]
     db: Option<PathBuf>,
+    /// How long to wait for another process's lock on the database before giving up: 0 to 3600
+    /// seconds, fractions allowed.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        default_value = "30",
+        value_parser = args::seconds,
+        help_heading = GLOBAL
+    )]
+    lock_timeout: Duration,
     /// Print JSON on stdout instead of tables, for scripts.
     #[arg(long, global = true, help_heading = GLOBAL)]
     json: bool,
@@ -90,9 +121,17 @@ pub enum Done {
 pub struct Ctx {
     pub path: PathBuf,
     pub out: Out,
+    /// How long an open or a transaction waits for another process's lock.
+    pub lock_timeout: Duration,
 }
 
 impl Ctx {
+    /// The path as JSON text (JSON holds no bytes that are not UTF-8: those show as U+FFFD),
+    /// the same text serde writes for any other path.
+    pub fn path_text(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
     /// Opens the database for a read command: read-only, so nothing is written, sealed, migrated
     /// or created; a missing, empty or outdated database is an error that says what to do.
     pub fn read(&self) -> anyhow::Result<Database> {
@@ -110,7 +149,7 @@ impl Ctx {
     }
 
     fn open(&self, access: Access) -> anyhow::Result<Database> {
-        let options = Options { access, ..Options::default() };
+        let options = Options { access, busy_timeout: self.lock_timeout, ..Options::default() };
         match Database::open_with(&self.path, options) {
             Err(aigentflow_persistence::Error::Missing { path }) => anyhow::bail!(
                 "no database at {}; create one with `aigentflow init` or `aigentflow demo` (or pass --db PATH)",
@@ -121,10 +160,32 @@ impl Ctx {
     }
 }
 
+/// The database path from --db, else $AIGENTFLOW_DB (unset when empty), else the default; a
+/// path that names no file (empty, `:memory:`) is refused, naming where it came from.
+fn database_path(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let (path, source) = match flag {
+        Some(path) => (path, "--db"),
+        None => match std::env::var_os(DB_ENV).filter(|v| !v.is_empty()) {
+            Some(path) => (PathBuf::from(path), "$AIGENTFLOW_DB"),
+            None => return Ok(PathBuf::from(DEFAULT_PATH)),
+        },
+    };
+    if path.as_os_str().is_empty() {
+        anyhow::bail!("{source} is empty; give the path of a database file");
+    }
+    if path.as_os_str() == ":memory:" {
+        anyhow::bail!(
+            "{source} is :memory:, a database that would vanish when the command ends; give the path of a database file"
+        );
+    }
+    Ok(path)
+}
+
 fn run(cli: Cli) -> anyhow::Result<Done> {
     let ctx = Ctx {
-        path: cli.db.clone().unwrap_or_else(Database::default_path),
+        path: database_path(cli.db)?,
         out: Out::new(cli.json, cli.quiet),
+        lock_timeout: cli.lock_timeout,
     };
     match cli.command {
         Command::Init => db::init(&ctx),
@@ -152,21 +213,125 @@ fn one_line(e: &anyhow::Error) -> String {
         }
         message.push_str(&text);
     }
-    message.replace('\n', " ")
+    message
+}
+
+/// Prints an error as the one line `aigentflow: error: …` on stderr: secrets redacted by the
+/// stores' policy, then every unsafe character escaped (so a line break in a value stays on
+/// the line).
+fn print_error(message: &str) {
+    let redacted = aigentflow_persistence::redact::redact_text(message);
+    out::eprint_line(&format!("aigentflow: error: {redacted}"));
+}
+
+/// What clap refused, on one line: its message, its notes, and (for a usage error) the usage
+/// of the command.
+fn usage_line(e: &clap::Error, with_usage: bool) -> String {
+    let text = e.render().to_string();
+    let mut parts = Vec::new();
+    let mut usage = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(u) = line.strip_prefix("Usage: ") {
+            usage = Some(u);
+        } else if !line.starts_with("For more information") {
+            parts.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+    }
+    let mut message = String::new();
+    for part in parts {
+        if !message.is_empty() {
+            // "…were not provided:" reads on into its list.
+            message.push_str(if message.ends_with(':') { " " } else { "; " });
+        }
+        message.push_str(part);
+    }
+    if let Some(usage) = usage.filter(|_| with_usage) {
+        message.push_str(&format!("; usage: {usage} (more with --help)"));
+    }
+    message
+}
+
+/// The command tree, with a missing subcommand reported as an error (one line) rather than by
+/// printing the whole help on stderr.
+fn command_tree(cmd: clap::Command) -> clap::Command {
+    let names: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_owned()).collect();
+    let mut cmd = cmd.arg_required_else_help(false);
+    for name in names {
+        cmd = cmd.mut_subcommand(name, command_tree);
+    }
+    cmd
+}
+
+/// Parses the command line. Help and version are printed on stdout with exit code 0; a value
+/// outside its domain ([`args`]) is one line on stderr and exit code 1; anything else clap
+/// refuses is one line with the command's usage and exit code 2.
+fn parse() -> Result<Cli, ExitCode> {
+    let parsed = command_tree(Cli::command())
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    match parsed {
+        Ok(cli) => Ok(cli),
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            // A closed pipe (`aigentflow --help | head -1`) is not an error.
+            let _ = e.print();
+            Err(ExitCode::SUCCESS)
+        }
+        Err(e) if args::is_out_of_domain(&e) => {
+            print_error(&usage_line(&e, false));
+            Err(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            print_error(&usage_line(&e, true));
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// A log event, written as one sanitised line on stderr when tracing is done with it.
+#[derive(Debug, Default)]
+struct LogLine(Vec<u8>);
+
+impl std::io::Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let text = String::from_utf8_lossy(&self.0);
+            out::eprint_line(text.strip_suffix('\n').unwrap_or(&text));
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => tracing_subscriber::filter::LevelFilter::ERROR,
         (_, 0) => tracing_subscriber::filter::LevelFilter::WARN,
         (_, 1) => tracing_subscriber::filter::LevelFilter::INFO,
         _ => tracing_subscriber::filter::LevelFilter::DEBUG,
     };
+    // Log lines are sanitised like every other line, so they carry no colour codes of their own.
     tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(out::color_on_stderr())
+        .with_writer(LogLine::default)
+        .with_ansi(false)
         .without_time()
         .init();
     match run(cli) {
@@ -180,8 +345,7 @@ fn main() -> ExitCode {
             if closed_pipe {
                 return ExitCode::SUCCESS;
             }
-            let message = one_line(&e);
-            eprintln!("aigentflow: error: {message}");
+            print_error(&one_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -190,6 +354,31 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    /// Nothing prints around the sanitising choke points: no module but `out.rs` uses the print
+    /// macros or stderr. (Exports write their CSV or JSON to stdout as data, byte for byte.)
+    #[test]
+    fn no_module_prints_around_the_sanitising_choke_points() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut offenders = Vec::new();
+        for entry in std::fs::read_dir(&src).unwrap_or_else(|e| panic!("{e}")) {
+            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+            if path.file_name().is_some_and(|n| n == "out.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+            // Written with a '#' that is taken out, so that this very line does not match.
+            let bypass = ["print#!(", "print#ln!(", "eprint#!(", "eprint#ln!(", "io::std#err("]
+                .map(|m| m.replace('#', ""));
+            for (i, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                if bypass.iter().any(|m| code.contains(m.as_str())) {
+                    offenders.push(format!("{}:{}: {line}", path.display(), i + 1));
+                }
+            }
+        }
+        assert!(offenders.is_empty(), "print through out.rs instead:\n{}", offenders.join("\n"));
+    }
 
     /// Every command and every option of every command, at every level, says what it is for.
     #[test]

@@ -1,22 +1,53 @@
 //! Output: JSON for scripts, aligned tables for people, colour only on a terminal without NO_COLOR.
+//!
+//! Every line for people passes one of two choke points: [`write_line`] (stdout, through
+//! `say!`) and [`eprint_line`] (stderr: errors, notes, logs). Both show every character that a
+//! terminal would obey rather than print ([`is_unsafe`]) escaped as text, whatever field it comes
+//! from, so no id, name, prompt, path or error can move the cursor, recolour, retitle the
+//! window or reorder the line. The CLI's own colours ([`Out::paint`], [`Out::mark`],
+//! [`Out::highlight`]) are not escape codes until then: they are marks that carry a nonce drawn
+//! at random when the process starts, which no stored or typed text can know, and only
+//! `write_line` turns them into SGR codes, after everything else is escaped. JSON (`--json`)
+//! is printed as serde writes it ([`write_json`]): control characters are escaped by JSON itself.
 
 use std::io::{IsTerminal, Write};
+use std::sync::LazyLock;
 
 use serde::Serialize;
 
-/// Prints one line on stdout. A closed pipe (`aigentflow … | head`) ends the process quietly
-/// with success, as other Unix tools do; any other write error ends it with exit code 1.
+/// Prints one line for people on stdout, sanitised (see the module doc). A closed pipe
+/// (`aigentflow … | head`) ends the process quietly with success, as other Unix tools do; any
+/// other write error ends it with exit code 1.
 macro_rules! say {
     () => { $crate::out::write_line(format_args!("")) };
     ($($arg:tt)*) => { $crate::out::write_line(format_args!($($arg)*)) };
 }
 pub(crate) use say;
 
+/// Writes `args` as one sanitised line on stdout, turning the CLI's colour marks into SGR codes.
 pub fn write_line(args: std::fmt::Arguments<'_>) {
+    let text = render(&args.to_string(), true);
+    write_stdout(&text);
+}
+
+/// Writes JSON text as serde wrote it, and a newline, on stdout.
+pub fn write_json(text: &str) {
+    write_stdout(text);
+}
+
+fn write_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.write_all(b"\n")) {
         exit_on_write_error(&e);
     }
+}
+
+/// Writes one sanitised line on stderr (colour marks are dropped: stderr is never painted).
+pub fn eprint_line(text: &str) {
+    let mut line = render(text, false);
+    line.push('\n');
+    // Nothing sensible is left to do when stderr itself cannot be written.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// Ends the process after a failed write to stdout: quietly for a closed pipe.
@@ -24,8 +55,93 @@ pub fn exit_on_write_error(e: &std::io::Error) -> ! {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         std::process::exit(0);
     }
-    eprintln!("aigentflow: error: cannot write the output: {e}");
+    eprint_line(&format!("aigentflow: error: cannot write the output: {e}"));
     std::process::exit(1);
+}
+
+/// Whether a terminal would act on `c` rather than print it, so output shows it escaped: the C0
+/// controls (newline and tab too: a field never breaks or indents a line), DEL, the C1 controls
+/// U+0080 to U+009F (U+009B starts a sequence on its own) and the bidirectional embeddings,
+/// overrides and isolates U+202A to U+202E and U+2066 to U+2069, which reorder what follows.
+pub fn is_unsafe(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Appends `c` as output shows it: itself, or escaped the way Rust writes it (`\n`, `\u{1b}`).
+fn push_shown(out: &mut String, c: char) {
+    if !is_unsafe(c) {
+        out.push(c);
+        return;
+    }
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        _ => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+    }
+}
+
+/// The start of a colour mark: a private-use character and this process's nonce. A mark is the
+/// start, an SGR parameter list (digits and `;`) and `m`.
+static MARK: LazyLock<String> =
+    LazyLock::new(|| format!("\u{E000}{}", uuid::Uuid::new_v4().simple()));
+
+/// A colour mark for the SGR parameters `code` (`1` bold, `31` red, `0` reset…).
+fn mark_for(code: &str) -> String {
+    format!("{}{code}m", *MARK)
+}
+
+/// A piece of text to print: one of the CLI's colour marks, or a character.
+enum Piece<'a> {
+    Mark(&'a str),
+    Char(char),
+}
+
+/// The marks and characters of `text`, in order. Text that looks like a mark but lacks the
+/// nonce is characters.
+fn pieces(text: &str) -> impl Iterator<Item = Piece<'_>> {
+    let mark = MARK.as_str();
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if let Some(after) = rest.strip_prefix(mark) {
+            let len = after.find(|c: char| !(c.is_ascii_digit() || c == ';')).unwrap_or(0);
+            if len > 0 && after[len..].starts_with('m') {
+                rest = &after[len + 1..];
+                return Some(Piece::Mark(&after[..len]));
+            }
+        }
+        let c = rest.chars().next()?;
+        rest = &rest[c.len_utf8()..];
+        Some(Piece::Char(c))
+    })
+}
+
+/// `text` as a terminal line: unsafe characters escaped, colour marks turned into SGR codes
+/// (`sgr`) or dropped; a line left coloured is reset at its end.
+pub fn render(text: &str, sgr: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut open = false;
+    for piece in pieces(text) {
+        match piece {
+            Piece::Char(c) => push_shown(&mut out, c),
+            Piece::Mark(code) if sgr => {
+                out.push_str("\x1b[");
+                out.push_str(code);
+                out.push('m');
+                open = code != "0";
+            }
+            Piece::Mark(_) => {}
+        }
+    }
+    if open {
+        out.push_str("\x1b[0m");
+    }
+    out
+}
+
+/// How many characters `text` takes once rendered (marks take none).
+fn width(text: &str) -> usize {
+    render(text, false).chars().count()
 }
 
 /// How results are printed.
@@ -36,15 +152,14 @@ pub struct Out {
     color: bool,
 }
 
-/// Whether stderr takes colour.
-pub fn color_on_stderr() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
-}
-
 impl Out {
+    /// Colour is on for a terminal (or with CLICOLOR_FORCE set and not `0`), off with NO_COLOR
+    /// set and not empty, and never in JSON.
     pub fn new(json: bool, quiet: bool) -> Self {
-        let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-            && std::io::stdout().is_terminal();
+        let set = |name| std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0");
+        let color = !json
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && (std::io::stdout().is_terminal() || set("CLICOLOR_FORCE"));
         Self { json, quiet, color }
     }
 
@@ -55,7 +170,7 @@ impl Out {
         human: impl FnOnce(),
     ) -> anyhow::Result<()> {
         if self.json {
-            say!("{}", serde_json::to_string_pretty(value)?);
+            write_json(&serde_json::to_string_pretty(value)?);
         } else {
             human();
         }
@@ -72,22 +187,23 @@ impl Out {
         if !self.shows_progress() {
             return None;
         }
-        let bar = indicatif::ProgressBar::new_spinner().with_message(message.to_owned());
+        let bar = indicatif::ProgressBar::new_spinner().with_message(render(message, false));
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         Some(bar)
     }
 
-    /// A side note for people on stderr (not with --quiet or --json).
+    /// A side note for people on stderr (not with --quiet or --json), sanitised.
     pub fn note(&self, text: &str) {
         if !self.quiet && !self.json {
-            eprintln!("{text}");
+            eprint_line(text);
         }
     }
 
-    /// `text` in an ANSI colour (32 green, 31 red, 1 bold…) when colour is on.
+    /// `text` in an SGR colour (32 green, 31 red, 1 bold…) when colour is on: as marks that only
+    /// [`write_line`] turns into escape codes.
     pub fn paint(&self, code: u8, text: &str) -> String {
         if self.color {
-            format!("\x1b[{code}m{text}\x1b[0m")
+            format!("{}{text}{}", mark_for(&code.to_string()), mark_for("0"))
         } else {
             text.to_owned()
         }
@@ -102,55 +218,86 @@ impl Out {
         }
     }
 
-    /// Highlight markers for search snippets.
+    /// Highlight markers for search snippets: bold marks with colour, else brackets.
     pub fn highlight(&self) -> (String, String) {
         if self.color {
-            ("\x1b[1m".into(), "\x1b[0m".into())
+            (mark_for("1"), mark_for("0"))
         } else {
             ("[".into(), "]".into())
         }
     }
 }
 
-/// Prints rows under headers, each column as wide as its widest cell.
+/// Prints rows under headers, each column as wide as its widest cell as rendered.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     if rows.is_empty() {
         say!("(none)");
         return;
     }
-    let width = |cell: &str| strip_ansi(cell).chars().count();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| width(h)).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(width(cell));
         }
     }
-    let line = |cells: Vec<String>| {
+    let line = |cells: &[String]| {
         let last = cells.len().saturating_sub(1);
         let mut s = String::new();
         for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
             s.push_str(cell);
             if i < last {
-                s.push_str(&" ".repeat(w - width(cell) + 2));
+                s.push_str(&" ".repeat(w.saturating_sub(width(cell)) + 2));
             }
         }
         say!("{}", s.trim_end());
     };
-    line(headers.iter().map(|h| h.to_string()).collect());
+    line(&headers.iter().map(|h| h.to_string()).collect::<Vec<_>>());
     for row in rows {
-        line(row.clone());
+        line(row);
     }
 }
 
-/// Text cut to `max` characters on one line, for a table cell.
+/// Text cut to `max` characters as shown, for a table cell: line breaks and tabs become spaces,
+/// other unsafe characters are escaped (and counted as shown), colour marks count for nothing
+/// and are never cut.
 pub fn cell(text: &str, max: usize) -> String {
-    let one_line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    if one_line.chars().count() <= max {
-        return one_line;
+    let shown = |c: char| {
+        let mut s = String::new();
+        push_shown(&mut s, if matches!(c, '\n' | '\r' | '\t') { ' ' } else { c });
+        s
+    };
+    let total: usize = pieces(text)
+        .map(|p| match p {
+            Piece::Mark(_) => 0,
+            Piece::Char(c) => shown(c).chars().count(),
+        })
+        .sum();
+    let budget = if total <= max { usize::MAX } else { max.saturating_sub(1) };
+    let mut out = String::new();
+    let mut used = 0;
+    let mut open = false;
+    for piece in pieces(text) {
+        match piece {
+            Piece::Mark(code) => {
+                out.push_str(&mark_for(code));
+                open = code != "0";
+            }
+            Piece::Char(c) => {
+                let s = shown(c);
+                let w = s.chars().count();
+                if used + w > budget {
+                    if open {
+                        out.push_str(&mark_for("0"));
+                    }
+                    out.push('…');
+                    break;
+                }
+                used += w;
+                out.push_str(&s);
+            }
+        }
     }
-    let mut cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
+    out
 }
 
 /// An optional value as a cell (`-` for none).
@@ -163,19 +310,85 @@ pub fn when(ts: chrono::DateTime<chrono::Utc>) -> String {
     ts.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn coloured() -> Out {
+        Out { json: false, quiet: false, color: true }
+    }
+
+    /// Text with the characters that matter here mixed into any other text.
+    fn hostile() -> impl Strategy<Value = String> {
+        let pieces = prop_oneof![
+            any::<char>().prop_map(String::from),
+            Just("\u{1b}[31m".to_owned()),
+            Just("\u{9b}".to_owned()),
+            Just("\u{202e}".to_owned()),
+            Just("\n\r\t".to_owned()),
+            Just("\u{E000}".to_owned()),
+            // A forged mark: the shape of the CLI's, with a nonce that is not this process's.
+            Just(format!("\u{E000}{}31m", "0".repeat(32))),
+        ];
+        proptest::collection::vec(pieces, 0..24).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        /// Whatever a value holds, its rendered form has no character a terminal acts on.
+        #[test]
+        fn rendered_data_holds_nothing_a_terminal_acts_on(data in hostile()) {
+            for sgr in [true, false] {
+                let shown = render(&data, sgr);
+                prop_assert!(!shown.chars().any(is_unsafe), "{:?} -> {:?}", data, shown);
             }
-        } else {
-            out.push(c);
+        }
+
+        /// The CLI's own colours around any data become exactly their SGR codes, and the data
+        /// in between is escaped: no sequence can be forged or left open.
+        #[test]
+        fn only_the_clis_own_colours_become_escape_codes(data in hostile(), code in prop_oneof![Just(1u8), Just(31), Just(32)]) {
+            let out = coloured();
+            let line = format!("{data}{}{data}", out.paint(code, &data));
+            let shown = render(&line, true);
+            let escaped = render(&data, true);
+            prop_assert_eq!(shown, format!("{escaped}\u{1b}[{code}m{escaped}\u{1b}[0m{escaped}"));
+        }
+
+        /// A cell is at most `max` characters as shown, holds no unsafe character once
+        /// rendered, and keeps its colour marks whole.
+        #[test]
+        fn a_cell_fits_its_width_and_keeps_marks_whole(data in hostile(), max in 1usize..40) {
+            let (open, close) = coloured().highlight();
+            let text = format!("{data}{open}{data}{close}{data}");
+            let c = cell(&text, max);
+            prop_assert!(width(&c) <= max, "{:?} -> {:?}", text, c);
+            let shown = render(&c, true);
+            let plain = shown.replace("\u{1b}[1m", "").replace("\u{1b}[0m", "");
+            prop_assert!(!plain.chars().any(is_unsafe), "{:?}", shown);
+            prop_assert!(!plain.contains('\u{E000}') || data.contains('\u{E000}'), "{:?}", shown);
         }
     }
-    out
+
+    #[test]
+    fn each_unsafe_character_is_shown_the_way_rust_escapes_it() {
+        for (c, shown) in [
+            ('\u{1b}', "\\u{1b}"),
+            ('\n', "\\n"),
+            ('\r', "\\r"),
+            ('\t', "\\t"),
+            ('\u{0}', "\\u{0}"),
+            ('\u{7f}', "\\u{7f}"),
+            ('\u{9b}', "\\u{9b}"),
+            ('\u{202a}', "\\u{202a}"),
+            ('\u{202e}', "\\u{202e}"),
+            ('\u{2066}', "\\u{2066}"),
+            ('\u{2069}', "\\u{2069}"),
+        ] {
+            assert_eq!(render(&c.to_string(), true), shown);
+        }
+        for c in ['a', 'é', '✓', '…', '\u{2029}', '\u{E000}', '\u{200f}'] {
+            assert_eq!(render(&c.to_string(), true), c.to_string());
+        }
+    }
 }

@@ -5,28 +5,29 @@ use aigentflow_persistence::SqliteStateStore;
 use clap::Subcommand;
 
 use crate::out::{cell, opt, say, table, when};
-use crate::{Ctx, Done};
+use crate::{args, Ctx, Done};
 
 #[derive(Debug, Subcommand)]
 pub enum TasksCommand {
     /// One line per task, most recently updated first.
     List {
-        /// Only this project's tasks.
-        #[arg(long)]
+        /// Only this project's tasks (not empty).
+        #[arg(long, value_parser = args::name)]
         project: Option<String>,
-        /// Only tasks in this state (e.g. BUILDING).
-        #[arg(long)]
+        /// Only tasks in this state (e.g. BUILDING; not empty).
+        #[arg(long, value_parser = args::name)]
         state: Option<String>,
     },
     /// A task's state, prompt, history and checkpoints.
     Show {
-        /// The task id.
+        /// The task id (not empty).
+        #[arg(value_parser = args::name)]
         task: String,
     },
     /// Tasks that can be resumed (not completed, aborted or escalated), with their latest checkpoint.
     Resumable {
-        /// Only this project's tasks.
-        #[arg(long)]
+        /// Only this project's tasks (not empty).
+        #[arg(long, value_parser = args::name)]
         project: Option<String>,
     },
 }

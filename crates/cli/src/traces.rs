@@ -5,41 +5,43 @@ use clap::Subcommand;
 use serde_json::json;
 
 use crate::out::{cell, opt, say, table, when};
-use crate::{Ctx, Done};
+use crate::{args, Ctx, Done};
 
 #[derive(Debug, Subcommand)]
 pub enum TracesCommand {
     /// Recent traces, newest first.
     List {
-        /// Only this project's traces.
-        #[arg(long)]
+        /// Only this project's traces (not empty).
+        #[arg(long, value_parser = args::name)]
         project: Option<String>,
-        /// At most this many traces.
+        /// At most this many traces: any whole number from 0.
         #[arg(long, default_value_t = 20)]
         limit: u64,
     },
     /// A trace with its agent invocations.
     Show {
         /// The trace's id.
+        #[arg(value_parser = args::id::<TraceId>)]
         id: TraceId,
     },
     /// How an agent did over the last N days.
     Metrics {
-        /// The agent's name, as recorded with its invocations.
-        #[arg(long)]
+        /// The agent's name, as recorded with its invocations (not empty).
+        #[arg(long, value_parser = args::name)]
         agent: String,
-        /// How many days back from now the window reaches.
-        #[arg(long, default_value_t = 30)]
+        /// How many days back from now the window reaches: 0 to 700000 (the window may not
+        /// start before year 0000).
+        #[arg(long, default_value_t = 30, value_parser = args::days)]
         days: u32,
     },
     /// Find runs whose owner process is gone, mark them crashed, and list them with the
     /// checkpoint to resume from.
     Recover {
         /// Owners this host cannot probe (another host, unknown) count as gone after this many
-        /// minutes without a heartbeat.
+        /// minutes without a heartbeat: 0 to 4294967295.
         #[arg(long, default_value_t = 5)]
-        lease_minutes: i64,
-        /// Give up on a run found dead more often than this.
+        lease_minutes: u32,
+        /// Give up on a run found dead more often than this: 0 to 4294967295.
         #[arg(long, default_value_t = 3)]
         max_attempts: u32,
     },
@@ -132,11 +134,8 @@ pub fn run(ctx: &Ctx, command: TracesCommand) -> anyhow::Result<Done> {
             })?;
         }
         TracesCommand::Recover { lease_minutes, max_attempts } => {
-            if lease_minutes < 0 {
-                anyhow::bail!("--lease-minutes must not be negative");
-            }
-            let options =
-                RecoveryOptions { lease: chrono::TimeDelta::minutes(lease_minutes), max_attempts };
+            let lease = chrono::TimeDelta::minutes(i64::from(lease_minutes));
+            let options = RecoveryOptions { lease, max_attempts };
             let report = tracker.recover(&options)?;
             ctx.out.emit(&report, || {
                 let rows: Vec<Vec<String>> = report

@@ -8,7 +8,9 @@
 use std::sync::LazyLock;
 
 use chrono::format::{Item, StrftimeItems};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{
+    DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, SubsecRound, Utc,
+};
 
 /// `YYYY-MM-DD HH:MM:SS.SSS`: the stored form.
 pub fn to_db(ts: DateTime<Utc>) -> String {
@@ -31,11 +33,18 @@ pub fn millis(ts: DateTime<Utc>) -> DateTime<Utc> {
 
 /// Parses any timestamp form the project has met: RFC 3339 (any offset), `YYYY-MM-DD HH:MM:SS[.fff]`
 /// and `YYYY-MM-DDTHH:MM:SS[.fff]` without offset (taken as UTC), or a bare date (midnight UTC).
+/// It reads stored and legacy text as it is; input from a person goes through [`Bound::parse`],
+/// which also checks the years the stored form can hold.
 pub fn parse(text: &str) -> Option<DateTime<Utc>> {
     if let Some(ts) = parse_stored(text) {
         return Some(ts);
     }
     let text = text.trim();
+    parse_instant(text).or_else(|| parse_date(text)?.and_hms_opt(0, 0, 0).map(|n| n.and_utc()))
+}
+
+/// Any of [`parse`]'s forms that names an instant (a time of day is given).
+fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(ts) = DateTime::parse_from_rfc3339(text) {
         return Some(ts.with_timezone(&Utc));
     }
@@ -46,13 +55,87 @@ pub fn parse(text: &str) -> Option<DateTime<Utc>> {
             return Some(naive.and_utc());
         }
     }
-    if let Ok(ts) = DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z") {
-        return Some(ts.with_timezone(&Utc));
+    DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z").ok().map(|ts| ts.with_timezone(&Utc))
+}
+
+/// A bare date in any spelling chrono reads as `%Y-%m-%d` (`2026-01-05`, `2026-1-5`, `+2026-01-05`).
+fn parse_date(text: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()
+}
+
+/// The first year the stored form can hold: it writes the year with exactly four digits.
+pub const MIN_YEAR: i32 = 0;
+/// The last year the stored form can hold.
+pub const MAX_YEAR: i32 = 9999;
+
+/// Why a date or timestamp given as input was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TimeError {
+    /// The text is no date or timestamp form [`parse`] knows.
+    #[error("{text:?} is not a date or timestamp (try 2026-11-21 or 2026-11-21T10:00:00Z)")]
+    Unreadable { text: String },
+    /// The date or instant (in UTC) lies outside years 0000 to 9999, which the stored form holds.
+    #[error("{text:?} is outside the years 0000 to 9999 that timestamps are stored with")]
+    OutOfRange { text: String },
+}
+
+/// One end of a time range given as input: a bare date stands for the whole day (UTC), any
+/// other form for one instant. Both lie within years [`MIN_YEAR`] to [`MAX_YEAR`], so
+/// [`first`](Self::first) and [`last`](Self::last) always have a stored form that sorts right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// A bare date (`2026-01-05`, `2026-1-5`): the whole day.
+    Date(NaiveDate),
+    /// A timestamp, to the millisecond.
+    Instant(DateTime<Utc>),
+}
+
+impl Bound {
+    /// Reads a date or timestamp typed by a person or a script. A text is a bare date exactly
+    /// when it has no time of day, however its digits are written.
+    pub fn parse(text: &str) -> Result<Self, TimeError> {
+        let trimmed = text.trim();
+        let bound = match parse_stored(trimmed).or_else(|| parse_instant(trimmed)) {
+            Some(ts) => Self::Instant(ts),
+            None => match parse_date(trimmed) {
+                Some(date) => Self::Date(date),
+                None => return Err(TimeError::Unreadable { text: text.to_owned() }),
+            },
+        };
+        let in_range = |ts: DateTime<Utc>| (MIN_YEAR..=MAX_YEAR).contains(&ts.year());
+        if !in_range(bound.first()) || !in_range(bound.last()) {
+            return Err(TimeError::OutOfRange { text: text.to_owned() });
+        }
+        Ok(bound)
     }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|n| n.and_utc())
+
+    /// The first instant the bound covers, to the millisecond timestamps are stored with:
+    /// midnight of a date, else the instant (rounded up: nothing before it is covered).
+    pub fn first(&self) -> DateTime<Utc> {
+        match self {
+            Self::Date(date) => date.and_time(NaiveTime::MIN).and_utc(),
+            Self::Instant(ts) => {
+                let whole = millis(*ts);
+                if whole == *ts {
+                    whole
+                } else {
+                    whole.checked_add_signed(chrono::TimeDelta::milliseconds(1)).unwrap_or(whole)
+                }
+            }
+        }
+    }
+
+    /// The last instant the bound covers, to the millisecond: 23:59:59.999 of a date (so
+    /// `9999-12-31` needs no next day), else the instant (rounded down).
+    pub fn last(&self) -> DateTime<Utc> {
+        match self {
+            Self::Date(date) => date
+                .and_hms_milli_opt(23, 59, 59, 999)
+                .map_or_else(|| self.first(), |n| n.and_utc()),
+            Self::Instant(ts) => millis(*ts),
+        }
+    }
 }
 
 /// Parses exactly the stored form `YYYY-MM-DD HH:MM:SS.SSS`, without a format parser (readers
@@ -145,6 +228,104 @@ mod tests {
             proptest::prop_assert_eq!(slow, Some(ts));
         }
     }
+
+    /// Every spelling of a bare date is a date (the whole day); any time of day makes an instant.
+    #[test]
+    fn a_bound_is_a_date_exactly_when_it_has_no_time_of_day() {
+        let day = |y, m, d| Bound::Date(NaiveDate::from_ymd_opt(y, m, d).unwrap_or_default());
+        for (text, expected) in [
+            ("2026-01-05", day(2026, 1, 5)),
+            ("2026-1-5", day(2026, 1, 5)),
+            ("2026-01-5", day(2026, 1, 5)),
+            (" 2026-1-05\t", day(2026, 1, 5)),
+            ("+2026-01-05", day(2026, 1, 5)),
+            ("0000-01-01", day(0, 1, 1)),
+            ("9999-12-31", day(9999, 12, 31)),
+        ] {
+            assert_eq!(Bound::parse(text), Ok(expected), "{text:?}");
+        }
+        for text in ["2026-1-5 10:00", "2026-01-05T00:00:00Z", "2026-01-05 00:00:00.000"] {
+            assert!(matches!(Bound::parse(text), Ok(Bound::Instant(_))), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_bound_outside_years_0000_to_9999_or_unreadable_is_refused() {
+        for text in [
+            "+10000-01-01",
+            "-0001-12-31",
+            "9999-12-31T23:00:00-05:00",
+            "0000-01-01T00:30:00+01:00",
+            "+10000-01-01 00:00:00",
+            "9999-12-31T23:59:59.9995Z",
+        ] {
+            assert!(
+                matches!(Bound::parse(text), Err(TimeError::OutOfRange { .. })),
+                "{text:?}: {:?}",
+                Bound::parse(text)
+            );
+        }
+        for text in ["", " ", "yesterday", "2026-13-01", "2026-02-30", "10000-01-01", "2026-01-05x"]
+        {
+            assert!(matches!(Bound::parse(text), Err(TimeError::Unreadable { .. })), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_last_day_of_9999_ends_at_its_last_millisecond_in_stored_form() {
+        let b = Bound::parse("9999-12-31").unwrap_or(Bound::Date(NaiveDate::MIN));
+        assert_eq!(to_db(b.first()), "9999-12-31 00:00:00.000");
+        assert_eq!(to_db(b.last()), "9999-12-31 23:59:59.999");
+        let sub_ms =
+            Bound::parse("2026-01-05T10:00:00.0005Z").unwrap_or(Bound::Date(NaiveDate::MIN));
+        assert_eq!(to_db(sub_ms.first()), "2026-01-05 10:00:00.001");
+        assert_eq!(to_db(sub_ms.last()), "2026-01-05 10:00:00.000");
+    }
+
+    /// The date written with or without zero padding, a sign or surrounding blanks.
+    fn spellings(date: NaiveDate) -> Vec<String> {
+        let (y, m, d) = (date.year(), date.month(), date.day());
+        vec![
+            format!("{y:04}-{m:02}-{d:02}"),
+            format!("{y:04}-{m}-{d}"),
+            format!("+{y:04}-{m}-{d:02}"),
+            format!(" {y:04}-{m:02}-{d} "),
+        ]
+    }
+
+    proptest::proptest! {
+        /// For any day of years 0000 to 9999 in any spelling and any stored instant, comparing
+        /// stored text against the bound's first and last instants is comparing days: the whole
+        /// day is in, the days around it are out (also at both ends of the domain).
+        #[test]
+        fn a_date_bound_selects_exactly_its_day_in_stored_text(
+            day in proptest::prop_oneof![
+                proptest::strategy::Just(0i64),
+                proptest::strategy::Just(DAYS - 1),
+                0..DAYS,
+            ],
+            near in -DAY_MS..2 * DAY_MS,
+            anywhere in 0..DAYS * DAY_MS,
+            close in proptest::bool::weighted(0.8),
+            spelling in 0usize..4,
+        ) {
+            let date = NaiveDate::from_ymd_opt(0, 1, 1).unwrap_or_default() + chrono::Days::new(day as u64);
+            let text = spellings(date)[spelling].clone();
+            proptest::prop_assert_eq!(Bound::parse(&text), Ok(Bound::Date(date)), "{:?}", text);
+            let bound = Bound::Date(date);
+            // Milliseconds since 0000-01-01, near the day or anywhere, kept inside the domain.
+            let since_year_0 = if close { (day * DAY_MS + near).clamp(0, DAYS * DAY_MS - 1) } else { anywhere };
+            let t = DateTime::from_timestamp_millis(since_year_0 - YEAR_0_MS).unwrap_or_default();
+            let stored = to_db(t);
+            proptest::prop_assert_eq!(stored.as_str() >= to_db(bound.first()).as_str(), t.date_naive() >= date, "{}", stored);
+            proptest::prop_assert_eq!(stored.as_str() <= to_db(bound.last()).as_str(), t.date_naive() <= date, "{}", stored);
+        }
+    }
+
+    /// Days from 0000-01-01 to 10000-01-01, a day in milliseconds, and 0000-01-01 in Unix ms.
+    const DAYS: i64 = 3_652_425;
+    const DAY_MS: i64 = 86_400_000;
+    const YEAR_0_MS: i64 = 62_167_219_200_000;
 
     #[test]
     fn the_fast_path_refuses_impossible_dates_and_other_shapes() {

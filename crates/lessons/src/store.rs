@@ -39,6 +39,9 @@ impl LessonsStore {
     pub fn create_in(&self, tx: &Tx<'_>, new: &NewLesson) -> Result<Lesson> {
         let title = required("title", &new.title)?;
         let summary = required("summary", &new.summary)?;
+        if let Some(p) = &new.project_id {
+            required("project id", p.as_str())?;
+        }
         let confidence = confidence(new.confidence.unwrap_or(1.0))?;
         let tags = tags_param(&new.tags)?;
         let id = LessonId::random();
@@ -70,8 +73,13 @@ impl LessonsStore {
     }
 
     /// Changes the given fields (text redacted first); `updated_at` moves. Returns the lesson.
+    /// `project_id: Some(None)` makes it global; an empty project id is
+    /// [`Error::InvalidInput`], never stored.
     pub fn update(&self, id: &LessonId, update: &LessonUpdate) -> Result<Lesson> {
         let id = id.as_str();
+        if let Some(Some(p)) = &update.project_id {
+            required("project id", p.as_str())?;
+        }
         let mut sets: Vec<&str> = Vec::new();
         let mut values = Vec::new();
         let mut set = |column: &'static str, value| {
@@ -544,5 +552,43 @@ impl RawLesson {
             confidence: self.confidence.unwrap_or(1.0),
             application_count,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::model::Category;
+
+    /// An empty or blank project id is refused on create and update, and the lesson keeps its
+    /// project; making a lesson global is `Some(None)`.
+    #[test]
+    fn an_empty_project_id_is_refused_and_global_is_said_with_none() {
+        let store = LessonsStore::new(Database::open_in_memory().unwrap());
+        let new = |project: Option<&str>| NewLesson {
+            project_id: project.map(Into::into),
+            ..NewLesson::new(Category::Bug, "title", "summary")
+        };
+        for blank in ["", " ", "\t\n"] {
+            let err = store.create(&new(Some(blank))).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidInput { what: "project id", .. }),
+                "{blank:?}: {err}"
+            );
+        }
+        let lesson = store.create(&new(Some("p"))).unwrap();
+        for blank in ["", "  "] {
+            let update =
+                LessonUpdate { project_id: Some(Some(blank.into())), ..Default::default() };
+            let err = store.update(&lesson.id, &update).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidInput { what: "project id", .. }),
+                "{blank:?}: {err}"
+            );
+        }
+        assert_eq!(store.get(&lesson.id).unwrap().unwrap().project_id.as_deref(), Some("p"));
+        let global = LessonUpdate { project_id: Some(None), ..Default::default() };
+        assert_eq!(store.update(&lesson.id, &global).unwrap().project_id, None);
     }
 }

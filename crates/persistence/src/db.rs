@@ -208,6 +208,9 @@ impl Database {
                     tracing::debug!(error = %e, "database busy while opening; retrying");
                     std::thread::sleep(Duration::from_millis(20));
                 }
+                Err(e) if e.is_busy() => {
+                    return Err(Error::locked(inner.display_path(), started.elapsed()))
+                }
                 other => break other?,
             }
         };
@@ -331,11 +334,23 @@ impl Database {
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         let started = Instant::now();
+        let path = self.inner.display_path();
+        // SQLite errors raised on this thread until the transaction ends name this file.
+        let _at = crate::error::AtPath::enter(path);
         let mut lease = self.inner.take()?;
+        // Waiting out the busy timeout at BEGIN or COMMIT is one error that says how long.
+        let gave_up = std::cell::Cell::new(false);
+        let locked = |e: rusqlite::Error| match Error::from(e) {
+            e if e.is_busy() => {
+                gave_up.set(true);
+                Error::locked(path, started.elapsed())
+            }
+            e => e,
+        };
         let result = (|| {
-            let tx = lease.conn().transaction_with_behavior(behavior).map_err(Error::from)?;
+            let tx = lease.conn().transaction_with_behavior(behavior).map_err(locked)?;
             let value = f(&Tx { tx: &tx, db: self })?;
-            tx.commit().map_err(Error::from)?;
+            tx.commit().map_err(locked)?;
             if matches!(behavior, TransactionBehavior::Immediate) {
                 if let Some(checkpointer) = self.inner.checkpointer() {
                     checkpointer.committed();
@@ -347,7 +362,8 @@ impl Database {
         // the lease gives the connection back.
         drop(lease);
         let elapsed = started.elapsed();
-        if elapsed >= SLOW_TRANSACTION {
+        // A transaction that gave up waiting says so in its error; a warning would be a second line.
+        if elapsed >= SLOW_TRANSACTION && !gave_up.get() {
             let kind =
                 if matches!(behavior, TransactionBehavior::Immediate) { "write" } else { "read" };
             tracing::warn!(ms = elapsed.as_millis() as u64, kind, path = %self.inner.display_path().display(), "slow transaction");

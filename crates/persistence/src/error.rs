@@ -1,5 +1,7 @@
+use std::cell::RefCell;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use aigentflow_core_states::TaskId;
 
@@ -112,9 +114,24 @@ pub enum Error {
     /// The background checkpoint thread could not be started.
     #[error("cannot start the WAL checkpoint thread: {0}")]
     Thread(std::io::Error),
+    /// Another process held the database's lock for the whole busy timeout.
+    #[error("database {path} is locked by another process (waited {})", seconds(*waited))]
+    Locked { path: PathBuf, waited: Duration },
+    /// A write found no room: the disk or a quota is full (or SQLite's page limit is reached).
+    #[error("database {path} cannot grow: the disk is full; free some space and try again")]
+    DiskFull { path: PathBuf },
+    /// The database cannot be written where it is; `why` says what to change.
+    #[error("database {path} cannot be written: {why}")]
+    NotWritable { path: PathBuf, why: NotWritable },
+    /// SQLite could not open the file; `why` names the part of the path at fault if it can.
+    #[error("cannot open database {path}: {why}")]
+    CannotOpen { path: PathBuf, why: String },
+    /// The operating system reported an I/O error on the database's files.
+    #[error("I/O error on database {path}: {reason}; check the disk and its file system")]
+    Io { path: PathBuf, reason: String },
     /// Any other SQLite error.
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(#[source] rusqlite::Error),
     /// A value could not be encoded as JSON.
     #[error("cannot encode JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -136,6 +153,9 @@ impl Error {
         }
         let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(err) = next {
+            if let Some(Self::Locked { .. }) = err.downcast_ref::<Self>() {
+                return true;
+            }
             if let Some(e) = err.downcast_ref::<rusqlite::Error>() {
                 if matches!(
                     e.sqlite_error_code(),
@@ -177,5 +197,336 @@ impl Error {
             id: id.to_string().into(),
             reason: format!("malformed JSON: {err}").into(),
         }
+    }
+}
+
+/// Why a database cannot be written, each with what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NotWritable {
+    /// Its file system is mounted read-only.
+    ReadOnlyMount,
+    /// Its folder cannot be written, and SQLite keeps the `-wal`, `-shm` and `-journal` files
+    /// beside the database.
+    ReadOnlyFolder { dir: PathBuf },
+    /// The file itself cannot be written.
+    ReadOnlyFile,
+    /// SQLite refused to write for another reason (its message).
+    Refused(String),
+}
+
+impl std::fmt::Display for NotWritable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ReadOnlyMount => f.write_str(
+                "its file system is mounted read-only; copy it to a writable place to change it (reading it works as it is)",
+            ),
+            Self::ReadOnlyFolder { dir } => write!(
+                f,
+                "its folder {} is read-only, and SQLite keeps its -wal and -shm files there; make the folder writable",
+                dir.display()
+            ),
+            Self::ReadOnlyFile => {
+                f.write_str("the file is read-only; make it writable (e.g. chmod u+w)")
+            }
+            Self::Refused(message) => write!(f, "SQLite refused the write ({message})"),
+        }
+    }
+}
+
+/// A wait as people read it: tenths of a second below ten seconds, whole seconds above.
+fn seconds(waited: Duration) -> String {
+    let secs = waited.as_secs_f64();
+    if secs < 10.0 {
+        format!("{secs:.1} s")
+    } else {
+        format!("{secs:.0} s")
+    }
+}
+
+thread_local! {
+    /// The file of the database whose transaction runs on this thread (see [`AtPath`]), so that
+    /// a SQLite error raised by any store's statement is told with the path it concerns.
+    static CURRENT: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+}
+
+/// While alive, SQLite errors converted on this thread are classified against `path`
+/// ([`Error::DiskFull`], [`Error::NotWritable`], …) instead of becoming [`Error::Sqlite`].
+/// Nested guards (a transaction on another database inside a closure) stack.
+#[derive(Debug)]
+pub(crate) struct AtPath(());
+
+impl AtPath {
+    pub(crate) fn enter(path: &Path) -> Self {
+        CURRENT.with(|c| c.borrow_mut().push(path.to_path_buf()));
+        Self(())
+    }
+}
+
+impl Drop for AtPath {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.borrow_mut().pop());
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(source: rusqlite::Error) -> Self {
+        let path = CURRENT.with(|c| c.borrow().last().cloned());
+        match path {
+            Some(path) => Self::at(&path, source),
+            None => Self::Sqlite(source),
+        }
+    }
+}
+
+impl Error {
+    /// SQLite's `source` on the database at `path`: a full disk, a file, folder or mount that
+    /// cannot be written, a file that cannot be opened or an I/O error become the variant that
+    /// says so and what to do (the file system is looked at to tell which); anything else is
+    /// [`Error::Sqlite`]. Busy errors stay as they are: only the caller knows how long it waited.
+    pub(crate) fn at(path: &Path, source: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        let path = path.to_path_buf();
+        let code = source.sqlite_error_code();
+        let message = || match &source {
+            rusqlite::Error::SqliteFailure(_, Some(m)) => m.clone(),
+            other => other.to_string(),
+        };
+        match code {
+            Some(C::NotADatabase) => Self::NotADatabase { path },
+            Some(C::DiskFull) => Self::DiskFull { path },
+            Some(C::ReadOnly | C::CannotOpen | C::SystemIoFailure | C::PermissionDenied) => {
+                if let Some(why) = not_writable(&path) {
+                    return Self::NotWritable { path, why };
+                }
+                match code {
+                    Some(C::ReadOnly) => {
+                        Self::NotWritable { path, why: NotWritable::Refused(message()) }
+                    }
+                    Some(C::CannotOpen) => {
+                        let why = unreachable_part(&path).unwrap_or_else(message);
+                        Self::CannotOpen { path, why }
+                    }
+                    _ => {
+                        let extended = match &source {
+                            rusqlite::Error::SqliteFailure(e, _) => e.extended_code,
+                            _ => 0,
+                        };
+                        Self::Io { path, reason: format!("{} (SQLite code {extended})", message()) }
+                    }
+                }
+            }
+            _ => Self::Sqlite(source),
+        }
+    }
+
+    /// The error for a lock another process held for all of `waited`.
+    pub(crate) fn locked(path: &Path, waited: Duration) -> Self {
+        Self::Locked { path: path.to_path_buf(), waited }
+    }
+}
+
+/// Which part of the file system keeps `path` from being written, if any: the mount, the file
+/// or its folder, asked with `access(2)` (so root, who may write anything, is told apart from a
+/// read-only mount, which nobody may write).
+fn not_writable(path: &Path) -> Option<NotWritable> {
+    use rustix::fs::{access, Access};
+    let file = path.exists().then(|| access(path, Access::WRITE_OK).err()).flatten();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let folder =
+        dir.is_dir().then(|| access(&dir, Access::WRITE_OK | Access::EXEC_OK).err()).flatten();
+    why_not_writable(file, folder, dir)
+}
+
+/// The cause from what `access(2)` answered for the file (if it exists) and its folder: a
+/// read-only file system wherever it is met, then the file, then the folder.
+fn why_not_writable(
+    file: Option<rustix::io::Errno>,
+    folder: Option<rustix::io::Errno>,
+    dir: PathBuf,
+) -> Option<NotWritable> {
+    use rustix::io::Errno;
+    let denied = |e: Option<Errno>| matches!(e, Some(Errno::ACCESS | Errno::PERM));
+    if file == Some(Errno::ROFS) || folder == Some(Errno::ROFS) {
+        Some(NotWritable::ReadOnlyMount)
+    } else if denied(file) {
+        Some(NotWritable::ReadOnlyFile)
+    } else if denied(folder) {
+        Some(NotWritable::ReadOnlyFolder { dir })
+    } else {
+        None
+    }
+}
+
+/// The first part of `path` that keeps it from being opened: a missing folder, or a file where a
+/// folder should be.
+fn unreachable_part(path: &Path) -> Option<String> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty())?;
+    for ancestor in dir.ancestors().collect::<Vec<_>>().into_iter().rev() {
+        if ancestor.as_os_str().is_empty() {
+            continue;
+        }
+        match std::fs::metadata(ancestor) {
+            Ok(meta) if !meta.is_dir() => {
+                return Some(format!("{} is a file, not a folder", ancestor.display()))
+            }
+            Ok(_) => {}
+            Err(_) => return Some(format!("the folder {} does not exist", ancestor.display())),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::{Access, ConfigStore, Database, Options, Scope};
+    use rusqlite::{Connection, OpenFlags};
+
+    fn one_line(e: &Error) -> String {
+        let text = e.to_string();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        text
+    }
+
+    /// Each answer `access(2)` can give for the file and its folder names one cause; a
+    /// read-only mount wins, then the file, then the folder.
+    #[test]
+    fn the_cause_of_a_refused_write_is_told_from_what_access_answers() {
+        use rustix::io::Errno;
+        let dir = PathBuf::from("/data");
+        let folder = || Some(NotWritable::ReadOnlyFolder { dir: dir.clone() });
+        let cases = [
+            (None, None, None),
+            (Some(Errno::ROFS), None, Some(NotWritable::ReadOnlyMount)),
+            (None, Some(Errno::ROFS), Some(NotWritable::ReadOnlyMount)),
+            (Some(Errno::ACCESS), Some(Errno::ROFS), Some(NotWritable::ReadOnlyMount)),
+            (Some(Errno::ACCESS), None, Some(NotWritable::ReadOnlyFile)),
+            (Some(Errno::PERM), Some(Errno::ACCESS), Some(NotWritable::ReadOnlyFile)),
+            (None, Some(Errno::ACCESS), folder()),
+            (None, Some(Errno::PERM), folder()),
+            (Some(Errno::NOENT), Some(Errno::IO), None),
+        ];
+        for (file, dir_answer, expected) in cases {
+            assert_eq!(
+                why_not_writable(file, dir_answer, dir.clone()),
+                expected,
+                "{file:?} {dir_answer:?}"
+            );
+        }
+        for why in [
+            NotWritable::ReadOnlyMount,
+            NotWritable::ReadOnlyFile,
+            NotWritable::ReadOnlyFolder { dir: dir.clone() },
+        ] {
+            let e = Error::NotWritable { path: dir.join("a.db"), why };
+            let text = one_line(&e);
+            assert!(text.starts_with("database /data/a.db cannot be written: "), "{text}");
+            assert!(text.contains("read-only"), "{text}");
+        }
+    }
+
+    /// A store's statement that finds no room is `DiskFull` naming the file (SQLite's page limit
+    /// stands in for a full disk); the transaction leaves nothing behind.
+    #[test]
+    fn a_write_that_finds_no_room_is_disk_full_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("full.db");
+        let db = Database::open(&path).unwrap();
+        let config = ConfigStore::new(db.clone());
+        config.set("kept", &Scope::Global, &serde_json::json!(1)).unwrap();
+        let big = serde_json::json!("x".repeat(64 * 1024));
+        let err = db
+            .write(|tx| -> Result<()> {
+                let pages: i64 =
+                    tx.connection().query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                tx.connection().pragma_update(None, "max_page_count", pages)?;
+                for i in 0..64 {
+                    config.set_in(tx, &format!("k{i}"), &Scope::Global, &big)?;
+                }
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(matches!(&err, Error::DiskFull { path: p } if p == &path), "{err:?}");
+        assert!(one_line(&err).contains("the disk is full"));
+        drop((db, config));
+        let reopened = Database::open_read_only(&path).unwrap();
+        assert!(reopened.integrity_check().unwrap().is_empty());
+        let keys: Vec<String> =
+            ConfigStore::new(reopened).list(None).unwrap().into_iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["kept"]);
+    }
+
+    /// A write that waits out the busy timeout behind another process's lock is one `Locked`
+    /// error naming the file and the wait, and still counts as busy.
+    #[test]
+    fn a_lock_held_past_the_busy_timeout_is_one_locked_error_with_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locked.db");
+        Database::open(&path).unwrap().close().unwrap();
+        let holder = Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let busy_timeout = Duration::from_millis(200);
+        let options = Options { busy_timeout, access: Access::ReadWrite, ..Options::default() };
+        let db = Database::open_with(&path, options).unwrap();
+        let store = ConfigStore::new(db.clone());
+        let errors = [
+            db.write(|_| -> Result<()> { Ok(()) }).unwrap_err(),
+            store.set("k", &Scope::Global, &serde_json::json!(1)).unwrap_err(),
+        ];
+        for err in errors {
+            let Error::Locked { path: p, waited } = &err else { panic!("{err:?}") };
+            assert_eq!(p, &path);
+            assert!(*waited >= busy_timeout, "{waited:?}");
+            let text = one_line(&err);
+            let expected =
+                format!("database {} is locked by another process (waited ", path.display());
+            assert!(text.starts_with(&expected) && text.ends_with(" s)"), "{text}");
+            assert!(err.is_busy());
+        }
+        holder.execute_batch("COMMIT").unwrap();
+        store.set("k", &Scope::Global, &serde_json::json!(1)).unwrap();
+    }
+
+    /// SQLite's "unable to open" and "readonly" become errors that name the path and the part
+    /// of it at fault: a file where a folder should be, a missing folder, a read-only handle.
+    #[test]
+    fn sqlite_open_and_write_refusals_name_the_path_and_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain-file");
+        std::fs::write(&file, b"x").unwrap();
+        let under_file = file.join("a.db");
+        let missing = dir.path().join("missing").join("deeper").join("a.db");
+        for (path, cause) in [
+            (&under_file, format!("{} is a file, not a folder", file.display())),
+            (
+                &missing,
+                format!("the folder {} does not exist", dir.path().join("missing").display()),
+            ),
+        ] {
+            let sqlite = Connection::open(path).unwrap_err();
+            let err = Error::at(path, sqlite);
+            assert!(matches!(&err, Error::CannotOpen { path: p, .. } if p == path), "{err:?}");
+            assert_eq!(one_line(&err), format!("cannot open database {}: {cause}", path.display()));
+        }
+        let path = dir.path().join("real.db");
+        Database::open(&path).unwrap().close().unwrap();
+        let read_only =
+            Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let sqlite = read_only.execute("CREATE TABLE t(x)", []).unwrap_err();
+        let err = Error::at(&path, sqlite);
+        assert!(matches!(&err, Error::NotWritable { path: p, .. } if p == &path), "{err:?}");
+        assert!(
+            one_line(&err).starts_with(&format!("database {} cannot be written: ", path.display()))
+        );
+        let not_db = Connection::open(&path).unwrap().execute("SELECT 1", []).unwrap_err();
+        assert!(
+            matches!(Error::at(&path, not_db), Error::Sqlite(_)),
+            "other errors stay as they are"
+        );
     }
 }

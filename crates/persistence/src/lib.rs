@@ -27,7 +27,7 @@ pub use aigentflow_core_states::{time, Clock, ManualClock, SystemClock};
 pub use bind::{Clean, Param, Stmt};
 pub use config::{ConfigEntry, ConfigStore, Scope};
 pub use db::{Access, Database, Durability, Options, SchemaVersion, Tx, DB_ENV, DEFAULT_PATH};
-pub use error::{Error, Result, SafeText};
+pub use error::{Error, NotWritable, Result, SafeText};
 pub use maintenance::{ForeignKeyProblem, TABLES};
 pub use state_store::{ResumableTask, SqliteStateStore, TaskSummary};
 

@@ -49,15 +49,15 @@ pub fn run(conn: &mut Connection, path: &Path) -> Result<Vec<i64>> {
 #[doc(hidden)]
 pub fn run_to(conn: &mut Connection, path: &Path, target: i64) -> Result<Vec<i64>> {
     let latest = latest_version();
-    let open_err = |source| Error::Open { path: path.to_path_buf(), source };
+    let open_err = classify(path);
     let found = applied_version(conn).map_err(classify(path))?;
     check_not_newer(path, found, latest)?;
     if found >= target {
         return Ok(Vec::new());
     }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(open_err)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&open_err)?;
     // Another process may have migrated while this one waited for the lock.
-    let found = applied_version(&tx).map_err(open_err)?;
+    let found = applied_version(&tx).map_err(&open_err)?;
     check_not_newer(path, found, latest)?;
     let mut in_tx = InTransaction(&tx);
     let report = migrations::runner()
@@ -73,9 +73,9 @@ pub fn run_to(conn: &mut Connection, path: &Path, target: i64) -> Result<Vec<i64
     // once. Rows that appear later without a hash were written around the log: nothing seals
     // them, and `verify` reports them.
     if applied.contains(&AUDIT_CHAIN_VERSION) {
-        crate::audit_chain::seal_legacy_rows(&tx).map_err(open_err)?;
+        crate::audit_chain::seal_legacy_rows(&tx).map_err(&open_err)?;
     }
-    tx.commit().map_err(open_err)?;
+    tx.commit().map_err(&open_err)?;
     tracing::info!(path = %path.display(), ?applied, "migrated database");
     Ok(applied)
 }
@@ -87,11 +87,13 @@ fn check_not_newer(path: &Path, found: i64, supported: i64) -> Result<()> {
     Ok(())
 }
 
-/// Maps "file is not a database" to its own error, anything else to `Open`.
+/// An error met while opening the database at `path`: what [`Error::at`] can name (not a
+/// database, a full disk, a read-only mount, folder or file, a missing folder, an I/O error)
+/// becomes that variant, anything else `Open`.
 pub(crate) fn classify(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
-    move |source| match source.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::NotADatabase) => Error::NotADatabase { path: path.to_path_buf() },
-        _ => Error::Open { path: path.to_path_buf(), source },
+    move |source| match Error::at(path, source) {
+        Error::Sqlite(source) => Error::Open { path: path.to_path_buf(), source },
+        classified => classified,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use aigentflow_core_states::{time, ProjectId, TaskId};
 use aigentflow_persistence::{Database, Param, SqliteStateStore, Tx};
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use rusqlite::Row;
 use serde_json::Value;
 
@@ -265,9 +265,11 @@ impl ExecutionTracker {
     }
 
     /// How an agent did over the last `days` days (invocations started at or after now − days).
+    /// A window that would start before year 0000 (the first a timestamp is stored with) is
+    /// [`Error::InvalidInput`].
     pub fn agent_metrics(&self, agent: &str, days: u32) -> Result<AgentMetrics> {
         self.db.read(|tx| {
-            let since = time::millis(tx.now() - TimeDelta::days(i64::from(days)));
+            let since = window_start(tx.now(), days)?;
             // One range of idx_agent_invocations_metrics, which covers every column read here.
             let (total, successes, failures, quality, tokens): (i64, i64, i64, Option<f64>, Option<f64>) = tx
                 .query_row(
@@ -296,7 +298,14 @@ impl ExecutionTracker {
 
     /// Finds running traces whose owner is gone and marks them crashed (or abandoned past the
     /// attempt cap), then returns every crashed run with its task's latest checkpoint.
+    /// A negative lease is [`Error::InvalidInput`].
     pub fn recover(&self, options: &RecoveryOptions) -> Result<RecoveryReport> {
+        if options.lease < TimeDelta::zero() {
+            return Err(Error::InvalidInput {
+                what: "lease",
+                reason: format!("{} is negative", options.lease).into(),
+            });
+        }
         let states = SqliteStateStore::new(self.db.clone());
         self.db.write(|tx| {
             let now = tx.now();
@@ -403,6 +412,22 @@ fn dead_reason(trace: &Trace, now: DateTime<Utc>, lease: TimeDelta) -> Option<St
             .map_or("an unknown owner".to_owned(), |o| format!("process {} on {}", o.pid, o.host));
         format!("no heartbeat from {who} since {}", time::to_rfc3339(last))
     })
+}
+
+/// `days` days before `now`, to the millisecond; an error past the first stored year.
+fn window_start(now: DateTime<Utc>, days: u32) -> Result<DateTime<Utc>> {
+    TimeDelta::try_days(i64::from(days))
+        .and_then(|span| now.checked_sub_signed(span))
+        .filter(|since| since.year() >= time::MIN_YEAR)
+        .map(time::millis)
+        .ok_or_else(|| Error::InvalidInput {
+            what: "days",
+            reason: format!(
+                "a window of {days} days before {} starts before year {:04}, the first a timestamp is stored with",
+                time::to_rfc3339(now),
+                time::MIN_YEAR
+            ).into(),
+        })
 }
 
 /// The error for an operation on a trace that is not in the status it needs.
@@ -613,5 +638,57 @@ impl RawInvocation {
             output_summary: self.output_summary,
             error: self.error,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aigentflow_core_states::ManualClock;
+    use aigentflow_persistence::Options;
+
+    fn tracker_at(now: &str) -> ExecutionTracker {
+        let start = time::parse(now).unwrap_or_default();
+        let clock = std::sync::Arc::new(ManualClock::new(start, TimeDelta::zero()));
+        let db = Database::open_in_memory_with(Options { clock, ..Options::default() });
+        ExecutionTracker::new(db.unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// Every u32 of days either gives a window inside the stored years or a typed error; the
+    /// largest never panics (it overflowed chrono's arithmetic before).
+    #[test]
+    fn any_window_of_days_gives_metrics_or_a_typed_error_never_a_panic() {
+        let now = "2026-01-05 10:00:00.000";
+        let tracker = tracker_at(now);
+        // 739,986 days back from 2026-01-05 is 0000-01-01, the first stored day.
+        let first_day = 739_986;
+        for days in [0, 1, 30, 36_500, first_day - 1, first_day] {
+            let m = tracker.agent_metrics("coder", days).unwrap_or_else(|e| panic!("{days}: {e}"));
+            let expected = time::parse(now).unwrap_or_default() - TimeDelta::days(i64::from(days));
+            assert_eq!(m.since, expected, "{days}");
+        }
+        for days in [first_day + 1, 1_000_000, u32::MAX / 2, u32::MAX - 1, u32::MAX] {
+            let err = tracker.agent_metrics("coder", days).map(|m| m.since);
+            assert!(
+                matches!(err, Err(Error::InvalidInput { what: "days", .. })),
+                "{days}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_negative_lease_is_refused_before_anything_is_judged() {
+        let tracker = tracker_at("2026-01-05 10:00:00.000");
+        for lease in [TimeDelta::milliseconds(-1), TimeDelta::MIN] {
+            let err = tracker.recover(&RecoveryOptions { lease, max_attempts: 3 });
+            assert!(
+                matches!(err, Err(Error::InvalidInput { what: "lease", .. })),
+                "{lease}: {err:?}"
+            );
+        }
+        for lease in [TimeDelta::zero(), TimeDelta::MAX] {
+            let report = tracker.recover(&RecoveryOptions { lease, max_attempts: 3 });
+            assert!(report.is_ok(), "{lease}: {report:?}");
+        }
     }
 }
