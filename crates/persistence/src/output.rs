@@ -757,8 +757,9 @@ mod tests {
 
     use super::*;
 
-    /// A file database with a write in its WAL, so the database, -wal and -shm all exist; its
-    /// journal mode (WAL) never makes a -journal.
+    /// A file database open read-only, so nothing (no background checkpoint) changes its bytes
+    /// while a test compares them; the database, -wal and -shm exist, and its journal mode
+    /// (WAL) never makes a -journal.
     fn database() -> (tempfile::TempDir, Database, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.db");
@@ -768,6 +769,12 @@ mod tests {
             Ok::<_, Error>(())
         })
         .unwrap();
+        db.close().unwrap();
+        let db = Database::open_read_only(&path).unwrap();
+        assert!(db.integrity_check().unwrap().is_empty());
+        for suffix in ["-wal", "-shm"] {
+            assert!(side(&path, suffix).exists(), "{suffix}");
+        }
         (dir, db, path)
     }
 
