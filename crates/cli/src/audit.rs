@@ -1,11 +1,11 @@
 //! `audit …`: append, query, summarise, export and verify the audit log.
 
-use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use aigentflow_audit::{
     AuditEntry, AuditLog, AuditQuery, Category, ChainHead, ExportFormat, ExportOptions,
 };
+use aigentflow_persistence::Output;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -75,7 +75,10 @@ pub enum AuditCommand {
         /// Skip this many entries first.
         #[arg(long)]
         offset: Option<u64>,
-        /// Write to FILE (replaced only once complete) instead of stdout.
+        /// Write to FILE instead of stdout (`-` is stdout). A regular file is written beside
+        /// itself and replaced only once complete (a new file gets mode 0600, a replaced one
+        /// keeps its mode); a pipe, FIFO, terminal or device is written straight through. The
+        /// database's own files are refused by any name.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Keep CSV cells that start with = + - @ as they are (by default they get a leading ').
@@ -214,7 +217,8 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
             })?;
         }
         AuditCommand::Export { format, filters, limit, offset, output, no_formula_guard } => {
-            let log = AuditLog::new(ctx.read()?);
+            let db = ctx.read()?;
+            let log = AuditLog::new(db.clone());
             let options = ExportOptions {
                 format: match format {
                     Format::Csv => ExportFormat::Csv,
@@ -224,51 +228,31 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
                 query: filters.query(limit, offset),
                 neutralize_formulas: !no_formula_guard,
             };
-            match output {
-                None => {
-                    let stdout = std::io::stdout();
-                    let mut out = BufWriter::new(stdout.lock());
-                    // A closed pipe surfaces as an error here and ends quietly in main.
-                    log.export(&mut out, &options, |_| {})?;
-                    out.flush()?;
+            // Every file written follows the one output rule: never the database's own files,
+            // a regular file replaced only once complete, a pipe or device straight through.
+            let path = output.unwrap_or_else(|| PathBuf::from(Output::STDOUT));
+            let mut out = Output::open(&path, Some(&db))?;
+            ctx.out.note_leftovers(out.leftovers());
+            let bar = if out.is_stdout() { None } else { progress_bar(ctx, &log, &options.query)? };
+            // A closed pipe surfaces as an error here and ends quietly in main. Returning early
+            // drops `out`, which removes its temporary file.
+            let result = log.export(&mut out, &options, |n| {
+                if let Some(bar) = &bar {
+                    bar.set_position(n);
                 }
-                Some(path) => {
-                    let partial = PathBuf::from(format!("{}.partial", path.display()));
-                    let file = std::fs::File::create(&partial)
-                        .with_context(|| format!("cannot write {}", partial.display()))?;
-                    let mut out = BufWriter::new(file);
-                    let bar = progress_bar(ctx, &log, &options.query)?;
-                    let result = log.export(&mut out, &options, |n| {
-                        if let Some(bar) = &bar {
-                            bar.set_position(n);
-                        }
-                    });
-                    if let Some(bar) = &bar {
-                        bar.finish_and_clear();
-                    }
-                    let report = result
-                        .map_err(anyhow::Error::from)
-                        .and_then(|r| {
-                            out.flush()?;
-                            out.get_ref().sync_all()?;
-                            Ok(r)
-                        })
-                        .and_then(|r| {
-                            std::fs::rename(&partial, &path)
-                                .with_context(|| format!("cannot write {}", path.display()))?;
-                            Ok(r)
-                        });
-                    let report = match report {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let _ = std::fs::remove_file(&partial);
-                            return Err(e);
-                        }
-                    };
-                    ctx.out.emit(&json!({"file": path, "rows": report.rows, "chain_head": report.chain_head}), || {
-                        say!("exported {} rows to {}", report.rows, path.display())
-                    })?;
-                }
+            });
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            let report = result?;
+            let to_stdout = out.is_stdout();
+            out.commit()?;
+            // Nothing else goes where the export went.
+            if !to_stdout {
+                ctx.out.emit(
+                    &json!({"file": path.to_string_lossy(), "rows": report.rows, "chain_head": report.chain_head}),
+                    || say!("exported {} rows to {}", report.rows, path.display()),
+                )?;
             }
         }
         AuditCommand::Verify { head } => {

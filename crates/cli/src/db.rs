@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use aigentflow_audit::AuditLog;
 use aigentflow_lessons::{IndexHealth, LessonsStore};
-use aigentflow_persistence::{migrate, SqliteStateStore};
+use aigentflow_persistence::{migrate, Output, SqliteStateStore};
 use aigentflow_tracker::ExecutionTracker;
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -19,9 +19,12 @@ pub enum DbCommand {
     /// Exits 3 if any finds a problem.
     Check,
     /// Copy the database to DEST with SQLite's online backup: one consistent snapshot, taken
-    /// while the orchestrator goes on writing. DEST must not exist.
+    /// while the orchestrator goes on writing. A file DEST must not exist: the copy is written
+    /// beside it, checked, and renamed into place, with mode 0600. A pipe, FIFO or device (or
+    /// `-` for stdout) gets the checked copy's bytes straight through. The database's own files
+    /// are refused by any name.
     Backup {
-        /// Where to write the copy.
+        /// Where to write the copy (`-` is stdout).
         dest: PathBuf,
     },
     /// Apply the migrations this build has and the database lacks.
@@ -100,21 +103,28 @@ pub fn run(ctx: &Ctx, command: DbCommand) -> anyhow::Result<Done> {
         DbCommand::Check => check(ctx),
         DbCommand::Backup { dest } => {
             let db = ctx.read()?;
+            let out = Output::open_new(&dest, Some(&db))?;
+            ctx.out.note_leftovers(out.leftovers());
+            let to_stdout = out.is_stdout();
             let bar = ctx.out.spinner("backing up");
-            let pages = db.backup_to(&dest);
+            let report = db.backup_into(out);
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
-            let pages = pages?;
-            let bytes = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
-            let report = json!({"dest": dest, "pages": pages, "bytes": bytes});
-            ctx.out.emit(&report, || {
-                say!(
-                    "backed up {} to {} ({pages} pages, {bytes} bytes)",
-                    ctx.path.display(),
-                    dest.display()
-                )
-            })?;
+            let report = report?;
+            // Nothing else goes where the copy went.
+            if !to_stdout {
+                let json = json!({"dest": dest.to_string_lossy(), "pages": report.pages, "bytes": report.bytes});
+                ctx.out.emit(&json, || {
+                    say!(
+                        "backed up {} to {} ({} pages, {} bytes)",
+                        ctx.path.display(),
+                        dest.display(),
+                        report.pages,
+                        report.bytes
+                    )
+                })?;
+            }
             Ok(Done::Ok)
         }
         DbCommand::Migrate => {

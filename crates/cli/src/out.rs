@@ -199,6 +199,17 @@ impl Out {
         }
     }
 
+    /// Tells which temporary files of writers that are gone an output removed.
+    pub fn note_leftovers(&self, leftovers: &[aigentflow_persistence::Leftover]) {
+        for l in leftovers {
+            self.note(&format!(
+                "removed {}, left by an export or backup whose process {} is gone",
+                l.path.display(),
+                l.pid
+            ));
+        }
+    }
+
     /// `text` in an SGR colour (32 green, 31 red, 1 bold…) when colour is on: as marks that only
     /// [`write_line`] turns into escape codes.
     pub fn paint(&self, code: u8, text: &str) -> String {

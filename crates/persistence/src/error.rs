@@ -111,6 +111,23 @@ pub enum Error {
     /// A backup could not be completed; nothing was left at the destination.
     #[error("backup to {path} failed: {reason}")]
     Backup { path: PathBuf, reason: SafeText },
+    /// An output path is one of the database's own files (the file, its -wal, -shm or -journal),
+    /// by identity or, for a side file not there yet, by name.
+    #[error("refusing to write {path}: it is the database's own file {file}")]
+    OwnFile { path: PathBuf, file: PathBuf },
+    /// An output path that cannot be written: a folder, a missing folder, a name of no file.
+    #[error("cannot write {path}: {reason}")]
+    OutputPath { path: PathBuf, reason: SafeText },
+    /// An output that never replaces a file (a backup) found one at its path.
+    #[error("{path} already exists; a backup never replaces a file, choose another name")]
+    OutputExists { path: PathBuf },
+    /// Another writer changed the output path, or the temporary file, while this output was
+    /// written; this output was discarded and the path left as the other writer made it.
+    #[error("{path} was changed by another writer while this output was written; this output was discarded")]
+    OutputChanged { path: PathBuf },
+    /// Writing an output failed; nothing replaced the file at the path.
+    #[error("cannot write {path}: {action}: {source}")]
+    Output { path: PathBuf, action: String, source: std::io::Error },
     /// The background checkpoint thread could not be started.
     #[error("cannot start the WAL checkpoint thread: {0}")]
     Thread(std::io::Error),

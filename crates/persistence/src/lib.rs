@@ -8,6 +8,9 @@
 //! * [`redact`]: the shared redactor every store passes text and JSON through (decision 9).
 //! * [`SqliteStateStore`]: the `StateStore` of `aigentflow-core-states` on SQLite.
 //! * [`ConfigStore`]: configuration values by key and scope.
+//! * [`Output`]: the one rule for every file the command writes (exports, backups): a regular
+//!   file through an exclusive temporary file renamed into place, a pipe or device straight
+//!   through, the database's own files refused (decision 14).
 //!
 //! Architecture invariant: every write runs inside [`Database::write`], so it is `IMMEDIATE`,
 //! atomic, and waits for other writers instead of failing with `SQLITE_BUSY`.
@@ -20,6 +23,7 @@ mod db;
 mod error;
 mod maintenance;
 pub mod migrate;
+pub mod output;
 pub mod redact;
 mod state_store;
 
@@ -28,7 +32,8 @@ pub use bind::{Clean, Param, Stmt};
 pub use config::{ConfigEntry, ConfigStore, Scope};
 pub use db::{Access, Database, Durability, Options, SchemaVersion, Tx, DB_ENV, DEFAULT_PATH};
 pub use error::{Error, NotWritable, Result, SafeText};
-pub use maintenance::{ForeignKeyProblem, TABLES};
+pub use maintenance::{BackupReport, ForeignKeyProblem, TABLES};
+pub use output::{Leftover, Output};
 pub use state_store::{ResumableTask, SqliteStateStore, TaskSummary};
 
 /// The SQLite library this build embeds, for status reports.

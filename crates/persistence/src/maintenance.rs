@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::db::Database;
 use crate::error::{Error, Result};
+use crate::output::{self, Output, TempFile};
 
 /// The tables of the schema, in the order a status report lists them.
 pub const TABLES: [&str; 9] = [
@@ -22,6 +23,15 @@ pub const TABLES: [&str; 9] = [
     "configurations",
     "schema_versions",
 ];
+
+/// What a backup wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BackupReport {
+    /// Database pages copied.
+    pub pages: u64,
+    /// Bytes written to the destination.
+    pub bytes: u64,
+}
 
 /// A row whose foreign key points at nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -82,42 +92,47 @@ impl Database {
     }
 
     /// Copies the database to `dest` with SQLite's online backup, as one consistent snapshot
-    /// while other connections and processes go on writing. The copy is written beside `dest`
-    /// and renamed into place only once complete and checked, so `dest` is never half-written.
-    /// Refuses to overwrite an existing file. Returns the number of pages copied.
+    /// while other connections and processes go on writing. `dest` follows the output rule
+    /// ([`Output`]): a new file is written as a temporary file beside it, checked, and renamed
+    /// into place, so it is never half-written; a pipe or device gets the checked copy's bytes.
+    /// Refuses an existing file ([`Error::OutputExists`]) and the database's own files
+    /// ([`Error::OwnFile`]). Returns the number of pages copied.
     pub fn backup_to(&self, dest: &Path) -> Result<u64> {
-        if dest.exists() {
-            return Err(Error::InvalidInput {
-                what: "backup destination",
-                reason: format!("{} already exists", dest.display()).into(),
-            });
+        let out = Output::open_new(dest, Some(self))?;
+        Ok(self.backup_into(out)?.pages)
+    }
+
+    /// Copies the database into `out` (see [`backup_to`](Database::backup_to)), opened by the
+    /// caller with [`Output::open_new`] so it can report the [`Output::leftovers`] removed.
+    ///
+    /// SQLite writes a copy by path. For a file, it writes the output's own temporary file,
+    /// created exclusively, and the commit renames it only while that name still is the file
+    /// created. For a pipe or device, the copy is made in a temporary file created the same way
+    /// in the database's folder, checked, streamed to `out` and removed.
+    pub fn backup_into(&self, mut out: Output) -> Result<BackupReport> {
+        if let Some(temp) = out.staging_path() {
+            let pages = self.copy_to(&temp)?;
+            let bytes = out.commit()?;
+            return Ok(BackupReport { pages, bytes });
         }
-        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
-            return Err(Error::Backup {
-                path: dest.to_path_buf(),
-                reason: format!("the folder {} does not exist", dir.display()).into(),
-            });
-        }
-        let partial = PathBuf::from(format!("{}.partial", dest.display()));
-        let _ = std::fs::remove_file(&partial);
-        let result = self.copy_to(&partial).and_then(|pages| {
-            std::fs::rename(&partial, dest).map_err(|e| Error::Backup {
-                path: dest.to_path_buf(),
-                reason: e.to_string().into(),
-            })?;
-            Ok(pages)
-        });
-        if result.is_err() {
-            let _ = std::fs::remove_file(&partial);
-        }
-        result
+        let near = match self.path() {
+            Some(path) => path.to_path_buf(),
+            None => std::env::temp_dir().join("aigentflow-memory.db"),
+        };
+        let (stage, mut file) = TempFile::create_beside(&near)?;
+        let pages = self.copy_to(&stage.path())?;
+        stage.check_ours(out.path())?;
+        output::copy_into(&stage.path(), &mut file, &mut out)?;
+        let bytes = out.commit()?;
+        Ok(BackupReport { pages, bytes })
     }
 
     fn copy_to(&self, partial: &Path) -> Result<u64> {
         let open_err = |source| Error::Open { path: partial.to_path_buf(), source };
+        // The file exists (created exclusively by the caller); never follow a link to another.
         let mut dest = Connection::open_with_flags(
             partial,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
         .map_err(open_err)?;
         let pages = self.read(|tx| {

@@ -1,0 +1,1420 @@
+//! Files the command writes: the one rule every output path follows (decision 14).
+//!
+//! An output path is one of two kinds:
+//!
+//! * **A new or regular file.** [`Output`] writes a temporary file created exclusively
+//!   (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600, a unique unpredictable name that carries the
+//!   writer's pid) in the same folder as the final file; [`Output::commit`] fsyncs it, renames it
+//!   into place and fsyncs the folder. Until then the final file is untouched, and a reader sees
+//!   either the old file or the complete new one. A file that replaces an existing one keeps that
+//!   file's permission bits (and owner, where allowed); a new file gets 0600, because exports and
+//!   backups hold audit data.
+//! * **A non-regular file**: a pipe or FIFO, a terminal, a character or block device, `-` (this
+//!   process's stdout), `/dev/stdout`, `/dev/stderr`, `/dev/fd/N`, `/proc/self/fd/N`. These are
+//!   written straight through: never replaced by a regular file, never given a sibling
+//!   temporary file.
+//!
+//! A symlink at the final path is not replaced by a file: it is resolved (also when it dangles)
+//! and the rule applies to what it points to. A name at a temporary path is never followed:
+//! creating the temporary file fails on any existing name, a symlink included, and another
+//! unique name is tried.
+//!
+//! With a database to protect, its own files (the database, `-wal`, `-shm`, `-journal`) are
+//! refused by identity (device and inode), so no name, symlink, hard link or `..` path reaches
+//! them, and by name for the side files that do not exist yet (`DB-wal` beside the database).
+//!
+//! Two writers to one path: the commit renames without replacing ([`RenameFlags::NOREPLACE`])
+//! when the path did not exist at the start, and checks the existing file is still the one it
+//! found (under a lock on the folder) when it did. The loser fails with
+//! [`Error::OutputChanged`] and leaves the winner's file as it is: no file holds a mix of two
+//! outputs, and no writer reports a success it did not deliver.
+//!
+//! A writer killed before its commit leaves its temporary file. The next output opened in that
+//! folder removes every such file (and SQLite's `-journal`, `-wal` and `-shm` beside it) whose
+//! process is gone, and lists them in [`Output::leftovers`].
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags, CWD};
+use rustix::io::Errno;
+
+use crate::db::Database;
+use crate::error::{Error, Result};
+
+/// How many symlinks are followed from an output path before giving up (Linux's limit).
+const MAX_LINKS: usize = 40;
+/// How many unique temporary names are tried before giving up.
+const TEMP_ATTEMPTS: usize = 16;
+/// How much of the final name a temporary name repeats (names stay under 255 bytes).
+const TEMP_PREFIX_BYTES: usize = 150;
+/// What every temporary name of this module ends with.
+const TEMP_SUFFIX: &str = ".partial";
+/// What precedes the pid in a temporary name.
+const TEMP_MARK: &str = ".aigentflow-";
+/// The side files SQLite may leave beside a temporary file it wrote (a backup).
+const SQLITE_SIDE_FILES: [&str; 3] = ["-journal", "-wal", "-shm"];
+
+/// A temporary file left by an output whose process is gone, removed when another output was
+/// opened in the same folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    /// Where the file was.
+    pub path: PathBuf,
+    /// The process that created it and no longer runs.
+    pub pid: u32,
+}
+
+/// Whether an output may replace an existing regular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    Replace,
+    Refuse,
+}
+
+/// One output being written: see the [module documentation](self) for the rule it follows.
+///
+/// Write to it, then [`commit`](Output::commit). Dropping it without a commit discards a
+/// temporary file (the final path keeps what it held); what went straight through to a pipe or
+/// device stays written.
+#[derive(Debug)]
+pub struct Output {
+    /// The path as the caller gave it.
+    path: PathBuf,
+    writer: BufWriter<File>,
+    target: Target,
+    stdout: bool,
+    leftovers: Vec<Leftover>,
+    written: u64,
+}
+
+#[derive(Debug)]
+enum Target {
+    /// Written straight through; `regular` when a descriptor name leads to a regular file.
+    Direct { regular: bool },
+    /// Written into a temporary file, renamed over `name` in the temporary file's folder.
+    Staged { temp: TempFile, name: OsString, replaces: Option<FileId> },
+}
+
+impl Output {
+    /// The path that means this process's standard output.
+    pub const STDOUT: &'static str = "-";
+
+    /// Opens `path` for writing by the rule: a new or regular file through a temporary file
+    /// renamed into place (replacing an existing regular file), anything else straight through.
+    /// With `protect`, that database's own files are refused ([`Error::OwnFile`]).
+    pub fn open(path: &Path, protect: Option<&Database>) -> Result<Self> {
+        Self::open_with(path, protect, Existing::Replace)
+    }
+
+    /// Like [`open`](Output::open), but an existing regular file is refused
+    /// ([`Error::OutputExists`]) rather than replaced: what a backup does.
+    pub fn open_new(path: &Path, protect: Option<&Database>) -> Result<Self> {
+        Self::open_with(path, protect, Existing::Refuse)
+    }
+
+    fn open_with(path: &Path, protect: Option<&Database>, existing: Existing) -> Result<Self> {
+        let protected = Protected::of(protect);
+        if path.as_os_str() == Self::STDOUT {
+            let file = dup(std::io::stdout().as_fd(), path)?;
+            return Self::direct(path, file, &protected);
+        }
+        let mut current = path.to_path_buf();
+        for _ in 0..MAX_LINKS {
+            if let Some(fd) = descriptor_name(&current) {
+                return Self::open_descriptor(path, &current, fd, &protected);
+            }
+            let (dir_path, name) = split(path, &current)?;
+            let dir = open_dir(path, &dir_path)?;
+            let st = match rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => {
+                    protected.check_name(path, &dir, &name)?;
+                    return Self::staged(path, dir, dir_path, name, None);
+                }
+                Err(e) => return Err(io_error(path, "examining it", e.into())),
+            };
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Symlink => {
+                    let target = rustix::fs::readlinkat(&dir, &name, Vec::new())
+                        .map_err(|e| io_error(path, "reading the link", e.into()))?;
+                    let target = PathBuf::from(OsString::from_vec(target.into_bytes()));
+                    current = if target.is_absolute() { target } else { dir_path.join(target) };
+                }
+                FileType::RegularFile => {
+                    protected.check_id(path, FileId::of_stat(&st))?;
+                    protected.check_name(path, &dir, &name)?;
+                    if existing == Existing::Refuse {
+                        return Err(Error::OutputExists { path: path.to_path_buf() });
+                    }
+                    return Self::staged(path, dir, dir_path, name, Some(&st));
+                }
+                FileType::Directory => return Err(refused(path, "it is a directory")),
+                _ => {
+                    protected.check_id(path, FileId::of_stat(&st))?;
+                    let flags =
+                        OFlags::WRONLY | OFlags::NOCTTY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                    let fd = rustix::fs::openat(&dir, &name, flags, Mode::empty())
+                        .map_err(|e| io_error(path, "opening it", e.into()))?;
+                    let file = File::from(fd);
+                    if file_is_regular(&file) {
+                        // Swapped for a regular file since it was examined: never write one
+                        // straight through.
+                        return Err(Error::OutputChanged { path: path.to_path_buf() });
+                    }
+                    return Self::direct(path, file, &protected);
+                }
+            }
+        }
+        Err(refused(path, "too many levels of symbolic links"))
+    }
+
+    /// `/dev/stdout`, `/dev/fd/N`, `/proc/self/fd/N`…: the descriptor itself, straight through.
+    fn open_descriptor(path: &Path, name: &Path, fd: u32, protected: &Protected) -> Result<Self> {
+        let meta = std::fs::metadata(name).map_err(|e| io_error(path, "examining it", e))?;
+        protected.check_id(path, FileId { dev: meta.dev(), ino: meta.ino() })?;
+        if meta.is_dir() {
+            return Err(refused(path, "it is a directory"));
+        }
+        let file = match fd {
+            // A duplicate shares the descriptor's offset and flags, as a shell means it.
+            1 => dup(std::io::stdout().as_fd(), path)?,
+            2 => dup(std::io::stderr().as_fd(), path)?,
+            _ => {
+                // Reopened through /proc: a regular file is appended to, as through the
+                // descriptor the shell opened (`3>file` truncated it, `3>>file` appends).
+                let mut flags = OFlags::WRONLY | OFlags::NOCTTY | OFlags::CLOEXEC;
+                if meta.is_file() {
+                    flags |= OFlags::APPEND;
+                }
+                File::from(
+                    rustix::fs::open(name, flags, Mode::empty())
+                        .map_err(|e| io_error(path, "opening it", e.into()))?,
+                )
+            }
+        };
+        Self::direct(path, file, protected)
+    }
+
+    fn direct(path: &Path, file: File, protected: &Protected) -> Result<Self> {
+        let id = FileId::of_file(&file).map_err(|e| io_error(path, "examining it", e))?;
+        protected.check_id(path, id)?;
+        let stdout = path.as_os_str() == Self::STDOUT
+            || FileId::of_file_fd(std::io::stdout().as_fd()).is_ok_and(|out| out == id);
+        let regular = file_is_regular(&file);
+        Ok(Self {
+            path: path.to_path_buf(),
+            writer: BufWriter::with_capacity(64 * 1024, file),
+            target: Target::Direct { regular },
+            stdout,
+            leftovers: Vec::new(),
+            written: 0,
+        })
+    }
+
+    fn staged(
+        path: &Path,
+        dir: OwnedFd,
+        dir_path: PathBuf,
+        name: OsString,
+        replaces: Option<&rustix::fs::Stat>,
+    ) -> Result<Self> {
+        let leftovers = remove_leftovers(&dir, &dir_path);
+        let (temp, file) = TempFile::create(dir, dir_path, &name, &mut random_u64)
+            .map_err(|e| io_error(path, "creating a temporary file beside it", e))?;
+        if let Some(old) = replaces {
+            keep_owner_and_mode(&file, old)
+                .map_err(|e| io_error(path, "giving the new file the old one's permissions", e))?;
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            writer: BufWriter::with_capacity(64 * 1024, file),
+            target: Target::Staged { temp, name, replaces: replaces.map(FileId::of_stat) },
+            stdout: false,
+            leftovers,
+            written: 0,
+        })
+    }
+
+    /// The path as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the output goes straight through (a pipe, terminal, device or descriptor).
+    pub fn is_direct(&self) -> bool {
+        matches!(self.target, Target::Direct { .. })
+    }
+
+    /// Whether the output is this process's stdout (`-`, or the same file or pipe), so nothing
+    /// else should be printed there.
+    pub fn is_stdout(&self) -> bool {
+        self.stdout
+    }
+
+    /// Temporary files of writers that are gone, removed when this output was opened.
+    pub fn leftovers(&self) -> &[Leftover] {
+        &self.leftovers
+    }
+
+    /// The temporary file's path, where a writer that works by path (SQLite) writes the output.
+    pub(crate) fn staging_path(&self) -> Option<PathBuf> {
+        match &self.target {
+            Target::Staged { temp, .. } => Some(temp.path()),
+            Target::Direct { .. } => None,
+        }
+    }
+
+    /// Finishes the output: flushes, and for a file fsyncs it, renames it into place and fsyncs
+    /// the folder. Returns the bytes the output holds (for a file, its size).
+    pub fn commit(mut self) -> Result<u64> {
+        self.writer.flush().map_err(|e| io_error(&self.path, "writing it", e))?;
+        match &mut self.target {
+            Target::Direct { regular } => {
+                if *regular {
+                    self.writer
+                        .get_ref()
+                        .sync_all()
+                        .map_err(|e| io_error(&self.path, "syncing it", e))?;
+                }
+                Ok(self.written)
+            }
+            Target::Staged { temp, name, replaces } => {
+                let file = self.writer.get_ref();
+                file.sync_all().map_err(|e| io_error(&self.path, "syncing it", e))?;
+                let bytes = file.metadata().map(|m| m.len()).unwrap_or(self.written);
+                temp.rename_over(&self.path, name, *replaces)?;
+                Ok(bytes)
+            }
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.writer.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+/// A temporary file this process created exclusively in a folder; removed when dropped unless
+/// renamed into place, and only while that name still is the file created.
+#[derive(Debug)]
+pub(crate) struct TempFile {
+    dir: OwnedFd,
+    dir_path: PathBuf,
+    name: OsString,
+    id: FileId,
+    renamed: bool,
+}
+
+impl TempFile {
+    /// Creates a temporary file for `hint` in `dir`, mode 0600, never through an existing name.
+    fn create(
+        dir: OwnedFd,
+        dir_path: PathBuf,
+        hint: &OsStr,
+        random: &mut dyn FnMut() -> u64,
+    ) -> std::io::Result<(Self, File)> {
+        let flags = OFlags::RDWR
+            | OFlags::CREATE
+            | OFlags::EXCL
+            | OFlags::NOFOLLOW
+            | OFlags::NOCTTY
+            | OFlags::CLOEXEC;
+        for _ in 0..TEMP_ATTEMPTS {
+            let name = temp_name(hint, std::process::id(), random());
+            match rustix::fs::openat(&dir, &name, flags, Mode::from_raw_mode(0o600)) {
+                Ok(fd) => {
+                    let file = File::from(fd);
+                    let id = FileId::of_file(&file)?;
+                    return Ok((Self { dir, dir_path, name, id, renamed: false }, file));
+                }
+                // Something (perhaps a planted link) has this name: try another.
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{TEMP_ATTEMPTS} unique names were all taken"),
+        ))
+    }
+
+    /// Creates a temporary file beside `near` (in its folder), for work that must be staged.
+    pub(crate) fn create_beside(near: &Path) -> Result<(Self, File)> {
+        let dir_path = match near.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let dir = open_dir(near, &dir_path)?;
+        let hint = near.file_name().unwrap_or(OsStr::new("aigentflow"));
+        remove_leftovers(&dir, &dir_path);
+        Self::create(dir, dir_path, hint, &mut random_u64)
+            .map_err(|e| io_error(near, "creating a temporary file beside it", e))
+    }
+
+    /// The temporary file's path.
+    pub(crate) fn path(&self) -> PathBuf {
+        self.dir_path.join(&self.name)
+    }
+
+    /// Whether the temporary name still is the file this process created.
+    pub(crate) fn is_ours(&self) -> bool {
+        rustix::fs::statat(&self.dir, &self.name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| FileId::of_stat(&st) == self.id)
+    }
+
+    /// Fails unless the temporary name still is the file this process created.
+    pub(crate) fn check_ours(&self, path: &Path) -> Result<()> {
+        if self.is_ours() {
+            Ok(())
+        } else {
+            Err(Error::OutputChanged { path: path.to_path_buf() })
+        }
+    }
+
+    /// Renames the temporary file over `name` in its folder: without replacing anything when
+    /// `replaces` is None, else only while `name` still is the file `replaces` names.
+    fn rename_over(&mut self, path: &Path, name: &OsStr, replaces: Option<FileId>) -> Result<()> {
+        self.check_ours(path)?;
+        let _lock = FolderLock::take(&self.dir);
+        let changed = || Error::OutputChanged { path: path.to_path_buf() };
+        let rename_err =
+            |e: Errno| io_error(path, "renaming the temporary file into place", e.into());
+        match replaces {
+            Some(old) => {
+                let now = rustix::fs::statat(&self.dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|_| changed())?;
+                if FileType::from_raw_mode(now.st_mode) != FileType::RegularFile
+                    || FileId::of_stat(&now) != old
+                {
+                    return Err(changed());
+                }
+                rustix::fs::renameat(&self.dir, &self.name, &self.dir, name).map_err(rename_err)?;
+            }
+            None => match rustix::fs::renameat_with(
+                &self.dir,
+                &self.name,
+                &self.dir,
+                name,
+                RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => {}
+                Err(Errno::EXIST) => return Err(changed()),
+                // A file system without renameat2's flags: a hard link also never replaces.
+                Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+                    match rustix::fs::linkat(
+                        &self.dir,
+                        &self.name,
+                        &self.dir,
+                        name,
+                        AtFlags::empty(),
+                    ) {
+                        Ok(()) => {
+                            let _ = rustix::fs::unlinkat(&self.dir, &self.name, AtFlags::empty());
+                        }
+                        Err(Errno::EXIST) => return Err(changed()),
+                        // Nor hard links: the folder lock is all there is.
+                        Err(_) => {
+                            if rustix::fs::statat(&self.dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                                .is_ok()
+                            {
+                                return Err(changed());
+                            }
+                            rustix::fs::renameat(&self.dir, &self.name, &self.dir, name)
+                                .map_err(rename_err)?;
+                        }
+                    }
+                }
+                Err(e) => return Err(rename_err(e)),
+            },
+        }
+        self.renamed = true;
+        match rustix::fs::fsync(&self.dir) {
+            // Some file systems cannot sync a folder; the rename is then as durable as it gets.
+            Ok(()) | Err(Errno::INVAL | Errno::BADF) => Ok(()),
+            Err(e) => Err(io_error(path, "syncing its folder", e.into())),
+        }
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.renamed && self.is_ours() {
+            let _ = rustix::fs::unlinkat(&self.dir, &self.name, AtFlags::empty());
+        }
+    }
+}
+
+/// An exclusive `flock` on a folder while a commit checks and renames, so two writers of this
+/// module cannot both pass the check. Best effort: a file system without flock still has the
+/// identity check.
+struct FolderLock<'a>(Option<std::os::fd::BorrowedFd<'a>>);
+
+impl<'a> FolderLock<'a> {
+    fn take(dir: &'a OwnedFd) -> Self {
+        let fd = dir.as_fd();
+        Self(rustix::fs::flock(fd, FlockOperation::LockExclusive).ok().map(|()| fd))
+    }
+}
+
+impl Drop for FolderLock<'_> {
+    fn drop(&mut self) {
+        if let Some(fd) = self.0 {
+            let _ = rustix::fs::flock(fd, FlockOperation::Unlock);
+        }
+    }
+}
+
+/// Device and inode: what a file is, whatever its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    fn of_stat(st: &rustix::fs::Stat) -> Self {
+        Self { dev: st.st_dev as u64, ino: st.st_ino as u64 }
+    }
+
+    fn of_file(file: &File) -> std::io::Result<Self> {
+        Self::of_file_fd(file.as_fd())
+    }
+
+    fn of_file_fd(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Self> {
+        Ok(Self::of_stat(&rustix::fs::fstat(fd)?))
+    }
+
+    fn of_path(path: &Path) -> Option<Self> {
+        std::fs::metadata(path).ok().map(|m| Self { dev: m.dev(), ino: m.ino() })
+    }
+}
+
+/// The database's own files, by identity and by name.
+#[derive(Debug, Default)]
+struct Protected {
+    /// Files that exist, by identity.
+    ids: Vec<(FileId, PathBuf)>,
+    /// Names in a folder (by the folder's identity), whether or not a file has them yet.
+    names: Vec<(FileId, OsString, PathBuf)>,
+}
+
+impl Protected {
+    fn of(db: Option<&Database>) -> Self {
+        let mut protected = Self::default();
+        let Some(path) = db.and_then(Database::path) else { return protected };
+        // As given and resolved: SQLite names the side files after the resolved database file.
+        let mut bases = vec![path.to_path_buf()];
+        if let Ok(real) = std::fs::canonicalize(path) {
+            bases.push(real);
+        }
+        for base in bases {
+            let Some(name) = base.file_name() else { continue };
+            let dir = match base.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let dir_id = FileId::of_path(dir);
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let mut file_name = name.to_os_string();
+                file_name.push(suffix);
+                let mut file = base.clone().into_os_string();
+                file.push(suffix);
+                let file = PathBuf::from(file);
+                if let Some(id) = FileId::of_path(&file) {
+                    protected.ids.push((id, file.clone()));
+                }
+                if let Some(dir_id) = dir_id {
+                    protected.names.push((dir_id, file_name, file));
+                }
+            }
+        }
+        protected
+    }
+
+    fn check_id(&self, path: &Path, id: FileId) -> Result<()> {
+        match self.ids.iter().find(|(own, _)| *own == id) {
+            Some((_, file)) => Err(Error::OwnFile { path: path.to_path_buf(), file: file.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    fn check_name(&self, path: &Path, dir: &OwnedFd, name: &OsStr) -> Result<()> {
+        if self.names.is_empty() {
+            return Ok(());
+        }
+        let dir_id = FileId::of_file_fd(dir.as_fd())
+            .map_err(|e| io_error(path, "examining its folder", e))?;
+        match self.names.iter().find(|(d, n, _)| *d == dir_id && n == name) {
+            Some((_, _, file)) => {
+                Err(Error::OwnFile { path: path.to_path_buf(), file: file.clone() })
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// The descriptor a `/dev/stdout`, `/dev/fd/N` or `/proc/self/fd/N` path names.
+fn descriptor_name(path: &Path) -> Option<u32> {
+    let text = path.to_str()?;
+    match text {
+        "/dev/stdin" => return Some(0),
+        "/dev/stdout" => return Some(1),
+        "/dev/stderr" => return Some(2),
+        _ => {}
+    }
+    let own = format!("/proc/{}/fd/", std::process::id());
+    let number = ["/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/", own.as_str()]
+        .iter()
+        .find_map(|prefix| text.strip_prefix(prefix))?;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    number.parse().ok()
+}
+
+/// The folder and the file name of `current`, or a refusal of a path that names no file.
+fn split(path: &Path, current: &Path) -> Result<(PathBuf, OsString)> {
+    let bytes = current.as_os_str().as_bytes();
+    let name = current.file_name().filter(|_| !bytes.ends_with(b"/") && !bytes.ends_with(b"/."));
+    let Some(name) = name else {
+        return Err(refused(path, "it does not name a file"));
+    };
+    let dir = match current.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok((dir, name.to_os_string()))
+}
+
+fn open_dir(path: &Path, dir: &Path) -> Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    rustix::fs::openat(CWD, dir, flags, Mode::empty()).map_err(|e| match e {
+        Errno::NOENT => refused(path, &format!("the folder {} does not exist", dir.display())),
+        Errno::NOTDIR => refused(path, &format!("{} is not a folder", dir.display())),
+        e => io_error(path, &format!("opening the folder {}", dir.display()), e.into()),
+    })
+}
+
+fn dup(fd: std::os::fd::BorrowedFd<'_>, path: &Path) -> Result<File> {
+    fd.try_clone_to_owned()
+        .map(File::from)
+        .map_err(|e| io_error(path, "duplicating the descriptor", e))
+}
+
+fn file_is_regular(file: &File) -> bool {
+    file.metadata().is_ok_and(|m| m.is_file())
+}
+
+/// Gives a file that replaces `old` its permission bits, and its owner where this process may.
+fn keep_owner_and_mode(file: &File, old: &rustix::fs::Stat) -> std::io::Result<()> {
+    if old.st_uid != rustix::process::geteuid().as_raw()
+        || old.st_gid != rustix::process::getegid().as_raw()
+    {
+        // Only root (or the owner, for the group) may; otherwise the new file is this user's.
+        let _ = rustix::fs::fchown(
+            file,
+            Some(rustix::fs::Uid::from_raw(old.st_uid)),
+            Some(rustix::fs::Gid::from_raw(old.st_gid)),
+        );
+    }
+    rustix::fs::fchmod(file, Mode::from_raw_mode(old.st_mode & 0o777))?;
+    Ok(())
+}
+
+/// `.NAME.aigentflow-PID-RANDOM.partial`: hidden, unique, unpredictable, and telling who made it.
+fn temp_name(hint: &OsStr, pid: u32, random: u64) -> OsString {
+    let bytes = hint.as_bytes();
+    let mut end = bytes.len().min(TEMP_PREFIX_BYTES);
+    // Cut on a character boundary, so a UTF-8 name stays UTF-8.
+    while end < bytes.len() && end > 0 && (bytes[end] & 0xC0) == 0x80 {
+        end -= 1;
+    }
+    let mut name = b".".to_vec();
+    name.extend_from_slice(&bytes[..end]);
+    name.extend_from_slice(format!("{TEMP_MARK}{pid}-{random:016x}{TEMP_SUFFIX}").as_bytes());
+    OsString::from_vec(name)
+}
+
+/// The pid in a temporary name of this module (or a SQLite side file of one), if it is one.
+fn temp_owner(name: &[u8]) -> Option<u32> {
+    let base = SQLITE_SIDE_FILES
+        .iter()
+        .find_map(|side| name.strip_suffix(side.as_bytes()))
+        .unwrap_or(name);
+    let rest = base.strip_suffix(TEMP_SUFFIX.as_bytes())?;
+    if !rest.starts_with(b".") {
+        return None;
+    }
+    let mark = rest.windows(TEMP_MARK.len()).rposition(|w| w == TEMP_MARK.as_bytes())?;
+    let tail = std::str::from_utf8(&rest[mark + TEMP_MARK.len()..]).ok()?;
+    let (pid, random) = tail.split_once('-')?;
+    let hex = random.len() == 16 && random.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let digits = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+    if !hex || !digits {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Removes the temporary files in `dir` whose process is gone; returns what it removed.
+fn remove_leftovers(dir: &OwnedFd, dir_path: &Path) -> Vec<Leftover> {
+    let Ok(entries) = rustix::fs::Dir::read_from(dir) else { return Vec::new() };
+    let mine = std::process::id();
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_bytes();
+        let Some(pid) = temp_owner(name) else { continue };
+        if pid == mine || !process_gone(pid) {
+            continue;
+        }
+        let name = OsStr::from_bytes(name);
+        // unlinkat never follows a link and refuses a folder.
+        if rustix::fs::unlinkat(dir, name, AtFlags::empty()).is_ok() {
+            tracing::info!(path = %dir_path.join(name).display(), pid, "removed a temporary file its process left");
+            removed.push(Leftover { path: dir_path.join(name), pid });
+        }
+    }
+    removed
+}
+
+/// Whether no live process has this pid (a zombie is gone: it will never write again).
+fn process_gone(pid: u32) -> bool {
+    let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+        return false;
+    };
+    match rustix::process::test_kill_process(p) {
+        Err(Errno::SRCH) => true,
+        // EPERM: it exists but is someone else's.
+        Ok(()) | Err(Errno::PERM) => is_zombie(pid),
+        Err(_) => false,
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// 64 unpredictable bits from the kernel, for temporary names.
+fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    if rustix::rand::getrandom(&mut buf, rustix::rand::GetRandomFlags::empty()).is_err() {
+        // No getrandom: still unique per attempt (and the exclusive create is what is safe).
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        buf = nanos.to_le_bytes();
+    }
+    u64::from_le_bytes(buf)
+}
+
+fn refused(path: &Path, reason: &str) -> Error {
+    Error::OutputPath { path: path.to_path_buf(), reason: reason.into() }
+}
+
+fn io_error(path: &Path, action: &str, source: std::io::Error) -> Error {
+    Error::Output { path: path.to_path_buf(), action: action.to_owned(), source }
+}
+
+/// Streams a staged file's bytes (from its start) into an output.
+pub(crate) fn copy_into(path: &Path, file: &mut File, out: &mut Output) -> Result<u64> {
+    file.rewind().map_err(|e| io_error(path, "reading the staged copy", e))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(|e| io_error(path, "reading the staged copy", e))?;
+        if n == 0 {
+            return Ok(total);
+        }
+        out.write_all(&buf[..n]).map_err(|e| io_error(out.path(), "writing it", e))?;
+        total += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A file database open read-only, so nothing (no background checkpoint) changes its bytes
+    /// while a test compares them; the database, -wal and -shm exist, and its journal mode
+    /// (WAL) never makes a -journal.
+    fn database() -> (tempfile::TempDir, Database, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let db = Database::open(&path).unwrap();
+        db.write(|tx| {
+            tx.connection()
+                .execute_batch("CREATE TABLE IF NOT EXISTS t(x); INSERT INTO t VALUES (1)")?;
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+        db.close().unwrap();
+        let db = Database::open_read_only(&path).unwrap();
+        assert!(db.integrity_check().unwrap().is_empty());
+        for suffix in ["-wal", "-shm"] {
+            assert!(side(&path, suffix).exists(), "{suffix}");
+        }
+        (dir, db, path)
+    }
+
+    fn side(db: &Path, suffix: &str) -> PathBuf {
+        let mut p = db.as_os_str().to_os_string();
+        p.push(suffix);
+        PathBuf::from(p)
+    }
+
+    /// Bytes of every file of the database that exists.
+    fn db_bytes(db: &Path) -> Vec<Option<Vec<u8>>> {
+        ["", "-wal", "-shm", "-journal"].iter().map(|s| std::fs::read(side(db, s)).ok()).collect()
+    }
+
+    fn write(path: &Path, protect: Option<&Database>, bytes: &[u8]) -> Result<u64> {
+        let mut out = Output::open(path, protect)?;
+        out.write_all(bytes).unwrap();
+        out.commit()
+    }
+
+    /// Names in `dir` that are temporary files of this module.
+    fn temps(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| temp_owner(n.as_bytes()).is_some())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn is_own_file(r: &Result<impl std::fmt::Debug>) -> bool {
+        matches!(r, Err(Error::OwnFile { .. }))
+    }
+
+    #[test]
+    fn a_new_file_is_written_whole_with_mode_0600_and_no_temp_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        assert_eq!(write(&path, None, b"a,b\n1,2\n").unwrap(), 8);
+        assert_eq!(std::fs::read(&path).unwrap(), b"a,b\n1,2\n");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(temps(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn an_existing_regular_file_is_replaced_whole_and_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        std::fs::write(&path, b"old contents that are longer than the new").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let mut out = Output::open(&path, None).unwrap();
+        out.write_all(b"new").unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"old contents that are longer than the new",
+            "untouched until the commit"
+        );
+        out.commit().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+        assert!(temps(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_symlink_stays_a_link_and_the_file_it_points_to_is_replaced_in_its_own_folder() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let target = b.path().join("real.csv");
+        std::fs::write(&target, b"old").unwrap();
+        let link = a.path().join("out.csv");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write(&link, None, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        // A relative link, two hops, and a dangling one (its target is created).
+        let hop = a.path().join("hop");
+        std::os::unix::fs::symlink("out.csv", &hop).unwrap();
+        write(&hop, None, b"newer").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"newer");
+        let dangling = a.path().join("dangling");
+        std::os::unix::fs::symlink(b.path().join("fresh.csv"), &dangling).unwrap();
+        write(&dangling, None, b"fresh").unwrap();
+        assert_eq!(std::fs::read(b.path().join("fresh.csv")).unwrap(), b"fresh");
+        assert!(std::fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink());
+        assert!(temps(a.path()).is_empty() && temps(b.path()).is_empty());
+    }
+
+    #[test]
+    fn a_symlink_loop_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (x, y) = (dir.path().join("x"), dir.path().join("y"));
+        std::os::unix::fs::symlink(&y, &x).unwrap();
+        std::os::unix::fs::symlink(&x, &y).unwrap();
+        let e = write(&x, None, b"data").unwrap_err();
+        assert!(e.to_string().contains("too many levels of symbolic links"), "{e}");
+    }
+
+    #[test]
+    fn the_database_and_its_side_files_are_refused_by_every_name_and_stay_unchanged() {
+        let (dir, db, path) = database();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let before = db_bytes(&path);
+        let mut tried = 0;
+        let mut held = Vec::new();
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let file = side(&path, suffix);
+            let name = file.file_name().unwrap().to_owned();
+            let mut names = vec![file.clone(), sub.join("..").join(&name)];
+            let link = sub.join(format!("link{suffix}"));
+            std::os::unix::fs::symlink(&file, &link).unwrap();
+            names.push(link);
+            let relative_link = sub.join(format!("rel{suffix}"));
+            std::os::unix::fs::symlink(Path::new("..").join(&name), &relative_link).unwrap();
+            names.push(relative_link);
+            if file.exists() {
+                let hard = sub.join(format!("hard{suffix}"));
+                std::fs::hard_link(&file, &hard).unwrap();
+                names.push(hard);
+                // A descriptor name for the file.
+                let open = File::open(&file).unwrap();
+                names.push(PathBuf::from(format!("/proc/self/fd/{}", open.as_raw_fd())));
+                names.push(PathBuf::from(format!("/dev/fd/{}", open.as_raw_fd())));
+                held.push(open);
+            }
+            for name in names {
+                for r in
+                    [write(&name, Some(&db), b"CSV"), Output::open_new(&name, Some(&db)).map(|_| 0)]
+                {
+                    assert!(is_own_file(&r), "{} was not refused: {r:?}", name.display());
+                    let message = r.unwrap_err().to_string();
+                    assert!(message.contains("the database's own file"), "{message}");
+                    tried += 1;
+                }
+            }
+        }
+        assert!(tried >= 40, "{tried}");
+        assert_eq!(db_bytes(&path), before);
+        assert!(temps(dir.path()).is_empty() && temps(&sub).is_empty());
+        assert!(db.integrity_check().unwrap().is_empty());
+        // In another folder the same name is an ordinary file.
+        let elsewhere = tempfile::tempdir().unwrap();
+        write(&elsewhere.path().join("app.db-journal"), Some(&db), b"x").unwrap();
+    }
+
+    #[test]
+    fn a_descriptor_name_of_the_database_opened_for_appending_is_refused() {
+        // What `aigentflow … >> app.db` gives `-`; the CLI tests run that through a shell.
+        let (_dir, db, path) = database();
+        let open = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let name = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), open.as_raw_fd()));
+        assert!(is_own_file(&Output::open(&name, Some(&db))));
+    }
+
+    #[test]
+    fn a_fifo_is_written_straight_through_and_stays_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        rustix::fs::mkfifoat(CWD, &fifo, Mode::from_raw_mode(0o600)).unwrap();
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        let data: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let mut out = Output::open(&fifo, None).unwrap();
+        assert!(out.is_direct() && !out.is_stdout());
+        out.write_all(&data).unwrap();
+        assert_eq!(out.commit().unwrap(), data.len() as u64);
+        assert_eq!(reader.join().unwrap(), data);
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no sibling file");
+    }
+
+    #[test]
+    fn dev_null_is_written_straight_through_and_stays_a_character_device() {
+        for name in ["/dev/null", "/dev/../dev/null"] {
+            let mut out = Output::open(Path::new(name), None).unwrap();
+            assert!(out.is_direct());
+            out.write_all(b"discarded").unwrap();
+            out.commit().unwrap();
+            assert!(std::fs::metadata(name).unwrap().file_type().is_char_device());
+        }
+        // Through a link too.
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("null");
+        std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+        write(&link, None, b"x").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+    }
+
+    #[test]
+    fn dash_and_descriptor_names_are_written_straight_through() {
+        let out = Output::open(Path::new("-"), None).unwrap();
+        assert!(out.is_direct() && out.is_stdout());
+        out.commit().unwrap();
+        for name in ["/dev/stdout", "/dev/stderr", "/proc/self/fd/2", "/dev/fd/1"] {
+            let out = Output::open(Path::new(name), None).unwrap();
+            assert!(out.is_direct(), "{name}");
+            out.commit().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_descriptor_name_for_a_regular_file_appends_through_it_without_a_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.txt");
+        std::fs::write(&path, b"head\n").unwrap();
+        let held = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let name = PathBuf::from(format!("/dev/fd/{}", held.as_raw_fd()));
+        let mut out = Output::open(&name, None).unwrap();
+        assert!(out.is_direct());
+        out.write_all(b"tail\n").unwrap();
+        out.commit().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"head\ntail\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn descriptor_names_are_recognised_exactly() {
+        let pid = std::process::id();
+        let own = format!("/proc/{pid}/fd/7");
+        let other = format!("/proc/{}/fd/7", pid + 1);
+        for (name, fd) in [
+            ("/dev/stdout", Some(1)),
+            ("/dev/stderr", Some(2)),
+            ("/dev/fd/63", Some(63)),
+            ("/proc/self/fd/4", Some(4)),
+            ("/proc/thread-self/fd/5", Some(5)),
+            (own.as_str(), Some(7)),
+            (other.as_str(), None),
+            ("/dev/fd/", None),
+            ("/dev/fd/x", None),
+            ("/dev/fd/1/../2", None),
+            ("/dev/fd/+1", None),
+            ("dev/fd/1", None),
+            ("/dev/null", None),
+        ] {
+            assert_eq!(descriptor_name(Path::new(name)), fd, "{name}");
+        }
+    }
+
+    #[test]
+    fn planted_symlinks_at_temp_names_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let hint = OsStr::new("x.csv");
+        // The names the first attempts will use, each planted as a link to the victim.
+        for n in 1..=3u64 {
+            let planted = dir.path().join(temp_name(hint, std::process::id(), n));
+            std::os::unix::fs::symlink(&victim, planted).unwrap();
+        }
+        // The old fixed name, too.
+        std::os::unix::fs::symlink(&victim, dir.path().join("x.csv.partial")).unwrap();
+        let dir_fd = open_dir(dir.path(), dir.path()).unwrap();
+        let mut n = 0;
+        let (temp, mut file) =
+            TempFile::create(dir_fd, dir.path().to_path_buf(), hint, &mut || {
+                n += 1;
+                n
+            })
+            .unwrap();
+        assert_eq!(n, 4, "three taken names skipped");
+        file.write_all(b"export").unwrap();
+        assert!(temp.is_ours());
+        drop(temp);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        // Every name taken: an error, the victim still untouched.
+        let dir_fd = open_dir(dir.path(), dir.path()).unwrap();
+        let e = TempFile::create(dir_fd, dir.path().to_path_buf(), hint, &mut || 1).unwrap_err();
+        assert!(e.to_string().contains("unique names were all taken"), "{e}");
+        // Through the whole rule.
+        write(&dir.path().join("x.csv"), None, b"rows").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(std::fs::read(dir.path().join("x.csv")).unwrap(), b"rows");
+    }
+
+    #[test]
+    fn missing_folders_directories_and_names_of_no_file_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing").join("out.csv");
+        let e = write(&missing, None, b"x").unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        assert!(!dir.path().join("missing").exists());
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let e = write(&file.join("out.csv"), None, b"x").unwrap_err();
+        assert!(e.to_string().contains("is not a folder"), "{e}");
+        for name in [dir.path().to_path_buf(), dir.path().join("."), dir.path().join("new/")] {
+            let e = write(&name, None, b"x").unwrap_err();
+            assert!(matches!(e, Error::OutputPath { .. }), "{}: {e}", name.display());
+        }
+        let e = write(dir.path(), None, b"x").unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn an_output_dropped_without_commit_leaves_the_old_file_and_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        std::fs::write(&path, b"old").unwrap();
+        let mut out = Output::open(&path, None).unwrap();
+        out.write_all(&[b'x'; 100_000]).unwrap();
+        assert_eq!(temps(dir.path()).len(), 1);
+        drop(out);
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert!(temps(dir.path()).is_empty());
+        let fresh = dir.path().join("fresh.csv");
+        drop(Output::open(&fresh, None).unwrap());
+        assert!(!fresh.exists());
+    }
+
+    #[test]
+    fn of_two_writers_to_one_path_one_wins_whole_and_the_other_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        for existed in [false, true] {
+            let path = dir.path().join(format!("out-{existed}.csv"));
+            if existed {
+                std::fs::write(&path, b"old").unwrap();
+            }
+            let mut a = Output::open(&path, None).unwrap();
+            let mut b = Output::open(&path, None).unwrap();
+            a.write_all(b"AAAA").unwrap();
+            b.write_all(b"BBBBBBBB").unwrap();
+            a.commit().unwrap();
+            let e = b.commit().unwrap_err();
+            assert!(matches!(e, Error::OutputChanged { .. }), "{e}");
+            assert!(e.to_string().contains("changed by another writer"), "{e}");
+            assert_eq!(std::fs::read(&path).unwrap(), b"AAAA");
+            assert!(temps(dir.path()).is_empty());
+        }
+        // Backups never replace: the second of two to one new path fails.
+        let (_d, db, _) = database();
+        let dest = dir.path().join("copy.db");
+        let first = Output::open_new(&dest, Some(&db)).unwrap();
+        let second = Output::open_new(&dest, Some(&db)).unwrap();
+        db.backup_into(first).unwrap();
+        assert!(matches!(db.backup_into(second), Err(Error::OutputChanged { .. })));
+        assert!(Database::open_read_only(&dest).unwrap().integrity_check().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_temp_file_swapped_under_the_writer_is_not_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.csv");
+        let mut out = Output::open(&path, None).unwrap();
+        out.write_all(b"mine").unwrap();
+        let temp = out.staging_path().unwrap();
+        std::fs::remove_file(&temp).unwrap();
+        std::fs::write(&temp, b"someone else's").unwrap();
+        assert!(matches!(out.commit(), Err(Error::OutputChanged { .. })));
+        assert!(!path.exists());
+        assert_eq!(std::fs::read(&temp).unwrap(), b"someone else's", "not ours to remove");
+    }
+
+    /// A pid no process has: a child that has exited and been reaped.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn temp_files_of_dead_processes_are_removed_and_reported_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dead_pid();
+        let stale = temp_name(OsStr::new("x.csv"), dead, 0xabc);
+        let mut journal = stale.clone();
+        journal.push("-journal");
+        let other = temp_name(OsStr::new("other.db"), dead, 7);
+        let live_mine = temp_name(OsStr::new("x.csv"), std::process::id(), 1);
+        let live_init = temp_name(OsStr::new("x.csv"), 1, 2);
+        for name in [&stale, &journal, &other, &live_mine, &live_init] {
+            std::fs::write(dir.path().join(name), b"partial").unwrap();
+        }
+        // Look-alikes that are not this module's names are never touched.
+        for name in [format!(".x.csv.aigentflow-{dead}-zz.partial"), "x.csv.partial".into()] {
+            std::fs::write(dir.path().join(name), b"keep").unwrap();
+        }
+        let out = Output::open(&dir.path().join("x.csv"), None).unwrap();
+        let mut removed: Vec<_> = out.leftovers().iter().map(|l| (l.path.clone(), l.pid)).collect();
+        removed.sort();
+        let mut expected: Vec<_> =
+            [&stale, &journal, &other].iter().map(|n| (dir.path().join(n), dead)).collect();
+        expected.sort();
+        assert_eq!(removed, expected);
+        out.commit().unwrap();
+        for name in [&stale, &journal, &other] {
+            assert!(!dir.path().join(name).exists());
+        }
+        for name in [&live_mine, &live_init] {
+            assert!(dir.path().join(name).exists());
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 5);
+    }
+
+    #[test]
+    fn a_backup_follows_the_rule_for_files_pipes_and_the_database_own_files() {
+        let (dir, db, path) = database();
+        let before = db_bytes(&path);
+        // The database's own files, by name and by link.
+        for name in [path.clone(), side(&path, "-wal"), side(&path, "-journal")] {
+            assert!(is_own_file(&db.backup_to(&name)), "{}", name.display());
+            let link = dir.path().join("to-own");
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&name, &link).unwrap();
+            assert!(is_own_file(&db.backup_to(&link)), "link to {}", name.display());
+        }
+        assert_eq!(db_bytes(&path), before);
+        // A new file: complete, checked, 0600; an existing one is refused.
+        let copy = dir.path().join("copy.db");
+        assert!(db.backup_to(&copy).unwrap() > 0);
+        assert_eq!(std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(Database::open_read_only(&copy).unwrap().integrity_check().unwrap().is_empty());
+        let e = db.backup_to(&copy).unwrap_err();
+        assert!(matches!(e, Error::OutputExists { .. }), "{e}");
+        // A FIFO: the checked copy's bytes straight through, no file left beside the database.
+        let fifo = dir.path().join("pipe");
+        rustix::fs::mkfifoat(CWD, &fifo, Mode::from_raw_mode(0o600)).unwrap();
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        let report = db.backup_into(Output::open_new(&fifo, Some(&db)).unwrap()).unwrap();
+        let bytes = reader.join().unwrap();
+        assert_eq!(report.bytes, bytes.len() as u64);
+        let piped = dir.path().join("piped.db");
+        std::fs::write(&piped, &bytes).unwrap();
+        assert!(Database::open_read_only(&piped).unwrap().integrity_check().unwrap().is_empty());
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        assert!(temps(dir.path()).is_empty());
+    }
+
+    /// How a generated target reaches its file.
+    #[derive(Debug, Clone, Copy)]
+    enum Via {
+        Name,
+        DotDot,
+        Link,
+        RelativeLink,
+        HardLink,
+    }
+
+    /// A generated output target.
+    #[derive(Debug, Clone)]
+    enum Target {
+        New(String),
+        Regular(String),
+        LinkToRegular(String, u8),
+        DanglingLink(String),
+        Directory(String),
+        DevNull,
+        Own(&'static str, Via),
+    }
+
+    fn target() -> impl Strategy<Value = Target> {
+        // Names from one byte to near the 255-byte limit, some not UTF-8-ish in spirit (spaces,
+        // dots, dashes), never colliding with the database's names.
+        let name = prop_oneof![
+            "[a-zA-Z0-9 ._-]{1,30}".prop_map(|s| format!("o{s}")),
+            "[a-z]{200,250}".prop_map(|s| format!("o{s}")),
+            "[é日本 a-z]{1,40}".prop_map(|s| format!("o{s}")),
+        ];
+        let via = prop_oneof![
+            Just(Via::Name),
+            Just(Via::DotDot),
+            Just(Via::Link),
+            Just(Via::RelativeLink),
+            Just(Via::HardLink),
+        ];
+        prop_oneof![
+            name.clone().prop_map(Target::New),
+            name.clone().prop_map(Target::Regular),
+            (name.clone(), 1..4u8).prop_map(|(n, hops)| Target::LinkToRegular(n, hops)),
+            name.clone().prop_map(Target::DanglingLink),
+            name.prop_map(Target::Directory),
+            Just(Target::DevNull),
+            (prop::sample::select(vec!["", "-wal", "-shm", "-journal"]), via)
+                .prop_map(|(s, v)| Target::Own(s, v)),
+        ]
+    }
+
+    /// Every generated target, written or abandoned, with replacing allowed or not: the database
+    /// is never touched, no temporary file stays, links stay links, devices stay devices, and a
+    /// file holds exactly its old bytes or exactly the new ones.
+    #[test]
+    fn every_target_kind_follows_the_one_output_rule() {
+        let (root, db, db_path) = database();
+        let before = db_bytes(&db_path);
+        let case = std::sync::atomic::AtomicU32::new(0);
+        let config = proptest::test_runner::Config { cases: 192, ..Default::default() };
+        let mut runner = proptest::test_runner::TestRunner::new(config);
+        let strategy =
+            (target(), any::<bool>(), any::<bool>(), prop::collection::vec(any::<u8>(), 0..2048));
+        runner
+            .run(&strategy, |(target, commit, replace, data)| {
+                let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let dir = root.path().join(format!("case{case}"));
+                let other = root.path().join(format!("case{case}-target"));
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::create_dir_all(&other).unwrap();
+                // (path to open, the file that should change, its old bytes)
+                let (path, file, old): (PathBuf, Option<PathBuf>, Option<Vec<u8>>) = match &target {
+                    Target::New(n) => (dir.join(n), Some(dir.join(n)), None),
+                    Target::Regular(n) => {
+                        std::fs::write(dir.join(n), b"old").unwrap();
+                        (dir.join(n), Some(dir.join(n)), Some(b"old".to_vec()))
+                    }
+                    Target::LinkToRegular(n, hops) => {
+                        let real = other.join(n);
+                        std::fs::write(&real, b"old").unwrap();
+                        let mut to = real.clone();
+                        for hop in 0..*hops {
+                            let link = dir.join(format!("l{hop}"));
+                            std::os::unix::fs::symlink(&to, &link).unwrap();
+                            to = link;
+                        }
+                        (to, Some(real), Some(b"old".to_vec()))
+                    }
+                    Target::DanglingLink(n) => {
+                        let link = dir.join("link");
+                        std::os::unix::fs::symlink(other.join(n), &link).unwrap();
+                        (link, Some(other.join(n)), None)
+                    }
+                    Target::Directory(n) => {
+                        std::fs::create_dir(dir.join(n)).unwrap();
+                        (dir.join(n), None, None)
+                    }
+                    Target::DevNull => (PathBuf::from("/dev/null"), None, None),
+                    Target::Own(suffix, via) => {
+                        let own = side(&db_path, suffix);
+                        let name = own.file_name().unwrap().to_owned();
+                        let path = match via {
+                            Via::Name => own.clone(),
+                            Via::DotDot => dir.join("..").join(&name),
+                            Via::Link => {
+                                std::os::unix::fs::symlink(&own, dir.join("own")).unwrap();
+                                dir.join("own")
+                            }
+                            Via::RelativeLink => {
+                                std::os::unix::fs::symlink(
+                                    Path::new("..").join(&name),
+                                    dir.join("own"),
+                                )
+                                .unwrap();
+                                dir.join("own")
+                            }
+                            Via::HardLink if own.exists() => {
+                                std::fs::hard_link(&own, dir.join("own")).unwrap();
+                                dir.join("own")
+                            }
+                            Via::HardLink => own.clone(),
+                        };
+                        (path, None, None)
+                    }
+                };
+                let opened = if replace {
+                    Output::open(&path, Some(&db))
+                } else {
+                    Output::open_new(&path, Some(&db))
+                };
+                let result = opened.and_then(|mut out| {
+                    out.write_all(&data).unwrap();
+                    if commit {
+                        out.commit().map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                });
+                match &target {
+                    Target::Own(..) => {
+                        prop_assert!(matches!(result, Err(Error::OwnFile { .. })), "{result:?}")
+                    }
+                    Target::Directory(_) => {
+                        prop_assert!(matches!(result, Err(Error::OutputPath { .. })), "{result:?}")
+                    }
+                    Target::DevNull => {
+                        prop_assert!(result.is_ok(), "{result:?}");
+                        prop_assert!(std::fs::metadata("/dev/null")
+                            .unwrap()
+                            .file_type()
+                            .is_char_device());
+                    }
+                    Target::Regular(_) | Target::LinkToRegular(..) if !replace => {
+                        prop_assert!(
+                            matches!(result, Err(Error::OutputExists { .. })),
+                            "{result:?}"
+                        );
+                    }
+                    _ => prop_assert!(result.is_ok(), "{result:?}"),
+                }
+                if let Some(file) = file {
+                    let now = std::fs::read(&file).ok();
+                    let expected = match (&result, commit) {
+                        (Ok(_), true) => Some(data.clone()),
+                        _ => old,
+                    };
+                    prop_assert_eq!(now, expected, "{}", file.display());
+                }
+                if matches!(target, Target::LinkToRegular(..) | Target::DanglingLink(_)) {
+                    prop_assert!(std::fs::symlink_metadata(&path)
+                        .unwrap()
+                        .file_type()
+                        .is_symlink());
+                }
+                prop_assert!(
+                    temps(&dir).is_empty()
+                        && temps(&other).is_empty()
+                        && temps(root.path()).is_empty()
+                );
+                prop_assert_eq!(db_bytes(&db_path), before.clone());
+                Ok(())
+            })
+            .unwrap();
+        assert!(db.integrity_check().unwrap().is_empty());
+    }
+
+    proptest! {
+        /// Temporary names carry their pid back, stay within the 255-byte name limit, start with a
+        /// dot, and nothing else is taken for one.
+        #[test]
+        fn temp_names_round_trip_and_stay_short(
+            hint in prop::collection::vec(any::<u8>().prop_filter("no slash or nul", |b| *b != b'/' && *b != 0), 1..255),
+            pid in 1u32..=4_194_304,
+            random in any::<u64>(),
+            other in prop::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let name = temp_name(OsStr::from_bytes(&hint), pid, random);
+            prop_assert!(name.len() <= 255, "{}", name.len());
+            prop_assert!(name.as_bytes().starts_with(b"."));
+            prop_assert_eq!(temp_owner(name.as_bytes()), Some(pid));
+            let mut journal = name.clone();
+            journal.push("-journal");
+            prop_assert_eq!(temp_owner(journal.as_bytes()), Some(pid));
+            if !other.ends_with(TEMP_SUFFIX.as_bytes()) {
+                prop_assert_eq!(temp_owner(&other), None);
+            }
+        }
+    }
+}
