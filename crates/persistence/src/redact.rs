@@ -32,14 +32,19 @@
 //!      closing bracket or quote the value did not open (`{password: x}`). Cookies are all
 //!      secret, so a `cookie` value is not cut at the next `key=`;
 //!    * `name value` or `name is value` (no sign): only when the one-token value looks like a
-//!      credential — at least 6 characters with a letter, and a digit, a symbol other than
-//!      `-` `.` `'`, an upper-case letter after a lower-case one, or at least 24 characters.
-//!      So `password hunter2` loses `hunter2`, while `password reset flow`, `token usage`,
-//!      `secret sauce` and `token 128000` are prose and stay.
+//!      credential — at least 6 characters with a letter, and a digit, a symbol (other than
+//!      `-` `.` `_` `'` and brackets), an upper-case letter right after a lower-case one, or at
+//!      least 24 characters. So `password hunter2` loses `hunter2`, while `password reset
+//!      flow`, `token usage`, `secret sauce`, `token 128000` and `credentials task_test` are
+//!      prose and stay.
+//!
+//!    A value written with a sign or in quotes is a secret whatever it looks like, except
+//!    `null`, `true` and `false`.
 //!
 //! JSON: every string is redacted as text, and so is every object key (a key holding a key
-//! shape becomes `[REDACTED]`; two such keys in one object become `[REDACTED]` and
-//! `[REDACTED]#2`, and so on, so no value is lost, while keys without secrets keep their names).
+//! shape becomes `[REDACTED]`). Keys without secrets keep their names; a redacted key that
+//! would take a name already in its object gets the first free `#2`, `#3`… after it
+//! (`[REDACTED]`, `[REDACTED]#2`), so no value is lost.
 //! Every value under a secret-named key is replaced whatever its type, except `null` and
 //! booleans ([`is_secret_key`]; token *counts* such as `totalTokens` are not secret).
 //!
@@ -52,7 +57,7 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::LazyLock;
 
-use regex::{Captures, Regex};
+use regex::Regex;
 use serde_json::{Map, Value};
 
 #[doc(hidden)]
@@ -63,7 +68,7 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// The names whose values are secrets, `_` standing for an optional separator (`api_key` also
 /// matches `apikey`, `api-key`, `API Key`, `apiKey`).
-const SECRET_NAMES: [&str; 17] = [
+const SECRET_NAMES: [&str; 18] = [
     "api_key",
     "password",
     "passwd",
@@ -81,57 +86,63 @@ const SECRET_NAMES: [&str; 17] = [
     "cookie",
     "session",
     "session_id",
+    "session_key",
 ];
 
 /// Names a JSON key may also start with to be secret (`passwordHash`, `secretValue`).
 const SECRET_NAME_PREFIXES: [&str; 2] = ["password", "secret"];
 
 /// Key shapes. Each alternative is a named group; [`judge_shape`] decides what to replace.
-static SHAPES: LazyLock<Regex> = LazyLock::new(|| {
-    compile(concat!(
-        // PEM private keys of every kind and PGP private key blocks, with or without END.
-        r"(?P<pem>-----BEGIN[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----(?s:.*?)",
-        r"(?:-----END[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----|\z))",
-        // Slack webhooks: the whole URL.
-        r"|(?P<webhook>(?:https?://)?hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/_-]{20,})",
-        // URL credentials: the user and password between `://` and `@`.
-        r"|://(?P<userinfo>[^\s/?#@\[\]:]*:[^\s/?#@\[\]]+)@",
-        // Prefixes found anywhere.
-        r"|(?P<anywhere>",
-        r"sk-ant-[a-z]{2,8}[0-9]{2}-[A-Za-z0-9_-]{20,}",
-        r"|(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA)[A-Z0-9]{16}",
-        r"|gh[pousr]_[A-Za-z0-9]{30,}",
-        r"|github_pat_[A-Za-z0-9_]{20,}",
-        r"|gl(?:pat|ptt|dt|rt|cbt|ffct|ft|imt|agent|oas|soat)-[A-Za-z0-9_-]{20,}",
-        r"|GR1348941[A-Za-z0-9_-]{20,}",
-        r"|xox[abposre]-[A-Za-z0-9-]{10,}",
-        r"|xapp-[0-9]-[A-Za-z0-9-]{10,}",
-        r"|AIza[A-Za-z0-9_-]{35}",
-        r"|GOCSPX-[A-Za-z0-9_-]{20,}",
-        r"|ya29\.[A-Za-z0-9_-]{20,}",
-        r"|hf_[A-Za-z0-9]{30,}",
-        r"|api_org_[A-Za-z0-9]{30,}",
-        r"|npm_[A-Za-z0-9]{30,}",
-        r"|pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{40,}",
-        r"|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}",
-        r"|eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*",
-        r"|AGE-SECRET-KEY-1[A-Z0-9]{58}",
-        r")",
-        // Prefixes that are also ordinary text: OpenAI (`sk-`, `sk-proj-`…) and Stripe.
-        r"|(?P<generic>sk-[A-Za-z0-9_-]{20,}|[sr]k_(?:live|test|prod)_[A-Za-z0-9]{20,})",
-        // The credential after an HTTP authentication scheme.
-        r"|(?i:basic|bearer)[ \t]+(?P<credential>[A-Za-z0-9._~+/=-]{8,})",
-    ))
-});
+const SHAPES_PATTERN: &str = concat!(
+    // PEM private keys of every kind and PGP private key blocks, with or without END.
+    r"(?P<pem>-----BEGIN[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----(?s:.*?)",
+    r"(?:-----END[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----|\z))",
+    // Slack webhooks: the whole URL.
+    r"|(?P<webhook>(?:https?://)?hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/_-]{20,})",
+    // URL credentials: the user and password between `://` and `@`.
+    r"|://(?P<userinfo>[^\s/?#@\[\]:]*:[^\s/?#@\[\]]+)@",
+    // Prefixes found anywhere.
+    r"|(?P<anywhere>",
+    r"sk-ant-[a-z]{2,8}[0-9]{2}-[A-Za-z0-9_-]{20,}",
+    r"|(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA)[A-Z0-9]{16}",
+    r"|gh[pousr]_[A-Za-z0-9]{30,}",
+    r"|github_pat_[A-Za-z0-9_]{20,}",
+    r"|gl(?:pat|ptt|dt|rt|cbt|ffct|ft|imt|agent|oas|soat)-[A-Za-z0-9_-]{20,}",
+    r"|GR1348941[A-Za-z0-9_-]{20,}",
+    r"|xox[abposre]-[A-Za-z0-9-]{10,}",
+    r"|xapp-[0-9]-[A-Za-z0-9-]{10,}",
+    r"|AIza[A-Za-z0-9_-]{35}",
+    r"|GOCSPX-[A-Za-z0-9_-]{20,}",
+    r"|ya29\.[A-Za-z0-9_-]{20,}",
+    r"|hf_[A-Za-z0-9]{30,}",
+    r"|api_org_[A-Za-z0-9]{30,}",
+    r"|npm_[A-Za-z0-9]{30,}",
+    r"|pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{40,}",
+    r"|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}",
+    r"|eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*",
+    r"|AGE-SECRET-KEY-1[A-Z0-9]{58}",
+    r")",
+    // Prefixes that are also ordinary text: OpenAI (`sk-`, `sk-proj-`…) and Stripe.
+    // Bounded, so that looking again inside a rejected one stays linear.
+    r"|(?P<generic>sk-[A-Za-z0-9_-]{20,300}|[sr]k_(?:live|test|prod)_[A-Za-z0-9]{20,300})",
+    // The credential after an HTTP authentication scheme.
+    r"|(?i-u:basic|bearer)[ \t]+(?P<credential>[A-Za-z0-9._~+/=-]{8,})",
+);
 
 /// A secret-like name, its closing quote if it is quoted, and what separates it from its value.
-static NAMES: LazyLock<Regex> = LazyLock::new(|| {
+fn names_pattern() -> String {
     let names: Vec<String> = SECRET_NAMES.iter().map(|n| n.replace('_', "[ _.-]?")).collect();
-    compile(&format!(
+    format!(
         r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}))(?P<close>\\?["'`])?(?P<sep>[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]+(?:(?:is|was)[ \t]+)?)"#,
         names.join("|")
-    ))
-});
+    )
+}
+
+static SHAPES: LazyLock<Regex> = LazyLock::new(|| compile(SHAPES_PATTERN));
+static NAMES: LazyLock<Regex> = LazyLock::new(|| compile(&names_pattern()));
+/// Either of the two: one scan that most text, holding no secret, stops at.
+static GATE: LazyLock<Regex> =
+    LazyLock::new(|| compile(&format!("(?:{SHAPES_PATTERN})|(?:{})", names_pattern())));
 
 fn compile(pattern: &str) -> Regex {
     Regex::new(pattern).unwrap_or_else(|e| unreachable!("redaction pattern is valid: {e}"))
@@ -139,6 +150,9 @@ fn compile(pattern: &str) -> Regex {
 
 /// Scrubs secrets out of free text. Text without secrets comes back borrowed and unchanged.
 pub fn redact_text(text: &str) -> Cow<'_, str> {
+    if !GATE.is_match(text) {
+        return Cow::Borrowed(text);
+    }
     let shaped = redact_shapes(text);
     match redact_names(&shaped) {
         Cow::Borrowed(_) => shaped,
@@ -173,24 +187,34 @@ pub fn redacted_json(value: &Value) -> Value {
 /// `totalTokens` or `max_tokens`. Case and separators do not matter; the name must end the key
 /// (`password_hash` is not secret), except that a key starting with `password` or `secret` is.
 pub fn is_secret_key(key: &str) -> bool {
-    let normalized: String =
-        key.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect();
-    SECRET_NAMES.iter().any(|name| ends_with_name(&normalized, name))
-        || SECRET_NAME_PREFIXES.iter().any(|p| normalized.starts_with(p))
-}
-
-fn ends_with_name(normalized: &str, name: &str) -> bool {
-    let mut rest = normalized;
-    for part in name.rsplit('_') {
-        match rest.strip_suffix(part) {
-            Some(r) => rest = r,
-            None => return false,
+    // The key's ASCII letters and digits, lower-cased: the first few and the last few are
+    // enough, and keep this free of allocation (it runs for every key of every JSON object).
+    const KEEP: usize = 16;
+    let (mut head, mut tail) = ([0u8; KEEP], [0u8; KEEP]);
+    let mut len = 0;
+    for b in key.bytes().filter(u8::is_ascii_alphanumeric).map(|b| b.to_ascii_lowercase()) {
+        if len < KEEP {
+            head[len] = b;
         }
+        tail.copy_within(1.., 0);
+        tail[KEEP - 1] = b;
+        len += 1;
     }
-    true
+    let head = &head[..len.min(KEEP)];
+    let tail = &tail[KEEP - len.min(KEEP)..];
+    static NAMES: LazyLock<Vec<Vec<u8>>> =
+        LazyLock::new(|| SECRET_NAMES.iter().map(|n| n.replace('_', "").into_bytes()).collect());
+    NAMES.iter().any(|name| tail.ends_with(name))
+        || SECRET_NAME_PREFIXES.iter().any(|p| head.starts_with(p.as_bytes()))
 }
 
 fn redact_object(map: &mut Map<String, Value>) {
+    if map.keys().all(|k| matches!(redact_text(k), Cow::Borrowed(_))) {
+        for (key, value) in map.iter_mut() {
+            redact_entry(is_secret_key(key), value);
+        }
+        return;
+    }
     let renamed: Vec<Option<String>> = map
         .keys()
         .map(|k| match redact_text(k) {
@@ -198,12 +222,6 @@ fn redact_object(map: &mut Map<String, Value>) {
             Cow::Borrowed(_) => None,
         })
         .collect();
-    if renamed.iter().all(Option::is_none) {
-        for (key, value) in map.iter_mut() {
-            redact_entry(is_secret_key(key), value);
-        }
-        return;
-    }
     // Keys without secrets keep their names; a redacted key takes the first free name of
     // `[REDACTED]`, `[REDACTED]#2`, `[REDACTED]#3`… so that no value is lost.
     let mut taken: HashSet<String> =
@@ -277,42 +295,81 @@ impl<'a> Rewriter<'a> {
 fn redact_shapes(text: &str) -> Cow<'_, str> {
     let mut rewriter = Rewriter::new(text);
     let mut at = 0;
-    while let Some(caps) = SHAPES.captures_at(text, at) {
-        let Some(whole) = caps.get(0) else { break };
-        match judge_shape(text, &caps, whole.range()) {
+    while at < text.len() {
+        let Some(found) = SHAPES.find_at(text, at) else { break };
+        match judge_shape(text, found.range()) {
             Some(range) => {
                 rewriter.replace(range);
-                at = whole.end().max(next_char(text, whole.start()));
+                at = found.end().max(next_char(text, found.start()));
             }
             // Not a secret here: look again from the next character, so a shape that starts
             // inside what was looked at is still found.
-            None => at = next_char(text, whole.start()),
-        }
-        if at >= text.len() {
-            break;
+            None => at = next_char(text, found.start()),
         }
     }
     rewriter.finish()
 }
 
-/// What part of a shape match is the secret, if it is one.
-fn judge_shape(text: &str, caps: &Captures<'_>, whole: Range<usize>) -> Option<Range<usize>> {
-    if let Some(userinfo) = caps.name("userinfo") {
-        return Some(userinfo.range());
+/// What part of a shape match is the secret, if it is one. The alternatives of [`SHAPES`]
+/// start differently, so the first characters tell which one matched; only an Anthropic key
+/// and a generic `sk-` key share a prefix, and for those the capture groups decide.
+fn judge_shape(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
+    let s = &text[whole.clone()];
+    let starts_with = |p: &str| s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
+    if s.starts_with("://") {
+        return Some(whole.start + 3..whole.end - 1);
     }
-    if let Some(credential) = caps.name("credential") {
+    let scheme = if starts_with("basic") {
+        5
+    } else if starts_with("bearer") {
+        6
+    } else {
+        0
+    };
+    if scheme > 0 {
+        let credential = s[scheme..].trim_start_matches([' ', '\t']);
         let glued = glued_to_word(text, whole.start);
-        return (!glued && looks_like_credential(credential.as_str())).then(|| credential.range());
+        return (!glued && looks_like_credential(credential))
+            .then(|| whole.end - credential.len()..whole.end);
     }
-    if let Some(generic) = caps.name("generic") {
-        let s = generic.as_str();
-        let random = s.bytes().any(|b| b.is_ascii_uppercase())
-            && s.bytes().any(|b| b.is_ascii_lowercase())
-            && s.bytes().skip(3).any(|b| b.is_ascii_digit());
-        return (random || !glued_to_word(text, whole.start)).then_some(whole);
+    let generic = if s.starts_with("sk-ant-") {
+        SHAPES.captures_at(text, whole.start).is_some_and(|c| c.name("generic").is_some())
+    } else {
+        ["sk-", "sk_", "rk_"].iter().any(|p| s.starts_with(p))
+    };
+    if generic {
+        // What follows the prefix words (`sk-proj-`, `sk_live_`…).
+        let tail = GENERIC_PREFIXES.iter().find_map(|p| s.strip_prefix(p)).unwrap_or(s);
+        let random = tail.bytes().any(|b| b.is_ascii_uppercase())
+            && tail.bytes().any(|b| b.is_ascii_lowercase())
+            && tail.bytes().any(|b| b.is_ascii_digit());
+        if !random && glued_to_word(text, whole.start) {
+            return None;
+        }
+        // The pattern's tail is bounded; a longer key goes to its end all the same.
+        let stripe = s.as_bytes().get(2) == Some(&b'_');
+        let rest = text[whole.end..]
+            .bytes()
+            .take_while(|&b| b.is_ascii_alphanumeric() || (!stripe && matches!(b, b'_' | b'-')))
+            .count();
+        return Some(whole.start..whole.end + rest);
     }
     Some(whole)
 }
+
+/// The prefix words of generic keys, longest first.
+const GENERIC_PREFIXES: [&str; 10] = [
+    "sk-proj-",
+    "sk-svcacct-",
+    "sk-admin-",
+    "sk_live_",
+    "sk_test_",
+    "sk_prod_",
+    "rk_live_",
+    "rk_test_",
+    "rk_prod_",
+    "sk-",
+];
 
 /// Whether the character before `at` continues a word: a letter or digit, or the `]` that
 /// ends [`REDACTED`] (so that redacting twice finds nothing new).
@@ -326,8 +383,9 @@ fn next_char(text: &str, at: usize) -> usize {
 
 /// Whether a value written without a separator (`password hunter2`) or after `Basic`/`Bearer`
 /// looks like a credential rather than a word of prose: at least 6 characters including a
-/// letter, and a digit, a symbol other than `-` `.` `'`, an upper-case letter right after a
-/// lower-case one, or at least 24 characters.
+/// letter, and a digit, a symbol (other than `-` `.` `_` `'` and brackets, which identifiers
+/// and prose use), an upper-case letter right after a lower-case one, or at least 24
+/// characters.
 fn looks_like_credential(value: &str) -> bool {
     let mut count = 0;
     let (mut letter, mut digit, mut symbol, mut camel) = (false, false, false, false);
@@ -358,6 +416,9 @@ enum Sep {
 
 /// Pass 2: values under secret-like names.
 fn redact_names(text: &str) -> Cow<'_, str> {
+    if !NAMES.is_match(text) {
+        return Cow::Borrowed(text);
+    }
     let mut rewriter = Rewriter::new(text);
     let mut at = 0;
     while let Some(caps) = NAMES.captures_at(text, at) {
@@ -426,27 +487,28 @@ fn value_range(
         }
         return Some(range);
     }
-    let line_end = bytes[start..]
-        .iter()
-        .position(|&b| b == b'\n' || b == b'\r')
-        .map_or(bytes.len(), |p| start + p);
-    let mut end = line_end;
-    if let Some((quote, escaped)) = enclosing {
-        end = end.min(closing_quote(&bytes[..line_end], start, quote, escaped));
-    }
-    let mut i = start;
-    while i < end {
-        let b = bytes[i];
+    // One scan: to the end of the line, the quote that closes the string the pair sits in, or
+    // the first delimiter the syntax gives.
+    let mut end = bytes.len();
+    let mut backslashes = 0usize;
+    for (i, &b) in bytes.iter().enumerate().skip(start) {
+        if b == b'\n' || b == b'\r' {
+            end = i;
+            break;
+        }
+        if let Some((quote, escaped)) = enclosing {
+            if b == quote && closes(backslashes, escaped) {
+                end = if escaped { i - 1 } else { i };
+                break;
+            }
+        }
         let space = b == b' ' || b == b'\t';
-        if space && kind != Sep::Spaced {
+        let delimiter = space || matches!(b, b',' | b';' | b'&');
+        if (space && kind != Sep::Spaced) || (delimiter && !cookie && key_follows(bytes, i + 1)) {
             end = i;
             break;
         }
-        if (space || matches!(b, b',' | b';' | b'&')) && !cookie && key_follows(bytes, i + 1, end) {
-            end = i;
-            break;
-        }
-        i += 1;
+        backslashes = if b == b'\\' { backslashes + 1 } else { 0 };
     }
     let mut value = trim_unopened(&text[start..end]);
     if kind == Sep::Bare {
@@ -462,17 +524,13 @@ fn value_range(
     Some(start..start + value.len())
 }
 
-/// The position of the quote that closes a string opened just before `from`: the first `quote`
-/// not escaped by a backslash (for a `\"…\"` string inside JSON text, the first `\"` whose
-/// backslash run is 1 modulo 4), or the end of the line when the string is not closed.
+/// The position of the quote that closes a string opened just before `from` ([`closes`]), or
+/// the end of the line when the string is not closed.
 fn closing_quote(bytes: &[u8], from: usize, quote: u8, escaped: bool) -> usize {
     let mut backslashes = 0usize;
     for (i, &b) in bytes.iter().enumerate().skip(from) {
-        if b == quote {
-            let closes = if escaped { backslashes % 4 == 1 } else { backslashes % 2 == 0 };
-            if closes {
-                return if escaped { i - 1 } else { i };
-            }
+        if b == quote && closes(backslashes, escaped) {
+            return if escaped { i - 1 } else { i };
         }
         if b == b'\n' || b == b'\r' {
             return i;
@@ -482,10 +540,21 @@ fn closing_quote(bytes: &[u8], from: usize, quote: u8, escaped: bool) -> usize {
     bytes.len()
 }
 
-/// Whether another `key=` / `key:` pair starts at `at`, after blanks, and before `end`. The key
-/// may be quoted (`"key":`, `\"key\":` in JSON text); a `:` that starts `://` is a URL.
-fn key_follows(bytes: &[u8], mut at: usize, end: usize) -> bool {
-    let bytes = &bytes[..end];
+/// Whether a quote after `backslashes` backslashes closes its string: an unescaped one, or for a
+/// `\"…\"` string inside JSON text a `\"` whose backslash run is 1 modulo 4 (3 is an escaped
+/// quote inside it).
+fn closes(backslashes: usize, escaped: bool) -> bool {
+    if escaped {
+        backslashes % 4 == 1
+    } else {
+        backslashes % 2 == 0
+    }
+}
+
+/// Whether another `key=` / `key:` pair starts at `at`, after blanks. The key may be quoted
+/// (`"key":`, `\"key\":` in JSON text, the same quote on both sides); a `:` that starts `://`
+/// is a URL.
+fn key_follows(bytes: &[u8], mut at: usize) -> bool {
     let blanks = |at: &mut usize| {
         while bytes.get(*at).is_some_and(|&b| b == b' ' || b == b'\t') {
             *at += 1;
@@ -767,6 +836,9 @@ mod tests {
         check(&format!("ref {lower}"), "ref [REDACTED]");
         let stripe = key("sk_live_", "51Ab3Cd5Ef7Gh9", 40);
         check(&format!("STRIPE{stripe}"), "STRIPE[REDACTED]");
+        // A key longer than any known one goes whole.
+        check(&format!("{} next", key("sk-proj-", "Ab3Cd5Ef7Gh9", 900)), "[REDACTED] next");
+        check(&format!("x{} next", key("rk_test_", "Ab3Cd5Ef7Gh9", 900)), "x[REDACTED] next");
     }
 
     #[test]
@@ -833,6 +905,23 @@ mod tests {
         assert_eq!(redacted_json(&value), value);
         assert!(is_secret_key("x-api-key") && is_secret_key("AWS_SECRET_ACCESS_KEY"));
         assert!(!is_secret_key("token_count") && !is_secret_key("authorId"));
+    }
+
+    #[test]
+    fn secret_key_names_are_matched_whole_whatever_the_key_length() {
+        for name in SECRET_NAMES {
+            for key in [
+                name.to_owned(),
+                name.to_uppercase(),
+                format!("a_very_long_prefix_before_the_{name}"),
+                name.split('_').map(|p| p[..1].to_uppercase() + &p[1..]).collect::<String>(),
+            ] {
+                assert!(is_secret_key(&key), "{key}");
+                assert!(!is_secret_key(&format!("my_{key}_count")), "my_{key}_count");
+            }
+        }
+        assert!(is_secret_key("passwordResetTokenExpiryInSecondsForUsers"));
+        assert!(!is_secret_key("") && !is_secret_key("_") && !is_secret_key("totalTokens"));
     }
 
     /// Pieces that make up text likely to confuse the policy: names, separators, quotes,
