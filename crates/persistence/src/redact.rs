@@ -36,7 +36,8 @@
 //!      `-` `.` `_` `'` and brackets), an upper-case letter right after a lower-case one, or at
 //!      least 24 characters. So `password hunter2` loses `hunter2`, while `password reset
 //!      flow`, `token usage`, `secret sauce`, `token 128000` and `credentials task_test` are
-//!      prose and stay.
+//!      prose and stay. A quoted value without a sign counts when it looks like a credential
+//!      or holds several words (`password is "correct horse"`).
 //!
 //!    A value written with a sign or in quotes is a secret whatever it looks like, except
 //!    `null`, `true` and `false`.
@@ -482,7 +483,9 @@ fn value_range(
         let close = closing_quote(bytes, open, quote, escaped);
         let range = open..close;
         let inner = &text[range.clone()];
-        if inner.is_empty() || (kind == Sep::Bare && !looks_like_credential(inner)) {
+        // Without a sign, a quoted credential or pass phrase (several words) counts.
+        let phrase = inner.trim().contains([' ', '\t']);
+        if inner.is_empty() || (kind == Sep::Bare && !looks_like_credential(inner) && !phrase) {
             return None;
         }
         return Some(range);
@@ -791,6 +794,8 @@ mod tests {
         check("the password is hunter2.", "the password is [REDACTED].");
         check("--password Tr0ub4dor&3 --user bob", "--password [REDACTED] --user bob");
         check("auth token abc123def next", "auth token [REDACTED] next");
+        check(r#"my password is "correct horse" ok"#, r#"my password is "[REDACTED]" ok"#);
+        check(r#"the password "reset" page"#, r#"the password "reset" page"#);
         // Scheme words outside a secret name.
         check("sent Bearer abc.def-123_x to the proxy", "sent Bearer [REDACTED] to the proxy");
         check("sent Basic dXNlcjpwYXNzd29yZA== to", "sent Basic [REDACTED] to");

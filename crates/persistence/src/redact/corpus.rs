@@ -5,14 +5,21 @@
 //! ```
 //! use aigentflow_persistence::redact::{corpus, redact_text};
 //!
-//! for sample in corpus::samples(7).unwrap() {
-//!     let clean = redact_text(&sample.text);
-//!     assert_eq!(sample.leaked_in(clean.as_bytes()), None, "{sample:?}");
+//! let samples = corpus::samples(7).unwrap();
+//! let mut stored = Vec::new();
+//! for sample in &samples {
+//!     stored.extend_from_slice(redact_text(&sample.text).as_bytes());
 //! }
+//! assert!(corpus::leaks(&samples, &stored).is_empty());
+//! // Unredacted, every needle of every sample is found.
+//! let raw: String = samples.iter().map(|s| s.text.as_str()).collect();
+//! let needles: usize = samples.iter().map(|s| s.needles().len()).sum();
+//! assert_eq!(corpus::leaks(&samples, raw.as_bytes()).len(), needles);
 //! ```
 
 use std::ops::Range;
 
+use regex::bytes::RegexBuilder;
 use serde_json::{json, Map, Value};
 
 /// The templates, one shape per line (see the file's header for the syntax).
@@ -141,6 +148,28 @@ impl Sample {
             haystack.windows(needle.len()).any(|w| w == needle)
         })
     }
+}
+
+/// The samples whose secrets are in `haystack` (e.g. the raw bytes of a database file), each
+/// with the needle found: one scan for the whole corpus, however large the haystack. Empty
+/// exactly when no needle of any sample is there.
+pub fn leaks<'s>(samples: &'s [Sample], haystack: &[u8]) -> Vec<(&'s Sample, &'s str)> {
+    let needles: Vec<(&Sample, &str)> =
+        samples.iter().flat_map(|s| s.needles().into_iter().map(move |n| (s, n))).collect();
+    let mut unique: Vec<&str> = needles.iter().map(|(_, n)| *n).collect();
+    unique.sort_unstable();
+    unique.dedup();
+    let pattern = unique.iter().map(|n| regex::escape(n)).collect::<Vec<_>>().join("|");
+    let found: Vec<&[u8]> = match RegexBuilder::new(&pattern).size_limit(1 << 30).build() {
+        Ok(re) => re.find_iter(haystack).map(|m| m.as_bytes()).collect(),
+        // Too large to compile: look for each needle on its own.
+        Err(_) => unique
+            .iter()
+            .map(|n| n.as_bytes())
+            .filter(|n| haystack.windows(n.len()).any(|w| w == *n))
+            .collect(),
+    };
+    needles.into_iter().filter(|(_, n)| found.contains(&n.as_bytes())).collect()
 }
 
 /// Every template expanded once with the PRNG seeded by `seed`.
