@@ -62,7 +62,7 @@ proptest! {
         let err = log.query(&AuditQuery::default()).unwrap_err();
         let aigentflow::audit::Error::Persistence(err) = &err else { panic!("{err:?}") };
         prop_assert_eq!(corrupt_at(err), ("audit_logs", "timestamp", id.to_string()));
-        prop_assert!(err.to_string().contains(&format!("{stamp:?}")), "{}", err);
+        prop_assert!(err.to_string().contains(&format!("\"{stamp}\"")), "{}", err);
     }
 
     /// A negative stored application count is a corrupt row, not a lesson applied 0 times.

@@ -40,7 +40,7 @@ impl FromStr for ExportFormat {
             "jsonl" | "ndjson" => Ok(Self::Jsonl),
             _ => Err(Error::InvalidInput {
                 what: "export format",
-                reason: format!("{s:?} is not csv, json or jsonl").into(),
+                reason: format!("\"{s}\" is not csv, json or jsonl").into(),
             }),
         }
     }

@@ -68,7 +68,7 @@ pub fn run(ctx: &Ctx, command: ConfigCommand) -> anyhow::Result<Done> {
             let project = project.map(ProjectId::new);
             let entry = store
                 .get(&key, project.as_ref())?
-                .ok_or_else(|| anyhow::anyhow!("no configuration value {key:?}"))?;
+                .ok_or_else(|| anyhow::anyhow!("no configuration value \"{key}\""))?;
             ctx.out.emit(&entry, || say!("{}", entry.value))?;
         }
         ConfigCommand::Set { key, value, project } => {
@@ -81,7 +81,7 @@ pub fn run(ctx: &Ctx, command: ConfigCommand) -> anyhow::Result<Done> {
             let store = ConfigStore::new(ctx.write()?);
             let scope = scope(project);
             if !store.delete(&key, &scope)? {
-                anyhow::bail!("no configuration value {key:?} in scope {scope}");
+                anyhow::bail!("no configuration value \"{key}\" in scope {scope}");
             }
             ctx.out.emit(&json!({"removed": key, "scope": scope.to_string()}), || {
                 say!("removed {key} from {scope}")

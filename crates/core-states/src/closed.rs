@@ -3,7 +3,7 @@
 
 /// Text that is none of a closed enum's names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{text:?} is not one of {expected}")]
+#[error("\"{text}\" is not one of {expected}")]
 pub struct UnknownVariant {
     /// What the enum names (e.g. `category`), for messages.
     pub what: &'static str,

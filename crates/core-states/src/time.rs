@@ -73,10 +73,10 @@ pub const MAX_YEAR: i32 = 9999;
 #[non_exhaustive]
 pub enum TimeError {
     /// The text is no date or timestamp form [`parse`] knows.
-    #[error("{text:?} is not a date or timestamp (try 2026-11-21 or 2026-11-21T10:00:00Z)")]
+    #[error("\"{text}\" is not a date or timestamp (try 2026-11-21 or 2026-11-21T10:00:00Z)")]
     Unreadable { text: String },
     /// The date or instant (in UTC) lies outside years 0000 to 9999, which the stored form holds.
-    #[error("{text:?} is outside the years 0000 to 9999 that timestamps are stored with")]
+    #[error("\"{text}\" is outside the years 0000 to 9999 that timestamps are stored with")]
     OutOfRange { text: String },
 }
 
@@ -177,7 +177,7 @@ pub mod serde_millis {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let text = String::deserialize(d)?;
         super::parse(&text)
-            .ok_or_else(|| serde::de::Error::custom(format!("not a timestamp: {text:?}")))
+            .ok_or_else(|| serde::de::Error::custom(format!("not a timestamp: \"{text}\"")))
     }
 }
 

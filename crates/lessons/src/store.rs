@@ -307,11 +307,11 @@ fn compare_index(tx: &Tx<'_>) -> aigentflow_persistence::Result<Option<String>> 
     };
     if let Some((term, doc)) = differs("lessons_check_stored", "lessons_check_fresh_vocab")? {
         return Ok(Some(format!(
-            "the index holds {term:?} for row {doc}, which the lessons table does not say"
+            "the index holds \"{term}\" for row {doc}, which the lessons table does not say"
         )));
     }
     if let Some((term, doc)) = differs("lessons_check_fresh_vocab", "lessons_check_stored")? {
-        return Ok(Some(format!("the index lacks {term:?} of the lesson at row {doc}")));
+        return Ok(Some(format!("the index lacks \"{term}\" of the lesson at row {doc}")));
     }
     Ok(None)
 }

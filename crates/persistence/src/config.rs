@@ -38,7 +38,7 @@ impl Scope {
                 Some(p) if !p.is_empty() => Ok(Self::Project(ProjectId::new(p))),
                 _ => Err(Error::InvalidInput {
                     what: "scope",
-                    reason: format!("{text:?} is neither `global` nor `project:ID`").into(),
+                    reason: format!("\"{text}\" is neither `global` nor `project:ID`").into(),
                 }),
             },
         }
@@ -139,7 +139,7 @@ impl ConfigStore {
     pub fn set_json(&self, key: &str, scope: &Scope, json: &str) -> Result<ConfigEntry> {
         let value: Value = serde_json::from_str(json).map_err(|e| Error::InvalidInput {
             what: "configuration value",
-            reason: format!("not JSON ({e}): {json:?}").into(),
+            reason: format!("not JSON ({e}): \"{json}\"").into(),
         })?;
         self.set(key, scope, &value)
     }
@@ -188,7 +188,7 @@ fn entry((key, scope, value, updated_at): Parts) -> Result<ConfigEntry> {
         table: "configurations",
         column: "updated_at",
         id: key.as_str().into(),
-        reason: format!("not a timestamp: {updated_at:?}").into(),
+        reason: format!("not a timestamp: \"{updated_at}\"").into(),
     })?;
     Ok(ConfigEntry { scope: Scope::parse(&scope)?, key, value, updated_at })
 }

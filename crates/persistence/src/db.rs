@@ -154,8 +154,8 @@ impl Database {
             return Err(Error::InvalidInput {
                 what: "database path",
                 reason: format!(
-                    "{:?} is not a file; use Database::open_in_memory for a database in memory",
-                    path.as_os_str()
+                    "\"{}\" is not a file; use Database::open_in_memory for a database in memory",
+                    path.display()
                 )
                 .into(),
             });

@@ -197,7 +197,7 @@ impl Error {
             table,
             column,
             id: id.to_string().into(),
-            reason: format!("not a timestamp: {text:?}").into(),
+            reason: format!("not a timestamp: \"{text}\"").into(),
         })
     }
 

@@ -593,7 +593,7 @@ fn closes(backslashes: usize, escaped: bool) -> bool {
     if escaped {
         backslashes % 4 == 1
     } else {
-        backslashes % 2 == 0
+        backslashes.is_multiple_of(2)
     }
 }
 

@@ -553,7 +553,7 @@ impl RawTrace {
         let status = self
             .status
             .parse()
-            .map_err(|_| f.corrupt("status", format!("unknown status {:?}", self.status)))?;
+            .map_err(|_| f.corrupt("status", format!("unknown status \"{}\"", self.status)))?;
         let owner = match (self.owner_pid, &self.owner_host) {
             (Some(pid), Some(host)) => Some(Owner {
                 pid: u32::try_from(pid)

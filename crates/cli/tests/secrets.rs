@@ -1,0 +1,179 @@
+//! RELIABILITY R16 through the built binary: the secret corpus (`tests/fixtures/secret-shapes.txt`)
+//! given in every field an operator can type — audit entries, lessons, configuration keys, values
+//! and projects — and in inputs the command refuses. None of it is in the raw bytes of the
+//! database, its WAL, a backup, an export, or anything the command prints.
+#![allow(clippy::unwrap_used)]
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use aigentflow_persistence::redact::corpus::{self, Context, Sample};
+
+fn run(db: &Path, args: &[OsString]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_aigentflow"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("AIGENTFLOW_DB")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn args(items: &[&str]) -> Vec<OsString> {
+    items.iter().map(OsString::from).collect()
+}
+
+/// Each shape twice: in prose, and as JSON (alternately a value, a key, nested, between escaped
+/// quotes) for the fields that take JSON. One pair per shape keeps the run to a few hundred
+/// processes; the library test writes every sample of every context.
+fn pairs() -> Vec<(Sample, Sample)> {
+    let all = corpus::samples(0xc11).unwrap();
+    let json =
+        [Context::JsonValue, Context::JsonKey, Context::JsonNested, Context::JsonEscapedQuotes];
+    let mut names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+    names.dedup();
+    let mut out = Vec::new();
+    for (i, name) in names.into_iter().enumerate() {
+        let of = |wanted: &dyn Fn(Context) -> bool| {
+            all.iter().find(|s| s.name == name && wanted(s.context)).cloned()
+        };
+        let text = of(&|c| c == Context::Prose).or_else(|| of(&|c| !c.is_json()));
+        let as_json = of(&|c| c == json[i % json.len()]).or_else(|| of(&Context::is_json));
+        if let (Some(text), Some(as_json)) = (text, as_json) {
+            out.push((text, as_json));
+        }
+    }
+    out
+}
+
+fn assert_clean(what: &str, samples: &[Sample], bytes: &[u8]) {
+    if let Some((s, needle)) = corpus::leaks(samples, bytes).first() {
+        panic!("{what} holds {needle:?} of sample {} ({:?}): {:?}", s.name, s.context, s.text);
+    }
+}
+
+/// The database file and its WAL, as they are on disk.
+fn file_bytes(db: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(db).unwrap();
+    bytes.extend(std::fs::read(PathBuf::from(format!("{}-wal", db.display()))).unwrap_or_default());
+    bytes
+}
+
+#[test]
+fn r16_no_corpus_secret_typed_into_any_field_reaches_the_disk_or_the_terminal() {
+    let pairs = pairs();
+    assert!(pairs.len() >= 50, "{} shapes", pairs.len());
+    let samples: Vec<Sample> = pairs.iter().flat_map(|(p, j)| [p.clone(), j.clone()]).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("aigentflow.db");
+    assert!(run(&db, &args(&["init"])).status.success());
+    let mut printed = Vec::new();
+    for (i, (prose, json)) in pairs.iter().enumerate() {
+        let text = prose.text.as_str();
+        let project = format!("p{i}-{text}");
+        let mut commands = vec![
+            args(&[
+                "audit",
+                "log",
+                "--action",
+                text,
+                "--category",
+                "security",
+                "--project",
+                &project,
+                "--task",
+                text,
+                "--agent",
+                text,
+                "--details",
+                &json.text,
+                "--user",
+                text,
+                "--ip",
+                text,
+            ]),
+            args(&[
+                "lessons",
+                "add",
+                "--category",
+                "security",
+                "--title",
+                text,
+                "--summary",
+                text,
+                "--details",
+                text,
+                "--tags",
+                text,
+                "--source-agent",
+                text,
+                "--source-file",
+                text,
+                "--project",
+                &project,
+            ]),
+            args(&["config", "set", &format!("k{i}-{text}"), &json.text, "--project", &project]),
+            args(&["config", "set", &format!("{i}_password"), text]),
+            // Inputs the command refuses: their error lines must not echo the secret either.
+            args(&[
+                "audit",
+                "log",
+                "--action",
+                "a",
+                "--category",
+                "user",
+                "--details",
+                &format!("{{ {}", json.text),
+            ]),
+        ];
+        let refused = [
+            args(&["audit", "query", "--start", text]),
+            args(&["lessons", "show", text]),
+            args(&["config", "get", text]),
+            args(&["tasks", "show", text]),
+        ];
+        commands.push(refused[i % refused.len()].clone());
+        for command in commands {
+            let out = run(&db, &command);
+            assert_ne!(out.status.code(), Some(101), "{command:?} panicked");
+            printed.extend(out.stdout);
+            printed.extend(out.stderr);
+        }
+    }
+    assert_clean("what the command printed", &samples, &printed);
+    assert_clean("the database and its WAL", &samples, &file_bytes(&db));
+
+    // Exports and a backup carry what the database holds, and nothing more.
+    let backup = dir.path().join("backup.db");
+    assert!(run(&db, &[OsString::from("db"), OsString::from("backup"), backup.clone().into()])
+        .status
+        .success());
+    assert_clean("the backup", &samples, &std::fs::read(&backup).unwrap());
+    for format in ["csv", "json", "jsonl"] {
+        let file = dir.path().join(format!("audit.{format}"));
+        let out = run(
+            &db,
+            &[
+                "audit".into(),
+                "export".into(),
+                "--format".into(),
+                format.into(),
+                "-o".into(),
+                file.clone().into(),
+            ],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_clean(&format!("the {format} export"), &samples, &std::fs::read(&file).unwrap());
+    }
+    for listing in [
+        &["--json", "lessons", "search"][..],
+        &["--json", "config", "list"],
+        &["--json", "audit", "query", "--limit", "100000"],
+    ] {
+        let out = run(&db, &args(listing));
+        assert!(out.status.success(), "{listing:?}");
+        assert_clean(&format!("{listing:?}"), &samples, &out.stdout);
+    }
+}

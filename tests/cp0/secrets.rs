@@ -1,0 +1,212 @@
+//! RELIABILITY R10 and R16 through the library: every sample of the secret corpus
+//! (`tests/fixtures/secret-shapes.txt`, in every context it comes in) is written through every
+//! field of every store — ids, names, free text, JSON keys and values, config keys and scopes —
+//! and none of it is in the raw bytes of the database, its WAL, a backup, an export, or the
+//! message of an error that refused it.
+
+use aigentflow::audit::{AuditEntry, AuditLog, AuditQuery, Category, ExportFormat, ExportOptions};
+use aigentflow::lessons::{
+    Category as LessonCategory, LessonId, LessonUpdate, LessonsStore, NewLesson,
+};
+use aigentflow::persistence::redact::corpus::{self, Sample};
+use aigentflow::persistence::{ConfigStore, Database, Scope, SqliteStateStore};
+use aigentflow::states::{Event, ProjectId, StateContext, StateMachine, StateStore, TaskId};
+use aigentflow::tracker::{ExecutionTracker, InvocationUpdate, NewInvocation, TraceId};
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// The corpus, expanded with a fixed seed so a failure names a sample that can be found again.
+fn samples() -> Vec<Sample> {
+    corpus::samples(0x5ec2e7).unwrap()
+}
+
+/// The sample as a JSON value: its own JSON for a JSON context, else an object that holds it
+/// as a key, as a value and nested.
+fn as_json(s: &Sample) -> Value {
+    s.json().unwrap_or_else(|| {
+        let mut map = serde_json::Map::new();
+        map.insert(s.text.clone(), json!({"value": s.text, "list": [s.text]}));
+        Value::Object(map)
+    })
+}
+
+/// Writes `s` (the `i`-th sample) through every field of every store.
+fn write_everywhere(db: &Database, i: usize, s: &Sample) {
+    let text = s.text.as_str();
+    let value = as_json(s);
+    // State store: ids, prompt, context metadata (keys and values), transition metadata,
+    // checkpoint context and artifacts.
+    let project = ProjectId::new(format!("p{i}-{text}"));
+    let task = TaskId::new(format!("t{i}-{text}"));
+    let mut context = StateContext::new(project.clone(), task.clone(), text);
+    context.metadata.insert(text.to_owned(), value.clone());
+    context.agent_queue.push(text.to_owned());
+    let mut m = StateMachine::new(context);
+    m.apply(Event::Start, Some(value.clone())).unwrap();
+    m.create_checkpoint(vec![text.to_owned()]);
+    m.apply(Event::AnalysisComplete, Some(json!({"note": text}))).unwrap();
+    let states = SqliteStateStore::new(db.clone());
+    states.save_state(m.persisted()).unwrap();
+
+    // Audit: every field, in one transaction with the state, as the orchestrator writes them.
+    let audit = AuditLog::new(db.clone());
+    let entry = AuditEntry {
+        project_id: Some(project.clone()),
+        task_id: Some(task.clone()),
+        agent: Some(text.to_owned()),
+        details: Some(value.clone()),
+        user_id: Some(text.to_owned()),
+        ip_address: Some(text.to_owned()),
+        ..AuditEntry::new(text, Category::Security)
+    };
+    db.write(|tx| {
+        states.save_in(tx, m.persisted())?;
+        audit.log_in(tx, &entry).map(|_| ())
+    })
+    .unwrap();
+
+    // Lessons: every field, then an update of every field.
+    let lessons = LessonsStore::new(db.clone());
+    let lesson = lessons
+        .create(&NewLesson {
+            project_id: Some(project.clone()),
+            details: Some(text.to_owned()),
+            tags: vec![text.to_owned()],
+            source_agent: Some(text.to_owned()),
+            source_file: Some(text.to_owned()),
+            ..NewLesson::new(LessonCategory::Security, text, text)
+        })
+        .unwrap();
+    lessons
+        .update(
+            &lesson.id,
+            &LessonUpdate {
+                title: Some(format!("{text} again")),
+                summary: Some(format!("again {text}")),
+                details: Some(Some(format!("details {text}"))),
+                tags: Some(vec![format!("tag {text}")]),
+                source_agent: Some(Some(format!("agent {text}"))),
+                source_file: Some(Some(format!("file {text}"))),
+                project_id: Some(Some(ProjectId::new(format!("q{i}-{text}")))),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+
+    // Tracker: trace, invocation, its update, completion with metadata.
+    let tracker = ExecutionTracker::new(db.clone());
+    let trace = tracker.start_trace(&project, &task, text).unwrap();
+    let invocation = tracker
+        .record_invocation(&NewInvocation {
+            task_fragment: Some(text.to_owned()),
+            output_summary: Some(text.to_owned()),
+            error: Some(text.to_owned()),
+            ..NewInvocation::new(trace.id.clone(), text, db.now())
+        })
+        .unwrap();
+    tracker
+        .update_invocation(
+            invocation,
+            &InvocationUpdate {
+                output_summary: Some(format!("summary {text}")),
+                error: Some(format!("error {text}")),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    tracker.complete_trace(&trace.id, false, None, Some(&value)).unwrap();
+
+    // Configuration: the key, the scope, the value; and a secret-named key with a plain value.
+    let config = ConfigStore::new(db.clone());
+    let scope = Scope::Project(ProjectId::new(format!("c{i}-{text}")));
+    config.set(&format!("k{i}-{text}"), &scope, &value).unwrap();
+    config.set(&format!("k{i}"), &Scope::Global, &Value::from(text)).unwrap();
+    config.set(&format!("{i}_api_key"), &Scope::Global, &Value::from(s.secret.as_str())).unwrap();
+}
+
+/// The messages of the errors that refuse input carrying `s`.
+fn refusals(db: &Database, s: &Sample) -> Vec<String> {
+    let text = s.text.as_str();
+    let mut messages = Vec::new();
+    let config = ConfigStore::new(db.clone());
+    let mut push = |e: &dyn std::fmt::Display| messages.push(e.to_string());
+    push(&config.set_json("k", &Scope::Global, &format!("{{ not json {text}")).unwrap_err());
+    push(&Scope::parse(text).unwrap_err());
+    push(
+        &LessonsStore::new(db.clone())
+            .update(&LessonId::new(text), &LessonUpdate::default())
+            .unwrap_err(),
+    );
+    push(&ExecutionTracker::new(db.clone()).heartbeat(&TraceId::new(text)).unwrap_err());
+    let query = AuditQuery { start: Some(text.to_owned()), ..AuditQuery::default() };
+    push(&AuditLog::new(db.clone()).query(&query).unwrap_err());
+    let mut odd = StateContext::new("p".into(), "t".into(), "x");
+    odd.task_id = TaskId::new(text);
+    let state = aigentflow::states::PersistedState {
+        task_id: "t".into(),
+        project_id: "p".into(),
+        state: aigentflow::states::WorkflowState::Idle,
+        context: odd,
+        history: Vec::new(),
+    };
+    push(&SqliteStateStore::new(db.clone()).save_state(&state).unwrap_err());
+    messages
+}
+
+/// Asserts that no sample leaked into `bytes`, naming the first that did.
+fn assert_clean(what: &str, samples: &[Sample], bytes: &[u8]) {
+    if let Some((s, needle)) = corpus::leaks(samples, bytes).first() {
+        panic!("{what} holds {needle:?} of sample {} ({:?}): {:?}", s.name, s.context, s.text);
+    }
+}
+
+#[test]
+fn r16_no_corpus_secret_from_any_field_of_any_store_reaches_db_wal_backup_export_or_error() {
+    let samples = samples();
+    assert!(samples.len() >= 100, "the corpus is the test: {} samples", samples.len());
+    let (dir, path) = temp_db();
+    let db = open(&path);
+    for (i, s) in samples.iter().enumerate() {
+        write_everywhere(&db, i, s);
+    }
+    // The WAL holds the latest pages until a checkpoint: both files are read as they are.
+    assert_clean("the database and its WAL", &samples, &file_bytes(&path));
+
+    let backup = dir.path().join("backup.db");
+    db.backup_to(&backup).unwrap();
+    assert_clean("the backup", &samples, &std::fs::read(&backup).unwrap());
+
+    let audit = AuditLog::new(db.clone());
+    for format in [ExportFormat::Csv, ExportFormat::Json, ExportFormat::Jsonl] {
+        let mut out = Vec::new();
+        audit.export(&mut out, &ExportOptions::new(format), |_| {}).unwrap();
+        assert_clean(&format!("the {format:?} export"), &samples, &out);
+    }
+    for s in &samples {
+        for message in refusals(&db, s) {
+            assert_clean("an error message", std::slice::from_ref(s), message.as_bytes());
+        }
+    }
+    db.close().unwrap();
+    assert_clean("the database after its last close", &samples, &file_bytes(&path));
+}
+
+#[test]
+fn what_was_written_with_a_secret_is_found_again_by_the_same_text() {
+    // Filters go through the same policy as what is stored, so a query by the text a caller
+    // holds finds the row redaction changed.
+    let db = Database::open_in_memory().unwrap();
+    for (i, s) in samples().iter().enumerate().step_by(7) {
+        write_everywhere(&db, i, s);
+        let task = TaskId::new(format!("t{i}-{}", s.text));
+        let loaded = SqliteStateStore::new(db.clone()).load_state(&task).unwrap();
+        assert!(loaded.is_some(), "task of sample {} ({:?})", s.name, s.context);
+        let by_task = AuditQuery { task_id: Some(task.to_string()), ..AuditQuery::default() };
+        assert_eq!(AuditLog::new(db.clone()).query(&by_task).unwrap().len(), 1, "{}", s.name);
+        let config = ConfigStore::new(db.clone());
+        let scope = Some(ProjectId::new(format!("c{i}-{}", s.text)));
+        let entry = config.get(&format!("k{i}-{}", s.text), scope.as_ref()).unwrap();
+        assert!(entry.is_some(), "configuration of sample {} ({:?})", s.name, s.context);
+    }
+}
