@@ -187,13 +187,7 @@ impl Database {
         if options.access == Access::ReadOnly {
             return Self::open_read_only_at(path, options);
         }
-        let inner = Inner {
-            path: Some(path),
-            options,
-            pool: Mutex::default(),
-            returned: Condvar::new(),
-            checkpointer: OnceLock::new(),
-        };
+        let inner = Inner::new(Some(path), options);
         // Switching a fresh file to WAL and the first migration can meet another process doing
         // the same; SQLite answers some of those steps with BUSY without waiting on the busy
         // handler, so the whole sequence is retried within the busy timeout.
@@ -219,13 +213,7 @@ impl Database {
     }
 
     fn open_read_only_at(path: PathBuf, options: Options) -> Result<Self> {
-        let inner = Inner {
-            path: Some(path),
-            options,
-            pool: Mutex::default(),
-            returned: Condvar::new(),
-            checkpointer: OnceLock::new(),
-        };
+        let inner = Inner::new(Some(path), options);
         let conn = inner.connect()?;
         let found =
             migrate::applied_version(&conn).map_err(migrate::classify(inner.display_path()))?;
@@ -248,13 +236,7 @@ impl Database {
 
     /// Opens a fresh in-memory database. It has one connection, which callers take in turn.
     pub fn open_in_memory_with(options: Options) -> Result<Self> {
-        let inner = Inner {
-            path: None,
-            options,
-            pool: Mutex::default(),
-            returned: Condvar::new(),
-            checkpointer: OnceLock::new(),
-        };
+        let inner = Inner::new(None, options);
         let mut conn = inner.connect()?;
         migrate::run(&mut conn, inner.display_path())?;
         inner.give_back(conn);
@@ -394,6 +376,17 @@ impl Database {
 }
 
 impl Inner {
+    /// A handle's state before any connection is made.
+    fn new(path: Option<PathBuf>, options: Options) -> Self {
+        Self {
+            path,
+            options,
+            pool: Mutex::default(),
+            returned: Condvar::new(),
+            checkpointer: OnceLock::new(),
+        }
+    }
+
     /// The checkpoint thread of a file database, started on first use. Without it the database
     /// still works: commits then checkpoint themselves past the safety net.
     fn checkpointer(&self) -> Option<&Checkpointer> {
