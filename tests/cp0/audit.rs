@@ -759,6 +759,12 @@ fn r18_tampering_is_named_by_verify_and_nothing_a_read_or_write_does_seals_it() 
              UPDATE audit_logs SET timestamp = '{form}' WHERE id = {id};"
         )
     };
+    let retyped = |id: i64, column: &str| {
+        format!(
+            "DROP TRIGGER audit_logs_no_update;
+             UPDATE audit_logs SET {column} = CAST({column} AS BLOB) WHERE id = {id};"
+        )
+    };
     // The rows are stamped 2026-11-25 05:40:17.895 UTC; each form below is that same instant.
     let cases: Vec<(String, Finding)> = vec![
         (forged_at_end.to_owned(), Finding::Unsealed { id: 31 }),
@@ -782,6 +788,11 @@ fn r18_tampering_is_named_by_verify_and_nothing_a_read_or_write_does_seals_it() 
             restamped(30, "2026-11-25 01:40:17.895-04:00"),
             Finding::NotCanonical { id: 30, column: "timestamp" },
         ),
+        // The same bytes stored as a BLOB hash the same, but no filter finds them.
+        (retyped(9, "project_id"), Finding::NotCanonical { id: 9, column: "project_id" }),
+        (retyped(9, "category"), Finding::NotCanonical { id: 9, column: "category" }),
+        (retyped(2, "timestamp"), Finding::NotCanonical { id: 2, column: "timestamp" }),
+        (retyped(4, "action"), Finding::NotCanonical { id: 4, column: "action" }),
     ];
     let stamp =
         Utc.with_ymd_and_hms(2026, 11, 25, 5, 40, 17).unwrap() + Duration::milliseconds(895);
@@ -830,4 +841,72 @@ fn every_head_audit_head_gives_is_accepted_back_by_verify() {
         assert_eq!(back, head);
         assert!(log.verify(back.as_ref()).unwrap().is_ok());
     }
+}
+
+#[test]
+fn verify_names_every_tampered_row_not_only_the_first() {
+    let (_dir, path) = temp_db();
+    let log = AuditLog::new(open(&path));
+    log.log_batch(
+        &(0..40).map(|i| entry("p", &format!("a{i}"), Category::User)).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    raw(&path)
+        .execute_batch(
+            "INSERT INTO audit_logs (id, timestamp, action, category) VALUES (1000, '2026-01-01 00:00:00.000', 'forged', 'user');
+             DROP TRIGGER audit_logs_no_update;
+             UPDATE audit_logs SET prev_hash = NULL, row_hash = NULL WHERE id = 5;
+             UPDATE audit_logs SET action = 'edited' WHERE id = 12;
+             UPDATE audit_logs SET timestamp = replace(timestamp, ' ', 'T') || 'Z' WHERE id = 20;
+             UPDATE audit_logs SET user_id = CAST('x' AS BLOB) WHERE id = 30;",
+        )
+        .unwrap();
+    // A row appended after them links around the unsealed ones, and verifies.
+    log.log(&entry("p", "after", Category::User)).unwrap();
+    let v = log.verify(None).unwrap();
+    assert_eq!(
+        v.findings,
+        [
+            Finding::Unsealed { id: 5 },
+            Finding::Edited { id: 12 },
+            Finding::NotCanonical { id: 20, column: "timestamp" },
+            Finding::Edited { id: 30 },
+            Finding::Unsealed { id: 1000 },
+        ]
+    );
+    assert_eq!((v.findings_total, v.finding.clone()), (5, Some(Finding::Unsealed { id: 5 })));
+}
+
+#[test]
+fn an_unsealed_row_cannot_be_sealed_through_sql_even_with_its_right_hash() {
+    use aigentflow::persistence::audit_chain::{hashed_timestamp, row_hash, HashedFields};
+    let (_dir, path) = temp_db();
+    let log = AuditLog::new(open(&path));
+    log.log(&entry("p", "real", Category::User)).unwrap();
+    let db = raw(&path);
+    db.execute_batch(
+        "INSERT INTO audit_logs (id, timestamp, action, category) VALUES (2, '2026-01-01 00:00:00.000', 'forged', 'user')",
+    )
+    .unwrap();
+    let prev: String =
+        db.query_row("SELECT row_hash FROM audit_logs WHERE id = 1", [], |r| r.get(0)).unwrap();
+    let stamp = hashed_timestamp(b"2026-01-01 00:00:00.000");
+    let fields = HashedFields {
+        id: 2,
+        timestamp: &stamp,
+        project_id: None,
+        task_id: None,
+        agent: None,
+        action: b"forged",
+        category: b"user",
+        details: None,
+        user_id: None,
+        ip_address: None,
+    };
+    let hash = row_hash(&prev, &fields);
+    let err = db
+        .execute("UPDATE audit_logs SET prev_hash = ?1, row_hash = ?2 WHERE id = 2", [&prev, &hash])
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    assert_eq!(log.verify(None).unwrap().finding, Some(Finding::Unsealed { id: 2 }));
 }

@@ -76,13 +76,21 @@ impl std::fmt::Display for Finding {
     }
 }
 
+/// Findings a verification lists; past this many only [`Verification::findings_total`] grows.
+pub const MAX_FINDINGS: usize = 1000;
+
 /// The outcome of a verification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verification {
     pub rows: u64,
+    /// The end of the chain: the last sealed row.
     pub head: Option<ChainHead>,
     /// The first problem found, or None if the chain is intact.
     pub finding: Option<Finding>,
+    /// Every problem found, in row order (at most [`MAX_FINDINGS`]).
+    pub findings: Vec<Finding>,
+    /// How many problems were found in all.
+    pub findings_total: u64,
 }
 
 impl Verification {
@@ -96,21 +104,29 @@ impl Verification {
 #[derive(Debug, Clone)]
 pub struct ChainRow<'a> {
     pub fields: HashedFields<'a>,
-    /// Whether the stored timestamp is in the stored form (`YYYY-MM-DD HH:MM:SS.SSS`): the hash
-    /// covers the instant, so another form of it is caught here.
-    pub canonical_timestamp: bool,
+    /// The first column whose stored value is not in its one canonical form, if any: a timestamp
+    /// not in the stored form (the hash covers the instant, so another form of it is caught
+    /// here), or a text column whose cell is not stored as TEXT (a BLOB with the same bytes
+    /// hashes the same, but no filter matches it).
+    pub not_canonical: Option<&'static str>,
     pub prev_hash: Option<&'a str>,
     pub row_hash: Option<&'a str>,
 }
 
-/// Walks rows in id order and remembers the first finding.
+/// Walks rows in id order and reports every finding, one per row at most. A row without a hash
+/// stands outside the chain (appends link around it), so the rows after it are still checked.
 #[derive(Debug, Default)]
 pub struct Verifier {
     rows: u64,
+    /// The last sealed row: what the next sealed row must link to.
     last: Option<(i64, String)>,
     before_last: Option<String>,
+    /// Whether the row before this one carried no hash: it may have been a row of the chain
+    /// whose hashes were removed, so a broken link right after it is not a second finding.
+    after_unsealed: bool,
     seen: HashSet<String>,
-    finding: Option<Finding>,
+    findings: Vec<Finding>,
+    total: u64,
 }
 
 impl Verifier {
@@ -119,24 +135,40 @@ impl Verifier {
     pub fn push(&mut self, row: &ChainRow<'_>, locate: impl Fn(&str) -> Option<i64>) {
         self.rows += 1;
         let id = row.fields.id;
-        if self.finding.is_none() {
-            self.finding = self.check(row, locate);
+        let (Some(prev), Some(hash)) = (row.prev_hash, row.row_hash) else {
+            self.record(Finding::Unsealed { id });
+            self.after_unsealed = true;
+            return;
+        };
+        if let Some(finding) = self.check(id, prev, hash, row, locate) {
+            self.record(finding);
         }
-        let hash = row.row_hash.unwrap_or_default().to_owned();
-        self.seen.insert(hash.clone());
+        self.after_unsealed = false;
+        // The walk goes on from this row's stored hash, which is what the next row links to.
+        self.seen.insert(hash.to_owned());
         self.before_last = self.last.take().map(|(_, h)| h);
-        self.last = Some((id, hash));
+        self.last = Some((id, hash.to_owned()));
     }
 
-    fn check(&self, row: &ChainRow<'_>, locate: impl Fn(&str) -> Option<i64>) -> Option<Finding> {
-        let id = row.fields.id;
-        let (Some(prev), Some(hash)) = (row.prev_hash, row.row_hash) else {
-            return Some(Finding::Unsealed { id });
-        };
+    fn record(&mut self, finding: Finding) {
+        self.total += 1;
+        if self.findings.len() < MAX_FINDINGS {
+            self.findings.push(finding);
+        }
+    }
+
+    fn check(
+        &self,
+        id: i64,
+        prev: &str,
+        hash: &str,
+        row: &ChainRow<'_>,
+        locate: impl Fn(&str) -> Option<i64>,
+    ) -> Option<Finding> {
         let expected_prev = self.last.as_ref().map_or(GENESIS, |(_, h)| h.as_str());
-        if prev != expected_prev {
+        if prev != expected_prev && !self.after_unsealed {
             if self.before_last.as_deref() == Some(prev)
-                || (self.last.is_some() && prev == GENESIS && self.rows == 2)
+                || (self.last.is_some() && prev == GENESIS && self.before_last.is_none())
             {
                 let inserted = self.last.as_ref().map_or(id, |(i, _)| *i);
                 return Some(Finding::Inserted { id: inserted });
@@ -149,15 +181,12 @@ impl Verifier {
         if row_hash(prev, &row.fields) != hash {
             return Some(Finding::Edited { id });
         }
-        if !row.canonical_timestamp {
-            return Some(Finding::NotCanonical { id, column: "timestamp" });
-        }
-        None
+        row.not_canonical.map(|column| Finding::NotCanonical { id, column })
     }
 
     /// Ends the walk, checking against a head kept elsewhere if given.
     pub fn finish(
-        self,
+        mut self,
         expected: Option<&ChainHead>,
         head_hash_of: impl Fn(i64) -> Option<String>,
     ) -> Verification {
@@ -166,20 +195,22 @@ impl Verifier {
             last_id: *id,
             hash: hash.clone(),
         });
-        let mut finding = self.finding;
-        if finding.is_none() {
-            if let Some(expected) = expected {
-                if self.rows < expected.rows {
-                    finding = Some(Finding::Truncated {
-                        expected_rows: expected.rows,
-                        found_rows: self.rows,
-                    });
-                } else if head_hash_of(expected.last_id).as_deref() != Some(expected.hash.as_str())
-                {
-                    finding = Some(Finding::HeadMismatch { last_id: expected.last_id });
-                }
+        if let Some(expected) = expected {
+            if self.rows < expected.rows {
+                self.record(Finding::Truncated {
+                    expected_rows: expected.rows,
+                    found_rows: self.rows,
+                });
+            } else if head_hash_of(expected.last_id).as_deref() != Some(expected.hash.as_str()) {
+                self.record(Finding::HeadMismatch { last_id: expected.last_id });
             }
         }
-        Verification { rows: self.rows, head, finding }
+        Verification {
+            rows: self.rows,
+            head,
+            finding: self.findings.first().cloned(),
+            findings: self.findings,
+            findings_total: self.total,
+        }
     }
 }

@@ -142,7 +142,7 @@ impl RowBlock {
         for i in 1..=TEXT_COLUMNS {
             self.cells.push(cell_bytes(r, i)?.map(|cell| {
                 let start = self.bytes.len();
-                self.bytes.extend_from_slice(cell);
+                self.bytes.extend_from_slice(&cell);
                 start..self.bytes.len()
             }));
         }

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::chain::{self, ChainHead, ChainRow, HashedFields, Verification, Verifier};
 use crate::error::{Error, Result};
+use crate::export::EXPORT_COLUMNS;
 use crate::model::{AuditEntry, AuditQuery, AuditRecord, CategoryCount};
 
 pub(crate) const COLUMNS: &str =
@@ -121,8 +122,8 @@ impl AuditLog {
                 Param::opt_clean(details.as_ref()),
                 Param::opt_clean(user_id.as_ref()),
                 Param::opt_clean(ip_address.as_ref()),
-                Param::text(&prev),
-                Param::text(&hash),
+                Param::digest(&prev),
+                Param::digest(&hash),
             ])?;
             ids.push(id);
             prev = hash;
@@ -157,8 +158,8 @@ impl AuditLog {
     pub fn summary(&self, project_id: &str) -> Result<Vec<CategoryCount>> {
         self.db.read(|tx| {
             let mut stmt = tx.prepare(
-                "SELECT category, COUNT(*) FROM audit_logs WHERE project_id = ?1
-                 GROUP BY category ORDER BY COUNT(*) DESC, category",
+                "SELECT CAST(category AS TEXT) AS c, COUNT(*) FROM audit_logs WHERE project_id = ?1
+                 GROUP BY c ORDER BY COUNT(*) DESC, c",
             )?;
             let rows = stmt.query_map(&[Param::text(project_id)], |r| {
                 Ok(CategoryCount { category: r.get(0)?, count: r.get::<_, i64>(1)? as u64 })
@@ -264,6 +265,8 @@ pub(crate) struct RawRow {
     pub ip_address: Option<Vec<u8>>,
     pub prev_hash: Option<String>,
     pub row_hash: Option<String>,
+    /// The first text column whose cell is not stored as TEXT, if any.
+    pub not_text: Option<&'static str>,
 }
 
 /// The error for a cell that is not UTF-8 where text is needed.
@@ -280,13 +283,20 @@ pub(crate) fn not_text(id: i64, column: &'static str, e: std::str::Utf8Error) ->
 impl RawRow {
     /// Reads a row selected with [`COLUMNS`].
     pub fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
-        let bytes = |i| Ok::<_, rusqlite::Error>(cell_bytes(r, i)?.map(<[u8]>::to_vec));
+        let bytes = |i| Ok::<_, rusqlite::Error>(cell_bytes(r, i)?.map(|b| b.into_owned()));
         let hash = |i| {
             Ok::<_, rusqlite::Error>(
-                cell_bytes(r, i)?.map(|b| String::from_utf8_lossy(b).into_owned()),
+                cell_bytes(r, i)?.map(|b| String::from_utf8_lossy(&b).into_owned()),
             )
         };
+        let mut not_text = None;
+        for (i, column) in EXPORT_COLUMNS.iter().enumerate().skip(1) {
+            if not_text.is_none() && !audit_chain::is_text(r, i)? {
+                not_text = Some(*column);
+            }
+        }
         Ok(Self {
+            not_text,
             id: r.get(0)?,
             timestamp: bytes(1)?.unwrap_or_default(),
             project_id: bytes(2)?,
@@ -322,8 +332,10 @@ impl RawRow {
                 user_id: self.user_id.as_deref(),
                 ip_address: self.ip_address.as_deref(),
             },
-            canonical_timestamp: std::str::from_utf8(&self.timestamp)
-                .is_ok_and(|t| time::parse_stored(t).is_some()),
+            not_canonical: self.not_text.or_else(|| {
+                let stored = std::str::from_utf8(&self.timestamp).ok();
+                stored.and_then(time::parse_stored).is_none().then_some("timestamp")
+            }),
             prev_hash: self.prev_hash.as_deref(),
             row_hash: self.row_hash.as_deref(),
         }

@@ -67,9 +67,52 @@ fn number<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, Refused> {
     text.trim().parse().map_err(|_| Refused::Shape(format!("not {what}")))
 }
 
+/// A whole number written in decimal digits, with an optional sign: `Some(value)` for one that
+/// fits, `None` for a non-negative one too large for any integer type here.
+fn whole(text: &str, what: &str) -> Result<Option<i128>, Refused> {
+    let t = text.trim();
+    let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Refused::Shape(format!("not {what}")));
+    }
+    match t.parse::<i128>() {
+        Ok(n) => Ok(Some(n)),
+        Err(_) if t.starts_with('-') => Ok(Some(i128::MIN)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// A count (`--limit`, `--offset`): any whole number from 0; one past `u64::MAX` means as many
+/// as there can be, the same as `u64::MAX` (the stores read anything past 2^63 − 1 as all).
+pub fn count(text: &str) -> Result<u64, Refused> {
+    match whole(text, "a whole number")? {
+        None => Ok(u64::MAX),
+        Some(n) if n < 0 => {
+            Err(Refused::OutOfDomain(format!("{n} is negative; give a whole number from 0")))
+        }
+        Some(n) => Ok(u64::try_from(n).unwrap_or(u64::MAX)),
+    }
+}
+
+/// A small count (`--lease-minutes`, `--max-attempts`): a whole number from 0 to 4294967295.
+pub fn count32(text: &str) -> Result<u32, Refused> {
+    let out_of_range =
+        || Refused::OutOfDomain(format!("{} is not between 0 and {}", text.trim(), u32::MAX));
+    match whole(text, "a whole number")? {
+        Some(n) => u32::try_from(n).map_err(|_| out_of_range()),
+        None => Err(out_of_range()),
+    }
+}
+
 /// A window of 0 to [`MAX_DAYS`] days.
 pub fn days(text: &str) -> Result<u32, Refused> {
-    let days: u64 = number(text, "a whole number of days")?;
+    let days = match whole(text, "a whole number of days")? {
+        Some(n) if n < 0 => {
+            return Err(Refused::OutOfDomain(format!("{n} days is negative; give 0 or more")))
+        }
+        Some(n) => u64::try_from(n).unwrap_or(u64::MAX),
+        None => u64::MAX,
+    };
     u32::try_from(days).ok().filter(|d| *d <= MAX_DAYS).ok_or_else(|| {
         Refused::OutOfDomain(format!(
             "{days} days is more than {MAX_DAYS} (the window may not start before year 0000)"
@@ -123,11 +166,32 @@ mod tests {
         for ok in ["0", "1", "30", "700000"] {
             assert!(days(ok).is_ok(), "{ok:?}");
         }
-        for bad in ["700001", "4294967295", "4294967296", "18446744073709551615"] {
-            assert!(domain(days(bad)), "{bad:?}");
+        for bad in ["700001", "4294967295", "4294967296", "18446744073709551616", "-1", "-0x"] {
+            if bad == "-0x" {
+                assert!(shape(days(bad)), "{bad:?}");
+            } else {
+                assert!(domain(days(bad)), "{bad:?}");
+            }
         }
-        for bad in ["-1", "1e3", "", "x", "18446744073709551616"] {
+        for bad in ["1e3", "", "x", "+", "-", "1.5"] {
             assert!(shape(days(bad)), "{bad:?}");
+        }
+        // Counts: any whole number from 0, past u64::MAX as many as there can be.
+        for (ok, want) in [("0", 0), ("7", 7), ("18446744073709551615", u64::MAX)] {
+            assert_eq!(count(ok).ok(), Some(want), "{ok:?}");
+        }
+        assert_eq!(count(&"9".repeat(60)).ok(), Some(u64::MAX));
+        for bad in ["-1", "-18446744073709551616", &format!("-{}", "9".repeat(60))] {
+            assert!(domain(count(bad)), "{bad:?}");
+        }
+        for bad in ["", "x", "1e3", "0x10", "1.0"] {
+            assert!(shape(count(bad)), "{bad:?}");
+        }
+        for (ok, want) in [("0", 0), ("4294967295", u32::MAX)] {
+            assert_eq!(count32(ok).ok(), Some(want), "{ok:?}");
+        }
+        for bad in ["4294967296", "-1", &"9".repeat(60)] {
+            assert!(domain(count32(bad)), "{bad:?}");
         }
         for ok in ["0", "1", "0.5", "1.0"] {
             assert!(confidence(ok).is_ok(), "{ok:?}");

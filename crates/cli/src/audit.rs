@@ -49,11 +49,11 @@ pub enum AuditCommand {
         #[command(flatten)]
         filters: Filters,
         /// At most this many entries: any whole number from 0 (past 2^63 - 1 it means all).
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, value_parser = args::count, allow_negative_numbers = true)]
         limit: u64,
         /// Skip this many entries first: any whole number from 0 (past the entries there
         /// are, none is left).
-        #[arg(long)]
+        #[arg(long, value_parser = args::count, allow_negative_numbers = true)]
         offset: Option<u64>,
     },
     /// Entries of a project per category.
@@ -70,10 +70,10 @@ pub enum AuditCommand {
         #[command(flatten)]
         filters: Filters,
         /// At most this many entries.
-        #[arg(long)]
+        #[arg(long, value_parser = args::count, allow_negative_numbers = true)]
         limit: Option<u64>,
         /// Skip this many entries first.
-        #[arg(long)]
+        #[arg(long, value_parser = args::count, allow_negative_numbers = true)]
         offset: Option<u64>,
         /// Write to FILE instead of stdout (`-` is stdout). A regular file is written beside
         /// itself and replaced only once complete (a new file gets mode 0600, a replaced one
@@ -85,7 +85,9 @@ pub enum AuditCommand {
         #[arg(long)]
         no_formula_guard: bool,
     },
-    /// Walk the hash chain; exits 3 naming the first bad row if anything was changed.
+    /// Walk the hash chain; exits 3 naming every bad row if anything was changed: rows without a
+    /// hash (written around the log), edited, inserted, deleted or moved rows, and values not in
+    /// their stored form.
     Verify {
         /// A head printed earlier by `aigentflow audit head`, to catch truncation or a rewrite.
         #[arg(long, value_name = "FILE")]
@@ -273,9 +275,25 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
                 .flatten();
             let log = AuditLog::new(ctx.read()?);
             let v = log.verify(expected.as_ref())?;
-            ctx.out.emit(&v, || match &v.finding {
-                None => say!("{} audit chain intact: {} rows", ctx.out.mark(true), v.rows),
-                Some(f) => say!("{} audit chain broken: {f}", ctx.out.mark(false)),
+            ctx.out.emit(&v, || {
+                if v.findings.is_empty() {
+                    say!("{} audit chain intact: {} rows", ctx.out.mark(true), v.rows);
+                    return;
+                }
+                say!(
+                    "{} audit chain broken: {} finding{} in {} rows",
+                    ctx.out.mark(false),
+                    v.findings_total,
+                    if v.findings_total == 1 { "" } else { "s" },
+                    v.rows
+                );
+                for f in &v.findings {
+                    say!("  {f}");
+                }
+                let unlisted = v.findings_total.saturating_sub(v.findings.len() as u64);
+                if unlisted > 0 {
+                    say!("  … and {unlisted} more");
+                }
             })?;
             if let Some(f) = &v.finding {
                 if ctx.out.json {
@@ -287,7 +305,8 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
         AuditCommand::Head => {
             let log = AuditLog::new(ctx.read()?);
             let head = log.head()?;
-            say!("{}", serde_json::to_string(&head)?);
+            // JSON whatever the mode: `audit verify --head FILE` reads it back.
+            crate::out::write_json(&serde_json::to_string(&head)?);
         }
     }
     Ok(Done::Ok)

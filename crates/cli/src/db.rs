@@ -102,7 +102,7 @@ pub fn run(ctx: &Ctx, command: DbCommand) -> anyhow::Result<Done> {
     match command {
         DbCommand::Check => check(ctx),
         DbCommand::Backup { dest } => {
-            let db = ctx.read()?;
+            let db = ctx.snapshot()?;
             let out = Output::open_new(&dest, Some(&db))?;
             ctx.out.note_leftovers(out.leftovers());
             let to_stdout = out.is_stdout();
@@ -196,6 +196,10 @@ fn check(ctx: &Ctx) -> anyhow::Result<Done> {
             chain.finding.is_none(),
             match &chain.finding {
                 None => format!("ok ({} rows)", chain.rows),
+                Some(f) if chain.findings_total > 1 => format!(
+                    "{f} (and {} more; see `aigentflow audit verify`)",
+                    chain.findings_total - 1
+                ),
                 Some(f) => f.to_string(),
             },
         ),

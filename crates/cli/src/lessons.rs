@@ -49,10 +49,10 @@ pub enum LessonsCommand {
         #[arg(long, value_delimiter = ',', value_parser = args::name)]
         tags: Vec<String>,
         /// At most this many lessons: any whole number from 0.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = args::count, allow_negative_numbers = true)]
         limit: u64,
         /// Skip this many lessons first: any whole number from 0.
-        #[arg(long)]
+        #[arg(long, value_parser = args::count, allow_negative_numbers = true)]
         offset: Option<u64>,
     },
     /// Change the given fields of a lesson; the others stay as they are.
@@ -82,7 +82,7 @@ pub enum LessonsCommand {
         #[arg(long, value_parser = args::name)]
         source_file: Option<String>,
         /// A new confidence, from 0 to 1 (left out: unchanged).
-        #[arg(long, value_parser = args::confidence)]
+        #[arg(long, value_parser = args::confidence, allow_negative_numbers = true)]
         confidence: Option<f64>,
         /// Move the lesson to this project (not empty; --global makes it global).
         #[arg(long, value_parser = args::name, conflicts_with = "global")]
@@ -106,7 +106,7 @@ pub enum LessonsCommand {
     /// The most applied lessons.
     Top {
         /// How many lessons: any whole number from 0.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = args::count, allow_negative_numbers = true)]
         limit: u64,
     },
     /// Rebuild the search index from the lessons (repairs what `aigentflow db check` reports).
@@ -129,7 +129,7 @@ pub struct NewFields {
     #[arg(long, value_parser = args::name)]
     source_file: Option<String>,
     /// From 0 to 1 (left out: 1).
-    #[arg(long, value_parser = args::confidence)]
+    #[arg(long, value_parser = args::confidence, allow_negative_numbers = true)]
     confidence: Option<f64>,
     /// The project (not empty; left out: a global lesson).
     #[arg(long, value_parser = args::name)]

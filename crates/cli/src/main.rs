@@ -65,6 +65,7 @@ struct Cli {
         value_name = "SECONDS",
         default_value = "30",
         value_parser = args::seconds,
+        allow_negative_numbers = true,
         help_heading = GLOBAL
     )]
     lock_timeout: Duration,
@@ -136,6 +137,12 @@ impl Ctx {
     /// or created; a missing, empty or outdated database is an error that says what to do.
     pub fn read(&self) -> anyhow::Result<Database> {
         self.open(Access::ReadOnly)
+    }
+
+    /// Opens the database read-only at whatever schema it is at, to copy it whole (`db backup`,
+    /// which an operator runs before `db migrate`).
+    pub fn snapshot(&self) -> anyhow::Result<Database> {
+        self.open(Access::Snapshot)
     }
 
     /// Opens an existing database for a command that writes (migrating it if needed).

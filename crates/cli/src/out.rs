@@ -30,9 +30,30 @@ pub fn write_line(args: std::fmt::Arguments<'_>) {
     write_stdout(&text);
 }
 
-/// Writes JSON text as serde wrote it, and a newline, on stdout.
+/// Writes JSON text, and a newline, on stdout. Serde escapes the C0 controls; what else a
+/// terminal acts on (DEL, C1, bidirectional and line-separator characters, which can only stand
+/// inside strings) is written as a JSON `\uXXXX` escape, so the text stays the same JSON value.
 pub fn write_json(text: &str) {
-    write_stdout(text);
+    write_stdout(&json_for_terminal(text));
+}
+
+/// `text` (JSON) with every character [`is_unsafe`] but the structural newline as `\uXXXX`.
+fn json_for_terminal(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c != '\n' && is_unsafe(c)) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if c != '\n' && is_unsafe(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn write_stdout(text: &str) {
@@ -62,9 +83,20 @@ pub fn exit_on_write_error(e: &std::io::Error) -> ! {
 /// Whether a terminal would act on `c` rather than print it, so output shows it escaped: the C0
 /// controls (newline and tab too: a field never breaks or indents a line), DEL, the C1 controls
 /// U+0080 to U+009F (U+009B starts a sequence on its own) and the bidirectional embeddings,
-/// overrides and isolates U+202A to U+202E and U+2066 to U+2069, which reorder what follows.
+/// overrides and isolates U+202A to U+202E and U+2066 to U+2069 and the marks U+200E, U+200F and
+/// U+061C, which reorder what follows, and the line and paragraph separators U+2028 and U+2029.
 pub fn is_unsafe(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(
+            c,
+            '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{061C}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
 }
 
 /// Appends `c` as output shows it: itself, or escaped the way Rust writes it (`\n`, `\u{1b}`).
@@ -337,6 +369,7 @@ mod tests {
             Just("\u{1b}[31m".to_owned()),
             Just("\u{9b}".to_owned()),
             Just("\u{202e}".to_owned()),
+            Just("\u{2028}\u{200f}\u{7f}".to_owned()),
             Just("\n\r\t".to_owned()),
             Just("\u{E000}".to_owned()),
             // A forged mark: the shape of the CLI's, with a nonce that is not this process's.
@@ -346,6 +379,26 @@ mod tests {
     }
 
     proptest! {
+        /// JSON for the terminal holds no character a terminal acts on but its own line breaks,
+        /// and reads back as the same value (`audit head` output stays a head `verify` takes).
+        #[test]
+        fn json_for_the_terminal_is_the_same_value_with_nothing_a_terminal_acts_on(
+            data in hostile(), pretty in any::<bool>(),
+        ) {
+            let value = serde_json::json!({"hash": data, "list": [data, 1]});
+            let text = if pretty {
+                serde_json::to_string_pretty(&value)
+            } else {
+                serde_json::to_string(&value)
+            };
+            let text = text.map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let shown = json_for_terminal(&text);
+            prop_assert!(!shown.chars().any(|c| c != '\n' && is_unsafe(c)), "{:?}", shown);
+            let back: serde_json::Value = serde_json::from_str(&shown)
+                .map_err(|e| TestCaseError::fail(format!("{e}: {shown:?}")))?;
+            prop_assert_eq!(back, value);
+        }
+
         /// Whatever a value holds, its rendered form has no character a terminal acts on.
         #[test]
         fn rendered_data_holds_nothing_a_terminal_acts_on(data in hostile()) {
@@ -395,10 +448,15 @@ mod tests {
             ('\u{202e}', "\\u{202e}"),
             ('\u{2066}', "\\u{2066}"),
             ('\u{2069}', "\\u{2069}"),
+            ('\u{200e}', "\\u{200e}"),
+            ('\u{200f}', "\\u{200f}"),
+            ('\u{61c}', "\\u{61c}"),
+            ('\u{2028}', "\\u{2028}"),
+            ('\u{2029}', "\\u{2029}"),
         ] {
             assert_eq!(render(&c.to_string(), true), shown);
         }
-        for c in ['a', 'é', '✓', '…', '\u{2029}', '\u{E000}', '\u{200f}'] {
+        for c in ['a', 'é', '✓', '…', '\u{E000}', '\u{200b}'] {
             assert_eq!(render(&c.to_string(), true), c.to_string());
         }
     }

@@ -15,7 +15,7 @@ pub enum TracesCommand {
         #[arg(long, value_parser = args::name)]
         project: Option<String>,
         /// At most this many traces: any whole number from 0.
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = args::count, allow_negative_numbers = true)]
         limit: u64,
     },
     /// A trace with its agent invocations.
@@ -31,7 +31,7 @@ pub enum TracesCommand {
         agent: String,
         /// How many days back from now the window reaches: 0 to 700000 (the window may not
         /// start before year 0000).
-        #[arg(long, default_value_t = 30, value_parser = args::days)]
+        #[arg(long, default_value_t = 30, value_parser = args::days, allow_negative_numbers = true)]
         days: u32,
     },
     /// Find runs whose owner process is gone, mark them crashed, and list them with the
@@ -39,10 +39,10 @@ pub enum TracesCommand {
     Recover {
         /// Owners this host cannot probe (another host, unknown) count as gone after this many
         /// minutes without a heartbeat: 0 to 4294967295.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = args::count32, allow_negative_numbers = true)]
         lease_minutes: u32,
         /// Give up on a run found dead more often than this: 0 to 4294967295.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = args::count32, allow_negative_numbers = true)]
         max_attempts: u32,
     },
 }

@@ -80,9 +80,20 @@ fn ok(r: Run) -> Run {
     r
 }
 
-/// A terminal acts on these rather than printing them: C0, DEL, C1 and the bidi controls.
+/// A terminal acts on these rather than printing them: C0, DEL, C1, the bidi controls and
+/// marks, and the line and paragraph separators.
 fn unsafe_char(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(
+            c,
+            '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{061C}'
+                | '\u{2028}'
+                | '\u{2029}'
+        )
 }
 
 /// The characters of `text` a terminal would act on, line ends aside.
@@ -613,11 +624,13 @@ fn traces_metrics_days_out_of_range_is_one_line_not_a_panic() {
     for days in ["0", "1", "700000"] {
         ok(run(&db, &["traces", "metrics", "--agent", "coder", "--days", days]));
     }
-    for days in ["700001", "4294967295", "18446744073709551615"] {
+    // A whole number outside the domain (negative, or any size past it) is exit 1; anything
+    // that is not a whole number is a usage error, exit 2.
+    for days in ["700001", "4294967295", "18446744073709551615", "18446744073709551616", "-1"] {
         let r = run(&db, &["traces", "metrics", "--agent", "coder", "--days", days]);
         assert_one_line(&r, 1, "--days");
     }
-    for days in ["-1", "x", "18446744073709551616"] {
+    for days in ["x", "1.5", "1e3"] {
         let r = run(&db, &["traces", "metrics", "--agent", "coder", "--days", days]);
         assert_one_line(&r, 2, "");
     }

@@ -169,8 +169,14 @@ fn r17_an_older_schema_is_named_with_db_migrate_and_left_as_it_was() {
         assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
         assert_eq!(bytes(&legacy), before, "{args:?} changed the file");
     }
+    // A backup is what an operator takes before migrating: it copies the file as it is.
+    let backup = dir.path().join("before-migrate.db");
+    let r = run(&legacy, &["db", "backup", backup.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(bytes(&legacy), before);
     assert_eq!(run(&legacy, &["db", "migrate"]).code, 0);
     assert_eq!(run(&legacy, &["status"]).code, 0);
+    assert_eq!(run(&backup, &["db", "migrate"]).code, 0, "the backup is the legacy database");
 }
 
 #[test]
@@ -197,4 +203,108 @@ fn r17_a_zero_byte_file_stays_zero_bytes_and_is_named_empty() {
     // `init` is how an empty file becomes a database.
     assert_eq!(run(&empty, &["init"]).code, 0);
     assert_eq!(run(&empty, &["audit", "verify"]).code, 0);
+}
+
+#[test]
+fn a_path_is_a_file_never_a_sqlite_uri() {
+    // The bundled SQLite reads a name that starts with `file:` as a URI: `file::memory:` would be
+    // a database in memory (nothing kept), `file:/x/real.db` the real database behind a decoy.
+    let dir = tempfile::tempdir().unwrap();
+    let in_dir = |args: &[&str]| {
+        let out = command(false).current_dir(dir.path()).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert_eq!(in_dir(&["--db", "file::memory:", "demo"]).0, Some(0));
+    assert!(dir.path().join("file::memory:").is_file(), "the demo is kept in a file of that name");
+    assert_eq!(in_dir(&["--db", "file::memory:", "audit", "verify"]).0, Some(0));
+
+    let real = dir.path().join("real.db");
+    assert_eq!(run(&real, &["demo"]).code, 0);
+    let before = bytes(&real);
+    // A decoy at the relative path `file:<absolute path of real.db>`.
+    let decoy = dir.path().join(format!("file:{}", real.display()));
+    std::fs::create_dir_all(decoy.parent().unwrap()).unwrap();
+    std::fs::write(&decoy, b"decoy").unwrap();
+    let uri = format!("file:{}", real.display());
+    for args in [
+        &["--db", &uri, "audit", "export", "--format", "csv", "-o", real.to_str().unwrap()][..],
+        &["--db", &uri, "db", "backup", real.to_str().unwrap()],
+        &["--db", &format!("{uri}?mode=rwc"), "config", "set", "k", "1"],
+    ] {
+        let (code, stderr) = in_dir(args);
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+    }
+    assert_eq!(bytes(&real), before, "the real database is untouched");
+    assert_eq!(std::fs::read(&decoy).unwrap(), b"decoy");
+}
+
+#[test]
+fn a_read_only_copy_with_changes_still_in_its_wal_is_refused_not_read_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _, _) = demo(dir.path());
+    // A writer that has not checkpointed: the last rows are in the -wal only.
+    let writer = rusqlite::Connection::open(&db).unwrap();
+    writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    writer
+        .execute_batch(
+            "INSERT INTO configurations (key, value, scope) VALUES ('only-in-wal', '1', 'global')",
+        )
+        .unwrap();
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let copy = ro.join("copy.db");
+    std::fs::copy(&db, &copy).unwrap();
+    std::fs::copy(format!("{}-wal", db.display()), format!("{}-wal", copy.display())).unwrap();
+    drop(writer);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let before = bytes(&copy);
+    for args in [&["config", "list"][..], &["audit", "verify"], &["status"], &["db", "check"]] {
+        let r = run_as(&copy, args, true);
+        assert_eq!(r.code, 1, "{args:?}: {}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains("-wal holds changes"), "{args:?}: {}", r.stderr);
+        assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+    }
+    assert_eq!(bytes(&copy), before);
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Where SQLite can apply them, the changes are read.
+    let r = run(&copy, &["config", "get", "only-in-wal"]);
+    assert_eq!((r.code, r.stdout.trim()), (0, "1"), "{}", r.stderr);
+}
+
+#[test]
+fn a_sqlite_file_of_something_else_is_never_turned_into_an_aigentflow_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("places.sqlite");
+    let conn = rusqlite::Connection::open(&foreign).unwrap();
+    conn.execute_batch("CREATE TABLE moz_places (id INTEGER PRIMARY KEY, url TEXT); INSERT INTO moz_places (url) VALUES ('https://example.org')").unwrap();
+    drop(conn);
+    let blank = dir.path().join("blank.db");
+    let conn = rusqlite::Connection::open(&blank).unwrap();
+    conn.execute_batch("PRAGMA user_version = 1").unwrap();
+    drop(conn);
+    for (file, needle) in [(&foreign, "not an aigentflow database"), (&blank, "no tables")] {
+        let before = bytes(file);
+        for args in [
+            &["status"][..],
+            &["init"],
+            &["demo"],
+            &["config", "set", "k", "v"],
+            &["audit", "log", "--action", "a", "--category", "user"],
+            &["lessons", "rebuild"],
+            &["db", "migrate"],
+            &["db", "backup", dir.path().join("b.db").to_str().unwrap()],
+        ] {
+            if file == &blank && matches!(args[0], "init" | "demo") {
+                continue;
+            }
+            let r = run(file, args);
+            assert_eq!(r.code, 1, "{args:?} on {}: {}{}", file.display(), r.stdout, r.stderr);
+            assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
+            assert!(bytes(file) == before, "{args:?} changed {}", file.display());
+        }
+    }
+    // `init` is how a SQLite file with no tables becomes an aigentflow database.
+    assert_eq!(run(&blank, &["init"]).code, 0);
+    assert_eq!(run(&blank, &["audit", "verify"]).code, 0);
 }

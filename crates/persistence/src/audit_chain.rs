@@ -11,7 +11,9 @@
 //! `0x01 ‖ u64 big-endian byte length ‖ bytes`: the UTF-8 text as written, or for a row written
 //! around the log whatever bytes it holds. The first row's `prev_hash` is 64 zeros.
 
-use rusqlite::types::Type;
+use std::borrow::Cow;
+
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use sha2::{Digest, Sha256};
 
@@ -115,20 +117,21 @@ pub(crate) fn seal_legacy_rows(conn: &Connection) -> rusqlite::Result<usize> {
     let mut rows = stmt.query([after])?;
     let mut sealed = 0;
     while let Some(r) = rows.next()? {
-        let cell = |i| cell_bytes(r, i);
+        let cells = (1..=9).map(|i| cell_bytes(r, i)).collect::<rusqlite::Result<Vec<_>>>()?;
+        let cell = |i: usize| cells[i - 1].as_deref();
         let id: i64 = r.get(0)?;
-        let timestamp = hashed_timestamp(cell(1)?.unwrap_or_default());
+        let timestamp = hashed_timestamp(cell(1).unwrap_or_default());
         let fields = HashedFields {
             id,
             timestamp: &timestamp,
-            project_id: cell(2)?,
-            task_id: cell(3)?,
-            agent: cell(4)?,
-            action: cell(5)?.unwrap_or_default(),
-            category: cell(6)?.unwrap_or_default(),
-            details: cell(7)?,
-            user_id: cell(8)?,
-            ip_address: cell(9)?,
+            project_id: cell(2),
+            task_id: cell(3),
+            agent: cell(4),
+            action: cell(5).unwrap_or_default(),
+            category: cell(6).unwrap_or_default(),
+            details: cell(7),
+            user_id: cell(8),
+            ip_address: cell(9),
         };
         let hash = row_hash(&prev, &fields);
         update.execute(params![prev, hash, id])?;
@@ -141,9 +144,18 @@ pub(crate) fn seal_legacy_rows(conn: &Connection) -> rusqlite::Result<usize> {
     Ok(sealed)
 }
 
-/// Text cell `i` of a row as its bytes; NULL is None.
-pub fn cell_bytes<'r>(r: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r [u8]>> {
-    r.get_ref(i)?
-        .as_bytes_or_null()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
+/// Text cell `i` of a row as its bytes; NULL is None. A cell stored as a number (written around
+/// the log) is read as the text SQLite would cast it to; [`is_text`] tells such cells apart.
+pub fn cell_bytes<'r>(r: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<Cow<'r, [u8]>>> {
+    Ok(match r.get_ref(i)? {
+        ValueRef::Null => None,
+        ValueRef::Text(b) | ValueRef::Blob(b) => Some(Cow::Borrowed(b)),
+        ValueRef::Integer(n) => Some(Cow::Owned(n.to_string().into_bytes())),
+        ValueRef::Real(f) => Some(Cow::Owned(f.to_string().into_bytes())),
+    })
+}
+
+/// Whether cell `i` is stored as TEXT (or NULL), as every text column of the log is written.
+pub fn is_text(r: &Row<'_>, i: usize) -> rusqlite::Result<bool> {
+    Ok(matches!(r.get_ref(i)?, ValueRef::Null | ValueRef::Text(_)))
 }

@@ -42,6 +42,17 @@ pub enum Access {
     /// written, sealed, migrated or created, so this also reads a copy the process cannot write.
     /// An older schema is [`Error::Outdated`]; [`Database::write`] is [`Error::ReadOnly`].
     ReadOnly,
+    /// As [`ReadOnly`](Access::ReadOnly), at whatever schema the file is at, older or newer: for
+    /// copying the file whole (`db backup` before `db migrate`). The stores may not be able to
+    /// read a schema other than this build's.
+    Snapshot,
+}
+
+impl Access {
+    /// Whether a handle opened so never writes.
+    fn reads_only(self) -> bool {
+        matches!(self, Self::ReadOnly | Self::Snapshot)
+    }
 }
 
 /// How a [`Database`] is opened.
@@ -106,6 +117,40 @@ struct Pool {
     /// In memory: the one connection was lost (it could not be brought back to autocommit), so
     /// the database is gone; every call fails with [`Error::Unusable`] instead of waiting.
     lost: bool,
+}
+
+thread_local! {
+    /// The database files this thread holds a write transaction on.
+    static WRITING: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// This thread's write transaction on one file, from its start to its end (panics included).
+struct Writing(PathBuf);
+
+impl Writing {
+    /// Marks `file` as written by this thread; a write already under way on it (through any
+    /// handle) is [`Error::Nested`], where SQLite would wait for the lock this thread holds.
+    fn enter(file: &Path) -> Result<Self> {
+        WRITING.with(|writing| {
+            let mut writing = writing.borrow_mut();
+            if writing.iter().any(|f| f == file) {
+                return Err(Error::Nested { path: file.to_path_buf() });
+            }
+            writing.push(file.to_path_buf());
+            Ok(Self(file.to_path_buf()))
+        })
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        WRITING.with(|writing| {
+            let mut writing = writing.borrow_mut();
+            if let Some(at) = writing.iter().position(|f| *f == self.0) {
+                writing.swap_remove(at);
+            }
+        });
+    }
 }
 
 /// A connection lent to one transaction. Dropping it (on return, error or unwinding panic)
@@ -184,7 +229,7 @@ impl Database {
             Err(source) => return Err(Error::Inaccessible { path, source }),
         }
         let _span = tracing::debug_span!("open", path = %path.display()).entered();
-        if options.access == Access::ReadOnly {
+        if options.access.reads_only() {
             return Self::open_read_only_at(path, options);
         }
         let inner = Inner::new(Some(path), options);
@@ -193,7 +238,7 @@ impl Database {
         // handler, so the whole sequence is retried within the busy timeout.
         let started = std::time::Instant::now();
         let conn = loop {
-            let attempt = inner.connect().and_then(|mut conn| {
+            let attempt = inner.connect_first().and_then(|mut conn| {
                 migrate::run(&mut conn, inner.display_path())?;
                 Ok(conn)
             });
@@ -219,6 +264,14 @@ impl Database {
             migrate::applied_version(&conn).map_err(migrate::classify(inner.display_path()))?;
         let latest = migrate::latest_version();
         let path = inner.display_path().to_path_buf();
+        if found == 0 {
+            // Not an aigentflow database (yet): say so rather than asking for a migration.
+            migrate::check_adoptable(&conn, &path, false)?;
+        }
+        if inner.options.access == Access::Snapshot {
+            inner.give_back(conn);
+            return Ok(Self { inner: Arc::new(inner) });
+        }
         if found > latest {
             return Err(Error::NewerSchema { path, found, supported: latest });
         }
@@ -263,7 +316,7 @@ impl Database {
 
     /// Whether this handle was opened read-only ([`Access::ReadOnly`]).
     pub fn is_read_only(&self) -> bool {
-        self.inner.options.access == Access::ReadOnly && self.inner.path.is_some()
+        self.inner.options.access.reads_only() && self.inner.path.is_some()
     }
 
     /// The current instant from the injected clock, truncated to milliseconds.
@@ -291,7 +344,8 @@ impl Database {
     ///
     /// Whatever `f` does (returns, fails or panics), its transaction ends and the connection goes
     /// back to the pool. In an in-memory database a `read` or `write` inside `f` is
-    /// [`Error::Nested`]: pass the [`Tx`] on instead.
+    /// [`Error::Nested`], as is a `write` inside a `write` of the same file: pass the [`Tx`] on
+    /// instead.
     pub fn read<T, E: From<Error>>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, E> {
         self.run(TransactionBehavior::Deferred, f)
     }
@@ -317,6 +371,11 @@ impl Database {
     ) -> Result<T, E> {
         let started = Instant::now();
         let path = self.inner.display_path();
+        // A write inside a write of the same file on the same thread would wait for itself.
+        let _writing = match (&self.inner.path, behavior) {
+            (Some(file), TransactionBehavior::Immediate) => Some(Writing::enter(file)?),
+            _ => None,
+        };
         // SQLite errors raised on this thread until the transaction ends name this file.
         let _at = crate::error::AtPath::enter(path);
         let mut lease = self.inner.take()?;
@@ -489,23 +548,44 @@ impl Inner {
         self.returned.notify_all();
     }
 
+    /// The first connection of a handle: the only one that may create the file (`Access::Create`).
+    /// Before anything is written to it (not even the switch to WAL), the file is checked to be
+    /// an aigentflow database, or one this opening may make one of.
+    fn connect_first(&self) -> Result<Connection> {
+        self.open_connection(Some(self.options.access == Access::Create))
+    }
+
+    /// Another connection to a database that exists: if its file was removed under a live
+    /// handle, this fails instead of creating a new, empty database.
     fn connect(&self) -> Result<Connection> {
+        self.open_connection(None)
+    }
+
+    /// A configured connection; `first` (with whether it may create the file) for the first.
+    fn open_connection(&self, first: Option<bool>) -> Result<Connection> {
+        let create = first == Some(true);
         let path = self.display_path();
         let classify = migrate::classify(path);
-        let read_only = self.options.access == Access::ReadOnly;
+        let read_only = self.options.access.reads_only();
         let conn = match &self.path {
-            // Paths are taken literally (no `file:` URIs): a path is a file, never a memory database.
-            Some(p) if read_only => open_read_only(p).map_err(&classify)?,
-            Some(p) => Connection::open_with_flags(
-                p,
-                OpenFlags::SQLITE_OPEN_READ_WRITE
-                    | OpenFlags::SQLITE_OPEN_CREATE
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(&classify)?,
+            Some(p) if read_only => open_read_only(p)?,
+            Some(p) => {
+                let create =
+                    if create { OpenFlags::SQLITE_OPEN_CREATE } else { OpenFlags::empty() };
+                Connection::open_with_flags(
+                    literal_path(p),
+                    OpenFlags::SQLITE_OPEN_READ_WRITE | create | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(&classify)?
+            }
             None => Connection::open_in_memory().map_err(&classify)?,
         };
         conn.busy_timeout(self.options.busy_timeout).map_err(&classify)?;
+        if let (Some(create), Some(_)) = (first, &self.path) {
+            if !read_only {
+                migrate::check_adoptable(&conn, path, create)?;
+            }
+        }
         conn.set_prepared_statement_cache_capacity(64);
         // Query-planner stability: plans never depend on bound values, so cached statements are
         // not re-prepared each time a new value is bound (the bundled SQLite has STAT4 on).
@@ -535,11 +615,25 @@ impl Inner {
     }
 }
 
-/// A read-only connection. A WAL database whose `-shm` cannot be created (a read-only folder or
-/// mount) is read as immutable: no process can be writing it there.
-fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
+/// A path as SQLite must be given it to take it literally. The bundled SQLite reads a file name
+/// that starts with `file:` as a URI (with `mode=memory`, `immutable=1`… options), so such a
+/// relative path gets a leading `./`: a path is always a file, never a URI.
+pub(crate) fn literal_path(path: &Path) -> std::borrow::Cow<'_, Path> {
+    use std::os::unix::ffi::OsStrExt;
+    if path.is_relative() && path.as_os_str().as_bytes().starts_with(b"file:") {
+        std::borrow::Cow::Owned(Path::new(".").join(path))
+    } else {
+        std::borrow::Cow::Borrowed(path)
+    }
+}
+
+/// A read-only connection. A database in a folder that cannot hold SQLite's `-shm` (a read-only
+/// folder or mount) is read as immutable, but only when nothing beside it holds changes that
+/// immutable reading would ignore: a `-wal` with frames, or a `-journal` to roll back.
+fn open_read_only(path: &Path) -> Result<Connection> {
+    let classify = migrate::classify(path);
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags)?;
+    let conn = Connection::open_with_flags(literal_path(path), flags).map_err(&classify)?;
     // The first read is what meets a missing `-shm` in a folder that cannot hold one.
     match conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())) {
         Ok(()) => Ok(conn),
@@ -550,10 +644,16 @@ fn open_read_only(path: &Path) -> rusqlite::Result<Connection> {
             ) =>
         {
             drop(conn);
+            for side in ["-wal", "-journal"] {
+                let side_path = PathBuf::from(format!("{}{side}", path.display()));
+                if std::fs::metadata(&side_path).is_ok_and(|m| m.len() > 0) {
+                    return Err(Error::PendingChanges { path: path.to_path_buf(), side });
+                }
+            }
             let uri = format!("file:{}?immutable=1", uri_path(path));
-            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI).map_err(&classify)
         }
-        Err(e) => Err(e),
+        Err(e) => Err(classify(e)),
     }
 }
 

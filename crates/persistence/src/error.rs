@@ -56,12 +56,23 @@ pub enum Error {
     /// The file is empty (0 bytes): not a database yet.
     #[error("{path} is an empty file, not a database; create one with `aigentflow init`")]
     Empty { path: PathBuf },
+    /// The file is a SQLite database with no tables: not an aigentflow database yet.
+    #[error("{path} is a SQLite database with no tables, not an aigentflow database; create one with `aigentflow init`")]
+    Blank { path: PathBuf },
+    /// The file is a SQLite database of something else: none of its tables is aigentflow's.
+    #[error("{path} is a SQLite database of something else (tables {tables}), not an aigentflow database; it is left as it is")]
+    NotAigentflow { path: PathBuf, tables: SafeText },
     /// The path cannot be examined (permissions, a file where a folder is expected…).
     #[error("cannot access {path}: {source}")]
     Inaccessible { path: PathBuf, source: std::io::Error },
     /// The database is at an older schema and was opened read-only, so it cannot be migrated.
     #[error("database {path} is at schema version {found}, older than this build's {latest}; migrate it with `aigentflow db migrate`")]
     Outdated { path: PathBuf, found: i64, latest: i64 },
+    /// A database that can only be read here (its folder or mount is read-only) has a `-wal` or
+    /// `-journal` beside it holding changes SQLite must apply first, which a read-only reader
+    /// cannot: reading without them would show the database as it was before them.
+    #[error("cannot read {path}: its {side} holds changes SQLite must apply first, and this folder cannot be written; copy the database with its {side} to a folder you can write, or run as a user who can write it")]
+    PendingChanges { path: PathBuf, side: &'static str },
     /// A write on a handle opened read-only.
     #[error("database {path} is open read-only")]
     ReadOnly { path: PathBuf },
@@ -69,8 +80,9 @@ pub enum Error {
     /// (after a panic in a `read`/`write` closure), so its data is gone.
     #[error("database {path} is unusable: its connection was left inside a transaction that could not be rolled back")]
     Unusable { path: PathBuf },
-    /// A `read`/`write` of an in-memory database started inside another on the same thread: it
-    /// would wait for itself. The inner work should use the `Tx` it was given.
+    /// A `read`/`write` of an in-memory database started inside another on the same thread, or a
+    /// `write` of a file inside another write of it: it would wait for itself. The inner work
+    /// should use the `Tx` it was given.
     #[error("database {path}: a read or write was started inside another one on the same thread; pass the Tx instead")]
     Nested { path: PathBuf },
     /// No connection of an in-memory database became free within the busy timeout.

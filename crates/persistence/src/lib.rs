@@ -1,11 +1,13 @@
 //! The SQLite foundation of aigentflow: one database file shared by every store.
 //!
-//! * [`Database`]: a cheap `Clone + Send + Sync` handle. Opening creates the folder, sets WAL,
-//!   foreign keys, the busy timeout and the durability, and runs the embedded migrations
-//!   (`migrations/` at the workspace root) inside one `IMMEDIATE` transaction, adopting a
-//!   database written by the TypeScript version in place. [`Database::write`] runs a closure in
-//!   an `IMMEDIATE` transaction ([`Tx`]) that several stores can share (decision 4).
-//! * [`redact`]: the shared redactor every store passes text and JSON through (decision 9).
+//! * [`Database`]: a cheap `Clone + Send + Sync` handle. How it opens is [`Access`]: `Create`
+//!   makes the folder and the file; `Create` and `ReadWrite` set WAL, foreign keys, the busy
+//!   timeout and the durability, and run the embedded migrations (`migrations/` at the workspace
+//!   root) inside one `IMMEDIATE` transaction, adopting a database written by the TypeScript
+//!   version in place; `ReadOnly` and `Snapshot` never write. [`Database::write`] runs a closure
+//!   in an `IMMEDIATE` transaction ([`Tx`]) that several stores can share (decision 4).
+//! * [`Param`]: the only way a value reaches a statement; text becomes one only through
+//!   [`redact`], the one redaction policy (decision 9).
 //! * [`SqliteStateStore`]: the `StateStore` of `aigentflow-core-states` on SQLite.
 //! * [`ConfigStore`]: configuration values by key and scope.
 //! * [`Output`]: the one rule for every file the command writes (exports, backups): a regular

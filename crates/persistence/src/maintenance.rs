@@ -131,7 +131,7 @@ impl Database {
         let open_err = |source| Error::Open { path: partial.to_path_buf(), source };
         // The file exists (created exclusively by the caller); never follow a link to another.
         let mut dest = Connection::open_with_flags(
-            partial,
+            crate::db::literal_path(partial),
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
         .map_err(open_err)?;

@@ -60,24 +60,31 @@ pub fn run_to(conn: &mut Connection, path: &Path, target: i64) -> Result<Vec<i64
     let found = applied_version(&tx).map_err(&open_err)?;
     check_not_newer(path, found, latest)?;
     let mut in_tx = InTransaction(&tx);
+    let mut applied = Vec::new();
+    // The migration that adds the audit chain seals the rows already there (a legacy database's),
+    // once, before any later migration runs: V7 refuses every UPDATE of audit_logs from then on.
+    // Rows that appear later without a hash were written around the log: nothing seals them,
+    // and `verify` reports them.
+    if found < AUDIT_CHAIN_VERSION && target >= AUDIT_CHAIN_VERSION {
+        applied.extend(migrate_to(&mut in_tx, path, AUDIT_CHAIN_VERSION)?);
+        crate::audit_chain::seal_legacy_rows(&tx).map_err(&open_err)?;
+    }
+    applied.extend(migrate_to(&mut in_tx, path, target)?);
+    tx.commit().map_err(&open_err)?;
+    tracing::info!(path = %path.display(), ?applied, "migrated database");
+    Ok(applied)
+}
+
+/// Applies the embedded migrations up to `target` inside the caller's transaction.
+fn migrate_to(in_tx: &mut InTransaction<'_>, path: &Path, target: i64) -> Result<Vec<i64>> {
     let report = migrations::runner()
         .set_grouped(true)
         .set_abort_divergent(true)
         .set_abort_missing(true)
         .set_target(refinery_core::Target::Version(target as _))
-        .run(&mut in_tx)
+        .run(in_tx)
         .map_err(|e| Error::Migrate { path: path.to_path_buf(), source: Box::new(e) })?;
-    let applied: Vec<i64> =
-        report.applied_migrations().iter().map(|m| i64::from(m.version())).collect();
-    // The migration that adds the audit chain seals the rows already there (a legacy database's),
-    // once. Rows that appear later without a hash were written around the log: nothing seals
-    // them, and `verify` reports them.
-    if applied.contains(&AUDIT_CHAIN_VERSION) {
-        crate::audit_chain::seal_legacy_rows(&tx).map_err(&open_err)?;
-    }
-    tx.commit().map_err(&open_err)?;
-    tracing::info!(path = %path.display(), ?applied, "migrated database");
-    Ok(applied)
+    Ok(report.applied_migrations().iter().map(|m| i64::from(m.version())).collect())
 }
 
 fn check_not_newer(path: &Path, found: i64, supported: i64) -> Result<()> {
@@ -85,6 +92,67 @@ fn check_not_newer(path: &Path, found: i64, supported: i64) -> Result<()> {
         return Err(Error::NewerSchema { path: path.to_path_buf(), found, supported });
     }
     Ok(())
+}
+
+/// The tables of the seed's schema: a file that has one of them but no migration history is a
+/// database written by the TypeScript version, which V1 adopts.
+const SEED_TABLES: [&str; 9] = [
+    "schema_versions",
+    "workflow_states",
+    "state_transitions",
+    "checkpoints",
+    "audit_logs",
+    "lessons",
+    "execution_traces",
+    "agent_invocations",
+    "configurations",
+];
+
+/// What a file with no migration history holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Unmigrated {
+    /// No table at all: a fresh file, or an empty SQLite database.
+    Blank,
+    /// The seed's tables: a database of the TypeScript version, to adopt.
+    Legacy,
+    /// Tables of something else, named (the first few).
+    Foreign(String),
+}
+
+/// What an unmigrated file holds (see [`Unmigrated`]).
+pub(crate) fn unmigrated(conn: &Connection) -> rusqlite::Result<Unmigrated> {
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )?;
+    let tables =
+        stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(if tables.is_empty() {
+        Unmigrated::Blank
+    } else if tables.iter().any(|t| SEED_TABLES.contains(&t.as_str())) {
+        Unmigrated::Legacy
+    } else {
+        let mut named = tables.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        if tables.len() > 5 {
+            named.push_str(", …");
+        }
+        Unmigrated::Foreign(named)
+    })
+}
+
+/// Refuses to migrate what is not an aigentflow database: a SQLite file of something else, and
+/// (unless `create`) a file with no tables yet, which only `init` makes a database.
+pub(crate) fn check_adoptable(conn: &Connection, path: &Path, create: bool) -> Result<()> {
+    if applied_version(conn).map_err(classify(path))? > 0 {
+        return Ok(());
+    }
+    match unmigrated(conn).map_err(classify(path))? {
+        Unmigrated::Legacy => Ok(()),
+        Unmigrated::Blank if create => Ok(()),
+        Unmigrated::Blank => Err(Error::Blank { path: path.to_path_buf() }),
+        Unmigrated::Foreign(tables) => {
+            Err(Error::NotAigentflow { path: path.to_path_buf(), tables: tables.into() })
+        }
+    }
 }
 
 /// An error met while opening the database at `path`: what [`Error::at`] can name (not a
@@ -161,7 +229,10 @@ pub fn version_at(path: &Path) -> Result<i64> {
     if !path.exists() {
         return Err(Error::Missing { path: path.to_path_buf() });
     }
-    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(classify(path))?;
+    let conn = Connection::open_with_flags(
+        crate::db::literal_path(path),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .map_err(classify(path))?;
     applied_version(&conn).map_err(classify(path))
 }

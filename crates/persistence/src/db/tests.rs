@@ -319,6 +319,32 @@ fn a_nested_call_on_an_in_memory_database_is_an_error_not_a_wait() {
 }
 
 #[test]
+fn a_write_inside_a_write_of_the_same_file_is_an_error_not_a_wait() {
+    within(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested.db");
+        let db = Database::open(&path).unwrap();
+        // The same handle, a clone, and a second handle on the same file: each would wait for
+        // the lock its own thread holds, for the whole busy timeout.
+        let other = Database::open(&path).unwrap();
+        for inner_db in [db.clone(), other] {
+            let inner = db.write(|_| Ok::<_, Error>(inner_db.write(|_| Ok::<_, Error>(()))));
+            assert!(matches!(inner, Ok(Err(Error::Nested { .. }))), "{inner:?}");
+        }
+        // A read inside a write is fine (it sees the snapshot before the write), and so is a
+        // write after the write, or from another thread during it.
+        let inner = db.write(|_| Ok::<_, Error>(db.read(|_| Ok::<_, Error>(()))));
+        assert!(matches!(inner, Ok(Ok(()))), "{inner:?}");
+        assert!(db.write(|_| Ok::<_, Error>(())).is_ok());
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = db.write(|_| -> Result<(), Error> { panic!("inside a write") });
+        }));
+        assert!(panicked.is_err());
+        assert!(db.write(|_| Ok::<_, Error>(())).is_ok(), "a panic ends the write's mark too");
+    });
+}
+
+#[test]
 fn a_busy_in_memory_connection_is_a_timeout_error_not_an_endless_wait() {
     within(|| {
         let options = Options { busy_timeout: Duration::from_millis(50), ..Options::default() };
