@@ -39,18 +39,23 @@ impl AuditLog {
         Self { db }
     }
 
-    /// Appends one entry in its own transaction; returns its id.
+    /// Appends one entry in its own transaction; returns its id. The entry is checked and
+    /// redacted before the write lock is taken.
     pub fn log(&self, entry: &AuditEntry) -> Result<i64> {
-        self.db.write(|tx| self.log_in(tx, entry))
+        let clean = CleanEntry::all(std::slice::from_ref(entry))?;
+        let ids = self.db.write(|tx| append(tx, &clean))?;
+        Ok(ids[0])
     }
 
-    /// Appends many entries in one transaction; returns their ids.
+    /// Appends many entries in one transaction; returns their ids. The entries are checked and
+    /// redacted before the write lock is taken.
     pub fn log_batch(&self, entries: &[AuditEntry]) -> Result<Vec<i64>> {
-        self.db.write(|tx| self.log_all_in(tx, entries))
+        let clean = CleanEntry::all(entries)?;
+        self.db.write(|tx| append(tx, &clean))
     }
 
     /// Appends an entry inside a caller's transaction (e.g. with the state save it records).
-    /// Action and details are redacted first.
+    /// Every field is redacted first.
     pub fn log_in(&self, tx: &Tx<'_>, entry: &AuditEntry) -> Result<i64> {
         let ids = self.log_all_in(tx, std::slice::from_ref(entry))?;
         Ok(ids[0])
@@ -59,76 +64,7 @@ impl AuditLog {
     /// Appends entries inside a caller's transaction: the chain head is read once, and each
     /// entry links to the one before it. Nothing is written if any entry is invalid.
     pub fn log_all_in(&self, tx: &Tx<'_>, entries: &[AuditEntry]) -> Result<Vec<i64>> {
-        for entry in entries {
-            if entry.category.is_none() {
-                return Err(Error::InvalidInput {
-                    what: "audit entry",
-                    reason: "a category is required".into(),
-                });
-            }
-            if entry.action.trim().is_empty() {
-                return Err(Error::InvalidInput {
-                    what: "audit entry",
-                    reason: "the action is empty".into(),
-                });
-            }
-        }
-        let mut prev: String = tx
-            .query_row(HEAD, &[], |r| r.get::<_, Option<String>>(1))?
-            .flatten()
-            .unwrap_or_else(|| chain::GENESIS.to_owned());
-        let first_id: i64 = tx.query_row(NEXT_ID, &[], |r| r.get(0))?.unwrap_or(1);
-        let now = tx.now();
-        let hashed_stamp = hash_time(&time::to_db(now));
-        let mut insert = tx.prepare(INSERT)?;
-        let mut ids = Vec::with_capacity(entries.len());
-        for (id, entry) in (first_id..).zip(entries) {
-            // Every field through the redaction policy first: the hash covers what is stored.
-            fn text(t: Option<&str>) -> Option<Clean<'_>> {
-                t.map(Clean::text)
-            }
-            let category = Clean::text(entry.category.map_or("", |c| c.as_str()));
-            let action = Clean::text(&entry.action);
-            let details = entry.details.as_ref().map(Clean::json).transpose()?;
-            let project_id = text(entry.project_id.as_ref().map(|p| p.as_str()));
-            let task_id = text(entry.task_id.as_ref().map(|t| t.as_str()));
-            let agent = text(entry.agent.as_deref());
-            let user_id = text(entry.user_id.as_deref());
-            let ip_address = text(entry.ip_address.as_deref());
-            fn bytes<'c>(t: &'c Option<Clean<'_>>) -> Option<&'c [u8]> {
-                t.as_ref().map(|c| c.as_bytes())
-            }
-            let fields = HashedFields {
-                id,
-                timestamp: hashed_stamp.as_bytes(),
-                project_id: bytes(&project_id),
-                task_id: bytes(&task_id),
-                agent: bytes(&agent),
-                action: action.as_bytes(),
-                category: category.as_bytes(),
-                details: bytes(&details),
-                user_id: bytes(&user_id),
-                ip_address: bytes(&ip_address),
-            };
-            let hash = chain::row_hash(&prev, &fields);
-            insert.execute(&[
-                Param::int(id),
-                Param::time(now),
-                Param::opt_clean(project_id.as_ref()),
-                Param::opt_clean(task_id.as_ref()),
-                Param::opt_clean(agent.as_ref()),
-                Param::clean(&action),
-                Param::clean(&category),
-                Param::opt_clean(details.as_ref()),
-                Param::opt_clean(user_id.as_ref()),
-                Param::opt_clean(ip_address.as_ref()),
-                Param::digest(&prev),
-                Param::digest(&hash),
-            ])?;
-            ids.push(id);
-            prev = hash;
-        }
-        Ok(ids)
+        append(tx, &CleanEntry::all(entries)?)
     }
 
     /// Entries matching the filters, newest first (ties broken by id).
@@ -209,6 +145,100 @@ impl AuditLog {
     pub(crate) fn database(&self) -> &Database {
         &self.db
     }
+}
+
+/// An entry checked and passed through the redaction policy, field by field: what is stored
+/// and hashed.
+struct CleanEntry<'e> {
+    category: Clean<'e>,
+    action: Clean<'e>,
+    details: Option<Clean<'static>>,
+    project_id: Option<Clean<'e>>,
+    task_id: Option<Clean<'e>>,
+    agent: Option<Clean<'e>>,
+    user_id: Option<Clean<'e>>,
+    ip_address: Option<Clean<'e>>,
+}
+
+impl<'e> CleanEntry<'e> {
+    /// Every entry checked and redacted, or the first one's error.
+    fn all(entries: &'e [AuditEntry]) -> Result<Vec<Self>> {
+        entries.iter().map(Self::of).collect()
+    }
+
+    fn of(entry: &'e AuditEntry) -> Result<Self> {
+        let Some(category) = entry.category else {
+            return Err(Error::InvalidInput {
+                what: "audit entry",
+                reason: "a category is required".into(),
+            });
+        };
+        if entry.action.trim().is_empty() {
+            return Err(Error::InvalidInput {
+                what: "audit entry",
+                reason: "the action is empty".into(),
+            });
+        }
+        let text = |t: Option<&'e str>| t.map(Clean::text);
+        Ok(Self {
+            category: Clean::text(category.as_str()),
+            action: Clean::text(&entry.action),
+            details: entry.details.as_ref().map(Clean::json).transpose()?,
+            project_id: text(entry.project_id.as_ref().map(|p| p.as_str())),
+            task_id: text(entry.task_id.as_ref().map(|t| t.as_str())),
+            agent: text(entry.agent.as_deref()),
+            user_id: text(entry.user_id.as_deref()),
+            ip_address: text(entry.ip_address.as_deref()),
+        })
+    }
+}
+
+/// Appends clean entries after the chain's head as this transaction sees it.
+fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
+    let mut prev: String = tx
+        .query_row(HEAD, &[], |r| r.get::<_, Option<String>>(1))?
+        .flatten()
+        .unwrap_or_else(|| chain::GENESIS.to_owned());
+    let first_id: i64 = tx.query_row(NEXT_ID, &[], |r| r.get(0))?.unwrap_or(1);
+    let now = tx.now();
+    let hashed_stamp = hash_time(&time::to_db(now));
+    let mut insert = tx.prepare(INSERT)?;
+    let mut ids = Vec::with_capacity(entries.len());
+    fn bytes<'c>(t: &'c Option<Clean<'_>>) -> Option<&'c [u8]> {
+        t.as_ref().map(|c| c.as_bytes())
+    }
+    for (id, e) in (first_id..).zip(entries) {
+        let fields = HashedFields {
+            id,
+            timestamp: hashed_stamp.as_bytes(),
+            project_id: bytes(&e.project_id),
+            task_id: bytes(&e.task_id),
+            agent: bytes(&e.agent),
+            action: e.action.as_bytes(),
+            category: e.category.as_bytes(),
+            details: bytes(&e.details),
+            user_id: bytes(&e.user_id),
+            ip_address: bytes(&e.ip_address),
+        };
+        let hash = chain::row_hash(&prev, &fields);
+        insert.execute(&[
+            Param::int(id),
+            Param::time(now),
+            Param::opt_clean(e.project_id.as_ref()),
+            Param::opt_clean(e.task_id.as_ref()),
+            Param::opt_clean(e.agent.as_ref()),
+            Param::clean(&e.action),
+            Param::clean(&e.category),
+            Param::opt_clean(e.details.as_ref()),
+            Param::opt_clean(e.user_id.as_ref()),
+            Param::opt_clean(e.ip_address.as_ref()),
+            Param::digest(&prev),
+            Param::digest(&hash),
+        ])?;
+        ids.push(id);
+        prev = hash;
+    }
+    Ok(ids)
 }
 
 /// The end of the chain as seen by this transaction, or None for an empty log.

@@ -100,21 +100,15 @@ impl SqliteStateStore {
     /// [`Error::CheckpointConflict`] naming the first differing entry. In every such case nothing
     /// is written. Saving the same state twice changes nothing.
     pub fn save_in(&self, tx: &Tx<'_>, state: &PersistedState) -> Result<()> {
-        if state.context.task_id != state.task_id {
-            return Err(Error::InvalidInput {
-                what: "state",
-                reason: format!(
-                    "context.taskId {} differs from taskId {}",
-                    state.context.task_id, state.task_id
-                )
-                .into(),
-            });
-        }
+        let context = clean_context(state)?;
+        self.save_clean(tx, state, &context)
+    }
+
+    /// [`save_in`](Self::save_in) with the context already checked and redacted.
+    fn save_clean(&self, tx: &Tx<'_>, state: &PersistedState, context: &Clean<'_>) -> Result<()> {
         let task = state.task_id.as_str();
         let stored_transitions = check_transitions(tx, state)?;
         let stored_checkpoints = check_checkpoints(tx, state)?;
-
-        let context = Clean::json_owned(context_value(&state.context)?)?;
         let now = Param::time(tx.now());
         tx.execute(
             UPSERT_STATE,
@@ -122,11 +116,22 @@ impl SqliteStateStore {
                 Param::text(task),
                 Param::text(state.project_id.as_str()),
                 Param::text(state.state.as_str()),
-                Param::clean(&context),
+                Param::clean(context),
                 now,
             ],
         )?;
+        self.append(tx, state, stored_transitions, stored_checkpoints)
+    }
 
+    /// Inserts the transitions and checkpoints that follow the stored ones.
+    fn append(
+        &self,
+        tx: &Tx<'_>,
+        state: &PersistedState,
+        stored_transitions: usize,
+        stored_checkpoints: usize,
+    ) -> Result<()> {
+        let task = state.task_id.as_str();
         let mut insert = tx.prepare(INSERT_TRANSITION)?;
         for (i, t) in state.history.iter().enumerate().skip(stored_transitions) {
             insert.execute(&[
@@ -139,7 +144,6 @@ impl SqliteStateStore {
                 Param::time(t.timestamp),
             ])?;
         }
-
         let mut insert = tx.prepare(INSERT_CHECKPOINT)?;
         for (i, c) in state.context.checkpoints.iter().enumerate().skip(stored_checkpoints) {
             let mut cp_context = c.context.clone();
@@ -310,8 +314,11 @@ impl SqliteStateStore {
 impl StateStore for SqliteStateStore {
     type Error = Error;
 
+    /// Saves in a transaction of its own; the context is checked and redacted before the write
+    /// lock is taken.
     fn save_state(&self, state: &PersistedState) -> Result<()> {
-        self.db.write(|tx| self.save_in(tx, state))
+        let context = clean_context(state)?;
+        self.db.write(|tx| self.save_clean(tx, state, &context))
     }
 
     fn load_state(&self, task_id: &TaskId) -> Result<Option<PersistedState>> {
@@ -325,6 +332,22 @@ impl StateStore for SqliteStateStore {
     fn delete_state(&self, task_id: &TaskId) -> Result<bool> {
         self.db.write(|tx| self.delete_in(tx, task_id))
     }
+}
+
+/// The context of `state` as stored: checked against the task's id, without its checkpoints,
+/// through the redaction policy.
+fn clean_context(state: &PersistedState) -> Result<Clean<'static>> {
+    if state.context.task_id != state.task_id {
+        return Err(Error::InvalidInput {
+            what: "state",
+            reason: format!(
+                "context.taskId {} differs from taskId {}",
+                state.context.task_id, state.task_id
+            )
+            .into(),
+        });
+    }
+    Clean::json_owned(context_value(&state.context)?)
 }
 
 /// The context as stored (before redaction): without its checkpoints (they have their own table).
