@@ -78,7 +78,9 @@ pub enum AuditCommand {
         /// Write to FILE instead of stdout (`-` is stdout). A regular file is written beside
         /// itself and replaced only once complete (a new file gets mode 0600, a replaced one
         /// keeps its mode); a pipe, FIFO, terminal or device is written straight through. The
-        /// database's own files are refused by any name.
+        /// database's own files are refused by any name. Temporary files a killed run left in
+        /// that folder are removed (with a note), unless a process still has them open or
+        /// locked.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Keep CSV cells that start with = + - @ as they are (by default they get a leading ').

@@ -21,8 +21,10 @@ pub enum DbCommand {
     /// Copy the database to DEST with SQLite's online backup: one consistent snapshot, taken
     /// while the orchestrator goes on writing. A file DEST must not exist: the copy is written
     /// beside it, checked, and renamed into place, with mode 0600. A pipe, FIFO or device (or
-    /// `-` for stdout) gets the checked copy's bytes straight through. The database's own files
-    /// are refused by any name.
+    /// `-` for stdout) gets the checked copy's bytes straight through; that copy is staged
+    /// beside the database, or in TMPDIR when the database's folder cannot be written. The
+    /// database's own files are refused by any name. A full disk is named as the
+    /// destination's (or the staging folder's), never the database's.
     Backup {
         /// Where to write the copy (`-` is stdout).
         dest: PathBuf,
@@ -112,6 +114,7 @@ pub fn run(ctx: &Ctx, command: DbCommand) -> anyhow::Result<Done> {
                 bar.finish_and_clear();
             }
             let report = report?;
+            ctx.out.note_leftovers(&report.leftovers);
             // Nothing else goes where the copy went.
             if !to_stdout {
                 let json = json!({"dest": dest.to_string_lossy(), "pages": report.pages, "bytes": report.bytes});

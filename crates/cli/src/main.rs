@@ -10,12 +10,18 @@ mod out;
 mod tasks;
 mod traces;
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
+use aigentflow_persistence::output::OwnFiles;
 use aigentflow_persistence::{Access, Database, Options, DB_ENV, DEFAULT_PATH};
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
+use tracing_subscriber::prelude::*;
 
 use crate::out::Out;
 
@@ -27,7 +33,12 @@ Exit codes:
   2  usage error: an unknown command or flag, a missing value, a value of the wrong kind (not a
      number, not one of the listed words)
   3  a check found problems (`audit verify`, `db check`)
-On 1 and 2, one line on stderr says what, with secrets redacted.
+On 1 and 2, one line on stderr says what, with secrets redacted. A write past the file size
+limit (`ulimit -f`) is such an error too, not a kill by SIGXFSZ.
+
+If stdout or stderr is one of the database's own files (`2<>app.db`, `>> app.db-wal`), the
+command does nothing and exits 1; its error line goes to the other stream if that one is not the
+database, else nowhere.
 
 The database is --db PATH, else $AIGENTFLOW_DB (if set and not empty), else
 orchestrator-data/aigentflow.db; `:memory:` and an empty path are refused.
@@ -188,6 +199,55 @@ fn database_path(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The database paths the command line may name, read before clap parses it (clap prints help
+/// and usage errors itself): the value of every `--db` before a `--`, else what
+/// [`database_path`] would take without the flag.
+fn database_paths_before_parsing(args: &[OsString]) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    let mut rest = args.iter().skip(1);
+    while let Some(arg) = rest.next() {
+        let bytes = arg.as_bytes();
+        if bytes == b"--" {
+            break;
+        } else if bytes == b"--db" {
+            paths.extend(rest.next().map(PathBuf::from));
+        } else if let Some(value) = bytes.strip_prefix(b"--db=") {
+            paths.push(PathBuf::from(OsStr::from_bytes(value)));
+        }
+    }
+    if paths.is_empty() {
+        paths.extend(database_path(None).ok());
+    }
+    paths
+}
+
+/// Refuses to run when stdout or stderr is one of the database's own files (`aigentflow …
+/// 2<>app.db`, `>> app.db-wal`), found by device and inode as the output rule finds them:
+/// anything written there, an error line included, would overwrite the database. Nothing is
+/// done; the error goes to whichever of the two is not the database, or nowhere.
+fn refuse_streams_on_the_database(paths: &[PathBuf]) -> Result<(), ExitCode> {
+    for path in paths.iter().filter(|p| !p.as_os_str().is_empty()) {
+        let (stdout, stderr) = out::streams_among(&OwnFiles::of(path));
+        let (stream, file) = match (&stdout, &stderr) {
+            (None, None) => continue,
+            (Some(file), None) => ("stdout", file),
+            (None, Some(file)) => ("stderr", file),
+            (Some(file), Some(_)) => ("stdout and stderr", file),
+        };
+        let message = format!(
+            "{stream} is the database's own file {}; nothing was done, since anything written there would overwrite the database: send it elsewhere",
+            file.display()
+        );
+        match (stdout, stderr) {
+            (_, None) => print_error(&message),
+            (None, Some(_)) => print_error_on_stdout(&message),
+            (Some(_), Some(_)) => {}
+        }
+        return Err(ExitCode::FAILURE);
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<Done> {
     let ctx = Ctx {
         path: database_path(cli.db)?,
@@ -229,6 +289,12 @@ fn one_line(e: &anyhow::Error) -> String {
 fn print_error(message: &str) {
     let redacted = aigentflow_persistence::redact::redact_text(message);
     out::eprint_line(&format!("aigentflow: error: {redacted}"));
+}
+
+/// [`print_error`] on stdout, for when stderr is the database's own file.
+fn print_error_on_stdout(message: &str) {
+    let redacted = aigentflow_persistence::redact::redact_text(message);
+    out::print_line_on_stdout(&format!("aigentflow: error: {redacted}"));
 }
 
 /// What clap refused, on one line: its message, its notes, and (for a usage error) the usage
@@ -324,10 +390,25 @@ impl Drop for LogLine {
 }
 
 fn main() -> ExitCode {
+    // A write past `ulimit -f` raises SIGXFSZ, whose default action kills the process without a
+    // word and leaves its temporary files. With a handler the write fails with EFBIG instead,
+    // and the error path runs: one line, the temporary file removed, exit code 1. (A handler,
+    // unlike ignoring the signal, is not inherited by programs this one starts.)
+    let _ =
+        signal_hook::flag::register(signal_hook::consts::SIGXFSZ, Arc::new(AtomicBool::new(false)));
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if let Err(code) = refuse_streams_on_the_database(&database_paths_before_parsing(&args)) {
+        return code;
+    }
     let cli = match parse() {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    if let Ok(path) = database_path(cli.db.clone()) {
+        if let Err(code) = refuse_streams_on_the_database(&[path]) {
+            return code;
+        }
+    }
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => tracing_subscriber::filter::LevelFilter::ERROR,
         (_, 0) => tracing_subscriber::filter::LevelFilter::WARN,
@@ -335,12 +416,18 @@ fn main() -> ExitCode {
         _ => tracing_subscriber::filter::LevelFilter::DEBUG,
     };
     // Log lines are sanitised like every other line, so they carry no colour codes of their own.
-    tracing_subscriber::fmt()
-        .with_max_level(level)
+    // A slow transaction of this command is a diagnostic (-v): by default an error stays the one
+    // line on stderr, and a run that waited on a busy machine prints nothing extra.
+    let slow_shown = cli.verbose > 0;
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(LogLine::default)
         .with_ansi(false)
         .without_time()
-        .init();
+        .with_filter(level)
+        .with_filter(tracing_subscriber::filter::filter_fn(move |meta| {
+            slow_shown || meta.target() != aigentflow_persistence::SLOW_TARGET
+        }));
+    tracing_subscriber::registry().with(layer).init();
     match run(cli) {
         Ok(Done::Ok) => ExitCode::SUCCESS,
         Ok(Done::Problems) => ExitCode::from(3),
@@ -385,6 +472,30 @@ mod tests {
             }
         }
         assert!(offenders.is_empty(), "print through out.rs instead:\n{}", offenders.join("\n"));
+    }
+
+    /// Every `--db` the command line holds, in both spellings and anywhere before `--`, is a
+    /// path whose files stdout and stderr are checked against before clap prints anything.
+    #[test]
+    fn every_db_flag_on_the_command_line_is_found_before_parsing() {
+        let paths = |args: &[&str]| {
+            let args: Vec<std::ffi::OsString> =
+                std::iter::once("aigentflow").chain(args.iter().copied()).map(Into::into).collect();
+            super::database_paths_before_parsing(&args)
+        };
+        let p = |names: &[&str]| names.iter().map(std::path::PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(paths(&["--db", "a.db", "status"]), p(&["a.db"]));
+        assert_eq!(paths(&["status", "--db=b.db"]), p(&["b.db"]));
+        assert_eq!(
+            paths(&["--db", "a.db", "audit", "export", "--db", "c d.db"]),
+            p(&["a.db", "c d.db"])
+        );
+        assert_eq!(paths(&["--db", "--help"]), p(&["--help"]));
+        assert_eq!(paths(&["--db=", "init"]), p(&[""]));
+        // After `--` a `--db` is a positional value, not the flag.
+        let default = paths(&[]);
+        assert_eq!(paths(&["db", "backup", "--", "--db", "x.db"]), default);
+        assert_eq!(paths(&["--json", "status"]), default);
     }
 
     /// Every command and every option of every command, at every level, says what it is for.

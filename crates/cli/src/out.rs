@@ -71,6 +71,24 @@ pub fn eprint_line(text: &str) {
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
+/// Which of stdout and stderr is one of `own` (a database's own files), and which file.
+pub fn streams_among(
+    own: &aigentflow_persistence::output::OwnFiles,
+) -> (Option<std::path::PathBuf>, Option<std::path::PathBuf>) {
+    use std::os::fd::AsFd;
+    let stdout = own.behind(std::io::stdout().as_fd()).map(std::path::Path::to_path_buf);
+    let stderr = own.behind(std::io::stderr().as_fd()).map(std::path::Path::to_path_buf);
+    (stdout, stderr)
+}
+
+/// Writes one sanitised line on stdout, ignoring a failure: for an error that must not go to
+/// stderr (stderr is the database's own file).
+pub fn print_line_on_stdout(text: &str) {
+    let mut line = render(text, false);
+    line.push('\n');
+    let _ = std::io::stdout().lock().write_all(line.as_bytes());
+}
+
 /// Ends the process after a failed write to stdout: quietly for a closed pipe.
 pub fn exit_on_write_error(e: &std::io::Error) -> ! {
     if e.kind() == std::io::ErrorKind::BrokenPipe {

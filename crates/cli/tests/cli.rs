@@ -527,7 +527,7 @@ fn a_write_that_waits_on_another_writer_succeeds_and_is_logged_as_slow() {
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch("BEGIN IMMEDIATE").unwrap();
     let child = cmd(&db)
-        .args(["audit", "log", "--action", "waited", "--category", "user"])
+        .args(["-v", "audit", "log", "--action", "waited", "--category", "user"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -537,6 +537,17 @@ fn a_write_that_waits_on_another_writer_succeeds_and_is_logged_as_slow() {
     let r = output(child.wait_with_output().unwrap()).ok();
     assert_eq!(r.stdout.trim(), "1");
     assert!(r.stderr.contains("slow transaction"), "{}", r.stderr);
+    // Without -v a slow transaction is not reported: an error stays one line.
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let child = cmd(&db)
+        .args(["audit", "log", "--action", "waited", "--category", "user"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    conn.execute_batch("COMMIT").unwrap();
+    assert_eq!(output(child.wait_with_output().unwrap()).ok().stderr, "");
     assert!(run(&db, &["-q", "audit", "log", "--action", "quick", "--category", "user"])
         .ok()
         .stderr

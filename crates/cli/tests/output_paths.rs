@@ -361,4 +361,567 @@ fn help_states_the_output_rule() {
             assert!(help.contains(needle), "{args:?} --help lacks {needle:?}: {help}");
         }
     }
+    let help = String::from_utf8(run(&db, &["db", "backup", "--help"]).ok().stdout).unwrap();
+    for needle in ["TMPDIR", "full disk"] {
+        assert!(help.contains(needle), "db backup --help lacks {needle:?}: {help}");
+    }
+    let help = String::from_utf8(run(&db, &["--help"]).ok().stdout).unwrap();
+    for needle in ["ulimit -f", "2<>app.db", "database's own files"] {
+        assert!(help.contains(needle), "--help lacks {needle:?}: {help}");
+    }
+}
+
+/// A pid no process has: a child that has exited and been reaped.
+fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// `aigentflow --db DB` as the unprivileged `nobody` when this is root (whom permissions do not
+/// stop, and who may read every process's open files), else as this user.
+fn cmd_unprivileged(db: &Path) -> Command {
+    let bin = env!("CARGO_BIN_EXE_aigentflow");
+    let mut c = if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    c.arg("--db").arg(db).env_remove("AIGENTFLOW_DB").env("NO_COLOR", "1");
+    c
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A reader that holds the database open (its -wal and -shm too, and SQLite's lock on the
+/// -shm) until killed: an export blocked opening a FIFO nobody reads.
+struct Holder(std::process::Child);
+
+impl Holder {
+    fn start(db: &Path, fifo: &Path) -> Self {
+        if !fifo.exists() {
+            mkfifo(fifo);
+        }
+        let child = cmd(db)
+            .args(["audit", "export", "--format", "csv", "-o"])
+            .arg(fifo)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let holder = Self(child);
+        let shm = side(db, "-shm");
+        let fd_dir = PathBuf::from(format!("/proc/{}/fd", holder.0.id()));
+        let holds = || {
+            std::fs::read_dir(&fd_dir).is_ok_and(|fds| {
+                fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == shm))
+            })
+        };
+        for _ in 0..1000 {
+            if holds() {
+                return holder;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("the reader never opened {}", db.display());
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The files whose names start with `db`'s file name, in its folder.
+fn database_files(db: &Path) -> Vec<String> {
+    let name = db.file_name().unwrap().to_string_lossy().into_owned();
+    let mut files: Vec<String> = std::fs::read_dir(db.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&name))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Issue 12's repro: a database named like a leftover of a gone writer, with the side files
+/// its own reader opens, and with the ones a killed reader leaves, survives every export and
+/// backup written beside it (to a file, stdout, a FIFO, a device) and none is "removed".
+#[test]
+fn a_database_named_like_a_leftover_survives_every_output_written_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(format!(".orders.aigentflow-{}-0123456789abcdef.partial", dead_pid()));
+    run(&db, &["demo"]).ok();
+    let rows = run(&db, &["--json", "audit", "verify"]).ok().json()["rows"].clone();
+    let fifo = dir.path().join("pipe");
+    mkfifo(&fifo);
+    let outputs = |round: &str| {
+        let d = dir.path();
+        let path = |n: &str| d.join(format!("{round}-{n}")).to_str().unwrap().to_owned();
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        let fifo = fifo.to_str().unwrap().to_owned();
+        let runs = [
+            vec![
+                "audit".to_owned(),
+                "export".into(),
+                "--format".into(),
+                "csv".into(),
+                "-o".into(),
+                path("out.csv"),
+            ],
+            vec![
+                "audit".into(),
+                "export".into(),
+                "--format".into(),
+                "jsonl".into(),
+                "-o".into(),
+                path("out.csv"),
+            ],
+            vec!["db".into(), "backup".into(), path("copy.db")],
+            vec!["db".into(), "backup".into(), "-".into()],
+            vec!["db".into(), "backup".into(), "/dev/null".into()],
+            vec!["db".into(), "backup".into(), fifo],
+        ];
+        for args in runs {
+            let r = run(&db, &args).ok();
+            assert!(!r.stderr.contains("removed"), "{round} {args:?}: {}", r.stderr);
+            assert!(db.exists(), "{round} {args:?} removed the database");
+        }
+        assert!(!reader.join().unwrap().is_empty());
+    };
+    outputs("open");
+    // The side files a killed reader leaves, which no process holds.
+    drop(Holder::start(&db, &dir.path().join("blocked")));
+    let left = database_files(&db);
+    assert_eq!(left.len(), 3, "{left:?}");
+    outputs("crashed");
+    for file in &left {
+        assert!(dir.path().join(file).exists(), "{file} was removed");
+    }
+    assert_eq!(run(&db, &["--json", "audit", "verify"]).ok().json()["rows"], rows);
+    assert_eq!(run(&db, &["--json", "db", "check"]).ok().json()["ok"], true);
+    assert!(temps(dir.path()).iter().all(|n| n.starts_with(".orders")), "{:?}", temps(dir.path()));
+}
+
+/// Another database named like a leftover, used by a process this one cannot see into (root's,
+/// seen from `nobody`): SQLite's lock on its -shm keeps it and its side files; once that
+/// process is gone it is a leftover like any other, removed and noted.
+#[test]
+fn a_leftover_named_database_another_user_holds_open_is_kept_by_its_lock() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    chmod(dir, 0o777);
+    let db = dir.join("main.db");
+    run(&db, &["demo"]).ok();
+    chmod(&db, 0o666);
+    let other = dir.join(format!(".other.db.aigentflow-{}-00000000000000ff.partial", dead_pid()));
+    run(&other, &["demo"]).ok();
+    chmod(&other, 0o666);
+    if !is_root() {
+        eprintln!("note: not root, so the holder's open files are visible and the lock is not the only sign of use here");
+    }
+    let holder = Holder::start(&other, &dir.join("blocked"));
+    let files = database_files(&other);
+    assert_eq!(files.len(), 3, "{files:?}");
+    for file in &files {
+        // Writable by anyone, so only its use (not a permission) keeps it.
+        chmod(&dir.join(file), 0o666);
+    }
+    let out = dir.join("out.csv");
+    let export = || {
+        finish(
+            cmd_unprivileged(&db)
+                .args(["audit", "export", "--format", "csv", "-o"])
+                .arg(&out)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap(),
+        )
+    };
+    let r = export().ok();
+    assert!(!r.stderr.contains("removed"), "{}", r.stderr);
+    assert_eq!(database_files(&other), files, "kept while in use");
+    drop(holder);
+    let r = export().ok();
+    for file in &files {
+        assert!(!dir.join(file).exists(), "{file}");
+        assert!(r.stderr.contains(file.as_str()), "noted: {}", r.stderr);
+    }
+}
+
+/// How a test points a standard stream at a file.
+#[derive(Debug, Clone, Copy)]
+enum Streams {
+    Stdout,
+    Stderr,
+    Both,
+}
+
+/// Every kind of command (a read, a write, an export to stdout or to stderr, a backup, an
+/// error, a usage error, help, init) with stdout, stderr or both on the database's own file
+/// (the database, its -wal or -shm, opened read-write or for appending): exit code 1, not a
+/// byte of the database's files changed, and the error line only on the stream that is safe.
+#[test]
+fn stdout_or_stderr_on_the_database_is_refused_before_anything_is_written() {
+    let (dir, db) = demo_db();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["status"],
+        vec!["audit", "query"],
+        vec!["audit", "log", "--action", "x", "--category", "user"],
+        vec!["audit", "export", "--format", "csv"],
+        vec!["audit", "export", "--format", "csv", "-o", "/dev/stderr"],
+        vec!["db", "backup", "-"],
+        vec!["tasks", "show", "no-such-task"],
+        vec!["no-such-command"],
+        vec!["--help"],
+        vec!["init"],
+    ];
+    let before: Vec<Option<Vec<u8>>> =
+        ["", "-wal", "-shm"].iter().map(|s| std::fs::read(side(&db, s)).ok()).collect();
+    let mut cases = 0;
+    for (i, args) in commands.iter().enumerate() {
+        for streams in [Streams::Stdout, Streams::Stderr, Streams::Both] {
+            for suffix in ["", "-wal", "-shm"] {
+                let target = side(&db, suffix);
+                let created = !target.exists();
+                let open = || {
+                    let mut o = std::fs::OpenOptions::new();
+                    // `<>` (read-write, no truncation) and `>>` (append), in turn.
+                    if i % 2 == 0 {
+                        o.read(true).write(true).create(true);
+                    } else {
+                        o.append(true).create(true);
+                    }
+                    o.open(&target).unwrap()
+                };
+                let mut c = cmd(&db);
+                c.args(args).stdin(Stdio::null());
+                match streams {
+                    Streams::Stdout => c.stdout(open()).stderr(Stdio::piped()),
+                    Streams::Stderr => c.stdout(Stdio::piped()).stderr(open()),
+                    Streams::Both => c.stdout(open()).stderr(open()),
+                };
+                let r = finish(c.output().unwrap());
+                let what = format!("{args:?} with {streams:?} on {}", target.display());
+                assert_eq!(
+                    r.code,
+                    1,
+                    "{what}: {} {}",
+                    r.stderr,
+                    String::from_utf8_lossy(&r.stdout)
+                );
+                let shown = match streams {
+                    Streams::Stdout => r.stderr.clone(),
+                    Streams::Stderr => String::from_utf8_lossy(&r.stdout).into_owned(),
+                    Streams::Both => String::new(),
+                };
+                if !matches!(streams, Streams::Both) {
+                    assert!(shown.contains("is the database's own file"), "{what}: {shown}");
+                    assert_eq!(shown.trim_end().lines().count(), 1, "{what}: {shown}");
+                }
+                if created {
+                    assert_eq!(std::fs::read(&target).unwrap(), b"", "{what}");
+                    std::fs::remove_file(&target).unwrap();
+                }
+                let now: Vec<Option<Vec<u8>>> =
+                    ["", "-wal", "-shm"].iter().map(|s| std::fs::read(side(&db, s)).ok()).collect();
+                assert!(now == before, "{what}: the database's files changed");
+                cases += 1;
+            }
+        }
+    }
+    assert_eq!(cases, 90);
+    assert_eq!(run(&db, &["--json", "db", "check"]).ok().json()["ok"], true);
+    assert!(temps(dir.path()).is_empty());
+}
+
+/// Runs `aigentflow --db DB ARGS` in a private mount namespace (gone with the command): the
+/// shell fragment `setup` first, `after` once the command is done; `$1` is `path` in both.
+/// `None` when this machine allows no such namespace or mount (the caller then says so and
+/// tries another way).
+fn in_mount_namespace(
+    setup: &str,
+    after: &str,
+    path: &Path,
+    db: &Path,
+    args: &[&str],
+) -> Option<Run> {
+    let script = format!(r#"dir=$1; shift; {setup} || exit 97; "$@"; rc=$?; {after}; exit $rc"#);
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .arg(path)
+        .arg(env!("CARGO_BIN_EXE_aigentflow"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("AIGENTFLOW_DB")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let r = finish(out);
+    // The setup's failure (97), or unshare's own: no private namespace or mount here.
+    if r.code == 97 || (r.code != 0 && r.stderr.starts_with("unshare:")) {
+        eprintln!("note: no private mount here ({}); {args:?} tried another way", r.stderr.trim());
+        return None;
+    }
+    Some(r)
+}
+
+/// `db backup` to stdout, a FIFO or /dev/null from a database in a folder this user cannot
+/// write (a read-only folder for `nobody`; a read-only bind mount for root, where a private
+/// mount is allowed) stages its copy in TMPDIR and leaves nothing there; when TMPDIR cannot
+/// take it either, one line names both files that could not be created.
+#[test]
+fn a_backup_to_a_pipe_from_a_read_only_folder_is_staged_in_tmpdir() {
+    let root = tempfile::tempdir().unwrap();
+    chmod(root.path(), 0o755);
+    let ro = root.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let db = ro.join("s.db");
+    run(&db, &["demo"]).ok();
+    chmod(&db, 0o644);
+    chmod(&ro, 0o555);
+    let tmp = root.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    chmod(&tmp, 0o777);
+    let ro2 = root.path().join("ro2");
+    std::fs::create_dir(&ro2).unwrap();
+    chmod(&ro2, 0o555);
+    let fifo = tmp.join("pipe");
+    mkfifo(&fifo);
+    chmod(&fifo, 0o666);
+    let check_copy = |bytes: &[u8], what: &str| {
+        let copy = root.path().join("copy.db");
+        std::fs::write(&copy, bytes).unwrap();
+        assert_eq!(run(&copy, &["--json", "db", "check"]).ok().json()["ok"], true, "{what}");
+        std::fs::remove_file(&copy).unwrap();
+    };
+    for dest in ["-", "/dev/null", fifo.to_str().unwrap()] {
+        let reader = (dest == fifo.to_str().unwrap()).then(|| {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        });
+        let r = finish(
+            cmd_unprivileged(&db)
+                .args(["db", "backup", dest])
+                .env("TMPDIR", &tmp)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap(),
+        )
+        .ok();
+        match (dest, reader) {
+            ("-", _) => check_copy(&r.stdout, dest),
+            (_, Some(reader)) => check_copy(&reader.join().unwrap(), dest),
+            _ => {}
+        }
+        assert!(temps(&tmp).is_empty() && temps(&ro).is_empty(), "{dest}");
+    }
+    let r = finish(
+        cmd_unprivileged(&db)
+            .args(["db", "backup", "/dev/null"])
+            .env("TMPDIR", &ro2)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap(),
+    );
+    assert_refused(&r, "backup to /dev/null failed");
+    for folder in [&ro, &ro2] {
+        let file = format!("{}/.s.db.aigentflow-", folder.display());
+        assert!(r.stderr.contains(&file), "names the file in {}: {}", folder.display(), r.stderr);
+    }
+    assert!(r.stderr.contains("TMPDIR"), "{}", r.stderr);
+    // Root on a read-only mount: the folder cannot take a file whatever the permissions.
+    if is_root() {
+        chmod(&ro, 0o755);
+        let setup = r#"mount --bind "$dir" "$dir" && mount -o remount,bind,ro "$dir""#;
+        let env_tmp = std::env::var_os("TMPDIR");
+        if let Some(r) = in_mount_namespace(setup, "true", &ro, &db, &["db", "backup", "-"]) {
+            let r = r.ok();
+            check_copy(&r.stdout, "read-only mount");
+            let system_tmp = env_tmp.map_or_else(std::env::temp_dir, PathBuf::from);
+            assert!(
+                temps(&system_tmp).iter().all(|n| !n.starts_with(".s.db.")),
+                "{:?}",
+                temps(&system_tmp)
+            );
+        }
+        assert!(temps(&ro).is_empty());
+    }
+}
+
+/// What a `db backup -` (or to a device) killed mid-copy leaves, a hidden full copy of the
+/// database and SQLite's journal beside it, is removed by the next backup, which says so.
+#[test]
+fn a_killed_backups_hidden_copy_is_removed_and_noted_by_the_next_backup_to_a_pipe() {
+    let (dir, db) = demo_db();
+    let dead = dead_pid();
+    for (i, dest) in ["-", "/dev/null"].iter().enumerate() {
+        let copy = format!(".s.db.aigentflow-{dead}-00000000000000a{i}.partial");
+        let journal = format!("{copy}-journal");
+        std::fs::copy(&db, dir.path().join(&copy)).unwrap();
+        std::fs::write(dir.path().join(&journal), b"journal").unwrap();
+        let r = run(&db, &["db", "backup", dest]).ok();
+        for name in [&copy, &journal] {
+            assert!(!dir.path().join(name).exists(), "{dest}: {name} removed");
+            assert!(r.stderr.contains(name.as_str()), "{dest}: noted: {}", r.stderr);
+        }
+        assert!(r.stderr.contains(&format!("process {dead} is gone")), "{}", r.stderr);
+        assert!(temps(dir.path()).is_empty(), "{:?}", temps(dir.path()));
+    }
+}
+
+/// Fills the audit log with `rows` rows of about 300 bytes.
+fn fill(db: &Path, rows: usize) {
+    let log = AuditLog::new(Database::open(db).unwrap());
+    let batch: Vec<AuditEntry> = (0..rows)
+        .map(|i| AuditEntry::new(format!("row {i} {}", "w".repeat(280)), Category::File))
+        .collect();
+    log.log_batch(&batch).unwrap();
+}
+
+/// Every command that writes a file, past this process's file size limit (`ulimit -f`): an
+/// export to a file or to stdout, a backup to a file or to stdout, an append to the log. The
+/// write fails (SIGXFSZ does not end the process): exit code 1, one line naming the limit, no
+/// temporary file or journal left, the database intact.
+#[test]
+fn a_write_past_the_file_size_limit_fails_in_one_line_and_leaves_no_temp_file() {
+    let (dir, db) = demo_db();
+    fill(&db, 1500);
+    let limit: u64 = 192 * 1024;
+    assert!(std::fs::metadata(&db).unwrap().len() > limit);
+    let bin = env!("CARGO_BIN_EXE_aigentflow");
+    let file = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    // One argument holds at most 128 KiB: an append of 100 KiB, under a limit of 64 KiB (the
+    // -shm SQLite maps, 32 KiB, must fit).
+    let big_details = format!("{{\"note\": \"{}\"}}", "d".repeat(100 * 1024));
+    let cases: Vec<(Vec<String>, Option<String>, u64)> = vec![
+        (
+            vec![
+                "audit".into(),
+                "export".into(),
+                "--format".into(),
+                "csv".into(),
+                "-o".into(),
+                file("out.csv"),
+            ],
+            None,
+            limit,
+        ),
+        (
+            vec!["audit".into(), "export".into(), "--format".into(), "jsonl".into()],
+            Some(file("stdout.jsonl")),
+            limit,
+        ),
+        (vec!["db".into(), "backup".into(), file("copy.db")], None, limit),
+        (vec!["db".into(), "backup".into(), "-".into()], Some(file("stdout.db")), limit),
+        (
+            vec![
+                "audit".into(),
+                "log".into(),
+                "--action".into(),
+                "big".into(),
+                "--category".into(),
+                "user".into(),
+                "--details".into(),
+                big_details,
+            ],
+            None,
+            64 * 1024,
+        ),
+    ];
+    for (args, stdout, limit) in cases {
+        let mut c = Command::new("prlimit");
+        c.arg(format!("--fsize={limit}")).arg("--").arg(bin).arg("--db").arg(&db).args(&args);
+        c.env_remove("AIGENTFLOW_DB").env("NO_COLOR", "1").stdin(Stdio::null());
+        if let Some(path) = &stdout {
+            c.stdout(std::fs::File::create(path).unwrap());
+        }
+        let r = finish(c.output().unwrap());
+        let what = &args[..2];
+        assert_refused(&r, "file size limit");
+        assert!(r.stderr.contains(&format!("{limit} bytes")), "{what:?}: {}", r.stderr);
+        assert!(temps(dir.path()).is_empty(), "{what:?}: {:?}", temps(dir.path()));
+        if let Some(path) = &stdout {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    assert!(!dir.path().join("out.csv").exists() && !dir.path().join("copy.db").exists());
+    assert_eq!(run(&db, &["--json", "db", "check"]).ok().json()["ok"], true);
+    let r = run(&db, &["--json", "audit", "query", "--limit", "1"]).ok();
+    assert_ne!(r.json()[0]["action"], "big", "the refused append is not in the log");
+}
+
+/// A backup onto a full disk (a small tmpfs, in a private mount namespace) names the
+/// destination as full, never the database, whose disk has room; nothing is left on the full
+/// disk. Where no mount is allowed, the destination is filled by a file size limit instead.
+#[test]
+fn a_backup_onto_a_full_disk_names_the_destination_not_the_database() {
+    let (dir, db) = demo_db();
+    fill(&db, 1500);
+    let mount = dir.path().join("small");
+    std::fs::create_dir(&mount).unwrap();
+    let listing = dir.path().join("listing");
+    let dest = mount.join("copy.db");
+    let out = mount.join("out.csv");
+    let setup = r#"mount -t tmpfs -o size=128k tmpfs "$dir""#;
+    let after = format!(r#"ls -A "$dir" > "{}""#, listing.display());
+    let database_named = format!("database {}", db.display());
+    let mut mounted = true;
+    for args in [
+        vec!["db", "backup", dest.to_str().unwrap()],
+        vec!["audit", "export", "--format", "csv", "-o", out.to_str().unwrap()],
+    ] {
+        let Some(r) = in_mount_namespace(setup, &after, &mount, &db, &args) else {
+            mounted = false;
+            break;
+        };
+        let target = args.last().unwrap();
+        assert_refused(&r, target);
+        assert!(!r.stderr.contains(&database_named), "{}", r.stderr);
+        if args[0] == "db" {
+            let full = format!("backup to {target} failed: the destination's disk is full");
+            assert!(r.stderr.contains(&full), "{}", r.stderr);
+        } else {
+            assert!(r.stderr.contains("No space left on device"), "{}", r.stderr);
+        }
+        assert_eq!(std::fs::read_to_string(&listing).unwrap(), "", "{args:?} left files");
+    }
+    if !mounted {
+        eprintln!("note: no tmpfs here; the destination is filled by a file size limit instead");
+        let r = finish(
+            Command::new("prlimit")
+                .arg("--fsize=131072")
+                .arg("--")
+                .arg(env!("CARGO_BIN_EXE_aigentflow"))
+                .arg("--db")
+                .arg(&db)
+                .args(["db", "backup", dest.to_str().unwrap()])
+                .env_remove("AIGENTFLOW_DB")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap(),
+        );
+        assert_refused(&r, &format!("backup to {} failed", dest.display()));
+        assert!(!r.stderr.contains(&database_named), "{}", r.stderr);
+        assert!(temps(&mount).is_empty());
+    }
+    assert!(!dest.exists());
+    assert_eq!(run(&db, &["--json", "db", "check"]).ok().json()["ok"], true);
 }

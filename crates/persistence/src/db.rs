@@ -175,6 +175,9 @@ impl Drop for Lease<'_> {
     }
 }
 
+/// The `tracing` target of the slow-transaction warning, so a program can route or silence it.
+pub const SLOW_TARGET: &str = "aigentflow_persistence::slow";
+
 /// A transaction (waiting for the lock included) that takes this long is logged as slow.
 const SLOW_TRANSACTION: Duration = Duration::from_millis(500);
 
@@ -407,7 +410,7 @@ impl Database {
         if elapsed >= SLOW_TRANSACTION && !gave_up.get() {
             let kind =
                 if matches!(behavior, TransactionBehavior::Immediate) { "write" } else { "read" };
-            tracing::warn!(ms = elapsed.as_millis() as u64, kind, path = %self.inner.display_path().display(), "slow transaction");
+            tracing::warn!(target: SLOW_TARGET, ms = elapsed.as_millis() as u64, kind, path = %self.inner.display_path().display(), "slow transaction");
         }
         result
     }

@@ -149,6 +149,10 @@ pub enum Error {
     /// A write found no room: the disk or a quota is full (or SQLite's page limit is reached).
     #[error("database {path} cannot grow: the disk is full; free some space and try again")]
     DiskFull { path: PathBuf },
+    /// A write went past this process's file size limit (`ulimit -f`, `RLIMIT_FSIZE`), which
+    /// the operating system tells as a full disk or a failed write.
+    #[error("database {path} cannot grow past this process's file size limit ({limit} bytes, `ulimit -f`); raise the limit and try again")]
+    FileSizeLimit { path: PathBuf, limit: u64 },
     /// The database cannot be written where it is; `why` says what to change.
     #[error("database {path} cannot be written: {why}")]
     NotWritable { path: PathBuf, why: NotWritable },
@@ -321,6 +325,13 @@ impl Error {
             rusqlite::Error::SqliteFailure(_, Some(m)) => m.clone(),
             other => other.to_string(),
         };
+        // A full disk or a failed write may be a write past the file size limit instead.
+        let limit = matches!(code, Some(C::DiskFull | C::SystemIoFailure))
+            .then(|| file_size_limit_reached(&path))
+            .flatten();
+        if let Some(limit) = limit {
+            return Self::FileSizeLimit { path, limit };
+        }
         match code {
             Some(C::NotADatabase) => Self::NotADatabase { path },
             Some(C::DiskFull) => Self::DiskFull { path },
@@ -353,6 +364,24 @@ impl Error {
     pub(crate) fn locked(path: &Path, waited: Duration) -> Self {
         Self::Locked { path: path.to_path_buf(), waited }
     }
+}
+
+/// The largest write SQLite makes past a file's end: a WAL frame (a 24-byte header and a page
+/// of at most 64 KiB).
+const LARGEST_WRITE: u64 = 24 + 64 * 1024;
+
+/// This process's file size limit, when one is set and the database at `path` (or its WAL or
+/// journal) has come within one write of it: a write that went past it failed with `EFBIG`
+/// (short, which SQLite reports as a full disk, or whole, an I/O error).
+fn file_size_limit_reached(path: &Path) -> Option<u64> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Fsize).current?;
+    let near = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.len() + LARGEST_WRITE > limit);
+    let side = |suffix: &str| {
+        let mut p = path.as_os_str().to_os_string();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    (near(path) || near(&side("-wal")) || near(&side("-journal"))).then_some(limit)
 }
 
 /// Which part of the file system keeps `path` from being written, if any: the mount, the file

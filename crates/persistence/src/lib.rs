@@ -32,7 +32,9 @@ mod state_store;
 pub use aigentflow_core_states::{time, Clock, ManualClock, SystemClock};
 pub use bind::{Clean, Param, Stmt};
 pub use config::{ConfigEntry, ConfigStore, Scope};
-pub use db::{Access, Database, Durability, Options, SchemaVersion, Tx, DB_ENV, DEFAULT_PATH};
+pub use db::{
+    Access, Database, Durability, Options, SchemaVersion, Tx, DB_ENV, DEFAULT_PATH, SLOW_TARGET,
+};
 pub use error::{Error, NotWritable, Result, SafeText};
 pub use maintenance::{BackupReport, ForeignKeyProblem, TABLES};
 pub use output::{Leftover, Output};

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::db::Database;
 use crate::error::{Error, Result};
-use crate::output::{self, Output, TempFile};
+use crate::output::{self, Leftover, Output, TempFile};
 
 /// The tables of the schema, in the order a status report lists them.
 pub const TABLES: [&str; 9] = [
@@ -25,12 +25,16 @@ pub const TABLES: [&str; 9] = [
 ];
 
 /// What a backup wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BackupReport {
     /// Database pages copied.
     pub pages: u64,
     /// Bytes written to the destination.
     pub bytes: u64,
+    /// Temporary files of gone writers removed from the folder the copy was staged in (a backup
+    /// to a pipe or device), to be told like [`Output::leftovers`].
+    #[serde(skip)]
+    pub leftovers: Vec<Leftover>,
 }
 
 /// A row whose foreign key points at nothing.
@@ -107,39 +111,66 @@ impl Database {
     ///
     /// SQLite writes a copy by path. For a file, it writes the output's own temporary file,
     /// created exclusively, and the commit renames it only while that name still is the file
-    /// created. For a pipe or device, the copy is made in a temporary file created the same way
-    /// in the database's folder, checked, streamed to `out` and removed.
+    /// created. For a pipe or device, the copy is staged in a temporary file created the same
+    /// way beside the database, or in the system's temporary folder (`TMPDIR`) when the
+    /// database's folder cannot take one (a read-only folder or mount), checked, streamed to
+    /// `out` and removed; the leftovers that staging removed are in the report.
+    ///
+    /// An error in writing the copy names the destination and the copy, not the database: a
+    /// full disk is the destination's ([`Error::Backup`] saying so), as is a file size limit.
     pub fn backup_into(&self, mut out: Output) -> Result<BackupReport> {
+        let dest = out.path().to_path_buf();
         if let Some(temp) = out.staging_path() {
-            let pages = self.copy_to(&temp)?;
+            let pages = self.copy_to(&temp, &dest, Copy::Destination)?;
             let bytes = out.commit()?;
-            return Ok(BackupReport { pages, bytes });
+            return Ok(BackupReport { pages, bytes, leftovers: Vec::new() });
         }
         let near = match self.path() {
             Some(path) => path.to_path_buf(),
             None => std::env::temp_dir().join("aigentflow-memory.db"),
         };
-        let (stage, mut file) = TempFile::create_beside(&near)?;
-        let pages = self.copy_to(&stage.path())?;
-        stage.check_ours(out.path())?;
+        let (stage, mut file, leftovers) = TempFile::stage(&near, Some(self), &dest)?;
+        let pages = self.copy_to(&stage.path(), &dest, Copy::Staging)?;
+        stage.check_ours(&dest)?;
         output::copy_into(&stage.path(), &mut file, &mut out)?;
         let bytes = out.commit()?;
-        Ok(BackupReport { pages, bytes })
+        Ok(BackupReport { pages, bytes, leftovers })
     }
 
-    fn copy_to(&self, partial: &Path) -> Result<u64> {
-        let open_err = |source| Error::Open { path: partial.to_path_buf(), source };
+    /// Copies the database into the file `copy` (created exclusively by the caller) for `dest`.
+    fn copy_to(&self, copy: &Path, dest: &Path, role: Copy) -> Result<u64> {
+        self.copy_with(copy, dest, role, |_| Ok(()))
+    }
+
+    /// [`copy_to`](Self::copy_to), with `prepare` run on the copy's connection first (tests
+    /// set a page limit there, as a full disk).
+    fn copy_with(
+        &self,
+        copy: &Path,
+        dest: &Path,
+        role: Copy,
+        prepare: impl FnOnce(&Connection) -> rusqlite::Result<()>,
+    ) -> Result<u64> {
+        let copy_err = |e| copy_error(dest, copy, role, e);
         // The file exists (created exclusively by the caller); never follow a link to another.
-        let mut dest = Connection::open_with_flags(
-            crate::db::literal_path(partial),
+        let mut conn = Connection::open_with_flags(
+            crate::db::literal_path(copy),
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
-        .map_err(open_err)?;
+        .map_err(copy_err)?;
+        prepare(&conn).map_err(copy_err)?;
+        let source = self.path().map(Path::to_path_buf);
         let pages = self.read(|tx| {
-            let backup = Backup::new(tx.connection(), &mut dest)?;
+            // Errors here are told by hand: the read transaction's guard would name the database
+            // for any SQLite error, and the backup mostly writes the copy.
+            let backup = Backup::new(tx.connection(), &mut conn).map_err(copy_err)?;
             // All pages in one step: one snapshot, never restarted by a concurrent writer.
             loop {
-                match backup.step(-1)? {
+                let step = backup.step(-1).map_err(|e| match (&source, reads_the_source(&e)) {
+                    (Some(source), true) => Error::at(source, e),
+                    _ => copy_err(e),
+                })?;
+                match step {
                     StepResult::Done => break,
                     StepResult::More | StepResult::Busy | StepResult::Locked => {
                         std::thread::sleep(std::time::Duration::from_millis(10))
@@ -150,14 +181,170 @@ impl Database {
             Ok::<_, Error>(u64::try_from(backup.progress().pagecount).unwrap_or(0))
         })?;
         let check: String =
-            dest.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(open_err)?;
+            conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(copy_err)?;
         if check != "ok" {
             return Err(Error::Backup {
-                path: partial.to_path_buf(),
-                reason: format!("the copy fails its check: {check}").into(),
+                path: dest.to_path_buf(),
+                reason: format!("the copy {} fails its check: {check}", copy.display()).into(),
             });
         }
-        dest.close().map_err(|(_, e)| open_err(e))?;
+        conn.close().map_err(|(_, e)| copy_err(e))?;
         Ok(pages)
+    }
+}
+
+/// What the file a backup writes by path is to its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Copy {
+    /// The destination's own temporary file, renamed into place once checked.
+    Destination,
+    /// A copy staged for a pipe or device, in another folder than the destination's.
+    Staging,
+}
+
+/// Whether a backup step's error comes from reading the database rather than writing the copy:
+/// a damaged database, or a failed read. Everything else (a full disk, a refused or failed
+/// write) is the copy's: the database is only read.
+fn reads_the_source(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    let rusqlite::Error::SqliteFailure(failure, _) = e else { return false };
+    const IOERR_READ: i32 = rusqlite::ffi::SQLITE_IOERR_READ;
+    const IOERR_SHORT_READ: i32 = rusqlite::ffi::SQLITE_IOERR_SHORT_READ;
+    matches!(failure.code, C::DatabaseCorrupt | C::NotADatabase)
+        || matches!(failure.extended_code, IOERR_READ | IOERR_SHORT_READ)
+}
+
+/// SQLite's error on the file `copy` a backup to `dest` writes, as an error that names both and
+/// says what to do: a full disk or a file size limit is the destination's (or the staging
+/// folder's), never the database's.
+fn copy_error(dest: &Path, copy: &Path, role: Copy, e: rusqlite::Error) -> Error {
+    let at = |what: &str| match role {
+        Copy::Destination => format!("{what} the destination's copy {}", copy.display()),
+        Copy::Staging => format!("{what} the copy staged in {}", copy.display()),
+    };
+    let reason = match Error::at(copy, e) {
+        Error::DiskFull { .. } => match role {
+            Copy::Destination => format!(
+                "the destination's disk is full ({}); free some space there or back up to another place",
+                at("no room for")
+            ),
+            Copy::Staging => format!(
+                "the disk of the staging folder is full ({}); free some space there, or set TMPDIR to a folder with room",
+                at("no room for")
+            ),
+        },
+        Error::FileSizeLimit { limit, .. } => format!(
+            "{} reached this process's file size limit ({limit} bytes, `ulimit -f`); raise it or back up a smaller database",
+            at("writing")
+        ),
+        Error::NotWritable { why, .. } => format!("{}: {why}", at("cannot write")),
+        Error::CannotOpen { why, .. } => format!("{}: {why}", at("cannot open")),
+        Error::Io { reason, .. } => format!("{}: {reason}", at("I/O error on")),
+        other => format!("{}: {other}", at("writing")),
+    };
+    Error::Backup { path: dest.to_path_buf(), reason: reason.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::Access;
+
+    /// A file database with a few hundred pages, open read-only as `db backup` opens it.
+    fn database() -> (tempfile::TempDir, Database, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.db");
+        let db = Database::open(&path).unwrap();
+        db.write(|tx| {
+            tx.connection().execute_batch(
+                "CREATE TABLE t(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)
+                 INSERT INTO t SELECT randomblob(2000) FROM n",
+            )?;
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+        db.close().unwrap();
+        let options = crate::Options { access: Access::ReadOnly, ..Default::default() };
+        (dir, Database::open_with(&path, options).unwrap(), path)
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A copy that finds no room (SQLite's page limit on the copy stands in for a full disk) is
+    /// the destination's error, naming the destination and the copy, never the database, at
+    /// every page limit; nothing of the copy stays behind, SQLite's journal included.
+    #[test]
+    fn a_full_destination_is_named_as_the_destination_and_leaves_nothing() {
+        let (dir, db, path) = database();
+        let before = names_in(dir.path());
+        for max_pages in [1u32, 2, 10, 100, 200] {
+            let limit = |c: &Connection| c.pragma_update(None, "max_page_count", max_pages);
+            // A file destination: its own temporary file is the copy.
+            let dest = dir.path().join("copy.db");
+            let out = Output::open_new(&dest, Some(&db)).unwrap();
+            let copy = out.staging_path().unwrap();
+            let e = db.copy_with(&copy, &dest, Copy::Destination, limit).unwrap_err();
+            let text = e.to_string();
+            assert!(matches!(&e, Error::Backup { path: p, .. } if p == &dest), "{e:?}");
+            assert!(text.contains("the destination's disk is full"), "{text}");
+            assert!(text.contains(&copy.display().to_string()), "{text}");
+            assert!(!text.contains(&path.display().to_string()), "names the database: {text}");
+            assert_eq!(text.lines().count(), 1);
+            drop(out);
+            assert_eq!(names_in(dir.path()), before, "{max_pages} pages: a copy stayed");
+            // A pipe or device destination: the staged copy's folder is the one that is full.
+            let dest = Path::new("-");
+            let (stage, _file, _) = TempFile::stage(&path, Some(&db), dest).unwrap();
+            let e = db.copy_with(&stage.path(), dest, Copy::Staging, limit).unwrap_err();
+            let text = e.to_string();
+            assert!(matches!(&e, Error::Backup { path: p, .. } if p == dest), "{e:?}");
+            assert!(text.contains("the disk of the staging folder is full"), "{text}");
+            assert!(text.contains(&stage.path().display().to_string()), "{text}");
+            assert!(text.contains("TMPDIR"), "{text}");
+            drop(stage);
+            assert_eq!(names_in(dir.path()), before, "{max_pages} pages: a staged copy stayed");
+        }
+        assert!(db.integrity_check().unwrap().is_empty());
+        let copy = dir.path().join("whole.db");
+        assert!(db.backup_to(&copy).unwrap() > 200);
+    }
+
+    /// Only a damaged database or a failed read is the database's; every other failure of a
+    /// backup step is the copy's.
+    #[test]
+    fn a_step_error_is_the_databases_only_when_reading_it_failed() {
+        use rusqlite::ffi;
+        let failure = |extended: i32| {
+            rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(extended), None)
+        };
+        for code in [
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_NOTADB,
+            ffi::SQLITE_IOERR_READ,
+            ffi::SQLITE_IOERR_SHORT_READ,
+        ] {
+            assert!(reads_the_source(&failure(code)), "{code}");
+        }
+        for code in [
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_IOERR_WRITE,
+            ffi::SQLITE_IOERR_FSYNC,
+            ffi::SQLITE_IOERR_TRUNCATE,
+            ffi::SQLITE_READONLY,
+            ffi::SQLITE_CANTOPEN,
+            ffi::SQLITE_PERM,
+            ffi::SQLITE_IOERR,
+        ] {
+            assert!(!reads_the_source(&failure(code)), "{code}");
+        }
     }
 }

@@ -31,12 +31,20 @@
 //!
 //! A writer killed before its commit leaves its temporary file. The next output opened in that
 //! folder removes every such file (and SQLite's `-journal`, `-wal` and `-shm` beside it) whose
-//! process is gone, and lists them in [`Output::leftovers`].
+//! process is gone, and lists them in [`Output::leftovers`]. A name is not enough to remove a
+//! file: a file that is one of the protected database's own files, that a process has open
+//! (every process `/proc` shows this one), or that a process holds a lock on (SQLite's locks,
+//! `flock`) is in use, and it and the other files of its name stay as they are.
+//!
+//! Nothing this module removes outlives the process that made it on any path it can see: a
+//! temporary file dropped without a commit is removed, with the `-journal`, `-wal` and `-shm`
+//! SQLite may have left beside it.
 
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -135,7 +143,7 @@ impl Output {
                 Ok(st) => st,
                 Err(Errno::NOENT) => {
                     protected.check_name(path, &dir, &name)?;
-                    return Self::staged(path, dir, dir_path, name, None);
+                    return Self::staged(path, dir, dir_path, name, None, &protected);
                 }
                 Err(e) => return Err(io_error(path, "examining it", e.into())),
             };
@@ -152,7 +160,7 @@ impl Output {
                     if existing == Existing::Refuse {
                         return Err(Error::OutputExists { path: path.to_path_buf() });
                     }
-                    return Self::staged(path, dir, dir_path, name, Some(&st));
+                    return Self::staged(path, dir, dir_path, name, Some(&st), &protected);
                 }
                 FileType::Directory => return Err(refused(path, "it is a directory")),
                 _ => {
@@ -223,10 +231,11 @@ impl Output {
         dir_path: PathBuf,
         name: OsString,
         replaces: Option<&rustix::fs::Stat>,
+        protected: &Protected,
     ) -> Result<Self> {
-        let leftovers = remove_leftovers(&dir, &dir_path);
+        let leftovers = remove_leftovers(&dir, &dir_path, protected);
         let (temp, file) = TempFile::create(dir, dir_path, &name, &mut random_u64)
-            .map_err(|e| io_error(path, "creating a temporary file beside it", e))?;
+            .map_err(|e| io_error(path, "creating a temporary file beside it", e.source))?;
         if let Some(old) = replaces {
             keep_owner_and_mode(&file, old)
                 .map_err(|e| io_error(path, "giving the new file the old one's permissions", e))?;
@@ -295,20 +304,36 @@ impl Output {
     }
 }
 
+/// Write errors name the output's path (and a file size limit reached), keeping their kind, so
+/// a closed pipe is still told apart.
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.writer.write(buf)?;
+        let n = self.writer.write(buf).map_err(|e| self.named(e))?;
         self.written += n as u64;
         Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.writer.flush()
+        self.writer.flush().map_err(|e| self.named(e))
     }
 }
 
+impl Output {
+    fn named(&self, e: std::io::Error) -> std::io::Error {
+        std::io::Error::new(e.kind(), io_error(&self.path, "writing it", e))
+    }
+}
+
+/// Why a temporary file could not be created, and the name that was tried.
+#[derive(Debug)]
+struct CreateError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
 /// A temporary file this process created exclusively in a folder; removed when dropped unless
-/// renamed into place, and only while that name still is the file created.
+/// renamed into place, and only while that name still is the file created. The `-journal`,
+/// `-wal` and `-shm` SQLite may have made beside it (a backup's copy) are removed with it.
 #[derive(Debug)]
 pub(crate) struct TempFile {
     dir: OwnedFd,
@@ -320,48 +345,100 @@ pub(crate) struct TempFile {
 
 impl TempFile {
     /// Creates a temporary file for `hint` in `dir`, mode 0600, never through an existing name.
+    /// A failure names the last name tried.
     fn create(
         dir: OwnedFd,
         dir_path: PathBuf,
         hint: &OsStr,
         random: &mut dyn FnMut() -> u64,
-    ) -> std::io::Result<(Self, File)> {
+    ) -> std::result::Result<(Self, File), CreateError> {
         let flags = OFlags::RDWR
             | OFlags::CREATE
             | OFlags::EXCL
             | OFlags::NOFOLLOW
             | OFlags::NOCTTY
             | OFlags::CLOEXEC;
+        let mut name = temp_name(hint, std::process::id(), random());
         for _ in 0..TEMP_ATTEMPTS {
-            let name = temp_name(hint, std::process::id(), random());
             match rustix::fs::openat(&dir, &name, flags, Mode::from_raw_mode(0o600)) {
                 Ok(fd) => {
                     let file = File::from(fd);
-                    let id = FileId::of_file(&file)?;
+                    let id = FileId::of_file(&file)
+                        .map_err(|source| CreateError { path: dir_path.join(&name), source })?;
                     return Ok((Self { dir, dir_path, name, id, renamed: false }, file));
                 }
                 // Something (perhaps a planted link) has this name: try another.
-                Err(Errno::EXIST) => continue,
-                Err(e) => return Err(e.into()),
+                Err(Errno::EXIST) => name = temp_name(hint, std::process::id(), random()),
+                Err(e) => return Err(CreateError { path: dir_path.join(&name), source: e.into() }),
             }
         }
-        Err(std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            format!("{TEMP_ATTEMPTS} unique names were all taken"),
-        ))
+        Err(CreateError {
+            path: dir_path.join(&name),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{TEMP_ATTEMPTS} unique names were all taken"),
+            ),
+        })
     }
 
-    /// Creates a temporary file beside `near` (in its folder), for work that must be staged.
-    pub(crate) fn create_beside(near: &Path) -> Result<(Self, File)> {
-        let dir_path = match near.parent() {
+    /// Creates the temporary file a backup to a pipe or device stages its copy in: beside
+    /// `near` (the database) when that folder can be written, else in the system's temporary
+    /// folder ([`std::env::temp_dir`], which honours `TMPDIR`). Leftovers of gone writers in the
+    /// folder used are removed (never `protect`'s own files, nor files in use) and returned.
+    /// When neither folder takes a file, the error for `dest` names both files that could not
+    /// be created.
+    pub(crate) fn stage(
+        near: &Path,
+        protect: Option<&Database>,
+        dest: &Path,
+    ) -> Result<(Self, File, Vec<Leftover>)> {
+        let hint = near.file_name().unwrap_or(OsStr::new("aigentflow"));
+        let beside = match near.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let dir = open_dir(near, &dir_path)?;
-        let hint = near.file_name().unwrap_or(OsStr::new("aigentflow"));
-        remove_leftovers(&dir, &dir_path);
-        Self::create(dir, dir_path, hint, &mut random_u64)
-            .map_err(|e| io_error(near, "creating a temporary file beside it", e))
+        let mut folders = vec![beside, std::env::temp_dir()];
+        folders.dedup();
+        Self::stage_in(&folders, hint, &Protected::of(protect), dest)
+    }
+
+    /// [`stage`](Self::stage) in the first of `folders` that takes the file.
+    fn stage_in(
+        folders: &[PathBuf],
+        hint: &OsStr,
+        protected: &Protected,
+        dest: &Path,
+    ) -> Result<(Self, File, Vec<Leftover>)> {
+        let mut failures = Vec::new();
+        let mut removed = Vec::new();
+        for dir_path in folders {
+            let dir = match rustix::fs::openat(
+                CWD,
+                dir_path,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(dir) => dir,
+                Err(e) => {
+                    let e = std::io::Error::from(e);
+                    failures.push(format!("opening the folder {}: {e}", dir_path.display()));
+                    continue;
+                }
+            };
+            removed.extend(remove_leftovers(&dir, dir_path, protected));
+            match Self::create(dir, dir_path.clone(), hint, &mut random_u64) {
+                Ok((temp, file)) => return Ok((temp, file, removed)),
+                Err(e) => failures.push(format!("creating {}: {}", e.path.display(), e.source)),
+            }
+        }
+        Err(Error::Backup {
+            path: dest.to_path_buf(),
+            reason: format!(
+                "no folder takes the copy it is staged in: {}; make the database's folder writable, or set TMPDIR to a writable folder",
+                failures.join("; ")
+            )
+            .into(),
+        })
     }
 
     /// The temporary file's path.
@@ -454,6 +531,13 @@ impl Drop for TempFile {
         if !self.renamed && self.is_ours() {
             let _ = rustix::fs::unlinkat(&self.dir, &self.name, AtFlags::empty());
         }
+        // SQLite's side files carry the unique name this process drew; a connection that
+        // failed (a full disk, a file size limit) may leave them, renamed or not.
+        for side in SQLITE_SIDE_FILES {
+            let mut name = self.name.clone();
+            name.push(side);
+            let _ = rustix::fs::unlinkat(&self.dir, &name, AtFlags::empty());
+        }
     }
 }
 
@@ -478,7 +562,7 @@ impl Drop for FolderLock<'_> {
 }
 
 /// Device and inode: what a file is, whatever its name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct FileId {
     dev: u64,
     ino: u64,
@@ -514,8 +598,11 @@ struct Protected {
 
 impl Protected {
     fn of(db: Option<&Database>) -> Self {
+        db.and_then(Database::path).map_or_else(Self::default, Self::of_path)
+    }
+
+    fn of_path(path: &Path) -> Self {
         let mut protected = Self::default();
-        let Some(path) = db.and_then(Database::path) else { return protected };
         // As given and resolved: SQLite names the side files after the resolved database file.
         let mut bases = vec![path.to_path_buf()];
         if let Ok(real) = std::fs::canonicalize(path) {
@@ -545,9 +632,19 @@ impl Protected {
         protected
     }
 
+    /// The own file that `id` is, if it is one.
+    fn file_with_id(&self, id: FileId) -> Option<&Path> {
+        self.ids.iter().find(|(own, _)| *own == id).map(|(_, file)| file.as_path())
+    }
+
+    /// The own file that has `name` in the folder `dir_id`, if one has (or will have).
+    fn file_named(&self, dir_id: FileId, name: &OsStr) -> Option<&Path> {
+        self.names.iter().find(|(d, n, _)| *d == dir_id && n == name).map(|(_, _, f)| f.as_path())
+    }
+
     fn check_id(&self, path: &Path, id: FileId) -> Result<()> {
-        match self.ids.iter().find(|(own, _)| *own == id) {
-            Some((_, file)) => Err(Error::OwnFile { path: path.to_path_buf(), file: file.clone() }),
+        match self.file_with_id(id) {
+            Some(file) => Err(Error::OwnFile { path: path.to_path_buf(), file: file.to_owned() }),
             None => Ok(()),
         }
     }
@@ -558,12 +655,29 @@ impl Protected {
         }
         let dir_id = FileId::of_file_fd(dir.as_fd())
             .map_err(|e| io_error(path, "examining its folder", e))?;
-        match self.names.iter().find(|(d, n, _)| *d == dir_id && n == name) {
-            Some((_, _, file)) => {
-                Err(Error::OwnFile { path: path.to_path_buf(), file: file.clone() })
-            }
+        match self.file_named(dir_id, name) {
+            Some(file) => Err(Error::OwnFile { path: path.to_path_buf(), file: file.to_owned() }),
             None => Ok(()),
         }
+    }
+}
+
+/// A database's own files (the database, `-wal`, `-shm`, `-journal`) as they are now, by
+/// device and inode: what the output rule refuses, for a check of descriptors a process was
+/// given, such as its stdout and stderr (`aigentflow … 2<>app.db`).
+#[derive(Debug)]
+pub struct OwnFiles(Protected);
+
+impl OwnFiles {
+    /// The files of the database at `db` (as given and as resolved) that exist now.
+    pub fn of(db: &Path) -> Self {
+        Self(Protected::of_path(db))
+    }
+
+    /// The own file an open descriptor is (by device and inode), if it is one; `None` too for
+    /// a descriptor that is not open.
+    pub fn behind(&self, fd: BorrowedFd<'_>) -> Option<&Path> {
+        FileId::of_file_fd(fd).ok().and_then(|id| self.0.file_with_id(id))
     }
 }
 
@@ -649,13 +763,14 @@ fn temp_name(hint: &OsStr, pid: u32, random: u64) -> OsString {
     OsString::from_vec(name)
 }
 
+/// A temporary name without the SQLite side-file suffix it may carry.
+fn temp_base(name: &[u8]) -> &[u8] {
+    SQLITE_SIDE_FILES.iter().find_map(|side| name.strip_suffix(side.as_bytes())).unwrap_or(name)
+}
+
 /// The pid in a temporary name of this module (or a SQLite side file of one), if it is one.
 fn temp_owner(name: &[u8]) -> Option<u32> {
-    let base = SQLITE_SIDE_FILES
-        .iter()
-        .find_map(|side| name.strip_suffix(side.as_bytes()))
-        .unwrap_or(name);
-    let rest = base.strip_suffix(TEMP_SUFFIX.as_bytes())?;
+    let rest = temp_base(name).strip_suffix(TEMP_SUFFIX.as_bytes())?;
     if !rest.starts_with(b".") {
         return None;
     }
@@ -671,24 +786,131 @@ fn temp_owner(name: &[u8]) -> Option<u32> {
 }
 
 /// Removes the temporary files in `dir` whose process is gone; returns what it removed.
-fn remove_leftovers(dir: &OwnedFd, dir_path: &Path) -> Vec<Leftover> {
+///
+/// The files of one temporary name (the file and SQLite's `-journal`, `-wal`, `-shm` beside it)
+/// go together or stay together: they all stay when any of them is in use ([`in_use`]) or is
+/// one of `protected`'s own files (by identity, or by name for a side file to come), so a
+/// database that only looks like a leftover is never touched.
+fn remove_leftovers(dir: &OwnedFd, dir_path: &Path, protected: &Protected) -> Vec<Leftover> {
     let Ok(entries) = rustix::fs::Dir::read_from(dir) else { return Vec::new() };
     let mine = std::process::id();
-    let mut removed = Vec::new();
+    // The names of writers that are gone, by the temporary name they belong to.
+    let mut groups: BTreeMap<OsString, Vec<(OsString, u32)>> = BTreeMap::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_bytes();
         let Some(pid) = temp_owner(name) else { continue };
         if pid == mine || !process_gone(pid) {
             continue;
         }
-        let name = OsStr::from_bytes(name);
-        // unlinkat never follows a link and refuses a folder.
-        if rustix::fs::unlinkat(dir, name, AtFlags::empty()).is_ok() {
-            tracing::info!(path = %dir_path.join(name).display(), pid, "removed a temporary file its process left");
-            removed.push(Leftover { path: dir_path.join(name), pid });
+        let base = OsStr::from_bytes(temp_base(name)).to_owned();
+        groups.entry(base).or_default().push((OsStr::from_bytes(name).to_owned(), pid));
+    }
+    if groups.is_empty() {
+        return Vec::new();
+    }
+    let Ok(dir_id) = FileId::of_file_fd(dir.as_fd()) else { return Vec::new() };
+    let open = open_files(dir_id.dev);
+    let mut removed = Vec::new();
+    'group: for (base, members) in groups {
+        let names =
+            std::iter::once(base.as_os_str()).chain(members.iter().map(|(n, _)| n.as_os_str()));
+        for name in names {
+            if protected.file_named(dir_id, name).is_some() {
+                continue 'group;
+            }
+        }
+        // Each file examined and locked (the locks held until all are removed) before any goes.
+        let mut held = Vec::new();
+        for (name, pid) in &members {
+            match examine(dir, name, protected, &open) {
+                Examined::Free(id, file) => held.push((name, *pid, id, file)),
+                Examined::NotAFile => {}
+                Examined::InUse => {
+                    tracing::debug!(path = %dir_path.join(name).display(), "kept a temporary file that is in use");
+                    continue 'group;
+                }
+            }
+        }
+        for (name, pid, id, _file) in held {
+            // Still the file examined; unlinkat never follows a link and refuses a folder.
+            let same = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileId::of_stat(&st) == id);
+            if same && rustix::fs::unlinkat(dir, name, AtFlags::empty()).is_ok() {
+                tracing::info!(path = %dir_path.join(name).display(), pid, "removed a temporary file its process left");
+                removed.push(Leftover { path: dir_path.join(name), pid });
+            }
         }
     }
     removed
+}
+
+/// What a leftover candidate turned out to be.
+enum Examined {
+    /// A regular file nobody uses, open here with this process's locks on it.
+    Free(FileId, File),
+    /// Not a regular file (this module makes none other): left alone.
+    NotAFile,
+    /// Protected, open in some process, locked, or not examinable: kept.
+    InUse,
+}
+
+/// Whether the file `name` in `dir` is free to remove: a regular file, not one of `protected`'s,
+/// open in no process of `open`, and with no lock that anyone holds on it (taken here to see;
+/// the returned file keeps it until the caller is done).
+fn examine(dir: &OwnedFd, name: &OsStr, protected: &Protected, open: &HashSet<FileId>) -> Examined {
+    let Ok(st) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+        return Examined::InUse;
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Examined::NotAFile;
+    }
+    let id = FileId::of_stat(&st);
+    // A file this process has open is in `open` too, so the lock below (which belongs to the
+    // process, and whose descriptor's close would drop the process's other locks on the file)
+    // is only ever taken on a file no part of this process uses.
+    if protected.file_with_id(id).is_some() || open.contains(&id) {
+        return Examined::InUse;
+    }
+    let flags =
+        OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let Ok(fd) = rustix::fs::openat(dir, name, flags, Mode::empty()) else {
+        // Cannot be looked at closely (another user's file): not ours to judge.
+        return Examined::InUse;
+    };
+    let file = File::from(fd);
+    if FileId::of_file(&file).ok() != Some(id) {
+        return Examined::InUse;
+    }
+    // SQLite's locks are fcntl record locks (a live WAL database always holds one on its -shm);
+    // other tools use flock. Either held anywhere means a writer is at work.
+    let unlocked = rustix::fs::fcntl_lock(&file, FlockOperation::NonBlockingLockExclusive).is_ok()
+        && rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok();
+    if unlocked {
+        Examined::Free(id, file)
+    } else {
+        Examined::InUse
+    }
+}
+
+/// The files on device `dev` that some process has open: every process whose `/proc/PID/fd`
+/// this one may read (all of them for root, its own user's otherwise; this process included).
+fn open_files(dev: u64) -> HashSet<FileId> {
+    let mut ids = HashSet::new();
+    let Ok(processes) = std::fs::read_dir("/proc") else { return ids };
+    for process in processes.flatten() {
+        if !process.file_name().as_bytes().iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(process.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if let Ok(meta) = std::fs::metadata(fd.path()) {
+                if meta.dev() == dev {
+                    ids.insert(FileId { dev: meta.dev(), ino: meta.ino() });
+                }
+            }
+        }
+    }
+    ids
 }
 
 /// Whether no live process has this pid (a zombie is gone: it will never write again).
@@ -728,7 +950,15 @@ fn refused(path: &Path, reason: &str) -> Error {
 }
 
 fn io_error(path: &Path, action: &str, source: std::io::Error) -> Error {
-    Error::Output { path: path.to_path_buf(), action: action.to_owned(), source }
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Fsize).current;
+    let action = match (source.raw_os_error(), limit) {
+        // What a write past `ulimit -f` fails with, once SIGXFSZ does not end the process.
+        (Some(code), Some(limit)) if code == Errno::FBIG.raw_os_error() => {
+            format!("{action} past this process's file size limit ({limit} bytes, `ulimit -f`)")
+        }
+        _ => action.to_owned(),
+    };
+    Error::Output { path: path.to_path_buf(), action, source }
 }
 
 /// Streams a staged file's bytes (from its start) into an output.
@@ -741,7 +971,8 @@ pub(crate) fn copy_into(path: &Path, file: &mut File, out: &mut Output) -> Resul
         if n == 0 {
             return Ok(total);
         }
-        out.write_all(&buf[..n]).map_err(|e| io_error(out.path(), "writing it", e))?;
+        out.writer.write_all(&buf[..n]).map_err(|e| io_error(&out.path, "writing it", e))?;
+        out.written += n as u64;
         total += n as u64;
     }
 }
@@ -1046,7 +1277,8 @@ mod tests {
         // Every name taken: an error, the victim still untouched.
         let dir_fd = open_dir(dir.path(), dir.path()).unwrap();
         let e = TempFile::create(dir_fd, dir.path().to_path_buf(), hint, &mut || 1).unwrap_err();
-        assert!(e.to_string().contains("unique names were all taken"), "{e}");
+        assert!(e.source.to_string().contains("unique names were all taken"), "{e:?}");
+        assert_eq!(e.path, dir.path().join(temp_name(hint, std::process::id(), 1)), "named");
         // Through the whole rule.
         write(&dir.path().join("x.csv"), None, b"rows").unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
@@ -1172,6 +1404,227 @@ mod tests {
             assert!(dir.path().join(name).exists());
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 5);
+    }
+
+    /// A database left as a crash leaves it (the file, -wal and -shm, no process holding them),
+    /// at `dir/name`.
+    fn crashed_database(dir: &Path, name: &OsStr) -> PathBuf {
+        let path = dir.join(name);
+        let db = Database::open(&path).unwrap();
+        db.write(|tx| {
+            tx.connection().execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")?;
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+        let sides: Vec<(PathBuf, Vec<u8>)> = ["-wal", "-shm"]
+            .iter()
+            .map(|s| (side(&path, s), std::fs::read(side(&path, s)).unwrap()))
+            .collect();
+        db.close().unwrap();
+        for (file, bytes) in sides {
+            std::fs::write(file, bytes).unwrap();
+        }
+        path
+    }
+
+    /// Every file in `dir`, by name.
+    fn names_in(dir: &Path) -> Vec<OsString> {
+        let mut names: Vec<_> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        names
+    }
+
+    fn cleanup(dir: &Path, protected: &Protected) -> Vec<Leftover> {
+        let fd = open_dir(dir, dir).unwrap();
+        remove_leftovers(&fd, dir, protected)
+    }
+
+    /// A database whose name looks like a leftover of a gone writer, with its side files (as a
+    /// crash leaves them, and one made after the protection was taken, known by name only),
+    /// is never removed while it is the database in use, nor while any process has one of its
+    /// files open or locked; only once nothing uses it is it a leftover like any other.
+    #[test]
+    fn a_database_named_like_a_leftover_is_removed_only_when_nothing_uses_it() {
+        let dead = dead_pid();
+        for hint in ["orders", "x.csv", "app.db"] {
+            let dir = tempfile::tempdir().unwrap();
+            let name = temp_name(OsStr::new(hint), dead, 0x0123_4567_89ab_cdef);
+            let path = crashed_database(dir.path(), &name);
+            let protected = Protected::of_path(&path);
+            // A side file that appears after the protection was taken: protected by its name.
+            std::fs::write(side(&path, "-journal"), b"").unwrap();
+            let all = names_in(dir.path());
+            assert_eq!(all.len(), 4, "{all:?}");
+            assert_eq!(cleanup(dir.path(), &protected), [], "{hint}: protected");
+            assert_eq!(names_in(dir.path()), all);
+            std::fs::remove_file(side(&path, "-journal")).unwrap();
+            let all = names_in(dir.path());
+            // The database open in this process, through every way an output is opened.
+            {
+                let db = Database::open_read_only(&path).unwrap();
+                let out = Output::open(&dir.path().join("out.csv"), Some(&db)).unwrap();
+                assert_eq!(out.leftovers(), [], "{hint}: export");
+                let out = Output::open_new(&dir.path().join("copy.db"), Some(&db)).unwrap();
+                assert_eq!(out.leftovers(), [], "{hint}: backup");
+                let staged = TempFile::stage(&path, Some(&db), Path::new("-")).unwrap();
+                assert_eq!(staged.2, [], "{hint}: staged backup");
+                drop(staged);
+                // Not protected, but open here: in use all the same.
+                assert_eq!(Output::open(&dir.path().join("o.csv"), None).unwrap().leftovers(), []);
+                assert!(db.integrity_check().unwrap().is_empty());
+            }
+            assert_eq!(names_in(dir.path()), all);
+            // Open in another process (any one of its files).
+            for held in [path.clone(), side(&path, "-wal"), side(&path, "-shm")] {
+                let mut child = std::process::Command::new("sleep")
+                    .arg("600")
+                    .stdin(File::open(&held).unwrap())
+                    .spawn()
+                    .unwrap();
+                let kept = cleanup(dir.path(), &Protected::default());
+                child.kill().unwrap();
+                child.wait().unwrap();
+                assert_eq!(kept, [], "{hint}: {} is open in a process", held.display());
+                assert_eq!(names_in(dir.path()), all);
+            }
+            // Nothing uses it any more: a leftover, removed whole and reported.
+            let mut removed: Vec<_> =
+                cleanup(dir.path(), &Protected::default()).into_iter().map(|l| l.path).collect();
+            removed.sort();
+            let expected: Vec<_> = all.iter().map(|n| dir.path().join(n)).collect();
+            assert_eq!(removed, expected, "{hint}");
+            assert_eq!(names_in(dir.path()), Vec::<OsString>::new());
+        }
+    }
+
+    /// A lock held by another process (here `flock`, as other tools take one) makes a file in
+    /// use even where that process's open files cannot be seen.
+    #[test]
+    fn a_locked_leftover_is_in_use_even_where_its_holder_cannot_be_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = temp_name(OsStr::new("x.csv"), dead_pid(), 5);
+        let path = dir.path().join(&name);
+        std::fs::write(&path, b"partial").unwrap();
+        let fd = open_dir(dir.path(), dir.path()).unwrap();
+        let nobody_seen = HashSet::new();
+        assert!(matches!(
+            examine(&fd, &name, &Protected::default(), &nobody_seen),
+            Examined::Free(..)
+        ));
+        let mut child = std::process::Command::new("flock")
+            .args(["--exclusive", "--nonblock", "--no-fork"])
+            .arg(&path)
+            .args(["sleep", "600"])
+            .spawn()
+            .unwrap();
+        // Wait until the lock is held (flock takes it before it runs sleep).
+        let held = (0..500).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            let probe = File::open(&path).unwrap();
+            rustix::fs::flock(&probe, FlockOperation::NonBlockingLockShared).is_err()
+        });
+        assert!(held, "flock never took the lock");
+        let seen =
+            matches!(examine(&fd, &name, &Protected::default(), &nobody_seen), Examined::InUse);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(seen, "a locked file was taken for a free one");
+        assert!(matches!(
+            examine(&fd, &name, &Protected::default(), &nobody_seen),
+            Examined::Free(..)
+        ));
+    }
+
+    /// A copy is staged in the first folder that takes a file; leftovers of every folder tried
+    /// are reported; when none takes one, the error names the destination and each file that
+    /// could not be created.
+    #[test]
+    fn a_staged_copy_goes_to_the_first_folder_that_takes_it_and_failures_name_each_file() {
+        let root = tempfile::tempdir().unwrap();
+        let (good, other) = (root.path().join("good"), root.path().join("other"));
+        std::fs::create_dir(&good).unwrap();
+        std::fs::create_dir(&other).unwrap();
+        let not_a_folder = root.path().join("plain");
+        std::fs::write(&not_a_folder, b"x").unwrap();
+        let missing = root.path().join("missing");
+        let dead = dead_pid();
+        let hint = OsStr::new("app.db");
+        let dest = Path::new("-");
+        let unusable = [not_a_folder.clone(), missing.clone()];
+        for first in &unusable {
+            let stale = good.join(temp_name(hint, dead, 9));
+            std::fs::write(&stale, b"a killed backup's copy").unwrap();
+            let folders = [first.clone(), good.clone(), other.clone()];
+            let (temp, _file, removed) =
+                TempFile::stage_in(&folders, hint, &Protected::default(), dest).unwrap();
+            assert_eq!(temp.dir_path, good);
+            assert_eq!(removed, [Leftover { path: stale.clone(), pid: dead }]);
+            assert_eq!(temps(&good).len(), 1);
+            drop(temp);
+            assert!(temps(&good).is_empty() && temps(&other).is_empty());
+        }
+        let e = TempFile::stage_in(&unusable, hint, &Protected::default(), dest).unwrap_err();
+        assert!(matches!(&e, Error::Backup { path, .. } if path == dest), "{e:?}");
+        let text = e.to_string();
+        for folder in &unusable {
+            assert!(text.contains(&folder.display().to_string()), "{text}");
+        }
+        assert!(text.contains("set TMPDIR to a writable folder"), "{text}");
+        assert_eq!(text.lines().count(), 1);
+    }
+
+    /// Dropping a temporary file SQLite wrote (a failed backup's copy) also removes the
+    /// `-journal`, `-wal` and `-shm` SQLite left beside it, committed or not.
+    #[test]
+    fn a_dropped_or_committed_temp_file_takes_sqlite_side_files_with_it() {
+        for commit in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let out = Output::open_new(&dir.path().join("copy.db"), None).unwrap();
+            let temp = out.staging_path().unwrap();
+            for suffix in SQLITE_SIDE_FILES {
+                std::fs::write(side(&temp, suffix), b"sqlite's").unwrap();
+            }
+            assert_eq!(temps(dir.path()).len(), 4);
+            if commit {
+                out.commit().unwrap();
+                assert_eq!(names_in(dir.path()), ["copy.db"]);
+            } else {
+                drop(out);
+                assert_eq!(names_in(dir.path()), Vec::<OsString>::new());
+            }
+        }
+    }
+
+    /// A descriptor of any of the database's files, by any name (a hard link, appending), is
+    /// told as that file; a descriptor of any other file is not.
+    #[test]
+    fn own_files_tell_a_descriptor_of_the_database_by_identity() {
+        let (dir, _db, path) = database();
+        let own = OwnFiles::of(&path);
+        let hard = dir.path().join("hard");
+        std::fs::hard_link(&path, &hard).unwrap();
+        let cases = [
+            (File::open(&path).unwrap(), Some(path.clone())),
+            (File::open(&hard).unwrap(), Some(path.clone())),
+            (
+                std::fs::OpenOptions::new().append(true).open(side(&path, "-wal")).unwrap(),
+                Some(side(&path, "-wal")),
+            ),
+            (File::open(side(&path, "-shm")).unwrap(), Some(side(&path, "-shm"))),
+            (File::create(dir.path().join("other")).unwrap(), None),
+            (File::open("/dev/null").unwrap(), None),
+        ];
+        for (file, expected) in cases {
+            assert_eq!(own.behind(file.as_fd()).map(Path::to_path_buf), expected);
+        }
+        // Through a link to the folder the database is in, and a relative path.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let link = elsewhere.path().join("to-db");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let file = File::open(&path).unwrap();
+        assert!(OwnFiles::of(&link).behind(file.as_fd()).is_some());
+        assert!(OwnFiles::of(&elsewhere.path().join("none.db")).behind(file.as_fd()).is_none());
     }
 
     #[test]
