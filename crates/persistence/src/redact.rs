@@ -6,11 +6,14 @@
 //! 1. **Key shapes**, found anywhere in a token, also glued to the word before them
 //!    (`AWS_KEY_AKIA…`, `token_ghp_…`, `x_sk-ant-…`): AWS access key ids, GitHub, GitLab, Slack
 //!    (tokens and webhook URLs), Stripe, Google (API keys, OAuth client secrets and access
-//!    tokens), OpenAI, Anthropic, Hugging Face, npm, PyPI, SendGrid and age keys, JWTs, PEM
-//!    private keys of every kind and PGP private key blocks (the whole block, to the end of the
-//!    text when its END line is missing), the user and password of a URL
-//!    (`scheme://user:password@host` keeps `scheme://` and `@host`), and the credential after
-//!    `Basic` / `Bearer`. The reference is gitleaks' common rules. Two prefixes are also
+//!    tokens), OpenAI, Anthropic, Hugging Face, npm, PyPI, SendGrid and age keys, JWTs (header
+//!    and payload `{"…` or `{ …`, base64url: `eyJ`, `eyI`, `eyA`), PEM private keys of every
+//!    kind and PGP private key blocks (the whole block, to the end of the text when its END
+//!    line is missing), the user and password of a URL (`scheme://user:password@host` keeps
+//!    `scheme://` and `@host`; the password may hold any character but blanks, quotes and
+//!    `<>`, `@` included: it runs to the last `@` before the host; `host:8080/path@x` is a port
+//!    and a path), and the credential after `Basic` / `Bearer`. The reference is gitleaks'
+//!    common rules. Two prefixes are also
 //!    ordinary text (`sk-` in `task-…`, `sk_test_` in `task_test_…`): glued to a letter or digit
 //!    they count only when what follows mixes upper case, lower case and digits, as generated
 //!    keys do; after anything else (`_`, `-`, a space, a quote) they always count. A
@@ -21,8 +24,13 @@
 //!    (`DB_PASSWORD`, `client_secret`, `x-api-key`, `--password`) but nothing after the name
 //!    (`password_hash`, `max_tokens` and `author` are not secret names). What is replaced
 //!    depends on how the value is written:
-//!    * quoted (`"…"`, `'…'`, `` `…` ``, or `\"…\"` inside JSON text): everything up to the
-//!      closing quote, honouring backslash escapes;
+//!    * quoted (`"…"`, `'…'`, `` `…` ``): everything up to the closing quote, across lines;
+//!      a string not closed within 8 KiB runs to the end of the text. Quotes escaped to any
+//!      depth delimit strings of that depth (`\"…\"` in JSON text, `\\\"…\\\"` in JSON text
+//!      inside JSON text), and the name may be quoted the same way;
+//!    * `<name>value</name>` (XML, HTML, also `<ns:name>` and CDATA): the element's text, when
+//!      a closing tag ends it (so `Option<Token>` in code is not an element); and
+//!      `key="ApiKey" value="…"`: the `value` attribute after a quoted secret name;
 //!    * `name=value` (no space around the sign): one token, up to white space, or to a `,` `;`
 //!      `&` that another `key=` follows (`password=a&user=b`);
 //!    * `name: value`, `name = value` (space around the sign): everything to the end of the line
@@ -42,6 +50,21 @@
 //!    A value written with a sign or in quotes is a secret whatever it looks like, except
 //!    `null`, `true` and `false`.
 //!
+//!    **A value on the lines below its name.** When nothing but a line break (or a YAML block
+//!    indicator, `|`, `>-`…) follows the sign, the value is on the next line that is not
+//!    blank: a quoted value there (pretty-printed JSON) to its closing quote; if that line is
+//!    indented more than the name's line, it and every following line that is blank or
+//!    indented more (a YAML block scalar, a continued or nested value); otherwise only a
+//!    single word alone on its line (`password=` then `Hunter2`), so that a sentence under a
+//!    heading (`Password:` then `The reset flow…`) or the next `key:` stays. Line breaks count
+//!    as written or escaped inside a string (`\n`, `\\n`), and the lines of a string end with
+//!    it.
+//!
+//! **Escapes.** Text holding `%XX` or `\u00XX` escapes of ASCII is also read with them decoded
+//! (three rounds, so `%253D` is `=`): what that reading finds is replaced in the text as
+//! written, escapes and all (`password%3D[REDACTED]`, `{"\u0070assword": "[REDACTED]"}`,
+//! `https%3A%2F%2F[REDACTED]%40host`); escapes elsewhere stay as they are.
+//!
 //! JSON: every string is redacted as text, and so is every object key (a key holding a key
 //! shape becomes `[REDACTED]`). Keys without secrets keep their names; a redacted key that
 //! would take a name already in its object gets the first free `#2`, `#3`… after it
@@ -51,7 +74,8 @@
 //!
 //! The policy is idempotent — redacting redacted text or JSON changes nothing — because the
 //! stores hash what they write and may pass it through the policy again. Everything runs on the
-//! `regex` crate (linear time), and text with nothing that could start a secret costs one scan.
+//! `regex` crate (linear time) and bounded scans, and text with nothing that could start a
+//! secret (or an escape) costs one scan.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -100,8 +124,9 @@ const SHAPES_PATTERN: &str = concat!(
     r"(?:-----END[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----|\z))",
     // Slack webhooks: the whole URL.
     r"|(?P<webhook>(?:https?://)?hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/_-]{20,})",
-    // URL credentials: the user and password between `://` and `@`.
-    r"|://(?P<userinfo>[^\s/?#@\[\]:]*:[^\s/?#@\[\]]+)@",
+    // URL credentials: the user and password between `://` and the last `@` before the host
+    // (the password may hold any character but blanks and quotes, `@` too).
+    r"|://(?P<userinfo>[^\s/?#@\[\]:]*:[^\s@`'\x22<>]*(?:@[^\s@/?#`'\x22<>]*)*)@",
     // Prefixes found anywhere.
     r"|(?P<anywhere>",
     r"sk-ant-[a-z]{2,8}[0-9]{2}-[A-Za-z0-9_-]{20,}",
@@ -120,7 +145,9 @@ const SHAPES_PATTERN: &str = concat!(
     r"|npm_[A-Za-z0-9]{30,}",
     r"|pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{40,}",
     r"|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}",
-    r"|eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*",
+    // JWTs: header and payload are base64url of JSON objects, so both start with `{` and a
+    // quote (`eyJ`, `eyI`) or a blank (`eyA`).
+    r"|ey[JIA][A-Za-z0-9_-]{10,}\.ey[JIA][A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*",
     r"|AGE-SECRET-KEY-1[A-Z0-9]{58}",
     r")",
     // Prefixes that are also ordinary text: OpenAI (`sk-`, `sk-proj-`…) and Stripe.
@@ -130,35 +157,186 @@ const SHAPES_PATTERN: &str = concat!(
     r"|(?i-u:basic|bearer)[ \t]+(?P<credential>[A-Za-z0-9._~+/=-]{8,})",
 );
 
-/// A secret-like name, its closing quote if it is quoted, and what separates it from its value.
+/// A secret-like name, its closing quote if it is quoted (escaped to any depth: `"`, `\"`,
+/// `\\\"`…), and what separates it from its value (`>` for an XML element, `<password>`).
 fn names_pattern() -> String {
     let names: Vec<String> = SECRET_NAMES.iter().map(|n| n.replace('_', "[ _.-]?")).collect();
     format!(
-        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}))(?P<close>\\?["'`])?(?P<sep>[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]+(?:(?:is|was)[ \t]+)?)"#,
+        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}))(?P<close>\\*["'`])?(?P<sep>[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]+(?:(?:is|was)[ \t]+)?|>)"#,
         names.join("|")
     )
 }
 
+/// Escapes that write an ASCII character another way: `%3D` (URLs, form bodies) and `\u0070`
+/// (JSON, JavaScript). Text holding them is also matched with them decoded ([`Decoded`]).
+const ESCAPES_PATTERN: &str = r"%[0-7][0-9A-Fa-f]|\\[uU]00[0-7][0-9A-Fa-f]";
+static ESCAPES: LazyLock<Regex> = LazyLock::new(|| compile(ESCAPES_PATTERN));
+
 static SHAPES: LazyLock<Regex> = LazyLock::new(|| compile(SHAPES_PATTERN));
 static NAMES: LazyLock<Regex> = LazyLock::new(|| compile(&names_pattern()));
-/// Either of the two: one scan that most text, holding no secret, stops at.
-static GATE: LazyLock<Regex> =
+/// Either of the two: whether a pass can find anything.
+static TRIGGER: LazyLock<Regex> =
     LazyLock::new(|| compile(&format!("(?:{SHAPES_PATTERN})|(?:{})", names_pattern())));
+/// [`TRIGGER`] or an escape: one scan that most text, holding no secret, stops at.
+static GATE: LazyLock<Regex> = LazyLock::new(|| {
+    compile(&format!("(?:{SHAPES_PATTERN})|(?:{})|(?:{ESCAPES_PATTERN})", names_pattern()))
+});
 
 fn compile(pattern: &str) -> Regex {
     Regex::new(pattern).unwrap_or_else(|e| unreachable!("redaction pattern is valid: {e}"))
 }
+
+/// How far a quoted value is looked at for its closing quote; a value not closed within it is
+/// redacted to the end of the text. Also how far back a line's start is looked for.
+const REACH: usize = 8 * 1024;
 
 /// Scrubs secrets out of free text. Text without secrets comes back borrowed and unchanged.
 pub fn redact_text(text: &str) -> Cow<'_, str> {
     if !GATE.is_match(text) {
         return Cow::Borrowed(text);
     }
-    let shaped = redact_shapes(text);
-    match redact_names(&shaped) {
-        Cow::Borrowed(_) => shaped,
-        Cow::Owned(clean) => Cow::Owned(clean),
+    let hidden = match escaped_secrets(text) {
+        // The gate may have stopped at an escape alone.
+        Some(hidden) if hidden.is_empty() && !TRIGGER.is_match(text) => {
+            return Cow::Borrowed(text);
+        }
+        Some(hidden) => hidden,
+        None => Vec::new(),
+    };
+    if hidden.is_empty() {
+        let (shaped, _) = redact_shapes(text);
+        return match redact_names(&shaped).0 {
+            Cow::Borrowed(_) => shaped,
+            Cow::Owned(clean) => Cow::Owned(clean),
+        };
     }
+    // Escapes hid a secret: replace what either reading finds, in the text as written.
+    let mut ranges = secret_ranges(text);
+    ranges.extend(hidden);
+    ranges.sort_unstable_by_key(|r| (r.start, std::cmp::Reverse(r.end)));
+    let mut rewriter = Rewriter::new(text);
+    let mut pending: Option<Range<usize>> = None;
+    for range in ranges {
+        match &mut pending {
+            Some(p) if range.start < p.end => p.end = p.end.max(range.end),
+            _ => {
+                if let Some(p) = pending.replace(range) {
+                    rewriter.replace(p);
+                }
+            }
+        }
+    }
+    if let Some(p) = pending {
+        rewriter.replace(p);
+    }
+    rewriter.finish().0
+}
+
+/// The secrets that the reading of `text` with its escapes decoded finds, as ranges of `text`
+/// (they may overlap what the text as written shows); `None` when nothing in it decodes.
+fn escaped_secrets(text: &str) -> Option<Vec<Range<usize>>> {
+    let decoded = Decoded::of(text)?;
+    if !TRIGGER.is_match(&decoded.text) {
+        return Some(Vec::new());
+    }
+    let ranges = secret_ranges(&decoded.text);
+    Some(ranges.into_iter().map(|r| decoded.source(r.start)..decoded.source(r.end)).collect())
+}
+
+/// Text read with the escapes of [`ESCAPES_PATTERN`] that write a printable ASCII character, a
+/// tab or a line break decoded, again while that makes new ones (`%253D` is `%3D` is `=`, up
+/// to three rounds).
+struct Decoded {
+    text: String,
+    /// The escapes each round decoded, the last round last.
+    rounds: Vec<Vec<Escape>>,
+}
+
+/// An escape decoded: the offset of its character in the round's output, and where the escape
+/// is in the round's input.
+#[derive(Debug, Clone, Copy)]
+struct Escape {
+    out: usize,
+    source: usize,
+    len: usize,
+}
+
+impl Decoded {
+    /// `text` decoded, or `None` when nothing in it decodes.
+    fn of(text: &str) -> Option<Self> {
+        let (mut decoded, escapes, mut again) = decode_once(text)?;
+        let mut rounds = vec![escapes];
+        while again && rounds.len() < 3 {
+            let Some((next, escapes, more)) = decode_once(&decoded) else { break };
+            (decoded, again) = (next, more);
+            rounds.push(escapes);
+        }
+        Some(Self { text: decoded, rounds })
+    }
+
+    /// The offset in the text as written of the offset `at` of the decoded text (an escape's
+    /// character maps to the whole escape).
+    fn source(&self, mut at: usize) -> usize {
+        for escapes in self.rounds.iter().rev() {
+            let before = escapes.partition_point(|e| e.out < at);
+            if let Some(e) = before.checked_sub(1).map(|k| escapes[k]) {
+                at = e.source + e.len + (at - e.out - 1);
+            }
+        }
+        at
+    }
+}
+
+/// One round of [`Decoded::of`]: the text, its escapes, and whether it decoded a `%` or `\`
+/// (which may start an escape of the next round). `None` when nothing decodes.
+fn decode_once(text: &str) -> Option<(String, Vec<Escape>, bool)> {
+    let b = text.as_bytes();
+    let (mut out, mut escapes, mut again) = (Vec::new(), Vec::new(), false);
+    let mut copied = 0;
+    for found in ESCAPES.find_iter(text) {
+        // `%XX` or `\u00XX`: the last two characters are the hexadecimal code.
+        let hex = &text[found.end() - 2..found.end()];
+        let Some(c) = u8::from_str_radix(hex, 16)
+            .ok()
+            .filter(|c| matches!(c, b' '..=b'~' | b'\t' | b'\n' | b'\r'))
+        else {
+            continue;
+        };
+        out.extend_from_slice(&b[copied..found.start()]);
+        escapes.push(Escape { out: out.len(), source: found.start(), len: found.len() });
+        out.push(c);
+        again |= c == b'%' || c == b'\\';
+        copied = found.end();
+    }
+    if escapes.is_empty() {
+        return None;
+    }
+    out.extend_from_slice(&b[copied..]);
+    // Only ASCII replaced ASCII, so the bytes are still UTF-8.
+    String::from_utf8(out).ok().map(|out| (out, escapes, again))
+}
+
+/// Every range of `text` that the two passes replace, in `text`'s offsets (a value the second
+/// pass finds around a shape the first replaced covers that shape whole).
+fn secret_ranges(text: &str) -> Vec<Range<usize>> {
+    let (shaped, shapes) = redact_shapes(text);
+    let (_, values) = redact_names(&shaped);
+    let back = |at: usize, end: bool| {
+        // The last replacement that starts at or before `at` in the shaped text.
+        let k = shapes.partition_point(|e| e.out_start <= at);
+        let Some(e) = k.checked_sub(1).map(|k| &shapes[k]) else { return at };
+        let out_end = e.out_start + REDACTED.len();
+        if at >= out_end {
+            e.source.end + (at - out_end)
+        } else if end && at > e.out_start {
+            e.source.end
+        } else {
+            e.source.start
+        }
+    };
+    let mut ranges: Vec<Range<usize>> = shapes.iter().map(|e| e.source.clone()).collect();
+    ranges.extend(values.iter().map(|e| back(e.source.start, false)..back(e.source.end, true)));
+    ranges
 }
 
 /// Scrubs secrets out of a JSON value, in place: strings, object keys, and every value under a
@@ -263,12 +441,21 @@ struct Rewriter<'a> {
     text: &'a str,
     out: String,
     copied: usize,
-    changed: bool,
+    edits: Vec<Edit>,
+}
+
+/// One range a [`Rewriter`] replaced.
+#[derive(Debug, Clone)]
+struct Edit {
+    /// The range of the input.
+    source: Range<usize>,
+    /// Where its [`REDACTED`] starts in the output.
+    out_start: usize,
 }
 
 impl<'a> Rewriter<'a> {
     fn new(text: &'a str) -> Self {
-        Self { text, out: String::new(), copied: 0, changed: false }
+        Self { text, out: String::new(), copied: 0, edits: Vec::new() }
     }
 
     /// Replaces `range` (at or after everything replaced so far), unless it already reads
@@ -278,30 +465,32 @@ impl<'a> Rewriter<'a> {
             return;
         }
         self.out.push_str(&self.text[self.copied..range.start]);
+        self.edits.push(Edit { source: range.clone(), out_start: self.out.len() });
         self.out.push_str(REDACTED);
         self.copied = range.end;
-        self.changed = true;
     }
 
-    fn finish(mut self) -> Cow<'a, str> {
-        if !self.changed {
-            return Cow::Borrowed(self.text);
+    /// The output, and what was replaced.
+    fn finish(mut self) -> (Cow<'a, str>, Vec<Edit>) {
+        if self.edits.is_empty() {
+            return (Cow::Borrowed(self.text), self.edits);
         }
         self.out.push_str(&self.text[self.copied..]);
-        Cow::Owned(self.out)
+        (Cow::Owned(self.out), self.edits)
     }
 }
 
 /// Pass 1: key shapes.
-fn redact_shapes(text: &str) -> Cow<'_, str> {
+fn redact_shapes(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
     let mut rewriter = Rewriter::new(text);
     let mut at = 0;
     while at < text.len() {
         let Some(found) = SHAPES.find_at(text, at) else { break };
         match judge_shape(text, found.range()) {
             Some(range) => {
+                // A key longer than its pattern's bound ends past the match: look on after it.
+                at = range.end.max(found.end()).max(next_char(text, found.start()));
                 rewriter.replace(range);
-                at = found.end().max(next_char(text, found.start()));
             }
             // Not a secret here: look again from the next character, so a shape that starts
             // inside what was looked at is still found.
@@ -317,7 +506,13 @@ fn redact_shapes(text: &str) -> Cow<'_, str> {
 fn judge_shape(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
     let s = &text[whole.clone()];
     let starts_with = |p: &str| s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
-    if s.starts_with("://") {
+    if let Some(userinfo) = s.strip_prefix("://") {
+        // `host:8080/path/@scope`: a port and a path, not a user and a password.
+        let password = userinfo.split_once(':').map_or("", |(_, p)| p).as_bytes();
+        let port = password.iter().take_while(|b| b.is_ascii_digit()).count();
+        if port > 0 && matches!(password.get(port), Some(b'/' | b'?' | b'#')) {
+            return None;
+        }
         return Some(whole.start + 3..whole.end - 1);
     }
     let scheme = if starts_with("basic") {
@@ -413,24 +608,33 @@ enum Sep {
     Compact,
     /// `name = value`, `name: value`.
     Spaced,
+    /// `<name>value</name>`.
+    Element,
 }
 
 /// Pass 2: values under secret-like names.
-fn redact_names(text: &str) -> Cow<'_, str> {
+fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
     let mut rewriter = Rewriter::new(text);
+    let bytes = text.as_bytes();
     let mut at = 0;
     while at < text.len() {
         let Some(found) = NAMES.find_at(text, at) else { break };
-        let pair = NamePair::parse(found.as_str());
-        let name = found.start()..found.start() + pair.name_len;
-        // A pair that itself sits in a quoted string ends with that string.
-        let enclosing = match (pair.quoted, &text.as_bytes()[..name.start]) {
-            (false, [.., b'\\', q]) if is_quote(char::from(*q)) => Some((*q, true)),
-            (false, [.., q]) if is_quote(char::from(*q)) => Some((*q, false)),
-            _ => None,
+        let parsed = NamePair::parse(found.as_str());
+        let name = found.start()..found.start() + parsed.name_len;
+        let value = if parsed.sep == Sep::Element {
+            opens_element(bytes, name.start).then(|| element_value(text, found.end())).flatten()
+        } else {
+            let pair = Pair {
+                name_start: name.start,
+                sep: parsed.sep,
+                quoted: parsed.quoted,
+                // A pair that itself sits in a quoted string ends with that string.
+                enclosing: if parsed.quoted { None } else { quote_before(bytes, name.start) },
+                cookie: text[name.clone()].to_ascii_lowercase().ends_with("cookie"),
+            };
+            value_range(text, found.end(), &pair)
         };
-        let cookie = text[name.clone()].to_ascii_lowercase().ends_with("cookie");
-        match value_range(text, found.end(), pair.sep, enclosing, cookie) {
+        match value {
             Some(range) => {
                 at = range.end.max(name.end);
                 rewriter.replace(range);
@@ -442,9 +646,9 @@ fn redact_names(text: &str) -> Cow<'_, str> {
 }
 
 /// A match of [`NAMES`] taken apart: it reads `name`, maybe a closing quote, then a separator.
-/// The parts are told from the end, as the name holds no quote, `:`, `=` or blank after its
-/// last word, and no secret name ends in `is` or `was` (cheaper than capture groups, which cost
-/// more than the rest of the pass on prose that mentions tokens and passwords).
+/// The parts are told from the end, as the name holds no quote, `:`, `=`, `>` or blank after
+/// its last word, and no secret name ends in `is` or `was` (cheaper than capture groups, which
+/// cost more than the rest of the pass on prose that mentions tokens and passwords).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct NamePair {
     name_len: usize,
@@ -475,6 +679,10 @@ impl NamePair {
                     Sep::Compact
                 }
             }
+            None if after == 0 && b.last() == Some(&b'>') => {
+                end -= 1;
+                Sep::Element
+            }
             None => {
                 for word in [&b"is"[..], b"was"] {
                     let head = &b[..end];
@@ -493,9 +701,7 @@ impl NamePair {
         let quoted = end > 0 && is_quote(char::from(b[end - 1]));
         if quoted {
             end -= 1;
-            if end > 0 && b[end - 1] == b'\\' {
-                end -= 1;
-            }
+            end -= b[..end].iter().rev().take_while(|&&c| c == b'\\').count();
         }
         Self { name_len: end, quoted, sep }
     }
@@ -505,33 +711,77 @@ fn is_quote(c: char) -> bool {
     matches!(c, '"' | '\'' | '`')
 }
 
+/// A quote and its depth of escaping: `"` is level 0, `\"` (a quote inside a string inside
+/// text, such as JSON text in a JSON string) level 1, `\\\"` level 2, `\\\\\\\"` level 3.
+/// The level of a quote after a run of backslashes is the number of trailing one bits of the
+/// run's length (`2^level - 1` backslashes escape the quote; the pairs above them are escaped
+/// backslashes of that level), so `\\\\\"` (5) is a level-1 quote after a backslash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Quote {
+    char: u8,
+    level: u32,
+}
+
+impl Quote {
+    /// Whether `b`, after `backslashes` backslashes, is this quote at this level.
+    fn closes(self, b: u8, backslashes: usize) -> bool {
+        b == self.char && backslashes.trailing_ones() == self.level
+    }
+
+    /// How many of the backslashes before the quote escape it.
+    fn escape_len(self) -> usize {
+        1usize.checked_shl(self.level).map_or(usize::MAX, |n| n - 1)
+    }
+}
+
+/// The quote that starts at `at`, after any backslashes, and where its string's text begins.
+fn quote_at(bytes: &[u8], at: usize) -> Option<(Quote, usize)> {
+    let run = bytes.get(at..)?.iter().take_while(|&&b| b == b'\\').count();
+    let char = *bytes.get(at + run).filter(|&&b| is_quote(char::from(b)))?;
+    Some((Quote { char, level: run.trailing_ones() }, at + run + 1))
+}
+
+/// The quote just before `at` (and the backslashes before it), if there is one.
+fn quote_before(bytes: &[u8], at: usize) -> Option<Quote> {
+    let char = *bytes[..at].last().filter(|&&b| is_quote(char::from(b)))?;
+    Some(Quote { char, level: backslashes_before(bytes, at - 1).trailing_ones() })
+}
+
+/// What [`value_range`] needs to know of the name before a value.
+#[derive(Debug, Clone, Copy)]
+struct Pair {
+    /// Where the name starts: the indentation of its line is measured there.
+    name_start: usize,
+    sep: Sep,
+    /// Whether the name is quoted (`"password":`).
+    quoted: bool,
+    /// The quoted string the pair sits in, if the name starts it (`'Authorization: …'`).
+    enclosing: Option<Quote>,
+    /// A cookie's value is all secret: it is not cut at the next `key=`.
+    cookie: bool,
+}
+
 /// The value that starts at `start`, as the range to replace, or `None` when there is nothing
 /// to redact there.
-fn value_range(
-    text: &str,
-    start: usize,
-    kind: Sep,
-    enclosing: Option<(u8, bool)>,
-    cookie: bool,
-) -> Option<Range<usize>> {
+fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
     let bytes = text.as_bytes();
-    let rest = &bytes[start..];
-    let (quote, escaped) = match rest {
-        [b'\\', q, ..] if is_quote(char::from(*q)) => (*q, true),
-        [q, ..] if is_quote(char::from(*q)) => (*q, false),
-        _ => (0, false),
-    };
-    if quote != 0 {
-        let open = start + if escaped { 2 } else { 1 };
-        let close = closing_quote(bytes, open, quote, escaped);
-        let range = open..close;
-        let inner = &text[range.clone()];
-        // Without a sign, a quoted credential or pass phrase (several words) counts.
-        let phrase = inner.trim().contains([' ', '\t']);
-        if inner.is_empty() || (kind == Sep::Bare && !looks_like_credential(inner) && !phrase) {
-            return None;
+    let kind = pair.sep;
+    // `key="ApiKey" value="…"`: the value of an attribute named by another.
+    if kind == Sep::Bare && pair.quoted {
+        if let Some(at) = attribute_value(bytes, start) {
+            return value_range(text, at, &Pair { sep: Sep::Compact, quoted: false, ..*pair });
         }
-        return Some(range);
+    }
+    if let Some((quote, open)) = quote_at(bytes, start) {
+        return quoted_value(text, open, quote, kind);
+    }
+    if kind != Sep::Bare {
+        // Nothing but a break, or a YAML block indicator (`|`, `>-`…) and a break, after the
+        // sign: the value is on the lines that follow.
+        let at = block_indicator(bytes, start).unwrap_or(start);
+        if let Some((form, next)) = line_break(bytes, at) {
+            return next_line_value(text, next, form, pair);
+        }
     }
     // One scan: to the end of the line, the quote that closes the string the pair sits in, or
     // the first delimiter the syntax gives.
@@ -542,15 +792,15 @@ fn value_range(
             end = i;
             break;
         }
-        if let Some((quote, escaped)) = enclosing {
-            if b == quote && closes(backslashes, escaped) {
-                end = if escaped { i - 1 } else { i };
-                break;
-            }
+        if let Some(quote) = pair.enclosing.filter(|q| q.closes(b, backslashes)) {
+            end = i - quote.escape_len();
+            break;
         }
         let space = b == b' ' || b == b'\t';
         let delimiter = space || matches!(b, b',' | b';' | b'&');
-        if (space && kind != Sep::Spaced) || (delimiter && !cookie && key_follows(bytes, i + 1)) {
+        if (space && kind != Sep::Spaced)
+            || (delimiter && !pair.cookie && key_follows(bytes, i + 1))
+        {
             end = i;
             break;
         }
@@ -564,42 +814,273 @@ fn value_range(
             return None;
         }
     }
-    if value.is_empty() || ["null", "true", "false"].iter().any(|w| value.eq_ignore_ascii_case(w)) {
+    if value.is_empty() || is_literal(value) {
         return None;
     }
     Some(start..start + value.len())
 }
 
-/// The position of the quote that closes a string opened just before `from` ([`closes`]), or
-/// the end of the line when the string is not closed.
-fn closing_quote(bytes: &[u8], from: usize, quote: u8, escaped: bool) -> usize {
+/// `null`, `true` or `false`, which no value under a secret name is redacted for.
+fn is_literal(value: &str) -> bool {
+    ["null", "true", "false"].iter().any(|w| value.eq_ignore_ascii_case(w))
+}
+
+/// A quoted value whose text begins at `open`: to its closing quote, across lines.
+fn quoted_value(text: &str, open: usize, quote: Quote, kind: Sep) -> Option<Range<usize>> {
+    let range = open..closing_quote(text.as_bytes(), open, quote);
+    let inner = &text[range.clone()];
+    // Without a sign, a quoted credential or pass phrase (several words) counts.
+    let phrase = inner.trim().contains([' ', '\t', '\n', '\r']);
+    if inner.is_empty() || (kind == Sep::Bare && !looks_like_credential(inner) && !phrase) {
+        return None;
+    }
+    Some(range)
+}
+
+/// Where the string opened just before `from` ends: before the quote that closes it (the same
+/// character at the same level, see [`Quote`]), across line breaks. A string not closed within
+/// [`REACH`] bytes runs to the end of the text, so that no part of it is left.
+fn closing_quote(bytes: &[u8], from: usize, quote: Quote) -> usize {
     let mut backslashes = 0usize;
-    for (i, &b) in bytes.iter().enumerate().skip(from) {
-        if b == quote && closes(backslashes, escaped) {
-            return if escaped { i - 1 } else { i };
-        }
-        if b == b'\n' || b == b'\r' {
-            return i;
+    for (i, &b) in bytes.iter().enumerate().take(from.saturating_add(REACH)).skip(from) {
+        if quote.closes(b, backslashes) {
+            return i - quote.escape_len();
         }
         backslashes = if b == b'\\' { backslashes + 1 } else { 0 };
     }
     bytes.len()
 }
 
-/// Whether a quote after `backslashes` backslashes closes its string: an unescaped one, or for a
-/// `\"…\"` string inside JSON text a `\"` whose backslash run is 1 modulo 4 (3 is an escaped
-/// quote inside it).
-fn closes(backslashes: usize, escaped: bool) -> bool {
-    if escaped {
-        backslashes % 4 == 1
-    } else {
-        backslashes.is_multiple_of(2)
+/// After a quoted name and blanks (`key="ApiKey" value="…"`, as .NET and Java configuration
+/// write it), where the value of a `value=` attribute starts.
+fn attribute_value(bytes: &[u8], at: usize) -> Option<usize> {
+    let rest = bytes.get(at..)?;
+    if !rest.get(..5)?.eq_ignore_ascii_case(b"value") {
+        return None;
+    }
+    let blanks =
+        |from: usize| from + rest[from..].iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    let sign = blanks(5);
+    (rest.get(sign) == Some(&b'=')).then(|| at + blanks(sign + 1))
+}
+
+/// After a YAML block indicator at `at` (`|`, `>`, with an indentation digit and a chomping
+/// `+`/`-`) and blanks, where the line goes on.
+fn block_indicator(bytes: &[u8], at: usize) -> Option<usize> {
+    if !matches!(bytes.get(at), Some(b'|' | b'>')) {
+        return None;
+    }
+    let mut i = at + 1;
+    while i < at + 3 && matches!(bytes.get(i), Some(b'+' | b'-' | b'1'..=b'9')) {
+        i += 1;
+    }
+    Some(i + bytes[i.min(bytes.len())..].iter().take_while(|&&b| b == b' ' || b == b'\t').count())
+}
+
+/// A line break: a newline, or the escape of one inside a string written into text, `\n` in a
+/// string, `\\n` in a string in a string, `\\\\n` one level deeper (the number of backslashes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Break(usize);
+
+/// The line break at `at` (which no backslash comes just before), and where the next line
+/// starts: `\r\n`, `\n`, `\r`, or their escapes at any depth.
+fn line_break(bytes: &[u8], at: usize) -> Option<(Break, usize)> {
+    let run = bytes.get(at..)?.iter().take_while(|&&b| b == b'\\').count();
+    let escaped = |i: usize, c: u8| {
+        bytes.get(i..i + run).is_some_and(|r| r.iter().all(|&b| b == b'\\'))
+            && bytes.get(i + run) == Some(&c)
+    };
+    let after = at + run + 1;
+    match bytes.get(at + run)? {
+        b'\n' if run == 0 => Some((Break(0), after)),
+        b'\r' if run == 0 => {
+            Some((Break(0), after + usize::from(bytes.get(after) == Some(&b'\n'))))
+        }
+        b'n' if run.is_power_of_two() => Some((Break(run), after)),
+        b'r' if run.is_power_of_two() => {
+            Some((Break(run), if escaped(after, b'n') { after + run + 1 } else { after }))
+        }
+        _ => None,
     }
 }
 
+/// The strings that the lines of a value sit in: the one its name opens (`'password:…'`),
+/// and for lines broken by an escape, the string of that depth (`\n` in a JSON string is in
+/// a string that `"` closes, `\\n` in one that `\"` or `"` closes). Their quotes end the lines.
+#[derive(Debug, Clone, Copy)]
+struct Strings {
+    enclosing: Option<Quote>,
+    /// The `"` quotes at this level or below.
+    escaped: Option<u32>,
+}
+
+impl Strings {
+    /// Whether `b` after `backslashes` backslashes closes (or opens) one of the strings, and
+    /// how many of those backslashes escape it.
+    fn quote(self, b: u8, backslashes: usize) -> Option<usize> {
+        let level = backslashes.trailing_ones();
+        let quote = Quote { char: b, level };
+        let ends = self.enclosing.is_some_and(|q| q.closes(b, backslashes))
+            || self.escaped.is_some_and(|l| b == b'"' && level <= l);
+        ends.then(|| quote.escape_len())
+    }
+}
+
+/// The line that starts at `from`: where it ends (a break of the same `form`, a newline, a
+/// quote of `strings`, or the end of the text) and where the next line starts, if one does. An
+/// escaped form's lines end at a newline too, as its string does.
+fn line_end(bytes: &[u8], from: usize, form: Break, strings: Strings) -> (usize, Option<usize>) {
+    let mut backslashes = 0usize;
+    for (i, &b) in bytes.iter().enumerate().skip(from) {
+        if b == b'\n' || b == b'\r' {
+            let next = if form.0 == 0 { line_break(bytes, i).map(|(_, next)| next) } else { None };
+            return (i, next);
+        }
+        if form.0 > 0 && b == b'\\' && backslashes == 0 {
+            if let Some((_, next)) = line_break(bytes, i).filter(|(found, _)| *found == form) {
+                return (i, Some(next));
+            }
+        }
+        if let Some(escape) = strings.quote(b, backslashes) {
+            return (i - escape, None);
+        }
+        backslashes = if b == b'\\' { backslashes + 1 } else { 0 };
+    }
+    (bytes.len(), None)
+}
+
+/// How many blanks the line that holds `at` starts with, lines being broken by `form` and
+/// starting after a quote of `strings` (a string's first line); 0 when its start is more than
+/// [`REACH`] bytes back.
+fn line_indent(bytes: &[u8], at: usize, form: Break, strings: Strings) -> usize {
+    let floor = at.saturating_sub(REACH);
+    let mut start = (floor == 0).then_some(0);
+    for i in (floor..at).rev() {
+        let b = bytes[i];
+        let starts = match b {
+            b'\n' | b'\r' => true,
+            b'n' | b'r' if form.0 > 0 => backslashes_before(bytes, i) == form.0,
+            _ if is_quote(char::from(b)) => {
+                strings.quote(b, backslashes_before(bytes, i)).is_some()
+            }
+            _ => false,
+        };
+        if starts {
+            start = Some(i + 1);
+            break;
+        }
+    }
+    start.map_or(0, |s| bytes[s..at].iter().take_while(|&&b| b == b' ' || b == b'\t').count())
+}
+
+/// How many backslashes come just before `at`.
+fn backslashes_before(bytes: &[u8], at: usize) -> usize {
+    bytes[..at].iter().rev().take_while(|&&c| c == b'\\').count()
+}
+
+/// `from..end` without the blanks at either end.
+fn trim_blanks(bytes: &[u8], from: usize, end: usize) -> Range<usize> {
+    let blank = |b: &&u8| **b == b' ' || **b == b'\t';
+    let start = from + bytes[from..end].iter().take_while(blank).count();
+    start..end - bytes[start..end].iter().rev().take_while(blank).count()
+}
+
+/// The value of a name whose line ends after its sign (or a YAML block indicator), from the
+/// next line that is not blank (`from` is where the next line starts):
+/// * a quoted value there (pretty-printed JSON: `"password":` then `"…"` below), to its
+///   closing quote;
+/// * if that line is indented more than the name's line, it and every line after it that is
+///   blank or indented more (a YAML block scalar or nested value, a continued value);
+/// * otherwise a single word standing alone on that line (`password=` then `Hunter2`), unless
+///   it is the next `key:`/`key=` or holds no letter or digit.
+///
+/// Lines inside a string written into text end at the string's closing quote.
+fn next_line_value(text: &str, from: usize, form: Break, pair: &Pair) -> Option<Range<usize>> {
+    let bytes = text.as_bytes();
+    // An escaped break puts the lines in a string: `\n` (1) at depth 0, `\\n` (2) at 1…
+    let depth = form.0.trailing_zeros();
+    let strings = Strings { enclosing: pair.enclosing, escaped: (form.0 > 0).then_some(depth) };
+    let name_indent = line_indent(bytes, pair.name_start, form, strings);
+    let mut line = from;
+    let (first, mut next) = loop {
+        let (end, next) = line_end(bytes, line, form, strings);
+        let content = trim_blanks(bytes, line, end);
+        if !content.is_empty() {
+            break (content, next);
+        }
+        line = next?;
+    };
+    if let Some((quote, open)) = quote_at(bytes, first.start) {
+        return quoted_value(text, open, quote, Sep::Compact);
+    }
+    if first.start - line > name_indent {
+        let mut end = first.end;
+        while let Some(line) = next {
+            let (line_end, after) = line_end(bytes, line, form, strings);
+            let content = trim_blanks(bytes, line, line_end);
+            next = after;
+            if content.is_empty() {
+                continue;
+            }
+            if content.start - line <= name_indent {
+                break;
+            }
+            end = content.end;
+        }
+        return Some(first.start..end);
+    }
+    let word = &text[first.clone()];
+    if word.contains([' ', '\t']) || !word.chars().any(char::is_alphanumeric) {
+        return None;
+    }
+    let word = trim_unopened(word);
+    if word.is_empty() || is_literal(word) || key_follows(bytes, first.start) {
+        return None;
+    }
+    Some(first.start..first.start + word.len())
+}
+
+/// Whether the name at `at` opens an XML or HTML element: `<password>`, `<ns:password>`.
+fn opens_element(bytes: &[u8], at: usize) -> bool {
+    let mut i = at;
+    if i > 0 && bytes[i - 1] == b':' {
+        i -= 1;
+        while i > 0
+            && (bytes[i - 1].is_ascii_alphanumeric() || matches!(bytes[i - 1], b'_' | b'.' | b'-'))
+        {
+            i -= 1;
+        }
+    }
+    i > 0 && bytes[i - 1] == b'<'
+}
+
+/// The text of an element whose start tag ends just before `start`: a CDATA section, or what
+/// comes before the next tag when that tag closes an element (`<password>…</password>`, not
+/// `Option<Token> is …` in code).
+fn element_value(text: &str, start: usize) -> Option<Range<usize>> {
+    const CDATA: &str = "<![CDATA[";
+    let rest = &text[start..];
+    if rest.starts_with(CDATA) {
+        let open = start + CDATA.len();
+        let close = text[open..].find("]]>").map_or(text.len(), |at| open + at);
+        return (close > open).then_some(open..close);
+    }
+    let tag = start + rest.find('<')?;
+    if text.as_bytes().get(tag + 1) != Some(&b'/') {
+        return None;
+    }
+    let inner = &text[start..tag];
+    let value = inner.trim();
+    if value.is_empty() || is_literal(value) {
+        return None;
+    }
+    let from = start + inner.len() - inner.trim_start().len();
+    Some(from..from + value.len())
+}
+
 /// Whether another `key=` / `key:` pair starts at `at`, after blanks. The key may be quoted
-/// (`"key":`, `\"key\":` in JSON text, the same quote on both sides); a `:` that starts `://`
-/// is a URL.
+/// (`"key":`, `\"key\":` in JSON text, at any depth, the same quote on both sides); a `:` that
+/// starts `://` is a URL.
 fn key_follows(bytes: &[u8], mut at: usize) -> bool {
     let blanks = |at: &mut usize| {
         while bytes.get(*at).is_some_and(|&b| b == b' ' || b == b'\t') {
@@ -607,10 +1088,9 @@ fn key_follows(bytes: &[u8], mut at: usize) -> bool {
         }
     };
     let quote = |at: usize| -> &[u8] {
-        match &bytes[at.min(bytes.len())..] {
-            [b'\\', q, ..] if is_quote(char::from(*q)) => &bytes[at..at + 2],
-            [q, ..] if is_quote(char::from(*q)) => &bytes[at..at + 1],
-            _ => &[],
+        match quote_at(bytes, at) {
+            Some((_, after)) => &bytes[at..after],
+            None => &[],
         }
     };
     blanks(&mut at);
@@ -761,6 +1241,21 @@ mod tests {
             "password-bare",
             "pwd-assignment",
             "password-json-escaped",
+            "password-json-pretty",
+            "yaml-block-literal",
+            "yaml-block-folded",
+            "password-next-line",
+            "password-next-line-indented",
+            "password-quoted-multiline",
+            "password-json-double-escaped",
+            "password-single-quoted-escaped",
+            "password-unicode-escaped-name",
+            "password-xml-element",
+            "api-key-xml-add",
+            "password-percent-encoded",
+            "url-credentials-percent-encoded",
+            "url-credentials-brackets",
+            "jwt-spaced-header",
         ] {
             assert!(names.contains(family), "{family} is missing from the corpus");
         }
@@ -874,6 +1369,246 @@ mod tests {
         }
     }
 
+    /// Redacts `input` and checks that `secrets` are gone, `kept` is there, and that redacting
+    /// again changes nothing.
+    fn assert_redacted(input: &str, secrets: &[&str], kept: &[&str]) {
+        let once = redact_text(input);
+        for secret in secrets {
+            assert!(!once.contains(secret), "{secret:?} survived in {once:?}, input {input:?}");
+        }
+        for kept in kept {
+            assert!(once.contains(kept), "lost {kept:?} in {once:?}, input {input:?}");
+        }
+        assert_eq!(redact_text(&once), once, "not idempotent on {input:?}");
+    }
+
+    /// `text` as the content of a JSON string literal (quotes, backslashes and line breaks
+    /// escaped), `depth` times over: text inside JSON inside JSON…
+    fn json_escaped(text: &str, depth: usize) -> String {
+        let mut text = text.to_owned();
+        for _ in 0..depth {
+            let literal = Value::String(text).to_string();
+            text = literal[1..literal.len() - 1].to_owned();
+        }
+        text
+    }
+
+    #[test]
+    fn a_value_on_the_lines_after_its_name_is_redacted() {
+        // Pretty-printed JSON, YAML block scalars, an empty value at the end of its line.
+        for (input, secrets) in [
+            ("{\n  \"password\":\n    \"L3ssonPw!\"\n}", &["L3ssonPw"][..]),
+            ("stringData:\n  password: |\n    Kub3S3cretPw\n", &["Kub3S3cretPw"]),
+            (
+                "stringData:\n  password: >-\n    Kub3S3cret\n\n    Pw and more\n",
+                &["Kub3S3cret", "Pw and more"],
+            ),
+            ("stringData:\n  password: |+2\n    Kub3S3cretPw\n", &["Kub3S3cretPw"]),
+            ("password=\nHunterNL9", &["HunterNL9"]),
+            ("password=\r\nHunterNL9\r\n", &["HunterNL9"]),
+            ("password:\n    C0nfPw!x", &["C0nfPw!x"]),
+            ("password:\n\n\n    C0nfPw!x", &["C0nfPw!x"]),
+            ("db:\n  password:\n    part one\n    part two\n", &["part one", "part two"]),
+            ("DB_PASSWORD :=\n'Hunter NL9'", &["Hunter NL9"]),
+        ] {
+            for depth in 0..4 {
+                let text = json_escaped(input, depth);
+                assert_redacted(&format!("{text}\nafter: kept"), secrets, &["after: kept"]);
+                // Inside a JSON string, lines end with the string.
+                let json =
+                    format!(r#"{{"note":"{}","ok":"kept"}}"#, json_escaped(input, depth + 1));
+                assert_redacted(&json, secrets, &[r#""ok":"kept""#]);
+            }
+        }
+        // A value ends where its indentation does.
+        check(
+            "a:\n  password:\n    C0nfPw!x\n    more\n  user: bob\n",
+            "a:\n  password:\n    [REDACTED]\n  user: bob\n",
+        );
+        check(
+            "stringData:\n  password: |\n    Kub3S3cretPw\n  user: |\n    bob\n",
+            "stringData:\n  password: |\n    [REDACTED]\n  user: |\n    bob\n",
+        );
+        check("password=\nHunterNL9\nnext line", "password=\n[REDACTED]\nnext line");
+        // A line that is not a lone word stays: a sentence, another key, nothing to redact.
+        for prose in [
+            "Password:\nThe reset flow sends an email.",
+            "password:\nuser: bob",
+            "password=\nuser=bob",
+            "token:\n\n",
+            "secret=\n---\n",
+            "password: |\n",
+            "password:\n  \n",
+            "credentials:\n- see the vault",
+        ] {
+            check(prose, prose);
+        }
+    }
+
+    #[test]
+    fn a_quoted_value_runs_to_its_closing_quote_across_lines() {
+        check(
+            r#"pwd="multi
+line secret" next"#,
+            r#"pwd="[REDACTED]" next"#,
+        );
+        check("pwd='multi\r\nline secret' next", "pwd='[REDACTED]' next");
+        check("pwd=`multi\nline` next", "pwd=`[REDACTED]` next");
+        check(r#"{"a":"pwd=\"multi\nline secret\" next"}"#, r#"{"a":"pwd=\"[REDACTED]\" next"}"#);
+        check("my password is \"correct\nhorse\" ok", "my password is \"[REDACTED]\" ok");
+        // Not closed: to the end of the text, whatever comes after.
+        check("password=\"multi\nline secret", "password=\"[REDACTED]");
+        check("token 'abc1234 def\nmore", "token '[REDACTED]");
+        // Closed far away, but within reach: the rest stays.
+        let far = "x".repeat(REACH - 100);
+        check(&format!("password=\"{far}\nsecret\" tail"), "password=\"[REDACTED]\" tail");
+        // Not closed within reach: a quote beyond it closes nothing.
+        let beyond = "x".repeat(REACH + 100);
+        check(&format!("password=\"{beyond}\" tail"), "password=\"[REDACTED]");
+    }
+
+    #[test]
+    fn quotes_escaped_to_any_depth_delimit_their_values() {
+        let double = r#"{"password": "Hun\"ter6x Dbl9", "user": "bob"}"#;
+        let single = r"{'password': 'Hun\'ter6x Sgl9', 'user': 'bob'}";
+        for depth in 0..6 {
+            let text = json_escaped(double, depth);
+            assert_redacted(&text, &["Hun", "ter6x", "Dbl9"], &["bob"]);
+            let single = (0..depth)
+                .fold(single.to_owned(), |t, _| t.replace('\\', "\\\\").replace('\'', "\\'"));
+            assert_redacted(&single, &["Hun", "ter6x", "Sgl9"], &["bob"]);
+            // A pair that sits in a string ends with it.
+            let inner = json_escaped("api_key: Tok3n value here", depth + 1);
+            let quote = json_escaped("\"", depth);
+            assert_redacted(
+                &format!("{quote}{inner}{quote} tail"),
+                &["Tok3n", "value here"],
+                &[" tail"],
+            );
+        }
+        check(
+            r#"{\\\"password\\\":\\\"Hunter6xDbl\\\"}"#,
+            r#"{\\\"password\\\":\\\"[REDACTED]\\\"}"#,
+        );
+    }
+
+    #[test]
+    fn markup_and_escaped_names_hide_no_value() {
+        for (input, secrets, kept) in [
+            ("<password>S3cretXml9</password>", &["S3cretXml9"][..], &["</password>"][..]),
+            (
+                "<db:Password>\n  S3cret Xml9\n</db:Password>",
+                &["S3cret", "Xml9"],
+                &["</db:Password>"],
+            ),
+            (
+                "<password><![CDATA[a<b S3cretXml9]]></password>",
+                &["S3cretXml9"],
+                &["]]></password>"],
+            ),
+            (
+                "<config><api_key>S3cretXml9</api_key><user>bob</user></config>",
+                &["S3cretXml9"],
+                &["<user>bob</user>"],
+            ),
+            (r#"<add key="ApiKey" value="S3cret Value 9"/>"#, &["S3cret", "Value 9"], &["/>"]),
+            ("<add key='Password' value='S3cret Value 9' />", &["S3cret", "Value 9"], &["/>"]),
+            (r#"<user password="S3cretAttr9" name="bob"/>"#, &["S3cretAttr9"], &["bob"]),
+            ("password%3DHunterUrl9", &["HunterUrl9"], &["password%3D"]),
+            (
+                "login?next=%2Fa%3Fpassword%253DHunterUrl9%2526x%253D1",
+                &["HunterUrl9"],
+                &["login?next="],
+            ),
+            ("https%3A%2F%2Fadmin%3AUrlEnc0dedPw%40host", &["UrlEnc0dedPw", "admin"], &["%40host"]),
+            (
+                "%22password%22%3A%22Hunter%20Url9%22%2C%22u%22%3A1",
+                &["Hunter", "Url9"],
+                &["%22u%22"],
+            ),
+            (r#"{"\u0070assword": "HunterU8x"}"#, &["HunterU8x"], &[r#"{"\u0070assword": ""#]),
+            (r#"{"\u0070\u0061ssword": "HunterU8x"}"#, &["HunterU8x"], &[]),
+            (r"\u0041PI_KEY=HunterU8x", &["HunterU8x"], &[]),
+            (r"password\u003dHunterU8x other", &["HunterU8x"], &[" other"]),
+            (r#"{\"\\u0070assword\": \"HunterU8x\"}"#, &["HunterU8x"], &[]),
+        ] {
+            assert_redacted(input, secrets, kept);
+        }
+        // Escapes outside the secret are kept as they are written.
+        check("password%3DHunterUrl9%26next%3D%2Fhome", "password%3D[REDACTED]%26next%3D%2Fhome");
+        check(
+            r#"{"\u0070assword": "x", "caf\u00e9": 1}"#,
+            r#"{"\u0070assword": "[REDACTED]", "caf\u00e9": 1}"#,
+        );
+        // Code and prose with angle brackets and escapes stay.
+        for prose in [
+            "Option<Token> is fine",
+            "fn f(t: Vec<Secret>) -> Result<Token, Error> { todo!() }",
+            "fill in the <password> field and press enter",
+            "100%25 of the token usage, a%20b, caf\\u00e9",
+            "<token>\n",
+        ] {
+            check(prose, prose);
+        }
+    }
+
+    /// Base64url without padding, as JWTs write their parts.
+    fn base64url(bytes: &[u8]) -> String {
+        const TABLE: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n =
+                chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+            for i in 0..=chunk.len() {
+                out.push(char::from(TABLE[(n >> (18 - 6 * i) & 63) as usize]));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn jwts_with_any_json_spacing_and_url_passwords_of_any_characters_are_redacted() {
+        let signature = key("", "Zx9_Yw8-Vu7", 43);
+        for header in [
+            r#"{"alg":"HS256","typ":"JWT"}"#,
+            r#"{ "alg": "HS256", "typ": "JWT" }"#,
+            r#"{"1":"HS256"}"#,
+        ] {
+            for payload in [r#"{"sub":"1234567890","admin":true}"#, r#"{ "sub": "1234567890" }"#] {
+                let jwt = format!(
+                    "{}.{}.{signature}",
+                    base64url(header.as_bytes()),
+                    base64url(payload.as_bytes())
+                );
+                check(&format!("token {jwt} sent"), "token [REDACTED] sent");
+                check(&format!("x_{jwt}"), "x_[REDACTED]");
+            }
+        }
+        for c in "[]{}()!$&*+,;=:%?#/@~|^\\".chars() {
+            let url = format!("postgres://admin:Pa{c}Ssw0rdQ9@db.internal:5432/app");
+            check(&url, "postgres://[REDACTED]@db.internal:5432/app");
+        }
+        check("postgres://admin:p@ss@db/x and more", "postgres://[REDACTED]@db/x and more");
+        check("https://u:pw@host/path/@scope?a=b@c", "https://[REDACTED]@host/path/@scope?a=b@c");
+        // A port and a path are not a password.
+        for url in [
+            "http://localhost:4873/@babel/core",
+            "https://host:8080/x?u=a@b.com",
+            r#"{"url":"https://host:8080","mail":"a@b.com"}"#,
+            "git@github.com:org/repo.git",
+        ] {
+            check(url, url);
+        }
+    }
+
+    #[test]
+    fn a_key_longer_than_its_pattern_next_to_another_is_redacted_whole() {
+        let long = key("sk-proj-", "Ab3Cd5Ef7Gh9-_Jk", 400);
+        let slack = key("xoxb-", "52116896023-3529", 50);
+        check(&format!("ENV_KEY_{long}_KEY_{long}_KEY_{slack} next"), "ENV_KEY_[REDACTED] next");
+    }
+
     #[test]
     fn generic_prefixes_glued_to_a_word_need_a_random_tail() {
         let random = key("sk-", "Ab3Cd5Ef7Gh9Jk1Lm", 40);
@@ -976,7 +1711,9 @@ mod tests {
     fn pair_by_captures(text: &str, at: usize) -> Option<(Range<usize>, NamePair)> {
         let caps = NAMES.captures_at(text, at)?;
         let (whole, name, sep) = (caps.get(0)?, caps.name("name")?, caps.name("sep")?.as_str());
-        let sep = if !sep.contains([':', '=']) {
+        let sep = if sep == ">" {
+            Sep::Element
+        } else if !sep.contains([':', '=']) {
             Sep::Bare
         } else if sep.contains([' ', '\t']) {
             Sep::Spaced
@@ -1044,6 +1781,37 @@ mod tests {
             "x_",
             "é",
             "日本",
+            "\n  ",
+            "\n    ",
+            "\r\n",
+            "\\n",
+            "\\\\n",
+            "|",
+            ">-",
+            "<",
+            ">",
+            "</",
+            "<password>",
+            "</password>",
+            "<![CDATA[",
+            "]]>",
+            "%3D",
+            "%3A",
+            "%40",
+            "%2F",
+            "%22",
+            "%25",
+            "%0A",
+            "\\u0070",
+            "\\u003d",
+            "\\u0022",
+            "\\\\\\\"",
+            "\\\\",
+            "value=",
+            "key=\"ApiKey\" ",
+            "eyAi",
+            "eyJhbGciOiJIUzI1NiJ9.",
+            ":8080/",
         ];
         prop_oneof![
             prop::sample::select(pieces),
@@ -1173,6 +1941,39 @@ mod tests {
                 prop_assert_eq!(NamePair::parse(&text[whole.clone()]), by_captures, "{:?}", &text[whole.clone()]);
                 at = whole.start + by_captures.name_len;
             }
+        }
+
+        #[test]
+        fn a_value_below_its_name_never_survives(
+            name in prop::sample::select(vec![
+                "password", "DB_PASSWORD", "api_key", "\"password\"", "'client_secret'", "x-api-key", "Token",
+            ]),
+            sign in prop::sample::select(vec![":", "=", " = ", ": ", ":=", " => "]),
+            indicator in prop::sample::select(vec!["", "", " |", " >-", " |+2"]),
+            line_break in prop::sample::select(vec!["\n", "\r\n"]),
+            (name_indent, more, blank_lines) in (0usize..4, 1usize..5, 0usize..3),
+            layout in 0usize..3,
+            secret in "[A-Za-z0-9!#*^]{8,16}",
+            depth in 0usize..3,
+        ) {
+            let pad = " ".repeat(name_indent);
+            let value = match layout {
+                0 => format!("{pad}{}\"{secret}\"", " ".repeat(more)),
+                1 => format!("{pad}{}{secret}", " ".repeat(more)),
+                _ => secret.clone(),
+            };
+            let blank = line_break.repeat(blank_lines);
+            let text = format!(
+                "{pad}{name}{sign}{indicator}{line_break}{blank}{value}{line_break}{pad}zz_next: kept"
+            );
+            let text = match depth {
+                0 => text,
+                _ => format!(r#"{{"note":"{}","ok":"kept"}}"#, json_escaped(&text, depth)),
+            };
+            let clean = redact_text(&text);
+            prop_assert!(!clean.contains(&secret), "{:?} -> {:?}", text, clean);
+            prop_assert!(clean.contains("zz_next: kept"), "{:?} -> {:?}", text, clean);
+            prop_assert_eq!(redact_text(&clean), clean.clone());
         }
 
         #[test]
