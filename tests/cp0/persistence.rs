@@ -929,3 +929,62 @@ fn the_wal_is_checkpointed_into_the_file_off_the_commit_path() {
     }
     assert!(config.get("key-299", None).unwrap().is_some());
 }
+
+#[test]
+fn agents_and_metadata_under_secret_names_keep_a_context_that_loads_and_saves_again() {
+    // An agent named `auth` or `session` is a secret-looking key: its output keeps its shape
+    // (strings and numbers go, objects, arrays and flags stay), so the task still loads.
+    let names = [
+        "auth",
+        "session",
+        "token",
+        "credentials",
+        "password",
+        "secret",
+        "api_key",
+        "privateKey",
+        "sessionId",
+        "Authorization",
+        "passwd",
+        "cookie",
+        "accessKey",
+    ];
+    for (i, name) in names.into_iter().enumerate() {
+        let store = SqliteStateStore::new(Database::open_in_memory().unwrap());
+        let task = format!("task-{i}");
+        let mut ctx = StateContext::new("p".into(), task.as_str().into(), "Build it");
+        ctx.agent_queue.push(name.into());
+        let output = ctx.agent_outputs.entry(name.into()).or_default();
+        output.routing_hints.suggest_next = vec!["tester".into()];
+        output.routing_hints.needs_approval = true;
+        output.extra.insert("summary".into(), json!("done"));
+        output.extra.insert("tokensUsed".into(), json!(1200));
+        output.extra.insert("files".into(), json!([{"path": "a.rs", "lines": 3}]));
+        ctx.metadata.insert(name.into(), json!({"nested": {"list": [1, "x", null, true]}}));
+        ctx.task_analysis = Some(json!({name: {"complexity": 3}}));
+        let mut m = StateMachine::new(ctx);
+        drive(&mut m, 2);
+        m.create_checkpoint(vec![]);
+        store.save_state(m.persisted()).unwrap();
+
+        let loaded = store.load_state(&task.as_str().into()).unwrap().unwrap_or_else(|| {
+            panic!("{name}: the saved task is not found");
+        });
+        let out = &loaded.context.agent_outputs[name];
+        assert_eq!(out.routing_hints.suggest_next, vec!["[REDACTED]".to_string()], "{name}");
+        assert!(out.routing_hints.needs_approval, "{name}");
+        assert_eq!(out.extra["files"], json!([{"path": "[REDACTED]", "lines": "[REDACTED]"}]));
+        assert_eq!(
+            loaded.context.metadata[name],
+            json!({"nested": {"list": ["[REDACTED]", "[REDACTED]", null, true]}}),
+            "{name}"
+        );
+
+        // The next save compares against what was stored and goes on.
+        let mut m = StateMachine::from_persisted(loaded);
+        drive(&mut m, 2);
+        store.save_state(m.persisted()).unwrap();
+        let again = store.load_state(&task.as_str().into()).unwrap().unwrap();
+        assert_eq!(again.history.len(), 4, "{name}");
+    }
+}

@@ -83,7 +83,8 @@ struct Cli {
     /// Print JSON on stdout instead of tables, for scripts.
     #[arg(long, global = true, help_heading = GLOBAL)]
     json: bool,
-    /// Log what the library does on stderr (-v info, -vv debug).
+    /// Log what the library does on stderr (-v info, also writes that waited long on another
+    /// writer; -vv debug).
     #[arg(short, long, global = true, action = ArgAction::Count, help_heading = GLOBAL)]
     verbose: u8,
     /// Print only results and errors.

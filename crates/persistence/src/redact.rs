@@ -426,13 +426,22 @@ fn redact_object(map: &mut Map<String, Value>) {
     }
 }
 
+/// Redacts the value of one object entry. Under a secret name every string and number is
+/// replaced, at any depth, but objects and arrays keep their shape (and their keys, judged as
+/// any key is): an agent named `auth` keeps an output that still reads back as one.
 fn redact_entry(secret_name: bool, value: &mut Value) {
-    if secret_name && !matches!(value, Value::Null | Value::Bool(_)) {
-        if value.as_str() != Some(REDACTED) {
-            *value = Value::String(REDACTED.to_owned());
+    if !secret_name {
+        return redact_json(value);
+    }
+    match value {
+        Value::String(s) if s == REDACTED => {}
+        Value::String(_) | Value::Number(_) => *value = Value::String(REDACTED.to_owned()),
+        Value::Array(items) => items.iter_mut().for_each(|item| redact_entry(true, item)),
+        Value::Object(map) => {
+            redact_object(map);
+            map.values_mut().for_each(|item| redact_entry(true, item));
         }
-    } else {
-        redact_json(value);
+        Value::Null | Value::Bool(_) => {}
     }
 }
 
@@ -470,6 +479,20 @@ impl<'a> Rewriter<'a> {
         self.copied = range.end;
     }
 
+    /// [`replace`](Self::replace), or, for a range that starts inside the last one replaced,
+    /// that replacement extended to cover it.
+    fn replace_or_extend(&mut self, range: Range<usize>) {
+        match self.edits.last_mut() {
+            Some(last) if range.start < last.source.end => {
+                if range.end > last.source.end {
+                    last.source.end = range.end;
+                    self.copied = range.end;
+                }
+            }
+            _ => self.replace(range),
+        }
+    }
+
     /// The output, and what was replaced.
     fn finish(mut self) -> (Cow<'a, str>, Vec<Edit>) {
         if self.edits.is_empty() {
@@ -480,17 +503,29 @@ impl<'a> Rewriter<'a> {
     }
 }
 
+/// How far before the end of a shape another one that runs past it is looked for: longer
+/// than any shape's prefix.
+const GLUED_REACH: usize = 64;
+
 /// Pass 1: key shapes.
 fn redact_shapes(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
     let mut rewriter = Rewriter::new(text);
     let mut at = 0;
     while at < text.len() {
         let Some(found) = SHAPES.find_at(text, at) else { break };
+        #[cfg(test)]
+        tests::SHAPE_SCAN.with(|scanned| scanned.set(scanned.get() + (found.end() - at)));
         match judge_shape(text, found.range()) {
             Some(range) => {
-                // A key longer than its pattern's bound ends past the match: look on after it.
-                at = range.end.max(found.end()).max(next_char(text, found.start()));
-                rewriter.replace(range);
+                // Another shape may start inside the end of this one and run past it (a key
+                // glued to another took its prefix): look again from a little before the end,
+                // so each byte is looked at a bounded number of times, and replace the union.
+                let mut back = range.end.saturating_sub(GLUED_REACH);
+                while !text.is_char_boundary(back) {
+                    back -= 1;
+                }
+                at = back.max(next_char(text, found.start()));
+                rewriter.replace_or_extend(range);
             }
             // Not a secret here: look again from the next character, so a shape that starts
             // inside what was looked at is still found.
@@ -787,6 +822,10 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
     // the first delimiter the syntax gives.
     let mut end = bytes.len();
     let mut backslashes = 0usize;
+    // Where the delimiters before the next word start: the last `,` `;` `&` and the blanks
+    // after it, or the first of a run of blanks. Whether a key follows is asked once, at the
+    // end of that run, so a long run of blanks is looked at once, not once per blank.
+    let mut gap: Option<usize> = None;
     for (i, &b) in bytes.iter().enumerate().skip(start) {
         if b == b'\n' || b == b'\r' {
             end = i;
@@ -797,12 +836,24 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
             break;
         }
         let space = b == b' ' || b == b'\t';
-        let delimiter = space || matches!(b, b',' | b';' | b'&');
-        if (space && kind != Sep::Spaced)
-            || (delimiter && !pair.cookie && key_follows(bytes, i + 1))
-        {
-            end = i;
+        if space && kind != Sep::Spaced {
+            // `password=abc, user=bob`: the value ends before the `,` that starts the gap.
+            end = gap.filter(|_| !pair.cookie && key_follows(bytes, i)).unwrap_or(i);
             break;
+        }
+        if space {
+            gap.get_or_insert(i);
+        } else if matches!(b, b',' | b';' | b'&') {
+            gap = Some(i);
+        } else {
+            gap = None;
+        }
+        let run_ends = !matches!(bytes.get(i + 1), Some(b' ' | b'\t'));
+        if let Some(from) = gap.filter(|_| run_ends && !pair.cookie) {
+            if key_follows(bytes, i + 1) {
+                end = from;
+                break;
+            }
         }
         backslashes = if b == b'\\' { backslashes + 1 } else { 0 };
     }
@@ -1082,6 +1133,8 @@ fn element_value(text: &str, start: usize) -> Option<Range<usize>> {
 /// (`"key":`, `\"key\":` in JSON text, at any depth, the same quote on both sides); a `:` that
 /// starts `://` is a URL.
 fn key_follows(bytes: &[u8], mut at: usize) -> bool {
+    #[cfg(test)]
+    let from = at;
     let blanks = |at: &mut usize| {
         while bytes.get(*at).is_some_and(|&b| b == b' ' || b == b'\t') {
             *at += 1;
@@ -1112,6 +1165,8 @@ fn key_follows(bytes: &[u8], mut at: usize) -> bool {
         at += open.len();
     }
     blanks(&mut at);
+    #[cfg(test)]
+    tests::KEY_SCAN.with(|scanned| scanned.set(scanned.get() + (at - from)));
     match bytes.get(at) {
         Some(b'=') => true,
         Some(b':') => !bytes[at + 1..].starts_with(b"//"),
@@ -1162,6 +1217,87 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    thread_local! {
+        /// Bytes [`key_follows`] has looked at on this thread.
+        pub(super) static KEY_SCAN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        /// Bytes the shape pass has searched through on this thread, to the end of each match.
+        pub(super) static SHAPE_SCAN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    #[test]
+    fn the_shape_pass_reads_each_byte_a_bounded_number_of_times() {
+        // Shapes repeated back to back, each of which would run to the end of the text: each
+        // is looked at again only near the end of the one before.
+        let units = [
+            "sk-",
+            "sk-proj-",
+            "sk_live_",
+            "AKIA",
+            "ghp_",
+            "eyJ",
+            "xoxb-",
+            "glpat-",
+            "://a:b",
+            "Bearer ",
+            "Basic ",
+            "-----BEGIN PRIVATE KEY-----",
+            "-----BEGIN PGP PRIVATE KEY BLOCK-----",
+        ];
+        for unit in units {
+            for filler in ["", "Ab3", "x"] {
+                let text = format!("{unit}{filler}").repeat(40_000 / (unit.len() + filler.len()));
+                SHAPE_SCAN.with(|scanned| scanned.set(0));
+                let _ = redact_text(&text);
+                let scanned = SHAPE_SCAN.with(std::cell::Cell::get);
+                assert!(
+                    scanned <= 2 * GLUED_REACH * text.len(),
+                    "{unit:?}{filler:?} repeated: {scanned} bytes searched for {}",
+                    text.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn looking_for_the_next_key_reads_each_byte_a_bounded_number_of_times() {
+        // Runs of blanks and delimiters of every kind after every kind of separator: a value
+        // is ended by asking whether a key follows once per run, not once per blank.
+        let runs = [" ", "\t", " \t", ", ", "; ", "& ", ",", " ,", "\t;\t"];
+        let pairs =
+            ["password: x", "password=x", "password x7Hunter", "\"token\": \"x", "cookie: a=b"];
+        let tails = ["y", "user=bob", "\"user\": 1", ""];
+        for pair in pairs {
+            for run in runs {
+                for tail in tails {
+                    let text = format!("{pair}{}{tail}", run.repeat(20_000));
+                    KEY_SCAN.with(|scanned| scanned.set(0));
+                    let clean = redact_text(&text);
+                    let scanned = KEY_SCAN.with(std::cell::Cell::get);
+                    assert!(
+                        scanned <= 4 * text.len(),
+                        "{pair:?} + {run:?}×20000 + {tail:?}: {scanned} bytes scanned for {}",
+                        text.len()
+                    );
+                    assert!(!clean.contains("x7Hunter"), "{pair:?} {run:?} {tail:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_before_a_delimiter_and_the_next_key_keeps_the_delimiter() {
+        for (input, expected) in [
+            ("password=abc, user=bob", "password=[REDACTED], user=bob"),
+            ("password=abc,user=bob", "password=[REDACTED],user=bob"),
+            ("password=abc;  user=bob", "password=[REDACTED];  user=bob"),
+            ("password: abc def, user: bob", "password: [REDACTED], user: bob"),
+            ("password: abc  \t  user=bob", "password: [REDACTED]  \t  user=bob"),
+            ("password: abc ,user=bob", "password: [REDACTED] ,user=bob"),
+        ] {
+            assert_eq!(redact_text(input), expected, "{input:?}");
+        }
+    }
 
     /// Builds key shapes at run time, so no real-looking key sits in the source.
     fn key(prefix: &str, tail: &str, len: usize) -> String {
@@ -1647,18 +1783,13 @@ line secret" next"#,
             "credentials": {"user": "u"}, "passwordHash": "h", "sessionId": "s",
         });
         redact_json(&mut value);
-        for k in [
-            "api_key",
-            "apiKey",
-            "pwd",
-            "session",
-            "clientSecret",
-            "credentials",
-            "passwordHash",
-            "sessionId",
-        ] {
+        for k in ["api_key", "apiKey", "pwd", "passwordHash", "sessionId"] {
             assert_eq!(value[k], REDACTED, "{k}");
         }
+        // Below a secret name, every string and number goes and the shape stays.
+        assert_eq!(value["session"], json!({"id": REDACTED}));
+        assert_eq!(value["clientSecret"], json!([REDACTED]));
+        assert_eq!(value["credentials"], json!({"user": REDACTED}));
         assert_eq!(value["nested"]["Password"], REDACTED);
         assert_eq!(value["nested"]["list"][0]["token"], REDACTED);
         assert_eq!(value["totalTokens"], 300);
@@ -1932,6 +2063,30 @@ line secret" next"#,
             prop_assert_eq!(sample.leaked_in(clean.as_bytes()), None, "{}", clean);
             let json = redacted_json(&json!({"free": text, "list": [text], text.clone(): 1}));
             prop_assert_eq!(sample.leaked_in(json.to_string().as_bytes()), None);
+        }
+
+        #[test]
+        fn keys_longer_than_their_patterns_beside_other_shapes_go_whole(
+            prefix in prop::sample::select(GENERIC_PREFIXES.to_vec()),
+            tail in "[A-Za-z0-9]{250,700}", glue in prop::sample::select(vec!["", "_", "-", " ", "_KEY_", "\n"]),
+            which in any::<prop::sample::Index>(), seed in 0u64..1000,
+        ) {
+            let long = format!("{prefix}Ab3{tail}");
+            let shapes = corpus::shapes(seed).unwrap();
+            let other = which.get(&shapes);
+            let after = format!("{long}{glue}{}", other.text);
+            let before = format!("{}{glue}{long}", other.text);
+            for (text, apart) in [(after, glue.contains([' ', '\n'])), (before, glue == "\n")] {
+                let clean = redact_text(&text);
+                prop_assert!(!clean.contains(&tail[..40]), "{}", clean);
+                // Glued to the key without a blank, a name (`sk-…_AWS_SECRET_ACCESS_KEY = v`)
+                // reads as more of the key and goes with it, so its value is judged alone; a
+                // value below its name is one standing alone on its line.
+                if apart {
+                    let secret = &other.text[other.secret.clone()];
+                    prop_assert!(!clean.contains(secret), "{} in {}", secret, clean);
+                }
+            }
         }
 
         #[test]
