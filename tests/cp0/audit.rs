@@ -539,7 +539,7 @@ fn a_cell_that_is_not_utf8_is_reported_unsealed_exported_as_csv_and_named_elsewh
     };
     log.log_batch(&batch()).unwrap();
     db.write(|tx| {
-        tx.conn().execute(
+        tx.sqlite().unwrap().execute(
             "INSERT INTO audit_logs (action, category, agent) VALUES ('odd', 'user', CAST(x'61ff62' AS TEXT))",
             [],
         )?;

@@ -52,11 +52,11 @@ proptest! {
         log.log(&AuditEntry::new("kept", Category::User)).unwrap();
         let id: i64 = db
             .write(|tx| {
-                tx.conn().execute(
+                tx.sqlite().unwrap().execute(
                     "INSERT INTO audit_logs(timestamp, action, category) VALUES (?1, 'odd', 'user')",
                     [&stamp],
                 )?;
-                Ok::<_, PError>(tx.conn().last_insert_rowid())
+                Ok::<_, PError>(tx.sqlite().unwrap().last_insert_rowid())
             })
             .unwrap();
         let err = log.query(&AuditQuery::default()).unwrap_err();
@@ -72,7 +72,7 @@ proptest! {
         let store = LessonsStore::new(db.clone());
         let lesson = store.create(&NewLesson::new(lessons::Category::Pattern, "t", "s")).unwrap();
         db.write(|tx| {
-            tx.conn().execute(
+            tx.sqlite().unwrap().execute(
                 "UPDATE lessons SET application_count = ?1 WHERE id = ?2",
                 rusqlite::params![count, lesson.id.as_str()],
             )?;
@@ -96,7 +96,7 @@ proptest! {
         let tracker = ExecutionTracker::new(db.clone());
         let trace = tracker.start_trace(&"p".into(), &"t".into(), "prompt").unwrap();
         db.write(|tx| {
-            tx.conn().execute(
+            tx.sqlite().unwrap().execute(
                 "UPDATE execution_traces SET recovery_attempts = ?1 WHERE id = ?2",
                 rusqlite::params![attempts, trace.id.as_str()],
             )?;
@@ -120,9 +120,11 @@ fn readable_edge_values_still_read_back() {
     let tracker = ExecutionTracker::new(db.clone());
     let trace = tracker.start_trace(&"p".into(), &"t".into(), "prompt").unwrap();
     db.write(|tx| {
-        tx.conn().execute("UPDATE lessons SET application_count = NULL", [])?;
-        tx.conn().execute("UPDATE execution_traces SET recovery_attempts = ?1", [u32::MAX])?;
-        tx.conn().execute(
+        tx.sqlite().unwrap().execute("UPDATE lessons SET application_count = NULL", [])?;
+        tx.sqlite()
+            .unwrap()
+            .execute("UPDATE execution_traces SET recovery_attempts = ?1", [u32::MAX])?;
+        tx.sqlite().unwrap().execute(
             "INSERT INTO audit_logs(timestamp, action, category)
              VALUES ('2026-11-21T05:40:17.895+10:00', 'odd', 'user')",
             [],

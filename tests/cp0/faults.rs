@@ -19,7 +19,7 @@ type Dump = Vec<(String, Vec<Vec<Value>>)>;
 
 fn dump(db: &Database) -> Dump {
     db.read(|tx| {
-        let conn = tx.conn();
+        let conn = tx.sqlite().unwrap();
         let tables: Vec<String> = conn
             .prepare(
                 "SELECT name FROM sqlite_master WHERE type = 'table'
@@ -42,8 +42,10 @@ fn dump(db: &Database) -> Dump {
 }
 
 fn integrity(db: &Database) -> String {
-    db.read(|tx| Ok::<_, PError>(tx.conn().query_row("PRAGMA integrity_check", [], |r| r.get(0))?))
-        .unwrap()
+    db.read(|tx| {
+        Ok::<_, PError>(tx.sqlite().unwrap().query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    })
+    .unwrap()
 }
 
 /// Runs `f` in one write transaction whose connection may grow the file by only `extra` pages
@@ -54,7 +56,7 @@ fn with_limit<T, E: From<PError>>(
     f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
 ) -> Result<T, E> {
     db.write(|tx| {
-        let conn = tx.conn();
+        let conn = tx.sqlite().unwrap();
         let limit = |pages: i64| {
             conn.pragma_update_and_check(None, "max_page_count", pages, |r| r.get::<_, i64>(0))
                 .map_err(PError::from)

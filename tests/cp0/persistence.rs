@@ -58,7 +58,8 @@ fn drive(m: &mut StateMachine, steps: usize) {
 
 fn tables(db: &Database) -> BTreeSet<String> {
     db.read(|tx| {
-        let mut stmt = tx.conn().prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+        let mut stmt =
+            tx.sqlite().unwrap().prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
         let names = stmt.query_map([], |r| r.get(0))?.collect::<Result<BTreeSet<String>, _>>()?;
         Ok::<_, Error>(names)
     })
@@ -111,7 +112,7 @@ fn database_uses_wal_foreign_keys_and_the_durability_option() {
         let db = Database::open_with(&path, Options { durability, ..Options::default() }).unwrap();
         let (mode, fk, sync): (String, i64, i64) = db
             .read(|tx| {
-                let c = tx.conn();
+                let c = tx.sqlite().unwrap();
                 Ok::<_, Error>((
                     c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
                     c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?,
@@ -237,7 +238,7 @@ fn repeated_save_does_not_touch_the_row() {
     store.save_state(&s).unwrap();
     let updated = |db: &Database| -> String {
         db.read(|tx| {
-            Ok::<_, Error>(tx.conn().query_row(
+            Ok::<_, Error>(tx.sqlite().unwrap().query_row(
                 "SELECT updated_at FROM workflow_states",
                 [],
                 |r| r.get(0),

@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::str::FromStr;
 use std::sync::mpsc::{self, Receiver, Sender};
 
-use rusqlite::Row;
+use aigentflow_persistence::Row;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -137,7 +137,7 @@ struct RowBlock {
 
 impl RowBlock {
     /// Copies a row selected with [`COLUMNS`](crate::store::COLUMNS).
-    fn push(&mut self, r: &Row<'_>) -> rusqlite::Result<()> {
+    fn push(&mut self, r: &Row<'_>) -> aigentflow_persistence::Result<()> {
         self.ids.push(r.get(0)?);
         for i in 1..=TEXT_COLUMNS {
             self.cells.push(cell_bytes(r, i)?.map(|cell| {
@@ -353,7 +353,7 @@ impl AuditLog {
                 let read = move || -> Result<u64> {
                     let mut block = RowBlock::default();
                     let mut count = 0u64;
-                    while let Some(r) = rows.next()? {
+                    while let Some(ref r) = rows.next()? {
                         block.push(r)?;
                         count += 1;
                         if count.is_multiple_of(1024) {

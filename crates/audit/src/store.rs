@@ -3,8 +3,8 @@
 use aigentflow_core_states::time;
 use aigentflow_persistence::audit_chain::{self, hash_time};
 pub(crate) use aigentflow_persistence::audit_chain::{cell_bytes, hash_time_into};
+use aigentflow_persistence::Row;
 use aigentflow_persistence::{Clean, Database, Param, Tx};
-use rusqlite::Row;
 use serde_json::Value;
 
 use crate::chain::{self, ChainHead, ChainRow, HashedFields, Verification, Verifier};
@@ -73,7 +73,7 @@ impl AuditLog {
         self.db.read(|tx| {
             let mut stmt = tx.prepare(&sql)?;
             let rows = stmt.query_map(&values, RawRow::read)?;
-            rows.map(|row| row.map_err(Error::from).and_then(RawRow::into_record)).collect()
+            rows.into_iter().map(RawRow::into_record).collect()
         })
     }
 
@@ -98,9 +98,9 @@ impl AuditLog {
                  GROUP BY c ORDER BY COUNT(*) DESC, c",
             )?;
             let rows = stmt.query_map(&[Param::text(project_id)], |r| {
-                Ok(CategoryCount { category: r.get(0)?, count: r.get::<_, i64>(1)? as u64 })
+                Ok(CategoryCount { category: r.get(0)?, count: r.get::<i64>(1)? as u64 })
             })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(rows)
         })
     }
 
@@ -115,7 +115,7 @@ impl AuditLog {
             let mut verifier = Verifier::default();
             let mut stmt = tx.prepare(&format!("SELECT {COLUMNS} FROM audit_logs ORDER BY id"))?;
             let mut rows = stmt.query(&[])?;
-            while let Some(r) = rows.next()? {
+            while let Some(ref r) = rows.next()? {
                 let raw = RawRow::read(r)?;
                 let ts = raw.hashed_timestamp();
                 verifier.push(&raw.chain_row(&ts), |hash| {
@@ -196,7 +196,7 @@ impl<'e> CleanEntry<'e> {
 /// Appends clean entries after the chain's head as this transaction sees it.
 fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
     let mut prev: String = tx
-        .query_row(HEAD, &[], |r| r.get::<_, Option<String>>(1))?
+        .query_row(HEAD, &[], |r| r.get::<Option<String>>(1))?
         .flatten()
         .unwrap_or_else(|| chain::GENESIS.to_owned());
     let first_id: i64 = tx.query_row(NEXT_ID, &[], |r| r.get(0))?.unwrap_or(1);
@@ -245,8 +245,7 @@ fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
 pub(crate) fn read_head(tx: &Tx<'_>) -> Result<Option<ChainHead>> {
     let rows: i64 =
         tx.query_row("SELECT COUNT(*) FROM audit_logs", &[], |r| r.get(0))?.unwrap_or(0);
-    let head =
-        tx.query_row(HEAD, &[], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)))?;
+    let head = tx.query_row(HEAD, &[], |r| Ok((r.get::<i64>(0)?, r.get::<Option<String>>(1)?)))?;
     Ok(head.map(|(last_id, hash)| ChainHead {
         rows: rows as u64,
         last_id,
@@ -312,10 +311,11 @@ pub(crate) fn not_text(id: i64, column: &'static str, e: std::str::Utf8Error) ->
 
 impl RawRow {
     /// Reads a row selected with [`COLUMNS`].
-    pub fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
-        let bytes = |i| Ok::<_, rusqlite::Error>(cell_bytes(r, i)?.map(|b| b.into_owned()));
+    pub fn read(r: &Row<'_>) -> aigentflow_persistence::Result<Self> {
+        let bytes =
+            |i| Ok::<_, aigentflow_persistence::Error>(cell_bytes(r, i)?.map(|b| b.into_owned()));
         let hash = |i| {
-            Ok::<_, rusqlite::Error>(
+            Ok::<_, aigentflow_persistence::Error>(
                 cell_bytes(r, i)?.map(|b| String::from_utf8_lossy(&b).into_owned()),
             )
         };

@@ -413,7 +413,8 @@ mod tests {
     use super::*;
 
     fn number(db: &Database, sql: &str) -> i64 {
-        db.read(|tx| Ok::<_, PError>(tx.conn().query_row(sql, [], |r| r.get(0))?)).unwrap()
+        db.read(|tx| Ok::<_, PError>(tx.sqlite().unwrap().query_row(sql, [], |r| r.get(0))?))
+            .unwrap()
     }
 
     /// An in-memory database (one connection) with no free page left, that can grow by only
@@ -421,7 +422,7 @@ mod tests {
     fn limited(extra: i64) -> Database {
         let db = Database::open_in_memory().unwrap();
         db.write(|tx| {
-            let conn = tx.conn();
+            let conn = tx.sqlite().unwrap();
             conn.execute_batch("CREATE TABLE padding(b BLOB)")?;
             while conn.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0))? > 0 {
                 conn.execute("INSERT INTO padding VALUES (zeroblob(3000))", [])?;
@@ -440,8 +441,9 @@ mod tests {
     /// Whether `task` left anything in the database.
     fn stored(db: &Database, task: &TaskId) -> [i64; 3] {
         db.read(|tx| {
-            let count =
-                |sql: &str| tx.conn().query_row(sql, [task.as_str()], |r| r.get::<_, i64>(0));
+            let count = |sql: &str| {
+                tx.sqlite().unwrap().query_row(sql, [task.as_str()], |r| r.get::<_, i64>(0))
+            };
             Ok::<_, PError>([
                 count("SELECT count(*) FROM workflow_states WHERE task_id = ?1")?,
                 count("SELECT count(*) FROM execution_traces WHERE task_id = ?1")?,
@@ -479,7 +481,11 @@ mod tests {
         );
         let check: String = db
             .read(|tx| {
-                Ok::<_, PError>(tx.conn().query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+                Ok::<_, PError>(tx.sqlite().unwrap().query_row(
+                    "PRAGMA integrity_check",
+                    [],
+                    |r| r.get(0),
+                )?)
             })
             .unwrap();
         assert_eq!(check, "ok", "{task}: {line}");
@@ -502,7 +508,7 @@ mod tests {
     /// fails too only if `marking_fails`.
     fn fail_after(db: &Database, budget: i64, marking_fails: bool) {
         db.write(|tx| {
-            let conn = tx.conn();
+            let conn = tx.sqlite().unwrap();
             conn.execute("CREATE TEMP TABLE budget(rows_left INTEGER NOT NULL)", [])?;
             conn.execute("INSERT INTO budget VALUES (?1)", [budget])?;
             let completion = if marking_fails { "1" } else { "NEW.success = 1" };

@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 
+use aigentflow_persistence::Row;
 use aigentflow_persistence::{Clean, Database, Error as PError, Param, Tx};
-use rusqlite::{ErrorCode, Row};
+use rusqlite::ErrorCode;
 
 use crate::error::{Error, Result};
 use crate::model::{
@@ -170,7 +171,7 @@ impl LessonsStore {
                  ORDER BY l.application_count DESC, l.confidence DESC, l.id LIMIT ?1"
             ))?;
             let raws = stmt.query_map(&[Param::int(clamp(limit))], RawLesson::read)?;
-            raws.map(|r| r?.into_lesson()).collect()
+            raws.into_iter().map(RawLesson::into_lesson).collect()
         })
     }
 
@@ -208,11 +209,11 @@ impl LessonsStore {
                 };
                 let mut stmt = tx.prepare(&sql)?;
                 let rows = stmt.query_map(&values, |r| {
-                    Ok((RawLesson::read(r)?, r.get::<_, Option<f64>>(13)?, r.get::<_, i64>(14)?))
+                    Ok((RawLesson::read(r)?, r.get::<Option<f64>>(13)?, r.get::<i64>(14)?))
                 })?;
                 let mut hits = Vec::new();
                 for row in rows {
-                    let (raw, score, rowid) = row?;
+                    let (raw, score, rowid) = row;
                     let score = scores.as_ref().map_or(score, |s| s.get(&rowid).copied());
                     let snippet = match (&fts, &options.highlight) {
                         (Some(m), Some(h)) => tx.query_row(
@@ -302,7 +303,7 @@ fn compare_index(tx: &Tx<'_>) -> aigentflow_persistence::Result<Option<String>> 
                  ORDER BY doc, term LIMIT 1"
             ),
             &[],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)),
         )
     };
     if let Some((term, doc)) = differs("lessons_check_stored", "lessons_check_fresh_vocab")? {
@@ -341,9 +342,8 @@ fn best_matches(tx: &Tx<'_>, fts: &str, k: usize) -> Result<Vec<(i64, f64)>> {
     }
     let mut stmt =
         tx.prepare(&format!("SELECT rowid, {RANK} FROM lessons_fts WHERE lessons_fts MATCH ?1"))?;
-    let mut scored = stmt
-        .query_map(&[Param::text(fts)], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, f64>(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut scored =
+        stmt.query_map(&[Param::text(fts)], |r| Ok((r.get::<i64>(0)?, r.get::<f64>(1)?)))?;
     if scored.len() > k {
         let cut = scored.select_nth_unstable_by(k - 1, |a, b| a.1.total_cmp(&b.1)).1 .1;
         scored.retain(|&(_, score)| score <= cut);
@@ -497,7 +497,7 @@ struct RawLesson {
 }
 
 impl RawLesson {
-    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+    fn read(r: &Row<'_>) -> aigentflow_persistence::Result<Self> {
         Ok(Self {
             id: r.get(0)?,
             project_id: r.get(1)?,

@@ -117,7 +117,8 @@ pub(crate) fn seal_legacy_rows(conn: &Connection) -> rusqlite::Result<usize> {
     let mut rows = stmt.query([after])?;
     let mut sealed = 0;
     while let Some(r) = rows.next()? {
-        let cells = (1..=9).map(|i| cell_bytes(r, i)).collect::<rusqlite::Result<Vec<_>>>()?;
+        let cells =
+            (1..=9).map(|i| sqlite_cell_bytes(r, i)).collect::<rusqlite::Result<Vec<_>>>()?;
         let cell = |i: usize| cells[i - 1].as_deref();
         let id: i64 = r.get(0)?;
         let timestamp = hashed_timestamp(cell(1).unwrap_or_default());
@@ -146,16 +147,32 @@ pub(crate) fn seal_legacy_rows(conn: &Connection) -> rusqlite::Result<usize> {
 
 /// Text cell `i` of a row as its bytes; NULL is None. A cell stored as a number (written around
 /// the log) is read as the text SQLite would cast it to; [`is_text`] tells such cells apart.
-pub fn cell_bytes<'r>(r: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<Cow<'r, [u8]>>> {
+pub fn cell_bytes<'r>(r: &crate::Row<'r>, i: usize) -> crate::Result<Option<Cow<'r, [u8]>>> {
+    Ok(cell_as_bytes(r.cell(i)?))
+}
+
+/// A cell as the bytes the hash covers.
+fn cell_as_bytes(cell: crate::Cell<'_>) -> Option<Cow<'_, [u8]>> {
+    match cell {
+        crate::Cell::Null => None,
+        crate::Cell::Text(t) => Some(Cow::Borrowed(t.as_bytes())),
+        crate::Cell::Blob(b) => Some(Cow::Borrowed(b)),
+        crate::Cell::Integer(n) => Some(Cow::Owned(n.to_string().into_bytes())),
+        crate::Cell::Real(f) => Some(Cow::Owned(f.to_string().into_bytes())),
+    }
+}
+
+/// Whether cell `i` is stored as TEXT (or NULL), as every text column of the log is written.
+pub fn is_text(r: &crate::Row<'_>, i: usize) -> crate::Result<bool> {
+    Ok(matches!(r.cell(i)?, crate::Cell::Null | crate::Cell::Text(_)))
+}
+
+/// [`cell_bytes`] of a SQLite row, for sealing inside the migration.
+fn sqlite_cell_bytes<'r>(r: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<Cow<'r, [u8]>>> {
     Ok(match r.get_ref(i)? {
         ValueRef::Null => None,
         ValueRef::Text(b) | ValueRef::Blob(b) => Some(Cow::Borrowed(b)),
         ValueRef::Integer(n) => Some(Cow::Owned(n.to_string().into_bytes())),
         ValueRef::Real(f) => Some(Cow::Owned(f.to_string().into_bytes())),
     })
-}
-
-/// Whether cell `i` is stored as TEXT (or NULL), as every text column of the log is written.
-pub fn is_text(r: &Row<'_>, i: usize) -> rusqlite::Result<bool> {
-    Ok(matches!(r.get_ref(i)?, ValueRef::Null | ValueRef::Text(_)))
 }

@@ -17,12 +17,13 @@ use std::borrow::Cow;
 
 use aigentflow_core_states::time;
 use chrono::{DateTime, Utc};
+use postgres::types::Type as PgType;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{CachedStatement, MappedRows, OptionalExtension, Row, Rows, ToSql};
+use rusqlite::ToSql;
 use serde_json::Value;
 
-use crate::db::Tx;
-use crate::error::Result;
+use crate::db::{Conn, Tx};
+use crate::error::{Error, Result};
 use crate::redact::{redact_json, redact_text};
 
 /// Text the redaction policy produced, ready to be hashed and bound.
@@ -161,52 +162,310 @@ impl ToSql for Param<'_> {
     }
 }
 
+impl postgres::types::ToSql for Param<'_> {
+    fn to_sql(&self, ty: &PgType, out: &mut bytes::BytesMut) -> PgWritten {
+        // The server infers each parameter's type from the statement; a value is written in the
+        // form that type takes, or refused when it has none (text for a number column).
+        match &self.0 {
+            Bound::Null => Ok(postgres::types::IsNull::Yes),
+            Bound::Integer(i) => match *ty {
+                PgType::INT8 => pg(i, ty, out),
+                PgType::INT4 => pg(&i32::try_from(*i)?, ty, out),
+                PgType::INT2 => pg(&i16::try_from(*i)?, ty, out),
+                PgType::BOOL => pg(&(*i != 0), ty, out),
+                PgType::FLOAT8 => pg(&(*i as f64), ty, out),
+                PgType::TEXT | PgType::VARCHAR => pg(&i.to_string().as_str(), ty, out),
+                _ => Err(format!("an integer cannot be bound to a parameter of type {ty}").into()),
+            },
+            Bound::Real(r) => match *ty {
+                PgType::FLOAT8 => pg(r, ty, out),
+                PgType::FLOAT4 => pg(&(*r as f32), ty, out),
+                _ => {
+                    Err(format!("a real number cannot be bound to a parameter of type {ty}").into())
+                }
+            },
+            Bound::Text(t) => match *ty {
+                PgType::TEXT
+                | PgType::VARCHAR
+                | PgType::BPCHAR
+                | PgType::NAME
+                | PgType::UNKNOWN => pg(&t.as_ref(), ty, out),
+                _ => Err(format!("text cannot be bound to a parameter of type {ty}").into()),
+            },
+        }
+    }
+
+    fn accepts(_: &PgType) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+/// The result of writing a value for PostgreSQL.
+type PgWritten =
+    std::result::Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>;
+
+/// Writes `value` as a parameter of type `ty`.
+fn pg<T: postgres::types::ToSql>(value: &T, ty: &PgType, out: &mut bytes::BytesMut) -> PgWritten {
+    postgres::types::ToSql::to_sql(value, ty, out)
+}
+
+/// One cell of a result row, as either backend gives it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell<'r> {
+    /// SQL NULL.
+    Null,
+    /// A whole number (also a boolean, as 0 or 1).
+    Integer(i64),
+    /// A real number.
+    Real(f64),
+    /// Text.
+    Text(&'r str),
+    /// Bytes that are not text (SQLite only: a cell written around the stores).
+    Blob(&'r [u8]),
+}
+
+impl Cell<'_> {
+    /// The kind of value, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Cell::Null => "null",
+            Cell::Integer(_) => "integer",
+            Cell::Real(_) => "real",
+            Cell::Text(_) => "text",
+            Cell::Blob(_) => "blob",
+        }
+    }
+}
+
+/// A type a cell can be read as.
+pub trait FromCell: Sized {
+    /// The name of the type, for messages.
+    const EXPECTED: &'static str;
+    /// The value of `cell`, or None when the cell holds another kind of value.
+    fn from_cell(cell: Cell<'_>) -> Option<Self>;
+}
+
+impl FromCell for i64 {
+    const EXPECTED: &'static str = "integer";
+    fn from_cell(cell: Cell<'_>) -> Option<Self> {
+        match cell {
+            Cell::Integer(i) => Some(i),
+            _ => None,
+        }
+    }
+}
+
+impl FromCell for u64 {
+    const EXPECTED: &'static str = "integer from 0";
+    fn from_cell(cell: Cell<'_>) -> Option<Self> {
+        i64::from_cell(cell).and_then(|i| u64::try_from(i).ok())
+    }
+}
+
+impl FromCell for u32 {
+    const EXPECTED: &'static str = "integer from 0 to 4294967295";
+    fn from_cell(cell: Cell<'_>) -> Option<Self> {
+        i64::from_cell(cell).and_then(|i| u32::try_from(i).ok())
+    }
+}
+
+impl FromCell for i32 {
+    const EXPECTED: &'static str = "32-bit integer";
+    fn from_cell(cell: Cell<'_>) -> Option<Self> {
+        i64::from_cell(cell).and_then(|i| i32::try_from(i).ok())
+    }
+}
+
+impl FromCell for f64 {
+    const EXPECTED: &'static str = "real";
+    fn from_cell(cell: Cell<'_>) -> Option<Self> {
+        match cell {
+            Cell::Real(r) => Some(r),
+            Cell::Integer(i) => Some(i as f64),
+            _ => None,
+        }
+    }
+}
+
+impl FromCell for bool {
+    const EXPECTED: &'static str = "boolean (0 or 1)";
+    fn from_cell(cell: Cell<'_>) -> Option<Self> {
+        match cell {
+            Cell::Integer(i) => Some(i != 0),
+            _ => None,
+        }
+    }
+}
+
+impl FromCell for String {
+    const EXPECTED: &'static str = "text";
+    fn from_cell(cell: Cell<'_>) -> Option<Self> {
+        match cell {
+            Cell::Text(t) => Some(t.to_owned()),
+            _ => None,
+        }
+    }
+}
+
+impl<T: FromCell> FromCell for Option<T> {
+    const EXPECTED: &'static str = T::EXPECTED;
+    fn from_cell(cell: Cell<'_>) -> Option<Self> {
+        match cell {
+            Cell::Null => Some(None),
+            cell => T::from_cell(cell).map(Some),
+        }
+    }
+}
+
+/// A row of a result, on either backend.
+#[derive(Debug)]
+pub struct Row<'r>(RowRef<'r>);
+
+#[derive(Debug)]
+enum RowRef<'r> {
+    Sqlite(&'r rusqlite::Row<'r>),
+    Postgres(&'r postgres::Row),
+}
+
+impl<'r> Row<'r> {
+    /// Column `index` (from 0) read as `T`; a cell of another kind is [`Error::ColumnType`].
+    pub fn get<T: FromCell>(&self, index: usize) -> Result<T> {
+        let cell = self.cell(index)?;
+        T::from_cell(cell).ok_or(Error::ColumnType {
+            index,
+            expected: T::EXPECTED,
+            found: cell.kind(),
+        })
+    }
+
+    /// Column `index` (from 0) as the backend holds it.
+    pub fn cell(&self, index: usize) -> Result<Cell<'r>> {
+        match self.0 {
+            RowRef::Sqlite(r) => Ok(match r.get_ref(index)? {
+                ValueRef::Null => Cell::Null,
+                ValueRef::Integer(i) => Cell::Integer(i),
+                ValueRef::Real(f) => Cell::Real(f),
+                ValueRef::Text(t) => match std::str::from_utf8(t) {
+                    Ok(t) => Cell::Text(t),
+                    Err(_) => Cell::Blob(t),
+                },
+                ValueRef::Blob(b) => Cell::Blob(b),
+            }),
+            RowRef::Postgres(r) => crate::pg::cell(r, index),
+        }
+    }
+}
+
+/// The rows of a query, read one at a time (memory stays flat whatever their number).
+pub struct Rows<'s>(RowsInner<'s>);
+
+enum RowsInner<'s> {
+    Sqlite(rusqlite::Rows<'s>),
+    Postgres(crate::pg::Rows<'s>),
+}
+
+impl std::fmt::Debug for Rows<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rows")
+    }
+}
+
+impl Rows<'_> {
+    /// The next row; None after the last.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<Row<'_>>> {
+        Ok(match &mut self.0 {
+            RowsInner::Sqlite(rows) => rows.next()?.map(|r| Row(RowRef::Sqlite(r))),
+            RowsInner::Postgres(rows) => rows.next()?.map(|r| Row(RowRef::Postgres(r))),
+        })
+    }
+
+    /// Every remaining row mapped by `f`.
+    pub fn map_all<T>(mut self, mut f: impl FnMut(&Row<'_>) -> Result<T>) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        while let Some(row) = self.next()? {
+            out.push(f(&row)?);
+        }
+        Ok(out)
+    }
+}
+
 /// A prepared (and cached) statement of a transaction; it binds only [`Param`]s.
-pub struct Stmt<'c>(CachedStatement<'c>);
+pub struct Stmt<'c>(StmtInner<'c>);
+
+enum StmtInner<'c> {
+    Sqlite(rusqlite::CachedStatement<'c>),
+    Postgres(crate::pg::Stmt<'c>),
+}
 
 impl std::fmt::Debug for Stmt<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Stmt").field(&self.0.expanded_sql()).finish()
+        match &self.0 {
+            StmtInner::Sqlite(s) => f.debug_tuple("Stmt").field(&s.expanded_sql()).finish(),
+            StmtInner::Postgres(s) => f.debug_tuple("Stmt").field(s).finish(),
+        }
     }
 }
 
 impl Stmt<'_> {
     /// Runs the statement; returns how many rows it changed.
     pub fn execute(&mut self, params: &[Param<'_>]) -> Result<usize> {
-        Ok(self.0.execute(rusqlite::params_from_iter(params))?)
+        match &mut self.0 {
+            StmtInner::Sqlite(s) => Ok(s.execute(rusqlite::params_from_iter(params))?),
+            StmtInner::Postgres(s) => s.execute(params),
+        }
     }
 
     /// The first row mapped by `f`, or None when there is none.
     pub fn query_row<T>(
         &mut self,
         params: &[Param<'_>],
-        f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+        f: impl FnOnce(&Row<'_>) -> Result<T>,
     ) -> Result<Option<T>> {
-        Ok(self.0.query_row(rusqlite::params_from_iter(params), f).optional()?)
+        match &mut self.0 {
+            StmtInner::Sqlite(s) => {
+                let mut rows = s.query(rusqlite::params_from_iter(params))?;
+                match rows.next()? {
+                    Some(r) => f(&Row(RowRef::Sqlite(r))).map(Some),
+                    None => Ok(None),
+                }
+            }
+            StmtInner::Postgres(s) => match s.query_first(params)? {
+                Some(r) => f(&Row(RowRef::Postgres(&r))).map(Some),
+                None => Ok(None),
+            },
+        }
     }
 
     /// The rows, to step through one by one (constant memory).
     pub fn query<'s>(&'s mut self, params: &[Param<'_>]) -> Result<Rows<'s>> {
-        Ok(self.0.query(rusqlite::params_from_iter(params))?)
+        Ok(Rows(match &mut self.0 {
+            StmtInner::Sqlite(s) => RowsInner::Sqlite(s.query(rusqlite::params_from_iter(params))?),
+            StmtInner::Postgres(s) => RowsInner::Postgres(s.query(params)?),
+        }))
     }
 
     /// Every row mapped by `f`.
-    pub fn query_map<'s, T, F>(
-        &'s mut self,
+    pub fn query_map<T>(
+        &mut self,
         params: &[Param<'_>],
-        f: F,
-    ) -> Result<MappedRows<'s, F>>
-    where
-        F: FnMut(&Row<'_>) -> rusqlite::Result<T>,
-    {
-        Ok(self.0.query_map(rusqlite::params_from_iter(params), f)?)
+        f: impl FnMut(&Row<'_>) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        self.query(params)?.map_all(f)
     }
 }
 
-impl<'a> Tx<'a> {
-    /// Prepares `sql` (cached per connection).
-    pub fn prepare(&self, sql: &str) -> Result<Stmt<'a>> {
-        Ok(Stmt(self.connection().prepare_cached(sql)?))
+impl Tx<'_> {
+    /// Prepares `sql` (cached per connection). It is written in SQLite's dialect with `?N`
+    /// parameters, which PostgreSQL reads as `$N`; where the dialects differ, pass the text for
+    /// this transaction's backend ([`Tx::dialect`]).
+    pub fn prepare(&self, sql: &str) -> Result<Stmt<'_>> {
+        Ok(Stmt(match self.conn() {
+            Conn::Sqlite(c) => StmtInner::Sqlite(c.prepare_cached(sql)?),
+            Conn::Postgres(c) => StmtInner::Postgres(crate::pg::Stmt::prepare(c, sql)?),
+        }))
     }
 
     /// Runs one statement; returns how many rows it changed.
@@ -219,19 +478,17 @@ impl<'a> Tx<'a> {
         &self,
         sql: &str,
         params: &[Param<'_>],
-        f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+        f: impl FnOnce(&Row<'_>) -> Result<T>,
     ) -> Result<Option<T>> {
         self.prepare(sql)?.query_row(params, f)
     }
 
     /// Runs statements that take no parameters and are fixed in the program (so no caller text).
     pub fn execute_batch(&self, sql: &'static str) -> Result<()> {
-        Ok(self.connection().execute_batch(sql)?)
-    }
-
-    /// The rowid of the last row this connection inserted.
-    pub fn last_insert_rowid(&self) -> i64 {
-        self.connection().last_insert_rowid()
+        match self.conn() {
+            Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Conn::Postgres(c) => c.batch_execute(sql),
+        }
     }
 }
 
@@ -257,7 +514,7 @@ mod tests {
                 let found = tx.query_row(
                     "SELECT a || ' ' || b FROM t WHERE a = ?1",
                     &[Param::text(&format!("id-{key}"))],
-                    |r| r.get::<_, String>(0),
+                    |r| r.get::<String>(0),
                 )?;
                 Ok::<_, Error>(found.unwrap_or_default())
             })

@@ -165,7 +165,7 @@ impl ConfigStore {
             let rows = stmt.query_map(&[Param::opt_text(project_scope.as_deref())], row_parts)?;
             let mut out: Vec<ConfigEntry> = Vec::new();
             for row in rows {
-                let e = entry(row?)?;
+                let e = entry(row)?;
                 if out.last().is_none_or(|last| last.key != e.key) {
                     out.push(e);
                 }
@@ -177,7 +177,7 @@ impl ConfigStore {
 
 type Parts = (String, String, String, String);
 
-fn row_parts(r: &rusqlite::Row<'_>) -> rusqlite::Result<Parts> {
+fn row_parts(r: &crate::Row<'_>) -> Result<Parts> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
 }
 

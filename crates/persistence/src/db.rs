@@ -90,10 +90,37 @@ pub struct SchemaVersion {
     pub latest: i64,
 }
 
+/// Which kind of database a handle works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// An embedded SQLite file (or memory): the default, one machine.
+    Sqlite,
+    /// A PostgreSQL server, chosen by a `postgres://` or `postgresql://` URL.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend's name as people write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "SQLite",
+            Self::Postgres => "PostgreSQL",
+        }
+    }
+}
+
 /// A cheap, cloneable, thread-safe handle to one aigentflow database.
 #[derive(Debug, Clone)]
 pub struct Database {
-    inner: Arc<Inner>,
+    inner: Arc<Handle>,
+}
+
+/// What a handle holds, per backend.
+#[derive(Debug)]
+enum Handle {
+    Sqlite(Inner),
+    Postgres { pg: crate::pg::PgInner, options: Options, key: PathBuf },
 }
 
 #[derive(Debug)]
@@ -197,6 +224,9 @@ impl Database {
 
     /// Opens the database at `path` as `options.access` allows, migrating it unless read-only.
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Self> {
+        if let Some(url) = path.as_ref().to_str().filter(|p| crate::pg::is_url(p)) {
+            return Self::open_postgres(url, options);
+        }
         let path = path.as_ref().to_path_buf();
         if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
             return Err(Error::InvalidInput {
@@ -257,7 +287,7 @@ impl Database {
             }
         };
         inner.give_back(conn);
-        Ok(Self { inner: Arc::new(inner) })
+        Ok(Self { inner: Arc::new(Handle::Sqlite(inner)) })
     }
 
     fn open_read_only_at(path: PathBuf, options: Options) -> Result<Self> {
@@ -273,7 +303,7 @@ impl Database {
         }
         if inner.options.access == Access::Snapshot {
             inner.give_back(conn);
-            return Ok(Self { inner: Arc::new(inner) });
+            return Ok(Self { inner: Arc::new(Handle::Sqlite(inner)) });
         }
         if found > latest {
             return Err(Error::NewerSchema { path, found, supported: latest });
@@ -282,7 +312,23 @@ impl Database {
             return Err(Error::Outdated { path, found, latest });
         }
         inner.give_back(conn);
-        Ok(Self { inner: Arc::new(inner) })
+        Ok(Self { inner: Arc::new(Handle::Sqlite(inner)) })
+    }
+
+    /// Opens the PostgreSQL database at `url`, migrating it as `options.access` allows
+    /// (the server's database must exist; `Access::Create` and `ReadWrite` migrate it).
+    fn open_postgres(url: &str, options: Options) -> Result<Self> {
+        let read_only = options.access.reads_only();
+        let migrate = !read_only;
+        let pg = crate::pg::PgInner::open(
+            url,
+            read_only,
+            migrate,
+            options.access == Access::Snapshot,
+            options.busy_timeout,
+        )?;
+        let key = PathBuf::from(pg.shown());
+        Ok(Self { inner: Arc::new(Handle::Postgres { pg, options, key }) })
     }
 
     /// Opens a fresh in-memory database with default options.
@@ -296,7 +342,7 @@ impl Database {
         let mut conn = inner.connect()?;
         migrate::run(&mut conn, inner.display_path())?;
         inner.give_back(conn);
-        Ok(Self { inner: Arc::new(inner) })
+        Ok(Self { inner: Arc::new(Handle::Sqlite(inner)) })
     }
 
     /// Opens the default database: `$AIGENTFLOW_DB`, else `orchestrator-data/aigentflow.db`.
@@ -312,34 +358,69 @@ impl Database {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
     }
 
-    /// The file, or None for an in-memory database.
+    /// The file, or None for an in-memory or server database.
     pub fn path(&self) -> Option<&Path> {
-        self.inner.path.as_deref()
+        match &*self.inner {
+            Handle::Sqlite(inner) => inner.path.as_deref(),
+            Handle::Postgres { .. } => None,
+        }
+    }
+
+    /// The backend this handle works on.
+    pub fn backend(&self) -> Backend {
+        match &*self.inner {
+            Handle::Sqlite(_) => Backend::Sqlite,
+            Handle::Postgres { .. } => Backend::Postgres,
+        }
+    }
+
+    /// Where the database is, as people read it: the file, `:memory:`, or the server's URL
+    /// without its password.
+    pub fn location(&self) -> &Path {
+        match &*self.inner {
+            Handle::Sqlite(inner) => inner.display_path(),
+            Handle::Postgres { key, .. } => key,
+        }
+    }
+
+    fn options(&self) -> &Options {
+        match &*self.inner {
+            Handle::Sqlite(inner) => &inner.options,
+            Handle::Postgres { options, .. } => options,
+        }
     }
 
     /// Whether this handle was opened read-only ([`Access::ReadOnly`]).
     pub fn is_read_only(&self) -> bool {
-        self.inner.options.access.reads_only() && self.inner.path.is_some()
+        match &*self.inner {
+            Handle::Sqlite(inner) => inner.options.access.reads_only() && inner.path.is_some(),
+            Handle::Postgres { options, .. } => options.access.reads_only(),
+        }
     }
 
     /// The current instant from the injected clock, truncated to milliseconds.
     pub fn now(&self) -> DateTime<Utc> {
-        time::millis(self.inner.options.clock.now())
+        time::millis(self.options().clock.now())
     }
 
     /// The injected clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.inner.options.clock
+        &self.options().clock
     }
 
     /// The schema version the database is at.
     pub fn schema_version(&self) -> Result<SchemaVersion> {
-        self.read(|tx| {
-            Ok(SchemaVersion {
-                seed: migrate::seed_version(tx.connection())?,
-                migration: migrate::applied_version(tx.connection())?,
+        self.read(|tx| match tx.conn() {
+            Conn::Sqlite(conn) => Ok(SchemaVersion {
+                seed: migrate::seed_version(conn)?,
+                migration: migrate::applied_version(conn)?,
                 latest: migrate::latest_version(),
-            })
+            }),
+            Conn::Postgres(_) => Ok(SchemaVersion {
+                seed: None,
+                migration: crate::pg::applied_in(tx)?,
+                latest: crate::pg::latest_version(),
+            }),
         })
     }
 
@@ -362,7 +443,7 @@ impl Database {
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         if self.is_read_only() {
-            return Err(Error::ReadOnly { path: self.inner.display_path().to_path_buf() }.into());
+            return Err(Error::ReadOnly { path: self.location().to_path_buf() }.into());
         }
         self.run(TransactionBehavior::Immediate, f)
     }
@@ -372,16 +453,28 @@ impl Database {
         behavior: TransactionBehavior,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        let inner = match &*self.inner {
+            Handle::Sqlite(inner) => inner,
+            Handle::Postgres { pg, key, .. } => {
+                let started = Instant::now();
+                let write = matches!(behavior, TransactionBehavior::Immediate);
+                // A write inside a write on the same thread would wait for its own row locks.
+                let _writing = if write { Some(Writing::enter(key)?) } else { None };
+                let result = pg.run(write, |pgtx| f(&Tx { conn: Conn::Postgres(pgtx), db: self }));
+                slow(started, write, key);
+                return result;
+            }
+        };
         let started = Instant::now();
-        let path = self.inner.display_path();
+        let path = inner.display_path();
         // A write inside a write of the same file on the same thread would wait for itself.
-        let _writing = match (&self.inner.path, behavior) {
+        let _writing = match (&inner.path, behavior) {
             (Some(file), TransactionBehavior::Immediate) => Some(Writing::enter(file)?),
             _ => None,
         };
         // SQLite errors raised on this thread until the transaction ends name this file.
         let _at = crate::error::AtPath::enter(path);
-        let mut lease = self.inner.take()?;
+        let mut lease = inner.take()?;
         // Waiting out the busy timeout at BEGIN or COMMIT is one error that says how long.
         let gave_up = std::cell::Cell::new(false);
         let locked = |e: rusqlite::Error| match Error::from(e) {
@@ -393,10 +486,10 @@ impl Database {
         };
         let result = (|| {
             let tx = lease.conn().transaction_with_behavior(behavior).map_err(locked)?;
-            let value = f(&Tx { tx: &tx, db: self })?;
+            let value = f(&Tx { conn: Conn::Sqlite(&tx), db: self })?;
             tx.commit().map_err(locked)?;
             if matches!(behavior, TransactionBehavior::Immediate) {
-                if let Some(checkpointer) = self.inner.checkpointer() {
+                if let Some(checkpointer) = inner.checkpointer() {
                     checkpointer.committed();
                 }
             }
@@ -405,12 +498,9 @@ impl Database {
         // A panic in `f` unwinds through here too: the transaction rolls back as it drops, and
         // the lease gives the connection back.
         drop(lease);
-        let elapsed = started.elapsed();
         // A transaction that gave up waiting says so in its error; a warning would be a second line.
-        if elapsed >= SLOW_TRANSACTION && !gave_up.get() {
-            let kind =
-                if matches!(behavior, TransactionBehavior::Immediate) { "write" } else { "read" };
-            tracing::warn!(target: SLOW_TARGET, ms = elapsed.as_millis() as u64, kind, path = %self.inner.display_path().display(), "slow transaction");
+        if !gave_up.get() {
+            slow(started, matches!(behavior, TransactionBehavior::Immediate), path);
         }
         result
     }
@@ -420,7 +510,11 @@ impl Database {
     /// alive, this only drops this handle: they keep working.
     pub fn close(self) -> Result<()> {
         // Of handles closed at the same time, exactly one gets the pool.
-        let Some(inner) = Arc::into_inner(self.inner) else {
+        let Some(handle) = Arc::into_inner(self.inner) else {
+            return Ok(());
+        };
+        let Handle::Sqlite(inner) = handle else {
+            // The pool closes its connections as it drops.
             return Ok(());
         };
         let Inner { pool, checkpointer, .. } = inner;
@@ -434,6 +528,26 @@ impl Database {
             }
         }
         first_error.map_or(Ok(()), |e| Err(Error::from(e)))
+    }
+}
+
+#[cfg(test)]
+impl Database {
+    /// The SQLite side of this handle (tests of the pool).
+    fn sqlite_inner(&self) -> &Inner {
+        match &*self.inner {
+            Handle::Sqlite(inner) => inner,
+            Handle::Postgres { .. } => unreachable!("a test of the SQLite pool opened PostgreSQL"),
+        }
+    }
+}
+
+/// Logs a transaction that took [`SLOW_TRANSACTION`] or longer (waiting for locks included).
+fn slow(started: Instant, write: bool, location: &Path) {
+    let elapsed = started.elapsed();
+    if elapsed >= SLOW_TRANSACTION {
+        let kind = if write { "write" } else { "read" };
+        tracing::warn!(target: SLOW_TARGET, ms = elapsed.as_millis() as u64, kind, path = %location.display(), "slow transaction");
     }
 }
 
@@ -676,22 +790,66 @@ fn uri_path(path: &Path) -> String {
 
 /// A transaction on the database, handed to the closure of [`Database::read`] or [`Database::write`].
 /// Stores take it in their `*_in` methods so that one transaction can span several stores.
-#[derive(Debug)]
 pub struct Tx<'a> {
-    tx: &'a rusqlite::Transaction<'a>,
+    conn: Conn<'a>,
     db: &'a Database,
 }
 
+/// The driver side of a [`Tx`].
+#[derive(Clone, Copy)]
+pub(crate) enum Conn<'a> {
+    Sqlite(&'a Connection),
+    Postgres(&'a (dyn crate::pg::PgAccess + 'a)),
+}
+
+impl std::fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx").field("backend", &self.backend()).finish_non_exhaustive()
+    }
+}
+
 impl<'a> Tx<'a> {
-    /// The driver's connection: an escape hatch for what [`Tx::prepare`] and friends do not cover.
-    /// Text bound through it bypasses the redaction policy (decision 9), so the workspace's clippy
-    /// configuration forbids it outside tests that play an attacker with file access.
-    pub fn conn(&self) -> &'a Connection {
-        self.tx
+    /// The SQLite connection, on SQLite: an escape hatch for what [`Tx::prepare`] and friends do
+    /// not cover. Text bound through it bypasses the redaction policy (decision 9), so the
+    /// workspace's clippy configuration forbids it outside tests that play an attacker with
+    /// file access.
+    pub fn sqlite(&self) -> Option<&'a Connection> {
+        match self.conn {
+            Conn::Sqlite(conn) => Some(conn),
+            Conn::Postgres(_) => None,
+        }
     }
 
-    pub(crate) fn connection(&self) -> &'a Connection {
-        self.tx
+    pub(crate) fn conn(&self) -> Conn<'a> {
+        self.conn
+    }
+
+    /// The SQLite connection for this crate's SQLite-only work, or [`Error::Unsupported`]
+    /// naming `what` on another backend.
+    pub(crate) fn connection_for(&self, what: &'static str) -> Result<&'a Connection> {
+        match self.conn {
+            Conn::Sqlite(conn) => Ok(conn),
+            Conn::Postgres(_) => {
+                Err(Error::Unsupported { what, backend: Backend::Postgres.name() })
+            }
+        }
+    }
+
+    /// The backend this transaction runs on.
+    pub fn backend(&self) -> Backend {
+        match self.conn {
+            Conn::Sqlite(_) => Backend::Sqlite,
+            Conn::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// `sqlite` on SQLite, `postgres` on PostgreSQL: the text of a statement whose dialects
+    /// differ.
+    pub fn dialect<'s>(&self, sqlite: &'s str, postgres: &'s str) -> &'s str {
+        match self.conn {
+            Conn::Sqlite(_) => sqlite,
+            Conn::Postgres(_) => postgres,
+        }
     }
 
     /// The database this transaction belongs to.

@@ -165,6 +165,18 @@ pub enum Error {
     /// Any other SQLite error.
     #[error("database error: {0}")]
     Sqlite(#[source] rusqlite::Error),
+    /// A PostgreSQL server could not be reached, or refused the connection.
+    #[error("cannot connect to database {url}: {reason}")]
+    Connect { url: SafeText, reason: SafeText },
+    /// Any other PostgreSQL error: the server's message and its SQLSTATE code.
+    #[error("database error: {message}{}", code.as_deref().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default())]
+    Postgres { code: Option<String>, message: SafeText },
+    /// A result column holds another kind of value than the one read.
+    #[error("result column {index} holds {found}, not {expected}")]
+    ColumnType { index: usize, expected: &'static str, found: &'static str },
+    /// What this backend does not offer (a SQLite file operation on a server database…).
+    #[error("{what} is not available on {backend}")]
+    Unsupported { what: &'static str, backend: &'static str },
     /// A value could not be encoded as JSON.
     #[error("cannot encode JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -179,9 +191,39 @@ impl Error {
         matches!(self, Self::NotFound { .. } | Self::Sqlite(rusqlite::Error::QueryReturnedNoRows))
     }
 
-    /// Whether SQLite reported the database busy or locked, anywhere in the error's chain.
+    /// A PostgreSQL driver error, as this crate's error: the server's message and code, or the
+    /// driver's description (a closed connection, a type that does not fit).
+    pub(crate) fn from_postgres(e: postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => Self::Postgres {
+                code: Some(db.code().code().to_owned()),
+                message: match db.detail() {
+                    Some(detail) => format!("{}: {detail}", db.message()).into(),
+                    None => db.message().into(),
+                },
+            },
+            None => Self::Postgres {
+                code: e.code().map(|c| c.code().to_owned()),
+                message: e.to_string().into(),
+            },
+        }
+    }
+
+    /// The SQLSTATE code of a PostgreSQL error (`23505` for a unique violation…).
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            Self::Postgres { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether the database reported itself busy or locked, anywhere in the error's chain
+    /// (PostgreSQL: a lock that could not be had, a deadlock or a serialization failure).
     pub fn is_busy(&self) -> bool {
         if matches!(self, Self::PoolTimeout { .. }) {
+            return true;
+        }
+        if matches!(self.sqlstate(), Some("55P03" | "40P01" | "40001")) {
             return true;
         }
         let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
@@ -500,9 +542,16 @@ mod tests {
         let big = serde_json::json!("x".repeat(64 * 1024));
         let err = db
             .write(|tx| -> Result<()> {
-                let pages: i64 =
-                    tx.connection().query_row("PRAGMA page_count", [], |r| r.get(0))?;
-                tx.connection().pragma_update(None, "max_page_count", pages)?;
+                let pages: i64 = tx.connection_for("a test").unwrap().query_row(
+                    "PRAGMA page_count",
+                    [],
+                    |r| r.get(0),
+                )?;
+                tx.connection_for("a test").unwrap().pragma_update(
+                    None,
+                    "max_page_count",
+                    pages,
+                )?;
                 for i in 0..64 {
                     config.set_in(tx, &format!("k{i}"), &Scope::Global, &big)?;
                 }

@@ -26,14 +26,16 @@ mod error;
 mod maintenance;
 pub mod migrate;
 pub mod output;
+mod pg;
 pub mod redact;
 mod state_store;
 
 pub use aigentflow_core_states::{time, Clock, ManualClock, SystemClock};
-pub use bind::{Clean, Param, Stmt};
+pub use bind::{Cell, Clean, FromCell, Param, Row, Rows, Stmt};
 pub use config::{ConfigEntry, ConfigStore, Scope};
 pub use db::{
-    Access, Database, Durability, Options, SchemaVersion, Tx, DB_ENV, DEFAULT_PATH, SLOW_TARGET,
+    Access, Backend, Database, Durability, Options, SchemaVersion, Tx, DB_ENV, DEFAULT_PATH,
+    SLOW_TARGET,
 };
 pub use error::{Error, NotWritable, Result, SafeText};
 pub use maintenance::{BackupReport, ForeignKeyProblem, TABLES};

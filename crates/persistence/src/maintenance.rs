@@ -49,7 +49,8 @@ impl Database {
     /// `PRAGMA integrity_check`: the problems found (empty when the file is sound).
     pub fn integrity_check(&self) -> Result<Vec<String>> {
         self.read(|tx| {
-            let mut stmt = tx.connection().prepare("PRAGMA integrity_check")?;
+            let mut stmt =
+                tx.connection_for("this maintenance step")?.prepare("PRAGMA integrity_check")?;
             let lines = stmt.query_map([], |r| r.get::<_, String>(0))?;
             let lines = lines.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(lines.into_iter().filter(|l| l != "ok").collect())
@@ -59,7 +60,8 @@ impl Database {
     /// `PRAGMA foreign_key_check`: rows whose parent row is missing.
     pub fn foreign_key_problems(&self) -> Result<Vec<ForeignKeyProblem>> {
         self.read(|tx| {
-            let mut stmt = tx.connection().prepare("PRAGMA foreign_key_check")?;
+            let mut stmt =
+                tx.connection_for("this maintenance step")?.prepare("PRAGMA foreign_key_check")?;
             let rows = stmt.query_map([], |r| {
                 Ok(ForeignKeyProblem { table: r.get(0)?, rowid: r.get(1)?, parent: r.get(2)? })
             })?;
@@ -73,7 +75,7 @@ impl Database {
             TABLES
                 .iter()
                 .map(|table| {
-                    let n: i64 = tx.connection().query_row(
+                    let n: i64 = tx.connection_for("this maintenance step")?.query_row(
                         &format!("SELECT COUNT(*) FROM {table}"),
                         [],
                         |r| r.get(0),
@@ -163,7 +165,8 @@ impl Database {
         let pages = self.read(|tx| {
             // Errors here are told by hand: the read transaction's guard would name the database
             // for any SQLite error, and the backup mostly writes the copy.
-            let backup = Backup::new(tx.connection(), &mut conn).map_err(copy_err)?;
+            let backup = Backup::new(tx.connection_for("this maintenance step")?, &mut conn)
+                .map_err(copy_err)?;
             // All pages in one step: one snapshot, never restarted by a concurrent writer.
             loop {
                 let step = backup.step(-1).map_err(|e| match (&source, reads_the_source(&e)) {
@@ -258,7 +261,7 @@ mod tests {
         let path = dir.path().join("big.db");
         let db = Database::open(&path).unwrap();
         db.write(|tx| {
-            tx.connection().execute_batch(
+            tx.connection_for("this maintenance step")?.execute_batch(
                 "CREATE TABLE t(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)
                  INSERT INTO t SELECT randomblob(2000) FROM n",
             )?;

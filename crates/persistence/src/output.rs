@@ -996,7 +996,8 @@ mod tests {
         let path = dir.path().join("app.db");
         let db = Database::open(&path).unwrap();
         db.write(|tx| {
-            tx.connection()
+            tx.connection_for("a test")
+                .unwrap()
                 .execute_batch("CREATE TABLE IF NOT EXISTS t(x); INSERT INTO t VALUES (1)")?;
             Ok::<_, Error>(())
         })
@@ -1412,7 +1413,9 @@ mod tests {
         let path = dir.join(name);
         let db = Database::open(&path).unwrap();
         db.write(|tx| {
-            tx.connection().execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")?;
+            tx.connection_for("a test")
+                .unwrap()
+                .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")?;
             Ok::<_, Error>(())
         })
         .unwrap();

@@ -11,11 +11,11 @@ use aigentflow_core_states::{
     TaskId, WorkflowState,
 };
 use chrono::{DateTime, Utc};
-use rusqlite::Row;
+
 use serde_json::Value;
 
-use crate::bind::{Clean, Param};
-use crate::db::{Database, Tx};
+use crate::bind::{Clean, Param, Row};
+use crate::db::{Backend, Database, Tx};
 use crate::error::{Error, Result};
 use crate::redact::redact_text;
 
@@ -27,6 +27,20 @@ const UPSERT_STATE: &str = "
         context = excluded.context, updated_at = excluded.updated_at
     WHERE project_id IS NOT excluded.project_id OR state IS NOT excluded.state
         OR context IS NOT excluded.context";
+/// [`UPSERT_STATE`] in PostgreSQL's dialect.
+const UPSERT_STATE_PG: &str = "
+    INSERT INTO workflow_states (task_id, project_id, state, context, created_at, updated_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+    ON CONFLICT(task_id) DO UPDATE SET
+        project_id = excluded.project_id, state = excluded.state,
+        context = excluded.context, updated_at = excluded.updated_at
+    WHERE workflow_states.project_id IS DISTINCT FROM excluded.project_id
+        OR workflow_states.state IS DISTINCT FROM excluded.state
+        OR workflow_states.context IS DISTINCT FROM excluded.context";
+/// On PostgreSQL, saves of one task take turns: a lock on the task's id (held to the end of the
+/// transaction) also covers a task not stored yet, which a row lock could not. SQLite's single
+/// writer does this by itself.
+const LOCK_TASK_PG: &str = "SELECT pg_advisory_xact_lock(hashtextextended(?1, 0))";
 /// The last stored transition, and the lowest stored number (both one probe of the index).
 const LAST_TRANSITION: &str = "
     SELECT seq, from_state, to_state, event, metadata, created_at,
@@ -107,11 +121,14 @@ impl SqliteStateStore {
     /// [`save_in`](Self::save_in) with the context already checked and redacted.
     fn save_clean(&self, tx: &Tx<'_>, state: &PersistedState, context: &Clean<'_>) -> Result<()> {
         let task = state.task_id.as_str();
+        if tx.backend() == Backend::Postgres {
+            tx.query_row(LOCK_TASK_PG, &[Param::text(task)], |_| Ok(()))?;
+        }
         let stored_transitions = check_transitions(tx, state)?;
         let stored_checkpoints = check_checkpoints(tx, state)?;
         let now = Param::time(tx.now());
         tx.execute(
-            UPSERT_STATE,
+            tx.dialect(UPSERT_STATE, UPSERT_STATE_PG),
             &[
                 Param::text(task),
                 Param::text(state.project_id.as_str()),
@@ -177,12 +194,12 @@ impl SqliteStateStore {
         );
         let mut stmt = tx.prepare(&transitions)?;
         let mut rows = stmt.query(&[Param::text(task_id.as_str())])?;
-        while let Some(r) = rows.next()? {
+        while let Some(ref r) = rows.next()? {
             state.history.push(read_transition(r)?.1);
         }
         let mut stmt = tx.prepare(&checkpoints)?;
         let mut rows = stmt.query(&[Param::text(task_id.as_str())])?;
-        while let Some(r) = rows.next()? {
+        while let Some(ref r) = rows.next()? {
             state.context.checkpoints.push(read_checkpoint(r)?.1);
         }
         Ok(Some(state))
@@ -198,7 +215,7 @@ impl SqliteStateStore {
         let mut index = HashMap::new();
         let mut stmt = tx.prepare(&sql)?;
         let mut rows = stmt.query(&[p()])?;
-        while let Some(r) = rows.next()? {
+        while let Some(ref r) = rows.next()? {
             let state = read_state_row(r)?.into_state()?;
             index.insert(state.task_id.as_str().to_owned(), states.len());
             states.push(state);
@@ -210,7 +227,7 @@ impl SqliteStateStore {
         );
         let mut stmt = tx.prepare(&sql)?;
         let mut rows = stmt.query(&[p()])?;
-        while let Some(r) = rows.next()? {
+        while let Some(ref r) = rows.next()? {
             let (task, t) = read_transition(r)?;
             if let Some(&i) = index.get(&task) {
                 states[i].history.push(t);
@@ -223,7 +240,7 @@ impl SqliteStateStore {
         );
         let mut stmt = tx.prepare(&sql)?;
         let mut rows = stmt.query(&[p()])?;
-        while let Some(r) = rows.next()? {
+        while let Some(ref r) = rows.next()? {
             let (task, c) = read_checkpoint(r)?;
             if let Some(&i) = index.get(&task) {
                 states[i].context.checkpoints.push(c);
@@ -258,9 +275,9 @@ impl SqliteStateStore {
                 "SELECT state, COUNT(*) FROM workflow_states GROUP BY state ORDER BY state",
             )?;
             let rows = stmt.query_map(&[], |r| {
-                Ok((WorkflowState::parse(&r.get::<_, String>(0)?), r.get::<_, i64>(1)? as u64))
+                Ok((WorkflowState::parse(&r.get::<String>(0)?), r.get::<i64>(1)? as u64))
             })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            Ok(rows)
         })
     }
 
@@ -284,25 +301,25 @@ impl SqliteStateStore {
                 Param::opt_text(state.map(WorkflowState::as_str)),
             ])?;
             let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
+            while let Some(ref r) = rows.next()? {
                 let task_id: String = r.get(0)?;
                 out.push(TaskSummary {
-                    project_id: ProjectId::new(r.get::<_, String>(1)?),
-                    state: WorkflowState::parse(&r.get::<_, String>(2)?),
+                    project_id: ProjectId::new(r.get::<String>(1)?),
+                    state: WorkflowState::parse(&r.get::<String>(2)?),
                     created_at: Error::read_time(
                         "workflow_states",
                         "created_at",
                         &task_id,
-                        &r.get::<_, String>(3)?,
+                        &r.get::<String>(3)?,
                     )?,
                     updated_at: Error::read_time(
                         "workflow_states",
                         "updated_at",
                         &task_id,
-                        &r.get::<_, String>(4)?,
+                        &r.get::<String>(4)?,
                     )?,
-                    transitions: r.get::<_, i64>(5)? as u64,
-                    checkpoints: r.get::<_, i64>(6)? as u64,
+                    transitions: r.get::<i64>(5)? as u64,
+                    checkpoints: r.get::<i64>(6)? as u64,
                     task_id: TaskId::new(task_id),
                 });
             }
@@ -363,7 +380,7 @@ fn context_value(context: &StateContext) -> Result<Value> {
 /// them (see [`SqliteStateStore::save_in`]).
 fn check_transitions(tx: &Tx<'_>, state: &PersistedState) -> Result<usize> {
     let task = state.task_id.as_str();
-    let read = |r: &Row<'_>| Ok((StoredTransition::read(r)?, r.get::<_, i64>(6)?));
+    let read = |r: &Row<'_>| Ok((StoredTransition::read(r)?, r.get::<i64>(6)?));
     let Some((last, lowest)) = tx.query_row(LAST_TRANSITION, &[Param::text(task)], read)? else {
         return Ok(0);
     };
@@ -385,7 +402,7 @@ fn check_transitions(tx: &Tx<'_>, state: &PersistedState) -> Result<usize> {
     let mut stmt = tx.prepare(ALL_TRANSITIONS)?;
     let mut rows = stmt.query(&[Param::text(task)])?;
     let mut expected_seq = 1;
-    while let Some(r) = rows.next()? {
+    while let Some(ref r) = rows.next()? {
         let row = StoredTransition::read(r)?;
         let seq = row.position(task, "state_transitions")?;
         let conflict = |detail: String| Error::HistoryConflict {
@@ -419,7 +436,7 @@ struct StoredTransition {
 }
 
 impl StoredTransition {
-    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+    fn read(r: &Row<'_>) -> Result<Self> {
         Ok(Self {
             seq: r.get(0)?,
             from: r.get(1)?,
@@ -462,10 +479,10 @@ impl StoredTransition {
 fn check_checkpoints(tx: &Tx<'_>, state: &PersistedState) -> Result<usize> {
     let task = state.task_id.as_str();
     let given = &state.context.checkpoints;
-    let read = |r: &Row<'_>| -> rusqlite::Result<(i64, String, String, String)> {
+    let read = |r: &Row<'_>| -> Result<(i64, String, String, String)> {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
     };
-    let read_last = |r: &Row<'_>| Ok((read(r)?, r.get::<_, i64>(4)?));
+    let read_last = |r: &Row<'_>| Ok((read(r)?, r.get::<i64>(4)?));
     let Some((last, lowest)) = tx.query_row(LAST_CHECKPOINT, &[Param::text(task)], read_last)?
     else {
         return Ok(0);
@@ -499,7 +516,7 @@ fn check_checkpoints(tx: &Tx<'_>, state: &PersistedState) -> Result<usize> {
     let mut stmt = tx.prepare(ALL_CHECKPOINTS)?;
     let mut rows = stmt.query(&[Param::text(task)])?;
     let mut expected_seq = 1;
-    while let Some(r) = rows.next()? {
+    while let Some(ref r) = rows.next()? {
         let row = read(r)?;
         let seq = position(row.0, task, "checkpoints")?;
         let conflict = |detail: String| Error::CheckpointConflict {
@@ -549,7 +566,7 @@ struct StateRow {
     context: String,
 }
 
-fn read_state_row(r: &Row<'_>) -> rusqlite::Result<StateRow> {
+fn read_state_row(r: &Row<'_>) -> Result<StateRow> {
     Ok(StateRow { task_id: r.get(0)?, project_id: r.get(1)?, state: r.get(2)?, context: r.get(3)? })
 }
 
@@ -586,19 +603,14 @@ fn read_transition(r: &Row<'_>) -> Result<(String, StateTransition)> {
     let id: i64 = r.get(1)?;
     let id = id.to_string();
     let metadata = r
-        .get::<_, Option<String>>(5)?
+        .get::<Option<String>>(5)?
         .map(|m| parse_json("state_transitions", "metadata", &id, &m))
         .transpose()?;
     let transition = StateTransition {
-        from: WorkflowState::parse(&r.get::<_, String>(2)?),
-        to: WorkflowState::parse(&r.get::<_, String>(3)?),
-        event: Event::parse(&r.get::<_, String>(4)?),
-        timestamp: Error::read_time(
-            "state_transitions",
-            "created_at",
-            &id,
-            &r.get::<_, String>(6)?,
-        )?,
+        from: WorkflowState::parse(&r.get::<String>(2)?),
+        to: WorkflowState::parse(&r.get::<String>(3)?),
+        event: Event::parse(&r.get::<String>(4)?),
+        timestamp: Error::read_time("state_transitions", "created_at", &id, &r.get::<String>(6)?)?,
         metadata,
     };
     Ok((task, transition))
@@ -611,7 +623,7 @@ fn read_checkpoint(r: &Row<'_>) -> Result<(String, Checkpoint)> {
 fn read_checkpoint_at(r: &Row<'_>, at: usize) -> Result<(String, Checkpoint)> {
     let task: String = r.get(at)?;
     let id: String = r.get(at + 1)?;
-    let context = match parse_json("checkpoints", "context", &id, &r.get::<_, String>(at + 3)?)? {
+    let context = match parse_json("checkpoints", "context", &id, &r.get::<String>(at + 3)?)? {
         Value::Object(map) => map,
         _ => {
             return Err(Error::CorruptRow {
@@ -622,16 +634,11 @@ fn read_checkpoint_at(r: &Row<'_>, at: usize) -> Result<(String, Checkpoint)> {
             })
         }
     };
-    let artifacts: Vec<String> = serde_json::from_str(&r.get::<_, String>(at + 4)?)
+    let artifacts: Vec<String> = serde_json::from_str(&r.get::<String>(at + 4)?)
         .map_err(|e| Error::corrupt_json("checkpoints", "artifacts", &id, &e))?;
     let checkpoint = Checkpoint {
-        state: WorkflowState::parse(&r.get::<_, String>(at + 2)?),
-        timestamp: Error::read_time(
-            "checkpoints",
-            "created_at",
-            &id,
-            &r.get::<_, String>(at + 5)?,
-        )?,
+        state: WorkflowState::parse(&r.get::<String>(at + 2)?),
+        timestamp: Error::read_time("checkpoints", "created_at", &id, &r.get::<String>(at + 5)?)?,
         context,
         artifacts,
         id: id.into(),
@@ -674,20 +681,20 @@ fn resumable_where(
     let values: Vec<Param<'_>> = values.into_iter().map(Param::text).collect();
     let mut rows = stmt.query(&values)?;
     let mut out = Vec::new();
-    while let Some(r) = rows.next()? {
+    while let Some(ref r) = rows.next()? {
         let task_id: String = r.get(0)?;
-        let latest_checkpoint = match r.get::<_, Option<String>>(5)? {
+        let latest_checkpoint = match r.get::<Option<String>>(5)? {
             Some(_) => Some(read_checkpoint_at(r, 4)?.1),
             None => None,
         };
         out.push(ResumableTask {
-            project_id: ProjectId::new(r.get::<_, String>(1)?),
-            state: WorkflowState::parse(&r.get::<_, String>(2)?),
+            project_id: ProjectId::new(r.get::<String>(1)?),
+            state: WorkflowState::parse(&r.get::<String>(2)?),
             updated_at: Error::read_time(
                 "workflow_states",
                 "updated_at",
                 &task_id,
-                &r.get::<_, String>(3)?,
+                &r.get::<String>(3)?,
             )?,
             task_id: TaskId::new(task_id),
             latest_checkpoint,

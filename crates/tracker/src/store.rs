@@ -1,9 +1,9 @@
 //! [`ExecutionTracker`]: all of this crate's SQL.
 
 use aigentflow_core_states::{time, ProjectId, TaskId};
+use aigentflow_persistence::Row;
 use aigentflow_persistence::{Database, Param, SqliteStateStore, Tx};
 use chrono::{DateTime, Datelike, TimeDelta, Utc};
-use rusqlite::Row;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -156,7 +156,7 @@ impl ExecutionTracker {
             };
             let mut stmt = tx.prepare(&sql)?;
             let rows = stmt.query_map(&values, RawTrace::read)?;
-            rows.map(|r| r?.into_trace()).collect()
+            rows.into_iter().map(|r| r.into_trace()).collect()
         })
     }
 
@@ -166,8 +166,8 @@ impl ExecutionTracker {
             let mut stmt = tx.prepare(
                 "SELECT status, COUNT(*) FROM execution_traces GROUP BY status ORDER BY status",
             )?;
-            let rows = stmt.query_map(&[], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let rows = stmt.query_map(&[], |r| Ok((r.get(0)?, r.get::<i64>(1)? as u64)))?;
+            Ok(rows)
         })
     }
 
@@ -191,10 +191,10 @@ impl ExecutionTracker {
         if known.is_none() {
             return Err(Error::UnknownTrace { id: new.trace_id.to_string().into() });
         }
-        tx.execute(
+        let id = tx.query_row(
             "INSERT INTO agent_invocations (trace_id, agent, task_fragment, started_at, completed_at,
                  outcome, quality_score, token_usage, output_summary, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
             &[
                 Param::text(new.trace_id.as_str()),
                 Param::text(&new.agent),
@@ -207,8 +207,9 @@ impl ExecutionTracker {
                 Param::opt_text(new.output_summary.as_deref()),
                 Param::opt_text(new.error.as_deref()),
             ],
+            |r| r.get::<i64>(0),
         )?;
-        Ok(tx.last_insert_rowid())
+        id.ok_or_else(|| Error::UnknownTrace { id: new.trace_id.to_string().into() })
     }
 
     /// Changes the given fields of an invocation (text redacted first); returns it.
@@ -260,7 +261,7 @@ impl ExecutionTracker {
                  ORDER BY started_at, id"
             ))?;
             let rows = stmt.query_map(&[Param::text(trace_id)], RawInvocation::read)?;
-            rows.map(|r| r?.into_invocation()).collect()
+            rows.into_iter().map(|r| r.into_invocation()).collect()
         })
     }
 
@@ -315,7 +316,7 @@ impl ExecutionTracker {
                      ORDER BY started_at, id"
                 ))?;
                 let rows = stmt.query_map(&[], RawTrace::read)?;
-                rows.map(|r| r?.into_trace()).collect::<Result<_>>()?
+                rows.into_iter().map(|r| r.into_trace()).collect::<Result<_>>()?
             };
             let mut report = RecoveryReport::default();
             let mut reasons = std::collections::HashMap::new();
@@ -352,7 +353,7 @@ impl ExecutionTracker {
                      ORDER BY started_at, id"
                 ))?;
                 let rows = stmt.query_map(&[], RawTrace::read)?;
-                rows.map(|r| r?.into_trace()).collect::<Result<_>>()?
+                rows.into_iter().map(|r| r.into_trace()).collect::<Result<_>>()?
             };
             for trace in crashed {
                 let (task, problem) = match states.task_in(tx, &TaskId::new(&trace.task_id)) {
@@ -527,7 +528,7 @@ struct RawTrace {
 }
 
 impl RawTrace {
-    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+    fn read(r: &Row<'_>) -> aigentflow_persistence::Result<Self> {
         Ok(Self {
             id: r.get(0)?,
             project_id: r.get(1)?,
@@ -606,7 +607,7 @@ struct RawInvocation {
 }
 
 impl RawInvocation {
-    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+    fn read(r: &Row<'_>) -> aigentflow_persistence::Result<Self> {
         Ok(Self {
             id: r.get(0)?,
             trace_id: r.get(1)?,

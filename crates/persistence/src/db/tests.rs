@@ -54,22 +54,28 @@ fn databases() -> Vec<(&'static str, Database, Option<tempfile::TempDir>)> {
     let file = Database::open(dir.path().join("pool.db")).unwrap();
     let all = vec![("memory", memory, None), ("file", file, Some(dir))];
     for (_, db, _) in &all {
-        db.write(|tx| Ok::<_, Error>(tx.connection().execute_batch(CREATE)?)).unwrap();
+        db.write(|tx| Ok::<_, Error>(tx.connection_for("a test").unwrap().execute_batch(CREATE)?))
+            .unwrap();
     }
     all
 }
 
 fn count(db: &Database) -> i64 {
     db.read(|tx| {
-        Ok::<_, Error>(
-            tx.connection().query_row("SELECT count(*) FROM pool_probe", [], |r| r.get(0))?,
-        )
+        Ok::<_, Error>(tx.connection_for("a test").unwrap().query_row(
+            "SELECT count(*) FROM pool_probe",
+            [],
+            |r| r.get(0),
+        )?)
     })
     .unwrap()
 }
 
 fn insert(tx: &Tx<'_>) {
-    tx.connection().execute("INSERT INTO pool_probe(n) VALUES (1)", []).unwrap();
+    tx.connection_for("a test")
+        .unwrap()
+        .execute("INSERT INTO pool_probe(n) VALUES (1)", [])
+        .unwrap();
 }
 
 /// Where in the closure the panic strikes.
@@ -105,19 +111,24 @@ fn panic_in(tx: &Tx<'_>, how: Panic, writable: bool) -> ! {
         Panic::AtOnce => {}
         Panic::AfterInsert if writable => insert(tx),
         Panic::AfterInsert => {
-            let _ = tx
-                .connection()
-                .query_row("SELECT count(*) FROM pool_probe", [], |r| r.get::<_, i64>(0));
+            let _ = tx.connection_for("a test").unwrap().query_row(
+                "SELECT count(*) FROM pool_probe",
+                [],
+                |r| r.get::<_, i64>(0),
+            );
         }
         Panic::MidQuery => {
-            let mut stmt =
-                tx.connection().prepare("SELECT n FROM pool_probe UNION ALL SELECT 1").unwrap();
+            let mut stmt = tx
+                .connection_for("a test")
+                .unwrap()
+                .prepare("SELECT n FROM pool_probe UNION ALL SELECT 1")
+                .unwrap();
             let mut rows = stmt.query([]).unwrap();
             let _ = rows.next().unwrap();
             deliberate_panic();
         }
         Panic::InSavepoint => {
-            tx.connection().execute_batch("SAVEPOINT inner_work").unwrap();
+            tx.connection_for("a test").unwrap().execute_batch("SAVEPOINT inner_work").unwrap();
             if writable {
                 insert(tx);
             }
@@ -125,7 +136,9 @@ fn panic_in(tx: &Tx<'_>, how: Panic, writable: bool) -> ! {
         Panic::AfterOwnBegin => {
             // The closure's own transaction control: what the pool gets back is then a
             // different transaction from the one it began.
-            if tx.connection().execute_batch("COMMIT; BEGIN").is_ok() && writable {
+            if tx.connection_for("a test").unwrap().execute_batch("COMMIT; BEGIN").is_ok()
+                && writable
+            {
                 insert(tx);
             }
         }
@@ -241,7 +254,7 @@ fn panicking_closures_from_several_threads_never_wedge_the_pool() {
             assert_eq!(count(&db), committed, "{kind}");
             let check: String = db
                 .read(|tx| {
-                    Ok::<_, Error>(tx.connection().query_row(
+                    Ok::<_, Error>(tx.connection_for("a test").unwrap().query_row(
                         "PRAGMA integrity_check",
                         [],
                         |r| r.get(0),
@@ -290,7 +303,8 @@ fn closing_the_last_handle_of_a_file_database_keeps_every_commit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("close.db");
         let db = Database::open(&path).unwrap();
-        db.write(|tx| Ok::<_, Error>(tx.connection().execute_batch(CREATE)?)).unwrap();
+        db.write(|tx| Ok::<_, Error>(tx.connection_for("a test").unwrap().execute_batch(CREATE)?))
+            .unwrap();
         let clone = db.clone();
         for _ in 0..5 {
             clone
@@ -376,7 +390,7 @@ fn a_lost_in_memory_connection_makes_every_caller_fail_instead_of_waiting() {
     within(|| {
         let db = Database::open_in_memory().unwrap();
         // Waiters queue behind a transaction whose connection is then lost.
-        let lease = db.inner.take().unwrap();
+        let lease = db.sqlite_inner().take().unwrap();
         let waiters: Vec<_> = (0..4)
             .map(|_| {
                 let db = db.clone();
@@ -386,7 +400,7 @@ fn a_lost_in_memory_connection_makes_every_caller_fail_instead_of_waiting() {
         let mut lease = lease;
         drop(lease.conn.take());
         drop(lease);
-        db.inner.put(None);
+        db.sqlite_inner().put(None);
         for waiter in waiters {
             let result = waiter.join().unwrap();
             assert!(matches!(result, Err(Error::Unusable { .. })), "{result:?}");
@@ -404,7 +418,7 @@ fn a_lost_in_memory_connection_makes_every_caller_fail_instead_of_waiting() {
 fn a_connection_returned_inside_a_transaction_is_rolled_back() {
     within(|| {
         for (kind, db, _dir) in databases() {
-            let mut lease = db.inner.take().unwrap();
+            let mut lease = db.sqlite_inner().take().unwrap();
             lease.conn().execute_batch("BEGIN; INSERT INTO pool_probe(n) VALUES (7)").unwrap();
             drop(lease);
             assert_eq!(count(&db), 0, "{kind}: the open transaction was rolled back");
