@@ -9,6 +9,7 @@ mod corrupt_rows;
 mod faults;
 mod lessons;
 mod persistence;
+mod pg_support;
 mod secrets;
 mod standalone;
 mod states;
