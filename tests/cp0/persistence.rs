@@ -126,9 +126,9 @@ fn database_uses_wal_foreign_keys_and_the_durability_option() {
 
 // ---- SQLiteStateStore ----------------------------------------------------------------------
 
-#[test]
-fn state_store_saves_and_loads_state() {
-    let store = SqliteStateStore::new(Database::open_in_memory().unwrap());
+on_both! {
+fn state_store_saves_and_loads_state(t) {
+    let store = SqliteStateStore::new(t.db().clone());
     let saved = state("task-1", "project-1", WorkflowState::Analyzing, vec![start()]);
     store.save_state(&saved).unwrap();
     let loaded = store.load_state(&"task-1".into()).unwrap().unwrap();
@@ -136,6 +136,7 @@ fn state_store_saves_and_loads_state() {
     assert_eq!(loaded.context.prompt, "Test prompt");
     assert_eq!(loaded.history.len(), 1);
     assert_eq!(loaded, saved);
+}
 }
 
 #[test]
@@ -175,23 +176,23 @@ fn state_store_deletes_state_with_its_history_and_checkpoints() {
     }
 }
 
-#[test]
-fn state_persists_across_close_and_reopen() {
-    let (_dir, path) = temp_db();
+on_both! {
+fn state_persists_across_close_and_reopen(t) {
     let mut m = machine("task-1");
     drive(&mut m, 7);
     m.create_checkpoint(vec!["src/lib.rs".into()]);
     drive(&mut m, 2);
     {
-        let db = open(&path);
+        let db = t.reopen();
         SqliteStateStore::new(db.clone()).save_state(m.persisted()).unwrap();
         db.close().unwrap();
     }
-    let store = SqliteStateStore::new(open(&path));
+    let store = SqliteStateStore::new(t.reopen());
     let loaded = store.load_state(&"task-1".into()).unwrap().unwrap();
     assert_eq!(&loaded, m.persisted());
     let resumed = StateMachine::from_persisted(loaded);
     assert_eq!(resumed.state(), m.state());
+}
 }
 
 #[test]

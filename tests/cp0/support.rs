@@ -253,3 +253,87 @@ fn percent_decoded(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A fresh database of one backend for one test, and what keeps it alive: a temp dir holding a
+/// SQLite file, or a PostgreSQL database dropped when this drops.
+#[derive(Debug)]
+pub struct TestDb {
+    db: Database,
+    location: String,
+    _keep: Keep,
+}
+
+#[derive(Debug)]
+#[allow(dead_code)]
+enum Keep {
+    Dir(tempfile::TempDir),
+    Pg(PgDb),
+}
+
+impl TestDb {
+    /// A new SQLite file in a temp dir, created and migrated.
+    pub fn sqlite() -> Self {
+        let (dir, path) = temp_db();
+        let db = open(&path);
+        Self { db, location: path.display().to_string(), _keep: Keep::Dir(dir) }
+    }
+
+    /// A new PostgreSQL database, migrated; None (the test is skipped, said on stderr) when
+    /// `AIGENTFLOW_PG_URL` is not set.
+    pub fn postgres() -> Option<Self> {
+        let pg = pg_database()?;
+        let location = pg.url().to_owned();
+        let db = Database::open(&location)
+            .unwrap_or_else(|e| panic!("open {}: {e}", without_password(&location)));
+        Some(Self { db, location, _keep: Keep::Pg(pg) })
+    }
+
+    /// The handle opened on it.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Another handle on the same database, as a restarted process would open it.
+    pub fn reopen(&self) -> Database {
+        Database::open(&self.location)
+            .unwrap_or_else(|e| panic!("open {}: {e}", without_password(&self.location)))
+    }
+
+    /// The path or URL to give `--db`, `AIGENTFLOW_DB` or another process.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The backend it is on.
+    pub fn backend(&self) -> aigentflow::persistence::Backend {
+        self.db.backend()
+    }
+}
+
+/// Defines a test that runs once on each backend: `on_both! { fn name(t) { … } }` makes
+/// `name::sqlite` (always) and `name::postgres` (when `AIGENTFLOW_PG_URL` is set), each given a
+/// fresh [`TestDb`] as `t`.
+macro_rules! on_both {
+    ($(#[$meta:meta])* fn $name:ident($t:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn run($t: &$crate::support::TestDb) $body
+
+            #[test]
+            fn sqlite() {
+                run(&$crate::support::TestDb::sqlite());
+            }
+
+            #[test]
+            fn postgres() {
+                if let Some(t) = $crate::support::TestDb::postgres() {
+                    run(&t);
+                }
+            }
+        }
+    };
+}
+pub(crate) use on_both;
