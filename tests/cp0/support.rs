@@ -300,11 +300,13 @@ impl TestDb {
     }
 
     /// The path or URL to give `--db`, `AIGENTFLOW_DB` or another process.
+    #[allow(dead_code)]
     pub fn location(&self) -> &str {
         &self.location
     }
 
     /// The backend it is on.
+    #[allow(dead_code)]
     pub fn backend(&self) -> aigentflow::persistence::Backend {
         self.db.backend()
     }
