@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use aigentflow_audit::AuditLog;
 use aigentflow_lessons::{IndexHealth, LessonsStore};
-use aigentflow_persistence::{migrate, Output, SqliteStateStore};
+use aigentflow_persistence::{Backend, Output, SqliteStateStore};
 use aigentflow_tracker::ExecutionTracker;
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -38,12 +38,7 @@ pub fn init(ctx: &Ctx) -> anyhow::Result<Done> {
     let v = db.schema_version()?;
     let report = json!({"path": ctx.path_text(), "migration": v.migration, "latest": v.latest});
     ctx.out.emit(&report, || {
-        say!(
-            "database {} at schema version {} (latest {})",
-            ctx.path.display(),
-            v.migration,
-            v.latest
-        )
+        say!("database {} at schema version {} (latest {})", ctx.shown(), v.migration, v.latest)
     })?;
     Ok(Done::Ok)
 }
@@ -59,9 +54,11 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<Done> {
         .collect();
     let traces = ExecutionTracker::new(db.clone()).count_by_status()?;
     let head = AuditLog::new(db.clone()).head()?;
+    let engine = db.engine_version()?;
     let report = json!({
         "path": ctx.path_text(),
-        "sqlite": aigentflow_persistence::sqlite_version(),
+        "backend": db.backend(),
+        "engine": engine,
         "migration": version.migration,
         "latest": version.latest,
         "bytes": db.size_on_disk(),
@@ -71,13 +68,8 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<Done> {
         "audit_head": head,
     });
     ctx.out.emit(&report, || {
-        say!("database   {}", ctx.path.display());
-        say!(
-            "schema     version {} of {} (SQLite {})",
-            version.migration,
-            version.latest,
-            aigentflow_persistence::sqlite_version()
-        );
+        say!("database   {}", ctx.shown());
+        say!("schema     version {} of {} ({engine})", version.migration, version.latest);
         say!("size       {:.1} MB", db.size_on_disk() as f64 / 1e6);
         say!();
         let rows: Vec<Vec<String>> =
@@ -121,7 +113,7 @@ pub fn run(ctx: &Ctx, command: DbCommand) -> anyhow::Result<Done> {
                 ctx.out.emit(&json, || {
                     say!(
                         "backed up {} to {} ({} pages, {} bytes)",
-                        ctx.path.display(),
+                        ctx.shown(),
                         dest.display(),
                         report.pages,
                         report.bytes
@@ -131,8 +123,8 @@ pub fn run(ctx: &Ctx, command: DbCommand) -> anyhow::Result<Done> {
             Ok(Done::Ok)
         }
         DbCommand::Migrate => {
-            let before = match migrate::version_at(&ctx.path) {
-                Ok(v) => v,
+            let before = match ctx.snapshot().and_then(|db| Ok(db.schema_version()?)) {
+                Ok(v) => v.migration,
                 // The same message as every other command's for a file that is not there.
                 Err(_) => {
                     ctx.write()?;
@@ -144,13 +136,9 @@ pub fn run(ctx: &Ctx, command: DbCommand) -> anyhow::Result<Done> {
             let report = json!({"path": ctx.path_text(), "from": before, "to": after.migration});
             ctx.out.emit(&report, || {
                 if before == after.migration {
-                    say!("{} is up to date at version {}", ctx.path.display(), after.migration);
+                    say!("{} is up to date at version {}", ctx.shown(), after.migration);
                 } else {
-                    say!(
-                        "migrated {} from version {before} to {}",
-                        ctx.path.display(),
-                        after.migration
-                    );
+                    say!("migrated {} from version {before} to {}", ctx.shown(), after.migration);
                 }
             })?;
             Ok(Done::Ok)
@@ -160,21 +148,26 @@ pub fn run(ctx: &Ctx, command: DbCommand) -> anyhow::Result<Done> {
 
 fn check(ctx: &Ctx) -> anyhow::Result<Done> {
     let db = ctx.read()?;
-    let integrity = db.integrity_check()?;
-    let foreign = db.foreign_key_problems()?;
+    // On PostgreSQL the server checks its own pages and enforces foreign keys as rows are
+    // written: there is nothing to ask it, which the report says rather than "ok".
+    let server = db.backend() == Backend::Postgres;
+    let integrity = if server { Vec::new() } else { db.integrity_check()? };
+    let foreign = if server { Vec::new() } else { db.foreign_key_problems()? };
+    let by_server =
+        |ok: String| if server { "kept by the PostgreSQL server".to_owned() } else { ok };
     let index = LessonsStore::new(db.clone()).check()?;
     let chain = AuditLog::new(db.clone()).verify(None)?;
     let checks = vec![
         (
             "integrity",
             integrity.is_empty(),
-            if integrity.is_empty() { "ok".to_owned() } else { integrity.join("; ") },
+            if integrity.is_empty() { by_server("ok".to_owned()) } else { integrity.join("; ") },
         ),
         (
             "foreign keys",
             foreign.is_empty(),
             match foreign.first() {
-                None => "ok".to_owned(),
+                None => by_server("ok".to_owned()),
                 Some(p) => format!(
                     "{} rows point at nothing (first: {} row {} → {})",
                     foreign.len(),

@@ -201,7 +201,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Done> {
     let print = !ctx.out.json && !ctx.out.quiet;
     let task = TaskId::new(format!("demo-login-{}", uuid_suffix()));
     if print {
-        say!("demo orchestration of task {task} in {}", ctx.path.display());
+        say!("demo orchestration of task {task} in {}", ctx.shown());
     }
     let Summary {
         project,
@@ -235,7 +235,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Done> {
             return;
         }
         say!();
-        say!("wrote to {}:", ctx.path.display());
+        say!("wrote to {}:", ctx.shown());
         say!(
             "  task     {task}: {} transitions, {} checkpoint, final state {}",
             persisted.history.len(),

@@ -142,7 +142,18 @@ impl Ctx {
     /// The path as JSON text (JSON holds no bytes that are not UTF-8: those show as U+FFFD),
     /// the same text serde writes for any other path.
     pub fn path_text(&self) -> String {
-        self.path.to_string_lossy().into_owned()
+        match self.path.to_str().filter(|p| aigentflow_persistence::is_postgres_url(p)) {
+            Some(url) => aigentflow_persistence::display_url(url),
+            None => self.path.to_string_lossy().into_owned(),
+        }
+    }
+
+    /// The database as people read it: the path, or a server URL without its password.
+    pub fn shown(&self) -> String {
+        match self.path.to_str().filter(|p| aigentflow_persistence::is_postgres_url(p)) {
+            Some(url) => aigentflow_persistence::display_url(url),
+            None => self.path.display().to_string(),
+        }
     }
 
     /// Opens the database for a read command: read-only, so nothing is written, sealed, migrated

@@ -40,6 +40,7 @@ pub use db::{
 pub use error::{Error, NotWritable, Result, SafeText};
 pub use maintenance::{BackupReport, ForeignKeyProblem, TABLES};
 pub use output::{Leftover, Output};
+pub use pg::{display_url, is_url as is_postgres_url};
 pub use state_store::{ResumableTask, SqliteStateStore, TaskSummary};
 
 /// The SQLite library this build embeds, for status reports.

@@ -46,7 +46,9 @@ pub struct ForeignKeyProblem {
 }
 
 impl Database {
-    /// `PRAGMA integrity_check`: the problems found (empty when the file is sound).
+    /// `PRAGMA integrity_check`: the problems found (empty when the file is sound). On
+    /// PostgreSQL the server keeps its own files sound (a damaged page is an error on reading
+    /// it), so there is nothing the database can be asked: [`Error::Unsupported`].
     pub fn integrity_check(&self) -> Result<Vec<String>> {
         self.read(|tx| {
             let mut stmt =
@@ -75,19 +77,44 @@ impl Database {
             TABLES
                 .iter()
                 .map(|table| {
-                    let n: i64 = tx.connection_for("this maintenance step")?.query_row(
-                        &format!("SELECT COUNT(*) FROM {table}"),
-                        [],
-                        |r| r.get(0),
-                    )?;
-                    Ok((*table, n as u64))
+                    let n = tx
+                        .query_row(&format!("SELECT COUNT(*) FROM {table}"), &[], |r| {
+                            r.get::<u64>(0)
+                        })?
+                        .unwrap_or(0);
+                    Ok((*table, n))
                 })
                 .collect()
         })
     }
 
-    /// Bytes on disk: the database file and its WAL (0 in memory).
+    /// The database engine and its version: this build's SQLite, or the server's PostgreSQL.
+    pub fn engine_version(&self) -> Result<String> {
+        match self.backend() {
+            crate::Backend::Sqlite => Ok(format!("SQLite {}", rusqlite::version())),
+            crate::Backend::Postgres => self.read(|tx| {
+                let v = tx.query_row("SELECT current_setting('server_version')", &[], |r| {
+                    r.get::<String>(0)
+                })?;
+                Ok(format!("PostgreSQL {}", v.unwrap_or_default()))
+            }),
+        }
+    }
+
+    /// Bytes the database takes: on SQLite the file and its WAL (0 in memory), on PostgreSQL
+    /// the server's `pg_database_size` (0 if it cannot be read).
     pub fn size_on_disk(&self) -> u64 {
+        if self.backend() == crate::Backend::Postgres {
+            return self
+                .read(|tx| {
+                    tx.query_row("SELECT pg_database_size(current_database())", &[], |r| {
+                        r.get::<u64>(0)
+                    })
+                })
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+        }
         let Some(path) = self.path() else { return 0 };
         let wal = PathBuf::from(format!("{}-wal", path.display()));
         [path.to_path_buf(), wal]
@@ -121,6 +148,12 @@ impl Database {
     /// An error in writing the copy names the destination and the copy, not the database: a
     /// full disk is the destination's ([`Error::Backup`] saying so), as is a file size limit.
     pub fn backup_into(&self, mut out: Output) -> Result<BackupReport> {
+        if self.backend() == crate::Backend::Postgres {
+            return Err(Error::Unsupported {
+                what: "an online backup into a file (use pg_dump)",
+                backend: crate::Backend::Postgres.name(),
+            });
+        }
         let dest = out.path().to_path_buf();
         if let Some(temp) = out.staging_path() {
             let pages = self.copy_to(&temp, &dest, Copy::Destination)?;

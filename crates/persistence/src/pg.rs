@@ -57,15 +57,11 @@ pub fn display_url(url: &str) -> String {
     };
     match authority.rsplit_once('@') {
         Some((user, host)) => {
+            // The password is left out, not masked: a masked `user:***@` still reads as a
+            // credential to the redaction policy, which would hide the user name too.
             let user = user.split_once(':').map_or(user, |(name, _)| name);
-            let masked = if authority.contains(':') && user.len() + 1 < authority.len() - host.len()
-            {
-                ":***"
-            } else {
-                ""
-            };
             let query = redact_query(tail);
-            format!("{scheme}://{user}{masked}@{host}{query}")
+            format!("{scheme}://{user}@{host}{query}")
         }
         None => format!("{scheme}://{authority}{}", redact_query(tail)),
     }
@@ -82,6 +78,19 @@ fn redact_query(tail: &str) -> String {
         })
         .collect();
     format!("{path}?{}", pairs.join("&"))
+}
+
+/// Why a connection failed, as the driver and the system tell it (the driver's own message
+/// stops at "error connecting to server").
+fn connect_reason(e: &postgres::Error) -> String {
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    reason
 }
 
 /// A pooled connection: the client and the statements prepared on it.
@@ -153,6 +162,12 @@ impl PgInner {
             config.connect_timeout(wait);
         }
         let manager = Manager { config };
+        // The first connection is made here, not by the pool, so that a server that refuses it
+        // is told with the server's reason at once (the pool would retry until its timeout).
+        let mut first = r2d2::ManageConnection::connect(&manager).map_err(|e| Error::Connect {
+            url: shown.clone().into(),
+            reason: connect_reason(&e).into(),
+        })?;
         let pool = r2d2::Pool::builder()
             .max_size(MAX_CONNECTIONS)
             .min_idle(Some(0))
@@ -162,11 +177,10 @@ impl PgInner {
             .connection_timeout(wait)
             .build_unchecked(manager);
         let inner = Self { pool, shown, read_only };
-        let mut conn = inner.take()?;
+        let conn = &mut first;
         let found = applied_version(&mut conn.client).map_err(|e| inner.error(e))?;
         let latest = latest_version();
         if any_version {
-            drop(conn);
             return Ok(inner);
         }
         if found > latest {
@@ -180,9 +194,8 @@ impl PgInner {
             if read_only || !migrate {
                 return Err(Error::Outdated { path: inner.shown.clone().into(), found, latest });
             }
-            inner.migrate(&mut conn)?;
+            inner.migrate(conn)?;
         }
-        drop(conn);
         Ok(inner)
     }
 

@@ -293,7 +293,8 @@ impl SqliteStateStore {
                     (SELECT COUNT(*) FROM state_transitions t WHERE t.task_id = w.task_id),
                     (SELECT COUNT(*) FROM checkpoints c WHERE c.task_id = w.task_id)
                  FROM workflow_states w
-                 WHERE (?1 IS NULL OR w.project_id = ?1) AND (?2 IS NULL OR w.state = ?2)
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR w.project_id = ?1)
+                    AND (CAST(?2 AS TEXT) IS NULL OR w.state = ?2)
                  ORDER BY w.updated_at DESC, w.task_id",
             )?;
             let mut rows = stmt.query(&[
