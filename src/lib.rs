@@ -6,6 +6,10 @@
 //! * [`persistence`]: the SQLite database, migrations, redaction, state and configuration stores.
 //! * [`tracker`]: execution traces, agent invocations, metrics and crash recovery.
 //!
+//! [`Error`] holds an error of any of them, so one closure that spans several stores in a
+//! transaction (`db.write(|tx| { states.save_in(tx, …)?; audit.log_in(tx, …)?; Ok(()) })`) uses
+//! `?` on every store.
+//!
 //! The integration tests of the whole layer live in this package's `tests/`; the
 //! `aigentflow-worker` binary is the worker process those tests spawn.
 
@@ -14,3 +18,27 @@ pub use aigentflow_core_states as states;
 pub use aigentflow_lessons as lessons;
 pub use aigentflow_persistence as persistence;
 pub use aigentflow_tracker as tracker;
+
+/// An error of any crate of the layer: what a transaction spanning several stores returns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database, the state store or the configuration store.
+    #[error(transparent)]
+    Persistence(#[from] persistence::Error),
+    /// The audit log.
+    #[error(transparent)]
+    Audit(#[from] audit::Error),
+    /// The lessons store.
+    #[error(transparent)]
+    Lessons(#[from] lessons::Error),
+    /// The execution tracker.
+    #[error(transparent)]
+    Tracker(#[from] tracker::Error),
+    /// The state machine (a refused transition, a table that breaks an invariant).
+    #[error(transparent)]
+    States(#[from] states::Error),
+}
+
+/// `Result` with the layer's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

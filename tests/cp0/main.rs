@@ -4,6 +4,7 @@
 // through the driver's connection (which bypasses the redaction policy on purpose).
 #![allow(clippy::disallowed_methods)]
 
+mod async_use;
 mod audit;
 mod corrupt_rows;
 mod faults;

@@ -95,8 +95,40 @@ fn connect_reason(e: &postgres::Error) -> String {
 
 /// A pooled connection: the client and the statements prepared on it.
 pub(crate) struct PgConn {
-    client: Client,
+    /// None only while dropping.
+    client: Option<Client>,
     statements: HashMap<String, Statement>,
+}
+
+impl PgConn {
+    fn client(&mut self) -> Result<&mut Client> {
+        self.client.as_mut().ok_or_else(Self::closed)
+    }
+
+    fn closed() -> Error {
+        Error::Postgres { code: None, message: "the connection is closed".into() }
+    }
+}
+
+impl Drop for PgConn {
+    /// The driver closes a connection by running its own runtime for a moment, which panics on
+    /// a thread of a running tokio runtime — and a panic in a destructor aborts. A program's last
+    /// handle may well drop inside an async task, so there the client is closed on a thread of
+    /// its own.
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        if let Some(client) = self.client.take() {
+            let closer = std::thread::Builder::new()
+                .name("aigentflow-pg-close".into())
+                .spawn(move || drop(client));
+            if let Err(e) = closer {
+                // The client went with the closure that could not run: it was dropped here.
+                tracing::warn!(error = %e, "cannot start a thread to close a PostgreSQL connection");
+            }
+        }
+    }
 }
 
 /// Makes and checks the pool's connections.
@@ -111,16 +143,19 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> std::result::Result<PgConn, postgres::Error> {
         let client = self.config.connect(NoTls)?;
-        Ok(PgConn { client, statements: HashMap::new() })
+        Ok(PgConn { client: Some(client), statements: HashMap::new() })
     }
 
     fn is_valid(&self, conn: &mut PgConn) -> std::result::Result<(), postgres::Error> {
         // A connection the server or a proxy dropped while idle fails here and is replaced.
-        conn.client.simple_query("").map(|_| ())
+        match conn.client.as_mut() {
+            Some(client) => client.simple_query("").map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
-        conn.client.is_closed()
+        conn.client.as_ref().is_none_or(Client::is_closed)
     }
 }
 
@@ -178,7 +213,7 @@ impl PgInner {
             .build_unchecked(manager);
         let inner = Self { pool, shown, read_only };
         let conn = &mut first;
-        let found = applied_version(&mut conn.client).map_err(|e| inner.error(e))?;
+        let found = applied_version(conn.client()?).map_err(|e| inner.error(e))?;
         let latest = latest_version();
         if any_version {
             return Ok(inner);
@@ -219,7 +254,7 @@ impl PgInner {
     /// first takes the migration lock: of processes starting at once, one applies them, the
     /// others wait and then find nothing to do.
     fn migrate(&self, conn: &mut PgConn) -> Result<Vec<i64>> {
-        let mut tx = conn.client.transaction().map_err(|e| self.error(e))?;
+        let mut tx = conn.client()?.transaction().map_err(|e| self.error(e))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .map_err(|e| self.error(e))?;
         let found = applied_version(&mut tx).map_err(|e| self.error(e))?;
@@ -256,6 +291,7 @@ impl PgInner {
         }
         let mut conn = self.take()?;
         let PgConn { client, statements } = &mut *conn;
+        let client = client.as_mut().ok_or_else(PgConn::closed)?;
         let (isolation, read_only) = if write {
             (IsolationLevel::ReadCommitted, false)
         } else {
