@@ -6,6 +6,7 @@
 
 mod async_use;
 mod audit;
+mod copy;
 mod corrupt_rows;
 mod faults;
 mod lessons;

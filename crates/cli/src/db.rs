@@ -31,6 +31,19 @@ pub enum DbCommand {
     },
     /// Apply the migrations this build has and the database lacks.
     Migrate,
+    /// Copy a whole database into an empty one, across backends: a SQLite file into a
+    /// PostgreSQL database to move a team onto a server, or back into a file for a local copy.
+    /// SRC and DEST are each a path or a `postgres://` URL (`--db` is not used). SRC is read in
+    /// one snapshot at this build's schema (migrate it first); DEST is created (a file) and
+    /// migrated if needed, and must hold no rows. Every row is copied as stored, ids and audit
+    /// hashes included, in one transaction: on any error DEST is left as it was. The audit chain
+    /// is then verified on DEST; exit 3 if it has findings.
+    Copy {
+        /// The database to copy (a path or a postgres:// URL).
+        src: PathBuf,
+        /// The empty database to copy into (a path or a postgres:// URL).
+        dest: PathBuf,
+    },
 }
 
 pub fn init(ctx: &Ctx) -> anyhow::Result<Done> {
@@ -122,6 +135,7 @@ pub fn run(ctx: &Ctx, command: DbCommand) -> anyhow::Result<Done> {
             }
             Ok(Done::Ok)
         }
+        DbCommand::Copy { src, dest } => copy(ctx, src, dest),
         DbCommand::Migrate => {
             let before = match ctx.snapshot().and_then(|db| Ok(db.schema_version()?)) {
                 Ok(v) => v.migration,
@@ -211,4 +225,45 @@ fn check(ctx: &Ctx) -> anyhow::Result<Done> {
         }
     })?;
     Ok(if all_ok { Done::Ok } else { Done::Problems })
+}
+
+fn copy(ctx: &Ctx, src: PathBuf, dest: PathBuf) -> anyhow::Result<Done> {
+    let from = Ctx { path: src, out: ctx.out.clone(), lock_timeout: ctx.lock_timeout };
+    let to = Ctx { path: dest, out: ctx.out.clone(), lock_timeout: ctx.lock_timeout };
+    let source = from.read()?;
+    let target = to.create()?;
+    let bar = ctx.out.spinner("copying");
+    let report = source.copy_into(&target, |table, done, total| {
+        if let Some(bar) = &bar {
+            bar.set_message(format!("copying {table}: {done} of {total} rows"));
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report = report?;
+    let chain = AuditLog::new(target.clone()).verify(None)?;
+    let json = json!({
+        "from": from.path_text(),
+        "to": to.path_text(),
+        "rows": report.rows,
+        "tables": report.tables.iter().map(|(t, n)| (t.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "audit_chain_ok": chain.finding.is_none(),
+    });
+    ctx.out.emit(&json, || {
+        say!("copied {} rows from {} to {}", report.rows, from.shown(), to.shown());
+        let rows: Vec<Vec<String>> =
+            report.tables.iter().map(|(t, n)| vec![t.to_string(), n.to_string()]).collect();
+        table(&["TABLE", "ROWS"], &rows);
+        match &chain.finding {
+            None => say!(
+                "{} audit chain intact on {} ({} rows)",
+                ctx.out.mark(true),
+                to.shown(),
+                chain.rows
+            ),
+            Some(f) => say!("{} audit chain on {}: {f}", ctx.out.mark(false), to.shown()),
+        }
+    })?;
+    Ok(if chain.finding.is_none() { Done::Ok } else { Done::Problems })
 }

@@ -195,7 +195,7 @@ fn width(text: &str) -> usize {
 }
 
 /// How results are printed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Out {
     pub json: bool,
     pub quiet: bool,

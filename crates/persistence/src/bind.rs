@@ -125,6 +125,13 @@ impl<'a> Param<'a> {
         }
     }
 
+    /// Text read from a store of this layer, to be written to another as it is (`db copy`):
+    /// the policy applied when it entered the first store (a legacy row is copied as the older
+    /// version wrote it), and a copy must keep every row equal, audit hashes included.
+    pub(crate) fn verbatim(text: String) -> Param<'static> {
+        Param(Bound::Text(Cow::Owned(text)))
+    }
+
     /// An integer.
     pub fn int(value: i64) -> Self {
         Self(Bound::Integer(value))

@@ -174,6 +174,9 @@ pub enum Error {
     /// A result column holds another kind of value than the one read.
     #[error("result column {index} holds {found}, not {expected}")]
     ColumnType { index: usize, expected: &'static str, found: &'static str },
+    /// A copy's destination already holds rows.
+    #[error("{location} is not empty ({table} holds {rows} rows); copy into a fresh database (`aigentflow init`)")]
+    NotEmpty { location: PathBuf, table: &'static str, rows: u64 },
     /// What this backend does not offer (a SQLite file operation on a server database…).
     #[error("{what} is not available on {backend}")]
     Unsupported { what: &'static str, backend: &'static str },

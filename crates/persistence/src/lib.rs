@@ -21,6 +21,7 @@ pub mod audit_chain;
 mod bind;
 mod checkpoint;
 mod config;
+mod copy;
 mod db;
 mod error;
 mod maintenance;
@@ -33,6 +34,7 @@ mod state_store;
 pub use aigentflow_core_states::{time, Clock, ManualClock, SystemClock};
 pub use bind::{Cell, Clean, FromCell, Param, Row, Rows, Stmt};
 pub use config::{ConfigEntry, ConfigStore, Scope};
+pub use copy::CopyReport;
 pub use db::{
     Access, Backend, Database, Durability, Options, SchemaVersion, Tx, DB_ENV, DEFAULT_PATH,
     SLOW_TARGET,

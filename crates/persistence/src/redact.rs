@@ -835,6 +835,13 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
             end = i - quote.escape_len();
             break;
         }
+        // A word after a name without a sign (`session notes.md`) ends at a double quote,
+        // backquote or backslash: in JSON or code written as text, that is the end of the
+        // string the word sits in, not more of a credential.
+        if kind == Sep::Bare && matches!(b, b'"' | b'`' | b'\\') {
+            end = i;
+            break;
+        }
         let space = b == b' ' || b == b'\t';
         if space && kind != Sep::Spaced {
             // `password=abc, user=bob`: the value ends before the `,` that starts the gap.
@@ -1283,6 +1290,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_word_after_a_name_ends_with_the_string_it_sits_in() {
+        // JSON stored as text (a legacy context) read whole: the word after `session` is the
+        // rest of its string, not the JSON that follows it.
+        let json = serde_json::to_string(&json!({
+            "artifacts": ["docs/session notes.md", "src/token handling.rs"],
+            "next": {"id": "cp-task-016-policy-20", "state": "COMPLETED"},
+        }))
+        .unwrap();
+        for text in [json.clone(), json_escaped(&json, 1), format!("`password notes` then {json}")]
+        {
+            let clean = redact_text(&text);
+            assert!(clean.contains("cp-task-016-policy-20"), "{text} -> {clean}");
+            if text == json {
+                let parsed: serde_json::Value = serde_json::from_str(&clean).unwrap();
+                assert_eq!(parsed["next"]["state"], "COMPLETED");
+            }
+        }
+        // A credential-like word still goes, up to its string's end.
+        let leak =
+            serde_json::to_string(&json!({"note": "session Xk9$mQ2!zP", "id": "kept"})).unwrap();
+        let clean = redact_text(&leak);
+        assert!(!clean.contains("Xk9$mQ2!zP") && clean.contains("\"id\":\"kept\""), "{clean}");
     }
 
     #[test]
