@@ -219,7 +219,7 @@ fn copy_table(
         }
         write.execute(&values)?;
         copied += 1;
-        if copied % 1000 == 0 {
+        if copied.is_multiple_of(1000) {
             progress(copied);
         }
     }
