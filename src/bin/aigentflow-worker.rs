@@ -11,8 +11,15 @@
 //! aigentflow-worker crash DB TASK                  forever: advance TASK one step and log an audit
 //!                                                  entry in one transaction, print `acked N`
 //!                                                  after each commit (until killed)
+//! aigentflow-worker recover DB                    print `ready`, wait for a line on stdin, run one
+//!                                                  recovery pass, print `found ID` for each run it
+//!                                                  marked crashed, try to resume every crashed run
+//!                                                  and print `resumed ID` for each it won, print
+//!                                                  `done`, then wait for stdin to close (so its
+//!                                                  runs keep a live owner until then)
 //! ```
 //!
+//! DB is a SQLite file's path or a `postgres://` URL, as `Database::open` takes it.
 //! Prints `ok …` and exits 0, or prints the first error on stderr and exits 1.
 
 use std::process::ExitCode;
@@ -23,7 +30,7 @@ use std::io::Write;
 use aigentflow::audit::{AuditEntry, AuditLog, Category};
 use aigentflow::persistence::{Database, SqliteStateStore};
 use aigentflow::states::{Event, StateContext, StateMachine, StateStore, TaskId, WorkflowState};
-use aigentflow::tracker::ExecutionTracker;
+use aigentflow::tracker::{Error as TrackerError, ExecutionTracker, RecoveryOptions};
 
 /// The event that moves a task one step around the default graph's agent loop.
 fn next_event(state: &WorkflowState) -> Event {
@@ -152,6 +159,33 @@ fn crash(db_path: &str, task: &str) -> Result<String, Failure> {
     }
 }
 
+/// What `RecoveredRun::reason` says of a run an earlier pass marked.
+const MARKED_EARLIER: &str = "marked crashed earlier";
+
+/// One recovery pass started on cue, then a claim on every crashed run it offers.
+fn recover(db_path: &str) -> Result<String, Failure> {
+    let db = Database::open(db_path)?;
+    let tracker = ExecutionTracker::new(db);
+    announce("ready")?;
+    let mut cue = String::new();
+    std::io::stdin().read_line(&mut cue)?;
+    let report = tracker.recover(&RecoveryOptions::default())?;
+    for run in report.crashed.iter().filter(|r| r.reason != MARKED_EARLIER) {
+        announce(&format!("found {}", run.trace.id))?;
+    }
+    for run in &report.crashed {
+        match tracker.resume(&run.trace.id) {
+            Ok(trace) => announce(&format!("resumed {}", trace.id))?,
+            // Another process claimed it first.
+            Err(TrackerError::WrongStatus { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    announce("done")?;
+    std::io::copy(&mut std::io::stdin(), &mut std::io::sink())?;
+    Ok("ok recover".into())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -166,7 +200,8 @@ fn main() -> ExitCode {
         },
         ["run", db, task] => run(db, task).map_err(|e| e.to_string()),
         ["crash", db, task] => crash(db, task).map_err(|e| e.to_string()),
-        _ => Err("usage: aigentflow-worker open DB | save DB NAME THREADS N SHARED | run DB TASK | crash DB TASK".into()),
+        ["recover", db] => recover(db).map_err(|e| e.to_string()),
+        _ => Err("usage: aigentflow-worker open DB | save DB NAME THREADS N SHARED | run DB TASK | crash DB TASK | recover DB".into()),
     };
     match result {
         Ok(line) => {

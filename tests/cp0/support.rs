@@ -44,10 +44,11 @@ pub fn open(path: &Path) -> Database {
     Database::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
 }
 
-/// Runs the worker binary and returns its output.
+/// Starts the worker binary with its stdin, stdout and stderr piped.
 pub fn worker(args: &[&str]) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_aigentflow-worker"))
         .args(args)
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

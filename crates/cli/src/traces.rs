@@ -35,10 +35,12 @@ pub enum TracesCommand {
         days: u32,
     },
     /// Find runs whose owner process is gone, mark them crashed, and list them with the
-    /// checkpoint to resume from.
+    /// checkpoint to resume from. On PostgreSQL, recoveries run at once on several hosts mark
+    /// each dead run once.
     Recover {
         /// Owners this host cannot probe (another host, unknown) count as gone after this many
-        /// minutes without a heartbeat: 0 to 4294967295.
+        /// minutes without a heartbeat, by the database server's clock on PostgreSQL (this
+        /// machine's on SQLite): 0 to 4294967295.
         #[arg(long, default_value_t = 5, value_parser = args::count32, allow_negative_numbers = true)]
         lease_minutes: u32,
         /// Give up on a run found dead more often than this: 0 to 4294967295.

@@ -553,3 +553,33 @@ fn a_write_that_waits_on_another_writer_succeeds_and_is_logged_as_slow() {
         .stderr
         .is_empty());
 }
+
+#[test]
+fn db_copy_copies_a_database_into_a_new_file_and_refuses_one_with_rows() {
+    let (dir, src, _) = demo_db();
+    let dest = dir.path().join("copy.db");
+    let r =
+        run(&src, &["--json", "db", "copy", src.to_str().unwrap(), dest.to_str().unwrap()]).ok();
+    let report = r.json();
+    assert_eq!(report["audit_chain_ok"], true, "{report}");
+    let rows = report["rows"].as_u64().unwrap();
+    assert!(rows > 10, "{report}");
+    // The copy holds what the source holds, table by table.
+    let counts = |db: &Path| run(db, &["--json", "status"]).ok().json()["rows"].clone();
+    assert_eq!(counts(&dest), counts(&src));
+    run(&dest, &["audit", "verify"]).ok();
+    // Again into the same destination: refused, naming the table, and the copy is unchanged.
+    let before = std::fs::read(&dest).unwrap();
+    let again = run(&src, &["db", "copy", src.to_str().unwrap(), dest.to_str().unwrap()]);
+    assert_error_line(&again, 1, "is not empty");
+    assert!(again.stderr.contains("workflow_states"), "{}", again.stderr);
+    assert_eq!(std::fs::read(&dest).unwrap(), before);
+    // A source that is not there is not created.
+    let missing = dir.path().join("missing.db");
+    let r = run(
+        &src,
+        &["db", "copy", missing.to_str().unwrap(), dir.path().join("x.db").to_str().unwrap()],
+    );
+    assert_error_line(&r, 1, "no database at");
+    assert!(!missing.exists());
+}

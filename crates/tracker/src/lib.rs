@@ -14,10 +14,15 @@
 //!   claims one for this process. A live owner is never taken for dead: a process that exists
 //!   but is not ours (EPERM) is alive, and a pid reused by a newer process is told apart by its
 //!   start time. Owners this host cannot probe (another host, unknown) are judged by heartbeat.
+//! * The same on SQLite and PostgreSQL. Where they differ: leases follow the injected clock on
+//!   SQLite and the server's clock on PostgreSQL (heartbeats record it too), and on PostgreSQL a
+//!   recovery pass locks the running traces it judges and skips those another pass holds, so
+//!   passes of several hosts at once mark each dead run once.
 //! * Prompts, metadata, summaries, fragments and errors pass through the redactor.
 //!
-//! Architecture invariant: no rusqlite type appears in this crate's public API; its SQL lives in
-//! `store.rs`.
+//! Architecture invariant: this crate depends on no database driver, so no driver type appears
+//! in its public API; its SQL, with a PostgreSQL text beside each statement whose dialects
+//! differ, lives in `store.rs`.
 
 mod error;
 mod model;

@@ -2,7 +2,7 @@
 
 use aigentflow_core_states::{time, ProjectId, TaskId};
 use aigentflow_persistence::Row;
-use aigentflow_persistence::{Database, Param, SqliteStateStore, Tx};
+use aigentflow_persistence::{Backend, Database, Param, SqliteStateStore, Tx};
 use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use serde_json::Value;
 
@@ -18,6 +18,40 @@ const TRACE_COLUMNS: &str = "id, project_id, task_id, prompt, started_at, comple
     heartbeat_at, recovery_attempts";
 const INVOCATION_COLUMNS: &str = "id, trace_id, agent, task_fragment, started_at, completed_at, \
     outcome, quality_score, token_usage, output_summary, error";
+
+/// An agent's figures over a window: one range of idx_agent_invocations_metrics, which covers
+/// every column read here. AVG of an INTEGER column is its exact integer sum over the count.
+const METRICS: &str = "
+    SELECT COUNT(*), COALESCE(SUM(outcome = 'success'), 0), COALESCE(SUM(outcome = 'failure'), 0),
+        AVG(quality_score), AVG(total_tokens)
+    FROM agent_invocations INDEXED BY idx_agent_invocations_metrics
+    WHERE agent = ?1 AND started_at >= ?2";
+/// [`METRICS`] in PostgreSQL's dialect (`SUM` of a boolean does not exist, and `INDEXED BY` is
+/// SQLite's). Counts are BIGINT. The token average is SQLite's computation step for step: the
+/// exact sum (NUMERIC here) made a double, divided by the count as a double, so the two agree to
+/// the bit; AVG of a BIGINT would divide in NUMERIC and be NUMERIC, which a row cannot read. The
+/// quality average is AVG of DOUBLE PRECISION, which adds in order where SQLite compensates its
+/// sum (Kahan-Babuska-Neumaier): the two may differ in the last bits.
+const METRICS_PG: &str = "
+    SELECT COUNT(*), COUNT(*) FILTER (WHERE outcome = 'success'),
+        COUNT(*) FILTER (WHERE outcome = 'failure'), AVG(quality_score),
+        SUM(total_tokens)::DOUBLE PRECISION / NULLIF(COUNT(total_tokens), 0)
+    FROM agent_invocations
+    WHERE agent = ?1 AND started_at >= ?2";
+
+/// What [`METRICS`] reads: invocations, successes, failures, average score, average tokens.
+type Figures = (i64, i64, i64, Option<f64>, Option<f64>);
+
+/// How a recovery pass on PostgreSQL reads the running traces it judges, where recovering hosts
+/// do not queue behind one writer as on SQLite: each row is locked until the pass commits, so no
+/// heartbeat, resume or other pass changes it between the judgement and the mark; a row another
+/// pass (or a heartbeat) holds is skipped, not waited for: it is that pass's to judge, or its
+/// owner is beating.
+const CLAIM_RUNNING_PG: &str = "FOR UPDATE SKIP LOCKED";
+
+/// The server's clock in the stored form, as the schema's defaults write it.
+const SERVER_NOW_PG: &str =
+    "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')";
 
 /// Execution traces and agent invocations of one database.
 #[derive(Debug, Clone)]
@@ -51,10 +85,11 @@ impl ExecutionTracker {
         }
         let id = TraceId::random();
         let me = Owner::current();
+        let beat = lease_now(tx)?;
         tx.execute(
             "INSERT INTO execution_traces (id, project_id, task_id, prompt, started_at, status,
                  owner_pid, owner_started_at, owner_host, heartbeat_at, recovery_attempts)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?5, 0)",
+             VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?9, 0)",
             &[
                 Param::text(id.as_str()),
                 Param::text(project.as_str()),
@@ -64,6 +99,7 @@ impl ExecutionTracker {
                 Param::int(i64::from(me.pid)),
                 Param::opt_time(me.started_at),
                 Param::text(&me.host),
+                Param::time(beat),
             ],
         )?;
         get_trace_in(tx, id.as_str())?
@@ -113,13 +149,16 @@ impl ExecutionTracker {
 
     /// Tells that the trace's owner is alive. Fails if the trace is no longer running (e.g. it
     /// was recovered by another process after a missed lease): its owner should stop.
+    ///
+    /// The time recorded is the lease clock's: the injected clock on SQLite, the database
+    /// server's on PostgreSQL (see [`recover`](Self::recover)).
     pub fn heartbeat(&self, id: &TraceId) -> Result<()> {
         let id = id.as_str();
         self.db.write(|tx| {
             let changed = tx.execute(
                 "UPDATE execution_traces SET heartbeat_at = ?1
                  WHERE id = ?2 AND status = 'running'",
-                &[Param::time(tx.now()), Param::text(id)],
+                &[Param::time(lease_now(tx)?), Param::text(id)],
             )?;
             if changed == 0 {
                 return Err(not_running(tx, id, "heartbeat")?);
@@ -270,14 +309,11 @@ impl ExecutionTracker {
     /// [`Error::InvalidInput`].
     pub fn agent_metrics(&self, agent: &str, days: u32) -> Result<AgentMetrics> {
         self.db.read(|tx| {
+            // The window's start is computed here and bound: one SQL bound on both backends.
             let since = window_start(tx.now(), days)?;
-            // One range of idx_agent_invocations_metrics, which covers every column read here.
-            let (total, successes, failures, quality, tokens): (i64, i64, i64, Option<f64>, Option<f64>) = tx
+            let (total, successes, failures, quality, tokens): Figures = tx
                 .query_row(
-                    "SELECT COUNT(*), COALESCE(SUM(outcome = 'success'), 0),
-                            COALESCE(SUM(outcome = 'failure'), 0), AVG(quality_score), AVG(total_tokens)
-                     FROM agent_invocations INDEXED BY idx_agent_invocations_metrics
-                     WHERE agent = ?1 AND started_at >= ?2",
+                    tx.dialect(METRICS, METRICS_PG),
                     &[Param::text(agent), Param::time(since)],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )?
@@ -300,6 +336,17 @@ impl ExecutionTracker {
     /// Finds running traces whose owner is gone and marks them crashed (or abandoned past the
     /// attempt cap), then returns every crashed run with its task's latest checkpoint.
     /// A negative lease is [`Error::InvalidInput`].
+    ///
+    /// An owner this host can probe is judged by the probe; any other by its lease: dead when
+    /// its last heartbeat is older than `options.lease` by the lease clock. On SQLite that is
+    /// the database's injected clock (one machine, one clock), and passes never overlap (one
+    /// writer). On PostgreSQL it is the server's clock, which heartbeats also record, so hosts
+    /// whose clocks disagree judge alike; and each running trace is locked while it is judged
+    /// and marked, a trace another pass holds being skipped (`FOR UPDATE SKIP LOCKED`), so of
+    /// passes that run at once each dead run is marked by one pass only, and a pass reports
+    /// only the runs it judged (in `crashed` with its reason, in `abandoned`, or as `alive`)
+    /// plus those already marked. Either way [`resume`](Self::resume) is the claim that one
+    /// caller wins.
     pub fn recover(&self, options: &RecoveryOptions) -> Result<RecoveryReport> {
         if options.lease < TimeDelta::zero() {
             return Err(Error::InvalidInput {
@@ -309,15 +356,17 @@ impl ExecutionTracker {
         }
         let states = SqliteStateStore::new(self.db.clone());
         self.db.write(|tx| {
-            let now = tx.now();
             let running: Vec<Trace> = {
                 let mut stmt = tx.prepare(&format!(
                     "SELECT {TRACE_COLUMNS} FROM execution_traces WHERE status = 'running'
-                     ORDER BY started_at, id"
+                     ORDER BY started_at, id {}",
+                    tx.dialect("", CLAIM_RUNNING_PG)
                 ))?;
                 let rows = stmt.query_map(&[], RawTrace::read)?;
                 rows.into_iter().map(|r| r.into_trace()).collect::<Result<_>>()?
             };
+            // Read after the locks are held: a lease is judged against the time they were taken.
+            let now = lease_now(tx)?;
             let mut report = RecoveryReport::default();
             let mut reasons = std::collections::HashMap::new();
             for trace in running {
@@ -370,10 +419,14 @@ impl ExecutionTracker {
     }
 
     /// Claims a crashed run for this process: it is running again, owned by this process.
+    /// Of callers that resume one run at once, one wins; the others get
+    /// [`Error::WrongStatus`] (on PostgreSQL they wait for the winner's row lock, then find the
+    /// run no longer crashed).
     pub fn resume(&self, id: &TraceId) -> Result<Trace> {
         let id = id.as_str();
         self.db.write(|tx| {
             let me = Owner::current();
+            let beat = lease_now(tx)?;
             let changed = tx.execute(
                 "UPDATE execution_traces SET status = 'running', owner_pid = ?1,
                      owner_started_at = ?2, owner_host = ?3, heartbeat_at = ?4
@@ -382,7 +435,7 @@ impl ExecutionTracker {
                     Param::int(i64::from(me.pid)),
                     Param::opt_time(me.started_at),
                     Param::text(&me.host),
-                    Param::time(tx.now()),
+                    Param::time(beat),
                     Param::text(id),
                 ],
             )?;
@@ -412,6 +465,25 @@ fn dead_reason(trace: &Trace, now: DateTime<Utc>, lease: TimeDelta) -> Option<St
             .as_ref()
             .map_or("an unknown owner".to_owned(), |o| format!("process {} on {}", o.pid, o.host));
         format!("no heartbeat from {who} since {}", time::to_rfc3339(last))
+    })
+}
+
+/// The clock heartbeats are recorded and leases judged by: the database's injected clock on
+/// SQLite (one machine, and tests can move it), the server's clock on PostgreSQL (several hosts
+/// share one database, and only the server's clock is theirs alike).
+fn lease_now(tx: &Tx<'_>) -> Result<DateTime<Utc>> {
+    if tx.backend() != Backend::Postgres {
+        return Ok(tx.now());
+    }
+    let text: String = tx.query_row(SERVER_NOW_PG, &[], |r| r.get(0))?.unwrap_or_default();
+    time::parse(&text).ok_or_else(|| Error::InvalidInput {
+        what: "server clock",
+        reason: format!(
+            "it reads \"{text}\", not a time from year {:04} to {:04}",
+            time::MIN_YEAR,
+            time::MAX_YEAR
+        )
+        .into(),
     })
 }
 
