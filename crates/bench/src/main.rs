@@ -119,6 +119,11 @@ impl Bench {
         }
     }
 
+    /// Whether the run was interrupted (see [`Server::interrupted`]).
+    fn interrupted(&self) -> bool {
+        matches!(&self.target, Where::Postgres(server) if server.interrupted())
+    }
+
     /// Emits a workload's line.
     fn emit(&self, workload: &str, n: usize, seconds: f64, extra: Value) {
         emit(workload, self.backend(), n, seconds, extra);
@@ -886,6 +891,12 @@ fn main() -> Result<()> {
     for (name, run) in workloads {
         if only.is_empty() || only.iter().any(|w| w == name) {
             if let Err(e) = run(&bench) {
+                if bench.interrupted() {
+                    // Its databases were dropped under it; the interrupt handler ends the run.
+                    loop {
+                        std::thread::park();
+                    }
+                }
                 let error = format!("{e:#}");
                 eprintln!("workload {name}: {error}");
                 println!(

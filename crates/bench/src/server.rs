@@ -4,7 +4,7 @@
 //! error, on a panic — and, when the run is interrupted (SIGINT, SIGTERM, SIGHUP), by a thread
 //! that drops every one still there before the process exits.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{Context, Result};
@@ -26,6 +26,8 @@ struct Shared {
     /// interrupt drops a database whose creation was under way too.
     live: Mutex<Vec<String>>,
     counter: AtomicU64,
+    /// Set by the interrupt handler before it drops the databases.
+    interrupted: AtomicBool,
 }
 
 impl Server {
@@ -49,6 +51,7 @@ impl Server {
             shown,
             live: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
+            interrupted: AtomicBool::new(false),
         };
         Ok(Self { shared: Arc::new(shared) })
     }
@@ -94,6 +97,7 @@ impl Server {
             .name("bench-interrupt".into())
             .spawn(move || {
                 if let Some(signal) = signals.forever().next() {
+                    shared.interrupted.store(true, Ordering::SeqCst);
                     let names = std::mem::take(&mut *shared.live());
                     for name in &names {
                         if let Err(e) = shared.drop_database(name) {
@@ -106,6 +110,12 @@ impl Server {
             })
             .context("start the interrupt handler's thread")?;
         Ok(())
+    }
+
+    /// Whether the run was interrupted: the workload's connections are being closed under it,
+    /// and the interrupt handler ends the process once the databases are dropped.
+    pub fn interrupted(&self) -> bool {
+        self.shared.interrupted.load(Ordering::SeqCst)
     }
 
     fn admin(&self) -> Result<Client> {
