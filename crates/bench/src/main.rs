@@ -857,6 +857,87 @@ fn w5(b: &Bench) -> Result<()> {
     Ok(())
 }
 
+/// One writer of W7: its own task, saved with one new transition and one audit entry per call
+/// in one transaction (every 10th call also an invocation); returns each call's time in ms.
+fn w7_writer(db: &Database, writer: usize, calls: usize) -> Result<Vec<f64>> {
+    let store = SqliteStateStore::new(db.clone());
+    let log = AuditLog::new(db.clone());
+    let tracker = ExecutionTracker::new(db.clone());
+    let project = ProjectId::new("w7-project");
+    let task = TaskId::new(format!("w7-task-{writer}"));
+    let trace = tracker.start_trace(&project, &task, "bench")?.id;
+    let mut m = StateMachine::new(StateContext::new(project, task.clone(), "a written task"))
+        .with_table(Arc::new(phase_table()?));
+    let mut words = Words::load(70 + writer as u64)?;
+    let mut times = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let event = phase_event(m.state());
+        m.apply(event, Some(json!({"step": i})))?;
+        let entry = AuditEntry { task_id: Some(task.clone()), ..audit_entry(&mut words, i) };
+        let invocation = (i % 10 == 0).then(|| NewInvocation {
+            outcome: Some(Outcome::Success),
+            ..NewInvocation::new(trace.clone(), format!("agent-{writer}"), db.now())
+        });
+        let t = Instant::now();
+        db.write(|tx| -> Result<()> {
+            store.save_in(tx, m.persisted())?;
+            log.log_in(tx, &entry)?;
+            if let Some(invocation) = &invocation {
+                tracker.record_invocation_in(tx, invocation)?;
+            }
+            Ok(())
+        })?;
+        times.push(ms(t.elapsed()));
+    }
+    Ok(times)
+}
+
+/// W7, threads only: N calls by 8 writer threads at once, each on its own task, against the
+/// same mix by one thread alone (the baseline, in the same run, before and after). The
+/// BENCHMARKS.md variant with 4 processes is not run.
+fn w7(b: &Bench) -> Result<()> {
+    let threads = 8;
+    let calls = b.n(4000, 400);
+    let (_place, db) = b.fresh_db("w7")?;
+    let per_thread = calls / threads;
+    let total = per_thread * threads;
+    reset_peak_rss();
+    let alone = |writer: usize| -> Result<f64> {
+        let t = Instant::now();
+        w7_writer(&db, writer, total / 2)?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let before = alone(100)?;
+    let started = Instant::now();
+    let mut times = std::thread::scope(|scope| -> Result<Vec<f64>> {
+        let writers: Vec<_> = (0..threads)
+            .map(|w| {
+                let db = &db;
+                scope.spawn(move || w7_writer(db, w, per_thread))
+            })
+            .collect();
+        let mut all = Vec::with_capacity(total);
+        for writer in writers {
+            let times = writer.join().map_err(|_| anyhow::anyhow!("a writer thread panicked"))?;
+            all.extend(times?);
+        }
+        Ok(all)
+    })?;
+    let grouped = started.elapsed().as_secs_f64();
+    let after = alone(101)?;
+    times.sort_by(|a, b| a.total_cmp(b));
+    let mut extra = json!({
+        "threads": threads,
+        "commits_per_s": round(total as f64 / grouped, 1),
+        "p50_ms": round(median(times.clone()), 3),
+        "p99_ms": round(percentile(&times, 99), 3),
+        "baseline_commits_per_s": round(total as f64 / (before + after), 1),
+    });
+    ratios(&mut extra, &["commits_per_s"]);
+    b.emit("W7", total, grouped, extra);
+    Ok(())
+}
+
 type Workload = fn(&Bench) -> Result<()>;
 
 fn main() -> Result<()> {
@@ -880,11 +961,19 @@ fn main() -> Result<()> {
         ),
     };
     let bench = Bench { factor, target };
-    let workloads: [(&str, Workload); 7] =
-        [("W0", w0), ("W1", w1), ("W2", w2), ("W3", w3), ("W4", w4), ("W5", w5), ("W6", w6)];
+    let workloads: [(&str, Workload); 8] = [
+        ("W0", w0),
+        ("W1", w1),
+        ("W2", w2),
+        ("W3", w3),
+        ("W4", w4),
+        ("W5", w5),
+        ("W6", w6),
+        ("W7", w7),
+    ];
     let only: Vec<String> = args.only.iter().map(|w| w.trim().to_uppercase()).collect();
     if let Some(unknown) = only.iter().find(|w| !workloads.iter().any(|(name, _)| name == w)) {
-        anyhow::bail!("unknown workload {unknown}; known: W0, W1, W2, W3, W4, W5, W6");
+        anyhow::bail!("unknown workload {unknown}; known: W0, W1, W2, W3, W4, W5, W6, W7");
     }
     // A workload that fails says so on its line and the others still run.
     let mut failed = Vec::new();
