@@ -338,7 +338,7 @@ impl AuditLog {
                 Some(project) => ProjectPath::by_id(tx, project)?,
                 None => ProjectPath::Index,
             };
-            let (sql, values) = select(&options.query, "id", path)?;
+            let (sql, values) = select(&options.query, "id", path, tx.backend())?;
             let mut stmt = tx.prepare(&sql)?;
             let mut rows = stmt.query(&values)?;
             let encoder = Encoder::new(options);

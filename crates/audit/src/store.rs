@@ -91,7 +91,8 @@ impl AuditLog {
 
     /// Entries matching the filters, newest first (ties broken by id).
     pub fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
-        let (sql, values) = select(q, "timestamp DESC, id DESC", ProjectPath::Index)?;
+        let (sql, values) =
+            select(q, "timestamp DESC, id DESC", ProjectPath::Index, self.db.backend())?;
         self.db.read(|tx| {
             let mut stmt = tx.prepare(&sql)?;
             let rows = stmt.query_map(&values, RawRow::read)?;
@@ -101,7 +102,7 @@ impl AuditLog {
 
     /// How many entries match the filters (limit and offset aside): e.g. the length of an export.
     pub fn count(&self, q: &AuditQuery) -> Result<u64> {
-        let (clause, values) = where_clause(q, ProjectPath::Index)?;
+        let (clause, values) = where_clause(q, ProjectPath::Index, self.db.backend())?;
         self.db.read(|tx| {
             let n: i64 = tx
                 .query_row(&format!("SELECT COUNT(*) FROM audit_logs{clause}"), &values, |r| {
@@ -114,6 +115,9 @@ impl AuditLog {
 
     /// How many entries a project has per category, most first.
     pub fn summary(&self, project_id: &str) -> Result<Vec<CategoryCount>> {
+        if self.db.backend() == Backend::Postgres && holds_nul(project_id) {
+            return Ok(Vec::new());
+        }
         self.db.read(|tx| {
             let mut stmt = tx.prepare(tx.dialect(SUMMARY, SUMMARY_PG))?;
             let rows = stmt.query_map(&[Param::text(project_id)], |r| {
@@ -210,6 +214,24 @@ impl<'e> CleanEntry<'e> {
             ip_address: text(entry.ip_address.as_deref()),
         })
     }
+
+    /// The first field whose text holds a NUL character, if any. (Details are JSON text, where
+    /// a NUL is written as the escape `\u0000`.)
+    fn nul_field(&self) -> Option<&'static str> {
+        let optional = |c: &Option<Clean<'_>>| c.as_ref().is_some_and(|c| holds_nul(c));
+        [
+            ("project_id", optional(&self.project_id)),
+            ("task_id", optional(&self.task_id)),
+            ("agent", optional(&self.agent)),
+            ("action", holds_nul(&self.action)),
+            ("category", holds_nul(&self.category)),
+            ("details", optional(&self.details)),
+            ("user_id", optional(&self.user_id)),
+            ("ip_address", optional(&self.ip_address)),
+        ]
+        .into_iter()
+        .find_map(|(field, nul)| nul.then_some(field))
+    }
 }
 
 /// Where the next appended row goes: the hash it links to and its id.
@@ -261,10 +283,27 @@ fn no_id_after(id: i64) -> Error {
     .into()
 }
 
+/// Whether `text` holds a NUL character (U+0000), which PostgreSQL text cannot hold: an entry
+/// with one is refused there, and a filter with one matches no row.
+fn holds_nul(text: &str) -> bool {
+    text.contains('\0')
+}
+
 /// Appends clean entries after the chain's head as this transaction sees it.
 fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
     if entries.is_empty() {
         return Ok(Vec::new());
+    }
+    if tx.backend() == Backend::Postgres {
+        if let Some(field) = entries.iter().find_map(CleanEntry::nul_field) {
+            return Err(Error::InvalidInput {
+                what: "audit entry",
+                reason: format!(
+                    "its {field} holds a NUL character (U+0000), which PostgreSQL text cannot hold"
+                )
+                .into(),
+            });
+        }
     }
     let AppendAt { mut prev, id: first_id } = AppendAt::head(tx)?;
     let now = tx.now();
@@ -334,8 +373,9 @@ pub(crate) fn select<'q>(
     q: &'q AuditQuery,
     order: &str,
     path: ProjectPath,
+    backend: Backend,
 ) -> Result<(String, Vec<Param<'q>>)> {
-    let (clause, mut values) = where_clause(q, path)?;
+    let (clause, mut values) = where_clause(q, path, backend)?;
     let mut sql = format!("SELECT {COLUMNS} FROM audit_logs{clause} ORDER BY {order}");
     if q.limit.is_some() || q.offset.is_some() {
         // Both backends take i64: past i64::MAX a limit is no limit and an offset skips every
@@ -519,13 +559,20 @@ impl ProjectPath {
 pub(crate) fn where_clause<'q>(
     q: &'q AuditQuery,
     path: ProjectPath,
+    backend: Backend,
 ) -> Result<(String, Vec<Param<'q>>)> {
     let mut parts = Vec::new();
     let mut values = Vec::new();
     let mut eq = |column: &str, v: Option<&'q str>| {
         if let Some(v) = v {
-            parts.push(format!("{column} = ?"));
-            values.push(Param::text(v));
+            if backend == Backend::Postgres && holds_nul(&Clean::text(v)) {
+                // No stored text holds a NUL there (the server refuses it), so nothing matches;
+                // binding it would be refused too.
+                parts.push("FALSE".to_owned());
+            } else {
+                parts.push(format!("{column} = ?"));
+                values.push(Param::text(v));
+            }
         }
     };
     // A unary `+` keeps SQLite from using an index for the term.
