@@ -791,6 +791,66 @@ fn exports_span_many_blocks_and_cells_larger_than_a_block(t) {
 }
 }
 
+/// Collects an export; at its first write, while the export's transaction is open, another
+/// thread appends `extra` entries (actions `TAG-I`) and commits them.
+struct AppendingWriter {
+    log: AuditLog,
+    extra: usize,
+    tag: String,
+    out: Vec<u8>,
+}
+
+impl std::io::Write for AppendingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.extra > 0 {
+            let (log, extra) = (self.log.clone(), std::mem::take(&mut self.extra));
+            let entries: Vec<AuditEntry> = (0..extra)
+                .map(|i| entry("p", &format!("{}-{i}", self.tag), Category::User))
+                .collect();
+            std::thread::spawn(move || log.log_batch(&entries).unwrap()).join().unwrap();
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+on_both! {
+/// An export reads one snapshot: rows committed while it runs are not in it, and the chain head
+/// it reports is the one of the rows it wrote, whatever was appended since.
+fn an_export_and_its_chain_head_come_from_one_snapshot_while_appends_go_on(t) {
+    let log = AuditLog::new(t.db().clone());
+    let entries: Vec<AuditEntry> = (0..2000)
+        .map(|i| AuditEntry {
+            details: Some(json!({ "i": i, "pad": "x".repeat(100) })),
+            ..entry("p", &format!("before-{i}"), Category::State)
+        })
+        .collect();
+    log.log_batch(&entries).unwrap();
+    let head = log.head().unwrap();
+    for format in [ExportFormat::Csv, ExportFormat::Json, ExportFormat::Jsonl] {
+        let before = log.count(&AuditQuery::default()).unwrap();
+        let tag = format!("during-{format:?}");
+        let mut writer =
+            AppendingWriter { log: log.clone(), extra: 3, tag: tag.clone(), out: Vec::new() };
+        let report = log.export(&mut writer, &ExportOptions::new(format), |_| {}).unwrap();
+        assert_eq!(log.count(&AuditQuery::default()).unwrap(), before + 3, "appended meanwhile");
+        assert_eq!(report.rows, before, "{format:?}: only the rows of the snapshot");
+        let last_id = log.query(&AuditQuery { limit: Some(1), ..AuditQuery::default() });
+        assert!(last_id.unwrap()[0].id > before as i64);
+        let text = String::from_utf8(writer.out).unwrap();
+        assert!(!text.contains(&tag), "{format:?}: a row appended meanwhile was exported");
+        let chain_head = report.chain_head.unwrap();
+        assert_eq!((chain_head.rows, chain_head.last_id), (before, before as i64), "{format:?}");
+        if before == 2000 {
+            assert_eq!(Some(chain_head), head);
+        }
+    }
+}
+}
+
 /// Accepts `room` bytes, then fails every write.
 struct FailingWriter {
     room: usize,
