@@ -1147,11 +1147,20 @@ fn random_entries_and_queries_give_the_same_results_on_sqlite_and_postgres() {
             ..AuditEntry::new(action, category)
         });
     // Instants over a few days, repeated and out of order at times; bounds as dates or instants.
+    // The first and last instants of the stored domain (years 0000 and 9999) now and then.
     let base = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap().timestamp_millis();
-    let at = (0i64..4 * 86_400_000).prop_map(move |ms| base + ms / 3_600_000 * 3_600_000);
+    let first = Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap().timestamp_millis();
+    let last = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap().timestamp_millis() + 999;
+    let at = prop_oneof![
+        8 => (0i64..4 * 86_400_000).prop_map(move |ms| base + ms / 3_600_000 * 3_600_000),
+        1 => Just(first),
+        1 => Just(last),
+    ];
     let bound = prop::option::of(prop_oneof![
-        (1u32..6).prop_map(|d| format!("2026-03-0{d}")),
-        (1u32..6, 0u32..24).prop_map(|(d, h)| format!("2026-03-0{d}T{h:02}:00:00Z")),
+        4 => (1u32..6).prop_map(|d| format!("2026-03-0{d}")),
+        4 => (1u32..6, 0u32..24).prop_map(|(d, h)| format!("2026-03-0{d}T{h:02}:00:00Z")),
+        1 => prop::sample::select(vec!["0000-01-01", "9999-12-31", "9999-12-31T23:59:59.999Z"])
+            .prop_map(String::from),
     ]);
     let count = prop::option::of(prop_oneof![0u64..8, (i64::MAX as u64 - 1)..=u64::MAX]);
     let category = prop::option::of(prop::sample::select(Category::ALL.to_vec()));
