@@ -192,6 +192,48 @@ fn r16_no_corpus_secret_from_any_field_of_any_store_reaches_db_wal_backup_export
     assert_clean("the database after its last close", &samples, &file_bytes(&path));
 }
 
+on_both! {
+/// R16 for the audit log on either backend: every sample of the corpus through every field of
+/// an entry, alone and inside a caller's transaction. None of it is in the stored rows (on
+/// PostgreSQL, every row as the server gives it back), an export, or the message of an error
+/// that refused it; and a query by the text as the caller holds it finds its entry.
+fn r16_no_corpus_secret_from_any_audit_field_reaches_the_rows_an_export_or_an_error(t) {
+    let samples = samples();
+    let audit = AuditLog::new(t.db().clone());
+    for (i, s) in samples.iter().enumerate() {
+        let text = s.text.as_str();
+        let task = format!("t{i}-{text}");
+        let entry = AuditEntry {
+            project_id: Some(ProjectId::new(format!("p{i}-{text}"))),
+            task_id: Some(TaskId::new(task.clone())),
+            agent: Some(text.to_owned()),
+            details: Some(as_json(s)),
+            user_id: Some(text.to_owned()),
+            ip_address: Some(text.to_owned()),
+            ..AuditEntry::new(text, Category::Security)
+        };
+        if i % 2 == 0 {
+            audit.log(&entry).unwrap();
+        } else {
+            t.db().write(|tx| audit.log_in(tx, &entry).map(|_| ())).unwrap();
+        }
+        let by_task = AuditQuery { task_id: Some(task), ..AuditQuery::default() };
+        assert_eq!(audit.query(&by_task).unwrap().len(), 1, "{}", s.name);
+        let refused = AuditQuery { start: Some(text.to_owned()), ..AuditQuery::default() };
+        let message = audit.query(&refused).unwrap_err().to_string();
+        assert_clean("an error message", std::slice::from_ref(s), message.as_bytes());
+    }
+    assert_clean("the stored rows", &samples, &crate::audit::stored_bytes(t));
+    for format in [ExportFormat::Csv, ExportFormat::Json, ExportFormat::Jsonl] {
+        let mut out = Vec::new();
+        audit.export(&mut out, &ExportOptions::new(format), |_| {}).unwrap();
+        assert_clean(&format!("the {format:?} export"), &samples, &out);
+    }
+    let v = audit.verify(None).unwrap();
+    assert_eq!((v.rows, v.finding), (samples.len() as u64, None));
+}
+}
+
 #[test]
 fn what_was_written_with_a_secret_is_found_again_by_the_same_text() {
     // Filters go through the same policy as what is stored, so a query by the text a caller

@@ -27,11 +27,5 @@ impl From<aigentflow_core_states::UnknownVariant> for Error {
     }
 }
 
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Persistence(e.into())
-    }
-}
-
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
