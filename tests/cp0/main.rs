@@ -7,6 +7,7 @@
 mod audit;
 mod corrupt_rows;
 mod faults;
+mod inspect;
 mod lessons;
 mod persistence;
 mod pg_support;
