@@ -10,6 +10,7 @@ mod faults;
 mod inspect;
 mod lessons;
 mod persistence;
+mod pg_database;
 mod pg_support;
 mod secrets;
 mod standalone;
