@@ -19,7 +19,6 @@ use aigentflow::states::{
 };
 use chrono::{Duration, TimeZone, Utc};
 use proptest::prelude::*;
-use proptest::test_runner::{TestCaseResult, TestRunner};
 use serde_json::json;
 
 use crate::inspect::{stored_bytes, Driver, Raw};
@@ -62,18 +61,6 @@ fn drive(m: &mut StateMachine, steps: usize) {
             _ => Event::RouteNext,
         };
         m.apply(event, Some(json!({"n": m.history().len()}))).unwrap();
-    }
-}
-
-/// Runs `test` on `cases` values of `strategy`, inside a scenario that already has its database
-/// (a property over one database rather than a database per case).
-fn check<S: Strategy>(cases: u32, strategy: S, test: impl Fn(S::Value) -> TestCaseResult)
-where
-    S::Value: std::fmt::Debug,
-{
-    let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
-    if let Err(e) = TestRunner::new(config).run(&strategy, test) {
-        panic!("{e}");
     }
 }
 
