@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod audit;
+mod checklist;
 mod corrupt_rows;
 mod faults;
 mod inspect;
