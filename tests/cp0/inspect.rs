@@ -128,7 +128,7 @@ impl Driver {
             let columns: Vec<String> = match self {
                 Self::Sqlite(c) => {
                     let stmt = c.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
-                    stmt.column_names().into_iter().map(str::to_owned).collect()
+                    stmt.column_names().map(str::to_owned).collect()
                 }
                 Self::Postgres(c) => c
                     .query(

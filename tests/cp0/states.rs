@@ -169,7 +169,7 @@ fn checkpoint_records_current_state_and_artifacts(t) {
     assert_eq!(cp.state, WorkflowState::Analyzing);
     assert_eq!(cp.artifacts, ["src/login.rs", "docs/design.md"]);
     assert_eq!(cp.context["prompt"], "Build a login page");
-    assert_eq!(m.context().checkpoints, [cp.clone()]);
+    assert_eq!(m.context().checkpoints, std::slice::from_ref(&cp));
     assert_eq!(kept_on_the_default_graph(t, &m).context().checkpoints, [cp]);
 }
 }
