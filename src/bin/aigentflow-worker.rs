@@ -7,6 +7,12 @@
 //!                                                  NAME-tK through N transitions, saving after
 //!                                                  each, and advances the task SHARED one step
 //!                                                  per round in a read-modify-write transaction
+//! aigentflow-worker race DB NAME THREADS N TASK  THREADS threads each get N saves of TASK
+//!                                                  accepted, each save loading TASK, stepping it
+//!                                                  and saving it in separate transactions, again
+//!                                                  when refused as stale or diverging; prints
+//!                                                  `ok ` and the accepted saves' ids (NAME-tK-I,
+//!                                                  in each transition's metadata as `by`)
 //! aigentflow-worker run DB TASK                   save TASK with a checkpoint, start a trace of it,
 //!                                                  print `trace ID`, then heartbeat until killed
 //! aigentflow-worker crash DB TASK                  forever: advance TASK one step and log an audit
@@ -105,6 +111,50 @@ fn save(
         handle.join().map_err(|_| "a worker thread panicked".to_string())??;
     }
     Ok(format!("ok {name}"))
+}
+
+/// THREADS threads each saving TASK N times optimistically (see the module's usage).
+fn race(db_path: &str, name: &str, threads: usize, n: usize, task: &str) -> Result<String, String> {
+    use aigentflow::persistence::Error;
+    let db = Database::open(db_path).map_err(|e| e.to_string())?;
+    let handles: Vec<_> = (0..threads)
+        .map(|k| {
+            let store = SqliteStateStore::new(db.clone());
+            let task = TaskId::new(task);
+            let name = format!("{name}-t{k}");
+            thread::spawn(move || -> Result<Vec<String>, String> {
+                let mut accepted = Vec::new();
+                let mut attempt = 0;
+                while accepted.len() < n {
+                    attempt += 1;
+                    let by = format!("{name}-{attempt}");
+                    let mut machine = match store.load_state(&task).map_err(|e| e.to_string())? {
+                        Some(state) => StateMachine::from_persisted(state),
+                        None => new_task("race", task.as_str()),
+                    };
+                    let event = next_event(machine.state());
+                    machine
+                        .apply(event, Some(serde_json::json!({"by": by})))
+                        .map_err(|e| e.to_string())?;
+                    match store.save_state(machine.persisted()) {
+                        Ok(()) => accepted.push(by),
+                        Err(
+                            Error::StaleSave { .. }
+                            | Error::HistoryConflict { .. }
+                            | Error::CheckpointConflict { .. },
+                        ) => {}
+                        Err(e) => return Err(format!("{by}: {e}")),
+                    }
+                }
+                Ok(accepted)
+            })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    for handle in handles {
+        accepted.extend(handle.join().map_err(|_| "a worker thread panicked".to_string())??);
+    }
+    Ok(format!("ok {}", accepted.join(",")))
 }
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
@@ -253,6 +303,10 @@ fn main() -> ExitCode {
             (Ok(threads), Ok(n)) => save(db, name, threads, n, shared),
             _ => Err(format!("THREADS and N must be numbers, got {threads} {n}")),
         },
+        ["race", db, name, threads, n, task] => match (threads.parse(), n.parse()) {
+            (Ok(threads), Ok(n)) => race(db, name, threads, n, task),
+            _ => Err(format!("THREADS and N must be numbers, got {threads} {n}")),
+        },
         ["run", db, task] => run(db, task).map_err(|e| e.to_string()),
         ["crash", db, task] => crash(db, task).map_err(|e| e.to_string()),
         ["recover", db] => recover(db).map_err(|e| e.to_string()),
@@ -260,7 +314,7 @@ fn main() -> ExitCode {
             (Ok(threads), Ok(n)) => audit(db, name, threads, n).map_err(|e| e.to_string()),
             _ => Err(format!("THREADS and N must be numbers, got {threads} {n}")),
         },
-        _ => Err("usage: aigentflow-worker open DB | save DB NAME THREADS N SHARED | run DB TASK | crash DB TASK | audit DB NAME THREADS N | recover DB".into()),
+        _ => Err("usage: aigentflow-worker open DB | save DB NAME THREADS N SHARED | race DB NAME THREADS N TASK | run DB TASK | crash DB TASK | audit DB NAME THREADS N | recover DB".into()),
     };
     match result {
         Ok(line) => {
