@@ -287,6 +287,36 @@ fn a_nul_character_is_stored_on_sqlite_and_refused_naming_its_field_on_postgres(
 }
 }
 
+on_both! {
+/// Ids end at i64::MAX: a row written around the log just below it leaves room for one more
+/// entry; past it an append is an error naming the id, and a batch that would cross it writes
+/// nothing.
+fn an_append_past_the_largest_id_is_an_error_and_writes_nothing(t) {
+    let log = AuditLog::new(t.db().clone());
+    log.log(&entry("p", "first", Category::User)).unwrap();
+    around(
+        t,
+        &format!(
+            "INSERT INTO audit_logs (id, timestamp, action, category)
+             VALUES ({}, '2026-01-01 00:00:00.000', 'near the end', 'user')",
+            i64::MAX - 1
+        ),
+    )
+    .unwrap();
+    let pair = [entry("p", "a", Category::User), entry("p", "b", Category::User)];
+    let full = format!("the audit log is full: no id follows {}", i64::MAX);
+    let err = log.log_batch(&pair).unwrap_err();
+    assert!(matches!(err, aigentflow::audit::Error::Full { last_id: i64::MAX }), "{err}");
+    assert!(err.to_string().starts_with(&full), "{err}");
+    assert_eq!(log.count(&AuditQuery::default()).unwrap(), 2);
+    assert_eq!(log.log(&pair[0]).unwrap(), i64::MAX);
+    let err = log.log(&pair[1]).unwrap_err();
+    assert!(err.to_string().starts_with(&full), "{err}");
+    let v = log.verify(None).unwrap();
+    assert_eq!((v.rows, v.findings), (3, vec![Finding::Unsealed { id: i64::MAX - 1 }]));
+}
+}
+
 // ---- R8: append-only ----------------------------------------------------------------------
 
 on_both! {

@@ -10,6 +10,10 @@ pub enum Error {
     /// A caller gave a value the audit log cannot take.
     #[error("invalid {what}: {reason}")]
     InvalidInput { what: &'static str, reason: SafeText },
+    /// The log's ids have reached the largest there is (a row written around the log can take
+    /// it): no entry can follow.
+    #[error("the audit log is full: no id follows {last_id}, the largest there is")]
+    Full { last_id: i64 },
     /// Writing an export failed.
     #[error("cannot write the export: {0}")]
     Write(#[from] std::io::Error),

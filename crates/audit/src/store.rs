@@ -23,11 +23,11 @@ const HEAD: &str =
 /// [`HEAD`] on PostgreSQL: the one row of `audit_head` (the id and hash of the last row the log
 /// appended; id 0 for an empty log), which every append moves forward.
 const HEAD_PG: &str = "SELECT id, row_hash FROM audit_head WHERE id > 0";
-/// The next id on SQLite: past every id ever handed out (`sqlite_sequence` remembers rows that
-/// are gone) and every row present, those written around the log included.
-const NEXT_ID: &str =
+/// The id the next one follows on SQLite: the largest ever handed out (`sqlite_sequence`
+/// remembers rows that are gone) or present, those written around the log included.
+const LAST_ID: &str =
     "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_logs'), 0),
-                                COALESCE((SELECT MAX(id) FROM audit_logs), 0)) + 1";
+                                COALESCE((SELECT MAX(id) FROM audit_logs), 0))";
 /// The head row on PostgreSQL, locked until the appending transaction ends: concurrent appends
 /// queue here, and at READ COMMITTED each reads the head the one before it committed.
 const LOCK_HEAD_PG: &str = "SELECT id, row_hash FROM audit_head FOR UPDATE";
@@ -248,8 +248,8 @@ impl AppendAt {
         let (head_id, prev, max_id) = match tx.backend() {
             Backend::Sqlite => {
                 let prev = tx.query_row(HEAD, &[], |r| r.get::<Option<String>>(1))?.flatten();
-                let next: i64 = tx.query_row(NEXT_ID, &[], |r| r.get(0))?.unwrap_or(1);
-                (0, prev, next - 1)
+                let last_id: i64 = tx.query_row(LAST_ID, &[], |r| r.get(0))?.unwrap_or(0);
+                (0, prev, last_id)
             }
             Backend::Postgres => {
                 let (head_id, prev) = tx
@@ -274,13 +274,7 @@ impl AppendAt {
 
 /// The error for a log whose ids have reached the largest there is.
 fn no_id_after(id: i64) -> Error {
-    aigentflow_persistence::Error::CorruptRow {
-        table: "audit_logs",
-        column: "id",
-        id: id.to_string().into(),
-        reason: "no id follows it: the log cannot grow".into(),
-    }
-    .into()
+    Error::Full { last_id: id }
 }
 
 /// Whether `text` holds a NUL character (U+0000), which PostgreSQL text cannot hold: an entry
