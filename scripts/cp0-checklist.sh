@@ -1,18 +1,46 @@
 #!/usr/bin/env bash
-# Runs `cargo test --workspace`, then prints the CP0 validation checklist: each item is green only
-# when every test mapped to it (scripts/cp0-checklist.txt) ran and passed. Exits non-zero when a
-# test fails or a mapped test did not run.
+# Runs `cargo test --workspace`, then prints the CP0 validation checklist with a result column per
+# backend: each item of scripts/cp0-checklist.txt names the tests that prove it, and is green only
+# when every one of them ran and passed on SQLite and, when AIGENTFLOW_PG_URL is set, on
+# PostgreSQL too. Exits non-zero when a test fails or a mapped test did not run.
+#
+#   scripts/cp0-checklist.sh                  run the tests, then print the checklist
+#   scripts/cp0-checklist.sh --from-log FILE [CHECKLIST]
+#                                             print the checklist (default
+#                                             scripts/cp0-checklist.txt) of a saved `cargo test`
+#                                             output
+#
+# A mapped name is a test's name as `cargo test` prints it, or the base name of a test that runs
+# on both backends (`on_both!` prints NAME::sqlite and NAME::postgres): then each variant is
+# judged in its own column. A name printed as a plain test counts for SQLite (PostgreSQL shows
+# "–"), unless it contains `postgres`: then it counts for PostgreSQL (SQLite shows "–"). Without
+# AIGENTFLOW_PG_URL the PostgreSQL variants skip themselves, so that column says "not run" (not a
+# failure; .ci/run sets the URL and AIGENTFLOW_REQUIRE_PG=1, which makes a missing URL fail inside
+# the tests).
 set -uo pipefail
-cd "$(dirname "$0")/.."
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
 
-cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
-test_status=${PIPESTATUS[0]}
+usage="usage: $0 [--from-log FILE [CHECKLIST]]"
+checklist=scripts/cp0-checklist.txt
+if [[ "${1:-}" == "--from-log" ]]; then
+  [[ $# -ge 2 && $# -le 3 && -r "$2" && ( $# -eq 2 || -r "$3" ) ]] || { echo "$usage" >&2; exit 2; }
+  # Named from where the script was called, before it moves to the repository's root.
+  log=$(readlink -f "$2")
+  [[ $# -eq 3 ]] && checklist=$(readlink -f "$3")
+  test_status=0
+  cd "$(dirname "$0")/.."
+else
+  [[ $# -eq 0 ]] || { echo "$usage" >&2; exit 2; }
+  cd "$(dirname "$0")/.."
+  log=$(mktemp)
+  trap 'rm -f "$log"' EXIT
+  cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
+  test_status=${PIPESTATUS[0]}
+fi
 
-python3 - "$log" scripts/cp0-checklist.txt <<'PY'
-import re, sys
+python3 - "$log" "$checklist" <<'PY'
+import os, re, sys
 log, checklist = sys.argv[1], sys.argv[2]
+pg_set = bool(os.environ.get("AIGENTFLOW_PG_URL"))
 results = {}
 for line in open(log, encoding="utf-8", errors="replace"):
     m = re.match(r"^test (\S+) \.\.\. (ok|FAILED|ignored)", line)
@@ -20,36 +48,68 @@ for line in open(log, encoding="utf-8", errors="replace"):
         name, status = m.groups()
         # a name run in two binaries counts as passed only if it passed everywhere
         results[name] = status if results.get(name, "ok") == "ok" else results[name]
-green = "\033[32m" if sys.stdout.isatty() else ""
-red = "\033[31m" if sys.stdout.isatty() else ""
-reset = "\033[0m" if sys.stdout.isatty() else ""
+
+def sides(test):
+    """The result names that prove `test` on SQLite and on PostgreSQL (None: not applicable)."""
+    if f"{test}::sqlite" in results or f"{test}::postgres" in results:
+        return f"{test}::sqlite", f"{test}::postgres"
+    if "postgres" in test:
+        return None, test
+    return test, None
+
+tty = sys.stdout.isatty()
+def paint(text, colour):
+    return f"\033[{colour}m{text}\033[0m" if tty else text
+GREEN, RED, GREY = "32", "31", "90"
+WIDTH = 12
+
+def column(names, ran=True):
+    """The cell of one backend, and its failed and missing tests."""
+    failed = [n for n in names if results.get(n) not in (None, "ok")]
+    missing = [n for n in names if n not in results]
+    if not names:
+        cell, colour = "–", GREY
+    elif failed or missing:
+        cell, colour = f"✗ {len(failed) + len(missing)}/{len(names)}", RED
+    elif not ran:
+        cell, colour = "not run", GREY
+    else:
+        cell, colour = f"✓ {len(names)}", GREEN
+    return paint(cell.ljust(WIDTH), colour), failed, missing
+
 bad = 0
-section = None
 print("\nCP0 validation checklist")
+header = f"    {'SQLite'.ljust(WIDTH)}PostgreSQL"
 for raw in open(checklist, encoding="utf-8"):
     line = raw.strip()
     if not line or line.startswith("#"):
         continue
     if line.startswith("["):
-        section = line.strip("[]")
-        print(f"\n{section}")
+        print(f"\n{line.strip('[]')}\n{header}")
         continue
     item, _, tests = line.partition("|")
     item, tests = item.strip(), [t.strip() for t in tests.split(",") if t.strip()]
     if not tests:
-        print(f"  ○ {item}  (not built yet)")
+        print(f"  ○ {'–'.ljust(WIDTH)}{'–'.ljust(WIDTH)}{item}  (not built yet)")
         continue
-    missing = [t for t in tests if t not in results]
-    failed = [t for t in tests if results.get(t) not in (None, "ok")]
-    if missing or failed:
+    pairs = [sides(t) for t in tests]
+    sqlite_cell, sqlite_failed, sqlite_missing = column([s for s, _ in pairs if s])
+    pg_cell, pg_failed, pg_missing = column([p for _, p in pairs if p], ran=pg_set)
+    failed, missing = sqlite_failed + pg_failed, sqlite_missing + pg_missing
+    if failed or missing:
         bad += 1
-        print(f"  {red}✗ {item}{reset}")
-        for t in failed:
-            print(f"      failed: {t}")
-        for t in missing:
-            print(f"      did not run: {t}")
+        mark = paint("✗", RED)
+    elif not pg_set and all(s is None for s, _ in pairs):
+        mark = paint("○", GREY)  # proven on PostgreSQL only, which did not run
     else:
-        print(f"  {green}✓ {item}{reset}  ({len(tests)} tests)")
+        mark = paint("✓", GREEN)
+    print(f"  {mark} {sqlite_cell}{pg_cell}{item}")
+    for t in failed:
+        print(f"      failed: {t}")
+    for t in missing:
+        print(f"      did not run: {t}")
+if not pg_set:
+    print("\nPostgreSQL column not run: AIGENTFLOW_PG_URL is not set (see README.md, Tests)")
 sys.exit(1 if bad else 0)
 PY
 check_status=$?

@@ -1,4 +1,5 @@
-//! The worker process of the multi-process reliability tests (RELIABILITY.md R1, R2, R3, R14).
+//! The worker process of the multi-process reliability tests (RELIABILITY.md R1, R2, R3, R14),
+//! and of concurrent audit appends on either backend.
 //!
 //! ```text
 //! aigentflow-worker open DB                       open (and migrate) DB, print the schema version
@@ -6,6 +7,12 @@
 //!                                                  NAME-tK through N transitions, saving after
 //!                                                  each, and advances the task SHARED one step
 //!                                                  per round in a read-modify-write transaction
+//! aigentflow-worker race DB NAME THREADS N TASK  THREADS threads each get N saves of TASK
+//!                                                  accepted, each save loading TASK, stepping it
+//!                                                  and saving it in separate transactions, again
+//!                                                  when refused as stale or diverging; prints
+//!                                                  `ok ` and the accepted saves' ids (NAME-tK-I,
+//!                                                  in each transition's metadata as `by`)
 //! aigentflow-worker run DB TASK                   save TASK with a checkpoint, start a trace of it,
 //!                                                  print `trace ID`, then heartbeat until killed
 //! aigentflow-worker crash DB TASK                  forever: advance TASK one step and log an audit
@@ -17,9 +24,14 @@
 //!                                                  and print `resumed ID` for each it won, print
 //!                                                  `done`, then wait for stdin to close (so its
 //!                                                  runs keep a live owner until then)
+//! aigentflow-worker audit DB NAME THREADS N        THREADS threads each append N audit entries
+//!                                                  (actions NAME-tK-I), in turns one alone, two
+//!                                                  in a batch, and two with a save of the
+//!                                                  thread's task NAME-tK in one transaction
 //! ```
 //!
-//! DB is a SQLite file's path or a `postgres://` URL, as `Database::open` takes it.
+//! DB is a SQLite file's path or a `postgres://` URL (`Database::open` picks the backend).
+//!
 //! Prints `ok …` and exits 0, or prints the first error on stderr and exits 1.
 
 use std::process::ExitCode;
@@ -101,7 +113,100 @@ fn save(
     Ok(format!("ok {name}"))
 }
 
+/// THREADS threads each saving TASK N times optimistically (see the module's usage).
+fn race(db_path: &str, name: &str, threads: usize, n: usize, task: &str) -> Result<String, String> {
+    use aigentflow::persistence::Error;
+    let db = Database::open(db_path).map_err(|e| e.to_string())?;
+    let handles: Vec<_> = (0..threads)
+        .map(|k| {
+            let store = SqliteStateStore::new(db.clone());
+            let task = TaskId::new(task);
+            let name = format!("{name}-t{k}");
+            thread::spawn(move || -> Result<Vec<String>, String> {
+                let mut accepted = Vec::new();
+                let mut attempt = 0;
+                while accepted.len() < n {
+                    attempt += 1;
+                    let by = format!("{name}-{attempt}");
+                    let mut machine = match store.load_state(&task).map_err(|e| e.to_string())? {
+                        Some(state) => StateMachine::from_persisted(state),
+                        None => new_task("race", task.as_str()),
+                    };
+                    let event = next_event(machine.state());
+                    machine
+                        .apply(event, Some(serde_json::json!({"by": by})))
+                        .map_err(|e| e.to_string())?;
+                    match store.save_state(machine.persisted()) {
+                        Ok(()) => accepted.push(by),
+                        Err(
+                            Error::StaleSave { .. }
+                            | Error::HistoryConflict { .. }
+                            | Error::CheckpointConflict { .. },
+                        ) => {}
+                        Err(e) => return Err(format!("{by}: {e}")),
+                    }
+                }
+                Ok(accepted)
+            })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    for handle in handles {
+        accepted.extend(handle.join().map_err(|_| "a worker thread panicked".to_string())??);
+    }
+    Ok(format!("ok {}", accepted.join(",")))
+}
+
 type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+/// THREADS threads each append N entries, alone, in batches and beside a state save, at once.
+fn audit(db_path: &str, name: &str, threads: usize, n: usize) -> Result<String, Failure> {
+    let db = Database::open(db_path)?;
+    let handles: Vec<_> = (0..threads)
+        .map(|k| {
+            let db = db.clone();
+            let name = format!("{name}-t{k}");
+            thread::spawn(move || -> Result<(), Failure> {
+                let log = AuditLog::new(db.clone());
+                let store = SqliteStateStore::new(db.clone());
+                let mut task = new_task("audit", &name);
+                let entry = |i: usize| AuditEntry {
+                    task_id: Some(name.as_str().into()),
+                    details: Some(serde_json::json!({"i": i, "pid": std::process::id()})),
+                    ..AuditEntry::new(format!("{name}-{i}"), Category::Agent)
+                };
+                let (mut i, mut turn) = (0, 0);
+                while i < n {
+                    let take = (1 + usize::from(turn % 3 != 0)).min(n - i);
+                    let entries: Vec<AuditEntry> = (i..i + take).map(entry).collect();
+                    match turn % 3 {
+                        0 => {
+                            log.log(&entries[0])?;
+                        }
+                        1 => {
+                            log.log_batch(&entries)?;
+                        }
+                        _ => {
+                            step(&mut task)?;
+                            db.write(|tx| -> Result<(), Failure> {
+                                store.save_in(tx, task.persisted())?;
+                                log.log_all_in(tx, &entries)?;
+                                Ok(())
+                            })?;
+                        }
+                    }
+                    i += take;
+                    turn += 1;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().map_err(|_| "a worker thread panicked")??;
+    }
+    Ok(format!("ok {name}"))
+}
 
 /// The task as stored, or a new one.
 fn load_or_new(store: &SqliteStateStore, task: &str) -> Result<StateMachine, Failure> {
@@ -198,10 +303,18 @@ fn main() -> ExitCode {
             (Ok(threads), Ok(n)) => save(db, name, threads, n, shared),
             _ => Err(format!("THREADS and N must be numbers, got {threads} {n}")),
         },
+        ["race", db, name, threads, n, task] => match (threads.parse(), n.parse()) {
+            (Ok(threads), Ok(n)) => race(db, name, threads, n, task),
+            _ => Err(format!("THREADS and N must be numbers, got {threads} {n}")),
+        },
         ["run", db, task] => run(db, task).map_err(|e| e.to_string()),
         ["crash", db, task] => crash(db, task).map_err(|e| e.to_string()),
         ["recover", db] => recover(db).map_err(|e| e.to_string()),
-        _ => Err("usage: aigentflow-worker open DB | save DB NAME THREADS N SHARED | run DB TASK | crash DB TASK | recover DB".into()),
+        ["audit", db, name, threads, n] => match (threads.parse(), n.parse()) {
+            (Ok(threads), Ok(n)) => audit(db, name, threads, n).map_err(|e| e.to_string()),
+            _ => Err(format!("THREADS and N must be numbers, got {threads} {n}")),
+        },
+        _ => Err("usage: aigentflow-worker open DB | save DB NAME THREADS N SHARED | race DB NAME THREADS N TASK | run DB TASK | crash DB TASK | audit DB NAME THREADS N | recover DB".into()),
     };
     match result {
         Ok(line) => {

@@ -1,12 +1,19 @@
 //! RELIABILITY.md R20, corrupt rows: a stored value that cannot be read is a `CorruptRow` error
 //! naming the table, the column and the row, never a default shown as if it were stored (a 1970
 //! timestamp, a count of 0, u32::MAX attempts).
+//!
+//! The state store's and the configuration's rows are corrupted on both backends, through the
+//! backend's own driver (rusqlite on the file, the `postgres` crate on the server).
 
 use aigentflow::audit::{AuditEntry, AuditLog, AuditQuery, Category};
 use aigentflow::lessons::{self, LessonsStore, NewLesson};
-use aigentflow::persistence::{Database, Error as PError};
+use aigentflow::persistence::{ConfigStore, Database, Error as PError, Scope, SqliteStateStore};
+use aigentflow::states::{Event, StateContext, StateMachine, StateStore};
 use aigentflow::tracker::{self, ExecutionTracker};
 use proptest::prelude::*;
+
+use crate::inspect::{Driver, Raw};
+use crate::support::*;
 
 /// The table, column and row a `CorruptRow` names, or a failure naming what came instead.
 fn corrupt_at(err: &PError) -> (&'static str, &'static str, String) {
@@ -136,4 +143,166 @@ fn readable_edge_values_still_read_back() {
     assert_eq!(tracker.get_trace(&trace.id).unwrap().unwrap().recovery_attempts, u32::MAX);
     let records = AuditLog::new(db).query(&AuditQuery::default()).unwrap();
     assert_eq!(records[0].timestamp.to_rfc3339(), "2026-11-20T19:40:17.895+00:00");
+}
+
+/// Text that is not JSON at all.
+fn malformed_json() -> impl Strategy<Value = String> {
+    let near_misses = prop::sample::select(vec![
+        "",
+        " ",
+        "{oops",
+        "{\"a\":}",
+        "[1,",
+        "nul",
+        "{'a':1}",
+        "\"unterminated",
+        "1 2",
+        "{}}",
+    ]);
+    prop_oneof![
+        near_misses.prop_map(str::to_owned),
+        "\\PC{0,30}"
+            .prop_filter("not JSON", |s| serde_json::from_str::<serde_json::Value>(s).is_err()),
+    ]
+}
+
+/// Where a library row can be corrupted, and what a stored value there must be.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    StateContext,
+    StateCreated,
+    StateUpdated,
+    TransitionCreated,
+    TransitionMetadata,
+    CheckpointCreated,
+    CheckpointContext,
+    CheckpointArtifacts,
+    ConfigValue,
+    ConfigUpdated,
+}
+
+impl Target {
+    const ALL: [Target; 10] = [
+        Target::StateContext,
+        Target::StateCreated,
+        Target::StateUpdated,
+        Target::TransitionCreated,
+        Target::TransitionMetadata,
+        Target::CheckpointCreated,
+        Target::CheckpointContext,
+        Target::CheckpointArtifacts,
+        Target::ConfigValue,
+        Target::ConfigUpdated,
+    ];
+
+    fn column(self) -> (&'static str, &'static str) {
+        match self {
+            Target::StateContext => ("workflow_states", "context"),
+            Target::StateCreated => ("workflow_states", "created_at"),
+            Target::StateUpdated => ("workflow_states", "updated_at"),
+            Target::TransitionCreated => ("state_transitions", "created_at"),
+            Target::TransitionMetadata => ("state_transitions", "metadata"),
+            Target::CheckpointCreated => ("checkpoints", "created_at"),
+            Target::CheckpointContext => ("checkpoints", "context"),
+            Target::CheckpointArtifacts => ("checkpoints", "artifacts"),
+            Target::ConfigValue => ("configurations", "value"),
+            Target::ConfigUpdated => ("configurations", "updated_at"),
+        }
+    }
+
+    fn is_time(self) -> bool {
+        self.column().1.ends_with("_at")
+    }
+
+    /// Valid JSON the column still cannot hold (an object is required, or a list of text).
+    fn wrong_shapes(self) -> &'static [&'static str] {
+        match self {
+            Target::StateContext | Target::CheckpointContext => &["[1]", "1", "\"x\"", "null"],
+            Target::CheckpointArtifacts => &["{}", "[1]", "\"a.rs\"", "[null]"],
+            _ => &[],
+        }
+    }
+}
+
+on_both! {
+/// A state store or configuration row whose timestamp or JSON was corrupted around the stores
+/// (unreadable text, or JSON of the wrong shape) makes every read of it a corrupt-row error
+/// naming the table, the column and the row: loading and listing the task, its summary and its
+/// resumable form, the configuration value. Nothing panics or shows a default.
+fn a_corrupt_state_or_configuration_row_is_a_corrupt_row_error_naming_it(t) {
+    let cases = (
+        prop::sample::select(Target::ALL.to_vec()),
+        unreadable_timestamp(),
+        malformed_json(),
+        any::<prop::sample::Index>(),
+    );
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    check(96, cases, |(target, stamp, json, shape)| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (task, project, key) = (format!("task-{n}"), format!("project-{n}"), format!("key-{n}"));
+        let value = match (target.is_time(), target.wrong_shapes()) {
+            (true, _) => stamp,
+            (false, shapes) if !shapes.is_empty() && shape.index(2) == 0 => {
+                shapes[shape.index(shapes.len())].to_owned()
+            }
+            (false, _) => json,
+        };
+        let states = SqliteStateStore::new(t.db().clone());
+        let config = ConfigStore::new(t.db().clone());
+        let mut m =
+            StateMachine::new(StateContext::new(project.as_str().into(), task.as_str().into(), "p"));
+        m.apply(Event::Start, Some(serde_json::json!({"n": n}))).unwrap();
+        let checkpoint = m.create_checkpoint(vec!["a.rs".into()]);
+        states.save_state(m.persisted()).unwrap();
+        config.set(&key, &Scope::Global, &serde_json::json!({"n": n})).unwrap();
+
+        let mut raw = Driver::of(t);
+        let (table, column) = target.column();
+        let (filter, row_id, id) = match table {
+            "configurations" => ("key = ?2", key.clone(), key.clone()),
+            "state_transitions" => {
+                let id = raw.query(
+                    "SELECT id FROM state_transitions WHERE task_id = ?1 AND seq = 1",
+                    &[Raw::text(&task)],
+                );
+                ("task_id = ?2", task.clone(), id[0][0].clone().unwrap())
+            }
+            "checkpoints" => ("task_id = ?2", task.clone(), checkpoint.id.as_str().to_owned()),
+            _ => ("task_id = ?2", task.clone(), task.clone()),
+        };
+        let sql = format!("UPDATE {table} SET {column} = ?1 WHERE {filter}");
+        prop_assert_eq!(raw.execute(&sql, &[Raw::text(&value), Raw::text(&row_id)]), 1);
+
+        let mut errors = Vec::new();
+        match target {
+            Target::ConfigValue | Target::ConfigUpdated => {
+                errors.push(config.get(&key, None).unwrap_err());
+                errors.push(config.list(None).unwrap_err());
+            }
+            Target::StateCreated => {
+                errors.push(states.summaries(Some(&project.as_str().into()), None).unwrap_err());
+            }
+            Target::StateUpdated => {
+                errors.push(states.summaries(Some(&project.as_str().into()), None).unwrap_err());
+                errors.push(states.resumable(Some(&project.as_str().into())).unwrap_err());
+            }
+            _ => {
+                errors.push(states.load_state(&task.as_str().into()).unwrap_err());
+                errors.push(states.list_states(&project.as_str().into()).unwrap_err());
+                if matches!(target, Target::CheckpointCreated | Target::CheckpointContext
+                    | Target::CheckpointArtifacts)
+                {
+                    errors.push(states.resumable(Some(&project.as_str().into())).unwrap_err());
+                }
+            }
+        }
+        // The row goes before anything is asserted, so no later case reads it.
+        states.delete_state(&task.as_str().into()).unwrap();
+        config.delete(&key, &Scope::Global).unwrap();
+        for err in &errors {
+            prop_assert_eq!(corrupt_at(err), (table, column, id.clone()), "{}", err);
+        }
+        Ok(())
+    });
+}
 }

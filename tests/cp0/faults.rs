@@ -3,15 +3,21 @@
 //! ok and nothing is half-written: the database holds exactly what it held before, byte for byte
 //! in every table (FTS shadow tables included). Each operation is tried with every page limit
 //! from none to spare up to the one it fits in, so the failure strikes at each point of it.
+//!
+//! SQLite's page limit has no PostgreSQL twin: there a trigger fails the N-th row write of the
+//! transaction with the server's disk-full error, for every N up to the number of rows written.
 
 use aigentflow::audit::{AuditEntry, AuditLog, Category};
 use aigentflow::lessons::{self, LessonsStore, NewLesson};
-use aigentflow::persistence::{Database, Error as PError, SqliteStateStore, Tx};
+use aigentflow::persistence::{
+    ConfigStore, Database, Error as PError, Scope, SqliteStateStore, Tx,
+};
 use aigentflow::states::{Event, StateContext, StateMachine, StateStore};
 use aigentflow::tracker::{self, ExecutionTracker, NewInvocation, Outcome};
 use rusqlite::types::Value;
 use serde_json::json;
 
+use crate::inspect::{Driver, Raw};
 use crate::support::*;
 
 /// Every row of every table (virtual tables excepted: their shadow tables hold their data).
@@ -112,7 +118,7 @@ fn databases() -> Vec<(&'static str, Database, tempfile::TempDir)> {
 }
 
 #[test]
-fn a_state_save_with_its_audit_entry_that_runs_out_of_space_writes_nothing() {
+fn a_state_save_with_its_audit_entry_that_runs_out_of_space_writes_nothing_on_sqlite() {
     for (kind, db, _dir) in databases() {
         let states = SqliteStateStore::new(db.clone());
         let audit = AuditLog::new(db.clone());
@@ -144,7 +150,7 @@ fn a_state_save_with_its_audit_entry_that_runs_out_of_space_writes_nothing() {
 }
 
 #[test]
-fn a_lesson_created_when_space_runs_out_leaves_no_row_and_no_index_entry() {
+fn a_lesson_created_when_space_runs_out_leaves_no_row_and_no_index_entry_on_sqlite() {
     for (kind, db, _dir) in databases() {
         let store = LessonsStore::new(db.clone());
         store.create(&NewLesson::new(lessons::Category::Pattern, "kept", "already here")).unwrap();
@@ -163,7 +169,7 @@ fn a_lesson_created_when_space_runs_out_leaves_no_row_and_no_index_entry() {
 }
 
 #[test]
-fn an_invocation_recorded_when_space_runs_out_leaves_nothing() {
+fn an_invocation_recorded_when_space_runs_out_leaves_nothing_on_sqlite() {
     for (kind, db, _dir) in databases() {
         let tracker = ExecutionTracker::new(db.clone());
         let trace = tracker.start_trace(&"p".into(), &"t".into(), "prompt").unwrap();
@@ -184,7 +190,7 @@ fn an_invocation_recorded_when_space_runs_out_leaves_nothing() {
 }
 
 #[test]
-fn an_audit_batch_that_runs_out_of_space_appends_no_entry_and_keeps_the_chain() {
+fn an_audit_batch_that_runs_out_of_space_appends_no_entry_and_keeps_the_chain_on_sqlite() {
     for (kind, db, _dir) in databases() {
         let log = AuditLog::new(db.clone());
         log.log(&AuditEntry::new("first", Category::User)).unwrap();
@@ -204,4 +210,95 @@ fn an_audit_batch_that_runs_out_of_space_appends_no_entry_and_keeps_the_chain() 
         assert!(verified.is_ok(), "{kind}: {verified:?}");
         assert_eq!(log.head().unwrap().unwrap().rows, 101, "{kind}");
     }
+}
+
+/// Makes every row written to the state store's and the configuration's tables count, and the
+/// `at`-th of a transaction fail as a full disk does (SQLSTATE 53100).
+const INJECT_FAULTS_PG: &str = "
+    CREATE TABLE fault_injection (at BIGINT NOT NULL, seen BIGINT NOT NULL);
+    INSERT INTO fault_injection VALUES (0, 0);
+    CREATE FUNCTION inject_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        seen_now BIGINT;
+        fail_at BIGINT;
+    BEGIN
+        UPDATE fault_injection SET seen = seen + 1 RETURNING seen, at INTO seen_now, fail_at;
+        IF seen_now = fail_at THEN
+            RAISE EXCEPTION 'could not extend file: No space left on device (injected at row %)',
+                seen_now USING ERRCODE = 'disk_full';
+        END IF;
+        IF TG_OP = 'DELETE' THEN
+            RETURN OLD;
+        END IF;
+        RETURN NEW;
+    END
+    $$;
+    CREATE TRIGGER inject_fault BEFORE INSERT OR UPDATE OR DELETE ON workflow_states
+        FOR EACH ROW EXECUTE FUNCTION inject_fault();
+    CREATE TRIGGER inject_fault BEFORE INSERT OR UPDATE OR DELETE ON state_transitions
+        FOR EACH ROW EXECUTE FUNCTION inject_fault();
+    CREATE TRIGGER inject_fault BEFORE INSERT OR UPDATE OR DELETE ON checkpoints
+        FOR EACH ROW EXECUTE FUNCTION inject_fault();
+    CREATE TRIGGER inject_fault BEFORE INSERT OR UPDATE OR DELETE ON configurations
+        FOR EACH ROW EXECUTE FUNCTION inject_fault();";
+
+/// A state save (new transitions and checkpoints, a rewritten context) with a configuration
+/// change in one transaction, failing at each of its row writes in turn: each failure is the
+/// server's disk-full error to the caller and leaves every table exactly as before, the pool
+/// goes on working, and the run that fails nowhere writes it all.
+#[test]
+fn a_state_save_with_a_configuration_change_that_fails_at_any_row_writes_nothing_on_postgres() {
+    let Some(t) = TestDb::postgres() else { return };
+    let db = t.db();
+    let states = SqliteStateStore::new(db.clone());
+    let config = ConfigStore::new(db.clone());
+    let mut machine =
+        StateMachine::new(StateContext::new("p".into(), "task-full".into(), prose(1, 50)));
+    machine.apply(Event::Start, None).unwrap();
+    states.save_state(machine.persisted()).unwrap();
+    config.set("model", &Scope::Global, &json!("opus")).unwrap();
+    machine.context_mut().metadata.insert("notes".into(), json!(prose(2, 400)));
+    machine.apply(Event::AnalysisComplete, None).unwrap();
+    machine.create_checkpoint(vec!["a.rs".into()]);
+    machine.context_mut().agent_queue.push("coder".into());
+    machine.apply(Event::SpawnAgent, None).unwrap();
+    machine.create_checkpoint(vec!["b.rs".into()]);
+
+    let mut raw = Driver::of(&t);
+    raw.batch(INJECT_FAULTS_PG);
+    let dump = |raw: &mut Driver| {
+        [
+            "SELECT * FROM workflow_states ORDER BY task_id",
+            "SELECT * FROM state_transitions ORDER BY id",
+            "SELECT * FROM checkpoints ORDER BY id",
+            "SELECT * FROM configurations ORDER BY scope, key",
+        ]
+        .map(|sql| raw.query(sql, &[]))
+    };
+    let before = dump(&mut raw);
+    let mut failures = 0;
+    for at in 1..100 {
+        raw.execute("UPDATE fault_injection SET at = ?1, seen = 0", &[Raw::Int(at)]);
+        let saved = db.write(|tx| {
+            states.save_in(tx, machine.persisted())?;
+            config.set_in(tx, "model", &Scope::Global, &json!("haiku"))?;
+            config.set_in(tx, "last_task", &Scope::Global, &json!("task-full"))?;
+            Ok::<_, PError>(())
+        });
+        match saved {
+            Err(e) => {
+                assert_eq!(e.sqlstate(), Some("53100"), "row {at}: {e}");
+                assert!(e.to_string().contains("No space left on device"), "{e}");
+                assert!(dump(&mut raw) == before, "row {at}: half-written after {e}");
+                failures += 1;
+            }
+            Ok(()) => break,
+        }
+    }
+    let written = raw.count("SELECT seen FROM fault_injection", &[]);
+    assert_eq!(failures, written, "a failure at each of the {written} row writes");
+    assert!(written >= 6, "{written}");
+    let stored = states.load_state(&"task-full".into()).unwrap().unwrap();
+    assert_eq!(&stored, machine.persisted());
+    assert_eq!(config.get("model", None).unwrap().unwrap().value, "haiku");
 }

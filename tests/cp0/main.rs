@@ -6,11 +6,14 @@
 
 mod async_use;
 mod audit;
+mod checklist;
 mod copy;
 mod corrupt_rows;
 mod faults;
+mod inspect;
 mod lessons;
 mod persistence;
+mod pg_database;
 mod pg_support;
 mod secrets;
 mod standalone;

@@ -1,19 +1,27 @@
 //! Step 04 "Database initialization" and "SQLiteStateStore" twins, plus RELIABILITY.md R2, R3,
 //! R4 (state part), R10 (state part), R11 (database part), R12 and R13.
+//!
+//! Every scenario that is not about one backend runs on both (`on_both!`: `NAME::sqlite` and
+//! `NAME::postgres`); what it checks of the stored rows it reads around the stores, through the
+//! backend's driver (`inspect`). Scenarios about SQLite's file (bytes, WAL, pragmas, the legacy
+//! fixture, refinery's SQLite migrations) end in `_on_sqlite`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use aigentflow::persistence::{
-    migrate, Access, ConfigStore, Database, Error, ManualClock, Options, Scope, SqliteStateStore,
+    migrate, Access, Backend, ConfigStore, Database, Error, ManualClock, Options, Scope,
+    SqliteStateStore,
 };
 use aigentflow::states::{
     Event, PersistedState, ProjectId, StateContext, StateMachine, StateStore, StateTransition,
     TaskId, WorkflowState,
 };
 use chrono::{Duration, TimeZone, Utc};
+use proptest::prelude::*;
 use serde_json::json;
 
+use crate::inspect::{stored_bytes, Driver, Raw};
 use crate::support::*;
 
 fn state(
@@ -56,54 +64,72 @@ fn drive(m: &mut StateMachine, steps: usize) {
     }
 }
 
-fn tables(db: &Database) -> BTreeSet<String> {
-    db.read(|tx| {
-        let mut stmt =
-            tx.sqlite().unwrap().prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
-        let names = stmt.query_map([], |r| r.get(0))?.collect::<Result<BTreeSet<String>, _>>()?;
-        Ok::<_, Error>(names)
-    })
-    .unwrap()
+/// The migrations of a backend, as files in the repository.
+fn migration_files(backend: Backend) -> i64 {
+    let folder = match backend {
+        Backend::Sqlite => "migrations",
+        Backend::Postgres => "migrations-postgres",
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".sql"))
+        .count() as i64
 }
 
 // ---- Database initialization -------------------------------------------------------------
 
-#[test]
-fn database_creates_schema_on_first_run() {
-    let (_dir, path) = temp_db();
-    assert!(!path.parent().unwrap().exists());
-    let db = open(&path);
-    assert!(path.exists(), "the file and its folder are created");
-    let names = tables(&db);
-    for t in [
+on_both! {
+fn database_creates_schema_on_first_run(t) {
+    let names = Driver::of(t).tables();
+    for table in [
         "workflow_states",
         "state_transitions",
         "checkpoints",
         "audit_logs",
         "lessons",
-        "lessons_fts",
         "execution_traces",
         "agent_invocations",
         "configurations",
         "schema_versions",
+        "refinery_schema_history",
     ] {
-        assert!(names.contains(t), "missing table {t}");
+        assert!(names.contains(table), "missing table {table} in {names:?}");
     }
+    if t.backend() == Backend::Sqlite {
+        assert!(names.contains("lessons_fts"), "{names:?}");
+    }
+}
+}
+
+#[test]
+fn database_file_and_folder_are_created_on_first_run_on_sqlite() {
+    let (_dir, path) = temp_db();
+    assert!(!path.parent().unwrap().exists());
+    open(&path);
+    assert!(path.exists(), "the file and its folder are created");
+    assert!(Driver::Sqlite(raw(&path)).tables().contains("workflow_states"));
     let in_memory = Database::open_in_memory().unwrap();
-    assert!(tables(&in_memory).contains("workflow_states"));
+    assert_eq!(in_memory.schema_version().unwrap().migration, migrate::latest_version());
 }
 
-#[test]
-fn schema_version_is_recorded() {
-    let db = Database::open_in_memory().unwrap();
-    let version = db.schema_version().unwrap();
+on_both! {
+fn schema_version_is_recorded(t) {
+    let version = t.db().schema_version().unwrap();
     assert_eq!(version.seed.as_deref(), Some("1.0.0"));
-    assert_eq!(version.migration, migrate::latest_version());
-    assert_eq!(version.latest, version.migration);
+    assert_eq!(version.latest, migration_files(t.backend()));
+    assert_eq!(version.migration, version.latest);
+    let history = Driver::of(t).query(
+        "SELECT COUNT(*), COUNT(DISTINCT version), MAX(version) FROM refinery_schema_history",
+        &[],
+    );
+    let latest = Some(version.latest.to_string());
+    assert_eq!(history, [[latest.clone(), latest.clone(), latest]], "one row per migration");
+}
 }
 
 #[test]
-fn database_uses_wal_foreign_keys_and_the_durability_option() {
+fn database_uses_wal_foreign_keys_and_the_durability_option_on_sqlite() {
     let (_dir, path) = temp_db();
     for (durability, expected) in [
         (aigentflow::persistence::Durability::Normal, 1),
@@ -139,9 +165,9 @@ fn state_store_saves_and_loads_state(t) {
 }
 }
 
-#[test]
-fn state_store_lists_states_by_project() {
-    let store = SqliteStateStore::new(Database::open_in_memory().unwrap());
+on_both! {
+fn state_store_lists_states_by_project(t) {
+    let store = SqliteStateStore::new(t.db().clone());
     store.save_state(&state("task-1", "project-1", WorkflowState::Idle, vec![])).unwrap();
     store
         .save_state(&state("task-2", "project-1", WorkflowState::Analyzing, vec![start()]))
@@ -155,25 +181,39 @@ fn state_store_lists_states_by_project() {
         store.count_by_state().unwrap(),
         [(WorkflowState::Analyzing, 1), (WorkflowState::Idle, 2)]
     );
+    let summaries = store.summaries(Some(&"project-1".into()), None).unwrap();
+    let mut ids: Vec<_> = summaries.iter().map(|s| s.task_id.as_str().to_owned()).collect();
+    ids.sort();
+    assert_eq!(ids, ["task-1", "task-2"]);
+    let analyzing = store.summaries(None, Some(&WorkflowState::Analyzing)).unwrap();
+    assert_eq!(analyzing.len(), 1);
+    assert_eq!((analyzing[0].task_id.as_str(), analyzing[0].transitions), ("task-2", 1));
+    assert_eq!(store.summaries(None, None).unwrap().len(), 3);
+}
 }
 
-#[test]
-fn state_store_deletes_state_with_its_history_and_checkpoints() {
-    let (_dir, path) = temp_db();
-    let store = SqliteStateStore::new(open(&path));
+on_both! {
+fn state_store_deletes_state_with_its_history_and_checkpoints(t) {
+    let store = SqliteStateStore::new(t.db().clone());
     let mut m = machine("task-1");
     drive(&mut m, 3);
     m.create_checkpoint(vec!["a.rs".into()]);
     store.save_state(m.persisted()).unwrap();
+    let mut kept = machine("task-2");
+    drive(&mut kept, 2);
+    kept.create_checkpoint(vec![]);
+    store.save_state(kept.persisted()).unwrap();
     assert!(store.delete_state(&"task-1".into()).unwrap());
     assert_eq!(store.load_state(&"task-1".into()).unwrap(), None);
     assert!(!store.delete_state(&"task-1".into()).unwrap(), "unknown id: false, not an error");
-    let conn = raw(&path);
-    for table in ["state_transitions", "checkpoints", "workflow_states"] {
-        let n: i64 =
-            conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).unwrap();
-        assert_eq!(n, 0, "{table}");
+    let mut raw = Driver::of(t);
+    for (table, left) in [("state_transitions", 2), ("checkpoints", 1), ("workflow_states", 1)] {
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE task_id = ?1");
+        assert_eq!(raw.count(&sql, &[Raw::text("task-1")]), 0, "{table}");
+        assert_eq!(raw.count(&sql, &[Raw::text("task-2")]), left, "{table} of the other task");
     }
+    assert_eq!(store.load_state(&"task-2".into()).unwrap().as_ref(), Some(kept.persisted()));
+}
 }
 
 on_both! {
@@ -195,66 +235,49 @@ fn state_persists_across_close_and_reopen(t) {
 }
 }
 
-#[test]
-fn transitions_are_recorded_once_each_with_a_gapless_sequence() {
-    let (_dir, path) = temp_db();
-    let store = SqliteStateStore::new(open(&path));
+on_both! {
+fn transitions_are_recorded_once_each_with_a_gapless_sequence(t) {
+    let store = SqliteStateStore::new(t.db().clone());
     let mut m = machine("task-1");
     for _ in 0..12 {
         drive(&mut m, 1);
         store.save_state(m.persisted()).unwrap();
         store.save_state(m.persisted()).unwrap(); // a repeated save changes nothing
     }
-    let conn = raw(&path);
-    let seqs: Vec<i64> = conn
-        .prepare("SELECT seq FROM state_transitions WHERE task_id = 'task-1' ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
-    let (from, to, event, meta): (String, String, String, String) = conn
-        .query_row(
-            "SELECT from_state, to_state, event, metadata FROM state_transitions WHERE seq = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .unwrap();
-    assert_eq!(
-        (from.as_str(), to.as_str(), event.as_str(), meta.as_str()),
-        ("IDLE", "ANALYZING", "START", r#"{"n":0}"#)
+    let mut raw = Driver::of(t);
+    let seqs = raw.query("SELECT seq FROM state_transitions WHERE task_id = 'task-1' ORDER BY id", &[]);
+    let expected: Vec<_> = (1..=12).map(|i: i64| vec![Some(i.to_string())]).collect();
+    assert_eq!(seqs, expected);
+    let first = raw.query(
+        "SELECT from_state, to_state, event, metadata FROM state_transitions WHERE seq = 1",
+        &[],
     );
+    let text = |s: &str| Some(s.to_owned());
+    assert_eq!(first, [[text("IDLE"), text("ANALYZING"), text("START"), text(r#"{"n":0}"#)]]);
+}
 }
 
-#[test]
-fn repeated_save_does_not_touch_the_row() {
+on_both! {
+fn repeated_save_does_not_touch_the_row(t) {
     let clock = Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
         Duration::seconds(1),
     ));
-    let db = Database::open_in_memory_with(Options { clock, ..Options::default() }).unwrap();
+    let db = Database::open_with(t.location(), Options { clock, ..Options::default() }).unwrap();
     let store = SqliteStateStore::new(db.clone());
     let s = state("t", "p", WorkflowState::Idle, vec![]);
     store.save_state(&s).unwrap();
-    let updated = |db: &Database| -> String {
-        db.read(|tx| {
-            Ok::<_, Error>(tx.sqlite().unwrap().query_row(
-                "SELECT updated_at FROM workflow_states",
-                [],
-                |r| r.get(0),
-            )?)
-        })
-        .unwrap()
-    };
-    let first = updated(&db);
+    let updated = || Driver::of(t).query("SELECT updated_at FROM workflow_states", &[]);
+    let first = updated();
+    assert_eq!(first.len(), 1);
     store.save_state(&s).unwrap();
-    assert_eq!(updated(&db), first);
+    assert_eq!(updated(), first);
+}
 }
 
-#[test]
-fn stale_or_diverging_saves_are_refused_and_write_nothing() {
-    let store = SqliteStateStore::new(Database::open_in_memory().unwrap());
+on_both! {
+fn stale_or_diverging_saves_are_refused_and_write_nothing(t) {
+    let store = SqliteStateStore::new(t.db().clone());
     let mut m = machine("task-1");
     drive(&mut m, 2);
     let stale = m.persisted().clone();
@@ -270,11 +293,12 @@ fn stale_or_diverging_saves_are_refused_and_write_nothing() {
     assert!(matches!(err, Error::HistoryConflict { seq: 4, .. }), "{err}");
     assert_eq!(store.load_state(&"task-1".into()).unwrap().unwrap(), *m.persisted());
 }
+}
 
-/// A saved task with `n` transitions and a checkpoint every third step, and its store.
-fn saved_task(n: usize) -> (SqliteStateStore, StateMachine) {
-    let store = SqliteStateStore::new(Database::open_in_memory().unwrap());
-    let mut m = machine("task-1");
+/// A task of `db` saved with `n` transitions and a checkpoint every third step, and its store.
+fn saved_task(db: &Database, task: &str, n: usize) -> (SqliteStateStore, StateMachine) {
+    let store = SqliteStateStore::new(db.clone());
+    let mut m = machine(task);
     for i in 0..n {
         drive(&mut m, 1);
         if i % 3 == 2 {
@@ -285,18 +309,22 @@ fn saved_task(n: usize) -> (SqliteStateStore, StateMachine) {
     (store, m)
 }
 
-proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+/// A task id of its own for each case of a property checked on one database.
+fn next_task() -> String {
+    static CASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    format!("task-{}", CASE.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
 
-    /// A save whose history differs from the stored one anywhere up to the last stored
-    /// transition (event, states, time to the millisecond, or metadata) is refused, naming the
-    /// first differing transition, and writes nothing.
-    #[test]
-    fn a_diverging_history_is_refused_naming_its_first_differing_transition(
-        n in 2usize..24, at in 0usize..24, field in 0u8..4, extra in 0usize..3,
-    ) {
+on_both! {
+/// A save whose history differs from the stored one anywhere up to the last stored transition
+/// (event, states, time to the millisecond, or metadata) is refused, naming the first differing
+/// transition, and writes nothing.
+fn a_diverging_history_is_refused_naming_its_first_differing_transition(t) {
+    let cases = (2usize..24, 0usize..24, 0u8..4, 0usize..3);
+    check(48, cases, |(n, at, field, extra)| {
         let at = at % n;
-        let (store, m) = saved_task(n);
+        let task = next_task();
+        let (store, m) = saved_task(t.db(), &task, n);
         let mut given = m.persisted().clone();
         for _ in 0..extra {
             drive_persisted(&mut given);
@@ -311,54 +339,56 @@ proptest::proptest! {
             }
         }
         let err = store.save_state(&given).unwrap_err();
-        let is_conflict = matches!(&err, Error::HistoryConflict { seq, .. } if *seq == at as u64 + 1);
-        proptest::prop_assert!(is_conflict, "{err}");
-        proptest::prop_assert_eq!(
-            store.load_state(&"task-1".into()).unwrap().unwrap(),
+        let is_conflict =
+            matches!(&err, Error::HistoryConflict { seq, .. } if *seq == at as u64 + 1);
+        prop_assert!(is_conflict, "{err}");
+        prop_assert_eq!(
+            store.load_state(&task.as_str().into()).unwrap().unwrap(),
             m.persisted().clone()
         );
-    }
+        Ok(())
+    });
+}
+}
 
-    /// Checkpoints are compared too: a save whose checkpoints are fewer than the stored ones is
-    /// stale, and one whose checkpoints differ is refused naming the first differing one.
-    #[test]
-    fn diverging_or_missing_checkpoints_are_refused_and_write_nothing(
-        n in 3usize..24, at in 0usize..8, kind in 0u8..3,
-    ) {
-        let (store, m) = saved_task(n);
+on_both! {
+/// Checkpoints are compared too: a save whose checkpoints are fewer than the stored ones is
+/// stale, and one whose checkpoints differ is refused naming the first differing one.
+fn diverging_or_missing_checkpoints_are_refused_and_write_nothing(t) {
+    check(48, (3usize..24, 0usize..8, 0u8..3), |(n, at, kind)| {
+        let task = next_task();
+        let (store, m) = saved_task(t.db(), &task, n);
         let stored = m.persisted().context.checkpoints.len();
         let at = at % stored;
         let mut given = m.persisted().clone();
         drive_persisted(&mut given);
-        let err = match kind {
-            0 => {
-                given.context.checkpoints.truncate(at);
-                store.save_state(&given).unwrap_err()
-            }
+        match kind {
+            0 => given.context.checkpoints.truncate(at),
             1 => {
                 for i in [at, stored - 1] {
-                    given.context.checkpoints[i].id = format!("other-{i}").into();
+                    given.context.checkpoints[i].id = format!("other-{task}-{i}").into();
                 }
-                store.save_state(&given).unwrap_err()
             }
             _ => {
                 for i in [at, stored - 1] {
                     given.context.checkpoints[i].timestamp += Duration::milliseconds(1);
                 }
-                store.save_state(&given).unwrap_err()
             }
-        };
+        }
+        let err = store.save_state(&given).unwrap_err();
         let named = match (&err, kind) {
             (Error::StaleSave { what: "checkpoints", given: g, .. }, 0) => *g == at as u64,
             (Error::CheckpointConflict { seq, .. }, 1 | 2) => *seq == at as u64 + 1,
             _ => false,
         };
-        proptest::prop_assert!(named, "{err}");
-        proptest::prop_assert_eq!(
-            store.load_state(&"task-1".into()).unwrap().unwrap(),
+        prop_assert!(named, "{err}");
+        prop_assert_eq!(
+            store.load_state(&task.as_str().into()).unwrap().unwrap(),
             m.persisted().clone()
         );
-    }
+        Ok(())
+    });
+}
 }
 
 /// One more transition on a persisted state, as a later save would carry.
@@ -368,11 +398,11 @@ fn drive_persisted(state: &mut PersistedState) {
     *state = m.persisted().clone();
 }
 
-#[test]
-fn states_events_and_checkpoint_ids_that_redaction_changes_still_save_again() {
+on_both! {
+fn states_events_and_checkpoint_ids_that_redaction_changes_still_save_again(t) {
     // Stored through the redaction policy, they are compared the same way on the next save.
     let key = format!("AKIA{}", "Q7W2E3R4T5Y6U7I2");
-    let store = SqliteStateStore::new(Database::open_in_memory().unwrap());
+    let store = SqliteStateStore::new(t.db().clone());
     let odd = |i: i64| StateTransition {
         from: WorkflowState::parse(&format!("STAGE_{key}_{i}")),
         to: WorkflowState::parse(&format!("STAGE_{key}_{}", i + 1)),
@@ -395,25 +425,29 @@ fn states_events_and_checkpoint_ids_that_redaction_changes_still_save_again() {
     store.save_state(&s).unwrap();
     assert_eq!(store.load_state(&"t".into()).unwrap().unwrap().history.len(), 4);
 }
+}
 
-#[test]
-fn a_corrupt_stored_sequence_number_is_a_typed_error_not_a_panic() {
+on_both! {
+/// A stored sequence number below 1, written around the store, makes the next save an error
+/// naming the table and the column, not a panic or an overflow.
+fn a_corrupt_stored_sequence_number_is_a_typed_error_not_a_panic(t) {
+    let store = SqliteStateStore::new(t.db().clone());
+    let mut raw = Driver::of(t);
     for seq in [0i64, -1, i64::MIN] {
         for table in ["state_transitions", "checkpoints"] {
-            let (_dir, path) = temp_db();
-            let store = SqliteStateStore::new(open(&path));
-            let mut m = machine("task-1");
+            let task = format!("task-{table}{seq}");
+            let mut m = machine(&task);
             drive(&mut m, 3);
             m.create_checkpoint(vec![]);
             store.save_state(m.persisted()).unwrap();
-            raw(&path)
-                .execute(
-                    &format!(
-                        "UPDATE {table} SET seq = ?1 WHERE seq = (SELECT MAX(seq) FROM {table})"
-                    ),
-                    [seq],
-                )
-                .unwrap();
+            let tampered = raw.execute(
+                &format!(
+                    "UPDATE {table} SET seq = ?1 WHERE task_id = ?2
+                     AND seq = (SELECT MAX(seq) FROM {table} WHERE task_id = ?2)"
+                ),
+                &[Raw::Int(seq), Raw::text(&task)],
+            );
+            assert_eq!(tampered, 1);
             drive(&mut m, 1);
             let err = store.save_state(m.persisted()).unwrap_err();
             assert!(
@@ -424,11 +458,11 @@ fn a_corrupt_stored_sequence_number_is_a_typed_error_not_a_panic() {
         }
     }
 }
+}
 
-#[test]
-fn checkpoints_are_saved_and_loadable_and_kept_out_of_the_context_json() {
-    let (_dir, path) = temp_db();
-    let store = SqliteStateStore::new(open(&path));
+on_both! {
+fn checkpoints_are_saved_and_loadable_and_kept_out_of_the_context_json(t) {
+    let store = SqliteStateStore::new(t.db().clone());
     let mut m = machine("task-1");
     drive(&mut m, 3);
     let first = m.create_checkpoint(vec!["src/a.rs".into(), "docs/notes on b.md".into()]);
@@ -438,8 +472,8 @@ fn checkpoints_are_saved_and_loadable_and_kept_out_of_the_context_json() {
     store.save_state(m.persisted()).unwrap();
     let loaded = store.load_state(&"task-1".into()).unwrap().unwrap();
     assert_eq!(loaded.context.checkpoints, vec![first.clone(), second]);
-    let context: String =
-        raw(&path).query_row("SELECT context FROM workflow_states", [], |r| r.get(0)).unwrap();
+    let context = Driver::of(t).query("SELECT context FROM workflow_states", &[]);
+    let context = context[0][0].as_deref().unwrap();
     assert!(!context.contains("checkpoints"), "{context}");
     // A loaded checkpoint can be restored after an error.
     let mut resumed = StateMachine::from_persisted(loaded);
@@ -448,32 +482,38 @@ fn checkpoints_are_saved_and_loadable_and_kept_out_of_the_context_json() {
     resumed.restore_checkpoint(&first.id).unwrap();
     assert_eq!(resumed.state(), &first.state);
 }
+}
 
-#[test]
-fn unknown_context_fields_survive_a_load_save_round_trip() {
-    let (_dir, path) = temp_db();
-    let store = SqliteStateStore::new(open(&path));
+on_both! {
+fn unknown_context_fields_survive_a_load_save_round_trip(t) {
+    let store = SqliteStateStore::new(t.db().clone());
     store.save_state(&state("t", "p", WorkflowState::Idle, vec![])).unwrap();
-    raw(&path)
-        .execute(
-            "UPDATE workflow_states SET context = json_set(context, '$.futureField', json('{\"a\":[1,2]}'), '$.metadata.other', 'x')",
-            [],
-        )
-        .unwrap();
+    let mut raw = Driver::of(t);
+    raw.batch(match t.backend() {
+        Backend::Sqlite => {
+            "UPDATE workflow_states SET context = json_set(context,
+                '$.futureField', json('{\"a\":[1,2]}'), '$.metadata.other', 'x')"
+        }
+        Backend::Postgres => {
+            "UPDATE workflow_states SET context = jsonb_set(jsonb_set(context::jsonb,
+                '{futureField}', '{\"a\":[1,2]}'), '{metadata,other}', '\"x\"')::text"
+        }
+    });
     let loaded = store.load_state(&"t".into()).unwrap().unwrap();
     let mut m = StateMachine::from_persisted(loaded);
     m.apply(Event::Start, None).unwrap();
     store.save_state(m.persisted()).unwrap();
-    let context: String =
-        raw(&path).query_row("SELECT context FROM workflow_states", [], |r| r.get(0)).unwrap();
-    let value: serde_json::Value = serde_json::from_str(&context).unwrap();
+    let context = raw.query("SELECT context FROM workflow_states", &[]);
+    let value: serde_json::Value = serde_json::from_str(context[0][0].as_deref().unwrap()).unwrap();
     assert_eq!(value["futureField"], json!({"a": [1, 2]}));
     assert_eq!(value["metadata"]["other"], "x");
+    assert_eq!(value["metadata"]["k"], "v");
+}
 }
 
-#[test]
-fn resumable_tasks_are_the_non_terminal_ones_with_their_latest_checkpoint() {
-    let store = SqliteStateStore::new(Database::open_in_memory().unwrap());
+on_both! {
+fn resumable_tasks_are_the_non_terminal_ones_with_their_latest_checkpoint(t) {
+    let store = SqliteStateStore::new(t.db().clone());
     let mut running = machine("running");
     drive(&mut running, 3);
     running.create_checkpoint(vec![]);
@@ -495,13 +535,52 @@ fn resumable_tasks_are_the_non_terminal_ones_with_their_latest_checkpoint() {
         .unwrap()
         .latest_checkpoint
         .is_none());
+    assert_eq!(store.resumable(None).unwrap().len(), 2);
+    let one = t.db().read(|tx| store.task_in(tx, &"aborted".into())).unwrap().unwrap();
+    assert_eq!((one.state, one.latest_checkpoint), (WorkflowState::Aborted, None));
+}
+}
+
+// ---- Configuration --------------------------------------------------------------------------
+
+on_both! {
+fn configuration_values_are_scoped_listed_deleted_and_redacted(t) {
+    let config = ConfigStore::new(t.db().clone());
+    let p1 = ProjectId::new("p1");
+    config.set("model", &Scope::Global, &json!("opus")).unwrap();
+    config.set("model", &Scope::Project(p1.clone()), &json!("haiku")).unwrap();
+    config.set("limits", &Scope::Global, &json!({"tokens": 1000, "ratio": 0.5})).unwrap();
+    let e = config.set("llm", &Scope::Global, &json!({"api_key": "abc", "model": "m"})).unwrap();
+    assert_eq!(e.value, json!({"api_key": "[REDACTED]", "model": "m"}));
+    assert_eq!(config.get("model", None).unwrap().unwrap().value, "opus");
+    assert_eq!(config.get("model", Some(&p1)).unwrap().unwrap().value, "haiku");
+    assert_eq!(config.get("model", Some(&"p2".into())).unwrap().unwrap().value, "opus");
+    assert_eq!(config.get("llm", None).unwrap().unwrap().value["api_key"], "[REDACTED]");
+    assert_eq!(config.get("limits", None).unwrap().unwrap().value["ratio"], 0.5);
+    let listed: Vec<_> = config
+        .list(Some(&p1))
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.key, e.scope.as_stored()))
+        .collect();
+    let expected = [("limits", "global"), ("llm", "global"), ("model", "project:p1")];
+    assert_eq!(listed, expected.map(|(k, s)| (k.to_owned(), s.to_owned())));
+    let err = config.set_json("k", &Scope::Global, "{not json").unwrap_err();
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+    assert!(matches!(config.set(" ", &Scope::Global, &json!(1)), Err(Error::InvalidInput { .. })));
+    assert!(config.delete("model", &Scope::Project(p1.clone())).unwrap());
+    assert!(!config.delete("model", &Scope::Project(p1.clone())).unwrap());
+    assert_eq!(config.get("model", Some(&p1)).unwrap().unwrap().value, "opus");
+    assert_eq!(config.get("missing", None).unwrap(), None);
+    assert_eq!(Driver::of(t).count("SELECT COUNT(*) FROM configurations", &[]), 3);
+}
 }
 
 // ---- Transactions (decision 4) ------------------------------------------------------------
 
-#[test]
-fn a_transaction_across_stores_commits_together_or_rolls_back_together() {
-    let db = Database::open_in_memory().unwrap();
+on_both! {
+fn a_transaction_across_stores_commits_together_or_rolls_back_together(t) {
+    let db = t.db();
     let states = SqliteStateStore::new(db.clone());
     let config = ConfigStore::new(db.clone());
     let mut m = machine("task-1");
@@ -524,39 +603,39 @@ fn a_transaction_across_stores_commits_together_or_rolls_back_together() {
     assert!(states.load_state(&"task-1".into()).unwrap().is_some());
     assert_eq!(config.get("last_task", None).unwrap().unwrap().value, "task-1");
 }
+}
 
-// ---- R10: secrets never reach the file (state store) --------------------------------------
+// ---- R10: secrets never reach the database (state store) ---------------------------------
 
-#[test]
-fn secrets_in_state_context_checkpoints_and_metadata_never_reach_the_file() {
-    let (_dir, path) = temp_db();
+on_both! {
+/// What the database holds, read around the stores: on SQLite the bytes of the file and its
+/// WAL, on PostgreSQL every cell of every table.
+fn secrets_in_state_context_checkpoints_and_metadata_never_reach_the_database(t) {
     let secret_ant = format!("sk-ant-api03-{}", "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2");
     let secret_aws = format!("AKIA{}", "ZZZZ1111YYYY2222");
     let password = "correct-horse-battery-staple";
-    {
-        let db = open(&path);
-        let store = SqliteStateStore::new(db.clone());
-        let mut ctx =
-            StateContext::new("p".into(), "t".into(), format!("use key {secret_ant} please"));
-        ctx.metadata.insert("password".into(), json!(password));
-        ctx.metadata.insert("aws".into(), json!(format!("id={secret_aws}")));
-        let mut m = StateMachine::new(ctx);
-        m.apply(Event::Start, Some(json!({"api_key": password, "note": secret_ant}))).unwrap();
-        m.create_checkpoint(vec![format!("keys/{secret_aws}.txt")]);
-        store.save_state(m.persisted()).unwrap();
-        let loaded = store.load_state(&"t".into()).unwrap().unwrap();
-        assert!(loaded.context.prompt.contains("[REDACTED]"));
-        let bytes = file_bytes(&path);
-        for s in [&secret_ant, &secret_aws, password] {
-            assert!(!contains(&bytes, s), "{s} reached the database file");
-        }
+    let store = SqliteStateStore::new(t.db().clone());
+    let mut ctx = StateContext::new("p".into(), "t".into(), format!("use key {secret_ant} please"));
+    ctx.metadata.insert("password".into(), json!(password));
+    ctx.metadata.insert("aws".into(), json!(format!("id={secret_aws}")));
+    let mut m = StateMachine::new(ctx);
+    m.apply(Event::Start, Some(json!({"api_key": password, "note": secret_ant}))).unwrap();
+    m.create_checkpoint(vec![format!("keys/{secret_aws}.txt")]);
+    store.save_state(m.persisted()).unwrap();
+    let loaded = store.load_state(&"t".into()).unwrap().unwrap();
+    assert!(loaded.context.prompt.contains("[REDACTED]"));
+    let bytes = stored_bytes(t);
+    assert!(contains(&bytes, "[REDACTED]"), "the stored text was read");
+    for s in [&secret_ant, &secret_aws, password] {
+        assert!(!contains(&bytes, s), "{s} reached the database");
     }
+}
 }
 
 // ---- R3: concurrent first open; R2: contention across processes --------------------------
 
 #[test]
-fn concurrent_first_open_migrates_exactly_once() {
+fn concurrent_first_open_migrates_exactly_once_on_sqlite() {
     let (_dir, path) = temp_db();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let p = path.to_str().unwrap();
@@ -578,17 +657,17 @@ fn concurrent_first_open_migrates_exactly_once() {
     assert_eq!(seed, 1);
 }
 
-#[test]
-fn processes_and_threads_saving_at_once_lose_and_duplicate_nothing() {
-    let (_dir, path) = temp_db();
-    open(&path);
-    let p = path.to_str().unwrap();
+on_both! {
+/// Processes and threads save their own tasks and advance one shared task in read-modify-write
+/// transactions (load and save in one `write`), all at once: no save fails, none is lost or
+/// applied twice, and every task's sequence numbers run from 1 without a gap.
+fn processes_and_threads_saving_at_once_lose_and_duplicate_nothing(t) {
     let (processes, threads, rounds): (usize, usize, usize) = (3, 3, 30);
     let children: Vec<_> = (0..processes)
         .map(|i| {
             worker(&[
                 "save",
-                p,
+                t.location(),
                 &format!("w{i}"),
                 &threads.to_string(),
                 &rounds.to_string(),
@@ -597,10 +676,9 @@ fn processes_and_threads_saving_at_once_lose_and_duplicate_nothing() {
         })
         .collect();
     for child in children {
-        expect_ok(child); // a SQLITE_BUSY reaching a caller would fail the worker
+        expect_ok(child); // a SQLITE_BUSY or a refused save reaching a caller fails the worker
     }
-    let db = open(&path);
-    let store = SqliteStateStore::new(db);
+    let store = SqliteStateStore::new(t.reopen());
     let tasks = store.list_states(&"stress".into()).unwrap();
     assert_eq!(tasks.len(), processes * threads + 1);
     for task in &tasks {
@@ -615,24 +693,121 @@ fn processes_and_threads_saving_at_once_lose_and_duplicate_nothing() {
         };
         assert_eq!(task.history.len(), expected, "{}", task.task_id);
     }
-    let conn = raw(&path);
-    let gaps: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM (SELECT task_id, MAX(seq) AS m, COUNT(*) AS n, COUNT(DISTINCT seq) AS d
-             FROM state_transitions GROUP BY task_id) WHERE m != n OR n != d",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let mut raw = Driver::of(t);
+    let gaps = raw.count(
+        "SELECT COUNT(*) FROM (SELECT task_id, MAX(seq) AS m, COUNT(*) AS n, COUNT(DISTINCT seq) AS d
+         FROM state_transitions GROUP BY task_id) AS per_task WHERE m != n OR n != d",
+        &[],
+    );
     assert_eq!(gaps, 0, "per-task sequences have no gaps or duplicates");
-    let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
-    assert_eq!(ok, "ok");
+    if t.backend() == Backend::Sqlite {
+        assert_eq!(raw.query("PRAGMA integrity_check", &[]), [[Some("ok".to_owned())]]);
+    }
+}
+}
+
+on_both! {
+/// Processes and threads advance one task optimistically, each loading it, stepping and saving
+/// in separate transactions, retrying when its save is refused. Every refusal is a stale or
+/// diverging save (never a lost or merged one); every accepted save is stored exactly once, in
+/// sequence.
+fn racing_saves_of_one_task_keep_every_accepted_one_and_refuse_the_stale(t) {
+    let (processes, threads, saves): (usize, usize, usize) = (3, 3, 8);
+    let children: Vec<_> = (0..processes)
+        .map(|i| {
+            let name = format!("r{i}");
+            worker(&["race", t.location(), &name, &threads.to_string(), &saves.to_string(), "raced"])
+        })
+        .collect();
+    let mut accepted = BTreeSet::new();
+    for child in children {
+        let out = expect_ok(child);
+        let ids = out.trim().strip_prefix("ok ").unwrap_or_else(|| panic!("{out}"));
+        for id in ids.split(',') {
+            assert!(accepted.insert(id.to_owned()), "{id} accepted twice");
+        }
+    }
+    assert_eq!(accepted.len(), processes * threads * saves);
+    let task = SqliteStateStore::new(t.reopen()).load_state(&"raced".into()).unwrap().unwrap();
+    let stored: Vec<String> = task
+        .history
+        .iter()
+        .map(|h| h.metadata.as_ref().unwrap()["by"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(stored.len(), accepted.len(), "one transition per accepted save");
+    assert_eq!(stored.iter().cloned().collect::<BTreeSet<_>>(), accepted);
+    for pair in task.history.windows(2) {
+        assert_eq!(pair[0].to, pair[1].from);
+    }
+    let seqs = Driver::of(t).query(
+        "SELECT seq FROM state_transitions WHERE task_id = 'raced' ORDER BY seq",
+        &[],
+    );
+    let expected: Vec<_> = (1..=stored.len() as i64).map(|i| vec![Some(i.to_string())]).collect();
+    assert_eq!(seqs, expected);
+}
+}
+
+on_both! {
+/// A task deleted again and again while threads save it: every delete and every save either
+/// goes through or (a save only) is refused as stale, never fails otherwise, and no transition
+/// or checkpoint outlives its task.
+fn deleting_a_task_while_others_save_it_fails_nothing_and_leaves_no_orphans(t) {
+    let (savers, saves, deletes) = (3, 20, 40);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for k in 0..savers {
+            let (store, done) = (SqliteStateStore::new(t.reopen()), &done);
+            scope.spawn(move || {
+                let mut accepted = 0;
+                while accepted < saves {
+                    let mut m = match store.load_state(&"doomed".into()).unwrap() {
+                        Some(state) => StateMachine::from_persisted(state),
+                        None => machine("doomed"),
+                    };
+                    drive(&mut m, 1);
+                    m.create_checkpoint(vec![format!("saver-{k}")]);
+                    match store.save_state(m.persisted()) {
+                        Ok(()) => accepted += 1,
+                        Err(Error::StaleSave { .. } | Error::HistoryConflict { .. }) => {}
+                        Err(Error::CheckpointConflict { .. }) => {}
+                        Err(e) => panic!("saver {k}: {e}"),
+                    }
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        let store = SqliteStateStore::new(t.reopen());
+        scope.spawn(move || {
+            for _ in 0..deletes {
+                store.delete_state(&"doomed".into()).unwrap();
+            }
+        });
+    });
+    assert_eq!(done.into_inner(), savers);
+    let mut raw = Driver::of(t);
+    for table in ["state_transitions", "checkpoints"] {
+        let orphans = raw.count(
+            &format!("SELECT COUNT(*) FROM {table} WHERE task_id NOT IN (SELECT task_id FROM workflow_states)"),
+            &[],
+        );
+        assert_eq!(orphans, 0, "{table}");
+    }
+    if let Some(task) = SqliteStateStore::new(t.reopen()).load_state(&"doomed".into()).unwrap() {
+        assert_eq!(task.folded_state(), Some(&task.state));
+        let seqs = raw.count(
+            "SELECT COUNT(*) FROM state_transitions WHERE task_id = 'doomed' AND seq BETWEEN 1 AND ?1",
+            &[Raw::Int(task.history.len() as i64)],
+        );
+        assert_eq!(seqs, task.history.len() as i64);
+    }
+}
 }
 
 // ---- R11: bad input -----------------------------------------------------------------------
 
 #[test]
-fn a_non_database_file_is_a_clear_error() {
+fn a_non_database_file_is_a_clear_error_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notes.db");
     let notes = "these are my notes, not a database\n".repeat(200);
@@ -643,23 +818,28 @@ fn a_non_database_file_is_a_clear_error() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), notes, "the file is untouched");
 }
 
-#[test]
-fn a_database_from_a_newer_schema_is_refused() {
-    let (_dir, path) = temp_db();
-    open(&path);
-    raw(&path)
-        .execute(
-            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) VALUES (99, 'future', '2030-01-01T00:00:00Z', '1')",
-            [],
-        )
-        .unwrap();
-    let err = Database::open(&path).unwrap_err();
-    assert!(matches!(err, Error::NewerSchema { found: 99, .. }), "{err:?}");
-    assert!(err.to_string().contains("newer than this build knows"), "{err}");
+on_both! {
+fn a_database_from_a_newer_schema_is_refused(t) {
+    let before = Driver::of(t).every_cell();
+    Driver::of(t).execute(
+        "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+         VALUES (99, 'future', '2030-01-01T00:00:00Z', '1')",
+        &[],
+    );
+    for access in [Access::Create, Access::ReadWrite, Access::ReadOnly] {
+        let options = Options { access, ..Options::default() };
+        let err = Database::open_with(t.location(), options).unwrap_err();
+        assert!(matches!(err, Error::NewerSchema { found: 99, .. }), "{access:?}: {err:?}");
+        assert!(err.to_string().contains("newer than this build knows"), "{err}");
+    }
+    let mut after = Driver::of(t);
+    after.execute("DELETE FROM refinery_schema_history WHERE version = 99", &[]);
+    assert_eq!(after.every_cell(), before, "refusing changed nothing");
+}
 }
 
 #[test]
-fn a_missing_file_is_not_created_when_creation_is_off() {
+fn a_missing_file_is_not_created_when_creation_is_off_on_sqlite() {
     let (_dir, path) = temp_db();
     let err =
         Database::open_with(&path, Options { access: Access::ReadWrite, ..Options::default() })
@@ -669,7 +849,7 @@ fn a_missing_file_is_not_created_when_creation_is_off() {
 }
 
 #[test]
-fn an_unwritable_path_is_a_clear_error() {
+fn an_unwritable_path_is_a_clear_error_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let blocker = dir.path().join("file");
     std::fs::write(&blocker, "x").unwrap();
@@ -678,17 +858,14 @@ fn an_unwritable_path_is_a_clear_error() {
     assert!(err.to_string().contains("cannot create the database folder"), "{err}");
 }
 
-#[test]
-fn malformed_json_in_a_legacy_row_is_a_typed_error_naming_the_row() {
-    let (_dir, path) = temp_db();
-    let store = SqliteStateStore::new(open(&path));
+on_both! {
+fn malformed_json_in_a_legacy_row_is_a_typed_error_naming_the_row(t) {
+    let store = SqliteStateStore::new(t.db().clone());
     store.save_state(&state("good", "p", WorkflowState::Idle, vec![])).unwrap();
-    raw(&path)
-        .execute(
-            "INSERT INTO workflow_states (task_id, project_id, state, context) VALUES ('bad', 'p', 'IDLE', '{oops')",
-            [],
-        )
-        .unwrap();
+    Driver::of(t).execute(
+        "INSERT INTO workflow_states (task_id, project_id, state, context) VALUES ('bad', 'p', 'IDLE', '{oops')",
+        &[],
+    );
     let err = store.load_state(&"bad".into()).unwrap_err();
     assert!(
         matches!(err, Error::CorruptRow { table: "workflow_states", column: "context", .. }),
@@ -697,6 +874,9 @@ fn malformed_json_in_a_legacy_row_is_a_typed_error_naming_the_row() {
     assert!(err.to_string().contains("row bad"), "{err}");
     assert!(store.load_state(&"good".into()).unwrap().is_some());
     assert_eq!(store.load_state(&TaskId::new("unknown")).unwrap(), None);
+    let err = store.list_states(&"p".into()).unwrap_err();
+    assert!(matches!(err, Error::CorruptRow { column: "context", .. }), "{err:?}");
+}
 }
 
 // ---- R12: one canonical time form ---------------------------------------------------------
@@ -717,15 +897,12 @@ const TIME_COLUMNS: [(&str, &str); 13] = [
     ("schema_versions", "applied_at"),
 ];
 
-fn non_canonical_times(conn: &rusqlite::Connection) -> Vec<String> {
+fn non_canonical_times(raw: &mut Driver) -> Vec<String> {
     let canonical = regex_lite(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}$");
     let mut bad = Vec::new();
     for (table, column) in TIME_COLUMNS {
-        let mut stmt = conn
-            .prepare(&format!("SELECT {column} FROM {table} WHERE {column} IS NOT NULL"))
-            .unwrap();
-        for value in stmt.query_map([], |r| r.get::<_, String>(0)).unwrap() {
-            let value = value.unwrap();
+        let sql = format!("SELECT {column} FROM {table} WHERE {column} IS NOT NULL");
+        for value in raw.query(&sql, &[]).into_iter().flatten().flatten() {
             if !canonical(&value) {
                 bad.push(format!("{table}.{column} = {value}"));
             }
@@ -749,25 +926,26 @@ fn regex_lite(_: &str) -> impl Fn(&str) -> bool {
     }
 }
 
-#[test]
-fn every_stored_timestamp_is_utc_with_milliseconds_in_one_form() {
-    let (_dir, path) = temp_db();
-    let db = open(&path);
+on_both! {
+fn every_stored_timestamp_is_utc_with_milliseconds_in_one_form(t) {
+    let db = t.db();
     let mut m = machine("t");
     drive(&mut m, 4);
     m.create_checkpoint(vec![]);
     SqliteStateStore::new(db.clone()).save_state(m.persisted()).unwrap();
-    ConfigStore::new(db).set("k", &Scope::Global, &json!(1)).unwrap();
-    assert_eq!(non_canonical_times(&raw(&path)), Vec::<String>::new());
-    // and it compares correctly against SQLite's own datetime('now') values
-    let newer: i64 = raw(&path)
-        .query_row(
-            "SELECT COUNT(*) FROM state_transitions WHERE created_at > datetime('now', '-1 day')",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(newer, 4);
+    ConfigStore::new(db.clone()).set("k", &Scope::Global, &json!(1)).unwrap();
+    let mut raw = Driver::of(t);
+    assert_eq!(non_canonical_times(&mut raw), Vec::<String>::new());
+    // and it compares correctly against the database's own clock, in its own text form
+    let a_day_ago = match t.backend() {
+        Backend::Sqlite => "datetime('now', '-1 day')",
+        Backend::Postgres => {
+            "to_char((now() - interval '1 day') AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+        }
+    };
+    let sql = format!("SELECT COUNT(*) FROM state_transitions WHERE created_at > {a_day_ago}");
+    assert_eq!(raw.count(&sql, &[]), 4);
+}
 }
 
 // ---- R4 (state part) and R13: legacy adoption and migrations ------------------------------
@@ -789,7 +967,7 @@ fn table_rows(conn: &rusqlite::Connection, table: &str, columns: &str) -> Vec<Ve
 }
 
 #[test]
-fn legacy_database_is_adopted_in_place_keeping_every_row() {
+fn legacy_database_is_adopted_in_place_keeping_every_row_on_sqlite() {
     let (_dir, path) = legacy_copy();
     let before = raw(&path);
     let checks = [
@@ -821,7 +999,7 @@ fn legacy_database_is_adopted_in_place_keeping_every_row() {
             "{table}.{column} is not the same instant"
         );
     }
-    assert_eq!(non_canonical_times(&after), Vec::<String>::new());
+    assert_eq!(non_canonical_times(&mut Driver::Sqlite(raw(&path))), Vec::<String>::new());
     let found: i64 = after
         .query_row("SELECT COUNT(*) FROM lessons_fts WHERE lessons_fts MATCH 'react'", [], |r| {
             r.get(0)
@@ -833,7 +1011,7 @@ fn legacy_database_is_adopted_in_place_keeping_every_row() {
 }
 
 #[test]
-fn legacy_tasks_load_with_their_own_state_names_and_table_checkpoints() {
+fn legacy_tasks_load_with_their_own_state_names_and_table_checkpoints_on_sqlite() {
     let (_dir, path) = legacy_copy();
     let store = SqliteStateStore::new(open(&path));
     let conn = raw(&path);
@@ -867,7 +1045,8 @@ fn legacy_tasks_load_with_their_own_state_names_and_table_checkpoints() {
 }
 
 #[test]
-fn migrations_reach_the_latest_version_from_every_earlier_one_and_rerun_changes_nothing() {
+fn migrations_reach_the_latest_version_from_every_earlier_one_and_rerun_changes_nothing_on_sqlite()
+{
     let latest = migrate::latest_version();
     for start in 0..=latest {
         let (_dir, path) = temp_db();
@@ -907,7 +1086,7 @@ fn migrations_reach_the_latest_version_from_every_earlier_one_and_rerun_changes_
 /// file. Reading the file alone (`immutable=1` ignores the WAL) shows every committed row once it
 /// has run, well before the WAL reaches the size at which a commit would checkpoint itself.
 #[test]
-fn the_wal_is_checkpointed_into_the_file_off_the_commit_path() {
+fn the_wal_is_checkpointed_into_the_file_off_the_commit_path_on_sqlite() {
     let (_dir, path) = temp_db();
     let config = ConfigStore::new(open(&path));
     for i in 0..300 {
@@ -932,8 +1111,8 @@ fn the_wal_is_checkpointed_into_the_file_off_the_commit_path() {
     assert!(config.get("key-299", None).unwrap().is_some());
 }
 
-#[test]
-fn agents_and_metadata_under_secret_names_keep_a_context_that_loads_and_saves_again() {
+on_both! {
+fn agents_and_metadata_under_secret_names_keep_a_context_that_loads_and_saves_again(t) {
     // An agent named `auth` or `session` is a secret-looking key: its output keeps its shape
     // (strings and numbers go, objects, arrays and flags stay), so the task still loads.
     let names = [
@@ -952,7 +1131,7 @@ fn agents_and_metadata_under_secret_names_keep_a_context_that_loads_and_saves_ag
         "accessKey",
     ];
     for (i, name) in names.into_iter().enumerate() {
-        let store = SqliteStateStore::new(Database::open_in_memory().unwrap());
+        let store = SqliteStateStore::new(t.db().clone());
         let task = format!("task-{i}");
         let mut ctx = StateContext::new("p".into(), task.as_str().into(), "Build it");
         ctx.agent_queue.push(name.into());
@@ -989,4 +1168,5 @@ fn agents_and_metadata_under_secret_names_keep_a_context_that_loads_and_saves_ag
         let again = store.load_state(&task.as_str().into()).unwrap().unwrap();
         assert_eq!(again.history.len(), 4, "{name}");
     }
+}
 }

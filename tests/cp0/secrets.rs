@@ -3,17 +3,22 @@
 //! field of every store — ids, names, free text, JSON keys and values, config keys and scopes —
 //! and none of it is in the raw bytes of the database, its WAL, a backup, an export, or the
 //! message of an error that refused it.
+//!
+//! The state store and the configuration (this library's own stores) are checked on both
+//! backends: on SQLite in the bytes of the file and its WAL, on PostgreSQL in every cell of every
+//! table. The file, WAL, backup and export check of every store runs on SQLite.
 
 use aigentflow::audit::{AuditEntry, AuditLog, AuditQuery, Category, ExportFormat, ExportOptions};
 use aigentflow::lessons::{
     Category as LessonCategory, LessonId, LessonUpdate, LessonsStore, NewLesson,
 };
 use aigentflow::persistence::redact::corpus::{self, Sample};
-use aigentflow::persistence::{ConfigStore, Database, Scope, SqliteStateStore};
+use aigentflow::persistence::{ConfigStore, Database, Error, Scope, SqliteStateStore};
 use aigentflow::states::{Event, ProjectId, StateContext, StateMachine, StateStore, TaskId};
 use aigentflow::tracker::{ExecutionTracker, InvocationUpdate, NewInvocation, TraceId};
 use serde_json::{json, Value};
 
+use crate::inspect::stored_bytes;
 use crate::support::*;
 
 /// The corpus, expanded with a fixed seed so a failure names a sample that can be found again.
@@ -31,8 +36,9 @@ fn as_json(s: &Sample) -> Value {
     })
 }
 
-/// Writes `s` (the `i`-th sample) through every field of every store.
-fn write_everywhere(db: &Database, i: usize, s: &Sample) {
+/// Writes `s` (the `i`-th sample) through every field of the state store and the
+/// configuration; returns the task's machine as saved.
+fn write_library(db: &Database, i: usize, s: &Sample) -> StateMachine {
     let text = s.text.as_str();
     let value = as_json(s);
     // State store: ids, prompt, context metadata (keys and values), transition metadata,
@@ -48,6 +54,23 @@ fn write_everywhere(db: &Database, i: usize, s: &Sample) {
     m.apply(Event::AnalysisComplete, Some(json!({"note": text}))).unwrap();
     let states = SqliteStateStore::new(db.clone());
     states.save_state(m.persisted()).unwrap();
+
+    // Configuration: the key, the scope, the value; and a secret-named key with a plain value.
+    let config = ConfigStore::new(db.clone());
+    let scope = Scope::Project(ProjectId::new(format!("c{i}-{text}")));
+    config.set(&format!("k{i}-{text}"), &scope, &value).unwrap();
+    config.set(&format!("k{i}"), &Scope::Global, &Value::from(text)).unwrap();
+    config.set(&format!("{i}_api_key"), &Scope::Global, &Value::from(s.secret.as_str())).unwrap();
+    m
+}
+
+/// Writes `s` (the `i`-th sample) through every field of every store.
+fn write_everywhere(db: &Database, i: usize, s: &Sample) {
+    let text = s.text.as_str();
+    let value = as_json(s);
+    let m = write_library(db, i, s);
+    let states = SqliteStateStore::new(db.clone());
+    let (project, task) = (m.persisted().project_id.clone(), m.persisted().task_id.clone());
 
     // Audit: every field, in one transaction with the state, as the orchestrator writes them.
     let audit = AuditLog::new(db.clone());
@@ -116,31 +139,13 @@ fn write_everywhere(db: &Database, i: usize, s: &Sample) {
         )
         .unwrap();
     tracker.complete_trace(&trace.id, false, None, Some(&value)).unwrap();
-
-    // Configuration: the key, the scope, the value; and a secret-named key with a plain value.
-    let config = ConfigStore::new(db.clone());
-    let scope = Scope::Project(ProjectId::new(format!("c{i}-{text}")));
-    config.set(&format!("k{i}-{text}"), &scope, &value).unwrap();
-    config.set(&format!("k{i}"), &Scope::Global, &Value::from(text)).unwrap();
-    config.set(&format!("{i}_api_key"), &Scope::Global, &Value::from(s.secret.as_str())).unwrap();
 }
 
-/// The messages of the errors that refuse input carrying `s`.
-fn refusals(db: &Database, s: &Sample) -> Vec<String> {
+/// The messages of the errors of the state store and the configuration that refuse input
+/// carrying `s`.
+fn library_refusals(db: &Database, s: &Sample) -> Vec<String> {
     let text = s.text.as_str();
-    let mut messages = Vec::new();
     let config = ConfigStore::new(db.clone());
-    let mut push = |e: &dyn std::fmt::Display| messages.push(e.to_string());
-    push(&config.set_json("k", &Scope::Global, &format!("{{ not json {text}")).unwrap_err());
-    push(&Scope::parse(text).unwrap_err());
-    push(
-        &LessonsStore::new(db.clone())
-            .update(&LessonId::new(text), &LessonUpdate::default())
-            .unwrap_err(),
-    );
-    push(&ExecutionTracker::new(db.clone()).heartbeat(&TraceId::new(text)).unwrap_err());
-    let query = AuditQuery { start: Some(text.to_owned()), ..AuditQuery::default() };
-    push(&AuditLog::new(db.clone()).query(&query).unwrap_err());
     let mut odd = StateContext::new("p".into(), "t".into(), "x");
     odd.task_id = TaskId::new(text);
     let state = aigentflow::states::PersistedState {
@@ -150,7 +155,27 @@ fn refusals(db: &Database, s: &Sample) -> Vec<String> {
         context: odd,
         history: Vec::new(),
     };
-    push(&SqliteStateStore::new(db.clone()).save_state(&state).unwrap_err());
+    let errors: [Error; 3] = [
+        config.set_json("k", &Scope::Global, &format!("{{ not json {text}")).unwrap_err(),
+        Scope::parse(text).unwrap_err(),
+        SqliteStateStore::new(db.clone()).save_state(&state).unwrap_err(),
+    ];
+    errors.iter().map(ToString::to_string).collect()
+}
+
+/// The messages of the errors that refuse input carrying `s`.
+fn refusals(db: &Database, s: &Sample) -> Vec<String> {
+    let text = s.text.as_str();
+    let mut messages = library_refusals(db, s);
+    let mut push = |e: &dyn std::fmt::Display| messages.push(e.to_string());
+    push(
+        &LessonsStore::new(db.clone())
+            .update(&LessonId::new(text), &LessonUpdate::default())
+            .unwrap_err(),
+    );
+    push(&ExecutionTracker::new(db.clone()).heartbeat(&TraceId::new(text)).unwrap_err());
+    let query = AuditQuery { start: Some(text.to_owned()), ..AuditQuery::default() };
+    push(&AuditLog::new(db.clone()).query(&query).unwrap_err());
     messages
 }
 
@@ -162,7 +187,8 @@ fn assert_clean(what: &str, samples: &[Sample], bytes: &[u8]) {
 }
 
 #[test]
-fn r16_no_corpus_secret_from_any_field_of_any_store_reaches_db_wal_backup_export_or_error() {
+fn r16_no_corpus_secret_from_any_field_of_any_store_reaches_db_wal_backup_export_or_error_on_sqlite(
+) {
     let samples = samples();
     assert!(samples.len() >= 100, "the corpus is the test: {} samples", samples.len());
     let (dir, path) = temp_db();
@@ -192,21 +218,93 @@ fn r16_no_corpus_secret_from_any_field_of_any_store_reaches_db_wal_backup_export
     assert_clean("the database after its last close", &samples, &file_bytes(&path));
 }
 
+on_both! {
+/// R16 for the audit log on either backend: every sample of the corpus through every field of
+/// an entry, alone and inside a caller's transaction. None of it is in the stored rows (on
+/// PostgreSQL, every row as the server gives it back), an export, or the message of an error
+/// that refused it; and a query by the text as the caller holds it finds its entry.
+fn r16_no_corpus_secret_from_any_audit_field_reaches_the_rows_an_export_or_an_error(t) {
+    let samples = samples();
+    let audit = AuditLog::new(t.db().clone());
+    for (i, s) in samples.iter().enumerate() {
+        let text = s.text.as_str();
+        let task = format!("t{i}-{text}");
+        let entry = AuditEntry {
+            project_id: Some(ProjectId::new(format!("p{i}-{text}"))),
+            task_id: Some(TaskId::new(task.clone())),
+            agent: Some(text.to_owned()),
+            details: Some(as_json(s)),
+            user_id: Some(text.to_owned()),
+            ip_address: Some(text.to_owned()),
+            ..AuditEntry::new(text, Category::Security)
+        };
+        if i % 2 == 0 {
+            audit.log(&entry).unwrap();
+        } else {
+            t.db().write(|tx| audit.log_in(tx, &entry).map(|_| ())).unwrap();
+        }
+        let by_task = AuditQuery { task_id: Some(task), ..AuditQuery::default() };
+        assert_eq!(audit.query(&by_task).unwrap().len(), 1, "{}", s.name);
+        let refused = AuditQuery { start: Some(text.to_owned()), ..AuditQuery::default() };
+        let message = audit.query(&refused).unwrap_err().to_string();
+        assert_clean("an error message", std::slice::from_ref(s), message.as_bytes());
+    }
+    assert_clean("the stored rows", &samples, &crate::audit::stored_bytes(t));
+    for format in [ExportFormat::Csv, ExportFormat::Json, ExportFormat::Jsonl] {
+        let mut out = Vec::new();
+        audit.export(&mut out, &ExportOptions::new(format), |_| {}).unwrap();
+        assert_clean(&format!("the {format:?} export"), &samples, &out);
+    }
+    let v = audit.verify(None).unwrap();
+    assert_eq!((v.rows, v.finding), (samples.len() as u64, None));
+}
+}
+
+on_both! {
+/// What the database holds, read around the stores (the SQLite file and its WAL; every cell of
+/// every PostgreSQL table), and the messages of the errors that refuse the input, hold none of
+/// the corpus written through every field of the state store and the configuration.
+fn r16_no_corpus_secret_from_any_state_or_configuration_field_reaches_the_database_or_an_error(t) {
+    let samples = samples();
+    assert!(samples.len() >= 100, "the corpus is the test: {} samples", samples.len());
+    for (i, s) in samples.iter().enumerate() {
+        write_library(t.db(), i, s);
+    }
+    let stored = stored_bytes(t);
+    assert!(contains(&stored, "[REDACTED]"), "the stored text was read");
+    assert_clean("the database", &samples, &stored);
+    for s in &samples {
+        for message in library_refusals(t.db(), s) {
+            assert_clean("an error message", std::slice::from_ref(s), message.as_bytes());
+        }
+    }
+}
+}
+
+on_both! {
+/// Filters go through the same policy as what is stored, so a query by the text a caller holds
+/// finds the row redaction changed.
+fn what_was_written_with_a_secret_is_found_again_by_the_same_text(t) {
+    for (i, s) in samples().iter().enumerate().step_by(7) {
+        write_library(t.db(), i, s);
+        let task = TaskId::new(format!("t{i}-{}", s.text));
+        let loaded = SqliteStateStore::new(t.db().clone()).load_state(&task).unwrap();
+        assert!(loaded.is_some(), "task of sample {} ({:?})", s.name, s.context);
+        let config = ConfigStore::new(t.db().clone());
+        let scope = Some(ProjectId::new(format!("c{i}-{}", s.text)));
+        let entry = config.get(&format!("k{i}-{}", s.text), scope.as_ref()).unwrap();
+        assert!(entry.is_some(), "configuration of sample {} ({:?})", s.name, s.context);
+    }
+}
+}
+
 #[test]
-fn what_was_written_with_a_secret_is_found_again_by_the_same_text() {
-    // Filters go through the same policy as what is stored, so a query by the text a caller
-    // holds finds the row redaction changed.
+fn what_an_audit_entry_was_written_with_is_found_again_by_the_same_text() {
     let db = Database::open_in_memory().unwrap();
     for (i, s) in samples().iter().enumerate().step_by(7) {
         write_everywhere(&db, i, s);
         let task = TaskId::new(format!("t{i}-{}", s.text));
-        let loaded = SqliteStateStore::new(db.clone()).load_state(&task).unwrap();
-        assert!(loaded.is_some(), "task of sample {} ({:?})", s.name, s.context);
         let by_task = AuditQuery { task_id: Some(task.to_string()), ..AuditQuery::default() };
         assert_eq!(AuditLog::new(db.clone()).query(&by_task).unwrap().len(), 1, "{}", s.name);
-        let config = ConfigStore::new(db.clone());
-        let scope = Some(ProjectId::new(format!("c{i}-{}", s.text)));
-        let entry = config.get(&format!("k{i}-{}", s.text), scope.as_ref()).unwrap();
-        assert!(entry.is_some(), "configuration of sample {} ({:?})", s.name, s.context);
     }
 }

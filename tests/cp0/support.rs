@@ -313,6 +313,23 @@ impl TestDb {
     }
 }
 
+/// Runs `test` on `cases` values of `strategy` inside a scenario that already has its database:
+/// a property over one database (each case working on rows of its own), where a database per
+/// case would cost a server round of CREATE and DROP DATABASE each.
+pub fn check<S: proptest::strategy::Strategy>(
+    cases: u32,
+    strategy: S,
+    test: impl Fn(S::Value) -> proptest::test_runner::TestCaseResult,
+) where
+    S::Value: std::fmt::Debug,
+{
+    use proptest::test_runner::{Config, TestRunner};
+    let config = Config { cases, failure_persistence: None, ..Config::default() };
+    if let Err(e) = TestRunner::new(config).run(&strategy, test) {
+        panic!("{e}");
+    }
+}
+
 /// Defines a test that runs once on each backend: `on_both! { fn name(t) { … } }` makes
 /// `name::sqlite` (always) and `name::postgres` (when `AIGENTFLOW_PG_URL` is set), each given a
 /// fresh [`TestDb`] as `t`.

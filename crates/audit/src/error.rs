@@ -10,6 +10,10 @@ pub enum Error {
     /// A caller gave a value the audit log cannot take.
     #[error("invalid {what}: {reason}")]
     InvalidInput { what: &'static str, reason: SafeText },
+    /// The log's ids have reached the largest there is (a row written around the log can take
+    /// it): no entry can follow.
+    #[error("the audit log is full: no id follows {last_id}, the largest there is")]
+    Full { last_id: i64 },
     /// Writing an export failed.
     #[error("cannot write the export: {0}")]
     Write(#[from] std::io::Error),
@@ -24,12 +28,6 @@ pub enum Error {
 impl From<aigentflow_core_states::UnknownVariant> for Error {
     fn from(e: aigentflow_core_states::UnknownVariant) -> Self {
         Self::InvalidInput { what: e.what, reason: e.to_string().into() }
-    }
-}
-
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Persistence(e.into())
     }
 }
 

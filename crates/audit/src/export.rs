@@ -1,7 +1,9 @@
-//! Streaming exports. Rows go from one SQLite statement to the writer in blocks of about 32 KiB,
-//! so memory stays flat whatever the row count. Encoding runs on a second thread while the next
-//! block is read: reading the rows out of SQLite is about two thirds of an export's work and
-//! encoding them the rest, so the two overlap instead of adding up.
+//! Streaming exports. Rows go from one statement to the writer in blocks of about 32 KiB, so
+//! memory stays flat whatever the row count (on PostgreSQL the statement is a portal read a batch
+//! of rows at a time). Encoding runs on a second thread while the next block is read: reading the
+//! rows out of SQLite is about two thirds of an export's work and encoding them the rest, so the
+//! two overlap instead of adding up. The whole export is one read transaction (on PostgreSQL a
+//! read-only REPEATABLE READ snapshot), and the chain head it reports is read in it.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -126,7 +128,7 @@ const TEXT_COLUMNS: usize = 11;
 /// Bytes after which a block of rows, or of encoded output, is handed on.
 const BLOCK_BYTES: usize = 32 * 1024;
 
-/// Rows copied out of SQLite, for the encoder thread.
+/// Rows copied out of the database, for the encoder thread.
 #[derive(Default)]
 struct RowBlock {
     ids: Vec<i64>,
@@ -336,7 +338,7 @@ impl AuditLog {
                 Some(project) => ProjectPath::by_id(tx, project)?,
                 None => ProjectPath::Index,
             };
-            let (sql, values) = select(&options.query, "id", path)?;
+            let (sql, values) = select(&options.query, "id", path, tx.backend())?;
             let mut stmt = tx.prepare(&sql)?;
             let mut rows = stmt.query(&values)?;
             let encoder = Encoder::new(options);

@@ -2,14 +2,18 @@
 //!
 //! * [`AuditLog::log`] appends an entry (action and details redacted first); [`AuditLog::log_in`]
 //!   does it inside a caller's transaction, e.g. with the state transition it records.
-//! * The database refuses UPDATE and DELETE on `audit_logs` (triggers of migration V3).
+//! * The database refuses UPDATE and DELETE on `audit_logs` (SQLite: triggers of migrations V3
+//!   and V7; PostgreSQL: row triggers and a TRUNCATE trigger of its schema).
+//! * On PostgreSQL an append locks the chain's head row (`audit_head`) until its transaction
+//!   ends, so appends from many processes form one chain with increasing, gapless ids.
 //! * Every row carries `prev_hash` and `row_hash` = SHA-256 of the previous hash and the row's
 //!   fields, canonically encoded ([`chain`]); [`AuditLog::verify`] names the first bad row, and
 //!   checks against a [`ChainHead`] kept elsewhere to catch truncation or a full rewrite.
 //! * [`AuditLog::query`], [`AuditLog::summary`] and streaming [`AuditLog::export`].
 //!
-//! Architecture invariant: no rusqlite type appears in this crate's public API; its SQL lives in
-//! `store.rs`.
+//! Architecture invariant: no driver type (rusqlite, postgres) appears in this crate's public
+//! API or its error: the crate does not depend on either driver, so the compiler holds this. Its
+//! SQL lives in `store.rs` and `export.rs`.
 
 pub mod chain;
 mod error;

@@ -4,7 +4,7 @@ use aigentflow_core_states::time;
 use aigentflow_persistence::audit_chain::{self, hash_time};
 pub(crate) use aigentflow_persistence::audit_chain::{cell_bytes, hash_time_into};
 use aigentflow_persistence::Row;
-use aigentflow_persistence::{Clean, Database, Param, Tx};
+use aigentflow_persistence::{Backend, Clean, Database, Param, Tx};
 use serde_json::Value;
 
 use crate::chain::{self, ChainHead, ChainRow, HashedFields, Verification, Verifier};
@@ -16,12 +16,34 @@ pub(crate) const COLUMNS: &str =
     "id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash";
 
 /// The last sealed row: appends link to it, so a row written around the log stays outside the
-/// chain (and `verify` names it) instead of breaking the link of every row after it.
+/// chain (and `verify` names it) instead of breaking the link of every row after it. SQLite's one
+/// writer makes reading it and appending after it atomic.
 const HEAD: &str =
     "SELECT id, row_hash FROM audit_logs WHERE row_hash IS NOT NULL ORDER BY id DESC LIMIT 1";
-const NEXT_ID: &str =
+/// [`HEAD`] on PostgreSQL: the one row of `audit_head` (the id and hash of the last row the log
+/// appended; id 0 for an empty log), which every append moves forward.
+const HEAD_PG: &str = "SELECT id, row_hash FROM audit_head WHERE id > 0";
+/// The id the next one follows on SQLite: the largest ever handed out (`sqlite_sequence`
+/// remembers rows that are gone) or present, those written around the log included.
+const LAST_ID: &str =
     "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_logs'), 0),
-                                COALESCE((SELECT MAX(id) FROM audit_logs), 0)) + 1";
+                                COALESCE((SELECT MAX(id) FROM audit_logs), 0))";
+/// The head row on PostgreSQL, locked until the appending transaction ends: concurrent appends
+/// queue here, and at READ COMMITTED each reads the head the one before it committed.
+const LOCK_HEAD_PG: &str = "SELECT id, row_hash FROM audit_head FOR UPDATE";
+/// The highest id present on PostgreSQL, read after the head is locked (a new statement, so a
+/// new snapshot at READ COMMITTED): the next id steps over rows written around the log.
+const MAX_ID_PG: &str = "SELECT COALESCE(MAX(id), 0) FROM audit_logs";
+/// Moves the PostgreSQL head onto the last row appended (its trigger checks that the row is
+/// there with this hash, and that the head only moves forward).
+const MOVE_HEAD_PG: &str = "UPDATE audit_head SET id = ?1, row_hash = ?2";
+/// Entries per category of a project, most first. A category cell written around the log as
+/// a BLOB counts with the text of the same bytes.
+const SUMMARY: &str = "SELECT CAST(category AS TEXT) AS c, COUNT(*) FROM audit_logs
+    WHERE project_id = ?1 GROUP BY c ORDER BY COUNT(*) DESC, c";
+/// [`SUMMARY`] on PostgreSQL, where a column holds only text.
+const SUMMARY_PG: &str = "SELECT category AS c, COUNT(*) FROM audit_logs
+    WHERE project_id = ?1 GROUP BY c ORDER BY COUNT(*) DESC, c";
 const INSERT: &str = "INSERT INTO audit_logs
     (id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
@@ -69,7 +91,8 @@ impl AuditLog {
 
     /// Entries matching the filters, newest first (ties broken by id).
     pub fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
-        let (sql, values) = select(q, "timestamp DESC, id DESC", ProjectPath::Index)?;
+        let (sql, values) =
+            select(q, "timestamp DESC, id DESC", ProjectPath::Index, self.db.backend())?;
         self.db.read(|tx| {
             let mut stmt = tx.prepare(&sql)?;
             let rows = stmt.query_map(&values, RawRow::read)?;
@@ -79,7 +102,7 @@ impl AuditLog {
 
     /// How many entries match the filters (limit and offset aside): e.g. the length of an export.
     pub fn count(&self, q: &AuditQuery) -> Result<u64> {
-        let (clause, values) = where_clause(q, ProjectPath::Index)?;
+        let (clause, values) = where_clause(q, ProjectPath::Index, self.db.backend())?;
         self.db.read(|tx| {
             let n: i64 = tx
                 .query_row(&format!("SELECT COUNT(*) FROM audit_logs{clause}"), &values, |r| {
@@ -92,11 +115,11 @@ impl AuditLog {
 
     /// How many entries a project has per category, most first.
     pub fn summary(&self, project_id: &str) -> Result<Vec<CategoryCount>> {
+        if self.db.backend() == Backend::Postgres && holds_nul(project_id) {
+            return Ok(Vec::new());
+        }
         self.db.read(|tx| {
-            let mut stmt = tx.prepare(
-                "SELECT CAST(category AS TEXT) AS c, COUNT(*) FROM audit_logs WHERE project_id = ?1
-                 GROUP BY c ORDER BY COUNT(*) DESC, c",
-            )?;
+            let mut stmt = tx.prepare(tx.dialect(SUMMARY, SUMMARY_PG))?;
             let rows = stmt.query_map(&[Param::text(project_id)], |r| {
                 Ok(CategoryCount { category: r.get(0)?, count: r.get::<i64>(1)? as u64 })
             })?;
@@ -191,15 +214,92 @@ impl<'e> CleanEntry<'e> {
             ip_address: text(entry.ip_address.as_deref()),
         })
     }
+
+    /// The first field whose text holds a NUL character, if any. (Details are JSON text, where
+    /// a NUL is written as the escape `\u0000`.)
+    fn nul_field(&self) -> Option<&'static str> {
+        let optional = |c: &Option<Clean<'_>>| c.as_ref().is_some_and(|c| holds_nul(c));
+        [
+            ("project_id", optional(&self.project_id)),
+            ("task_id", optional(&self.task_id)),
+            ("agent", optional(&self.agent)),
+            ("action", holds_nul(&self.action)),
+            ("category", holds_nul(&self.category)),
+            ("details", optional(&self.details)),
+            ("user_id", optional(&self.user_id)),
+            ("ip_address", optional(&self.ip_address)),
+        ]
+        .into_iter()
+        .find_map(|(field, nul)| nul.then_some(field))
+    }
+}
+
+/// Where the next appended row goes: the hash it links to and its id.
+struct AppendAt {
+    prev: String,
+    id: i64,
+}
+
+impl AppendAt {
+    /// After the chain's head as this transaction sees it. On PostgreSQL the head row is locked
+    /// first and stays locked until the transaction ends, so appends from any number of
+    /// connections form one chain with increasing ids; SQLite's one writer does that by itself.
+    fn head(tx: &Tx<'_>) -> Result<Self> {
+        let (head_id, prev, max_id) = match tx.backend() {
+            Backend::Sqlite => {
+                let prev = tx.query_row(HEAD, &[], |r| r.get::<Option<String>>(1))?.flatten();
+                let last_id: i64 = tx.query_row(LAST_ID, &[], |r| r.get(0))?.unwrap_or(0);
+                (0, prev, last_id)
+            }
+            Backend::Postgres => {
+                let (head_id, prev) = tx
+                    .query_row(LOCK_HEAD_PG, &[], |r| {
+                        Ok((r.get::<i64>(0)?, r.get::<Option<String>>(1)?))
+                    })?
+                    .ok_or_else(|| aigentflow_persistence::Error::NotFound {
+                        what: "audit chain head",
+                        id: "(the one row of audit_head)".into(),
+                    })?;
+                let max_id: i64 = tx.query_row(MAX_ID_PG, &[], |r| r.get(0))?.unwrap_or(0);
+                (head_id, prev, max_id)
+            }
+        };
+        let last = head_id.max(max_id);
+        Ok(Self {
+            prev: prev.unwrap_or_else(|| chain::GENESIS.to_owned()),
+            id: last.checked_add(1).ok_or_else(|| no_id_after(last))?,
+        })
+    }
+}
+
+/// The error for a log whose ids have reached the largest there is.
+fn no_id_after(id: i64) -> Error {
+    Error::Full { last_id: id }
+}
+
+/// Whether `text` holds a NUL character (U+0000), which PostgreSQL text cannot hold: an entry
+/// with one is refused there, and a filter with one matches no row.
+fn holds_nul(text: &str) -> bool {
+    text.contains('\0')
 }
 
 /// Appends clean entries after the chain's head as this transaction sees it.
 fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
-    let mut prev: String = tx
-        .query_row(HEAD, &[], |r| r.get::<Option<String>>(1))?
-        .flatten()
-        .unwrap_or_else(|| chain::GENESIS.to_owned());
-    let first_id: i64 = tx.query_row(NEXT_ID, &[], |r| r.get(0))?.unwrap_or(1);
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    if tx.backend() == Backend::Postgres {
+        if let Some(field) = entries.iter().find_map(CleanEntry::nul_field) {
+            return Err(Error::InvalidInput {
+                what: "audit entry",
+                reason: format!(
+                    "its {field} holds a NUL character (U+0000), which PostgreSQL text cannot hold"
+                )
+                .into(),
+            });
+        }
+    }
+    let AppendAt { mut prev, id: first_id } = AppendAt::head(tx)?;
     let now = tx.now();
     let hashed_stamp = hash_time(&time::to_db(now));
     let mut insert = tx.prepare(INSERT)?;
@@ -207,7 +307,10 @@ fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
     fn bytes<'c>(t: &'c Option<Clean<'_>>) -> Option<&'c [u8]> {
         t.as_ref().map(|c| c.as_bytes())
     }
-    for (id, e) in (first_id..).zip(entries) {
+    let mut next = Some(first_id);
+    for e in entries {
+        let id = next.ok_or_else(|| no_id_after(i64::MAX))?;
+        next = id.checked_add(1);
         let fields = HashedFields {
             id,
             timestamp: hashed_stamp.as_bytes(),
@@ -238,6 +341,10 @@ fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
         ids.push(id);
         prev = hash;
     }
+    if tx.backend() == Backend::Postgres {
+        let last = ids.last().copied().unwrap_or(first_id);
+        tx.execute(MOVE_HEAD_PG, &[Param::int(last), Param::digest(&prev)])?;
+    }
     Ok(ids)
 }
 
@@ -245,7 +352,9 @@ fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
 pub(crate) fn read_head(tx: &Tx<'_>) -> Result<Option<ChainHead>> {
     let rows: i64 =
         tx.query_row("SELECT COUNT(*) FROM audit_logs", &[], |r| r.get(0))?.unwrap_or(0);
-    let head = tx.query_row(HEAD, &[], |r| Ok((r.get::<i64>(0)?, r.get::<Option<String>>(1)?)))?;
+    let head = tx.query_row(tx.dialect(HEAD, HEAD_PG), &[], |r| {
+        Ok((r.get::<i64>(0)?, r.get::<Option<String>>(1)?))
+    })?;
     Ok(head.map(|(last_id, hash)| ChainHead {
         rows: rows as u64,
         last_id,
@@ -258,16 +367,18 @@ pub(crate) fn select<'q>(
     q: &'q AuditQuery,
     order: &str,
     path: ProjectPath,
+    backend: Backend,
 ) -> Result<(String, Vec<Param<'q>>)> {
-    let (clause, mut values) = where_clause(q, path)?;
+    let (clause, mut values) = where_clause(q, path, backend)?;
     let mut sql = format!("SELECT {COLUMNS} FROM audit_logs{clause} ORDER BY {order}");
     if q.limit.is_some() || q.offset.is_some() {
-        // SQLite takes i64: past i64::MAX a limit is no limit and an offset skips every row
-        // there can be, so both are clamped there (a cast would wrap to a negative offset, which
-        // SQLite reads as none).
+        // Both backends take i64: past i64::MAX a limit is no limit and an offset skips every
+        // row there can be, so both are clamped there (a cast would wrap to a negative offset,
+        // which SQLite reads as none and PostgreSQL refuses). No limit is i64::MAX too, as
+        // PostgreSQL refuses SQLite's -1.
         let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         sql.push_str(" LIMIT ? OFFSET ?");
-        values.push(Param::int(q.limit.map_or(-1, clamp)));
+        values.push(Param::int(q.limit.map_or(i64::MAX, clamp)));
         values.push(Param::int(q.offset.map_or(0, clamp)));
     }
     Ok((sql, values))
@@ -415,7 +526,12 @@ impl ProjectPath {
     /// project's, reading the table and skipping the few other rows beats a lookup per row (by
     /// ~7% on a 200k-row export); SQLite's planner keeps the index even with full statistics. The
     /// share is judged from the rows at 16 ids spread over the id range, one seek each.
+    /// PostgreSQL's planner weighs the two paths from its statistics itself: there the filter
+    /// is always the plain one.
     pub(crate) fn by_id(tx: &Tx<'_>, project: &str) -> Result<Self> {
+        if tx.backend() == Backend::Postgres {
+            return Ok(Self::Index);
+        }
         let hits: i64 = tx
             .query_row(
                 "WITH RECURSIVE
@@ -437,13 +553,20 @@ impl ProjectPath {
 pub(crate) fn where_clause<'q>(
     q: &'q AuditQuery,
     path: ProjectPath,
+    backend: Backend,
 ) -> Result<(String, Vec<Param<'q>>)> {
     let mut parts = Vec::new();
     let mut values = Vec::new();
     let mut eq = |column: &str, v: Option<&'q str>| {
         if let Some(v) = v {
-            parts.push(format!("{column} = ?"));
-            values.push(Param::text(v));
+            if backend == Backend::Postgres && holds_nul(&Clean::text(v)) {
+                // No stored text holds a NUL there (the server refuses it), so nothing matches;
+                // binding it would be refused too.
+                parts.push("FALSE".to_owned());
+            } else {
+                parts.push(format!("{column} = ?"));
+                values.push(Param::text(v));
+            }
         }
     };
     // A unary `+` keeps SQLite from using an index for the term.

@@ -417,7 +417,7 @@ impl Database {
                 latest: migrate::latest_version(),
             }),
             Conn::Postgres(_) => Ok(SchemaVersion {
-                seed: None,
+                seed: tx.query_row(migrate::SEED_VERSION, &[], |r| r.get::<String>(0))?,
                 migration: crate::pg::applied_in(tx)?,
                 latest: crate::pg::latest_version(),
             }),
@@ -460,7 +460,8 @@ impl Database {
                 let write = matches!(behavior, TransactionBehavior::Immediate);
                 // A write inside a write on the same thread would wait for its own row locks.
                 let _writing = if write { Some(Writing::enter(key)?) } else { None };
-                let result = pg.run(write, |pgtx| f(&Tx { conn: Conn::Postgres(pgtx), db: self }));
+                let result =
+                    pg.run(write, |pgtx| f(&Tx { conn: Conn::Postgres(pgtx), db: self, write }));
                 slow(started, write, key);
                 return result;
             }
@@ -486,7 +487,8 @@ impl Database {
         };
         let result = (|| {
             let tx = lease.conn().transaction_with_behavior(behavior).map_err(locked)?;
-            let value = f(&Tx { conn: Conn::Sqlite(&tx), db: self })?;
+            let write = matches!(behavior, TransactionBehavior::Immediate);
+            let value = f(&Tx { conn: Conn::Sqlite(&tx), db: self, write })?;
             tx.commit().map_err(locked)?;
             if matches!(behavior, TransactionBehavior::Immediate) {
                 if let Some(checkpointer) = inner.checkpointer() {
@@ -793,6 +795,8 @@ fn uri_path(path: &Path) -> String {
 pub struct Tx<'a> {
     conn: Conn<'a>,
     db: &'a Database,
+    /// Whether it runs inside [`Database::write`].
+    write: bool,
 }
 
 /// The driver side of a [`Tx`].
@@ -833,6 +837,12 @@ impl<'a> Tx<'a> {
                 Err(Error::Unsupported { what, backend: Backend::Postgres.name() })
             }
         }
+    }
+
+    /// Whether this transaction runs inside [`Database::write`] (it may write), not
+    /// [`Database::read`].
+    pub(crate) fn is_write(&self) -> bool {
+        self.write
     }
 
     /// The backend this transaction runs on.

@@ -215,13 +215,12 @@ impl Migrate for InTransaction<'_> {}
 
 /// The seed's schema version row (`schema_versions`), e.g. `1.0.0`.
 pub fn seed_version(conn: &Connection) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
-        "SELECT version FROM schema_versions ORDER BY applied_at DESC, version DESC LIMIT 1",
-        [],
-        |r| r.get(0),
-    )
-    .optional()
+    conn.query_row(SEED_VERSION, [], |r| r.get(0)).optional()
 }
+
+/// The seed's schema version as `schema_versions` records it (the same text on both backends).
+pub(crate) const SEED_VERSION: &str =
+    "SELECT version FROM schema_versions ORDER BY applied_at DESC, version DESC LIMIT 1";
 
 /// The newest migration applied to the database file at `path`, read without changing it
 /// (0 for a file no migration has touched, such as one written by the TypeScript version).

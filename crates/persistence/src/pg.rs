@@ -48,49 +48,103 @@ pub fn is_url(url: &str) -> bool {
     lower.starts_with("postgres://") || lower.starts_with("postgresql://")
 }
 
-/// `url` with any password replaced, for messages and logs.
+/// `url` without its password, for messages, logs and [`Database::location`]. The
+/// URL is split where the driver splits it: everything before its first `@` is the credentials
+/// (so a password holding `/`, `?`, `:` or `#` is hidden whole), and a query parameter is the
+/// password when its name, `%XX` escapes decoded, is `password` in any case.
+///
+/// [`Database::location`]: crate::Database::location
 pub fn display_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(at) => rest.split_at(at),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((user, host)) => {
-            // The password is left out, not masked: a masked `user:***@` still reads as a
-            // credential to the redaction policy, which would hide the user name too.
-            let user = user.split_once(':').map_or(user, |(name, _)| name);
-            let query = redact_query(tail);
-            format!("{scheme}://{user}@{host}{query}")
+    let mut out = format!("{scheme}://");
+    let after = match rest.split_once('@') {
+        Some((credentials, after)) => {
+            match credentials.split_once(':') {
+                // The password is left out, not masked: a masked `user:***@` still reads
+                // as a credential to the redaction policy, which would hide the user too.
+                Some((user, _)) => out.push_str(user),
+                None => out.push_str(credentials),
+            }
+            out.push('@');
+            after
         }
-        None => format!("{scheme}://{authority}{}", redact_query(tail)),
+        None => rest,
+    };
+    match after.split_once('?') {
+        Some((hosts_and_path, query)) => {
+            out.push_str(hosts_and_path);
+            out.push('?');
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if percent_decoded(k).eq_ignore_ascii_case("password") => {
+                        format!("{k}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            out.push_str(&pairs.join("&"));
+        }
+        None => out.push_str(after),
+    }
+    out
+}
+
+/// `text` with its `%XX` escapes decoded (bytes that are not UTF-8 replaced).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Why a connection could not be made, in one line: the server's own message when it refused
+/// (the driver's `Display` says only "db error"), else the driver's with its cause.
+#[derive(Debug)]
+pub(crate) struct ConnectError(String);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
-/// A URL's path and query with the value of a `password=` parameter hidden.
-fn redact_query(tail: &str) -> String {
-    let Some((path, query)) = tail.split_once('?') else { return tail.to_owned() };
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-            _ => pair.to_owned(),
-        })
-        .collect();
-    format!("{path}?{}", pairs.join("&"))
-}
+impl std::error::Error for ConnectError {}
 
-/// Why a connection failed, as the driver and the system tell it (the driver's own message
-/// stops at "error connecting to server").
-fn connect_reason(e: &postgres::Error) -> String {
-    let mut reason = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        reason.push_str(": ");
-        reason.push_str(&cause.to_string());
-        source = cause.source();
+impl From<postgres::Error> for ConnectError {
+    fn from(e: postgres::Error) -> Self {
+        let text = match (e.as_db_error(), std::error::Error::source(&e)) {
+            (Some(db), _) => {
+                let mut text = db.message().to_owned();
+                for (label, part) in [("", db.detail()), ("hint: ", db.hint())] {
+                    if let Some(part) = part {
+                        text.push_str(&format!("; {label}{part}"));
+                    }
+                }
+                text
+            }
+            (None, Some(cause)) => format!("{e}: {cause}"),
+            (None, None) => e.to_string(),
+        };
+        Self(text.split_whitespace().collect::<Vec<_>>().join(" "))
     }
-    reason
 }
 
 /// A pooled connection: the client and the statements prepared on it.
@@ -139,17 +193,17 @@ struct Manager {
 
 impl r2d2::ManageConnection for Manager {
     type Connection = PgConn;
-    type Error = postgres::Error;
+    type Error = ConnectError;
 
-    fn connect(&self) -> std::result::Result<PgConn, postgres::Error> {
+    fn connect(&self) -> std::result::Result<PgConn, ConnectError> {
         let client = self.config.connect(NoTls)?;
         Ok(PgConn { client: Some(client), statements: HashMap::new() })
     }
 
-    fn is_valid(&self, conn: &mut PgConn) -> std::result::Result<(), postgres::Error> {
+    fn is_valid(&self, conn: &mut PgConn) -> std::result::Result<(), ConnectError> {
         // A connection the server or a proxy dropped while idle fails here and is replaced.
         match conn.client.as_mut() {
-            Some(client) => client.simple_query("").map(|_| ()),
+            Some(client) => Ok(client.simple_query("").map(|_| ())?),
             None => Ok(()),
         }
     }
@@ -201,7 +255,7 @@ impl PgInner {
         // is told with the server's reason at once (the pool would retry until its timeout).
         let mut first = r2d2::ManageConnection::connect(&manager).map_err(|e| Error::Connect {
             url: shown.clone().into(),
-            reason: connect_reason(&e).into(),
+            reason: e.to_string().into(),
         })?;
         let pool = r2d2::Pool::builder()
             .max_size(MAX_CONNECTIONS)

@@ -38,8 +38,9 @@ const UPSERT_STATE_PG: &str = "
         OR workflow_states.state IS DISTINCT FROM excluded.state
         OR workflow_states.context IS DISTINCT FROM excluded.context";
 /// On PostgreSQL, saves of one task take turns: a lock on the task's id (held to the end of the
-/// transaction) also covers a task not stored yet, which a row lock could not. SQLite's single
-/// writer does this by itself.
+/// transaction) also covers a task not stored yet, which a row lock could not. A load inside a
+/// write transaction takes it too, so a load-modify-save in one `write` is one turn. SQLite's
+/// single writer does this by itself.
 const LOCK_TASK_PG: &str = "SELECT pg_advisory_xact_lock(hashtextextended(?1, 0))";
 /// The last stored transition, and the lowest stored number (both one probe of the index).
 const LAST_TRANSITION: &str = "
@@ -60,6 +61,22 @@ const ALL_CHECKPOINTS: &str =
 const INSERT_CHECKPOINT: &str = "
     INSERT INTO checkpoints (id, task_id, seq, state, context, artifacts, created_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
+const SUMMARIES: &str = "
+    SELECT w.task_id, w.project_id, w.state, w.created_at, w.updated_at,
+        (SELECT COUNT(*) FROM state_transitions t WHERE t.task_id = w.task_id),
+        (SELECT COUNT(*) FROM checkpoints c WHERE c.task_id = w.task_id)
+    FROM workflow_states w
+    WHERE (?1 IS NULL OR w.project_id = ?1) AND (?2 IS NULL OR w.state = ?2)
+    ORDER BY w.updated_at DESC, w.task_id";
+/// [`SUMMARIES`] in PostgreSQL's dialect: a parameter tested for NULL needs its type.
+const SUMMARIES_PG: &str = "
+    SELECT w.task_id, w.project_id, w.state, w.created_at, w.updated_at,
+        (SELECT COUNT(*) FROM state_transitions t WHERE t.task_id = w.task_id),
+        (SELECT COUNT(*) FROM checkpoints c WHERE c.task_id = w.task_id)
+    FROM workflow_states w
+    WHERE (?1::TEXT IS NULL OR w.project_id = ?1) AND (?2::TEXT IS NULL OR w.state = ?2)
+    ORDER BY w.updated_at DESC, w.task_id";
 
 const STATE_COLUMNS: &str = "task_id, project_id, state, context, created_at, updated_at";
 const TRANSITION_COLUMNS: &str =
@@ -179,7 +196,17 @@ impl SqliteStateStore {
     }
 
     /// Loads inside a caller's transaction.
+    ///
+    /// Inside a write transaction, loading a task holds back every other save of it until the
+    /// transaction ends, so the state a closure loads, changes and saves in one
+    /// [`Database::write`] cannot be changed by another writer in between: SQLite runs one
+    /// write transaction at a time; PostgreSQL takes the task's lock (a transaction that loads
+    /// several tasks another one loads in the opposite order may then be ended by the server's
+    /// deadlock detection, an error for which [`Error::is_busy`] is true).
     pub fn load_in(&self, tx: &Tx<'_>, task_id: &TaskId) -> Result<Option<PersistedState>> {
+        if tx.backend() == Backend::Postgres && tx.is_write() {
+            tx.query_row(LOCK_TASK_PG, &[Param::text(task_id.as_str())], |_| Ok(()))?;
+        }
         let sql = format!("SELECT {STATE_COLUMNS} FROM workflow_states WHERE task_id = ?1");
         let Some(row) = tx.query_row(&sql, &[Param::text(task_id.as_str())], read_state_row)?
         else {
@@ -249,9 +276,13 @@ impl SqliteStateStore {
         Ok(states)
     }
 
-    /// Deletes a task with its transitions and checkpoints, inside a caller's transaction.
+    /// Deletes a task with its transitions and checkpoints, inside a caller's transaction. On
+    /// PostgreSQL it takes its turn with the task's saves, as [`load_in`](Self::load_in) does.
     pub fn delete_in(&self, tx: &Tx<'_>, task_id: &TaskId) -> Result<bool> {
         let t = [Param::text(task_id.as_str())];
+        if tx.backend() == Backend::Postgres {
+            tx.query_row(LOCK_TASK_PG, &t, |_| Ok(()))?;
+        }
         tx.execute("DELETE FROM checkpoints WHERE task_id = ?1", &t)?;
         tx.execute("DELETE FROM state_transitions WHERE task_id = ?1", &t)?;
         Ok(tx.execute("DELETE FROM workflow_states WHERE task_id = ?1", &t)? > 0)
@@ -288,15 +319,7 @@ impl SqliteStateStore {
         state: Option<&WorkflowState>,
     ) -> Result<Vec<TaskSummary>> {
         self.db.read(|tx| {
-            let mut stmt = tx.prepare(
-                "SELECT w.task_id, w.project_id, w.state, w.created_at, w.updated_at,
-                    (SELECT COUNT(*) FROM state_transitions t WHERE t.task_id = w.task_id),
-                    (SELECT COUNT(*) FROM checkpoints c WHERE c.task_id = w.task_id)
-                 FROM workflow_states w
-                 WHERE (CAST(?1 AS TEXT) IS NULL OR w.project_id = ?1)
-                    AND (CAST(?2 AS TEXT) IS NULL OR w.state = ?2)
-                 ORDER BY w.updated_at DESC, w.task_id",
-            )?;
+            let mut stmt = tx.prepare(tx.dialect(SUMMARIES, SUMMARIES_PG))?;
             let mut rows = stmt.query(&[
                 Param::opt_text(project_id.map(ProjectId::as_str)),
                 Param::opt_text(state.map(WorkflowState::as_str)),
