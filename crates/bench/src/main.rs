@@ -315,6 +315,7 @@ fn w3(b: &Bench) -> Result<()> {
                 writer.log_batch(&batch)?;
                 if let Some(bare) = &mut bare {
                     bare.add(&batch)?;
+                    bare.load()?;
                 }
                 batch.clear();
             }
@@ -325,7 +326,6 @@ fn w3(b: &Bench) -> Result<()> {
         drop(writer);
         db.close()?;
         if let Some(bare) = &mut bare {
-            bare.load()?;
             bare.bare.settle()?;
         }
         place.settle()?;
@@ -644,10 +644,10 @@ fn w6(b: &Bench) -> Result<()> {
             for state in &states {
                 bare.add(state, db.now())?;
             }
+            bare.load()?;
         }
     }
     if let Some(bare) = &mut bare {
-        bare.load()?;
         bare.bare.settle()?;
     }
     place.settle()?;
@@ -720,10 +720,10 @@ fn w4(b: &Bench) -> Result<()> {
         })?;
         if let Some(bare) = &mut bare {
             bare.add(&lessons, db.now())?;
+            bare.load()?;
         }
     }
     if let Some(bare) = &mut bare {
-        bare.load()?;
         bare.bare.settle()?;
     }
     place.settle()?;
@@ -812,9 +812,11 @@ fn w5(b: &Bench) -> Result<()> {
             }
             Ok(())
         })?;
+        if let Some(bare) = &mut bare {
+            bare.load()?;
+        }
     }
     if let Some(bare) = &mut bare {
-        bare.load()?;
         bare.bare.settle()?;
     }
     place.settle()?;
