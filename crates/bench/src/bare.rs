@@ -528,7 +528,8 @@ const LESSON_COLUMNS: &str = "id, project_id, category, title, summary, details,
     source_agent, source_file, confidence, application_count, created_at, updated_at";
 
 /// W4's bare search: the tsvector query ranked by `ts_rank_cd` with the title : summary :
-/// details weights 4 : 2 : 1, one statement, the rows read through the driver.
+/// details weights 4 : 2 : 1 (ties in the store's order: confidence, applications, id), one
+/// statement, the rows read through the driver.
 pub struct BareLessons {
     pub bare: Bare,
     rows: CopyRows,
@@ -581,7 +582,9 @@ impl BareLessons {
                     "SELECT {LESSON_COLUMNS}, ts_rank_cd('{{0.1, 0.25, 0.5, 1.0}}', search_vector, q) AS score
                      FROM lessons, plainto_tsquery('english', $1) AS q
                      WHERE search_vector @@ q
-                     ORDER BY score DESC, id LIMIT $2"
+                     ORDER BY score DESC, confidence DESC NULLS LAST,
+                        application_count DESC NULLS LAST, id
+                     LIMIT $2"
                 ))?;
                 self.search = Some(s.clone());
                 s
