@@ -1,10 +1,10 @@
-//! [`LessonsStore`]: all of this crate's SQL.
+//! [`LessonsStore`]: its SQL, and the SQLite side of search, check and rebuild (the PostgreSQL
+//! side is `pg.rs`).
 
 use std::collections::HashMap;
 
 use aigentflow_persistence::Row;
-use aigentflow_persistence::{Clean, Database, Error as PError, Param, Tx};
-use rusqlite::ErrorCode;
+use aigentflow_persistence::{Backend, Clean, Database, Error as PError, Param, Tx};
 
 use crate::error::{Error, Result};
 use crate::model::{
@@ -13,11 +13,9 @@ use crate::model::{
 };
 use crate::query::safe_match;
 
-const COLUMNS: &str = "l.id, l.project_id, l.category, l.title, l.summary, l.details, l.tags, \
+pub(crate) const COLUMNS: &str =
+    "l.id, l.project_id, l.category, l.title, l.summary, l.details, l.tags, \
     l.source_agent, l.source_file, l.confidence, l.application_count, l.created_at, l.updated_at";
-
-/// bm25 weights of title, summary and details: a word in the title counts most.
-const RANK: &str = "bm25(lessons_fts, 4.0, 2.0, 1.0)";
 
 /// The lessons of one database.
 #[derive(Debug, Clone)]
@@ -167,8 +165,8 @@ impl LessonsStore {
     pub fn most_applied(&self, limit: u64) -> Result<Vec<Lesson>> {
         self.db.read(|tx| {
             let mut stmt = tx.prepare(&format!(
-                "SELECT {COLUMNS} FROM lessons l
-                 ORDER BY l.application_count DESC, l.confidence DESC, l.id LIMIT ?1"
+                "SELECT {COLUMNS} FROM lessons l {} LIMIT ?1",
+                tx.dialect(MOST_APPLIED_ORDER, MOST_APPLIED_ORDER_PG)
             ))?;
             let raws = stmt.query_map(&[Param::int(clamp(limit))], RawLesson::read)?;
             raws.into_iter().map(RawLesson::into_lesson).collect()
@@ -177,11 +175,6 @@ impl LessonsStore {
 
     /// Searches the lessons; see [`SearchOptions`] and the crate documentation.
     pub fn search(&self, options: &SearchOptions) -> Result<Vec<SearchHit>> {
-        let query = options.query.as_deref().unwrap_or("");
-        let fts = match options.mode {
-            QueryMode::Words => safe_match(query),
-            QueryMode::Raw => (!query.trim().is_empty()).then(|| query.to_owned()),
-        };
         if let Some(h) = &options.highlight {
             if !(1..=64).contains(&h.tokens) {
                 return Err(Error::InvalidInput {
@@ -190,91 +183,131 @@ impl LessonsStore {
                 });
             }
         }
-        let raw = options.mode == QueryMode::Raw;
-        self.db
-            .read(|tx| {
-                // An unfiltered page ranks on the index alone; only its candidates meet their
-                // lessons. Any other search is one statement.
-                let (sql, values, scores) = match (&fts, options.limit) {
-                    (Some(m), Some(limit)) if !filtered(options) => {
-                        let k = usize::try_from(options.offset.unwrap_or(0).saturating_add(limit))
-                            .unwrap_or(usize::MAX);
-                        let (sql, values, scores) = page(best_matches(tx, m, k)?, options);
-                        (sql, values, Some(scores))
-                    }
-                    _ => {
-                        let (sql, values) = select(options, fts.clone());
-                        (sql, values, None)
-                    }
-                };
-                let mut stmt = tx.prepare(&sql)?;
-                let rows = stmt.query_map(&values, |r| {
-                    Ok((RawLesson::read(r)?, r.get::<Option<f64>>(13)?, r.get::<i64>(14)?))
-                })?;
-                let mut hits = Vec::new();
-                for row in rows {
-                    let (raw, score, rowid) = row;
-                    let score = scores.as_ref().map_or(score, |s| s.get(&rowid).copied());
-                    let snippet = match (&fts, &options.highlight) {
-                        (Some(m), Some(h)) => tx.query_row(
-                            "SELECT snippet(lessons_fts, -1, ?1, ?2, ?3, ?4) FROM lessons_fts
-                             WHERE lessons_fts MATCH ?5 AND rowid = ?6",
-                            &[
-                                Param::text(&h.open),
-                                Param::text(&h.close),
-                                Param::text(&h.ellipsis),
-                                Param::int(i64::from(h.tokens)),
-                                Param::text(m),
-                                Param::int(rowid),
-                            ],
-                            |r| r.get(0),
-                        )?,
-                        _ => None,
-                    };
-                    hits.push(SearchHit { lesson: raw.into_lesson()?, score, snippet });
-                }
-                Ok(hits)
-            })
-            .map_err(|e| if raw { bad_query(e, query) } else { e })
-    }
-
-    /// Checks that the index holds exactly what the lessons table says, reading only: a fresh
-    /// index of the lessons is built in the connection's TEMP schema with the same tokenizer, and
-    /// every (term, lesson, column, offset) of the stored index is compared with it both ways.
-    /// (FTS5's own `integrity-check` is an INSERT, which a read-only database refuses.)
-    pub fn check(&self) -> Result<IndexHealth> {
-        self.db.read(|tx| {
-            let outcome = compare_index(tx);
-            // The TEMP objects go whatever happened; they never touch the database file.
-            tx.execute_batch(DROP_CHECK_TABLES)?;
-            match outcome {
-                Ok(None) => {
-                    let n: i64 = tx
-                        .query_row("SELECT COUNT(*) FROM lessons", &[], |r| r.get(0))?
-                        .unwrap_or(0);
-                    Ok(IndexHealth::Ok { lessons: n as u64 })
-                }
-                Ok(Some(reason)) => Ok(IndexHealth::Damaged { reason }),
-                Err(e) if sqlite_code(&e) == Some(ErrorCode::DatabaseCorrupt) => {
-                    Ok(IndexHealth::Damaged { reason: e.to_string() })
-                }
-                Err(e) => Err(e.into()),
-            }
+        self.db.read(|tx| match tx.backend() {
+            Backend::Sqlite => search_sqlite(tx, options),
+            Backend::Postgres => crate::pg::search(tx, options),
         })
     }
 
-    /// Rebuilds the index from the lessons table; returns how many lessons it holds.
+    /// Checks that the search index holds exactly what the lessons table says, reading only.
+    ///
+    /// On SQLite a fresh index of the lessons is built in the connection's TEMP schema with the
+    /// same tokenizer, and every (term, lesson, column, offset) of the stored index is compared
+    /// with it both ways (FTS5's own `integrity-check` is an INSERT, which a read-only database
+    /// refuses). On PostgreSQL the index is a generated column, which no write can leave out of
+    /// step with its row; what can go stale is the words themselves, when the `english` text
+    /// search configuration changes after they were worked out: every lesson's stored words are
+    /// compared with what its text gives now.
+    pub fn check(&self) -> Result<IndexHealth> {
+        self.db.read(|tx| match tx.backend() {
+            Backend::Sqlite => check_sqlite(tx),
+            Backend::Postgres => crate::pg::check(tx),
+        })
+    }
+
+    /// Rebuilds the index from the lessons table (on PostgreSQL, works out again the search
+    /// words [`check`](Self::check) finds stale); returns how many lessons it holds.
     pub fn rebuild(&self) -> Result<u64> {
-        self.db.write(|tx| {
-            tx.execute_batch("INSERT INTO lessons_fts(lessons_fts) VALUES ('rebuild')")?;
-            let n: i64 =
-                tx.query_row("SELECT COUNT(*) FROM lessons", &[], |r| r.get(0))?.unwrap_or(0);
-            tracing::info!(lessons = n, "rebuilt the lessons search index");
-            Ok(n as u64)
+        self.db.write(|tx| match tx.backend() {
+            Backend::Sqlite => rebuild_sqlite(tx),
+            Backend::Postgres => crate::pg::rebuild(tx),
         })
     }
 }
 
+/// The order of [`LessonsStore::most_applied`]; PostgreSQL sorts NULL highest, so it says
+/// `NULLS LAST` to put them where SQLite does.
+const MOST_APPLIED_ORDER: &str = "ORDER BY l.application_count DESC, l.confidence DESC, l.id";
+const MOST_APPLIED_ORDER_PG: &str =
+    "ORDER BY l.application_count DESC NULLS LAST, l.confidence DESC NULLS LAST, l.id";
+
+// ---- SQLite: FTS5 -------------------------------------------------------------------------
+
+/// bm25 weights of title, summary and details: a word in the title counts most.
+const RANK: &str = "bm25(lessons_fts, 4.0, 2.0, 1.0)";
+
+/// [`LessonsStore::search`] on SQLite.
+fn search_sqlite(tx: &Tx<'_>, options: &SearchOptions) -> Result<Vec<SearchHit>> {
+    let query = options.query.as_deref().unwrap_or("");
+    let fts = match options.mode {
+        QueryMode::Words => safe_match(query),
+        QueryMode::Raw => (!query.trim().is_empty()).then(|| query.to_owned()),
+    };
+    let raw = options.mode == QueryMode::Raw;
+    (|| -> Result<Vec<SearchHit>> {
+        // An unfiltered page ranks on the index alone; only its candidates meet their
+        // lessons. Any other search is one statement.
+        let (sql, values, scores) = match (&fts, options.limit) {
+            (Some(m), Some(limit)) if !filtered(options) => {
+                let k = usize::try_from(options.offset.unwrap_or(0).saturating_add(limit))
+                    .unwrap_or(usize::MAX);
+                let (sql, values, scores) = page(best_matches(tx, m, k)?, options);
+                (sql, values, Some(scores))
+            }
+            _ => {
+                let (sql, values) = select(options, fts.clone());
+                (sql, values, None)
+            }
+        };
+        let mut stmt = tx.prepare(&sql)?;
+        let rows = stmt.query_map(&values, |r| {
+            Ok((RawLesson::read(r)?, r.get::<Option<f64>>(13)?, r.get::<i64>(14)?))
+        })?;
+        let mut hits = Vec::new();
+        for row in rows {
+            let (raw, score, rowid) = row;
+            let score = scores.as_ref().map_or(score, |s| s.get(&rowid).copied());
+            let snippet = match (&fts, &options.highlight) {
+                (Some(m), Some(h)) => tx.query_row(
+                    "SELECT snippet(lessons_fts, -1, ?1, ?2, ?3, ?4) FROM lessons_fts
+                             WHERE lessons_fts MATCH ?5 AND rowid = ?6",
+                    &[
+                        Param::text(&h.open),
+                        Param::text(&h.close),
+                        Param::text(&h.ellipsis),
+                        Param::int(i64::from(h.tokens)),
+                        Param::text(m),
+                        Param::int(rowid),
+                    ],
+                    |r| r.get(0),
+                )?,
+                _ => None,
+            };
+            hits.push(SearchHit { lesson: raw.into_lesson()?, score, snippet });
+        }
+        Ok(hits)
+    })()
+    .map_err(|e| if raw { bad_query(e, query) } else { e })
+}
+
+/// [`LessonsStore::check`] on SQLite.
+fn check_sqlite(tx: &Tx<'_>) -> Result<IndexHealth> {
+    let outcome = compare_index(tx);
+    // The TEMP objects go whatever happened; they never touch the database file.
+    tx.execute_batch(DROP_CHECK_TABLES)?;
+    match outcome {
+        Ok(None) => {
+            let n: i64 =
+                tx.query_row("SELECT COUNT(*) FROM lessons", &[], |r| r.get(0))?.unwrap_or(0);
+            Ok(IndexHealth::Ok { lessons: n as u64 })
+        }
+        Ok(Some(reason)) => Ok(IndexHealth::Damaged { reason }),
+        Err(e) if sqlite_code(&e) == Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
+            Ok(IndexHealth::Damaged { reason: e.to_string() })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// [`LessonsStore::rebuild`] on SQLite: FTS5's rebuild.
+fn rebuild_sqlite(tx: &Tx<'_>) -> Result<u64> {
+    tx.execute_batch("INSERT INTO lessons_fts(lessons_fts) VALUES ('rebuild')")?;
+    let n: i64 = tx.query_row("SELECT COUNT(*) FROM lessons", &[], |r| r.get(0))?.unwrap_or(0);
+    tracing::info!(lessons = n, "rebuilt the lessons search index");
+    Ok(n as u64)
+}
+
+/// The TEMP tables of [`compare_index`].
 const DROP_CHECK_TABLES: &str = "
     DROP TABLE IF EXISTS temp.lessons_check_stored;
     DROP TABLE IF EXISTS temp.lessons_check_fresh_vocab;
@@ -316,6 +349,8 @@ fn compare_index(tx: &Tx<'_>) -> aigentflow_persistence::Result<Option<String>> 
     }
     Ok(None)
 }
+
+// ---- both backends -------------------------------------------------------------------------
 
 fn get_in(tx: &Tx<'_>, id: &str) -> Result<Option<Lesson>> {
     let raw = tx.query_row(
@@ -421,14 +456,15 @@ fn select(o: &SearchOptions, fts: Option<String>) -> (String, Vec<Param<'_>>) {
     (sql, values)
 }
 
-fn clamp(n: u64) -> i64 {
+pub(crate) fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// A raw-mode query's SQL error as [`Error::BadQuery`]; other errors unchanged.
+/// A raw-mode query's SQL error as [`Error::BadQuery`]; other errors unchanged. (SQLite only:
+/// FTS5 reports bad syntax as SQLite's generic error.)
 fn bad_query(e: Error, query: &str) -> Error {
     if let Error::Persistence(aigentflow_persistence::Error::Sqlite(s)) = &e {
-        if s.sqlite_error_code() == Some(ErrorCode::Unknown) {
+        if s.sqlite_error_code() == Some(rusqlite::ErrorCode::Unknown) {
             let reason = match s {
                 rusqlite::Error::SqliteFailure(_, Some(m)) => m.clone(),
                 other => other.to_string(),
@@ -472,7 +508,7 @@ fn tags_param(tags: &[String]) -> Result<Param<'static>> {
 }
 
 /// The SQLite error code behind a persistence error, if any.
-fn sqlite_code(e: &aigentflow_persistence::Error) -> Option<ErrorCode> {
+fn sqlite_code(e: &aigentflow_persistence::Error) -> Option<rusqlite::ErrorCode> {
     match e {
         aigentflow_persistence::Error::Sqlite(s) => s.sqlite_error_code(),
         _ => None,
@@ -480,8 +516,8 @@ fn sqlite_code(e: &aigentflow_persistence::Error) -> Option<ErrorCode> {
 }
 
 /// A row as stored.
-struct RawLesson {
-    id: String,
+pub(crate) struct RawLesson {
+    pub(crate) id: String,
     project_id: Option<String>,
     category: String,
     title: String,
@@ -497,7 +533,7 @@ struct RawLesson {
 }
 
 impl RawLesson {
-    fn read(r: &Row<'_>) -> aigentflow_persistence::Result<Self> {
+    pub(crate) fn read(r: &Row<'_>) -> aigentflow_persistence::Result<Self> {
         Ok(Self {
             id: r.get(0)?,
             project_id: r.get(1)?,
@@ -515,7 +551,7 @@ impl RawLesson {
         })
     }
 
-    fn into_lesson(self) -> Result<Lesson> {
+    pub(crate) fn into_lesson(self) -> Result<Lesson> {
         let corrupt = |column: &'static str, reason: String| {
             Error::from(aigentflow_persistence::Error::CorruptRow {
                 table: "lessons",
