@@ -5,13 +5,13 @@
 //!   [`record_application`](LessonsStore::record_application), [`delete`](LessonsStore::delete),
 //!   [`by_category`](LessonsStore::by_category), [`most_applied`](LessonsStore::most_applied):
 //!   the same on both backends.
-//! * [`LessonsStore::search`]: what a person types is split into [`query::pieces`] (at most
-//!   [`query::MAX_QUERY_CHARS`] characters of them), and every piece becomes a quoted phrase, so
-//!   quotes, punctuation and `AND`/`OR`/`NOT`/`NEAR` are plain text and the pieces match in any
-//!   order. SQLite: an FTS5 query ([`query::safe_match`]), ranked by bm25 (title 4, summary 2,
-//!   details 1). PostgreSQL: the text of `websearch_to_tsquery('english', …)`
-//!   ([`query::websearch`]) against the generated, weighted `search_vector` column, ranked by
-//!   `ts_rank_cd` with the same 4 : 2 : 1 weights. Then confidence, then applications, then id.
+//! * [`LessonsStore::search`]: what a person types is redacted, then split into
+//!   [`query::pieces`] (at most [`query::MAX_QUERY_CHARS`] characters of them), and the statement
+//!   makes every piece a quoted phrase, so quotes, punctuation and `AND`/`OR`/`NOT`/`NEAR` are
+//!   plain text and the pieces match in any order. SQLite: an FTS5 query, ranked by bm25 (title
+//!   4, summary 2, details 1). PostgreSQL: the text of `websearch_to_tsquery('english', …)`
+//!   against the generated, weighted `search_vector` column, ranked by `ts_rank_cd` with the
+//!   same 4 : 2 : 1 weights. Then confidence, then applications, then id.
 //!   Filters (category, project, exact tags) and paging are the same on both.
 //!   [`QueryMode::Raw`] passes FTS5 syntax through and turns bad syntax into
 //!   [`Error::BadQuery`]; it has no PostgreSQL counterpart and is [`Error::Unsupported`] there.

@@ -1,18 +1,19 @@
 //! The lessons SQL of PostgreSQL: search over the generated, weighted `lessons.search_vector`
 //! (`migrations-postgres/V1__schema.sql`), and its check and rebuild.
 //!
-//! Typed text reaches the server only as the text of `websearch_to_tsquery('english', …)`, made
-//! by [`query::websearch`]: one quoted phrase per piece, which that function reads without ever
-//! failing. Raw FTS5 syntax has no counterpart here: `to_tsquery` would take operators from what
-//! a person types and fail on bad syntax, and `websearch_to_tsquery` reads FTS5's operators
-//! otherwise (`NOT` and `AND` are stopwords, `title:` and `*` are dropped, `-` negates), so the
-//! same raw query would quietly find other lessons. A raw search is [`Error::Unsupported`].
+//! Typed text reaches the server only as its redacted [`query::pieces`], bound as one JSON array
+//! that the statement makes into the text of `websearch_to_tsquery('english', …)`: one quoted
+//! phrase per piece, which that function reads without ever failing. Raw FTS5 syntax has no
+//! counterpart here: `to_tsquery` would take operators from what a person types and fail on bad
+//! syntax, and `websearch_to_tsquery` reads FTS5's operators otherwise (`NOT` and `AND` are
+//! stopwords, `title:` and `*` are dropped, `-` negates), so the same raw query would quietly
+//! find other lessons. A raw search is [`Error::Unsupported`].
 
 use aigentflow_persistence::{Backend, Param, Tx};
 
 use crate::error::{Error, Result};
 use crate::model::{Highlight, IndexHealth, QueryMode, SearchHit, SearchOptions};
-use crate::query::{self, Join};
+use crate::query;
 use crate::store::{clamp, RawLesson, COLUMNS};
 
 /// The relevance of a match, lower is better as bm25 is: `ts_rank_cd` with the weights of
@@ -69,18 +70,33 @@ const TAGS_FILTER: &str = "
                        THEN e.j #>> '{}' = w.j #>> '{}' ELSE FALSE END))
     ELSE FALSE END";
 
-/// The snippet of one hit: the text of its best column (title, summary, details: the most
-/// relevant to any phrase, the first on a tie) through `ts_headline`, marked and plain, and that
-/// whole column as `ts_headline` shows it (to tell whether the fragment was cut at its ends).
-const SNIPPET: &str = "
-    SELECT ts_headline('english', c.text, q.q, ?1), ts_headline('english', c.text, q.q, ?2),
-           ts_headline('english', c.text, q.q, ?3)
-    FROM lessons l
-    CROSS JOIN websearch_to_tsquery('english', ?4) AS q(q)
-    CROSS JOIN LATERAL (VALUES (1, l.title), (2, l.summary), (3, l.details)) AS c(n, text)
-    WHERE l.id = ?5 AND c.text IS NOT NULL
-    ORDER BY ts_rank_cd(to_tsvector('english', c.text), q.q) DESC, c.n
-    LIMIT 1";
+/// The text for `websearch_to_tsquery` of the pieces bound at `at` (a JSON array, see
+/// [`query::pieces_param`]): each piece a quoted phrase (its `"` a blank, which would end the
+/// phrase), the phrases joined by `join` (a blank: every one must match; ` or `: any one).
+fn phrases(join: &str, at: &str) -> String {
+    format!(
+        "(SELECT string_agg('\"' || translate(p.value, '\"', ' ') || '\"', '{join}')
+          FROM json_array_elements_text({at}::TEXT::json) AS p(value))"
+    )
+}
+
+/// The snippet of one hit (`?4`: the pieces): the text of its best column (title, summary,
+/// details: the most relevant to any phrase, the first on a tie) through `ts_headline`, marked
+/// and plain, and that whole column as `ts_headline` shows it (to tell whether the fragment was
+/// cut at its ends).
+fn snippet_sql() -> String {
+    format!(
+        "SELECT ts_headline('english', c.text, q.q, ?1), ts_headline('english', c.text, q.q, ?2),
+                ts_headline('english', c.text, q.q, ?3)
+         FROM lessons l
+         CROSS JOIN websearch_to_tsquery('english', {}) AS q(q)
+         CROSS JOIN LATERAL (VALUES (1, l.title), (2, l.summary), (3, l.details)) AS c(n, text)
+         WHERE l.id = ?5 AND c.text IS NOT NULL
+         ORDER BY ts_rank_cd(to_tsvector('english', c.text), q.q) DESC, c.n
+         LIMIT 1",
+        phrases(" or ", "?4")
+    )
+}
 
 /// What the generated column `lessons.search_vector` holds, worked out again from the text: the
 /// expression of `migrations-postgres/V1__schema.sql`, word for word.
@@ -97,15 +113,19 @@ pub(crate) fn search(tx: &Tx<'_>, o: &SearchOptions) -> Result<Vec<SearchHit>> {
             instead: "search by words instead",
         });
     }
-    let text = o.query.as_deref().and_then(|q| query::websearch(q, Join::All));
+    let pieces = match o.query.as_deref() {
+        Some(q) => query::pieces_param(q)?,
+        None => None,
+    };
     let mut values = Vec::new();
-    let mut sql = match &text {
-        Some(t) => {
-            values.push(Param::text(t));
+    let mut sql = match &pieces {
+        Some(p) => {
+            values.push(p.clone());
             format!(
                 "SELECT {COLUMNS}, {SCORE} FROM lessons l
-                 CROSS JOIN websearch_to_tsquery('english', ?) AS q(q)
-                 WHERE l.search_vector @@ q.q"
+                 CROSS JOIN websearch_to_tsquery('english', {}) AS q(q)
+                 WHERE l.search_vector @@ q.q",
+                phrases(" ", "?")
             )
         }
         None => {
@@ -133,14 +153,10 @@ pub(crate) fn search(tx: &Tx<'_>, o: &SearchOptions) -> Result<Vec<SearchHit>> {
     values.push(Param::int(o.offset.map_or(0, clamp)));
     let mut stmt = tx.prepare(&sql)?;
     let rows = stmt.query_map(&values, |r| Ok((RawLesson::read(r)?, r.get::<Option<f64>>(13)?)))?;
-    let any = match (&o.highlight, o.query.as_deref()) {
-        (Some(_), Some(q)) if text.is_some() => query::websearch(q, Join::Any),
-        _ => None,
-    };
     let mut hits = Vec::with_capacity(rows.len());
     for (raw, score) in rows {
-        let snippet = match (&any, &o.highlight) {
-            (Some(any), Some(h)) => snippet(tx, &raw.id, any, h)?,
+        let snippet = match (&pieces, &o.highlight) {
+            (Some(pieces), Some(h)) => snippet(tx, &raw.id, pieces, h)?,
             _ => None,
         };
         hits.push(SearchHit { lesson: raw.into_lesson()?, score, snippet });
@@ -148,9 +164,9 @@ pub(crate) fn search(tx: &Tx<'_>, o: &SearchOptions) -> Result<Vec<SearchHit>> {
     Ok(hits)
 }
 
-/// The highlighted fragment of lesson `id` for the phrases `any` (see [`SNIPPET`]), with
+/// The highlighted fragment of lesson `id` for any of the `pieces` (see [`snippet_sql`]), with
 /// `h.ellipsis` where the fragment was cut from a longer text, as FTS5's `snippet()` marks it.
-fn snippet(tx: &Tx<'_>, id: &str, any: &str, h: &Highlight) -> Result<Option<String>> {
+fn snippet(tx: &Tx<'_>, id: &str, pieces: &Param<'_>, h: &Highlight) -> Result<Option<String>> {
     // ts_headline wants more words than MinWords, and MinWords at least 1.
     let max = u32::from(h.tokens).max(2);
     let fragment = format!("MaxWords={max}, MinWords={}, ShortWord=0, MaxFragments=1", max - 1);
@@ -167,12 +183,12 @@ fn snippet(tx: &Tx<'_>, id: &str, any: &str, h: &Highlight) -> Result<Option<Str
         i32::MAX - 1
     );
     let parts = tx.query_row(
-        SNIPPET,
+        &snippet_sql(),
         &[
             Param::text_owned(marked),
             Param::text_owned(plain),
             Param::text_owned(whole),
-            Param::text(any),
+            pieces.clone(),
             Param::text(id),
         ],
         |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<String>(2)?)),

@@ -11,7 +11,7 @@ use crate::model::{
     Category, IndexHealth, Lesson, LessonId, LessonUpdate, NewLesson, QueryMode, SearchHit,
     SearchOptions,
 };
-use crate::query::safe_match;
+use crate::query;
 
 pub(crate) const COLUMNS: &str =
     "l.id, l.project_id, l.category, l.title, l.summary, l.details, l.tags, \
@@ -226,12 +226,41 @@ const MOST_APPLIED_ORDER_PG: &str =
 /// bm25 weights of title, summary and details: a word in the title counts most.
 const RANK: &str = "bm25(lessons_fts, 4.0, 2.0, 1.0)";
 
+/// What an FTS5 search matches: the typed pieces, bound as one JSON array that the statement
+/// quotes into phrases (see [`query`]), or a raw FTS5 query, bound as it is.
+enum Fts {
+    Pieces(Param<'static>),
+    Raw(String),
+}
+
+impl Fts {
+    /// The operand of `MATCH`, reading the value bound at `at` (`?`, `?1`…): the pieces each
+    /// quoted as an FTS5 string (`"` doubled), joined by blanks (FTS5's implicit AND).
+    fn operand(&self, at: &str) -> String {
+        match self {
+            Fts::Pieces(_) => format!(
+                "(SELECT group_concat('\"' || replace(p.value, '\"', '\"\"') || '\"', ' ')
+                  FROM json_each({at}) AS p)"
+            ),
+            Fts::Raw(_) => at.to_owned(),
+        }
+    }
+
+    /// The value the operand reads.
+    fn param(&self) -> Param<'_> {
+        match self {
+            Fts::Pieces(pieces) => pieces.clone(),
+            Fts::Raw(query) => Param::text(query),
+        }
+    }
+}
+
 /// [`LessonsStore::search`] on SQLite.
 fn search_sqlite(tx: &Tx<'_>, options: &SearchOptions) -> Result<Vec<SearchHit>> {
     let query = options.query.as_deref().unwrap_or("");
     let fts = match options.mode {
-        QueryMode::Words => safe_match(query),
-        QueryMode::Raw => (!query.trim().is_empty()).then(|| query.to_owned()),
+        QueryMode::Words => query::pieces_param(query)?.map(Fts::Pieces),
+        QueryMode::Raw => (!query.trim().is_empty()).then(|| Fts::Raw(query.to_owned())),
     };
     let raw = options.mode == QueryMode::Raw;
     (|| -> Result<Vec<SearchHit>> {
@@ -245,7 +274,7 @@ fn search_sqlite(tx: &Tx<'_>, options: &SearchOptions) -> Result<Vec<SearchHit>>
                 (sql, values, Some(scores))
             }
             _ => {
-                let (sql, values) = select(options, fts.clone());
+                let (sql, values) = select(options, fts.as_ref());
                 (sql, values, None)
             }
         };
@@ -259,14 +288,17 @@ fn search_sqlite(tx: &Tx<'_>, options: &SearchOptions) -> Result<Vec<SearchHit>>
             let score = scores.as_ref().map_or(score, |s| s.get(&rowid).copied());
             let snippet = match (&fts, &options.highlight) {
                 (Some(m), Some(h)) => tx.query_row(
-                    "SELECT snippet(lessons_fts, -1, ?1, ?2, ?3, ?4) FROM lessons_fts
-                             WHERE lessons_fts MATCH ?5 AND rowid = ?6",
+                    &format!(
+                        "SELECT snippet(lessons_fts, -1, ?1, ?2, ?3, ?4) FROM lessons_fts
+                         WHERE lessons_fts MATCH {} AND rowid = ?6",
+                        m.operand("?5")
+                    ),
                     &[
                         Param::text(&h.open),
                         Param::text(&h.close),
                         Param::text(&h.ellipsis),
                         Param::int(i64::from(h.tokens)),
-                        Param::text(m),
+                        m.param(),
                         Param::int(rowid),
                     ],
                     |r| r.get(0),
@@ -371,14 +403,16 @@ fn filtered(o: &SearchOptions) -> bool {
 
 /// The best `k` matches of an FTS5 query as (rowid, bm25 score), best first, with every match
 /// that ties the k-th: bm25 is worked out once per match, and the cut is exact whatever the ties.
-fn best_matches(tx: &Tx<'_>, fts: &str, k: usize) -> Result<Vec<(i64, f64)>> {
+fn best_matches(tx: &Tx<'_>, fts: &Fts, k: usize) -> Result<Vec<(i64, f64)>> {
     if k == 0 {
         return Ok(Vec::new());
     }
-    let mut stmt =
-        tx.prepare(&format!("SELECT rowid, {RANK} FROM lessons_fts WHERE lessons_fts MATCH ?1"))?;
+    let mut stmt = tx.prepare(&format!(
+        "SELECT rowid, {RANK} FROM lessons_fts WHERE lessons_fts MATCH {}",
+        fts.operand("?1")
+    ))?;
     let mut scored =
-        stmt.query_map(&[Param::text(fts)], |r| Ok((r.get::<i64>(0)?, r.get::<f64>(1)?)))?;
+        stmt.query_map(&[fts.param()], |r| Ok((r.get::<i64>(0)?, r.get::<f64>(1)?)))?;
     if scored.len() > k {
         let cut = scored.select_nth_unstable_by(k - 1, |a, b| a.1.total_cmp(&b.1)).1 .1;
         scored.retain(|&(_, score)| score <= cut);
@@ -418,17 +452,18 @@ fn page(
 
 /// Any search but an unfiltered page of a text search (see [`best_matches`]), as one statement:
 /// every match joined to its lesson, the filters applied, in the order every search uses.
-fn select(o: &SearchOptions, fts: Option<String>) -> (String, Vec<Param<'_>>) {
+fn select<'a>(o: &'a SearchOptions, fts: Option<&'a Fts>) -> (String, Vec<Param<'a>>) {
     let mut values = Vec::new();
     let limit = o.limit.map_or(-1, clamp);
     let offset = o.offset.map_or(0, clamp);
     let mut sql = match fts {
         Some(m) => {
-            values.push(Param::text_owned(m));
+            values.push(m.param());
             format!(
                 "SELECT {COLUMNS}, {RANK} AS score, l.rowid
                  FROM lessons_fts CROSS JOIN lessons l ON l.rowid = lessons_fts.rowid
-                 WHERE lessons_fts MATCH ?"
+                 WHERE lessons_fts MATCH {}",
+                m.operand("?")
             )
         }
         None => format!("SELECT {COLUMNS}, NULL AS score, l.rowid FROM lessons l WHERE 1 = 1"),
@@ -596,6 +631,27 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::model::Category;
+
+    /// The typed pieces become FTS5 strings in the statement, after binding: each quoted, its
+    /// `"` doubled, joined by blanks; a redaction of the typed text cannot unbalance them.
+    #[test]
+    fn pieces_become_quoted_phrases() {
+        let db = Database::open_in_memory().unwrap();
+        let operand = |typed: &str| -> String {
+            let fts = Fts::Pieces(query::pieces_param(typed).unwrap().unwrap());
+            db.read(|tx| {
+                tx.query_row(&format!("SELECT {}", fts.operand("?1")), &[fts.param()], |r| {
+                    r.get::<String>(0)
+                })
+            })
+            .unwrap()
+            .unwrap()
+        };
+        assert_eq!(operand("React hooks"), r#""React" "hooks""#);
+        assert_eq!(operand(r#"say "hi""#), r#""say" """hi""""#);
+        assert_eq!(operand("NEAR(a b) OR c*"), r#""NEAR(a" "b)" "OR" "c*""#);
+        assert_eq!(operand(r#"token: "abc" x"#), r#""token:" """[REDACTED]""" "x""#);
+    }
 
     /// An empty or blank project id is refused on create and update, and the lesson keeps its
     /// project; making a lesson global is `Some(None)`.
