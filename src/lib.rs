@@ -2,7 +2,7 @@
 //!
 //! * [`states`]: the workflow state machine (no I/O).
 //! * [`audit`]: the append-only, hash-chained audit log and its exports.
-//! * [`lessons`]: lessons learned, searched with SQLite FTS5.
+//! * [`lessons`]: lessons learned, searched with SQLite FTS5 or PostgreSQL full-text search.
 //! * [`persistence`]: the SQLite database, migrations, redaction, state and configuration stores.
 //! * [`tracker`]: execution traces, agent invocations, metrics and crash recovery.
 //!

@@ -36,7 +36,8 @@ pub enum LessonsCommand {
     Search {
         /// Words to find; none lists the lessons by confidence.
         query: Vec<String>,
-        /// Read the query as FTS5 syntax (AND, OR, NOT, "phrases", prefix*, title:word).
+        /// Read the query as FTS5 syntax (AND, OR, NOT, "phrases", prefix*, title:word). SQLite
+        /// only: on a PostgreSQL database it is refused (search by words there).
         #[arg(long)]
         raw: bool,
         /// Only lessons of this category.
@@ -109,7 +110,9 @@ pub enum LessonsCommand {
         #[arg(long, default_value_t = 10, value_parser = args::count, allow_negative_numbers = true)]
         limit: u64,
     },
-    /// Rebuild the search index from the lessons (repairs what `aigentflow db check` reports).
+    /// Rebuild the search index from the lessons (repairs what `aigentflow db check` reports; on
+    /// PostgreSQL, works out again the search words a changed text search configuration left
+    /// stale).
     Rebuild,
 }
 

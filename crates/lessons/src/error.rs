@@ -16,17 +16,14 @@ pub enum Error {
     /// A raw-mode query that FTS5 cannot parse.
     #[error("bad search query \"{query}\": {reason}")]
     BadQuery { query: SafeText, reason: SafeText },
+    /// What this backend does not offer (raw FTS5 syntax on PostgreSQL), and what to do instead.
+    #[error("{what} is not available on {backend}; {instead}")]
+    Unsupported { what: &'static str, backend: &'static str, instead: &'static str },
 }
 
 impl From<aigentflow_core_states::UnknownVariant> for Error {
     fn from(e: aigentflow_core_states::UnknownVariant) -> Self {
         Self::InvalidInput { what: e.what, reason: e.to_string().into() }
-    }
-}
-
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Persistence(e.into())
     }
 }
 

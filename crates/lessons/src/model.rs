@@ -90,7 +90,11 @@ pub enum QueryMode {
     /// Text a person typed: every word is plain text, whatever it contains.
     #[default]
     Words,
-    /// FTS5 query syntax, passed through; bad syntax is [`Error::BadQuery`].
+    /// FTS5 query syntax, passed through; bad syntax is [`Error::BadQuery`]. SQLite only: on
+    /// PostgreSQL a raw search is [`Error::Unsupported`] (see the crate documentation).
+    ///
+    /// [`Error::BadQuery`]: crate::Error::BadQuery
+    /// [`Error::Unsupported`]: crate::Error::Unsupported
     Raw,
 }
 
@@ -138,19 +142,23 @@ impl SearchOptions {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SearchHit {
     pub lesson: Lesson,
-    /// bm25 relevance of a text match (lower is better, as FTS5 reports it).
+    /// Relevance of a text match, lower is better: FTS5's bm25 on SQLite, the negated
+    /// `ts_rank_cd` on PostgreSQL. The two scales differ; compare scores of one search only.
     pub score: Option<f64>,
     /// The best-matching fragment with the matched words marked, when asked for.
     pub snippet: Option<String>,
 }
 
-/// What FTS5's integrity-check says of the index.
+/// Whether the search index says what the lessons table says: on SQLite, the FTS5 index against
+/// a fresh one; on PostgreSQL, each lesson's stored search words against what its text gives
+/// now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum IndexHealth {
     /// The index matches the lessons table.
     Ok { lessons: u64 },
-    /// The index differs from the table; [`crate::LessonsStore::rebuild`] repairs it.
+    /// The index differs from the table (`reason` says where); [`crate::LessonsStore::rebuild`]
+    /// repairs it.
     Damaged { reason: String },
 }
 

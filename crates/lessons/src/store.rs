@@ -1,23 +1,21 @@
-//! [`LessonsStore`]: all of this crate's SQL.
+//! [`LessonsStore`]: its SQL, and the SQLite side of search, check and rebuild (the PostgreSQL
+//! side is `pg.rs`).
 
 use std::collections::HashMap;
 
 use aigentflow_persistence::Row;
-use aigentflow_persistence::{Clean, Database, Error as PError, Param, Tx};
-use rusqlite::ErrorCode;
+use aigentflow_persistence::{Backend, Clean, Database, Error as PError, Param, Tx};
 
 use crate::error::{Error, Result};
 use crate::model::{
     Category, IndexHealth, Lesson, LessonId, LessonUpdate, NewLesson, QueryMode, SearchHit,
     SearchOptions,
 };
-use crate::query::safe_match;
+use crate::query;
 
-const COLUMNS: &str = "l.id, l.project_id, l.category, l.title, l.summary, l.details, l.tags, \
+pub(crate) const COLUMNS: &str =
+    "l.id, l.project_id, l.category, l.title, l.summary, l.details, l.tags, \
     l.source_agent, l.source_file, l.confidence, l.application_count, l.created_at, l.updated_at";
-
-/// bm25 weights of title, summary and details: a word in the title counts most.
-const RANK: &str = "bm25(lessons_fts, 4.0, 2.0, 1.0)";
 
 /// The lessons of one database.
 #[derive(Debug, Clone)]
@@ -167,8 +165,8 @@ impl LessonsStore {
     pub fn most_applied(&self, limit: u64) -> Result<Vec<Lesson>> {
         self.db.read(|tx| {
             let mut stmt = tx.prepare(&format!(
-                "SELECT {COLUMNS} FROM lessons l
-                 ORDER BY l.application_count DESC, l.confidence DESC, l.id LIMIT ?1"
+                "SELECT {COLUMNS} FROM lessons l {} LIMIT ?1",
+                tx.dialect(MOST_APPLIED_ORDER, MOST_APPLIED_ORDER_PG)
             ))?;
             let raws = stmt.query_map(&[Param::int(clamp(limit))], RawLesson::read)?;
             raws.into_iter().map(RawLesson::into_lesson).collect()
@@ -177,11 +175,6 @@ impl LessonsStore {
 
     /// Searches the lessons; see [`SearchOptions`] and the crate documentation.
     pub fn search(&self, options: &SearchOptions) -> Result<Vec<SearchHit>> {
-        let query = options.query.as_deref().unwrap_or("");
-        let fts = match options.mode {
-            QueryMode::Words => safe_match(query),
-            QueryMode::Raw => (!query.trim().is_empty()).then(|| query.to_owned()),
-        };
         if let Some(h) = &options.highlight {
             if !(1..=64).contains(&h.tokens) {
                 return Err(Error::InvalidInput {
@@ -190,91 +183,163 @@ impl LessonsStore {
                 });
             }
         }
-        let raw = options.mode == QueryMode::Raw;
-        self.db
-            .read(|tx| {
-                // An unfiltered page ranks on the index alone; only its candidates meet their
-                // lessons. Any other search is one statement.
-                let (sql, values, scores) = match (&fts, options.limit) {
-                    (Some(m), Some(limit)) if !filtered(options) => {
-                        let k = usize::try_from(options.offset.unwrap_or(0).saturating_add(limit))
-                            .unwrap_or(usize::MAX);
-                        let (sql, values, scores) = page(best_matches(tx, m, k)?, options);
-                        (sql, values, Some(scores))
-                    }
-                    _ => {
-                        let (sql, values) = select(options, fts.clone());
-                        (sql, values, None)
-                    }
-                };
-                let mut stmt = tx.prepare(&sql)?;
-                let rows = stmt.query_map(&values, |r| {
-                    Ok((RawLesson::read(r)?, r.get::<Option<f64>>(13)?, r.get::<i64>(14)?))
-                })?;
-                let mut hits = Vec::new();
-                for row in rows {
-                    let (raw, score, rowid) = row;
-                    let score = scores.as_ref().map_or(score, |s| s.get(&rowid).copied());
-                    let snippet = match (&fts, &options.highlight) {
-                        (Some(m), Some(h)) => tx.query_row(
-                            "SELECT snippet(lessons_fts, -1, ?1, ?2, ?3, ?4) FROM lessons_fts
-                             WHERE lessons_fts MATCH ?5 AND rowid = ?6",
-                            &[
-                                Param::text(&h.open),
-                                Param::text(&h.close),
-                                Param::text(&h.ellipsis),
-                                Param::int(i64::from(h.tokens)),
-                                Param::text(m),
-                                Param::int(rowid),
-                            ],
-                            |r| r.get(0),
-                        )?,
-                        _ => None,
-                    };
-                    hits.push(SearchHit { lesson: raw.into_lesson()?, score, snippet });
-                }
-                Ok(hits)
-            })
-            .map_err(|e| if raw { bad_query(e, query) } else { e })
-    }
-
-    /// Checks that the index holds exactly what the lessons table says, reading only: a fresh
-    /// index of the lessons is built in the connection's TEMP schema with the same tokenizer, and
-    /// every (term, lesson, column, offset) of the stored index is compared with it both ways.
-    /// (FTS5's own `integrity-check` is an INSERT, which a read-only database refuses.)
-    pub fn check(&self) -> Result<IndexHealth> {
-        self.db.read(|tx| {
-            let outcome = compare_index(tx);
-            // The TEMP objects go whatever happened; they never touch the database file.
-            tx.execute_batch(DROP_CHECK_TABLES)?;
-            match outcome {
-                Ok(None) => {
-                    let n: i64 = tx
-                        .query_row("SELECT COUNT(*) FROM lessons", &[], |r| r.get(0))?
-                        .unwrap_or(0);
-                    Ok(IndexHealth::Ok { lessons: n as u64 })
-                }
-                Ok(Some(reason)) => Ok(IndexHealth::Damaged { reason }),
-                Err(e) if sqlite_code(&e) == Some(ErrorCode::DatabaseCorrupt) => {
-                    Ok(IndexHealth::Damaged { reason: e.to_string() })
-                }
-                Err(e) => Err(e.into()),
-            }
+        self.db.read(|tx| match tx.backend() {
+            Backend::Sqlite => search_sqlite(tx, options),
+            Backend::Postgres => crate::pg::search(tx, options),
         })
     }
 
-    /// Rebuilds the index from the lessons table; returns how many lessons it holds.
+    /// Checks that the search index holds exactly what the lessons table says, reading only.
+    ///
+    /// On SQLite a fresh index of the lessons is built in the connection's TEMP schema with the
+    /// same tokenizer, and every (term, lesson, column, offset) of the stored index is compared
+    /// with it both ways (FTS5's own `integrity-check` is an INSERT, which a read-only database
+    /// refuses). On PostgreSQL the index is a generated column, which no write can leave out of
+    /// step with its row; what can go stale is the words themselves, when the `english` text
+    /// search configuration changes after they were worked out: every lesson's stored words are
+    /// compared with what its text gives now.
+    pub fn check(&self) -> Result<IndexHealth> {
+        self.db.read(|tx| match tx.backend() {
+            Backend::Sqlite => check_sqlite(tx),
+            Backend::Postgres => crate::pg::check(tx),
+        })
+    }
+
+    /// Rebuilds the index from the lessons table (on PostgreSQL, works out again the search
+    /// words [`check`](Self::check) finds stale); returns how many lessons it holds.
     pub fn rebuild(&self) -> Result<u64> {
-        self.db.write(|tx| {
-            tx.execute_batch("INSERT INTO lessons_fts(lessons_fts) VALUES ('rebuild')")?;
-            let n: i64 =
-                tx.query_row("SELECT COUNT(*) FROM lessons", &[], |r| r.get(0))?.unwrap_or(0);
-            tracing::info!(lessons = n, "rebuilt the lessons search index");
-            Ok(n as u64)
+        self.db.write(|tx| match tx.backend() {
+            Backend::Sqlite => rebuild_sqlite(tx),
+            Backend::Postgres => crate::pg::rebuild(tx),
         })
     }
 }
 
+/// The order of [`LessonsStore::most_applied`]; PostgreSQL sorts NULL highest, so it says
+/// `NULLS LAST` to put them where SQLite does.
+const MOST_APPLIED_ORDER: &str = "ORDER BY l.application_count DESC, l.confidence DESC, l.id";
+const MOST_APPLIED_ORDER_PG: &str =
+    "ORDER BY l.application_count DESC NULLS LAST, l.confidence DESC NULLS LAST, l.id";
+
+// ---- SQLite: FTS5 -------------------------------------------------------------------------
+
+/// bm25 weights of title, summary and details: a word in the title counts most.
+const RANK: &str = "bm25(lessons_fts, 4.0, 2.0, 1.0)";
+
+/// What an FTS5 search matches: the typed pieces, bound as one JSON array that the statement
+/// quotes into phrases (see [`query`]), or a raw FTS5 query, bound as it is.
+enum Fts {
+    Pieces(Param<'static>),
+    Raw(String),
+}
+
+impl Fts {
+    /// The operand of `MATCH`, reading the value bound at `at` (`?`, `?1`…): the pieces each
+    /// quoted as an FTS5 string (`"` doubled), joined by blanks (FTS5's implicit AND).
+    fn operand(&self, at: &str) -> String {
+        match self {
+            Fts::Pieces(_) => format!(
+                "(SELECT group_concat('\"' || replace(p.value, '\"', '\"\"') || '\"', ' ')
+                  FROM json_each({at}) AS p)"
+            ),
+            Fts::Raw(_) => at.to_owned(),
+        }
+    }
+
+    /// The value the operand reads.
+    fn param(&self) -> Param<'_> {
+        match self {
+            Fts::Pieces(pieces) => pieces.clone(),
+            Fts::Raw(query) => Param::text(query),
+        }
+    }
+}
+
+/// [`LessonsStore::search`] on SQLite.
+fn search_sqlite(tx: &Tx<'_>, options: &SearchOptions) -> Result<Vec<SearchHit>> {
+    let query = options.query.as_deref().unwrap_or("");
+    let fts = match options.mode {
+        QueryMode::Words => query::pieces_param(query)?.map(Fts::Pieces),
+        QueryMode::Raw => (!query.trim().is_empty()).then(|| Fts::Raw(query.to_owned())),
+    };
+    let raw = options.mode == QueryMode::Raw;
+    (|| -> Result<Vec<SearchHit>> {
+        // An unfiltered page ranks on the index alone; only its candidates meet their
+        // lessons. Any other search is one statement.
+        let (sql, values, scores) = match (&fts, options.limit) {
+            (Some(m), Some(limit)) if !filtered(options) => {
+                let k = usize::try_from(options.offset.unwrap_or(0).saturating_add(limit))
+                    .unwrap_or(usize::MAX);
+                let (sql, values, scores) = page(best_matches(tx, m, k)?, options);
+                (sql, values, Some(scores))
+            }
+            _ => {
+                let (sql, values) = select(options, fts.as_ref());
+                (sql, values, None)
+            }
+        };
+        let mut stmt = tx.prepare(&sql)?;
+        let rows = stmt.query_map(&values, |r| {
+            Ok((RawLesson::read(r)?, r.get::<Option<f64>>(13)?, r.get::<i64>(14)?))
+        })?;
+        let mut hits = Vec::new();
+        for row in rows {
+            let (raw, score, rowid) = row;
+            let score = scores.as_ref().map_or(score, |s| s.get(&rowid).copied());
+            let snippet = match (&fts, &options.highlight) {
+                (Some(m), Some(h)) => tx.query_row(
+                    &format!(
+                        "SELECT snippet(lessons_fts, -1, ?1, ?2, ?3, ?4) FROM lessons_fts
+                         WHERE lessons_fts MATCH {} AND rowid = ?6",
+                        m.operand("?5")
+                    ),
+                    &[
+                        Param::text(&h.open),
+                        Param::text(&h.close),
+                        Param::text(&h.ellipsis),
+                        Param::int(i64::from(h.tokens)),
+                        m.param(),
+                        Param::int(rowid),
+                    ],
+                    |r| r.get(0),
+                )?,
+                _ => None,
+            };
+            hits.push(SearchHit { lesson: raw.into_lesson()?, score, snippet });
+        }
+        Ok(hits)
+    })()
+    .map_err(|e| if raw { bad_query(e, query) } else { e })
+}
+
+/// [`LessonsStore::check`] on SQLite.
+fn check_sqlite(tx: &Tx<'_>) -> Result<IndexHealth> {
+    let outcome = compare_index(tx);
+    // The TEMP objects go whatever happened; they never touch the database file.
+    tx.execute_batch(DROP_CHECK_TABLES)?;
+    match outcome {
+        Ok(None) => {
+            let n: i64 =
+                tx.query_row("SELECT COUNT(*) FROM lessons", &[], |r| r.get(0))?.unwrap_or(0);
+            Ok(IndexHealth::Ok { lessons: n as u64 })
+        }
+        Ok(Some(reason)) => Ok(IndexHealth::Damaged { reason }),
+        Err(e) if sqlite_code(&e) == Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
+            Ok(IndexHealth::Damaged { reason: e.to_string() })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// [`LessonsStore::rebuild`] on SQLite: FTS5's rebuild.
+fn rebuild_sqlite(tx: &Tx<'_>) -> Result<u64> {
+    tx.execute_batch("INSERT INTO lessons_fts(lessons_fts) VALUES ('rebuild')")?;
+    let n: i64 = tx.query_row("SELECT COUNT(*) FROM lessons", &[], |r| r.get(0))?.unwrap_or(0);
+    tracing::info!(lessons = n, "rebuilt the lessons search index");
+    Ok(n as u64)
+}
+
+/// The TEMP tables of [`compare_index`].
 const DROP_CHECK_TABLES: &str = "
     DROP TABLE IF EXISTS temp.lessons_check_stored;
     DROP TABLE IF EXISTS temp.lessons_check_fresh_vocab;
@@ -317,6 +382,8 @@ fn compare_index(tx: &Tx<'_>) -> aigentflow_persistence::Result<Option<String>> 
     Ok(None)
 }
 
+// ---- both backends -------------------------------------------------------------------------
+
 fn get_in(tx: &Tx<'_>, id: &str) -> Result<Option<Lesson>> {
     let raw = tx.query_row(
         &format!("SELECT {COLUMNS} FROM lessons l WHERE l.id = ?1"),
@@ -336,14 +403,16 @@ fn filtered(o: &SearchOptions) -> bool {
 
 /// The best `k` matches of an FTS5 query as (rowid, bm25 score), best first, with every match
 /// that ties the k-th: bm25 is worked out once per match, and the cut is exact whatever the ties.
-fn best_matches(tx: &Tx<'_>, fts: &str, k: usize) -> Result<Vec<(i64, f64)>> {
+fn best_matches(tx: &Tx<'_>, fts: &Fts, k: usize) -> Result<Vec<(i64, f64)>> {
     if k == 0 {
         return Ok(Vec::new());
     }
-    let mut stmt =
-        tx.prepare(&format!("SELECT rowid, {RANK} FROM lessons_fts WHERE lessons_fts MATCH ?1"))?;
+    let mut stmt = tx.prepare(&format!(
+        "SELECT rowid, {RANK} FROM lessons_fts WHERE lessons_fts MATCH {}",
+        fts.operand("?1")
+    ))?;
     let mut scored =
-        stmt.query_map(&[Param::text(fts)], |r| Ok((r.get::<i64>(0)?, r.get::<f64>(1)?)))?;
+        stmt.query_map(&[fts.param()], |r| Ok((r.get::<i64>(0)?, r.get::<f64>(1)?)))?;
     if scored.len() > k {
         let cut = scored.select_nth_unstable_by(k - 1, |a, b| a.1.total_cmp(&b.1)).1 .1;
         scored.retain(|&(_, score)| score <= cut);
@@ -383,17 +452,18 @@ fn page(
 
 /// Any search but an unfiltered page of a text search (see [`best_matches`]), as one statement:
 /// every match joined to its lesson, the filters applied, in the order every search uses.
-fn select(o: &SearchOptions, fts: Option<String>) -> (String, Vec<Param<'_>>) {
+fn select<'a>(o: &'a SearchOptions, fts: Option<&'a Fts>) -> (String, Vec<Param<'a>>) {
     let mut values = Vec::new();
     let limit = o.limit.map_or(-1, clamp);
     let offset = o.offset.map_or(0, clamp);
     let mut sql = match fts {
         Some(m) => {
-            values.push(Param::text_owned(m));
+            values.push(m.param());
             format!(
                 "SELECT {COLUMNS}, {RANK} AS score, l.rowid
                  FROM lessons_fts CROSS JOIN lessons l ON l.rowid = lessons_fts.rowid
-                 WHERE lessons_fts MATCH ?"
+                 WHERE lessons_fts MATCH {}",
+                m.operand("?")
             )
         }
         None => format!("SELECT {COLUMNS}, NULL AS score, l.rowid FROM lessons l WHERE 1 = 1"),
@@ -421,14 +491,15 @@ fn select(o: &SearchOptions, fts: Option<String>) -> (String, Vec<Param<'_>>) {
     (sql, values)
 }
 
-fn clamp(n: u64) -> i64 {
+pub(crate) fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// A raw-mode query's SQL error as [`Error::BadQuery`]; other errors unchanged.
+/// A raw-mode query's SQL error as [`Error::BadQuery`]; other errors unchanged. (SQLite only:
+/// FTS5 reports bad syntax as SQLite's generic error.)
 fn bad_query(e: Error, query: &str) -> Error {
     if let Error::Persistence(aigentflow_persistence::Error::Sqlite(s)) = &e {
-        if s.sqlite_error_code() == Some(ErrorCode::Unknown) {
+        if s.sqlite_error_code() == Some(rusqlite::ErrorCode::Unknown) {
             let reason = match s {
                 rusqlite::Error::SqliteFailure(_, Some(m)) => m.clone(),
                 other => other.to_string(),
@@ -472,7 +543,7 @@ fn tags_param(tags: &[String]) -> Result<Param<'static>> {
 }
 
 /// The SQLite error code behind a persistence error, if any.
-fn sqlite_code(e: &aigentflow_persistence::Error) -> Option<ErrorCode> {
+fn sqlite_code(e: &aigentflow_persistence::Error) -> Option<rusqlite::ErrorCode> {
     match e {
         aigentflow_persistence::Error::Sqlite(s) => s.sqlite_error_code(),
         _ => None,
@@ -480,8 +551,8 @@ fn sqlite_code(e: &aigentflow_persistence::Error) -> Option<ErrorCode> {
 }
 
 /// A row as stored.
-struct RawLesson {
-    id: String,
+pub(crate) struct RawLesson {
+    pub(crate) id: String,
     project_id: Option<String>,
     category: String,
     title: String,
@@ -497,7 +568,7 @@ struct RawLesson {
 }
 
 impl RawLesson {
-    fn read(r: &Row<'_>) -> aigentflow_persistence::Result<Self> {
+    pub(crate) fn read(r: &Row<'_>) -> aigentflow_persistence::Result<Self> {
         Ok(Self {
             id: r.get(0)?,
             project_id: r.get(1)?,
@@ -515,7 +586,7 @@ impl RawLesson {
         })
     }
 
-    fn into_lesson(self) -> Result<Lesson> {
+    pub(crate) fn into_lesson(self) -> Result<Lesson> {
         let corrupt = |column: &'static str, reason: String| {
             Error::from(aigentflow_persistence::Error::CorruptRow {
                 table: "lessons",
@@ -560,6 +631,27 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::model::Category;
+
+    /// The typed pieces become FTS5 strings in the statement, after binding: each quoted, its
+    /// `"` doubled, joined by blanks; a redaction of the typed text cannot unbalance them.
+    #[test]
+    fn pieces_become_quoted_phrases() {
+        let db = Database::open_in_memory().unwrap();
+        let operand = |typed: &str| -> String {
+            let fts = Fts::Pieces(query::pieces_param(typed).unwrap().unwrap());
+            db.read(|tx| {
+                tx.query_row(&format!("SELECT {}", fts.operand("?1")), &[fts.param()], |r| {
+                    r.get::<String>(0)
+                })
+            })
+            .unwrap()
+            .unwrap()
+        };
+        assert_eq!(operand("React hooks"), r#""React" "hooks""#);
+        assert_eq!(operand(r#"say "hi""#), r#""say" """hi""""#);
+        assert_eq!(operand("NEAR(a b) OR c*"), r#""NEAR(a" "b)" "OR" "c*""#);
+        assert_eq!(operand(r#"token: "abc" x"#), r#""token:" """[REDACTED]""" "x""#);
+    }
 
     /// An empty or blank project id is refused on create and update, and the lesson keeps its
     /// project; making a lesson global is `Some(None)`.

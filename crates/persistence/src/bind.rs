@@ -191,6 +191,11 @@ impl postgres::types::ToSql for Param<'_> {
                     Err(format!("a real number cannot be bound to a parameter of type {ty}").into())
                 }
             },
+            // PostgreSQL's text cannot hold U+0000 (SQLite's can): say so rather than let the
+            // server refuse the bytes without naming the value.
+            Bound::Text(t) if t.contains('\0') => {
+                Err("text holding a NUL character (U+0000) cannot be stored on PostgreSQL".into())
+            }
             Bound::Text(t) => match *ty {
                 PgType::TEXT
                 | PgType::VARCHAR

@@ -48,7 +48,7 @@ pub fn is_url(url: &str) -> bool {
     lower.starts_with("postgres://") || lower.starts_with("postgresql://")
 }
 
-/// `url` without its password, for messages, logs and [`Database::location`]. The
+/// `url` with its password shown as `***`, for messages, logs and [`Database::location`]. The
 /// URL is split where the driver splits it: everything before its first `@` is the credentials
 /// (so a password holding `/`, `?`, `:` or `#` is hidden whole), and a query parameter is the
 /// password when its name, `%XX` escapes decoded, is `password` in any case.
@@ -60,9 +60,10 @@ pub fn display_url(url: &str) -> String {
     let after = match rest.split_once('@') {
         Some((credentials, after)) => {
             match credentials.split_once(':') {
-                // The password is left out, not masked: a masked `user:***@` still reads
-                // as a credential to the redaction policy, which would hide the user too.
-                Some((user, _)) => out.push_str(user),
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push_str(":***");
+                }
                 None => out.push_str(credentials),
             }
             out.push('@');
@@ -252,11 +253,32 @@ impl PgInner {
         }
         let manager = Manager { config };
         // The first connection is made here, not by the pool, so that a server that refuses it
-        // is told with the server's reason at once (the pool would retry until its timeout).
-        let mut first = r2d2::ManageConnection::connect(&manager).map_err(|e| Error::Connect {
-            url: shown.clone().into(),
-            reason: e.to_string().into(),
-        })?;
+        // is told with the server's reason at once (the pool would retry until its timeout). It
+        // is made on a thread of its own and waited for at most `wait`: the driver's connect
+        // timeout covers only the TCP connection, not a server that accepts and never answers.
+        let connect_err =
+            |reason: String| Error::Connect { url: shown.clone().into(), reason: reason.into() };
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let config = manager.config.clone();
+        std::thread::Builder::new()
+            .name("aigentflow-pg-connect".into())
+            .spawn(move || {
+                let made = config.connect(NoTls).map_err(|e| ConnectError::from(e).to_string());
+                // The opener may have stopped waiting; the connection then closes here.
+                let _ = sender.send(made);
+            })
+            .map_err(|e| connect_err(format!("cannot start a thread to connect: {e}")))?;
+        let client = match receiver.recv_timeout(wait) {
+            Ok(Ok(client)) => client,
+            Ok(Err(reason)) => return Err(connect_err(reason)),
+            Err(_) => {
+                return Err(connect_err(format!(
+                    "timed out: the server did not answer within {} ms",
+                    wait.as_millis()
+                )))
+            }
+        };
+        let mut first = PgConn { client: Some(client), statements: HashMap::new() };
         let pool = r2d2::Pool::builder()
             .max_size(MAX_CONNECTIONS)
             .min_idle(Some(0))
