@@ -22,7 +22,7 @@ lint:
 test:
     cargo test --workspace
 
-# Run the BENCHMARKS.md workloads in release mode (pass e.g. --quick or --only W1).
+# Run the BENCHMARKS.md workloads in release mode (pass e.g. --quick, --only W1 or --db postgres://…).
 bench *ARGS:
     cargo run --release -p aigentflow-bench -- {{ARGS}}
 
