@@ -1,0 +1,1013 @@
+//! The bare baselines on PostgreSQL: each workload's work done with the `postgres` crate
+//! directly, on a fresh database of the same server holding the same schema
+//! (`migrations-postgres/V1__schema.sql`, run as it is), with the least work PostgreSQL allows —
+//! prepared statements, one round trip where one statement does, `COPY` where rows move in bulk,
+//! no hashing, no redaction, no checks, no pool.
+//!
+//! Rows are loaded with `COPY … FROM STDIN` (untimed); what is timed mirrors what the project's
+//! API does for the same workload (see each method).
+
+use std::io::Write;
+
+use aigentflow_audit::AuditEntry;
+use aigentflow_core_states::{time, PersistedState};
+use aigentflow_lessons::NewLesson;
+use aigentflow_tracker::NewInvocation;
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use postgres::types::ToSql;
+use postgres::{Client, IsolationLevel, Statement};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::server::{FreshDatabase, Server};
+
+/// The PostgreSQL schema the project migrates to, run as it is on each bare database.
+pub const SCHEMA: &str = include_str!("../../../migrations-postgres/V1__schema.sql");
+
+/// A row hash's width of text (the bare rows carry one of the same size, not computed).
+const HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Rows a portal hands over per round trip (as the project's backend streams them).
+const PORTAL_BATCH: i32 = 512;
+
+/// A fresh database with the schema, and a plain connection to it.
+pub struct Bare {
+    /// Declared first, so it closes before the database is dropped.
+    pub client: Client,
+    db: FreshDatabase,
+}
+
+impl std::fmt::Debug for Bare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bare").field("db", &self.db.name()).finish_non_exhaustive()
+    }
+}
+
+impl Bare {
+    /// A fresh database on `server` named after `label`, with the schema.
+    pub fn fresh(server: &Server, label: &str) -> Result<Self> {
+        let db = server.fresh(label)?;
+        let mut client = db.connect()?;
+        let mut tx = client.transaction()?;
+        tx.batch_execute(SCHEMA).context("run migrations-postgres/V1__schema.sql")?;
+        tx.commit()?;
+        Ok(Self { client, db })
+    }
+
+    /// Vacuums and analyses every table, as autovacuum would on a server left alone.
+    pub fn settle(&mut self) -> Result<()> {
+        settle(&mut self.client)
+    }
+
+    /// Loads rows with `COPY table (columns) FROM STDIN` in text format.
+    pub fn copy_in(&mut self, table_columns: &str, rows: &CopyRows) -> Result<u64> {
+        let mut writer = self.client.copy_in(&format!("COPY {table_columns} FROM STDIN"))?;
+        writer.write_all(&rows.buf)?;
+        Ok(writer.finish()?)
+    }
+}
+
+/// `VACUUM (ANALYZE)` of the database `client` is connected to.
+pub fn settle(client: &mut Client) -> Result<()> {
+    client.batch_execute("VACUUM (ANALYZE)").context("vacuum and analyse")
+}
+
+/// Rows in `COPY`'s text format: fields separated by tabs, rows by newlines, `\N` for NULL,
+/// backslash, tab, newline and carriage return escaped.
+#[derive(Debug)]
+pub struct CopyRows {
+    buf: Vec<u8>,
+    at_row_start: bool,
+}
+
+impl Default for CopyRows {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CopyRows {
+    pub fn new() -> Self {
+        Self { buf: Vec::new(), at_row_start: true }
+    }
+
+    /// Appends a text field (None is NULL).
+    pub fn text(&mut self, value: Option<&str>) -> &mut Self {
+        self.separator();
+        match value {
+            None => self.buf.extend_from_slice(b"\\N"),
+            Some(text) => {
+                for &b in text.as_bytes() {
+                    match b {
+                        b'\\' => self.buf.extend_from_slice(b"\\\\"),
+                        b'\t' => self.buf.extend_from_slice(b"\\t"),
+                        b'\n' => self.buf.extend_from_slice(b"\\n"),
+                        b'\r' => self.buf.extend_from_slice(b"\\r"),
+                        _ => self.buf.push(b),
+                    }
+                }
+            }
+        }
+        self
+    }
+
+    /// Appends a number field (None is NULL).
+    pub fn number(&mut self, value: Option<impl std::fmt::Display>) -> &mut Self {
+        self.separator();
+        match value {
+            None => self.buf.extend_from_slice(b"\\N"),
+            // Writing to a Vec cannot fail.
+            Some(n) => {
+                let _ = write!(self.buf, "{n}");
+            }
+        }
+        self
+    }
+
+    /// Ends the current row.
+    pub fn end(&mut self) {
+        self.buf.push(b'\n');
+        self.at_row_start = true;
+    }
+
+    fn separator(&mut self) {
+        if !self.at_row_start {
+            self.buf.push(b'\t');
+        }
+        self.at_row_start = false;
+    }
+}
+
+// ---- W0 ---------------------------------------------------------------------------------------
+
+/// W0's bare fresh open: connect, run the schema in one transaction, disconnect.
+pub fn fresh_open(db: &FreshDatabase) -> Result<()> {
+    let mut client = db.connect()?;
+    let mut tx = client.transaction()?;
+    tx.batch_execute(SCHEMA)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// W0's bare reopen: connect, read the schema version, disconnect.
+pub fn reopen(db: &FreshDatabase) -> Result<()> {
+    let mut client = db.connect()?;
+    client.query_one("SELECT MAX(version) FROM schema_versions", &[])?;
+    Ok(())
+}
+
+// ---- W1 ---------------------------------------------------------------------------------------
+
+/// W1's bare saves: per save, one transaction that inserts (first save) or updates the task's
+/// row and inserts the new transition and checkpoint rows.
+pub struct BareStates {
+    bare: Bare,
+    insert_state: Statement,
+    update_state: Statement,
+    insert_transition: Statement,
+    insert_checkpoint: Statement,
+    transitions: usize,
+    checkpoints: usize,
+}
+
+impl BareStates {
+    pub fn new(mut bare: Bare) -> Result<Self> {
+        let c = &mut bare.client;
+        let insert_state = c.prepare(
+            "INSERT INTO workflow_states (task_id, project_id, state, context, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $5)",
+        )?;
+        let update_state = c.prepare(
+            "UPDATE workflow_states SET state = $2, context = $3, updated_at = $4 WHERE task_id = $1",
+        )?;
+        let insert_transition = c.prepare(
+            "INSERT INTO state_transitions (task_id, seq, from_state, to_state, event, metadata, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )?;
+        let insert_checkpoint = c.prepare(
+            "INSERT INTO checkpoints (id, task_id, seq, state, context, artifacts, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )?;
+        Ok(Self {
+            bare,
+            insert_state,
+            update_state,
+            insert_transition,
+            insert_checkpoint,
+            transitions: 0,
+            checkpoints: 0,
+        })
+    }
+
+    /// Saves what is new in `state` (this side knows what it stored: no reads).
+    pub fn save(&mut self, state: &PersistedState) -> Result<()> {
+        let task = state.task_id.as_str();
+        let context = serde_json::to_string(&state.context.without_checkpoints())?;
+        let now = time::to_db(Utc::now());
+        let mut tx = self.bare.client.transaction()?;
+        // The task's row first: the others refer to it.
+        if self.transitions == 0 && self.checkpoints == 0 {
+            let project = state.project_id.as_str();
+            let params: [&(dyn ToSql + Sync); 5] =
+                [&task, &project, &state.state.as_str(), &context, &now];
+            tx.execute(&self.insert_state, &params)?;
+        } else {
+            tx.execute(&self.update_state, &[&task, &state.state.as_str(), &context, &now])?;
+        }
+        for (i, t) in state.history.iter().enumerate().skip(self.transitions) {
+            let metadata = t.metadata.as_ref().map(serde_json::to_string).transpose()?;
+            tx.execute(
+                &self.insert_transition,
+                &[
+                    &task,
+                    &(i as i64 + 1),
+                    &t.from.as_str(),
+                    &t.to.as_str(),
+                    &t.event.as_str(),
+                    &metadata,
+                    &time::to_db(t.timestamp),
+                ],
+            )?;
+        }
+        let checkpoints = &state.context.checkpoints;
+        for (i, c) in checkpoints.iter().enumerate().skip(self.checkpoints) {
+            tx.execute(
+                &self.insert_checkpoint,
+                &[
+                    &c.id.as_str(),
+                    &task,
+                    &(i as i64 + 1),
+                    &c.state.as_str(),
+                    &serde_json::to_string(&c.context)?,
+                    &serde_json::to_string(&c.artifacts)?,
+                    &time::to_db(c.timestamp),
+                ],
+            )?;
+        }
+        tx.commit()?;
+        self.transitions = state.history.len();
+        self.checkpoints = checkpoints.len();
+        Ok(())
+    }
+}
+
+// ---- W2, W3 -----------------------------------------------------------------------------------
+
+/// The columns of an audit row, in the table's order.
+const AUDIT_COLUMNS: &str = "id, timestamp, project_id, task_id, agent, action, category, \
+    details, user_id, ip_address, prev_hash, row_hash";
+
+/// An audit entry as a row's values (details as JSON text).
+struct AuditRow<'e> {
+    id: i64,
+    timestamp: String,
+    entry: &'e AuditEntry,
+    project_id: Option<&'e str>,
+    task_id: Option<&'e str>,
+    category: &'static str,
+    details: Option<String>,
+}
+
+impl<'e> AuditRow<'e> {
+    fn new(id: i64, entry: &'e AuditEntry, timestamp: String) -> Result<Self> {
+        Ok(Self {
+            id,
+            timestamp,
+            entry,
+            project_id: entry.project_id.as_ref().map(|p| p.as_str()),
+            task_id: entry.task_id.as_ref().map(|t| t.as_str()),
+            category: entry.category.map_or("", |c| c.as_str()),
+            details: entry.details.as_ref().map(serde_json::to_string).transpose()?,
+        })
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 12] {
+        let e = self.entry;
+        [
+            &self.id,
+            &self.timestamp,
+            &self.project_id,
+            &self.task_id,
+            &e.agent,
+            &e.action,
+            &self.category,
+            &self.details,
+            &e.user_id,
+            &e.ip_address,
+            &HASH,
+            &HASH,
+        ]
+    }
+
+    fn copy(&self, out: &mut CopyRows) {
+        let e = self.entry;
+        out.number(Some(self.id))
+            .text(Some(&self.timestamp))
+            .text(self.project_id)
+            .text(self.task_id)
+            .text(e.agent.as_deref())
+            .text(Some(&e.action))
+            .text(Some(self.category))
+            .text(self.details.as_deref())
+            .text(e.user_id.as_deref())
+            .text(e.ip_address.as_deref())
+            .text(Some(HASH))
+            .text(Some(HASH))
+            .end();
+    }
+}
+
+/// W2's bare appends: `INSERT … RETURNING id` of the same row, each in its own transaction
+/// (autocommit: one round trip), and one multi-row `INSERT` per batch.
+pub struct BareAudit {
+    bare: Bare,
+    insert: Statement,
+    /// The multi-row insert for full batches, and its size.
+    insert_batch: Option<(usize, Statement)>,
+    next_id: i64,
+}
+
+impl BareAudit {
+    pub fn new(mut bare: Bare) -> Result<Self> {
+        let insert = bare.client.prepare(&format!(
+            "INSERT INTO audit_logs ({AUDIT_COLUMNS}) VALUES ({}) RETURNING id",
+            placeholders(0, 12)
+        ))?;
+        Ok(Self { bare, insert, insert_batch: None, next_id: 1 })
+    }
+
+    /// Appends one entry in a transaction of its own; returns its id.
+    pub fn log(&mut self, entry: &AuditEntry) -> Result<i64> {
+        let row = AuditRow::new(self.next_id, entry, time::to_db(Utc::now()))?;
+        let id: i64 = self.bare.client.query_one(&self.insert, &row.params())?.get(0);
+        self.next_id += 1;
+        Ok(id)
+    }
+
+    /// Appends the entries with one multi-row `INSERT` (one transaction).
+    pub fn log_batch(&mut self, entries: &[AuditEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let now = time::to_db(Utc::now());
+        let rows = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| AuditRow::new(self.next_id + i as i64, e, now.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let params: Vec<&(dyn ToSql + Sync)> = rows.iter().flat_map(AuditRow::params).collect();
+        let statement = match &self.insert_batch {
+            Some((size, s)) if *size == entries.len() => s.clone(),
+            _ => {
+                let s = self.bare.client.prepare(&multi_row_insert(entries.len()))?;
+                self.insert_batch = Some((entries.len(), s.clone()));
+                s
+            }
+        };
+        self.bare.client.execute(&statement, &params)?;
+        self.next_id += entries.len() as i64;
+        Ok(())
+    }
+}
+
+/// `INSERT INTO audit_logs (…) VALUES ($1, …, $12), ($13, …)` for `rows` rows.
+fn multi_row_insert(rows: usize) -> String {
+    let values: Vec<String> =
+        (0..rows).map(|r| format!("({})", placeholders(r * 12, 12))).collect();
+    format!("INSERT INTO audit_logs ({AUDIT_COLUMNS}) VALUES {}", values.join(", "))
+}
+
+/// `$from+1, …, $from+n`.
+fn placeholders(from: usize, n: usize) -> String {
+    (from + 1..=from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// W3's bare exports of one project's audit rows.
+pub struct BareExport {
+    pub bare: Bare,
+    rows: CopyRows,
+    next_id: i64,
+}
+
+/// A JSON row as the project's export writes it (details as JSON, and as the stored text).
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    id: i64,
+    timestamp: &'a str,
+    project_id: Option<&'a str>,
+    task_id: Option<&'a str>,
+    agent: Option<&'a str>,
+    action: &'a str,
+    category: &'a str,
+    details: Option<Details<'a>>,
+    details_text: Option<&'a str>,
+    user_id: Option<&'a str>,
+    ip_address: Option<&'a str>,
+    prev_hash: Option<&'a str>,
+    row_hash: Option<&'a str>,
+}
+
+/// Stored details: JSON written through verbatim, or text that is not JSON as a string.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Details<'a> {
+    Json(&'a RawValue),
+    Text(&'a str),
+}
+
+impl BareExport {
+    pub fn new(bare: Bare) -> Self {
+        Self { bare, rows: CopyRows::new(), next_id: 1 }
+    }
+
+    /// Adds entries to the next load.
+    pub fn add(&mut self, entries: &[AuditEntry]) -> Result<()> {
+        let now = time::to_db(Utc::now());
+        for e in entries {
+            AuditRow::new(self.next_id, e, now.clone())?.copy(&mut self.rows);
+            self.next_id += 1;
+        }
+        Ok(())
+    }
+
+    /// Loads the added entries.
+    pub fn load(&mut self) -> Result<u64> {
+        let rows = std::mem::take(&mut self.rows);
+        self.bare.copy_in(&format!("audit_logs ({AUDIT_COLUMNS})"), &rows)
+    }
+
+    /// `COPY (SELECT … ORDER BY id) TO STDOUT (FORMAT csv, HEADER)` of `project`'s rows, read
+    /// through the driver into `sink`; returns the bytes written.
+    pub fn csv(&mut self, project: &str, sink: &mut dyn Write) -> Result<u64> {
+        let sql = format!(
+            "COPY (SELECT {AUDIT_COLUMNS} FROM audit_logs WHERE project_id = {} ORDER BY id)
+             TO STDOUT (FORMAT csv, HEADER)",
+            quote_literal(project)
+        );
+        let mut reader = self.bare.client.copy_out(&sql)?;
+        Ok(std::io::copy(&mut reader, sink)?)
+    }
+
+    /// `project`'s rows read through a portal, `PORTAL_BATCH` at a time, each written as the
+    /// project's JSON row (a JSON array when `lines` is false, one object per line when true);
+    /// returns the rows written.
+    pub fn json(&mut self, project: &str, lines: bool, sink: &mut dyn Write) -> Result<u64> {
+        let mut tx = self
+            .bare
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let statement = tx.prepare(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_logs WHERE project_id = $1 ORDER BY id"
+        ))?;
+        let portal = tx.bind(&statement, &[&project])?;
+        let mut out = Vec::with_capacity(64 * 1024);
+        let mut count = 0u64;
+        if !lines {
+            out.push(b'[');
+        }
+        loop {
+            let rows = tx.query_portal(&portal, PORTAL_BATCH)?;
+            if rows.is_empty() {
+                break;
+            }
+            for r in &rows {
+                let details: Option<&str> = r.try_get(7)?;
+                let row = JsonRow {
+                    id: r.try_get(0)?,
+                    timestamp: r.try_get(1)?,
+                    project_id: r.try_get(2)?,
+                    task_id: r.try_get(3)?,
+                    agent: r.try_get(4)?,
+                    action: r.try_get(5)?,
+                    category: r.try_get(6)?,
+                    details: details.map(|text| {
+                        serde_json::from_str(text).map_or(Details::Text(text), Details::Json)
+                    }),
+                    details_text: details,
+                    user_id: r.try_get(8)?,
+                    ip_address: r.try_get(9)?,
+                    prev_hash: r.try_get(10)?,
+                    row_hash: r.try_get(11)?,
+                };
+                if !lines {
+                    out.extend_from_slice(if count > 0 { b",\n" } else { b"\n" });
+                }
+                serde_json::to_writer(&mut out, &row)?;
+                if lines {
+                    out.push(b'\n');
+                }
+                count += 1;
+            }
+            if out.len() >= 32 * 1024 {
+                sink.write_all(&out)?;
+                out.clear();
+            }
+        }
+        if !lines {
+            out.extend_from_slice(if count > 0 { b"\n]\n" } else { b"]\n" });
+        }
+        sink.write_all(&out)?;
+        tx.commit()?;
+        Ok(count)
+    }
+}
+
+/// A quoted SQL string literal (standard_conforming_strings, on since PostgreSQL 9.1).
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+// ---- W4 ---------------------------------------------------------------------------------------
+
+/// The lesson columns a search reads.
+const LESSON_COLUMNS: &str = "id, project_id, category, title, summary, details, tags, \
+    source_agent, source_file, confidence, application_count, created_at, updated_at";
+
+/// W4's bare search: the tsvector query ranked by `ts_rank_cd` with the title : summary :
+/// details weights 4 : 2 : 1 (ties in the store's order: confidence, applications, id), one
+/// statement, the rows read through the driver.
+pub struct BareLessons {
+    pub bare: Bare,
+    rows: CopyRows,
+    next_id: u64,
+    search: Option<Statement>,
+}
+
+impl BareLessons {
+    pub fn new(bare: Bare) -> Self {
+        Self { bare, rows: CopyRows::new(), next_id: 1, search: None }
+    }
+
+    /// Adds lessons to the next load.
+    pub fn add(&mut self, lessons: &[NewLesson], now: DateTime<Utc>) -> Result<()> {
+        let now = time::to_db(now);
+        for l in lessons {
+            let tags = (!l.tags.is_empty()).then(|| serde_json::to_string(&l.tags)).transpose()?;
+            self.rows
+                .text(Some(&format!("lesson-{:08}", self.next_id)))
+                .text(l.project_id.as_ref().map(|p| p.as_str()))
+                .text(Some(l.category.as_str()))
+                .text(Some(&l.title))
+                .text(Some(&l.summary))
+                .text(l.details.as_deref())
+                .text(tags.as_deref())
+                .text(l.source_agent.as_deref())
+                .text(l.source_file.as_deref())
+                .number(Some(l.confidence.unwrap_or(1.0)))
+                .number(Some(0))
+                .text(Some(&now))
+                .text(Some(&now))
+                .end();
+            self.next_id += 1;
+        }
+        Ok(())
+    }
+
+    /// Loads the added lessons.
+    pub fn load(&mut self) -> Result<u64> {
+        let rows = std::mem::take(&mut self.rows);
+        self.bare.copy_in(&format!("lessons ({LESSON_COLUMNS})"), &rows)
+    }
+
+    /// The best `limit` lessons for `words`; returns how many were found.
+    pub fn search(&mut self, words: &str, limit: i64) -> Result<usize> {
+        let statement = match &self.search {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.bare.client.prepare(&format!(
+                    "SELECT {LESSON_COLUMNS}, ts_rank_cd('{{0.1, 0.25, 0.5, 1.0}}', search_vector, q) AS score
+                     FROM lessons, plainto_tsquery('english', $1) AS q
+                     WHERE search_vector @@ q
+                     ORDER BY score DESC, confidence DESC NULLS LAST,
+                        application_count DESC NULLS LAST, id
+                     LIMIT $2"
+                ))?;
+                self.search = Some(s.clone());
+                s
+            }
+        };
+        let rows = self.bare.client.query(&statement, &[&words, &limit])?;
+        for r in &rows {
+            for i in [0, 2, 3, 4, 11, 12] {
+                let _: &str = r.try_get(i)?;
+            }
+            for i in [1, 5, 6, 7, 8] {
+                let _: Option<&str> = r.try_get(i)?;
+            }
+            let _: Option<f64> = r.try_get(9)?;
+            let _: Option<i64> = r.try_get(10)?;
+            let _: f32 = r.try_get(13)?;
+        }
+        Ok(rows.len())
+    }
+}
+
+// ---- W5 ---------------------------------------------------------------------------------------
+
+/// W5's bare metrics: the aggregate of one agent's invocations since a time, one statement.
+pub struct BareTracker {
+    pub bare: Bare,
+    traces: CopyRows,
+    invocations: CopyRows,
+    metrics: Option<Statement>,
+}
+
+/// One agent's figures over a window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metrics {
+    pub total: i64,
+    pub successes: i64,
+    pub failures: i64,
+    pub avg_quality: Option<f64>,
+    pub avg_tokens: Option<f64>,
+}
+
+impl BareTracker {
+    pub fn new(bare: Bare) -> Self {
+        Self { bare, traces: CopyRows::new(), invocations: CopyRows::new(), metrics: None }
+    }
+
+    /// Adds a trace (its id is the invocations' `trace_id`) to the next load.
+    pub fn add_trace(&mut self, id: &str, project: &str, task: &str, now: DateTime<Utc>) {
+        let now = time::to_db(now);
+        self.traces
+            .text(Some(id))
+            .text(Some(project))
+            .text(Some(task))
+            .text(Some("bench"))
+            .text(Some(&now))
+            .text(Some("running"))
+            .number(Some(std::process::id()))
+            .text(Some(&now))
+            .number(Some(0))
+            .end();
+    }
+
+    /// Adds an invocation of the trace `trace` to the next load.
+    pub fn add_invocation(&mut self, trace: &str, new: &NewInvocation) -> Result<()> {
+        let usage = new.token_usage.as_ref().map(serde_json::to_string).transpose()?;
+        self.invocations
+            .text(Some(trace))
+            .text(Some(&new.agent))
+            .text(new.task_fragment.as_deref())
+            .text(Some(&time::to_db(new.started_at)))
+            .text(new.completed_at.map(time::to_db).as_deref())
+            .text(new.outcome.map(|o| o.as_str()))
+            .number(new.quality_score)
+            .text(usage.as_deref())
+            .text(new.output_summary.as_deref())
+            .text(new.error.as_deref())
+            .end();
+        Ok(())
+    }
+
+    /// Loads the added traces, then the added invocations.
+    pub fn load(&mut self) -> Result<u64> {
+        let traces = std::mem::take(&mut self.traces);
+        self.bare.copy_in(
+            "execution_traces (id, project_id, task_id, prompt, started_at, status, owner_pid,
+                 heartbeat_at, recovery_attempts)",
+            &traces,
+        )?;
+        let invocations = std::mem::take(&mut self.invocations);
+        self.bare.copy_in(
+            "agent_invocations (trace_id, agent, task_fragment, started_at, completed_at, outcome,
+                 quality_score, token_usage, output_summary, error)",
+            &invocations,
+        )
+    }
+
+    /// `agent`'s figures over the `days` days before now.
+    pub fn metrics(&mut self, agent: &str, days: i64) -> Result<Metrics> {
+        let statement = match &self.metrics {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.bare.client.prepare(
+                    "SELECT COUNT(*), COUNT(*) FILTER (WHERE outcome = 'success'),
+                        COUNT(*) FILTER (WHERE outcome = 'failure'), AVG(quality_score),
+                        AVG(total_tokens)::DOUBLE PRECISION
+                     FROM agent_invocations WHERE agent = $1 AND started_at >= $2",
+                )?;
+                self.metrics = Some(s.clone());
+                s
+            }
+        };
+        let since = time::to_db(Utc::now() - chrono::Duration::days(days));
+        let r = self.bare.client.query_one(&statement, &[&agent, &since])?;
+        Ok(Metrics {
+            total: r.try_get(0)?,
+            successes: r.try_get(1)?,
+            failures: r.try_get(2)?,
+            avg_quality: r.try_get(3)?,
+            avg_tokens: r.try_get(4)?,
+        })
+    }
+}
+
+// ---- W6 ---------------------------------------------------------------------------------------
+
+/// W6's bare listing: a project's task rows, their transitions and their checkpoints, three
+/// statements in one read-only snapshot, every column read through the driver.
+pub struct BareListing {
+    pub bare: Bare,
+    states: CopyRows,
+    transitions: CopyRows,
+    checkpoints: CopyRows,
+}
+
+/// What a listing read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listed {
+    pub states: usize,
+    pub transitions: usize,
+    pub checkpoints: usize,
+}
+
+impl BareListing {
+    pub fn new(bare: Bare) -> Self {
+        Self {
+            bare,
+            states: CopyRows::new(),
+            transitions: CopyRows::new(),
+            checkpoints: CopyRows::new(),
+        }
+    }
+
+    /// Adds a task's rows to the next load.
+    pub fn add(&mut self, state: &PersistedState, now: DateTime<Utc>) -> Result<()> {
+        let task = state.task_id.as_str();
+        let now = time::to_db(now);
+        let context = serde_json::to_string(&state.context.without_checkpoints())?;
+        self.states
+            .text(Some(task))
+            .text(Some(state.project_id.as_str()))
+            .text(Some(state.state.as_str()))
+            .text(Some(&context))
+            .text(Some(&now))
+            .text(Some(&now))
+            .end();
+        for (i, t) in state.history.iter().enumerate() {
+            let metadata = t.metadata.as_ref().map(serde_json::to_string).transpose()?;
+            self.transitions
+                .text(Some(task))
+                .number(Some(i + 1))
+                .text(Some(t.from.as_str()))
+                .text(Some(t.to.as_str()))
+                .text(Some(t.event.as_str()))
+                .text(metadata.as_deref())
+                .text(Some(&time::to_db(t.timestamp)))
+                .end();
+        }
+        for (i, c) in state.context.checkpoints.iter().enumerate() {
+            self.checkpoints
+                .text(Some(c.id.as_str()))
+                .text(Some(task))
+                .number(Some(i + 1))
+                .text(Some(c.state.as_str()))
+                .text(Some(&serde_json::to_string(&c.context)?))
+                .text(Some(&serde_json::to_string(&c.artifacts)?))
+                .text(Some(&time::to_db(c.timestamp)))
+                .end();
+        }
+        Ok(())
+    }
+
+    /// Loads the added rows (tasks first: the others refer to them).
+    pub fn load(&mut self) -> Result<u64> {
+        let states = std::mem::take(&mut self.states);
+        self.bare.copy_in(
+            "workflow_states (task_id, project_id, state, context, created_at, updated_at)",
+            &states,
+        )?;
+        let transitions = std::mem::take(&mut self.transitions);
+        self.bare.copy_in(
+            "state_transitions (task_id, seq, from_state, to_state, event, metadata, created_at)",
+            &transitions,
+        )?;
+        let checkpoints = std::mem::take(&mut self.checkpoints);
+        self.bare.copy_in(
+            "checkpoints (id, task_id, seq, state, context, artifacts, created_at)",
+            &checkpoints,
+        )
+    }
+
+    /// Lists `project`'s tasks with their transitions and checkpoints.
+    pub fn list(&mut self, project: &str) -> Result<Listed> {
+        let mut tx = self
+            .bare
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let states = tx.query(
+            "SELECT task_id, project_id, state, context, created_at, updated_at
+             FROM workflow_states WHERE project_id = $1 ORDER BY created_at, task_id",
+            &[&project],
+        )?;
+        for r in &states {
+            for i in 0..6 {
+                let _: &str = r.try_get(i)?;
+            }
+        }
+        let transitions = tx.query(
+            "SELECT t.task_id, t.id, t.from_state, t.to_state, t.event, t.metadata, t.created_at
+             FROM state_transitions t JOIN workflow_states w ON w.task_id = t.task_id
+             WHERE w.project_id = $1 ORDER BY t.task_id, t.seq, t.id",
+            &[&project],
+        )?;
+        for r in &transitions {
+            let _: i64 = r.try_get(1)?;
+            let _: Option<&str> = r.try_get(5)?;
+            for i in [0, 2, 3, 4, 6] {
+                let _: &str = r.try_get(i)?;
+            }
+        }
+        let checkpoints = tx.query(
+            "SELECT c.task_id, c.id, c.state, c.context, c.artifacts, c.created_at
+             FROM checkpoints c JOIN workflow_states w ON w.task_id = c.task_id
+             WHERE w.project_id = $1 ORDER BY c.task_id, c.seq, c.created_at",
+            &[&project],
+        )?;
+        for r in &checkpoints {
+            for i in 0..6 {
+                let _: &str = r.try_get(i)?;
+            }
+        }
+        tx.commit()?;
+        Ok(Listed {
+            states: states.len(),
+            transitions: transitions.len(),
+            checkpoints: checkpoints.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Needs a server: None (with a line on stderr) unless AIGENTFLOW_PG_URL is set.
+    fn server() -> Option<Server> {
+        match std::env::var("AIGENTFLOW_PG_URL") {
+            Ok(url) if !url.is_empty() => Some(Server::connect(&url).unwrap()),
+            _ => {
+                eprintln!("skipped: AIGENTFLOW_PG_URL is not set");
+                None
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        /// Any text (PostgreSQL refuses NUL) and NULL arrive through COPY as they were: the
+        /// bare loads hold the same rows as the project's.
+        #[test]
+        fn copy_rows_arrive_unchanged(
+            cells in prop::collection::vec(
+                prop::option::of(prop_oneof![
+                    "[^\u{0}]{0,40}",
+                    "[\\\\\t\n\r\\\\N ]{0,12}",
+                    Just("\\N".to_owned()),
+                    Just(String::new()),
+                ]),
+                1..40,
+            ),
+        ) {
+            let Some(server) = server() else { return Ok(()) };
+            let db = server.fresh("copy").unwrap();
+            let mut client = db.connect().unwrap();
+            client.batch_execute("CREATE TABLE t (n BIGINT, x TEXT)").unwrap();
+            let mut rows = CopyRows::new();
+            for (i, cell) in cells.iter().enumerate() {
+                rows.number(Some(i)).text(cell.as_deref()).end();
+            }
+            let mut writer = client.copy_in("COPY t (n, x) FROM STDIN").unwrap();
+            writer.write_all(&rows.buf).unwrap();
+            writer.finish().unwrap();
+            let back: Vec<Option<String>> = client
+                .query("SELECT x FROM t ORDER BY n", &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            prop_assert_eq!(back, cells);
+        }
+    }
+
+    /// The bare baselines' SQL runs on the schema and finds the rows it loaded.
+    #[test]
+    fn baselines_run_on_the_schema() {
+        let Some(server) = server() else { return };
+        let entries: Vec<AuditEntry> = (0..250)
+            .map(|i| AuditEntry {
+                project_id: Some(if i % 5 == 0 { "other" } else { "p" }.into()),
+                details: Some(serde_json::json!({"i": i, "note": "a, \"b\"\nc ✓"})),
+                ..AuditEntry::new(format!("act-{i}"), aigentflow_audit::Category::File)
+            })
+            .collect();
+        let mut audit = BareAudit::new(Bare::fresh(&server, "t_w2").unwrap()).unwrap();
+        assert_eq!(audit.log(&entries[0]).unwrap(), 1);
+        audit.log_batch(&entries[..100]).unwrap();
+        audit.log_batch(&entries[..7]).unwrap();
+        let count: i64 =
+            audit.bare.client.query_one("SELECT COUNT(*) FROM audit_logs", &[]).unwrap().get(0);
+        assert_eq!(count, 108);
+
+        let mut export = BareExport::new(Bare::fresh(&server, "t_w3").unwrap());
+        // Loaded in two parts, as W3 does.
+        export.add(&entries[..100]).unwrap();
+        assert_eq!(export.load().unwrap(), 100);
+        export.add(&entries[100..]).unwrap();
+        assert_eq!(export.load().unwrap(), 150);
+        let mut sink = Vec::new();
+        let bytes = export.csv("p", &mut sink).unwrap();
+        assert_eq!(bytes, sink.len() as u64);
+        let mut reader = csv::Reader::from_reader(&sink[..]);
+        assert_eq!(reader.records().count(), 200);
+        for lines in [false, true] {
+            let mut sink = Vec::new();
+            assert_eq!(export.json("p", lines, &mut sink).unwrap(), 200);
+            let values: Vec<serde_json::Value> = if lines {
+                sink.split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .map(|l| serde_json::from_slice(l).unwrap())
+                    .collect()
+            } else {
+                serde_json::from_slice::<Vec<serde_json::Value>>(&sink).unwrap()
+            };
+            assert_eq!(values.len(), 200);
+            assert_eq!(values[0]["details"]["note"], "a, \"b\"\nc ✓");
+            assert_eq!(values[0]["action"], "act-1");
+        }
+
+        let mut states = BareStates::new(Bare::fresh(&server, "t_w1").unwrap()).unwrap();
+        let mut listing = BareListing::new(Bare::fresh(&server, "t_w6").unwrap());
+        let mut m = aigentflow_core_states::StateMachine::new(
+            aigentflow_core_states::StateContext::new("p".into(), "t".into(), "a task"),
+        );
+        use aigentflow_core_states::Event as E;
+        for (i, event) in
+            [E::Start, E::AnalysisComplete, E::Error, E::StartRecovery].into_iter().enumerate()
+        {
+            m.apply(event, Some(serde_json::json!({"i": i}))).unwrap();
+            if i % 2 == 1 {
+                m.create_checkpoint(vec![format!("f{i}")]);
+            }
+            states.save(m.persisted()).unwrap();
+        }
+        let c = &mut states.bare.client;
+        let count = |c: &mut Client, sql: &str| c.query_one(sql, &[]).unwrap().get::<_, i64>(0);
+        assert_eq!(count(c, "SELECT COUNT(*) FROM state_transitions"), 4);
+        assert_eq!(count(c, "SELECT COUNT(*) FROM checkpoints"), 2);
+        assert_eq!(count(c, "SELECT COUNT(*) FROM workflow_states"), 1);
+        listing.add(m.persisted(), Utc::now()).unwrap();
+        listing.load().unwrap();
+        let listed = listing.list("p").unwrap();
+        assert_eq!(Listed { states: 1, transitions: 4, checkpoints: 2 }, listed);
+
+        let mut lessons = BareLessons::new(Bare::fresh(&server, "t_w4").unwrap());
+        let new = |title: &str, summary: &str| NewLesson {
+            tags: vec!["sql".into()],
+            ..NewLesson::new(aigentflow_lessons::Category::ALL[0], title, summary)
+        };
+        lessons
+            .add(
+                &[new("hooks in react", "state"), new("state", "hooks"), new("sql", "joins")],
+                Utc::now(),
+            )
+            .unwrap();
+        lessons.load().unwrap();
+        assert_eq!(lessons.search("hooks", 20).unwrap(), 2);
+        assert_eq!(lessons.search("hooks", 1).unwrap(), 1);
+        assert_eq!(lessons.search("nothing", 20).unwrap(), 0);
+
+        let mut tracker = BareTracker::new(Bare::fresh(&server, "t_w5").unwrap());
+        tracker.add_trace("tr", "p", "t", Utc::now());
+        for (i, outcome) in aigentflow_tracker::Outcome::ALL.iter().enumerate() {
+            let invocation = NewInvocation {
+                outcome: Some(*outcome),
+                quality_score: Some(0.5),
+                token_usage: Some(aigentflow_tracker::TokenUsage::new(10 * i as u64, 0)),
+                ..NewInvocation::new(
+                    "tr".into(),
+                    "a",
+                    Utc::now() - chrono::Duration::days(i as i64),
+                )
+            };
+            tracker.add_invocation("tr", &invocation).unwrap();
+        }
+        tracker.load().unwrap();
+        let metrics = tracker.metrics("a", 365).unwrap();
+        let outcomes = aigentflow_tracker::Outcome::ALL.len() as i64;
+        assert_eq!((metrics.total, metrics.successes, metrics.failures), (outcomes, 1, 1));
+        assert_eq!(metrics.avg_quality, Some(0.5));
+        assert_eq!(metrics.avg_tokens, Some(5.0 * (outcomes - 1) as f64));
+    }
+}
