@@ -677,6 +677,7 @@ fn an_empty_name_or_id_is_refused_at_every_option_and_argument() {
         "PATH",
         "FILE",
         "DEST",
+        "SRC",
         "DATE",
         "LIMIT",
         "OFFSET",
