@@ -50,8 +50,10 @@
 --
 -- Left out, as meaningless on PostgreSQL: sqlite_sequence; the FTS5 table lessons_fts, its shadow
 -- tables and the three triggers that keep it in sync (the generated column lessons.search_vector
--- is the index, and cannot go stale, so a rebuild has nothing to do); audit_logs_no_replace (see
--- above); the TEMP tables of the lessons index check. refinery keeps its own history table.
+-- is the index, kept in step with every write; it goes stale only when the 'english' text search
+-- configuration changes under it, which `lessons check` finds and `lessons rebuild` mends);
+-- audit_logs_no_replace (see above); the TEMP tables of the lessons index check. refinery keeps
+-- its own history table.
 
 CREATE TABLE schema_versions (
     version TEXT COLLATE "C" PRIMARY KEY,
