@@ -6,6 +6,7 @@ use aigentflow::audit::{AuditEntry, AuditLog, Category};
 use aigentflow::persistence::{Cell, Database, Error as PError, SqliteStateStore, TABLES};
 use aigentflow::states::{Event, StateContext, StateMachine, StateStore};
 
+use crate::inspect::Driver;
 use crate::support::*;
 
 /// Every row of every table, each cell as text with its kind, in primary-key order.
@@ -172,9 +173,66 @@ fn a_copy_that_fails_part_way_leaves_the_destination_empty_on_sqlite_sources() {
         let before = dump(dest.db());
         let err = source.copy_into(dest.db(), |_, _, _| {}).unwrap_err();
         assert!(
-            matches!(err, PError::CorruptRow { table: "configurations", column: "value", .. }),
+            matches!(&err, PError::Uncopyable { table: "configurations", column, row: 1 }
+                if column.as_str() == "value"),
             "{err}"
         );
         assert_eq!(dump(dest.db()), before, "nothing of the copy is left");
+    }
+}
+
+#[test]
+fn a_copy_refuses_a_column_one_side_lacks_naming_it_and_copies_nothing() {
+    // The columns come from each database's schema: a column only the source has would be
+    // data left behind, one only the destination has a value the source cannot give. Each
+    // table, either side, each backend as the destination.
+    let (_dir, path) = legacy_copy();
+    let source = open(&path);
+    for table in [
+        "workflow_states",
+        "state_transitions",
+        "checkpoints",
+        "audit_logs",
+        "lessons",
+        "execution_traces",
+        "agent_invocations",
+        "configurations",
+    ] {
+        for dest in empties() {
+            let before = dump(dest.db());
+            // Only on the source.
+            let extra = format!("only_in_source_{table}");
+            raw(&path)
+                .execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {extra} TEXT"))
+                .unwrap();
+            let err = source.copy_into(dest.db(), |_, _, _| {}).unwrap_err();
+            match &err {
+                PError::SchemaMismatch { table: t, column, location } => {
+                    assert_eq!((*t, column.as_str()), (table, extra.as_str()), "{err}");
+                    assert_eq!(location, dest.db().location(), "{err}");
+                }
+                _ => panic!("{table} into {:?}: {err}", dest.backend()),
+            }
+            assert!(err.to_string().contains(&extra), "{err}");
+            assert_eq!(dump(dest.db()), before, "{table}: nothing copied");
+            raw(&path).execute_batch(&format!("ALTER TABLE {table} DROP COLUMN {extra}")).unwrap();
+            // Only on the destination.
+            let extra = format!("only_in_dest_{table}");
+            Driver::of(&dest).batch(&format!("ALTER TABLE {table} ADD COLUMN {extra} TEXT"));
+            let err = source.copy_into(dest.db(), |_, _, _| {}).unwrap_err();
+            match &err {
+                PError::SchemaMismatch { table: t, column, location } => {
+                    assert_eq!((*t, column.as_str()), (table, extra.as_str()), "{err}");
+                    assert_eq!(location, &path, "{err}");
+                }
+                _ => panic!("{table} into {:?}: {err}", dest.backend()),
+            }
+            Driver::of(&dest).batch(&format!("ALTER TABLE {table} DROP COLUMN {extra}"));
+            assert_eq!(dump(dest.db()), before, "{table}: nothing copied");
+        }
+    }
+    // Generated columns are each side's own and never count: the copy goes through.
+    for dest in empties() {
+        source.copy_into(dest.db(), |_, _, _| {}).unwrap();
     }
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aigentflow_persistence::output::OwnFiles;
-use aigentflow_persistence::{Access, Database, Options, DB_ENV, DEFAULT_PATH};
+use aigentflow_persistence::{Access, Database, Location, Options, DB_ENV, DEFAULT_PATH};
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::prelude::*;
 
@@ -142,17 +142,18 @@ impl Ctx {
     /// The path as JSON text (JSON holds no bytes that are not UTF-8: those show as U+FFFD),
     /// the same text serde writes for any other path.
     pub fn path_text(&self) -> String {
-        match self.path.to_str().filter(|p| aigentflow_persistence::is_postgres_url(p)) {
-            Some(url) => aigentflow_persistence::display_url(url),
-            None => self.path.to_string_lossy().into_owned(),
+        match Location::parse(&self.path) {
+            Ok(Location::Server(url)) => aigentflow_persistence::display_url(&url),
+            Ok(Location::File(path)) => path.to_string_lossy().into_owned(),
+            Err(_) => self.path.to_string_lossy().into_owned(),
         }
     }
 
     /// The database as people read it: the path, or a server URL without its password.
     pub fn shown(&self) -> String {
-        match self.path.to_str().filter(|p| aigentflow_persistence::is_postgres_url(p)) {
-            Some(url) => aigentflow_persistence::display_url(url),
-            None => self.path.display().to_string(),
+        match Location::parse(&self.path) {
+            Ok(location) => location.shown(),
+            Err(_) => self.path.display().to_string(),
         }
     }
 
@@ -203,12 +204,17 @@ fn database_path(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if path.as_os_str().is_empty() {
         anyhow::bail!("{source} is empty; give the path of a database file");
     }
-    if path.as_os_str() == ":memory:" {
+    let file = match Location::parse(&path) {
+        Ok(Location::File(file)) => file,
+        Ok(Location::Server(_)) => return Ok(path),
+        Err(e) => anyhow::bail!("{source}: {e}"),
+    };
+    if file.as_os_str() == ":memory:" {
         anyhow::bail!(
             "{source} is :memory:, a database that would vanish when the command ends; give the path of a database file"
         );
     }
-    Ok(path)
+    Ok(file)
 }
 
 /// The database paths the command line may name, read before clap parses it (clap prints help
@@ -230,7 +236,15 @@ fn database_paths_before_parsing(args: &[OsString]) -> Vec<PathBuf> {
     if paths.is_empty() {
         paths.extend(database_path(None).ok());
     }
+    // The files they name (`sqlite:PATH` is PATH); a server has no file to guard.
     paths
+        .into_iter()
+        .filter_map(|p| match Location::parse(&p) {
+            Ok(Location::File(file)) => Some(file),
+            Ok(Location::Server(_)) => None,
+            Err(_) => Some(p),
+        })
+        .collect()
 }
 
 /// Refuses to run when stdout or stderr is one of the database's own files (`aigentflow …

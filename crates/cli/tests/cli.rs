@@ -583,3 +583,60 @@ fn db_copy_copies_a_database_into_a_new_file_and_refuses_one_with_rows() {
     assert_error_line(&r, 1, "no database at");
     assert!(!missing.exists());
 }
+
+#[test]
+fn a_database_is_named_by_path_or_sqlite_url_and_another_backends_url_is_refused() {
+    // `sqlite:PATH` and `sqlite://PATH` are the file at PATH, through --db, $AIGENTFLOW_DB and
+    // db copy's locations alike; a URL of a backend this build lacks is one line naming its
+    // scheme, and nothing is created (no folder named `mysql:`).
+    let (dir, path) = init_db();
+    let id = |r: &Run| r.json()["schema_version"].clone();
+    let plain = run(&path, &["--json", "status"]).ok();
+    for spelled in [format!("sqlite:{}", path.display()), format!("sqlite://{}", path.display())] {
+        let by_flag = run(Path::new(&spelled), &["--json", "status"]).ok();
+        assert_eq!(id(&by_flag), id(&plain), "{spelled}");
+        assert_eq!(by_flag.json()["path"], plain.json()["path"], "{spelled}");
+        let by_env = output(
+            Command::new(env!("CARGO_BIN_EXE_aigentflow"))
+                .args(["--json", "status"])
+                .env("AIGENTFLOW_DB", &spelled)
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap(),
+        )
+        .ok();
+        assert_eq!(by_env.json()["path"], plain.json()["path"], "{spelled}");
+    }
+    let copy = dir.path().join("copy.db");
+    run(
+        &path,
+        &[
+            "db",
+            "copy",
+            &format!("sqlite:{}", path.display()),
+            &format!("sqlite://{}", copy.display()),
+        ],
+    )
+    .ok();
+    assert!(copy.is_file());
+    for url in ["mysql://u@h/db", "http://h/x.db", "file:///tmp/x.db", "postgre://h/db"] {
+        let scheme = url.split_once(':').unwrap().0;
+        let inside = tempfile::tempdir().unwrap();
+        for args in [vec!["status"], vec!["init"], vec!["demo"]] {
+            let r = output(
+                cmd(Path::new(url)).args(&args).current_dir(inside.path()).output().unwrap(),
+            );
+            assert_error_line(&r, 1, &format!("{scheme}://"));
+            assert!(r.stderr.contains("--db"), "{}", r.stderr);
+        }
+        let r = output(
+            cmd(&path)
+                .args(["db", "copy", url, "out.db"])
+                .current_dir(inside.path())
+                .output()
+                .unwrap(),
+        );
+        assert_error_line(&r, 1, &format!("{scheme}://"));
+        assert_eq!(std::fs::read_dir(inside.path()).unwrap().count(), 0, "{url}: nothing created");
+    }
+}

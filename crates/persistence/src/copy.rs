@@ -16,103 +16,28 @@ use crate::bind::{Cell, Param};
 use crate::db::{Backend, Database, Tx};
 use crate::error::{Error, Result};
 
-/// The tables a copy moves, parents before children, with the columns it copies (generated
-/// columns are left out: the destination computes them) and the order rows are read in.
-const TABLES: [(&str, &[&str], &str); 9] = [
-    ("schema_versions", &["version", "applied_at", "description"], "version"),
-    (
-        "workflow_states",
-        &["task_id", "project_id", "state", "context", "created_at", "updated_at"],
-        "task_id",
-    ),
-    (
-        "state_transitions",
-        &["id", "task_id", "from_state", "to_state", "event", "metadata", "created_at", "seq"],
-        "id",
-    ),
-    (
-        "checkpoints",
-        &["id", "task_id", "state", "context", "artifacts", "created_at", "seq"],
-        "task_id, seq, id",
-    ),
-    (
-        "audit_logs",
-        &[
-            "id",
-            "timestamp",
-            "project_id",
-            "task_id",
-            "agent",
-            "action",
-            "category",
-            "details",
-            "user_id",
-            "ip_address",
-            "prev_hash",
-            "row_hash",
-        ],
-        "id",
-    ),
-    (
-        "lessons",
-        &[
-            "id",
-            "project_id",
-            "category",
-            "title",
-            "summary",
-            "details",
-            "tags",
-            "source_agent",
-            "source_file",
-            "confidence",
-            "application_count",
-            "created_at",
-            "updated_at",
-        ],
-        "id",
-    ),
-    (
-        "execution_traces",
-        &[
-            "id",
-            "project_id",
-            "task_id",
-            "prompt",
-            "started_at",
-            "completed_at",
-            "success",
-            "duration_ms",
-            "token_usage",
-            "metadata",
-            "status",
-            "owner_pid",
-            "owner_started_at",
-            "owner_host",
-            "heartbeat_at",
-            "recovery_attempts",
-        ],
-        "id",
-    ),
-    (
-        "agent_invocations",
-        &[
-            "id",
-            "trace_id",
-            "agent",
-            "task_fragment",
-            "started_at",
-            "completed_at",
-            "outcome",
-            "quality_score",
-            "token_usage",
-            "output_summary",
-            "error",
-        ],
-        "id",
-    ),
-    ("configurations", &["key", "value", "scope", "updated_at"], "key, scope"),
+/// The tables a copy moves, parents before children, with the order rows are read in. Their
+/// columns are read from each database's schema (see [`columns`]), so a column a migration adds
+/// is copied without being named here, and a column one side lacks stops the copy.
+const TABLES: [(&str, &str); 9] = [
+    ("schema_versions", "version"),
+    ("workflow_states", "task_id"),
+    ("state_transitions", "id"),
+    ("checkpoints", "task_id, seq, id"),
+    ("audit_logs", "id"),
+    ("lessons", "id"),
+    ("execution_traces", "id"),
+    ("agent_invocations", "id"),
+    ("configurations", "key, scope"),
 ];
+
+/// A table's stored columns in order, generated ones left out (the destination computes them:
+/// `agent_invocations.total_tokens`, PostgreSQL's `lessons.search_vector`). SQLite's
+/// `table_xinfo` marks generated columns hidden 2 (virtual) or 3 (stored).
+const COLUMNS: &str = "SELECT name FROM pragma_table_xinfo(?1) WHERE hidden = 0 ORDER BY cid";
+const COLUMNS_PG: &str = "SELECT column_name::TEXT FROM information_schema.columns
+     WHERE table_schema = current_schema() AND table_name = ?1 AND is_generated = 'NEVER'
+     ORDER BY ordinal_position";
 
 /// The identity columns of the PostgreSQL schema, whose sequences must move past copied ids.
 const IDENTITIES: [&str; 2] = ["state_transitions", "agent_invocations"];
@@ -145,8 +70,9 @@ impl Database {
             dest.write(|dst| {
                 check_empty(dst, dest)?;
                 let mut report = CopyReport { tables: Vec::new(), rows: 0 };
-                for (table, columns, order) in TABLES {
-                    let copied = copy_table(src, dst, table, columns, order, |n| {
+                for (table, order) in TABLES {
+                    let columns = shared_columns(src, self, dst, dest, table)?;
+                    let copied = copy_table(src, dst, table, &columns, order, |n| {
                         progress(table, n, total(table));
                     })?;
                     report.tables.push((table, copied));
@@ -163,7 +89,7 @@ impl Database {
 
 /// Refuses a destination that holds any row but the schema's own version rows.
 fn check_empty(dst: &Tx<'_>, dest: &Database) -> Result<()> {
-    for (table, _, _) in TABLES.iter().filter(|(t, _, _)| *t != "schema_versions") {
+    for (table, _) in TABLES.iter().filter(|(t, _)| *t != "schema_versions") {
         let sql = format!("SELECT COUNT(*) FROM {table}");
         let rows = dst.query_row(&sql, &[], |r| r.get::<u64>(0))?.unwrap_or(0);
         if rows > 0 {
@@ -173,12 +99,44 @@ fn check_empty(dst: &Tx<'_>, dest: &Database) -> Result<()> {
     Ok(())
 }
 
+/// A table's stored columns.
+fn columns(tx: &Tx<'_>, table: &str) -> Result<Vec<String>> {
+    tx.prepare(tx.dialect(COLUMNS, COLUMNS_PG))?
+        .query_map(&[Param::verbatim(table.to_owned())], |r| r.get::<String>(0))
+}
+
+/// The columns of `table` the copy moves: the source's, which the destination must have, all
+/// and no more (a column left behind would be data lost; one the source lacks, a schema the
+/// two databases do not share).
+fn shared_columns(
+    src: &Tx<'_>,
+    source: &Database,
+    dst: &Tx<'_>,
+    dest: &Database,
+    table: &'static str,
+) -> Result<Vec<String>> {
+    let from = columns(src, table)?;
+    let to = columns(dst, table)?;
+    let missing = |column: &String, db: &Database| Error::SchemaMismatch {
+        table,
+        column: column.as_str().into(),
+        location: db.location().to_path_buf(),
+    };
+    if let Some(column) = from.iter().find(|c| !to.contains(c)) {
+        return Err(missing(column, dest));
+    }
+    if let Some(column) = to.iter().find(|c| !from.contains(c)) {
+        return Err(missing(column, source));
+    }
+    Ok(from)
+}
+
 /// Copies one table; `progress` is told how many rows are copied so far.
 fn copy_table(
     src: &Tx<'_>,
     dst: &Tx<'_>,
     table: &'static str,
-    columns: &[&'static str],
+    columns: &[String],
     order: &str,
     mut progress: impl FnMut(u64),
 ) -> Result<u64> {
@@ -208,11 +166,10 @@ fn copy_table(
                 Cell::Real(r) => Param::real(r),
                 Cell::Text(t) => Param::verbatim(t.to_owned()),
                 Cell::Blob(_) => {
-                    return Err(Error::CorruptRow {
+                    return Err(Error::Uncopyable {
                         table,
-                        column,
-                        id: format!("{}", copied + 1).into(),
-                        reason: "holds bytes that are not text, which no store writes".into(),
+                        column: column.as_str().into(),
+                        row: copied + 1,
                     })
                 }
             });

@@ -12,6 +12,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::checkpoint::{Checkpointer, SAFETY_NET_PAGES};
 use crate::error::{Error, Result};
+use crate::location::Location;
 use crate::migrate;
 
 /// The environment variable that overrides the default database path.
@@ -213,6 +214,7 @@ const MAX_IDLE: usize = 8;
 
 impl Database {
     /// Opens (creating if needed) the database at `path` with default options, and migrates it.
+    /// `path` is a file path, `sqlite:PATH`, or a `postgres://` URL (see [`Location::parse`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         Self::open_with(path, Options::default())
     }
@@ -224,10 +226,10 @@ impl Database {
 
     /// Opens the database at `path` as `options.access` allows, migrating it unless read-only.
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Self> {
-        if let Some(url) = path.as_ref().to_str().filter(|p| crate::pg::is_url(p)) {
-            return Self::open_postgres(url, options);
-        }
-        let path = path.as_ref().to_path_buf();
+        let path = match Location::parse(path)? {
+            Location::Server(url) => return Self::open_postgres(&url, options),
+            Location::File(path) => path,
+        };
         if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
             return Err(Error::InvalidInput {
                 what: "database path",

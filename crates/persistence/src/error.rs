@@ -177,6 +177,13 @@ pub enum Error {
     /// A copy's destination already holds rows.
     #[error("{location} is not empty ({table} holds {rows} rows); copy into a fresh database (`aigentflow init`)")]
     NotEmpty { location: PathBuf, table: &'static str, rows: u64 },
+    /// A table's column exists in one database of a copy and not in the other: their schemas
+    /// differ, and copying would lose that column's data or have no value for it.
+    #[error("cannot copy {table}: its column {column} is missing from {location}; bring both databases to the same schema version first")]
+    SchemaMismatch { table: &'static str, column: SafeText, location: PathBuf },
+    /// A copy met a cell holding bytes, which no store writes and a text column cannot take.
+    #[error("cannot copy {table}.{column} of row {row} (in copy order): it holds bytes that are not text, which no store writes")]
+    Uncopyable { table: &'static str, column: SafeText, row: u64 },
     /// What this backend does not offer (a SQLite file operation on a server database…).
     #[error("{what} is not available on {backend}")]
     Unsupported { what: &'static str, backend: &'static str },

@@ -24,6 +24,7 @@ mod config;
 mod copy;
 mod db;
 mod error;
+mod location;
 mod maintenance;
 pub mod migrate;
 pub mod output;
@@ -40,6 +41,7 @@ pub use db::{
     SLOW_TARGET,
 };
 pub use error::{Error, NotWritable, Result, SafeText};
+pub use location::Location;
 pub use maintenance::{BackupReport, ForeignKeyProblem, TABLES};
 pub use output::{Leftover, Output};
 pub use pg::{display_url, is_url as is_postgres_url};
