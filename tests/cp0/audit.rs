@@ -934,7 +934,7 @@ fn a_cell_that_is_not_utf8_is_reported_unsealed_exported_as_csv_and_named_elsewh
         tx.sqlite().unwrap().execute(
             "INSERT INTO audit_logs (action, category, agent) VALUES ('odd', 'user', CAST(x'61ff62' AS TEXT))",
             [],
-        )?;
+        ).unwrap();
         Ok::<_, aigentflow::persistence::Error>(())
     })
     .unwrap();

@@ -62,7 +62,7 @@ proptest! {
                 tx.sqlite().unwrap().execute(
                     "INSERT INTO audit_logs(timestamp, action, category) VALUES (?1, 'odd', 'user')",
                     [&stamp],
-                )?;
+                ).unwrap();
                 Ok::<_, PError>(tx.sqlite().unwrap().last_insert_rowid())
             })
             .unwrap();
@@ -82,7 +82,7 @@ proptest! {
             tx.sqlite().unwrap().execute(
                 "UPDATE lessons SET application_count = ?1 WHERE id = ?2",
                 rusqlite::params![count, lesson.id.as_str()],
-            )?;
+            ).unwrap();
             Ok::<_, PError>(())
         })
         .unwrap();
@@ -106,7 +106,7 @@ proptest! {
             tx.sqlite().unwrap().execute(
                 "UPDATE execution_traces SET recovery_attempts = ?1 WHERE id = ?2",
                 rusqlite::params![attempts, trace.id.as_str()],
-            )?;
+            ).unwrap();
             Ok::<_, PError>(())
         })
         .unwrap();
@@ -127,15 +127,19 @@ fn readable_edge_values_still_read_back() {
     let tracker = ExecutionTracker::new(db.clone());
     let trace = tracker.start_trace(&"p".into(), &"t".into(), "prompt").unwrap();
     db.write(|tx| {
-        tx.sqlite().unwrap().execute("UPDATE lessons SET application_count = NULL", [])?;
+        tx.sqlite().unwrap().execute("UPDATE lessons SET application_count = NULL", []).unwrap();
         tx.sqlite()
             .unwrap()
-            .execute("UPDATE execution_traces SET recovery_attempts = ?1", [u32::MAX])?;
-        tx.sqlite().unwrap().execute(
-            "INSERT INTO audit_logs(timestamp, action, category)
+            .execute("UPDATE execution_traces SET recovery_attempts = ?1", [u32::MAX])
+            .unwrap();
+        tx.sqlite()
+            .unwrap()
+            .execute(
+                "INSERT INTO audit_logs(timestamp, action, category)
              VALUES ('2026-11-21T05:40:17.895+10:00', 'odd', 'user')",
-            [],
-        )?;
+                [],
+            )
+            .unwrap();
         Ok::<_, PError>(())
     })
     .unwrap();

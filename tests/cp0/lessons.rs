@@ -639,6 +639,66 @@ fn check_finds_an_index_damaged_around_the_store_and_rebuild_repairs_it_on_sqlit
     assert!(titles(&store, &SearchOptions::text("ghost")).is_empty());
 }
 
+/// The SQLite errors the lessons store gives a type of its own keep it, now that the crate
+/// sees no driver and tells them by the persistence error's predicates: shadow tables of the
+/// FTS5 index damaged around the store (SQLite says the index is malformed) are `Damaged`
+/// from `check`, which `rebuild` repairs; raw FTS5 syntax SQLite cannot parse is `BadQuery`
+/// with SQLite's own message; a write waiting out another process's lock is `Locked`, busy.
+#[test]
+fn damaged_index_bad_raw_syntax_and_a_held_lock_keep_their_typed_errors_on_sqlite() {
+    use aigentflow::persistence::{Access, Error as PError, Options};
+    let (_dir, path) = temp_db();
+    let store = LessonsStore::new(open(&path));
+    for i in 0..30 {
+        let summary = format!("summary {i} of words that fill the index");
+        store.create(&NewLesson::new(Category::Bug, format!("lesson {i}"), summary)).unwrap();
+    }
+    assert!(matches!(store.check().unwrap(), IndexHealth::Ok { lessons: 30 }));
+    for damage in [
+        "UPDATE lessons_fts_data SET block = x'ffffffffffff' WHERE id > 10",
+        "UPDATE lessons_fts_data SET block = zeroblob(3) WHERE id > 10",
+        "DELETE FROM lessons_fts_data WHERE id > 10",
+    ] {
+        raw(&path).execute_batch(damage).unwrap();
+        match store.check().unwrap() {
+            IndexHealth::Damaged { reason } => {
+                assert_eq!(reason, "database error: database disk image is malformed", "{damage}")
+            }
+            other => panic!("{damage}: {other:?}"),
+        }
+        assert_eq!(store.rebuild().unwrap(), 30, "{damage}");
+        assert!(matches!(store.check().unwrap(), IndexHealth::Ok { lessons: 30 }), "{damage}");
+    }
+
+    let raw_query = |q: &str| SearchOptions { mode: QueryMode::Raw, ..SearchOptions::text(q) };
+    for (bad, says) in [
+        ("AND", "fts5: syntax error near \"AND\""),
+        ("\"unterminated", "unterminated string"),
+        ("(lesson", "fts5: syntax error near \"\""),
+        ("nocolumn:lesson", "no such column: nocolumn"),
+    ] {
+        match store.search(&raw_query(bad)) {
+            Err(Error::BadQuery { query, reason }) => {
+                assert_eq!(query.as_str(), bad);
+                assert_eq!(reason.as_str(), says, "{bad}");
+            }
+            other => panic!("{bad:?}: expected BadQuery, got {other:?}"),
+        }
+    }
+
+    let holder = raw(&path);
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let busy_timeout = std::time::Duration::from_millis(100);
+    let options = Options { busy_timeout, access: Access::ReadWrite, ..Options::default() };
+    let waiting = LessonsStore::new(Database::open_with(&path, options).unwrap());
+    match waiting.create(&NewLesson::new(Category::Bug, "late", "waits")) {
+        Err(Error::Persistence(e @ PError::Locked { .. })) => assert!(e.is_busy(), "{e}"),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    holder.execute_batch("ROLLBACK").unwrap();
+    waiting.create(&NewLesson::new(Category::Bug, "late", "waits")).unwrap();
+}
+
 /// PostgreSQL's index is a generated column no write can leave behind its row, but its words
 /// go stale when the `english` configuration changes after they were worked out (here: a
 /// superuser stops stemming in this test's own database). `check` names the lessons, search

@@ -9,6 +9,7 @@ mod audit;
 mod checklist;
 mod copy;
 mod corrupt_rows;
+mod drivers;
 mod faults;
 mod inspect;
 mod lessons;

@@ -12,8 +12,10 @@
 //! * [`AuditLog::query`], [`AuditLog::summary`] and streaming [`AuditLog::export`].
 //!
 //! Architecture invariant: no driver type (rusqlite, postgres) appears in this crate's public
-//! API or its error: the crate does not depend on either driver, so the compiler holds this. Its
-//! SQL lives in `store.rs` and `export.rs`.
+//! API or its error: the crate does not depend on either driver, so the compiler holds this
+//! (and the façade's test
+//! `drivers::no_crate_but_persistence_and_the_bench_depends_on_a_database_driver` keeps it so). Its SQL lives in
+//! `store.rs` and `export.rs`.
 
 pub mod chain;
 mod error;

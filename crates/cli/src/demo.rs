@@ -413,8 +413,10 @@ mod tests {
     use super::*;
 
     fn number(db: &Database, sql: &str) -> i64 {
-        db.read(|tx| Ok::<_, PError>(tx.sqlite().unwrap().query_row(sql, [], |r| r.get(0))?))
-            .unwrap()
+        db.read(|tx| {
+            Ok::<_, PError>(tx.sqlite().unwrap().query_row(sql, [], |r| r.get(0)).unwrap())
+        })
+        .unwrap()
     }
 
     /// An in-memory database (one connection) with no free page left, that can grow by only
@@ -423,14 +425,16 @@ mod tests {
         let db = Database::open_in_memory().unwrap();
         db.write(|tx| {
             let conn = tx.sqlite().unwrap();
-            conn.execute_batch("CREATE TABLE padding(b BLOB)")?;
-            while conn.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0))? > 0 {
-                conn.execute("INSERT INTO padding VALUES (zeroblob(3000))", [])?;
+            conn.execute_batch("CREATE TABLE padding(b BLOB)").unwrap();
+            while conn.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0)).unwrap() > 0 {
+                conn.execute("INSERT INTO padding VALUES (zeroblob(3000))", []).unwrap();
             }
-            let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-            let set = conn.pragma_update_and_check(None, "max_page_count", pages + extra, |r| {
-                r.get::<_, i64>(0)
-            })?;
+            let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+            let set = conn
+                .pragma_update_and_check(None, "max_page_count", pages + extra, |r| {
+                    r.get::<_, i64>(0)
+                })
+                .unwrap();
             assert_eq!(set, pages + extra);
             Ok::<_, PError>(())
         })
@@ -445,9 +449,9 @@ mod tests {
                 tx.sqlite().unwrap().query_row(sql, [task.as_str()], |r| r.get::<_, i64>(0))
             };
             Ok::<_, PError>([
-                count("SELECT count(*) FROM workflow_states WHERE task_id = ?1")?,
-                count("SELECT count(*) FROM execution_traces WHERE task_id = ?1")?,
-                count("SELECT count(*) FROM audit_logs WHERE task_id = ?1")?,
+                count("SELECT count(*) FROM workflow_states WHERE task_id = ?1").unwrap(),
+                count("SELECT count(*) FROM execution_traces WHERE task_id = ?1").unwrap(),
+                count("SELECT count(*) FROM audit_logs WHERE task_id = ?1").unwrap(),
             ])
         })
         .unwrap()
@@ -481,11 +485,12 @@ mod tests {
         );
         let check: String = db
             .read(|tx| {
-                Ok::<_, PError>(tx.sqlite().unwrap().query_row(
-                    "PRAGMA integrity_check",
-                    [],
-                    |r| r.get(0),
-                )?)
+                Ok::<_, PError>(
+                    tx.sqlite()
+                        .unwrap()
+                        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                        .unwrap(),
+                )
             })
             .unwrap();
         assert_eq!(check, "ok", "{task}: {line}");
@@ -509,8 +514,8 @@ mod tests {
     fn fail_after(db: &Database, budget: i64, marking_fails: bool) {
         db.write(|tx| {
             let conn = tx.sqlite().unwrap();
-            conn.execute("CREATE TEMP TABLE budget(rows_left INTEGER NOT NULL)", [])?;
-            conn.execute("INSERT INTO budget VALUES (?1)", [budget])?;
+            conn.execute("CREATE TEMP TABLE budget(rows_left INTEGER NOT NULL)", []).unwrap();
+            conn.execute("INSERT INTO budget VALUES (?1)", [budget]).unwrap();
             let completion = if marking_fails { "1" } else { "NEW.success = 1" };
             for (table, op, when) in [
                 ("audit_logs", "INSERT", "1"),
@@ -524,7 +529,7 @@ mod tests {
                          SELECT RAISE(ABORT, 'injected: disk full') FROM budget WHERE rows_left <= 0;
                          UPDATE budget SET rows_left = rows_left - 1;
                      END"
-                ))?;
+                )).unwrap();
             }
             Ok::<_, PError>(())
         })

@@ -29,8 +29,12 @@
 //!   longer give, and `rebuild` works them out again.
 //! * Title, summary, details, tags and source file pass through the redactor.
 //!
-//! Architecture invariant: no driver type appears in this crate's public API; its SQL lives in
-//! `store.rs` (both backends, and SQLite's FTS5) and `pg.rs` (PostgreSQL's search).
+//! Architecture invariant: no driver type (rusqlite, postgres) appears in this crate's public API
+//! or its error: the crate does not depend on either driver (the façade's test
+//! `drivers::no_crate_but_persistence_and_the_bench_depends_on_a_database_driver` holds this), and tells the database's errors it
+//! types (a damaged FTS5 index, raw syntax FTS5 cannot parse) by the persistence error's
+//! predicates (`is_corrupt`, `is_statement_error`, `db_message`). Its SQL lives in `store.rs`
+//! (both backends, and SQLite's FTS5) and `pg.rs` (PostgreSQL's search).
 
 mod error;
 mod model;

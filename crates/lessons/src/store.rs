@@ -324,9 +324,7 @@ fn check_sqlite(tx: &Tx<'_>) -> Result<IndexHealth> {
             Ok(IndexHealth::Ok { lessons: n as u64 })
         }
         Ok(Some(reason)) => Ok(IndexHealth::Damaged { reason }),
-        Err(e) if sqlite_code(&e) == Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
-            Ok(IndexHealth::Damaged { reason: e.to_string() })
-        }
+        Err(e) if e.is_corrupt() => Ok(IndexHealth::Damaged { reason: e.to_string() }),
         Err(e) => Err(e.into()),
     }
 }
@@ -495,15 +493,11 @@ pub(crate) fn clamp(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// A raw-mode query's SQL error as [`Error::BadQuery`]; other errors unchanged. (SQLite only:
-/// FTS5 reports bad syntax as SQLite's generic error.)
+/// A raw-mode query's SQL error as [`Error::BadQuery`] with SQLite's message; other errors
+/// unchanged. (SQLite only: FTS5 reports bad syntax as SQLite's generic error.)
 fn bad_query(e: Error, query: &str) -> Error {
-    if let Error::Persistence(aigentflow_persistence::Error::Sqlite(s)) = &e {
-        if s.sqlite_error_code() == Some(rusqlite::ErrorCode::Unknown) {
-            let reason = match s {
-                rusqlite::Error::SqliteFailure(_, Some(m)) => m.clone(),
-                other => other.to_string(),
-            };
+    if let Error::Persistence(p) = &e {
+        if let (true, Some(reason)) = (p.is_statement_error(), p.db_message()) {
             return Error::BadQuery { query: query.into(), reason: reason.into() };
         }
     }
@@ -540,14 +534,6 @@ fn tags_param(tags: &[String]) -> Result<Param<'static>> {
         return Ok(Param::NULL);
     }
     Ok(Param::json(&serde_json::Value::from(out))?)
-}
-
-/// The SQLite error code behind a persistence error, if any.
-fn sqlite_code(e: &aigentflow_persistence::Error) -> Option<rusqlite::ErrorCode> {
-    match e {
-        aigentflow_persistence::Error::Sqlite(s) => s.sqlite_error_code(),
-        _ => None,
-    }
 }
 
 /// A row as stored.

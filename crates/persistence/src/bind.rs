@@ -9,9 +9,9 @@
 //! when redaction changed that value.
 //!
 //! The stores reach SQL only through [`Tx::prepare`], [`Tx::execute`], [`Tx::query_row`] and
-//! [`Tx::execute_batch`] (no parameters). [`Tx::conn`] is the driver's connection, an escape
-//! hatch that bypasses the policy: the workspace's clippy configuration forbids it outside this
-//! crate's own internals and the tests that play an attacker with file access.
+//! [`Tx::execute_batch`] (no parameters). [`Tx::sqlite`] is the driver's connection, an escape
+//! hatch that bypasses the policy: the workspace's clippy configuration forbids it outside the
+//! tests that play an attacker with file access.
 
 use std::borrow::Cow;
 
@@ -23,7 +23,7 @@ use rusqlite::ToSql;
 use serde_json::Value;
 
 use crate::db::{Conn, Tx};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SqliteResult};
 use crate::redact::{redact_json, redact_text};
 
 /// Text the redaction policy produced, ready to be hashed and bound.
@@ -69,8 +69,10 @@ impl std::ops::Deref for Clean<'_> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Param<'a>(Bound<'a>);
 
+/// What a [`Param`] holds. The drivers' binding traits are implemented for this private type,
+/// not for `Param`, so no driver's trait shows in the crate's API.
 #[derive(Debug, Clone, PartialEq)]
-enum Bound<'a> {
+pub(crate) enum Bound<'a> {
     Null,
     Integer(i64),
     Real(f64),
@@ -156,11 +158,16 @@ impl<'a> Param<'a> {
     pub fn opt_time(value: Option<DateTime<Utc>>) -> Param<'static> {
         value.map_or(Param::NULL, Param::time)
     }
+
+    /// The value, as the drivers bind it.
+    pub(crate) fn bound(&self) -> &Bound<'a> {
+        &self.0
+    }
 }
 
-impl ToSql for Param<'_> {
+impl ToSql for Bound<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(match &self.0 {
+        Ok(ToSqlOutput::Borrowed(match self {
             Bound::Null => ValueRef::Null,
             Bound::Integer(i) => ValueRef::Integer(*i),
             Bound::Real(r) => ValueRef::Real(*r),
@@ -169,11 +176,11 @@ impl ToSql for Param<'_> {
     }
 }
 
-impl postgres::types::ToSql for Param<'_> {
+impl postgres::types::ToSql for Bound<'_> {
     fn to_sql(&self, ty: &PgType, out: &mut bytes::BytesMut) -> PgWritten {
         // The server infers each parameter's type from the statement; a value is written in the
         // form that type takes, or refused when it has none (text for a number column).
-        match &self.0 {
+        match self {
             Bound::Null => Ok(postgres::types::IsNull::Yes),
             Bound::Integer(i) => match *ty {
                 PgType::INT8 => pg(i, ty, out),
@@ -355,7 +362,7 @@ impl<'r> Row<'r> {
     /// Column `index` (from 0) as the backend holds it.
     pub fn cell(&self, index: usize) -> Result<Cell<'r>> {
         match self.0 {
-            RowRef::Sqlite(r) => Ok(match r.get_ref(index)? {
+            RowRef::Sqlite(r) => Ok(match r.get_ref(index).or_error()? {
                 ValueRef::Null => Cell::Null,
                 ValueRef::Integer(i) => Cell::Integer(i),
                 ValueRef::Real(f) => Cell::Real(f),
@@ -389,7 +396,7 @@ impl Rows<'_> {
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Row<'_>>> {
         Ok(match &mut self.0 {
-            RowsInner::Sqlite(rows) => rows.next()?.map(|r| Row(RowRef::Sqlite(r))),
+            RowsInner::Sqlite(rows) => rows.next().or_error()?.map(|r| Row(RowRef::Sqlite(r))),
             RowsInner::Postgres(rows) => rows.next()?.map(|r| Row(RowRef::Postgres(r))),
         })
     }
@@ -425,7 +432,9 @@ impl Stmt<'_> {
     /// Runs the statement; returns how many rows it changed.
     pub fn execute(&mut self, params: &[Param<'_>]) -> Result<usize> {
         match &mut self.0 {
-            StmtInner::Sqlite(s) => Ok(s.execute(rusqlite::params_from_iter(params))?),
+            StmtInner::Sqlite(s) => {
+                s.execute(rusqlite::params_from_iter(params.iter().map(Param::bound))).or_error()
+            }
             StmtInner::Postgres(s) => s.execute(params),
         }
     }
@@ -438,8 +447,10 @@ impl Stmt<'_> {
     ) -> Result<Option<T>> {
         match &mut self.0 {
             StmtInner::Sqlite(s) => {
-                let mut rows = s.query(rusqlite::params_from_iter(params))?;
-                match rows.next()? {
+                let mut rows = s
+                    .query(rusqlite::params_from_iter(params.iter().map(Param::bound)))
+                    .or_error()?;
+                match rows.next().or_error()? {
                     Some(r) => f(&Row(RowRef::Sqlite(r))).map(Some),
                     None => Ok(None),
                 }
@@ -454,7 +465,9 @@ impl Stmt<'_> {
     /// The rows, to step through one by one (constant memory).
     pub fn query<'s>(&'s mut self, params: &[Param<'_>]) -> Result<Rows<'s>> {
         Ok(Rows(match &mut self.0 {
-            StmtInner::Sqlite(s) => RowsInner::Sqlite(s.query(rusqlite::params_from_iter(params))?),
+            StmtInner::Sqlite(s) => RowsInner::Sqlite(
+                s.query(rusqlite::params_from_iter(params.iter().map(Param::bound))).or_error()?,
+            ),
             StmtInner::Postgres(s) => RowsInner::Postgres(s.query(params)?),
         }))
     }
@@ -475,7 +488,7 @@ impl Tx<'_> {
     /// this transaction's backend ([`Tx::dialect`]).
     pub fn prepare(&self, sql: &str) -> Result<Stmt<'_>> {
         Ok(Stmt(match self.conn() {
-            Conn::Sqlite(c) => StmtInner::Sqlite(c.prepare_cached(sql)?),
+            Conn::Sqlite(c) => StmtInner::Sqlite(c.prepare_cached(sql).or_error()?),
             Conn::Postgres(c) => StmtInner::Postgres(crate::pg::Stmt::prepare(c, sql)?),
         }))
     }
@@ -498,7 +511,7 @@ impl Tx<'_> {
     /// Runs statements that take no parameters and are fixed in the program (so no caller text).
     pub fn execute_batch(&self, sql: &'static str) -> Result<()> {
         match self.conn() {
-            Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Conn::Sqlite(c) => c.execute_batch(sql).or_error(),
             Conn::Postgres(c) => c.batch_execute(sql),
         }
     }

@@ -94,12 +94,14 @@ pub enum Error {
     /// The file was migrated by a newer version of this layer.
     #[error("database {path} is at schema version {found}, newer than this build knows ({supported}); use a newer aigentflow")]
     NewerSchema { path: PathBuf, found: i64, supported: i64 },
-    /// The file could not be opened or set up.
-    #[error("cannot open database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
-    /// A migration failed; nothing of it was applied.
-    #[error("migrating database {path} failed: {source}")]
-    Migrate { path: PathBuf, source: Box<refinery_core::Error> },
+    /// The file could not be opened or set up: SQLite's message and its extended result code
+    /// (see [`Error::Sqlite`]).
+    #[error("cannot open database {path}: {message}")]
+    Open { path: PathBuf, code: Option<i32>, message: SafeText },
+    /// A migration failed; nothing of it was applied. `reason` is the migration runner's
+    /// message: the migration it was applying (version and name) and the database's error.
+    #[error("migrating database {path} failed: {reason}")]
+    Migrate { path: PathBuf, reason: SafeText },
     /// No row with this id.
     #[error("{what} {id} not found")]
     NotFound { what: &'static str, id: SafeText },
@@ -162,9 +164,12 @@ pub enum Error {
     /// The operating system reported an I/O error on the database's files.
     #[error("I/O error on database {path}: {reason}; check the disk and its file system")]
     Io { path: PathBuf, reason: String },
-    /// Any other SQLite error.
-    #[error("database error: {0}")]
-    Sqlite(#[source] rusqlite::Error),
+    /// Any other SQLite error: SQLite's message and its extended result code (`code & 0xff` is
+    /// the primary code: 1 `SQLITE_ERROR`, 5 `SQLITE_BUSY`, 11 `SQLITE_CORRUPT`…), or None for
+    /// an error the driver raised itself (a value that does not fit the type read…). The
+    /// driver's own error type stays inside this crate, as PostgreSQL's does ([`Error::Postgres`]).
+    #[error("database error: {message}")]
+    Sqlite { code: Option<i32>, message: SafeText },
     /// A PostgreSQL server could not be reached, or refused the connection.
     #[error("cannot connect to database {url}: {reason}")]
     Connect { url: SafeText, reason: SafeText },
@@ -195,10 +200,16 @@ pub enum Error {
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// SQLite's primary result codes the predicates below look for (`code & 0xff`).
+const SQLITE_ERROR: i32 = 1;
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+const SQLITE_CORRUPT: i32 = 11;
+
 impl Error {
     /// Whether this is a "no such row" error.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::NotFound { .. } | Self::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+        matches!(self, Self::NotFound { .. })
     }
 
     /// A PostgreSQL driver error, as this crate's error: the server's message and code, or the
@@ -227,31 +238,56 @@ impl Error {
         }
     }
 
-    /// Whether the database reported itself busy or locked, anywhere in the error's chain
-    /// (PostgreSQL: a lock that could not be had, a deadlock or a serialization failure).
+    /// SQLite's extended result code of a SQLite error ([`Error::Sqlite`], [`Error::Open`]):
+    /// `2067` for a unique constraint, `code & 0xff` for the primary code.
+    pub fn sqlite_code(&self) -> Option<i32> {
+        match self {
+            Self::Sqlite { code, .. } | Self::Open { code, .. } => *code,
+            _ => None,
+        }
+    }
+
+    /// The database's own message of a driver error ([`Error::Sqlite`], [`Error::Open`],
+    /// [`Error::Postgres`]), without this crate's words around it.
+    pub fn db_message(&self) -> Option<&str> {
+        match self {
+            Self::Sqlite { message, .. }
+            | Self::Open { message, .. }
+            | Self::Postgres { message, .. } => Some(message.as_str()),
+            _ => None,
+        }
+    }
+
+    /// SQLite's primary result code of a SQLite error.
+    fn sqlite_primary(&self) -> Option<i32> {
+        self.sqlite_code().map(|c| c & 0xff)
+    }
+
+    /// Whether the database reported itself busy or locked (SQLite: `SQLITE_BUSY`,
+    /// `SQLITE_LOCKED`, a lock held past the busy timeout, no free connection of an in-memory
+    /// database; PostgreSQL: a lock that could not be had, a deadlock or a serialization
+    /// failure).
     pub fn is_busy(&self) -> bool {
-        if matches!(self, Self::PoolTimeout { .. }) {
-            return true;
-        }
-        if matches!(self.sqlstate(), Some("55P03" | "40P01" | "40001")) {
-            return true;
-        }
-        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        while let Some(err) = next {
-            if let Some(Self::Locked { .. }) = err.downcast_ref::<Self>() {
-                return true;
-            }
-            if let Some(e) = err.downcast_ref::<rusqlite::Error>() {
-                if matches!(
-                    e.sqlite_error_code(),
-                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-                ) {
-                    return true;
-                }
-            }
-            next = err.source();
-        }
-        false
+        matches!(self, Self::PoolTimeout { .. } | Self::Locked { .. })
+            || matches!(self.sqlstate(), Some("55P03" | "40P01" | "40001"))
+            || matches!(self.sqlite_primary(), Some(SQLITE_BUSY | SQLITE_LOCKED))
+    }
+
+    /// Whether the database found its own storage malformed (SQLite: `SQLITE_CORRUPT`, an FTS5
+    /// index whose shadow tables were damaged included; PostgreSQL: `XX001` data corrupted,
+    /// `XX002` index corrupted).
+    pub fn is_corrupt(&self) -> bool {
+        self.sqlite_primary() == Some(SQLITE_CORRUPT)
+            || matches!(self.sqlstate(), Some("XX001" | "XX002"))
+    }
+
+    /// Whether the database refused a statement as written (SQLite: its generic
+    /// `SQLITE_ERROR`, which it gives for bad syntax, an unknown table or column, and an FTS5
+    /// `MATCH` query it cannot parse; PostgreSQL: SQLSTATE class `42`, syntax error or access
+    /// rule violation).
+    pub fn is_statement_error(&self) -> bool {
+        self.sqlite_primary() == Some(SQLITE_ERROR)
+            || self.sqlstate().is_some_and(|c| c.starts_with("42"))
     }
 
     /// Reads a stored timestamp, or a `CorruptRow` naming the table, column and row.
@@ -354,26 +390,36 @@ impl Drop for AtPath {
     }
 }
 
-impl From<rusqlite::Error> for Error {
-    fn from(source: rusqlite::Error) -> Self {
+impl Error {
+    /// A SQLite driver error as this crate's error: classified against the file of the
+    /// transaction running on this thread ([`AtPath`]) when there is one ([`Error::at`]), else
+    /// [`Error::Sqlite`]. A function rather than a `From`: a public `From<rusqlite::Error>`
+    /// would put the driver's type in the crate's API. Code of this crate converts with
+    /// [`SqliteResult::or_error`].
+    pub(crate) fn from_sqlite(source: rusqlite::Error) -> Self {
         let path = CURRENT.with(|c| c.borrow().last().cloned());
         match path {
-            Some(path) => Self::at(&path, source),
-            None => Self::Sqlite(source),
+            Some(path) => Self::at(&path, &source),
+            None => Self::sqlite(&source),
         }
     }
-}
 
-impl Error {
+    /// [`Error::Sqlite`]: the driver's message (as it shows it) and SQLite's extended result
+    /// code, with no type of the driver.
+    pub(crate) fn sqlite(source: &rusqlite::Error) -> Self {
+        let (code, message) = sqlite_parts(source);
+        Self::Sqlite { code, message: message.into() }
+    }
+
     /// SQLite's `source` on the database at `path`: a full disk, a file, folder or mount that
     /// cannot be written, a file that cannot be opened or an I/O error become the variant that
     /// says so and what to do (the file system is looked at to tell which); anything else is
     /// [`Error::Sqlite`]. Busy errors stay as they are: only the caller knows how long it waited.
-    pub(crate) fn at(path: &Path, source: rusqlite::Error) -> Self {
+    pub(crate) fn at(path: &Path, source: &rusqlite::Error) -> Self {
         use rusqlite::ErrorCode as C;
         let path = path.to_path_buf();
         let code = source.sqlite_error_code();
-        let message = || match &source {
+        let message = || match source {
             rusqlite::Error::SqliteFailure(_, Some(m)) => m.clone(),
             other => other.to_string(),
         };
@@ -400,21 +446,43 @@ impl Error {
                         Self::CannotOpen { path, why }
                     }
                     _ => {
-                        let extended = match &source {
-                            rusqlite::Error::SqliteFailure(e, _) => e.extended_code,
-                            _ => 0,
-                        };
+                        let extended = sqlite_parts(source).0.unwrap_or(0);
                         Self::Io { path, reason: format!("{} (SQLite code {extended})", message()) }
                     }
                 }
             }
-            _ => Self::Sqlite(source),
+            _ => Self::sqlite(source),
         }
     }
 
     /// The error for a lock another process held for all of `waited`.
     pub(crate) fn locked(path: &Path, waited: Duration) -> Self {
         Self::Locked { path: path.to_path_buf(), waited }
+    }
+}
+
+/// SQLite's extended result code of a driver error (None for an error the driver raised
+/// itself) and its message as the driver shows it.
+fn sqlite_parts(source: &rusqlite::Error) -> (Option<i32>, String) {
+    let code = match source {
+        rusqlite::Error::SqliteFailure(e, _) | rusqlite::Error::SqlInputError { error: e, .. } => {
+            Some(e.extended_code)
+        }
+        _ => None,
+    };
+    (code, source.to_string())
+}
+
+/// `?` on the SQLite driver's results inside this crate, where a public
+/// `From<rusqlite::Error> for Error` would put the driver's type in the crate's API.
+pub(crate) trait SqliteResult<T> {
+    /// The result, its error as this crate's ([`Error::from_sqlite`]).
+    fn or_error(self) -> Result<T>;
+}
+
+impl<T> SqliteResult<T> for rusqlite::Result<T> {
+    fn or_error(self) -> Result<T> {
+        self.map_err(Error::from_sqlite)
     }
 }
 
@@ -552,16 +620,10 @@ mod tests {
         let big = serde_json::json!("x".repeat(64 * 1024));
         let err = db
             .write(|tx| -> Result<()> {
-                let pages: i64 = tx.connection_for("a test").unwrap().query_row(
-                    "PRAGMA page_count",
-                    [],
-                    |r| r.get(0),
-                )?;
-                tx.connection_for("a test").unwrap().pragma_update(
-                    None,
-                    "max_page_count",
-                    pages,
-                )?;
+                let conn = tx.connection_for("a test").unwrap();
+                let pages: i64 =
+                    conn.query_row("PRAGMA page_count", [], |r| r.get(0)).or_error()?;
+                conn.pragma_update(None, "max_page_count", pages).or_error()?;
                 for i in 0..64 {
                     config.set_in(tx, &format!("k{i}"), &Scope::Global, &big)?;
                 }
@@ -626,7 +688,7 @@ mod tests {
             ),
         ] {
             let sqlite = Connection::open(path).unwrap_err();
-            let err = Error::at(path, sqlite);
+            let err = Error::at(path, &sqlite);
             assert!(matches!(&err, Error::CannotOpen { path: p, .. } if p == path), "{err:?}");
             assert_eq!(one_line(&err), format!("cannot open database {}: {cause}", path.display()));
         }
@@ -635,14 +697,14 @@ mod tests {
         let read_only =
             Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
         let sqlite = read_only.execute("CREATE TABLE t(x)", []).unwrap_err();
-        let err = Error::at(&path, sqlite);
+        let err = Error::at(&path, &sqlite);
         assert!(matches!(&err, Error::NotWritable { path: p, .. } if p == &path), "{err:?}");
         assert!(
             one_line(&err).starts_with(&format!("database {} cannot be written: ", path.display()))
         );
         let not_db = Connection::open(&path).unwrap().execute("SELECT 1", []).unwrap_err();
         assert!(
-            matches!(Error::at(&path, not_db), Error::Sqlite(_)),
+            matches!(Error::at(&path, &not_db), Error::Sqlite { .. }),
             "other errors stay as they are"
         );
     }

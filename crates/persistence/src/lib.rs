@@ -13,9 +13,17 @@
 //! * [`Output`]: the one rule for every file the command writes (exports, backups): a regular
 //!   file through an exclusive temporary file renamed into place, a pipe or device straight
 //!   through, the database's own files refused (decision 14).
+//! * [`Error`]: one error for both backends. A driver's error becomes [`Error::Sqlite`] or
+//!   [`Error::Postgres`] (the database's code and message), or a variant that names the file
+//!   and what to do; [`Error::is_busy`], [`Error::is_corrupt`], [`Error::is_statement_error`]
+//!   and [`Error::db_message`] classify them for the stores.
 //!
 //! Architecture invariant: every write runs inside [`Database::write`], so it is `IMMEDIATE`,
 //! atomic, and waits for other writers instead of failing with `SQLITE_BUSY`.
+//!
+//! Architecture invariant: no driver type (rusqlite, postgres, r2d2, refinery) appears in a
+//! public signature or in [`Error`], but [`Tx::sqlite`], the escape hatch (the tests of
+//! `no_driver_types.rs`).
 
 pub mod audit_chain;
 mod bind;
@@ -27,6 +35,8 @@ mod error;
 mod location;
 mod maintenance;
 pub mod migrate;
+#[cfg(test)]
+mod no_driver_types;
 pub mod output;
 mod pg;
 pub mod redact;

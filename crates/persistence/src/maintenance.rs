@@ -8,7 +8,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
 use crate::db::Database;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SqliteResult};
 use crate::output::{self, Leftover, Output, TempFile};
 
 /// The tables of the schema, in the order a status report lists them.
@@ -51,10 +51,12 @@ impl Database {
     /// it), so there is nothing the database can be asked: [`Error::Unsupported`].
     pub fn integrity_check(&self) -> Result<Vec<String>> {
         self.read(|tx| {
-            let mut stmt =
-                tx.connection_for("this maintenance step")?.prepare("PRAGMA integrity_check")?;
-            let lines = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            let lines = lines.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = tx
+                .connection_for("this maintenance step")?
+                .prepare("PRAGMA integrity_check")
+                .or_error()?;
+            let lines = stmt.query_map([], |r| r.get::<_, String>(0)).or_error()?;
+            let lines = lines.collect::<rusqlite::Result<Vec<_>>>().or_error()?;
             Ok(lines.into_iter().filter(|l| l != "ok").collect())
         })
     }
@@ -62,12 +64,16 @@ impl Database {
     /// `PRAGMA foreign_key_check`: rows whose parent row is missing.
     pub fn foreign_key_problems(&self) -> Result<Vec<ForeignKeyProblem>> {
         self.read(|tx| {
-            let mut stmt =
-                tx.connection_for("this maintenance step")?.prepare("PRAGMA foreign_key_check")?;
-            let rows = stmt.query_map([], |r| {
-                Ok(ForeignKeyProblem { table: r.get(0)?, rowid: r.get(1)?, parent: r.get(2)? })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let mut stmt = tx
+                .connection_for("this maintenance step")?
+                .prepare("PRAGMA foreign_key_check")
+                .or_error()?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(ForeignKeyProblem { table: r.get(0)?, rowid: r.get(1)?, parent: r.get(2)? })
+                })
+                .or_error()?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().or_error()
         })
     }
 
@@ -203,7 +209,7 @@ impl Database {
             // All pages in one step: one snapshot, never restarted by a concurrent writer.
             loop {
                 let step = backup.step(-1).map_err(|e| match (&source, reads_the_source(&e)) {
-                    (Some(source), true) => Error::at(source, e),
+                    (Some(source), true) => Error::at(source, &e),
                     _ => copy_err(e),
                 })?;
                 match step {
@@ -258,7 +264,7 @@ fn copy_error(dest: &Path, copy: &Path, role: Copy, e: rusqlite::Error) -> Error
         Copy::Destination => format!("{what} the destination's copy {}", copy.display()),
         Copy::Staging => format!("{what} the copy staged in {}", copy.display()),
     };
-    let reason = match Error::at(copy, e) {
+    let reason = match Error::at(copy, &e) {
         Error::DiskFull { .. } => match role {
             Copy::Destination => format!(
                 "the destination's disk is full ({}); free some space there or back up to another place",
@@ -286,6 +292,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::error::SqliteResult;
     use crate::Access;
 
     /// A file database with a few hundred pages, open read-only as `db backup` opens it.
@@ -297,7 +304,7 @@ mod tests {
             tx.connection_for("this maintenance step")?.execute_batch(
                 "CREATE TABLE t(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)
                  INSERT INTO t SELECT randomblob(2000) FROM n",
-            )?;
+            ).or_error()?;
             Ok::<_, Error>(())
         })
         .unwrap();

@@ -1,6 +1,9 @@
 //! Runs the embedded refinery migrations inside one `BEGIN IMMEDIATE` transaction, so that when
 //! several processes open a fresh file at once exactly one migrates and the others wait, then
 //! find nothing left to do.
+//!
+//! Its public functions take a path and return this crate's [`Error`]: what runs on a driver's
+//! connection stays inside the crate (PostgreSQL's migrations are in `pg.rs`).
 
 use std::path::Path;
 
@@ -25,7 +28,7 @@ pub fn latest_version() -> i64 {
 }
 
 /// The newest migration applied to this connection's database (0 for none).
-pub fn applied_version(conn: &Connection) -> rusqlite::Result<i64> {
+pub(crate) fn applied_version(conn: &Connection) -> rusqlite::Result<i64> {
     let has_history: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
         [HISTORY_TABLE],
@@ -41,13 +44,21 @@ pub fn applied_version(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 /// Brings the database up to the latest version; returns the versions it applied.
-pub fn run(conn: &mut Connection, path: &Path) -> Result<Vec<i64>> {
+pub(crate) fn run(conn: &mut Connection, path: &Path) -> Result<Vec<i64>> {
     run_to(conn, path, latest_version())
 }
 
-/// Brings the database up to `target` (for tests of upgrades from every earlier version).
+/// Brings the SQLite file at `path` (created if missing) up to migration `target`, and no
+/// further; returns the versions it applied. For tests of upgrades from every earlier version:
+/// [`crate::Database::open`] migrates to the latest.
 #[doc(hidden)]
-pub fn run_to(conn: &mut Connection, path: &Path, target: i64) -> Result<Vec<i64>> {
+pub fn run_file_to(path: &Path, target: i64) -> Result<Vec<i64>> {
+    let mut conn = Connection::open(crate::db::literal_path(path)).map_err(classify(path))?;
+    run_to(&mut conn, path, target)
+}
+
+/// Brings the database up to `target`.
+pub(crate) fn run_to(conn: &mut Connection, path: &Path, target: i64) -> Result<Vec<i64>> {
     let latest = latest_version();
     let open_err = classify(path);
     let found = applied_version(conn).map_err(classify(path))?;
@@ -83,8 +94,25 @@ fn migrate_to(in_tx: &mut InTransaction<'_>, path: &Path, target: i64) -> Result
         .set_abort_missing(true)
         .set_target(refinery_core::Target::Version(target as _))
         .run(in_tx)
-        .map_err(|e| Error::Migrate { path: path.to_path_buf(), source: Box::new(e) })?;
+        .map_err(|e| migrate_error(path, &e))?;
     Ok(report.applied_migrations().iter().map(|m| i64::from(m.version())).collect())
+}
+
+/// A failed migration as [`Error::Migrate`] with refinery's message (the migration and the
+/// database's error). A statement SQLite answered with BUSY or LOCKED stays a busy error
+/// (`Open` with its code), so that opening retries it within the busy timeout.
+fn migrate_error(path: &Path, e: &refinery_core::Error) -> Error {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(sqlite) = cause.downcast_ref::<rusqlite::Error>() {
+            let classified = classify(path)(sqlite);
+            if classified.is_busy() {
+                return classified;
+            }
+        }
+        source = cause.source();
+    }
+    Error::Migrate { path: path.to_path_buf(), reason: e.to_string().into() }
 }
 
 fn check_not_newer(path: &Path, found: i64, supported: i64) -> Result<()> {
@@ -158,9 +186,11 @@ pub(crate) fn check_adoptable(conn: &Connection, path: &Path, create: bool) -> R
 /// An error met while opening the database at `path`: what [`Error::at`] can name (not a
 /// database, a full disk, a read-only mount, folder or file, a missing folder, an I/O error)
 /// becomes that variant, anything else `Open`.
-pub(crate) fn classify(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
-    move |source| match Error::at(path, source) {
-        Error::Sqlite(source) => Error::Open { path: path.to_path_buf(), source },
+pub(crate) fn classify<E: std::borrow::Borrow<rusqlite::Error>>(
+    path: &Path,
+) -> impl Fn(E) -> Error + '_ {
+    move |source| match Error::at(path, source.borrow()) {
+        Error::Sqlite { code, message } => Error::Open { path: path.to_path_buf(), code, message },
         classified => classified,
     }
 }
@@ -214,7 +244,7 @@ impl Query<Vec<Migration>> for InTransaction<'_> {
 impl Migrate for InTransaction<'_> {}
 
 /// The seed's schema version row (`schema_versions`), e.g. `1.0.0`.
-pub fn seed_version(conn: &Connection) -> rusqlite::Result<Option<String>> {
+pub(crate) fn seed_version(conn: &Connection) -> rusqlite::Result<Option<String>> {
     conn.query_row(SEED_VERSION, [], |r| r.get(0)).optional()
 }
 

@@ -987,6 +987,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::error::SqliteResult;
 
     /// A file database open read-only, so nothing (no background checkpoint) changes its bytes
     /// while a test compares them; the database, -wal and -shm exist, and its journal mode
@@ -998,7 +999,8 @@ mod tests {
         db.write(|tx| {
             tx.connection_for("a test")
                 .unwrap()
-                .execute_batch("CREATE TABLE IF NOT EXISTS t(x); INSERT INTO t VALUES (1)")?;
+                .execute_batch("CREATE TABLE IF NOT EXISTS t(x); INSERT INTO t VALUES (1)")
+                .or_error()?;
             Ok::<_, Error>(())
         })
         .unwrap();
@@ -1415,7 +1417,8 @@ mod tests {
         db.write(|tx| {
             tx.connection_for("a test")
                 .unwrap()
-                .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")?;
+                .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+                .or_error()?;
             Ok::<_, Error>(())
         })
         .unwrap();

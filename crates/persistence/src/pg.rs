@@ -347,7 +347,10 @@ impl PgInner {
             .set_abort_divergent(true)
             .set_abort_missing(true)
             .run(&mut InTransaction(&mut tx))
-            .map_err(|e| Error::Migrate { path: self.shown.clone().into(), source: Box::new(e) })?;
+            .map_err(|e| Error::Migrate {
+                path: self.shown.clone().into(),
+                reason: e.to_string().into(),
+            })?;
         tx.commit().map_err(|e| self.error(e))?;
         let applied: Vec<i64> =
             report.applied_migrations().iter().map(|m| i64::from(m.version())).collect();
@@ -463,7 +466,7 @@ impl std::fmt::Debug for Stmt<'_> {
 }
 
 fn as_sql<'p>(params: &'p [Param<'_>]) -> Vec<&'p (dyn ToSql + Sync)> {
-    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+    params.iter().map(|p| p.bound() as &(dyn ToSql + Sync)).collect()
 }
 
 impl<'c> Stmt<'c> {

@@ -21,7 +21,8 @@
 //! * Prompts, metadata, summaries, fragments and errors pass through the redactor.
 //!
 //! Architecture invariant: this crate depends on no database driver, so no driver type appears
-//! in its public API; its SQL, with a PostgreSQL text beside each statement whose dialects
+//! in its public API or its error (the façade's test
+//! `drivers::no_crate_but_persistence_and_the_bench_depends_on_a_database_driver` holds this); its SQL, with a PostgreSQL text beside each statement whose dialects
 //! differ, lives in `store.rs`.
 
 mod error;

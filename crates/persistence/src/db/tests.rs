@@ -54,7 +54,7 @@ fn databases() -> Vec<(&'static str, Database, Option<tempfile::TempDir>)> {
     let file = Database::open(dir.path().join("pool.db")).unwrap();
     let all = vec![("memory", memory, None), ("file", file, Some(dir))];
     for (_, db, _) in &all {
-        db.write(|tx| Ok::<_, Error>(tx.connection_for("a test").unwrap().execute_batch(CREATE)?))
+        db.write(|tx| tx.connection_for("a test").unwrap().execute_batch(CREATE).or_error())
             .unwrap();
     }
     all
@@ -62,11 +62,10 @@ fn databases() -> Vec<(&'static str, Database, Option<tempfile::TempDir>)> {
 
 fn count(db: &Database) -> i64 {
     db.read(|tx| {
-        Ok::<_, Error>(tx.connection_for("a test").unwrap().query_row(
-            "SELECT count(*) FROM pool_probe",
-            [],
-            |r| r.get(0),
-        )?)
+        tx.connection_for("a test")
+            .unwrap()
+            .query_row("SELECT count(*) FROM pool_probe", [], |r| r.get(0))
+            .or_error()
     })
     .unwrap()
 }
@@ -254,11 +253,10 @@ fn panicking_closures_from_several_threads_never_wedge_the_pool() {
             assert_eq!(count(&db), committed, "{kind}");
             let check: String = db
                 .read(|tx| {
-                    Ok::<_, Error>(tx.connection_for("a test").unwrap().query_row(
-                        "PRAGMA integrity_check",
-                        [],
-                        |r| r.get(0),
-                    )?)
+                    tx.connection_for("a test")
+                        .unwrap()
+                        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                        .or_error()
                 })
                 .unwrap();
             assert_eq!(check, "ok", "{kind}");
@@ -303,7 +301,7 @@ fn closing_the_last_handle_of_a_file_database_keeps_every_commit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("close.db");
         let db = Database::open(&path).unwrap();
-        db.write(|tx| Ok::<_, Error>(tx.connection_for("a test").unwrap().execute_batch(CREATE)?))
+        db.write(|tx| tx.connection_for("a test").unwrap().execute_batch(CREATE).or_error())
             .unwrap();
         let clone = db.clone();
         for _ in 0..5 {
