@@ -171,6 +171,12 @@ pub fn run(ctx: &Ctx, command: TracesCommand) -> anyhow::Result<Done> {
                     );
                 }
                 say!("{} running with a live owner", report.alive);
+                if report.skipped > 0 {
+                    say!(
+                        "{} running held by another recovery pass or a heartbeat, or started meanwhile: not judged by this pass",
+                        report.skipped
+                    );
+                }
             })?;
         }
     }

@@ -194,6 +194,11 @@ pub struct RecoveryReport {
     pub abandoned: Vec<Trace>,
     /// Running traces whose owner is alive (or cannot be judged yet).
     pub alive: u64,
+    /// Running traces this pass did not judge: on PostgreSQL, those another recovery pass or a
+    /// heartbeat held at that moment (`FOR UPDATE SKIP LOCKED`: theirs to judge, or their owner
+    /// is beating), and those started while it ran. Always 0 on SQLite, whose one writer lets
+    /// a pass judge every running trace.
+    pub skipped: u64,
 }
 
 /// An optional instant as RFC 3339 with milliseconds.

@@ -365,9 +365,21 @@ impl ExecutionTracker {
                 let rows = stmt.query_map(&[], RawTrace::read)?;
                 rows.into_iter().map(|r| r.into_trace()).collect::<Result<_>>()?
             };
+            let mut report = RecoveryReport::default();
+            if tx.backend() == Backend::Postgres {
+                // Counted while this pass holds the rows it judges, so every row it locked is
+                // still running: the rest are the ones it skipped.
+                let running_now = tx
+                    .query_row(
+                        "SELECT COUNT(*) FROM execution_traces WHERE status = 'running'",
+                        &[],
+                        |r| r.get::<u64>(0),
+                    )?
+                    .unwrap_or(0);
+                report.skipped = running_now.saturating_sub(running.len() as u64);
+            }
             // Read after the locks are held: a lease is judged against the time they were taken.
             let now = lease_now(tx)?;
-            let mut report = RecoveryReport::default();
             let mut reasons = std::collections::HashMap::new();
             for trace in running {
                 let Some(reason) = dead_reason(&trace, now, options.lease) else {
