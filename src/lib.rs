@@ -6,6 +6,10 @@
 //! * [`persistence`]: the SQLite database, migrations, redaction, state and configuration stores.
 //! * [`tracker`]: execution traces, agent invocations, metrics and crash recovery.
 //!
+//! Ids are typed on both sides, writes and reads alike: [`ProjectId`], [`TaskId`], [`TraceId`],
+//! [`InvocationId`] and [`LessonId`] are re-exported here; so are [`chrono`] and [`serde_json`],
+//! whose types the stores' signatures use, so a caller needs no path but `aigentflow::…`.
+//!
 //! [`Error`] holds an error of any of them, so one closure that spans several stores in a
 //! transaction (`db.write(|tx| { states.save_in(tx, …)?; audit.log_in(tx, …)?; Ok(()) })`) uses
 //! `?` on every store.
@@ -18,6 +22,21 @@ pub use aigentflow_core_states as states;
 pub use aigentflow_lessons as lessons;
 pub use aigentflow_persistence as persistence;
 pub use aigentflow_tracker as tracker;
+
+/// The ids every store takes and hands back, in one place: a project's and a task's (from
+/// [`states`]), a trace's and an agent invocation's (from [`tracker`]), a lesson's (from
+/// [`lessons`]). A string id is made from text with `.into()` (`AuditQuery { project_id:
+/// Some("p".into()), .. }`), compares with text (`id == "p"`) and serialises as the plain text;
+/// an invocation id is the number its row was given.
+pub use lessons::LessonId;
+pub use states::{ProjectId, TaskId};
+pub use tracker::{InvocationId, TraceId};
+
+/// The crates whose types the stores' signatures use (`chrono::DateTime<Utc>` instants and
+/// `TimeDelta` leases, `serde_json::Value` details, metadata and configuration values), at the
+/// versions the stores are built with.
+pub use chrono;
+pub use serde_json;
 
 /// An error of any crate of the layer: what a transaction spanning several stores returns.
 #[derive(Debug, thiserror::Error)]

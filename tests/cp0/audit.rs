@@ -162,7 +162,7 @@ fn audit_summary_counts_per_category(t) {
     for (a, c) in [("a1", Category::State), ("a2", Category::State), ("a3", Category::Agent)] {
         log.log(&entry("project-1", a, c)).unwrap();
     }
-    let summary = log.summary("project-1").unwrap();
+    let summary = log.summary(&"project-1".into()).unwrap();
     assert_eq!(summary.len(), 2);
     assert_eq!((summary[0].category.as_str(), summary[0].count), ("state", 2));
 }
@@ -281,7 +281,7 @@ fn a_nul_character_is_stored_on_sqlite_and_refused_naming_its_field_on_postgres(
         let exported = export_string(&log, ExportFormat::Jsonl, q.clone());
         assert_eq!(exported.lines().count(), holding, "{q:?}");
     }
-    assert_eq!(log.summary(nul).unwrap().len(), holding);
+    assert_eq!(log.summary(&nul.into()).unwrap().len(), holding);
     let v = log.verify(None).unwrap();
     assert_eq!((v.rows, v.finding), (written as u64, None));
 }
@@ -623,11 +623,12 @@ fn nasty_log(db: &Database) -> AuditLog {
 /// The cells a CSV export should hold for `r`, formula guard on or off.
 fn csv_cells(r: &aigentflow::audit::AuditRecord, neutralize: bool) -> Vec<String> {
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let id = |v: Option<&str>| v.unwrap_or_default().to_owned();
     let cells = [
         r.id.to_string(),
         aigentflow::states::time::to_rfc3339(r.timestamp),
-        text(&r.project_id),
-        text(&r.task_id),
+        id(r.project_id.as_ref().map(|p| p.as_str())),
+        id(r.task_id.as_ref().map(|t| t.as_str())),
         text(&r.agent),
         r.action.clone(),
         r.category.clone(),
@@ -1205,8 +1206,8 @@ fn random_entries_and_queries_give_the_same_results_on_sqlite_and_postgres() {
         count,
     )
         .prop_map(|(project_id, task_id, category, agent, start, end, limit, offset)| AuditQuery {
-            project_id,
-            task_id,
+            project_id: project_id.map(Into::into),
+            task_id: task_id.map(Into::into),
             category,
             agent,
             start,
@@ -1250,7 +1251,7 @@ fn random_entries_and_queries_give_the_same_results_on_sqlite_and_postgres() {
                             q
                         );
                         prop_assert_eq!(on_sqlite.count(&q).unwrap(), on_pg.count(&q).unwrap());
-                        let project = q.project_id.clone().unwrap_or_default();
+                        let project = q.project_id.clone().unwrap_or_else(|| "".into());
                         prop_assert_eq!(
                             on_sqlite.summary(&project).unwrap(),
                             on_pg.summary(&project).unwrap()
@@ -1361,7 +1362,7 @@ fn read_and_open_every_way(location: &str) {
     let log = AuditLog::new(Database::open(location).unwrap());
     log.query(&AuditQuery::default()).unwrap();
     log.head().unwrap();
-    log.summary("p").unwrap();
+    log.summary(&"p".into()).unwrap();
     export_string(&log, ExportFormat::Csv, AuditQuery::default());
     log.verify(None).unwrap();
     // A write through the log appends after the last sealed row and seals nothing else.

@@ -548,7 +548,7 @@ fn update_moves_updated_at_and_the_index_follows(t) {
             },
         )
         .unwrap();
-    assert_eq!(moved.project_id.as_deref(), Some("p1"));
+    assert_eq!(moved.project_id, Some("p1".into()));
     assert_eq!(moved.summary, "second words");
     assert_eq!(
         (moved.source_agent.as_deref(), moved.source_file.as_deref()),

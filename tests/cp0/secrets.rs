@@ -243,7 +243,7 @@ fn r16_no_corpus_secret_from_any_audit_field_reaches_the_rows_an_export_or_an_er
         } else {
             t.db().write(|tx| audit.log_in(tx, &entry).map(|_| ())).unwrap();
         }
-        let by_task = AuditQuery { task_id: Some(task), ..AuditQuery::default() };
+        let by_task = AuditQuery { task_id: Some(task.into()), ..AuditQuery::default() };
         assert_eq!(audit.query(&by_task).unwrap().len(), 1, "{}", s.name);
         let refused = AuditQuery { start: Some(text.to_owned()), ..AuditQuery::default() };
         let message = audit.query(&refused).unwrap_err().to_string();
@@ -304,7 +304,7 @@ fn what_an_audit_entry_was_written_with_is_found_again_by_the_same_text() {
     for (i, s) in samples().iter().enumerate().step_by(7) {
         write_everywhere(&db, i, s);
         let task = TaskId::new(format!("t{i}-{}", s.text));
-        let by_task = AuditQuery { task_id: Some(task.to_string()), ..AuditQuery::default() };
+        let by_task = AuditQuery { task_id: Some(task), ..AuditQuery::default() };
         assert_eq!(AuditLog::new(db.clone()).query(&by_task).unwrap().len(), 1, "{}", s.name);
     }
 }

@@ -13,7 +13,7 @@ use aigentflow::persistence::{Backend, Database, ManualClock, Options, SqliteSta
 use aigentflow::states::{time, StateStore, TaskId};
 use aigentflow::tracker::owner::{probe, Probe};
 use aigentflow::tracker::{
-    AgentMetrics, Error, ExecutionTracker, InvocationUpdate, NewInvocation, Outcome,
+    AgentMetrics, Error, ExecutionTracker, InvocationId, InvocationUpdate, NewInvocation, Outcome,
     RecoveryOptions, TokenUsage, TraceId, TraceStatus,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -145,8 +145,8 @@ fn agent_invocations_are_recorded_updated_and_listed_in_order(t) {
     };
     assert!(matches!(tracker.record_invocation(&bad), Err(Error::InvalidInput { .. })));
     assert!(matches!(
-        tracker.update_invocation(9999, &InvocationUpdate::default()),
-        Err(Error::UnknownInvocation { id: 9999 })
+        tracker.update_invocation(InvocationId::new(9999), &InvocationUpdate::default()),
+        Err(Error::UnknownInvocation { id }) if id == InvocationId::new(9999)
     ));
     assert_eq!(tracker.invocations(&trace.id).unwrap().len(), 2, "nothing half-written");
 }
@@ -159,9 +159,9 @@ fn recent_traces_are_a_projects_newest_first(t) {
     clock.advance(Duration::seconds(1));
     let b = tracker.start_trace(&"project-1".into(), &"task-2".into(), "Test 2").unwrap();
     tracker.start_trace(&"project-2".into(), &"task-3".into(), "Test 3").unwrap();
-    let recent = tracker.recent_traces(Some("project-1"), 20).unwrap();
+    let recent = tracker.recent_traces(Some(&"project-1".into()), 20).unwrap();
     assert_eq!(recent.iter().map(|t| &t.id).collect::<Vec<_>>(), [&b.id, &a.id]);
-    assert_eq!(tracker.recent_traces(Some("project-1"), 1).unwrap().len(), 1);
+    assert_eq!(tracker.recent_traces(Some(&"project-1".into()), 1).unwrap().len(), 1);
     assert_eq!(tracker.recent_traces(None, 20).unwrap().len(), 3);
 }
 }

@@ -335,7 +335,7 @@ impl AuditLog {
         self.database().read(|tx| {
             let chain_head = read_head(tx)?;
             let path = match &options.query.project_id {
-                Some(project) => ProjectPath::by_id(tx, project)?,
+                Some(project) => ProjectPath::by_id(tx, project.as_str())?,
                 None => ProjectPath::Index,
             };
             let (sql, values) = select(&options.query, "id", path, tx.backend())?;

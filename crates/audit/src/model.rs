@@ -45,8 +45,8 @@ pub struct AuditRecord {
     pub id: i64,
     #[serde(with = "time::serde_millis")]
     pub timestamp: DateTime<Utc>,
-    pub project_id: Option<String>,
-    pub task_id: Option<String>,
+    pub project_id: Option<ProjectId>,
+    pub task_id: Option<TaskId>,
     pub agent: Option<String>,
     pub action: String,
     /// The stored text (one of [`Category`] for rows this layer wrote).
@@ -63,10 +63,12 @@ pub struct AuditRecord {
 }
 
 /// Filters of a query or an export. Dates are inclusive; a bare date as `end` covers that whole day.
+/// Ids are given as their types, which take text: `AuditQuery { project_id: Some("p".into()), ..
+/// AuditQuery::default() }`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuditQuery {
-    pub project_id: Option<String>,
-    pub task_id: Option<String>,
+    pub project_id: Option<ProjectId>,
+    pub task_id: Option<TaskId>,
     pub category: Option<Category>,
     pub agent: Option<String>,
     /// From this date or instant on, read by [`aigentflow_core_states::time::Bound::parse`]

@@ -1,6 +1,6 @@
 //! [`AuditLog`]: appends, queries and verification. All the crate's SQL lives here and in `export.rs`.
 
-use aigentflow_core_states::time;
+use aigentflow_core_states::{time, ProjectId, TaskId};
 use aigentflow_persistence::audit_chain::{self, hash_time};
 pub(crate) use aigentflow_persistence::audit_chain::{cell_bytes, hash_time_into};
 use aigentflow_persistence::Row;
@@ -114,7 +114,8 @@ impl AuditLog {
     }
 
     /// How many entries a project has per category, most first.
-    pub fn summary(&self, project_id: &str) -> Result<Vec<CategoryCount>> {
+    pub fn summary(&self, project_id: &ProjectId) -> Result<Vec<CategoryCount>> {
+        let project_id = project_id.as_str();
         if self.db.backend() == Backend::Postgres && holds_nul(project_id) {
             return Ok(Vec::new());
         }
@@ -497,8 +498,8 @@ impl RawRow {
         Ok(AuditRecord {
             id,
             timestamp,
-            project_id: optional("project_id", self.project_id)?,
-            task_id: optional("task_id", self.task_id)?,
+            project_id: optional("project_id", self.project_id)?.map(ProjectId::new),
+            task_id: optional("task_id", self.task_id)?.map(TaskId::new),
             agent: optional("agent", self.agent)?,
             action: text("action", self.action)?,
             category: text("category", self.category)?,
@@ -572,9 +573,9 @@ pub(crate) fn where_clause<'q>(
     // A unary `+` keeps SQLite from using an index for the term.
     eq(
         if path == ProjectPath::Scan { "+project_id" } else { "project_id" },
-        q.project_id.as_deref(),
+        q.project_id.as_ref().map(ProjectId::as_str),
     );
-    eq("task_id", q.task_id.as_deref());
+    eq("task_id", q.task_id.as_ref().map(TaskId::as_str));
     eq("category", q.category.map(|c| c.as_str()));
     eq("agent", q.agent.as_deref());
     // Both ends are inclusive and in stored form, so a bound compares as text: a bare date

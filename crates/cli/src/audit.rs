@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use aigentflow_audit::{
     AuditEntry, AuditLog, AuditQuery, Category, ChainHead, ExportFormat, ExportOptions,
 };
+use aigentflow_core_states::{ProjectId, TaskId};
 use aigentflow_persistence::Output;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
@@ -25,11 +26,11 @@ pub enum AuditCommand {
         #[arg(long, value_parser = parse_category)]
         category: Category,
         /// The project the entry belongs to (not empty).
-        #[arg(long, value_parser = args::name)]
-        project: Option<String>,
+        #[arg(long, value_parser = args::id::<ProjectId>)]
+        project: Option<ProjectId>,
         /// The task the entry belongs to (not empty).
-        #[arg(long, value_parser = args::name)]
-        task: Option<String>,
+        #[arg(long, value_parser = args::id::<TaskId>)]
+        task: Option<TaskId>,
         /// The agent that acted (not empty).
         #[arg(long, value_parser = args::name)]
         agent: Option<String>,
@@ -59,8 +60,8 @@ pub enum AuditCommand {
     /// Entries of a project per category.
     Summary {
         /// The project to count (not empty).
-        #[arg(long, value_parser = args::name)]
-        project: String,
+        #[arg(long, value_parser = args::id::<ProjectId>)]
+        project: ProjectId,
     },
     /// Stream the entries matching the filters, oldest first, as CSV, JSON or JSON Lines.
     Export {
@@ -104,11 +105,11 @@ pub enum AuditCommand {
 #[derive(Debug, Args)]
 pub struct Filters {
     /// Only this project's entries (not empty).
-    #[arg(long, value_parser = args::name)]
-    project: Option<String>,
+    #[arg(long, value_parser = args::id::<ProjectId>)]
+    project: Option<ProjectId>,
     /// Only this task's entries (not empty).
-    #[arg(long, value_parser = args::name)]
-    task: Option<String>,
+    #[arg(long, value_parser = args::id::<TaskId>)]
+    task: Option<TaskId>,
     /// Only this category: state, file, agent, security or user.
     #[arg(long, value_parser = parse_category)]
     category: Option<Category>,
@@ -179,8 +180,8 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
                 .transpose()?;
             let log = AuditLog::new(ctx.write()?);
             let entry = AuditEntry {
-                project_id: project.map(Into::into),
-                task_id: task.map(Into::into),
+                project_id: project,
+                task_id: task,
                 agent,
                 details,
                 user_id: user,
@@ -202,8 +203,8 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
                             when(r.timestamp),
                             r.category.clone(),
                             cell(&r.action, 40),
-                            opt(r.project_id.as_deref()),
-                            opt(r.task_id.as_deref()),
+                            opt(r.project_id.as_ref()),
+                            opt(r.task_id.as_ref()),
                             opt(r.agent.as_deref()),
                         ]
                     })

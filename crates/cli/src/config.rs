@@ -16,8 +16,8 @@ pub enum ConfigCommand {
         #[arg(value_parser = args::name)]
         key: String,
         /// Look in this project first, then globally (not empty).
-        #[arg(long, value_parser = args::name)]
-        project: Option<String>,
+        #[arg(long, value_parser = args::id::<ProjectId>)]
+        project: Option<ProjectId>,
     },
     /// Set KEY to VALUE (JSON if it parses as JSON, else a string), globally or for a project.
     Set {
@@ -27,8 +27,8 @@ pub enum ConfigCommand {
         /// The value: JSON such as 3, true or {"a":1}, else taken as a string.
         value: String,
         /// Set it for this project only (it then overrides the global value there; not empty).
-        #[arg(long, value_parser = args::name)]
-        project: Option<String>,
+        #[arg(long, value_parser = args::id::<ProjectId>)]
+        project: Option<ProjectId>,
     },
     /// Remove KEY from a scope.
     Unset {
@@ -36,20 +36,20 @@ pub enum ConfigCommand {
         #[arg(value_parser = args::name)]
         key: String,
         /// Remove this project's own value (the global one then applies again; not empty).
-        #[arg(long, value_parser = args::name)]
-        project: Option<String>,
+        #[arg(long, value_parser = args::id::<ProjectId>)]
+        project: Option<ProjectId>,
     },
     /// Every value that applies (to a project, with its overrides).
     List {
         /// The values that apply to this project: its own, and the global ones it does not
         /// override (not empty).
-        #[arg(long, value_parser = args::name)]
-        project: Option<String>,
+        #[arg(long, value_parser = args::id::<ProjectId>)]
+        project: Option<ProjectId>,
     },
 }
 
-fn scope(project: Option<String>) -> Scope {
-    project.map_or(Scope::Global, |p| Scope::Project(ProjectId::new(p)))
+fn scope(project: Option<ProjectId>) -> Scope {
+    project.map_or(Scope::Global, Scope::Project)
 }
 
 pub fn run(ctx: &Ctx, command: ConfigCommand) -> anyhow::Result<Done> {
@@ -65,7 +65,6 @@ pub fn run(ctx: &Ctx, command: ConfigCommand) -> anyhow::Result<Done> {
     match command {
         ConfigCommand::Get { key, project } => {
             let store = ConfigStore::new(ctx.read()?);
-            let project = project.map(ProjectId::new);
             let entry = store
                 .get(&key, project.as_ref())?
                 .ok_or_else(|| anyhow::anyhow!("no configuration value \"{key}\""))?;
@@ -89,7 +88,7 @@ pub fn run(ctx: &Ctx, command: ConfigCommand) -> anyhow::Result<Done> {
         }
         ConfigCommand::List { project } => {
             let store = ConfigStore::new(ctx.read()?);
-            let entries = store.list(project.map(ProjectId::new).as_ref())?;
+            let entries = store.list(project.as_ref())?;
             ctx.out.emit(&entries, || print_entries(&entries))?;
         }
     }

@@ -1,5 +1,6 @@
 //! `lessons …`: add, show, search, update, apply, delete, top, rebuild.
 
+use aigentflow_core_states::ProjectId;
 use aigentflow_lessons::{
     Category, Highlight, Lesson, LessonId, LessonUpdate, LessonsStore, NewLesson, QueryMode,
     SearchOptions,
@@ -44,8 +45,8 @@ pub enum LessonsCommand {
         #[arg(long, value_parser = parse_category)]
         category: Option<Category>,
         /// A project's search also sees the global lessons (not empty).
-        #[arg(long, value_parser = args::name)]
-        project: Option<String>,
+        #[arg(long, value_parser = args::id::<ProjectId>)]
+        project: Option<ProjectId>,
         /// Lessons carrying every one of these tags (comma-separated; none empty).
         #[arg(long, value_delimiter = ',', value_parser = args::name)]
         tags: Vec<String>,
@@ -86,8 +87,8 @@ pub enum LessonsCommand {
         #[arg(long, value_parser = args::confidence, allow_negative_numbers = true)]
         confidence: Option<f64>,
         /// Move the lesson to this project (not empty; --global makes it global).
-        #[arg(long, value_parser = args::name, conflicts_with = "global")]
-        project: Option<String>,
+        #[arg(long, value_parser = args::id::<ProjectId>, conflicts_with = "global")]
+        project: Option<ProjectId>,
         /// Make the lesson global: remove its project.
         #[arg(long)]
         global: bool,
@@ -135,8 +136,8 @@ pub struct NewFields {
     #[arg(long, value_parser = args::confidence, allow_negative_numbers = true)]
     confidence: Option<f64>,
     /// The project (not empty; left out: a global lesson).
-    #[arg(long, value_parser = args::name)]
-    project: Option<String>,
+    #[arg(long, value_parser = args::id::<ProjectId>)]
+    project: Option<ProjectId>,
 }
 
 fn parse_category(text: &str) -> Result<Category, String> {
@@ -147,7 +148,7 @@ fn print_lesson(l: &Lesson) {
     say!("id          {}", l.id);
     say!("title       {}", l.title);
     say!("category    {}", l.category);
-    say!("project     {}", opt(l.project_id.as_deref()));
+    say!("project     {}", opt(l.project_id.as_ref()));
     say!("summary     {}", l.summary);
     if let Some(d) = &l.details {
         // The story keeps its lines, each indented under the first (and each sanitised).
@@ -182,7 +183,7 @@ pub fn run(ctx: &Ctx, command: LessonsCommand) -> anyhow::Result<Done> {
         LessonsCommand::Add { category, title, summary, fields } => {
             let store = LessonsStore::new(ctx.write()?);
             let lesson = store.create(&NewLesson {
-                project_id: fields.project.map(Into::into),
+                project_id: fields.project,
                 category,
                 title,
                 summary,
@@ -236,7 +237,7 @@ pub fn run(ctx: &Ctx, command: LessonsCommand) -> anyhow::Result<Done> {
         } => {
             let store = LessonsStore::new(ctx.write()?);
             let project_id = match (project, global) {
-                (Some(p), _) => Some(Some(p.into())),
+                (Some(p), _) => Some(Some(p)),
                 (None, true) => Some(None),
                 (None, false) => None,
             };

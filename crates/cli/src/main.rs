@@ -1,4 +1,6 @@
 //! `aigentflow`: the operator's command over an aigentflow database.
+// A binary exports nothing: the workspace's `unnameable_types` guards the libraries' APIs.
+#![allow(unnameable_types)]
 
 mod args;
 mod audit;

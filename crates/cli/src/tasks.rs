@@ -12,8 +12,8 @@ pub enum TasksCommand {
     /// One line per task, most recently updated first.
     List {
         /// Only this project's tasks (not empty).
-        #[arg(long, value_parser = args::name)]
-        project: Option<String>,
+        #[arg(long, value_parser = args::id::<ProjectId>)]
+        project: Option<ProjectId>,
         /// Only tasks in this state (e.g. BUILDING; not empty).
         #[arg(long, value_parser = args::name)]
         state: Option<String>,
@@ -21,14 +21,14 @@ pub enum TasksCommand {
     /// A task's state, prompt, history and checkpoints.
     Show {
         /// The task id (not empty).
-        #[arg(value_parser = args::name)]
-        task: String,
+        #[arg(value_parser = args::id::<TaskId>)]
+        task: TaskId,
     },
     /// Tasks that can be resumed (not completed, aborted or escalated), with their latest checkpoint.
     Resumable {
         /// Only this project's tasks (not empty).
-        #[arg(long, value_parser = args::name)]
-        project: Option<String>,
+        #[arg(long, value_parser = args::id::<ProjectId>)]
+        project: Option<ProjectId>,
     },
 }
 
@@ -42,7 +42,7 @@ pub fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<Done> {
                     "note: {s} is not a state of the workflow graph (a legacy database may still hold it)"
                 ));
             }
-            let tasks = store.summaries(project.map(ProjectId::new).as_ref(), state.as_ref())?;
+            let tasks = store.summaries(project.as_ref(), state.as_ref())?;
             ctx.out.emit(&tasks, || {
                 let rows: Vec<Vec<String>> = tasks
                     .iter()
@@ -64,7 +64,7 @@ pub fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<Done> {
             })?;
         }
         TasksCommand::Show { task } => {
-            let state = store.load_state(&TaskId::new(&task))?.ok_or_else(|| {
+            let state = store.load_state(&task)?.ok_or_else(|| {
                 anyhow::anyhow!("task {task} not found (see `aigentflow tasks list`)")
             })?;
             ctx.out.emit(&state, || {
@@ -107,7 +107,7 @@ pub fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<Done> {
             })?;
         }
         TasksCommand::Resumable { project } => {
-            let tasks = store.resumable(project.map(ProjectId::new).as_ref())?;
+            let tasks = store.resumable(project.as_ref())?;
             ctx.out.emit(&tasks, || {
                 let rows: Vec<Vec<String>> = tasks
                     .iter()

@@ -1,5 +1,6 @@
 //! `traces …`: runs, agent invocations, metrics and crash recovery.
 
+use aigentflow_core_states::ProjectId;
 use aigentflow_tracker::{ExecutionTracker, RecoveryOptions, TraceId};
 use clap::Subcommand;
 use serde_json::json;
@@ -12,8 +13,8 @@ pub enum TracesCommand {
     /// Recent traces, newest first.
     List {
         /// Only this project's traces (not empty).
-        #[arg(long, value_parser = args::name)]
-        project: Option<String>,
+        #[arg(long, value_parser = args::id::<ProjectId>)]
+        project: Option<ProjectId>,
         /// At most this many traces: any whole number from 0.
         #[arg(long, default_value_t = 20, value_parser = args::count, allow_negative_numbers = true)]
         limit: u64,
@@ -56,15 +57,15 @@ pub fn run(ctx: &Ctx, command: TracesCommand) -> anyhow::Result<Done> {
     });
     match command {
         TracesCommand::List { project, limit } => {
-            let traces = tracker.recent_traces(project.as_deref(), limit)?;
+            let traces = tracker.recent_traces(project.as_ref(), limit)?;
             ctx.out.emit(&traces, || {
                 let rows: Vec<Vec<String>> = traces
                     .iter()
                     .map(|t| {
                         vec![
                             t.id.to_string(),
-                            t.project_id.clone(),
-                            t.task_id.clone(),
+                            t.project_id.to_string(),
+                            t.task_id.to_string(),
                             t.status.to_string(),
                             when(t.started_at),
                             opt(t.duration_ms.map(|d| format!("{d} ms"))),
@@ -146,7 +147,7 @@ pub fn run(ctx: &Ctx, command: TracesCommand) -> anyhow::Result<Done> {
                     .map(|r| {
                         vec![
                             r.trace.id.to_string(),
-                            r.trace.task_id.clone(),
+                            r.trace.task_id.to_string(),
                             r.trace.recovery_attempts.to_string(),
                             match (&r.task, &r.problem) {
                                 (_, Some(p)) => format!("unreadable: {}", cell(p, 60)),

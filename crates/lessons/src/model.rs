@@ -53,7 +53,7 @@ impl NewLesson {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Lesson {
     pub id: LessonId,
-    pub project_id: Option<String>,
+    pub project_id: Option<ProjectId>,
     /// The stored text (one of [`Category`] for lessons this store wrote).
     pub category: String,
     pub title: String,
@@ -122,7 +122,7 @@ pub struct SearchOptions {
     pub mode: QueryMode,
     pub category: Option<Category>,
     /// A project's search also sees the global lessons.
-    pub project_id: Option<String>,
+    pub project_id: Option<ProjectId>,
     /// Every tag given must be among the lesson's tags (exact match).
     pub tags: Vec<String>,
     pub limit: Option<u64>,

@@ -139,6 +139,7 @@ pub(crate) fn search(tx: &Tx<'_>, o: &SearchOptions) -> Result<Vec<SearchHit>> {
     if let Some(p) = &o.project_id {
         sql.push_str(" AND (l.project_id = ? OR l.project_id IS NULL)");
         // A project id with NUL names no stored project: only the global lessons remain.
+        let p = p.as_str();
         values.push(if p.contains('\0') { Param::NULL } else { Param::text(p) });
     }
     if !o.tags.is_empty() {

@@ -472,7 +472,7 @@ fn select<'a>(o: &'a SearchOptions, fts: Option<&'a Fts>) -> (String, Vec<Param<
     }
     if let Some(p) = &o.project_id {
         sql.push_str(" AND (l.project_id = ? OR l.project_id IS NULL)");
-        values.push(Param::text(p));
+        values.push(Param::text(p.as_str()));
     }
     for tag in &o.tags {
         sql.push_str(
@@ -598,7 +598,7 @@ impl RawLesson {
             created_at: stamp("created_at", &self.created_at)?,
             updated_at: stamp("updated_at", &self.updated_at)?,
             id: LessonId::new(self.id),
-            project_id: self.project_id,
+            project_id: self.project_id.map(aigentflow_core_states::ProjectId::new),
             category: self.category,
             title: self.title,
             summary: self.summary,
@@ -665,7 +665,7 @@ mod tests {
                 "{blank:?}: {err}"
             );
         }
-        assert_eq!(store.get(&lesson.id).unwrap().unwrap().project_id.as_deref(), Some("p"));
+        assert_eq!(store.get(&lesson.id).unwrap().unwrap().project_id, Some("p".into()));
         let global = LessonUpdate { project_id: Some(None), ..Default::default() };
         assert_eq!(store.update(&lesson.id, &global).unwrap().project_id, None);
     }

@@ -15,7 +15,7 @@ pub enum Error {
     UnknownTrace { id: SafeText },
     /// No invocation with this id.
     #[error("agent invocation {id} not found")]
-    UnknownInvocation { id: i64 },
+    UnknownInvocation { id: crate::InvocationId },
     /// The trace is not in a status that allows the operation.
     #[error("trace {id} is {status}; cannot {action}")]
     WrongStatus { id: SafeText, status: SafeText, action: &'static str },

@@ -32,7 +32,7 @@ mod store;
 
 pub use error::{Error, Result};
 pub use model::{
-    AgentMetrics, Invocation, InvocationUpdate, NewInvocation, Outcome, RecoveredRun,
+    AgentMetrics, Invocation, InvocationId, InvocationUpdate, NewInvocation, Outcome, RecoveredRun,
     RecoveryOptions, RecoveryReport, TokenUsage, Trace, TraceId, TraceStatus,
 };
 pub use owner::Owner;

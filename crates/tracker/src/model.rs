@@ -1,4 +1,4 @@
-use aigentflow_core_states::{string_id, time};
+use aigentflow_core_states::{string_id, time, ProjectId, TaskId};
 use aigentflow_persistence::ResumableTask;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,44 @@ string_id!(
     /// The id of an execution trace (one run of a task).
     TraceId
 );
+
+/// The id of an agent invocation: the number its row was given, which
+/// [`record_invocation`](crate::ExecutionTracker::record_invocation) returns and
+/// [`update_invocation`](crate::ExecutionTracker::update_invocation) takes back. Stored and
+/// serialised as the plain number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct InvocationId(i64);
+
+impl InvocationId {
+    /// The invocation with this row number.
+    pub const fn new(id: i64) -> Self {
+        Self(id)
+    }
+
+    /// The row number.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for InvocationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<i64> for InvocationId {
+    fn from(id: i64) -> Self {
+        Self(id)
+    }
+}
+
+impl From<InvocationId> for i64 {
+    fn from(id: InvocationId) -> Self {
+        id.0
+    }
+}
 
 /// Token usage, in the JSON keys the TypeScript version wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,8 +83,8 @@ aigentflow_core_states::closed_enum! {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Trace {
     pub id: TraceId,
-    pub project_id: String,
-    pub task_id: String,
+    pub project_id: ProjectId,
+    pub task_id: TaskId,
     pub prompt: String,
     #[serde(with = "time::serde_millis")]
     pub started_at: DateTime<Utc>,
@@ -122,8 +160,8 @@ pub struct InvocationUpdate {
 /// A stored agent invocation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Invocation {
-    pub id: i64,
-    pub trace_id: String,
+    pub id: InvocationId,
+    pub trace_id: TraceId,
     pub agent: String,
     pub task_fragment: Option<String>,
     #[serde(with = "time::serde_millis")]
@@ -215,6 +253,17 @@ pub(crate) fn opt_time<S: serde::Serializer>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An invocation id is its row number: the plain number in JSON and in text, both ways.
+    #[test]
+    fn an_invocation_id_is_its_number_in_json_and_text() {
+        for n in [i64::MIN, -1, 0, 1, 42, i64::MAX] {
+            let id = InvocationId::from(n);
+            assert_eq!(serde_json::to_value(id).ok(), Some(Value::from(n)));
+            assert_eq!(serde_json::from_value::<InvocationId>(Value::from(n)).ok(), Some(id));
+            assert_eq!((id.to_string(), i64::from(id), id.get()), (n.to_string(), n, n));
+        }
+    }
 
     #[test]
     fn token_usage_keeps_the_typescript_keys() {

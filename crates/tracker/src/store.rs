@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    AgentMetrics, Invocation, InvocationUpdate, NewInvocation, RecoveredRun, RecoveryOptions,
-    RecoveryReport, TokenUsage, Trace, TraceId, TraceStatus,
+    AgentMetrics, Invocation, InvocationId, InvocationUpdate, NewInvocation, RecoveredRun,
+    RecoveryOptions, RecoveryReport, TokenUsage, Trace, TraceId, TraceStatus,
 };
 use crate::owner::Owner;
 
@@ -174,7 +174,7 @@ impl ExecutionTracker {
     }
 
     /// The most recent traces, of one project or of all, newest first.
-    pub fn recent_traces(&self, project: Option<&str>, limit: u64) -> Result<Vec<Trace>> {
+    pub fn recent_traces(&self, project: Option<&ProjectId>, limit: u64) -> Result<Vec<Trace>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.db.read(|tx| {
             let (sql, values) = match project {
@@ -183,7 +183,7 @@ impl ExecutionTracker {
                         "SELECT {TRACE_COLUMNS} FROM execution_traces WHERE project_id = ?
                          ORDER BY started_at DESC, id DESC LIMIT ?"
                     ),
-                    vec![Param::text(p), Param::int(limit)],
+                    vec![Param::text(p.as_str()), Param::int(limit)],
                 ),
                 None => (
                     format!(
@@ -211,12 +211,12 @@ impl ExecutionTracker {
     }
 
     /// Records an agent invocation (text redacted first); returns its id.
-    pub fn record_invocation(&self, new: &NewInvocation) -> Result<i64> {
+    pub fn record_invocation(&self, new: &NewInvocation) -> Result<InvocationId> {
         self.db.write(|tx| self.record_invocation_in(tx, new))
     }
 
     /// Records an agent invocation inside a caller's transaction.
-    pub fn record_invocation_in(&self, tx: &Tx<'_>, new: &NewInvocation) -> Result<i64> {
+    pub fn record_invocation_in(&self, tx: &Tx<'_>, new: &NewInvocation) -> Result<InvocationId> {
         if new.agent.trim().is_empty() {
             return Err(Error::InvalidInput { what: "agent", reason: "it is empty".into() });
         }
@@ -246,13 +246,17 @@ impl ExecutionTracker {
                 Param::opt_text(new.output_summary.as_deref()),
                 Param::opt_text(new.error.as_deref()),
             ],
-            |r| r.get::<i64>(0),
+            |r| r.get::<i64>(0).map(InvocationId::new),
         )?;
         id.ok_or_else(|| Error::UnknownTrace { id: new.trace_id.to_string().into() })
     }
 
     /// Changes the given fields of an invocation (text redacted first); returns it.
-    pub fn update_invocation(&self, id: i64, update: &InvocationUpdate) -> Result<Invocation> {
+    pub fn update_invocation(
+        &self,
+        id: InvocationId,
+        update: &InvocationUpdate,
+    ) -> Result<Invocation> {
         let mut sets: Vec<&str> = Vec::new();
         let mut values = Vec::new();
         if let Some(t) = update.completed_at {
@@ -284,7 +288,7 @@ impl ExecutionTracker {
                 let assignments: Vec<String> = sets.iter().map(|c| format!("{c} = ?")).collect();
                 let sql =
                     format!("UPDATE agent_invocations SET {} WHERE id = ?", assignments.join(", "));
-                values.push(Param::int(id));
+                values.push(Param::int(id.get()));
                 tx.execute(&sql, &values)?;
             }
             get_invocation_in(tx, id)?.ok_or(Error::UnknownInvocation { id })
@@ -417,7 +421,7 @@ impl ExecutionTracker {
                 rows.into_iter().map(|r| r.into_trace()).collect::<Result<_>>()?
             };
             for trace in crashed {
-                let (task, problem) = match states.task_in(tx, &TaskId::new(&trace.task_id)) {
+                let (task, problem) = match states.task_in(tx, &trace.task_id) {
                     Ok(task) => (task, None),
                     Err(e) => (None, Some(e.to_string())),
                 };
@@ -549,10 +553,10 @@ fn get_trace_in(tx: &Tx<'_>, id: &str) -> Result<Option<Trace>> {
     raw.map(RawTrace::into_trace).transpose()
 }
 
-fn get_invocation_in(tx: &Tx<'_>, id: i64) -> Result<Option<Invocation>> {
+fn get_invocation_in(tx: &Tx<'_>, id: InvocationId) -> Result<Option<Invocation>> {
     let raw = tx.query_row(
         &format!("SELECT {INVOCATION_COLUMNS} FROM agent_invocations WHERE id = ?1"),
-        &[Param::int(id)],
+        &[Param::int(id.get())],
         RawInvocation::read,
     )?;
     raw.map(RawInvocation::into_invocation).transpose()
@@ -668,8 +672,8 @@ impl RawTrace {
                     format!("{} is not a number of attempts", self.recovery_attempts),
                 )
             })?,
-            project_id: self.project_id,
-            task_id: self.task_id,
+            project_id: ProjectId::new(self.project_id),
+            task_id: TaskId::new(self.task_id),
             prompt: self.prompt,
             id: TraceId::new(self.id),
         })
@@ -714,8 +718,8 @@ impl RawInvocation {
             started_at: f.time("started_at", &self.started_at)?,
             completed_at: f.opt_time("completed_at", self.completed_at.as_deref())?,
             token_usage: f.usage(self.token_usage.as_deref())?,
-            id: self.id,
-            trace_id: self.trace_id,
+            id: InvocationId::new(self.id),
+            trace_id: TraceId::new(self.trace_id),
             agent: self.agent,
             task_fragment: self.task_fragment,
             outcome: self.outcome,
