@@ -181,6 +181,5 @@ fn temp_dir() -> tempfile::TempDir {
 
 /// Opens (creating and migrating) the database at `location`, panicking with the error's message.
 fn open(location: &str) -> Database {
-    Database::open(location)
-        .unwrap_or_else(|e| panic!("open {}: {e}", without_password(location)))
+    Database::open(location).unwrap_or_else(|e| panic!("open {}: {e}", without_password(location)))
 }
