@@ -52,17 +52,18 @@ macro_rules! on_both {
             #[allow(unused_imports)]
             use super::*;
 
-            fn run($t: &$fresh) $body
+            // Named so that it hides no helper of the test's module that the body calls.
+            fn on_both_body($t: &$fresh) $body
 
             #[test]
             fn sqlite() {
-                run(&<$fresh as $crate::Fresh>::sqlite());
+                on_both_body(&<$fresh as $crate::Fresh>::sqlite());
             }
 
             #[test]
             fn postgres() {
                 if let Some(t) = <$fresh as $crate::Fresh>::postgres() {
-                    run(&t);
+                    on_both_body(&t);
                 }
             }
         }
