@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 pub use driver::{stored_bytes, Driver, Raw};
 pub use fixture::{EmptyDb, Fresh, TestDb};
 pub use pg::{
-    database_url, pg_admin_url, pg_database, pg_error, without_password, PgDb, PG_REQUIRE_VAR,
-    PG_URL_VAR,
+    database_url, pg_admin_url, pg_database, pg_error, url_as, without_password, PgDb,
+    PG_REQUIRE_VAR, PG_URL_VAR,
 };
 
 /// Every byte of a SQLite database file and its WAL (free pages and old versions of rows

@@ -153,6 +153,25 @@ pub fn database_url(url: &str, name: &str) -> Result<String, String> {
     Ok(format!("{scheme}{authority}/{name}{query}"))
 }
 
+/// `url` connecting as `user` with `password` (plain words, needing no escapes) instead of its
+/// own credentials; any `user` or `password` parameter of the query, which would win, is removed.
+pub fn url_as(url: &str, user: &str, password: &str) -> Result<String, String> {
+    let (scheme, authority, path, query) = split_url(url)?;
+    let hosts = authority.split_once('@').map_or(authority, |(_, hosts)| hosts);
+    let kept: Vec<&str> = query
+        .strip_prefix('?')
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let key = percent_decoded(pair.split('=').next().unwrap_or(""));
+            key != "user" && key != "password"
+        })
+        .collect();
+    let query = if kept.is_empty() { String::new() } else { format!("?{}", kept.join("&")) };
+    Ok(format!("{scheme}{user}:{password}@{hosts}{path}{query}"))
+}
+
 /// `url` with the password, if any, shown as `***` (for messages).
 pub fn without_password(url: &str) -> String {
     let Ok((scheme, authority, path, query)) = split_url(url) else { return url.to_owned() };
