@@ -19,11 +19,13 @@ pub enum DbCommand {
     /// Exits 3 if any finds a problem.
     Check,
     /// Copy the database to DEST with SQLite's online backup: one consistent snapshot, taken
-    /// while the orchestrator goes on writing. A file DEST must not exist: the copy is written
-    /// beside it, checked, and renamed into place, with mode 0600. A pipe, FIFO or device (or
-    /// `-` for stdout) gets the checked copy's bytes straight through; that copy is staged
-    /// beside the database, or in TMPDIR when the database's folder cannot be written. The
-    /// database's own files are refused by any name. A full disk is named as the
+    /// while the orchestrator goes on writing. A PostgreSQL database is copied into a SQLite
+    /// file the same way, every row from one snapshot (as `db copy URL FILE` copies), which
+    /// `db copy` takes back to a server. A file DEST must not exist: the copy is written beside
+    /// it, checked, and renamed into place, with mode 0600. A pipe, FIFO or device (or `-` for
+    /// stdout) gets the checked copy's bytes straight through; that copy is staged beside the
+    /// database, or in TMPDIR when the database's folder cannot be written or it is a server's.
+    /// The database's own files are refused by any name. A full disk is named as the
     /// destination's (or the staging folder's), never the database's.
     Backup {
         /// Where to write the copy (`-` is stdout).

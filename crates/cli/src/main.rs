@@ -43,7 +43,8 @@ command does nothing and exits 1; its error line goes to the other stream if tha
 database, else nowhere.
 
 The database is --db PATH, else $AIGENTFLOW_DB (if set and not empty), else
-orchestrator-data/aigentflow.db; `:memory:` and an empty path are refused.
+orchestrator-data/aigentflow.db: a SQLite file, or a postgres:// URL; `:memory:` and an empty
+path are refused.
 
 Output for people is sanitised: control characters (newlines and tabs in a value too), DEL, C1
 controls and bidirectional overrides in any value or error are shown escaped, as \\u{1b}.
@@ -57,8 +58,9 @@ const GLOBAL: &str = "Global options";
 #[derive(Debug, Parser)]
 #[command(name = "aigentflow", version, propagate_version = true, after_help = EXIT_CODES)]
 struct Cli {
-    /// The database file [default: $AIGENTFLOW_DB if set and not empty, else
-    /// orchestrator-data/aigentflow.db]. A file path: `:memory:` and an empty path are refused.
+    /// The database [default: $AIGENTFLOW_DB if set and not empty, else
+    /// orchestrator-data/aigentflow.db]: a SQLite file's path (`:memory:` and an empty path are
+    /// refused), or a PostgreSQL database's `postgres://` or `postgresql://` URL.
     #[arg(
         long,
         global = true,
@@ -181,6 +183,11 @@ impl Ctx {
         self.open(Access::Create)
     }
 
+    /// Whether the database is a PostgreSQL server's, named by URL.
+    fn is_server(&self) -> bool {
+        self.path.to_str().is_some_and(aigentflow_persistence::is_postgres_url)
+    }
+
     fn open(&self, access: Access) -> anyhow::Result<Database> {
         let options = Options { access, busy_timeout: self.lock_timeout, ..Options::default() };
         match Database::open_with(&self.path, options) {
@@ -188,6 +195,16 @@ impl Ctx {
                 "no database at {}; create one with `aigentflow init` or `aigentflow demo` (or pass --db PATH)",
                 path.display()
             ),
+            // A server's database is made by its administrator (`createdb`) and starts with no
+            // tables: to the command that is a database not created yet, as a missing file is.
+            Err(aigentflow_persistence::Error::Outdated { path, found: 0, .. })
+                if self.is_server() =>
+            {
+                anyhow::bail!(
+                    "database {} holds no aigentflow tables yet; create them with `aigentflow init` or `aigentflow demo`",
+                    path.display()
+                )
+            }
             other => Ok(other?),
         }
     }

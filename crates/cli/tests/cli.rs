@@ -1,13 +1,19 @@
 //! The built `aigentflow` binary, run as an operator would: every command on a temp database,
 //! `--json` parsed back, exit codes, error lines, exports read by a CSV reader, and a backup
 //! taken while another process writes.
+//!
+//! Every test that is not about one backend runs on both (`on_both!`: `NAME::sqlite` on a
+//! SQLite file, `NAME::postgres` on a fresh PostgreSQL database when `AIGENTFLOW_PG_URL` is
+//! set), the command given the file's path or the server's URL as `--db`. Tests about SQLite's
+//! file (its bytes, a file size limit, files that are not databases) end in `_on_sqlite`.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use aigentflow_audit::{AuditEntry, AuditLog, Category};
-use aigentflow_persistence::Database;
+use aigentflow_persistence::Backend;
+use aigentflow_testkit::{on_both, Driver, EmptyDb, Raw};
 use aigentflow_tracker::ExecutionTracker;
 use serde_json::Value;
 
@@ -60,11 +66,48 @@ fn init_db() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// A temp database filled by `aigentflow demo`; returns the demo's report.
-fn demo_db() -> (tempfile::TempDir, PathBuf, Value) {
-    let (dir, path) = temp_db();
-    let report = run(&path, &["--json", "demo"]).ok().json();
-    (dir, path, report)
+/// The database of `t` as `--db` takes it: the file's path or the server's URL.
+fn at(t: &EmptyDb) -> &Path {
+    Path::new(t.location())
+}
+
+/// `t`'s database made by `aigentflow init`.
+fn init(t: &EmptyDb) -> &Path {
+    run(at(t), &["init"]).ok();
+    at(t)
+}
+
+/// `t`'s database filled by `aigentflow demo`, and the demo's report.
+fn demo(t: &EmptyDb) -> (&Path, Value) {
+    let report = run(at(t), &["--json", "demo"]).ok().json();
+    (at(t), report)
+}
+
+/// Whether nothing was created where `t` points: no file (SQLite), no table (PostgreSQL).
+fn nothing_at(t: &EmptyDb) -> bool {
+    match t.backend() {
+        Backend::Sqlite => !at(t).exists(),
+        Backend::Postgres => Driver::of(t).tables().is_empty(),
+    }
+}
+
+/// Runs `sql` around the command on `location`'s database, with the audit log's append-only
+/// triggers out of the way, as someone with the file (SQLite) or the tables' owner
+/// (PostgreSQL, inside the tampering transaction only) can.
+fn tamper(backend: Backend, location: &str, sql: &str) {
+    let sql = match backend {
+        Backend::Sqlite => format!(
+            "DROP TRIGGER IF EXISTS audit_logs_no_update;
+             DROP TRIGGER IF EXISTS audit_logs_no_delete;
+             {sql}"
+        ),
+        Backend::Postgres => format!(
+            "BEGIN; ALTER TABLE audit_logs DISABLE TRIGGER USER;
+             {sql};
+             ALTER TABLE audit_logs ENABLE TRIGGER USER; COMMIT;"
+        ),
+    };
+    Driver::connect(backend, location).batch(&sql);
 }
 
 /// One line on stderr naming what went wrong, no panic, no backtrace.
@@ -75,10 +118,10 @@ fn assert_error_line(r: &Run, code: i32, needle: &str) {
     assert_eq!(r.stderr.trim_end().lines().count(), 1, "one line: {}", r.stderr);
 }
 
-#[test]
-fn help_explains_every_level_and_the_exit_codes() {
-    let (_dir, db) = temp_db();
-    let top = run(&db, &["--help"]).ok();
+on_both! {
+fn help_explains_every_level_and_the_exit_codes(t: EmptyDb) {
+    let db = at(t);
+    let top = run(db, &["--help"]).ok();
     assert!(top.stdout.contains("Exit codes"));
     for cmd in ["init", "status", "demo", "tasks", "audit", "lessons", "traces", "config", "db"] {
         assert!(top.stdout.contains(cmd), "{cmd} missing from --help");
@@ -91,78 +134,83 @@ fn help_explains_every_level_and_the_exit_codes() {
         &["db", "backup", "--help"],
         &["config", "set", "--help"],
     ] {
-        let r = run(&db, args).ok();
+        let r = run(db, args).ok();
         assert!(r.stdout.contains("Usage:"), "{args:?}");
     }
-    assert!(!db.exists(), "help creates nothing");
+    assert!(nothing_at(t), "help creates nothing");
+}
 }
 
-#[test]
-fn a_read_command_on_a_missing_database_says_how_to_create_it_and_creates_nothing() {
-    let (_dir, db) = temp_db();
+on_both! {
+/// A missing file, or a server database with no tables yet: a read says to run `init`.
+fn a_read_command_on_a_missing_database_says_how_to_create_it_and_creates_nothing(t: EmptyDb) {
+    let db = at(t);
     for args in [&["status"][..], &["tasks", "list"], &["audit", "query"], &["db", "check"]] {
-        let r = run(&db, args);
+        let r = run(db, args);
         assert_error_line(&r, 1, "aigentflow init");
     }
-    assert!(!db.exists());
-    let init = run(&db, &["--json", "init"]).ok().json();
+    assert!(nothing_at(t));
+    let init = run(db, &["--json", "init"]).ok().json();
     assert_eq!(init["migration"], init["latest"]);
-    assert!(db.exists());
+    assert!(!nothing_at(t));
+    run(db, &["status"]).ok();
+}
 }
 
-#[test]
-fn the_demo_writes_a_whole_orchestration_that_every_command_can_inspect() {
-    let (_dir, db, report) = demo_db();
+on_both! {
+fn the_demo_writes_a_whole_orchestration_that_every_command_can_inspect(t: EmptyDb) {
+    let (db, report) = demo(t);
     assert_eq!(report["final_state"], "COMPLETED");
     let task = report["task"].as_str().unwrap();
     let trace = report["trace"].as_str().unwrap();
     assert_eq!(report["transitions"], 20);
     assert!(report["audit_entries"].as_u64().unwrap() > 20);
 
-    let status = run(&db, &["--json", "status"]).ok().json();
+    let status = run(db, &["--json", "status"]).ok().json();
     assert_eq!(status["rows"]["workflow_states"], 1);
     assert_eq!(status["rows"]["lessons"], 2);
     assert_eq!(status["tasks_per_state"]["COMPLETED"], 1);
     assert_eq!(status["traces_per_status"]["completed"], 1);
     assert_eq!(status["audit_head"]["rows"], report["audit_entries"]);
 
-    let tasks = run(&db, &["--json", "tasks", "list", "--state", "completed"]).ok().json();
+    let tasks = run(db, &["--json", "tasks", "list", "--state", "completed"]).ok().json();
     assert_eq!(tasks[0]["task_id"], task);
-    let shown = run(&db, &["--json", "tasks", "show", task]).ok().json();
+    let shown = run(db, &["--json", "tasks", "show", task]).ok().json();
     assert_eq!(shown["history"].as_array().unwrap().len(), 20);
     assert_eq!(shown["context"]["checkpoints"].as_array().unwrap().len(), 1);
-    assert!(run(&db, &["tasks", "show", task]).ok().stdout.contains("TESTS_FAILED"));
-    assert_eq!(run(&db, &["--json", "tasks", "resumable"]).ok().json(), Value::Array(vec![]));
+    assert!(run(db, &["tasks", "show", task]).ok().stdout.contains("TESTS_FAILED"));
+    assert_eq!(run(db, &["--json", "tasks", "resumable"]).ok().json(), Value::Array(vec![]));
 
-    let t = run(&db, &["--json", "traces", "show", trace]).ok().json();
+    let t = run(db, &["--json", "traces", "show", trace]).ok().json();
     assert_eq!(t["trace"]["status"], "completed");
     assert_eq!(t["invocations"].as_array().unwrap().len(), 6);
-    let listed = run(&db, &["--json", "traces", "list", "--project", "demo-project"]).ok().json();
+    let listed = run(db, &["--json", "traces", "list", "--project", "demo-project"]).ok().json();
     assert_eq!(listed[0]["id"], trace);
     let m =
-        run(&db, &["--json", "traces", "metrics", "--agent", "tester", "--days", "1"]).ok().json();
+        run(db, &["--json", "traces", "metrics", "--agent", "tester", "--days", "1"]).ok().json();
     assert_eq!(m["total_invocations"], 2);
     assert_eq!(m["failures"], 1);
 
     let audit =
-        run(&db, &["--json", "audit", "query", "--task", task, "--category", "user"]).ok().json();
+        run(db, &["--json", "audit", "query", "--task", task, "--category", "user"]).ok().json();
     assert_eq!(audit[0]["action"], "design_approved");
     let summary =
-        run(&db, &["--json", "audit", "summary", "--project", "demo-project"]).ok().json();
+        run(db, &["--json", "audit", "summary", "--project", "demo-project"]).ok().json();
     assert_eq!(summary[0]["category"], "state");
 
-    let found = run(&db, &["--json", "lessons", "search", "login"]).ok().json();
+    let found = run(db, &["--json", "lessons", "search", "login"]).ok().json();
     assert_eq!(found[0]["lesson"]["title"], "Session expiry off by 1000");
     assert!(found[0]["snippet"].as_str().unwrap().contains("[login]"));
-    let check = run(&db, &["--json", "db", "check"]).ok().json();
+    let check = run(db, &["--json", "db", "check"]).ok().json();
     assert_eq!(check["ok"], true);
     // Human output of the same commands.
     for args in [&["status"][..], &["lessons", "top"], &["traces", "list"], &["audit", "query"]] {
-        assert!(!run(&db, args).ok().stdout.is_empty(), "{args:?}");
+        assert!(!run(db, args).ok().stdout.is_empty(), "{args:?}");
     }
     // A second demo adds a second task.
-    run(&db, &["-q", "demo"]).ok();
-    assert_eq!(run(&db, &["--json", "tasks", "list"]).ok().json().as_array().unwrap().len(), 2);
+    run(db, &["-q", "demo"]).ok();
+    assert_eq!(run(db, &["--json", "tasks", "list"]).ok().json().as_array().unwrap().len(), 2);
+}
 }
 
 /// `demo` with a file-size limit (a disk that fills up), for limits from the initialised
@@ -170,7 +218,7 @@ fn the_demo_writes_a_whole_orchestration_that_every_command_can_inspect() {
 /// no trace is stored without its task, none is left running unless the error says so, and
 /// `PRAGMA integrity_check` is ok.
 #[test]
-fn a_demo_on_a_disk_that_fills_up_fails_with_one_line_and_no_trace_without_its_task() {
+fn a_demo_on_a_disk_that_fills_up_fails_with_one_line_and_no_trace_without_its_task_on_sqlite() {
     let (dir, base) = init_db();
     let start_kib = std::fs::metadata(&base).unwrap().len() / 1024;
     let mut failures = 0;
@@ -212,13 +260,13 @@ fn a_demo_on_a_disk_that_fills_up_fails_with_one_line_and_no_trace_without_its_t
     assert!(failures > 0, "the smallest limit must stop the demo");
 }
 
-#[test]
-fn audit_log_verify_and_a_kept_head_catch_tampering_with_exit_code_3() {
-    let (dir, db) = init_db();
+on_both! {
+fn audit_log_verify_and_a_kept_head_catch_tampering_with_exit_code_3(t: EmptyDb) {
+    let (dir, db) = (t.dir(), init(t));
     for i in 0..5 {
         let details = format!("{{\"n\": {i}}}");
         let r = run(
-            &db,
+            db,
             &[
                 "--json",
                 "audit",
@@ -236,40 +284,34 @@ fn audit_log_verify_and_a_kept_head_catch_tampering_with_exit_code_3() {
         .ok();
         assert_eq!(r.json()["id"], i + 1);
     }
-    let head = run(&db, &["audit", "head"]).ok();
-    let head_file = dir.path().join("head.json");
+    let head = run(db, &["audit", "head"]).ok();
+    let head_file = dir.join("head.json");
     std::fs::write(&head_file, &head.stdout).unwrap();
-    let ok = run(&db, &["audit", "verify", "--head", head_file.to_str().unwrap()]).ok();
+    let ok = run(db, &["audit", "verify", "--head", head_file.to_str().unwrap()]).ok();
     assert!(ok.stdout.contains("intact: 5 rows"), "{}", ok.stdout);
 
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute_batch(
-        "DROP TRIGGER audit_logs_no_update;
-         UPDATE audit_logs SET action = 'rollback' WHERE id = 3;",
-    )
-    .unwrap();
-    drop(conn);
-    let bad = run(&db, &["audit", "verify"]);
+    tamper(t.backend(), t.location(), "UPDATE audit_logs SET action = 'rollback' WHERE id = 3");
+    let bad = run(db, &["audit", "verify"]);
     assert_eq!(bad.code, 3, "{}{}", bad.stdout, bad.stderr);
     assert!(bad.stdout.contains("row 3"), "{}", bad.stdout);
-    let json = run(&db, &["--json", "audit", "verify"]);
+    let json = run(db, &["--json", "audit", "verify"]);
     assert_eq!(json.code, 3);
     assert_eq!(json.json()["finding"]["id"], 3);
-    let check = run(&db, &["db", "check"]);
+    let check = run(db, &["db", "check"]);
     assert_eq!(check.code, 3);
     assert!(check.stdout.contains("✗ audit chain"), "{}", check.stdout);
 
-    let r =
-        run(&db, &["audit", "verify", "--head", dir.path().join("none.json").to_str().unwrap()]);
+    let r = run(db, &["audit", "verify", "--head", dir.join("none.json").to_str().unwrap()]);
     assert_error_line(&r, 1, "none.json");
 }
+}
 
-#[test]
-fn an_exported_csv_piped_into_a_csv_reader_reads_back_every_row() {
-    let (dir, db, _) = demo_db();
+on_both! {
+fn an_exported_csv_piped_into_a_csv_reader_reads_back_every_row(t: EmptyDb) {
+    let (dir, (db, _)) = (t.dir(), demo(t));
     let nasty = r#"{"note": "a, \"quoted\"\nline two ✓ 日本語", "formula": "=1+1"}"#;
     run(
-        &db,
+        db,
         &[
             "audit",
             "log",
@@ -282,9 +324,9 @@ fn an_exported_csv_piped_into_a_csv_reader_reads_back_every_row() {
         ],
     )
     .ok();
-    let total = run(&db, &["--json", "status"]).ok().json()["rows"]["audit_logs"].as_u64().unwrap();
+    let total = run(db, &["--json", "status"]).ok().json()["rows"]["audit_logs"].as_u64().unwrap();
 
-    let out = cmd(&db)
+    let out = cmd(db)
         .args(["audit", "export", "--format", "csv"])
         .stdout(Stdio::piped())
         .output()
@@ -298,9 +340,9 @@ fn an_exported_csv_piped_into_a_csv_reader_reads_back_every_row() {
     let details: Value = serde_json::from_str(&last[7]).unwrap();
     assert_eq!(details["note"], "a, \"quoted\"\nline two ✓ 日本語");
 
-    let file = dir.path().join("audit.jsonl");
+    let file = dir.join("audit.jsonl");
     let r = run(
-        &db,
+        db,
         &[
             "--json",
             "audit",
@@ -318,22 +360,23 @@ fn an_exported_csv_piped_into_a_csv_reader_reads_back_every_row() {
     let text = std::fs::read_to_string(&file).unwrap();
     let row: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(row["details"]["formula"], "=1+1");
-    assert!(!dir.path().join("audit.jsonl.partial").exists());
+    assert!(!dir.join("audit.jsonl.partial").exists());
 
-    let r = run(&db, &["audit", "export", "--format", "xml"]);
+    let r = run(db, &["audit", "export", "--format", "xml"]);
     assert_eq!(r.code, 2);
-    let r = run(&db, &["audit", "query", "--start", "last tuesday"]);
+    let r = run(db, &["audit", "query", "--start", "last tuesday"]);
     assert_error_line(&r, 1, "last tuesday");
-    let r = run(&db, &["audit", "log", "--action", "x", "--category", "user", "--details", "{bad"]);
+    let r = run(db, &["audit", "log", "--action", "x", "--category", "user", "--details", "{bad"]);
     assert_error_line(&r, 1, "--details is not JSON");
 }
+}
 
-#[test]
-fn lessons_are_managed_and_searched_from_the_shell() {
-    let (_dir, db) = init_db();
+on_both! {
+fn lessons_are_managed_and_searched_from_the_shell(t: EmptyDb) {
+    let db = init(t);
     let add = |title: &str, tags: &str| {
         run(
-            &db,
+            db,
             &[
                 "--json",
                 "lessons",
@@ -358,30 +401,35 @@ fn lessons_are_managed_and_searched_from_the_shell() {
     };
     let hooks = add("React hooks", "react,testing");
     let other = add("Other", "sql");
-    let found = run(&db, &["--json", "lessons", "search", "hook", "--tags", "react"]).ok().json();
+    let found = run(db, &["--json", "lessons", "search", "hook", "--tags", "react"]).ok().json();
     assert_eq!(found.as_array().unwrap().len(), 1);
     assert_eq!(found[0]["lesson"]["id"], hooks.as_str());
     for q in ["multi-agent", "don't", "c++", "\"", "AND"] {
-        run(&db, &["lessons", "search", q]).ok();
+        run(db, &["lessons", "search", q]).ok();
     }
     let updated =
-        run(&db, &["--json", "lessons", "update", &hooks, "--title", "Hooks, revised"]).ok().json();
+        run(db, &["--json", "lessons", "update", &hooks, "--title", "Hooks, revised"]).ok().json();
     assert_eq!(updated["title"], "Hooks, revised");
     assert_eq!(
-        run(&db, &["--json", "lessons", "apply", &hooks]).ok().json()["application_count"],
+        run(db, &["--json", "lessons", "apply", &hooks]).ok().json()["application_count"],
         1
     );
     assert_eq!(
-        run(&db, &["--json", "lessons", "top", "--limit", "1"]).ok().json()[0]["id"],
+        run(db, &["--json", "lessons", "top", "--limit", "1"]).ok().json()[0]["id"],
         hooks.as_str()
     );
-    assert!(run(&db, &["lessons", "show", &hooks]).ok().stdout.contains("Hooks, revised"));
-    run(&db, &["lessons", "delete", &other]).ok();
-    assert_error_line(&run(&db, &["lessons", "delete", &other]), 1, "not found");
-    assert_error_line(&run(&db, &["lessons", "show", "nope"]), 1, "lesson nope not found");
-    assert_error_line(&run(&db, &["lessons", "search", "--raw", "\"open"]), 1, "bad search query");
+    assert!(run(db, &["lessons", "show", &hooks]).ok().stdout.contains("Hooks, revised"));
+    run(db, &["lessons", "delete", &other]).ok();
+    assert_error_line(&run(db, &["lessons", "delete", &other]), 1, "not found");
+    assert_error_line(&run(db, &["lessons", "show", "nope"]), 1, "lesson nope not found");
+    // FTS5 syntax is SQLite's: on PostgreSQL raw mode is refused as not available.
+    let refused = match t.backend() {
+        Backend::Sqlite => "bad search query",
+        Backend::Postgres => "not available on PostgreSQL",
+    };
+    assert_error_line(&run(db, &["lessons", "search", "--raw", "\"open"]), 1, refused);
     let r = run(
-        &db,
+        db,
         &[
             "lessons",
             "add",
@@ -397,47 +445,44 @@ fn lessons_are_managed_and_searched_from_the_shell() {
     );
     assert_error_line(&r, 1, "confidence");
     assert_eq!(
-        run(&db, &["lessons", "add", "--category", "idea", "--title", "t", "--summary", "s"]).code,
+        run(db, &["lessons", "add", "--category", "idea", "--title", "t", "--summary", "s"]).code,
         2
     );
-    let rebuilt = run(&db, &["--json", "lessons", "rebuild"]).ok().json();
+    let rebuilt = run(db, &["--json", "lessons", "rebuild"]).ok().json();
     assert_eq!(rebuilt["lessons"], 1);
 }
-
-#[test]
-fn traces_recover_lists_a_run_whose_owner_is_gone() {
-    let (_dir, db) = temp_db();
-    let database = Database::open(&db).unwrap();
-    let tracker = ExecutionTracker::new(database.clone());
-    let trace = tracker.start_trace(&"p".into(), &"t-1".into(), "work").unwrap();
-    database.close().unwrap();
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute(
-        "UPDATE execution_traces SET owner_pid = 2147483646 WHERE id = ?1",
-        [trace.id.as_str()],
-    )
-    .unwrap();
-    drop(conn);
-    let report = run(&db, &["--json", "traces", "recover"]).ok().json();
-    assert_eq!(report["crashed"][0]["trace"]["id"], trace.id.as_str());
-    assert_eq!(report["crashed"][0]["trace"]["status"], "crashed");
-    let human = run(&db, &["traces", "recover"]).ok();
-    assert!(human.stdout.contains(trace.id.as_str()), "{}", human.stdout);
-    assert_error_line(&run(&db, &["traces", "show", "nope"]), 1, "trace nope not found");
 }
 
-#[test]
-fn config_values_are_set_read_listed_and_unset() {
-    let (_dir, db) = init_db();
-    run(&db, &["config", "set", "max_retries", "3"]).ok();
-    run(&db, &["config", "set", "model", "opus", "--project", "p1"]).ok();
-    assert_eq!(run(&db, &["config", "get", "max_retries"]).ok().stdout.trim(), "3");
+on_both! {
+fn traces_recover_lists_a_run_whose_owner_is_gone(t) {
+    let db = Path::new(t.location());
+    let tracker = ExecutionTracker::new(t.db().clone());
+    let trace = tracker.start_trace(&"p".into(), &"t-1".into(), "work").unwrap();
+    Driver::of(t).execute(
+        "UPDATE execution_traces SET owner_pid = 2147483646 WHERE id = ?1",
+        &[Raw::text(trace.id.as_str())],
+    );
+    let report = run(db, &["--json", "traces", "recover"]).ok().json();
+    assert_eq!(report["crashed"][0]["trace"]["id"], trace.id.as_str());
+    assert_eq!(report["crashed"][0]["trace"]["status"], "crashed");
+    let human = run(db, &["traces", "recover"]).ok();
+    assert!(human.stdout.contains(trace.id.as_str()), "{}", human.stdout);
+    assert_error_line(&run(db, &["traces", "show", "nope"]), 1, "trace nope not found");
+}
+}
+
+on_both! {
+fn config_values_are_set_read_listed_and_unset(t: EmptyDb) {
+    let db = init(t);
+    run(db, &["config", "set", "max_retries", "3"]).ok();
+    run(db, &["config", "set", "model", "opus", "--project", "p1"]).ok();
+    assert_eq!(run(db, &["config", "get", "max_retries"]).ok().stdout.trim(), "3");
     assert_eq!(
-        run(&db, &["--json", "config", "get", "model", "--project", "p1"]).ok().json()["value"],
+        run(db, &["--json", "config", "get", "model", "--project", "p1"]).ok().json()["value"],
         "opus"
     );
     assert_eq!(
-        run(&db, &["--json", "config", "list", "--project", "p1"])
+        run(db, &["--json", "config", "list", "--project", "p1"])
             .ok()
             .json()
             .as_array()
@@ -445,21 +490,23 @@ fn config_values_are_set_read_listed_and_unset() {
             .len(),
         2
     );
-    run(&db, &["config", "set", "api_key", "sk-ant-api03-abcdefghijklmnopqrstuvwx"]).ok();
-    assert_eq!(run(&db, &["config", "get", "api_key"]).ok().stdout.trim(), "\"[REDACTED]\"");
-    run(&db, &["config", "unset", "model", "--project", "p1"]).ok();
+    run(db, &["config", "set", "api_key", "sk-ant-api03-abcdefghijklmnopqrstuvwx"]).ok();
+    assert_eq!(run(db, &["config", "get", "api_key"]).ok().stdout.trim(), "\"[REDACTED]\"");
+    run(db, &["config", "unset", "model", "--project", "p1"]).ok();
     assert_error_line(
-        &run(&db, &["config", "get", "model", "--project", "p1"]),
+        &run(db, &["config", "get", "model", "--project", "p1"]),
         1,
         "no configuration value",
     );
-    assert_error_line(&run(&db, &["config", "unset", "model"]), 1, "no configuration value");
+    assert_error_line(&run(db, &["config", "unset", "model"]), 1, "no configuration value");
+}
 }
 
-#[test]
-fn a_backup_taken_while_another_process_writes_is_complete_and_consistent() {
-    let (dir, db) = temp_db();
-    let log = AuditLog::new(Database::open(&db).unwrap());
+on_both! {
+/// On PostgreSQL the backup is a SQLite file of one snapshot of the server's database.
+fn a_backup_taken_while_another_process_writes_is_complete_and_consistent(t) {
+    let (dir, db) = (t.dir(), Path::new(t.location()));
+    let log = AuditLog::new(t.db().clone());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let (log, stop) = (log.clone(), stop.clone());
@@ -478,9 +525,9 @@ fn a_backup_taken_while_another_process_writes_is_complete_and_consistent() {
     while log.head().unwrap().is_none_or(|h| h.rows < 500) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let dest = dir.path().join("backup").join("copy.db");
+    let dest = dir.join("backup").join("copy.db");
     std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    let r = run(&db, &["--json", "db", "backup", dest.to_str().unwrap()]).ok();
+    let r = run(db, &["--json", "db", "backup", dest.to_str().unwrap()]).ok();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let written = writer.join().unwrap();
     assert!(r.json()["pages"].as_u64().unwrap() > 0);
@@ -489,13 +536,14 @@ fn a_backup_taken_while_another_process_writes_is_complete_and_consistent() {
     let rows = run(&dest, &["--json", "audit", "verify"]).ok().json()["rows"].as_u64().unwrap();
     assert!(rows >= 500 && rows <= written, "a snapshot: {rows} of {written}");
     assert_eq!(rows % 50, 0, "whole transactions only");
-    assert_error_line(&run(&db, &["db", "backup", dest.to_str().unwrap()]), 1, "already exists");
-    let nowhere = dir.path().join("missing").join("copy.db");
-    assert_error_line(&run(&db, &["db", "backup", nowhere.to_str().unwrap()]), 1, "does not exist");
+    assert_error_line(&run(db, &["db", "backup", dest.to_str().unwrap()]), 1, "already exists");
+    let nowhere = dir.join("missing").join("copy.db");
+    assert_error_line(&run(db, &["db", "backup", nowhere.to_str().unwrap()]), 1, "does not exist");
+}
 }
 
 #[test]
-fn bad_files_and_legacy_files_get_clear_answers() {
+fn bad_files_and_legacy_files_get_clear_answers_on_sqlite() {
     let (dir, db) = temp_db();
     std::fs::write(&db, b"this is not a database, just text that is long enough to fill a header")
         .unwrap();
@@ -520,68 +568,77 @@ fn bad_files_and_legacy_files_get_clear_answers() {
     assert!(check.stdout.contains("✓ lessons index"), "{}", check.stdout);
 }
 
-#[test]
-fn a_write_that_waits_on_another_writer_succeeds_and_is_logged_as_slow() {
-    let (_dir, db) = temp_db();
-    run(&db, &["init"]).ok();
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let child = cmd(&db)
+/// Another writer holding the lock an append takes: SQLite's write lock, or (PostgreSQL) the
+/// audit log's head row, which every append locks. Released by [`Driver::batch`]`("COMMIT")`.
+fn hold_the_append_lock(backend: Backend, location: &str) -> Driver {
+    let mut holder = Driver::connect(backend, location);
+    holder.batch(match backend {
+        Backend::Sqlite => "BEGIN IMMEDIATE",
+        Backend::Postgres => "BEGIN; SELECT * FROM audit_head FOR UPDATE",
+    });
+    holder
+}
+
+on_both! {
+fn a_write_that_waits_on_another_writer_succeeds_and_is_logged_as_slow(t: EmptyDb) {
+    let db = init(t);
+    let mut conn = hold_the_append_lock(t.backend(), t.location());
+    let child = cmd(db)
         .args(["-v", "audit", "log", "--action", "waited", "--category", "user"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    conn.execute_batch("COMMIT").unwrap();
+    conn.batch("COMMIT");
     let r = output(child.wait_with_output().unwrap()).ok();
     assert_eq!(r.stdout.trim(), "1");
     assert!(r.stderr.contains("slow transaction"), "{}", r.stderr);
     // Without -v a slow transaction is not reported: an error stays one line.
-    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let child = cmd(&db)
+    let mut conn = hold_the_append_lock(t.backend(), t.location());
+    let child = cmd(db)
         .args(["audit", "log", "--action", "waited", "--category", "user"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    conn.execute_batch("COMMIT").unwrap();
+    conn.batch("COMMIT");
     assert_eq!(output(child.wait_with_output().unwrap()).ok().stderr, "");
-    assert!(run(&db, &["-q", "audit", "log", "--action", "quick", "--category", "user"])
+    assert!(run(db, &["-q", "audit", "log", "--action", "quick", "--category", "user"])
         .ok()
         .stderr
         .is_empty());
 }
+}
 
-#[test]
-fn db_copy_copies_a_database_into_a_new_file_and_refuses_one_with_rows() {
-    let (dir, src, _) = demo_db();
-    let dest = dir.path().join("copy.db");
+on_both! {
+fn db_copy_copies_a_database_into_a_new_file_and_refuses_one_with_rows(t: EmptyDb) {
+    let (dir, (src, _)) = (t.dir(), demo(t));
+    let dest = dir.join("copy.db");
     let r =
-        run(&src, &["--json", "db", "copy", src.to_str().unwrap(), dest.to_str().unwrap()]).ok();
+        run(src, &["--json", "db", "copy", src.to_str().unwrap(), dest.to_str().unwrap()]).ok();
     let report = r.json();
     assert_eq!(report["audit_chain_ok"], true, "{report}");
     let rows = report["rows"].as_u64().unwrap();
     assert!(rows > 10, "{report}");
     // The copy holds what the source holds, table by table.
     let counts = |db: &Path| run(db, &["--json", "status"]).ok().json()["rows"].clone();
-    assert_eq!(counts(&dest), counts(&src));
+    assert_eq!(counts(&dest), counts(src));
     run(&dest, &["audit", "verify"]).ok();
     // Again into the same destination: refused, naming the table, and the copy is unchanged.
     let before = std::fs::read(&dest).unwrap();
-    let again = run(&src, &["db", "copy", src.to_str().unwrap(), dest.to_str().unwrap()]);
+    let again = run(src, &["db", "copy", src.to_str().unwrap(), dest.to_str().unwrap()]);
     assert_error_line(&again, 1, "is not empty");
     assert!(again.stderr.contains("workflow_states"), "{}", again.stderr);
     assert_eq!(std::fs::read(&dest).unwrap(), before);
     // A source that is not there is not created.
-    let missing = dir.path().join("missing.db");
-    let r = run(
-        &src,
-        &["db", "copy", missing.to_str().unwrap(), dir.path().join("x.db").to_str().unwrap()],
-    );
+    let missing = dir.join("missing.db");
+    let r =
+        run(src, &["db", "copy", missing.to_str().unwrap(), dir.join("x.db").to_str().unwrap()]);
     assert_error_line(&r, 1, "no database at");
     assert!(!missing.exists());
+}
 }
 
 #[test]

@@ -5,7 +5,12 @@
 //! repros of issue 12 §4 one by one, escape sequences with colour on, secrets in error lines,
 //! and storage errors (lock, read-only folder and mount, full disk) as one line naming the path.
 //!
-//! `AIGENTFLOW_R19_CASES` sets the number of generated runs (300 by default).
+//! `AIGENTFLOW_R19_CASES` sets the number of generated runs (300 by default; a fifth of that on
+//! PostgreSQL, where every run connects to the server).
+//!
+//! Every test that is not about one backend runs on both (`on_both!`: `NAME::sqlite` on a
+//! SQLite file, `NAME::postgres` on a fresh PostgreSQL database when `AIGENTFLOW_PG_URL` is
+//! set); those about SQLite's file (its lock, permissions, mounts) end in `_on_sqlite`.
 #![allow(clippy::unwrap_used)]
 
 use std::ffi::{OsStr, OsString};
@@ -14,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::LazyLock;
 
+use aigentflow_persistence::Backend;
+use aigentflow_testkit::{on_both, Driver, EmptyDb, TestDb};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::Value;
@@ -68,11 +75,13 @@ fn run_in(dir: &Path, args: &[&OsStr]) -> Run {
     output(bin(dir).args(args).output().unwrap())
 }
 
+/// `aigentflow --db DB ARGS…` in the database's folder (a server's database has none: then the
+/// system's temporary folder).
 fn run(db: &Path, args: &[&str]) -> Run {
-    let dir = db.parent().unwrap();
+    let dir = db.parent().filter(|d| d.is_dir()).map_or_else(std::env::temp_dir, Path::to_path_buf);
     let mut all: Vec<&OsStr> = vec![OsStr::new("--db"), db.as_os_str()];
     all.extend(args.iter().map(OsStr::new));
-    run_in(dir, &all)
+    run_in(&dir, &all)
 }
 
 fn ok(r: Run) -> Run {
@@ -186,33 +195,50 @@ fn walk(dir: &Path, path: &[String], leaves: &mut Vec<Leaf>) {
 
 // ---- fixtures shared by the generated runs ---------------------------------------------------
 
+/// A folder of files that are no database of the test's (an empty database, text, a 0-byte
+/// file, a folder), and every leaf command.
 struct Fixture {
     dir: tempfile::TempDir,
     leaves: Vec<Leaf>,
-    /// Ids that exist in the demo database (task, trace, lessons).
-    ids: Vec<String>,
 }
 
 static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let dir = tempfile::tempdir().unwrap();
-    let demo = dir.path().join("demo.db");
-    let report = ok(run(&demo, &["--json", "demo"])).json();
-    let mut ids = vec![
-        report["task"].as_str().unwrap().to_owned(),
-        report["trace"].as_str().unwrap().to_owned(),
-    ];
-    let lessons = ok(run(&demo, &["--json", "lessons", "search"])).json();
-    ids.extend(
-        lessons.as_array().unwrap().iter().map(|h| h["lesson"]["id"].as_str().unwrap().to_owned()),
-    );
     ok(run(&dir.path().join("empty.db"), &["init"]));
     std::fs::write(dir.path().join("text.db"), b"not a database, only text, long enough").unwrap();
     std::fs::write(dir.path().join("zero.db"), b"").unwrap();
     std::fs::create_dir(dir.path().join("folder")).unwrap();
     let mut leaves = Vec::new();
     walk(dir.path(), &[], &mut leaves);
-    Fixture { dir, leaves, ids }
+    Fixture { dir, leaves }
 });
+
+/// The database the generated runs mostly work on, filled by `aigentflow demo`: its `--db`
+/// value (a path or a URL), and the ids that exist in it (task, trace, lessons).
+struct Demo {
+    db: OsString,
+    ids: Vec<String>,
+}
+
+impl Demo {
+    fn at(t: &EmptyDb) -> Self {
+        let db = Path::new(t.location());
+        let report = ok(run(db, &["--json", "demo"])).json();
+        let mut ids = vec![
+            report["task"].as_str().unwrap().to_owned(),
+            report["trace"].as_str().unwrap().to_owned(),
+        ];
+        let lessons = ok(run(db, &["--json", "lessons", "search"])).json();
+        ids.extend(
+            lessons
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["lesson"]["id"].as_str().unwrap().to_owned()),
+        );
+        Self { db: db.as_os_str().to_owned(), ids }
+    }
+}
 
 // ---- generated arguments ---------------------------------------------------------------------
 
@@ -307,10 +333,10 @@ fn date() -> impl Strategy<Value = OsString> {
     proptest::sample::select(fixed).prop_map(OsString::from)
 }
 
-/// A path inside the fixture's folder (or a name that is no path at all).
-fn path(base: PathBuf) -> impl Strategy<Value = OsString> {
+/// A path inside the fixture's folder, the demo database (`db`, a path or a URL), or a name
+/// that is no path at all.
+fn path(base: PathBuf, db: OsString) -> impl Strategy<Value = OsString> {
     let names: Vec<OsString> = [
-        "demo.db",
         "empty.db",
         "text.db",
         "zero.db",
@@ -327,15 +353,17 @@ fn path(base: PathBuf) -> impl Strategy<Value = OsString> {
     .collect();
     prop_oneof![
         6 => proptest::sample::select(names).prop_map(move |n| base.join(n).into_os_string()),
+        1 => Just(db),
         1 => Just(OsString::from("")),
         1 => Just(OsString::from(":memory:")),
     ]
 }
 
 /// A value for an option or argument, by the name its help gives the value: one it takes
-/// (an existing id, a plain word, a number in range, a real date, a path in the fixture's
-/// folder) or, `nasty` times in (`nasty` + 4), one from the generators above.
-fn value_for(name: &str, ids: &[String], base: &Path, nasty: u32) -> BoxedStrategy<OsString> {
+/// (an existing id of `demo`, a plain word, a number in range, a real date, a path in the
+/// fixture's folder or the demo database) or, `nasty` times in (`nasty` + 4), one from the
+/// generators above.
+fn value_for(name: &str, demo: &Demo, base: &Path, nasty: u32) -> BoxedStrategy<OsString> {
     let valid: &[&str] = match name {
         "CATEGORY" => &["state", "file", "agent", "security", "user", "bug", "pattern"],
         "FORMAT" => &["csv", "json", "jsonl"],
@@ -348,11 +376,12 @@ fn value_for(name: &str, ids: &[String], base: &Path, nasty: u32) -> BoxedStrate
     };
     let mut valid: Vec<OsString> = valid.iter().map(OsString::from).collect();
     if !matches!(name, "CATEGORY" | "FORMAT" | "DATE" | "CONFIDENCE") {
-        valid.extend(ids.iter().map(OsString::from));
+        valid.extend(demo.ids.iter().map(OsString::from));
     }
     let wild = match name {
-        "PATH" | "FILE" | "DEST" => {
-            return prop_oneof![8 => path(base.to_path_buf()), nasty => nasty_text()].boxed()
+        "PATH" | "FILE" | "DEST" | "SRC" => {
+            let path = path(base.to_path_buf(), demo.db.clone());
+            return prop_oneof![8 => path, nasty => nasty_text()].boxed();
         }
         "DATE" => prop_oneof![3 => date(), 1 => nasty_text()].boxed(),
         "LIMIT" | "OFFSET" | "DAYS" | "LEASE_MINUTES" | "MAX_ATTEMPTS" | "SECONDS"
@@ -372,16 +401,16 @@ struct Case {
     force_color: bool,
 }
 
-fn case() -> impl Strategy<Value = Case> {
+/// A command line at any leaf, mostly on the `demo` database.
+fn case(demo: Demo) -> impl Strategy<Value = Case> {
     let fixture = &*FIXTURE;
     let base = fixture.dir.path().to_path_buf();
     let leaves = fixture.leaves.clone();
-    let ids = fixture.ids.clone();
-    let demo = base.join("demo.db").into_os_string();
+    let db = demo.db.clone();
     (
         proptest::sample::select(leaves),
-        prop_oneof![3 => Just(demo), 1 => path(base.clone())],
-        proptest::option::weighted(0.15, path(base.clone())),
+        prop_oneof![3 => Just(db.clone()), 1 => path(base.clone(), db.clone())],
+        proptest::option::weighted(0.15, path(base.clone(), db)),
         proptest::bool::weighted(0.8),
         proptest::bool::weighted(0.2),
         proptest::bool::weighted(0.05),
@@ -391,7 +420,7 @@ fn case() -> impl Strategy<Value = Case> {
     )
         .prop_flat_map(move |(leaf, db, env_db, with_db, force_color, stray, careful)| {
             let nasty = if careful { 1 } else { 6 };
-            let value_for = |name: &str| value_for(name, &ids, &base, nasty);
+            let value_for = |name: &str| value_for(name, &demo, &base, nasty);
             let options: Vec<BoxedStrategy<Vec<OsString>>> = leaf
                 .options
                 .iter()
@@ -506,14 +535,21 @@ fn strip_own_colours(text: &str) -> Result<String, String> {
     Ok(out)
 }
 
-fn cases() -> u32 {
-    std::env::var("AIGENTFLOW_R19_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300)
+/// How many generated runs: `AIGENTFLOW_R19_CASES` (300 by default) on SQLite, a fifth of it on
+/// PostgreSQL (each run connects to the server; the commands' code is the same).
+fn cases(backend: Backend) -> u32 {
+    let cases =
+        std::env::var("AIGENTFLOW_R19_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    match backend {
+        Backend::Sqlite => cases,
+        Backend::Postgres => cases.div_ceil(5),
+    }
 }
 
+on_both! {
 /// Generated arguments at every subcommand: no panic, exit code 0 to 3, one line on stderr on
 /// error, nothing on stdout or stderr that a terminal would act on.
-#[test]
-fn generated_arguments_at_every_subcommand_never_panic_and_fail_in_one_clean_line() {
+fn generated_arguments_at_every_subcommand_never_panic_and_fail_in_one_clean_line(t: EmptyDb) {
     let fixture = &*FIXTURE;
     let names: Vec<String> = fixture.leaves.iter().map(|l| l.path.join(" ")).collect();
     for expected in
@@ -522,10 +558,11 @@ fn generated_arguments_at_every_subcommand_never_panic_and_fail_in_one_clean_lin
         assert!(names.iter().any(|n| n == expected), "{expected} not found in {names:?}");
     }
     assert!(names.len() >= 30, "{names:?}");
-    let config = Config { cases: cases(), failure_persistence: None, ..Config::default() };
+    let config =
+        Config { cases: cases(t.backend()), failure_persistence: None, ..Config::default() };
     let mut runner = TestRunner::new(config);
     let codes = std::cell::RefCell::new(std::collections::BTreeMap::<i32, u32>::new());
-    let result = runner.run(&case(), |case| {
+    let result = runner.run(&case(Demo::at(t)), |case| {
         let mut cmd = bin(fixture.dir.path());
         cmd.args(&case.args);
         if let Some(db) = &case.env_db {
@@ -544,12 +581,13 @@ fn generated_arguments_at_every_subcommand_never_panic_and_fail_in_one_clean_lin
     // How deep the runs went: a run refused at parsing never reaches a store.
     eprintln!("runs per exit code: {:?}", codes.borrow());
 }
+}
 
 // ---- the repros of issue 12 §4 ---------------------------------------------------------------
 
 /// A database whose audit entries are stamped at the given instants (the CLI stamps with the
 /// system clock, so the library writes them).
-fn audit_at(path: &Path, stamps: &[&str]) {
+fn audit_at(path: &str, stamps: &[&str]) {
     use aigentflow_audit::{AuditEntry, AuditLog, Category};
     use aigentflow_persistence::{time, Database, ManualClock, Options};
     for stamp in stamps {
@@ -561,14 +599,13 @@ fn audit_at(path: &Path, stamps: &[&str]) {
     }
 }
 
+on_both! {
 /// Date bounds at the ends of years 0000 to 9999 and in any spelling, and any u64 offset or
 /// limit, give the right rows; a year the stored form cannot hold is one line, exit code 1.
-#[test]
-fn audit_query_bounds_give_the_right_rows_or_one_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("a.db");
+fn audit_query_bounds_give_the_right_rows_or_one_line(t: EmptyDb) {
+    let db = Path::new(t.location());
     audit_at(
-        &db,
+        t.location(),
         &[
             "0000-01-01 00:00:00.000",
             "2026-01-05 10:00:00.000",
@@ -580,7 +617,7 @@ fn audit_query_bounds_give_the_right_rows_or_one_line() {
     let actions = |args: &[&str]| -> Vec<String> {
         let mut all = vec!["--json", "audit", "query"];
         all.extend(args);
-        let rows = ok(run(&db, &all)).json();
+        let rows = ok(run(db, &all)).json();
         rows.as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap().to_owned()).collect()
     };
     let n = |args: &[&str]| actions(args).len();
@@ -609,31 +646,32 @@ fn audit_query_bounds_give_the_right_rows_or_one_line() {
         ("--end", ""),
     ] {
         // `--end=VALUE`: a value starting with '-' is otherwise taken for a flag.
-        let r = run(&db, &["audit", "query", &format!("{flag}={value}")]);
+        let r = run(db, &["audit", "query", &format!("{flag}={value}")]);
         assert_one_line(&r, 1, flag);
         assert!(r.stdout.is_empty());
     }
 }
+}
 
+on_both! {
 /// The widest windows of --days either answer or are one line; nothing panics.
-#[test]
-fn traces_metrics_days_out_of_range_is_one_line_not_a_panic() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("a.db");
-    ok(run(&db, &["init"]));
+fn traces_metrics_days_out_of_range_is_one_line_not_a_panic(t: EmptyDb) {
+    let db = Path::new(t.location());
+    ok(run(db, &["init"]));
     for days in ["0", "1", "700000"] {
-        ok(run(&db, &["traces", "metrics", "--agent", "coder", "--days", days]));
+        ok(run(db, &["traces", "metrics", "--agent", "coder", "--days", days]));
     }
     // A whole number outside the domain (negative, or any size past it) is exit 1; anything
     // that is not a whole number is a usage error, exit 2.
     for days in ["700001", "4294967295", "18446744073709551615", "18446744073709551616", "-1"] {
-        let r = run(&db, &["traces", "metrics", "--agent", "coder", "--days", days]);
+        let r = run(db, &["traces", "metrics", "--agent", "coder", "--days", days]);
         assert_one_line(&r, 1, "--days");
     }
     for days in ["x", "1.5", "1e3"] {
-        let r = run(&db, &["traces", "metrics", "--agent", "coder", "--days", days]);
+        let r = run(db, &["traces", "metrics", "--agent", "coder", "--days", days]);
         assert_one_line(&r, 2, "");
     }
+}
 }
 
 /// `:memory:` and an empty path are refused from --db and from $AIGENTFLOW_DB, in one line
@@ -666,10 +704,10 @@ fn a_database_path_that_names_no_file_is_refused_in_one_line() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing was created");
 }
 
+on_both! {
 /// The one rule for names and ids: at every option and argument that names something, an empty
 /// or blank value is one line, exit code 1, and nothing is stored.
-#[test]
-fn an_empty_name_or_id_is_refused_at_every_option_and_argument() {
+fn an_empty_name_or_id_is_refused_at_every_option_and_argument(t: EmptyDb) {
     let fixture = &*FIXTURE;
     // Values whose domain is not a name: paths, dates, numbers, words from a list, JSON, the
     // search words and a configuration value (where "" is a value).
@@ -692,9 +730,9 @@ fn an_empty_name_or_id_is_refused_at_every_option_and_argument() {
         "QUERY",
         "VALUE",
     ];
-    let db = fixture.dir.path().join("names.db");
-    ok(run(&db, &["init"]));
-    let before = std::fs::metadata(&db).unwrap().len();
+    let db = Path::new(t.location());
+    ok(run(db, &["init"]));
+    let before = Driver::of(t).dump();
     let mut checked = 0;
     for leaf in &fixture.leaves {
         let mut slots: Vec<(Option<&str>, &str)> = leaf
@@ -711,49 +749,50 @@ fn an_empty_name_or_id_is_refused_at_every_option_and_argument() {
                 let mut args: Vec<&str> = leaf.path.iter().map(String::as_str).collect();
                 args.extend(flag);
                 args.push(blank);
-                let r = run(&db, &args);
+                let r = run(db, &args);
                 assert_one_line(&r, 1, "it is empty");
                 checked += 1;
             }
         }
     }
     assert!(checked >= 3 * 40, "{checked} slots");
-    assert_eq!(std::fs::metadata(&db).unwrap().len(), before);
-    let rows = ok(run(&db, &["--json", "audit", "query"])).json();
+    assert_eq!(Driver::of(t).dump(), before, "nothing stored");
+    let rows = ok(run(db, &["--json", "audit", "query"])).json();
     assert_eq!(rows.as_array().unwrap().len(), 0, "nothing stored");
 }
+}
 
+on_both! {
 /// `lessons update --project ""` is refused and keeps the project; `--global` clears it; the
 /// help of update promises no default it does not apply.
-#[test]
-fn lessons_update_refuses_an_empty_project_and_clears_it_with_global() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("a.db");
-    ok(run(&db, &["init"]));
+fn lessons_update_refuses_an_empty_project_and_clears_it_with_global(t: EmptyDb) {
+    let db = Path::new(t.location());
+    ok(run(db, &["init"]));
     let add = ["lessons", "add", "--category", "bug", "--title", "t", "--summary", "s"];
-    let id = ok(run(&db, &[&add[..], &["--project", "p"]].concat())).out().trim().to_owned();
-    let project = || ok(run(&db, &["--json", "lessons", "show", &id])).json()["project_id"].clone();
-    assert_one_line(&run(&db, &["lessons", "update", &id, "--project", ""]), 1, "--project");
+    let id = ok(run(db, &[&add[..], &["--project", "p"]].concat())).out().trim().to_owned();
+    let project = || ok(run(db, &["--json", "lessons", "show", &id])).json()["project_id"].clone();
+    assert_one_line(&run(db, &["lessons", "update", &id, "--project", ""]), 1, "--project");
     assert_eq!(project(), "p");
-    ok(run(&db, &["lessons", "update", &id, "--confidence", "0.5"]));
+    ok(run(db, &["lessons", "update", &id, "--confidence", "0.5"]));
     assert_eq!(project(), "p", "an update without --project keeps it");
-    let shown = ok(run(&db, &["--json", "lessons", "show", &id])).json();
+    let shown = ok(run(db, &["--json", "lessons", "show", &id])).json();
     assert_eq!(shown["confidence"], 0.5, "and no default confidence is applied");
-    ok(run(&db, &["lessons", "update", &id, "--global"]));
+    ok(run(db, &["lessons", "update", &id, "--global"]));
     assert_eq!(project(), Value::Null);
     assert_one_line(
-        &run(&db, &["lessons", "update", &id, "--project", "q", "--global"]),
+        &run(db, &["lessons", "update", &id, "--project", "q", "--global"]),
         2,
         "--global",
     );
-    let update_help = ok(run(&db, &["lessons", "update", "--help"])).out();
+    let update_help = ok(run(db, &["lessons", "update", "--help"])).out();
     assert!(
         !update_help.contains("default 1") && !update_help.contains("left out: 1"),
         "{update_help}"
     );
     assert!(update_help.contains("--global"), "{update_help}");
-    let add_help = ok(run(&db, &["lessons", "add", "--help"])).out();
+    let add_help = ok(run(db, &["lessons", "add", "--help"])).out();
     assert!(add_help.contains("left out: 1"), "{add_help}");
+}
 }
 
 // ---- terminal safety ---------------------------------------------------------------------------
@@ -762,14 +801,13 @@ fn lessons_update_refuses_an_empty_project_and_clears_it_with_global() {
 /// breaks, and a forged colour mark without the process's nonce.
 const PAYLOAD: &str = "pay\u{1b}[31mRED\u{1b}]0;title\u{7}\u{9b}2J\u{202e}RTL\u{2066}\r\nline\t\u{7f}\u{E000}0123456789abcdef0123456789abcdef31mload";
 
-/// A database with the payload in every field of every store that a command prints.
-fn hostile_db(path: &Path) {
+/// The payload in every field of every store that a command prints.
+fn hostile_db(db: &aigentflow_persistence::Database) {
     use aigentflow_audit::{AuditEntry, AuditLog, Category};
     use aigentflow_core_states::{Event, StateContext, StateMachine, StateStore};
     use aigentflow_lessons::{Category as Kind, LessonsStore, NewLesson};
-    use aigentflow_persistence::{ConfigStore, Database, Scope, SqliteStateStore};
+    use aigentflow_persistence::{ConfigStore, Scope, SqliteStateStore};
     use aigentflow_tracker::{ExecutionTracker, NewInvocation};
-    let db = Database::open(path).unwrap();
     let p = PAYLOAD;
     let mut machine = StateMachine::new(StateContext::new(p.into(), p.into(), p));
     machine.apply(Event::Start, None).unwrap();
@@ -803,25 +841,23 @@ fn hostile_db(path: &Path) {
         ..NewInvocation::new(trace.id.clone(), p, db.now())
     };
     tracker.record_invocation(&invocation).unwrap();
-    db.close().unwrap();
 }
 
+on_both! {
 /// With colour forced on, every read command prints the hostile values escaped: the only
 /// escape sequences on stdout are the CLI's own colours, a forged mark stays text, and error
 /// lines that quote a value escape it too.
-#[test]
-fn stored_escape_sequences_are_shown_escaped_even_with_colour_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("hostile.db");
-    hostile_db(&db);
+fn stored_escape_sequences_are_shown_escaped_even_with_colour_on(t: TestDb) {
+    let (dir, db) = (t.dir(), Path::new(t.location()));
+    hostile_db(t.db());
     let trace =
-        ok(run(&db, &["--json", "traces", "list"])).json()[0]["id"].as_str().unwrap().to_owned();
+        ok(run(db, &["--json", "traces", "list"])).json()[0]["id"].as_str().unwrap().to_owned();
     let lesson =
-        ok(run(&db, &["--json", "lessons", "top"])).json()[0]["id"].as_str().unwrap().to_owned();
+        ok(run(db, &["--json", "lessons", "top"])).json()[0]["id"].as_str().unwrap().to_owned();
     let coloured = |args: &[&str]| {
         let mut all: Vec<&OsStr> = vec![OsStr::new("--db"), db.as_os_str()];
         all.extend(args.iter().map(OsStr::new));
-        output(bin(dir.path()).env("CLICOLOR_FORCE", "1").args(all).output().unwrap())
+        output(bin(dir).env("CLICOLOR_FORCE", "1").args(all).output().unwrap())
     };
     let mut painted = false;
     for args in [
@@ -878,14 +914,14 @@ fn stored_escape_sequences_are_shown_escaped_even_with_colour_on() {
         assert!(r.err().contains("\\u{"), "{:?}", r.err());
     }
 }
+}
 
+on_both! {
 /// An error line never repeats a secret from the input: the text of a bad --details is not
 /// quoted at all, and what is quoted (clap's invalid values, unknown ids) is redacted.
-#[test]
-fn error_lines_never_echo_a_secret_from_the_input() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("a.db");
-    ok(run(&db, &["init"]));
+fn error_lines_never_echo_a_secret_from_the_input(t: EmptyDb) {
+    let db = Path::new(t.location());
+    ok(run(db, &["init"]));
     let anthropic = "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789";
     let github = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
     let aws = "AKIAIOSFODNN7EXAMPLE";
@@ -901,11 +937,12 @@ fn error_lines_never_echo_a_secret_from_the_input() {
         (vec!["config", "get", "password=hunter2"], "hunter2"),
         (vec!["audit", "query", "--start", github], github),
     ] {
-        let r = run(&db, &args);
+        let r = run(db, &args);
         assert!(r.code == Some(1) || r.code == Some(2), "{args:?}: {}", r.err());
         assert_eq!(r.err().matches('\n').count(), 1, "{args:?}: {}", r.err());
         assert!(!r.err().contains(secret), "{args:?} echoed the secret: {}", r.err());
     }
+}
 }
 
 // ---- storage errors -----------------------------------------------------------------------------
@@ -913,7 +950,7 @@ fn error_lines_never_echo_a_secret_from_the_input() {
 /// A lock held past --lock-timeout is one line naming the database and the wait (the slow
 /// transaction warning, a second line, is not printed for a write that gave up).
 #[test]
-fn a_lock_held_past_the_timeout_is_one_line_naming_the_database() {
+fn a_lock_held_past_the_timeout_is_one_line_naming_the_database_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("a.db");
     ok(run(&db, &["init"]));
@@ -974,7 +1011,7 @@ fn chmod(path: &Path, mode: u32) {
 /// by permissions); where none can be had the mapping is covered by persistence's
 /// `the_cause_of_a_refused_write_is_told_from_what_access_answers`, and this says so.
 #[test]
-fn a_read_only_folder_or_file_is_one_line_saying_what_to_change() {
+fn a_read_only_folder_or_file_is_one_line_saying_what_to_change_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     chmod(dir.path(), 0o755);
     let Some(_) = unprivileged(dir.path()) else {
@@ -1011,7 +1048,7 @@ fn a_read_only_folder_or_file_is_one_line_saying_what_to_change() {
 /// says so, and persistence's `a_write_that_finds_no_room_is_disk_full_naming_the_file` and
 /// the mapping test cover the classification.
 #[test]
-fn a_read_only_mount_or_a_full_disk_is_one_line_saying_what_to_do() {
+fn a_read_only_mount_or_a_full_disk_is_one_line_saying_what_to_do_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();

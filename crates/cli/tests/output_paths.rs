@@ -2,6 +2,11 @@
 //! RELIABILITY R15): the database's own files are refused by any name; a regular file is
 //! replaced whole or not at all; pipes, FIFOs, devices and stdout are written straight through;
 //! concurrent writers never mix; leftovers of killed writers are cleaned up and noted.
+//!
+//! The rule for the files written is the same whatever the database: those tests run on both
+//! backends (`on_both!`; a backup of a PostgreSQL database is a SQLite file, staged in TMPDIR
+//! for a pipe). The database's own files exist only on SQLite: the tests about them end in
+//! `_on_sqlite`.
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -9,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use aigentflow_audit::{AuditEntry, AuditLog, Category};
-use aigentflow_persistence::Database;
+use aigentflow_persistence::{Backend, Database};
+use aigentflow_testkit::{on_both, EmptyDb, TestDb};
 use serde_json::Value;
 
 struct Run {
@@ -55,6 +61,14 @@ fn demo_db() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// `t`'s database filled by `aigentflow demo`, as `--db` takes it (a path or a URL), and the
+/// test's folder for the files it writes.
+fn demo(t: &EmptyDb) -> (&Path, &Path) {
+    let db = Path::new(t.location());
+    run(db, &["demo"]).ok();
+    (t.dir(), db)
+}
+
 /// One line on stderr naming what went wrong, exit code 1.
 fn assert_refused(r: &Run, needle: &str) {
     assert_eq!(r.code, 1, "stderr: {}", r.stderr);
@@ -89,7 +103,8 @@ fn mkfifo(path: &Path) {
 }
 
 #[test]
-fn an_export_or_backup_onto_the_database_by_any_name_is_refused_and_the_database_survives() {
+fn an_export_or_backup_onto_the_database_by_any_name_is_refused_and_the_database_survives_on_sqlite(
+) {
     let (dir, db) = demo_db();
     let rows = run(&db, &["--json", "audit", "verify"]).ok().json()["rows"].clone();
     let sub = dir.path().join("sub");
@@ -137,11 +152,12 @@ fn an_export_or_backup_onto_the_database_by_any_name_is_refused_and_the_database
     assert_eq!(run(&db, &["--json", "audit", "verify"]).ok().json()["rows"], rows);
 }
 
-#[test]
-fn two_exports_to_one_path_at_once_leave_one_complete_export_and_no_false_success() {
-    let (dir, db) = demo_db();
+on_both! {
+fn two_exports_to_one_path_at_once_leave_one_complete_export_and_no_false_success(t: TestDb) {
+    let (dir, db) = (t.dir(), Path::new(t.location()));
+    run(db, &["demo"]).ok();
     {
-        let log = AuditLog::new(Database::open(&db).unwrap());
+        let log = AuditLog::new(t.db().clone());
         let batch: Vec<AuditEntry> = (0..500)
             .map(|i| {
                 AuditEntry::new(format!("bulk row {i} with some text to widen it"), Category::File)
@@ -154,14 +170,14 @@ fn two_exports_to_one_path_at_once_leave_one_complete_export_and_no_false_succes
     // Each writer exports a different number of rows, so every output is told apart.
     let limits: Vec<String> = (1..=6).map(|i| (i * 1500).to_string()).collect();
     let expected: Vec<Vec<u8>> =
-        limits.iter().map(|l| export_csv(&db, &["--limit", l.as_str()])).collect();
-    let path = dir.path().join("out.csv");
+        limits.iter().map(|l| export_csv(db, &["--limit", l.as_str()])).collect();
+    let path = dir.join("out.csv");
     for round in ["absent", "present"] {
         let runs: Vec<Run> = std::thread::scope(|s| {
             let handles: Vec<_> = limits
                 .iter()
                 .map(|limit| {
-                    let (db, path) = (&db, &path);
+                    let path = &path;
                     s.spawn(move || {
                         let p = path.to_str().unwrap();
                         run(
@@ -193,15 +209,16 @@ fn two_exports_to_one_path_at_once_leave_one_complete_export_and_no_false_succes
                 assert_ne!(i, winner);
             }
         }
-        assert!(temps(dir.path()).is_empty(), "{round}: {:?}", temps(dir.path()));
+        assert!(temps(dir).is_empty(), "{round}: {:?}", temps(dir));
     }
 }
+}
 
-#[test]
-fn an_export_to_a_fifo_read_by_another_thread_goes_straight_through_and_the_fifo_stays() {
-    let (dir, db) = demo_db();
-    let expected = export_csv(&db, &[]);
-    let fifo = dir.path().join("pipe");
+on_both! {
+fn an_export_to_a_fifo_read_by_another_thread_goes_straight_through_and_the_fifo_stays(t: EmptyDb) {
+    let (dir, db) = demo(t);
+    let expected = export_csv(db, &[]);
+    let fifo = dir.join("pipe");
     mkfifo(&fifo);
     for args in [&["-o"][..], &["--output"]] {
         let reader = {
@@ -211,7 +228,7 @@ fn an_export_to_a_fifo_read_by_another_thread_goes_straight_through_and_the_fifo
         let mut all = vec!["audit", "export", "--format", "csv"];
         all.extend_from_slice(args);
         all.push(fifo.to_str().unwrap());
-        let r = run(&db, &all).ok();
+        let r = run(db, &all).ok();
         assert_eq!(reader.join().unwrap(), expected);
         assert!(String::from_utf8_lossy(&r.stdout).contains("exported"));
         assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "still a FIFO");
@@ -221,27 +238,28 @@ fn an_export_to_a_fifo_read_by_another_thread_goes_straight_through_and_the_fifo
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::read(fifo).unwrap())
     };
-    run(&db, &["db", "backup", fifo.to_str().unwrap()]).ok();
-    let copy = dir.path().join("from-fifo.db");
+    run(db, &["db", "backup", fifo.to_str().unwrap()]).ok();
+    let copy = dir.join("from-fifo.db");
     std::fs::write(&copy, reader.join().unwrap()).unwrap();
     assert_eq!(run(&copy, &["--json", "db", "check"]).ok().json()["ok"], true);
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
-    assert!(temps(dir.path()).is_empty());
+    assert!(temps(dir).is_empty());
+}
 }
 
-#[test]
-fn stdout_devices_and_process_substitution_are_written_straight_through() {
-    let (dir, db) = demo_db();
-    let expected = export_csv(&db, &[]);
+on_both! {
+fn stdout_devices_and_process_substitution_are_written_straight_through(t: EmptyDb) {
+    let (dir, db) = demo(t);
+    let expected = export_csv(db, &[]);
     for name in ["-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"] {
-        let r = run(&db, &["audit", "export", "--format", "csv", "-o", name]).ok();
+        let r = run(db, &["audit", "export", "--format", "csv", "-o", name]).ok();
         assert_eq!(r.stdout, expected, "{name}: the export alone on stdout");
     }
     // /dev/stdout redirected to a regular file: written through the descriptor, not replaced.
-    let file = dir.path().join("redirected.csv");
+    let file = dir.join("redirected.csv");
     let out = std::fs::File::create(&file).unwrap();
     let r = finish(
-        cmd(&db)
+        cmd(db)
             .args(["audit", "export", "--format", "csv", "-o", "/dev/stdout"])
             .stdout(out)
             .output()
@@ -250,15 +268,15 @@ fn stdout_devices_and_process_substitution_are_written_straight_through() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(std::fs::read(&file).unwrap(), expected);
     // /dev/null stays the null device.
-    run(&db, &["audit", "export", "--format", "csv", "-o", "/dev/null"]).ok();
+    run(db, &["audit", "export", "--format", "csv", "-o", "/dev/null"]).ok();
     assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
     // `-o >(gzip > a.gz)`: a /dev/fd/N pipe from the shell.
-    let gz = dir.path().join("a.gz");
+    let gz = dir.join("a.gz");
     let script =
         r#""$0" --db "$1" audit export --format csv -o >(gzip > "$2"); rc=$?; wait $!; exit $rc"#;
     let status = Command::new("bash")
         .args(["-c", script, env!("CARGO_BIN_EXE_aigentflow")])
-        .arg(&db)
+        .arg(db)
         .arg(&gz)
         .env_remove("AIGENTFLOW_DB")
         .stdout(Stdio::null())
@@ -268,63 +286,66 @@ fn stdout_devices_and_process_substitution_are_written_straight_through() {
     let unzipped = Command::new("gzip").arg("-dc").arg(&gz).output().unwrap();
     assert_eq!(unzipped.stdout, expected);
     // A backup on stdout is a database, and nothing else is printed there.
-    let r = run(&db, &["db", "backup", "-"]).ok();
-    let copy = dir.path().join("from-stdout.db");
+    let r = run(db, &["db", "backup", "-"]).ok();
+    let copy = dir.join("from-stdout.db");
     std::fs::write(&copy, &r.stdout).unwrap();
     assert_eq!(run(&copy, &["--json", "db", "check"]).ok().json()["ok"], true);
-    assert!(temps(dir.path()).is_empty());
+    assert!(temps(dir).is_empty());
+}
 }
 
-#[test]
-fn a_leftover_symlink_at_the_old_partial_name_does_not_redirect_the_export() {
-    let (dir, db) = demo_db();
-    let victim = dir.path().join("victim");
+on_both! {
+fn a_leftover_symlink_at_the_old_partial_name_does_not_redirect_the_export(t: EmptyDb) {
+    let (dir, db) = demo(t);
+    let victim = dir.join("victim");
     std::fs::write(&victim, b"precious").unwrap();
-    std::os::unix::fs::symlink(&victim, dir.path().join("x.csv.partial")).unwrap();
-    std::os::unix::fs::symlink(&victim, dir.path().join(".x.csv.partial")).unwrap();
-    let out = dir.path().join("x.csv");
-    run(&db, &["audit", "export", "--format", "csv", "-o", out.to_str().unwrap()]).ok();
+    std::os::unix::fs::symlink(&victim, dir.join("x.csv.partial")).unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join(".x.csv.partial")).unwrap();
+    let out = dir.join("x.csv");
+    run(db, &["audit", "export", "--format", "csv", "-o", out.to_str().unwrap()]).ok();
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
-    assert_eq!(std::fs::read(&out).unwrap(), export_csv(&db, &[]));
+    assert_eq!(std::fs::read(&out).unwrap(), export_csv(db, &[]));
     // A symlink at the final path stays a link; the file it points to gets the export.
-    let link = dir.path().join("latest.csv");
+    let link = dir.join("latest.csv");
     std::os::unix::fs::symlink("x.csv", &link).unwrap();
-    run(&db, &["audit", "export", "--format", "jsonl", "-o", link.to_str().unwrap()]).ok();
+    run(db, &["audit", "export", "--format", "jsonl", "-o", link.to_str().unwrap()]).ok();
     assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
     assert_eq!(
         std::fs::read(&out).unwrap(),
-        run(&db, &["audit", "export", "--format", "jsonl"]).stdout
+        run(db, &["audit", "export", "--format", "jsonl"]).stdout
     );
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
 }
-
-#[test]
-fn an_export_replaces_a_file_whole_keeping_its_mode_and_creates_new_ones_0600() {
-    let (dir, db) = demo_db();
-    let fresh = dir.path().join("fresh.csv");
-    run(&db, &["audit", "export", "--format", "csv", "-o", fresh.to_str().unwrap()]).ok();
-    assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o600);
-    let shared = dir.path().join("shared.csv");
-    std::fs::write(&shared, b"old").unwrap();
-    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
-    run(&db, &["audit", "export", "--format", "csv", "-o", shared.to_str().unwrap()]).ok();
-    assert_eq!(std::fs::metadata(&shared).unwrap().permissions().mode() & 0o777, 0o644);
-    assert_eq!(std::fs::read(&shared).unwrap(), export_csv(&db, &[]));
-    let backup = dir.path().join("copy.db");
-    run(&db, &["db", "backup", backup.to_str().unwrap()]).ok();
-    assert_eq!(std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_refused(&run(&db, &["db", "backup", backup.to_str().unwrap()]), "already exists");
-    let r = run(&db, &["audit", "export", "--format", "csv", "-o", dir.path().to_str().unwrap()]);
-    assert_refused(&r, "is a directory");
-    let missing = dir.path().join("missing").join("out.csv");
-    let r = run(&db, &["audit", "export", "--format", "csv", "-o", missing.to_str().unwrap()]);
-    assert_refused(&r, "does not exist");
-    assert!(temps(dir.path()).is_empty());
 }
 
-#[test]
-fn a_killed_writers_temp_file_is_removed_and_noted_by_the_next_run() {
-    let (dir, db) = demo_db();
+on_both! {
+fn an_export_replaces_a_file_whole_keeping_its_mode_and_creates_new_ones_0600(t: EmptyDb) {
+    let (dir, db) = demo(t);
+    let fresh = dir.join("fresh.csv");
+    run(db, &["audit", "export", "--format", "csv", "-o", fresh.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o600);
+    let shared = dir.join("shared.csv");
+    std::fs::write(&shared, b"old").unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
+    run(db, &["audit", "export", "--format", "csv", "-o", shared.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::metadata(&shared).unwrap().permissions().mode() & 0o777, 0o644);
+    assert_eq!(std::fs::read(&shared).unwrap(), export_csv(db, &[]));
+    let backup = dir.join("copy.db");
+    run(db, &["db", "backup", backup.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_refused(&run(db, &["db", "backup", backup.to_str().unwrap()]), "already exists");
+    let r = run(db, &["audit", "export", "--format", "csv", "-o", dir.to_str().unwrap()]);
+    assert_refused(&r, "is a directory");
+    let missing = dir.join("missing").join("out.csv");
+    let r = run(db, &["audit", "export", "--format", "csv", "-o", missing.to_str().unwrap()]);
+    assert_refused(&r, "does not exist");
+    assert!(temps(dir).is_empty());
+}
+}
+
+on_both! {
+fn a_killed_writers_temp_file_is_removed_and_noted_by_the_next_run(t: EmptyDb) {
+    let (dir, db) = demo(t);
     // A pid no process has: a child that has exited and been reaped.
     let mut child = Command::new("true").spawn().unwrap();
     let dead = child.id();
@@ -333,22 +354,23 @@ fn a_killed_writers_temp_file_is_removed_and_noted_by_the_next_run() {
     let journal = format!(".copy.db.aigentflow-{dead}-fedcba9876543210.partial-journal");
     let live = ".out.csv.aigentflow-1-0123456789abcdef.partial".to_owned();
     for name in [&stale, &journal, &live] {
-        std::fs::write(dir.path().join(name), b"half an export").unwrap();
+        std::fs::write(dir.join(name), b"half an export").unwrap();
     }
-    let out = dir.path().join("out.csv");
-    let r = run(&db, &["audit", "export", "--format", "csv", "-o", out.to_str().unwrap()]).ok();
+    let out = dir.join("out.csv");
+    let r = run(db, &["audit", "export", "--format", "csv", "-o", out.to_str().unwrap()]).ok();
     for name in [&stale, &journal] {
-        assert!(!dir.path().join(name).exists(), "{name} removed");
+        assert!(!dir.join(name).exists(), "{name} removed");
         assert!(r.stderr.contains(name.as_str()), "noted: {}", r.stderr);
     }
     assert!(r.stderr.contains(&format!("process {dead} is gone")), "{}", r.stderr);
-    assert!(dir.path().join(&live).exists(), "a live process's file is kept");
+    assert!(dir.join(&live).exists(), "a live process's file is kept");
     // The backup command cleans up the same way.
     let again = format!(".copy.db.aigentflow-{dead}-00000000000000aa.partial");
-    std::fs::write(dir.path().join(&again), b"half a backup").unwrap();
-    let r = run(&db, &["db", "backup", dir.path().join("copy.db").to_str().unwrap()]).ok();
-    assert!(!dir.path().join(&again).exists());
+    std::fs::write(dir.join(&again), b"half a backup").unwrap();
+    let r = run(db, &["db", "backup", dir.join("copy.db").to_str().unwrap()]).ok();
+    assert!(!dir.join(&again).exists());
     assert!(r.stderr.contains(again.as_str()), "{}", r.stderr);
+}
 }
 
 #[test]
@@ -460,7 +482,7 @@ fn database_files(db: &Path) -> Vec<String> {
 /// its own reader opens, and with the ones a killed reader leaves, survives every export and
 /// backup written beside it (to a file, stdout, a FIFO, a device) and none is "removed".
 #[test]
-fn a_database_named_like_a_leftover_survives_every_output_written_beside_it() {
+fn a_database_named_like_a_leftover_survives_every_output_written_beside_it_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join(format!(".orders.aigentflow-{}-0123456789abcdef.partial", dead_pid()));
     run(&db, &["demo"]).ok();
@@ -522,7 +544,7 @@ fn a_database_named_like_a_leftover_survives_every_output_written_beside_it() {
 /// seen from `nobody`): SQLite's lock on its -shm keeps it and its side files; once that
 /// process is gone it is a leftover like any other, removed and noted.
 #[test]
-fn a_leftover_named_database_another_user_holds_open_is_kept_by_its_lock() {
+fn a_leftover_named_database_another_user_holds_open_is_kept_by_its_lock_on_sqlite() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path();
     chmod(dir, 0o777);
@@ -577,7 +599,7 @@ enum Streams {
 /// (the database, its -wal or -shm, opened read-write or for appending): exit code 1, not a
 /// byte of the database's files changed, and the error line only on the stream that is safe.
 #[test]
-fn stdout_or_stderr_on_the_database_is_refused_before_anything_is_written() {
+fn stdout_or_stderr_on_the_database_is_refused_before_anything_is_written_on_sqlite() {
     let (dir, db) = demo_db();
     let commands: Vec<Vec<&str>> = vec![
         vec!["status"],
@@ -688,7 +710,7 @@ fn in_mount_namespace(
 /// mount is allowed) stages its copy in TMPDIR and leaves nothing there; when TMPDIR cannot
 /// take it either, one line names both files that could not be created.
 #[test]
-fn a_backup_to_a_pipe_from_a_read_only_folder_is_staged_in_tmpdir() {
+fn a_backup_to_a_pipe_from_a_read_only_folder_is_staged_in_tmpdir_on_sqlite() {
     let root = tempfile::tempdir().unwrap();
     chmod(root.path(), 0o755);
     let ro = root.path().join("ro");
@@ -766,52 +788,109 @@ fn a_backup_to_a_pipe_from_a_read_only_folder_is_staged_in_tmpdir() {
     }
 }
 
+/// `aigentflow --db DB ARGS…` with TMPDIR set to `tmp`.
+fn run_with_tmpdir(db: &Path, tmp: &Path, args: &[&str]) -> Run {
+    finish(cmd(db).args(args).env("TMPDIR", tmp).stdin(Stdio::null()).output().unwrap())
+}
+
+on_both! {
 /// What a `db backup -` (or to a device) killed mid-copy leaves, a hidden full copy of the
-/// database and SQLite's journal beside it, is removed by the next backup, which says so.
-#[test]
-fn a_killed_backups_hidden_copy_is_removed_and_noted_by_the_next_backup_to_a_pipe() {
-    let (dir, db) = demo_db();
+/// database and SQLite's journal in the folder it was staged in (beside a SQLite database,
+/// TMPDIR for a server's), is removed by the next backup, which says so.
+fn a_killed_backups_hidden_copy_is_removed_and_noted_by_the_next_backup_to_a_pipe(t: EmptyDb) {
+    let (dir, db) = demo(t);
+    let tmp = dir.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let staging = match t.backend() {
+        Backend::Sqlite => db.parent().unwrap(),
+        Backend::Postgres => &tmp,
+    };
     let dead = dead_pid();
     for (i, dest) in ["-", "/dev/null"].iter().enumerate() {
         let copy = format!(".s.db.aigentflow-{dead}-00000000000000a{i}.partial");
         let journal = format!("{copy}-journal");
-        std::fs::copy(&db, dir.path().join(&copy)).unwrap();
-        std::fs::write(dir.path().join(&journal), b"journal").unwrap();
-        let r = run(&db, &["db", "backup", dest]).ok();
+        std::fs::write(staging.join(&copy), b"half a copy").unwrap();
+        std::fs::write(staging.join(&journal), b"journal").unwrap();
+        let r = run_with_tmpdir(db, &tmp, &["db", "backup", dest]).ok();
         for name in [&copy, &journal] {
-            assert!(!dir.path().join(name).exists(), "{dest}: {name} removed");
+            assert!(!staging.join(name).exists(), "{dest}: {name} removed");
             assert!(r.stderr.contains(name.as_str()), "{dest}: noted: {}", r.stderr);
         }
         assert!(r.stderr.contains(&format!("process {dead} is gone")), "{}", r.stderr);
-        assert!(temps(dir.path()).is_empty(), "{:?}", temps(dir.path()));
+        assert!(temps(staging).is_empty(), "{:?}", temps(staging));
     }
+}
+}
+
+/// A backup of a server's database to stdout, a FIFO or a device is staged in TMPDIR (it has
+/// no folder of its own), checked, streamed, and leaves nothing there; a TMPDIR that cannot
+/// take it is one line naming the file it tried and TMPDIR.
+#[test]
+fn a_backup_to_a_pipe_is_staged_in_tmpdir_and_leaves_nothing_there_on_postgres() {
+    let Some(t) = EmptyDb::postgres() else { return };
+    let (dir, db) = demo(&t);
+    let tmp = dir.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let fifo = dir.join("pipe");
+    mkfifo(&fifo);
+    let rows = run(db, &["--json", "status"]).ok().json()["rows"].clone();
+    let check_copy = |bytes: &[u8], what: &str| {
+        let copy = dir.join("copy.db");
+        std::fs::write(&copy, bytes).unwrap();
+        assert_eq!(run(&copy, &["--json", "db", "check"]).ok().json()["ok"], true, "{what}");
+        assert_eq!(run(&copy, &["--json", "status"]).ok().json()["rows"], rows, "{what}");
+        std::fs::remove_file(&copy).unwrap();
+    };
+    for dest in ["-", "/dev/null", fifo.to_str().unwrap()] {
+        let reader = (dest == fifo.to_str().unwrap()).then(|| {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        });
+        let r = run_with_tmpdir(db, &tmp, &["db", "backup", dest]).ok();
+        match (dest, reader) {
+            ("-", _) => check_copy(&r.stdout, dest),
+            (_, Some(reader)) => check_copy(&reader.join().unwrap(), dest),
+            _ => {}
+        }
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "{dest} left a file in TMPDIR");
+    }
+    let nowhere = dir.join("no-such-folder");
+    let r = run_with_tmpdir(db, &nowhere, &["db", "backup", "/dev/null"]);
+    assert_refused(&r, "backup to /dev/null failed");
+    assert!(r.stderr.contains(&nowhere.display().to_string()), "{}", r.stderr);
+    assert!(r.stderr.contains("set TMPDIR to a writable folder"), "{}", r.stderr);
+    assert!(!r.stderr.contains("database's folder"), "a server's database has none: {}", r.stderr);
 }
 
 /// Fills the audit log with `rows` rows of about 300 bytes.
-fn fill(db: &Path, rows: usize) {
-    let log = AuditLog::new(Database::open(db).unwrap());
+fn fill(db: &Database, rows: usize) {
+    let log = AuditLog::new(db.clone());
     let batch: Vec<AuditEntry> = (0..rows)
         .map(|i| AuditEntry::new(format!("row {i} {}", "w".repeat(280)), Category::File))
         .collect();
     log.log_batch(&batch).unwrap();
 }
 
+on_both! {
 /// Every command that writes a file, past this process's file size limit (`ulimit -f`): an
 /// export to a file or to stdout, a backup to a file or to stdout, an append to the log. The
 /// write fails (SIGXFSZ does not end the process): exit code 1, one line naming the limit, no
-/// temporary file or journal left, the database intact.
-#[test]
-fn a_write_past_the_file_size_limit_fails_in_one_line_and_leaves_no_temp_file() {
-    let (dir, db) = demo_db();
-    fill(&db, 1500);
+/// temporary file or journal left, the database intact. (The append is SQLite's case only: a
+/// PostgreSQL database's files are the server's.)
+fn a_write_past_the_file_size_limit_fails_in_one_line_and_leaves_no_temp_file(t: TestDb) {
+    let (dir, db) = (t.dir(), Path::new(t.location()));
+    run(db, &["demo"]).ok();
+    fill(t.db(), 1500);
     let limit: u64 = 192 * 1024;
-    assert!(std::fs::metadata(&db).unwrap().len() > limit);
+    if let Some(path) = t.path() {
+        assert!(aigentflow_testkit::file_bytes(&path).len() as u64 > limit, "the file and its WAL");
+    }
     let bin = env!("CARGO_BIN_EXE_aigentflow");
-    let file = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    let file = |n: &str| dir.join(n).to_str().unwrap().to_owned();
     // One argument holds at most 128 KiB: an append of 100 KiB, under a limit of 64 KiB (the
     // -shm SQLite maps, 32 KiB, must fit).
     let big_details = format!("{{\"note\": \"{}\"}}", "d".repeat(100 * 1024));
-    let cases: Vec<(Vec<String>, Option<String>, u64)> = vec![
+    let mut cases: Vec<(Vec<String>, Option<String>, u64)> = vec![
         (
             vec![
                 "audit".into(),
@@ -831,24 +910,23 @@ fn a_write_past_the_file_size_limit_fails_in_one_line_and_leaves_no_temp_file() 
         ),
         (vec!["db".into(), "backup".into(), file("copy.db")], None, limit),
         (vec!["db".into(), "backup".into(), "-".into()], Some(file("stdout.db")), limit),
-        (
-            vec![
-                "audit".into(),
-                "log".into(),
-                "--action".into(),
-                "big".into(),
-                "--category".into(),
-                "user".into(),
-                "--details".into(),
-                big_details,
-            ],
-            None,
-            64 * 1024,
-        ),
     ];
+    if t.backend() == Backend::Sqlite {
+        let append = vec![
+            "audit".into(),
+            "log".into(),
+            "--action".into(),
+            "big".into(),
+            "--category".into(),
+            "user".into(),
+            "--details".into(),
+            big_details,
+        ];
+        cases.push((append, None, 64 * 1024));
+    }
     for (args, stdout, limit) in cases {
         let mut c = Command::new("prlimit");
-        c.arg(format!("--fsize={limit}")).arg("--").arg(bin).arg("--db").arg(&db).args(&args);
+        c.arg(format!("--fsize={limit}")).arg("--").arg(bin).arg("--db").arg(db).args(&args);
         c.env_remove("AIGENTFLOW_DB").env("NO_COLOR", "1").stdin(Stdio::null());
         if let Some(path) = &stdout {
             c.stdout(std::fs::File::create(path).unwrap());
@@ -857,27 +935,29 @@ fn a_write_past_the_file_size_limit_fails_in_one_line_and_leaves_no_temp_file() 
         let what = &args[..2];
         assert_refused(&r, "file size limit");
         assert!(r.stderr.contains(&format!("{limit} bytes")), "{what:?}: {}", r.stderr);
-        assert!(temps(dir.path()).is_empty(), "{what:?}: {:?}", temps(dir.path()));
+        assert!(temps(dir).is_empty(), "{what:?}: {:?}", temps(dir));
         if let Some(path) = &stdout {
             std::fs::remove_file(path).unwrap();
         }
     }
-    assert!(!dir.path().join("out.csv").exists() && !dir.path().join("copy.db").exists());
-    assert_eq!(run(&db, &["--json", "db", "check"]).ok().json()["ok"], true);
-    let r = run(&db, &["--json", "audit", "query", "--limit", "1"]).ok();
+    assert!(!dir.join("out.csv").exists() && !dir.join("copy.db").exists());
+    assert_eq!(run(db, &["--json", "db", "check"]).ok().json()["ok"], true);
+    let r = run(db, &["--json", "audit", "query", "--limit", "1"]).ok();
     assert_ne!(r.json()[0]["action"], "big", "the refused append is not in the log");
 }
+}
 
+on_both! {
 /// A backup onto a full disk (a small tmpfs, in a private mount namespace) names the
 /// destination as full, never the database, whose disk has room; nothing is left on the full
 /// disk. Where no mount is allowed, the destination is filled by a file size limit instead.
-#[test]
-fn a_backup_onto_a_full_disk_names_the_destination_not_the_database() {
-    let (dir, db) = demo_db();
-    fill(&db, 1500);
-    let mount = dir.path().join("small");
+fn a_backup_onto_a_full_disk_names_the_destination_not_the_database(t: TestDb) {
+    let (dir, db) = (t.dir(), Path::new(t.location()));
+    run(db, &["demo"]).ok();
+    fill(t.db(), 1500);
+    let mount = dir.join("small");
     std::fs::create_dir(&mount).unwrap();
-    let listing = dir.path().join("listing");
+    let listing = dir.join("listing");
     let dest = mount.join("copy.db");
     let out = mount.join("out.csv");
     let setup = r#"mount -t tmpfs -o size=128k tmpfs "$dir""#;
@@ -888,7 +968,7 @@ fn a_backup_onto_a_full_disk_names_the_destination_not_the_database() {
         vec!["db", "backup", dest.to_str().unwrap()],
         vec!["audit", "export", "--format", "csv", "-o", out.to_str().unwrap()],
     ] {
-        let Some(r) = in_mount_namespace(setup, &after, &mount, &db, &args) else {
+        let Some(r) = in_mount_namespace(setup, &after, &mount, db, &args) else {
             mounted = false;
             break;
         };
@@ -911,7 +991,7 @@ fn a_backup_onto_a_full_disk_names_the_destination_not_the_database() {
                 .arg("--")
                 .arg(env!("CARGO_BIN_EXE_aigentflow"))
                 .arg("--db")
-                .arg(&db)
+                .arg(db)
                 .args(["db", "backup", dest.to_str().unwrap()])
                 .env_remove("AIGENTFLOW_DB")
                 .stdin(Stdio::null())
@@ -923,5 +1003,6 @@ fn a_backup_onto_a_full_disk_names_the_destination_not_the_database() {
         assert!(temps(&mount).is_empty());
     }
     assert!(!dest.exists());
-    assert_eq!(run(&db, &["--json", "db", "check"]).ok().json()["ok"], true);
+    assert_eq!(run(db, &["--json", "db", "check"]).ok().json()["ok"], true);
+}
 }

@@ -1,12 +1,22 @@
-//! RELIABILITY R17: every read command and `verify` leaves the database file as it was: on a
-//! database in use, on a copy this user cannot write, on an older schema (a clear message naming
+//! RELIABILITY R17: every read command and `verify` leaves the database as it was: on a
+//! database in use, on one this user cannot write, on an older schema (a clear message naming
 //! `aigentflow db migrate`) and on a 0-byte file. Run as an operator would, through the binary.
+//!
+//! The scenarios that are not about SQLite's file run on both backends (`on_both!`). "As it
+//! was" is the file's bytes (and its WAL's) on SQLite; on PostgreSQL, whose files are the
+//! server's, every row of every table (the audit head's included) and where every sequence
+//! stands, read back through the `postgres` crate. "A user who cannot write" is one the file's
+//! permissions stop (SQLite), or a role granted nothing but SELECT (PostgreSQL), so that any
+//! write a read command tried would fail it.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use aigentflow_persistence::Backend;
+use aigentflow_testkit::{on_both, url_as, Driver, EmptyDb};
 use serde_json::Value;
 
 struct Run {
@@ -56,7 +66,12 @@ fn bytes(db: &Path) -> (Vec<u8>, Vec<u8>) {
 
 /// A database written by `aigentflow demo`, with the ids of its task, trace and a lesson.
 fn demo(dir: &Path) -> (PathBuf, Value, String) {
-    let db = dir.join("aigentflow.db");
+    demo_at(&dir.join("aigentflow.db"))
+}
+
+/// `demo` at `db`, a path or a URL.
+fn demo_at(db: &Path) -> (PathBuf, Value, String) {
+    let db = db.to_path_buf();
     let r = run(&db, &["--json", "demo"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let report: Value = serde_json::from_str(&r.stdout).unwrap();
@@ -98,54 +113,142 @@ fn read_commands(report: &Value, lesson: &str, backup: &Path) -> Vec<Vec<String>
     .collect()
 }
 
-#[test]
-fn r17_every_read_command_leaves_the_database_bytes_unchanged() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, report, lesson) = demo(dir.path());
+/// What a change of the database would show: the bytes of the SQLite file and its WAL, or
+/// every row and sequence of the PostgreSQL database.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Bytes((Vec<u8>, Vec<u8>)),
+    Rows(BTreeMap<String, Vec<Vec<Option<String>>>>),
+}
+
+fn seen(backend: Backend, location: &Path) -> Seen {
+    match backend {
+        Backend::Sqlite => Seen::Bytes(bytes(location)),
+        Backend::Postgres => {
+            Seen::Rows(Driver::connect(backend, location.to_str().unwrap()).dump())
+        }
+    }
+}
+
+on_both! {
+fn r17_every_read_command_leaves_the_database_as_it_was(t: EmptyDb) {
+    let (db, report, lesson) = demo_at(Path::new(t.location()));
     run(&db, &["config", "set", "max_retries", "3"]);
-    let before = bytes(&db);
-    for args in read_commands(&report, &lesson, &dir.path().join("backup.db")) {
+    let before = seen(t.backend(), &db);
+    for args in read_commands(&report, &lesson, &t.dir().join("backup.db")) {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let r = run(&db, &args);
         assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
-        assert_eq!(bytes(&db), before, "{args:?} changed the database");
+        assert!(seen(t.backend(), &db) == before, "{args:?} changed the database");
+    }
+}
+}
+
+/// The database of a test as a user who may read it but not write it reaches it.
+enum Reader {
+    /// A copy in a folder of its own, both read-only, run as `nobody` when this is root.
+    Copy { copy: PathBuf, folder: PathBuf },
+    /// The same database through a role that may connect and SELECT, and nothing else; the
+    /// role is dropped with this.
+    Role { url: String, name: String, admin: String },
+}
+
+impl Reader {
+    fn of(t: &EmptyDb, db: &Path) -> Self {
+        match t.backend() {
+            Backend::Sqlite => {
+                // No -wal or -shm beside the copy: what a backup on a read-only mount looks like.
+                let folder = t.dir().join("ro");
+                std::fs::create_dir(&folder).unwrap();
+                let copy = folder.join("copy.db");
+                std::fs::copy(db, &copy).unwrap();
+                std::fs::set_permissions(t.dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+                std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o444)).unwrap();
+                std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o555)).unwrap();
+                Self::Copy { copy, folder }
+            }
+            Backend::Postgres => {
+                let admin = t.location().to_owned();
+                let mut driver = Driver::connect(Backend::Postgres, &admin);
+                let database = driver.query("SELECT current_database()", &[]).remove(0).remove(0);
+                let database = database.unwrap();
+                let name = format!("reader_{}", database.trim_start_matches("aigentflow_test_"));
+                driver.batch(&format!(
+                    "CREATE ROLE \"{name}\" LOGIN PASSWORD 'reads';
+                     GRANT CONNECT ON DATABASE \"{database}\" TO \"{name}\";
+                     GRANT USAGE ON SCHEMA public TO \"{name}\";
+                     GRANT SELECT ON ALL TABLES IN SCHEMA public TO \"{name}\";"
+                ));
+                let url = url_as(&admin, &name, "reads").unwrap();
+                Self::Role { url, name, admin }
+            }
+        }
+    }
+
+    /// The `--db` value the reader uses.
+    fn db(&self) -> &Path {
+        match self {
+            Self::Copy { copy, .. } => copy,
+            Self::Role { url, .. } => Path::new(url),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        run_as(self.db(), args, matches!(self, Self::Copy { .. }))
+    }
+
+    /// What a change would show (read by the tables' owner on PostgreSQL).
+    fn seen(&self) -> Seen {
+        match self {
+            Self::Copy { copy, .. } => seen(Backend::Sqlite, copy),
+            Self::Role { admin, .. } => seen(Backend::Postgres, Path::new(admin)),
+        }
     }
 }
 
-#[test]
-fn r17_a_copy_this_user_cannot_write_is_read_verified_and_checked() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, report, lesson) = demo(dir.path());
-    // A copy in a folder of its own, both read-only, and no -wal or -shm beside it: what a
-    // backup on a read-only mount looks like.
-    let ro = dir.path().join("ro");
-    std::fs::create_dir(&ro).unwrap();
-    let copy = ro.join("copy.db");
-    std::fs::copy(&db, &copy).unwrap();
-    let out = tempfile::tempdir().unwrap();
-    for path in [dir.path(), out.path()] {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
+impl Drop for Reader {
+    fn drop(&mut self) {
+        match self {
+            Self::Copy { folder, .. } => {
+                let _ = std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o755));
+            }
+            Self::Role { name, admin, .. } => {
+                Driver::connect(Backend::Postgres, admin)
+                    .batch(&format!("DROP OWNED BY \"{name}\"; DROP ROLE \"{name}\""));
+            }
+        }
     }
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o444)).unwrap();
-    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
-    let before = bytes(&copy);
+}
+
+on_both! {
+/// Every read command works for a user who cannot write the database, and changes nothing;
+/// a write command says why it cannot write, on one line.
+fn r17_a_copy_this_user_cannot_write_is_read_verified_and_checked(t: EmptyDb) {
+    let (db, report, lesson) = demo_at(Path::new(t.location()));
+    let reader = Reader::of(t, &db);
+    let out = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let before = reader.seen();
     for args in read_commands(&report, &lesson, &out.path().join("backup.db")) {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let r = run_as(&copy, &args, true);
+        let r = reader.run(&args);
         assert_eq!(r.code, 0, "{args:?}: {}{}", r.stdout, r.stderr);
     }
-    assert_eq!(bytes(&copy), before);
-    let entries: Vec<_> = std::fs::read_dir(&ro).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(entries, ["copy.db"], "nothing was created beside the copy");
+    assert!(reader.seen() == before, "a read changed the database");
+    if let Reader::Copy { folder, .. } = &reader {
+        let entries: Vec<_> =
+            std::fs::read_dir(folder).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(entries, ["copy.db"], "nothing was created beside the copy");
+    }
     // A write command says why it cannot write, on one line.
-    let r = run_as(&copy, &["config", "set", "k", "1"], true);
+    let r = reader.run(&["config", "set", "k", "1"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
-    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
 }
 
 #[test]
-fn r17_an_older_schema_is_named_with_db_migrate_and_left_as_it_was() {
+fn r17_an_older_schema_is_named_with_db_migrate_and_left_as_it_was_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let legacy = dir.path().join("legacy.db");
     let fixture =
@@ -180,7 +283,7 @@ fn r17_an_older_schema_is_named_with_db_migrate_and_left_as_it_was() {
 }
 
 #[test]
-fn r17_a_zero_byte_file_stays_zero_bytes_and_is_named_empty() {
+fn r17_a_zero_byte_file_stays_zero_bytes_and_is_named_empty_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("empty.db");
     std::fs::write(&empty, b"").unwrap();
@@ -239,7 +342,7 @@ fn a_path_is_a_file_never_a_sqlite_uri() {
 }
 
 #[test]
-fn a_read_only_copy_with_changes_still_in_its_wal_is_refused_not_read_stale() {
+fn a_read_only_copy_with_changes_still_in_its_wal_is_refused_not_read_stale_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let (db, _, _) = demo(dir.path());
     // A writer that has not checkpointed: the last rows are in the -wal only.

@@ -1,14 +1,19 @@
 //! RELIABILITY R16 through the built binary: the secret corpus (`tests/fixtures/secret-shapes.txt`)
 //! given in every field an operator can type — audit entries, lessons, configuration keys, values
-//! and projects — and in inputs the command refuses. None of it is in the raw bytes of the
-//! database, its WAL, a backup, an export, or anything the command prints.
+//! and projects — and in inputs the command refuses. None of it is in what the database holds,
+//! a backup, an export, or anything the command prints.
+//!
+//! It runs on both backends (`on_both!`). What the database holds is the raw bytes of the file
+//! and its WAL on SQLite; on PostgreSQL, whose files are the server's, every cell of every table
+//! as text, read back through the `postgres` crate.
 #![allow(clippy::unwrap_used)]
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use aigentflow_persistence::redact::corpus::{self, Context, Sample};
+use aigentflow_testkit::{on_both, stored_bytes, EmptyDb};
 
 fn run(db: &Path, args: &[OsString]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_aigentflow"))
@@ -54,21 +59,13 @@ fn assert_clean(what: &str, samples: &[Sample], bytes: &[u8]) {
     }
 }
 
-/// The database file and its WAL, as they are on disk.
-fn file_bytes(db: &Path) -> Vec<u8> {
-    let mut bytes = std::fs::read(db).unwrap();
-    bytes.extend(std::fs::read(PathBuf::from(format!("{}-wal", db.display()))).unwrap_or_default());
-    bytes
-}
-
-#[test]
-fn r16_no_corpus_secret_typed_into_any_field_reaches_the_disk_or_the_terminal() {
+on_both! {
+fn r16_no_corpus_secret_typed_into_any_field_reaches_the_disk_or_the_terminal(t: EmptyDb) {
     let pairs = pairs();
     assert!(pairs.len() >= 50, "{} shapes", pairs.len());
     let samples: Vec<Sample> = pairs.iter().flat_map(|(p, j)| [p.clone(), j.clone()]).collect();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("aigentflow.db");
-    assert!(run(&db, &args(&["init"])).status.success());
+    let (dir, db) = (t.dir(), Path::new(t.location()));
+    assert!(run(db, &args(&["init"])).status.success());
     let mut printed = Vec::new();
     for (i, (prose, json)) in pairs.iter().enumerate() {
         let text = prose.text.as_str();
@@ -136,25 +133,25 @@ fn r16_no_corpus_secret_typed_into_any_field_reaches_the_disk_or_the_terminal() 
         ];
         commands.push(refused[i % refused.len()].clone());
         for command in commands {
-            let out = run(&db, &command);
+            let out = run(db, &command);
             assert_ne!(out.status.code(), Some(101), "{command:?} panicked");
             printed.extend(out.stdout);
             printed.extend(out.stderr);
         }
     }
     assert_clean("what the command printed", &samples, &printed);
-    assert_clean("the database and its WAL", &samples, &file_bytes(&db));
+    assert_clean("what the database holds", &samples, &stored_bytes(t));
 
     // Exports and a backup carry what the database holds, and nothing more.
-    let backup = dir.path().join("backup.db");
-    assert!(run(&db, &[OsString::from("db"), OsString::from("backup"), backup.clone().into()])
+    let backup = dir.join("backup.db");
+    assert!(run(db, &[OsString::from("db"), OsString::from("backup"), backup.clone().into()])
         .status
         .success());
     assert_clean("the backup", &samples, &std::fs::read(&backup).unwrap());
     for format in ["csv", "json", "jsonl"] {
-        let file = dir.path().join(format!("audit.{format}"));
+        let file = dir.join(format!("audit.{format}"));
         let out = run(
-            &db,
+            db,
             &[
                 "audit".into(),
                 "export".into(),
@@ -172,8 +169,9 @@ fn r16_no_corpus_secret_typed_into_any_field_reaches_the_disk_or_the_terminal() 
         &["--json", "config", "list"],
         &["--json", "audit", "query", "--limit", "100000"],
     ] {
-        let out = run(&db, &args(listing));
+        let out = run(db, &args(listing));
         assert!(out.status.success(), "{listing:?}");
         assert_clean(&format!("{listing:?}"), &samples, &out.stdout);
     }
+}
 }

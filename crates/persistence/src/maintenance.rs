@@ -1,4 +1,4 @@
-//! Checks, counts and backups of a database file, for operators (`aigentflow status`, `db check`,
+//! Checks, counts and backups of a database, for operators (`aigentflow status`, `db check`,
 //! `db backup`).
 
 use std::path::{Path, PathBuf};
@@ -7,7 +7,7 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
-use crate::db::Database;
+use crate::db::{Access, Backend, Database, Options};
 use crate::error::{Error, Result, SqliteResult};
 use crate::output::{self, Leftover, Output, TempFile};
 
@@ -131,11 +131,16 @@ impl Database {
     }
 
     /// Copies the database to `dest` with SQLite's online backup, as one consistent snapshot
-    /// while other connections and processes go on writing. `dest` follows the output rule
+    /// while other connections and processes go on writing; a PostgreSQL database is copied the
+    /// same way into a SQLite file, every row from one read-only snapshot (as [`copy_into`]
+    /// copies), which `Database::open` and `aigentflow db copy` read back. `dest` follows the
+    /// output rule
     /// ([`Output`]): a new file is written as a temporary file beside it, checked, and renamed
     /// into place, so it is never half-written; a pipe or device gets the checked copy's bytes.
     /// Refuses an existing file ([`Error::OutputExists`]) and the database's own files
-    /// ([`Error::OwnFile`]). Returns the number of pages copied.
+    /// ([`Error::OwnFile`]). Returns the number of pages copied (of the SQLite copy).
+    ///
+    /// [`copy_into`]: Database::copy_into
     pub fn backup_to(&self, dest: &Path) -> Result<u64> {
         let out = Output::open_new(dest, Some(self))?;
         Ok(self.backup_into(out)?.pages)
@@ -148,27 +153,23 @@ impl Database {
     /// created exclusively, and the commit renames it only while that name still is the file
     /// created. For a pipe or device, the copy is staged in a temporary file created the same
     /// way beside the database, or in the system's temporary folder (`TMPDIR`) when the
-    /// database's folder cannot take one (a read-only folder or mount), checked, streamed to
-    /// `out` and removed; the leftovers that staging removed are in the report.
+    /// database's folder cannot take one (a read-only folder or mount) or it has none (a server's
+    /// database), checked, streamed to `out` and removed; the leftovers that staging removed are
+    /// in the report.
     ///
     /// An error in writing the copy names the destination and the copy, not the database: a
     /// full disk is the destination's ([`Error::Backup`] saying so), as is a file size limit.
     pub fn backup_into(&self, mut out: Output) -> Result<BackupReport> {
-        if self.backend() == crate::Backend::Postgres {
-            return Err(Error::Unsupported {
-                what: "an online backup into a file (use pg_dump)",
-                backend: crate::Backend::Postgres.name(),
-            });
-        }
         let dest = out.path().to_path_buf();
         if let Some(temp) = out.staging_path() {
             let pages = self.copy_to(&temp, &dest, Copy::Destination)?;
             let bytes = out.commit()?;
             return Ok(BackupReport { pages, bytes, leftovers: Vec::new() });
         }
-        let near = match self.path() {
-            Some(path) => path.to_path_buf(),
-            None => std::env::temp_dir().join("aigentflow-memory.db"),
+        let near = match (self.path(), self.backend()) {
+            (Some(path), _) => path.to_path_buf(),
+            (None, Backend::Sqlite) => std::env::temp_dir().join("aigentflow-memory.db"),
+            (None, Backend::Postgres) => std::env::temp_dir().join("aigentflow-server.db"),
         };
         let (stage, mut file, leftovers) = TempFile::stage(&near, Some(self), &dest)?;
         let pages = self.copy_to(&stage.path(), &dest, Copy::Staging)?;
@@ -180,7 +181,44 @@ impl Database {
 
     /// Copies the database into the file `copy` (created exclusively by the caller) for `dest`.
     fn copy_to(&self, copy: &Path, dest: &Path, role: Copy) -> Result<u64> {
-        self.copy_with(copy, dest, role, |_| Ok(()))
+        match self.backend() {
+            Backend::Sqlite => self.copy_with(copy, dest, role, |_| Ok(())),
+            Backend::Postgres => self.copy_server_to(copy, dest, role),
+        }
+    }
+
+    /// Copies a server's database into the SQLite file `copy` (created empty by the caller) for
+    /// `dest`: the schema is made in it, every row copied from one read-only snapshot
+    /// ([`Database::copy_into`]), and the copy checked as a SQLite backup's copy is. What the
+    /// server answers is the database's error; anything else happened to the copy, and is told
+    /// as [`copy_to`](Self::copy_to) tells it (a full disk is the destination's).
+    fn copy_server_to(&self, copy: &Path, dest: &Path, role: Copy) -> Result<u64> {
+        let copy_err = |e: Error| match e {
+            Error::Postgres { .. } | Error::Connect { .. } => e,
+            other => copy_failure(dest, copy, role, other),
+        };
+        let options = Options { access: Access::Create, ..Options::default() };
+        let target = Database::open_with(copy, options).map_err(copy_err)?;
+        self.copy_into(&target, |_, _, _| {}).map_err(copy_err)?;
+        let (pages, check) = target
+            .read(|tx| {
+                let conn = tx.connection_for("this maintenance step")?;
+                let pages: i64 =
+                    conn.query_row("PRAGMA page_count", [], |r| r.get(0)).or_error()?;
+                let check: String =
+                    conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).or_error()?;
+                Ok::<_, Error>((u64::try_from(pages).unwrap_or(0), check))
+            })
+            .map_err(copy_err)?;
+        if check != "ok" {
+            return Err(Error::Backup {
+                path: dest.to_path_buf(),
+                reason: format!("the copy {} fails its check: {check}", copy.display()).into(),
+            });
+        }
+        // The last handle: its WAL is checkpointed into the copy, and the -wal and -shm removed.
+        target.close().map_err(copy_err)?;
+        Ok(pages)
     }
 
     /// [`copy_to`](Self::copy_to), with `prepare` run on the copy's connection first (tests
@@ -260,11 +298,17 @@ fn reads_the_source(e: &rusqlite::Error) -> bool {
 /// says what to do: a full disk or a file size limit is the destination's (or the staging
 /// folder's), never the database's.
 fn copy_error(dest: &Path, copy: &Path, role: Copy, e: rusqlite::Error) -> Error {
+    copy_failure(dest, copy, role, Error::at(copy, &e))
+}
+
+/// An error on the file `copy` a backup to `dest` writes (already told with `copy`'s path), as
+/// [`copy_error`] tells it.
+fn copy_failure(dest: &Path, copy: &Path, role: Copy, e: Error) -> Error {
     let at = |what: &str| match role {
         Copy::Destination => format!("{what} the destination's copy {}", copy.display()),
         Copy::Staging => format!("{what} the copy staged in {}", copy.display()),
     };
-    let reason = match Error::at(copy, &e) {
+    let reason = match e {
         Error::DiskFull { .. } => match role {
             Copy::Destination => format!(
                 "the destination's disk is full ({}); free some space there or back up to another place",

@@ -431,10 +431,16 @@ impl TempFile {
                 Err(e) => failures.push(format!("creating {}: {}", e.path.display(), e.source)),
             }
         }
+        // A server's database (or one in TMPDIR) has no other folder to stage in than TMPDIR.
+        let fix = if folders.len() > 1 {
+            "make the database's folder writable, or set TMPDIR to a writable folder"
+        } else {
+            "set TMPDIR to a writable folder"
+        };
         Err(Error::Backup {
             path: dest.to_path_buf(),
             reason: format!(
-                "no folder takes the copy it is staged in: {}; make the database's folder writable, or set TMPDIR to a writable folder",
+                "no folder takes the copy it is staged in: {}; {fix}",
                 failures.join("; ")
             )
             .into(),
