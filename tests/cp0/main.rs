@@ -10,6 +10,7 @@ mod checklist;
 mod copy;
 mod corrupt_rows;
 mod faults;
+mod feeds;
 mod inspect;
 mod lessons;
 mod persistence;
