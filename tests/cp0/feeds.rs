@@ -77,7 +77,12 @@ fn start(tracker: &ExecutionTracker, task: &str) -> TraceId {
 fn assert_saw_all<T: Ord + Clone + std::fmt::Debug>(seen: &[T], all: &[T]) {
     let have: BTreeSet<&T> = seen.iter().collect();
     let skipped: Vec<&T> = all.iter().filter(|x| !have.contains(x)).collect();
-    assert!(skipped.is_empty(), "the follower skipped {} of {}: {skipped:?}", skipped.len(), all.len());
+    assert!(
+        skipped.is_empty(),
+        "the follower skipped {} of {}: {skipped:?}",
+        skipped.len(),
+        all.len()
+    );
     assert_eq!(seen.len(), have.len(), "the follower saw some twice");
     let first_wrong = seen.iter().zip(all).position(|(a, b)| a != b);
     assert_eq!(first_wrong, None, "the follower's order differs from the log's");
@@ -498,10 +503,7 @@ fn a_watch_wakes_when_another_process_commits_and_the_cursor_reads_what_it_wrote
 #[test]
 fn a_watch_on_an_in_memory_database_is_unsupported_on_sqlite() {
     let err = Database::open_in_memory().unwrap().watch(Watched::AuditLog).unwrap_err();
-    assert!(
-        matches!(err, aigentflow::persistence::Error::Unsupported { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, aigentflow::persistence::Error::Unsupported { .. }), "{err:?}");
 }
 
 /// A watch whose connection the server ends (a restart, an idle timeout, an operator) connects

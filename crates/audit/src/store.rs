@@ -119,8 +119,10 @@ impl AuditLog {
         if after_id < 0 {
             return Err(Error::InvalidInput {
                 what: "cursor",
-                reason: format!("{after_id} is negative; ids start at 1, so 0 reads from the start")
-                    .into(),
+                reason: format!(
+                    "{after_id} is negative; ids start at 1, so 0 reads from the start"
+                )
+                .into(),
             });
         }
         let limit = page_limit(limit)?;

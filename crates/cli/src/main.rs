@@ -7,6 +7,7 @@ mod db;
 mod demo;
 mod lessons;
 mod out;
+mod tail;
 mod tasks;
 mod traces;
 

@@ -243,8 +243,9 @@ impl r2d2::ManageConnection for Manager {
 /// The PostgreSQL side of a [`Database`](crate::Database).
 pub(crate) struct PgInner {
     pool: r2d2::Pool<Manager>,
-    /// What the pool's connections are made from, for a connection of its own ([`Listener`]).
-    config: postgres::Config,
+    /// What the pool's connections are made from, for a connection of its own ([`Listener`])
+    /// (boxed: it is large, and a handle is mostly not a listener).
+    config: Box<postgres::Config>,
     /// The URL without its password.
     shown: String,
     read_only: bool,
@@ -286,7 +287,7 @@ impl PgInner {
         // is told with the server's reason at once (the pool would retry until its timeout).
         let client = connect_within(&manager.config, wait, &shown)?;
         let mut first = PgConn { client: Some(client), statements: HashMap::new() };
-        let config = manager.config.clone();
+        let config = Box::new(manager.config.clone());
         let pool = r2d2::Pool::builder()
             .max_size(MAX_CONNECTIONS)
             .min_idle(Some(0))
@@ -398,7 +399,7 @@ impl PgInner {
 /// a [`Watch`](crate::Watch) on PostgreSQL. It runs no transaction and its session is read-only.
 pub(crate) struct Listener {
     conn: PgConn,
-    config: postgres::Config,
+    config: Box<postgres::Config>,
     wait: Duration,
     shown: String,
     channel: &'static str,

@@ -53,7 +53,7 @@ pub struct Watch {
 #[derive(Debug)]
 enum How {
     Sqlite { conn: Connection, version: i64, path: PathBuf },
-    Postgres(crate::pg::Listener),
+    Postgres(Box<crate::pg::Listener>),
 }
 
 impl Watch {
@@ -66,7 +66,7 @@ impl Watch {
 
     /// A watch through a PostgreSQL listener.
     pub(crate) fn postgres(listener: crate::pg::Listener) -> Self {
-        Self { how: How::Postgres(listener) }
+        Self { how: How::Postgres(Box::new(listener)) }
     }
 
     /// Blocks until something may have been committed since the watch was made or last woke

@@ -229,9 +229,10 @@ impl ExecutionTracker {
                 "SELECT {TRACE_COLUMNS}, feed_seq FROM execution_traces WHERE feed_seq > ?1
                  ORDER BY feed_seq LIMIT ?2"
             ))?;
-            let rows = stmt.query_map(&[Param::int(cursor.seq()), Param::int(limit as i64)], |r| {
-                Ok((RawTrace::read(r)?, r.get::<i64>(TRACE_COLUMN_COUNT)?))
-            })?;
+            let rows = stmt
+                .query_map(&[Param::int(cursor.seq()), Param::int(limit as i64)], |r| {
+                    Ok((RawTrace::read(r)?, r.get::<i64>(TRACE_COLUMN_COUNT)?))
+                })?;
             let mut next = cursor;
             let mut traces = Vec::with_capacity(rows.len());
             for (raw, seq) in rows {
