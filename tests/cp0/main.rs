@@ -11,6 +11,7 @@ mod copy;
 mod corrupt_rows;
 mod drivers;
 mod faults;
+mod feeds;
 mod ids;
 mod inspect;
 mod lessons;

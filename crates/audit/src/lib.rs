@@ -10,6 +10,9 @@
 //!   fields, canonically encoded ([`chain`]); [`AuditLog::verify`] names the first bad row, and
 //!   checks against a [`ChainHead`] kept elsewhere to catch truncation or a full rewrite.
 //! * [`AuditLog::query`], [`AuditLog::summary`] and streaming [`AuditLog::export`].
+//! * [`AuditLog::since`] reads by cursor, a page at a time, what a poller has not seen yet;
+//!   [`AuditLog::latest`] the last entries, where a follower starts. Ids become visible in
+//!   order on both backends, so a cursor never skips one.
 //!
 //! Architecture invariant: no driver type (rusqlite, postgres) appears in this crate's public
 //! API or its error: the crate does not depend on either driver, so the compiler holds this
@@ -27,4 +30,4 @@ pub use chain::{ChainHead, Finding, Verification};
 pub use error::{Error, Result};
 pub use export::{ExportFormat, ExportOptions, ExportReport, EXPORT_COLUMNS};
 pub use model::{AuditEntry, AuditQuery, AuditRecord, Category, CategoryCount};
-pub use store::AuditLog;
+pub use store::{AuditLog, MAX_PAGE};

@@ -48,6 +48,10 @@ const INSERT: &str = "INSERT INTO audit_logs
     (id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
+/// The most entries one [`AuditLog::since`] or [`AuditLog::latest`] call returns: a page a poller
+/// reads in one short transaction, whatever the log holds.
+pub const MAX_PAGE: u64 = 1000;
+
 /// The audit log of one database.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
@@ -96,6 +100,52 @@ impl AuditLog {
         self.db.read(|tx| {
             let mut stmt = tx.prepare(&sql)?;
             let rows = stmt.query_map(&values, RawRow::read)?;
+            rows.into_iter().map(RawRow::into_record).collect()
+        })
+    }
+
+    /// Up to `limit` entries whose id is greater than `after_id`, in id order: what a poller has
+    /// not read yet. Pass the last id it read (0 before the first) and repeat with the last id
+    /// of each page; an empty page means nothing is new. `limit` is 1 to [`MAX_PAGE`], and
+    /// `after_id` is 0 or more, else [`Error::InvalidInput`].
+    ///
+    /// No entry is ever skipped: ids become visible in the order they were given, on both
+    /// backends. SQLite has one writer; on PostgreSQL an append takes its ids while it holds the
+    /// locked chain head (`audit_head`) and keeps it until it commits, so the append that takes
+    /// the next id can read the head only after the one before it is visible. (A row written
+    /// around the log, with an id of its own choosing, is outside this promise, as it is outside
+    /// the chain: `verify` names it.)
+    pub fn since(&self, after_id: i64, limit: u64) -> Result<Vec<AuditRecord>> {
+        if after_id < 0 {
+            return Err(Error::InvalidInput {
+                what: "cursor",
+                reason: format!(
+                    "{after_id} is negative; ids start at 1, so 0 reads from the start"
+                )
+                .into(),
+            });
+        }
+        let limit = page_limit(limit)?;
+        self.db.read(|tx| {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {COLUMNS} FROM audit_logs WHERE id > ?1 ORDER BY id LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(&[Param::int(after_id), Param::int(limit)], RawRow::read)?;
+            rows.into_iter().map(RawRow::into_record).collect()
+        })
+    }
+
+    /// The last `limit` entries (by id), oldest first: where a follower starts when it wants
+    /// the most recent entries and then, by [`since`](Self::since) from the last of them, every
+    /// later one. `limit` is 1 to [`MAX_PAGE`], else [`Error::InvalidInput`].
+    pub fn latest(&self, limit: u64) -> Result<Vec<AuditRecord>> {
+        let limit = page_limit(limit)?;
+        self.db.read(|tx| {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT * FROM (SELECT {COLUMNS} FROM audit_logs ORDER BY id DESC LIMIT ?1) AS recent
+                 ORDER BY id"
+            ))?;
+            let rows = stmt.query_map(&[Param::int(limit)], RawRow::read)?;
             rows.into_iter().map(RawRow::into_record).collect()
         })
     }
@@ -271,6 +321,17 @@ impl AppendAt {
             id: last.checked_add(1).ok_or_else(|| no_id_after(last))?,
         })
     }
+}
+
+/// A page size of [`AuditLog::since`] or [`AuditLog::latest`]: 1 to [`MAX_PAGE`].
+fn page_limit(limit: u64) -> Result<i64> {
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::InvalidInput {
+            what: "page limit",
+            reason: format!("{limit} is not between 1 and {MAX_PAGE}").into(),
+        });
+    }
+    Ok(limit as i64)
 }
 
 /// The error for a log whose ids have reached the largest there is.

@@ -94,6 +94,28 @@ pub fn count(text: &str) -> Result<u64, Refused> {
     }
 }
 
+/// A cursor (`audit tail --after`): an id, a whole number from 0 to 2^63 − 1 (0 is before the
+/// first). Empty or blank, it is refused as every empty id is.
+pub fn cursor(text: &str) -> Result<i64, Refused> {
+    name(text)?;
+    let out_of_range =
+        || Refused::OutOfDomain(format!("{} is not between 0 and {}", text.trim(), i64::MAX));
+    match whole(text, "a whole number")? {
+        Some(n) if n >= 0 => i64::try_from(n).map_err(|_| out_of_range()),
+        _ => Err(out_of_range()),
+    }
+}
+
+/// A page size (`audit tail --limit`): 1 to `max`, the most one read returns.
+pub fn page(text: &str, max: u64) -> Result<u64, Refused> {
+    let out_of_range =
+        || Refused::OutOfDomain(format!("{} is not between 1 and {max}", text.trim()));
+    match whole(text, "a whole number")? {
+        Some(n) => u64::try_from(n).ok().filter(|n| (1..=max).contains(n)).ok_or_else(out_of_range),
+        None => Err(out_of_range()),
+    }
+}
+
 /// A small count (`--lease-minutes`, `--max-attempts`): a whole number from 0 to 4294967295.
 pub fn count32(text: &str) -> Result<u32, Refused> {
     let out_of_range =
@@ -193,6 +215,23 @@ mod tests {
         for bad in ["4294967296", "-1", &"9".repeat(60)] {
             assert!(domain(count32(bad)), "{bad:?}");
         }
+        // Cursors: 0 to i64::MAX; page sizes: 1 to the maximum.
+        for (ok, want) in [("0", 0), ("12", 12), ("9223372036854775807", i64::MAX)] {
+            assert_eq!(cursor(ok).ok(), Some(want), "{ok:?}");
+        }
+        for bad in ["-1", "9223372036854775808", &"9".repeat(60)] {
+            assert!(domain(cursor(bad)), "{bad:?}");
+        }
+        for (ok, want) in [("1", 1), ("1000", 1000)] {
+            assert_eq!(page(ok, 1000).ok(), Some(want), "{ok:?}");
+        }
+        for bad in ["0", "1001", "-1", &"9".repeat(60)] {
+            assert!(domain(page(bad, 1000)), "{bad:?}");
+        }
+        for bad in ["x", "1.5", "-"] {
+            assert!(shape(cursor(bad)) && shape(page(bad, 1000)), "{bad:?}");
+        }
+        assert!(domain(cursor("")) && domain(cursor(" ")), "an empty id");
         for ok in ["0", "1", "0.5", "1.0"] {
             assert!(confidence(ok).is_ok(), "{ok:?}");
         }

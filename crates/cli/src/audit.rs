@@ -1,4 +1,4 @@
-//! `audit …`: append, query, summarise, export and verify the audit log.
+//! `audit …`: append, query, summarise, export, follow (`tail.rs`) and verify the audit log.
 
 use std::path::PathBuf;
 
@@ -96,6 +96,30 @@ pub enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         head: Option<PathBuf>,
     },
+    /// Print the entries after a cursor, oldest first, one per line, and with --follow every
+    /// later entry as it commits, from any process: the last 10 by default, like `tail`.
+    ///
+    /// A line is id, time (UTC), category, action, project, task and agent (`-` for none),
+    /// or with --json one JSON object (JSON Lines) with the fields of `audit query --json`.
+    /// Nothing is skipped or printed twice: ids become visible in the order they were given.
+    /// --follow waits without spinning (PostgreSQL: LISTEN/NOTIFY; SQLite: the file's change
+    /// counter, looked at every 200 ms) and reads again at least every 2 s; it ends with exit
+    /// code 0 on Ctrl-C or SIGTERM (whole lines printed) or when stdout's reader goes away
+    /// (`… | head -3`). Opens the database read-only: it never writes.
+    Tail {
+        /// Print the entries whose id is greater than ID (0 is before the first): a poller passes
+        /// the last id it printed. Without it, the last --limit entries.
+        #[arg(long, value_name = "ID", value_parser = args::cursor, allow_negative_numbers = true)]
+        after: Option<i64>,
+        /// How many entries to print before following (with --after the first ones after ID,
+        /// else the last ones): 1 to 1000.
+        #[arg(long, default_value_t = 10, value_parser = page_limit, allow_negative_numbers = true)]
+        limit: u64,
+        /// Keep printing every later entry as it commits, until Ctrl-C, SIGTERM or a closed
+        /// stdout.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Print the current end of the chain as JSON, to keep somewhere else (`null` for an empty
     /// log); `audit verify --head FILE` takes it back.
     Head,
@@ -146,6 +170,11 @@ pub enum Format {
     Csv,
     Json,
     Jsonl,
+}
+
+/// A page of `audit tail`: 1 to [`MAX_PAGE`](aigentflow_audit::MAX_PAGE) entries.
+fn page_limit(text: &str) -> Result<u64, args::Refused> {
+    args::page(text, aigentflow_audit::MAX_PAGE)
 }
 
 fn parse_category(text: &str) -> Result<Category, String> {
@@ -304,6 +333,9 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
                 }
                 return Ok(Done::Problems);
             }
+        }
+        AuditCommand::Tail { after, limit, follow } => {
+            return crate::tail::run(ctx, after, limit, follow);
         }
         AuditCommand::Head => {
             let log = AuditLog::new(ctx.read()?);

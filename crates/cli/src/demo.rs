@@ -517,14 +517,16 @@ mod tests {
             conn.execute("CREATE TEMP TABLE budget(rows_left INTEGER NOT NULL)", []).unwrap();
             conn.execute("INSERT INTO budget VALUES (?1)", [budget]).unwrap();
             let completion = if marking_fails { "1" } else { "NEW.success = 1" };
-            for (table, op, when) in [
-                ("audit_logs", "INSERT", "1"),
-                ("lessons", "INSERT", "1"),
-                ("lessons", "UPDATE", "1"),
-                ("execution_traces", "UPDATE", completion),
+            // A trace's completion (or marking) is the update of its outcome; the update that
+            // numbers a new trace in the feed is part of starting it.
+            for (table, op, event, when) in [
+                ("audit_logs", "insert", "INSERT", "1"),
+                ("lessons", "insert", "INSERT", "1"),
+                ("lessons", "update", "UPDATE", "1"),
+                ("execution_traces", "completion", "UPDATE OF success", completion),
             ] {
                 conn.execute_batch(&format!(
-                    "CREATE TEMP TRIGGER spend_{table}_{op} BEFORE {op} ON main.{table}
+                    "CREATE TEMP TRIGGER spend_{table}_{op} BEFORE {event} ON main.{table}
                      WHEN {when} BEGIN
                          SELECT RAISE(ABORT, 'injected: disk full') FROM budget WHERE rows_left <= 0;
                          UPDATE budget SET rows_left = rows_left - 1;

@@ -9,6 +9,7 @@ mod db;
 mod demo;
 mod lessons;
 mod out;
+mod tail;
 mod tasks;
 mod traces;
 

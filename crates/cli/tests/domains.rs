@@ -424,7 +424,8 @@ fn case(demo: Demo) -> impl Strategy<Value = Case> {
             let options: Vec<BoxedStrategy<Vec<OsString>>> = leaf
                 .options
                 .iter()
-                .filter(|o| o.long != "--db")
+                // A follower runs until it is stopped (tail.rs tests it).
+                .filter(|o| o.long != "--db" && o.long != "--follow")
                 .map(|o| {
                     let flag = OsString::from(&o.long);
                     let strategy = match &o.value {

@@ -26,7 +26,9 @@ const TABLES: [(&str, &str); 9] = [
     ("checkpoints", "task_id, seq, id"),
     ("audit_logs", "id"),
     ("lessons", "id"),
-    ("execution_traces", "id"),
+    // In feed order: the destination keeps each trace's feed number only if it follows every
+    // number before it (the schema's trace feed triggers).
+    ("execution_traces", "feed_seq, id"),
     ("agent_invocations", "id"),
     ("configurations", "key, scope"),
 ];

@@ -426,6 +426,29 @@ impl Database {
         })
     }
 
+    /// A [`Watch`](crate::Watch) that wakes when other connections (of any process) commit
+    /// `what`: on PostgreSQL a connection of its own LISTENs for the schema's notifications; on
+    /// a SQLite file a read-only connection of its own looks at `PRAGMA data_version`. It never
+    /// writes, so a read-only handle may watch. An in-memory database has no other connection to
+    /// wait for: [`Error::Unsupported`].
+    pub fn watch(&self, what: crate::Watched) -> Result<crate::Watch> {
+        match &*self.inner {
+            Handle::Postgres { pg, .. } => Ok(crate::Watch::postgres(pg.listen(what.channel())?)),
+            Handle::Sqlite(inner) => match &inner.path {
+                Some(path) => {
+                    let conn = open_read_only(path)?;
+                    conn.busy_timeout(inner.options.busy_timeout)
+                        .map_err(migrate::classify(path))?;
+                    crate::Watch::sqlite(conn, path.clone())
+                }
+                None => Err(Error::Unsupported {
+                    what: "waiting for the commits of other connections",
+                    backend: "an in-memory SQLite database",
+                }),
+            },
+        }
+    }
+
     /// Runs `f` in a read transaction: every query in it sees one consistent snapshot.
     ///
     /// Whatever `f` does (returns, fails or panics), its transaction ends and the connection goes

@@ -10,6 +10,9 @@
 //!   [`redact`], the one redaction policy (decision 9).
 //! * [`SqliteStateStore`]: the `StateStore` of `aigentflow-core-states` on SQLite.
 //! * [`ConfigStore`]: configuration values by key and scope.
+//! * [`Watch`]: waits for other connections' commits to the audit log or the trace feed
+//!   (LISTEN/NOTIFY on PostgreSQL, `PRAGMA data_version` on SQLite), a hint to read again by
+//!   cursor.
 //! * [`Output`]: the one rule for every file the command writes (exports, backups): a regular
 //!   file through an exclusive temporary file renamed into place, a pipe or device straight
 //!   through, the database's own files refused (decision 14).
@@ -41,6 +44,7 @@ pub mod output;
 mod pg;
 pub mod redact;
 mod state_store;
+mod watch;
 
 pub use aigentflow_core_states::{time, Clock, ManualClock, SystemClock};
 pub use bind::{Cell, Clean, FromCell, Param, Row, Rows, Stmt};
@@ -56,6 +60,7 @@ pub use maintenance::{BackupReport, ForeignKeyProblem, TABLES};
 pub use output::{Leftover, Output};
 pub use pg::{display_url, is_url as is_postgres_url};
 pub use state_store::{ResumableTask, SqliteStateStore, TaskSummary};
+pub use watch::{Watch, Watched, SQLITE_POLL};
 
 /// The SQLite library this build embeds, for status reports.
 pub fn sqlite_version() -> &'static str {

@@ -186,6 +186,32 @@ impl Drop for PgConn {
     }
 }
 
+/// A connection made from `config` on a thread of its own and waited for at most `wait`: the
+/// driver's connect timeout covers only the TCP connection, not a server that accepts and never
+/// answers. A refusal is [`Error::Connect`] with the server's reason.
+fn connect_within(config: &postgres::Config, wait: Duration, shown: &str) -> Result<Client> {
+    let connect_err =
+        |reason: String| Error::Connect { url: shown.to_owned().into(), reason: reason.into() };
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let config = config.clone();
+    std::thread::Builder::new()
+        .name("aigentflow-pg-connect".into())
+        .spawn(move || {
+            let made = config.connect(NoTls).map_err(|e| ConnectError::from(e).to_string());
+            // The opener may have stopped waiting; the connection then closes here.
+            let _ = sender.send(made);
+        })
+        .map_err(|e| connect_err(format!("cannot start a thread to connect: {e}")))?;
+    match receiver.recv_timeout(wait) {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(reason)) => Err(connect_err(reason)),
+        Err(_) => Err(connect_err(format!(
+            "timed out: the server did not answer within {} ms",
+            wait.as_millis()
+        ))),
+    }
+}
+
 /// Makes and checks the pool's connections.
 #[derive(Debug)]
 struct Manager {
@@ -217,9 +243,14 @@ impl r2d2::ManageConnection for Manager {
 /// The PostgreSQL side of a [`Database`](crate::Database).
 pub(crate) struct PgInner {
     pool: r2d2::Pool<Manager>,
+    /// What the pool's connections are made from, for a connection of its own ([`Listener`])
+    /// (boxed: it is large, and a handle is mostly not a listener).
+    config: Box<postgres::Config>,
     /// The URL without its password.
     shown: String,
     read_only: bool,
+    /// How long a connection may take.
+    wait: Duration,
 }
 
 impl std::fmt::Debug for PgInner {
@@ -253,32 +284,10 @@ impl PgInner {
         }
         let manager = Manager { config };
         // The first connection is made here, not by the pool, so that a server that refuses it
-        // is told with the server's reason at once (the pool would retry until its timeout). It
-        // is made on a thread of its own and waited for at most `wait`: the driver's connect
-        // timeout covers only the TCP connection, not a server that accepts and never answers.
-        let connect_err =
-            |reason: String| Error::Connect { url: shown.clone().into(), reason: reason.into() };
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let config = manager.config.clone();
-        std::thread::Builder::new()
-            .name("aigentflow-pg-connect".into())
-            .spawn(move || {
-                let made = config.connect(NoTls).map_err(|e| ConnectError::from(e).to_string());
-                // The opener may have stopped waiting; the connection then closes here.
-                let _ = sender.send(made);
-            })
-            .map_err(|e| connect_err(format!("cannot start a thread to connect: {e}")))?;
-        let client = match receiver.recv_timeout(wait) {
-            Ok(Ok(client)) => client,
-            Ok(Err(reason)) => return Err(connect_err(reason)),
-            Err(_) => {
-                return Err(connect_err(format!(
-                    "timed out: the server did not answer within {} ms",
-                    wait.as_millis()
-                )))
-            }
-        };
+        // is told with the server's reason at once (the pool would retry until its timeout).
+        let client = connect_within(&manager.config, wait, &shown)?;
         let mut first = PgConn { client: Some(client), statements: HashMap::new() };
+        let config = Box::new(manager.config.clone());
         let pool = r2d2::Pool::builder()
             .max_size(MAX_CONNECTIONS)
             .min_idle(Some(0))
@@ -287,7 +296,7 @@ impl PgInner {
             .max_lifetime(Some(MAX_LIFETIME))
             .connection_timeout(wait)
             .build_unchecked(manager);
-        let inner = Self { pool, shown, read_only };
+        let inner = Self { pool, config, shown, read_only, wait };
         let conn = &mut first;
         let found = applied_version(conn.client()?).map_err(|e| inner.error(e))?;
         let latest = latest_version();
@@ -386,6 +395,93 @@ impl PgInner {
         let value = f(&cell)?;
         cell.tx.into_inner().commit().map_err(|e| self.error(e))?;
         Ok(value)
+    }
+}
+
+/// A connection of its own, outside the pool, that LISTENs on one channel: the waiting side of
+/// a [`Watch`](crate::Watch) on PostgreSQL. It runs no transaction and its session is read-only.
+pub(crate) struct Listener {
+    conn: PgConn,
+    config: Box<postgres::Config>,
+    wait: Duration,
+    shown: String,
+    channel: &'static str,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("url", &self.shown)
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgInner {
+    /// A [`Listener`] on `channel` (a fixed name: it is written into the statement).
+    pub(crate) fn listen(&self, channel: &'static str) -> Result<Listener> {
+        let mut listener = Listener {
+            conn: PgConn { client: None, statements: HashMap::new() },
+            config: self.config.clone(),
+            wait: self.wait,
+            shown: self.shown.clone(),
+            channel,
+        };
+        listener.connect()?;
+        Ok(listener)
+    }
+}
+
+impl Listener {
+    /// (Re)connects and LISTENs: notifications sent from here on are queued for [`wait`](Self::wait).
+    fn connect(&mut self) -> Result<()> {
+        let mut client = connect_within(&self.config, self.wait, &self.shown)?;
+        client
+            .batch_execute(&format!(
+                "SET default_transaction_read_only = on; LISTEN {}",
+                self.channel
+            ))
+            .map_err(Error::from_postgres)?;
+        self.conn.client = Some(client);
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for a notification on the channel; true when one or more came
+    /// (all of them are taken), or when the connection was lost and made again (what was sent
+    /// meanwhile is unknown), false when the time ran out.
+    pub(crate) fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let client = self.conn.client()?;
+        let got = {
+            let mut notifications = client.notifications();
+            let first = notifications.timeout_iter(timeout).next();
+            match first {
+                // The others already here are taken too: one wake-up stands for all of them.
+                Ok(Some(n)) => {
+                    let mut rest = Ok(Some(n));
+                    while let Ok(Some(_)) = rest {
+                        rest = notifications.iter().next();
+                    }
+                    rest.map(|_| Some(()))
+                }
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        match got {
+            Ok(Some(_)) => Ok(true),
+            // The server ended the connection (a restart, an idle timeout, an operator): the
+            // driver reports it as an error or as the end of the notifications.
+            _ if client.is_closed() => {
+                tracing::debug!(url = %self.shown, "the listening connection was lost; connecting again");
+                // Replaced whole, so the old client is closed as `PgConn` closes one.
+                self.conn = PgConn { client: None, statements: HashMap::new() };
+                self.connect()?;
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(Error::from_postgres(e)),
+        }
     }
 }
 

@@ -18,6 +18,10 @@
 //!   SQLite and the server's clock on PostgreSQL (heartbeats record it too), and on PostgreSQL a
 //!   recovery pass locks the running traces it judges and skips those another pass holds, so
 //!   passes of several hosts at once mark each dead run once.
+//! * [`traces_since`](ExecutionTracker::traces_since) reads the trace feed by [`TraceCursor`],
+//!   a page at a time: the traces started since a poller last looked, in an order that only
+//!   grows and in which they become visible on both backends (the `feed_seq` the schema gives
+//!   each trace from a locked counter), so a cursor never skips one.
 //! * Prompts, metadata, summaries, fragments and errors pass through the redactor.
 //!
 //! Architecture invariant: this crate depends on no database driver, so no driver type appears
@@ -33,7 +37,8 @@ mod store;
 pub use error::{Error, Result};
 pub use model::{
     AgentMetrics, Invocation, InvocationId, InvocationUpdate, NewInvocation, Outcome, RecoveredRun,
-    RecoveryOptions, RecoveryReport, TokenUsage, Trace, TraceId, TraceStatus,
+    RecoveryOptions, RecoveryReport, TokenUsage, Trace, TraceCursor, TraceId, TracePage,
+    TraceStatus,
 };
 pub use owner::Owner;
-pub use store::ExecutionTracker;
+pub use store::{ExecutionTracker, MAX_PAGE};

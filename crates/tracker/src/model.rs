@@ -239,6 +239,83 @@ pub struct RecoveryReport {
     pub skipped: u64,
 }
 
+/// A place in the trace feed, the order in which traces were started and committed: the traces
+/// after it are what a poller has not read yet ([`crate::ExecutionTracker::traces_since`]).
+/// Opaque: keep the one a page returns and pass it back. It is written and read as a whole
+/// number (`Display`/`FromStr`, and serde), so it can be kept between runs; 0 is
+/// [`START`](Self::START), before every trace.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct TraceCursor(i64);
+
+impl TraceCursor {
+    /// Before every trace: a poller's first cursor reads the feed from its start.
+    pub const START: Self = Self(0);
+
+    /// The cursor of a stored feed number.
+    pub(crate) fn at(seq: i64) -> Self {
+        Self(seq)
+    }
+
+    /// The feed number it stands after.
+    pub(crate) fn seq(self) -> i64 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for TraceCursor {
+    type Error = crate::Error;
+
+    /// A cursor written out earlier; a negative number is [`crate::Error::InvalidInput`].
+    fn try_from(n: i64) -> crate::Result<Self> {
+        if n < 0 {
+            return Err(crate::Error::InvalidInput {
+                what: "trace cursor",
+                reason: format!("{n} is negative; 0 is the start of the feed").into(),
+            });
+        }
+        Ok(Self(n))
+    }
+}
+
+impl From<TraceCursor> for i64 {
+    fn from(cursor: TraceCursor) -> Self {
+        cursor.0
+    }
+}
+
+impl std::fmt::Display for TraceCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::str::FromStr for TraceCursor {
+    type Err = crate::Error;
+
+    /// A cursor as [`Display`](std::fmt::Display) wrote it: a whole number from 0.
+    fn from_str(text: &str) -> crate::Result<Self> {
+        let n: i64 = text.trim().parse().map_err(|e| crate::Error::InvalidInput {
+            what: "trace cursor",
+            reason: format!("\"{text}\" is not a whole number from 0: {e}").into(),
+        })?;
+        Self::try_from(n)
+    }
+}
+
+/// One page of the trace feed ([`crate::ExecutionTracker::traces_since`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TracePage {
+    /// The traces after the cursor, in feed order, as they stand now (a trace started earlier
+    /// may since have completed).
+    pub traces: Vec<Trace>,
+    /// The cursor to pass next: after the last trace of this page, or the cursor given when the
+    /// page is empty.
+    pub next: TraceCursor,
+}
+
 /// An optional instant as RFC 3339 with milliseconds.
 pub(crate) fn opt_time<S: serde::Serializer>(
     ts: &Option<DateTime<Utc>>,

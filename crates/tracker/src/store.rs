@@ -9,13 +9,16 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::model::{
     AgentMetrics, Invocation, InvocationId, InvocationUpdate, NewInvocation, RecoveredRun,
-    RecoveryOptions, RecoveryReport, TokenUsage, Trace, TraceId, TraceStatus,
+    RecoveryOptions, RecoveryReport, TokenUsage, Trace, TraceCursor, TraceId, TracePage,
+    TraceStatus,
 };
 use crate::owner::Owner;
 
 const TRACE_COLUMNS: &str = "id, project_id, task_id, prompt, started_at, completed_at, success, \
     duration_ms, token_usage, metadata, status, owner_pid, owner_started_at, owner_host, \
     heartbeat_at, recovery_attempts";
+/// How many columns [`TRACE_COLUMNS`] names.
+const TRACE_COLUMN_COUNT: usize = 16;
 const INVOCATION_COLUMNS: &str = "id, trace_id, agent, task_fragment, started_at, completed_at, \
     outcome, quality_score, token_usage, output_summary, error";
 
@@ -52,6 +55,10 @@ const CLAIM_RUNNING_PG: &str = "FOR UPDATE SKIP LOCKED";
 /// The server's clock in the stored form, as the schema's defaults write it.
 const SERVER_NOW_PG: &str =
     "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')";
+
+/// The most traces one [`ExecutionTracker::traces_since`] call returns: a page a poller reads in
+/// one short transaction.
+pub const MAX_PAGE: u64 = 1000;
 
 /// Execution traces and agent invocations of one database.
 #[derive(Debug, Clone)]
@@ -196,6 +203,57 @@ impl ExecutionTracker {
             let mut stmt = tx.prepare(&sql)?;
             let rows = stmt.query_map(&values, RawTrace::read)?;
             rows.into_iter().map(|r| r.into_trace()).collect()
+        })
+    }
+
+    /// Up to `limit` traces after `cursor` in the trace feed, oldest first, with the cursor to
+    /// pass next: the traces started since a poller last looked. Start from
+    /// [`TraceCursor::START`] (the whole feed) or [`traces_end`](Self::traces_end) (only what
+    /// comes next). `limit` is 1 to [`MAX_PAGE`], else [`Error::InvalidInput`].
+    ///
+    /// The feed is the order traces were numbered in as they were inserted (`feed_seq`, from
+    /// the one-row `trace_feed` counter; traces that were there before it existed were
+    /// numbered in the order they were inserted on SQLite, started on PostgreSQL). A number
+    /// becomes visible only after every smaller one, so a cursor never skips a trace: SQLite
+    /// has one writer; on PostgreSQL the number is taken at the end of the inserting
+    /// transaction, under the counter's row lock held until it commits. A trace appears once,
+    /// as it stands when read: follow its later changes with [`get_trace`](Self::get_trace).
+    pub fn traces_since(&self, cursor: TraceCursor, limit: u64) -> Result<TracePage> {
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(Error::InvalidInput {
+                what: "page limit",
+                reason: format!("{limit} is not between 1 and {MAX_PAGE}").into(),
+            });
+        }
+        self.db.read(|tx| {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {TRACE_COLUMNS}, feed_seq FROM execution_traces WHERE feed_seq > ?1
+                 ORDER BY feed_seq LIMIT ?2"
+            ))?;
+            let rows = stmt
+                .query_map(&[Param::int(cursor.seq()), Param::int(limit as i64)], |r| {
+                    Ok((RawTrace::read(r)?, r.get::<i64>(TRACE_COLUMN_COUNT)?))
+                })?;
+            let mut next = cursor;
+            let mut traces = Vec::with_capacity(rows.len());
+            for (raw, seq) in rows {
+                traces.push(raw.into_trace()?);
+                next = TraceCursor::at(seq);
+            }
+            Ok(TracePage { traces, next })
+        })
+    }
+
+    /// The cursor after the last trace committed so far: [`traces_since`](Self::traces_since)
+    /// from it reads only traces started after this call.
+    pub fn traces_end(&self) -> Result<TraceCursor> {
+        self.db.read(|tx| {
+            let last = tx
+                .query_row("SELECT COALESCE(MAX(feed_seq), 0) FROM execution_traces", &[], |r| {
+                    r.get::<i64>(0)
+                })?
+                .unwrap_or(0);
+            Ok(TraceCursor::at(last))
         })
     }
 
