@@ -5,6 +5,8 @@
 //! * [`lessons`]: lessons learned, searched with SQLite FTS5 or PostgreSQL full-text search.
 //! * [`persistence`]: the SQLite database, migrations, redaction, state and configuration stores.
 //! * [`tracker`]: execution traces, agent invocations, metrics and crash recovery.
+//! * [`approvals`]: durable approval requests, decided or expired in one transaction with the
+//!   task's transition and its audit entry.
 //!
 //! [`Error`] holds an error of any of them, so one closure that spans several stores in a
 //! transaction (`db.write(|tx| { states.save_in(tx, …)?; audit.log_in(tx, …)?; Ok(()) })`) uses
@@ -13,6 +15,7 @@
 //! The integration tests of the whole layer live in this package's `tests/`; the
 //! `aigentflow-worker` binary is the worker process those tests spawn.
 
+pub use aigentflow_approvals as approvals;
 pub use aigentflow_audit as audit;
 pub use aigentflow_core_states as states;
 pub use aigentflow_lessons as lessons;
@@ -35,6 +38,9 @@ pub enum Error {
     /// The execution tracker.
     #[error(transparent)]
     Tracker(#[from] tracker::Error),
+    /// The approvals store.
+    #[error(transparent)]
+    Approvals(#[from] approvals::Error),
     /// The state machine (a refused transition, a table that breaks an invariant).
     #[error(transparent)]
     States(#[from] states::Error),
