@@ -135,7 +135,10 @@ fn an_approval_survives_a_restart_with_its_deadline_and_expires_into_the_tasks_t
     assert_eq!((&asked.event, asked.timestamp), (&Event::NeedsApproval, start()));
     assert_eq!(asked.metadata, Some(json!({"approvalId": id})));
     let requested = &audit_of(&db, "task-1")[0];
-    assert_eq!((requested.action.as_str(), requested.category.as_str()), ("approval_requested", "state"));
+    assert_eq!(
+        (requested.action.as_str(), requested.category.as_str()),
+        ("approval_requested", "state")
+    );
     let details = requested.details.clone().unwrap();
     assert_eq!(details["approvalId"], json!(id));
     assert_eq!(details["deadline"], json!("2026-11-22T10:00:00.000Z"));
@@ -168,7 +171,7 @@ fn an_approval_survives_a_restart_with_its_deadline_and_expires_into_the_tasks_t
     // Past it: the task's timeout event.
     clock.advance(TimeDelta::minutes(1) + TimeDelta::seconds(1));
     let now = db.now();
-    assert_eq!(approvals.expire_due(now).unwrap(), [id.clone()]);
+    assert_eq!(approvals.expire_due(now).unwrap(), std::slice::from_ref(&id));
     let state = load(&db, "task-1");
     assert_eq!(state.state, WorkflowState::Rejected);
     let timeout = state.history.last().unwrap();
@@ -177,13 +180,19 @@ fn an_approval_survives_a_restart_with_its_deadline_and_expires_into_the_tasks_t
         (&WorkflowState::AwaitingApproval, &Event::ApprovalTimeout, &WorkflowState::Rejected, now)
     );
     let expired = approvals.get(&id).unwrap().unwrap();
-    assert_eq!((expired.status, expired.decided_at, &expired.reviewer), (Status::Expired, Some(now), &None));
+    assert_eq!(
+        (expired.status, expired.decided_at, &expired.reviewer),
+        (Status::Expired, Some(now), &None)
+    );
     assert_eq!(expired.time_left(now), None);
     let entries = audit_of(&db, "task-1");
     let last = entries.last().unwrap();
     assert_eq!((last.action.as_str(), last.category.as_str()), ("approval_expired", "state"));
     let details = last.details.clone().unwrap();
-    assert_eq!((&details["event"], &details["to"]), (&json!("APPROVAL_TIMEOUT"), &json!("REJECTED")));
+    assert_eq!(
+        (&details["event"], &details["to"]),
+        (&json!("APPROVAL_TIMEOUT"), &json!("REJECTED"))
+    );
     chain_verifies(&db);
 
     // Once: a second pass, or a far later one, expires nothing more; the request without a
@@ -196,7 +205,10 @@ fn an_approval_survives_a_restart_with_its_deadline_and_expires_into_the_tasks_t
     assert_eq!(waiting, [forever]);
     let err = approvals.approve(&id, "alice", None).unwrap_err();
     assert!(matches!(err, Error::NotPending { status: Status::Expired, .. }), "{err}");
-    assert_eq!(err.to_string(), format!("approval {id} is expired, not pending: a request is decided once"));
+    assert_eq!(
+        err.to_string(),
+        format!("approval {id} is expired, not pending: a request is decided once")
+    );
     assert_eq!(snapshot(t), rows);
 }
 }
@@ -239,7 +251,10 @@ fn approve_and_reject_write_the_decision_the_transition_and_the_audit_entry_toge
         assert_eq!(entry.action, format!("approval_{status}"));
         assert_eq!((entry.category.as_str(), entry.user_id.as_deref()), ("user", Some("alice")));
         let details = entry.details.unwrap();
-        assert_eq!((&details["comment"], &details["event"]), (&json!(comment), &json!(event.as_str())));
+        assert_eq!(
+            (&details["comment"], &details["event"]),
+            (&json!(comment), &json!(event.as_str()))
+        );
 
         // Decided once.
         let rows = snapshot(t);
@@ -281,20 +296,42 @@ fn bad_requests_and_decisions_are_typed_errors_that_write_nothing(t) {
     let approvals = Approvals::new(db.clone());
     waiting_for_review(&db, "ready");
     SqliteStateStore::new(db.clone())
-        .save_state(StateMachine::new(StateContext::new("p".into(), "idle".into(), "x")).persisted())
+        .save_state(
+            StateMachine::new(StateContext::new("p".into(), "idle".into(), "x")).persisted(),
+        )
         .unwrap();
     let rows = snapshot(t);
     let mut no_output = request("ready", None);
     no_output.task_id = "idle".into();
     let far = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap() + TimeDelta::seconds(2);
+    let yesterday = start() - TimeDelta::days(1);
     let cases: Vec<(NewApproval, &str)> = vec![
-        (request("ghost", None), "task ghost not found; save its state before requesting an approval"),
+        (
+            request("ghost", None),
+            "task ghost not found; save its state before requesting an approval",
+        ),
         (no_output, "task idle: event NEEDS_APPROVAL is not allowed in state IDLE"),
-        (request("ready", Some(start())), "invalid deadline 2026-11-22T09:00:00.000Z: it is not after the request's time 2026-11-22T09:00:00.000Z"),
-        (request("ready", Some(start() - TimeDelta::days(1))), "invalid deadline 2026-11-21T09:00:00.000Z: it is not after"),
-        (request("ready", Some(far)), "invalid deadline +10000-01-01T00:00:01.000Z: outside years 0000 to 9999"),
-        (NewApproval { kind: " ".into(), ..request("ready", None) }, "invalid approval kind: it is empty"),
-        (NewApproval { requested_by: String::new(), ..request("ready", None) }, "invalid requester: it is empty"),
+        (
+            request("ready", Some(start())),
+            "invalid deadline 2026-11-22T09:00:00.000Z: it is not after the request's time \
+             2026-11-22T09:00:00.000Z",
+        ),
+        (
+            request("ready", Some(yesterday)),
+            "invalid deadline 2026-11-21T09:00:00.000Z: it is not after",
+        ),
+        (
+            request("ready", Some(far)),
+            "invalid deadline +10000-01-01T00:00:01.000Z: outside years 0000 to 9999",
+        ),
+        (
+            NewApproval { kind: " ".into(), ..request("ready", None) },
+            "invalid approval kind: it is empty",
+        ),
+        (
+            NewApproval { requested_by: String::new(), ..request("ready", None) },
+            "invalid requester: it is empty",
+        ),
     ];
     for (new, message) in cases {
         let err = approvals.request(&new).unwrap_err();
@@ -316,7 +353,10 @@ fn bad_requests_and_decisions_are_typed_errors_that_write_nothing(t) {
     let id = approvals.request(&request("busy", Some(start() + TimeDelta::hours(1)))).unwrap();
     let rows = snapshot(t);
     let err = approvals.request(&request("busy", None)).unwrap_err();
-    assert_eq!(err.to_string(), format!("task busy already waits on approval {id}; decide that one first"));
+    assert_eq!(
+        err.to_string(),
+        format!("task busy already waits on approval {id}; decide that one first")
+    );
     let err = approvals.approve(&id, "  ", None).unwrap_err();
     assert_eq!(err.to_string(), "invalid reviewer: it is empty");
     assert_eq!(snapshot(t), rows);
@@ -328,13 +368,19 @@ fn bad_requests_and_decisions_are_typed_errors_that_write_nothing(t) {
     let err = approvals.reject(&id, "alice", None).unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("approval {id} cannot be decided: task busy is in state ABORTED, no longer AWAITING_APPROVAL")
+        format!(
+            "approval {id} cannot be decided: task busy is in state ABORTED, \
+             no longer AWAITING_APPROVAL"
+        )
     );
     assert_eq!(snapshot(t), rows);
     clock.advance(TimeDelta::hours(2));
-    assert_eq!(approvals.expire_due(db.now()).unwrap(), [id.clone()]);
+    assert_eq!(approvals.expire_due(db.now()).unwrap(), std::slice::from_ref(&id));
     let state = load(&db, "busy");
-    assert_eq!((state.state, state.history.last().map(|t| t.event.clone())), (WorkflowState::Aborted, Some(Event::Abort)));
+    assert_eq!(
+        (state.state, state.history.last().map(|t| t.event.clone())),
+        (WorkflowState::Aborted, Some(Event::Abort))
+    );
     assert_eq!(approvals.get(&id).unwrap().unwrap().status, Status::Expired);
     let details = audit_of(&db, "busy").pop().unwrap().details.unwrap();
     assert_eq!((&details["transition"], &details["taskState"]), (&Value::Null, &json!("ABORTED")));
@@ -449,7 +495,10 @@ fn two_reviewers_deciding_at_once_one_wins_and_two_expiry_passes_expire_each_req
         let won: Vec<&Approval> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
         assert_eq!(won.len(), 1, "round {round}: {results:?}");
         let lost = results.iter().find_map(|r| r.as_ref().err()).unwrap();
-        assert!(matches!(lost, Error::NotPending { status, .. } if *status == won[0].status), "{lost}");
+        assert!(
+            matches!(lost, Error::NotPending { status, .. } if *status == won[0].status),
+            "{lost}"
+        );
         let state = load(&db, &task);
         let decisions = state
             .history
@@ -457,8 +506,7 @@ fn two_reviewers_deciding_at_once_one_wins_and_two_expiry_passes_expire_each_req
             .filter(|t| matches!(t.event, Event::Approve | Event::Reject))
             .count();
         assert_eq!(decisions, 1);
-        let audited =
-            audit_of(&db, &task).iter().filter(|e| e.category == "user").count();
+        let audited = audit_of(&db, &task).iter().filter(|e| e.category == "user").count();
         assert_eq!(audited, 1);
         assert_eq!(approvals.get(&id).unwrap().unwrap(), *won[0]);
     }
@@ -536,7 +584,8 @@ fn no_secret_given_to_a_request_or_a_decision_is_stored_or_shown(t) {
         } else {
             approvals.reject(&id, &format!("reviewer {text}"), Some(&comment)).unwrap();
         }
-        let filter = ApprovalFilter { task_id: Some(task.as_str().into()), ..ApprovalFilter::default() };
+        let filter =
+            ApprovalFilter { task_id: Some(task.as_str().into()), ..ApprovalFilter::default() };
         assert_eq!(approvals.list(&filter).unwrap().len(), 1, "{}", s.name);
         for err in [
             approvals.approve(&ApprovalId::new(text), "alice", None).unwrap_err(),
@@ -552,7 +601,10 @@ fn no_secret_given_to_a_request_or_a_decision_is_stored_or_shown(t) {
     let stored = stored_bytes(t);
     assert!(contains(&stored, "[REDACTED]"), "the stored text was read");
     if let Some((s, needle)) = corpus::leaks(&samples, &stored).first() {
-        panic!("the database holds {needle:?} of sample {} ({:?}): {:?}", s.name, s.context, s.text);
+        panic!(
+            "the database holds {needle:?} of sample {} ({:?}): {:?}",
+            s.name, s.context, s.text
+        );
     }
     chain_verifies(db);
 }
@@ -653,7 +705,10 @@ fn random_requests_decisions_and_expiries_keep_each_task_and_its_request_in_step
                         };
                     } else {
                         prop_assert!(
-                            matches!(result, Err(Error::AlreadyPending { .. } | Error::Refused { .. })),
+                            matches!(
+                                result,
+                                Err(Error::AlreadyPending { .. } | Error::Refused { .. })
+                            ),
                             "{result:?}"
                         );
                     }
@@ -676,10 +731,11 @@ fn random_requests_decisions_and_expiries_keep_each_task_and_its_request_in_step
                         prop_assert_eq!(done.status, status);
                         model[i] = Expected { state, latest: Some((id, status, deadline)) };
                     } else {
-                        prop_assert!(
-                            matches!(&result, Err(Error::NotPending { status: s, .. }) if *s == status),
-                            "{result:?}"
+                        let refused = matches!(
+                            &result,
+                            Err(Error::NotPending { status: s, .. }) if *s == status
                         );
+                        prop_assert!(refused, "{result:?}");
                     }
                 }
                 Step::Advance(minutes) => clock.advance(TimeDelta::minutes(minutes)),
@@ -691,12 +747,17 @@ fn random_requests_decisions_and_expiries_keep_each_task_and_its_request_in_step
                         .expire_due(now)
                         .unwrap()
                         .into_iter()
-                        .filter(|id| model.iter().any(|m| matches!(&m.latest, Some((mine, ..)) if mine == id)))
+                        .filter(|id| {
+                            model
+                                .iter()
+                                .any(|m| matches!(&m.latest, Some((mine, ..)) if mine == id))
+                        })
                         .collect();
                     expired.sort();
                     let mut expected = Vec::new();
                     for m in &mut model {
-                        if let Some((id, status @ Status::Pending, Some(deadline))) = &mut m.latest {
+                        if let Some((id, status @ Status::Pending, Some(deadline))) = &mut m.latest
+                        {
                             if *deadline <= now {
                                 expected.push(id.clone());
                                 *status = Status::Expired;
@@ -709,7 +770,11 @@ fn random_requests_decisions_and_expiries_keep_each_task_and_its_request_in_step
                 }
                 Step::Continue(i) => {
                     if matches!(model[i].state, WorkflowState::Approved | WorkflowState::Rejected) {
-                        drive(&db, &name(i), &[Event::Continue, Event::SpawnAgent, Event::AgentDone]);
+                        drive(
+                            &db,
+                            &name(i),
+                            &[Event::Continue, Event::SpawnAgent, Event::AgentDone],
+                        );
                         model[i].state = WorkflowState::AgentComplete;
                     }
                 }
@@ -722,7 +787,10 @@ fn random_requests_decisions_and_expiries_keep_each_task_and_its_request_in_step
                 let task = name(i);
                 let state = load(&db, &task);
                 prop_assert_eq!(&state.state, &m.state, "{}", task);
-                let filter = ApprovalFilter { task_id: Some(task.as_str().into()), ..ApprovalFilter::default() };
+                let filter = ApprovalFilter {
+                    task_id: Some(task.as_str().into()),
+                    ..ApprovalFilter::default()
+                };
                 let requests = approvals.list(&filter).unwrap();
                 let pending = requests.iter().filter(|a| a.is_pending()).count();
                 prop_assert_eq!(pending == 1, state.state == WorkflowState::AwaitingApproval);

@@ -28,7 +28,9 @@ pub enum Error {
     NotPending { id: SafeText, status: Status },
     /// A decision on a pending request whose task has left AWAITING_APPROVAL by another event
     /// (an abort, an error): there is nothing left to approve.
-    #[error("approval {id} cannot be decided: task {task_id} is in state {state}, no longer AWAITING_APPROVAL")]
+    #[error(
+        "approval {id} cannot be decided: task {task_id} is in state {state}, no longer AWAITING_APPROVAL"
+    )]
     TaskMoved { id: SafeText, task_id: SafeText, state: WorkflowState },
     /// The task's transition table refuses the event (NEEDS_APPROVAL while the task is not in
     /// AGENT_COMPLETE, or its last output does not need approval; a table without the rule).
