@@ -5,6 +5,8 @@
 //! * [`lessons`]: lessons learned, searched with SQLite FTS5 or PostgreSQL full-text search.
 //! * [`persistence`]: the SQLite database, migrations, redaction, state and configuration stores.
 //! * [`tracker`]: execution traces, agent invocations, metrics and crash recovery.
+//! * [`approvals`]: durable approval requests, decided or expired in one transaction with the
+//!   task's transition and its audit entry.
 //!
 //! Ids are typed on both sides, writes and reads alike: [`ProjectId`], [`TaskId`], [`TraceId`],
 //! [`InvocationId`] and [`LessonId`] are re-exported here; so are [`chrono`] and [`serde_json`],
@@ -17,6 +19,7 @@
 //! The integration tests of the whole layer live in this package's `tests/`; the
 //! `aigentflow-worker` binary is the worker process those tests spawn.
 
+pub use aigentflow_approvals as approvals;
 pub use aigentflow_audit as audit;
 pub use aigentflow_core_states as states;
 pub use aigentflow_lessons as lessons;
@@ -54,6 +57,9 @@ pub enum Error {
     /// The execution tracker.
     #[error(transparent)]
     Tracker(#[from] tracker::Error),
+    /// The approvals store.
+    #[error(transparent)]
+    Approvals(#[from] approvals::Error),
     /// The state machine (a refused transition, a table that breaks an invariant).
     #[error(transparent)]
     States(#[from] states::Error),

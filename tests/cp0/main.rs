@@ -4,6 +4,7 @@
 // through the driver's connection (which bypasses the redaction policy on purpose).
 #![allow(clippy::disallowed_methods)]
 
+mod approvals;
 mod async_use;
 mod audit;
 mod checklist;

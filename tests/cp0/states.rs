@@ -116,9 +116,11 @@ fn event_not_in_the_table_is_rejected_and_state_unchanged(t) {
 
 on_both! {
 fn approval_approve_and_reject_then_continue(t) {
-    for (decision, decided) in
-        [(Event::Approve, WorkflowState::Approved), (Event::Reject, WorkflowState::Rejected)]
-    {
+    for (decision, decided) in [
+        (Event::Approve, WorkflowState::Approved),
+        (Event::Reject, WorkflowState::Rejected),
+        (Event::ApprovalTimeout, WorkflowState::Rejected),
+    ] {
         let mut m = at_agent_complete(&format!("task-{decision}"), "reviewer", true, false);
         m.apply(Event::NeedsApproval, None).unwrap();
         assert_eq!(m.state(), &WorkflowState::AwaitingApproval);

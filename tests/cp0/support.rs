@@ -11,6 +11,27 @@ pub use aigentflow_testkit::{
     without_password, PgDb, TestDb, PG_REQUIRE_VAR, PG_URL_VAR,
 };
 
+/// The versions of the migration files of `backend`'s folder, ascending, read from their names
+/// (`V9__approvals.sql` is 9). Numbers may have gaps: a version is reserved for a migration that
+/// is added in parallel.
+pub fn migration_versions(backend: aigentflow::persistence::Backend) -> Vec<i64> {
+    let folder = match backend {
+        aigentflow::persistence::Backend::Sqlite => "migrations",
+        aigentflow::persistence::Backend::Postgres => "migrations-postgres",
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
+    let mut versions: Vec<i64> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            let number = name.strip_suffix(".sql")?.strip_prefix('V')?.split("__").next()?;
+            number.parse().ok()
+        })
+        .collect();
+    versions.sort_unstable();
+    versions
+}
+
 /// A fresh temp dir and a database path inside it (the file does not exist yet).
 pub fn temp_db() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();

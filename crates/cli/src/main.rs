@@ -2,6 +2,7 @@
 // A binary exports nothing: the workspace's `unnameable_types` guards the libraries' APIs.
 #![allow(unnameable_types)]
 
+mod approvals;
 mod args;
 mod audit;
 mod config;
@@ -119,6 +120,9 @@ enum Command {
     /// Execution traces, agent invocations, metrics and crash recovery.
     #[command(subcommand)]
     Traces(traces::TracesCommand),
+    /// Approval requests waiting for a person, and their decisions.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
     /// Configuration values, global or per project.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -308,6 +312,7 @@ fn run(cli: Cli) -> anyhow::Result<Done> {
         Command::Audit(c) => audit::run(&ctx, c),
         Command::Lessons(c) => lessons::run(&ctx, c),
         Command::Traces(c) => traces::run(&ctx, c),
+        Command::Approvals(c) => approvals::run(&ctx, c),
         Command::Config(c) => config::run(&ctx, c),
         Command::Db(c) => db::run(&ctx, c),
     }

@@ -337,6 +337,7 @@ mod tests {
             }
             (S::AwaitingApproval, E::Approve) => S::Approved,
             (S::AwaitingApproval, E::Reject) => S::Rejected,
+            (S::AwaitingApproval, E::ApprovalTimeout) => S::Rejected,
             (S::Approved | S::Rejected, E::Continue) => S::Orchestrating,
             (S::Testing, E::AllTestsPass) => S::TestsPass,
             (S::Testing, E::TestsFailed) => S::TestsFail,
@@ -385,7 +386,8 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 6 * 23 * 22);
+        // Every state, every event but RESTORE_CHECKPOINT, under every context.
+        assert_eq!(checked, 6 * 23 * 23);
     }
 
     #[test]

@@ -187,6 +187,8 @@ open_enum! {
         Approve = "APPROVE",
         /// AWAITING_APPROVAL → REJECTED.
         Reject = "REJECT",
+        /// AWAITING_APPROVAL → REJECTED: the approval's deadline passed with no decision.
+        ApprovalTimeout = "APPROVAL_TIMEOUT",
         /// APPROVED or REJECTED → ORCHESTRATING.
         Continue = "CONTINUE",
         /// TESTING → TESTS_PASS.
@@ -233,7 +235,7 @@ mod tests {
 
     #[test]
     fn every_event_round_trips_through_its_text() {
-        assert_eq!(Event::KNOWN.len(), 23);
+        assert_eq!(Event::KNOWN.len(), 24);
         for event in Event::KNOWN {
             assert_eq!(&Event::parse(event.as_str()), event);
             let json = serde_json::to_string(event).unwrap_or_default();

@@ -243,6 +243,7 @@ impl Default for TransitionTable {
             rule(&[S::AgentComplete], E::EnterTestPhase, S::Testing, Some(G::CurrentAgentIsTester)),
             rule(&[S::AwaitingApproval], E::Approve, S::Approved, None),
             rule(&[S::AwaitingApproval], E::Reject, S::Rejected, None),
+            rule(&[S::AwaitingApproval], E::ApprovalTimeout, S::Rejected, None),
             rule(&[S::Approved, S::Rejected], E::Continue, S::Orchestrating, None),
             rule(&[S::Testing], E::AllTestsPass, S::TestsPass, None),
             rule(&[S::Testing], E::TestsFailed, S::TestsFail, None),

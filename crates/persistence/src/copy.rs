@@ -19,11 +19,12 @@ use crate::error::{Error, Result};
 /// The tables a copy moves, parents before children, with the order rows are read in. Their
 /// columns are read from each database's schema (see [`columns`]), so a column a migration adds
 /// is copied without being named here, and a column one side lacks stops the copy.
-const TABLES: [(&str, &str); 9] = [
+const TABLES: [(&str, &str); 10] = [
     ("schema_versions", "version"),
     ("workflow_states", "task_id"),
     ("state_transitions", "id"),
     ("checkpoints", "task_id, seq, id"),
+    ("approval_requests", "id"),
     ("audit_logs", "id"),
     ("lessons", "id"),
     // In feed order: the destination keeps each trace's feed number only if it follows every

@@ -12,10 +12,11 @@ use crate::error::{Error, Result, SqliteResult};
 use crate::output::{self, Leftover, Output, TempFile};
 
 /// The tables of the schema, in the order a status report lists them.
-pub const TABLES: [&str; 9] = [
+pub const TABLES: [&str; 10] = [
     "workflow_states",
     "state_transitions",
     "checkpoints",
+    "approval_requests",
     "audit_logs",
     "lessons",
     "execution_traces",
