@@ -135,11 +135,10 @@ impl Database {
     /// while other connections and processes go on writing; a PostgreSQL database is copied the
     /// same way into a SQLite file, every row from one read-only snapshot (as [`copy_into`]
     /// copies), which `Database::open` and `aigentflow db copy` read back. `dest` follows the
-    /// output rule
-    /// ([`Output`]): a new file is written as a temporary file beside it, checked, and renamed
-    /// into place, so it is never half-written; a pipe or device gets the checked copy's bytes.
-    /// Refuses an existing file ([`Error::OutputExists`]) and the database's own files
-    /// ([`Error::OwnFile`]). Returns the number of pages copied (of the SQLite copy).
+    /// output rule ([`Output`]): a new file is written as a temporary file beside it, checked,
+    /// and renamed into place, so it is never half-written; a pipe or device gets the checked
+    /// copy's bytes. Refuses an existing file ([`Error::OutputExists`]) and the database's own
+    /// files ([`Error::OwnFile`]). Returns the number of pages copied (of the SQLite copy).
     ///
     /// [`copy_into`]: Database::copy_into
     pub fn backup_to(&self, dest: &Path) -> Result<u64> {
