@@ -401,7 +401,8 @@ fn a_server_that_is_not_there_is_one_line_not_a_hang_on_postgres() {
 
 /// The pool's idle connections are killed from another session, as a server restart, a proxy
 /// or an idle timeout does during a long model call: the next reads and writes still work,
-/// because the pool checks a connection before lending it and replaces a dead one.
+/// because a transaction's BEGIN finds a dead connection before anything else is sent, and the
+/// transaction begins on another one.
 #[test]
 fn pooled_connections_killed_while_idle_are_replaced_on_postgres() {
     let Some(t) = TestDb::postgres() else { return };

@@ -44,9 +44,10 @@ const SUMMARY: &str = "SELECT CAST(category AS TEXT) AS c, COUNT(*) FROM audit_l
 /// [`SUMMARY`] on PostgreSQL, where a column holds only text.
 const SUMMARY_PG: &str = "SELECT category AS c, COUNT(*) FROM audit_logs
     WHERE project_id = ?1 GROUP BY c ORDER BY COUNT(*) DESC, c";
+/// The appended rows go in with [`Tx::insert_rows`]: one statement per row on SQLite, multi-row
+/// statements on PostgreSQL.
 const INSERT: &str = "INSERT INTO audit_logs
-    (id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+    (id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash)";
 
 /// The most entries one [`AuditLog::since`] or [`AuditLog::latest`] call returns: a page a poller
 /// reads in one short transaction, whatever the log holds.
@@ -361,11 +362,12 @@ fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
             });
         }
     }
-    let AppendAt { mut prev, id: first_id } = AppendAt::head(tx)?;
+    let AppendAt { prev: first_prev, id: first_id } = AppendAt::head(tx)?;
     let now = tx.now();
     let hashed_stamp = hash_time(&time::to_db(now));
-    let mut insert = tx.prepare(INSERT)?;
     let mut ids = Vec::with_capacity(entries.len());
+    // Each row's hash, which the row after it links to.
+    let mut hashes: Vec<String> = Vec::with_capacity(entries.len());
     fn bytes<'c>(t: &'c Option<Clean<'_>>) -> Option<&'c [u8]> {
         t.as_ref().map(|c| c.as_bytes())
     }
@@ -385,27 +387,35 @@ fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
             user_id: bytes(&e.user_id),
             ip_address: bytes(&e.ip_address),
         };
-        let hash = chain::row_hash(&prev, &fields);
-        insert.execute(&[
-            Param::int(id),
-            Param::time(now),
-            Param::opt_clean(e.project_id.as_ref()),
-            Param::opt_clean(e.task_id.as_ref()),
-            Param::opt_clean(e.agent.as_ref()),
-            Param::clean(&e.action),
-            Param::clean(&e.category),
-            Param::opt_clean(e.details.as_ref()),
-            Param::opt_clean(e.user_id.as_ref()),
-            Param::opt_clean(e.ip_address.as_ref()),
-            Param::digest(&prev),
-            Param::digest(&hash),
-        ])?;
+        hashes.push(chain::row_hash(hashes.last().unwrap_or(&first_prev), &fields));
         ids.push(id);
-        prev = hash;
     }
-    if tx.backend() == Backend::Postgres {
-        let last = ids.last().copied().unwrap_or(first_id);
-        tx.execute(MOVE_HEAD_PG, &[Param::int(last), Param::digest(&prev)])?;
+    let prevs = std::iter::once(&first_prev).chain(&hashes);
+    let rows: Vec<[Param<'_>; 12]> = entries
+        .iter()
+        .zip(&ids)
+        .zip(prevs.zip(&hashes))
+        .map(|((e, &id), (prev, hash))| {
+            [
+                Param::int(id),
+                Param::time(now),
+                Param::opt_clean(e.project_id.as_ref()),
+                Param::opt_clean(e.task_id.as_ref()),
+                Param::opt_clean(e.agent.as_ref()),
+                Param::clean(&e.action),
+                Param::clean(&e.category),
+                Param::opt_clean(e.details.as_ref()),
+                Param::opt_clean(e.user_id.as_ref()),
+                Param::opt_clean(e.ip_address.as_ref()),
+                Param::digest(prev),
+                Param::digest(hash),
+            ]
+        })
+        .collect();
+    tx.insert_rows(INSERT, &rows)?;
+    if let (Backend::Postgres, Some(&last), Some(hash)) = (tx.backend(), ids.last(), hashes.last())
+    {
+        tx.execute(MOVE_HEAD_PG, &[Param::int(last), Param::digest(hash)])?;
     }
     Ok(ids)
 }

@@ -28,8 +28,20 @@ pub const SCHEMA: &str = include_str!("../../../migrations-postgres/V1__schema.s
 /// A row hash's width of text (the bare rows carry one of the same size, not computed).
 const HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Rows a portal hands over per round trip (as the project's backend streams them).
-const PORTAL_BATCH: i32 = 512;
+/// Rows a portal's first fetch asks for; each later fetch asks for about [`FETCH_BYTES`] of
+/// rows at the size the rows before took (as the project's backend streams them, `pg.rs`).
+const FIRST_FETCH: i32 = 512;
+
+/// About how many bytes of rows a portal hands over per round trip after its first fetch.
+const FETCH_BYTES: usize = 2 << 20;
+
+/// The rows the fetch after `rows` asks for (the project's rule: a row costs its bytes and
+/// the driver's bookkeeping of it).
+fn next_fetch(rows: &[postgres::Row]) -> i32 {
+    let bytes: usize = rows.iter().map(|r| r.raw_size_bytes() + 24 * r.len() + 64).sum();
+    let n = FETCH_BYTES.saturating_mul(rows.len()) / bytes.max(1);
+    i32::try_from(n).unwrap_or(i32::MAX).clamp(1, 1 << 16)
+}
 
 /// A fresh database with the schema, and a plain connection to it.
 pub struct Bare {
@@ -449,7 +461,8 @@ impl BareExport {
         Ok(std::io::copy(&mut reader, sink)?)
     }
 
-    /// `project`'s rows read through a portal, `PORTAL_BATCH` at a time, each written as the
+    /// `project`'s rows read through a portal, a batch of about 2 MiB at a time (512 rows
+    /// first), each written as the
     /// project's JSON row (a JSON array when `lines` is false, one object per line when true);
     /// returns the rows written.
     pub fn json(&mut self, project: &str, lines: bool, sink: &mut dyn Write) -> Result<u64> {
@@ -469,11 +482,10 @@ impl BareExport {
         if !lines {
             out.push(b'[');
         }
+        let mut asked = FIRST_FETCH;
         loop {
-            let rows = tx.query_portal(&portal, PORTAL_BATCH)?;
-            if rows.is_empty() {
-                break;
-            }
+            let rows = tx.query_portal(&portal, asked)?;
+            let last = rows.len() < usize::try_from(asked).unwrap_or(0);
             for r in &rows {
                 let details: Option<&str> = r.try_get(7)?;
                 let row = JsonRow {
@@ -501,11 +513,15 @@ impl BareExport {
                     out.push(b'\n');
                 }
                 count += 1;
+                if out.len() >= 32 * 1024 {
+                    sink.write_all(&out)?;
+                    out.clear();
+                }
             }
-            if out.len() >= 32 * 1024 {
-                sink.write_all(&out)?;
-                out.clear();
+            if last {
+                break;
             }
+            asked = next_fetch(&rows);
         }
         if !lines {
             out.extend_from_slice(if count > 0 { b"\n]\n" } else { b"]\n" });
