@@ -19,9 +19,11 @@ const DRIVERS: [&str; 9] = [
     "refinery-core",
 ];
 
-/// The crates that may use a driver: persistence (its backends) and the bench (its bare
-/// baselines talk to the server directly).
-const MAY_USE_A_DRIVER: [&str; 2] = ["aigentflow-persistence", "aigentflow-bench"];
+/// The crates that may use a driver: persistence (its backends), the bench (its bare
+/// baselines talk to the server directly) and the test harness (it reads and tampers with what
+/// the stores wrote as someone with access to the database would; only tests depend on it).
+const MAY_USE_A_DRIVER: [&str; 3] =
+    ["aigentflow-persistence", "aigentflow-bench", "aigentflow-testkit"];
 
 /// Each workspace crate's dependencies that its own code can name (normal and build), read
 /// from `cargo metadata`.
@@ -74,4 +76,8 @@ fn no_crate_but_persistence_and_the_bench_depends_on_a_database_driver() {
         }
     }
     assert!(found.is_empty(), "driver dependencies outside persistence: {}", found.join(", "));
+    // The harness reaches drivers for tests alone: nothing depends on it but as a dev-dependency.
+    for (name, deps) in &crates {
+        assert!(!deps.iter().any(|d| d == "aigentflow-testkit"), "{name} depends on the testkit");
+    }
 }
