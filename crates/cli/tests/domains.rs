@@ -493,11 +493,14 @@ fn check(case: &Case, r: &Run) -> Result<(), TestCaseError> {
     prop_assert!(raw_controls(&err).is_empty(), "raw controls on stderr: {}", shown());
     let has = |flag: &str| case.args.iter().any(|a| a == flag);
     let path: Vec<&str> = case.path.iter().map(String::as_str).collect();
-    let data_format = path == ["audit", "export"] && !has("-o") && !has("--output");
+    // An export on stdout is a CSV or JSON file, and a backup to `-` a database file: bytes
+    // written as they are, escape bytes included.
+    let data_format = (path == ["audit", "export"] && !has("-o") && !has("--output"))
+        || (path == ["db", "backup"] && has("-"));
     let json = has("--json") || path == ["audit", "head"];
     let out = r.out();
     if data_format {
-        // An export on stdout is a CSV or JSON file, written byte for byte.
+        // Written byte for byte (see above).
     } else if json {
         // serde escapes every C0 control in JSON strings; JSON is printed as serde writes it.
         let c0: Vec<char> = out.chars().filter(|&c| c != '\n' && c < ' ').collect();
