@@ -110,6 +110,23 @@ for raw in open(checklist, encoding="utf-8"):
         print(f"      did not run: {t}")
 if not pg_set:
     print("\nPostgreSQL column not run: AIGENTFLOW_PG_URL is not set (see README.md, Tests)")
+
+# When a run fails, its cause is far above in the log: repeat the lines that say why (a build
+# error and where it is, a full disk, a panic, the failing tests), so that the end of the output,
+# which may be all a reader gets to see, names it.
+why = []
+lines = open(log, encoding="utf-8", errors="replace").read().splitlines()
+for i, text in enumerate(lines):
+    if re.match(r"^error(\[E\d+\])?: ", text) or "No space left" in text or "panicked at" in text:
+        why.append(text)
+        if i + 1 < len(lines) and lines[i + 1].lstrip().startswith("-->"):
+            why.append(lines[i + 1])
+    elif re.match(r"^test \S+ \.\.\. FAILED", text):
+        why.append(text)
+if why:
+    print("\nWhy the run failed (the first of these lines; the whole log is above):")
+    for text in why[:40]:
+        print(f"  {text[:300]}")
 sys.exit(1 if bad else 0)
 PY
 check_status=$?
