@@ -545,7 +545,12 @@ pub(crate) trait PgAccess {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<postgres::Row>>;
     fn bind(&self, stmt: &Statement, params: &[&(dyn ToSql + Sync)]) -> Result<postgres::Portal>;
-    fn fetch(&self, portal: &postgres::Portal, rows: i32) -> Result<Vec<postgres::Row>>;
+    fn fetch(
+        &self,
+        portal: &postgres::Portal,
+        rows: i32,
+        into: &mut VecDeque<postgres::Row>,
+    ) -> Result<usize>;
     fn batch_execute(&self, sql: &str) -> Result<()>;
     fn insert_rows(&self, one_row: &str, insert: &str, rows: &[&[Param<'_>]]) -> Result<usize>;
 }
@@ -587,9 +592,24 @@ impl PgAccess for PgTx<'_> {
         self.tx.borrow_mut().bind(stmt, params).map_err(|e| self.fail(e))
     }
 
-    fn fetch(&self, portal: &postgres::Portal, rows: i32) -> Result<Vec<postgres::Row>> {
+    /// Up to `rows` rows of `portal`, appended to `into` as they come (its room is reused from
+    /// batch to batch); returns how many came.
+    fn fetch(
+        &self,
+        portal: &postgres::Portal,
+        rows: i32,
+        into: &mut VecDeque<postgres::Row>,
+    ) -> Result<usize> {
+        use postgres::fallible_iterator::FallibleIterator;
         self.stats.round_trip();
-        self.tx.borrow_mut().query_portal(portal, rows).map_err(|e| self.fail(e))
+        let mut tx = self.tx.borrow_mut();
+        let mut batch = tx.query_portal_raw(portal, rows).map_err(|e| self.fail(e))?;
+        let mut came = 0;
+        while let Some(row) = batch.next().map_err(|e| self.fail(e))? {
+            into.push_back(row);
+            came += 1;
+        }
+        Ok(came)
     }
 
     fn batch_execute(&self, sql: &str) -> Result<()> {
@@ -722,10 +742,9 @@ pub(crate) struct Rows<'s> {
 impl Rows<'_> {
     pub(crate) fn next(&mut self) -> Result<Option<&postgres::Row>> {
         if self.buffer.is_empty() && !self.done {
-            let batch = self.tx.fetch(&self.portal, self.fetch)?;
-            self.done = batch.len() < usize::try_from(self.fetch).unwrap_or(0);
-            self.fetch = next_fetch(&batch, self.fetch);
-            self.buffer.extend(batch);
+            let came = self.tx.fetch(&self.portal, self.fetch, &mut self.buffer)?;
+            self.done = came < usize::try_from(self.fetch).unwrap_or(0);
+            self.fetch = next_fetch(&self.buffer, self.fetch);
         }
         self.current = self.buffer.pop_front();
         Ok(self.current.as_ref())
@@ -740,7 +759,7 @@ fn row_cost(row: &postgres::Row) -> usize {
 
 /// The rows the fetch after `batch` asks for: as many as fit in [`FETCH_BYTES`] at the size
 /// `batch`'s rows took, between 1 and [`MAX_FETCH`] (`asked` again after an empty batch).
-fn next_fetch(batch: &[postgres::Row], asked: i32) -> i32 {
+fn next_fetch(batch: &VecDeque<postgres::Row>, asked: i32) -> i32 {
     if batch.is_empty() {
         return asked;
     }
