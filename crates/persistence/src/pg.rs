@@ -52,6 +52,11 @@ const MAX_PARAMS: usize = u16::MAX as usize;
 /// Rows one multi-row INSERT carries at most.
 const INSERT_CHUNK: usize = 1000;
 
+/// Parameters of the multi-row INSERTs a connection keeps prepared, at most: a batch size met
+/// again costs no parsing and planning then, and the server's memory for them stays bounded
+/// (a batch of a size not kept goes as an unnamed statement).
+const MULTI_ROW_PARAMS: usize = 16 * 1024;
+
 /// Idle connections older than this are closed (a server or a proxy may drop them first).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
@@ -210,11 +215,20 @@ fn is_broken(e: &postgres::Error) -> bool {
     }
 }
 
+/// The statements prepared on a connection, by their text.
+#[derive(Default)]
+struct Prepared {
+    by_sql: HashMap<String, Statement>,
+    /// The parameters of the multi-row INSERTs among them, which are bounded by
+    /// [`MULTI_ROW_PARAMS`] (each is prepared for one row count).
+    multi_row_params: usize,
+}
+
 /// A pooled connection: the client and the statements prepared on it.
 pub(crate) struct PgConn {
     /// None only while dropping.
     client: Option<Client>,
-    statements: HashMap<String, Statement>,
+    statements: Prepared,
     /// Set when an exchange found the connection gone: the pool drops it when it comes back.
     broken: bool,
 }
@@ -227,7 +241,7 @@ impl std::fmt::Debug for PgConn {
 
 impl PgConn {
     fn new(client: Client) -> Self {
-        Self { client: Some(client), statements: HashMap::new(), broken: false }
+        Self { client: Some(client), statements: Prepared::default(), broken: false }
     }
 
     fn client(&mut self) -> Result<&mut Client> {
@@ -515,7 +529,7 @@ impl PgInner {
     /// A [`Listener`] on `channel` (a fixed name: it is written into the statement).
     pub(crate) fn listen(&self, channel: &'static str) -> Result<Listener> {
         let mut listener = Listener {
-            conn: PgConn { client: None, statements: HashMap::new(), broken: false },
+            conn: PgConn { client: None, statements: Prepared::default(), broken: false },
             config: self.config.clone(),
             wait: self.wait,
             shown: self.shown.clone(),
@@ -569,7 +583,7 @@ impl Listener {
             _ if client.is_closed() => {
                 tracing::debug!(url = %self.shown, "the listening connection was lost; connecting again");
                 // Replaced whole, so the old client is closed as `PgConn` closes one.
-                self.conn = PgConn { client: None, statements: HashMap::new(), broken: false };
+                self.conn = PgConn { client: None, statements: Prepared::default(), broken: false };
                 self.connect()?;
                 Ok(true)
             }
@@ -582,7 +596,7 @@ impl Listener {
 /// A PostgreSQL transaction as a [`Tx`](crate::Tx) holds it.
 pub(crate) struct PgTx<'c> {
     tx: RefCell<Transaction<'c>>,
-    statements: RefCell<&'c mut HashMap<String, Statement>>,
+    statements: RefCell<&'c mut Prepared>,
     /// The connection's flag: set when an exchange finds the connection gone.
     broken: &'c StdCell<bool>,
     stats: &'c Stats,
@@ -629,19 +643,24 @@ pub(crate) trait PgAccess {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<postgres::Row>>;
     fn bind(&self, stmt: &Statement, params: &[&(dyn ToSql + Sync)]) -> Result<postgres::Portal>;
-    fn fetch(&self, portal: &postgres::Portal, rows: i32) -> Result<Vec<postgres::Row>>;
+    fn fetch(
+        &self,
+        portal: &postgres::Portal,
+        rows: i32,
+        into: &mut VecDeque<postgres::Row>,
+    ) -> Result<usize>;
     fn batch_execute(&self, sql: &str) -> Result<()>;
     fn insert_rows(&self, one_row: &str, insert: &str, rows: &[&[Param<'_>]]) -> Result<usize>;
 }
 
 impl PgAccess for PgTx<'_> {
     fn prepare(&self, sql: &str) -> Result<Statement> {
-        if let Some(stmt) = self.statements.borrow().get(sql) {
+        if let Some(stmt) = self.statements.borrow().by_sql.get(sql) {
             return Ok(stmt.clone());
         }
         self.stats.round_trip();
         let stmt = self.tx.borrow_mut().prepare(&dollar_params(sql)).map_err(|e| self.fail(e))?;
-        self.statements.borrow_mut().insert(sql.to_owned(), stmt.clone());
+        self.statements.borrow_mut().by_sql.insert(sql.to_owned(), stmt.clone());
         Ok(stmt)
     }
 
@@ -671,9 +690,24 @@ impl PgAccess for PgTx<'_> {
         self.tx.borrow_mut().bind(stmt, params).map_err(|e| self.fail(e))
     }
 
-    fn fetch(&self, portal: &postgres::Portal, rows: i32) -> Result<Vec<postgres::Row>> {
+    /// Up to `rows` rows of `portal`, appended to `into` as they come (its room is reused from
+    /// batch to batch); returns how many came.
+    fn fetch(
+        &self,
+        portal: &postgres::Portal,
+        rows: i32,
+        into: &mut VecDeque<postgres::Row>,
+    ) -> Result<usize> {
+        use postgres::fallible_iterator::FallibleIterator;
         self.stats.round_trip();
-        self.tx.borrow_mut().query_portal(portal, rows).map_err(|e| self.fail(e))
+        let mut tx = self.tx.borrow_mut();
+        let mut batch = tx.query_portal_raw(portal, rows).map_err(|e| self.fail(e))?;
+        let mut came = 0;
+        while let Some(row) = batch.next().map_err(|e| self.fail(e))? {
+            into.push_back(row);
+            came += 1;
+        }
+        Ok(came)
     }
 
     fn batch_execute(&self, sql: &str) -> Result<()> {
@@ -681,8 +715,9 @@ impl PgAccess for PgTx<'_> {
         self.tx.borrow_mut().batch_execute(sql).map_err(|e| self.fail(e))
     }
 
-    /// The rows in multi-row INSERTs of up to [`INSERT_CHUNK`] rows, each one round trip (on
-    /// the unnamed statement, typed as `one_row`'s prepared parameters are); one row alone is
+    /// The rows in multi-row INSERTs of up to [`INSERT_CHUNK`] rows, each one round trip: a
+    /// statement prepared for its row count and kept (within [`MULTI_ROW_PARAMS`]), else the
+    /// unnamed statement, typed as `one_row`'s prepared parameters are. One row alone is
     /// `one_row` itself.
     fn insert_rows(&self, one_row: &str, insert: &str, rows: &[&[Param<'_>]]) -> Result<usize> {
         let stmt = self.prepare(one_row)?;
@@ -702,13 +737,28 @@ impl PgAccess for PgTx<'_> {
         let mut inserted = 0;
         for chunk in rows.chunks(per_statement) {
             let sql = multi_row_insert(insert, width, chunk.len());
-            let params: Vec<(&(dyn ToSql + Sync), Type)> = chunk
+            let values: Vec<&(dyn ToSql + Sync)> = chunk
                 .iter()
-                .flat_map(|row| row.iter().zip(&types))
-                .map(|(p, t)| (p.bound() as &(dyn ToSql + Sync), t.clone()))
+                .flat_map(|row| row.iter())
+                .map(|p| p.bound() as &(dyn ToSql + Sync))
                 .collect();
-            self.stats.round_trip();
-            let n = self.tx.borrow_mut().execute_typed(&sql, &params).map_err(|e| self.fail(e))?;
+            let (known, room) = {
+                let prepared = self.statements.borrow();
+                let room = prepared.multi_row_params + values.len() <= MULTI_ROW_PARAMS;
+                (prepared.by_sql.contains_key(&sql), room)
+            };
+            let n = if known || room {
+                let stmt = self.prepare(&sql)?;
+                if !known {
+                    self.statements.borrow_mut().multi_row_params += values.len();
+                }
+                self.execute(&stmt, &values)?
+            } else {
+                let typed: Vec<(&(dyn ToSql + Sync), Type)> =
+                    values.iter().zip(types.iter().cycle()).map(|(&p, t)| (p, t.clone())).collect();
+                self.stats.round_trip();
+                self.tx.borrow_mut().execute_typed(&sql, &typed).map_err(|e| self.fail(e))?
+            };
             inserted += usize::try_from(n).unwrap_or(usize::MAX);
         }
         Ok(inserted)
@@ -793,10 +843,9 @@ pub(crate) struct Rows<'s> {
 impl Rows<'_> {
     pub(crate) fn next(&mut self) -> Result<Option<&postgres::Row>> {
         if self.buffer.is_empty() && !self.done {
-            let batch = self.tx.fetch(&self.portal, self.fetch)?;
-            self.done = batch.len() < usize::try_from(self.fetch).unwrap_or(0);
-            self.fetch = next_fetch(&batch, self.fetch);
-            self.buffer.extend(batch);
+            let came = self.tx.fetch(&self.portal, self.fetch, &mut self.buffer)?;
+            self.done = came < usize::try_from(self.fetch).unwrap_or(0);
+            self.fetch = next_fetch(&self.buffer, self.fetch);
         }
         self.current = self.buffer.pop_front();
         Ok(self.current.as_ref())
@@ -811,7 +860,7 @@ fn row_cost(row: &postgres::Row) -> usize {
 
 /// The rows the fetch after `batch` asks for: as many as fit in [`FETCH_BYTES`] at the size
 /// `batch`'s rows took, between 1 and [`MAX_FETCH`] (`asked` again after an empty batch).
-fn next_fetch(batch: &[postgres::Row], asked: i32) -> i32 {
+fn next_fetch(batch: &VecDeque<postgres::Row>, asked: i32) -> i32 {
     if batch.is_empty() {
         return asked;
     }
@@ -1295,6 +1344,51 @@ mod tests {
         }
     }
 
+    /// A batch size met again reuses its prepared multi-row INSERT (one round trip, nothing to
+    /// parse or plan); once the connection keeps [`MULTI_ROW_PARAMS`] parameters of them, a new
+    /// size goes as an unnamed statement (still one round trip), so the server's memory for
+    /// them stays bounded. Every row is stored either way.
+    #[test]
+    fn multi_row_inserts_are_kept_prepared_within_a_bound_on_postgres() {
+        let Some(fresh) = fresh() else { return };
+        let db = fresh.open();
+        write(&db, |tx| tx.batch_execute("CREATE TABLE t (n BIGINT, a TEXT, b TEXT, c BIGINT)"))
+            .unwrap();
+        let mut next = 0;
+        let mut batch = |size: i64| {
+            let texts: Vec<String> = (next..next + size).map(|n| format!("row {n}")).collect();
+            let rows: Vec<[Param<'_>; 4]> = (next..next + size)
+                .zip(&texts)
+                .map(|(n, t)| [Param::int(n), Param::text(t), Param::NULL, Param::int(-n)])
+                .collect();
+            next += size;
+            let rows: Vec<&[Param<'_>]> = rows.iter().map(|r| &r[..]).collect();
+            let one_row = "INSERT INTO t (n, a, b, c) VALUES (?1, ?2, ?3, ?4)";
+            let (trips, inserted) = counted(&db, || {
+                write(&db, |tx| tx.insert_rows(one_row, "INSERT INTO t (n, a, b, c)", &rows))
+                    .unwrap()
+            });
+            assert_eq!(inserted, rows.len());
+            trips - 2
+        };
+        // 1000 rows of 4 are 4,000 parameters: four sizes fit in the bound, the fifth does not.
+        assert_eq!(batch(1000), 3, "the one-row statement's types, then prepared and run");
+        assert_eq!(batch(999), 2);
+        assert_eq!(batch(998), 2);
+        assert_eq!(batch(997), 2);
+        assert_eq!(batch(996), 1, "past the bound: unnamed");
+        assert_eq!(batch(1000), 1, "kept");
+        assert_eq!(batch(996), 1, "still unnamed");
+        assert_eq!(batch(2500), 3, "1000 kept, 1000 kept, 500 past the bound");
+        let mut admin = fresh.admin();
+        let stored = "SELECT COUNT(*), COUNT(DISTINCT n), MIN(n), MAX(n), SUM(c) FROM t";
+        let row = admin.query_one(stored, &[]).unwrap();
+        let total = 1000 + 999 + 998 + 997 + 996 + 1000 + 996 + 2500;
+        assert_eq!(row.get::<_, i64>(0), total);
+        assert_eq!(row.get::<_, i64>(1), total);
+        assert_eq!((row.get::<_, i64>(2), row.get::<_, i64>(3)), (0, total - 1));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
 
@@ -1351,8 +1445,11 @@ mod tests {
                     .unwrap()
             });
             prop_assert_eq!(inserted, rows.len());
-            // BEGIN, the one-row statement's preparation (for the types), the chunks, COMMIT.
-            prop_assert_eq!(trips, 3 + rows.len().div_ceil(INSERT_CHUNK) as u64);
+            // BEGIN, the one-row statement's preparation (for the types), a round trip per
+            // chunk and a preparation per chunk size of more than one row, COMMIT.
+            let chunks: Vec<usize> = all.chunks(INSERT_CHUNK).map(<[_]>::len).collect();
+            let shapes: std::collections::BTreeSet<_> = chunks.iter().filter(|&&n| n > 1).collect();
+            prop_assert_eq!(trips, (3 + chunks.len() + shapes.len()) as u64);
             let mut admin = fresh.admin();
             let mut dump = |table: &str| -> Vec<String> {
                 admin
