@@ -11,6 +11,7 @@ mod checklist;
 mod copy;
 mod corrupt_rows;
 mod drivers;
+mod extension;
 mod faults;
 mod feeds;
 mod ids;

@@ -70,12 +70,14 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<Done> {
     let traces = ExecutionTracker::new(db.clone()).count_by_status()?;
     let head = AuditLog::new(db.clone()).head()?;
     let engine = db.engine_version()?;
+    let sets = db.migration_sets()?;
     let report = json!({
         "path": ctx.path_text(),
         "backend": db.backend(),
         "engine": engine,
         "migration": version.migration,
         "latest": version.latest,
+        "migration_sets": sets,
         "bytes": db.size_on_disk(),
         "rows": counts.iter().map(|(t, n)| (t.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "tasks_per_state": per_state,
@@ -86,6 +88,10 @@ pub fn status(ctx: &Ctx) -> anyhow::Result<Done> {
         say!("database   {}", ctx.shown());
         say!("schema     version {} of {} ({engine})", version.migration, version.latest);
         say!("size       {:.1} MB", db.size_on_disk() as f64 / 1e6);
+        say!();
+        let rows: Vec<Vec<String>> =
+            sets.iter().map(|s| vec![s.name.clone(), s.version.to_string()]).collect();
+        table(&["MIGRATION SET", "VERSION"], &rows);
         say!();
         let rows: Vec<Vec<String>> =
             counts.iter().map(|(t, n)| vec![t.to_string(), n.to_string()]).collect();

@@ -104,7 +104,8 @@ struct Cli {
 enum Command {
     /// Create the database, or migrate it to this build's schema; print its path and version.
     Init,
-    /// Path, schema, size, rows per table, tasks per state, traces per status, audit chain head.
+    /// Path, schema, every migration set (core and each program's own) with its version, size,
+    /// rows per table, tasks per state, traces per status, audit chain head.
     Status,
     /// Drive a demo orchestration through the real stores and print what it wrote.
     Demo,

@@ -77,6 +77,7 @@ pub(crate) enum Bound<'a> {
     Integer(i64),
     Real(f64),
     Text(Cow<'a, str>),
+    Blob(Cow<'a, [u8]>),
 }
 
 impl<'a> Param<'a> {
@@ -134,6 +135,21 @@ impl<'a> Param<'a> {
         Param(Bound::Text(Cow::Owned(text)))
     }
 
+    /// Text bound as it is, without the redaction policy: the one opt-out, for a value the
+    /// caller knows holds no secret and must keep byte for byte (a digest, an id of its own
+    /// making). `field` names what is exempted (`"model_usage.request_id"`), so every opt-out
+    /// can be found by reading the program, and is logged at debug level when bound.
+    pub fn unredacted(field: &'static str, text: &'a str) -> Self {
+        tracing::debug!(field, "text bound without redaction");
+        Self(Bound::Text(Cow::Borrowed(text)))
+    }
+
+    /// Bytes, bound as they are (SQLite BLOB, PostgreSQL BYTEA). The redaction policy reads
+    /// text, so put text in [`Param::text`], not here.
+    pub fn blob(bytes: &'a [u8]) -> Self {
+        Self(Bound::Blob(Cow::Borrowed(bytes)))
+    }
+
     /// An integer.
     pub fn int(value: i64) -> Self {
         Self(Bound::Integer(value))
@@ -172,6 +188,7 @@ impl ToSql for Bound<'_> {
             Bound::Integer(i) => ValueRef::Integer(*i),
             Bound::Real(r) => ValueRef::Real(*r),
             Bound::Text(t) => ValueRef::Text(t.as_bytes()),
+            Bound::Blob(b) => ValueRef::Blob(b),
         }))
     }
 }
@@ -211,6 +228,10 @@ impl postgres::types::ToSql for Bound<'_> {
                 | PgType::UNKNOWN => pg(&t.as_ref(), ty, out),
                 _ => Err(format!("text cannot be bound to a parameter of type {ty}").into()),
             },
+            Bound::Blob(b) => match *ty {
+                PgType::BYTEA => pg(&b.as_ref(), ty, out),
+                _ => Err(format!("bytes cannot be bound to a parameter of type {ty}").into()),
+            },
         }
     }
 
@@ -228,6 +249,27 @@ type PgWritten =
 /// Writes `value` as a parameter of type `ty`.
 fn pg<T: postgres::types::ToSql>(value: &T, ty: &PgType, out: &mut bytes::BytesMut) -> PgWritten {
     postgres::types::ToSql::to_sql(value, ty, out)
+}
+
+/// The first statement of a write transaction that failed, if any: a write whose closure goes
+/// on after it and returns `Ok` is rolled back ([`Error::Aborted`]) on both backends, as
+/// PostgreSQL must (it refuses every statement of a transaction after a failed one).
+#[derive(Debug, Default)]
+pub(crate) struct FirstFailure(std::cell::RefCell<Option<String>>);
+
+impl FirstFailure {
+    /// `result`, its error noted when it is the transaction's first.
+    pub(crate) fn note<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            self.0.borrow_mut().get_or_insert_with(|| e.to_string());
+        }
+        result
+    }
+
+    /// The first failure's message.
+    pub(crate) fn first(&self) -> Option<String> {
+        self.0.borrow().clone()
+    }
 }
 
 /// One cell of a result row, as either backend gives it.
@@ -328,6 +370,36 @@ impl FromCell for String {
     }
 }
 
+impl FromCell for Vec<u8> {
+    const EXPECTED: &'static str = "bytes";
+    fn from_cell(cell: Cell<'_>) -> Option<Self> {
+        match cell {
+            Cell::Blob(b) => Some(b.to_vec()),
+            _ => None,
+        }
+    }
+}
+
+impl FromCell for DateTime<Utc> {
+    const EXPECTED: &'static str = "time in the stored form (YYYY-MM-DD HH:MM:SS.SSS)";
+    fn from_cell(cell: Cell<'_>) -> Option<Self> {
+        match cell {
+            Cell::Text(t) => time::parse_stored(t),
+            _ => None,
+        }
+    }
+}
+
+impl FromCell for Value {
+    const EXPECTED: &'static str = "JSON text";
+    fn from_cell(cell: Cell<'_>) -> Option<Self> {
+        match cell {
+            Cell::Text(t) => serde_json::from_str(t).ok(),
+            _ => None,
+        }
+    }
+}
+
 impl<T: FromCell> FromCell for Option<T> {
     const EXPECTED: &'static str = T::EXPECTED;
     fn from_cell(cell: Cell<'_>) -> Option<Self> {
@@ -378,7 +450,7 @@ impl<'r> Row<'r> {
 }
 
 /// The rows of a query, read one at a time (memory stays flat whatever their number).
-pub struct Rows<'s>(RowsInner<'s>);
+pub struct Rows<'s>(RowsInner<'s>, &'s FirstFailure);
 
 enum RowsInner<'s> {
     Sqlite(rusqlite::Rows<'s>),
@@ -395,9 +467,12 @@ impl Rows<'_> {
     /// The next row; None after the last.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Row<'_>>> {
-        Ok(match &mut self.0 {
-            RowsInner::Sqlite(rows) => rows.next().or_error()?.map(|r| Row(RowRef::Sqlite(r))),
-            RowsInner::Postgres(rows) => rows.next()?.map(|r| Row(RowRef::Postgres(r))),
+        let failed = self.1;
+        failed.note(match &mut self.0 {
+            RowsInner::Sqlite(rows) => {
+                rows.next().or_error().map(|r| r.map(|r| Row(RowRef::Sqlite(r))))
+            }
+            RowsInner::Postgres(rows) => rows.next().map(|r| r.map(|r| Row(RowRef::Postgres(r)))),
         })
     }
 
@@ -412,7 +487,7 @@ impl Rows<'_> {
 }
 
 /// A prepared (and cached) statement of a transaction; it binds only [`Param`]s.
-pub struct Stmt<'c>(StmtInner<'c>);
+pub struct Stmt<'c>(StmtInner<'c>, &'c FirstFailure);
 
 enum StmtInner<'c> {
     Sqlite(rusqlite::CachedStatement<'c>),
@@ -431,12 +506,12 @@ impl std::fmt::Debug for Stmt<'_> {
 impl Stmt<'_> {
     /// Runs the statement; returns how many rows it changed.
     pub fn execute(&mut self, params: &[Param<'_>]) -> Result<usize> {
-        match &mut self.0 {
+        self.1.note(match &mut self.0 {
             StmtInner::Sqlite(s) => {
                 s.execute(rusqlite::params_from_iter(params.iter().map(Param::bound))).or_error()
             }
             StmtInner::Postgres(s) => s.execute(params),
-        }
+        })
     }
 
     /// The first row mapped by `f`, or None when there is none.
@@ -445,17 +520,18 @@ impl Stmt<'_> {
         params: &[Param<'_>],
         f: impl FnOnce(&Row<'_>) -> Result<T>,
     ) -> Result<Option<T>> {
+        let failed = self.1;
         match &mut self.0 {
             StmtInner::Sqlite(s) => {
-                let mut rows = s
-                    .query(rusqlite::params_from_iter(params.iter().map(Param::bound)))
-                    .or_error()?;
-                match rows.next().or_error()? {
+                let mut rows = failed.note(
+                    s.query(rusqlite::params_from_iter(params.iter().map(Param::bound))).or_error(),
+                )?;
+                match failed.note(rows.next().or_error())? {
                     Some(r) => f(&Row(RowRef::Sqlite(r))).map(Some),
                     None => Ok(None),
                 }
             }
-            StmtInner::Postgres(s) => match s.query_first(params)? {
+            StmtInner::Postgres(s) => match failed.note(s.query_first(params))? {
                 Some(r) => f(&Row(RowRef::Postgres(&r))).map(Some),
                 None => Ok(None),
             },
@@ -464,12 +540,16 @@ impl Stmt<'_> {
 
     /// The rows, to step through one by one (constant memory).
     pub fn query<'s>(&'s mut self, params: &[Param<'_>]) -> Result<Rows<'s>> {
-        Ok(Rows(match &mut self.0 {
-            StmtInner::Sqlite(s) => RowsInner::Sqlite(
-                s.query(rusqlite::params_from_iter(params.iter().map(Param::bound))).or_error()?,
-            ),
-            StmtInner::Postgres(s) => RowsInner::Postgres(s.query(params)?),
-        }))
+        let failed = self.1;
+        let rows = match &mut self.0 {
+            StmtInner::Sqlite(s) => failed
+                .note(
+                    s.query(rusqlite::params_from_iter(params.iter().map(Param::bound))).or_error(),
+                )
+                .map(RowsInner::Sqlite)?,
+            StmtInner::Postgres(s) => failed.note(s.query(params)).map(RowsInner::Postgres)?,
+        };
+        Ok(Rows(rows, failed))
     }
 
     /// Every row mapped by `f`.
@@ -487,10 +567,12 @@ impl Tx<'_> {
     /// parameters, which PostgreSQL reads as `$N`; where the dialects differ, pass the text for
     /// this transaction's backend ([`Tx::dialect`]).
     pub fn prepare(&self, sql: &str) -> Result<Stmt<'_>> {
-        Ok(Stmt(match self.conn() {
-            Conn::Sqlite(c) => StmtInner::Sqlite(c.prepare_cached(sql).or_error()?),
-            Conn::Postgres(c) => StmtInner::Postgres(crate::pg::Stmt::prepare(c, sql)?),
-        }))
+        let failed = self.failures();
+        let stmt = failed.note(match self.conn() {
+            Conn::Sqlite(c) => c.prepare_cached(sql).or_error().map(StmtInner::Sqlite),
+            Conn::Postgres(c) => crate::pg::Stmt::prepare(c, sql).map(StmtInner::Postgres),
+        })?;
+        Ok(Stmt(stmt, failed))
     }
 
     /// Runs one statement; returns how many rows it changed.
@@ -510,10 +592,10 @@ impl Tx<'_> {
 
     /// Runs statements that take no parameters and are fixed in the program (so no caller text).
     pub fn execute_batch(&self, sql: &'static str) -> Result<()> {
-        match self.conn() {
+        self.failures().note(match self.conn() {
             Conn::Sqlite(c) => c.execute_batch(sql).or_error(),
             Conn::Postgres(c) => c.batch_execute(sql),
-        }
+        })
     }
 
     /// Inserts `rows`, in order, each one [`Param`] per column: `insert` is an INSERT's text up
@@ -532,9 +614,18 @@ impl Tx<'_> {
         }
         let placeholders: Vec<String> = (1..=N).map(|i| format!("?{i}")).collect();
         let one_row = format!("{insert} VALUES ({})", placeholders.join(", "));
+        self.failures().note(self.insert_each(&one_row, insert, rows))
+    }
+
+    fn insert_each<const N: usize>(
+        &self,
+        one_row: &str,
+        insert: &str,
+        rows: &[[Param<'_>; N]],
+    ) -> Result<usize> {
         match self.conn() {
             Conn::Sqlite(c) => {
-                let mut stmt = c.prepare_cached(&one_row).or_error()?;
+                let mut stmt = c.prepare_cached(one_row).or_error()?;
                 let mut inserted = 0;
                 for row in rows {
                     inserted += stmt
@@ -545,7 +636,7 @@ impl Tx<'_> {
             }
             Conn::Postgres(c) => {
                 let rows: Vec<&[Param<'_>]> = rows.iter().map(|row| &row[..]).collect();
-                c.insert_rows(&one_row, insert, &rows)
+                c.insert_rows(one_row, insert, &rows)
             }
         }
     }

@@ -70,8 +70,16 @@ impl Database {
         let totals = self.table_counts()?;
         let total = |table: &str| totals.iter().find(|(t, _)| *t == table).map_or(0, |(_, n)| *n);
         self.read(|src| {
+            refuse_sets(src, self)?;
             dest.write(|dst| {
                 check_empty(dst, dest)?;
+                if crate::sets::versions(dst, 0)?.len() > 1 {
+                    return Err(Error::NotEmpty {
+                        location: dest.location().to_path_buf(),
+                        table: crate::sets::HISTORY,
+                        rows: 1,
+                    });
+                }
                 let mut report = CopyReport { tables: Vec::new(), rows: 0 };
                 for (table, order) in TABLES {
                     let columns = shared_columns(src, self, dst, dest, table)?;
@@ -88,6 +96,29 @@ impl Database {
             })
         })
     }
+}
+
+/// Refuses a source that holds application migration sets: their tables are the programs'
+/// that own them, which a copy does not know (copying the core tables alone would leave them
+/// behind, and copying their history would claim tables the destination lacks).
+fn refuse_sets(src: &Tx<'_>, source: &Database) -> Result<()> {
+    let sets: Vec<String> = crate::sets::versions(src, 0)?
+        .into_iter()
+        .skip(1)
+        .map(|s| format!("{} at version {}", s.name, s.version))
+        .collect();
+    if sets.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidInput {
+        what: "copy source",
+        reason: format!(
+            "{} holds the application migration sets {}, whose tables a copy does not know; copy them with the program that owns them (on SQLite, `db backup` copies the whole file)",
+            source.location().display(),
+            sets.join(", ")
+        )
+        .into(),
+    })
 }
 
 /// Refuses a destination that holds any row but the schema's own version rows.

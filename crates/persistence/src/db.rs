@@ -10,10 +10,12 @@ use aigentflow_core_states::{time, Clock, SystemClock};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+use crate::bind::FirstFailure;
 use crate::checkpoint::{Checkpointer, SAFETY_NET_PAGES};
 use crate::error::{Error, Result, SqliteResult};
 use crate::location::Location;
 use crate::migrate;
+use crate::sets::{MigrationSet, SetVersion};
 
 /// The environment variable that overrides the default database path.
 pub const DB_ENV: &str = "AIGENTFLOW_DB";
@@ -107,6 +109,48 @@ impl Backend {
         match self {
             Self::Sqlite => "SQLite",
             Self::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// How to open a [`Database`] with the application's own migration sets beside the core schema
+/// (see [`MigrationSet`]): `Database::builder(url).migrations(set)?.open()`.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    /// None: in memory.
+    location: Option<PathBuf>,
+    options: Options,
+    sets: Vec<MigrationSet>,
+}
+
+impl Builder {
+    /// Opens with `options` (default: [`Options::default`]).
+    pub fn options(mut self, options: Options) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Adds an application migration set, applied at open after the core migrations and the
+    /// sets added before it. A second set of the same name is [`Error::InvalidInput`].
+    pub fn migrations(mut self, set: MigrationSet) -> Result<Self> {
+        if self.sets.iter().any(|s| s.name() == set.name()) {
+            return Err(Error::InvalidInput {
+                what: "migration set",
+                reason: format!("set {} is added twice", set.name()).into(),
+            });
+        }
+        self.sets.push(set);
+        Ok(self)
+    }
+
+    /// Opens the database as [`Database::open_with`] does, and applies what the sets lack in
+    /// the transaction that applies the core's (a read-only opening refuses a set it would
+    /// have to migrate: [`Error::OutdatedSet`]). A set the database holds newer than given
+    /// here is [`Error::NewerSet`]; sets not given here are left as they are.
+    pub fn open(self) -> Result<Database> {
+        match &self.location {
+            Some(location) => Database::open_sets(location, self.options, &self.sets),
+            None => Database::open_in_memory_sets(self.options, &self.sets),
         }
     }
 }
@@ -226,8 +270,36 @@ impl Database {
 
     /// Opens the database at `path` as `options.access` allows, migrating it unless read-only.
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Self> {
+        Self::open_sets(path.as_ref(), options, &[])
+    }
+
+    /// A [`Builder`] for the database at `location` (a path, `sqlite:PATH` or a `postgres://`
+    /// URL): options, and the application's own [`MigrationSet`]s to apply beside the core
+    /// schema.
+    pub fn builder(location: impl AsRef<Path>) -> Builder {
+        Builder {
+            location: Some(location.as_ref().to_path_buf()),
+            options: Options::default(),
+            sets: Vec::new(),
+        }
+    }
+
+    /// A [`Builder`] for a fresh in-memory database.
+    pub fn builder_in_memory() -> Builder {
+        Builder { location: None, options: Options::default(), sets: Vec::new() }
+    }
+
+    /// Every migration set the database records, with its newest applied version: the core
+    /// schema first (named `core`), then each application set by name, whichever program it
+    /// belongs to.
+    pub fn migration_sets(&self) -> Result<Vec<SetVersion>> {
+        let core = self.schema_version()?.migration;
+        self.read(|tx| crate::sets::versions(tx, core))
+    }
+
+    fn open_sets(path: &Path, options: Options, sets: &[MigrationSet]) -> Result<Self> {
         let path = match Location::parse(path)? {
-            Location::Server(url) => return Self::open_postgres(&url, options),
+            Location::Server(url) => return Self::open_postgres(&url, options, sets),
             Location::File(path) => path,
         };
         if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
@@ -265,7 +337,7 @@ impl Database {
         }
         let _span = tracing::debug_span!("open", path = %path.display()).entered();
         if options.access.reads_only() {
-            return Self::open_read_only_at(path, options);
+            return Self::open_read_only_at(path, options, sets);
         }
         let inner = Inner::new(Some(path), options);
         // Switching a fresh file to WAL and the first migration can meet another process doing
@@ -274,7 +346,7 @@ impl Database {
         let started = std::time::Instant::now();
         let conn = loop {
             let attempt = inner.connect_first().and_then(|mut conn| {
-                migrate::run(&mut conn, inner.display_path())?;
+                migrate::run(&mut conn, inner.display_path(), sets)?;
                 Ok(conn)
             });
             match attempt {
@@ -292,7 +364,7 @@ impl Database {
         Ok(Self { inner: Arc::new(Handle::Sqlite(inner)) })
     }
 
-    fn open_read_only_at(path: PathBuf, options: Options) -> Result<Self> {
+    fn open_read_only_at(path: PathBuf, options: Options, sets: &[MigrationSet]) -> Result<Self> {
         let inner = Inner::new(Some(path), options);
         let conn = inner.connect()?;
         let found =
@@ -313,13 +385,19 @@ impl Database {
         if found < latest {
             return Err(Error::Outdated { path, found, latest });
         }
+        crate::sets::check_read_only(
+            &mut migrate::SqliteHistory(&conn, &path),
+            sets,
+            Backend::Sqlite,
+            &path,
+        )?;
         inner.give_back(conn);
         Ok(Self { inner: Arc::new(Handle::Sqlite(inner)) })
     }
 
     /// Opens the PostgreSQL database at `url`, migrating it as `options.access` allows
     /// (the server's database must exist; `Access::Create` and `ReadWrite` migrate it).
-    fn open_postgres(url: &str, options: Options) -> Result<Self> {
+    fn open_postgres(url: &str, options: Options, sets: &[MigrationSet]) -> Result<Self> {
         let read_only = options.access.reads_only();
         let migrate = !read_only;
         let pg = crate::pg::PgInner::open(
@@ -328,6 +406,7 @@ impl Database {
             migrate,
             options.access == Access::Snapshot,
             options.busy_timeout,
+            sets,
         )?;
         let key = PathBuf::from(pg.shown());
         Ok(Self { inner: Arc::new(Handle::Postgres { pg, options, key }) })
@@ -340,9 +419,13 @@ impl Database {
 
     /// Opens a fresh in-memory database. It has one connection, which callers take in turn.
     pub fn open_in_memory_with(options: Options) -> Result<Self> {
+        Self::open_in_memory_sets(options, &[])
+    }
+
+    fn open_in_memory_sets(options: Options, sets: &[MigrationSet]) -> Result<Self> {
         let inner = Inner::new(None, options);
         let mut conn = inner.connect()?;
-        migrate::run(&mut conn, inner.display_path())?;
+        migrate::run(&mut conn, inner.display_path(), sets)?;
         inner.give_back(conn);
         Ok(Self { inner: Arc::new(Handle::Sqlite(inner)) })
     }
@@ -485,8 +568,12 @@ impl Database {
                 let write = matches!(behavior, TransactionBehavior::Immediate);
                 // A write inside a write on the same thread would wait for its own row locks.
                 let _writing = if write { Some(Writing::enter(key)?) } else { None };
-                let result =
-                    pg.run(write, |pgtx| f(&Tx { conn: Conn::Postgres(pgtx), db: self, write }));
+                let result = pg.run(write, |pgtx| {
+                    let tx = Tx::new(Conn::Postgres(pgtx), self, write);
+                    let value = f(&tx)?;
+                    tx.check_failures()?;
+                    Ok(value)
+                });
                 slow(started, write, key);
                 return result;
             }
@@ -513,7 +600,12 @@ impl Database {
         let result = (|| {
             let tx = lease.conn().transaction_with_behavior(behavior).map_err(locked)?;
             let write = matches!(behavior, TransactionBehavior::Immediate);
-            let value = f(&Tx { conn: Conn::Sqlite(&tx), db: self, write })?;
+            let value = {
+                let tx = Tx::new(Conn::Sqlite(&tx), self, write);
+                let value = f(&tx)?;
+                tx.check_failures()?;
+                value
+            };
             tx.commit().map_err(locked)?;
             if matches!(behavior, TransactionBehavior::Immediate) {
                 if let Some(checkpointer) = inner.checkpointer() {
@@ -822,6 +914,8 @@ pub struct Tx<'a> {
     db: &'a Database,
     /// Whether it runs inside [`Database::write`].
     write: bool,
+    /// The first of its statements that failed.
+    failed: FirstFailure,
 }
 
 /// The driver side of a [`Tx`].
@@ -838,6 +932,50 @@ impl std::fmt::Debug for Tx<'_> {
 }
 
 impl<'a> Tx<'a> {
+    fn new(conn: Conn<'a>, db: &'a Database, write: bool) -> Self {
+        Self { conn, db, write, failed: FirstFailure::default() }
+    }
+
+    /// Where the statement methods note their first failure.
+    pub(crate) fn failures(&self) -> &FirstFailure {
+        &self.failed
+    }
+
+    /// [`Error::Aborted`] when a statement of this write failed, though its closure returned
+    /// `Ok`: the write is then rolled back on both backends (a read has nothing to lose).
+    fn check_failures(&self) -> Result<()> {
+        match self.failed.first() {
+            Some(first) if self.write => {
+                Err(Error::Aborted { path: self.db.location().to_path_buf(), first: first.into() })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The PostgreSQL transaction, on PostgreSQL (None on SQLite), lent to `f`: with
+    /// [`Tx::sqlite`], the escape hatch to the backend's driver for what [`Tx::prepare`] and its
+    /// kin do not cover (COPY, LISTEN, types the neutral API has no [`Param`] for). What passes
+    /// through it bypasses the redaction policy (decision 9) and returns the driver's errors; a
+    /// statement that fails in it must fail the closure too (PostgreSQL rolls the whole
+    /// transaction back at commit after a failed statement, and only the neutral API notices).
+    ///
+    /// [`Param`]: crate::Param
+    pub fn postgres<T>(&self, f: impl FnOnce(&mut postgres::Transaction<'_>) -> T) -> Option<T> {
+        match self.conn {
+            Conn::Sqlite(_) => None,
+            Conn::Postgres(c) => {
+                let mut f = Some(f);
+                let mut out = None;
+                c.with_transaction(&mut |tx| {
+                    if let Some(f) = f.take() {
+                        out = Some(f(tx));
+                    }
+                });
+                out
+            }
+        }
+    }
+
     /// The SQLite connection, on SQLite (None on PostgreSQL): the escape hatch, and the one
     /// driver type in this crate's public API, kept on purpose. Tests that play an attacker with
     /// file access use it to write around the stores (forged rows, a page limit standing in for

@@ -94,6 +94,19 @@ pub enum Error {
     /// The file was migrated by a newer version of this layer.
     #[error("database {path} is at schema version {found}, newer than this build knows ({supported}); use a newer aigentflow")]
     NewerSchema { path: PathBuf, found: i64, supported: i64 },
+    /// The database holds an application migration set at a newer version than the program
+    /// opening it knows (see [`MigrationSet`](crate::MigrationSet)).
+    #[error("database {path} has migration set {set} at version {found}, newer than this program's {supported}; use the newer program that owns the set")]
+    NewerSet { path: PathBuf, set: SafeText, found: i64, supported: i64 },
+    /// An application migration set is older than the program's, and the handle is read-only,
+    /// so it cannot be migrated.
+    #[error("database {path} has migration set {set} at version {found}, older than this program's {latest}; open it for writing once to migrate it")]
+    OutdatedSet { path: PathBuf, set: SafeText, found: i64, latest: i64 },
+    /// A write's statement failed and the closure went on and returned `Ok`: the transaction
+    /// was rolled back, on both backends (PostgreSQL cannot commit after a failed statement),
+    /// so that nothing of it is half-written. `first` is the failed statement's error.
+    #[error("the transaction on {path} was rolled back: a statement in it failed ({first})")]
+    Aborted { path: PathBuf, first: SafeText },
     /// The file could not be opened or set up: SQLite's message and its extended result code
     /// (see [`Error::Sqlite`]).
     #[error("cannot open database {path}: {message}")]

@@ -43,6 +43,7 @@ mod no_driver_types;
 pub mod output;
 mod pg;
 pub mod redact;
+mod sets;
 mod state_store;
 mod watch;
 
@@ -51,14 +52,15 @@ pub use bind::{Cell, Clean, FromCell, Param, Row, Rows, Stmt};
 pub use config::{ConfigEntry, ConfigStore, Scope};
 pub use copy::CopyReport;
 pub use db::{
-    Access, Backend, Database, Durability, Options, SchemaVersion, Tx, DB_ENV, DEFAULT_PATH,
-    SLOW_TARGET,
+    Access, Backend, Builder, Database, Durability, Options, SchemaVersion, Tx, DB_ENV,
+    DEFAULT_PATH, SLOW_TARGET,
 };
 pub use error::{Error, NotWritable, Result, SafeText};
 pub use location::Location;
 pub use maintenance::{BackupReport, ForeignKeyProblem, TABLES};
 pub use output::{Leftover, Output};
 pub use pg::{display_url, is_url as is_postgres_url};
+pub use sets::{AppMigration, MigrationSet, SetVersion, CORE_SET};
 pub use state_store::{ResumableTask, SqliteStateStore, TaskSummary};
 pub use watch::{Watch, Watched, SQLITE_POLL};
 

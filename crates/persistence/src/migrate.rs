@@ -13,7 +13,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::error::{Error, Result};
+use crate::db::Backend;
+use crate::error::{Error, Result, SqliteResult};
+use crate::sets::{self, AppMigration, History, MigrationSet, Recorded};
 
 refinery::embed_migrations!("../../migrations");
 
@@ -21,6 +23,9 @@ const HISTORY_TABLE: &str = "refinery_schema_history";
 
 /// The migration that adds the audit chain's columns (V3).
 const AUDIT_CHAIN_VERSION: i64 = 3;
+
+/// The migration that adds the history of application migration sets (V10).
+pub(crate) const SETS_VERSION: i64 = 10;
 
 /// The newest migration this build knows.
 pub fn latest_version() -> i64 {
@@ -43,9 +48,10 @@ pub(crate) fn applied_version(conn: &Connection) -> rusqlite::Result<i64> {
     .map(|v| v.unwrap_or(0))
 }
 
-/// Brings the database up to the latest version; returns the versions it applied.
-pub(crate) fn run(conn: &mut Connection, path: &Path) -> Result<Vec<i64>> {
-    run_to(conn, path, latest_version())
+/// Brings the database up to the latest version, and `sets` up to theirs, in one transaction;
+/// returns the core versions it applied.
+pub(crate) fn run(conn: &mut Connection, path: &Path, sets: &[MigrationSet]) -> Result<Vec<i64>> {
+    run_to(conn, path, latest_version(), sets)
 }
 
 /// Brings the SQLite file at `path` (created if missing) up to migration `target`, and no
@@ -54,16 +60,29 @@ pub(crate) fn run(conn: &mut Connection, path: &Path) -> Result<Vec<i64>> {
 #[doc(hidden)]
 pub fn run_file_to(path: &Path, target: i64) -> Result<Vec<i64>> {
     let mut conn = Connection::open(crate::db::literal_path(path)).map_err(classify(path))?;
-    run_to(&mut conn, path, target)
+    run_to(&mut conn, path, target, &[])
 }
 
-/// Brings the database up to `target`.
-pub(crate) fn run_to(conn: &mut Connection, path: &Path, target: i64) -> Result<Vec<i64>> {
+/// Brings the database up to `target`, then `sets` (which need [`SETS_VERSION`]) up to theirs.
+pub(crate) fn run_to(
+    conn: &mut Connection,
+    path: &Path,
+    target: i64,
+    sets: &[MigrationSet],
+) -> Result<Vec<i64>> {
     let latest = latest_version();
     let open_err = classify(path);
     let found = applied_version(conn).map_err(classify(path))?;
     check_not_newer(path, found, latest)?;
-    if found >= target {
+    if !sets.is_empty() && target < SETS_VERSION {
+        return Err(Error::InvalidInput {
+            what: "migration target",
+            reason: format!("migration sets need core version {SETS_VERSION}, not {target}").into(),
+        });
+    }
+    let sets_current = found < SETS_VERSION
+        || sets::current(&mut SqliteHistory(conn, path), sets, Backend::Sqlite, path)?;
+    if found >= target && sets_current {
         return Ok(Vec::new());
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&open_err)?;
@@ -81,6 +100,7 @@ pub(crate) fn run_to(conn: &mut Connection, path: &Path, target: i64) -> Result<
         crate::audit_chain::seal_legacy_rows(&tx).map_err(&open_err)?;
     }
     applied.extend(migrate_to(&mut in_tx, path, target)?);
+    sets::apply(&mut SqliteHistory(&tx, path), sets, Backend::Sqlite, path)?;
     tx.commit().map_err(&open_err)?;
     tracing::info!(path = %path.display(), ?applied, "migrated database");
     Ok(applied)
@@ -264,4 +284,50 @@ pub fn version_at(path: &Path) -> Result<i64> {
     )
     .map_err(classify(path))?;
     applied_version(&conn).map_err(classify(path))
+}
+
+/// The sets' history on a SQLite connection (inside the opening's transaction when it writes).
+pub(crate) struct SqliteHistory<'c>(pub(crate) &'c Connection, pub(crate) &'c Path);
+
+impl History for SqliteHistory<'_> {
+    fn recorded(&mut self) -> Result<Vec<Recorded>> {
+        let exists: bool = self
+            .0
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+                [sets::HISTORY],
+                |r| r.get(0),
+            )
+            .map_err(classify(self.1))?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.0.prepare(sets::SELECT_HISTORY).map_err(classify(self.1))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Recorded {
+                    set: r.get(0)?,
+                    version: r.get(1)?,
+                    name: r.get(2)?,
+                    checksum: r.get(3)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        rows.map_err(classify(self.1))
+    }
+
+    fn apply(&mut self, sql: &str) -> Result<()> {
+        self.0.execute_batch(sql).or_error()
+    }
+
+    fn record(&mut self, set: &str, m: &AppMigration, checksum: &str) -> Result<()> {
+        let now = aigentflow_core_states::time::to_db(chrono::Utc::now());
+        self.0
+            .execute(
+                sets::INSERT_HISTORY,
+                rusqlite::params![set, m.version(), m.name(), checksum, now],
+            )
+            .map(drop)
+            .map_err(classify(self.1))
+    }
 }

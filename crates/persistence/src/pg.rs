@@ -12,6 +12,7 @@
 
 use std::cell::{Cell as StdCell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -24,7 +25,9 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::bind::{Cell, Param};
+use crate::db::Backend;
 use crate::error::{Error, Result};
+use crate::sets::{self, AppMigration, History, MigrationSet, Recorded};
 
 mod embedded {
     refinery::embed_migrations!("../../migrations-postgres");
@@ -369,6 +372,7 @@ impl PgInner {
         migrate: bool,
         any_version: bool,
         wait: Duration,
+        sets: &[MigrationSet],
     ) -> Result<Self> {
         let shown = display_url(url);
         let config: postgres::Config =
@@ -395,11 +399,22 @@ impl PgInner {
             if found > latest {
                 return Err(Error::NewerSchema { path: shown.into(), found, supported: latest });
             }
-            if found < latest {
+            if found < latest && (read_only || !migrate) {
+                return Err(Error::Outdated { path: shown.into(), found, latest });
+            }
+            let at = Path::new(&shown);
+            let sets_current = found < SETS_VERSION
+                || sets::current(&mut PgHistory(first.client()?), sets, Backend::Postgres, at)?;
+            if found < latest || !sets_current {
                 if read_only || !migrate {
-                    return Err(Error::Outdated { path: shown.into(), found, latest });
+                    sets::check_read_only(
+                        &mut PgHistory(first.client()?),
+                        sets,
+                        Backend::Postgres,
+                        at,
+                    )?;
                 }
-                migrate_on(&mut first, &shown)?;
+                migrate_on(&mut first, &shown, sets)?;
             }
         }
         // The first connection is the pool's first: the pool adopts it (lending it once and
@@ -651,9 +666,15 @@ pub(crate) trait PgAccess {
     ) -> Result<usize>;
     fn batch_execute(&self, sql: &str) -> Result<()>;
     fn insert_rows(&self, one_row: &str, insert: &str, rows: &[&[Param<'_>]]) -> Result<usize>;
+    /// Lends the driver's transaction to `f` (the escape hatch, [`crate::Tx::postgres`]).
+    fn with_transaction(&self, f: &mut dyn FnMut(&mut Transaction<'_>));
 }
 
 impl PgAccess for PgTx<'_> {
+    fn with_transaction(&self, f: &mut dyn FnMut(&mut Transaction<'_>)) {
+        f(&mut self.tx.borrow_mut());
+    }
+
     fn prepare(&self, sql: &str) -> Result<Statement> {
         if let Some(stmt) = self.statements.borrow().by_sql.get(sql) {
             return Ok(stmt.clone());
@@ -872,7 +893,7 @@ fn next_fetch(batch: &VecDeque<postgres::Row>, asked: i32) -> i32 {
 /// Applies the migrations this build has and the database lacks on `conn` (of the database
 /// `shown`), in one transaction that first takes the migration lock: of processes starting at
 /// once, one applies them, the others wait and then find nothing to do.
-fn migrate_on(conn: &mut PgConn, shown: &str) -> Result<Vec<i64>> {
+fn migrate_on(conn: &mut PgConn, shown: &str, sets: &[MigrationSet]) -> Result<Vec<i64>> {
     let mut tx = conn.client()?.transaction().map_err(Error::from_postgres)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(Error::from_postgres)?;
@@ -887,6 +908,7 @@ fn migrate_on(conn: &mut PgConn, shown: &str) -> Result<Vec<i64>> {
         .set_abort_missing(true)
         .run(&mut InTransaction(&mut tx))
         .map_err(|e| Error::Migrate { path: shown.into(), reason: e.to_string().into() })?;
+    sets::apply(&mut PgHistory(&mut tx), sets, Backend::Postgres, Path::new(shown))?;
     tx.commit().map_err(Error::from_postgres)?;
     let applied: Vec<i64> =
         report.applied_migrations().iter().map(|m| i64::from(m.version())).collect();
@@ -1031,6 +1053,54 @@ fn applied_version(
     Ok(row.get::<_, Option<i64>>(0).unwrap_or(0))
 }
 
+/// The migration that adds the history of application migration sets (V4).
+const SETS_VERSION: i64 = 4;
+
+/// The sets' history on a PostgreSQL client (inside the opening's transaction when it writes).
+struct PgHistory<'a, C: postgres::GenericClient>(&'a mut C);
+
+impl<C: postgres::GenericClient> History for PgHistory<'_, C> {
+    fn recorded(&mut self) -> Result<Vec<Recorded>> {
+        let exists = self
+            .0
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&format!("public.{}", sets::HISTORY)],
+            )
+            .map_err(Error::from_postgres)?;
+        if !exists.get::<_, bool>(0) {
+            return Ok(Vec::new());
+        }
+        let rows = self.0.query(sets::SELECT_HISTORY, &[]).map_err(Error::from_postgres)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Recorded {
+                    set: r.try_get(0)?,
+                    version: r.try_get(1)?,
+                    name: r.try_get(2)?,
+                    checksum: r.try_get(3)?,
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, postgres::Error>>()
+            .map_err(Error::from_postgres)
+    }
+
+    fn apply(&mut self, sql: &str) -> Result<()> {
+        self.0.batch_execute(sql).map_err(Error::from_postgres)
+    }
+
+    fn record(&mut self, set: &str, m: &AppMigration, checksum: &str) -> Result<()> {
+        let now = aigentflow_core_states::time::to_db(chrono::Utc::now());
+        self.0
+            .execute(
+                &dollar_params(sets::INSERT_HISTORY),
+                &[&set, &i64::from(m.version()), &m.name(), &checksum, &now],
+            )
+            .map(drop)
+            .map_err(Error::from_postgres)
+    }
+}
+
 /// A transaction refinery runs its statements in, without opening one of its own.
 struct InTransaction<'a, 'c>(&'a mut Transaction<'c>);
 
@@ -1132,7 +1202,7 @@ mod tests {
 
     impl Fresh {
         fn open(&self) -> PgInner {
-            PgInner::open(&self.url, false, true, false, Duration::from_secs(30)).unwrap()
+            PgInner::open(&self.url, false, true, false, Duration::from_secs(30), &[]).unwrap()
         }
 
         /// A plain connection to the database, outside the pool.
