@@ -697,3 +697,51 @@ fn a_database_is_named_by_path_or_sqlite_url_and_another_backends_url_is_refused
         assert_eq!(std::fs::read_dir(inside.path()).unwrap().count(), 0, "{url}: nothing created");
     }
 }
+
+on_both! {
+/// `status` lists every migration set the database records, the core first, then each
+/// program's own by name, whether or not this program knows them; `--json` gives the same.
+fn status_lists_every_migration_set_and_its_version(t: EmptyDb) {
+    use aigentflow_persistence::{AppMigration, Database, MigrationSet};
+    let step = |set: &str, v: u32| {
+        AppMigration::owned(
+            v,
+            format!("step {v}"),
+            format!("CREATE TABLE {set}_{v} (x INTEGER)"),
+            format!("CREATE TABLE {set}_{v} (x BIGINT)"),
+        )
+    };
+    let set = |name: &str, latest: u32| {
+        MigrationSet::new(name, (1..=latest).map(|v| step(name, v))).unwrap()
+    };
+    let status = run(init(t), &["--json", "status"]).ok().json();
+    let core = status["migration"].as_i64().unwrap();
+    assert_eq!(status["migration_sets"], serde_json::json!([{ "name": "core", "version": core }]));
+    Database::builder(t.location())
+        .migrations(set("orchestrator", 2))
+        .unwrap()
+        .migrations(set("billing", 1))
+        .unwrap()
+        .open()
+        .unwrap();
+    let status = run(at(t), &["--json", "status"]).ok().json();
+    assert_eq!(
+        status["migration_sets"],
+        serde_json::json!([
+            { "name": "core", "version": core },
+            { "name": "billing", "version": 1 },
+            { "name": "orchestrator", "version": 2 },
+        ])
+    );
+    let text = run(at(t), &["status"]).ok().stdout;
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("MIGRATION SET"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let core = core.to_string();
+    assert_eq!(rows, [vec!["core", core.as_str()], vec!["billing", "1"], vec!["orchestrator", "2"]], "{text}");
+}
+}
