@@ -526,3 +526,23 @@ fn a_builder_refuses_a_set_added_twice_and_opens_nothing() {
         Database::builder_in_memory().migrations(set("orchestrator", 2)).unwrap().open().unwrap();
     assert_eq!(versions(&mem).last().unwrap(), &("orchestrator".to_owned(), 2));
 }
+
+on_both! {
+/// `db copy` copies the core tables only: a source holding application sets is refused naming
+/// them (their tables would be left behind), and the destination is left empty; a destination
+/// holding sets is not empty.
+fn a_copy_refuses_a_database_holding_application_sets(t: EmptyDb) {
+    let src = open_with(t.location(), &[set("billing", 2), set("flags", 1)]).unwrap();
+    let dest_path = t.dir().join("copy.db");
+    let dest = Database::open(dest_path.to_str().unwrap()).unwrap();
+    let e = src.copy_into(&dest, |_, _, _| {}).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("billing at version 2") && text.contains("flags at version 1"), "{text}");
+    let rows = dest.table_counts().unwrap();
+    assert!(rows.iter().all(|(table, n)| *n == 0 || *table == "schema_versions"), "{rows:?}");
+    // The other way: a plain source into a destination holding a set.
+    let plain = Database::open(t.dir().join("plain.db").to_str().unwrap()).unwrap();
+    let e = plain.copy_into(&src, |_, _, _| {}).unwrap_err();
+    assert!(e.to_string().contains("aigentflow_migration_sets"), "{e}");
+}
+}
