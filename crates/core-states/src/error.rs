@@ -24,6 +24,19 @@ pub enum Error {
     /// A transition table failed its check.
     #[error("invalid transition table: {0}")]
     InvalidTable(String),
+    /// A workflow definition's text is not a valid definition; `line` and `column` (from 1) say
+    /// where, when the problem is at one place of the text.
+    #[error("invalid workflow{}: {reason}", place(*line, *column))]
+    InvalidWorkflow { line: Option<usize>, column: Option<usize>, reason: String },
+}
+
+/// " at line L column C", or nothing.
+fn place(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(" at line {l} column {c}"),
+        (Some(l), None) => format!(" at line {l}"),
+        _ => String::new(),
+    }
 }
 
 /// `Result` with this crate's [`Error`].

@@ -21,6 +21,7 @@ mod names;
 mod store;
 mod table;
 pub mod time;
+mod workflow;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use closed::UnknownVariant;
@@ -31,3 +32,4 @@ pub use machine::{MachineEvent, StateMachine};
 pub use names::{Event, UnknownName, WorkflowState};
 pub use store::{InMemoryStateStore, PersistedState, StateStore};
 pub use table::{FromStates, Guard, Rule, Target, TransitionTable};
+pub use workflow::{Format, WorkflowDefinition, DEFAULT_WORKFLOW_YAML};

@@ -216,64 +216,9 @@ impl TransitionTable {
     }
 }
 
+#[cfg(test)]
 fn rule(from: &[WorkflowState], event: Event, to: WorkflowState, guard: Option<Guard>) -> Rule {
     Rule { from: FromStates::States(from.to_vec()), event, to: Target::State(to), guard }
-}
-
-impl Default for TransitionTable {
-    /// The aigentflow hub-and-spoke graph (DESIGN.md, "The default workflow graph").
-    fn default() -> Self {
-        use Event as E;
-        use Guard as G;
-        use WorkflowState as S;
-        let rules = vec![
-            rule(&[S::Idle], E::Start, S::Analyzing, None),
-            rule(&[S::Analyzing], E::AnalysisComplete, S::Orchestrating, None),
-            rule(&[S::Orchestrating], E::SpawnAgent, S::AgentWorking, Some(G::AgentsAvailable)),
-            rule(&[S::Orchestrating], E::WorkflowComplete, S::Completing, Some(G::AgentQueueEmpty)),
-            rule(&[S::AgentWorking], E::AgentDone, S::AgentComplete, None),
-            rule(&[S::AgentComplete], E::RouteNext, S::Orchestrating, Some(G::RouteOnward)),
-            rule(
-                &[S::AgentComplete],
-                E::NeedsApproval,
-                S::AwaitingApproval,
-                Some(G::OutputNeedsApproval),
-            ),
-            rule(&[S::AgentComplete], E::AllComplete, S::Completing, Some(G::OutputComplete)),
-            rule(&[S::AgentComplete], E::EnterTestPhase, S::Testing, Some(G::CurrentAgentIsTester)),
-            rule(&[S::AwaitingApproval], E::Approve, S::Approved, None),
-            rule(&[S::AwaitingApproval], E::Reject, S::Rejected, None),
-            rule(&[S::AwaitingApproval], E::ApprovalTimeout, S::Rejected, None),
-            rule(&[S::Approved, S::Rejected], E::Continue, S::Orchestrating, None),
-            rule(&[S::Testing], E::AllTestsPass, S::TestsPass, None),
-            rule(&[S::Testing], E::TestsFailed, S::TestsFail, None),
-            rule(&[S::TestsPass], E::TestsPassedContinue, S::Orchestrating, None),
-            rule(&[S::TestsFail], E::StartFix, S::Fixing, Some(G::RetriesRemain)),
-            rule(&[S::TestsFail], E::MaxRetriesExceeded, S::Escalated, Some(G::RetriesExhausted)),
-            rule(&[S::Fixing], E::FixComplete, S::Testing, None),
-            rule(&[S::Completing], E::Finalize, S::Completed, None),
-            Rule {
-                from: FromStates::AnyOpen,
-                event: E::Error,
-                to: Target::State(S::Error),
-                guard: None,
-            },
-            Rule {
-                from: FromStates::AnyOpen,
-                event: E::Abort,
-                to: Target::State(S::Aborted),
-                guard: None,
-            },
-            rule(&[S::Error], E::StartRecovery, S::Recovering, None),
-            Rule {
-                from: FromStates::States(vec![S::Recovering]),
-                event: E::RestoreCheckpoint,
-                to: Target::CheckpointState,
-                guard: None,
-            },
-        ];
-        Self { rules, closed: [S::Completed, S::Aborted].into_iter().collect() }
-    }
 }
 
 #[cfg(test)]
