@@ -7,6 +7,8 @@
 //! * [`tracker`]: execution traces, agent invocations, metrics and crash recovery.
 //! * [`approvals`]: durable approval requests, decided or expired in one transaction with the
 //!   task's transition and its audit entry.
+//! * [`workflows`]: workflow definitions as versioned files, cached in the database, tasks
+//!   bound to the one they started under, pictures of the graph.
 //!
 //! Ids are typed on both sides, writes and reads alike: [`ProjectId`], [`TaskId`], [`TraceId`],
 //! [`InvocationId`] and [`LessonId`] are re-exported here; so are [`chrono`] and [`serde_json`],
@@ -25,6 +27,7 @@ pub use aigentflow_core_states as states;
 pub use aigentflow_lessons as lessons;
 pub use aigentflow_persistence as persistence;
 pub use aigentflow_tracker as tracker;
+pub use aigentflow_workflows as workflows;
 
 /// The ids every store takes and hands back, in one place: a project's and a task's (from
 /// [`states`]), a trace's and an agent invocation's (from [`tracker`]), a lesson's (from
@@ -60,6 +63,9 @@ pub enum Error {
     /// The approvals store.
     #[error(transparent)]
     Approvals(#[from] approvals::Error),
+    /// Workflow definitions (a file that is not one, a changed definition, an unknown task).
+    #[error(transparent)]
+    Workflows(#[from] workflows::Error),
     /// The state machine (a refused transition, a table that breaks an invariant).
     #[error(transparent)]
     States(#[from] states::Error),

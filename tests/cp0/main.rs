@@ -25,3 +25,4 @@ mod standalone;
 mod states;
 mod support;
 mod tracker;
+mod workflows;

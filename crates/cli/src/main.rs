@@ -13,6 +13,7 @@ mod out;
 mod tail;
 mod tasks;
 mod traces;
+mod workflow;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -124,6 +125,9 @@ enum Command {
     /// Approval requests waiting for a person, and their decisions.
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
+    /// Workflow definitions: versioned files, loaded into the database, shown as pictures.
+    #[command(subcommand)]
+    Workflow(workflow::WorkflowCommand),
     /// Configuration values, global or per project.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -314,6 +318,7 @@ fn run(cli: Cli) -> anyhow::Result<Done> {
         Command::Lessons(c) => lessons::run(&ctx, c),
         Command::Traces(c) => traces::run(&ctx, c),
         Command::Approvals(c) => approvals::run(&ctx, c),
+        Command::Workflow(command) => workflow::run(&ctx, command),
         Command::Config(c) => config::run(&ctx, c),
         Command::Db(c) => db::run(&ctx, c),
     }

@@ -1,7 +1,8 @@
 //! `tasks …`: workflow states, histories and checkpoints.
 
-use aigentflow_core_states::{ProjectId, StateStore, TaskId, WorkflowState};
+use aigentflow_core_states::{ProjectId, TaskId, WorkflowState};
 use aigentflow_persistence::SqliteStateStore;
+use aigentflow_workflows::{render, Workflows};
 use clap::Subcommand;
 
 use crate::out::{cell, opt, say, table, when};
@@ -18,11 +19,16 @@ pub enum TasksCommand {
         #[arg(long, value_parser = args::name)]
         state: Option<String>,
     },
-    /// A task's state, prompt, history and checkpoints.
+    /// A task's state, prompt, workflow, history and checkpoints; or, with `--format mermaid`,
+    /// the path it took over its workflow's graph (the edges it took highlighted, with how many
+    /// times each, so a test/fix loop shows its count).
     Show {
         /// The task id (not empty).
         #[arg(value_parser = args::id::<TaskId>)]
         task: TaskId,
+        /// text: the task; mermaid: its path over its workflow's graph.
+        #[arg(long, value_enum, default_value = "text")]
+        format: ShowFormat,
     },
     /// Tasks that can be resumed (not completed, aborted or escalated), with their latest checkpoint.
     Resumable {
@@ -32,8 +38,16 @@ pub enum TasksCommand {
     },
 }
 
+/// How `tasks show` prints a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShowFormat {
+    Text,
+    Mermaid,
+}
+
 pub fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<Done> {
-    let store = SqliteStateStore::new(ctx.read()?);
+    let db = ctx.read()?;
+    let store = SqliteStateStore::new(db.clone());
     match command {
         TasksCommand::List { project, state } => {
             let state = state.map(|s| WorkflowState::parse(&s.to_uppercase()));
@@ -63,14 +77,29 @@ pub fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<Done> {
                 );
             })?;
         }
-        TasksCommand::Show { task } => {
-            let state = store.load_state(&task)?.ok_or_else(|| {
-                anyhow::anyhow!("task {task} not found (see `aigentflow tasks list`)")
-            })?;
+        TasksCommand::Show { task, format } => {
+            let workflows = Workflows::new(db);
+            let (state, definition) = match workflows.load_task(&task) {
+                Err(aigentflow_workflows::Error::UnknownTask { .. }) => {
+                    anyhow::bail!("task {task} not found (see `aigentflow tasks list`)")
+                }
+                other => other?,
+            };
+            if format == ShowFormat::Mermaid {
+                crate::workflow::lines(&render::task_mermaid(&definition, &state.history));
+                return Ok(Done::Ok);
+            }
+            let bound = workflows.definition_of(&task)?;
             ctx.out.emit(&state, || {
                 say!("task     {}", state.task_id);
                 say!("project  {}", state.project_id);
                 say!("state    {}", state.state);
+                match &bound {
+                    Some(w) => say!("workflow {w}"),
+                    None => {
+                        say!("workflow {}@{} (compiled in)", definition.name, definition.version)
+                    }
+                }
                 say!("prompt   {}", cell(&state.context.prompt, 100));
                 say!("retries  {} of {}", state.context.retry_count, state.context.max_retries);
                 say!();

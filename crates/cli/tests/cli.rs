@@ -745,3 +745,84 @@ fn status_lists_every_migration_set_and_its_version(t: EmptyDb) {
     assert_eq!(rows, [vec!["core", core.as_str()], vec!["billing", "1"], vec!["orchestrator", "2"]], "{text}");
 }
 }
+
+on_both! {
+/// `workflow check` names each problem with its file and place (exit 3); `workflow load` loads a
+/// folder once (again: unchanged) and refuses a changed definition without a new version;
+/// `list` and `show` read them back, `show --format mermaid|dot` draws every edge of the graph
+/// (counted back), `--format yaml` gives the definition back; `tasks show --format mermaid`
+/// draws the path a task took.
+fn workflow_files_are_checked_loaded_listed_and_shown_from_the_shell(t: EmptyDb) {
+    use aigentflow_core_states::{Format, WorkflowDefinition};
+    use aigentflow_workflows::render;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows");
+    let default_file = repo.join("aigentflow-default.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let good = default_file.to_str().unwrap();
+    let bad = [
+        ("unknown.yaml", "name: w\nversion: 1\nrules: []\ncolour: red\n", "line 4"),
+        ("lower.yaml", "name: w\nversion: 1\nrules:\n  - from: [A]\n    event: go\n    to: B\n", "line 4"),
+        ("closed.json", "{\"name\": \"w\", \"version\": 1, \"closed\": [\"A\"],\n \"rules\": [{\"from\": [\"A\"], \"event\": \"GO\", \"to\": \"B\"}]}", "rule 0 (GO) starts from closed state A"),
+    ];
+    let mut args = vec!["workflow".to_owned(), "check".to_owned(), good.to_owned()];
+    for (name, text, _) in &bad {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        args.push(path.to_str().unwrap().to_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run(at(t), &args);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", r.stdout);
+    assert!(lines[0].starts_with("ok") && lines[0].contains("aigentflow-default@1"), "{}", r.stdout);
+    for (line, (name, _, place)) in lines[1..].iter().zip(&bad) {
+        assert!(line.starts_with("problem") && line.contains(name) && line.contains(place), "{line}");
+    }
+    assert!(nothing_at(t), "check needs no database");
+    // Load, load again, list.
+    init(t);
+    let loaded = run(at(t), &["--json", "workflow", "load", repo.to_str().unwrap()]).ok().json();
+    assert_eq!(loaded[0]["loaded"], "new");
+    let again = run(at(t), &["--json", "workflow", "load", repo.to_str().unwrap()]).ok().json();
+    assert_eq!(again[0]["loaded"], "unchanged");
+    let list = run(at(t), &["--json", "workflow", "list"]).ok().json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["content_hash"].as_str().unwrap().len(), 64);
+    // A changed definition without a new version.
+    let changed = dir.path().join("changed");
+    std::fs::create_dir(&changed).unwrap();
+    let text = std::fs::read_to_string(&default_file).unwrap();
+    std::fs::write(changed.join("d.yaml"), text.replace("to: ORCHESTRATING\n", "to: PLANNING\n")).unwrap();
+    let r = run(at(t), &["workflow", "load", changed.to_str().unwrap()]);
+    assert_error_line(&r, 1, "aigentflow-default@1 is already loaded with other content");
+    assert_eq!(run(at(t), &["--json", "workflow", "list"]).ok().json(), list);
+    // Pictures, counted back.
+    let default = WorkflowDefinition::default_workflow();
+    let edges = render::expected_edges(default);
+    let mermaid = run(at(t), &["workflow", "show", "aigentflow-default", "--format", "mermaid"]).ok().stdout;
+    assert!(mermaid.contains("flowchart LR"), "{mermaid}");
+    assert_eq!(mermaid.lines().filter(|l| l.contains(" -->|")).count(), edges, "{mermaid}");
+    let dot = run(at(t), &["workflow", "show", "aigentflow-default@1", "--format", "dot"]).ok().stdout;
+    assert_eq!(dot.lines().filter(|l| l.contains(" -> ")).count(), edges, "{dot}");
+    let yaml = run(at(t), &["workflow", "show", "aigentflow-default", "--format", "yaml"]).ok().stdout;
+    assert_eq!(&WorkflowDefinition::parse(&yaml, Format::Yaml).unwrap(), default);
+    let shown = run(at(t), &["--json", "workflow", "show", "aigentflow-default"]).ok().json();
+    assert_eq!(shown["rules"].as_array().unwrap().len(), default.table.rules().len());
+    for spec in ["nope", "aigentflow-default@2"] {
+        assert_error_line(&run(at(t), &["workflow", "show", spec]), 1, "is loaded; load it with");
+    }
+    for spec in ["@1", "x@0", "x@y", ""] {
+        assert_error_line(&run(at(t), &["workflow", "show", spec]), 1, "is not NAME or NAME@VERSION");
+    }
+    // The path a task took.
+    let (_, report) = demo(t);
+    let task = report["task"].as_str().unwrap();
+    let path = run(at(t), &["tasks", "show", task, "--format", "mermaid"]).ok().stdout;
+    assert!(path.matches("linkStyle").count() >= 5, "{path}");
+    assert!(path.lines().filter(|l| l.contains("-->|") || l.contains("-.->|")).count() >= edges, "{path}");
+    assert!(path.contains(" x1\"|"), "{path}");
+    let text = run(at(t), &["tasks", "show", task]).ok().stdout;
+    assert!(text.contains("workflow aigentflow-default@1"), "{text}");
+}
+}

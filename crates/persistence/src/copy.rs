@@ -19,9 +19,11 @@ use crate::error::{Error, Result};
 /// The tables a copy moves, parents before children, with the order rows are read in. Their
 /// columns are read from each database's schema (see [`columns`]), so a column a migration adds
 /// is copied without being named here, and a column one side lacks stops the copy.
-const TABLES: [(&str, &str); 10] = [
+const TABLES: [(&str, &str); 12] = [
     ("schema_versions", "version"),
+    ("workflow_definitions", "name, version"),
     ("workflow_states", "task_id"),
+    ("task_workflows", "task_id"),
     ("state_transitions", "id"),
     ("checkpoints", "task_id, seq, id"),
     ("approval_requests", "id"),

@@ -12,8 +12,10 @@ use crate::error::{Error, Result, SqliteResult};
 use crate::output::{self, Leftover, Output, TempFile};
 
 /// The tables of the schema, in the order a status report lists them.
-pub const TABLES: [&str; 10] = [
+pub const TABLES: [&str; 12] = [
+    "workflow_definitions",
     "workflow_states",
+    "task_workflows",
     "state_transitions",
     "checkpoints",
     "approval_requests",
