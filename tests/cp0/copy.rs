@@ -15,7 +15,8 @@ fn dump(db: &Database) -> Vec<(String, Vec<Vec<String>>)> {
         "checkpoints" => "task_id, seq, id",
         "configurations" => "key, scope",
         "schema_versions" => "version",
-        "workflow_states" => "task_id",
+        "workflow_states" | "task_workflows" => "task_id",
+        "workflow_definitions" => "name, version",
         _ => "id",
     };
     db.read(|tx| {
@@ -100,6 +101,15 @@ fn populated() -> (tempfile::TempDir, Database) {
         entry.task_id = Some(format!("t{task}").as_str().into());
         entry.details = Some(serde_json::json!({"note": "line\nbreak, \"quotes\" and ünïcode"}));
         audit.log(&entry).unwrap();
+    }
+    // Workflow definitions, and tasks bound to them.
+    let workflows = aigentflow::workflows::Workflows::new(db.clone());
+    workflows
+        .load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows"))
+        .unwrap();
+    for task in 5..7 {
+        let context = StateContext::new("p".into(), format!("t{task}").as_str().into(), "go");
+        workflows.start("aigentflow-default", None, context).unwrap();
     }
     (dir, db)
 }
