@@ -16,7 +16,7 @@ use aigentflow::{ProjectId, TaskId};
 use aigentflow_testkit::EmptyDb;
 use proptest::prelude::*;
 
-use crate::inspect::Driver;
+use crate::inspect::{Driver, Raw};
 use crate::support::*;
 
 /// Migration `v` of a test set: a table per version, named after the set.
@@ -545,4 +545,221 @@ fn a_copy_refuses_a_database_holding_application_sets(t: EmptyDb) {
     let e = plain.copy_into(&src, |_, _, _| {}).unwrap_err();
     assert!(e.to_string().contains("aigentflow_migration_sets"), "{e}");
 }
+}
+
+/// A statement that fails inside a write, its error swallowed.
+type Swallowed = Box<dyn Fn(&Tx<'_>)>;
+
+/// The app table of the consistency tests: a key, and a value some rows cannot be cast from.
+fn kv_set() -> MigrationSet {
+    MigrationSet::new(
+        "kv",
+        [AppMigration::per_backend(
+            1,
+            "kv",
+            "CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT);
+             CREATE TABLE kv_rollback (k TEXT UNIQUE ON CONFLICT ROLLBACK);
+             CREATE TABLE kv_raise (k TEXT);
+             CREATE TRIGGER kv_raise_no_x BEFORE INSERT ON kv_raise WHEN NEW.k = 'x'
+             BEGIN SELECT RAISE(ROLLBACK, 'no x'); END;",
+            "CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)",
+        )],
+    )
+    .unwrap()
+}
+
+on_both! {
+/// A write reports success exactly when what it wrote is stored: whichever way a statement in
+/// it fails and is swallowed (a later row of a one-row query failing, a failure through the
+/// escape hatch, on SQLite a constraint or trigger that rolls the transaction back), the write
+/// either commits all it did and says so, or stores nothing and returns an error.
+fn a_write_reports_success_exactly_when_its_rows_are_stored(t: EmptyDb) {
+    let db = open_with(t.location(), &[kv_set()]).unwrap();
+    db.write(|tx| {
+        tx.execute("INSERT INTO kv (k, v) VALUES ('a', '10'), ('b', 'ten')", &[])
+    })
+    .unwrap();
+    let mut raw = Driver::of(t);
+    let mut ways: Vec<(&str, Swallowed)> = vec![
+        ("a cast failing on a later row", Box::new(|tx: &Tx<'_>| {
+            let _ = tx.query_row(
+                tx.dialect("SELECT CAST(v AS INTEGER) FROM kv ORDER BY k", "SELECT v::BIGINT FROM kv ORDER BY k"),
+                &[],
+                |r| r.get::<i64>(0),
+            );
+        })),
+        ("a failure through the escape hatch", Box::new(|tx: &Tx<'_>| match tx.backend() {
+            Backend::Sqlite => {
+                let _ = tx.sqlite().unwrap().execute("INSERT INTO kv (k) VALUES ('a')", []);
+            }
+            Backend::Postgres => {
+                let _ = tx.postgres(|pg| pg.execute("INSERT INTO kv (k) VALUES ('a')", &[]).is_ok());
+            }
+        })),
+    ];
+    if t.backend() == Backend::Sqlite {
+        ways.push(("ON CONFLICT ROLLBACK", Box::new(|tx: &Tx<'_>| {
+            let _ = tx.execute("INSERT INTO kv_rollback (k) VALUES ('x'), ('x')", &[]);
+        })));
+        ways.push(("RAISE(ROLLBACK)", Box::new(|tx: &Tx<'_>| {
+            let _ = tx.execute("INSERT INTO kv_raise (k) VALUES ('x')", &[]);
+        })));
+    }
+    for (i, (how, fail)) in ways.iter().enumerate() {
+        for after in [false, true] {
+            let task = format!("task-{i}-{after}");
+            let result = db.write(|tx| {
+                core_writes(tx, &task)?;
+                tx.execute("INSERT INTO kv (k, v) VALUES (?1, 'mine')", &[Param::text(&task)])?;
+                fail(tx);
+                if after {
+                    // More work after the swallowed failure.
+                    log_start(tx, &format!("{task}-after"))?;
+                }
+                Ok::<_, aigentflow::Error>(())
+            });
+            let stored = raw.count("SELECT COUNT(*) FROM kv WHERE k = ?1", &[Raw::text(&task)]);
+            let audited = raw.count("SELECT COUNT(*) FROM audit_logs WHERE task_id = ?1", &[Raw::text(&task)]);
+            assert_eq!(stored, audited, "{how}: the app row and the core writes go together");
+            assert_eq!(result.is_ok(), stored == 1, "{how}, after: {after}: {result:?}, stored {stored}");
+        }
+    }
+}
+}
+
+on_both! {
+/// Transaction control is the Database's: a statement of the neutral API that would begin, end
+/// or split the transaction is refused (written any way: case, blanks, comments first), and
+/// the write stores nothing; text that merely holds those words runs.
+fn transaction_control_through_the_neutral_api_is_refused(t: EmptyDb) {
+    let db = open_with(t.location(), &[kv_set()]).unwrap();
+    let mut raw = Driver::of(t);
+    let before = raw.count("SELECT COUNT(*) FROM audit_logs", &[]);
+    for sql in ["COMMIT", "commit", "  -- note\n ROLLBACK", "/* x */ BEGIN", "savepoint s", "RELEASE s",
+                "END", "end transaction", "START TRANSACTION", "Abort", "\n\tCommit;"] {
+        let e = db.write(|tx| {
+            core_writes(tx, "t")?;
+            tx.execute(sql, &[])?;
+            Ok::<_, aigentflow::Error>(())
+        }).unwrap_err();
+        assert!(e.to_string().contains("transaction control"), "{sql:?}: {e}");
+        assert_eq!(raw.count("SELECT COUNT(*) FROM audit_logs", &[]), before, "{sql:?}");
+    }
+    db.write(|tx| {
+        tx.execute("INSERT INTO kv (k, v) VALUES ('commit', 'END') -- rollback", &[])?;
+        tx.execute("/* begin */ UPDATE kv SET v = 'savepoint' WHERE k = 'commit'", &[])?;
+        tx.query_row("SELECT 1 -- commit", &[], |r| r.get::<i64>(0))
+    }).unwrap();
+    assert_eq!(raw.count("SELECT COUNT(*) FROM kv WHERE v = 'savepoint'", &[]), 1);
+}
+}
+
+on_both! {
+/// A set migration whose SQL ends the opening's transaction (COMMIT, ROLLBACK, a file wrapped
+/// in BEGIN…COMMIT) is refused naming the set and the version and saying why.
+fn a_set_migration_that_ends_the_transaction_is_refused_naming_it(t: EmptyDb) {
+    for (i, sql) in [
+        "CREATE TABLE ended_a (x INTEGER); COMMIT; CREATE TABLE ended_b (x INTEGER);",
+        "BEGIN; CREATE TABLE ended_c (x INTEGER); COMMIT;",
+        "CREATE TABLE ended_d (x INTEGER); ROLLBACK;",
+    ].into_iter().enumerate() {
+        let set = MigrationSet::new(&format!("ends{i}"), [AppMigration::new(1, "ends", sql)]).unwrap();
+        let e = open_with(t.location(), &[set]).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains(&format!("ends{i}")) && text.contains("version 1"), "{sql}: {text}");
+        assert!(matches!(e, Error::Migrate { .. }), "{sql}: {e:?}");
+    }
+}
+}
+
+on_both! {
+/// NaN and times without a stored form that reads back are refused when bound, the same way on
+/// both backends, and store nothing; infinities and the ends of years 0000 to 9999 round trip.
+fn values_without_a_stored_form_are_refused_alike_on_both_backends(t: EmptyDb) {
+    use aigentflow::chrono::{Duration, NaiveDate};
+    let db = open_with(t.location(), &[values_set()]).unwrap();
+    let leap = NaiveDate::from_ymd_opt(2016, 12, 31).unwrap().and_hms_milli_opt(23, 59, 59, 1500).unwrap().and_utc();
+    let max = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap() + Duration::milliseconds(999);
+    let refused = [
+        Param::real(f64::NAN),
+        Param::real(-f64::NAN),
+        Param::time(max + Duration::milliseconds(1)),
+        Param::time(Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap() - Duration::milliseconds(1)),
+        Param::time(leap),
+    ];
+    let mut raw = Driver::of(t);
+    for (i, p) in refused.iter().enumerate() {
+        let column = if i < 2 { "re" } else { "at" };
+        let e = db.write(|tx| tx.execute(&format!("INSERT INTO app_values (id, {column}) VALUES (?1, ?2)"), &[Param::int(100 + i as i64), p.clone()])).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("cannot be stored"), "{i}: {text}");
+        assert_eq!(raw.count("SELECT COUNT(*) FROM app_values", &[]), 0);
+    }
+    let kept = [f64::INFINITY, f64::NEG_INFINITY, f64::MIN_POSITIVE, -0.5];
+    for (i, r) in kept.iter().enumerate() {
+        let v = Values { r: Some(*r), at: Some(if i % 2 == 0 { max } else { Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap() }), n: None, t: None, raw: None, b: None, j: None, flag: None };
+        let back = db.write(|tx| { insert(tx, i as i64, &v)?; select(tx, i as i64) }).unwrap();
+        assert_eq!(back, Some(v));
+    }
+}
+}
+
+on_both! {
+/// History rows another program (or someone with the file) wrote badly never stop this one: a
+/// set named like the core is not listed as the core, rows of sets the program does not name
+/// are not read as its own; a bad row of a set it does name is refused naming that set.
+fn history_rows_written_around_the_sets_never_break_another_set(t: EmptyDb) {
+    let loc = t.location();
+    drop(open_with(loc, &[set("mine", 1)]).unwrap());
+    let mut raw = Driver::of(t);
+    let insert = "INSERT INTO aigentflow_migration_sets (set_name, version, name, checksum, applied_at) VALUES (?1, ?2, 'x', 'not a checksum', 'now')";
+    raw.execute(insert, &[Raw::text("core"), Raw::Int(99)]);
+    raw.execute(insert, &[Raw::text("other\u{1b}[31m"), Raw::Int(7)]);
+    if t.backend() == Backend::Sqlite {
+        raw.execute("INSERT INTO aigentflow_migration_sets (set_name, version, name, checksum, applied_at) VALUES ('junk', 'abc', 'x', 'y', 'z')", &[]);
+    }
+    let db = open_with(loc, &[set("mine", 2)]).unwrap();
+    let listed = versions(&db);
+    assert_eq!(listed.iter().filter(|(n, _)| n == "core").count(), 1, "{listed:?}");
+    assert_eq!(listed[0], ("core".to_owned(), core_version(t.backend())));
+    assert!(listed.contains(&("mine".to_owned(), 2)), "{listed:?}");
+    // A bad row of a set the program names is that set's problem, named.
+    raw.execute(insert, &[Raw::text("mine"), Raw::Int(1_000_000)]);
+    let e = open_with(loc, &[set("mine", 2)]).unwrap_err();
+    assert!(matches!(e, Error::NewerSet { .. }), "{e:?}");
+    if t.backend() == Backend::Sqlite {
+        raw.execute("DELETE FROM aigentflow_migration_sets WHERE version = 1000000", &[]);
+        raw.execute("INSERT INTO aigentflow_migration_sets (set_name, version, name, checksum, applied_at) VALUES ('mine', 'two', 'x', 'y', 'z')", &[]);
+        let e = open_with(loc, &[set("mine", 2)]).unwrap_err();
+        assert!(e.to_string().contains("migration set mine") && e.to_string().contains("not a number"), "{e}");
+        drop(open_with(loc, &[set("fresh", 1)]).unwrap());
+    }
+}
+}
+
+/// A set migration that changes its session (SET) leaves no trace on the connections the
+/// handle then lends: the connection that migrated is not kept.
+#[test]
+fn a_session_setting_made_by_a_set_migration_does_not_outlive_the_opening_on_postgres() {
+    let Some(t) = EmptyDb::postgres() else { return };
+    let set = MigrationSet::new(
+        "sessions",
+        [AppMigration::new(
+            1,
+            "session",
+            "SET application_name = 'changed by a migration'; CREATE TABLE sessions_t (x BIGINT);",
+        )],
+    )
+    .unwrap();
+    let db = open_with(t.location(), &[set]).unwrap();
+    for _ in 0..3 {
+        let name = db
+            .read(|tx| {
+                tx.query_row("SELECT current_setting('application_name')", &[], |r| {
+                    r.get::<String>(0)
+                })
+            })
+            .unwrap();
+        assert_eq!(name.as_deref(), Some("aigentflow"));
+    }
 }

@@ -239,6 +239,7 @@ fn copy(ctx: &Ctx, src: PathBuf, dest: PathBuf) -> anyhow::Result<Done> {
     let from = Ctx { path: src, out: ctx.out.clone(), lock_timeout: ctx.lock_timeout };
     let to = Ctx { path: dest, out: ctx.out.clone(), lock_timeout: ctx.lock_timeout };
     let source = from.read()?;
+    source.check_copy_source()?;
     let target = to.create()?;
     let bar = ctx.out.spinner("copying");
     let report = source.copy_into(&target, |table, done, total| {

@@ -826,3 +826,18 @@ fn workflow_files_are_checked_loaded_listed_and_shown_from_the_shell(t: EmptyDb)
     assert!(text.contains("workflow aigentflow-default@1"), "{text}");
 }
 }
+
+on_both! {
+/// `db copy` of a database that holds application migration sets is refused in one line naming
+/// them, before anything is made where the copy would go.
+fn db_copy_refuses_a_source_holding_sets_and_makes_no_destination(t: EmptyDb) {
+    use aigentflow_persistence::{AppMigration, Database, MigrationSet};
+    let set = MigrationSet::new("billing", [AppMigration::new(1, "t", "CREATE TABLE billing_t (x INTEGER)")]).unwrap();
+    Database::builder(t.location()).migrations(set).unwrap().open().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("copy.db");
+    let r = output(cmd(at(t)).args(["db", "copy", t.location(), dest.to_str().unwrap()]).output().unwrap());
+    assert_error_line(&r, 1, "billing at version 1");
+    assert!(!dest.exists(), "nothing made at {}", dest.display());
+}
+}

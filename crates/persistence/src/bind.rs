@@ -78,6 +78,10 @@ pub(crate) enum Bound<'a> {
     Real(f64),
     Text(Cow<'a, str>),
     Blob(Cow<'a, [u8]>),
+    /// A value neither backend can store as given: binding it is an error saying why, the
+    /// same on both (SQLite would store NaN as NULL; a time outside years 0000 to 9999 would be
+    /// text that no reader takes back).
+    Refused(&'static str),
 }
 
 impl<'a> Param<'a> {
@@ -155,8 +159,12 @@ impl<'a> Param<'a> {
         Self(Bound::Integer(value))
     }
 
-    /// A real number.
+    /// A real number. NaN is refused when bound (SQLite would store it as NULL, PostgreSQL
+    /// as NaN: the backends would disagree); infinities are stored on both.
     pub fn real(value: f64) -> Self {
+        if value.is_nan() {
+            return Self(Bound::Refused("NaN (not a number) cannot be stored; store NULL instead"));
+        }
         Self(Bound::Real(value))
     }
 
@@ -165,8 +173,16 @@ impl<'a> Param<'a> {
         Self(Bound::Integer(i64::from(value)))
     }
 
-    /// An instant in the stored form (`YYYY-MM-DD HH:MM:SS.SSS` UTC).
+    /// An instant in the stored form (`YYYY-MM-DD HH:MM:SS.SSS` UTC). One outside years 0000
+    /// to 9999, or in a leap second, has no stored form that reads back and sorts: it is
+    /// refused when bound.
     pub fn time(value: DateTime<Utc>) -> Param<'static> {
+        use chrono::{Datelike, Timelike};
+        if !(0..=9999).contains(&value.year()) || value.nanosecond() >= 1_000_000_000 {
+            return Param(Bound::Refused(
+                "a time outside years 0000 to 9999, or in a leap second, cannot be stored",
+            ));
+        }
         Param(Bound::Text(Cow::Owned(time::to_db(value))))
     }
 
@@ -189,6 +205,9 @@ impl ToSql for Bound<'_> {
             Bound::Real(r) => ValueRef::Real(*r),
             Bound::Text(t) => ValueRef::Text(t.as_bytes()),
             Bound::Blob(b) => ValueRef::Blob(b),
+            Bound::Refused(why) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure((*why).into()))
+            }
         }))
     }
 }
@@ -228,6 +247,7 @@ impl postgres::types::ToSql for Bound<'_> {
                 | PgType::UNKNOWN => pg(&t.as_ref(), ty, out),
                 _ => Err(format!("text cannot be bound to a parameter of type {ty}").into()),
             },
+            Bound::Refused(why) => Err((*why).into()),
             Bound::Blob(b) => match *ty {
                 PgType::BYTEA => pg(&b.as_ref(), ty, out),
                 _ => Err(format!("bytes cannot be bound to a parameter of type {ty}").into()),
@@ -562,12 +582,59 @@ impl Stmt<'_> {
     }
 }
 
+/// The transaction-control word `sql` starts with (after blanks and comments), if any: such a
+/// statement would end or split the transaction the closure runs in, which is the
+/// [`Database`](crate::Database)'s to begin and end.
+fn transaction_control(sql: &str) -> Option<&str> {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            break;
+        }
+    }
+    let word = rest.split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or("");
+    const CONTROL: [&str; 8] =
+        ["BEGIN", "START", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE", "ABORT"];
+    CONTROL.iter().any(|c| c.eq_ignore_ascii_case(word)).then_some(word)
+}
+
 impl Tx<'_> {
+    /// Refuses a statement this transaction cannot run: one of transaction control, and on
+    /// SQLite any statement once the transaction has ended inside the closure (a constraint
+    /// declared `ON CONFLICT ROLLBACK`, a trigger's `RAISE(ROLLBACK)`): what followed would run
+    /// outside it, committed on its own. PostgreSQL refuses those itself.
+    fn runnable(&self, sql: &str) -> Result<()> {
+        if let Some(word) = transaction_control(sql) {
+            return Err(Error::InvalidInput {
+                what: "statement",
+                reason: format!(
+                    "{word} is transaction control, which Database::write and read do: return an error from the closure to roll back"
+                )
+                .into(),
+            });
+        }
+        if let Conn::Sqlite(c) = self.conn() {
+            if c.is_autocommit() {
+                return Err(Error::Aborted {
+                    path: self.database().location().to_path_buf(),
+                    first: "a statement ended the transaction (ON CONFLICT ROLLBACK or RAISE(ROLLBACK)); nothing more runs in it".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Prepares `sql` (cached per connection). It is written in SQLite's dialect with `?N`
     /// parameters, which PostgreSQL reads as `$N`; where the dialects differ, pass the text for
     /// this transaction's backend ([`Tx::dialect`]).
     pub fn prepare(&self, sql: &str) -> Result<Stmt<'_>> {
         let failed = self.failures();
+        failed.note(self.runnable(sql))?;
         let stmt = failed.note(match self.conn() {
             Conn::Sqlite(c) => c.prepare_cached(sql).or_error().map(StmtInner::Sqlite),
             Conn::Postgres(c) => crate::pg::Stmt::prepare(c, sql).map(StmtInner::Postgres),
@@ -592,6 +659,7 @@ impl Tx<'_> {
 
     /// Runs statements that take no parameters and are fixed in the program (so no caller text).
     pub fn execute_batch(&self, sql: &'static str) -> Result<()> {
+        self.failures().note(self.runnable(sql))?;
         self.failures().note(match self.conn() {
             Conn::Sqlite(c) => c.execute_batch(sql).or_error(),
             Conn::Postgres(c) => c.batch_execute(sql),
@@ -614,6 +682,7 @@ impl Tx<'_> {
         }
         let placeholders: Vec<String> = (1..=N).map(|i| format!("?{i}")).collect();
         let one_row = format!("{insert} VALUES ({})", placeholders.join(", "));
+        self.failures().note(self.runnable(insert))?;
         self.failures().note(self.insert_each(&one_row, insert, rows))
     }
 

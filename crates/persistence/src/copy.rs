@@ -57,6 +57,13 @@ pub struct CopyReport {
 }
 
 impl Database {
+    /// Whether [`Database::copy_into`] takes this database as a source: one that holds
+    /// application migration sets is refused ([`Error::InvalidInput`] naming them), their tables
+    /// being the programs' that own them. Callers check it before making a destination.
+    pub fn check_copy_source(&self) -> Result<()> {
+        self.read(|src| refuse_sets(src, self))
+    }
+
     /// Copies every row of this database into `dest`, which must be empty (a fresh `init`:
     /// nothing but the schema's own version row). `progress` is told `(table, rows copied of
     /// the table so far, rows the table has)` as the copy goes. Either everything is copied or,

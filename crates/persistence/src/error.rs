@@ -236,9 +236,14 @@ impl Error {
                     None => db.message().into(),
                 },
             },
+            // The driver's words ("error serializing parameter 2") with their cause, which is
+            // where a value's own refusal is (`Param`'s binding names what it cannot store).
             None => Self::Postgres {
                 code: e.code().map(|c| c.code().to_owned()),
-                message: e.to_string().into(),
+                message: match std::error::Error::source(&e) {
+                    Some(cause) => format!("{e}: {cause}").into(),
+                    None => e.to_string().into(),
+                },
             },
         }
     }

@@ -199,6 +199,9 @@ impl Database {
             Error::Postgres { .. } | Error::Connect { .. } => e,
             other => copy_failure(dest, copy, role, other),
         };
+        // A source the copy refuses (it holds application sets) is the source's problem, told
+        // before the destination is made.
+        self.check_copy_source()?;
         let options = Options { access: Access::Create, ..Options::default() };
         let target = Database::open_with(copy, options).map_err(copy_err)?;
         self.copy_into(&target, |_, _, _| {}).map_err(copy_err)?;

@@ -305,15 +305,19 @@ impl History for SqliteHistory<'_> {
         let mut stmt = self.0.prepare(sets::SELECT_HISTORY).map_err(classify(self.1))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok(Recorded {
-                    set: r.get(0)?,
-                    version: r.get(1)?,
-                    name: r.get(2)?,
-                    checksum: r.get(3)?,
-                })
+                Ok(sets::parse_row(
+                    r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                    r.get(1).ok().flatten(),
+                    r.get(2).ok().flatten(),
+                    r.get(3).ok().flatten(),
+                ))
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
         rows.map_err(classify(self.1))
+    }
+
+    fn same_transaction(&mut self) -> Result<bool> {
+        Ok(!self.0.is_autocommit())
     }
 
     fn apply(&mut self, sql: &str) -> Result<()> {

@@ -404,17 +404,28 @@ impl PgInner {
             }
             let at = Path::new(&shown);
             let sets_current = found < SETS_VERSION
-                || sets::current(&mut PgHistory(first.client()?), sets, Backend::Postgres, at)?;
+                || sets::current(
+                    &mut PgHistory(first.client()?, None),
+                    sets,
+                    Backend::Postgres,
+                    at,
+                )?;
             if found < latest || !sets_current {
                 if read_only || !migrate {
                     sets::check_read_only(
-                        &mut PgHistory(first.client()?),
+                        &mut PgHistory(first.client()?, None),
                         sets,
                         Backend::Postgres,
                         at,
                     )?;
                 }
                 migrate_on(&mut first, &shown, sets)?;
+                if !sets.is_empty() {
+                    // An application's migration may change its session (SET, set_config):
+                    // the pool gets a connection of its own instead of that one.
+                    first = PgConn::new(connect_within(&config, wait, &shown)?);
+                    stats.connections.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         // The first connection is the pool's first: the pool adopts it (lending it once and
@@ -508,6 +519,7 @@ impl PgInner {
                 statements: RefCell::new(statements),
                 broken: StdCell::from_mut(broken),
                 stats: &self.stats,
+                lent: StdCell::new(false),
             };
             return match f(&cell) {
                 Ok(value) => cell.finish(true).map(|()| value).map_err(E::from),
@@ -615,6 +627,9 @@ pub(crate) struct PgTx<'c> {
     /// The connection's flag: set when an exchange finds the connection gone.
     broken: &'c StdCell<bool>,
     stats: &'c Stats,
+    /// Whether the escape hatch lent the driver's transaction: what failed through it is not
+    /// seen by this crate, so the transaction is checked before it commits.
+    lent: StdCell<bool>,
 }
 
 impl std::fmt::Debug for PgTx<'_> {
@@ -635,6 +650,18 @@ impl PgTx<'_> {
     /// Commits (`commit`) or rolls back the transaction. A connection whose rollback fails is
     /// marked broken: it may still be inside the transaction.
     fn finish(self, commit: bool) -> Result<()> {
+        if commit && self.lent.get() {
+            // A statement that failed through the escape hatch aborted the transaction, which
+            // the server would answer COMMIT for with ROLLBACK, reported by the driver as
+            // success: a statement in an aborted transaction fails instead (25P02).
+            self.stats.round_trip();
+            let checked = self.tx.borrow_mut().batch_execute("SELECT 1");
+            if let Err(e) = checked {
+                let e = self.fail(e);
+                let _ = self.finish(false);
+                return Err(e);
+            }
+        }
         let Self { tx, broken, stats, .. } = self;
         stats.round_trip();
         let ended = if commit { tx.into_inner().commit() } else { tx.into_inner().rollback() };
@@ -672,6 +699,7 @@ pub(crate) trait PgAccess {
 
 impl PgAccess for PgTx<'_> {
     fn with_transaction(&self, f: &mut dyn FnMut(&mut Transaction<'_>)) {
+        self.lent.set(true);
         f(&mut self.tx.borrow_mut());
     }
 
@@ -702,8 +730,15 @@ impl PgAccess for PgTx<'_> {
         self.stats.round_trip();
         let mut tx = self.tx.borrow_mut();
         let mut rows = tx.query_raw(stmt, params.iter().copied()).map_err(|e| self.fail(e))?;
-        // Any rows after the first are read and dropped by the driver before its next exchange.
-        rows.next().map_err(|e| self.fail(e))
+        let first = rows.next().map_err(|e| self.fail(e))?;
+        // The rest is read here, not dropped: an error the server raises on a later row (a cast
+        // that fails on the second row) ends the transaction, and would otherwise go unseen
+        // until COMMIT, which the server then answers with ROLLBACK.
+        // (A finished stream is not asked again: it would answer "connection closed".)
+        if first.is_some() {
+            while rows.next().map_err(|e| self.fail(e))?.is_some() {}
+        }
+        Ok(first)
     }
 
     fn bind(&self, stmt: &Statement, params: &[&(dyn ToSql + Sync)]) -> Result<postgres::Portal> {
@@ -908,7 +943,7 @@ fn migrate_on(conn: &mut PgConn, shown: &str, sets: &[MigrationSet]) -> Result<V
         .set_abort_missing(true)
         .run(&mut InTransaction(&mut tx))
         .map_err(|e| Error::Migrate { path: shown.into(), reason: e.to_string().into() })?;
-    sets::apply(&mut PgHistory(&mut tx), sets, Backend::Postgres, Path::new(shown))?;
+    sets::apply(&mut PgHistory(&mut tx, None), sets, Backend::Postgres, Path::new(shown))?;
     tx.commit().map_err(Error::from_postgres)?;
     let applied: Vec<i64> =
         report.applied_migrations().iter().map(|m| i64::from(m.version())).collect();
@@ -1057,7 +1092,7 @@ fn applied_version(
 const SETS_VERSION: i64 = 4;
 
 /// The sets' history on a PostgreSQL client (inside the opening's transaction when it writes).
-struct PgHistory<'a, C: postgres::GenericClient>(&'a mut C);
+struct PgHistory<'a, C: postgres::GenericClient>(&'a mut C, Option<i64>);
 
 impl<C: postgres::GenericClient> History for PgHistory<'_, C> {
     fn recorded(&mut self) -> Result<Vec<Recorded>> {
@@ -1074,15 +1109,26 @@ impl<C: postgres::GenericClient> History for PgHistory<'_, C> {
         let rows = self.0.query(sets::SELECT_HISTORY, &[]).map_err(Error::from_postgres)?;
         rows.iter()
             .map(|r| {
-                Ok(Recorded {
-                    set: r.try_get(0)?,
-                    version: r.try_get(1)?,
-                    name: r.try_get(2)?,
-                    checksum: r.try_get(3)?,
-                })
+                Ok(sets::parse_row(
+                    r.try_get::<_, Option<String>>(0)?.unwrap_or_default(),
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                ))
             })
             .collect::<std::result::Result<Vec<_>, postgres::Error>>()
             .map_err(Error::from_postgres)
+    }
+
+    fn same_transaction(&mut self) -> Result<bool> {
+        // The transaction's id, assigned on first asking: after a COMMIT in a migration's SQL
+        // the statements that follow run in transactions of their own, with other ids.
+        let now: i64 = self
+            .0
+            .query_one("SELECT txid_current()", &[])
+            .and_then(|r| r.try_get(0))
+            .map_err(Error::from_postgres)?;
+        Ok(*self.1.get_or_insert(now) == now)
     }
 
     fn apply(&mut self, sql: &str) -> Result<()> {

@@ -212,6 +212,9 @@ pub(crate) trait History {
     fn apply(&mut self, sql: &str) -> Result<()>;
     /// Records an applied migration.
     fn record(&mut self, set: &str, m: &AppMigration, checksum: &str) -> Result<()>;
+    /// Whether the opening's transaction is still the one the sets began in: a migration whose
+    /// SQL holds COMMIT or ROLLBACK ends it, and what follows would run outside it.
+    fn same_transaction(&mut self) -> Result<bool>;
 }
 
 /// The migrations of `set` that `recorded` (the whole history) lacks; a newer, changed or
@@ -223,6 +226,16 @@ fn pending<'s>(
     location: &Path,
 ) -> Result<Vec<&'s AppMigration>> {
     let applied: Vec<&Recorded> = recorded.iter().filter(|r| r.set == set.name).collect();
+    if let Some(bad) = applied.iter().find(|r| r.version < 1) {
+        return Err(Error::Migrate {
+            path: location.to_path_buf(),
+            reason: format!(
+                "migration set {}: its history holds a row whose version is not a number from 1 ({})",
+                set.name, bad.name
+            )
+            .into(),
+        });
+    }
     if let Some(newest) = applied.iter().map(|r| r.version).max() {
         if newest > i64::from(set.latest()) {
             return Err(Error::NewerSet {
@@ -322,18 +335,28 @@ pub(crate) fn apply(
         return Ok(Vec::new());
     }
     let recorded = history.recorded()?;
+    // What "the same transaction" is, taken before any migration runs.
+    history.same_transaction()?;
     let mut applied = Vec::new();
     for set in sets {
         for m in pending(set, &recorded, backend, location)? {
-            history.apply(m.sql(backend)).map_err(|e| Error::Migrate {
+            let failed = |e: String| Error::Migrate {
                 path: location.to_path_buf(),
                 reason: format!(
                     "migration set {} version {} ({}): {e}",
                     set.name, m.version, m.name
                 )
                 .into(),
-            })?;
-            history.record(&set.name, m, &m.checksum(backend))?;
+            };
+            history.apply(m.sql(backend)).map_err(|e| failed(e.to_string()))?;
+            if !history.same_transaction().map_err(|e| failed(e.to_string()))? {
+                return Err(failed(
+                    "its SQL ends the opening's transaction (COMMIT, END or ROLLBACK); a migration runs inside the opening's transaction, so remove the transaction control".to_owned(),
+                ));
+            }
+            history
+                .record(&set.name, m, &m.checksum(backend))
+                .map_err(|e| failed(e.to_string()))?;
             applied.push((set.name.clone(), m.version));
         }
     }
@@ -361,18 +384,41 @@ pub(crate) fn versions(tx: &crate::Tx<'_>, core: i64) -> Result<Vec<SetVersion>>
     if exists != Some(true) {
         return Ok(out);
     }
-    let mut stmt = tx.prepare(
-        "SELECT set_name, MAX(version) FROM aigentflow_migration_sets GROUP BY set_name ORDER BY set_name",
-    )?;
+    // Rows another program wrote are listed as they can be read: a version that is not a
+    // whole number (SQLite lets one in) is not one, and no set may be named like the core.
+    let mut stmt = tx.prepare(tx.dialect(VERSIONS, VERSIONS_PG))?;
     out.extend(stmt.query_map(&[], |r| {
-        Ok(SetVersion { name: r.get::<String>(0)?, version: r.get::<i64>(1)? })
+        Ok(SetVersion { name: r.get::<String>(0)?, version: r.get::<Option<i64>>(1)?.unwrap_or(0) })
     })?);
     Ok(out)
 }
 
-/// The history's rows, as [`History::recorded`] reads them.
-pub(crate) const SELECT_HISTORY: &str =
-    "SELECT set_name, version, name, checksum FROM aigentflow_migration_sets ORDER BY set_name, version";
+const VERSIONS: &str = "SELECT set_name,
+        MAX(CASE WHEN typeof(version) = 'integer' THEN version END)
+    FROM aigentflow_migration_sets WHERE set_name <> 'core' GROUP BY set_name ORDER BY set_name";
+const VERSIONS_PG: &str = "SELECT set_name, MAX(version)
+    FROM aigentflow_migration_sets WHERE set_name <> 'core' GROUP BY set_name ORDER BY set_name";
+
+/// A history row read as text (see [`SELECT_HISTORY`]); a version that is not a number reads
+/// as -1, which [`pending`] refuses for a set the program names and ignores for any other.
+pub(crate) fn parse_row(
+    set: String,
+    version: Option<String>,
+    name: Option<String>,
+    checksum: Option<String>,
+) -> Recorded {
+    Recorded {
+        version: version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(-1),
+        set,
+        name: name.unwrap_or_default(),
+        checksum: checksum.unwrap_or_default(),
+    }
+}
+
+/// The history's rows, as [`History::recorded`] reads them: every column as text, so a row
+/// another program wrote badly cannot stop this one from reading its own.
+pub(crate) const SELECT_HISTORY: &str = "SELECT set_name, CAST(version AS TEXT), name, checksum
+    FROM aigentflow_migration_sets ORDER BY set_name, version";
 
 /// Records an applied migration (`?1` set, `?2` version, `?3` name, `?4` checksum, `?5` when).
 pub(crate) const INSERT_HISTORY: &str = "INSERT INTO aigentflow_migration_sets (set_name, version, name, checksum, applied_at) VALUES (?1, ?2, ?3, ?4, ?5)";
