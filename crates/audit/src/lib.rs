@@ -24,6 +24,7 @@ pub mod chain;
 mod error;
 mod export;
 mod model;
+pub mod report;
 mod store;
 
 pub use chain::{ChainHead, Finding, Verification};

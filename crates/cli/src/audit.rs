@@ -95,6 +95,38 @@ pub enum AuditCommand {
         /// A head printed earlier by `aigentflow audit head`, to catch truncation or a rewrite.
         #[arg(long, value_name = "FILE")]
         head: Option<PathBuf>,
+        /// Also write a JSON report an auditor can keep (range, rows checked, head, findings,
+        /// when, tool version) to FILE (`-` for stdout), by the output rule: an existing file
+        /// is refused. Written whatever the chain's state; the exit code still says it.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Sign the report with the Ed25519 secret key in KEYFILE (made by `audit keygen`):
+        /// kept elsewhere, a signed report pins the head, which an unkeyed chain rewritten whole
+        /// by someone with the file would not match.
+        #[arg(long, value_name = "KEYFILE", requires = "report")]
+        sign: Option<PathBuf>,
+    },
+    /// Check a signed verification report: that PUBFILE's key signed it and it was not changed
+    /// since, then that the database's log still reaches the report's head (it was neither
+    /// truncated nor rewritten since). Exit code 3 if any check fails.
+    CheckReport {
+        /// The report written by `audit verify --report FILE --sign KEYFILE`.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The public key file written by `audit keygen` (KEYFILE.pub).
+        #[arg(long, value_name = "PUBFILE")]
+        pubkey: PathBuf,
+        /// Check only the report's signature, not the database.
+        #[arg(long)]
+        signature_only: bool,
+    },
+    /// Make an Ed25519 key pair for signing verification reports: the secret key in KEYFILE
+    /// (mode 0600) and the public key in KEYFILE.pub, both new files (existing ones are
+    /// refused). Keep the secret key away from the database's machine.
+    Keygen {
+        /// Where the secret key goes; the public key goes beside it with `.pub` added.
+        #[arg(value_name = "KEYFILE")]
+        keyfile: PathBuf,
     },
     /// Print the entries after a cursor, oldest first, one per line, and with --follow every
     /// later entry as it commits, from any process: the last 10 by default, like `tail`.
@@ -289,7 +321,11 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
                 )?;
             }
         }
-        AuditCommand::Verify { head } => {
+        AuditCommand::CheckReport { file, pubkey, signature_only } => {
+            return check_report(ctx, &file, &pubkey, signature_only);
+        }
+        AuditCommand::Keygen { keyfile } => return keygen(ctx, &keyfile),
+        AuditCommand::Verify { head, report, sign } => {
             // Every head `audit head` prints is accepted back: `null` is the head of an empty
             // log, which any log extends.
             let expected: Option<ChainHead> = head
@@ -305,8 +341,43 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
                 })
                 .transpose()?
                 .flatten();
-            let log = AuditLog::new(ctx.read()?);
+            // The key is read before anything is checked or written: a bad key file is told at once.
+            let key = sign
+                .map(|path| -> anyhow::Result<_> {
+                    Ok(aigentflow_audit::report::read_secret_key(&read_small(&path)?)
+                        .with_context(|| format!("{}", path.display()))?)
+                })
+                .transpose()?;
+            let db = ctx.read()?;
+            let log = AuditLog::new(db.clone());
             let v = log.verify(expected.as_ref())?;
+            if let Some(path) = &report {
+                let first = log.since(0, 1)?.first().map(|e| e.id);
+                let made = aigentflow_audit::report::Report::new(
+                    &v,
+                    first,
+                    &ctx.shown(),
+                    concat!("aigentflow ", env!("CARGO_PKG_VERSION")),
+                    chrono::Utc::now(),
+                );
+                let signed = match &key {
+                    Some(key) => made.sign(key),
+                    None => made.unsigned(),
+                };
+                let mut out = Output::open_new(path, Some(&db))?;
+                let to_stdout = out.is_stdout();
+                serde_json::to_writer_pretty(&mut out, &signed)?;
+                std::io::Write::write_all(&mut out, b"\n")?;
+                out.commit()?;
+                if to_stdout {
+                    return Ok(if v.is_ok() { Done::Ok } else { Done::Problems });
+                }
+                ctx.out.note(&format!(
+                    "wrote the {} report to {}",
+                    if key.is_some() { "signed" } else { "unsigned" },
+                    path.display()
+                ));
+            }
             ctx.out.emit(&v, || {
                 if v.findings.is_empty() {
                     say!("{} audit chain intact: {} rows", ctx.out.mark(true), v.rows);
@@ -344,5 +415,109 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
             crate::out::write_json(&serde_json::to_string(&head)?);
         }
     }
+    Ok(Done::Ok)
+}
+
+/// A file of at most [`MAX_FILE`](aigentflow_audit::report::MAX_FILE) bytes, as text.
+fn read_small(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut text = String::new();
+    file.take(aigentflow_audit::report::MAX_FILE + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {} as text", path.display()))?;
+    if text.len() as u64 > aigentflow_audit::report::MAX_FILE {
+        anyhow::bail!("{} is larger than a report or key file can be", path.display());
+    }
+    Ok(text)
+}
+
+/// `audit check-report`: the signature, then (unless `signature_only`) the database's log
+/// against the signed head.
+fn check_report(
+    ctx: &Ctx,
+    file: &std::path::Path,
+    pubkey: &std::path::Path,
+    signature_only: bool,
+) -> anyhow::Result<Done> {
+    use aigentflow_audit::report;
+    let key = report::read_public_key(&read_small(pubkey)?)
+        .with_context(|| format!("{}", pubkey.display()))?;
+    let text = read_small(file)?;
+    let checked = match report::check(&text, &key) {
+        Ok(r) => r,
+        Err(
+            e @ (report::ReportError::BadSignature
+            | report::ReportError::OtherKey { .. }
+            | report::ReportError::Unsigned),
+        ) => {
+            let json = json!({"file": file.to_string_lossy(), "signature": false, "problem": e.to_string()});
+            ctx.out.emit(&json, || say!("{} {}: {e}", ctx.out.mark(false), file.display()))?;
+            return Ok(Done::Problems);
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(file.display().to_string())),
+    };
+    let mut problem = None;
+    let mut log_checked = false;
+    if !signature_only {
+        let v = AuditLog::new(ctx.read()?).verify(checked.head.as_ref())?;
+        log_checked = true;
+        problem = v.finding.map(|f| f.to_string());
+    }
+    let json = json!({
+        "file": file.to_string_lossy(),
+        "signature": true,
+        "report": checked,
+        "log_checked": log_checked,
+        "problem": problem,
+    });
+    ctx.out.emit(&json, || {
+        say!(
+            "{} signature good: {} rows checked at {}, head {}",
+            ctx.out.mark(true),
+            checked.rows_checked,
+            checked.checked_at,
+            checked
+                .head
+                .as_ref()
+                .map_or("(empty log)".to_owned(), |h| format!("row {} {}", h.last_id, h.hash))
+        );
+        match (&problem, log_checked) {
+            (None, true) => say!("{} the log still reaches the signed head", ctx.out.mark(true)),
+            (Some(p), _) => {
+                say!("{} the log no longer matches the report: {p}", ctx.out.mark(false))
+            }
+            (None, false) => {}
+        }
+    })?;
+    Ok(if problem.is_none() { Done::Ok } else { Done::Problems })
+}
+
+/// `audit keygen`: KEYFILE (secret) and KEYFILE.pub (public), both new files.
+fn keygen(ctx: &Ctx, keyfile: &std::path::Path) -> anyhow::Result<Done> {
+    use aigentflow_audit::report;
+    if keyfile.as_os_str() == Output::STDOUT {
+        anyhow::bail!("a key file needs a name (its public key goes beside it as NAME.pub)");
+    }
+    let mut public_path = keyfile.as_os_str().to_owned();
+    public_path.push(".pub");
+    let public_path = PathBuf::from(public_path);
+    let key = report::generate_key().context("cannot read the system's random source")?;
+    // Both outputs are opened (existing files refused) before either is written.
+    let mut secret = Output::open_new(keyfile, None)?;
+    let mut public = Output::open_new(&public_path, None)?;
+    std::io::Write::write_all(
+        &mut public,
+        report::public_key_text(&key.verifying_key()).as_bytes(),
+    )?;
+    std::io::Write::write_all(&mut secret, report::secret_key_text(&key).as_bytes())?;
+    public.commit()?;
+    secret.commit()?;
+    let json = json!({"secret_key": keyfile.to_string_lossy(), "public_key": public_path.to_string_lossy()});
+    ctx.out.emit(&json, || {
+        say!("secret key {} (keep it away from the database's machine)", keyfile.display());
+        say!("public key {}", public_path.display());
+    })?;
     Ok(Done::Ok)
 }

@@ -841,3 +841,73 @@ fn db_copy_refuses_a_source_holding_sets_and_makes_no_destination(t: EmptyDb) {
     assert!(!dest.exists(), "nothing made at {}", dest.display());
 }
 }
+
+on_both! {
+/// `audit keygen` makes a key pair (new files, the secret one readable by its owner only);
+/// `audit verify --report FILE --sign KEYFILE` writes a signed report that `audit check-report`
+/// accepts; any edit of the report, another key or no signature is refused with exit code 3; and
+/// a log replaced whole by another valid chain (which `audit verify` alone cannot tell) no
+/// longer matches the signed head.
+fn a_signed_verification_report_checks_and_catches_an_edit_or_a_rewritten_log(t: EmptyDb) {
+    use std::os::unix::fs::PermissionsExt;
+    let (db, _) = demo(t);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("audit.key");
+    let public = dir.path().join("audit.key.pub");
+    run(db, &["audit", "keygen", key.to_str().unwrap()]).ok();
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_error_line(&run(db, &["audit", "keygen", key.to_str().unwrap()]), 1, "already exists");
+    let report = dir.path().join("report.json");
+    let r = run(db, &["audit", "verify", "--report", report.to_str().unwrap(), "--sign", key.to_str().unwrap()]).ok();
+    assert!(r.stdout.contains("intact"), "{}", r.stdout);
+    let check = |file: &Path, db: &Path| run(db, &["--json", "audit", "check-report", file.to_str().unwrap(), "--pubkey", public.to_str().unwrap()]);
+    let good = check(&report, db).ok().json();
+    assert_eq!((good["signature"].as_bool(), good["log_checked"].as_bool()), (Some(true), Some(true)));
+    // The log goes on: it still reaches the signed head.
+    run(db, &["audit", "log", "--action", "later", "--category", "user"]).ok();
+    check(&report, db).ok();
+    // Every edit of the report is refused.
+    let text = std::fs::read_to_string(&report).unwrap();
+    let value: Value = serde_json::from_str(&text).unwrap();
+    let edits: Vec<Box<dyn Fn(&mut Value)>> = vec![
+        Box::new(|v| v["rows_checked"] = 1.into()),
+        Box::new(|v| v["ok"] = false.into()),
+        Box::new(|v| v["head"]["hash"] = "0".repeat(64).into()),
+        Box::new(|v| v["head"]["last_id"] = 1.into()),
+        Box::new(|v| v["database"] = "elsewhere".into()),
+        Box::new(|v| v["checked_at"] = "2020-01-01T00:00:00.000Z".into()),
+        Box::new(|v| v["findings"] = serde_json::json!([{"kind": "edited", "id": 1}])),
+        Box::new(|v| { v.as_object_mut().unwrap().remove("signature"); }),
+    ];
+    for (i, edit) in edits.iter().enumerate() {
+        let mut edited = value.clone();
+        edit(&mut edited);
+        let file = dir.path().join(format!("edited-{i}.json"));
+        std::fs::write(&file, serde_json::to_string_pretty(&edited).unwrap()).unwrap();
+        let r = check(&file, db);
+        assert_eq!(r.code, 3, "edit {i}: {}\n{}", r.stdout, r.stderr);
+        assert_eq!(r.json()["signature"], false, "edit {i}");
+    }
+    // Another key's public half does not check it.
+    let other = dir.path().join("other.key");
+    run(db, &["audit", "keygen", other.to_str().unwrap()]).ok();
+    let r = run(db, &["audit", "check-report", report.to_str().unwrap(), "--pubkey", &format!("{}.pub", other.display())]);
+    assert_eq!(r.code, 3, "{}", r.stdout);
+    // A log replaced whole by another valid chain: verify alone passes, the report does not.
+    let elsewhere = match t.backend() { Backend::Sqlite => EmptyDb::sqlite(), Backend::Postgres => EmptyDb::postgres().unwrap() };
+    let (replaced, _) = demo(&elsewhere);
+    run(replaced, &["audit", "verify"]).ok();
+    let r = check(&report, replaced);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.json()["problem"].as_str().unwrap().contains("row"), "{}", r.stdout);
+    // Bad inputs are one line each, and write nothing.
+    std::fs::write(dir.path().join("bad.key"), "not a key").unwrap();
+    let second = dir.path().join("second.json");
+    let r = run(db, &["audit", "verify", "--report", second.to_str().unwrap(), "--sign", dir.path().join("bad.key").to_str().unwrap()]);
+    assert_error_line(&r, 1, "not an Ed25519 secret key");
+    assert!(!second.exists());
+    assert_error_line(&run(db, &["audit", "verify", "--report", report.to_str().unwrap()]), 1, "already exists");
+    std::fs::write(&second, "{}").unwrap();
+    assert_error_line(&check(&second, db), 1, "not an audit verification report");
+}
+}

@@ -146,7 +146,7 @@ pub enum Error {
     #[error("cannot write {path}: {reason}")]
     OutputPath { path: PathBuf, reason: SafeText },
     /// An output that never replaces a file (a backup) found one at its path.
-    #[error("{path} already exists; a backup never replaces a file, choose another name")]
+    #[error("{path} already exists; this command never replaces a file, choose another name")]
     OutputExists { path: PathBuf },
     /// Another writer changed the output path, or the temporary file, while this output was
     /// written; this output was discarded and the path left as the other writer made it.

@@ -1,0 +1,314 @@
+//! A verification report an auditor can keep: what `verify` found (range, rows checked, head,
+//! findings, when, which tool, which database), optionally signed with an Ed25519 key.
+//!
+//! An unkeyed hash chain proves only that rows were not changed one at a time: someone with the
+//! file can rewrite the whole log and recompute every hash. A signed report kept elsewhere pins
+//! the head the log had when it was checked; [`check`] tells a report edited since (or signed by
+//! another key) from a genuine one, and `AuditLog::verify` with the report's head tells a log
+//! rewritten since.
+//!
+//! The signature covers the report's canonical bytes: the report without its `signature`,
+//! serialised as compact JSON in its fields' fixed order. Reading a report refuses unknown
+//! fields, so nothing can be added to a signed report either.
+
+use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::chain::{ChainHead, Verification};
+
+/// The report format's name and version.
+pub const FORMAT: &str = "aigentflow-audit-verification/1";
+
+/// The signature algorithm reports are signed with.
+pub const ALGORITHM: &str = "ed25519";
+
+/// Largest report or key file read (a report lists at most 1000 findings).
+pub const MAX_FILE: u64 = 16 * 1024 * 1024;
+
+/// What went wrong with a report or a key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// The text is not a report of this format.
+    #[error("not an audit verification report: {0}")]
+    NotAReport(String),
+    /// A key file does not hold a key.
+    #[error("not an Ed25519 {what} key: {reason}")]
+    BadKey { what: &'static str, reason: String },
+    /// The report carries no signature.
+    #[error("the report is not signed")]
+    Unsigned,
+    /// The report was signed by another key than the one given.
+    #[error(
+        "the report was signed by another key ({found:.16}…), not the one given ({given:.16}…)"
+    )]
+    OtherKey { found: String, given: String },
+    /// The signature does not match the report: it was edited after it was signed.
+    #[error("the signature does not match the report: it was changed after it was signed")]
+    BadSignature,
+}
+
+/// The rows a report covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Range {
+    /// The first row's id.
+    pub first_id: i64,
+    /// The last row's id.
+    pub last_id: i64,
+}
+
+/// What a verification found, as a report says it (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// [`FORMAT`].
+    pub format: String,
+    /// The tool and its version (`aigentflow 0.1.0`).
+    pub tool: String,
+    /// The database checked, as people read it (no password).
+    pub database: String,
+    /// When it was checked (RFC 3339, UTC).
+    pub checked_at: String,
+    /// The ids of the first and last rows; None for an empty log.
+    pub range: Option<Range>,
+    /// Rows checked.
+    pub rows_checked: u64,
+    /// The head of the chain when checked; None for an empty log.
+    pub head: Option<ChainHead>,
+    /// Whether the chain was intact.
+    pub ok: bool,
+    /// How many problems were found in all.
+    pub findings_total: u64,
+    /// The problems found (at most 1000), each with its `kind` and the row it names, and its
+    /// sentence.
+    pub findings: Vec<serde_json::Value>,
+}
+
+/// A report's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    /// [`ALGORITHM`].
+    pub algorithm: String,
+    /// The public key that checks it, in hex.
+    pub public_key: String,
+    /// The signature of the report's canonical bytes, in hex.
+    pub value: String,
+}
+
+/// A report as written to a file: the report, and its signature if it was signed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedReport {
+    /// The report.
+    #[serde(flatten)]
+    pub report: Report,
+    /// Its signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
+}
+
+impl Report {
+    /// The report of `v`, a verification of the log of `database` whose first row is
+    /// `first_id`, made by `tool` at `checked_at`.
+    pub fn new(
+        v: &Verification,
+        first_id: Option<i64>,
+        database: &str,
+        tool: &str,
+        checked_at: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        let findings = v
+            .findings
+            .iter()
+            .map(|f| {
+                let mut value = serde_json::to_value(f).unwrap_or_default();
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("text".into(), f.to_string().into());
+                }
+                value
+            })
+            .collect();
+        Self {
+            format: FORMAT.to_owned(),
+            tool: tool.to_owned(),
+            database: database.to_owned(),
+            checked_at: aigentflow_core_states::time::to_rfc3339(checked_at),
+            range: match (first_id, &v.head) {
+                (Some(first_id), Some(head)) => Some(Range { first_id, last_id: head.last_id }),
+                _ => None,
+            },
+            rows_checked: v.rows,
+            head: v.head.clone(),
+            ok: v.is_ok(),
+            findings_total: v.findings_total,
+            findings,
+        }
+    }
+
+    /// The bytes a signature covers: the report as compact JSON, fields in their fixed order.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The report signed with `key`.
+    pub fn sign(self, key: &SigningKey) -> SignedReport {
+        let value = key.sign(&self.canonical_bytes());
+        SignedReport {
+            report: self,
+            signature: Some(Signature {
+                algorithm: ALGORITHM.to_owned(),
+                public_key: hex::encode(key.verifying_key().as_bytes()),
+                value: hex::encode(value.to_bytes()),
+            }),
+        }
+    }
+
+    /// The report, unsigned.
+    pub fn unsigned(self) -> SignedReport {
+        SignedReport { report: self, signature: None }
+    }
+}
+
+/// Reads a report file's text (not yet checked: see [`check`]).
+pub fn parse(text: &str) -> Result<SignedReport, ReportError> {
+    let report: SignedReport =
+        serde_json::from_str(text).map_err(|e| ReportError::NotAReport(e.to_string()))?;
+    if report.report.format != FORMAT {
+        return Err(ReportError::NotAReport(format!(
+            "its format is {:?}, not {FORMAT}",
+            report.report.format
+        )));
+    }
+    Ok(report)
+}
+
+/// Checks that `text` is a report signed by `key` and unchanged since; returns the report.
+pub fn check(text: &str, key: &VerifyingKey) -> Result<Report, ReportError> {
+    let signed = parse(text)?;
+    let signature = signed.signature.ok_or(ReportError::Unsigned)?;
+    if signature.algorithm != ALGORITHM {
+        return Err(ReportError::NotAReport(format!(
+            "its signature is {:?}, not {ALGORITHM}",
+            signature.algorithm
+        )));
+    }
+    let given = hex::encode(key.as_bytes());
+    if !signature.public_key.eq_ignore_ascii_case(&given) {
+        return Err(ReportError::OtherKey { found: signature.public_key, given });
+    }
+    let bytes: [u8; 64] = hex::decode(&signature.value)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(ReportError::BadSignature)?;
+    let value = ed25519_dalek::Signature::from_bytes(&bytes);
+    key.verify(&signed.report.canonical_bytes(), &value).map_err(|_| ReportError::BadSignature)?;
+    Ok(signed.report)
+}
+
+/// A new signing key from the system's random source.
+pub fn generate_key() -> std::io::Result<SigningKey> {
+    let mut seed = [0u8; 32];
+    let mut filled = 0;
+    while filled < seed.len() {
+        filled +=
+            rustix::rand::getrandom(&mut seed[filled..], rustix::rand::GetRandomFlags::empty())?;
+    }
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+/// The text of a secret key file: the key's 32 bytes in hex, on one line.
+pub fn secret_key_text(key: &SigningKey) -> String {
+    format!("{}\n", hex::encode(key.to_bytes()))
+}
+
+/// The text of a public key file: the key's 32 bytes in hex, on one line.
+pub fn public_key_text(key: &VerifyingKey) -> String {
+    format!("{}\n", hex::encode(key.as_bytes()))
+}
+
+fn key_bytes(text: &str, what: &'static str) -> Result<[u8; 32], ReportError> {
+    let bad = |reason: &str| ReportError::BadKey { what, reason: reason.to_owned() };
+    let bytes = hex::decode(text.trim()).map_err(|_| bad("not 64 hex digits"))?;
+    bytes.try_into().map_err(|_| bad("not 32 bytes (64 hex digits)"))
+}
+
+/// A secret key from its file's text.
+pub fn read_secret_key(text: &str) -> Result<SigningKey, ReportError> {
+    Ok(SigningKey::from_bytes(&key_bytes(text, "secret")?))
+}
+
+/// A public key from its file's text.
+pub fn read_public_key(text: &str) -> Result<VerifyingKey, ReportError> {
+    VerifyingKey::from_bytes(&key_bytes(text, "public")?)
+        .map_err(|e| ReportError::BadKey { what: "public", reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        let v = Verification {
+            rows: 3,
+            head: Some(ChainHead { rows: 3, last_id: 3, hash: "ab".repeat(32) }),
+            finding: None,
+            findings: vec![],
+            findings_total: 0,
+        };
+        Report::new(&v, Some(1), "db", "aigentflow 0.1.0", chrono::DateTime::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn a_signed_report_checks_and_any_edit_or_other_key_is_refused() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let text = serde_json::to_string_pretty(&report().sign(&key)).unwrap();
+        assert_eq!(check(&text, &key.verifying_key()).unwrap(), report());
+        // Every field edited, one at a time, breaks the signature.
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for field in ["tool", "database", "checked_at", "rows_checked", "ok", "findings_total"] {
+            let mut edited = value.clone();
+            edited[field] = match &edited[field] {
+                serde_json::Value::Bool(b) => (!b).into(),
+                serde_json::Value::Number(n) => (n.as_u64().unwrap() + 1).into(),
+                other => format!("{}x", other.as_str().unwrap()).into(),
+            };
+            let e = check(&edited.to_string(), &key.verifying_key()).unwrap_err();
+            assert!(matches!(e, ReportError::BadSignature), "{field}: {e}");
+        }
+        let mut edited = value.clone();
+        edited["head"]["hash"] = "cd".repeat(32).into();
+        assert!(matches!(
+            check(&edited.to_string(), &key.verifying_key()),
+            Err(ReportError::BadSignature)
+        ));
+        let mut added = value.clone();
+        added["extra"] = 1.into();
+        assert!(matches!(
+            check(&added.to_string(), &key.verifying_key()),
+            Err(ReportError::NotAReport(_))
+        ));
+        let other = SigningKey::from_bytes(&[8; 32]);
+        assert!(matches!(check(&text, &other.verifying_key()), Err(ReportError::OtherKey { .. })));
+        // Re-signed by another key with the key field swapped: still not the given key's.
+        let forged = serde_json::to_string(&report().sign(&other)).unwrap();
+        assert!(check(&forged, &key.verifying_key()).is_err());
+        let unsigned = serde_json::to_string(&report().unsigned()).unwrap();
+        assert!(matches!(check(&unsigned, &key.verifying_key()), Err(ReportError::Unsigned)));
+    }
+
+    #[test]
+    fn keys_read_back_from_their_files_and_bad_ones_are_refused() {
+        let key = generate_key().unwrap();
+        assert_ne!(key.to_bytes(), generate_key().unwrap().to_bytes());
+        let secret = read_secret_key(&secret_key_text(&key)).unwrap();
+        assert_eq!(secret.to_bytes(), key.to_bytes());
+        let public = read_public_key(&public_key_text(&key.verifying_key())).unwrap();
+        assert_eq!(public, key.verifying_key());
+        for bad in ["", "zz", &"ab".repeat(31), &"ab".repeat(33), "-----BEGIN KEY-----"] {
+            assert!(read_secret_key(bad).is_err(), "{bad}");
+            assert!(read_public_key(bad).is_err(), "{bad}");
+        }
+    }
+}
