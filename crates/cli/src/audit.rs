@@ -103,7 +103,7 @@ pub enum AuditCommand {
         /// Sign the report with the Ed25519 secret key in KEYFILE (made by `audit keygen`):
         /// kept elsewhere, a signed report pins the head, which an unkeyed chain rewritten whole
         /// by someone with the file would not match.
-        #[arg(long, value_name = "KEYFILE", requires = "report")]
+        #[arg(long, value_name = "KEYFILE")]
         sign: Option<PathBuf>,
     },
     /// Check a signed verification report: that PUBFILE's key signed it and it was not changed
@@ -341,6 +341,9 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
                 })
                 .transpose()?
                 .flatten();
+            if sign.is_some() && report.is_none() {
+                anyhow::bail!("--sign signs the report: give --report FILE too");
+            }
             // The key is read before anything is checked or written: a bad key file is told at once.
             let key = sign
                 .map(|path| -> anyhow::Result<_> {

@@ -8,7 +8,7 @@ use clap::{Subcommand, ValueEnum};
 use serde_json::json;
 
 use crate::out::{say, table, when};
-use crate::{Ctx, Done};
+use crate::{args, Ctx, Done};
 
 #[derive(Debug, Subcommand)]
 pub enum WorkflowCommand {
@@ -35,7 +35,7 @@ pub enum WorkflowCommand {
     /// the file it came from, or a picture of its graph.
     Show {
         /// NAME or NAME@VERSION.
-        #[arg(value_name = "NAME[@VERSION]")]
+        #[arg(value_name = "NAME[@VERSION]", value_parser = args::name)]
         spec: String,
         /// text: the rules; yaml: the definition as a file; mermaid or dot: the graph (states as
         /// nodes, events as edges, closed states marked).

@@ -812,7 +812,8 @@ fn workflow_files_are_checked_loaded_listed_and_shown_from_the_shell(t: EmptyDb)
     for spec in ["nope", "aigentflow-default@2"] {
         assert_error_line(&run(at(t), &["workflow", "show", spec]), 1, "is loaded; load it with");
     }
-    for spec in ["@1", "x@0", "x@y", ""] {
+    assert_error_line(&run(at(t), &["workflow", "show", " "]), 1, "it is empty");
+    for spec in ["@1", "x@0", "x@y"] {
         assert_error_line(&run(at(t), &["workflow", "show", spec]), 1, "is not NAME or NAME@VERSION");
     }
     // The path a task took.

@@ -718,6 +718,9 @@ fn an_empty_name_or_id_is_refused_at_every_option_and_argument(t: EmptyDb) {
     let not_names = [
         "PATH",
         "FILE",
+        "KEYFILE",
+        "PUBFILE",
+        "DIR",
         "DEST",
         "SRC",
         "DATE",
