@@ -347,8 +347,8 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
             // The key is read before anything is checked or written: a bad key file is told at once.
             let key = sign
                 .map(|path| -> anyhow::Result<_> {
-                    Ok(aigentflow_audit::report::read_secret_key(&read_small(&path)?)
-                        .with_context(|| format!("{}", path.display()))?)
+                    aigentflow_audit::report::read_secret_key(&read_small(&path)?)
+                        .with_context(|| format!("{}", path.display()))
                 })
                 .transpose()?;
             let db = ctx.read()?;
