@@ -870,15 +870,17 @@ fn a_signed_verification_report_checks_and_catches_an_edit_or_a_rewritten_log(t:
     // Every edit of the report is refused.
     let text = std::fs::read_to_string(&report).unwrap();
     let value: Value = serde_json::from_str(&text).unwrap();
-    let edits: Vec<Box<dyn Fn(&mut Value)>> = vec![
-        Box::new(|v| v["rows_checked"] = 1.into()),
-        Box::new(|v| v["ok"] = false.into()),
-        Box::new(|v| v["head"]["hash"] = "0".repeat(64).into()),
-        Box::new(|v| v["head"]["last_id"] = 1.into()),
-        Box::new(|v| v["database"] = "elsewhere".into()),
-        Box::new(|v| v["checked_at"] = "2020-01-01T00:00:00.000Z".into()),
-        Box::new(|v| v["findings"] = serde_json::json!([{"kind": "edited", "id": 1}])),
-        Box::new(|v| { v.as_object_mut().unwrap().remove("signature"); }),
+    let edits: Vec<fn(&mut Value)> = vec![
+        |v| v["rows_checked"] = 1.into(),
+        |v| v["ok"] = false.into(),
+        |v| v["head"]["hash"] = "0".repeat(64).into(),
+        |v| v["head"]["last_id"] = 1.into(),
+        |v| v["database"] = "elsewhere".into(),
+        |v| v["checked_at"] = "2020-01-01T00:00:00.000Z".into(),
+        |v| v["findings"] = serde_json::json!([{"kind": "edited", "id": 1}]),
+        |v| {
+            v.as_object_mut().unwrap().remove("signature");
+        },
     ];
     for (i, edit) in edits.iter().enumerate() {
         let mut edited = value.clone();
