@@ -61,7 +61,10 @@ impl Access {
 pub struct Options {
     /// Commit durability.
     pub durability: Durability,
-    /// How long a connection waits for another writer before giving up.
+    /// How long a connection waits for another writer before giving up: SQLite's busy
+    /// timeout; on PostgreSQL each connection's `lock_timeout` (at least 1 ms), for row, table
+    /// and advisory locks alike, and how long connecting may take (at least a second). A write
+    /// that waits longer fails with [`Error::Locked`] naming the database.
     pub busy_timeout: Duration,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
@@ -485,9 +488,15 @@ impl Database {
                 let write = matches!(behavior, TransactionBehavior::Immediate);
                 // A write inside a write on the same thread would wait for its own row locks.
                 let _writing = if write { Some(Writing::enter(key)?) } else { None };
-                let result =
-                    pg.run(write, |pgtx| f(&Tx { conn: Conn::Postgres(pgtx), db: self, write }));
-                slow(started, write, key);
+                // A transaction that gave up waiting for a lock says so in its error (`Locked`,
+                // from `lock_timeout`, which the busy timeout sets); a warning would be a second line.
+                let gave_up = std::cell::Cell::new(false);
+                let result = pg.run_noting(write, &gave_up, |pgtx| {
+                    f(&Tx { conn: Conn::Postgres(pgtx), db: self, write })
+                });
+                if !gave_up.get() {
+                    slow(started, write, key);
+                }
                 return result;
             }
         };
