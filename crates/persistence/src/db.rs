@@ -371,6 +371,16 @@ impl Database {
         }
     }
 
+    /// What the PostgreSQL backend asked of the server so far (None on SQLite), for tests
+    /// that count the round trips a call costs.
+    #[cfg(test)]
+    pub(crate) fn pg_stats(&self) -> Option<&crate::pg::Stats> {
+        match &*self.inner {
+            Handle::Postgres { pg, .. } => Some(pg.stats()),
+            Handle::Sqlite(_) => None,
+        }
+    }
+
     /// The backend this handle works on.
     pub fn backend(&self) -> Backend {
         match &*self.inner {

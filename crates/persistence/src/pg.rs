@@ -1473,6 +1473,40 @@ mod tests {
         assert_eq!((row.get::<_, i64>(2), row.get::<_, i64>(3)), (0, total - 1));
     }
 
+    /// A state save costs its BEGIN, the task's lock, one read of the last stored transition
+    /// and checkpoint, one statement for the task's row with its first new transition, one per
+    /// further new row, and its COMMIT; every save is stored as given.
+    #[test]
+    fn a_state_save_costs_five_round_trips_and_one_per_further_row_on_postgres() {
+        use aigentflow_core_states::{Event, StateContext, StateMachine, StateStore};
+        let Some(fresh) = fresh() else { return };
+        let db = crate::Database::open(&fresh.url).unwrap();
+        let stats = db.pg_stats().unwrap();
+        let states = crate::SqliteStateStore::new(db.clone());
+        let mut context = StateContext::new("p".into(), "t".into(), "go");
+        context.agent_queue.push("coder".into());
+        let mut machine = StateMachine::new(context);
+        let save = |machine: &StateMachine| {
+            let before = stats.round_trips();
+            states.save_state(machine.persisted()).unwrap();
+            stats.round_trips() - before
+        };
+        // The first saves prepare their statements once on the connection: counted after.
+        save(&machine);
+        machine.apply(Event::Start, None).unwrap();
+        save(&machine);
+        assert_eq!(save(&machine), 5, "nothing new: the task's row only");
+        machine.apply(Event::AnalysisComplete, None).unwrap();
+        assert_eq!(save(&machine), 5, "one transition with the task's row");
+        machine.apply(Event::SpawnAgent, None).unwrap();
+        machine.create_checkpoint(vec!["a".into()]);
+        save(&machine);
+        machine.apply(Event::AgentDone, None).unwrap();
+        machine.create_checkpoint(vec!["b".into()]);
+        assert_eq!(save(&machine), 6, "a transition and a checkpoint");
+        assert_eq!(states.load_state(&"t".into()).unwrap().as_ref(), Some(machine.persisted()));
+    }
+
     proptest! {
         /// Every busy timeout becomes a `lock_timeout` the server takes that waits at least as
         /// long (whole milliseconds rounded up), up to the server's largest; none becomes 0,
