@@ -17,6 +17,7 @@ mod feeds;
 mod ids;
 mod inspect;
 mod lessons;
+mod locks;
 mod persistence;
 mod pg_database;
 mod pg_support;

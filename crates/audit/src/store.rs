@@ -29,14 +29,27 @@ const LAST_ID: &str =
     "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_logs'), 0),
                                 COALESCE((SELECT MAX(id) FROM audit_logs), 0))";
 /// The head row on PostgreSQL, locked until the appending transaction ends: concurrent appends
-/// queue here, and at READ COMMITTED each reads the head the one before it committed.
-const LOCK_HEAD_PG: &str = "SELECT id, row_hash FROM audit_head FOR UPDATE";
-/// The highest id present on PostgreSQL, read after the head is locked (a new statement, so a
-/// new snapshot at READ COMMITTED): the next id steps over rows written around the log.
-const MAX_ID_PG: &str = "SELECT COALESCE(MAX(id), 0) FROM audit_logs";
+/// queue here, and at READ COMMITTED each reads the head the one before it committed (a row
+/// locked after a wait is read again at its latest version). In the same round trip, the
+/// highest id present, so that the next id steps over rows written around the log: read in the
+/// statement's snapshot, taken before any wait for the lock, which is enough — every row the
+/// log appends moves the head, which is read at its latest, so only a row written around the
+/// log while this append waited can be missed, and an id it took makes the INSERT fail on the
+/// primary key rather than fork the chain.
+const LOCK_HEAD_PG: &str = "SELECT h.id, h.row_hash, (SELECT COALESCE(MAX(id), 0) FROM audit_logs)
+    FROM audit_head h FOR UPDATE OF h";
 /// Moves the PostgreSQL head onto the last row appended (its trigger checks that the row is
 /// there with this hash, and that the head only moves forward).
 const MOVE_HEAD_PG: &str = "UPDATE audit_head SET id = ?1, row_hash = ?2";
+/// One entry appended and the PostgreSQL head moved onto it, in one statement (one round trip
+/// where [`INSERT`] and [`MOVE_HEAD_PG`] take two): the head's UPDATE reads the inserted row's
+/// id from the INSERT, which makes that run first, so the head's trigger finds the row.
+const APPEND_ONE_PG: &str = "WITH appended AS (
+        INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action, category,
+            details, user_id, ip_address, prev_hash, row_hash)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+        RETURNING id, row_hash)
+    UPDATE audit_head SET id = appended.id, row_hash = appended.row_hash FROM appended";
 /// Entries per category of a project, most first. A category cell written around the log as
 /// a BLOB counts with the text of the same bytes.
 const SUMMARY: &str = "SELECT CAST(category AS TEXT) AS c, COUNT(*) FROM audit_logs
@@ -303,18 +316,14 @@ impl AppendAt {
                 let last_id: i64 = tx.query_row(LAST_ID, &[], |r| r.get(0))?.unwrap_or(0);
                 (0, prev, last_id)
             }
-            Backend::Postgres => {
-                let (head_id, prev) = tx
-                    .query_row(LOCK_HEAD_PG, &[], |r| {
-                        Ok((r.get::<i64>(0)?, r.get::<Option<String>>(1)?))
-                    })?
-                    .ok_or_else(|| aigentflow_persistence::Error::NotFound {
-                        what: "audit chain head",
-                        id: "(the one row of audit_head)".into(),
-                    })?;
-                let max_id: i64 = tx.query_row(MAX_ID_PG, &[], |r| r.get(0))?.unwrap_or(0);
-                (head_id, prev, max_id)
-            }
+            Backend::Postgres => tx
+                .query_row(LOCK_HEAD_PG, &[], |r| {
+                    Ok((r.get::<i64>(0)?, r.get::<Option<String>>(1)?, r.get::<i64>(2)?))
+                })?
+                .ok_or_else(|| aigentflow_persistence::Error::NotFound {
+                    what: "audit chain head",
+                    id: "(the one row of audit_head)".into(),
+                })?,
         };
         let last = head_id.max(max_id);
         Ok(Self {
@@ -412,10 +421,25 @@ fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
             ]
         })
         .collect();
-    tx.insert_rows(INSERT, &rows)?;
-    if let (Backend::Postgres, Some(&last), Some(hash)) = (tx.backend(), ids.last(), hashes.last())
-    {
-        tx.execute(MOVE_HEAD_PG, &[Param::int(last), Param::digest(hash)])?;
+    match (tx.backend(), &rows[..]) {
+        (Backend::Sqlite, _) => {
+            tx.insert_rows(INSERT, &rows)?;
+        }
+        (Backend::Postgres, [row]) => {
+            if tx.execute(APPEND_ONE_PG, row)? != 1 {
+                return Err(aigentflow_persistence::Error::NotFound {
+                    what: "audit chain head",
+                    id: "(the one row of audit_head)".into(),
+                }
+                .into());
+            }
+        }
+        (Backend::Postgres, _) => {
+            tx.insert_rows(INSERT, &rows)?;
+            if let (Some(&last), Some(hash)) = (ids.last(), hashes.last()) {
+                tx.execute(MOVE_HEAD_PG, &[Param::int(last), Param::digest(hash)])?;
+            }
+        }
     }
     Ok(ids)
 }

@@ -75,8 +75,9 @@ struct Cli {
         help_heading = GLOBAL
     )]
     db: Option<PathBuf>,
-    /// How long to wait for another process's lock on the database before giving up: 0 to 3600
-    /// seconds, fractions allowed.
+    /// How long to wait for another process's lock on the database before giving up (SQLite's
+    /// write lock; on PostgreSQL any row, table or advisory lock a write needs, at least 1 ms):
+    /// 0 to 3600 seconds, fractions allowed.
     #[arg(
         long,
         global = true,

@@ -954,21 +954,29 @@ fn error_lines_never_echo_a_secret_from_the_input(t: EmptyDb) {
 
 // ---- storage errors -----------------------------------------------------------------------------
 
+on_both! {
 /// A lock held past --lock-timeout is one line naming the database and the wait (the slow
-/// transaction warning, a second line, is not printed for a write that gave up).
-#[test]
-fn a_lock_held_past_the_timeout_is_one_line_naming_the_database_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("a.db");
-    ok(run(&db, &["init"]));
-    let holder = rusqlite::Connection::open(&db).unwrap();
-    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+/// transaction warning, a second line, is not printed for a write that gave up). The holder
+/// blocks writes and lets reads through: SQLite's write lock, or on PostgreSQL the tables the
+/// commands write locked in EXCLUSIVE mode (the server then ends its session should a write
+/// wait without end, and the test fails rather than hangs).
+fn a_lock_held_past_the_timeout_is_one_line_naming_the_database(t: EmptyDb) {
+    let db = Path::new(t.location());
+    ok(run(db, &["init"]));
+    let mut holder = Driver::of(t);
+    holder.batch(match t.backend() {
+        Backend::Sqlite => "BEGIN IMMEDIATE",
+        Backend::Postgres => {
+            "SET idle_in_transaction_session_timeout = '60s';
+             BEGIN; LOCK TABLE audit_head, configurations, lessons IN EXCLUSIVE MODE"
+        }
+    });
     for command in [
         &["audit", "log", "--action", "a", "--category", "user"][..],
         &["config", "set", "k", "1"],
         &["lessons", "add", "--category", "bug", "--title", "t", "--summary", "s"],
     ] {
-        let r = run(&db, &[&["--lock-timeout", "0.8"][..], command].concat());
+        let r = run(db, &[&["--lock-timeout", "0.8"][..], command].concat());
         let expected = format!("database {} is locked by another process (waited ", db.display());
         assert_one_line(&r, 1, &expected);
         // The wait as measured: at least the timeout (shown to a tenth), more on a busy machine.
@@ -979,9 +987,10 @@ fn a_lock_held_past_the_timeout_is_one_line_naming_the_database_on_sqlite() {
         assert!(waited >= 0.8, "{}", r.err());
         assert!(!r.err().contains("slow transaction"), "{}", r.err());
     }
-    ok(run(&db, &["--json", "audit", "query"]));
-    holder.execute_batch("COMMIT").unwrap();
-    ok(run(&db, &["--lock-timeout", "0", "audit", "log", "--action", "a", "--category", "user"]));
+    ok(run(db, &["--json", "audit", "query"]));
+    holder.batch("COMMIT");
+    ok(run(db, &["--lock-timeout", "0", "audit", "log", "--action", "a", "--category", "user"]));
+}
 }
 
 /// Whether this process runs as root (who may write any file whatever its mode).

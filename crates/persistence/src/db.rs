@@ -63,7 +63,10 @@ impl Access {
 pub struct Options {
     /// Commit durability.
     pub durability: Durability,
-    /// How long a connection waits for another writer before giving up.
+    /// How long a connection waits for another writer before giving up: SQLite's busy
+    /// timeout; on PostgreSQL each connection's `lock_timeout` (at least 1 ms), for row, table
+    /// and advisory locks alike, and how long connecting may take (at least a second). A write
+    /// that waits longer fails with [`Error::Locked`] naming the database.
     pub busy_timeout: Duration,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
@@ -451,6 +454,16 @@ impl Database {
         }
     }
 
+    /// What the PostgreSQL backend asked of the server so far (None on SQLite), for tests
+    /// that count the round trips a call costs.
+    #[cfg(test)]
+    pub(crate) fn pg_stats(&self) -> Option<&crate::pg::Stats> {
+        match &*self.inner {
+            Handle::Postgres { pg, .. } => Some(pg.stats()),
+            Handle::Sqlite(_) => None,
+        }
+    }
+
     /// The backend this handle works on.
     pub fn backend(&self) -> Backend {
         match &*self.inner {
@@ -568,13 +581,18 @@ impl Database {
                 let write = matches!(behavior, TransactionBehavior::Immediate);
                 // A write inside a write on the same thread would wait for its own row locks.
                 let _writing = if write { Some(Writing::enter(key)?) } else { None };
-                let result = pg.run(write, |pgtx| {
+                // A transaction that gave up waiting for a lock says so in its error (`Locked`,
+                // from `lock_timeout`, which the busy timeout sets); a warning would be a second line.
+                let gave_up = std::cell::Cell::new(false);
+                let result = pg.run_noting(write, &gave_up, |pgtx| {
                     let tx = Tx::new(Conn::Postgres(pgtx), self, write);
                     let value = f(&tx)?;
                     tx.check_failures()?;
                     Ok(value)
                 });
-                slow(started, write, key);
+                if !gave_up.get() {
+                    slow(started, write, key);
+                }
                 return result;
             }
         };

@@ -158,7 +158,9 @@ pub enum Error {
     /// The background checkpoint thread could not be started.
     #[error("cannot start the WAL checkpoint thread: {0}")]
     Thread(std::io::Error),
-    /// Another process held the database's lock for the whole busy timeout.
+    /// Another writer held a lock this transaction needed for the whole busy timeout: SQLite's
+    /// lock on the file, or on PostgreSQL a row, table or advisory lock (SQLSTATE 55P03 once
+    /// `lock_timeout` ran out). `waited` counts from the start of the transaction.
     #[error("database {path} is locked by another process (waited {})", seconds(*waited))]
     Locked { path: PathBuf, waited: Duration },
     /// A write found no room: the disk or a quota is full (or SQLite's page limit is reached).

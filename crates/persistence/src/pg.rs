@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postgres::types::{ToSql, Type};
 use postgres::{Client, IsolationLevel, NoTls, Statement, Transaction};
@@ -72,6 +72,37 @@ const MAX_CONNECTIONS: u32 = 8;
 /// How many connections a transaction tries its BEGIN on: after a server restart every
 /// connection of the pool may be dead, and the last try is on a fresh one.
 const BEGIN_ATTEMPTS: u32 = MAX_CONNECTIONS + 1;
+
+/// How long making a connection may take at least, whatever the busy timeout: reaching the
+/// server is no wait for another writer, and a busy timeout of 0 (`--lock-timeout 0`: do not
+/// wait for locks) must still connect.
+const MIN_CONNECT_WAIT: Duration = Duration::from_secs(1);
+
+/// The SQLSTATE of a lock wait that ran out of `lock_timeout` (`lock_not_available`).
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+/// The longest `lock_timeout` the server takes, in milliseconds (its settings are `int`).
+const MAX_LOCK_TIMEOUT_MS: u128 = i32::MAX as u128;
+
+/// The startup option that bounds every lock wait of a connection by `wait`, the busy timeout
+/// of the [`Options`](crate::Options), as SQLite's busy timeout bounds a wait for its lock: a
+/// statement that waits longer for a row, table or advisory lock fails with SQLSTATE 55P03,
+/// which becomes [`Error::Locked`]. Whole milliseconds rounded up, at least 1 (the server reads
+/// 0 as "wait forever", SQLite as "do not wait") and at most what the server takes. Set when the
+/// connection starts, so it costs no round trip; options already in the URL come after it, so
+/// a `-c lock_timeout=…` there wins.
+///
+/// `statement_timeout` is left as the server has it: a long export or listing is work, not a
+/// wait, and how long work may take is the operator's call (a role's or the URL's setting).
+fn lock_timeout_option(wait: Duration) -> String {
+    let ms = wait.as_nanos().div_ceil(1_000_000).clamp(1, MAX_LOCK_TIMEOUT_MS);
+    format!("-c lock_timeout={ms}")
+}
+
+/// Whether `e` is a lock wait that ran out of `lock_timeout`.
+fn waited_out_a_lock(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|c| c.code() == LOCK_NOT_AVAILABLE)
+}
 
 /// Whether `url` names a PostgreSQL database.
 pub fn is_url(url: &str) -> bool {
@@ -365,15 +396,18 @@ impl std::fmt::Debug for PgInner {
 
 impl PgInner {
     /// Connects to `url` and migrates the database unless `read_only` (then it must be at this
-    /// build's schema); `wait` bounds how long a connection may take.
+    /// build's schema); `lock_wait`, the busy timeout, bounds every wait for a lock (see
+    /// [`lock_timeout_option`]) and, no shorter than [`MIN_CONNECT_WAIT`], how long a
+    /// connection may take.
     pub(crate) fn open(
         url: &str,
         read_only: bool,
         migrate: bool,
         any_version: bool,
-        wait: Duration,
+        lock_wait: Duration,
         sets: &[MigrationSet],
     ) -> Result<Self> {
+        let wait = lock_wait.max(MIN_CONNECT_WAIT);
         let shown = display_url(url);
         let config: postgres::Config =
             url.parse().map_err(|e: postgres::Error| Error::InvalidInput {
@@ -387,6 +421,11 @@ impl PgInner {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(wait);
         }
+        let options = match config.get_options() {
+            Some(theirs) => format!("{} {theirs}", lock_timeout_option(lock_wait)),
+            None => lock_timeout_option(lock_wait),
+        };
+        config.options(&options);
         // The first connection is made here, not by the pool, so that a server that refuses it
         // is told with the server's reason at once (the pool would retry until its timeout).
         let client = connect_within(&config, wait, &shown)?;
@@ -476,14 +515,28 @@ impl PgInner {
     /// the transaction ran, so it is dropped and the transaction begins on another — a fresh
     /// one once the pool has none left. A failure after BEGIN is the transaction's and is
     /// returned: by then `f` may have seen results, and only it could start over.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn run<T, E: From<Error>>(
         &self,
         write: bool,
         f: impl FnOnce(&PgTx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
+        self.run_noting(write, &StdCell::new(false), f)
+    }
+
+    /// As [`run`](Self::run), setting `gave_up` when a statement of the transaction waited out
+    /// `lock_timeout` (its error is [`Error::Locked`], naming this database and the time since
+    /// the transaction started, as on SQLite).
+    pub(crate) fn run_noting<T, E: From<Error>>(
+        &self,
+        write: bool,
+        gave_up: &StdCell<bool>,
+        f: impl FnOnce(&PgTx<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
         if write && self.read_only {
             return Err(Error::ReadOnly { path: self.shown.clone().into() }.into());
         }
+        let started = Instant::now();
         let (isolation, read_only) = if write {
             (IsolationLevel::ReadCommitted, false)
         } else {
@@ -520,6 +573,7 @@ impl PgInner {
                 broken: StdCell::from_mut(broken),
                 stats: &self.stats,
                 lent: StdCell::new(false),
+                waits: Waits { shown: &self.shown, started, gave_up },
             };
             return match f(&cell) {
                 Ok(value) => cell.finish(true).map(|()| value).map_err(E::from),
@@ -620,6 +674,28 @@ impl Listener {
     }
 }
 
+/// What a transaction's lock waits that run out are told with.
+struct Waits<'c> {
+    /// The database, as [`Error::Locked`] names it (without its password).
+    shown: &'c str,
+    /// When the transaction started (waiting for a pooled connection included).
+    started: Instant,
+    /// Set when a lock wait ran out.
+    gave_up: &'c StdCell<bool>,
+}
+
+impl Waits<'_> {
+    /// `e` as this crate's error: a lock wait past `lock_timeout` (SQLSTATE 55P03) is
+    /// [`Error::Locked`], as a wait past SQLite's busy timeout is; any other as it is.
+    fn error(&self, e: postgres::Error) -> Error {
+        if waited_out_a_lock(&e) {
+            self.gave_up.set(true);
+            return Error::locked(std::path::Path::new(self.shown), self.started.elapsed());
+        }
+        Error::from_postgres(e)
+    }
+}
+
 /// A PostgreSQL transaction as a [`Tx`](crate::Tx) holds it.
 pub(crate) struct PgTx<'c> {
     tx: RefCell<Transaction<'c>>,
@@ -630,6 +706,7 @@ pub(crate) struct PgTx<'c> {
     /// Whether the escape hatch lent the driver's transaction: what failed through it is not
     /// seen by this crate, so the transaction is checked before it commits.
     lent: StdCell<bool>,
+    waits: Waits<'c>,
 }
 
 impl std::fmt::Debug for PgTx<'_> {
@@ -644,7 +721,7 @@ impl PgTx<'_> {
         if is_broken(&e) {
             self.broken.set(true);
         }
-        Error::from_postgres(e)
+        self.waits.error(e)
     }
 
     /// Commits (`commit`) or rolls back the transaction. A connection whose rollback fails is
@@ -662,14 +739,14 @@ impl PgTx<'_> {
                 return Err(e);
             }
         }
-        let Self { tx, broken, stats, .. } = self;
+        let Self { tx, broken, stats, waits, .. } = self;
         stats.round_trip();
         let ended = if commit { tx.into_inner().commit() } else { tx.into_inner().rollback() };
         ended.map_err(|e| {
             if !commit || is_broken(&e) {
                 broken.set(true);
             }
-            Error::from_postgres(e)
+            waits.error(e)
         })
     }
 }
@@ -929,9 +1006,16 @@ fn next_fetch(batch: &VecDeque<postgres::Row>, asked: i32) -> i32 {
 /// `shown`), in one transaction that first takes the migration lock: of processes starting at
 /// once, one applies them, the others wait and then find nothing to do.
 fn migrate_on(conn: &mut PgConn, shown: &str, sets: &[MigrationSet]) -> Result<Vec<i64>> {
+    let started = Instant::now();
     let mut tx = conn.client()?.transaction().map_err(Error::from_postgres)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .map_err(Error::from_postgres)?;
+    // Another process migrating for longer than the busy timeout is a lock held past it.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(|e| {
+        if waited_out_a_lock(&e) {
+            Error::locked(std::path::Path::new(shown), started.elapsed())
+        } else {
+            Error::from_postgres(e)
+        }
+    })?;
     let found = applied_version(&mut tx).map_err(Error::from_postgres)?;
     let latest = latest_version();
     if found > latest {
@@ -1503,6 +1587,177 @@ mod tests {
         assert_eq!(row.get::<_, i64>(0), total);
         assert_eq!(row.get::<_, i64>(1), total);
         assert_eq!((row.get::<_, i64>(2), row.get::<_, i64>(3)), (0, total - 1));
+    }
+
+    /// A state save costs its BEGIN, the task's lock, one read of the last stored transition
+    /// and checkpoint, one statement for the task's row with its first new transition, one per
+    /// further new row, and its COMMIT; every save is stored as given.
+    #[test]
+    fn a_state_save_costs_five_round_trips_and_one_per_further_row_on_postgres() {
+        use aigentflow_core_states::{Event, StateContext, StateMachine, StateStore};
+        let Some(fresh) = fresh() else { return };
+        let db = crate::Database::open(&fresh.url).unwrap();
+        let stats = db.pg_stats().unwrap();
+        let states = crate::SqliteStateStore::new(db.clone());
+        let mut context = StateContext::new("p".into(), "t".into(), "go");
+        context.agent_queue.push("coder".into());
+        let mut machine = StateMachine::new(context);
+        let save = |machine: &StateMachine| {
+            let before = stats.round_trips();
+            states.save_state(machine.persisted()).unwrap();
+            stats.round_trips() - before
+        };
+        // The first saves prepare their statements once on the connection: counted after.
+        save(&machine);
+        machine.apply(Event::Start, None).unwrap();
+        save(&machine);
+        assert_eq!(save(&machine), 5, "nothing new: the task's row only");
+        machine.apply(Event::AnalysisComplete, None).unwrap();
+        assert_eq!(save(&machine), 5, "one transition with the task's row");
+        machine.apply(Event::SpawnAgent, None).unwrap();
+        machine.create_checkpoint(vec!["a".into()]);
+        save(&machine);
+        machine.apply(Event::AgentDone, None).unwrap();
+        machine.create_checkpoint(vec!["b".into()]);
+        assert_eq!(save(&machine), 6, "a transition and a checkpoint");
+        assert_eq!(states.load_state(&"t".into()).unwrap().as_ref(), Some(machine.persisted()));
+    }
+
+    proptest! {
+        /// Every busy timeout becomes a `lock_timeout` the server takes that waits at least as
+        /// long (whole milliseconds rounded up), up to the server's largest; none becomes 0,
+        /// which the server would read as "wait forever".
+        #[test]
+        fn every_busy_timeout_is_a_lock_timeout_of_at_least_as_long_that_is_never_zero(
+            secs in prop_oneof![0u64..4, 0u64..=u64::MAX],
+            nanos in prop_oneof![0u32..3, 999_999_990u32..1_000_000_000, 0u32..1_000_000_000],
+        ) {
+            let wait = Duration::new(secs, nanos);
+            let option = lock_timeout_option(wait);
+            let ms: u128 = option
+                .strip_prefix("-c lock_timeout=")
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or_else(|| panic!("{option}"));
+            prop_assert!((1..=MAX_LOCK_TIMEOUT_MS).contains(&ms), "{}", option);
+            prop_assert!(ms >= wait.as_millis().min(MAX_LOCK_TIMEOUT_MS), "{} for {:?}", option, wait);
+            prop_assert!(ms <= wait.as_millis() + 1 || ms == 1, "{} for {:?}", option, wait);
+        }
+    }
+
+    /// Every connection of the pool waits for a lock as long as the busy timeout says, set when
+    /// it starts; options the URL gives are kept, and a `lock_timeout` among them wins.
+    #[test]
+    fn connections_wait_for_locks_as_long_as_the_busy_timeout_and_keep_the_urls_options_on_postgres(
+    ) {
+        let Some(fresh) = fresh() else { return };
+        let show = |db: &PgInner, setting: &str| {
+            db.run(false, |tx| {
+                let row = Stmt::prepare(tx, &format!("SHOW {setting}"))?.query_first(&[])?;
+                Ok::<_, Error>(row.map(|r| r.get::<_, String>(0)))
+            })
+            .unwrap()
+            .unwrap_or_default()
+        };
+        for (wait, shown) in [
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_micros(1), "1ms"),
+            (Duration::ZERO, "1ms"),
+            (Duration::from_secs(30), "30s"),
+        ] {
+            let db = PgInner::open(&fresh.url, false, true, false, wait).unwrap();
+            // Several connections at once: each made by the pool has it, not only the first.
+            let together = Barrier::new(3);
+            let seen: Vec<String> = std::thread::scope(|scope| {
+                let seen: Vec<_> = (0..3)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            db.run(false, |tx| {
+                                together.wait();
+                                let row =
+                                    Stmt::prepare(tx, "SHOW lock_timeout")?.query_first(&[])?;
+                                Ok::<_, Error>(row.map(|r| r.get::<_, String>(0)))
+                            })
+                            .unwrap()
+                            .unwrap_or_default()
+                        })
+                    })
+                    .collect();
+                seen.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert_eq!(seen, [shown; 3], "a busy timeout of {wait:?}");
+            assert_eq!(show(&db, "statement_timeout"), "0", "statements are not bounded");
+        }
+        let with = |options: &str| {
+            format!("{}&options={}", fresh.url, options.replace(" ", "%20").replace("=", "%3D"))
+        };
+        let db = PgInner::open(
+            &with("-c search_path=public,pg_catalog"),
+            false,
+            true,
+            false,
+            Duration::from_millis(700),
+        )
+        .unwrap();
+        assert_eq!(show(&db, "lock_timeout"), "700ms");
+        assert_eq!(show(&db, "search_path"), "public,pg_catalog");
+        let db = PgInner::open(
+            &with("-c lock_timeout=5s"),
+            false,
+            true,
+            false,
+            Duration::from_millis(700),
+        )
+        .unwrap();
+        assert_eq!(show(&db, "lock_timeout"), "5s", "the URL's own setting wins");
+    }
+
+    /// A statement that waits for a lock past the busy timeout fails the transaction with
+    /// [`Error::Locked`] naming the database without its password and the wait, and nothing
+    /// of the transaction is kept; with the lock released the same transaction goes through.
+    /// The migration lock of a first start is waited for the same way.
+    #[test]
+    fn a_lock_wait_past_the_busy_timeout_is_locked_naming_the_database_on_postgres() {
+        let Some(fresh) = fresh() else { return };
+        let wait = Duration::from_millis(200);
+        // The database is migrated later, by an opening that waits on the migration lock.
+        let mut holder = fresh.admin();
+        // Should waits not be bounded, the server ends the holder's session once it has been
+        // idle in its transaction that long, and the waiting call then succeeds: the test fails
+        // rather than hangs.
+        holder.batch_execute("SET idle_in_transaction_session_timeout = '60s'").unwrap();
+        holder.batch_execute("BEGIN").unwrap();
+        holder.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).unwrap();
+        let err = PgInner::open(&fresh.url, false, true, false, wait).unwrap_err();
+        let Error::Locked { path, waited } = &err else { panic!("{err:?}") };
+        assert_eq!(path.to_str(), Some(display_url(&fresh.url).as_str()));
+        assert!(*waited >= wait, "{waited:?}");
+        assert_eq!(applied_version(&mut fresh.admin()).unwrap(), 0, "nothing migrated");
+        holder.batch_execute("COMMIT").unwrap();
+        let db = PgInner::open(&fresh.url, false, true, false, wait).unwrap();
+        write(&db, |tx| tx.batch_execute("CREATE TABLE t (k BIGINT PRIMARY KEY, v TEXT)")).unwrap();
+        write(&db, |tx| tx.batch_execute("INSERT INTO t VALUES (1, 'held')")).unwrap();
+        let update = |db: &PgInner, gave_up: &StdCell<bool>| {
+            db.run_noting(true, gave_up, |tx| {
+                Stmt::prepare(tx, "INSERT INTO t VALUES (2, 'first')")?.execute(&[])?;
+                Stmt::prepare(tx, "UPDATE t SET v = 'changed' WHERE k = 1")?.execute(&[])
+            })
+        };
+        holder.batch_execute("BEGIN; SELECT * FROM t WHERE k = 1 FOR UPDATE").unwrap();
+        let gave_up = StdCell::new(false);
+        let err = update(&db, &gave_up).unwrap_err();
+        let Error::Locked { path, waited } = &err else { panic!("{err:?}") };
+        assert_eq!(path.to_str(), Some(db.shown()));
+        assert!(*waited >= wait, "{waited:?}");
+        assert!(gave_up.get());
+        assert!(err.is_busy());
+        let rows =
+            |c: &mut Client| c.query_one("SELECT COUNT(*) FROM t", &[]).unwrap().get::<_, i64>(0);
+        assert_eq!(rows(&mut holder), 1, "the insert before the wait was rolled back");
+        holder.batch_execute("COMMIT").unwrap();
+        let gave_up = StdCell::new(false);
+        assert_eq!(update(&db, &gave_up).unwrap(), 1);
+        assert!(!gave_up.get());
+        assert_eq!(rows(&mut holder), 2);
     }
 
     proptest! {

@@ -56,6 +56,36 @@ const INSERT_TRANSITION: &str = "
 const LAST_CHECKPOINT: &str = "
     SELECT seq, id, state, created_at, (SELECT MIN(seq) FROM checkpoints WHERE task_id = ?1)
     FROM checkpoints WHERE task_id = ?1 ORDER BY seq DESC LIMIT 1";
+/// [`LAST_TRANSITION`] and [`LAST_CHECKPOINT`] in one row, for PostgreSQL, where each query is a
+/// round trip: columns 0–6 the transition's (NULL when none is stored), 7–11 the checkpoint's.
+const LAST_TRANSITION_AND_CHECKPOINT_PG: &str = "
+    SELECT t.seq, t.from_state, t.to_state, t.event, t.metadata, t.created_at, t.lowest,
+        c.seq, c.id, c.state, c.created_at, c.lowest
+    FROM (SELECT 1) AS one
+    LEFT JOIN (
+        SELECT seq, from_state, to_state, event, metadata, created_at,
+            (SELECT MIN(seq) FROM state_transitions WHERE task_id = ?1) AS lowest
+        FROM state_transitions WHERE task_id = ?1 ORDER BY seq DESC LIMIT 1) AS t ON TRUE
+    LEFT JOIN (
+        SELECT seq, id, state, created_at,
+            (SELECT MIN(seq) FROM checkpoints WHERE task_id = ?1) AS lowest
+        FROM checkpoints WHERE task_id = ?1 ORDER BY seq DESC LIMIT 1) AS c ON TRUE";
+/// On PostgreSQL, the task's row written ([`UPSERT_STATE_PG`], ?1–?5) and its first new
+/// transition inserted (?6–?11) in one statement, one round trip where they take two (the
+/// transition's foreign key is checked at the end of the statement, when the row is there).
+const SAVE_WITH_TRANSITION_PG: &str = "
+    WITH saved AS (
+        INSERT INTO workflow_states (task_id, project_id, state, context, created_at, updated_at)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+        ON CONFLICT(task_id) DO UPDATE SET
+            project_id = excluded.project_id, state = excluded.state,
+            context = excluded.context, updated_at = excluded.updated_at
+        WHERE workflow_states.project_id IS DISTINCT FROM excluded.project_id
+            OR workflow_states.state IS DISTINCT FROM excluded.state
+            OR workflow_states.context IS DISTINCT FROM excluded.context
+        RETURNING 1)
+    INSERT INTO state_transitions (task_id, seq, from_state, to_state, event, metadata, created_at)
+    VALUES (?1, ?6, ?7, ?8, ?9, ?10, ?11)";
 const ALL_CHECKPOINTS: &str =
     "SELECT seq, id, state, created_at FROM checkpoints WHERE task_id = ?1 ORDER BY seq";
 const INSERT_CHECKPOINT: &str = "
@@ -141,20 +171,42 @@ impl SqliteStateStore {
         if tx.backend() == Backend::Postgres {
             tx.query_row(LOCK_TASK_PG, &[Param::text(task)], |_| Ok(()))?;
         }
-        let stored_transitions = check_transitions(tx, state)?;
-        let stored_checkpoints = check_checkpoints(tx, state)?;
-        let now = Param::time(tx.now());
-        tx.execute(
-            tx.dialect(UPSERT_STATE, UPSERT_STATE_PG),
-            &[
-                Param::text(task),
-                Param::text(state.project_id.as_str()),
-                Param::text(state.state.as_str()),
-                Param::clean(context),
-                now,
-            ],
-        )?;
-        self.append(tx, state, stored_transitions, stored_checkpoints)
+        let (last_transition, last_checkpoint) = last_stored(tx, task)?;
+        let stored_transitions = check_transitions(tx, state, last_transition)?;
+        let stored_checkpoints = check_checkpoints(tx, state, last_checkpoint)?;
+        let row = [
+            Param::text(task),
+            Param::text(state.project_id.as_str()),
+            Param::text(state.state.as_str()),
+            Param::clean(context),
+            Param::time(tx.now()),
+        ];
+        match (tx.backend(), state.history.get(stored_transitions)) {
+            (Backend::Postgres, Some(first_new)) => {
+                let [task, project, state_name, context, now] = row;
+                tx.execute(
+                    SAVE_WITH_TRANSITION_PG,
+                    &[
+                        task,
+                        project,
+                        state_name,
+                        context,
+                        now,
+                        Param::int(stored_transitions as i64 + 1),
+                        Param::text(first_new.from.as_str()),
+                        Param::text(first_new.to.as_str()),
+                        Param::text(first_new.event.as_str()),
+                        first_new.metadata.as_ref().map_or(Ok(Param::NULL), Param::json)?,
+                        Param::time(first_new.timestamp),
+                    ],
+                )?;
+                self.append(tx, state, stored_transitions + 1, stored_checkpoints)
+            }
+            _ => {
+                tx.execute(tx.dialect(UPSERT_STATE, UPSERT_STATE_PG), &row)?;
+                self.append(tx, state, stored_transitions, stored_checkpoints)
+            }
+        }
     }
 
     /// Inserts the transitions and checkpoints that follow the stored ones.
@@ -402,10 +454,51 @@ fn context_value(context: &StateContext) -> Result<Value> {
 
 /// How many transitions are stored for the task, once the caller's history is known to contain
 /// them (see [`SqliteStateStore::save_in`]).
-fn check_transitions(tx: &Tx<'_>, state: &PersistedState) -> Result<usize> {
+/// A stored checkpoint as a save compares it: its number, id, state and time.
+type StoredCheckpoint = (i64, String, String, String);
+
+/// The checkpoint of `r`'s columns `at`…`at + 3`.
+fn read_stored_checkpoint(r: &Row<'_>, at: usize) -> Result<StoredCheckpoint> {
+    Ok((r.get(at)?, r.get(at + 1)?, r.get(at + 2)?, r.get(at + 3)?))
+}
+
+/// The last stored transition and the last stored checkpoint of `task`, each with the lowest
+/// stored number: two queries on SQLite, one round trip on PostgreSQL.
+#[allow(clippy::type_complexity)]
+fn last_stored(
+    tx: &Tx<'_>,
+    task: &str,
+) -> Result<(Option<(StoredTransition, i64)>, Option<(StoredCheckpoint, i64)>)> {
+    let key = [Param::text(task)];
+    if tx.backend() == Backend::Postgres {
+        let both = tx.query_row(LAST_TRANSITION_AND_CHECKPOINT_PG, &key, |r| {
+            let transition = match r.get::<Option<i64>>(0)? {
+                Some(_) => Some((StoredTransition::read(r)?, r.get::<i64>(6)?)),
+                None => None,
+            };
+            let checkpoint = match r.get::<Option<i64>>(7)? {
+                Some(_) => Some((read_stored_checkpoint(r, 7)?, r.get::<i64>(11)?)),
+                None => None,
+            };
+            Ok((transition, checkpoint))
+        })?;
+        return Ok(both.unwrap_or((None, None)));
+    }
+    let transition = tx
+        .query_row(LAST_TRANSITION, &key, |r| Ok((StoredTransition::read(r)?, r.get::<i64>(6)?)))?;
+    let checkpoint = tx.query_row(LAST_CHECKPOINT, &key, |r| {
+        Ok((read_stored_checkpoint(r, 0)?, r.get::<i64>(4)?))
+    })?;
+    Ok((transition, checkpoint))
+}
+
+fn check_transitions(
+    tx: &Tx<'_>,
+    state: &PersistedState,
+    last: Option<(StoredTransition, i64)>,
+) -> Result<usize> {
     let task = state.task_id.as_str();
-    let read = |r: &Row<'_>| Ok((StoredTransition::read(r)?, r.get::<i64>(6)?));
-    let Some((last, lowest)) = tx.query_row(LAST_TRANSITION, &[Param::text(task)], read)? else {
+    let Some((last, lowest)) = last else {
         return Ok(0);
     };
     position(lowest, task, "state_transitions")?;
@@ -500,15 +593,15 @@ impl StoredTransition {
 
 /// How many checkpoints are stored for the task, once the caller's checkpoints are known to
 /// start with them (see [`SqliteStateStore::save_in`]).
-fn check_checkpoints(tx: &Tx<'_>, state: &PersistedState) -> Result<usize> {
+fn check_checkpoints(
+    tx: &Tx<'_>,
+    state: &PersistedState,
+    last: Option<(StoredCheckpoint, i64)>,
+) -> Result<usize> {
     let task = state.task_id.as_str();
     let given = &state.context.checkpoints;
-    let read = |r: &Row<'_>| -> Result<(i64, String, String, String)> {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-    };
-    let read_last = |r: &Row<'_>| Ok((read(r)?, r.get::<i64>(4)?));
-    let Some((last, lowest)) = tx.query_row(LAST_CHECKPOINT, &[Param::text(task)], read_last)?
-    else {
+    let read = |r: &Row<'_>| read_stored_checkpoint(r, 0);
+    let Some((last, lowest)) = last else {
         return Ok(0);
     };
     position(lowest, task, "checkpoints")?;
