@@ -1664,7 +1664,7 @@ mod tests {
             (Duration::ZERO, "1ms"),
             (Duration::from_secs(30), "30s"),
         ] {
-            let db = PgInner::open(&fresh.url, false, true, false, wait).unwrap();
+            let db = PgInner::open(&fresh.url, false, true, false, wait, &[]).unwrap();
             // Several connections at once: each made by the pool has it, not only the first.
             let together = Barrier::new(3);
             let seen: Vec<String> = std::thread::scope(|scope| {
@@ -1696,6 +1696,7 @@ mod tests {
             true,
             false,
             Duration::from_millis(700),
+            &[],
         )
         .unwrap();
         assert_eq!(show(&db, "lock_timeout"), "700ms");
@@ -1706,6 +1707,7 @@ mod tests {
             true,
             false,
             Duration::from_millis(700),
+            &[],
         )
         .unwrap();
         assert_eq!(show(&db, "lock_timeout"), "5s", "the URL's own setting wins");
@@ -1727,13 +1729,13 @@ mod tests {
         holder.batch_execute("SET idle_in_transaction_session_timeout = '60s'").unwrap();
         holder.batch_execute("BEGIN").unwrap();
         holder.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).unwrap();
-        let err = PgInner::open(&fresh.url, false, true, false, wait).unwrap_err();
+        let err = PgInner::open(&fresh.url, false, true, false, wait, &[]).unwrap_err();
         let Error::Locked { path, waited } = &err else { panic!("{err:?}") };
         assert_eq!(path.to_str(), Some(display_url(&fresh.url).as_str()));
         assert!(*waited >= wait, "{waited:?}");
         assert_eq!(applied_version(&mut fresh.admin()).unwrap(), 0, "nothing migrated");
         holder.batch_execute("COMMIT").unwrap();
-        let db = PgInner::open(&fresh.url, false, true, false, wait).unwrap();
+        let db = PgInner::open(&fresh.url, false, true, false, wait, &[]).unwrap();
         write(&db, |tx| tx.batch_execute("CREATE TABLE t (k BIGINT PRIMARY KEY, v TEXT)")).unwrap();
         write(&db, |tx| tx.batch_execute("INSERT INTO t VALUES (1, 'held')")).unwrap();
         let update = |db: &PgInner, gave_up: &StdCell<bool>| {
