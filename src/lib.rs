@@ -7,6 +7,8 @@
 //! * [`tracker`]: execution traces, agent invocations, metrics and crash recovery.
 //! * [`approvals`]: durable approval requests, decided or expired in one transaction with the
 //!   task's transition and its audit entry.
+//! * [`bundle`]: a task's execution exported as a JSON Lines bundle and imported into another
+//!   database (its audit entries appended to that chain with their provenance).
 //!
 //! Ids are typed on both sides, writes and reads alike: [`ProjectId`], [`TaskId`], [`TraceId`],
 //! [`InvocationId`] and [`LessonId`] are re-exported here; so are [`chrono`] and [`serde_json`],
@@ -21,6 +23,7 @@
 
 pub use aigentflow_approvals as approvals;
 pub use aigentflow_audit as audit;
+pub use aigentflow_bundle as bundle;
 pub use aigentflow_core_states as states;
 pub use aigentflow_lessons as lessons;
 pub use aigentflow_persistence as persistence;
@@ -60,6 +63,9 @@ pub enum Error {
     /// The approvals store.
     #[error(transparent)]
     Approvals(#[from] approvals::Error),
+    /// A bundle's export or import.
+    #[error(transparent)]
+    Bundle(#[from] bundle::Error),
     /// The state machine (a refused transition, a table that breaks an invariant).
     #[error(transparent)]
     States(#[from] states::Error),
