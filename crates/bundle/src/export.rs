@@ -140,7 +140,8 @@ fn check_audit(bundle: &TaskBundle) -> Result<()> {
     Ok(())
 }
 
-/// The row hash an audit record's fields give after its `prev_hash`.
+/// The row hash an audit record's fields give after its `prev_hash`
+/// ([`AuditRowRecord::computed_hash`]).
 pub(crate) fn audit_hash(row: &AuditRowRecord) -> String {
     let timestamp = hashed_timestamp(row.timestamp.as_bytes());
     let origin_id = row.origin.as_ref().map(|o| o.id.to_string());

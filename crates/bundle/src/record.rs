@@ -197,6 +197,14 @@ pub struct AuditRowRecord {
     pub origin: Option<OriginRecord>,
 }
 
+impl AuditRowRecord {
+    /// The hash the chain gives these fields after `prev_hash`: equal to `row_hash` for a row
+    /// as the source's log wrote it.
+    pub fn computed_hash(&self) -> String {
+        crate::export::audit_hash(self)
+    }
+}
+
 /// An audit row's provenance: its id and hash in the database it was first written to, and
 /// that database's location.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
