@@ -96,6 +96,15 @@ fn populate(db: &Database, task: &str) {
         .unwrap();
 }
 
+/// The source a bundle of `db` names in its header: the file's absolute path, or the URL
+/// without its password.
+fn bundle_source(db: &Database) -> String {
+    match db.path() {
+        Some(path) => std::fs::canonicalize(path).unwrap().to_string_lossy().into_owned(),
+        None => db.location().to_string_lossy().into_owned(),
+    }
+}
+
 fn export(db: &Database, tasks: &[&str]) -> Vec<u8> {
     let ids: Vec<TaskId> = tasks.iter().map(|t| (*t).into()).collect();
     let mut out = Vec::new();
@@ -133,6 +142,7 @@ fn verifies(db: &Database) {
 /// Every field of the task is equal on both sides, and each audit row of the destination is
 /// the source's with its provenance (the source's id, hash and location).
 fn assert_same_task(src: &Database, dst: &Database, task: &str) {
+    let source = bundle_source(src);
     let (a, b) = (task_of(src, task), task_of(dst, task));
     assert_eq!(a.task, b.task, "state");
     assert_eq!(a.transitions, b.transitions, "history");
@@ -150,7 +160,7 @@ fn assert_same_task(src: &Database, dst: &Database, task: &str) {
         let origin = f.origin.clone().unwrap_or(aigentflow::audit::AuditOrigin {
             id: Some(f.id),
             hash: f.row_hash.clone(),
-            source: Some(src.location().to_string_lossy().into_owned()),
+            source: Some(source.clone()),
         });
         assert_eq!(t.origin.as_ref(), Some(&origin), "provenance of audit row {}", t.id);
     }
@@ -170,6 +180,7 @@ fn export_import_round_trip_is_equal_field_by_field_and_idempotent(t) {
     let text = String::from_utf8(bytes.clone()).unwrap();
     let header: Header = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(header.tasks, ["task-a", "task-b"]);
+    assert_eq!(header.source, bundle_source(&src));
     assert!(!text.contains("task-other"), "only the named tasks");
     let dst_db = another(t);
     let dst = open_clocked(dst_db.location());

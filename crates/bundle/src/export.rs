@@ -67,7 +67,7 @@ pub fn export(db: &Database, tasks: &[TaskId], out: &mut dyn Write) -> Result<Ex
             format: FORMAT.to_owned(),
             version: VERSION,
             tool: format!("aigentflow {}", env!("CARGO_PKG_VERSION")),
-            source: db.location().to_string_lossy().into_owned(),
+            source: source(db),
             exported_at: time::to_db(tx.now()),
             tasks: names.clone(),
         };
@@ -99,6 +99,15 @@ pub fn export(db: &Database, tasks: &[TaskId], out: &mut dyn Write) -> Result<Ex
         lines.out.flush().map_err(|source| Error::Io { what: "cannot write the bundle", source })?;
         Ok(ExportReport { tasks: names.clone(), records })
     })
+}
+
+/// Where the tasks are, as the header names it: a file's absolute path (what the path that
+/// opened it resolves to), or the server's URL without its password.
+fn source(db: &Database) -> String {
+    match db.path().and_then(|p| std::fs::canonicalize(p).ok()) {
+        Some(path) => path.to_string_lossy().into_owned(),
+        None => db.location().to_string_lossy().into_owned(),
+    }
 }
 
 /// The bundle's output, one JSON value per line.

@@ -91,6 +91,7 @@ fn read_commands(report: &Value, lesson: &str, backup: &Path) -> Vec<Vec<String>
         vec!["tasks", "list"],
         vec!["tasks", "show", task],
         vec!["tasks", "resumable"],
+        vec!["tasks", "export", task, "-o", "-"],
         vec!["audit", "query", "--limit", "5"],
         vec!["audit", "summary", "--project", "demo-project"],
         vec!["audit", "export", "--format", "csv"],
