@@ -12,7 +12,9 @@ use aigentflow::bundle::{
 use aigentflow::persistence::redact::corpus::{self, Sample};
 use aigentflow::persistence::{Backend, Database, Options, SqliteStateStore};
 use aigentflow::states::{Event, ManualClock, StateContext, StateMachine, StateStore, TaskId};
-use aigentflow::tracker::{NewInvocation, Outcome as InvocationOutcome, TokenUsage, ExecutionTracker as Tracker};
+use aigentflow::tracker::{
+    ExecutionTracker as Tracker, NewInvocation, Outcome as InvocationOutcome, TokenUsage,
+};
 use chrono::{TimeDelta, TimeZone, Utc};
 use proptest::prelude::*;
 use serde_json::json;
@@ -89,7 +91,14 @@ fn populate(db: &Database, task: &str) {
                 .unwrap();
         }
         if n == 0 {
-            tracker.complete_trace(&trace.id, true, Some(&TokenUsage::new(5, 6)), Some(&json!({"k": 1}))).unwrap();
+            tracker
+                .complete_trace(
+                    &trace.id,
+                    true,
+                    Some(&TokenUsage::new(5, 6)),
+                    Some(&json!({"k": 1})),
+                )
+                .unwrap();
         }
     }
     log.log(&AuditEntry { task_id: Some(task.into()), ..AuditEntry::new("note", Category::User) })
@@ -156,7 +165,10 @@ fn assert_same_task(src: &Database, dst: &Database, task: &str) {
             (&f.timestamp, &f.project_id, &f.task_id, &f.agent, &f.action, &f.category),
             (&t.timestamp, &t.project_id, &t.task_id, &t.agent, &t.action, &t.category)
         );
-        assert_eq!((&f.details_text, &f.user_id, &f.ip_address), (&t.details_text, &t.user_id, &t.ip_address));
+        assert_eq!(
+            (&f.details_text, &f.user_id, &f.ip_address),
+            (&t.details_text, &t.user_id, &t.ip_address)
+        );
         let origin = f.origin.clone().unwrap_or(aigentflow::audit::AuditOrigin {
             id: Some(f.id),
             hash: f.row_hash.clone(),
@@ -443,7 +455,9 @@ fn mutate(bytes: &[u8], mutations: &[Mutation]) -> Vec<u8> {
                 lines.insert(i % n, l);
             }
             Mutation::SwapLines(i, j) if !lines.is_empty() => lines.swap(i % n, j % n),
-            Mutation::InsertLine(i, text) => lines.insert(i % (n + 1).min(lines.len() + 1), text.clone().into_bytes()),
+            Mutation::InsertLine(i, text) => {
+                lines.insert(i % (n + 1).min(lines.len() + 1), text.clone().into_bytes())
+            }
             _ => {}
         }
     }
@@ -469,12 +483,16 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         (any::<usize>(), any::<usize>()).prop_map(|(i, j)| Mutation::SwapLines(i, j)),
         any::<usize>().prop_map(Mutation::Truncate),
         (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::SetByte(i, b)),
-        (any::<usize>(), prop_oneof![
-            Just("{}".to_owned()),
-            Just(r#"{"kind":"end","records":0}"#.to_owned()),
-            Just(r#"{"kind":"task","task_id":"task-p"}"#.to_owned()),
-            "\\PC{0,40}",
-        ]).prop_map(|(i, s)| Mutation::InsertLine(i, s)),
+        (
+            any::<usize>(),
+            prop_oneof![
+                Just("{}".to_owned()),
+                Just(r#"{"kind":"end","records":0}"#.to_owned()),
+                Just(r#"{"kind":"task","task_id":"task-p"}"#.to_owned()),
+                "\\PC{0,40}",
+            ]
+        )
+            .prop_map(|(i, s)| Mutation::InsertLine(i, s)),
     ]
 }
 

@@ -310,7 +310,9 @@ impl<'e> CleanEntry<'e> {
             return Err(invalid("the action is empty".into()));
         }
         let hash = entry.origin.hash.as_str();
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hash.len() != 64
+            || !hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(invalid(format!("origin hash {hash:?} is not 64 lower-case hex digits")));
         }
         if entry.origin.source.trim().is_empty() {

@@ -28,7 +28,8 @@ const TRACES: &str = "SELECT id, project_id, task_id, prompt, started_at, comple
         duration_ms, token_usage, metadata, status, owner_pid, owner_started_at, owner_host,
         heartbeat_at, recovery_attempts
     FROM execution_traces WHERE task_id = ?1 ORDER BY feed_seq, id";
-const INVOCATIONS: &str = "SELECT trace_id, agent, task_fragment, started_at, completed_at, outcome,
+const INVOCATIONS: &str =
+    "SELECT trace_id, agent, task_fragment, started_at, completed_at, outcome,
         quality_score, token_usage, output_summary, error
     FROM agent_invocations WHERE trace_id = ?1 ORDER BY id";
 const AUDIT: &str = "SELECT id, timestamp, project_id, task_id, agent, action, category, details,
@@ -96,7 +97,10 @@ pub fn export(db: &Database, tasks: &[TaskId], out: &mut dyn Write) -> Result<Ex
         }
         let records = lines.records;
         lines.line(&Record::End(EndRecord { records }))?;
-        lines.out.flush().map_err(|source| Error::Io { what: "cannot write the bundle", source })?;
+        lines
+            .out
+            .flush()
+            .map_err(|source| Error::Io { what: "cannot write the bundle", source })?;
         Ok(ExportReport { tasks: names.clone(), records })
     })
 }
@@ -123,7 +127,9 @@ impl Lines<'_> {
             source: std::io::Error::other(e),
         })?;
         text.push(b'\n');
-        self.out.write_all(&text).map_err(|source| Error::Io { what: "cannot write the bundle", source })
+        self.out
+            .write_all(&text)
+            .map_err(|source| Error::Io { what: "cannot write the bundle", source })
     }
 
     fn record(&mut self, record: Record) -> Result<()> {
@@ -293,7 +299,11 @@ fn read_audit(r: &Row<'_>) -> aigentflow_persistence::Result<Result<AuditRowReco
     let (Some(prev_hash), Some(row_hash)) = (prev_hash, row_hash) else {
         return Ok(refuse("has no hash"));
     };
-    let origin = match (r.get::<Option<i64>>(12)?, r.get::<Option<String>>(13)?, r.get::<Option<String>>(14)?) {
+    let origin = match (
+        r.get::<Option<i64>>(12)?,
+        r.get::<Option<String>>(13)?,
+        r.get::<Option<String>>(14)?,
+    ) {
         (None, None, None) => None,
         (Some(id), Some(hash), Some(source)) => Some(OriginRecord { id, hash, source }),
         _ => return Ok(refuse("has a partial provenance")),

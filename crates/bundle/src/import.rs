@@ -150,7 +150,9 @@ pub fn import_bundle(db: &Database, bundle: &Bundle) -> Result<ImportReport> {
 fn origin(row: &AuditRowRecord, source: &str) -> ImportedOrigin {
     match &row.origin {
         Some(o) => ImportedOrigin { id: o.id, hash: o.hash.clone(), source: o.source.clone() },
-        None => ImportedOrigin { id: row.id, hash: row.row_hash.clone(), source: source.to_owned() },
+        None => {
+            ImportedOrigin { id: row.id, hash: row.row_hash.clone(), source: source.to_owned() }
+        }
     }
 }
 

@@ -122,8 +122,7 @@ fn not_empty(line: u64, field: &str, text: &str) -> Result<()> {
 }
 
 fn hex64(line: u64, field: &str, text: &str) -> Result<()> {
-    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return Err(invalid(line, format!("{field} {text:?} is not 64 lower-case hex digits")));
     }
     Ok(())
@@ -218,7 +217,10 @@ impl Reader {
                 opt_time(line, "deadline", &r.deadline)?;
                 opt_time(line, "decided_at", &r.decided_at)?;
                 if !["pending", "approved", "rejected", "expired"].contains(&r.status.as_str()) {
-                    return Err(invalid(line, format!("approval status {:?} is unknown", r.status)));
+                    return Err(invalid(
+                        line,
+                        format!("approval status {:?} is unknown", r.status),
+                    ));
                 }
                 if (r.status == "pending") != r.decided_at.is_none() {
                     return Err(invalid(
@@ -227,7 +229,10 @@ impl Reader {
                     ));
                 }
                 if r.status == "pending" && !self.pending.insert(r.task_id.clone()) {
-                    return Err(invalid(line, format!("a second pending approval of task {}", r.task_id)));
+                    return Err(invalid(
+                        line,
+                        format!("a second pending approval of task {}", r.task_id),
+                    ));
                 }
                 self.tasks[at].approvals.push(r);
             }
@@ -270,7 +275,10 @@ impl Reader {
                 if audit_hash(&r) != r.row_hash {
                     return Err(invalid(
                         line,
-                        format!("audit row {}: its row_hash does not follow from its fields (edited)", r.id),
+                        format!(
+                            "audit row {}: its row_hash does not follow from its fields (edited)",
+                            r.id
+                        ),
                     ));
                 }
                 let root = r.origin.as_ref().map_or(&r.row_hash, |o| &o.hash);
@@ -284,14 +292,20 @@ impl Reader {
 
     fn header_line(&self, line: u64, value: Value) -> Result<Header> {
         if value.get("format").and_then(Value::as_str) != Some(FORMAT) {
-            return Err(invalid(line, format!("not an {FORMAT} header (its format must be {FORMAT:?})")));
+            return Err(invalid(
+                line,
+                format!("not an {FORMAT} header (its format must be {FORMAT:?})"),
+            ));
         }
         let header: Header = serde_json::from_value(value)
             .map_err(|e| invalid(line, format!("not a bundle header ({e})")))?;
         if header.version != VERSION {
             return Err(invalid(
                 line,
-                format!("format version {} is not read by this build (it reads {VERSION})", header.version),
+                format!(
+                    "format version {} is not read by this build (it reads {VERSION})",
+                    header.version
+                ),
             ));
         }
         not_empty(line, "source", &header.source)?;
@@ -318,7 +332,10 @@ impl Reader {
             ));
         }
         self.task_at.get(task).copied().ok_or_else(|| {
-            invalid(line, format!("{kind} record of task {task} before its task record (out of order)"))
+            invalid(
+                line,
+                format!("{kind} record of task {task} before its task record (out of order)"),
+            )
         })
     }
 
