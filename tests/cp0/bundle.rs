@@ -398,6 +398,7 @@ fn hostile_bundles_are_typed_errors_naming_their_line_and_write_nothing(t) {
         ("definition kind", Box::new(|l| { l.insert(2, r#"{"kind":"definition","name":"w","version":1}"#.into()); joined(l) }), "line 3: not a bundle record (unknown variant `definition`"),
         ("out of order", Box::new(|l| { l.swap(1, 2); joined(l) }), "line 2: trace record of task task-h before its task record"),
         ("invocation before its trace", Box::new(|l| { l.insert(2, json!({"kind":"invocation","trace_id":"trace-task-h","agent":"a","task_fragment":null,"started_at":"2026-11-20 08:00:00.000","completed_at":null,"outcome":null,"quality_score":null,"token_usage":null,"output_summary":null,"error":null}).to_string()); joined(l) }), "line 3: invocation of trace"),
+        ("history out of order", Box::new(|l| { l.insert(2, json!({"kind":"transition","task_id":"task-h","seq":2,"from_state":"IDLE","to_state":"ANALYZING","event":"START","metadata":null,"created_at":"2026-11-20 08:00:00.000"}).to_string()); edit_line(l, 5, |v| v["records"] = json!(4)); joined(l) }), "line 3: transition seq 2 of task task-h is out of order: 1 comes next"),
         ("task not in header", Box::new(|l| { edit_line(l, 2, |v| v["task_id"] = json!("task-z")); joined(l) }), "line 3: trace record of task \"task-z\", which the header does not name"),
         ("truncated: no end", Box::new(|l| { l.pop(); joined(l) }), "ends after line 4 without its end record"),
         ("truncated mid-line", Box::new(|l| { let mut b = joined(l); b.truncate(b.len() - 10); b }), "ends after line 5 without its end record"),
@@ -439,6 +440,8 @@ enum Mutation {
     Truncate(usize),
     SetByte(usize, u8),
     InsertLine(usize, String),
+    /// A text field of the record on that line given another value (the bundle stays valid).
+    EditField(usize, String),
 }
 
 fn mutate(bytes: &[u8], mutations: &[Mutation]) -> Vec<u8> {
@@ -455,6 +458,20 @@ fn mutate(bytes: &[u8], mutations: &[Mutation]) -> Vec<u8> {
                 lines.insert(i % n, l);
             }
             Mutation::SwapLines(i, j) if !lines.is_empty() => lines.swap(i % n, j % n),
+            Mutation::EditField(i, text) if !lines.is_empty() => {
+                let at = i % n;
+                if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&lines[at]) {
+                    let (field, value) = match v["kind"].as_str() {
+                        Some("task") => ("context", json!({"edited": text}).to_string()),
+                        Some("trace") => ("prompt", text.clone()),
+                        Some("invocation") => ("output_summary", text.clone()),
+                        Some("approval") => ("comment", text.clone()),
+                        _ => continue,
+                    };
+                    v[field] = json!(value);
+                    lines[at] = v.to_string().into_bytes();
+                }
+            }
             Mutation::InsertLine(i, text) => {
                 lines.insert(i % (n + 1).min(lines.len() + 1), text.clone().into_bytes())
             }
@@ -477,39 +494,38 @@ fn mutate(bytes: &[u8], mutations: &[Mutation]) -> Vec<u8> {
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
+    let line = prop_oneof![
+        Just("{}".to_owned()),
+        Just(r#"{"kind":"end","records":0}"#.to_owned()),
+        Just(r#"{"kind":"task","task_id":"task-p"}"#.to_owned()),
+        "\\PC{0,40}",
+    ];
     prop_oneof![
-        any::<usize>().prop_map(Mutation::DeleteLine),
-        any::<usize>().prop_map(Mutation::DuplicateLine),
-        (any::<usize>(), any::<usize>()).prop_map(|(i, j)| Mutation::SwapLines(i, j)),
-        any::<usize>().prop_map(Mutation::Truncate),
-        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::SetByte(i, b)),
-        (
-            any::<usize>(),
-            prop_oneof![
-                Just("{}".to_owned()),
-                Just(r#"{"kind":"end","records":0}"#.to_owned()),
-                Just(r#"{"kind":"task","task_id":"task-p"}"#.to_owned()),
-                "\\PC{0,40}",
-            ]
-        )
-            .prop_map(|(i, s)| Mutation::InsertLine(i, s)),
+        4 => (any::<usize>(), "[a-z ]{1,20}").prop_map(|(i, s)| Mutation::EditField(i, s)),
+        1 => any::<usize>().prop_map(Mutation::DeleteLine),
+        1 => any::<usize>().prop_map(Mutation::DuplicateLine),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(i, j)| Mutation::SwapLines(i, j)),
+        1 => any::<usize>().prop_map(Mutation::Truncate),
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::SetByte(i, b)),
+        1 => (any::<usize>(), line).prop_map(|(i, s)| Mutation::InsertLine(i, s)),
     ]
 }
 
 on_both! {
 /// Random mutations of a real bundle never panic, and either import whole (every task of the
 /// bundle then reads back as the bundle has it, its audit entries all present) or fail and
-/// write nothing.
+/// write nothing. Edited fields keep a bundle valid: its first import writes it, later ones
+/// with other edits conflict.
 fn mutated_bundles_import_whole_or_write_nothing(t) {
     let src_db = another(t);
     let src = open_clocked(src_db.location());
     populate(&src, "task-p");
     populate(&src, "task-q");
     let bytes = export(&src, &["task-p", "task-q"]);
-    let cases = if t.backend() == Backend::Postgres { 24 } else { 64 };
+    let cases = if t.backend() == Backend::Postgres { 32 } else { 128 };
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases));
     runner
-        .run(&proptest::collection::vec(mutation(), 1..4), |mutations| {
+        .run(&proptest::collection::vec(mutation(), 0..4), |mutations| {
             let mutated = mutate(&bytes, &mutations);
             let before = dump(t);
             match import(t.db(), &mutated) {
@@ -519,6 +535,13 @@ fn mutated_bundles_import_whole_or_write_nothing(t) {
                         let here = task_of(t.db(), &given.task.task_id);
                         prop_assert_eq!(&here.task, &given.task);
                         prop_assert_eq!(&here.transitions, &given.transitions);
+                        prop_assert_eq!(&here.checkpoints, &given.checkpoints);
+                        let sorted = |a: &[bundle::ApprovalRecord]| {
+                            let mut a = a.to_vec();
+                            a.sort_by(|x, y| x.id.cmp(&y.id));
+                            a
+                        };
+                        prop_assert_eq!(sorted(&here.approvals), sorted(&given.approvals));
                         prop_assert_eq!(&here.traces, &given.traces);
                         let roots: Vec<String> = audit_rows(t.db(), &given.task.task_id)
                             .into_iter()

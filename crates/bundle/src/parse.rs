@@ -25,8 +25,9 @@ pub struct Bundle {
 /// Reads and checks a whole bundle. Each of these is an [`Error::Invalid`] naming its line: a
 /// line that is not JSON, a value holding a NUL character (U+0000), a header of another format
 /// or version, an unknown record kind or field, a record of a task the header does not name or
-/// before its task's record (an invocation before its trace), an id given twice (a task, a
-/// checkpoint, an approval, a trace, a task's `seq`, an audit row), an empty id, a timestamp not
+/// before its task's record (an invocation before its trace), a task's transitions or
+/// checkpoints not numbered 1, 2, 3, … in order or its audit rows not in id order, an id given
+/// twice (a task, a checkpoint, an approval, a trace, an audit row), an empty id, a timestamp not
 /// in the stored form or outside years 0000 to 9999, JSON columns that are not JSON, an approval
 /// whose status and decision disagree or a second pending one, an audit row whose hash does not
 /// follow from its fields, an end record whose count is wrong or a line after it. A line longer
@@ -70,8 +71,6 @@ struct Reader {
     trace_at: HashMap<String, (usize, usize)>,
     /// Checkpoint, approval and audit ids already given, by kind.
     ids: HashSet<(&'static str, String)>,
-    /// (task, seq) of transitions and checkpoints already given.
-    seqs: HashSet<(&'static str, String, i64)>,
     pending: HashSet<String>,
     records: u64,
     ended: bool,
@@ -117,6 +116,22 @@ fn json_text(line: u64, field: &str, text: &str) -> Result<()> {
 fn not_empty(line: u64, field: &str, text: &str) -> Result<()> {
     if text.is_empty() {
         return Err(invalid(line, format!("{field} is empty")));
+    }
+    Ok(())
+}
+
+/// A task's transitions, and its checkpoints, come with `seq` 1, 2, 3, … in that order, as the
+/// state store numbers them: `given` is the number of those already read.
+fn in_order(line: u64, kind: &str, task: &str, seq: Option<i64>, given: usize) -> Result<()> {
+    let expected = given as i64 + 1;
+    if seq != Some(expected) {
+        let seq = seq.map_or_else(|| "none".to_owned(), |n| n.to_string());
+        return Err(invalid(
+            line,
+            format!(
+                "{kind} seq {seq} of task {task} is out of order: {expected} comes next (a task's {kind}s are numbered 1, 2, 3, … in order)"
+            ),
+        ));
     }
     Ok(())
 }
@@ -196,14 +211,14 @@ impl Reader {
             }
             Record::Transition(r) => {
                 let at = task_of(self, &r.task_id)?;
-                self.seq(line, "transition", &r.task_id, r.seq)?;
+                in_order(line, "transition", &r.task_id, r.seq, self.tasks[at].transitions.len())?;
                 stored_time(line, "created_at", &r.created_at)?;
                 self.tasks[at].transitions.push(r);
             }
             Record::Checkpoint(r) => {
                 let at = task_of(self, &r.task_id)?;
                 self.id(line, "checkpoint", &r.id)?;
-                self.seq(line, "checkpoint", &r.task_id, r.seq)?;
+                in_order(line, "checkpoint", &r.task_id, r.seq, self.tasks[at].checkpoints.len())?;
                 json_text(line, "context", &r.context)?;
                 json_text(line, "artifacts", &r.artifacts)?;
                 stored_time(line, "created_at", &r.created_at)?;
@@ -281,6 +296,15 @@ impl Reader {
                         ),
                     ));
                 }
+                if let Some(last) = self.tasks[at].audit.last().filter(|last| last.id >= r.id) {
+                    return Err(invalid(
+                        line,
+                        format!(
+                            "audit row {} of task {} after row {} (out of order): a task's audit rows come in id order",
+                            r.id, r.task_id, last.id
+                        ),
+                    ));
+                }
                 let root = r.origin.as_ref().map_or(&r.row_hash, |o| &o.hash);
                 self.id(line, "audit row", root)?;
                 self.tasks[at].audit.push(r);
@@ -344,16 +368,6 @@ impl Reader {
         not_empty(line, &format!("{kind} id"), id)?;
         if !self.ids.insert((kind, id.to_owned())) {
             return Err(invalid(line, format!("{kind} {id} appears twice")));
-        }
-        Ok(())
-    }
-
-    /// A task's `seq` of `kind` not given before.
-    fn seq(&mut self, line: u64, kind: &'static str, task: &str, seq: Option<i64>) -> Result<()> {
-        if let Some(seq) = seq {
-            if !self.seqs.insert((kind, task.to_owned(), seq)) {
-                return Err(invalid(line, format!("{kind} {seq} of task {task} appears twice")));
-            }
         }
         Ok(())
     }
