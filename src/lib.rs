@@ -9,6 +9,8 @@
 //!   task's transition and its audit entry.
 //! * [`workflows`]: workflow definitions as versioned files, cached in the database, tasks
 //!   bound to the one they started under, pictures of the graph.
+//! * [`bundle`]: a task's execution exported as a JSON Lines bundle and imported into another
+//!   database (its audit entries appended to that chain with their provenance).
 //!
 //! Ids are typed on both sides, writes and reads alike: [`ProjectId`], [`TaskId`], [`TraceId`],
 //! [`InvocationId`] and [`LessonId`] are re-exported here; so are [`chrono`] and [`serde_json`],
@@ -23,6 +25,7 @@
 
 pub use aigentflow_approvals as approvals;
 pub use aigentflow_audit as audit;
+pub use aigentflow_bundle as bundle;
 pub use aigentflow_core_states as states;
 pub use aigentflow_lessons as lessons;
 pub use aigentflow_persistence as persistence;
@@ -66,6 +69,9 @@ pub enum Error {
     /// Workflow definitions (a file that is not one, a changed definition, an unknown task).
     #[error(transparent)]
     Workflows(#[from] workflows::Error),
+    /// A bundle's export or import.
+    #[error(transparent)]
+    Bundle(#[from] bundle::Error),
     /// The state machine (a refused transition, a table that breaks an invariant).
     #[error(transparent)]
     States(#[from] states::Error),

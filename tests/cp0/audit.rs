@@ -1488,6 +1488,7 @@ fn r18_tampering_is_named_by_verify_and_nothing_a_read_or_write_does_seals_it_on
             details: None,
             user_id: None,
             ip_address: None,
+            origin: None,
         };
         let hash = row_hash(head, &fields);
         format!(
@@ -1683,6 +1684,7 @@ fn an_unsealed_row_cannot_be_sealed_through_sql_even_with_its_right_hash(t) {
         details: None,
         user_id: None,
         ip_address: None,
+        origin: None,
     };
     let hash = row_hash(&prev, &fields);
     let err = around(

@@ -7,6 +7,7 @@
 mod approvals;
 mod async_use;
 mod audit;
+mod bundle;
 mod checklist;
 mod copy;
 mod corrupt_rows;

@@ -30,5 +30,8 @@ mod store;
 pub use chain::{ChainHead, Finding, Verification};
 pub use error::{Error, Result};
 pub use export::{ExportFormat, ExportOptions, ExportReport, EXPORT_COLUMNS};
-pub use model::{AuditEntry, AuditQuery, AuditRecord, Category, CategoryCount};
+pub use model::{
+    AuditEntry, AuditOrigin, AuditQuery, AuditRecord, Category, CategoryCount, ImportedEntry,
+    ImportedOrigin,
+};
 pub use store::{AuditLog, MAX_PAGE};

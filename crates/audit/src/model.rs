@@ -60,6 +60,51 @@ pub struct AuditRecord {
     pub ip_address: Option<String>,
     pub prev_hash: Option<String>,
     pub row_hash: Option<String>,
+    /// Where the row came from, for a row imported from another database's bundle (`aigentflow
+    /// tasks import`); absent for every other row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<AuditOrigin>,
+}
+
+/// The provenance of an imported audit row: its id and `row_hash` in the database it was
+/// exported from, and that database's location. The row's own hash covers the three.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditOrigin {
+    /// The row's id there (None only for a row written around the log with a cell that is no
+    /// number).
+    pub id: Option<i64>,
+    /// The row's `row_hash` there.
+    pub hash: Option<String>,
+    /// Where it was: a file path or a server URL without its password.
+    pub source: Option<String>,
+}
+
+/// An audit row imported from another database, to append with
+/// [`AuditLog::append_imported_in`](crate::AuditLog::append_imported_in): its fields as stored
+/// there, and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportedEntry {
+    /// When it was logged there; kept as it is.
+    pub timestamp: DateTime<Utc>,
+    pub project_id: Option<String>,
+    pub task_id: Option<String>,
+    pub agent: Option<String>,
+    pub action: String,
+    /// The stored category text.
+    pub category: String,
+    /// The stored details (JSON text).
+    pub details: Option<String>,
+    pub user_id: Option<String>,
+    pub ip_address: Option<String>,
+    pub origin: ImportedOrigin,
+}
+
+/// Where an [`ImportedEntry`] came from: its id and hash there, and that database's location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedOrigin {
+    pub id: i64,
+    pub hash: String,
+    pub source: String,
 }
 
 /// Filters of a query or an export. Dates are inclusive; a bare date as `end` covers that whole day.

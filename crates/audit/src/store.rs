@@ -10,10 +10,12 @@ use serde_json::Value;
 use crate::chain::{self, ChainHead, ChainRow, HashedFields, Verification, Verifier};
 use crate::error::{Error, Result};
 use crate::export::EXPORT_COLUMNS;
-use crate::model::{AuditEntry, AuditQuery, AuditRecord, CategoryCount};
+use crate::model::{
+    AuditEntry, AuditOrigin, AuditQuery, AuditRecord, CategoryCount, ImportedEntry,
+};
 
 pub(crate) const COLUMNS: &str =
-    "id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash";
+    "id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash, origin_source";
 
 /// The last sealed row: appends link to it, so a row written around the log stays outside the
 /// chain (and `verify` names it) instead of breaking the link of every row after it. SQLite's one
@@ -61,6 +63,9 @@ const SUMMARY_PG: &str = "SELECT category AS c, COUNT(*) FROM audit_logs
 /// statements on PostgreSQL.
 const INSERT: &str = "INSERT INTO audit_logs
     (id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash)";
+/// [`INSERT`] of imported rows, with their provenance.
+const INSERT_IMPORTED: &str = "INSERT INTO audit_logs
+    (id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash, origin_source)";
 
 /// The most entries one [`AuditLog::since`] or [`AuditLog::latest`] call returns: a page a poller
 /// reads in one short transaction, whatever the log holds.
@@ -230,6 +235,18 @@ impl AuditLog {
         })
     }
 
+    /// Appends entries imported from another database's bundle inside a caller's transaction,
+    /// after the chain's head, in order: each gets a new id and new hashes from this log, and
+    /// keeps its own timestamp and its [`Origin`](crate::AuditOrigin) (its id and hash where it
+    /// came from), which the new hash covers. Every text is redacted first, as in
+    /// [`log_in`](Self::log_in). Nothing is written if any entry is invalid: an empty action or
+    /// category, an origin hash that is not 64 lower-case hex digits, an empty source, or (on
+    /// PostgreSQL) a NUL character.
+    pub fn append_imported_in(&self, tx: &Tx<'_>, entries: &[ImportedEntry]) -> Result<Vec<i64>> {
+        let clean = entries.iter().map(CleanEntry::imported).collect::<Result<Vec<_>>>()?;
+        append(tx, &clean)
+    }
+
     pub(crate) fn database(&self) -> &Database {
         &self.db
     }
@@ -240,12 +257,23 @@ impl AuditLog {
 struct CleanEntry<'e> {
     category: Clean<'e>,
     action: Clean<'e>,
-    details: Option<Clean<'static>>,
+    details: Option<Clean<'e>>,
     project_id: Option<Clean<'e>>,
     task_id: Option<Clean<'e>>,
     agent: Option<Clean<'e>>,
     user_id: Option<Clean<'e>>,
     ip_address: Option<Clean<'e>>,
+    /// An imported entry's own time and provenance; None for an entry logged now.
+    imported: Option<(chrono::DateTime<chrono::Utc>, CleanOrigin<'e>)>,
+}
+
+/// An imported entry's provenance, redacted like any text.
+struct CleanOrigin<'e> {
+    id: i64,
+    /// `id` as the hash covers it.
+    id_text: String,
+    hash: &'e str,
+    source: Clean<'e>,
 }
 
 impl<'e> CleanEntry<'e> {
@@ -277,6 +305,51 @@ impl<'e> CleanEntry<'e> {
             agent: text(entry.agent.as_deref()),
             user_id: text(entry.user_id.as_deref()),
             ip_address: text(entry.ip_address.as_deref()),
+            imported: None,
+        })
+    }
+
+    /// An imported entry checked and redacted. Its details are the stored JSON text, redacted
+    /// as text: the policy reads JSON in text, and leaves text it already produced as it is.
+    fn imported(entry: &'e ImportedEntry) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidInput {
+            what: "imported audit entry",
+            reason: format!("origin id {}: {reason}", entry.origin.id).into(),
+        };
+        if entry.category.trim().is_empty() {
+            return Err(invalid("the category is empty".into()));
+        }
+        if entry.action.trim().is_empty() {
+            return Err(invalid("the action is empty".into()));
+        }
+        let hash = entry.origin.hash.as_str();
+        if hash.len() != 64
+            || !hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(invalid(format!("origin hash {hash:?} is not 64 lower-case hex digits")));
+        }
+        if entry.origin.source.trim().is_empty() {
+            return Err(invalid("the origin source is empty".into()));
+        }
+        let text = |t: Option<&'e str>| t.map(Clean::text);
+        Ok(Self {
+            category: Clean::text(&entry.category),
+            action: Clean::text(&entry.action),
+            details: text(entry.details.as_deref()),
+            project_id: text(entry.project_id.as_deref()),
+            task_id: text(entry.task_id.as_deref()),
+            agent: text(entry.agent.as_deref()),
+            user_id: text(entry.user_id.as_deref()),
+            ip_address: text(entry.ip_address.as_deref()),
+            imported: Some((
+                entry.timestamp,
+                CleanOrigin {
+                    id: entry.origin.id,
+                    id_text: entry.origin.id.to_string(),
+                    hash,
+                    source: Clean::text(&entry.origin.source),
+                },
+            )),
         })
     }
 
@@ -293,6 +366,7 @@ impl<'e> CleanEntry<'e> {
             ("details", optional(&self.details)),
             ("user_id", optional(&self.user_id)),
             ("ip_address", optional(&self.ip_address)),
+            ("origin_source", self.imported.as_ref().is_some_and(|(_, o)| holds_nul(&o.source))),
         ]
         .into_iter()
         .find_map(|(field, nul)| nul.then_some(field))
@@ -373,7 +447,7 @@ fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
     }
     let AppendAt { prev: first_prev, id: first_id } = AppendAt::head(tx)?;
     let now = tx.now();
-    let hashed_stamp = hash_time(&time::to_db(now));
+    let hashed_now = hash_time(&time::to_db(now));
     let mut ids = Vec::with_capacity(entries.len());
     // Each row's hash, which the row after it links to.
     let mut hashes: Vec<String> = Vec::with_capacity(entries.len());
@@ -384,9 +458,10 @@ fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
     for e in entries {
         let id = next.ok_or_else(|| no_id_after(i64::MAX))?;
         next = id.checked_add(1);
+        let own_stamp = e.imported.as_ref().map(|(at, _)| hash_time(&time::to_db(*at)));
         let fields = HashedFields {
             id,
-            timestamp: hashed_stamp.as_bytes(),
+            timestamp: own_stamp.as_deref().unwrap_or(&hashed_now).as_bytes(),
             project_id: bytes(&e.project_id),
             task_id: bytes(&e.task_id),
             agent: bytes(&e.agent),
@@ -395,19 +470,28 @@ fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
             details: bytes(&e.details),
             user_id: bytes(&e.user_id),
             ip_address: bytes(&e.ip_address),
+            origin: e.imported.as_ref().map(|(_, o)| audit_chain::Origin {
+                id: Some(o.id_text.as_bytes()),
+                hash: Some(o.hash.as_bytes()),
+                source: Some(o.source.as_bytes()),
+            }),
         };
         hashes.push(chain::row_hash(hashes.last().unwrap_or(&first_prev), &fields));
         ids.push(id);
     }
     let prevs = std::iter::once(&first_prev).chain(&hashes);
-    let rows: Vec<[Param<'_>; 12]> = entries
+    let rows: Vec<[Param<'_>; 15]> = entries
         .iter()
         .zip(&ids)
         .zip(prevs.zip(&hashes))
         .map(|((e, &id), (prev, hash))| {
+            let (at, origin) = match &e.imported {
+                Some((at, o)) => (*at, Some(o)),
+                None => (now, None),
+            };
             [
                 Param::int(id),
-                Param::time(now),
+                Param::time(at),
                 Param::opt_clean(e.project_id.as_ref()),
                 Param::opt_clean(e.task_id.as_ref()),
                 Param::opt_clean(e.agent.as_ref()),
@@ -418,7 +502,27 @@ fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
                 Param::opt_clean(e.ip_address.as_ref()),
                 Param::digest(prev),
                 Param::digest(hash),
+                origin.map_or(Param::NULL, |o| Param::int(o.id)),
+                origin.map_or(Param::NULL, |o| Param::digest(o.hash)),
+                origin.map_or(Param::NULL, |o| Param::clean(&o.source)),
             ]
+        })
+        .collect();
+    if entries.iter().any(|e| e.imported.is_some()) {
+        tx.insert_rows(INSERT_IMPORTED, &rows)?;
+        if let (Backend::Postgres, Some(&last), Some(hash)) =
+            (tx.backend(), ids.last(), hashes.last())
+        {
+            tx.execute(MOVE_HEAD_PG, &[Param::int(last), Param::digest(hash)])?;
+        }
+        return Ok(ids);
+    }
+    // Rows logged now carry no provenance: the twelve columns they always had.
+    let rows: Vec<[Param<'_>; 12]> = rows
+        .into_iter()
+        .map(|row| {
+            let mut it = row.into_iter();
+            std::array::from_fn(|_| it.next().unwrap_or(Param::NULL))
         })
         .collect();
     match (tx.backend(), &rows[..]) {
@@ -501,6 +605,10 @@ pub(crate) struct RawRow {
     pub ip_address: Option<Vec<u8>>,
     pub prev_hash: Option<String>,
     pub row_hash: Option<String>,
+    /// The provenance cells of an imported row (origin_id as its decimal text); NULL elsewhere.
+    pub origin_id: Option<Vec<u8>>,
+    pub origin_hash: Option<Vec<u8>>,
+    pub origin_source: Option<Vec<u8>>,
     /// The first text column whose cell is not stored as TEXT, if any.
     pub not_text: Option<&'static str>,
 }
@@ -546,6 +654,9 @@ impl RawRow {
             ip_address: bytes(9)?,
             prev_hash: hash(10)?,
             row_hash: hash(11)?,
+            origin_id: bytes(12)?,
+            origin_hash: bytes(13)?,
+            origin_source: bytes(14)?,
         })
     }
 
@@ -568,6 +679,11 @@ impl RawRow {
                 details: self.details.as_deref(),
                 user_id: self.user_id.as_deref(),
                 ip_address: self.ip_address.as_deref(),
+                origin: audit_chain::Origin::of(
+                    self.origin_id.as_deref(),
+                    self.origin_hash.as_deref(),
+                    self.origin_source.as_deref(),
+                ),
             },
             not_canonical: self.not_text.or_else(|| {
                 let stored = std::str::from_utf8(&self.timestamp).ok();
@@ -604,6 +720,17 @@ impl RawRow {
             ip_address: optional("ip_address", self.ip_address)?,
             prev_hash: self.prev_hash,
             row_hash: self.row_hash,
+            origin: match (self.origin_id, self.origin_hash, self.origin_source) {
+                (None, None, None) => None,
+                (id_text, hash, source) => Some(AuditOrigin {
+                    id: id_text
+                        .as_deref()
+                        .and_then(|b| std::str::from_utf8(b).ok())
+                        .and_then(|t| t.parse().ok()),
+                    hash: optional("origin_hash", hash)?,
+                    source: optional("origin_source", source)?,
+                }),
+            },
         })
     }
 }

@@ -1,9 +1,16 @@
-//! `tasks …`: workflow states, histories and checkpoints.
+//! `tasks …`: workflow states, histories and checkpoints; a task's execution exported as a
+//! bundle and imported into another database.
 
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use aigentflow_bundle::Outcome;
 use aigentflow_core_states::{ProjectId, TaskId, WorkflowState};
-use aigentflow_persistence::SqliteStateStore;
+use aigentflow_persistence::{Output, SqliteStateStore};
 use aigentflow_workflows::{render, Workflows};
+use anyhow::Context;
 use clap::Subcommand;
+use serde_json::json;
 
 use crate::out::{cell, opt, say, table, when};
 use crate::{args, Ctx, Done};
@@ -36,6 +43,36 @@ pub enum TasksCommand {
         #[arg(long, value_parser = args::id::<ProjectId>)]
         project: Option<ProjectId>,
     },
+    /// Write tasks' whole executions as one JSON Lines bundle, for `tasks import` into another
+    /// database (SQLite or PostgreSQL): each task's state, history, checkpoints, approval
+    /// requests, traces with their agent invocations, and its audit entries with their chain
+    /// hashes. Read in one snapshot; the database is opened read-only.
+    Export {
+        /// The tasks to export (each once, in this order; not empty).
+        #[arg(required = true, value_parser = args::id::<TaskId>)]
+        tasks: Vec<TaskId>,
+        /// Write to FILE (`-` is stdout). A regular file is written beside itself and replaced
+        /// only once complete (a new file gets mode 0600, a replaced one keeps its mode); a pipe,
+        /// FIFO, terminal or device is written straight through. The database's own files are
+        /// refused by any name.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Load a bundle written by `tasks export` into this database, in one transaction: all of
+    /// it or nothing.
+    ///
+    /// Every line is checked first; a malformed, truncated or edited bundle is refused naming
+    /// its line. Ids are kept (transitions and invocations are numbered by this database). A
+    /// task already here with the same content is left as it is ("already present"); one here
+    /// with other content is refused, naming it. Audit entries are appended to this database's
+    /// chain with their original id, hash and source as provenance, so `audit verify` passes
+    /// here and each row can be matched to the source's; an entry already here is not added
+    /// again, so a second import changes nothing. Every text is redacted on its way in.
+    Import {
+        /// The bundle (`-` is stdin).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 /// How `tasks show` prints a task.
@@ -46,6 +83,11 @@ pub enum ShowFormat {
 }
 
 pub fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<Done> {
+    let command = match command {
+        TasksCommand::Export { tasks, output } => return export(ctx, &tasks, &output),
+        TasksCommand::Import { file } => return import(ctx, &file),
+        other => other,
+    };
     let db = ctx.read()?;
     let store = SqliteStateStore::new(db.clone());
     match command {
@@ -156,6 +198,63 @@ pub fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<Done> {
                 table(&["TASK", "PROJECT", "STATE", "LATEST CHECKPOINT", "UPDATED"], &rows);
             })?;
         }
+        TasksCommand::Export { .. } | TasksCommand::Import { .. } => {}
     }
+    Ok(Done::Ok)
+}
+
+/// `tasks export`: the bundle through the one output rule, as `audit export` writes.
+fn export(ctx: &Ctx, tasks: &[TaskId], path: &std::path::Path) -> anyhow::Result<Done> {
+    let db = ctx.read()?;
+    let mut out = Output::open(path, Some(&db))?;
+    ctx.out.note_leftovers(out.leftovers());
+    // Returning early drops `out`, which removes its temporary file.
+    let report = aigentflow_bundle::export(&db, tasks, &mut out)?;
+    let to_stdout = out.is_stdout();
+    out.commit()?;
+    // Nothing else goes where the bundle went.
+    if !to_stdout {
+        ctx.out.emit(
+            &json!({"file": path.to_string_lossy(), "tasks": report.tasks, "records": report.records}),
+            || {
+                say!(
+                    "exported {} task(s), {} records, to {}",
+                    report.tasks.len(),
+                    report.records,
+                    path.display()
+                )
+            },
+        )?;
+    }
+    Ok(Done::Ok)
+}
+
+/// `tasks import`: the whole bundle read and checked, then written in one transaction.
+fn import(ctx: &Ctx, path: &std::path::Path) -> anyhow::Result<Done> {
+    let mut input: Box<dyn BufRead> = if path.as_os_str() == Output::STDOUT {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    let bundle = aigentflow_bundle::read_bundle(&mut input)
+        .with_context(|| format!("cannot import {}", path.display()))?;
+    let db = ctx.write()?;
+    let report = aigentflow_bundle::import_bundle(&db, &bundle)?;
+    ctx.out.emit(&report, || {
+        for t in &report.tasks {
+            match t.outcome {
+                Outcome::Imported => say!("imported task {}", t.task_id),
+                Outcome::AlreadyPresent => say!("task {} already present", t.task_id),
+            }
+        }
+        say!(
+            "audit entries: {} appended, {} already present (from {})",
+            report.audit_appended,
+            report.audit_already_present,
+            report.source
+        );
+    })?;
     Ok(Done::Ok)
 }

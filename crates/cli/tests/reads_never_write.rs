@@ -93,6 +93,7 @@ fn read_commands(report: &Value, lesson: &str, backup: &Path) -> Vec<Vec<String>
         vec!["tasks", "show", task, "--format", "mermaid"],
         vec!["tasks", "resumable"],
         vec!["workflow", "list"],
+        vec!["tasks", "export", task, "-o", "-"],
         vec!["audit", "query", "--limit", "5"],
         vec!["audit", "summary", "--project", "demo-project"],
         vec!["audit", "export", "--format", "csv"],

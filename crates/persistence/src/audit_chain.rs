@@ -10,6 +10,13 @@
 //! (the stored JSON text), user_id, ip_address; each field encoded as `0x00` for NULL or
 //! `0x01 ‖ u64 big-endian byte length ‖ bytes`: the UTF-8 text as written, or for a row written
 //! around the log whatever bytes it holds. The first row's `prev_hash` is 64 zeros.
+//!
+//! A row imported from another database's bundle carries its provenance (migrations V12 on
+//! SQLite, V6 on PostgreSQL): `origin_id`, `origin_hash` and `origin_source`, the row's id and
+//! hash in the database it came from and that database's location. When any of the three is not
+//! NULL, the three are hashed after the ten fields, encoded the same way (`origin_id` as its
+//! decimal text), so provenance cannot be edited unnoticed; a row without provenance hashes
+//! exactly as before, so every row written before provenance existed still verifies.
 
 use std::borrow::Cow;
 
@@ -35,6 +42,29 @@ pub struct HashedFields<'a> {
     pub details: Option<&'a [u8]>,
     pub user_id: Option<&'a [u8]>,
     pub ip_address: Option<&'a [u8]>,
+    /// The row's provenance, for a row imported from another database; None for every other
+    /// row (and for a row whose three provenance cells are all NULL).
+    pub origin: Option<Origin<'a>>,
+}
+
+/// Where an imported row came from, as the bytes that are stored: `id` is the decimal text of
+/// `origin_id`. A cell that is NULL is None.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub id: Option<&'a [u8]>,
+    pub hash: Option<&'a [u8]>,
+    pub source: Option<&'a [u8]>,
+}
+
+impl<'a> Origin<'a> {
+    /// The provenance of three stored cells: None when all three are NULL.
+    pub fn of(
+        id: Option<&'a [u8]>,
+        hash: Option<&'a [u8]>,
+        source: Option<&'a [u8]>,
+    ) -> Option<Self> {
+        (id.is_some() || hash.is_some() || source.is_some()).then_some(Self { id, hash, source })
+    }
 }
 
 /// The hash of a row given the previous row's hash.
@@ -42,7 +72,8 @@ pub fn row_hash(prev_hash: &str, f: &HashedFields<'_>) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     let id = f.id.to_string();
-    for field in [
+    let origin = f.origin.map(|o| [o.id, o.hash, o.source]);
+    let fields = [
         Some(id.as_bytes()),
         Some(f.timestamp),
         f.project_id,
@@ -53,7 +84,8 @@ pub fn row_hash(prev_hash: &str, f: &HashedFields<'_>) -> String {
         f.details,
         f.user_id,
         f.ip_address,
-    ] {
+    ];
+    for field in fields.into_iter().chain(origin.into_iter().flatten()) {
         match field {
             None => h.update([0u8]),
             Some(bytes) => {
@@ -133,6 +165,7 @@ pub(crate) fn seal_legacy_rows(conn: &Connection) -> rusqlite::Result<usize> {
             details: cell(7),
             user_id: cell(8),
             ip_address: cell(9),
+            origin: None,
         };
         let hash = row_hash(&prev, &fields);
         update.execute(params![prev, hash, id])?;
@@ -175,4 +208,81 @@ fn sqlite_cell_bytes<'r>(r: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<Co
         ValueRef::Integer(n) => Some(Cow::Owned(n.to_string().into_bytes())),
         ValueRef::Real(f) => Some(Cow::Owned(f.to_string().into_bytes())),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The encoding of the ten fields as it was before provenance existed, written out again.
+    fn legacy_hash(prev: &str, cells: [Option<&[u8]>; 10]) -> String {
+        let mut h = Sha256::new();
+        h.update(prev.as_bytes());
+        for cell in cells {
+            match cell {
+                None => h.update([0u8]),
+                Some(b) => {
+                    h.update([1u8]);
+                    h.update((b.len() as u64).to_be_bytes());
+                    h.update(b);
+                }
+            }
+        }
+        hex::encode(h.finalize())
+    }
+
+    proptest::proptest! {
+        /// A row without provenance hashes exactly as every row did before provenance existed
+        /// (so legacy rows still verify), and any provenance, or any change to one of its three
+        /// cells, gives another hash (so provenance cannot be added, removed or edited unseen).
+        #[test]
+        fn provenance_is_hashed_only_when_present_and_every_cell_of_it_counts(
+            id in proptest::prelude::any::<i64>(),
+            texts in proptest::collection::vec(proptest::option::of(".{0,12}"), 8),
+            origin_id in proptest::option::of(proptest::prelude::any::<i64>()),
+            origin_hash in proptest::option::of("[0-9a-f]{64}"),
+            origin_source in proptest::option::of(".{0,20}"),
+        ) {
+            let b = |i: usize| texts[i].as_deref().map(str::as_bytes);
+            let id_text = id.to_string();
+            let fields = HashedFields {
+                id,
+                timestamp: b"2026-01-01T00:00:00.000Z",
+                project_id: b(0),
+                task_id: b(1),
+                agent: b(2),
+                action: b(3).unwrap_or(b"a"),
+                category: b(4).unwrap_or(b"user"),
+                details: b(5),
+                user_id: b(6),
+                ip_address: b(7),
+                origin: None,
+            };
+            let legacy = legacy_hash(GENESIS, [
+                Some(id_text.as_bytes()), Some(fields.timestamp), fields.project_id,
+                fields.task_id, fields.agent, Some(fields.action), Some(fields.category),
+                fields.details, fields.user_id, fields.ip_address,
+            ]);
+            proptest::prop_assert_eq!(row_hash(GENESIS, &fields), legacy.clone());
+            let oid = origin_id.map(|n| n.to_string());
+            let origin = Origin::of(
+                oid.as_deref().map(str::as_bytes),
+                origin_hash.as_deref().map(str::as_bytes),
+                origin_source.as_deref().map(str::as_bytes),
+            );
+            let with = HashedFields { origin, ..fields };
+            let hashed = row_hash(GENESIS, &with);
+            proptest::prop_assert_eq!(hashed == legacy, origin.is_none());
+            if let Some(o) = origin {
+                for edited in [
+                    Origin { id: Some(b"-1x"), ..o },
+                    Origin { hash: o.hash.map_or(Some(&b"0"[..]), |_| None), ..o },
+                    Origin { source: Some(b"elsewhere\x00"), ..o },
+                ] {
+                    let other = row_hash(GENESIS, &HashedFields { origin: Some(edited), ..fields });
+                    proptest::prop_assert_ne!(&other, &hashed);
+                }
+            }
+        }
+    }
 }

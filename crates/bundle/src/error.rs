@@ -1,0 +1,42 @@
+//! The crate's [`Error`].
+
+use aigentflow_persistence::SafeText;
+
+/// What went wrong exporting or importing a bundle.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// From the database layer.
+    #[error(transparent)]
+    Persistence(#[from] aigentflow_persistence::Error),
+    /// From the audit log.
+    #[error(transparent)]
+    Audit(#[from] aigentflow_audit::Error),
+    /// A line of the bundle is not what the format allows there; nothing was imported.
+    #[error("bundle line {line}: {reason}")]
+    Invalid { line: u64, reason: SafeText },
+    /// A line of the bundle is longer than any line the format writes; nothing was imported.
+    #[error("bundle line {line} is longer than {max} bytes")]
+    LineTooLong { line: u64, max: usize },
+    /// The bundle ends before its end record; nothing was imported.
+    #[error("bundle ends after line {line} without its end record: the file is truncated")]
+    Truncated { line: u64 },
+    /// A task to export is not in the database.
+    #[error("task {task} not found")]
+    TaskNotFound { task: SafeText },
+    /// A task of the bundle is in the database with other content; nothing was imported.
+    #[error("task {task} already exists here with different {what}: nothing imported")]
+    Conflict { task: SafeText, what: &'static str },
+    /// An id of the bundle is taken here by a row of another task; nothing was imported.
+    #[error("{what} {id} of task {task} already exists here (of another task): nothing imported")]
+    IdTaken { what: &'static str, id: SafeText, task: SafeText },
+    /// A stored row cannot be exported as it is (e.g. an audit row whose hash does not match).
+    #[error("cannot export task {task}: {reason}")]
+    NotExportable { task: SafeText, reason: SafeText },
+    /// Reading the bundle or writing the export failed.
+    #[error("{what}: {source}")]
+    Io { what: &'static str, source: std::io::Error },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

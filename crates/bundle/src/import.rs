@@ -1,0 +1,439 @@
+//! Loading a bundle into a database in one transaction ([`import`]). All the crate's writes
+//! live here.
+
+use std::collections::HashSet;
+use std::io::BufRead;
+
+use aigentflow_audit::{AuditLog, ImportedEntry, ImportedOrigin};
+use aigentflow_core_states::time;
+use aigentflow_persistence::{Backend, Clean, Database, Param, Tx};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::export::read_task;
+use crate::parse::{read_bundle, Bundle};
+use crate::record::{
+    ApprovalRecord, AuditRowRecord, CheckpointRecord, InvocationRecord, TaskBundle, TaskRecord,
+    TraceRecord, TransitionRecord,
+};
+
+/// The task's advisory lock on PostgreSQL, the one the state store takes to save it (held to the
+/// end of the transaction), so an import and a save of the same task take turns.
+const LOCK_TASK_PG: &str = "SELECT pg_advisory_xact_lock(hashtextextended(?1, 0))";
+const INSERT_TASK: &str = "INSERT INTO workflow_states
+    (task_id, project_id, state, context, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const INSERT_TRANSITION: &str = "INSERT INTO state_transitions
+    (task_id, seq, from_state, to_state, event, metadata, created_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const INSERT_CHECKPOINT: &str = "INSERT INTO checkpoints
+    (id, task_id, seq, state, context, artifacts, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const INSERT_APPROVAL: &str = "INSERT INTO approval_requests
+    (id, task_id, kind, payload, requested_by, requested_at, deadline, status, reviewer, comment,
+     decided_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+/// `feed_seq` is left out: the trace takes the next place in this database's feed.
+const INSERT_TRACE: &str = "INSERT INTO execution_traces
+    (id, project_id, task_id, prompt, started_at, completed_at, success, duration_ms, token_usage,
+     metadata, status, owner_pid, owner_started_at, owner_host, heartbeat_at, recovery_attempts)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+const INSERT_INVOCATION: &str = "INSERT INTO agent_invocations
+    (trace_id, agent, task_fragment, started_at, completed_at, outcome, quality_score, token_usage,
+     output_summary, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+/// Which task holds a checkpoint, an approval or a trace id here.
+const CHECKPOINT_OWNER: &str = "SELECT task_id FROM checkpoints WHERE id = ?1";
+const APPROVAL_OWNER: &str = "SELECT task_id FROM approval_requests WHERE id = ?1";
+const TRACE_OWNER: &str = "SELECT task_id FROM execution_traces WHERE id = ?1";
+/// The hashes a task's audit rows carry here: their own, and where imported the original's.
+const AUDIT_ROOTS: &str = "SELECT row_hash, origin_hash FROM audit_logs WHERE task_id = ?1";
+
+/// What happened to one task of a bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Written.
+    Imported,
+    /// Already here with the same content: nothing written.
+    AlreadyPresent,
+}
+
+/// One task of an import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskOutcome {
+    pub task_id: String,
+    pub outcome: Outcome,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    /// The bundle's source, as its header gives it.
+    pub source: String,
+    pub tasks: Vec<TaskOutcome>,
+    /// Audit entries appended to this database's chain.
+    pub audit_appended: u64,
+    /// Audit entries already here (imported before, or written here first): not appended.
+    pub audit_already_present: u64,
+}
+
+/// Reads a whole bundle ([`read_bundle`]: every line checked first) and imports it
+/// ([`import_bundle`]).
+pub fn import(db: &Database, input: &mut dyn BufRead) -> Result<ImportReport> {
+    let bundle = read_bundle(input)?;
+    import_bundle(db, &bundle)
+}
+
+/// Imports a checked bundle in one write transaction: all of it, or nothing.
+///
+/// Every text goes through the redaction policy on its way in, as any write does. A task not
+/// here is written with its ids (task, checkpoints, approvals, traces; transitions and
+/// invocations are numbered by this database, in the bundle's order, and keep their `seq`); an
+/// id taken here by another task's row is [`Error::IdTaken`]. A task already here is compared
+/// with the bundle (redacted the same way): equal is [`Outcome::AlreadyPresent`] and nothing of
+/// it is written, different is [`Error::Conflict`]. Each audit entry is appended to this
+/// database's chain (a new id, new hashes, its own timestamp) with its provenance: where it was
+/// first written (its id, its hash, that database's location), which for an entry that was
+/// itself imported is its own provenance. An entry whose original hash is already here, as a
+/// row's hash or provenance, is not appended again, so importing a bundle twice, or back into
+/// the database it came from, adds nothing.
+pub fn import_bundle(db: &Database, bundle: &Bundle) -> Result<ImportReport> {
+    let log = AuditLog::new(db.clone());
+    db.write(|tx| {
+        let mut report = ImportReport {
+            source: bundle.header.source.clone(),
+            tasks: Vec::with_capacity(bundle.tasks.len()),
+            audit_appended: 0,
+            audit_already_present: 0,
+        };
+        let mut entries = Vec::new();
+        for given in &bundle.tasks {
+            let task = clean_task(given);
+            let id = task.task.task_id.as_str();
+            if tx.backend() == Backend::Postgres {
+                tx.query_row(LOCK_TASK_PG, &[Param::text(id)], |_| Ok(()))?;
+            }
+            let outcome = match read_task(tx, id)? {
+                Some(here) => {
+                    if let Some(what) = difference(&here, &task) {
+                        return Err(Error::Conflict { task: id.into(), what });
+                    }
+                    Outcome::AlreadyPresent
+                }
+                None => {
+                    ids_free(tx, &task)?;
+                    insert(tx, &task)?;
+                    Outcome::Imported
+                }
+            };
+            report.tasks.push(TaskOutcome { task_id: id.to_owned(), outcome });
+            let mut roots = HashSet::new();
+            let mut stmt = tx.prepare(AUDIT_ROOTS)?;
+            let mut rows = stmt.query(&[Param::text(id)])?;
+            while let Some(r) = rows.next()? {
+                roots.extend(r.get::<Option<String>>(0)?);
+                roots.extend(r.get::<Option<String>>(1)?);
+            }
+            for row in &given.audit {
+                let origin = origin(row, &bundle.header.source);
+                if roots.insert(origin.hash.clone()) {
+                    entries.push(imported(row, origin)?);
+                } else {
+                    report.audit_already_present += 1;
+                }
+            }
+        }
+        report.audit_appended = log.append_imported_in(tx, &entries)?.len() as u64;
+        Ok(report)
+    })
+}
+
+/// Where an audit row was first written: its own provenance if it was imported, else itself in
+/// the bundle's source.
+fn origin(row: &AuditRowRecord, source: &str) -> ImportedOrigin {
+    match &row.origin {
+        Some(o) => ImportedOrigin { id: o.id, hash: o.hash.clone(), source: o.source.clone() },
+        None => {
+            ImportedOrigin { id: row.id, hash: row.row_hash.clone(), source: source.to_owned() }
+        }
+    }
+}
+
+fn imported(row: &AuditRowRecord, origin: ImportedOrigin) -> Result<ImportedEntry> {
+    Ok(ImportedEntry {
+        timestamp: stamp(&row.timestamp)?,
+        project_id: row.project_id.clone(),
+        task_id: Some(row.task_id.clone()),
+        agent: row.agent.clone(),
+        action: row.action.clone(),
+        category: row.category.clone(),
+        details: row.details.clone(),
+        user_id: row.user_id.clone(),
+        ip_address: row.ip_address.clone(),
+        origin,
+    })
+}
+
+/// A stored timestamp the bundle's reader checked.
+fn stamp(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    time::parse_stored(text).ok_or_else(|| {
+        aigentflow_persistence::Error::InvalidInput {
+            what: "timestamp",
+            reason: format!("{text:?} is not in the stored form").into(),
+        }
+        .into()
+    })
+}
+
+fn opt_stamp(text: &Option<String>) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    text.as_deref().map(stamp).transpose()
+}
+
+/// The first part of a task that differs between what is here and the bundle, if any.
+fn difference(here: &TaskBundle, given: &TaskBundle) -> Option<&'static str> {
+    if here.task != given.task {
+        Some("state")
+    } else if here.transitions != given.transitions {
+        Some("history")
+    } else if here.checkpoints != given.checkpoints {
+        Some("checkpoints")
+    } else if here.approvals != given.approvals {
+        Some("approvals")
+    } else if here.traces != given.traces {
+        Some("traces or invocations")
+    } else {
+        None
+    }
+}
+
+/// No checkpoint, approval or trace id of the task is taken here.
+fn ids_free(tx: &Tx<'_>, task: &TaskBundle) -> Result<()> {
+    let ids = task
+        .checkpoints
+        .iter()
+        .map(|c| ("checkpoint", CHECKPOINT_OWNER, &c.id))
+        .chain(task.approvals.iter().map(|a| ("approval", APPROVAL_OWNER, &a.id)))
+        .chain(task.traces.iter().map(|(t, _)| ("trace", TRACE_OWNER, &t.id)));
+    for (what, sql, id) in ids {
+        if tx.query_row(sql, &[Param::text(id)], |_| Ok(()))?.is_some() {
+            return Err(Error::IdTaken {
+                what,
+                id: id.as_str().into(),
+                task: task.task.task_id.as_str().into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn insert(tx: &Tx<'_>, b: &TaskBundle) -> Result<()> {
+    let t = &b.task;
+    tx.execute(
+        INSERT_TASK,
+        &[
+            Param::text(&t.task_id),
+            Param::text(&t.project_id),
+            Param::text(&t.state),
+            Param::text(&t.context),
+            Param::time(stamp(&t.created_at)?),
+            Param::time(stamp(&t.updated_at)?),
+        ],
+    )?;
+    for r in &b.transitions {
+        tx.execute(
+            INSERT_TRANSITION,
+            &[
+                Param::text(&r.task_id),
+                opt_int(r.seq),
+                Param::text(&r.from_state),
+                Param::text(&r.to_state),
+                Param::text(&r.event),
+                Param::opt_text(r.metadata.as_deref()),
+                Param::time(stamp(&r.created_at)?),
+            ],
+        )?;
+    }
+    for r in &b.checkpoints {
+        tx.execute(
+            INSERT_CHECKPOINT,
+            &[
+                Param::text(&r.id),
+                Param::text(&r.task_id),
+                opt_int(r.seq),
+                Param::text(&r.state),
+                Param::text(&r.context),
+                Param::text(&r.artifacts),
+                Param::time(stamp(&r.created_at)?),
+            ],
+        )?;
+    }
+    for r in &b.approvals {
+        tx.execute(
+            INSERT_APPROVAL,
+            &[
+                Param::text(&r.id),
+                Param::text(&r.task_id),
+                Param::text(&r.approval_kind),
+                Param::text(&r.payload),
+                Param::text(&r.requested_by),
+                Param::time(stamp(&r.requested_at)?),
+                Param::opt_time(opt_stamp(&r.deadline)?),
+                Param::text(&r.status),
+                Param::opt_text(r.reviewer.as_deref()),
+                Param::opt_text(r.comment.as_deref()),
+                Param::opt_time(opt_stamp(&r.decided_at)?),
+            ],
+        )?;
+    }
+    for (r, invocations) in &b.traces {
+        tx.execute(
+            INSERT_TRACE,
+            &[
+                Param::text(&r.id),
+                Param::text(&r.project_id),
+                Param::text(&r.task_id),
+                Param::text(&r.prompt),
+                Param::time(stamp(&r.started_at)?),
+                Param::opt_time(opt_stamp(&r.completed_at)?),
+                opt_int(r.success),
+                opt_int(r.duration_ms),
+                Param::opt_text(r.token_usage.as_deref()),
+                Param::opt_text(r.metadata.as_deref()),
+                Param::text(&r.status),
+                opt_int(r.owner_pid),
+                Param::opt_time(opt_stamp(&r.owner_started_at)?),
+                Param::opt_text(r.owner_host.as_deref()),
+                Param::opt_time(opt_stamp(&r.heartbeat_at)?),
+                Param::int(r.recovery_attempts),
+            ],
+        )?;
+        for i in invocations {
+            tx.execute(
+                INSERT_INVOCATION,
+                &[
+                    Param::text(&i.trace_id),
+                    Param::text(&i.agent),
+                    Param::opt_text(i.task_fragment.as_deref()),
+                    Param::time(stamp(&i.started_at)?),
+                    Param::opt_time(opt_stamp(&i.completed_at)?),
+                    Param::opt_text(i.outcome.as_deref()),
+                    i.quality_score.map_or(Param::NULL, Param::real),
+                    Param::opt_text(i.token_usage.as_deref()),
+                    Param::opt_text(i.output_summary.as_deref()),
+                    Param::opt_text(i.error.as_deref()),
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn opt_int(n: Option<i64>) -> Param<'static> {
+    n.map_or(Param::NULL, Param::int)
+}
+
+/// Text as the redaction policy stores it.
+fn clean(text: &str) -> String {
+    Clean::text(text).into_owned()
+}
+
+fn clean_opt(text: &Option<String>) -> Option<String> {
+    text.as_deref().map(clean)
+}
+
+/// A task's records as they would be stored here: every text through the redaction policy (the
+/// audit rows aside: the audit log redacts them as it appends them).
+fn clean_task(b: &TaskBundle) -> TaskBundle {
+    let t = &b.task;
+    TaskBundle {
+        task: TaskRecord {
+            task_id: clean(&t.task_id),
+            project_id: clean(&t.project_id),
+            state: clean(&t.state),
+            context: clean(&t.context),
+            created_at: t.created_at.clone(),
+            updated_at: t.updated_at.clone(),
+        },
+        transitions: b
+            .transitions
+            .iter()
+            .map(|r| TransitionRecord {
+                task_id: clean(&r.task_id),
+                seq: r.seq,
+                from_state: clean(&r.from_state),
+                to_state: clean(&r.to_state),
+                event: clean(&r.event),
+                metadata: clean_opt(&r.metadata),
+                created_at: r.created_at.clone(),
+            })
+            .collect(),
+        checkpoints: b
+            .checkpoints
+            .iter()
+            .map(|r| CheckpointRecord {
+                id: clean(&r.id),
+                task_id: clean(&r.task_id),
+                seq: r.seq,
+                state: clean(&r.state),
+                context: clean(&r.context),
+                artifacts: clean(&r.artifacts),
+                created_at: r.created_at.clone(),
+            })
+            .collect(),
+        approvals: b
+            .approvals
+            .iter()
+            .map(|r| ApprovalRecord {
+                id: clean(&r.id),
+                task_id: clean(&r.task_id),
+                approval_kind: clean(&r.approval_kind),
+                payload: clean(&r.payload),
+                requested_by: clean(&r.requested_by),
+                requested_at: r.requested_at.clone(),
+                deadline: r.deadline.clone(),
+                status: clean(&r.status),
+                reviewer: clean_opt(&r.reviewer),
+                comment: clean_opt(&r.comment),
+                decided_at: r.decided_at.clone(),
+            })
+            .collect(),
+        traces: b
+            .traces
+            .iter()
+            .map(|(r, invocations)| {
+                let trace = TraceRecord {
+                    id: clean(&r.id),
+                    project_id: clean(&r.project_id),
+                    task_id: clean(&r.task_id),
+                    prompt: clean(&r.prompt),
+                    started_at: r.started_at.clone(),
+                    completed_at: r.completed_at.clone(),
+                    success: r.success,
+                    duration_ms: r.duration_ms,
+                    token_usage: clean_opt(&r.token_usage),
+                    metadata: clean_opt(&r.metadata),
+                    status: clean(&r.status),
+                    owner_pid: r.owner_pid,
+                    owner_started_at: r.owner_started_at.clone(),
+                    owner_host: clean_opt(&r.owner_host),
+                    heartbeat_at: r.heartbeat_at.clone(),
+                    recovery_attempts: r.recovery_attempts,
+                };
+                let invocations = invocations
+                    .iter()
+                    .map(|i| InvocationRecord {
+                        trace_id: clean(&i.trace_id),
+                        agent: clean(&i.agent),
+                        task_fragment: clean_opt(&i.task_fragment),
+                        started_at: i.started_at.clone(),
+                        completed_at: i.completed_at.clone(),
+                        outcome: clean_opt(&i.outcome),
+                        quality_score: i.quality_score,
+                        token_usage: clean_opt(&i.token_usage),
+                        output_summary: clean_opt(&i.output_summary),
+                        error: clean_opt(&i.error),
+                    })
+                    .collect();
+                (trace, invocations)
+            })
+            .collect(),
+        audit: Vec::new(),
+    }
+}

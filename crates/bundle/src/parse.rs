@@ -1,0 +1,381 @@
+//! Reading a bundle: every line checked before anything is written, each problem a typed error
+//! naming its line ([`read_bundle`]).
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, Read};
+
+use aigentflow_core_states::time;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::export::audit_hash;
+use crate::record::{Header, Record, TaskBundle, FORMAT, VERSION};
+
+/// The longest line a bundle may hold, in bytes (its newline aside).
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+
+/// A bundle read whole and checked: its header and each task's records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bundle {
+    pub header: Header,
+    /// In the header's order.
+    pub tasks: Vec<TaskBundle>,
+}
+
+/// Reads and checks a whole bundle. Each of these is an [`Error::Invalid`] naming its line: a
+/// line that is not JSON, a value holding a NUL character (U+0000), a header of another format
+/// or version, an unknown record kind or field, a record of a task the header does not name or
+/// before its task's record (an invocation before its trace), a task's transitions or
+/// checkpoints not numbered 1, 2, 3, … in order or its audit rows not in id order, an id given
+/// twice (a task, a checkpoint, an approval, a trace, an audit row), an empty id, a timestamp not
+/// in the stored form or outside years 0000 to 9999, JSON columns that are not JSON, an approval
+/// whose status and decision disagree or a second pending one, an audit row whose hash does not
+/// follow from its fields, an end record whose count is wrong or a line after it. A line longer
+/// than [`MAX_LINE_BYTES`] is [`Error::LineTooLong`]; a bundle without its end record, or whose
+/// last line has no newline, is [`Error::Truncated`].
+pub fn read_bundle(input: &mut dyn BufRead) -> Result<Bundle> {
+    let mut reader = Reader::default();
+    let mut buf = Vec::new();
+    let mut line = 0u64;
+    loop {
+        buf.clear();
+        let n = Read::take(&mut *input, MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| Error::Io { what: "cannot read the bundle", source })?;
+        if n == 0 {
+            break;
+        }
+        line += 1;
+        if buf.last() != Some(&b'\n') {
+            if buf.len() > MAX_LINE_BYTES {
+                return Err(Error::LineTooLong { line, max: MAX_LINE_BYTES });
+            }
+            return Err(Error::Truncated { line });
+        }
+        buf.pop();
+        reader.line(line, &buf)?;
+    }
+    reader.finish(line)
+}
+
+/// What has been read so far.
+#[derive(Default)]
+struct Reader {
+    header: Option<Header>,
+    /// The tasks the header names.
+    named: HashSet<String>,
+    tasks: Vec<TaskBundle>,
+    /// Task id → its place in `tasks`.
+    task_at: HashMap<String, usize>,
+    /// Trace id → (its task's place, its place among the task's traces).
+    trace_at: HashMap<String, (usize, usize)>,
+    /// Checkpoint, approval and audit ids already given, by kind.
+    ids: HashSet<(&'static str, String)>,
+    pending: HashSet<String>,
+    records: u64,
+    ended: bool,
+}
+
+fn invalid(line: u64, reason: impl Into<String>) -> Error {
+    Error::Invalid { line, reason: reason.into().into() }
+}
+
+/// Whether any string of `value`, a key included, holds a NUL character.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(holds_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
+/// A stored timestamp, or an error naming the field.
+fn stored_time(line: u64, field: &str, text: &str) -> Result<()> {
+    match time::parse_stored(text) {
+        Some(_) => Ok(()),
+        None => Err(invalid(
+            line,
+            format!(
+                "{field} {text:?} is not a timestamp in the stored form YYYY-MM-DD HH:MM:SS.SSS (years 0000 to 9999)"
+            ),
+        )),
+    }
+}
+
+fn opt_time(line: u64, field: &str, text: &Option<String>) -> Result<()> {
+    text.as_deref().map_or(Ok(()), |t| stored_time(line, field, t))
+}
+
+fn json_text(line: u64, field: &str, text: &str) -> Result<()> {
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|e| invalid(line, format!("{field} is not JSON text ({e})")))
+}
+
+fn not_empty(line: u64, field: &str, text: &str) -> Result<()> {
+    if text.is_empty() {
+        return Err(invalid(line, format!("{field} is empty")));
+    }
+    Ok(())
+}
+
+/// A task's transitions, and its checkpoints, come with `seq` 1, 2, 3, … in that order, as the
+/// state store numbers them: `given` is the number of those already read.
+fn in_order(line: u64, kind: &str, task: &str, seq: Option<i64>, given: usize) -> Result<()> {
+    let expected = given as i64 + 1;
+    if seq != Some(expected) {
+        let seq = seq.map_or_else(|| "none".to_owned(), |n| n.to_string());
+        return Err(invalid(
+            line,
+            format!(
+                "{kind} seq {seq} of task {task} is out of order: {expected} comes next (a task's {kind}s are numbered 1, 2, 3, … in order)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn hex64(line: u64, field: &str, text: &str) -> Result<()> {
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(invalid(line, format!("{field} {text:?} is not 64 lower-case hex digits")));
+    }
+    Ok(())
+}
+
+impl Reader {
+    fn line(&mut self, line: u64, bytes: &[u8]) -> Result<()> {
+        if self.ended {
+            return Err(invalid(line, "a line after the end record"));
+        }
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| invalid(line, format!("not a JSON value ({e})")))?;
+        if holds_nul(&value) {
+            return Err(invalid(line, "a value holds a NUL character (U+0000)"));
+        }
+        let Some(header) = &self.header else {
+            let header = self.header_line(line, value)?;
+            self.named = header.tasks.iter().cloned().collect();
+            self.header = Some(header);
+            return Ok(());
+        };
+        let record: Record = serde_json::from_value(value)
+            .map_err(|e| invalid(line, format!("not a bundle record ({e})")))?;
+        if let Record::End(end) = &record {
+            if end.records != self.records {
+                return Err(invalid(
+                    line,
+                    format!(
+                        "the end record counts {} records, the bundle holds {}",
+                        end.records, self.records
+                    ),
+                ));
+            }
+            if let Some(missing) = header.tasks.iter().find(|t| !self.task_at.contains_key(*t)) {
+                return Err(invalid(
+                    line,
+                    format!("task {missing} is named in the header but has no task record"),
+                ));
+            }
+            self.ended = true;
+            return Ok(());
+        }
+        self.records += 1;
+        let kind = record.kind();
+        let task_of = |reader: &Self, task: &str| reader.task_of(line, kind, task);
+        match record {
+            Record::Task(t) => {
+                not_empty(line, "task_id", &t.task_id)?;
+                if !self.named.contains(&t.task_id) {
+                    return Err(invalid(
+                        line,
+                        format!("task {:?} is not named in the header", t.task_id),
+                    ));
+                }
+                if self.task_at.contains_key(&t.task_id) {
+                    return Err(invalid(line, format!("task {} appears twice", t.task_id)));
+                }
+                not_empty(line, "project_id", &t.project_id)?;
+                json_text(line, "context", &t.context)?;
+                stored_time(line, "created_at", &t.created_at)?;
+                stored_time(line, "updated_at", &t.updated_at)?;
+                self.task_at.insert(t.task_id.clone(), self.tasks.len());
+                self.tasks.push(TaskBundle {
+                    task: t,
+                    transitions: Vec::new(),
+                    checkpoints: Vec::new(),
+                    approvals: Vec::new(),
+                    traces: Vec::new(),
+                    audit: Vec::new(),
+                });
+            }
+            Record::Transition(r) => {
+                let at = task_of(self, &r.task_id)?;
+                in_order(line, "transition", &r.task_id, r.seq, self.tasks[at].transitions.len())?;
+                stored_time(line, "created_at", &r.created_at)?;
+                self.tasks[at].transitions.push(r);
+            }
+            Record::Checkpoint(r) => {
+                let at = task_of(self, &r.task_id)?;
+                self.id(line, "checkpoint", &r.id)?;
+                in_order(line, "checkpoint", &r.task_id, r.seq, self.tasks[at].checkpoints.len())?;
+                json_text(line, "context", &r.context)?;
+                json_text(line, "artifacts", &r.artifacts)?;
+                stored_time(line, "created_at", &r.created_at)?;
+                self.tasks[at].checkpoints.push(r);
+            }
+            Record::Approval(r) => {
+                let at = task_of(self, &r.task_id)?;
+                self.id(line, "approval", &r.id)?;
+                json_text(line, "payload", &r.payload)?;
+                stored_time(line, "requested_at", &r.requested_at)?;
+                opt_time(line, "deadline", &r.deadline)?;
+                opt_time(line, "decided_at", &r.decided_at)?;
+                if !["pending", "approved", "rejected", "expired"].contains(&r.status.as_str()) {
+                    return Err(invalid(
+                        line,
+                        format!("approval status {:?} is unknown", r.status),
+                    ));
+                }
+                if (r.status == "pending") != r.decided_at.is_none() {
+                    return Err(invalid(
+                        line,
+                        "an approval has decided_at exactly when its status is not pending",
+                    ));
+                }
+                if r.status == "pending" && !self.pending.insert(r.task_id.clone()) {
+                    return Err(invalid(
+                        line,
+                        format!("a second pending approval of task {}", r.task_id),
+                    ));
+                }
+                self.tasks[at].approvals.push(r);
+            }
+            Record::Trace(r) => {
+                let at = task_of(self, &r.task_id)?;
+                self.id(line, "trace", &r.id)?;
+                not_empty(line, "project_id", &r.project_id)?;
+                not_empty(line, "status", &r.status)?;
+                stored_time(line, "started_at", &r.started_at)?;
+                opt_time(line, "completed_at", &r.completed_at)?;
+                opt_time(line, "owner_started_at", &r.owner_started_at)?;
+                opt_time(line, "heartbeat_at", &r.heartbeat_at)?;
+                let traces = &mut self.tasks[at].traces;
+                self.trace_at.insert(r.id.clone(), (at, traces.len()));
+                traces.push((r, Vec::new()));
+            }
+            Record::Invocation(r) => {
+                let Some(&(task, trace)) = self.trace_at.get(&r.trace_id) else {
+                    return Err(invalid(
+                        line,
+                        format!("invocation of trace {:?} before its trace record (out of order), or of a trace the bundle does not hold", r.trace_id),
+                    ));
+                };
+                not_empty(line, "agent", &r.agent)?;
+                stored_time(line, "started_at", &r.started_at)?;
+                opt_time(line, "completed_at", &r.completed_at)?;
+                self.tasks[task].traces[trace].1.push(r);
+            }
+            Record::Audit(r) => {
+                let at = task_of(self, &r.task_id)?;
+                not_empty(line, "action", &r.action)?;
+                not_empty(line, "category", &r.category)?;
+                stored_time(line, "timestamp", &r.timestamp)?;
+                hex64(line, "prev_hash", &r.prev_hash)?;
+                hex64(line, "row_hash", &r.row_hash)?;
+                if let Some(o) = &r.origin {
+                    hex64(line, "origin hash", &o.hash)?;
+                    not_empty(line, "origin source", &o.source)?;
+                }
+                if audit_hash(&r) != r.row_hash {
+                    return Err(invalid(
+                        line,
+                        format!(
+                            "audit row {}: its row_hash does not follow from its fields (edited)",
+                            r.id
+                        ),
+                    ));
+                }
+                if let Some(last) = self.tasks[at].audit.last().filter(|last| last.id >= r.id) {
+                    return Err(invalid(
+                        line,
+                        format!(
+                            "audit row {} of task {} after row {} (out of order): a task's audit rows come in id order",
+                            r.id, r.task_id, last.id
+                        ),
+                    ));
+                }
+                let root = r.origin.as_ref().map_or(&r.row_hash, |o| &o.hash);
+                self.id(line, "audit row", root)?;
+                self.tasks[at].audit.push(r);
+            }
+            Record::End(_) => {}
+        }
+        Ok(())
+    }
+
+    fn header_line(&self, line: u64, value: Value) -> Result<Header> {
+        if value.get("format").and_then(Value::as_str) != Some(FORMAT) {
+            return Err(invalid(
+                line,
+                format!("not an {FORMAT} header (its format must be {FORMAT:?})"),
+            ));
+        }
+        let header: Header = serde_json::from_value(value)
+            .map_err(|e| invalid(line, format!("not a bundle header ({e})")))?;
+        if header.version != VERSION {
+            return Err(invalid(
+                line,
+                format!(
+                    "format version {} is not read by this build (it reads {VERSION})",
+                    header.version
+                ),
+            ));
+        }
+        not_empty(line, "source", &header.source)?;
+        stored_time(line, "exported_at", &header.exported_at)?;
+        if header.tasks.is_empty() {
+            return Err(invalid(line, "the header names no task"));
+        }
+        let mut seen = HashSet::new();
+        for task in &header.tasks {
+            not_empty(line, "a task id", task)?;
+            if !seen.insert(task) {
+                return Err(invalid(line, format!("the header names task {task} twice")));
+            }
+        }
+        Ok(header)
+    }
+
+    /// The place of the task a record belongs to, which must be named and already read.
+    fn task_of(&self, line: u64, kind: &str, task: &str) -> Result<usize> {
+        if !self.named.contains(task) {
+            return Err(invalid(
+                line,
+                format!("{kind} record of task {task:?}, which the header does not name"),
+            ));
+        }
+        self.task_at.get(task).copied().ok_or_else(|| {
+            invalid(
+                line,
+                format!("{kind} record of task {task} before its task record (out of order)"),
+            )
+        })
+    }
+
+    /// An id of `kind` not given before.
+    fn id(&mut self, line: u64, kind: &'static str, id: &str) -> Result<()> {
+        not_empty(line, &format!("{kind} id"), id)?;
+        if !self.ids.insert((kind, id.to_owned())) {
+            return Err(invalid(line, format!("{kind} {id} appears twice")));
+        }
+        Ok(())
+    }
+
+    fn finish(self, lines: u64) -> Result<Bundle> {
+        match (self.header, self.ended) {
+            (Some(header), true) => Ok(Bundle { header, tasks: self.tasks }),
+            _ => Err(Error::Truncated { line: lines }),
+        }
+    }
+}

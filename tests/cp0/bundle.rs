@@ -1,0 +1,562 @@
+//! Sharing an execution (issue 15 item 4): `tasks export` writes a task's whole story as a
+//! JSON Lines bundle, `tasks import` loads it into another database in one transaction. Every
+//! scenario runs on both backends (`on_both!`); the move between backends has its own test.
+
+use std::sync::Arc;
+
+use aigentflow::approvals::{Approvals, NewApproval};
+use aigentflow::audit::{AuditEntry, AuditLog, AuditRecord, Category};
+use aigentflow::bundle::{
+    self, AuditRowRecord, Error, Header, Outcome, Record, TaskBundle, TaskRecord, TraceRecord,
+};
+use aigentflow::persistence::redact::corpus::{self, Sample};
+use aigentflow::persistence::{Backend, Database, Options, SqliteStateStore};
+use aigentflow::states::{Event, ManualClock, StateContext, StateMachine, StateStore, TaskId};
+use aigentflow::tracker::{
+    ExecutionTracker as Tracker, NewInvocation, Outcome as InvocationOutcome, TokenUsage,
+};
+use chrono::{TimeDelta, TimeZone, Utc};
+use proptest::prelude::*;
+use serde_json::json;
+
+use crate::inspect::{stored_bytes, Driver, Raw};
+use crate::support::*;
+
+/// A fresh database of `t`'s backend: where a bundle goes.
+fn another(t: &TestDb) -> TestDb {
+    match t.backend() {
+        Backend::Sqlite => TestDb::sqlite(),
+        Backend::Postgres => TestDb::postgres().unwrap(),
+    }
+}
+
+/// A handle whose clock starts at a fixed instant and moves 1.5 s per reading, so every row's
+/// time is distinct and has milliseconds.
+fn open_clocked(location: &str) -> Database {
+    let start = Utc.with_ymd_and_hms(2026, 11, 20, 8, 0, 0).unwrap();
+    let clock = Arc::new(ManualClock::new(start, TimeDelta::milliseconds(1500)));
+    Database::open_with(location, Options { clock, ..Options::default() }).unwrap()
+}
+
+/// A task with history, checkpoints, a decided and a pending approval, two traces with
+/// invocations, and audit entries of its own (the approvals' and some logged directly).
+fn populate(db: &Database, task: &str) {
+    let mut m = StateMachine::new(StateContext::new("project-1".into(), task.into(), "Ship it"))
+        .with_clock(db.clock().clone());
+    m.apply(Event::Start, Some(json!({"by": "tester"}))).unwrap();
+    m.apply(Event::AnalysisComplete, None).unwrap();
+    m.create_checkpoint(vec!["plan.md".into()]);
+    m.context_mut().agent_queue.push("reviewer".into());
+    m.apply(Event::SpawnAgent, None).unwrap();
+    m.create_checkpoint(vec!["src/lib.rs".into(), "notes: 1.5".into()]);
+    m.apply(Event::AgentDone, None).unwrap();
+    let ctx = m.context_mut();
+    ctx.current_agent = Some("reviewer".into());
+    ctx.agent_outputs.entry("reviewer".into()).or_default().routing_hints.needs_approval = true;
+    SqliteStateStore::new(db.clone()).save_state(m.persisted()).unwrap();
+    let approvals = Approvals::new(db.clone());
+    let first = approvals
+        .request(&NewApproval {
+            payload: json!({"design": "OAuth", "files": ["src/login.rs"]}),
+            ..NewApproval::new(task.into(), "design", "architect")
+        })
+        .unwrap();
+    approvals.approve(&first, "alice", Some("fine")).unwrap();
+    let log = AuditLog::new(db.clone());
+    log.log(&AuditEntry {
+        project_id: Some("project-1".into()),
+        task_id: Some(task.into()),
+        agent: Some("coder".into()),
+        details: Some(json!({"file": "src/lib.rs", "lines": [1, 2, 3], "ratio": 0.25})),
+        user_id: Some("u-1".into()),
+        ip_address: Some("10.0.0.1".into()),
+        ..AuditEntry::new("file written", Category::File)
+    })
+    .unwrap();
+    let tracker = Tracker::new(db.clone());
+    for (n, prompt) in ["build the login", "fix the tests"].into_iter().enumerate() {
+        let trace = tracker.start_trace(&"project-1".into(), &task.into(), prompt).unwrap();
+        for agent in ["coder", "tester"] {
+            let started = db.clock().now();
+            tracker
+                .record_invocation(&NewInvocation {
+                    task_fragment: Some(format!("part {n}")),
+                    completed_at: Some(started + TimeDelta::milliseconds(1234)),
+                    outcome: Some(InvocationOutcome::Success),
+                    quality_score: Some(0.1 + n as f64 / 3.0),
+                    token_usage: Some(TokenUsage::new(100, 23)),
+                    output_summary: Some("done".into()),
+                    ..NewInvocation::new(trace.id.clone(), agent, started)
+                })
+                .unwrap();
+        }
+        if n == 0 {
+            tracker
+                .complete_trace(
+                    &trace.id,
+                    true,
+                    Some(&TokenUsage::new(5, 6)),
+                    Some(&json!({"k": 1})),
+                )
+                .unwrap();
+        }
+    }
+    log.log(&AuditEntry { task_id: Some(task.into()), ..AuditEntry::new("note", Category::User) })
+        .unwrap();
+}
+
+/// The source a bundle of `db` names in its header: the file's absolute path, or the URL
+/// without its password.
+fn bundle_source(db: &Database) -> String {
+    match db.path() {
+        Some(path) => std::fs::canonicalize(path).unwrap().to_string_lossy().into_owned(),
+        None => db.location().to_string_lossy().into_owned(),
+    }
+}
+
+fn export(db: &Database, tasks: &[&str]) -> Vec<u8> {
+    let ids: Vec<TaskId> = tasks.iter().map(|t| (*t).into()).collect();
+    let mut out = Vec::new();
+    bundle::export(db, &ids, &mut out).unwrap();
+    out
+}
+
+fn import(db: &Database, bytes: &[u8]) -> bundle::Result<bundle::ImportReport> {
+    bundle::import(db, &mut &bytes[..])
+}
+
+fn task_of(db: &Database, task: &str) -> TaskBundle {
+    db.read(|tx| bundle::read_task(tx, task)).unwrap().unwrap()
+}
+
+/// Every table's rows (the PostgreSQL sequences aside: a rolled-back insert still moves one).
+fn dump(db: &TestDb) -> std::collections::BTreeMap<String, Vec<Vec<Option<String>>>> {
+    let mut d = Driver::of(db).dump();
+    d.remove("(sequences)");
+    d
+}
+
+fn audit_rows(db: &Database, task: &str) -> Vec<AuditRecord> {
+    let q = aigentflow::audit::AuditQuery { task_id: Some(task.into()), ..Default::default() };
+    let mut rows = AuditLog::new(db.clone()).query(&q).unwrap();
+    rows.sort_by_key(|r| r.id);
+    rows
+}
+
+fn verifies(db: &Database) {
+    let v = AuditLog::new(db.clone()).verify(None).unwrap();
+    assert_eq!(v.findings, vec![], "audit verify passes");
+}
+
+/// Every field of the task is equal on both sides, and each audit row of the destination is
+/// the source's with its provenance (the source's id, hash and location).
+fn assert_same_task(src: &Database, dst: &Database, task: &str) {
+    let source = bundle_source(src);
+    let (a, b) = (task_of(src, task), task_of(dst, task));
+    assert_eq!(a.task, b.task, "state");
+    assert_eq!(a.transitions, b.transitions, "history");
+    assert_eq!(a.checkpoints, b.checkpoints, "checkpoints");
+    assert_eq!(a.approvals, b.approvals, "approvals");
+    assert_eq!(a.traces, b.traces, "traces and invocations");
+    let (from, to) = (audit_rows(src, task), audit_rows(dst, task));
+    assert_eq!(from.len(), to.len(), "audit rows");
+    for (f, t) in from.iter().zip(&to) {
+        assert_eq!(
+            (&f.timestamp, &f.project_id, &f.task_id, &f.agent, &f.action, &f.category),
+            (&t.timestamp, &t.project_id, &t.task_id, &t.agent, &t.action, &t.category)
+        );
+        assert_eq!(
+            (&f.details_text, &f.user_id, &f.ip_address),
+            (&t.details_text, &t.user_id, &t.ip_address)
+        );
+        let origin = f.origin.clone().unwrap_or(aigentflow::audit::AuditOrigin {
+            id: Some(f.id),
+            hash: f.row_hash.clone(),
+            source: Some(source.clone()),
+        });
+        assert_eq!(t.origin.as_ref(), Some(&origin), "provenance of audit row {}", t.id);
+    }
+}
+
+on_both! {
+/// Export then import into an empty database: every field of the state, history, checkpoints,
+/// approvals, traces and invocations is equal, every audit row comes with its provenance,
+/// `audit verify` passes on both sides; a second import, and an import of the destination's
+/// export back into the source, change nothing and say so.
+fn export_import_round_trip_is_equal_field_by_field_and_idempotent(t) {
+    let src = open_clocked(t.location());
+    populate(&src, "task-a");
+    populate(&src, "task-b");
+    populate(&src, "task-other");
+    let bytes = export(&src, &["task-a", "task-b", "task-a"]);
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    let header: Header = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(header.tasks, ["task-a", "task-b"]);
+    assert_eq!(header.source, bundle_source(&src));
+    assert!(!text.contains("task-other"), "only the named tasks");
+    let dst_db = another(t);
+    let dst = open_clocked(dst_db.location());
+    populate(&dst, "task-here");
+    let report = import(&dst, &bytes).unwrap();
+    assert_eq!(report.tasks.iter().map(|o| o.outcome).collect::<Vec<_>>(), [Outcome::Imported; 2]);
+    assert_eq!(report.audit_appended, 2 * audit_rows(&src, "task-a").len() as u64);
+    for task in ["task-a", "task-b"] {
+        assert_same_task(&src, &dst, task);
+        // The state store reads it back as the source's.
+        let store = |db: &Database| SqliteStateStore::new(db.clone()).load_state(&task.into()).unwrap();
+        assert_eq!(store(&src), store(&dst));
+    }
+    verifies(&src);
+    verifies(&dst);
+
+    let before = dump(&dst_db);
+    let again = import(&dst, &bytes).unwrap();
+    assert_eq!(again.tasks.iter().map(|o| o.outcome).collect::<Vec<_>>(), [Outcome::AlreadyPresent; 2]);
+    assert_eq!((again.audit_appended, again.audit_already_present), (0, report.audit_appended));
+    assert_eq!(dump(&dst_db), before, "a second import writes nothing");
+
+    // Back into the source: the rows started there, so nothing is new.
+    let back = export(&dst, &["task-a", "task-b"]);
+    let before = dump(t);
+    let report = import(&src, &back).unwrap();
+    assert_eq!(report.tasks.iter().map(|o| o.outcome).collect::<Vec<_>>(), [Outcome::AlreadyPresent; 2]);
+    assert_eq!(report.audit_appended, 0);
+    assert_eq!(dump(t), before);
+
+    // A third database gets the rows with their first provenance, not the second database's.
+    let third_db = another(t);
+    let third = open_clocked(third_db.location());
+    import(&third, &back).unwrap();
+    assert_same_task(&src, &third, "task-a");
+    verifies(&third);
+}
+}
+
+/// Export from SQLite, import into PostgreSQL, export from there and import into a new SQLite
+/// file: every field equal at each step, the audit chain of each verifying.
+#[test]
+fn bundle_moves_from_sqlite_to_postgres_and_back_equal_field_by_field() {
+    let Some(pg) = TestDb::postgres() else { return };
+    let lite = TestDb::sqlite();
+    let src = open_clocked(lite.location());
+    populate(&src, "task-x");
+    let to_pg = open_clocked(pg.location());
+    import(&to_pg, &export(&src, &["task-x"])).unwrap();
+    assert_same_task(&src, &to_pg, "task-x");
+    verifies(&to_pg);
+    let back_db = TestDb::sqlite();
+    let back = open_clocked(back_db.location());
+    import(&back, &export(&to_pg, &["task-x"])).unwrap();
+    assert_same_task(&src, &back, "task-x");
+    verifies(&back);
+    // And into the source itself: already there.
+    let report = import(&src, &export(&to_pg, &["task-x"])).unwrap();
+    assert_eq!((report.tasks[0].outcome, report.audit_appended), (Outcome::AlreadyPresent, 0));
+}
+
+on_both! {
+/// A task that is in the destination with other content is refused, naming it, and nothing of
+/// the bundle is written (the other task included); so is a trace id taken by another task.
+fn a_conflicting_task_or_a_taken_id_is_refused_and_nothing_is_written(t) {
+    let src = open_clocked(t.location());
+    populate(&src, "task-new");
+    populate(&src, "task-both");
+    let bytes = export(&src, &["task-new", "task-both"]);
+    let dst_db = another(t);
+    let dst = open_clocked(dst_db.location());
+    // Same id, other content (another clock, so other times).
+    populate(&dst, "task-both");
+    let before = dump(&dst_db);
+    let err = import(&dst, &bytes).unwrap_err();
+    assert!(matches!(&err, Error::Conflict { task, .. } if task.as_str() == "task-both"), "{err}");
+    assert!(err.to_string().contains("task task-both already exists"), "{err}");
+    assert_eq!(dump(&dst_db), before, "nothing written");
+
+    // A trace id of the bundle taken by another task here.
+    let other_db = another(t);
+    let other = open_clocked(other_db.location());
+    let trace = task_of(&src, "task-new").traces[0].0.id.clone();
+    Driver::of(&other_db).execute(
+        "INSERT INTO execution_traces (id, project_id, task_id, prompt) VALUES (?1, 'p', 'someone', 'x')",
+        &[Raw::text(trace.clone())],
+    );
+    let before = dump(&other_db);
+    let err = import(&other, &bytes).unwrap_err();
+    assert!(matches!(&err, Error::IdTaken { what: "trace", id, .. } if id.as_str() == trace), "{err}");
+    assert_eq!(dump(&other_db), before, "nothing written");
+}
+}
+
+/// One task's bundle built record by record, for hand-edited bundles.
+fn hand_made(task: &str, context: &str, prompt: &str, details: &str) -> Vec<String> {
+    let header = Header {
+        format: bundle::FORMAT.into(),
+        version: bundle::VERSION,
+        tool: "test".into(),
+        source: "/elsewhere/aigentflow.db".into(),
+        exported_at: "2026-11-20 08:00:00.000".into(),
+        tasks: vec![task.into()],
+    };
+    let at = "2026-11-20 08:00:00.000".to_owned();
+    let mut audit = AuditRowRecord {
+        id: 7,
+        timestamp: at.clone(),
+        project_id: Some("p".into()),
+        task_id: task.into(),
+        agent: None,
+        action: "noted".into(),
+        category: "user".into(),
+        details: Some(details.into()),
+        user_id: None,
+        ip_address: None,
+        prev_hash: "0".repeat(64),
+        row_hash: String::new(),
+        origin: None,
+    };
+    audit.row_hash = audit.computed_hash();
+    let records = [
+        Record::Task(TaskRecord {
+            task_id: task.into(),
+            project_id: "p".into(),
+            state: "ANALYZING".into(),
+            context: context.into(),
+            created_at: at.clone(),
+            updated_at: at.clone(),
+        }),
+        Record::Trace(TraceRecord {
+            id: format!("trace-{task}"),
+            project_id: "p".into(),
+            task_id: task.into(),
+            prompt: prompt.into(),
+            started_at: at.clone(),
+            completed_at: None,
+            success: None,
+            duration_ms: None,
+            token_usage: None,
+            metadata: None,
+            status: "completed".into(),
+            owner_pid: None,
+            owner_started_at: None,
+            owner_host: None,
+            heartbeat_at: None,
+            recovery_attempts: 0,
+        }),
+        Record::Audit(audit),
+        Record::End(bundle::EndRecord { records: 3 }),
+    ];
+    std::iter::once(serde_json::to_string(&header).unwrap())
+        .chain(records.iter().map(|r| serde_json::to_string(r).unwrap()))
+        .collect()
+}
+
+fn joined(lines: &[String]) -> Vec<u8> {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    text.into_bytes()
+}
+
+on_both! {
+/// A bundle edited by hand to hold secrets (every sample of the secret corpus, in a task's
+/// context, a trace's prompt and an audit entry's details with its hash recomputed) puts none
+/// of them in the destination: everything imported goes through the redaction policy.
+fn secrets_in_an_edited_bundle_are_redacted_on_import(t) {
+    let samples: Vec<Sample> = corpus::samples(0xb0_d1e).unwrap();
+    assert!(samples.len() >= 100, "the corpus is the test: {} samples", samples.len());
+    for (i, s) in samples.iter().enumerate() {
+        let as_json = s.json().unwrap_or_else(|| json!(s.text));
+        let context = json!({"prompt": "x", "notes": as_json}).to_string();
+        let lines = hand_made(&format!("s-{i}"), &context, &s.text, &as_json.to_string());
+        import(t.db(), &joined(&lines)).unwrap_or_else(|e| panic!("sample {i}: {e}"));
+    }
+    let stored = stored_bytes(t);
+    assert!(contains(&stored, "[REDACTED]"), "the stored text was read");
+    if let Some((s, needle)) = corpus::leaks(&samples, &stored).first() {
+        panic!("the database holds {needle:?} of sample {} ({:?}): {:?}", s.name, s.context, s.text);
+    }
+    verifies(t.db());
+}
+}
+
+/// A line of `lines` (0 is the header) edited as JSON by `edit`.
+fn edit_line(lines: &mut [String], n: usize, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value = serde_json::from_str(&lines[n]).unwrap();
+    edit(&mut v);
+    lines[n] = v.to_string();
+}
+
+on_both! {
+/// Each kind of hostile bundle is a typed error naming its line, and nothing is written.
+fn hostile_bundles_are_typed_errors_naming_their_line_and_write_nothing(t) {
+    let good = hand_made("task-h", r#"{"prompt":"x"}"#, "p", r#"{"a":1}"#);
+    // Lines: 1 header, 2 task, 3 trace, 4 audit, 5 end.
+    type Edit = Box<dyn Fn(&mut Vec<String>) -> Vec<u8>>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        ("malformed line", Box::new(|l| { l[2] = "{\"kind\": \"trace\",".into(); joined(l) }), "line 3: not a JSON value"),
+        ("not a bundle", Box::new(|l| { edit_line(l, 0, |v| v["format"] = json!("csv")); joined(l) }), "line 1: not an aigentflow-bundle header"),
+        ("wrong version", Box::new(|l| { edit_line(l, 0, |v| v["version"] = json!(2)); joined(l) }), "line 1: format version 2"),
+        ("unknown field", Box::new(|l| { edit_line(l, 1, |v| v["extra"] = json!(1)); joined(l) }), "line 2: not a bundle record"),
+        ("definition kind", Box::new(|l| { l.insert(2, r#"{"kind":"definition","name":"w","version":1}"#.into()); joined(l) }), "line 3: not a bundle record (unknown variant `definition`"),
+        ("out of order", Box::new(|l| { l.swap(1, 2); joined(l) }), "line 2: trace record of task task-h before its task record"),
+        ("invocation before its trace", Box::new(|l| { l.insert(2, json!({"kind":"invocation","trace_id":"trace-task-h","agent":"a","task_fragment":null,"started_at":"2026-11-20 08:00:00.000","completed_at":null,"outcome":null,"quality_score":null,"token_usage":null,"output_summary":null,"error":null}).to_string()); joined(l) }), "line 3: invocation of trace"),
+        ("history out of order", Box::new(|l| { l.insert(2, json!({"kind":"transition","task_id":"task-h","seq":2,"from_state":"IDLE","to_state":"ANALYZING","event":"START","metadata":null,"created_at":"2026-11-20 08:00:00.000"}).to_string()); edit_line(l, 5, |v| v["records"] = json!(4)); joined(l) }), "line 3: transition seq 2 of task task-h is out of order: 1 comes next"),
+        ("task not in header", Box::new(|l| { edit_line(l, 2, |v| v["task_id"] = json!("task-z")); joined(l) }), "line 3: trace record of task \"task-z\", which the header does not name"),
+        ("truncated: no end", Box::new(|l| { l.pop(); joined(l) }), "ends after line 4 without its end record"),
+        ("truncated mid-line", Box::new(|l| { let mut b = joined(l); b.truncate(b.len() - 10); b }), "ends after line 5 without its end record"),
+        ("wrong count", Box::new(|l| { edit_line(l, 4, |v| v["records"] = json!(2)); joined(l) }), "line 5: the end record counts 2"),
+        ("a line after the end", Box::new(|l| { l.push("{}".into()); joined(l) }), "line 6: a line after the end record"),
+        ("ids that collide", Box::new(|l| { let t = l[2].clone(); l.insert(3, t); edit_line(l, 5, |v| v["records"] = json!(4)); joined(l) }), "line 4: trace trace-task-h appears twice"),
+        ("NUL character", Box::new(|l| { edit_line(l, 2, |v| v["prompt"] = json!("a\u{0}b")); joined(l) }), "line 3: a value holds a NUL character"),
+        ("timestamp out of range", Box::new(|l| { edit_line(l, 1, |v| v["created_at"] = json!("10000-01-01 00:00:00.000")); joined(l) }), "line 2: created_at \"10000-01-01 00:00:00.000\" is not a timestamp"),
+        ("impossible date", Box::new(|l| { edit_line(l, 2, |v| v["started_at"] = json!("2026-02-30 00:00:00.000")); joined(l) }), "line 3: started_at"),
+        ("edited audit row", Box::new(|l| { edit_line(l, 3, |v| v["action"] = json!("forged")); joined(l) }), "line 4: audit row 7: its row_hash does not follow"),
+        ("context not JSON", Box::new(|l| { edit_line(l, 1, |v| v["context"] = json!("{oops")); joined(l) }), "line 2: context is not JSON text"),
+        ("empty file", Box::new(|_| Vec::new()), "ends after line 0"),
+        ("huge line", Box::new(|l| { let mut b = joined(&l[..1]); b.extend(std::iter::repeat_n(b' ', bundle::MAX_LINE_BYTES + 1)); b }), "line 2 is longer than"),
+    ];
+    populate(&open_clocked(t.location()), "task-here");
+    let before = dump(t);
+    for (name, edit, expected) in cases {
+        let mut lines = good.clone();
+        let bytes = edit(&mut lines);
+        let err = import(t.db(), &bytes).unwrap_err();
+        assert!(err.to_string().contains(expected), "{name}: {err}");
+        assert!(
+            matches!(err, Error::Invalid { .. } | Error::Truncated { .. } | Error::LineTooLong { .. }),
+            "{name}: {err:?}"
+        );
+        assert_eq!(dump(t), before, "{name}: nothing written");
+    }
+    // The good bundle itself imports.
+    import(t.db(), &joined(&good)).unwrap();
+}
+}
+
+/// A mutation of a bundle's bytes.
+#[derive(Debug, Clone)]
+enum Mutation {
+    DeleteLine(usize),
+    DuplicateLine(usize),
+    SwapLines(usize, usize),
+    Truncate(usize),
+    SetByte(usize, u8),
+    InsertLine(usize, String),
+    /// A text field of the record on that line given another value (the bundle stays valid).
+    EditField(usize, String),
+}
+
+fn mutate(bytes: &[u8], mutations: &[Mutation]) -> Vec<u8> {
+    let mut lines: Vec<Vec<u8>> = bytes.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+    lines.pop();
+    for m in mutations {
+        let n = lines.len().max(1);
+        match m {
+            Mutation::DeleteLine(i) if !lines.is_empty() => {
+                lines.remove(i % n);
+            }
+            Mutation::DuplicateLine(i) if !lines.is_empty() => {
+                let l = lines[i % n].clone();
+                lines.insert(i % n, l);
+            }
+            Mutation::SwapLines(i, j) if !lines.is_empty() => lines.swap(i % n, j % n),
+            Mutation::EditField(i, text) if !lines.is_empty() => {
+                let at = i % n;
+                if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&lines[at]) {
+                    let (field, value) = match v["kind"].as_str() {
+                        Some("task") => ("context", json!({"edited": text}).to_string()),
+                        Some("trace") => ("prompt", text.clone()),
+                        Some("invocation") => ("output_summary", text.clone()),
+                        Some("approval") => ("comment", text.clone()),
+                        _ => continue,
+                    };
+                    v[field] = json!(value);
+                    lines[at] = v.to_string().into_bytes();
+                }
+            }
+            Mutation::InsertLine(i, text) => {
+                lines.insert(i % (n + 1).min(lines.len() + 1), text.clone().into_bytes())
+            }
+            _ => {}
+        }
+    }
+    let mut out = lines.join(&b'\n');
+    out.push(b'\n');
+    for m in mutations {
+        match m {
+            Mutation::Truncate(k) => out.truncate(k % (out.len() + 1)),
+            Mutation::SetByte(i, b) if !out.is_empty() => {
+                let at = i % out.len();
+                out[at] = *b;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    let line = prop_oneof![
+        Just("{}".to_owned()),
+        Just(r#"{"kind":"end","records":0}"#.to_owned()),
+        Just(r#"{"kind":"task","task_id":"task-p"}"#.to_owned()),
+        "\\PC{0,40}",
+    ];
+    prop_oneof![
+        4 => (any::<usize>(), "[a-z ]{1,20}").prop_map(|(i, s)| Mutation::EditField(i, s)),
+        1 => any::<usize>().prop_map(Mutation::DeleteLine),
+        1 => any::<usize>().prop_map(Mutation::DuplicateLine),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(i, j)| Mutation::SwapLines(i, j)),
+        1 => any::<usize>().prop_map(Mutation::Truncate),
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::SetByte(i, b)),
+        1 => (any::<usize>(), line).prop_map(|(i, s)| Mutation::InsertLine(i, s)),
+    ]
+}
+
+on_both! {
+/// Random mutations of a real bundle never panic, and either import whole (every task of the
+/// bundle then reads back as the bundle has it, its audit entries all present) or fail and
+/// write nothing. Edited fields keep a bundle valid: its first import writes it, later ones
+/// with other edits conflict.
+fn mutated_bundles_import_whole_or_write_nothing(t) {
+    let src_db = another(t);
+    let src = open_clocked(src_db.location());
+    populate(&src, "task-p");
+    populate(&src, "task-q");
+    let bytes = export(&src, &["task-p", "task-q"]);
+    let cases = if t.backend() == Backend::Postgres { 32 } else { 128 };
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases));
+    runner
+        .run(&proptest::collection::vec(mutation(), 0..4), |mutations| {
+            let mutated = mutate(&bytes, &mutations);
+            let before = dump(t);
+            match import(t.db(), &mutated) {
+                Ok(_) => {
+                    let parsed = bundle::read_bundle(&mut &mutated[..]).unwrap();
+                    for given in &parsed.tasks {
+                        let here = task_of(t.db(), &given.task.task_id);
+                        prop_assert_eq!(&here.task, &given.task);
+                        prop_assert_eq!(&here.transitions, &given.transitions);
+                        prop_assert_eq!(&here.checkpoints, &given.checkpoints);
+                        let sorted = |a: &[bundle::ApprovalRecord]| {
+                            let mut a = a.to_vec();
+                            a.sort_by(|x, y| x.id.cmp(&y.id));
+                            a
+                        };
+                        prop_assert_eq!(sorted(&here.approvals), sorted(&given.approvals));
+                        prop_assert_eq!(&here.traces, &given.traces);
+                        let roots: Vec<String> = audit_rows(t.db(), &given.task.task_id)
+                            .into_iter()
+                            .filter_map(|r| r.origin.and_then(|o| o.hash))
+                            .collect();
+                        for row in &given.audit {
+                            prop_assert!(roots.contains(&row.row_hash), "audit row {} imported", row.id);
+                        }
+                    }
+                }
+                Err(_) => prop_assert_eq!(dump(t), before, "{:?}", mutations),
+            }
+            Ok(())
+        })
+        .unwrap();
+    verifies(t.db());
+}
+}
