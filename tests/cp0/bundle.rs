@@ -395,7 +395,7 @@ fn hostile_bundles_are_typed_errors_naming_their_line_and_write_nothing(t) {
         ("not a bundle", Box::new(|l| { edit_line(l, 0, |v| v["format"] = json!("csv")); joined(l) }), "line 1: not an aigentflow-bundle header"),
         ("wrong version", Box::new(|l| { edit_line(l, 0, |v| v["version"] = json!(2)); joined(l) }), "line 1: format version 2"),
         ("unknown field", Box::new(|l| { edit_line(l, 1, |v| v["extra"] = json!(1)); joined(l) }), "line 2: not a bundle record"),
-        ("definition kind", Box::new(|l| { l.insert(2, r#"{"kind":"definition","name":"w","version":1}"#.into()); joined(l) }), "line 3: not a bundle record (unknown variant `definition`"),
+        ("definition without its fields", Box::new(|l| { l.insert(2, r#"{"kind":"definition","name":"w","version":1}"#.into()); joined(l) }), "line 3: not a bundle record (missing field"),
         ("out of order", Box::new(|l| { l.swap(1, 2); joined(l) }), "line 2: trace record of task task-h before its task record"),
         ("invocation before its trace", Box::new(|l| { l.insert(2, json!({"kind":"invocation","trace_id":"trace-task-h","agent":"a","task_fragment":null,"started_at":"2026-11-20 08:00:00.000","completed_at":null,"outcome":null,"quality_score":null,"token_usage":null,"output_summary":null,"error":null}).to_string()); joined(l) }), "line 3: invocation of trace"),
         ("history out of order", Box::new(|l| { l.insert(2, json!({"kind":"transition","task_id":"task-h","seq":2,"from_state":"IDLE","to_state":"ANALYZING","event":"START","metadata":null,"created_at":"2026-11-20 08:00:00.000"}).to_string()); edit_line(l, 5, |v| v["records"] = json!(4)); joined(l) }), "line 3: transition seq 2 of task task-h is out of order: 1 comes next"),
@@ -558,5 +558,62 @@ fn mutated_bundles_import_whole_or_write_nothing(t) {
         })
         .unwrap();
     verifies(t.db());
+}
+}
+
+/// The default workflow with `version` and ANALYSIS_COMPLETE leading to `to`.
+fn workflow_variant(version: u32, to: &str) -> aigentflow::states::WorkflowDefinition {
+    let mut d = aigentflow::states::WorkflowDefinition::default_workflow().clone();
+    d.version = version;
+    let yaml = d.to_yaml().replace(
+        "event: ANALYSIS_COMPLETE\n  to: ORCHESTRATING",
+        &format!("event: ANALYSIS_COMPLETE\n  to: {to}"),
+    );
+    aigentflow::states::WorkflowDefinition::parse(&yaml, aigentflow::states::Format::Yaml).unwrap()
+}
+
+on_both! {
+/// A task started under a workflow definition carries it in its bundle: the destination loads
+/// the definition (or finds it loaded with the same content), binds the task to it, and the task
+/// goes on following it there; a destination holding that name and version with other content
+/// refuses the bundle and keeps nothing; a definition record edited so its content no longer
+/// gives its hash is refused naming its line.
+fn a_task_moves_with_the_workflow_definition_it_started_under(t) {
+    use aigentflow::workflows::{WorkflowRef, Workflows};
+    let src = Workflows::new(t.db().clone());
+    let custom = workflow_variant(7, "PLANNING");
+    assert_ne!(custom.table, aigentflow::states::TransitionTable::default());
+    src.load(&custom).unwrap();
+    src.start("aigentflow-default", Some(7), StateContext::new("p".into(), "bound".into(), "go")).unwrap();
+    src.apply(&TaskId::new("bound"), Event::Start, None).unwrap();
+    let bytes = export(t.db(), &["bound"]);
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    assert!(text.lines().nth(2).unwrap().contains("\"kind\":\"definition\""), "{text}");
+    let dst = another(t);
+    import(dst.db(), &bytes).unwrap();
+    let there = Workflows::new(dst.db().clone());
+    assert_eq!(there.definition_of(&TaskId::new("bound")).unwrap(), Some(WorkflowRef { name: "aigentflow-default".into(), version: 7 }));
+    assert_eq!(there.get("aigentflow-default", Some(7)).unwrap(), Some(custom.clone()));
+    // Again (before it moves on there): already present, nothing changes.
+    let before = dump(&dst);
+    import(dst.db(), &bytes).unwrap();
+    assert_eq!(dump(&dst), before);
+    let moved = there.apply(&TaskId::new("bound"), Event::AnalysisComplete, None).unwrap();
+    assert_eq!(moved.state().as_str(), "PLANNING");
+    // A destination with other content under aigentflow-default@7.
+    let third = another(t);
+    Workflows::new(third.db().clone()).load(&workflow_variant(7, "DESIGNING")).unwrap();
+    let before = dump(&third);
+    let e = import(third.db(), &bytes).unwrap_err();
+    assert!(e.to_string().contains("aigentflow-default@7"), "{e}");
+    assert_eq!(dump(&third), before);
+    // The definition edited in the bundle.
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    edit_line(&mut lines, 2, |v| {
+        let d = v["definition"].as_str().unwrap().replace("PLANNING", "DESIGNING");
+        v["definition"] = json!(d);
+    });
+    let e = import(third.db(), &joined(&lines)).unwrap_err();
+    assert!(e.to_string().contains("line 3") && e.to_string().contains("content_hash"), "{e}");
 }
 }

@@ -12,6 +12,9 @@ pub enum Error {
     /// From the audit log.
     #[error(transparent)]
     Audit(#[from] aigentflow_audit::Error),
+    /// The workflow definitions: the bundle's definition is loaded here under another content.
+    #[error(transparent)]
+    Workflows(#[from] aigentflow_workflows::Error),
     /// A line of the bundle is not what the format allows there; nothing was imported.
     #[error("bundle line {line}: {reason}")]
     Invalid { line: u64, reason: SafeText },

@@ -11,8 +11,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::record::{
-    ApprovalRecord, AuditRowRecord, CheckpointRecord, EndRecord, Header, InvocationRecord,
-    OriginRecord, Record, TaskBundle, TaskRecord, TraceRecord, TransitionRecord, FORMAT, VERSION,
+    ApprovalRecord, AuditRowRecord, CheckpointRecord, DefinitionRecord, EndRecord, Header,
+    InvocationRecord, OriginRecord, Record, TaskBundle, TaskRecord, TraceRecord, TransitionRecord,
+    FORMAT, VERSION,
 };
 
 const TASK: &str = "SELECT task_id, project_id, state, context, created_at, updated_at
@@ -76,6 +77,9 @@ pub fn export(db: &Database, tasks: &[TaskId], out: &mut dyn Write) -> Result<Ex
         lines.line(&header)?;
         for b in bundles {
             lines.record(Record::Task(b.task))?;
+            if let Some(d) = b.definition {
+                lines.record(Record::Definition(d))?;
+            }
             for r in b.transitions {
                 lines.record(Record::Transition(r))?;
             }
@@ -185,6 +189,12 @@ pub(crate) fn audit_hash(row: &AuditRowRecord) -> String {
     row_hash(&row.prev_hash, &fields)
 }
 
+/// The definition a task started under, with its stored content.
+const DEFINITION: &str = "SELECT d.name, d.version, d.content_hash, d.definition
+    FROM task_workflows t
+    JOIN workflow_definitions d ON d.name = t.workflow_name AND d.version = t.workflow_version
+    WHERE t.task_id = ?1";
+
 /// A task's rows as a bundle holds them, read in `tx`; None if the task is not there.
 pub fn read_task(tx: &Tx<'_>, task: &str) -> Result<Option<TaskBundle>> {
     let id = [Param::text(task)];
@@ -260,7 +270,24 @@ pub fn read_task(tx: &Tx<'_>, task: &str) -> Result<Option<TaskBundle>> {
     }
     let audit = tx.prepare(AUDIT)?.query_map(&id, read_audit)?;
     let audit = audit.into_iter().collect::<Result<Vec<_>>>()?;
-    Ok(Some(TaskBundle { task: task_row, transitions, checkpoints, approvals, traces, audit }))
+    let definition = tx.query_row(DEFINITION, &id, |r| {
+        Ok(DefinitionRecord {
+            task_id: task.to_owned(),
+            name: r.get(0)?,
+            version: r.get(1)?,
+            content_hash: r.get(2)?,
+            definition: r.get(3)?,
+        })
+    })?;
+    Ok(Some(TaskBundle {
+        task: task_row,
+        transitions,
+        checkpoints,
+        approvals,
+        traces,
+        audit,
+        definition,
+    }))
 }
 
 fn read_trace(r: &Row<'_>) -> aigentflow_persistence::Result<TraceRecord> {

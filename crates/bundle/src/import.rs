@@ -38,6 +38,8 @@ const INSERT_TRACE: &str = "INSERT INTO execution_traces
 const INSERT_INVOCATION: &str = "INSERT INTO agent_invocations
     (trace_id, agent, task_fragment, started_at, completed_at, outcome, quality_score, token_usage,
      output_summary, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+const BIND_WORKFLOW: &str =
+    "INSERT INTO task_workflows (task_id, workflow_name, workflow_version) VALUES (?1, ?2, ?3)";
 /// Which task holds a checkpoint, an approval or a trace id here.
 const CHECKPOINT_OWNER: &str = "SELECT task_id FROM checkpoints WHERE id = ?1";
 const APPROVAL_OWNER: &str = "SELECT task_id FROM approval_requests WHERE id = ?1";
@@ -198,6 +200,10 @@ fn difference(here: &TaskBundle, given: &TaskBundle) -> Option<&'static str> {
         Some("approvals")
     } else if here.traces != given.traces {
         Some("traces or invocations")
+    } else if here.definition.as_ref().map(|d| (&d.name, d.version))
+        != given.definition.as_ref().map(|d| (&d.name, d.version))
+    {
+        Some("workflow definition")
     } else {
         None
     }
@@ -224,6 +230,25 @@ fn ids_free(tx: &Tx<'_>, task: &TaskBundle) -> Result<()> {
 }
 
 fn insert(tx: &Tx<'_>, b: &TaskBundle) -> Result<()> {
+    // The definition first (the task's binding refers to it): loaded, or found loaded with the
+    // same content; the same name and version with other content is refused.
+    let definition = b
+        .definition
+        .as_ref()
+        .map(|d| {
+            aigentflow_core_states::WorkflowDefinition::parse(
+                &d.definition,
+                aigentflow_core_states::Format::Json,
+            )
+            .map_err(|e| Error::Invalid {
+                line: 0,
+                reason: format!("definition of task {}: {e}", d.task_id).into(),
+            })
+        })
+        .transpose()?;
+    if let Some(d) = &definition {
+        aigentflow_workflows::Workflows::new(tx.database().clone()).load_in(tx, d)?;
+    }
     let t = &b.task;
     tx.execute(
         INSERT_TASK,
@@ -236,6 +261,12 @@ fn insert(tx: &Tx<'_>, b: &TaskBundle) -> Result<()> {
             Param::time(stamp(&t.updated_at)?),
         ],
     )?;
+    if let Some(d) = &definition {
+        tx.execute(
+            BIND_WORKFLOW,
+            &[Param::text(&t.task_id), Param::text(&d.name), Param::int(i64::from(d.version))],
+        )?;
+    }
     for r in &b.transitions {
         tx.execute(
             INSERT_TRANSITION,
@@ -343,6 +374,7 @@ fn clean_opt(text: &Option<String>) -> Option<String> {
 fn clean_task(b: &TaskBundle) -> TaskBundle {
     let t = &b.task;
     TaskBundle {
+        definition: b.definition.clone(),
         task: TaskRecord {
             task_id: clean(&t.task_id),
             project_id: clean(&t.project_id),

@@ -21,10 +21,11 @@
 //!    * `audit`: every row of `audit_logs` whose task is the task, in id order, with its id,
 //!      `prev_hash` and `row_hash` in the source's chain, and its own `origin` if it was itself
 //!      imported there;
-//!    * `definition`: the workflow definition the task ran under (name, version, content
-//!      hash, content), written once tasks record their workflow definition (issue 15 item
-//!      2). This version neither writes nor reads it: a bundle holding one is refused as an
-//!      unknown record kind.
+//!    * `definition`: the workflow definition the task started under, if one was recorded
+//!      (name, version, content hash, the definition's canonical JSON), right after its task.
+//!      An import checks that the content gives the hash, loads the definition (or finds it
+//!      loaded with the same content: other content under that version is refused) and binds
+//!      the task to it, so the task goes on following the definition it ran under.
 //! 3. `{"kind":"end","records":N}`: N records came before it. A bundle without it is
 //!    truncated.
 //!
@@ -59,6 +60,7 @@ pub use export::{export, read_task, ExportReport};
 pub use import::{import, import_bundle, ImportReport, Outcome, TaskOutcome};
 pub use parse::{read_bundle, Bundle, MAX_LINE_BYTES};
 pub use record::{
-    ApprovalRecord, AuditRowRecord, CheckpointRecord, EndRecord, Header, InvocationRecord,
-    OriginRecord, Record, TaskBundle, TaskRecord, TraceRecord, TransitionRecord, FORMAT, VERSION,
+    ApprovalRecord, AuditRowRecord, CheckpointRecord, DefinitionRecord, EndRecord, Header,
+    InvocationRecord, OriginRecord, Record, TaskBundle, TaskRecord, TraceRecord, TransitionRecord,
+    FORMAT, VERSION,
 };

@@ -207,7 +207,48 @@ impl Reader {
                     approvals: Vec::new(),
                     traces: Vec::new(),
                     audit: Vec::new(),
+                    definition: None,
                 });
+            }
+            Record::Definition(d) => {
+                let at = task_of(self, &d.task_id)?;
+                let task = &self.tasks[at];
+                if task.definition.is_some() {
+                    return Err(invalid(line, format!("task {} has two definitions", d.task_id)));
+                }
+                if !(task.transitions.is_empty()
+                    && task.checkpoints.is_empty()
+                    && task.approvals.is_empty()
+                    && task.traces.is_empty()
+                    && task.audit.is_empty())
+                {
+                    return Err(invalid(
+                        line,
+                        format!(
+                            "the definition of task {} comes after its other records",
+                            d.task_id
+                        ),
+                    ));
+                }
+                hex64(line, "content_hash", &d.content_hash)?;
+                let parsed = aigentflow_core_states::WorkflowDefinition::parse(
+                    &d.definition,
+                    aigentflow_core_states::Format::Json,
+                )
+                .map_err(|e| invalid(line, format!("definition: {e}")))?;
+                if parsed.name != d.name || i64::from(parsed.version) != d.version {
+                    return Err(invalid(
+                        line,
+                        format!(
+                            "the definition is {}@{}, the record says {}@{}",
+                            parsed.name, parsed.version, d.name, d.version
+                        ),
+                    ));
+                }
+                if aigentflow_workflows::content_hash(&parsed) != d.content_hash {
+                    return Err(invalid(line, "the definition does not give its content_hash"));
+                }
+                self.tasks[at].definition = Some(d);
             }
             Record::Transition(r) => {
                 let at = task_of(self, &r.task_id)?;

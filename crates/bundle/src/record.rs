@@ -48,6 +48,8 @@ pub enum Record {
     Invocation(InvocationRecord),
     /// A row of `audit_logs` whose task is the task (after its task), with its chain hashes.
     Audit(AuditRowRecord),
+    /// The workflow definition the task started under (after its task).
+    Definition(DefinitionRecord),
     /// The last line: how many records came between the header and it.
     End(EndRecord),
 }
@@ -63,6 +65,7 @@ impl Record {
             Self::Trace(_) => "trace",
             Self::Invocation(_) => "invocation",
             Self::Audit(_) => "audit",
+            Self::Definition(_) => "definition",
             Self::End(_) => "end",
         }
     }
@@ -223,6 +226,18 @@ pub struct EndRecord {
     pub records: u64,
 }
 
+/// The workflow definition a task started under (`task_workflows` and its row of
+/// `workflow_definitions`): the definition as stored (canonical JSON) and its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionRecord {
+    pub task_id: String,
+    pub name: String,
+    pub version: i64,
+    pub content_hash: String,
+    pub definition: String,
+}
+
 /// One task's records, grouped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskBundle {
@@ -233,4 +248,6 @@ pub struct TaskBundle {
     /// Each trace with its invocations.
     pub traces: Vec<(TraceRecord, Vec<InvocationRecord>)>,
     pub audit: Vec<AuditRowRecord>,
+    /// The workflow definition it started under, if one was recorded.
+    pub definition: Option<DefinitionRecord>,
 }
