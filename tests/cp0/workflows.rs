@@ -12,6 +12,7 @@ use aigentflow::states::{
 use aigentflow::workflows::{self, content_hash, Loaded, WorkflowRef, Workflows};
 use proptest::prelude::*;
 
+use crate::inspect::{Driver, Raw};
 use crate::support::*;
 
 /// The repository's workflow files.
@@ -212,4 +213,62 @@ fn bad_workflow_folders_are_refused_naming_the_file_and_load_nothing() {
     assert!(w.list().unwrap().is_empty());
     let e = w.load_dir(&dir.path().join("missing")).unwrap_err();
     assert!(matches!(e, workflows::Error::Io { .. }), "{e:?}");
+}
+
+on_both! {
+/// A stored definition is taken only if its text gives its digest: a row deleted and inserted
+/// again around the store with the old digest and another rule is refused when read, loaded or
+/// used to move a task, naming it; loads racing from several threads store it once.
+fn a_definition_rewritten_around_the_store_is_refused_and_racing_loads_store_it_once(t) {
+    let w = Workflows::new(t.db().clone());
+    let d = WorkflowDefinition::parse(&variant(3, "ORCHESTRATING"), Format::Yaml).unwrap();
+    let loads: Vec<_> = (0..4)
+        .map(|_| {
+            let (db, d) = (t.reopen(), d.clone());
+            std::thread::spawn(move || Workflows::new(db).load(&d).unwrap())
+        })
+        .collect();
+    let outcomes: Vec<Loaded> = loads.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(outcomes.iter().filter(|l| **l == Loaded::New).count(), 1, "{outcomes:?}");
+    let mut raw = Driver::of(t);
+    let rows = raw.query("SELECT content_hash, definition, loaded_at FROM workflow_definitions WHERE version = 3", &[]);
+    let (hash, text, at) = (rows[0][0].clone().unwrap(), rows[0][1].clone().unwrap(), rows[0][2].clone().unwrap());
+    let evil = text.replace("\"ORCHESTRATING\"", "\"EVIL\"");
+    assert_ne!(evil, text);
+    raw.execute("DELETE FROM workflow_definitions WHERE version = 3", &[]);
+    raw.execute("INSERT INTO workflow_definitions (name, version, content_hash, definition, loaded_at) VALUES ('aigentflow-default', 3, ?1, ?2, ?3)", &[Raw::text(hash), Raw::text(evil), Raw::text(at)]);
+    let e = w.get("aigentflow-default", Some(3)).unwrap_err();
+    assert!(matches!(e, workflows::Error::Corrupt { .. }) && e.to_string().contains("aigentflow-default@3"), "{e}");
+    let e = w.load(&d).unwrap_err();
+    assert!(matches!(e, workflows::Error::Corrupt { .. }), "{e:?}");
+    let e = w.start("aigentflow-default", Some(3), context("t")).unwrap_err();
+    assert!(matches!(e, workflows::Error::Corrupt { .. }), "{e:?}");
+}
+}
+
+/// A folder entry named like a workflow file that is not a regular file (a dangling link, a
+/// folder) is refused naming it, not skipped; a file larger than a workflow file may be, or one
+/// starting with a byte order mark, is read as such.
+#[test]
+fn folder_entries_that_are_not_files_are_named_and_a_bom_is_read_through() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.yaml"), format!("\u{feff}{}", variant(1, "ORCHESTRATING")))
+        .unwrap();
+    let d = workflows::read_file(&dir.path().join("a.yaml")).unwrap();
+    assert_eq!(d.version, 1);
+    std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("b.yaml")).unwrap();
+    let e = workflows::read_dir(dir.path()).unwrap_err();
+    assert!(
+        matches!(e, workflows::Error::NotAFile { .. }) && e.to_string().contains("b.yaml"),
+        "{e}"
+    );
+    std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
+    std::fs::create_dir(dir.path().join("c.yml")).unwrap();
+    assert!(matches!(
+        workflows::read_dir(dir.path()).unwrap_err(),
+        workflows::Error::NotAFile { .. }
+    ));
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, " ".repeat(workflows::MAX_FILE as usize + 1)).unwrap();
+    assert!(matches!(workflows::read_file(&big).unwrap_err(), workflows::Error::TooLarge { .. }));
 }

@@ -82,7 +82,30 @@ pub struct Report {
     pub findings_total: u64,
     /// The problems found (at most 1000), each with its `kind` and the row it names, and its
     /// sentence.
-    pub findings: Vec<serde_json::Value>,
+    pub findings: Vec<ReportFinding>,
+}
+
+/// One finding as a report writes it: a struct, so that reading a report refuses a field given
+/// twice (a JSON map would keep the last one where the signed bytes had another) or unknown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportFinding {
+    /// What was found (`edited`, `missing`…).
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found_rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_id: Option<i64>,
+    /// The finding as a sentence.
+    pub text: String,
 }
 
 /// A report's signature.
@@ -127,7 +150,16 @@ impl Report {
                 if let Some(object) = value.as_object_mut() {
                     object.insert("text".into(), f.to_string().into());
                 }
-                value
+                serde_json::from_value(value).unwrap_or_else(|_| ReportFinding {
+                    kind: "other".into(),
+                    id: None,
+                    before_id: None,
+                    column: None,
+                    expected_rows: None,
+                    found_rows: None,
+                    last_id: None,
+                    text: f.to_string(),
+                })
             })
             .collect();
         Self {
@@ -218,20 +250,40 @@ pub fn generate_key() -> std::io::Result<SigningKey> {
     Ok(SigningKey::from_bytes(&seed))
 }
 
-/// The text of a secret key file: the key's 32 bytes in hex, on one line.
+/// What starts a secret key file's line: a public key file is never taken for one.
+const SECRET_TAG: &str = "aigentflow-ed25519-secret";
+/// What starts a public key file's line.
+const PUBLIC_TAG: &str = "aigentflow-ed25519-public";
+
+/// The text of a secret key file: its kind, then the key's 32 bytes in hex, on one line.
 pub fn secret_key_text(key: &SigningKey) -> String {
-    format!("{}\n", hex::encode(key.to_bytes()))
+    format!("{SECRET_TAG} {}\n", hex::encode(key.to_bytes()))
 }
 
-/// The text of a public key file: the key's 32 bytes in hex, on one line.
+/// The text of a public key file: its kind, then the key's 32 bytes in hex, on one line.
 pub fn public_key_text(key: &VerifyingKey) -> String {
-    format!("{}\n", hex::encode(key.as_bytes()))
+    format!("{PUBLIC_TAG} {}\n", hex::encode(key.as_bytes()))
 }
 
 fn key_bytes(text: &str, what: &'static str) -> Result<[u8; 32], ReportError> {
-    let bad = |reason: &str| ReportError::BadKey { what, reason: reason.to_owned() };
-    let bytes = hex::decode(text.trim()).map_err(|_| bad("not 64 hex digits"))?;
-    bytes.try_into().map_err(|_| bad("not 32 bytes (64 hex digits)"))
+    let bad = |reason: String| ReportError::BadKey { what, reason };
+    let (tag, other) = match what {
+        "secret" => (SECRET_TAG, PUBLIC_TAG),
+        _ => (PUBLIC_TAG, SECRET_TAG),
+    };
+    let text = text.trim();
+    let hex_text = match text.split_once(' ') {
+        Some((t, rest)) if t == tag => rest,
+        Some((t, _)) if t == other => {
+            return Err(bad(format!(
+                "this is a {} key file",
+                if what == "secret" { "public" } else { "secret" }
+            )))
+        }
+        _ => return Err(bad(format!("a key file's line starts with {tag}"))),
+    };
+    let bytes = hex::decode(hex_text).map_err(|_| bad("not 64 hex digits".into()))?;
+    bytes.try_into().map_err(|_| bad("not 32 bytes (64 hex digits)".into()))
 }
 
 /// A secret key from its file's text.
@@ -294,6 +346,27 @@ mod tests {
         // Re-signed by another key with the key field swapped: still not the given key's.
         let forged = serde_json::to_string(&report().sign(&other)).unwrap();
         assert!(check(&forged, &key.verifying_key()).is_err());
+        // A finding given a field twice would read as one thing and check as another.
+        let mut broken = report();
+        broken.ok = false;
+        broken.findings = vec![ReportFinding {
+            kind: "edited".into(),
+            id: Some(3),
+            before_id: None,
+            column: None,
+            expected_rows: None,
+            found_rows: None,
+            last_id: None,
+            text: "row 3 was edited".into(),
+        }];
+        let signed = serde_json::to_string(&broken.sign(&key)).unwrap();
+        let forged = signed.replacen(
+            "{\"kind\":\"edited\"",
+            "{\"kind\":\"none\",\"id\":9,\"text\":\"nothing\",\"kind\":\"edited\"",
+            1,
+        );
+        assert_ne!(forged, signed);
+        assert!(matches!(check(&forged, &key.verifying_key()), Err(ReportError::NotAReport(_))));
         let unsigned = serde_json::to_string(&report().unsigned()).unwrap();
         assert!(matches!(check(&unsigned, &key.verifying_key()), Err(ReportError::Unsigned)));
     }
@@ -306,6 +379,10 @@ mod tests {
         assert_eq!(secret.to_bytes(), key.to_bytes());
         let public = read_public_key(&public_key_text(&key.verifying_key())).unwrap();
         assert_eq!(public, key.verifying_key());
+        // A public key file is not a secret one, nor the other way round.
+        assert!(read_secret_key(&public_key_text(&key.verifying_key())).is_err());
+        assert!(read_public_key(&secret_key_text(&key)).is_err());
+        assert!(read_secret_key(&hex::encode(key.to_bytes())).is_err());
         for bad in ["", "zz", &"ab".repeat(31), &"ab".repeat(33), "-----BEGIN KEY-----"] {
             assert!(read_secret_key(bad).is_err(), "{bad}");
             assert!(read_public_key(bad).is_err(), "{bad}");

@@ -450,10 +450,13 @@ fn check_report(
     let text = read_small(file)?;
     let checked = match report::check(&text, &key) {
         Ok(r) => r,
+        // Whatever is wrong with the report's content is the check's finding (exit 3): an edit
+        // may as well break its form as its signature.
         Err(
             e @ (report::ReportError::BadSignature
             | report::ReportError::OtherKey { .. }
-            | report::ReportError::Unsigned),
+            | report::ReportError::Unsigned
+            | report::ReportError::NotAReport(_)),
         ) => {
             let json = json!({"file": file.to_string_lossy(), "signature": false, "problem": e.to_string()});
             ctx.out.emit(&json, || say!("{} {}: {e}", ctx.out.mark(false), file.display()))?;
@@ -461,12 +464,21 @@ fn check_report(
         }
         Err(e) => return Err(anyhow::Error::new(e).context(file.display().to_string())),
     };
-    let mut problem = None;
+    // A genuine report of a broken chain: the chain was broken when it was checked.
+    let mut problem = (!checked.ok).then(|| {
+        format!(
+            "the report records a broken chain ({} finding{})",
+            checked.findings_total,
+            if checked.findings_total == 1 { "" } else { "s" }
+        )
+    });
     let mut log_checked = false;
     if !signature_only {
         let v = AuditLog::new(ctx.read()?).verify(checked.head.as_ref())?;
         log_checked = true;
-        problem = v.finding.map(|f| f.to_string());
+        if let Some(f) = v.finding {
+            problem = Some(format!("the log no longer matches the report: {f}"));
+        }
     }
     let json = json!({
         "file": file.to_string_lossy(),
@@ -488,9 +500,7 @@ fn check_report(
         );
         match (&problem, log_checked) {
             (None, true) => say!("{} the log still reaches the signed head", ctx.out.mark(true)),
-            (Some(p), _) => {
-                say!("{} the log no longer matches the report: {p}", ctx.out.mark(false))
-            }
+            (Some(p), _) => say!("{} {p}", ctx.out.mark(false)),
             (None, false) => {}
         }
     })?;
@@ -508,8 +518,10 @@ fn keygen(ctx: &Ctx, keyfile: &std::path::Path) -> anyhow::Result<Done> {
     let public_path = PathBuf::from(public_path);
     let key = report::generate_key().context("cannot read the system's random source")?;
     // Both outputs are opened (existing files refused) before either is written.
-    let mut secret = Output::open_new(keyfile, None)?;
-    let mut public = Output::open_new(&public_path, None)?;
+    // The database's own files are refused too: a later write could remove one.
+    let db = ctx.read().ok();
+    let mut secret = Output::open_new(keyfile, db.as_ref())?;
+    let mut public = Output::open_new(&public_path, db.as_ref())?;
     std::io::Write::write_all(
         &mut public,
         report::public_key_text(&key.verifying_key()).as_bytes(),

@@ -128,7 +128,11 @@ pub fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<Done> {
                 other => other?,
             };
             if format == ShowFormat::Mermaid {
-                crate::workflow::lines(&render::task_mermaid(&definition, &state.history));
+                crate::workflow::lines(&render::task_mermaid(
+                    &definition,
+                    &state.history,
+                    &state.state,
+                ));
                 return Ok(Done::Ok);
             }
             let bound = workflows.definition_of(&task)?;

@@ -910,8 +910,20 @@ fn a_signed_verification_report_checks_and_catches_an_edit_or_a_rewritten_log(t:
     assert_error_line(&r, 1, "not an Ed25519 secret key");
     assert!(!second.exists());
     assert_error_line(&run(db, &["audit", "verify", "--report", report.to_str().unwrap()]), 1, "already exists");
-    std::fs::write(&second, "{}").unwrap();
-    assert_error_line(&check(&second, db), 1, "not an audit verification report");
+    // A file that is no report, or a report whose form an edit broke, fails the check.
+    for text in ["{}".to_owned(), format!("\u{feff}{text}"), text.replacen("\"rows_checked\": ", "\"rows_checked\": 1, \"rows_checked\": ", 1), format!("{text} trailing")] {
+        std::fs::write(&second, &text).unwrap();
+        let r = check(&second, db);
+        assert_eq!(r.code, 3, "{text}: {}\n{}", r.stdout, r.stderr);
+    }
+    // A key file made where the database keeps its own files is refused.
+    if let Some(path) = t.path() {
+        let wal = format!("{}-wal", path.display());
+        let _ = std::fs::remove_file(&wal);
+        let r = run(db, &["audit", "keygen", &wal]);
+        assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+        assert!(!Path::new(&wal).exists() || std::fs::read(&wal).unwrap().is_empty() || !String::from_utf8_lossy(&std::fs::read(&wal).unwrap()).contains("aigentflow-ed25519"));
+    }
 }
 }
 

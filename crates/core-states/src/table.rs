@@ -198,6 +198,10 @@ impl TransitionTable {
                 continue;
             }
             for (j, other) in self.rules.iter().enumerate().skip(i + 1) {
+                // The cheap tests first: most pairs differ in their event.
+                if other.guard.is_some() || other.event != rule.event {
+                    continue;
+                }
                 let overlap = match (&rule.from, &other.from) {
                     (FromStates::AnyOpen, _) | (_, FromStates::AnyOpen) => true,
                     (FromStates::States(a), FromStates::States(b)) => {

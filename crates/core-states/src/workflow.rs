@@ -79,6 +79,14 @@ impl WorkflowDefinition {
     /// Reads a definition from `text` in `format`, checked whole (see the module documentation);
     /// any problem is [`Error::InvalidWorkflow`] saying where it is.
     pub fn parse(text: &str, format: Format) -> Result<Self> {
+        // A definition is shallow: deep nesting is refused before a parser spends time on it
+        // (a YAML parser's time grows with the square of it).
+        if let Some((line, column)) = too_deep(text) {
+            return Err(invalid(
+                Some((line, column)),
+                format!("nested deeper than {MAX_DEPTH} brackets"),
+            ));
+        }
         let file: WorkflowFile = match format {
             Format::Yaml => serde_yaml_ng::from_str(text).map_err(|e| {
                 let at = e.location().map(|l| (l.line(), l.column()));
@@ -124,6 +132,54 @@ impl Default for TransitionTable {
     fn default() -> Self {
         DEFAULT.table.clone()
     }
+}
+
+/// Deepest bracket nesting (`[` and `{`) a definition's text may have.
+const MAX_DEPTH: usize = 32;
+
+/// Where `text` first nests brackets deeper than [`MAX_DEPTH`] (line and column from 1),
+/// counting outside quoted strings and comments.
+fn too_deep(text: &str) -> Option<(usize, usize)> {
+    let (mut depth, mut line, mut column) = (0usize, 1usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut comment = false;
+    for c in text.chars() {
+        column += 1;
+        if c == '\n' {
+            line += 1;
+            column = 0;
+            comment = false;
+            continue;
+        }
+        if comment {
+            continue;
+        }
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q == '"' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '#' => comment = true,
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Some((line, column));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    None
 }
 
 fn invalid(at: Option<(usize, usize)>, reason: String) -> Error {
@@ -373,6 +429,11 @@ mod tests {
                 assert_eq!(at, &Some(*line), "{text}: {e}");
             }
             assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        for format in [Format::Yaml, Format::Json] {
+            let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+            let e = WorkflowDefinition::parse(&deep, format).unwrap_err();
+            assert!(e.to_string().contains("nested deeper than 32"), "{e}");
         }
         let e = WorkflowDefinition::parse(
             "{\"name\": \"w\",\n \"version\": 1, \"bogus\": 1}",

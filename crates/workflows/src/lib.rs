@@ -41,6 +41,12 @@ pub enum Error {
     /// A file or folder could not be read.
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// A workflow file is larger than [`MAX_FILE`].
+    #[error("{path} is larger than a workflow file may be ({max} bytes)")]
+    TooLarge { path: PathBuf, max: u64 },
+    /// An entry of a folder is named like a workflow file but is not a regular file.
+    #[error("{path} is not a regular file")]
+    NotAFile { path: PathBuf },
     /// A folder holds no workflow file.
     #[error("{path} holds no workflow file (*.yaml, *.yml, *.json)")]
     NoFiles { path: PathBuf },
@@ -67,6 +73,9 @@ pub enum Error {
     #[error(transparent)]
     States(aigentflow_core_states::Error),
 }
+
+/// The largest workflow file read: a definition is a page of rules, not megabytes.
+pub const MAX_FILE: u64 = 1024 * 1024;
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -132,10 +141,19 @@ pub fn content_hash(definition: &WorkflowDefinition) -> String {
 
 /// Reads and checks the definition in the file at `path` (YAML unless it ends in `.json`).
 pub fn read_file(path: &Path) -> Result<WorkflowDefinition> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    use std::io::Read;
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE + 1).read_to_string(&mut text))
+        .map_err(io)?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(Error::TooLarge { path: path.to_path_buf(), max: MAX_FILE });
+    }
+    // A byte order mark is not part of the definition.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let format = Format::of_path(path).unwrap_or(Format::Yaml);
-    WorkflowDefinition::parse(&text, format)
+    WorkflowDefinition::parse(text, format)
         .map_err(|source| Error::Invalid { path: path.to_path_buf(), source })
 }
 
@@ -147,7 +165,12 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, WorkflowDefinition)>> {
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
-        if Format::of_path(&path).is_some() && path.is_file() {
+        if Format::of_path(&path).is_some() {
+            // A dangling link, a folder or a pipe named like a workflow file is told, not
+            // skipped: a definition the team expects would be missing without a word.
+            if !path.is_file() {
+                return Err(Error::NotAFile { path });
+            }
             paths.push(path);
         }
     }
@@ -175,12 +198,12 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, WorkflowDefinition)>> {
 
 const INSERT: &str =
     "INSERT INTO workflow_definitions (name, version, content_hash, definition, loaded_at)
-    VALUES (?1, ?2, ?3, ?4, ?5)";
+    VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name, version) DO NOTHING";
 const HASH_OF: &str =
-    "SELECT content_hash FROM workflow_definitions WHERE name = ?1 AND version = ?2";
-const DEFINITION_OF: &str = "SELECT version, definition FROM workflow_definitions
+    "SELECT content_hash, definition FROM workflow_definitions WHERE name = ?1 AND version = ?2";
+const DEFINITION_OF: &str = "SELECT version, definition, content_hash FROM workflow_definitions
     WHERE name = ?1 AND (?2 IS NULL OR version = ?2) ORDER BY version DESC LIMIT 1";
-const DEFINITION_OF_PG: &str = "SELECT version, definition FROM workflow_definitions
+const DEFINITION_OF_PG: &str = "SELECT version, definition, content_hash FROM workflow_definitions
     WHERE name = ?1 AND (?2::BIGINT IS NULL OR version = ?2::BIGINT) ORDER BY version DESC LIMIT 1";
 const LIST: &str = "SELECT d.name, d.version, d.content_hash, d.loaded_at,
         (SELECT COUNT(*) FROM task_workflows t
@@ -214,31 +237,44 @@ impl Workflows {
     pub fn load_in(&self, tx: &Tx<'_>, definition: &WorkflowDefinition) -> Result<Loaded> {
         let hash = content_hash(definition);
         let version = i64::from(definition.version);
+        let canonical = definition.to_canonical_json();
+        // Inserted unless there: of loads racing on PostgreSQL, one inserts and the others
+        // compare with what it stored.
+        let inserted = tx.execute(
+            INSERT,
+            &[
+                Param::text(&definition.name),
+                Param::int(version),
+                Param::digest(&hash),
+                Param::text(&canonical),
+                Param::time(tx.now()),
+            ],
+        )?;
+        if inserted == 1 {
+            return Ok(Loaded::New);
+        }
         let stored =
             tx.query_row(HASH_OF, &[Param::text(&definition.name), Param::int(version)], |r| {
-                r.get::<String>(0)
+                Ok((r.get::<String>(0)?, r.get::<String>(1)?))
             })?;
+        let corrupt = |reason: &str| Error::Corrupt {
+            name: definition.name.clone(),
+            version,
+            reason: reason.to_owned(),
+        };
         match stored {
-            Some(stored) if stored == hash => Ok(Loaded::Unchanged),
-            Some(stored) => Err(Error::Changed {
+            // The digest alone is not trusted: the stored text must be the definition's too.
+            Some((stored, text)) if stored == hash && text == canonical => Ok(Loaded::Unchanged),
+            Some((stored, _)) if stored == hash => {
+                Err(corrupt("its stored text is not the definition its digest names"))
+            }
+            Some((stored, _)) => Err(Error::Changed {
                 name: definition.name.clone(),
                 version: definition.version,
                 stored,
                 given: hash,
             }),
-            None => {
-                tx.execute(
-                    INSERT,
-                    &[
-                        Param::text(&definition.name),
-                        Param::int(version),
-                        Param::digest(&hash),
-                        Param::text(&definition.to_canonical_json()),
-                        Param::time(tx.now()),
-                    ],
-                )?;
-                Ok(Loaded::New)
-            }
+            None => Err(corrupt("it was neither stored nor found")),
         }
     }
 
@@ -288,9 +324,9 @@ impl Workflows {
         let found = tx.query_row(
             tx.dialect(DEFINITION_OF, DEFINITION_OF_PG),
             &[Param::text(name), version.map_or(Param::NULL, |v| Param::int(i64::from(v)))],
-            |r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?)),
+            |r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?, r.get::<String>(2)?)),
         )?;
-        let Some((version, json)) = found else { return Ok(None) };
+        let Some((version, json, stored_hash)) = found else { return Ok(None) };
         let corrupt = |reason: String| Error::Corrupt { name: name.to_owned(), version, reason };
         let definition =
             WorkflowDefinition::parse(&json, Format::Json).map_err(|e| corrupt(e.to_string()))?;
@@ -299,6 +335,11 @@ impl Workflows {
                 "its text names {}@{}",
                 definition.name, definition.version
             )));
+        }
+        // A row rewritten around the store (deleted and inserted again with the old digest)
+        // is not taken for the definition that was loaded.
+        if content_hash(&definition) != stored_hash {
+            return Err(corrupt("its text does not give its digest".to_owned()));
         }
         Ok(Some(definition))
     }

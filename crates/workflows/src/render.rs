@@ -111,7 +111,11 @@ pub fn mermaid(d: &WorkflowDefinition) -> String {
 /// The path `history` took over the definition's graph, as a Mermaid flowchart: every edge of
 /// the graph, those the task took highlighted and labelled with how many times (a test/fix
 /// loop shows its count), a transition the graph lacks drawn dashed, the current state marked.
-pub fn task_mermaid(d: &WorkflowDefinition, history: &[StateTransition]) -> String {
+pub fn task_mermaid(
+    d: &WorkflowDefinition,
+    history: &[StateTransition],
+    current: &WorkflowState,
+) -> String {
     let g = graph(d);
     let mut taken: BTreeMap<(String, String, String), usize> = BTreeMap::new();
     for t in history {
@@ -134,8 +138,7 @@ pub fn task_mermaid(d: &WorkflowDefinition, history: &[StateTransition]) -> Stri
         })
         .cloned()
         .collect();
-    let current = history.last().map(|t| t.to.as_str().to_owned());
-    mermaid_of(&g, &format!("{}@{}", d.name, d.version), &taken, &extra, current.as_deref())
+    mermaid_of(&g, &format!("{}@{}", d.name, d.version), &taken, &extra, Some(current.as_str()))
 }
 
 fn mermaid_of(
@@ -146,11 +149,11 @@ fn mermaid_of(
     current: Option<&str>,
 ) -> String {
     let mut nodes = g.nodes.clone();
-    for (from, _, to) in extra {
-        for n in [from, to] {
-            if !nodes.contains(n) {
-                nodes.push(n.clone());
-            }
+    // What the task took that the graph does not draw, and where it is, get nodes of their own.
+    let more = extra.iter().flat_map(|(from, _, to)| [from.as_str(), to.as_str()]).chain(current);
+    for n in more {
+        if !nodes.iter().any(|m| m == n) {
+            nodes.push(n.to_owned());
         }
     }
     let id = |n: &str| format!("n{}", nodes.iter().position(|m| m == n).unwrap_or(0));
@@ -266,12 +269,17 @@ mod tests {
             history.push(t(S::Fixing, E::FixComplete, S::Testing));
         }
         history.push(t(S::Testing, E::parse("NOT_IN_GRAPH"), S::parse("ELSEWHERE\"]; evil")));
-        let m = task_mermaid(d, &history);
+        let m = task_mermaid(d, &history, &S::parse("ELSEWHERE\"]; evil"));
         assert!(m.contains("|\"TESTS_FAILED x3\"|"), "{m}");
         assert!(m.contains("|\"START x1\"|"), "{m}");
         assert_eq!(m.matches("linkStyle").count(), 6, "{m}");
         assert_eq!(m.matches("-.->").count(), 1, "{m}");
         assert!(!m.contains("\"]; evil") && m.contains("\"ELSEWHERE??? evil\""), "{m}");
         assert_eq!(edge_count(&m), expected_edges(d) + 1);
+        // Where the task is, even a state the graph does not draw, is the node marked current.
+        let restored = task_mermaid(d, &history[..2], &S::Planning);
+        let planning = restored.lines().find(|l| l.contains("[\"PLANNING\"]")).unwrap();
+        let id = planning.trim().split('[').next().unwrap();
+        assert!(restored.contains(&format!("class {id} current")), "{restored}");
     }
 }
