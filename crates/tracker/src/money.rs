@@ -122,6 +122,39 @@ fn check_currency(code: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Every amount of nano-units prints as decimal text that parses back to it exactly,
+        /// and that text is the whole units, a point, then the fraction digits.
+        #[test]
+        fn every_amount_prints_and_parses_back_exactly(nanos in 0..=i64::MAX) {
+            let m = Money::from_nanos(nanos, "EUR").unwrap_or_else(|e| panic!("{e}"));
+            let text = m.amount();
+            prop_assert_eq!(Money::parse(&text, "EUR").map(|p| p.nanos()).ok(), Some(nanos));
+            let (whole, fraction) = text.split_once('.').unwrap_or_default();
+            prop_assert_eq!(whole.parse::<i64>().ok(), Some(nanos / NANOS));
+            prop_assert!((2..=9).contains(&fraction.len()), "{}", text);
+        }
+
+        /// Any text is an exact amount or a typed error naming it; never a panic, never a
+        /// rounded value.
+        #[test]
+        fn any_text_is_an_exact_amount_or_a_typed_error(text in "[0-9.eE+-]{0,24}|\\PC{0,12}") {
+            match Money::parse(&text, "USD") {
+                Ok(m) => {
+                    let (w, f) = text.split_once('.').unwrap_or((&text, ""));
+                    let digits = format!("{w}{f:0<9}");
+                    prop_assert_eq!(digits.trim_start_matches('0').parse::<i64>().unwrap_or(0), m.nanos());
+                }
+                Err(Error::InvalidInput { what: "cost", reason }) => {
+                    let quoted = format!("\"{text}\"");
+                    prop_assert!(reason.as_str().contains(&quoted), "{}", reason);
+                }
+                Err(e) => prop_assert!(false, "{}: {}", text, e),
+            }
+        }
+    }
 
     #[test]
     fn decimal_text_round_trips_exactly() {
