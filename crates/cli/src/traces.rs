@@ -62,7 +62,7 @@ pub enum TracesCommand {
         #[arg(long, value_parser = args::id::<ProjectId>)]
         project: Option<ProjectId>,
         /// What each line adds up, beside the day: model, provider, project or agent.
-        #[arg(long, default_value = "model", value_parser = parse_group)]
+        #[arg(long, value_name = "GROUP", default_value = "model", value_parser = parse_group)]
         by: CostGroup,
         /// Spans started from this date (from its midnight, UTC) or timestamp on, inclusive;
         /// years 0000 to 9999.
@@ -74,7 +74,7 @@ pub enum TracesCommand {
         until: Option<String>,
         /// One calendar month, UTC (`YYYY-MM`): the range, and the month of the budget (the
         /// current month without it).
-        #[arg(long, value_name = "YYYY-MM", value_parser = parse_month)]
+        #[arg(long, value_name = "MONTH", value_parser = parse_month)]
         month: Option<NaiveDate>,
     },
 }
