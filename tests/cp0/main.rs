@@ -23,6 +23,7 @@ mod persistence;
 mod pg_database;
 mod pg_support;
 mod secrets;
+mod spans;
 mod standalone;
 mod states;
 mod support;

@@ -15,7 +15,10 @@ use aigentflow::lessons::{
 use aigentflow::persistence::redact::corpus::{self, Sample};
 use aigentflow::persistence::{ConfigStore, Database, Error, Scope, SqliteStateStore};
 use aigentflow::states::{Event, ProjectId, StateContext, StateMachine, StateStore, TaskId};
-use aigentflow::tracker::{ExecutionTracker, InvocationUpdate, NewInvocation, TraceId};
+use aigentflow::tracker::{
+    ExecutionTracker, InvocationUpdate, LlmCall, NewDecision, NewInvocation, NewSpan, SpanEnd,
+    SpanKind, SpanStatus, TraceId,
+};
 use serde_json::{json, Value};
 
 use crate::inspect::stored_bytes;
@@ -139,6 +142,35 @@ fn write_everywhere(db: &Database, i: usize, s: &Sample) {
         )
         .unwrap();
     tracker.complete_trace(&trace.id, false, None, Some(&value)).unwrap();
+
+    // Spans: name, session, attributes (at start and end), LLM model and provider, decision.
+    let span = tracker
+        .start_span(&NewSpan {
+            session_id: Some(text.to_owned()),
+            attributes: Some(value.clone()),
+            ..NewSpan::new(trace.id.clone(), SpanKind::Llm, text)
+        })
+        .unwrap();
+    let call = LlmCall {
+        model: text.to_owned(),
+        provider: text.to_owned(),
+        input_tokens: 1,
+        output_tokens: 1,
+        cost: None,
+        latency_ms: None,
+    };
+    tracker.record_llm(&span.id, &call).unwrap();
+    let decision = NewDecision {
+        agent: text.to_owned(),
+        kind: text.to_owned(),
+        options: value.clone(),
+        choice: text.to_owned(),
+        rationale: Some(text.to_owned()),
+    };
+    tracker.decide(&span.id, &decision).unwrap();
+    let end =
+        SpanEnd { status: SpanStatus::Error, ended_at: None, attributes: Some(value.clone()) };
+    tracker.end_span(&span.id, &end).unwrap();
 }
 
 /// The messages of the errors of the state store and the configuration that refuse input

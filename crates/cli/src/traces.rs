@@ -1,7 +1,11 @@
-//! `traces …`: runs, agent invocations, metrics and crash recovery.
+//! `traces …`: runs, agent invocations, metrics, crash recovery and LLM cost.
 
+use aigentflow_core_states::time::Bound;
 use aigentflow_core_states::ProjectId;
-use aigentflow_tracker::{ExecutionTracker, RecoveryOptions, TraceId};
+use aigentflow_tracker::{
+    month_range, CostGroup, CostQuery, ExecutionTracker, RecoveryOptions, TraceId,
+};
+use chrono::{Datelike, NaiveDate};
 use clap::Subcommand;
 use serde_json::json;
 
@@ -48,6 +52,48 @@ pub enum TracesCommand {
         #[arg(long, default_value_t = 3, value_parser = args::count32, allow_negative_numbers = true)]
         max_attempts: u32,
     },
+    /// Tokens and exact cost of LLM spans per UTC day and model, provider, project or agent,
+    /// one line per currency; with --project, the project's spend over a month against its
+    /// monthly budget (configuration `budget.monthly` of scope `project:P`, e.g.
+    /// `{"amount": "50.00", "currency": "USD"}`). Only LLM spans count: an agent
+    /// invocation's own token report is never added again.
+    Cost {
+        /// Only this project's spans, and show its budget (not empty).
+        #[arg(long, value_parser = args::id::<ProjectId>)]
+        project: Option<ProjectId>,
+        /// What each line adds up, beside the day: model, provider, project or agent.
+        #[arg(long, value_name = "GROUP", default_value = "model", value_parser = parse_group)]
+        by: CostGroup,
+        /// Spans started from this date (from its midnight, UTC) or timestamp on, inclusive;
+        /// years 0000 to 9999.
+        #[arg(long, value_name = "DATE", value_parser = args::date, conflicts_with = "month")]
+        since: Option<String>,
+        /// Spans started up to this date (the whole day, UTC) or timestamp, inclusive; years
+        /// 0000 to 9999.
+        #[arg(long, value_name = "DATE", value_parser = args::date, conflicts_with = "month")]
+        until: Option<String>,
+        /// One calendar month, UTC (`YYYY-MM`): the range, and the month of the budget (the
+        /// current month without it).
+        #[arg(long, value_name = "MONTH", value_parser = parse_month)]
+        month: Option<NaiveDate>,
+    },
+}
+
+fn parse_group(text: &str) -> Result<CostGroup, String> {
+    text.parse().map_err(|e: aigentflow_core_states::UnknownVariant| e.to_string())
+}
+
+/// `YYYY-MM` as the month's first day.
+fn parse_month(text: &str) -> Result<NaiveDate, args::Refused> {
+    NaiveDate::parse_from_str(&format!("{}-01", text.trim()), "%Y-%m-%d")
+        .ok()
+        .filter(|_| text.trim().len() == 7)
+        .ok_or_else(|| args::Refused::Shape(format!("\"{text}\" is not a month like 2026-11")))
+}
+
+/// A bound typed on the command line (checked by [`args::date`] already).
+fn bound(text: &str) -> anyhow::Result<Bound> {
+    Ok(Bound::parse(text)?)
 }
 
 pub fn run(ctx: &Ctx, command: TracesCommand) -> anyhow::Result<Done> {
@@ -180,6 +226,68 @@ pub fn run(ctx: &Ctx, command: TracesCommand) -> anyhow::Result<Done> {
                 }
             })?;
         }
+        TracesCommand::Cost { project, by, since, until, month } => {
+            let (since, until) = match month {
+                Some(m) => {
+                    let (first, next) = month_range(m)?;
+                    (Some(first), Some(next))
+                }
+                None => (
+                    since.as_deref().map(bound).transpose()?.map(|b| b.first()),
+                    until
+                        .as_deref()
+                        .map(bound)
+                        .transpose()?
+                        .map(|b| b.last() + chrono::TimeDelta::milliseconds(1)),
+                ),
+            };
+            let rows =
+                tracker.cost_rollup(&CostQuery { project: project.clone(), by, since, until })?;
+            let budget = match &project {
+                Some(p) => {
+                    let now = tracker_now(ctx)?;
+                    let m = month.unwrap_or_else(|| now.with_day(1).unwrap_or(now));
+                    Some(tracker.budget_report(p, m)?)
+                }
+                None => None,
+            };
+            ctx.out.emit(&json!({"by": by, "rows": rows, "budget": budget}), || {
+                let rows: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.day.clone(),
+                            opt(r.key.as_deref()),
+                            r.calls.to_string(),
+                            r.input_tokens.to_string(),
+                            r.output_tokens.to_string(),
+                            opt(r.cost.as_ref().map(|c| c.to_string())),
+                        ]
+                    })
+                    .collect();
+                let group = by.as_str().to_uppercase();
+                table(&["DAY", &group, "CALLS", "INPUT", "OUTPUT", "COST"], &rows);
+                if let Some(b) = &budget {
+                    let spent: Vec<String> = b.spent.iter().map(|m| m.to_string()).collect();
+                    let spent =
+                        if spent.is_empty() { "nothing".to_owned() } else { spent.join(", ") };
+                    say!("project {} in {}: spent {spent}", b.project, b.month);
+                    match (&b.budget, &b.remaining) {
+                        (None, _) => say!(
+                            "no monthly budget (config budget.monthly, scope project:{})",
+                            b.project
+                        ),
+                        (Some(total), Some(left)) => say!("budget {total}: {left} left"),
+                        (Some(total), None) => say!("budget {total}: over budget"),
+                    }
+                }
+            })?;
+        }
     }
     Ok(Done::Ok)
+}
+
+/// The database clock's date today (UTC).
+fn tracker_now(ctx: &Ctx) -> anyhow::Result<NaiveDate> {
+    Ok(ctx.read()?.now().date_naive())
 }

@@ -980,3 +980,46 @@ fn tasks_export_and_import_share_an_execution(t: EmptyDb) {
     assert_eq!(listed, serde_json::json!([]), "nothing written");
 }
 }
+
+on_both! {
+fn traces_cost_prints_spend_per_day_and_against_the_project_budget(t) {
+    use aigentflow_tracker::{LlmCall, Money, NewSpan, SpanKind};
+    let db = Path::new(t.location());
+    let tracker = ExecutionTracker::new(t.db().clone());
+    let trace = tracker.start_trace(&"p1".into(), &"t-1".into(), "work").unwrap();
+    let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 11, d).unwrap().and_hms_opt(9, 0, 0).unwrap().and_utc();
+    for (d, model, amount) in [(1, "m-a", "0.1"), (1, "m-a", "0.2"), (2, "m-b", "1.25"), (40, "m-a", "9")] {
+        let started_at = Some(day(1) + chrono::TimeDelta::days(i64::from(d) - 1));
+        let span = tracker.start_span(&NewSpan { started_at, ..NewSpan::new(trace.id.clone(), SpanKind::Llm, "c") }).unwrap();
+        let call = LlmCall {
+            model: model.into(),
+            provider: "prov".into(),
+            input_tokens: 10,
+            output_tokens: 5,
+            cost: Some(Money::parse(amount, "USD").unwrap()),
+            latency_ms: None,
+        };
+        tracker.record_llm(&span.id, &call).unwrap();
+    }
+    run(db, &["config", "set", "budget.monthly", r#"{"amount": "1.50", "currency": "USD"}"#, "--project", "p1"]).ok();
+    let out = run(db, &["--json", "traces", "cost", "--project", "p1", "--month", "2026-11"]).ok().json();
+    let rows: Vec<(String, String, String)> = out["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["day"].as_str().unwrap().into(), r["key"].as_str().unwrap().into(), r["cost"]["amount"].as_str().unwrap().into()))
+        .collect();
+    let want = [("2026-11-01", "m-a", "0.30"), ("2026-11-02", "m-b", "1.25")];
+    assert_eq!(rows, want.map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned())));
+    assert_eq!(out["budget"]["spent"][0]["amount"], "1.55");
+    assert_eq!(out["budget"]["over_budget"], true);
+    let human = run(db, &["traces", "cost", "--by", "provider", "--since", "2026-11-02", "--until", "2026-12-31"]).ok();
+    assert!(human.stdout.contains("prov") && !human.stdout.contains("0.30 USD"), "{}", human.stdout);
+    assert!(human.stdout.contains("1.25 USD") && human.stdout.contains("9.00 USD"), "{}", human.stdout);
+    let human = run(db, &["traces", "cost", "--project", "p1", "--month", "2026-11"]).ok();
+    assert!(human.stdout.contains("budget 1.50 USD: over budget"), "{}", human.stdout);
+    assert_eq!(run(db, &["traces", "cost", "--by", "colour"]).code, 2);
+    assert_eq!(run(db, &["traces", "cost", "--month", "2026-13"]).code, 2);
+    assert_eq!(run(db, &["traces", "cost", "--month", "2026-11", "--since", "2026-11-01"]).code, 2);
+}
+}

@@ -733,6 +733,8 @@ fn an_empty_name_or_id_is_refused_at_every_option_and_argument(t: EmptyDb) {
         "CONFIDENCE",
         "CATEGORY",
         "FORMAT",
+        "GROUP",
+        "MONTH",
         "DETAILS",
         "QUERY",
         "VALUE",

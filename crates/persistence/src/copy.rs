@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 /// The tables a copy moves, parents before children, with the order rows are read in. Their
 /// columns are read from each database's schema (see [`columns`]), so a column a migration adds
 /// is copied without being named here, and a column one side lacks stops the copy.
-const TABLES: [(&str, &str); 12] = [
+const TABLES: [(&str, &str); 14] = [
     ("schema_versions", "version"),
     ("workflow_definitions", "name, version"),
     ("workflow_states", "task_id"),
@@ -33,6 +33,9 @@ const TABLES: [(&str, &str); 12] = [
     // number before it (the schema's trace feed triggers).
     ("execution_traces", "feed_seq, id"),
     ("agent_invocations", "id"),
+    // A span's parent key is checked at commit, so id order serves however spans nest.
+    ("spans", "id"),
+    ("span_decisions", "id"),
     ("configurations", "key, scope"),
 ];
 
@@ -45,7 +48,7 @@ const COLUMNS_PG: &str = "SELECT column_name::TEXT FROM information_schema.colum
      ORDER BY ordinal_position";
 
 /// The identity columns of the PostgreSQL schema, whose sequences must move past copied ids.
-const IDENTITIES: [&str; 2] = ["state_transitions", "agent_invocations"];
+const IDENTITIES: [&str; 3] = ["state_transitions", "agent_invocations", "span_decisions"];
 
 /// What a copy moved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

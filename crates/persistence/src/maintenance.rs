@@ -12,7 +12,7 @@ use crate::error::{Error, Result, SqliteResult};
 use crate::output::{self, Leftover, Output, TempFile};
 
 /// The tables of the schema, in the order a status report lists them.
-pub const TABLES: [&str; 12] = [
+pub const TABLES: [&str; 14] = [
     "workflow_definitions",
     "workflow_states",
     "task_workflows",
@@ -23,6 +23,8 @@ pub const TABLES: [&str; 12] = [
     "lessons",
     "execution_traces",
     "agent_invocations",
+    "spans",
+    "span_decisions",
     "configurations",
     "schema_versions",
 ];

@@ -13,6 +13,9 @@ pub enum Error {
     /// No trace with this id.
     #[error("trace {id} not found")]
     UnknownTrace { id: SafeText },
+    /// No span with this id.
+    #[error("span {id} not found")]
+    UnknownSpan { id: SafeText },
     /// No invocation with this id.
     #[error("agent invocation {id} not found")]
     UnknownInvocation { id: crate::InvocationId },

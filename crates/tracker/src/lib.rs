@@ -22,7 +22,17 @@
 //!   a page at a time: the traces started since a poller last looked, in an order that only
 //!   grows and in which they become visible on both backends (the `feed_seq` the schema gives
 //!   each trace from a locked counter), so a cursor never skips one.
-//! * Prompts, metadata, summaries, fragments and errors pass through the redactor.
+//! * Spans ([`start_span`](ExecutionTracker::start_span), [`end_span`](ExecutionTracker::end_span),
+//!   [`record_llm`](ExecutionTracker::record_llm), [`decide`](ExecutionTracker::decide), each
+//!   with an `_in(tx, …)` form): a trace's nested units of work, LLM usage with an exact
+//!   [`Money`] cost, the decisions taken; read as a tree ([`span_tree`](ExecutionTracker::span_tree)),
+//!   by project, session, status, kind and time ([`spans`](ExecutionTracker::spans)), and added
+//!   up per day and model, provider, project or agent ([`cost_rollup`](ExecutionTracker::cost_rollup))
+//!   against a monthly budget ([`budget_report`](ExecutionTracker::budget_report)). Every agent
+//!   invocation is also its agent span, written in the same transaction; rollups read LLM
+//!   spans only, so no usage counts twice.
+//! * Prompts, metadata, summaries, fragments, errors, span names, attributes and decisions
+//!   pass through the redactor.
 //!
 //! Architecture invariant: this crate depends on no database driver, so no driver type appears
 //! in its public API or its error (the façade's test
@@ -31,7 +41,9 @@
 
 mod error;
 mod model;
+mod money;
 pub mod owner;
+mod spans;
 mod store;
 
 pub use error::{Error, Result};
@@ -40,5 +52,11 @@ pub use model::{
     RecoveryOptions, RecoveryReport, TokenUsage, Trace, TraceCursor, TraceId, TracePage,
     TraceStatus,
 };
+pub use money::Money;
 pub use owner::Owner;
+pub use spans::{
+    month_range, BudgetReport, CostGroup, CostQuery, CostRow, Decision, LlmCall, NewDecision,
+    NewSpan, Span, SpanEnd, SpanId, SpanKind, SpanNode, SpanQuery, SpanStatus, UnknownKind,
+    BUDGET_KEY,
+};
 pub use store::{ExecutionTracker, MAX_PAGE};

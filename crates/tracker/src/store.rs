@@ -72,6 +72,11 @@ impl ExecutionTracker {
         Self { db }
     }
 
+    /// The database it writes to.
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
     /// Starts a trace owned by this process (prompt redacted first).
     pub fn start_trace(&self, project: &ProjectId, task: &TaskId, prompt: &str) -> Result<Trace> {
         self.db.write(|tx| self.start_trace_in(tx, project, task, prompt))
@@ -268,7 +273,8 @@ impl ExecutionTracker {
         })
     }
 
-    /// Records an agent invocation (text redacted first); returns its id.
+    /// Records an agent invocation (text redacted first) and its agent span (see
+    /// [`Span::invocation_id`](crate::Span::invocation_id)); returns its id.
     pub fn record_invocation(&self, new: &NewInvocation) -> Result<InvocationId> {
         self.db.write(|tx| self.record_invocation_in(tx, new))
     }
@@ -306,7 +312,10 @@ impl ExecutionTracker {
             ],
             |r| r.get::<i64>(0).map(InvocationId::new),
         )?;
-        id.ok_or_else(|| Error::UnknownTrace { id: new.trace_id.to_string().into() })
+        let id = id.ok_or_else(|| Error::UnknownTrace { id: new.trace_id.to_string().into() })?;
+        let stored = get_invocation_in(tx, id)?.ok_or(Error::UnknownInvocation { id })?;
+        crate::spans::mirror_invocation(tx, &stored)?;
+        Ok(id)
     }
 
     /// Changes the given fields of an invocation (text redacted first); returns it.
@@ -349,7 +358,9 @@ impl ExecutionTracker {
                 values.push(Param::int(id.get()));
                 tx.execute(&sql, &values)?;
             }
-            get_invocation_in(tx, id)?.ok_or(Error::UnknownInvocation { id })
+            let stored = get_invocation_in(tx, id)?.ok_or(Error::UnknownInvocation { id })?;
+            crate::spans::mirror_invocation(tx, &stored)?;
+            Ok(stored)
         })
     }
 
