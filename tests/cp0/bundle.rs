@@ -158,6 +158,23 @@ fn assert_same_task(src: &Database, dst: &Database, task: &str) {
     assert_eq!(a.checkpoints, b.checkpoints, "checkpoints");
     assert_eq!(a.approvals, b.approvals, "approvals");
     assert_eq!(a.traces, b.traces, "traces and invocations");
+    // Every invocation is also its agent span, on both sides.
+    let agent_spans = |db: &Database| {
+        db.read(|tx| {
+            tx.query_row(
+                "SELECT (SELECT COUNT(*) FROM agent_invocations i JOIN execution_traces t ON t.id = i.trace_id WHERE t.task_id = ?1),
+                        (SELECT COUNT(*) FROM spans s JOIN execution_traces t ON t.id = s.trace_id WHERE t.task_id = ?1 AND s.kind = 'agent')",
+                &[aigentflow::persistence::Param::text(task)],
+                |r| Ok((r.get::<i64>(0)?, r.get::<i64>(1)?)),
+            )
+        })
+        .unwrap()
+        .unwrap()
+    };
+    let (invocations, spans) = agent_spans(dst);
+    assert!(invocations > 0, "the task has invocations");
+    assert_eq!((invocations, spans), agent_spans(src), "invocations and their agent spans");
+    assert_eq!(invocations, spans, "every imported invocation is its agent span");
     let (from, to) = (audit_rows(src, task), audit_rows(dst, task));
     assert_eq!(from.len(), to.len(), "audit rows");
     for (f, t) in from.iter().zip(&to) {

@@ -9,6 +9,9 @@ pub enum Error {
     /// From the database layer.
     #[error(transparent)]
     Persistence(#[from] aigentflow_persistence::Error),
+    /// From the execution tracker (an imported invocation's agent span).
+    #[error(transparent)]
+    Tracker(#[from] aigentflow_tracker::Error),
     /// From the audit log.
     #[error(transparent)]
     Audit(#[from] aigentflow_audit::Error),

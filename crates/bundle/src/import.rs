@@ -37,7 +37,7 @@ const INSERT_TRACE: &str = "INSERT INTO execution_traces
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 const INSERT_INVOCATION: &str = "INSERT INTO agent_invocations
     (trace_id, agent, task_fragment, started_at, completed_at, outcome, quality_score, token_usage,
-     output_summary, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+     output_summary, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id";
 const BIND_WORKFLOW: &str =
     "INSERT INTO task_workflows (task_id, workflow_name, workflow_version) VALUES (?1, ?2, ?3)";
 /// Which task holds a checkpoint, an approval or a trace id here.
@@ -336,7 +336,7 @@ fn insert(tx: &Tx<'_>, b: &TaskBundle) -> Result<()> {
             ],
         )?;
         for i in invocations {
-            tx.execute(
+            let id = tx.query_row(
                 INSERT_INVOCATION,
                 &[
                     Param::text(&i.trace_id),
@@ -350,7 +350,15 @@ fn insert(tx: &Tx<'_>, b: &TaskBundle) -> Result<()> {
                     Param::opt_text(i.output_summary.as_deref()),
                     Param::opt_text(i.error.as_deref()),
                 ],
+                |r| r.get::<i64>(0),
             )?;
+            // Every invocation is also its agent span, here as where it was recorded.
+            if let Some(id) = id {
+                aigentflow_tracker::mirror_invocation_in(
+                    tx,
+                    aigentflow_tracker::InvocationId::new(id),
+                )?;
+            }
         }
     }
     Ok(())

@@ -59,4 +59,4 @@ pub use spans::{
     NewSpan, Span, SpanEnd, SpanId, SpanKind, SpanNode, SpanQuery, SpanStatus, UnknownKind,
     BUDGET_KEY,
 };
-pub use store::{ExecutionTracker, MAX_PAGE};
+pub use store::{mirror_invocation_in, ExecutionTracker, MAX_PAGE};

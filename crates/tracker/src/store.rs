@@ -622,6 +622,14 @@ fn get_trace_in(tx: &Tx<'_>, id: &str) -> Result<Option<Trace>> {
     raw.map(RawTrace::into_trace).transpose()
 }
 
+/// Writes (or brings up to date) the agent span of invocation `id`, in the caller's
+/// transaction: for an invocation written around the tracker, as a bundle import writes one, so
+/// that it too is its agent span. An unknown id is [`Error::UnknownInvocation`].
+pub fn mirror_invocation_in(tx: &Tx<'_>, id: InvocationId) -> Result<()> {
+    let stored = get_invocation_in(tx, id)?.ok_or(Error::UnknownInvocation { id })?;
+    crate::spans::mirror_invocation(tx, &stored)
+}
+
 fn get_invocation_in(tx: &Tx<'_>, id: InvocationId) -> Result<Option<Invocation>> {
     let raw = tx.query_row(
         &format!("SELECT {INVOCATION_COLUMNS} FROM agent_invocations WHERE id = ?1"),
