@@ -272,3 +272,27 @@ fn folder_entries_that_are_not_files_are_named_and_a_bom_is_read_through() {
     std::fs::write(&big, " ".repeat(workflows::MAX_FILE as usize + 1)).unwrap();
     assert!(matches!(workflows::read_file(&big).unwrap_err(), workflows::Error::TooLarge { .. }));
 }
+
+on_both! {
+/// A definition holding what the redaction policy removes (a key in its description, a
+/// password-like word) is refused before anything is written, naming it: stored redacted, it
+/// could never give its digest back. Each family of the secret corpus is tried.
+fn a_definition_holding_a_secret_is_refused_and_nothing_is_stored(t) {
+    let w = Workflows::new(t.db().clone());
+    let mut tried = 0;
+    for sample in aigentflow::persistence::redact::corpus::samples(0x3f_10).unwrap().into_iter().step_by(7).take(40) {
+        let mut d = WorkflowDefinition::default_workflow().clone();
+        d.version = 50 + tried;
+        d.description = Some(format!("notes: {}", sample.text));
+        if aigentflow::persistence::Clean::text(&d.to_canonical_json()).as_str() == d.to_canonical_json() {
+            continue;
+        }
+        let e = w.load(&d).unwrap_err();
+        assert!(matches!(e, workflows::Error::HoldsSecret { .. }), "{e:?}");
+        assert!(e.to_string().contains(&format!("aigentflow-default@{}", d.version)), "{e}");
+        tried += 1;
+    }
+    assert!(tried > 5, "{tried}");
+    assert!(w.list().unwrap().is_empty());
+}
+}

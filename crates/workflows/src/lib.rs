@@ -41,6 +41,9 @@ pub enum Error {
     /// A file or folder could not be read.
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// A definition holds text the redaction policy removes (a secret, or what looks like one).
+    #[error("workflow {name}@{version} holds text the redaction policy removes (a secret, or what looks like one); take it out of the file")]
+    HoldsSecret { name: String, version: u32 },
     /// A workflow file is larger than [`MAX_FILE`].
     #[error("{path} is larger than a workflow file may be ({max} bytes)")]
     TooLarge { path: PathBuf, max: u64 },
@@ -238,6 +241,15 @@ impl Workflows {
         let hash = content_hash(definition);
         let version = i64::from(definition.version);
         let canonical = definition.to_canonical_json();
+        // The stored text goes through the redaction policy like every text; a definition the
+        // policy would change could not give its digest back, and secrets have no place in a
+        // file the team shares, so it is refused before anything is written.
+        if aigentflow_persistence::Clean::text(&canonical).as_str() != canonical {
+            return Err(Error::HoldsSecret {
+                name: definition.name.clone(),
+                version: definition.version,
+            });
+        }
         // Inserted unless there: of loads racing on PostgreSQL, one inserts and the others
         // compare with what it stored.
         let inserted = tx.execute(
