@@ -75,8 +75,9 @@ const BEGIN_ATTEMPTS: u32 = MAX_CONNECTIONS + 1;
 
 /// How long making a connection may take at least, whatever the busy timeout: reaching the
 /// server is no wait for another writer, and a busy timeout of 0 (`--lock-timeout 0`: do not
-/// wait for locks) must still connect.
-const MIN_CONNECT_WAIT: Duration = Duration::from_secs(1);
+/// wait for locks) must still connect, over a slow network or to a busy server that takes
+/// several round trips to check a password.
+const MIN_CONNECT_WAIT: Duration = Duration::from_secs(5);
 
 /// The SQLSTATE of a lock wait that ran out of `lock_timeout` (`lock_not_available`).
 const LOCK_NOT_AVAILABLE: &str = "55P03";
