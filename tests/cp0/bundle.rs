@@ -329,6 +329,8 @@ fn hand_made(task: &str, context: &str, prompt: &str, details: &str) -> Vec<Stri
         prev_hash: "0".repeat(64),
         row_hash: String::new(),
         origin: None,
+        event: None,
+        hash_version: None,
     };
     audit.row_hash = audit.computed_hash();
     let records = [
@@ -410,7 +412,12 @@ fn hostile_bundles_are_typed_errors_naming_their_line_and_write_nothing(t) {
     let cases: Vec<(&str, Edit, &str)> = vec![
         ("malformed line", Box::new(|l| { l[2] = "{\"kind\": \"trace\",".into(); joined(l) }), "line 3: not a JSON value"),
         ("not a bundle", Box::new(|l| { edit_line(l, 0, |v| v["format"] = json!("csv")); joined(l) }), "line 1: not an aigentflow-bundle header"),
-        ("wrong version", Box::new(|l| { edit_line(l, 0, |v| v["version"] = json!(2)); joined(l) }), "line 1: format version 2"),
+        ("wrong version", Box::new(|l| { edit_line(l, 0, |v| v["version"] = json!(3)); joined(l) }), "line 1: format version 3"),
+        ("version 0", Box::new(|l| { edit_line(l, 0, |v| v["version"] = json!(0)); joined(l) }), "line 1: format version 0"),
+        ("event fields a version 1 hash does not cover", Box::new(|l| { edit_line(l, 3, |v| v["event"] = json!({"outcome": "success"})); joined(l) }), "line 4: audit row 7: event fields on a row whose hash (version 1) does not cover them"),
+        ("unknown hash version", Box::new(|l| { edit_line(l, 3, |v| v["hash_version"] = json!(3)); joined(l) }), "line 4: audit row 7: hash_version 3 is not 2"),
+        ("version 2 claimed for a version 1 hash", Box::new(|l| { edit_line(l, 3, |v| v["hash_version"] = json!(2)); joined(l) }), "line 4: audit row 7: its row_hash does not follow"),
+        ("unknown event field", Box::new(|l| { edit_line(l, 3, |v| { v["hash_version"] = json!(2); v["event"] = json!({"mood": "calm"}) }); joined(l) }), "line 4: not a bundle record"),
         ("unknown field", Box::new(|l| { edit_line(l, 1, |v| v["extra"] = json!(1)); joined(l) }), "line 2: not a bundle record"),
         ("definition without its fields", Box::new(|l| { l.insert(2, r#"{"kind":"definition","name":"w","version":1}"#.into()); joined(l) }), "line 3: not a bundle record (missing field"),
         ("out of order", Box::new(|l| { l.swap(1, 2); joined(l) }), "line 2: trace record of task task-h before its task record"),

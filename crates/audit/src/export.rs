@@ -74,8 +74,11 @@ pub struct ExportReport {
     pub chain_head: Option<ChainHead>,
 }
 
-/// The columns of every export, in order.
-pub const EXPORT_COLUMNS: [&str; 12] = [
+/// The columns of every export, in order: every column of the log, so that an auditor can
+/// recompute each row's hash (the crate's `chain` module has the encoding). The twelve that
+/// came first keep their places; the provenance of imported rows, the audit event's fields and
+/// the row encoding's version follow them.
+pub const EXPORT_COLUMNS: [&str; 28] = [
     "id",
     "timestamp",
     "project_id",
@@ -88,6 +91,22 @@ pub const EXPORT_COLUMNS: [&str; 12] = [
     "ip_address",
     "prev_hash",
     "row_hash",
+    "origin_id",
+    "origin_hash",
+    "origin_source",
+    "severity",
+    "outcome",
+    "actor_type",
+    "actor_id",
+    "target_type",
+    "target_id",
+    "session_id",
+    "workflow_id",
+    "correlation_id",
+    "changes_before",
+    "changes_after",
+    "error",
+    "hash_version",
 ];
 
 #[derive(Serialize)]
@@ -106,6 +125,47 @@ struct JsonRow<'a> {
     ip_address: Option<&'a str>,
     prev_hash: Option<&'a str>,
     row_hash: Option<&'a str>,
+    /// The audit event's fields and the provenance, each only when set; the changes as their
+    /// stored JSON text, as the hash covers them.
+    #[serde(flatten)]
+    event: EventJson<'a>,
+    /// The row encoding its hash covers (1 or 2; as stored if it is another number).
+    hash_version: i64,
+}
+
+/// The later columns of a [`JsonRow`], named as in [`EXPORT_COLUMNS`], each left out when NULL.
+#[derive(Serialize, Default)]
+struct EventJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin_hash: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin_source: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    severity: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changes_before: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changes_after: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
 }
 
 /// Stored details: JSON written through verbatim, or text that is not JSON as a string.
@@ -122,8 +182,8 @@ impl<'a> Details<'a> {
     }
 }
 
-/// Columns after the id: the timestamp, then the ten that follow it in [`EXPORT_COLUMNS`].
-const TEXT_COLUMNS: usize = 11;
+/// Columns after the id: the timestamp and every one that follows it in [`EXPORT_COLUMNS`].
+const TEXT_COLUMNS: usize = EXPORT_COLUMNS.len() - 1;
 
 /// Bytes after which a block of rows, or of encoded output, is handed on.
 const BLOCK_BYTES: usize = 32 * 1024;
@@ -266,7 +326,9 @@ impl Encoder {
         self.id.clear();
         write!(self.id, "{}", row.id).map_err(std::io::Error::other)?;
         let first = [self.id.as_bytes(), self.stamp.as_bytes()];
-        let rest = (1..TEXT_COLUMNS).map(|i| row.bytes(i).unwrap_or_default());
+        // The last column is hash_version, NULL (version 1) on rows written before it existed.
+        let rest = (1..TEXT_COLUMNS)
+            .map(|i| row.bytes(i).unwrap_or(if i == TEXT_COLUMNS - 1 { b"1" } else { b"" }));
         for cell in first.into_iter().chain(rest) {
             if self.neutralize_formulas && formula_like(cell) {
                 self.guarded.clear();
@@ -288,8 +350,9 @@ impl Encoder {
         for (i, slot) in text.iter_mut().enumerate() {
             *slot = row.text(i + 1)?;
         }
-        let [project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash] =
+        let [project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash, origin_source, severity, outcome, actor_type, actor_id, target_type, target_id, session_id, workflow_id, correlation_id, changes_before, changes_after, error, hash_version] =
             text;
+        let number = |cell: Option<&str>| cell.and_then(|t| t.parse::<i64>().ok());
         let json = JsonRow {
             id: row.id,
             timestamp: &self.stamp,
@@ -304,6 +367,24 @@ impl Encoder {
             ip_address,
             prev_hash,
             row_hash,
+            event: EventJson {
+                origin_id: number(origin_id),
+                origin_hash,
+                origin_source,
+                severity,
+                outcome,
+                actor_type,
+                actor_id,
+                target_type,
+                target_id,
+                session_id,
+                workflow_id,
+                correlation_id,
+                changes_before,
+                changes_after,
+                error,
+            },
+            hash_version: number(hash_version).unwrap_or(1),
         };
         if self.format == ExportFormat::Json {
             out.extend_from_slice(if self.rows > 0 { b",\n" } else { b"\n" });

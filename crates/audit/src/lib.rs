@@ -31,7 +31,8 @@ pub use chain::{ChainHead, Finding, Verification};
 pub use error::{Error, Result};
 pub use export::{ExportFormat, ExportOptions, ExportReport, EXPORT_COLUMNS};
 pub use model::{
-    AuditEntry, AuditOrigin, AuditQuery, AuditRecord, Category, CategoryCount, ImportedEntry,
-    ImportedOrigin,
+    Actor, ActorCount, AuditEntry, AuditOrigin, AuditQuery, AuditRecord, AuditStats, Category,
+    CategoryCount, Changes, Count, ImportedEntry, ImportedOrigin, Outcome, Severity, StoredEvent,
+    Target,
 };
 pub use store::{AuditLog, MAX_PAGE};

@@ -11,11 +11,24 @@ use crate::chain::{self, ChainHead, ChainRow, HashedFields, Verification, Verifi
 use crate::error::{Error, Result};
 use crate::export::EXPORT_COLUMNS;
 use crate::model::{
-    AuditEntry, AuditOrigin, AuditQuery, AuditRecord, CategoryCount, ImportedEntry,
+    ActorCount, AuditEntry, AuditOrigin, AuditQuery, AuditRecord, AuditStats, Category,
+    CategoryCount, Count, ImportedEntry, Outcome, Severity, StoredEvent,
 };
 
-pub(crate) const COLUMNS: &str =
-    "id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash, origin_source";
+/// Every column of the log, in the order of [`EXPORT_COLUMNS`]: the columns rows had before
+/// the audit event's fields, then those fields and the row encoding's version.
+pub(crate) const COLUMNS: &str = "id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash, origin_source, severity, outcome, actor_type, actor_id, target_type, target_id, session_id, workflow_id, correlation_id, changes_before, changes_after, error, hash_version";
+
+/// The position in [`COLUMNS`] of the first of the audit event's fields
+/// ([`EventFields::COLUMNS`](audit_chain::EventFields::COLUMNS), in that order).
+const FIRST_EVENT_COLUMN: usize = 15;
+/// The position in [`COLUMNS`] of `origin_id`.
+const ORIGIN_ID_COLUMN: usize = 12;
+/// The position in [`COLUMNS`] of `hash_version`.
+const HASH_VERSION_COLUMN: usize = 27;
+
+/// The version of the row encoding every row is appended with.
+const HASH_VERSION: i64 = 2;
 
 /// The last sealed row: appends link to it, so a row written around the log stays outside the
 /// chain (and `verify` names it) instead of breaking the link of every row after it. SQLite's one
@@ -48,8 +61,12 @@ const MOVE_HEAD_PG: &str = "UPDATE audit_head SET id = ?1, row_hash = ?2";
 /// id from the INSERT, which makes that run first, so the head's trigger finds the row.
 const APPEND_ONE_PG: &str = "WITH appended AS (
         INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action, category,
-            details, user_id, ip_address, prev_hash, row_hash)
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+            details, user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash,
+            origin_source, severity, outcome, actor_type, actor_id, target_type, target_id,
+            session_id, workflow_id, correlation_id, changes_before, changes_after, error,
+            hash_version)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+            ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)
         RETURNING id, row_hash)
     UPDATE audit_head SET id = appended.id, row_hash = appended.row_hash FROM appended";
 /// Entries per category of a project, most first. A category cell written around the log as
@@ -60,12 +77,8 @@ const SUMMARY: &str = "SELECT CAST(category AS TEXT) AS c, COUNT(*) FROM audit_l
 const SUMMARY_PG: &str = "SELECT category AS c, COUNT(*) FROM audit_logs
     WHERE project_id = ?1 GROUP BY c ORDER BY COUNT(*) DESC, c";
 /// The appended rows go in with [`Tx::insert_rows`]: one statement per row on SQLite, multi-row
-/// statements on PostgreSQL.
-const INSERT: &str = "INSERT INTO audit_logs
-    (id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash)";
-/// [`INSERT`] of imported rows, with their provenance.
-const INSERT_IMPORTED: &str = "INSERT INTO audit_logs
-    (id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash, origin_source)";
+/// statements on PostgreSQL. Every column of [`COLUMNS`], in its order.
+const INSERT: &str = "INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash, origin_source, severity, outcome, actor_type, actor_id, target_type, target_id, session_id, workflow_id, correlation_id, changes_before, changes_after, error, hash_version)";
 
 /// The most entries one [`AuditLog::since`] or [`AuditLog::latest`] call returns: a page a poller
 /// reads in one short transaction, whatever the log holds.
@@ -197,6 +210,75 @@ impl AuditLog {
         })
     }
 
+    /// The statistics of the entries matching `q` (its limit and offset aside): totals per
+    /// category, severity, outcome and day, the `top` actors with the most entries, and the
+    /// error rate. All are read in one snapshot, so they add up.
+    pub fn stats(&self, q: &AuditQuery, top: u64) -> Result<AuditStats> {
+        let (clause, values) = where_clause(q, ProjectPath::Index, self.db.backend())?;
+        let top = i64::try_from(top).unwrap_or(i64::MAX);
+        // A cell written around the log as a BLOB counts with the text of the same bytes on
+        // SQLite; a PostgreSQL column holds only text, and keeps its "C" collation this way.
+        let text = |column: &str| match self.db.backend() {
+            Backend::Sqlite => format!("CAST({column} AS TEXT)"),
+            Backend::Postgres => column.to_owned(),
+        };
+        let counts = |tx: &Tx<'_>, key: &str, order: &str| -> Result<Vec<Count>> {
+            let sql = format!(
+                "SELECT k, COUNT(*) FROM (SELECT {key} AS k FROM audit_logs{clause}) AS m
+                 WHERE k IS NOT NULL GROUP BY k ORDER BY {order}"
+            );
+            let mut stmt = tx.prepare(&sql)?;
+            Ok(stmt.query_map(&values, |r| {
+                Ok(Count { key: r.get(0)?, count: r.get::<i64>(1)? as u64 })
+            })?)
+        };
+        self.db.read(|tx| {
+            let (total, errors) = tx
+                .query_row(
+                    &format!(
+                        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN outcome = 'failure'
+                            OR error IS NOT NULL THEN 1 ELSE 0 END), 0) FROM audit_logs{clause}"
+                    ),
+                    &values,
+                    |r| Ok((r.get::<i64>(0)? as u64, r.get::<i64>(1)? as u64)),
+                )?
+                .unwrap_or((0, 0));
+            let by_count = "COUNT(*) DESC, k";
+            let by_category = counts(tx, &text("category"), by_count)?;
+            let by_severity = counts(tx, &text("severity"), by_count)?;
+            let by_outcome = counts(tx, &text("outcome"), by_count)?;
+            let per_day = counts(tx, &format!("substr({}, 1, 10)", text("timestamp")), "k")?;
+            let who = format!(
+                "SELECT CASE WHEN actor_id IS NOT NULL THEN COALESCE({}, '')
+                        WHEN agent IS NOT NULL THEN 'agent' ELSE 'user' END AS kind,
+                        COALESCE({}, {}, {}) AS who FROM audit_logs{clause}",
+                text("actor_type"),
+                text("actor_id"),
+                text("agent"),
+                text("user_id"),
+            );
+            let mut stmt = tx.prepare(&format!(
+                "SELECT kind, who, COUNT(*) FROM ({who}) AS a WHERE who IS NOT NULL
+                 GROUP BY kind, who ORDER BY COUNT(*) DESC, kind, who LIMIT ?"
+            ))?;
+            let mut with_top = values.clone();
+            with_top.push(Param::int(top));
+            let top_actors = stmt.query_map(&with_top, |r| {
+                Ok(ActorCount { kind: r.get(0)?, id: r.get(1)?, count: r.get::<i64>(2)? as u64 })
+            })?;
+            Ok(AuditStats {
+                total,
+                by_category,
+                by_severity,
+                by_outcome,
+                per_day,
+                top_actors,
+                errors,
+                error_rate: if total == 0 { 0.0 } else { errors as f64 / total as f64 },
+            })
+        })
+    }
+
     /// The current end of the chain, or None for an empty log.
     pub fn head(&self) -> Result<Option<ChainHead>> {
         self.db.read(read_head)
@@ -263,6 +345,9 @@ struct CleanEntry<'e> {
     agent: Option<Clean<'e>>,
     user_id: Option<Clean<'e>>,
     ip_address: Option<Clean<'e>>,
+    /// The audit event's fields, in [`EventFields::COLUMNS`](audit_chain::EventFields::COLUMNS)
+    /// order.
+    event: [Option<Clean<'e>>; 12],
     /// An imported entry's own time and provenance; None for an entry logged now.
     imported: Option<(chrono::DateTime<chrono::Utc>, CleanOrigin<'e>)>,
 }
@@ -276,6 +361,11 @@ struct CleanOrigin<'e> {
     source: Clean<'e>,
 }
 
+/// The error for an entry's field that is given but blank.
+fn blank(what: &'static str, field: &str) -> Error {
+    Error::InvalidInput { what, reason: format!("the {field} is empty").into() }
+}
+
 impl<'e> CleanEntry<'e> {
     /// Every entry checked and redacted, or the first one's error.
     fn all(entries: &'e [AuditEntry]) -> Result<Vec<Self>> {
@@ -283,34 +373,57 @@ impl<'e> CleanEntry<'e> {
     }
 
     fn of(entry: &'e AuditEntry) -> Result<Self> {
-        let Some(category) = entry.category else {
+        const WHAT: &str = "audit entry";
+        let Some(category) = &entry.category else {
             return Err(Error::InvalidInput {
-                what: "audit entry",
+                what: WHAT,
                 reason: "a category is required".into(),
             });
         };
-        if entry.action.trim().is_empty() {
-            return Err(Error::InvalidInput {
-                what: "audit entry",
-                reason: "the action is empty".into(),
-            });
-        }
+        // Every text an entry gives must say something: a blank one is a mistake, not "none".
+        let given = |field: &'static str, text: Option<&'e str>| match text {
+            Some(t) if t.trim().is_empty() => Err(blank(WHAT, field)),
+            t => Ok(t.map(Clean::text)),
+        };
+        let category = given("category", Some(category.as_str()))?.unwrap_or(Clean::text(""));
+        let action = given("action", Some(&entry.action))?.unwrap_or(Clean::text(""));
+        let (before, after) = match &entry.changes {
+            Some(c) => (c.before.as_ref(), c.after.as_ref()),
+            None => (None, None),
+        };
+        let json = |v: Option<&Value>| v.map(Clean::json).transpose();
+        let event = [
+            entry.severity.map(|s| Clean::text(s.as_str())),
+            entry.outcome.map(|o| Clean::text(o.as_str())),
+            given("actor type", entry.actor.as_ref().map(|a| a.kind.as_str()))?,
+            given("actor id", entry.actor.as_ref().map(|a| a.id.as_str()))?,
+            given("target type", entry.target.as_ref().map(|t| t.kind.as_str()))?,
+            given("target id", entry.target.as_ref().map(|t| t.id.as_str()))?,
+            given("session id", entry.session_id.as_deref())?,
+            given("workflow id", entry.workflow_id.as_deref())?,
+            given("correlation id", entry.correlation_id.as_deref())?,
+            json(before)?,
+            json(after)?,
+            given("error", entry.error.as_deref())?,
+        ];
         let text = |t: Option<&'e str>| t.map(Clean::text);
         Ok(Self {
-            category: Clean::text(category.as_str()),
-            action: Clean::text(&entry.action),
+            category,
+            action,
             details: entry.details.as_ref().map(Clean::json).transpose()?,
             project_id: text(entry.project_id.as_ref().map(|p| p.as_str())),
             task_id: text(entry.task_id.as_ref().map(|t| t.as_str())),
             agent: text(entry.agent.as_deref()),
             user_id: text(entry.user_id.as_deref()),
             ip_address: text(entry.ip_address.as_deref()),
+            event,
             imported: None,
         })
     }
 
-    /// An imported entry checked and redacted. Its details are the stored JSON text, redacted
-    /// as text: the policy reads JSON in text, and leaves text it already produced as it is.
+    /// An imported entry checked and redacted. Its details and changes are the stored JSON
+    /// text, redacted as text: the policy reads JSON in text, and leaves text it already
+    /// produced as it is.
     fn imported(entry: &'e ImportedEntry) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidInput {
             what: "imported audit entry",
@@ -341,6 +454,7 @@ impl<'e> CleanEntry<'e> {
             agent: text(entry.agent.as_deref()),
             user_id: text(entry.user_id.as_deref()),
             ip_address: text(entry.ip_address.as_deref()),
+            event: entry.event.cells().map(text),
             imported: Some((
                 entry.timestamp,
                 CleanOrigin {
@@ -353,8 +467,8 @@ impl<'e> CleanEntry<'e> {
         })
     }
 
-    /// The first field whose text holds a NUL character, if any. (Details are JSON text, where
-    /// a NUL is written as the escape `\u0000`.)
+    /// The first field whose text holds a NUL character, if any. (Details and changes are JSON
+    /// text, where a NUL is written as the escape `\u0000`.)
     fn nul_field(&self) -> Option<&'static str> {
         let optional = |c: &Option<Clean<'_>>| c.as_ref().is_some_and(|c| holds_nul(c));
         [
@@ -369,6 +483,7 @@ impl<'e> CleanEntry<'e> {
             ("origin_source", self.imported.as_ref().is_some_and(|(_, o)| holds_nul(&o.source))),
         ]
         .into_iter()
+        .chain(audit_chain::EventFields::COLUMNS.into_iter().zip(self.event.iter().map(optional)))
         .find_map(|(field, nul)| nul.then_some(field))
     }
 }
@@ -475,12 +590,13 @@ fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
                 hash: Some(o.hash.as_bytes()),
                 source: Some(o.source.as_bytes()),
             }),
+            event: Some(audit_chain::EventFields::from_cells(e.event.each_ref().map(bytes))),
         };
         hashes.push(chain::row_hash(hashes.last().unwrap_or(&first_prev), &fields));
         ids.push(id);
     }
     let prevs = std::iter::once(&first_prev).chain(&hashes);
-    let rows: Vec<[Param<'_>; 15]> = entries
+    let rows: Vec<[Param<'_>; 28]> = entries
         .iter()
         .zip(&ids)
         .zip(prevs.zip(&hashes))
@@ -489,6 +605,8 @@ fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
                 Some((at, o)) => (*at, Some(o)),
                 None => (now, None),
             };
+            let [severity, outcome, actor_type, actor_id, target_type, target_id, session_id, workflow_id, correlation_id, changes_before, changes_after, error] =
+                e.event.each_ref().map(|c| Param::opt_clean(c.as_ref()));
             [
                 Param::int(id),
                 Param::time(at),
@@ -505,24 +623,20 @@ fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
                 origin.map_or(Param::NULL, |o| Param::int(o.id)),
                 origin.map_or(Param::NULL, |o| Param::digest(o.hash)),
                 origin.map_or(Param::NULL, |o| Param::clean(&o.source)),
+                severity,
+                outcome,
+                actor_type,
+                actor_id,
+                target_type,
+                target_id,
+                session_id,
+                workflow_id,
+                correlation_id,
+                changes_before,
+                changes_after,
+                error,
+                Param::int(HASH_VERSION),
             ]
-        })
-        .collect();
-    if entries.iter().any(|e| e.imported.is_some()) {
-        tx.insert_rows(INSERT_IMPORTED, &rows)?;
-        if let (Backend::Postgres, Some(&last), Some(hash)) =
-            (tx.backend(), ids.last(), hashes.last())
-        {
-            tx.execute(MOVE_HEAD_PG, &[Param::int(last), Param::digest(hash)])?;
-        }
-        return Ok(ids);
-    }
-    // Rows logged now carry no provenance: the twelve columns they always had.
-    let rows: Vec<[Param<'_>; 12]> = rows
-        .into_iter()
-        .map(|row| {
-            let mut it = row.into_iter();
-            std::array::from_fn(|_| it.next().unwrap_or(Param::NULL))
         })
         .collect();
     match (tx.backend(), &rows[..]) {
@@ -609,6 +723,11 @@ pub(crate) struct RawRow {
     pub origin_id: Option<Vec<u8>>,
     pub origin_hash: Option<Vec<u8>>,
     pub origin_source: Option<Vec<u8>>,
+    /// The audit event's fields, in [`EventFields::COLUMNS`](audit_chain::EventFields::COLUMNS)
+    /// order.
+    pub event: [Option<Vec<u8>>; 12],
+    /// The row encoding: None (NULL) is version 1; a cell that is no integer is `Some(None)`.
+    pub hash_version: Option<Option<i64>>,
     /// The first text column whose cell is not stored as TEXT, if any.
     pub not_text: Option<&'static str>,
 }
@@ -636,9 +755,19 @@ impl RawRow {
         };
         let mut not_text = None;
         for (i, column) in EXPORT_COLUMNS.iter().enumerate().skip(1) {
-            if not_text.is_none() && !audit_chain::is_text(r, i)? {
+            let number = i == ORIGIN_ID_COLUMN || i == HASH_VERSION_COLUMN;
+            if not_text.is_none() && !number && !audit_chain::is_text(r, i)? {
                 not_text = Some(*column);
             }
+        }
+        let hash_version = match r.cell(HASH_VERSION_COLUMN)? {
+            aigentflow_persistence::Cell::Null => None,
+            aigentflow_persistence::Cell::Integer(n) => Some(Some(n)),
+            _ => Some(None),
+        };
+        let mut event: [Option<Vec<u8>>; 12] = Default::default();
+        for (i, cell) in event.iter_mut().enumerate() {
+            *cell = bytes(FIRST_EVENT_COLUMN + i)?;
         }
         Ok(Self {
             not_text,
@@ -657,6 +786,8 @@ impl RawRow {
             origin_id: bytes(12)?,
             origin_hash: bytes(13)?,
             origin_source: bytes(14)?,
+            event,
+            hash_version,
         })
     }
 
@@ -666,7 +797,24 @@ impl RawRow {
     }
 
     /// The row as the chain sees it, given its [`hashed_timestamp`](Self::hashed_timestamp).
+    /// A version 1 row's hash does not cover the audit event's fields, so one that holds any is
+    /// not canonical (it was written around the log), and so is a row of a version this build
+    /// does not know, hashed as version 2 (so that a hash that matches tells that only the
+    /// version was changed).
     pub fn chain_row<'a>(&'a self, timestamp: &'a [u8]) -> ChainRow<'a> {
+        let event =
+            audit_chain::EventFields::from_cells(self.event.each_ref().map(|c| c.as_deref()));
+        let (event, odd_version) = match self.hash_version {
+            None => {
+                let set = audit_chain::EventFields::COLUMNS
+                    .into_iter()
+                    .zip(&self.event)
+                    .find_map(|(column, cell)| cell.is_some().then_some(column));
+                (None, set)
+            }
+            Some(Some(HASH_VERSION)) => (Some(event), None),
+            Some(_) => (Some(event), Some("hash_version")),
+        };
         ChainRow {
             fields: HashedFields {
                 id: self.id,
@@ -684,8 +832,9 @@ impl RawRow {
                     self.origin_hash.as_deref(),
                     self.origin_source.as_deref(),
                 ),
+                event,
             },
-            not_canonical: self.not_text.or_else(|| {
+            not_canonical: self.not_text.or(odd_version).or_else(|| {
                 let stored = std::str::from_utf8(&self.timestamp).ok();
                 stored.and_then(time::parse_stored).is_none().then_some("timestamp")
             }),
@@ -730,6 +879,19 @@ impl RawRow {
                     hash: optional("origin_hash", hash)?,
                     source: optional("origin_source", source)?,
                 }),
+            },
+            event: {
+                let mut cells: [Option<String>; 12] = Default::default();
+                for ((cell, column), bytes) in
+                    cells.iter_mut().zip(audit_chain::EventFields::COLUMNS).zip(self.event)
+                {
+                    *cell = optional(column, bytes)?;
+                }
+                StoredEvent::from_cells(cells)
+            },
+            hash_version: match self.hash_version {
+                None => 1,
+                Some(v) => v.unwrap_or(0),
             },
         })
     }
@@ -798,8 +960,34 @@ pub(crate) fn where_clause<'q>(
         q.project_id.as_ref().map(ProjectId::as_str),
     );
     eq("task_id", q.task_id.as_ref().map(TaskId::as_str));
-    eq("category", q.category.map(|c| c.as_str()));
+    eq("category", q.category.as_ref().map(Category::as_str));
     eq("agent", q.agent.as_deref());
+    eq("action", q.action.as_deref());
+    eq("user_id", q.user_id.as_deref());
+    eq("outcome", q.outcome.map(Outcome::as_str));
+    eq("actor_type", q.actor_type.as_deref());
+    eq("actor_id", q.actor_id.as_deref());
+    eq("target_type", q.target_type.as_deref());
+    eq("target_id", q.target_id.as_deref());
+    eq("session_id", q.session_id.as_deref());
+    eq("workflow_id", q.workflow_id.as_deref());
+    eq("correlation_id", q.correlation_id.as_deref());
+    if let Some(min) = q.min_severity {
+        let at_least: Vec<Severity> = Severity::ALL.into_iter().filter(|s| *s >= min).collect();
+        parts.push(format!("severity IN ({})", vec!["?"; at_least.len()].join(", ")));
+        values.extend(at_least.into_iter().map(|s| Param::text(s.as_str())));
+    }
+    let presence = |column: &str, wanted: bool| {
+        format!("{column} IS {}NULL", if wanted { "NOT " } else { "" })
+    };
+    if let Some(wanted) = q.has_error {
+        parts.push(presence("error", wanted));
+    }
+    if let Some(wanted) = q.has_changes {
+        let (before, after) =
+            (presence("changes_before", wanted), presence("changes_after", wanted));
+        parts.push(format!("({before} {} {after})", if wanted { "OR" } else { "AND" }));
+    }
     // Both ends are inclusive and in stored form, so a bound compares as text: a bare date
     // covers its whole day (up to 23:59:59.999, so 9999-12-31 needs no day after it).
     if let Some(start) = &q.start {

@@ -277,7 +277,7 @@ struct AuditRow<'e> {
     entry: &'e AuditEntry,
     project_id: Option<&'e str>,
     task_id: Option<&'e str>,
-    category: &'static str,
+    category: &'e str,
     details: Option<String>,
 }
 
@@ -289,7 +289,7 @@ impl<'e> AuditRow<'e> {
             entry,
             project_id: entry.project_id.as_ref().map(|p| p.as_str()),
             task_id: entry.task_id.as_ref().map(|t| t.as_str()),
-            category: entry.category.map_or("", |c| c.as_str()),
+            category: entry.category.as_ref().map_or("", |c| c.as_str()),
             details: entry.details.as_ref().map(serde_json::to_string).transpose()?,
         })
     }

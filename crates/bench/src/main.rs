@@ -171,7 +171,8 @@ impl Words {
 
 /// An audit entry of W2/W3: a small JSON object; every 20th with commas, quotes, newlines, unicode.
 fn audit_entry(words: &mut Words, i: usize) -> AuditEntry {
-    let categories = Category::ALL;
+    // The five categories the stores write.
+    let categories = &Category::KNOWN[..5];
     let mut details = json!({"seq": i, "file": format!("src/{}.rs", words.word()), "bytes": words.below(100_000)});
     let mut action = format!("{}_{}", words.word(), words.word());
     if i.is_multiple_of(20) {
@@ -185,7 +186,7 @@ fn audit_entry(words: &mut Words, i: usize) -> AuditEntry {
         agent: Some(words.word()),
         details: Some(details),
         user_id: Some("bench@example.com".into()),
-        ..AuditEntry::new(action, categories[i % categories.len()])
+        ..AuditEntry::new(action, categories[i % categories.len()].clone())
     }
 }
 

@@ -4,8 +4,9 @@
 use std::io::Write;
 
 use aigentflow_audit::chain::{row_hash, HashedFields};
+use aigentflow_audit::StoredEvent;
 use aigentflow_core_states::{time, TaskId};
-use aigentflow_persistence::audit_chain::{hashed_timestamp, Origin};
+use aigentflow_persistence::audit_chain::{hashed_timestamp, EventFields, Origin};
 use aigentflow_persistence::{Database, Param, Row, Tx};
 use serde::Serialize;
 
@@ -34,7 +35,9 @@ const INVOCATIONS: &str =
         quality_score, token_usage, output_summary, error
     FROM agent_invocations WHERE trace_id = ?1 ORDER BY id";
 const AUDIT: &str = "SELECT id, timestamp, project_id, task_id, agent, action, category, details,
-        user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash, origin_source
+        user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash, origin_source,
+        severity, outcome, actor_type, actor_id, target_type, target_id, session_id, workflow_id,
+        correlation_id, changes_before, changes_after, error, hash_version
     FROM audit_logs WHERE task_id = ?1 ORDER BY id";
 
 /// What an export wrote.
@@ -178,6 +181,10 @@ pub(crate) fn audit_hash(row: &AuditRowRecord) -> String {
         details: b(&row.details),
         user_id: b(&row.user_id),
         ip_address: b(&row.ip_address),
+        event: row.hash_version.map(|_| match &row.event {
+            Some(event) => EventFields::from_cells(event.cells().map(|c| c.map(str::as_bytes))),
+            None => EventFields::default(),
+        }),
         origin: row.origin.as_ref().and_then(|o| {
             Origin::of(
                 origin_id.as_deref().map(str::as_bytes),
@@ -335,6 +342,20 @@ fn read_audit(r: &Row<'_>) -> aigentflow_persistence::Result<Result<AuditRowReco
         (Some(id), Some(hash), Some(source)) => Some(OriginRecord { id, hash, source }),
         _ => return Ok(refuse("has a partial provenance")),
     };
+    let mut cells: [Option<String>; 12] = Default::default();
+    for (i, cell) in cells.iter_mut().enumerate() {
+        *cell = r.get(15 + i)?;
+    }
+    let event = StoredEvent::from_cells(cells);
+    let hash_version: Option<i64> = r.get(27)?;
+    let event = match hash_version {
+        None if event != StoredEvent::default() => {
+            return Ok(refuse("holds audit event fields its hash does not cover"))
+        }
+        None => None,
+        Some(2) => (event != StoredEvent::default()).then(|| Box::new(event)),
+        Some(other) => return Ok(refuse(&format!("has an unknown hash version {other}"))),
+    };
     Ok(Ok(AuditRowRecord {
         id,
         timestamp: r.get(1)?,
@@ -349,5 +370,7 @@ fn read_audit(r: &Row<'_>) -> aigentflow_persistence::Result<Result<AuditRowReco
         prev_hash,
         row_hash,
         origin,
+        event,
+        hash_version,
     }))
 }

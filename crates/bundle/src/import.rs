@@ -169,6 +169,7 @@ fn imported(row: &AuditRowRecord, origin: ImportedOrigin) -> Result<ImportedEntr
         details: row.details.clone(),
         user_id: row.user_id.clone(),
         ip_address: row.ip_address.clone(),
+        event: row.event.as_deref().cloned().unwrap_or_default(),
         origin,
     })
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::export::audit_hash;
-use crate::record::{Header, Record, TaskBundle, FORMAT, VERSION};
+use crate::record::{Header, Record, TaskBundle, FORMAT, OLDEST_VERSION, VERSION};
 
 /// The longest line a bundle may hold, in bytes (its newline aside).
 pub const MAX_LINE_BYTES: usize = 64 << 20;
@@ -328,6 +328,21 @@ impl Reader {
                     hex64(line, "origin hash", &o.hash)?;
                     not_empty(line, "origin source", &o.source)?;
                 }
+                match (r.hash_version, &r.event) {
+                    (None | Some(2), None) | (Some(2), Some(_)) => {}
+                    (None, Some(_)) => {
+                        return Err(invalid(
+                            line,
+                            format!("audit row {}: event fields on a row whose hash (version 1) does not cover them", r.id),
+                        ))
+                    }
+                    (Some(other), _) => {
+                        return Err(invalid(
+                            line,
+                            format!("audit row {}: hash_version {other} is not 2 (this build reads 1, written as no hash_version, and 2)", r.id),
+                        ))
+                    }
+                }
                 if audit_hash(&r) != r.row_hash {
                     return Err(invalid(
                         line,
@@ -364,11 +379,11 @@ impl Reader {
         }
         let header: Header = serde_json::from_value(value)
             .map_err(|e| invalid(line, format!("not a bundle header ({e})")))?;
-        if header.version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&header.version) {
             return Err(invalid(
                 line,
                 format!(
-                    "format version {} is not read by this build (it reads {VERSION})",
+                    "format version {} is not read by this build (it reads {OLDEST_VERSION} to {VERSION})",
                     header.version
                 ),
             ));

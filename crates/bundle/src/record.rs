@@ -3,12 +3,17 @@
 //! `YYYY-MM-DD HH:MM:SS.SSS` UTC, JSON columns as their text), so an import writes back exactly
 //! what was read and a round trip is equal field by field.
 
+use aigentflow_audit::StoredEvent;
 use serde::{Deserialize, Serialize};
 
 /// What the header's `format` says.
 pub const FORMAT: &str = "aigentflow-bundle";
-/// The version of the format this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The version of the format this build writes. Version 2 added the audit event's fields and
+/// the row encoding's version to audit rows; a version 1 bundle (whose rows have neither) is
+/// read too.
+pub const VERSION: u32 = 2;
+/// The oldest version this build reads.
+pub const OLDEST_VERSION: u32 = 1;
 
 /// The first line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +203,12 @@ pub struct AuditRowRecord {
     pub row_hash: String,
     /// Where the row came from, if it was imported into the source.
     pub origin: Option<OriginRecord>,
+    /// The audit event's fields as stored; absent when none is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<Box<StoredEvent>>,
+    /// The row encoding its hash covers; absent for version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_version: Option<i64>,
 }
 
 impl AuditRowRecord {

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use aigentflow_audit::{
-    AuditEntry, AuditLog, AuditQuery, Category, ChainHead, ExportFormat, ExportOptions,
+    Actor, AuditEntry, AuditLog, AuditQuery, Category, ChainHead, Changes, ExportFormat,
+    ExportOptions, Outcome, Severity, Target,
 };
 use aigentflow_core_states::{ProjectId, TaskId};
 use aigentflow_persistence::Output;
@@ -22,7 +23,10 @@ pub enum AuditCommand {
         /// What happened, e.g. "file_written" (not empty; redacted before it is written).
         #[arg(long, value_parser = args::name)]
         action: String,
-        /// One of state, file, agent, security, user.
+        /// What the entry is about: state, file, agent, security, user, or one of the audit
+        /// event categories authentication, authorization, orchestration, agent_execution,
+        /// file_operation, git_operation, external_call, user_action, system_event,
+        /// security_event, compliance_event, error_event. Other text is kept as it is.
         #[arg(long, value_parser = parse_category)]
         category: Category,
         /// The project the entry belongs to (not empty).
@@ -44,6 +48,8 @@ pub enum AuditCommand {
         /// The address the request came from (not empty).
         #[arg(long, value_parser = args::name)]
         ip: Option<String>,
+        #[command(flatten)]
+        event: EventArgs,
     },
     /// Entries matching the filters, newest first.
     Query {
@@ -56,6 +62,17 @@ pub enum AuditCommand {
         /// are, none is left).
         #[arg(long, value_parser = args::count, allow_negative_numbers = true)]
         offset: Option<u64>,
+    },
+    /// Statistics of the entries matching the filters (e.g. a window with --start and --end):
+    /// how many, per category, severity, outcome and day (UTC), the actors with the most
+    /// entries, and the error rate (entries whose outcome is failure or that carry an error).
+    /// An entry without an actor counts for its agent, or else its user.
+    Stats {
+        #[command(flatten)]
+        filters: Filters,
+        /// How many actors to list.
+        #[arg(long, default_value_t = 10, value_parser = args::count, allow_negative_numbers = true)]
+        top: u64,
     },
     /// Entries of a project per category.
     Summary {
@@ -157,7 +174,76 @@ pub enum AuditCommand {
     Head,
 }
 
-/// Filters shared by query and export.
+/// The audit event's fields of `audit log`.
+#[derive(Debug, Args)]
+pub struct EventArgs {
+    /// How serious: debug, info, warning, error or critical.
+    #[arg(long, value_parser = parse_closed::<Severity>)]
+    severity: Option<Severity>,
+    /// How it ended: success, failure, partial, denied, blocked or pending.
+    #[arg(long, value_parser = parse_closed::<Outcome>)]
+    outcome: Option<Outcome>,
+    /// Who acted: its kind, e.g. user, agent, system or external (with --actor-id).
+    #[arg(long, value_parser = args::name, requires = "actor_id")]
+    actor_type: Option<String>,
+    /// Who acted: its id (with --actor-type).
+    #[arg(long, value_parser = args::name, requires = "actor_type")]
+    actor_id: Option<String>,
+    /// What was acted on: its kind, e.g. file, task or config (with --target-id).
+    #[arg(long, value_parser = args::name, requires = "target_id")]
+    target_type: Option<String>,
+    /// What was acted on: its id, e.g. a path (with --target-type).
+    #[arg(long, value_parser = args::name, requires = "target_type")]
+    target_id: Option<String>,
+    /// The session the entry belongs to (not empty).
+    #[arg(long, value_parser = args::name)]
+    session: Option<String>,
+    /// The workflow run the entry belongs to (not empty).
+    #[arg(long, value_parser = args::name)]
+    workflow: Option<String>,
+    /// The id that ties the entries of one request together (not empty).
+    #[arg(long, value_parser = args::name)]
+    correlation: Option<String>,
+    /// The value before the change, as JSON (redacted before it is written; text that is not
+    /// JSON is refused without being repeated).
+    #[arg(long, value_name = "JSON")]
+    before: Option<String>,
+    /// The value after the change, as JSON (as --before).
+    #[arg(long, value_name = "JSON")]
+    after: Option<String>,
+    /// What went wrong (not empty; redacted before it is written).
+    #[arg(long, value_parser = args::name)]
+    error: Option<String>,
+}
+
+/// A flag's JSON value; the text is not repeated in the error, as it may hold a secret.
+fn json_arg(flag: &str, text: Option<String>) -> anyhow::Result<Option<serde_json::Value>> {
+    text.map(|t| serde_json::from_str(&t).with_context(|| format!("{flag} is not JSON")))
+        .transpose()
+}
+
+impl EventArgs {
+    /// The fields into `entry`.
+    fn fill(self, entry: AuditEntry) -> anyhow::Result<AuditEntry> {
+        let before = json_arg("--before", self.before)?;
+        let after = json_arg("--after", self.after)?;
+        let pair = |kind: Option<String>, id: Option<String>| kind.zip(id);
+        Ok(AuditEntry {
+            severity: self.severity,
+            outcome: self.outcome,
+            actor: pair(self.actor_type, self.actor_id).map(|(k, id)| Actor::new(k, id)),
+            target: pair(self.target_type, self.target_id).map(|(k, id)| Target::new(k, id)),
+            session_id: self.session,
+            workflow_id: self.workflow,
+            correlation_id: self.correlation,
+            changes: (before.is_some() || after.is_some()).then_some(Changes { before, after }),
+            error: self.error,
+            ..entry
+        })
+    }
+}
+
+/// Filters shared by query, stats and export.
 #[derive(Debug, Args)]
 pub struct Filters {
     /// Only this project's entries (not empty).
@@ -166,12 +252,52 @@ pub struct Filters {
     /// Only this task's entries (not empty).
     #[arg(long, value_parser = args::id::<TaskId>)]
     task: Option<TaskId>,
-    /// Only this category: state, file, agent, security or user.
+    /// Only this category (any text; see `audit log --help` for the known ones).
     #[arg(long, value_parser = parse_category)]
     category: Option<Category>,
     /// Only this agent's entries (not empty).
     #[arg(long, value_parser = args::name)]
     agent: Option<String>,
+    /// Only entries of this action (not empty).
+    #[arg(long, value_parser = args::name)]
+    action: Option<String>,
+    /// Only entries of this user (not empty).
+    #[arg(long, value_parser = args::name)]
+    user: Option<String>,
+    /// Only entries of at least this severity: debug, info, warning, error or critical
+    /// (warning also selects error and critical).
+    #[arg(long, value_parser = parse_closed::<Severity>)]
+    min_severity: Option<Severity>,
+    /// Only entries with this outcome: success, failure, partial, denied, blocked or pending.
+    #[arg(long, value_parser = parse_closed::<Outcome>)]
+    outcome: Option<Outcome>,
+    /// Only entries whose actor is of this kind (e.g. agent).
+    #[arg(long, value_parser = args::name)]
+    actor_type: Option<String>,
+    /// Only entries of this actor id.
+    #[arg(long, value_parser = args::name)]
+    actor_id: Option<String>,
+    /// Only entries whose target is of this kind (e.g. file).
+    #[arg(long, value_parser = args::name)]
+    target_type: Option<String>,
+    /// Only entries of this target id.
+    #[arg(long, value_parser = args::name)]
+    target_id: Option<String>,
+    /// Only entries of this session.
+    #[arg(long, value_parser = args::name)]
+    session: Option<String>,
+    /// Only entries of this workflow run.
+    #[arg(long, value_parser = args::name)]
+    workflow: Option<String>,
+    /// Only entries of this correlation id.
+    #[arg(long, value_parser = args::name)]
+    correlation: Option<String>,
+    /// Only entries that carry an error.
+    #[arg(long)]
+    has_error: bool,
+    /// Only entries that record changes (a value before or after).
+    #[arg(long)]
+    has_changes: bool,
     /// From this date (from its midnight, UTC) or timestamp on, inclusive: e.g. 2026-11-01,
     /// 2026-1-5 or 2026-11-01T09:00:00Z; years 0000 to 9999.
     #[arg(long, value_name = "DATE", value_parser = args::date)]
@@ -189,6 +315,19 @@ impl Filters {
             task_id: self.task,
             category: self.category,
             agent: self.agent,
+            action: self.action,
+            user_id: self.user,
+            min_severity: self.min_severity,
+            outcome: self.outcome,
+            actor_type: self.actor_type,
+            actor_id: self.actor_id,
+            target_type: self.target_type,
+            target_id: self.target_id,
+            session_id: self.session,
+            workflow_id: self.workflow,
+            correlation_id: self.correlation,
+            has_error: self.has_error.then_some(true),
+            has_changes: self.has_changes.then_some(true),
             start: self.start,
             end: self.end,
             limit,
@@ -209,7 +348,16 @@ fn page_limit(text: &str) -> Result<u64, args::Refused> {
     args::page(text, aigentflow_audit::MAX_PAGE)
 }
 
-fn parse_category(text: &str) -> Result<Category, String> {
+/// A category: any text that is not blank (the set is open).
+fn parse_category(text: &str) -> Result<Category, args::Refused> {
+    args::name(text).map(|t| Category::parse(&t))
+}
+
+/// One of a closed set's names, or an error listing them.
+fn parse_closed<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr<Err = aigentflow_core_states::UnknownVariant>,
+{
     text.parse().map_err(|e: aigentflow_core_states::UnknownVariant| e.to_string())
 }
 
@@ -234,13 +382,13 @@ fn progress_bar(
 
 pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
     match command {
-        AuditCommand::Log { action, category, project, task, agent, details, user, ip } => {
+        AuditCommand::Log { action, category, project, task, agent, details, user, ip, event } => {
             // The text is not repeated: a value that fails to parse may still hold a secret.
             let details = details
                 .map(|d| serde_json::from_str(&d).context("--details is not JSON"))
                 .transpose()?;
             let log = AuditLog::new(ctx.write()?);
-            let entry = AuditEntry {
+            let entry = event.fill(AuditEntry {
                 project_id: project,
                 task_id: task,
                 agent,
@@ -248,7 +396,7 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
                 user_id: user,
                 ip_address: ip,
                 ..AuditEntry::new(action, category)
-            };
+            })?;
             let id = log.log(&entry)?;
             ctx.out.emit(&json!({"id": id}), || say!("{id}"))?;
         }
@@ -271,6 +419,43 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
                     })
                     .collect();
                 table(&["ID", "AT", "CATEGORY", "ACTION", "PROJECT", "TASK", "AGENT"], &rows);
+            })?;
+        }
+        AuditCommand::Stats { filters, top } => {
+            let log = AuditLog::new(ctx.read()?);
+            let stats = log.stats(&filters.query(None, None), top)?;
+            ctx.out.emit(&stats, || {
+                say!(
+                    "{} entries, {} with errors ({:.1}%)",
+                    stats.total,
+                    stats.errors,
+                    stats.error_rate * 100.0
+                );
+                for (title, counts) in [
+                    ("CATEGORY", &stats.by_category),
+                    ("SEVERITY", &stats.by_severity),
+                    ("OUTCOME", &stats.by_outcome),
+                    ("DAY", &stats.per_day),
+                ] {
+                    if counts.is_empty() {
+                        continue;
+                    }
+                    say!("");
+                    let rows: Vec<Vec<String>> = counts
+                        .iter()
+                        .map(|c| vec![cell(&c.key, 40), c.count.to_string()])
+                        .collect();
+                    table(&[title, "ENTRIES"], &rows);
+                }
+                if !stats.top_actors.is_empty() {
+                    say!("");
+                    let rows: Vec<Vec<String>> = stats
+                        .top_actors
+                        .iter()
+                        .map(|a| vec![cell(&a.kind, 20), cell(&a.id, 40), a.count.to_string()])
+                        .collect();
+                    table(&["ACTOR TYPE", "ACTOR", "ENTRIES"], &rows);
+                }
             })?;
         }
         AuditCommand::Summary { project } => {

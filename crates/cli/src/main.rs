@@ -116,7 +116,7 @@ enum Command {
     Tasks(tasks::TasksCommand),
     /// The append-only, hash-chained audit log.
     #[command(subcommand)]
-    Audit(audit::AuditCommand),
+    Audit(Box<audit::AuditCommand>),
     /// Lessons learned, with full-text search.
     #[command(subcommand)]
     Lessons(lessons::LessonsCommand),
@@ -315,7 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<Done> {
         Command::Status => db::status(&ctx),
         Command::Demo => demo::run(&ctx),
         Command::Tasks(c) => tasks::run(&ctx, c),
-        Command::Audit(c) => audit::run(&ctx, c),
+        Command::Audit(c) => audit::run(&ctx, *c),
         Command::Lessons(c) => lessons::run(&ctx, c),
         Command::Traces(c) => traces::run(&ctx, c),
         Command::Approvals(c) => approvals::run(&ctx, c),

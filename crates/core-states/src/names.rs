@@ -4,23 +4,39 @@
 //! such as `DESIGN_APPROVED`) loads as `Other` and shows with its own text. It is never mapped
 //! silently to another variant and is never a reason for a load to fail.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 /// Text outside the known names, kept as it was read. Built only by parsing, so it never holds
 /// the text of a known variant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UnknownName(String);
 
 impl UnknownName {
+    /// Text outside a known set, for [`open_enum!`](crate::open_enum) only: its `parse` calls
+    /// this after matching every known name, which keeps the promise above.
+    #[doc(hidden)]
+    pub fn __after_known_names(text: &str) -> Self {
+        Self(text.to_owned())
+    }
+
     /// The text as it was read.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
+/// Declares an open enum with its stored text: `KNOWN`, `as_str`, `parse`, `is_known`,
+/// `Display`, an infallible `FromStr` and serde as that text. Text outside the known names
+/// parses to `Other`, kept as it was.
+///
+/// ```
+/// aigentflow_core_states::open_enum! {
+///     /// A colour.
+///     Colour { Red = "red", Blue = "blue", }
+/// }
+/// assert_eq!(Colour::parse("red"), Colour::Red);
+/// assert_eq!(Colour::parse("teal").as_str(), "teal");
+/// assert!(!Colour::parse("teal").is_known());
+/// ```
+#[macro_export]
 macro_rules! open_enum {
     (
         $(#[$meta:meta])*
@@ -31,7 +47,7 @@ macro_rules! open_enum {
         pub enum $name {
             $( $(#[$vmeta])* $variant, )+
             /// A name this version does not know, kept with its own text.
-            Other(UnknownName),
+            Other($crate::UnknownName),
         }
 
         impl $name {
@@ -50,7 +66,7 @@ macro_rules! open_enum {
             pub fn parse(text: &str) -> Self {
                 match text {
                     $( $text => Self::$variant, )+
-                    other => Self::Other(UnknownName(other.to_owned())),
+                    other => Self::Other($crate::UnknownName::__after_known_names(other)),
                 }
             }
 
@@ -60,28 +76,28 @@ macro_rules! open_enum {
             }
         }
 
-        impl FromStr for $name {
+        impl std::str::FromStr for $name {
             type Err = std::convert::Infallible;
             fn from_str(text: &str) -> Result<Self, Self::Err> {
                 Ok(Self::parse(text))
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
 
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())
             }
         }
 
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow::<'de, str> as serde::Deserialize>::deserialize(d)?;
                 Ok(Self::parse(&text))
             }
         }

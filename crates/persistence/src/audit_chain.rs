@@ -17,6 +17,16 @@
 //! NULL, the three are hashed after the ten fields, encoded the same way (`origin_id` as its
 //! decimal text), so provenance cannot be edited unnoticed; a row without provenance hashes
 //! exactly as before, so every row written before provenance existed still verifies.
+//!
+//! That is version 1 of the row encoding, the encoding of every row whose `hash_version` is
+//! NULL. Version 2 (migrations V14 on SQLite, V9 on PostgreSQL), the encoding of every row
+//! appended since, covers the audit event's fields too and has no optional part:
+//! `hex(SHA-256(prev_hash_hex ‖ "aigentflow-audit/2" ‖ field₁ ‖ … ‖ field₂₅))`, the tag and the
+//! fields encoded as above: the ten fields of version 1, then severity, outcome, actor_type,
+//! actor_id, target_type, target_id, session_id, workflow_id, correlation_id, changes_before,
+//! changes_after, error, then origin_id, origin_hash and origin_source, NULL or not. The tag
+//! makes a version 2 row's hash unlike any version 1 hash, so a row's version cannot be changed
+//! unseen; a version 1 row that holds an event field the hash does not cover is reported.
 
 use std::borrow::Cow;
 
@@ -45,6 +55,85 @@ pub struct HashedFields<'a> {
     /// The row's provenance, for a row imported from another database; None for every other
     /// row (and for a row whose three provenance cells are all NULL).
     pub origin: Option<Origin<'a>>,
+    /// The audit event's fields of a version 2 row; None for a version 1 row.
+    pub event: Option<EventFields<'a>>,
+}
+
+/// The tag a version 2 row's hash starts with, after the previous hash.
+pub const VERSION_2_TAG: &[u8] = b"aigentflow-audit/2";
+
+/// The audit event's fields (version 2 of the row encoding), as the bytes that are stored. A
+/// cell that is NULL is None.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EventFields<'a> {
+    pub severity: Option<&'a [u8]>,
+    pub outcome: Option<&'a [u8]>,
+    pub actor_type: Option<&'a [u8]>,
+    pub actor_id: Option<&'a [u8]>,
+    pub target_type: Option<&'a [u8]>,
+    pub target_id: Option<&'a [u8]>,
+    pub session_id: Option<&'a [u8]>,
+    pub workflow_id: Option<&'a [u8]>,
+    pub correlation_id: Option<&'a [u8]>,
+    pub changes_before: Option<&'a [u8]>,
+    pub changes_after: Option<&'a [u8]>,
+    pub error: Option<&'a [u8]>,
+}
+
+impl<'a> EventFields<'a> {
+    /// The columns of the event fields, in the order the hash covers them.
+    pub const COLUMNS: [&'static str; 12] = [
+        "severity",
+        "outcome",
+        "actor_type",
+        "actor_id",
+        "target_type",
+        "target_id",
+        "session_id",
+        "workflow_id",
+        "correlation_id",
+        "changes_before",
+        "changes_after",
+        "error",
+    ];
+
+    /// The fields in [`COLUMNS`](Self::COLUMNS) order.
+    pub fn cells(&self) -> [Option<&'a [u8]>; 12] {
+        [
+            self.severity,
+            self.outcome,
+            self.actor_type,
+            self.actor_id,
+            self.target_type,
+            self.target_id,
+            self.session_id,
+            self.workflow_id,
+            self.correlation_id,
+            self.changes_before,
+            self.changes_after,
+            self.error,
+        ]
+    }
+
+    /// The fields of cells given in [`COLUMNS`](Self::COLUMNS) order.
+    pub fn from_cells(c: [Option<&'a [u8]>; 12]) -> Self {
+        let [severity, outcome, actor_type, actor_id, target_type, target_id, session_id, workflow_id, correlation_id, changes_before, changes_after, error] =
+            c;
+        Self {
+            severity,
+            outcome,
+            actor_type,
+            actor_id,
+            target_type,
+            target_id,
+            session_id,
+            workflow_id,
+            correlation_id,
+            changes_before,
+            changes_after,
+            error,
+        }
+    }
 }
 
 /// Where an imported row came from, as the bytes that are stored: `id` is the decimal text of
@@ -67,13 +156,26 @@ impl<'a> Origin<'a> {
     }
 }
 
-/// The hash of a row given the previous row's hash.
+/// The hash of a row given the previous row's hash: version 2 of the encoding when the row has
+/// [`EventFields`], else version 1.
 pub fn row_hash(prev_hash: &str, f: &HashedFields<'_>) -> String {
+    fn field(h: &mut Sha256, field: Option<&[u8]>) {
+        match field {
+            None => h.update([0u8]),
+            Some(bytes) => {
+                h.update([1u8]);
+                h.update((bytes.len() as u64).to_be_bytes());
+                h.update(bytes);
+            }
+        }
+    }
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
+    if f.event.is_some() {
+        field(&mut h, Some(VERSION_2_TAG));
+    }
     let id = f.id.to_string();
-    let origin = f.origin.map(|o| [o.id, o.hash, o.source]);
-    let fields = [
+    for cell in [
         Some(id.as_bytes()),
         Some(f.timestamp),
         f.project_id,
@@ -84,15 +186,19 @@ pub fn row_hash(prev_hash: &str, f: &HashedFields<'_>) -> String {
         f.details,
         f.user_id,
         f.ip_address,
-    ];
-    for field in fields.into_iter().chain(origin.into_iter().flatten()) {
-        match field {
-            None => h.update([0u8]),
-            Some(bytes) => {
-                h.update([1u8]);
-                h.update((bytes.len() as u64).to_be_bytes());
-                h.update(bytes);
-            }
+    ] {
+        field(&mut h, cell);
+    }
+    if let Some(event) = f.event {
+        for cell in event.cells() {
+            field(&mut h, cell);
+        }
+    }
+    // Version 2 covers the provenance cells always; version 1 only when one is set.
+    let origin = f.origin.map(|o| [o.id, o.hash, o.source]);
+    if let Some(cells) = origin.or(f.event.map(|_| [None; 3])) {
+        for cell in cells {
+            field(&mut h, cell);
         }
     }
     hex::encode(h.finalize())
@@ -166,6 +272,7 @@ pub(crate) fn seal_legacy_rows(conn: &Connection) -> rusqlite::Result<usize> {
             user_id: cell(8),
             ip_address: cell(9),
             origin: None,
+            event: None,
         };
         let hash = row_hash(&prev, &fields);
         update.execute(params![prev, hash, id])?;
@@ -257,6 +364,7 @@ mod tests {
                 user_id: b(6),
                 ip_address: b(7),
                 origin: None,
+                event: None,
             };
             let legacy = legacy_hash(GENESIS, [
                 Some(id_text.as_bytes()), Some(fields.timestamp), fields.project_id,
