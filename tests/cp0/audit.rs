@@ -16,18 +16,18 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-fn entry(project: &str, action: &str, category: Category) -> AuditEntry {
+pub(crate) fn entry(project: &str, action: &str, category: Category) -> AuditEntry {
     AuditEntry { project_id: Some(project.into()), ..AuditEntry::new(action, category) }
 }
 
 /// `t`'s database opened again with a clock that starts at `start` and moves `step` per reading.
-fn clocked_on(t: &TestDb, start: chrono::DateTime<Utc>, step: Duration) -> Database {
+pub(crate) fn clocked_on(t: &TestDb, start: chrono::DateTime<Utc>, step: Duration) -> Database {
     let clock = Arc::new(ManualClock::new(start, step));
     Database::open_with(t.location(), Options { clock, ..Options::default() }).unwrap()
 }
 
 /// A fresh database of `t`'s backend, for a scenario that needs several.
-fn fresh(t: &TestDb) -> TestDb {
+pub(crate) fn fresh(t: &TestDb) -> TestDb {
     match t.backend() {
         Backend::Sqlite => TestDb::sqlite(),
         Backend::Postgres => TestDb::postgres().expect("a PostgreSQL variant runs with a server"),
@@ -41,7 +41,7 @@ fn pg_client(location: &str) -> postgres::Client {
 
 /// Runs `sql` on `t`'s database around the stores, as someone with file access (SQLite) or the
 /// tables' owner (PostgreSQL) would; the refusal's message if it is refused.
-fn around(t: &TestDb, sql: &str) -> Result<(), String> {
+pub(crate) fn around(t: &TestDb, sql: &str) -> Result<(), String> {
     match t.backend() {
         Backend::Sqlite => {
             raw(Path::new(t.location())).execute_batch(sql).map_err(|e| e.to_string())
@@ -53,7 +53,7 @@ fn around(t: &TestDb, sql: &str) -> Result<(), String> {
 /// Runs `sql` with the log's append-only triggers out of the way: on SQLite they are dropped (as
 /// the file's owner can), on PostgreSQL disabled inside the tampering transaction only (as the
 /// tables' owner can), so no other session ever sees them off.
-fn tamper(t: &TestDb, sql: &str) {
+pub(crate) fn tamper(t: &TestDb, sql: &str) {
     let sql = match t.backend() {
         Backend::Sqlite => format!(
             "DROP TRIGGER IF EXISTS audit_logs_no_update;
@@ -70,7 +70,7 @@ fn tamper(t: &TestDb, sql: &str) {
 }
 
 /// A whole number `sql` reads from `location`'s database around the stores.
-fn scalar(location: &str, sql: &str) -> i64 {
+pub(crate) fn scalar(location: &str, sql: &str) -> i64 {
     if pg_url(location) {
         pg_client(location).query_one(sql, &[]).unwrap().get(0)
     } else {
@@ -105,7 +105,7 @@ pub(crate) fn stored_bytes(t: &TestDb) -> Vec<u8> {
     }
 }
 
-fn export_string(log: &AuditLog, format: ExportFormat, query: AuditQuery) -> String {
+pub(crate) fn export_string(log: &AuditLog, format: ExportFormat, query: AuditQuery) -> String {
     let mut out = Vec::new();
     let options = ExportOptions { query, ..ExportOptions::new(format) };
     log.export(&mut out, &options, |_| {}).unwrap();
@@ -670,7 +670,7 @@ fn export_csv(log: &AuditLog, neutralize_formulas: bool) -> Vec<u8> {
 }
 
 /// Reads a CSV export back with the csv crate, header checked.
-fn read_csv(out: &[u8]) -> Vec<Vec<String>> {
+pub(crate) fn read_csv(out: &[u8]) -> Vec<Vec<String>> {
     let mut reader = csv::Reader::from_reader(out);
     assert_eq!(
         reader.headers().unwrap().iter().collect::<Vec<_>>(),

@@ -8,7 +8,9 @@
 //! backends: on SQLite in the bytes of the file and its WAL, on PostgreSQL in every cell of every
 //! table. The file, WAL, backup and export check of every store runs on SQLite.
 
-use aigentflow::audit::{AuditEntry, AuditLog, AuditQuery, Category, ExportFormat, ExportOptions};
+use aigentflow::audit::{
+    Actor, AuditEntry, AuditLog, AuditQuery, Category, ExportFormat, ExportOptions, Target,
+};
 use aigentflow::lessons::{
     Category as LessonCategory, LessonId, LessonUpdate, LessonsStore, NewLesson,
 };
@@ -268,7 +270,14 @@ fn r16_no_corpus_secret_from_any_audit_field_reaches_the_rows_an_export_or_an_er
             details: Some(as_json(s)),
             user_id: Some(text.to_owned()),
             ip_address: Some(text.to_owned()),
-            ..AuditEntry::new(text, Category::Security)
+            session_id: Some(text.to_owned()),
+            workflow_id: Some(text.to_owned()),
+            correlation_id: Some(text.to_owned()),
+            error: Some(text.to_owned()),
+            ..AuditEntry::new(text, Category::parse(&format!("c-{text}")))
+                .actor(Actor::new(text, text))
+                .target(Target::new(text, text))
+                .changes(Some(as_json(s)), Some(json!([text, { "v": as_json(s) }])))
         };
         if i % 2 == 0 {
             audit.log(&entry).unwrap();
@@ -277,6 +286,14 @@ fn r16_no_corpus_secret_from_any_audit_field_reaches_the_rows_an_export_or_an_er
         }
         let by_task = AuditQuery { task_id: Some(task.into()), ..AuditQuery::default() };
         assert_eq!(audit.query(&by_task).unwrap().len(), 1, "{}", s.name);
+        // Every new field is found again by the text it was written with.
+        let by_event = AuditQuery {
+            actor_id: Some(text.to_owned()),
+            target_type: Some(text.to_owned()),
+            correlation_id: Some(text.to_owned()),
+            ..by_task
+        };
+        assert_eq!(audit.query(&by_event).unwrap().len(), 1, "{}", s.name);
         let refused = AuditQuery { start: Some(text.to_owned()), ..AuditQuery::default() };
         let message = audit.query(&refused).unwrap_err().to_string();
         assert_clean("an error message", std::slice::from_ref(s), message.as_bytes());
@@ -289,6 +306,8 @@ fn r16_no_corpus_secret_from_any_audit_field_reaches_the_rows_an_export_or_an_er
     }
     let v = audit.verify(None).unwrap();
     assert_eq!((v.rows, v.finding), (samples.len() as u64, None));
+    let stats = audit.stats(&AuditQuery::default(), 1000).unwrap();
+    assert_clean("the stats", &samples, &serde_json::to_vec(&stats).unwrap());
 }
 }
 

@@ -372,6 +372,64 @@ fn an_exported_csv_piped_into_a_csv_reader_reads_back_every_row(t: EmptyDb) {
 }
 
 on_both! {
+/// The audit event from the shell: `audit log` with every event flag, the filters of `audit
+/// query`, and `audit stats` over a window, in text and JSON.
+fn audit_events_are_logged_filtered_and_counted_from_the_shell(t: EmptyDb) {
+    let db = init(t);
+    let log = |extra: &[&str]| {
+        let mut args = vec!["--json", "audit", "log", "--action", "deploy", "--category"];
+        args.extend(extra);
+        run(db, &args).ok().json()["id"].as_i64().unwrap()
+    };
+    log(&[
+        "git_operation", "--severity", "error", "--outcome", "failure", "--actor-type", "agent",
+        "--actor-id", "builder", "--target-type", "repo", "--target-id", "main", "--session", "s1",
+        "--workflow", "w1", "--correlation", "c1", "--before", r#"{"sha": "a1"}"#, "--after",
+        r#"{"sha": "b2", "token": "ghp_abcdefghijklmnopqrstuvwxyz0123456789"}"#, "--error",
+        "push rejected",
+    ]);
+    log(&["git_operation", "--severity", "info", "--outcome", "success", "--actor-type", "agent", "--actor-id", "builder"]);
+    log(&["user_action", "--severity", "warning", "--user", "alice"]);
+    let ids = |filters: &[&str]| -> Vec<i64> {
+        let mut args = vec!["--json", "audit", "query"];
+        args.extend(filters);
+        let rows = run(db, &args).ok().json();
+        rows.as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect()
+    };
+    assert_eq!(ids(&["--min-severity", "warning"]), [3, 1]);
+    assert_eq!(ids(&["--outcome", "failure"]), [1]);
+    assert_eq!(ids(&["--actor-id", "builder", "--category", "git_operation"]), [2, 1]);
+    assert_eq!(ids(&["--target-type", "repo", "--target-id", "main"]), [1]);
+    assert_eq!(ids(&["--session", "s1", "--workflow", "w1", "--correlation", "c1"]), [1]);
+    assert_eq!(ids(&["--has-error"]), [1]);
+    assert_eq!(ids(&["--has-changes"]), [1]);
+    assert_eq!(ids(&["--action", "deploy", "--user", "alice"]), [3]);
+    let row = &run(db, &["--json", "audit", "query", "--has-error"]).ok().json()[0];
+    assert_eq!(row["changes_before"], r#"{"sha":"a1"}"#);
+    assert!(row["changes_after"].as_str().unwrap().contains("[REDACTED]"), "{row}");
+    assert_eq!((row["actor_type"].as_str(), row["hash_version"].as_i64()), (Some("agent"), Some(2)));
+
+    let stats = run(db, &["--json", "audit", "stats", "--start", "2000-01-01"]).ok().json();
+    assert_eq!(stats["total"], 3);
+    assert_eq!(stats["errors"], 1);
+    assert_eq!(stats["by_category"][0], serde_json::json!({"key": "git_operation", "count": 2}));
+    assert_eq!(stats["top_actors"][0], serde_json::json!({"type": "agent", "id": "builder", "count": 2}));
+    assert_eq!(stats["top_actors"][1], serde_json::json!({"type": "user", "id": "alice", "count": 1}));
+    let text = run(db, &["audit", "stats", "--category", "git_operation"]).ok().stdout;
+    assert!(text.starts_with("2 entries, 1 with errors (50.0%)"), "{text}");
+    assert!(text.contains("builder"), "{text}");
+
+    let r = run(db, &["audit", "log", "--action", "x", "--category", "user", "--severity", "loud"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("debug, info, warning, error, critical"), "{}", r.stderr);
+    let r = run(db, &["audit", "log", "--action", "x", "--category", "user", "--actor-type", "agent"]);
+    assert_eq!(r.code, 2, "an actor needs its id: {}", r.stderr);
+    let r = run(db, &["audit", "log", "--action", "x", "--category", "user", "--after", "{bad"]);
+    assert_error_line(&r, 1, "--after is not JSON");
+}
+}
+
+on_both! {
 fn lessons_are_managed_and_searched_from_the_shell(t: EmptyDb) {
     let db = init(t);
     let add = |title: &str, tags: &str| {

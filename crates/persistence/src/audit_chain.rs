@@ -392,5 +392,55 @@ mod tests {
                 }
             }
         }
+
+        /// Version 2 covers every event field and every provenance cell, set or NULL, and its
+        /// hash is unlike the version 1 hash of the same fields, so a row's version cannot be
+        /// changed unseen.
+        #[test]
+        fn version_2_covers_every_cell_and_differs_from_version_1(
+            id in proptest::prelude::any::<i64>(),
+            cells in proptest::collection::vec(proptest::option::of(".{0,8}"), 12),
+            origin_source in proptest::option::of(".{0,8}"),
+            at in 0usize..15,
+        ) {
+            let event_cells: [Option<&[u8]>; 12] =
+                std::array::from_fn(|i| cells[i].as_deref().map(str::as_bytes));
+            let origin = Origin::of(None, None, origin_source.as_deref().map(str::as_bytes));
+            let fields = HashedFields {
+                id,
+                timestamp: b"2026-01-01T00:00:00.000Z",
+                project_id: None,
+                task_id: None,
+                agent: None,
+                action: b"a",
+                category: b"user",
+                details: None,
+                user_id: None,
+                ip_address: None,
+                origin,
+                event: Some(EventFields::from_cells(event_cells)),
+            };
+            let v2 = row_hash(GENESIS, &fields);
+            proptest::prop_assert_ne!(&v2, &row_hash(GENESIS, &HashedFields { event: None, ..fields }));
+            // One cell changed (set where NULL, NULL where set): another hash.
+            fn flip(c: Option<&[u8]>) -> Option<&[u8]> {
+                if c.is_some() { None } else { Some(b"") }
+            }
+            let edited = if at < 12 {
+                let mut changed = event_cells;
+                changed[at] = flip(changed[at]);
+                HashedFields { event: Some(EventFields::from_cells(changed)), ..fields }
+            } else {
+                let o = origin.unwrap_or(Origin { id: None, hash: None, source: None });
+                let o = match at {
+                    12 => Origin { id: flip(o.id), ..o },
+                    13 => Origin { hash: flip(o.hash), ..o },
+                    // Bytes no text is: unlike any source drawn above.
+                    _ => Origin { source: Some(b"\xff"), ..o },
+                };
+                HashedFields { origin: Some(o), ..fields }
+            };
+            proptest::prop_assert_ne!(&v2, &row_hash(GENESIS, &edited));
+        }
     }
 }

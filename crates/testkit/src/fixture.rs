@@ -117,6 +117,19 @@ impl TestDb {
         EmptyDb::postgres().map(Self::opened)
     }
 
+    /// A SQLite file copied from `source` (e.g. a fixture) into a temp dir of its own, then
+    /// opened, and so migrated.
+    pub fn sqlite_copy_of(source: &Path) -> Self {
+        let empty = EmptyDb::sqlite();
+        let to = Path::new(empty.location());
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::copy(source, to)
+            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", source.display(), to.display()));
+        Self::opened(empty)
+    }
+
     fn opened(empty: EmptyDb) -> Self {
         let db = open(empty.location());
         Self { db, empty }
