@@ -69,6 +69,14 @@ const APPEND_ONE_PG: &str = "WITH appended AS (
             ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)
         RETURNING id, row_hash)
     UPDATE audit_head SET id = appended.id, row_hash = appended.row_hash FROM appended";
+/// [`APPEND_ONE_PG`] of an entry without event fields or provenance: the twelve columns rows
+/// always had, and the version (fewer parameters to send).
+const APPEND_ONE_PLAIN_PG: &str = "WITH appended AS (
+        INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action, category,
+            details, user_id, ip_address, prev_hash, row_hash, hash_version)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+        RETURNING id, row_hash)
+    UPDATE audit_head SET id = appended.id, row_hash = appended.row_hash FROM appended";
 /// Entries per category of a project, most first. A category cell written around the log as
 /// a BLOB counts with the text of the same bytes.
 const SUMMARY: &str = "SELECT CAST(category AS TEXT) AS c, COUNT(*) FROM audit_logs
@@ -79,6 +87,8 @@ const SUMMARY_PG: &str = "SELECT category AS c, COUNT(*) FROM audit_logs
 /// The appended rows go in with [`Tx::insert_rows`]: one statement per row on SQLite, multi-row
 /// statements on PostgreSQL. Every column of [`COLUMNS`], in its order.
 const INSERT: &str = "INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash, origin_source, severity, outcome, actor_type, actor_id, target_type, target_id, session_id, workflow_id, correlation_id, changes_before, changes_after, error, hash_version)";
+/// [`INSERT`] of entries without event fields or provenance (see [`APPEND_ONE_PLAIN_PG`]).
+const INSERT_PLAIN: &str = "INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash, hash_version)";
 
 /// The most entries one [`AuditLog::since`] or [`AuditLog::latest`] call returns: a page a poller
 /// reads in one short transaction, whatever the log holds.
@@ -639,12 +649,43 @@ fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
             ]
         })
         .collect();
-    match (tx.backend(), &rows[..]) {
+    let plain = entries.iter().all(|e| e.imported.is_none() && e.event.iter().all(Option::is_none));
+    if plain {
+        // The columns left out are NULL, as they would be bound.
+        let narrow: Vec<[Param<'_>; 13]> = rows
+            .into_iter()
+            .map(|row| {
+                let mut cells = row.into_iter();
+                let first: [Param<'_>; 12] =
+                    std::array::from_fn(|_| cells.next().unwrap_or(Param::NULL));
+                let version = cells.last().unwrap_or(Param::NULL);
+                let mut all = first.into_iter().chain([version]);
+                std::array::from_fn(|_| all.next().unwrap_or(Param::NULL))
+            })
+            .collect();
+        insert(tx, &narrow, INSERT_PLAIN, APPEND_ONE_PLAIN_PG, &ids, &hashes)?;
+    } else {
+        insert(tx, &rows, INSERT, APPEND_ONE_PG, &ids, &hashes)?;
+    }
+    Ok(ids)
+}
+
+/// Inserts the appended rows, and on PostgreSQL moves the head onto the last: one statement for
+/// one row (`append_one_pg`), else the rows and then the head.
+fn insert<const N: usize>(
+    tx: &Tx<'_>,
+    rows: &[[Param<'_>; N]],
+    insert: &str,
+    append_one_pg: &str,
+    ids: &[i64],
+    hashes: &[String],
+) -> Result<()> {
+    match (tx.backend(), rows) {
         (Backend::Sqlite, _) => {
-            tx.insert_rows(INSERT, &rows)?;
+            tx.insert_rows(insert, rows)?;
         }
         (Backend::Postgres, [row]) => {
-            if tx.execute(APPEND_ONE_PG, row)? != 1 {
+            if tx.execute(append_one_pg, row)? != 1 {
                 return Err(aigentflow_persistence::Error::NotFound {
                     what: "audit chain head",
                     id: "(the one row of audit_head)".into(),
@@ -653,13 +694,13 @@ fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
             }
         }
         (Backend::Postgres, _) => {
-            tx.insert_rows(INSERT, &rows)?;
+            tx.insert_rows(insert, rows)?;
             if let (Some(&last), Some(hash)) = (ids.last(), hashes.last()) {
                 tx.execute(MOVE_HEAD_PG, &[Param::int(last), Param::digest(hash)])?;
             }
         }
     }
-    Ok(ids)
+    Ok(())
 }
 
 /// The end of the chain as seen by this transaction, or None for an empty log.

@@ -12,7 +12,10 @@ mod server;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aigentflow_audit::{AuditEntry, AuditLog, AuditQuery, Category, ExportFormat, ExportOptions};
+use aigentflow_audit::{
+    Actor, AuditEntry, AuditLog, AuditQuery, Category, ExportFormat, ExportOptions,
+    Outcome as AuditOutcome, Severity, Target as AuditTarget,
+};
 use aigentflow_core_states::{
     Event, FromStates, ProjectId, Rule, StateContext, StateMachine, StateStore, Target, TaskId,
     TransitionTable, WorkflowState,
@@ -190,23 +193,57 @@ fn audit_entry(words: &mut Words, i: usize) -> AuditEntry {
     }
 }
 
+/// W2's entry with every field of the audit event filled as well.
+fn full_audit_entry(words: &mut Words, entry: &AuditEntry, i: usize) -> AuditEntry {
+    let severities = Severity::ALL;
+    let outcomes = AuditOutcome::ALL;
+    AuditEntry {
+        session_id: Some(format!("session-{}", i % 50)),
+        workflow_id: Some(format!("workflow-{}", i % 500)),
+        correlation_id: Some(format!("request-{i}")),
+        ..entry
+            .clone()
+            .severity(severities[i % severities.len()])
+            .outcome(outcomes[i % outcomes.len()])
+            .actor(Actor::agent(words.word()))
+            .target(AuditTarget::new("file", format!("src/{}.rs", words.word())))
+            .changes(Some(json!({"lines": i % 300})), Some(json!({"lines": i % 300 + 7})))
+            .error(format!("{} failed: {}", words.word(), words.sentence(2, 4)))
+    }
+}
+
 /// W2: N entries each in its own transaction, then N more in batches of 100. On PostgreSQL the
-/// bare baseline appends the same entries in turns of 1,000 with the project's.
+/// bare baseline appends the same entries in turns of 1,000 with the project's. Beside them, on
+/// a database of its own, the same entries with every field of the audit event filled too,
+/// one per transaction, in turns with the plain ones: `full_us_per_op` and its `full_ratio`.
 fn w2(b: &Bench) -> Result<()> {
     let n = b.n(100_000, 1000);
     let (_place, db) = b.fresh_db("w2")?;
+    let (_full_place, full_db) = b.fresh_db("w2_full")?;
     let mut bare = b.bare("w2_bare")?.map(BareAudit::new).transpose()?;
     let log = AuditLog::new(db);
+    let full_log = AuditLog::new(full_db);
     let mut words = Words::load(2)?;
     let entries: Vec<AuditEntry> = (0..n).map(|i| audit_entry(&mut words, i)).collect();
     reset_peak_rss();
-    let (mut single, mut base_single) = (0.0, 0.0);
-    for turn in entries.chunks(1000) {
+    let (mut single, mut base_single, mut full) = (0.0, 0.0, 0.0);
+    for (n, turn) in entries.chunks(1000).enumerate() {
+        // Made a turn at a time (and not timed), so the peak memory is W2's as before.
+        let full_turn: Vec<AuditEntry> = turn
+            .iter()
+            .enumerate()
+            .map(|(i, e)| full_audit_entry(&mut words, e, n * 1000 + i))
+            .collect();
         let t = Instant::now();
         for e in turn {
             log.log(e)?;
         }
         single += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for e in &full_turn {
+            full_log.log(e)?;
+        }
+        full += t.elapsed().as_secs_f64();
         if let Some(bare) = &mut bare {
             let t = Instant::now();
             for e in turn {
@@ -231,7 +268,12 @@ fn w2(b: &Bench) -> Result<()> {
         }
     }
     let per_op = |s: f64| round(s * 1e6 / n as f64, 2);
-    let mut extra = json!({"us_per_op": per_op(single), "batch_us_per_op": per_op(batch)});
+    let mut extra = json!({
+        "us_per_op": per_op(single),
+        "batch_us_per_op": per_op(batch),
+        "full_us_per_op": per_op(full),
+        "full_ratio": round(full / single, 2),
+    });
     if bare.is_some() {
         extra["baseline_us_per_op"] = json!(per_op(base_single));
         extra["baseline_batch_us_per_op"] = json!(per_op(base_batch));
