@@ -526,3 +526,52 @@ fn every_edit_of_an_event_field_or_of_the_version_is_named(t) {
     }
 }
 }
+
+/// A number column of the log (`origin_id`, `hash_version`) holding a cell of another type,
+/// with the same digits, is named: the hash covers the digits, so only its type tells the edit,
+/// and a bundle export or `db copy` of such a row fails where `verify` said nothing.
+#[test]
+fn a_number_column_stored_as_another_type_is_named_on_sqlite() {
+    // Rows 1-6 of `old_and_new` (row 2 is version 1 with provenance), then row 7: version 2,
+    // imported (its origin id is 8).
+    let build = || {
+        let t = TestDb::sqlite();
+        let log = old_and_new(&t);
+        let imported = aigentflow::audit::ImportedEntry {
+            timestamp: chrono::Utc::now(),
+            project_id: Some("p".into()),
+            task_id: None,
+            agent: None,
+            action: "moved".into(),
+            category: "user".into(),
+            details: None,
+            user_id: None,
+            ip_address: None,
+            event: aigentflow::audit::StoredEvent {
+                severity: Some("info".into()),
+                ..Default::default()
+            },
+            origin: aigentflow::audit::ImportedOrigin {
+                id: 8,
+                hash: "cd".repeat(32),
+                source: "/elsewhere/aigentflow.db".into(),
+            },
+        };
+        t.db().write(|tx| log.append_imported_in(tx, std::slice::from_ref(&imported))).unwrap();
+        assert_eq!(log.verify(None).unwrap().finding, None);
+        (t, log)
+    };
+    for (id, column, cast) in [
+        (2, "origin_id", "CAST(origin_id AS BLOB)"),
+        (7, "origin_id", "CAST(origin_id AS BLOB)"),
+        (7, "origin_id", "CAST(CAST(origin_id AS TEXT) AS BLOB)"),
+        (5, "hash_version", "CAST(hash_version AS BLOB)"),
+        (6, "hash_version", "CAST('2' AS BLOB)"),
+    ] {
+        let (t, log) = build();
+        let sql = format!("UPDATE audit_logs SET {column} = {cast} WHERE id = {id}");
+        tamper(&t, &sql);
+        let v = log.verify(None).unwrap();
+        assert_eq!(v.findings, vec![Finding::NotCanonical { id, column }], "{sql}");
+    }
+}

@@ -106,8 +106,10 @@ pub struct ChainRow<'a> {
     pub fields: HashedFields<'a>,
     /// The first column whose stored value is not in its one canonical form, if any: a timestamp
     /// not in the stored form (the hash covers the instant, so another form of it is caught
-    /// here), or a text column whose cell is not stored as TEXT (a BLOB with the same bytes
-    /// hashes the same, but no filter matches it).
+    /// here), a text column whose cell is not stored as TEXT (a BLOB with the same bytes
+    /// hashes the same, but no filter matches it), or a number column (`origin_id`,
+    /// `hash_version`) whose cell is not an INTEGER (a BLOB of the same digits hashes the same,
+    /// but a bundle export or `db copy` cannot carry it).
     pub not_canonical: Option<&'static str>,
     pub prev_hash: Option<&'a str>,
     pub row_hash: Option<&'a str>,

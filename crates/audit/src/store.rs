@@ -769,7 +769,8 @@ pub(crate) struct RawRow {
     pub event: [Option<Vec<u8>>; 12],
     /// The row encoding: None (NULL) is version 1; a cell that is no integer is `Some(None)`.
     pub hash_version: Option<Option<i64>>,
-    /// The first text column whose cell is not stored as TEXT, if any.
+    /// The first column whose cell is not of the column's type (TEXT for a text column,
+    /// INTEGER for `origin_id` and `hash_version`; NULL fits any), if any.
     pub not_text: Option<&'static str>,
 }
 
@@ -794,11 +795,22 @@ impl RawRow {
                 cell_bytes(r, i)?.map(|b| String::from_utf8_lossy(&b).into_owned()),
             )
         };
+        // Each cell must be of its column's one type: text (or NULL) for the text columns, an
+        // integer (or NULL) for the two number columns. A BLOB of the same digits hashes as the
+        // number does (the hash covers its decimal text), so its type is what tells the edit.
         let mut not_text = None;
         for (i, column) in EXPORT_COLUMNS.iter().enumerate().skip(1) {
-            let number = i == ORIGIN_ID_COLUMN || i == HASH_VERSION_COLUMN;
-            if not_text.is_none() && !number && !audit_chain::is_text(r, i)? {
+            let canonical = if i == ORIGIN_ID_COLUMN || i == HASH_VERSION_COLUMN {
+                matches!(
+                    r.cell(i)?,
+                    aigentflow_persistence::Cell::Null | aigentflow_persistence::Cell::Integer(_)
+                )
+            } else {
+                audit_chain::is_text(r, i)?
+            };
+            if !canonical {
                 not_text = Some(*column);
+                break;
             }
         }
         let hash_version = match r.cell(HASH_VERSION_COLUMN)? {
