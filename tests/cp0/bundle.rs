@@ -641,3 +641,164 @@ fn a_task_moves_with_the_workflow_definition_it_started_under(t) {
     assert!(e.to_string().contains("line 3") && e.to_string().contains("content_hash"), "{e}");
 }
 }
+
+/// The audit row of a [`hand_made`] bundle (line 4) given `event` as version 2, its hash
+/// recomputed as someone editing the bundle would.
+fn with_event(lines: &mut [String], event: &aigentflow::audit::StoredEvent) {
+    let mut record: Record = serde_json::from_str(&lines[3]).unwrap();
+    let Record::Audit(row) = &mut record else { panic!("line 4 is the audit row") };
+    row.event = Some(Box::new(event.clone()));
+    row.hash_version = Some(2);
+    row.row_hash = row.computed_hash();
+    lines[3] = serde_json::to_string(&record).unwrap();
+}
+
+/// An event every field of which an `AuditEntry` could hold.
+fn valid_event() -> impl Strategy<Value = aigentflow::audit::StoredEvent> {
+    use aigentflow::audit::{Outcome as EventOutcome, Severity};
+    let text = || proptest::option::of("[a-z0-9_./-]{1,8}( [a-z]{1,4})?");
+    let pair = || proptest::option::of(("[a-z]{1,6}", "[a-z0-9./-]{1,8}"));
+    let json = || proptest::option::of(prop_oneof![
+        Just("null".to_owned()),
+        "[a-z]{0,6}".prop_map(|s| json!({ "k": s }).to_string()),
+        any::<i32>().prop_map(|n| n.to_string()),
+    ]);
+    (
+        proptest::option::of(proptest::sample::select(Severity::ALL.to_vec())),
+        proptest::option::of(proptest::sample::select(EventOutcome::ALL.to_vec())),
+        (pair(), pair()),
+        (text(), text(), text(), text()),
+        (json(), json()),
+    )
+        .prop_map(|(severity, outcome, (actor, target), (session, workflow, correlation, error), (before, after))| {
+            aigentflow::audit::StoredEvent {
+                severity: severity.map(|s| s.as_str().to_owned()),
+                outcome: outcome.map(|o| o.as_str().to_owned()),
+                actor_type: actor.as_ref().map(|a| a.0.clone()),
+                actor_id: actor.map(|a| a.1),
+                target_type: target.as_ref().map(|t| t.0.clone()),
+                target_id: target.map(|t| t.1),
+                session_id: session,
+                workflow_id: workflow,
+                correlation_id: correlation,
+                changes_before: before,
+                changes_after: after,
+                error,
+            }
+        })
+}
+
+/// One thing an `AuditEntry` could not hold, put into an event, with the words its refusal
+/// says.
+fn spoiled(
+    event: aigentflow::audit::StoredEvent,
+) -> impl Strategy<Value = (aigentflow::audit::StoredEvent, String)> {
+    let blank = "[ \t\r\n]{0,3}";
+    let not_a_name = "[A-Za-z_ -]{0,9}".prop_filter("a known name", |s| {
+        s.parse::<aigentflow::audit::Severity>().is_err()
+            && s.parse::<aigentflow::audit::Outcome>().is_err()
+    });
+    let not_json = "[a-z{}\\[\\]\":, ]{1,8}".prop_filter("JSON text or blank", |s| {
+        !s.trim().is_empty() && serde_json::from_str::<serde_json::Value>(s).is_err()
+    });
+    let names = ["actor type", "actor id", "target type", "target id", "session id",
+        "workflow id", "correlation id", "error"];
+    prop_oneof![
+        (0usize..8, blank).prop_map({
+            let event = event.clone();
+            move |(at, text)| {
+                let mut e = event.clone();
+                // Both halves of an actor or a target are set, so that only the blank is wrong.
+                let slot: &mut Option<String> = match at {
+                    0 | 1 => { e.actor_type.get_or_insert("agent".into()); e.actor_id.get_or_insert("a".into()); if at == 0 { &mut e.actor_type } else { &mut e.actor_id } }
+                    2 | 3 => { e.target_type.get_or_insert("file".into()); e.target_id.get_or_insert("f".into()); if at == 2 { &mut e.target_type } else { &mut e.target_id } }
+                    4 => &mut e.session_id,
+                    5 => &mut e.workflow_id,
+                    6 => &mut e.correlation_id,
+                    _ => &mut e.error,
+                };
+                *slot = Some(text);
+                (e, format!("the {} is empty", names[at]))
+            }
+        }),
+        (any::<bool>(), not_a_name).prop_map({
+            let event = event.clone();
+            move |(severity, text)| {
+                let mut e = event.clone();
+                let what = if severity { "severity" } else { "outcome" };
+                *(if severity { &mut e.severity } else { &mut e.outcome }) = Some(text.clone());
+                (e, format!("the {what} \"{text}\" is not one of"))
+            }
+        }),
+        (0usize..4).prop_map({
+            let event = event.clone();
+            move |half| {
+                let mut e = event.clone();
+                let (what, has, lacks) = match half {
+                    0 => { e.actor_type = Some("agent".into()); e.actor_id = None; ("actor", "type", "id") }
+                    1 => { e.actor_type = None; e.actor_id = Some("a".into()); ("actor", "id", "type") }
+                    2 => { e.target_type = Some("file".into()); e.target_id = None; ("target", "type", "id") }
+                    _ => { e.target_type = None; e.target_id = Some("f".into()); ("target", "id", "type") }
+                };
+                (e, format!("the {what} has a {has} but no {lacks}"))
+            }
+        }),
+        (any::<bool>(), not_json).prop_map(move |(before, text)| {
+            let mut e = event.clone();
+            *(if before { &mut e.changes_before } else { &mut e.changes_after }) = Some(text);
+            (e, format!("the changes {} is not JSON text", if before { "before" } else { "after" }))
+        }),
+    ]
+}
+
+on_both! {
+/// An imported audit row holds only what an `AuditEntry` could: a bundle edited to give an
+/// event a blank field, a severity or outcome this build does not know, an actor or target
+/// with half of itself, or changes that are not JSON (its hash recomputed) is refused naming
+/// its line and the field, and nothing is written; so is the same event given to
+/// `append_imported_in` directly. Events an entry could hold import, and verify.
+fn an_imported_event_holds_only_what_an_entry_could_or_is_refused(t) {
+    populate(&open_clocked(t.location()), "task-here");
+    let before = dump(t);
+    let good = hand_made("task-e", r#"{"prompt":"x"}"#, "p", r#"{"a":1}"#);
+    check(64, valid_event().prop_flat_map(spoiled), |(event, says)| {
+        let mut lines = good.clone();
+        with_event(&mut lines, &event);
+        let err = import(t.db(), &joined(&lines)).unwrap_err();
+        let expected = format!("line 4: audit row 7: {says}");
+        prop_assert!(err.to_string().contains(&expected), "{err} / {expected}");
+        prop_assert!(matches!(err, Error::Invalid { .. }), "{err:?}");
+        prop_assert_eq!(&dump(t), &before, "nothing written");
+        let entry = aigentflow::audit::ImportedEntry {
+            timestamp: Utc::now(),
+            project_id: Some("p".into()),
+            task_id: Some("task-e".into()),
+            agent: None,
+            action: "noted".into(),
+            category: "user".into(),
+            details: None,
+            user_id: None,
+            ip_address: None,
+            event: event.clone(),
+            origin: aigentflow::audit::ImportedOrigin { id: 7, hash: "ab".repeat(32), source: "/x.db".into() },
+        };
+        let log = AuditLog::new(t.db().clone());
+        let err = t.db().write(|tx| log.append_imported_in(tx, std::slice::from_ref(&entry))).unwrap_err();
+        prop_assert!(matches!(err, aigentflow::audit::Error::InvalidInput { .. }), "{err:?}");
+        prop_assert!(err.to_string().contains(&says), "{err}");
+        prop_assert_eq!(&dump(t), &before, "nothing written");
+        Ok(())
+    });
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    check(24, valid_event(), |event| {
+        let task = format!("task-v{}", n.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let mut lines = hand_made(&task, r#"{"prompt":"x"}"#, "p", r#"{"a":1}"#);
+        with_event(&mut lines, &event);
+        import(t.db(), &joined(&lines)).unwrap();
+        let rows = audit_rows(t.db(), &task);
+        prop_assert_eq!(&rows[0].event, &event);
+        Ok(())
+    });
+    verifies(t.db());
+}
+}

@@ -263,6 +263,59 @@ impl StoredEvent {
         }
     }
 
+    /// What is wrong with these fields as an entry's, if anything: the rule every row the log
+    /// appends keeps, so that an imported event (from a bundle anyone can edit) holds nothing an
+    /// [`AuditEntry`] could not say. The severity and the outcome are names this build knows,
+    /// an actor or a target has both its type and its id or neither, no text is blank, and the
+    /// changes are JSON text. The message names the field (and the value, where it is a name).
+    pub fn problem(&self) -> Option<String> {
+        if let Some(s) = &self.severity {
+            if let Err(e) = s.parse::<Severity>() {
+                return Some(format!("the {} {e}", e.what));
+            }
+        }
+        if let Some(o) = &self.outcome {
+            if let Err(e) = o.parse::<Outcome>() {
+                return Some(format!("the {} {e}", e.what));
+            }
+        }
+        for (kind, id, what) in [
+            (&self.actor_type, &self.actor_id, "actor"),
+            (&self.target_type, &self.target_id, "target"),
+        ] {
+            if kind.is_some() != id.is_some() {
+                let (has, lacks) = if kind.is_some() { ("type", "id") } else { ("id", "type") };
+                return Some(format!("the {what} has a {has} but no {lacks}"));
+            }
+        }
+        // The names `AuditLog::log` gives the same mistakes.
+        const NAMES: [&str; 12] = [
+            "severity",
+            "outcome",
+            "actor type",
+            "actor id",
+            "target type",
+            "target id",
+            "session id",
+            "workflow id",
+            "correlation id",
+            "changes before",
+            "changes after",
+            "error",
+        ];
+        for (i, (name, cell)) in NAMES.into_iter().zip(self.cells()).enumerate() {
+            let Some(text) = cell else { continue };
+            if text.trim().is_empty() {
+                return Some(format!("the {name} is empty"));
+            }
+            // changes_before and changes_after, stored as JSON text.
+            if (i == 9 || i == 10) && serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
+                return Some(format!("the {name} is not JSON text"));
+            }
+        }
+        None
+    }
+
     /// The severity, if it is one this build knows.
     pub fn severity(&self) -> Option<Severity> {
         self.severity.as_deref().and_then(|s| s.parse().ok())

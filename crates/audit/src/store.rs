@@ -332,8 +332,9 @@ impl AuditLog {
     /// keeps its own timestamp and its [`Origin`](crate::AuditOrigin) (its id and hash where it
     /// came from), which the new hash covers. Every text is redacted first, as in
     /// [`log_in`](Self::log_in). Nothing is written if any entry is invalid: an empty action or
-    /// category, an origin hash that is not 64 lower-case hex digits, an empty source, or (on
-    /// PostgreSQL) a NUL character.
+    /// category, an origin hash that is not 64 lower-case hex digits, an empty source, event
+    /// fields an [`AuditEntry`] could not hold ([`StoredEvent::problem`]), or (on PostgreSQL) a
+    /// NUL character.
     pub fn append_imported_in(&self, tx: &Tx<'_>, entries: &[ImportedEntry]) -> Result<Vec<i64>> {
         let clean = entries.iter().map(CleanEntry::imported).collect::<Result<Vec<_>>>()?;
         append(tx, &clean)
@@ -453,6 +454,9 @@ impl<'e> CleanEntry<'e> {
         }
         if entry.origin.source.trim().is_empty() {
             return Err(invalid("the origin source is empty".into()));
+        }
+        if let Some(problem) = entry.event.problem() {
+            return Err(invalid(problem));
         }
         let text = |t: Option<&'e str>| t.map(Clean::text);
         Ok(Self {

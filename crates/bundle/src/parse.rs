@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Read};
 
+use aigentflow_audit::StoredEvent;
 use aigentflow_core_states::time;
 use serde_json::Value;
 
@@ -342,6 +343,9 @@ impl Reader {
                             format!("audit row {}: hash_version {other} is not 2 (this build reads 1, written as no hash_version, and 2)", r.id),
                         ))
                     }
+                }
+                if let Some(problem) = r.event.as_deref().and_then(StoredEvent::problem) {
+                    return Err(invalid(line, format!("audit row {}: {problem}", r.id)));
                 }
                 if audit_hash(&r) != r.row_hash {
                     return Err(invalid(
