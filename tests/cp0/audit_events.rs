@@ -575,3 +575,54 @@ fn a_number_column_stored_as_another_type_is_named_on_sqlite() {
         assert_eq!(v.findings, vec![Finding::NotCanonical { id, column }], "{sql}");
     }
 }
+
+/// Statistics over a row written around the log whose key cell (category, severity, outcome,
+/// actor, agent, user or timestamp) holds bytes that are not UTF-8 fail as a query of that row
+/// fails: `CorruptRow` naming the row and the column, not a bare column type error naming
+/// neither (and so does a project's summary, for the category); the same row with UTF-8 bytes
+/// in a BLOB counts with its text.
+#[test]
+fn stats_over_a_row_that_is_not_utf8_name_the_row_and_its_column_on_sqlite() {
+    let t = TestDb::sqlite();
+    let log = old_and_new(&t);
+    let base = log.stats(&AuditQuery::default(), 10).unwrap();
+    let columns = ["category", "severity", "outcome", "actor_id", "agent", "user_id", "timestamp"];
+    check(
+        48,
+        (prop::sample::select(columns.to_vec()), prop::collection::vec(any::<u8>(), 1..12), 100i64..200),
+        |(column, mut bytes, id)| {
+            bytes.insert(bytes.len() / 2, 0xff); // never UTF-8
+            let t = fresh(&t);
+            let log = old_and_new(&t);
+            let (actor_type, actor_id) = if column == "actor_id" { ("'user'", "NULL") } else { ("NULL", "NULL") };
+            let mut cells: BTreeMap<&str, String> = [
+                ("timestamp", "'2026-11-02 10:00:00.000'".to_owned()),
+                ("project_id", "'p'".to_owned()),
+                ("category", "'user'".to_owned()),
+                ("action", "'forged'".to_owned()),
+                ("actor_type", actor_type.to_owned()),
+                ("actor_id", actor_id.to_owned()),
+            ]
+            .into_iter()
+            .collect();
+            cells.insert(column, format!("x'{}'", hex::encode(&bytes)));
+            let (names, values): (Vec<&str>, Vec<String>) = cells.into_iter().unzip();
+            around(&t, &format!(
+                "INSERT INTO audit_logs (id, {}) VALUES ({id}, {})", names.join(", "), values.join(", ")
+            )).unwrap();
+            let err = log.stats(&AuditQuery::default(), 10).unwrap_err();
+            let queried = log.query(&AuditQuery::default()).unwrap_err();
+            prop_assert_eq!(err.to_string(), queried.to_string());
+            let text = err.to_string();
+            prop_assert!(text.contains(&format!("audit_logs.{column} in row {id}:")), "{}", text);
+            if column == "category" {
+                prop_assert_eq!(log.summary(&"p".into()).unwrap_err().to_string(), text);
+            }
+            Ok(())
+        },
+    );
+    // A BLOB of UTF-8 bytes counts with its text.
+    around(&t, "INSERT INTO audit_logs (id, timestamp, action, category) VALUES (100, '2026-11-02 10:00:00.000', 'forged', CAST('state' AS BLOB))").unwrap();
+    let stats = log.stats(&AuditQuery::default(), 10).unwrap();
+    assert_eq!(stats.total, base.total + 1);
+}

@@ -79,10 +79,11 @@ const APPEND_ONE_PLAIN_PG: &str = "WITH appended AS (
     UPDATE audit_head SET id = appended.id, row_hash = appended.row_hash FROM appended";
 /// Entries per category of a project, most first. A category cell written around the log as
 /// a BLOB counts with the text of the same bytes.
-const SUMMARY: &str = "SELECT CAST(category AS TEXT) AS c, COUNT(*) FROM audit_logs
+/// Each category's first row comes along, to name it if its text is not UTF-8.
+const SUMMARY: &str = "SELECT CAST(category AS TEXT) AS c, COUNT(*), MIN(id) FROM audit_logs
     WHERE project_id = ?1 GROUP BY c ORDER BY COUNT(*) DESC, c";
 /// [`SUMMARY`] on PostgreSQL, where a column holds only text.
-const SUMMARY_PG: &str = "SELECT category AS c, COUNT(*) FROM audit_logs
+const SUMMARY_PG: &str = "SELECT category AS c, COUNT(*), MIN(id) FROM audit_logs
     WHERE project_id = ?1 GROUP BY c ORDER BY COUNT(*) DESC, c";
 /// The appended rows go in with [`Tx::insert_rows`]: one statement per row on SQLite, multi-row
 /// statements on PostgreSQL. Every column of [`COLUMNS`], in its order.
@@ -213,10 +214,15 @@ impl AuditLog {
         }
         self.db.read(|tx| {
             let mut stmt = tx.prepare(tx.dialect(SUMMARY, SUMMARY_PG))?;
-            let rows = stmt.query_map(&[Param::text(project_id)], |r| {
-                Ok(CategoryCount { category: r.get(0)?, count: r.get::<i64>(1)? as u64 })
+            let groups = stmt.query_map(&[Param::text(project_id)], |r| {
+                Ok((group_key(r, 0)?, r.get::<i64>(1)? as u64, r.get::<i64>(2)?))
             })?;
-            Ok(rows)
+            groups
+                .into_iter()
+                .map(|(key, count, first)| {
+                    Ok(CategoryCount { category: key_text(tx, key, first, "category")?, count })
+                })
+                .collect()
         })
     }
 
@@ -232,15 +238,21 @@ impl AuditLog {
             Backend::Sqlite => format!("CAST({column} AS TEXT)"),
             Backend::Postgres => column.to_owned(),
         };
-        let counts = |tx: &Tx<'_>, key: &str, order: &str| -> Result<Vec<Count>> {
+        let counts = |tx: &Tx<'_>, key: &str, column: &'static str, order: &str| {
             let sql = format!(
-                "SELECT k, COUNT(*) FROM (SELECT {key} AS k FROM audit_logs{clause}) AS m
-                 WHERE k IS NOT NULL GROUP BY k ORDER BY {order}"
+                "SELECT k, COUNT(*), MIN(id) FROM (SELECT {key} AS k, id FROM audit_logs{clause})
+                 AS m WHERE k IS NOT NULL GROUP BY k ORDER BY {order}"
             );
             let mut stmt = tx.prepare(&sql)?;
-            Ok(stmt.query_map(&values, |r| {
-                Ok(Count { key: r.get(0)?, count: r.get::<i64>(1)? as u64 })
-            })?)
+            let groups = stmt.query_map(&values, |r| {
+                Ok((group_key(r, 0)?, r.get::<i64>(1)? as u64, r.get::<i64>(2)?))
+            })?;
+            groups
+                .into_iter()
+                .map(|(key, count, first)| {
+                    Ok(Count { key: key_text(tx, key, first, column)?, count })
+                })
+                .collect::<Result<Vec<_>>>()
         };
         self.db.read(|tx| {
             let (total, errors) = tx
@@ -254,28 +266,39 @@ impl AuditLog {
                 )?
                 .unwrap_or((0, 0));
             let by_count = "COUNT(*) DESC, k";
-            let by_category = counts(tx, &text("category"), by_count)?;
-            let by_severity = counts(tx, &text("severity"), by_count)?;
-            let by_outcome = counts(tx, &text("outcome"), by_count)?;
-            let per_day = counts(tx, &format!("substr({}, 1, 10)", text("timestamp")), "k")?;
+            let by_category = counts(tx, &text("category"), "category", by_count)?;
+            let by_severity = counts(tx, &text("severity"), "severity", by_count)?;
+            let by_outcome = counts(tx, &text("outcome"), "outcome", by_count)?;
+            let day = format!("substr({}, 1, 10)", text("timestamp"));
+            let per_day = counts(tx, &day, "timestamp", "k")?;
             let who = format!(
                 "SELECT CASE WHEN actor_id IS NOT NULL THEN COALESCE({}, '')
                         WHEN agent IS NOT NULL THEN 'agent' ELSE 'user' END AS kind,
-                        COALESCE({}, {}, {}) AS who FROM audit_logs{clause}",
+                        COALESCE({}, {}, {}) AS who, id FROM audit_logs{clause}",
                 text("actor_type"),
                 text("actor_id"),
                 text("agent"),
                 text("user_id"),
             );
             let mut stmt = tx.prepare(&format!(
-                "SELECT kind, who, COUNT(*) FROM ({who}) AS a WHERE who IS NOT NULL
+                "SELECT kind, who, COUNT(*), MIN(id) FROM ({who}) AS a WHERE who IS NOT NULL
                  GROUP BY kind, who ORDER BY COUNT(*) DESC, kind, who LIMIT ?"
             ))?;
             let mut with_top = values.clone();
             with_top.push(Param::int(top));
-            let top_actors = stmt.query_map(&with_top, |r| {
-                Ok(ActorCount { kind: r.get(0)?, id: r.get(1)?, count: r.get::<i64>(2)? as u64 })
+            let groups = stmt.query_map(&with_top, |r| {
+                Ok((group_key(r, 0)?, group_key(r, 1)?, r.get::<i64>(2)? as u64, r.get::<i64>(3)?))
             })?;
+            let top_actors = groups
+                .into_iter()
+                .map(|(kind, id, count, first)| {
+                    Ok(ActorCount {
+                        kind: key_text(tx, kind, first, "actor_type")?,
+                        id: key_text(tx, id, first, "actor_id")?,
+                        count,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
             Ok(AuditStats {
                 total,
                 by_category,
@@ -705,6 +728,28 @@ fn insert<const N: usize>(
         }
     }
     Ok(())
+}
+
+/// A statistic's group key (column `i`) as its bytes; NULL is empty.
+fn group_key(r: &Row<'_>, i: usize) -> aigentflow_persistence::Result<Vec<u8>> {
+    Ok(cell_bytes(r, i)?.map(|b| b.into_owned()).unwrap_or_default())
+}
+
+/// A group key as text. A key that is not UTF-8 comes from a cell written around the log (on
+/// SQLite; PostgreSQL text is UTF-8): the statistic fails as a query of the group's first row
+/// `first` does, with the `CorruptRow` naming that row and its column (`column` if the row
+/// reads, which the key's own bytes rule out).
+fn key_text(tx: &Tx<'_>, key: Vec<u8>, first: i64, column: &'static str) -> Result<String> {
+    String::from_utf8(key).or_else(|e| {
+        let row = tx.query_row(
+            &format!("SELECT {COLUMNS} FROM audit_logs WHERE id = ?1"),
+            &[Param::int(first)],
+            RawRow::read,
+        )?;
+        Err(row
+            .and_then(|row| row.into_record().err())
+            .unwrap_or_else(|| not_text(first, column, e.utf8_error())))
+    })
 }
 
 /// The end of the chain as seen by this transaction, or None for an empty log.
