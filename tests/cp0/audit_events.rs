@@ -589,12 +589,17 @@ fn stats_over_a_row_that_is_not_utf8_name_the_row_and_its_column_on_sqlite() {
     let columns = ["category", "severity", "outcome", "actor_id", "agent", "user_id", "timestamp"];
     check(
         48,
-        (prop::sample::select(columns.to_vec()), prop::collection::vec(any::<u8>(), 1..12), 100i64..200),
+        (
+            prop::sample::select(columns.to_vec()),
+            prop::collection::vec(any::<u8>(), 1..12),
+            100i64..200,
+        ),
         |(column, mut bytes, id)| {
             bytes.insert(bytes.len() / 2, 0xff); // never UTF-8
             let t = fresh(&t);
             let log = old_and_new(&t);
-            let (actor_type, actor_id) = if column == "actor_id" { ("'user'", "NULL") } else { ("NULL", "NULL") };
+            let (actor_type, actor_id) =
+                if column == "actor_id" { ("'user'", "NULL") } else { ("NULL", "NULL") };
             let mut cells: BTreeMap<&str, String> = [
                 ("timestamp", "'2026-11-02 10:00:00.000'".to_owned()),
                 ("project_id", "'p'".to_owned()),
@@ -607,9 +612,15 @@ fn stats_over_a_row_that_is_not_utf8_name_the_row_and_its_column_on_sqlite() {
             .collect();
             cells.insert(column, format!("x'{}'", hex::encode(&bytes)));
             let (names, values): (Vec<&str>, Vec<String>) = cells.into_iter().unzip();
-            around(&t, &format!(
-                "INSERT INTO audit_logs (id, {}) VALUES ({id}, {})", names.join(", "), values.join(", ")
-            )).unwrap();
+            around(
+                &t,
+                &format!(
+                    "INSERT INTO audit_logs (id, {}) VALUES ({id}, {})",
+                    names.join(", "),
+                    values.join(", ")
+                ),
+            )
+            .unwrap();
             let err = log.stats(&AuditQuery::default(), 10).unwrap_err();
             let queried = log.query(&AuditQuery::default()).unwrap_err();
             prop_assert_eq!(err.to_string(), queried.to_string());

@@ -658,11 +658,13 @@ fn valid_event() -> impl Strategy<Value = aigentflow::audit::StoredEvent> {
     use aigentflow::audit::{Outcome as EventOutcome, Severity};
     let text = || proptest::option::of("[a-z0-9_./-]{1,8}( [a-z]{1,4})?");
     let pair = || proptest::option::of(("[a-z]{1,6}", "[a-z0-9./-]{1,8}"));
-    let json = || proptest::option::of(prop_oneof![
-        Just("null".to_owned()),
-        "[a-z]{0,6}".prop_map(|s| json!({ "k": s }).to_string()),
-        any::<i32>().prop_map(|n| n.to_string()),
-    ]);
+    let json = || {
+        proptest::option::of(prop_oneof![
+            Just("null".to_owned()),
+            "[a-z]{0,6}".prop_map(|s| json!({ "k": s }).to_string()),
+            any::<i32>().prop_map(|n| n.to_string()),
+        ])
+    };
     (
         proptest::option::of(proptest::sample::select(Severity::ALL.to_vec())),
         proptest::option::of(proptest::sample::select(EventOutcome::ALL.to_vec())),
@@ -670,22 +672,30 @@ fn valid_event() -> impl Strategy<Value = aigentflow::audit::StoredEvent> {
         (text(), text(), text(), text()),
         (json(), json()),
     )
-        .prop_map(|(severity, outcome, (actor, target), (session, workflow, correlation, error), (before, after))| {
-            aigentflow::audit::StoredEvent {
-                severity: severity.map(|s| s.as_str().to_owned()),
-                outcome: outcome.map(|o| o.as_str().to_owned()),
-                actor_type: actor.as_ref().map(|a| a.0.clone()),
-                actor_id: actor.map(|a| a.1),
-                target_type: target.as_ref().map(|t| t.0.clone()),
-                target_id: target.map(|t| t.1),
-                session_id: session,
-                workflow_id: workflow,
-                correlation_id: correlation,
-                changes_before: before,
-                changes_after: after,
-                error,
-            }
-        })
+        .prop_map(
+            |(
+                severity,
+                outcome,
+                (actor, target),
+                (session, workflow, correlation, error),
+                (before, after),
+            )| {
+                aigentflow::audit::StoredEvent {
+                    severity: severity.map(|s| s.as_str().to_owned()),
+                    outcome: outcome.map(|o| o.as_str().to_owned()),
+                    actor_type: actor.as_ref().map(|a| a.0.clone()),
+                    actor_id: actor.map(|a| a.1),
+                    target_type: target.as_ref().map(|t| t.0.clone()),
+                    target_id: target.map(|t| t.1),
+                    session_id: session,
+                    workflow_id: workflow,
+                    correlation_id: correlation,
+                    changes_before: before,
+                    changes_after: after,
+                    error,
+                }
+            },
+        )
 }
 
 /// One thing an `AuditEntry` could not hold, put into an event, with the words its refusal
@@ -701,8 +711,16 @@ fn spoiled(
     let not_json = "[a-z{}\\[\\]\":, ]{1,8}".prop_filter("JSON text or blank", |s| {
         !s.trim().is_empty() && serde_json::from_str::<serde_json::Value>(s).is_err()
     });
-    let names = ["actor type", "actor id", "target type", "target id", "session id",
-        "workflow id", "correlation id", "error"];
+    let names = [
+        "actor type",
+        "actor id",
+        "target type",
+        "target id",
+        "session id",
+        "workflow id",
+        "correlation id",
+        "error",
+    ];
     prop_oneof![
         (0usize..8, blank).prop_map({
             let event = event.clone();
@@ -710,8 +728,24 @@ fn spoiled(
                 let mut e = event.clone();
                 // Both halves of an actor or a target are set, so that only the blank is wrong.
                 let slot: &mut Option<String> = match at {
-                    0 | 1 => { e.actor_type.get_or_insert("agent".into()); e.actor_id.get_or_insert("a".into()); if at == 0 { &mut e.actor_type } else { &mut e.actor_id } }
-                    2 | 3 => { e.target_type.get_or_insert("file".into()); e.target_id.get_or_insert("f".into()); if at == 2 { &mut e.target_type } else { &mut e.target_id } }
+                    0 | 1 => {
+                        e.actor_type.get_or_insert("agent".into());
+                        e.actor_id.get_or_insert("a".into());
+                        if at == 0 {
+                            &mut e.actor_type
+                        } else {
+                            &mut e.actor_id
+                        }
+                    }
+                    2 | 3 => {
+                        e.target_type.get_or_insert("file".into());
+                        e.target_id.get_or_insert("f".into());
+                        if at == 2 {
+                            &mut e.target_type
+                        } else {
+                            &mut e.target_id
+                        }
+                    }
                     4 => &mut e.session_id,
                     5 => &mut e.workflow_id,
                     6 => &mut e.correlation_id,
@@ -735,10 +769,26 @@ fn spoiled(
             move |half| {
                 let mut e = event.clone();
                 let (what, has, lacks) = match half {
-                    0 => { e.actor_type = Some("agent".into()); e.actor_id = None; ("actor", "type", "id") }
-                    1 => { e.actor_type = None; e.actor_id = Some("a".into()); ("actor", "id", "type") }
-                    2 => { e.target_type = Some("file".into()); e.target_id = None; ("target", "type", "id") }
-                    _ => { e.target_type = None; e.target_id = Some("f".into()); ("target", "id", "type") }
+                    0 => {
+                        e.actor_type = Some("agent".into());
+                        e.actor_id = None;
+                        ("actor", "type", "id")
+                    }
+                    1 => {
+                        e.actor_type = None;
+                        e.actor_id = Some("a".into());
+                        ("actor", "id", "type")
+                    }
+                    2 => {
+                        e.target_type = Some("file".into());
+                        e.target_id = None;
+                        ("target", "type", "id")
+                    }
+                    _ => {
+                        e.target_type = None;
+                        e.target_id = Some("f".into());
+                        ("target", "id", "type")
+                    }
                 };
                 (e, format!("the {what} has a {has} but no {lacks}"))
             }
