@@ -94,8 +94,9 @@ fn the_audit_event_scenarios_of_step_04d_pass(t) {
 }
 
 on_both! {
-/// Bad input is a typed error naming the field, and nothing is written: a blank actor, target,
-/// id, error or category.
+/// Bad input is a typed error naming the field, and nothing is written: any blank text (an
+/// actor, a target, an id, an error, a category, a project, a task, an agent, a user, an
+/// address), which an export could not tell from none.
 fn a_blank_event_field_is_refused_by_name_and_writes_nothing(t) {
     let log = AuditLog::new(t.db().clone());
     let base = || entry("p", "a", Category::UserAction);
@@ -108,6 +109,11 @@ fn a_blank_event_field_is_refused_by_name_and_writes_nothing(t) {
         (AuditEntry { workflow_id: Some(" ".into()), ..base() }, "workflow id"),
         (AuditEntry { correlation_id: Some("\n".into()), ..base() }, "correlation id"),
         (base().error(" "), "error"),
+        (AuditEntry { project_id: Some("".into()), ..base() }, "project id"),
+        (AuditEntry { task_id: Some(" ".into()), ..base() }, "task id"),
+        (AuditEntry { agent: Some("".into()), ..base() }, "agent"),
+        (AuditEntry { user_id: Some("\t".into()), ..base() }, "user id"),
+        (AuditEntry { ip_address: Some("".into()), ..base() }, "ip address"),
         (AuditEntry::new("a", Category::parse(" ")), "category"),
     ];
     for (bad, field) in cases {

@@ -440,16 +440,15 @@ impl<'e> CleanEntry<'e> {
             json(after)?,
             given("error", entry.error.as_deref())?,
         ];
-        let text = |t: Option<&'e str>| t.map(Clean::text);
         Ok(Self {
             category,
             action,
             details: entry.details.as_ref().map(Clean::json).transpose()?,
-            project_id: text(entry.project_id.as_ref().map(|p| p.as_str())),
-            task_id: text(entry.task_id.as_ref().map(|t| t.as_str())),
-            agent: text(entry.agent.as_deref()),
-            user_id: text(entry.user_id.as_deref()),
-            ip_address: text(entry.ip_address.as_deref()),
+            project_id: given("project id", entry.project_id.as_ref().map(|p| p.as_str()))?,
+            task_id: given("task id", entry.task_id.as_ref().map(|t| t.as_str()))?,
+            agent: given("agent", entry.agent.as_deref())?,
+            user_id: given("user id", entry.user_id.as_deref())?,
+            ip_address: given("ip address", entry.ip_address.as_deref())?,
             event,
             imported: None,
         })
