@@ -55,8 +55,8 @@ pub use model::{
 pub use money::Money;
 pub use owner::Owner;
 pub use spans::{
-    month_range, BudgetReport, CostGroup, CostQuery, CostRow, Decision, LlmCall, NewDecision,
-    NewSpan, Span, SpanEnd, SpanId, SpanKind, SpanNode, SpanQuery, SpanStatus, UnknownKind,
-    BUDGET_KEY,
+    month_range, BudgetReport, CostGroup, CostQuery, CostRow, Decision, FinishedSpan, LlmCall,
+    NewDecision, NewSpan, Span, SpanEnd, SpanId, SpanKind, SpanNode, SpanQuery, SpanStatus,
+    UnknownKind, BUDGET_KEY,
 };
 pub use store::{mirror_invocation_in, ExecutionTracker, MAX_PAGE};
