@@ -683,8 +683,9 @@ impl Tx<'_> {
     /// to its `VALUES` (`INSERT INTO t (a, b)`), without parameters. Returns the rows inserted.
     /// It does what `{insert} VALUES (?1, …, ?N)` run once per row does, as cheaply as the
     /// backend allows: SQLite runs that one-row statement per row (a statement costs no round
-    /// trip there); PostgreSQL sends the rows in multi-row INSERTs, up to a thousand rows per
-    /// round trip.
+    /// trip there); PostgreSQL sends up to a thousand rows per round trip as one array per
+    /// column to `{insert} SELECT * FROM unnest(…)`, a statement prepared once per connection
+    /// whatever the batch's size.
     pub fn insert_rows<const N: usize>(
         &self,
         insert: &str,
