@@ -1030,8 +1030,8 @@ impl RollupTotal {
 /// in a prepared one-row `INSERT` per row, the least work there (one multi-row `INSERT` of the
 /// 1,000 rows measured 1.3–1.4× slower). On SQLite a file of the project's schema opened with the
 /// project's settings (WAL, synchronous NORMAL, foreign keys on, a commit checkpointing only a
-/// WAL of 16,384 pages), its WAL checkpointed outside the timed part as often as the project's
-/// checkpoint thread does it; on PostgreSQL a fresh database of its own.
+/// WAL of 16,384 pages), its WAL checkpointed outside the timed part ([`BareSpans::checkpoint`]);
+/// on PostgreSQL a fresh database of its own.
 pub enum BareSpans {
     Sqlite(rusqlite::Connection),
     Postgres { bare: Bare, inserts: Vec<(usize, Statement)> },
@@ -1054,8 +1054,10 @@ impl BareSpans {
         Ok(Self::Sqlite(conn))
     }
 
-    /// On SQLite, a PASSIVE checkpoint of the WAL: what the project's checkpoint thread does
-    /// every 128 commits, here run by the bench outside the timed part.
+    /// On SQLite, a PASSIVE checkpoint of the WAL, which the bench runs after every batch
+    /// outside the timed part: the project's checkpoints run on a thread of their own, so
+    /// none is timed on this side either (a commit would otherwise checkpoint a WAL of 16,384
+    /// pages itself).
     pub fn checkpoint(&mut self) -> Result<()> {
         if let Self::Sqlite(conn) = self {
             conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
