@@ -661,9 +661,11 @@ struct GenFinished {
     error: bool,
     start_attributes: Option<serde_json::Value>,
     end_attributes: Option<serde_json::Value>,
-    /// Model, provider, tokens in and out, cost (nanos, currency), latency; on LLM spans.
-    llm: Option<(usize, usize, i64, i64, Option<(i64, usize)>, Option<i64>)>,
+    llm: Option<GenUsage>,
 }
+
+/// Generated LLM usage: model, provider, tokens in and out, cost (nanos, currency), latency.
+type GenUsage = (usize, usize, i64, i64, Option<(i64, usize)>, Option<i64>);
 
 fn batch_kinds() -> [SpanKind; 6] {
     [

@@ -1034,7 +1034,7 @@ impl RollupTotal {
 /// on PostgreSQL a fresh database of its own.
 pub enum BareSpans {
     Sqlite(rusqlite::Connection),
-    Postgres { bare: Bare, inserts: Vec<(usize, Statement)> },
+    Postgres { bare: Box<Bare>, inserts: Vec<(usize, Statement)> },
 }
 
 impl BareSpans {
@@ -1069,7 +1069,7 @@ impl BareSpans {
     pub fn postgres(server: &Server, label: &str) -> Result<Self> {
         let mut bare = Bare::fresh(server, label)?;
         bare.client.batch_execute(SPANS_SCHEMA).context("run migrations-postgres/V7__spans.sql")?;
-        Ok(Self::Postgres { bare, inserts: Vec::new() })
+        Ok(Self::Postgres { bare: Box::new(bare), inserts: Vec::new() })
     }
 
     /// Records the batch's spans, all of the trace of project `project`, in one transaction.
