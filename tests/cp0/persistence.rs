@@ -1158,3 +1158,44 @@ fn agents_and_metadata_under_secret_names_keep_a_context_that_loads_and_saves_ag
     }
 }
 }
+
+on_both! {
+/// `Param::refusal` tells beforehand, value by value, whether binding refuses a value on the
+/// backend and why (NaN and times outside the stored years on both, text holding U+0000 on
+/// PostgreSQL): the rule a store writing many rows at once checks to name the row at fault.
+fn what_binding_refuses_is_told_beforehand_by_the_same_rule(t) {
+    use aigentflow::persistence::Param;
+    use chrono::NaiveDate;
+    let db = t.db();
+    db.write(|tx| tx.execute_batch("CREATE TABLE refusals (n BIGINT, r DOUBLE PRECISION, x TEXT)")).unwrap();
+    let day = |y: i32| NaiveDate::from_ymd_opt(y, 1, 1).unwrap();
+    let leap = NaiveDate::from_ymd_opt(2016, 12, 31).unwrap().and_hms_nano_opt(23, 59, 59, 1_500_000_000).unwrap().and_utc();
+    let values: Vec<(&str, Param<'static>)> = vec![
+        ("n", Param::int(5)),
+        ("n", Param::NULL),
+        ("r", Param::real(1.5)),
+        ("r", Param::real(f64::INFINITY)),
+        ("r", Param::real(f64::NAN)),
+        ("x", Param::time(Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap())),
+        ("x", Param::time(day(9999).and_hms_opt(23, 59, 59).unwrap().and_utc())),
+        ("x", Param::time(day(0).and_hms_opt(0, 0, 0).unwrap().and_utc())),
+        ("x", Param::time(day(10000).and_hms_opt(0, 0, 0).unwrap().and_utc())),
+        ("x", Param::time(day(-1).and_hms_opt(0, 0, 0).unwrap().and_utc())),
+        ("x", Param::time(leap)),
+        ("x", Param::text("plain")),
+        ("x", Param::text("a\0b")),
+        ("x", Param::text("\0")),
+    ];
+    let mut refused = 0;
+    for (column, value) in &values {
+        let told = value.refusal(t.backend());
+        let bound = db.write(|tx| tx.execute(&format!("INSERT INTO refusals ({column}) VALUES (?1)"), std::slice::from_ref(value)));
+        assert_eq!(told.is_some(), bound.is_err(), "{value:?}: told {told:?}, bound {bound:?}");
+        if let (Some(why), Err(e)) = (told, bound) {
+            assert!(e.to_string().contains(why), "{value:?}: {e}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, if t.backend() == Backend::Postgres { 6 } else { 4 });
+}
+}

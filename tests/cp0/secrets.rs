@@ -18,8 +18,8 @@ use aigentflow::persistence::redact::corpus::{self, Sample};
 use aigentflow::persistence::{ConfigStore, Database, Error, Scope, SqliteStateStore};
 use aigentflow::states::{Event, ProjectId, StateContext, StateMachine, StateStore, TaskId};
 use aigentflow::tracker::{
-    ExecutionTracker, InvocationUpdate, LlmCall, NewDecision, NewInvocation, NewSpan, SpanEnd,
-    SpanKind, SpanStatus, TraceId,
+    ExecutionTracker, FinishedSpan, InvocationUpdate, LlmCall, NewDecision, NewInvocation, NewSpan,
+    SpanEnd, SpanId, SpanKind, SpanStatus, TraceId,
 };
 use serde_json::{json, Value};
 
@@ -173,6 +173,20 @@ fn write_everywhere(db: &Database, i: usize, s: &Sample) {
     let end =
         SpanEnd { status: SpanStatus::Error, ended_at: None, attributes: Some(value.clone()) };
     tracker.end_span(&span.id, &end).unwrap();
+
+    // A batch of finished spans: the same fields, the ids too, a parent later in the batch.
+    let parent = SpanId::new(format!("batch-{i}-{text}"));
+    let start = |kind: SpanKind| NewSpan {
+        session_id: Some(text.to_owned()),
+        attributes: Some(value.clone()),
+        ..NewSpan::new(trace.id.clone(), kind, text)
+    };
+    let child = SpanId::new(format!("batch-{i}-child-{text}"));
+    let batch = [
+        FinishedSpan::new(child, start(SpanKind::Llm).under(&parent), end.clone()).with_llm(call),
+        FinishedSpan::new(parent, start(SpanKind::Agent), end),
+    ];
+    assert_eq!(tracker.record_spans(&batch).unwrap(), 2);
 }
 
 /// The messages of the errors of the state store and the configuration that refuse input
@@ -207,7 +221,24 @@ fn refusals(db: &Database, s: &Sample) -> Vec<String> {
             .update(&LessonId::new(text), &LessonUpdate::default())
             .unwrap_err(),
     );
-    push(&ExecutionTracker::new(db.clone()).heartbeat(&TraceId::new(text)).unwrap_err());
+    let tracker = ExecutionTracker::new(db.clone());
+    push(&tracker.heartbeat(&TraceId::new(text)).unwrap_err());
+    let end = SpanEnd { status: SpanStatus::Ok, ended_at: None, attributes: None };
+    let trace = tracker.start_trace(&"p".into(), &"t".into(), "refusals").unwrap().id;
+    let span = |id: &str, trace: &TraceId, parent: Option<&str>| {
+        let mut start = NewSpan::new(trace.clone(), SpanKind::Tool, text);
+        start.parent_id = parent.map(SpanId::new);
+        FinishedSpan::new(SpanId::new(id), start, end.clone())
+    };
+    // An unknown trace, an unknown parent, an id twice in the batch.
+    let batches = [
+        vec![span(text, &TraceId::new(text), None)],
+        vec![span("x", &trace, Some(text))],
+        vec![span(text, &trace, None), span(text, &trace, None)],
+    ];
+    for batch in &batches {
+        push(&tracker.record_spans(batch).unwrap_err());
+    }
     let query = AuditQuery { start: Some(text.to_owned()), ..AuditQuery::default() };
     push(&AuditLog::new(db.clone()).query(&query).unwrap_err());
     messages

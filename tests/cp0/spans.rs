@@ -9,9 +9,9 @@ use std::sync::Arc;
 use aigentflow::persistence::{Backend, ConfigStore, Database, ManualClock, Options, Scope};
 use aigentflow::states::ProjectId;
 use aigentflow::tracker::{
-    CostGroup, CostQuery, CostRow, Error, ExecutionTracker, InvocationUpdate, LlmCall, Money,
-    NewDecision, NewInvocation, NewSpan, Outcome, Span, SpanEnd, SpanId, SpanKind, SpanNode,
-    SpanQuery, SpanStatus, TokenUsage, TraceId,
+    CostGroup, CostQuery, CostRow, Error, ExecutionTracker, FinishedSpan, InvocationUpdate,
+    LlmCall, Money, NewDecision, NewInvocation, NewSpan, Outcome, Span, SpanEnd, SpanId, SpanKind,
+    SpanNode, SpanQuery, SpanStatus, TokenUsage, TraceId,
 };
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use proptest::prelude::*;
@@ -563,6 +563,37 @@ fn cost_rollups_equal_a_naive_sum_over_random_spans(t) {
 }
 }
 
+/// A rollup without filters binds no parameter, so the plan PostgreSQL keeps for it once it
+/// has run five times is the plan for no filter (a parameter standing for "no filter" got a
+/// plan for any value, which sorted every span on disk: twice as slow). Read from the session's
+/// prepared statements: no plan made per call, one plan reused.
+#[test]
+fn a_rollup_without_filters_keeps_the_plan_for_no_filter_on_postgres() {
+    let Some(t) = TestDb::postgres() else { return };
+    let tracker = ExecutionTracker::new(t.db().clone());
+    for by in CostGroup::ALL {
+        let q = CostQuery { project: None, by, since: None, until: None };
+        for _ in 0..8 {
+            tracker.cost_rollup(&q).unwrap();
+        }
+    }
+    let plans = t
+        .db()
+        .read(|tx| {
+            tx.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(custom_plans), 0)::BIGINT,
+                     COALESCE(SUM(generic_plans), 0)::BIGINT
+                 FROM pg_prepared_statements
+                 WHERE statement LIKE '%FROM spans%' AND statement LIKE '%GROUP BY 1, 2, 3%'
+                     AND statement NOT LIKE '%pg_prepared_statements%'",
+                &[],
+                |r| Ok((r.get::<i64>(0)?, r.get::<i64>(1)?, r.get::<i64>(2)?)),
+            )
+        })
+        .unwrap();
+    assert_eq!(plans, Some((4, 0, 32)), "statements, plans made per call, plans reused");
+}
+
 on_both! {
 fn a_month_of_spend_is_exact_against_the_project_budget_in_config(t) {
     let (tracker, _clock) = clocked(t, noon());
@@ -601,5 +632,396 @@ fn a_month_of_spend_is_exact_against_the_project_budget_in_config(t) {
         let err = tracker.budget_report(&"p1".into(), month).unwrap_err();
         assert!(matches!(err, Error::InvalidInput { what: "budget" | "cost", .. }), "{bad}: {err}");
     }
+}
+}
+
+// ---- batches --------------------------------------------------------------------------------
+
+/// Where a generated span's parent is: none, one of the stored spans, or an earlier generated
+/// span (an index, taken below the span's own).
+#[derive(Debug, Clone)]
+enum GenParent {
+    Top,
+    Stored(usize),
+    Earlier(proptest::sample::Index),
+}
+
+/// One generated finished span, generated parents first.
+#[derive(Debug, Clone)]
+struct GenFinished {
+    trace: usize,
+    parent: GenParent,
+    kind: usize,
+    name: usize,
+    session: Option<usize>,
+    /// None: the clock's now (noon); else this many microseconds before noon.
+    start_us: Option<i64>,
+    /// None: the clock's now; else this many microseconds after the start.
+    end_after_us: Option<i64>,
+    error: bool,
+    start_attributes: Option<serde_json::Value>,
+    end_attributes: Option<serde_json::Value>,
+    llm: Option<GenUsage>,
+}
+
+/// Generated LLM usage: model, provider, tokens in and out, cost (nanos, currency), latency.
+type GenUsage = (usize, usize, i64, i64, Option<(i64, usize)>, Option<i64>);
+
+fn batch_kinds() -> [SpanKind; 6] {
+    [
+        SpanKind::Agent,
+        SpanKind::Tool,
+        SpanKind::Llm,
+        SpanKind::Workflow,
+        SpanKind::Other,
+        SpanKind::parse("retrieval"),
+    ]
+}
+
+/// Names and sessions, some holding secrets the policy replaces.
+fn batch_texts() -> [String; 5] {
+    let key = format!("AKIA{}", "IOSFODNN7EXAMPLE");
+    [
+        "coder".to_owned(),
+        "complete".to_owned(),
+        format!("call with {key}"),
+        "password: hunter2".to_owned(),
+        "s-1".to_owned(),
+    ]
+}
+
+fn gen_json() -> impl Strategy<Value = serde_json::Value> {
+    let key = format!("AKIA{}", "IOSFODNN7EXAMPLE");
+    let leaf = prop_oneof![
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+        proptest::sample::select(vec![
+            "plain".to_owned(),
+            format!("key {key}"),
+            "token=abc123XYZ".to_owned()
+        ])
+        .prop_map(serde_json::Value::from),
+        any::<bool>().prop_map(serde_json::Value::from),
+        Just(serde_json::Value::Null),
+    ];
+    let keys = proptest::sample::select(vec![
+        "a".to_owned(),
+        "b".to_owned(),
+        "password".to_owned(),
+        key.clone(),
+        format!("{key}x"),
+    ]);
+    prop_oneof![
+        3 => proptest::collection::btree_map(keys, leaf.clone(), 0..4)
+            .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        1 => leaf.clone(),
+        1 => proptest::collection::vec(leaf, 0..3).prop_map(serde_json::Value::from),
+    ]
+}
+
+fn gen_finished() -> impl Strategy<Value = GenFinished> {
+    let parent = prop_oneof![
+        Just(GenParent::Top),
+        (0..2usize).prop_map(GenParent::Stored),
+        any::<proptest::sample::Index>().prop_map(GenParent::Earlier),
+    ];
+    let llm = (
+        0..3usize,
+        0..2usize,
+        0..1_000_000i64,
+        0..1_000_000i64,
+        proptest::option::of((0..5_000_000_000i64, 0..2usize)),
+        proptest::option::of(0..10_000i64),
+    );
+    (
+        (0..2usize, parent, 0..6usize, 0..4usize, proptest::option::of(2..5usize)),
+        (
+            proptest::option::of(0..90_000_000i64),
+            proptest::option::of(0..5_000_000i64),
+            any::<bool>(),
+        ),
+        (
+            proptest::option::of(gen_json()),
+            proptest::option::of(gen_json()),
+            proptest::option::of(llm),
+        ),
+    )
+        .prop_map(
+            |(
+                (trace, parent, kind, name, session),
+                (start_us, end_after_us, error),
+                (start_attributes, end_attributes, llm),
+            )| {
+                GenFinished {
+                    trace,
+                    parent,
+                    kind,
+                    name,
+                    session,
+                    start_us,
+                    end_after_us,
+                    error,
+                    start_attributes,
+                    end_attributes,
+                    llm,
+                }
+            },
+        )
+}
+
+/// The generated spans with each one's trace made its parent's (a stored span `k` is in
+/// trace `k`), and an order to give them in as a batch.
+fn gen_batch() -> impl Strategy<Value = (Vec<GenFinished>, Vec<usize>)> {
+    proptest::collection::vec(gen_finished(), 0..24).prop_flat_map(|mut spans| {
+        for k in 0..spans.len() {
+            spans[k].trace = match &spans[k].parent {
+                GenParent::Top => spans[k].trace,
+                GenParent::Stored(s) => *s,
+                GenParent::Earlier(_) if k == 0 => spans[k].trace,
+                GenParent::Earlier(j) => spans[j.index(k)].trace,
+            };
+        }
+        let order: Vec<usize> = (0..spans.len()).collect();
+        (Just(spans), Just(order).prop_shuffle())
+    })
+}
+
+/// The traces and the spans stored before the batch (span `k` in trace `k`: an agent span with
+/// a session, a workflow span without).
+fn stored_before(tracker: &ExecutionTracker, traces: &[TraceId]) -> Vec<SpanId> {
+    let agent = NewSpan {
+        session_id: Some("s-stored".into()),
+        ..NewSpan::new(traces[0].clone(), SpanKind::Agent, "planner")
+    };
+    let flow = NewSpan::new(traces[1].clone(), SpanKind::Workflow, "flow");
+    [agent, flow].iter().map(|n| tracker.start_span(n).unwrap().id).collect()
+}
+
+/// Generated span `k` as the tracker takes it, with the id `id`; the stored spans and the
+/// generated ones before it (at least) are named by `stored` and `earlier`.
+fn finished(
+    g: &GenFinished,
+    k: usize,
+    id: &SpanId,
+    traces: &[TraceId],
+    stored: &[SpanId],
+    earlier: &[SpanId],
+) -> FinishedSpan {
+    let texts = batch_texts();
+    let kind = batch_kinds()[g.kind].clone();
+    let started_at = g.start_us.map(|us| noon() - Duration::microseconds(us));
+    let mut start = NewSpan {
+        session_id: g.session.map(|s| texts[s].clone()),
+        started_at,
+        attributes: g.start_attributes.clone(),
+        ..NewSpan::new(traces[g.trace].clone(), kind.clone(), texts[g.name].clone())
+    };
+    start.parent_id = match &g.parent {
+        GenParent::Top => None,
+        GenParent::Stored(s) => Some(stored[*s].clone()),
+        GenParent::Earlier(_) if k == 0 => None,
+        GenParent::Earlier(j) => Some(earlier[j.index(k)].clone()),
+    };
+    let end = SpanEnd {
+        status: if g.error { SpanStatus::Error } else { SpanStatus::Ok },
+        ended_at: g
+            .end_after_us
+            .map(|us| started_at.unwrap_or_else(noon) + Duration::microseconds(us)),
+        attributes: g.end_attributes.clone(),
+    };
+    let llm =
+        g.llm.filter(|_| kind == SpanKind::Llm).map(|(m, v, input, output, cost, latency_ms)| {
+            LlmCall {
+                model: MODELS[m].into(),
+                provider: PROVIDERS[v].into(),
+                input_tokens: input,
+                output_tokens: output,
+                cost: cost.map(|(n, c)| Money::from_nanos(n, CURRENCIES[c]).unwrap()),
+                latency_ms,
+            }
+        });
+    FinishedSpan { id: id.clone(), start, end, llm }
+}
+
+/// Every stored span, its id and parent renamed by `rename`, sorted by id; and every rollup.
+fn read_back(
+    tracker: &ExecutionTracker,
+    rename: &BTreeMap<SpanId, SpanId>,
+) -> (Vec<Span>, Vec<Vec<CostRow>>) {
+    let mut spans = tracker.spans(&SpanQuery::default()).unwrap();
+    for span in &mut spans {
+        span.id = rename.get(&span.id).cloned().unwrap_or_else(|| span.id.clone());
+        span.parent_id =
+            span.parent_id.as_ref().map(|p| rename.get(p).cloned().unwrap_or_else(|| p.clone()));
+    }
+    spans.sort_by(|a, b| a.id.cmp(&b.id));
+    let rollups = CostGroup::ALL
+        .into_iter()
+        .flat_map(|by| {
+            [None, Some(ProjectId::new("p1"))].map(|project| CostQuery {
+                project,
+                by,
+                since: None,
+                until: None,
+            })
+        })
+        .map(|q| tracker.cost_rollup(&q).unwrap())
+        .collect();
+    (spans, rollups)
+}
+
+on_both! {
+/// Spans recorded in a batch (in any order, parents after their children too) read back, and
+/// add up in every rollup, exactly as the same spans recorded one at a time: inherited session
+/// and agent, redacted texts and attributes, end attributes merged, times to the millisecond.
+fn a_batch_of_finished_spans_is_stored_as_recording_them_one_at_a_time(t) {
+    let (tracker, _clock) = clocked(t, noon());
+    let traces: Vec<TraceId> = ["p1", "p2"]
+        .iter()
+        .map(|p| tracker.start_trace(&(*p).into(), &"t".into(), "x").unwrap().id)
+        .collect();
+    let mut runner = TestRunner::new(Config { cases: 32, ..Config::default() });
+    runner
+        .run(&gen_batch(), |(gens, order)| {
+            let ids: Vec<SpanId> = (0..gens.len()).map(|k| SpanId::new(format!("batch-{k:02}"))).collect();
+            // One at a time, parents first: start, usage, end.
+            tamper(t, "DELETE FROM span_decisions; DELETE FROM spans;");
+            let stored = stored_before(&tracker, &traces);
+            let mut rename: BTreeMap<SpanId, SpanId> = BTreeMap::new();
+            for (k, s) in stored.iter().enumerate() {
+                rename.insert(s.clone(), SpanId::new(format!("stored-{k}")));
+            }
+            let mut written: Vec<SpanId> = Vec::new();
+            for (k, g) in gens.iter().enumerate() {
+                let f = finished(g, k, &ids[k], &traces, &stored, &written);
+                let span = tracker.start_span(&f.start).unwrap();
+                if let Some(call) = &f.llm {
+                    tracker.record_llm(&span.id, call).unwrap();
+                }
+                tracker.end_span(&span.id, &f.end).unwrap();
+                rename.insert(span.id.clone(), ids[k].clone());
+                written.push(span.id);
+            }
+            let one_at_a_time = read_back(&tracker, &rename);
+            prop_assert_eq!(one_at_a_time.0.len(), gens.len() + 2);
+
+            // The same spans in one batch, in the shuffled order.
+            tamper(t, "DELETE FROM span_decisions; DELETE FROM spans;");
+            let stored = stored_before(&tracker, &traces);
+            let mut rename: BTreeMap<SpanId, SpanId> = BTreeMap::new();
+            for (k, s) in stored.iter().enumerate() {
+                rename.insert(s.clone(), SpanId::new(format!("stored-{k}")));
+            }
+            let batch: Vec<FinishedSpan> = order.iter().map(|&k| finished(&gens[k], k, &ids[k], &traces, &stored, &ids)).collect();
+            prop_assert_eq!(tracker.record_spans(&batch).unwrap(), gens.len());
+            let batched = read_back(&tracker, &rename);
+            prop_assert_eq!(batched, one_at_a_time);
+            Ok(())
+        })
+        .unwrap();
+}
+}
+
+/// A good batch of five spans for the refusal tests: an LLM span and a tool span below an agent
+/// span of the batch that comes after them (itself below a stored span of trace `a`), a
+/// workflow span in trace `b`, and a top-level LLM span in trace `a`.
+fn good_batch(a: &TraceId, b: &TraceId, stored_a: &SpanId) -> Vec<FinishedSpan> {
+    let id = |k: usize| SpanId::new(format!("batch-{k}"));
+    let at = |ms: i64| Some(noon() - Duration::milliseconds(ms));
+    let ok = |started: i64| SpanEnd {
+        status: SpanStatus::Ok,
+        ended_at: at(started - 5),
+        attributes: None,
+    };
+    let span = |trace: &TraceId, kind: SpanKind, name: &str, started: i64| NewSpan {
+        started_at: at(started),
+        ..NewSpan::new(trace.clone(), kind, name)
+    };
+    vec![
+        FinishedSpan::new(id(0), span(a, SpanKind::Llm, "complete", 90).under(&id(1)), ok(90))
+            .with_llm(llm("m-small", "anthropic", 10, 20, Some("0.25"))),
+        FinishedSpan::new(id(1), span(a, SpanKind::Agent, "coder", 100).under(stored_a), ok(100)),
+        FinishedSpan::new(id(2), span(a, SpanKind::Tool, "search", 80).under(&id(1)), ok(80)),
+        FinishedSpan::new(id(3), span(b, SpanKind::Workflow, "flow", 70), ok(70)),
+        FinishedSpan::new(id(4), span(a, SpanKind::Llm, "complete", 60), ok(60))
+            .with_llm(llm("m-large", "local", 1, 2, None)),
+    ]
+}
+
+on_both! {
+/// Every check of the one-at-a-time path, and those only a batch needs (ids, circles), refuses
+/// a bad span of a batch by its index and the field at fault, before anything is written: the
+/// stored spans stay as they were, and a caller's transaction goes on.
+fn a_bad_span_in_a_batch_is_refused_by_index_and_field_and_nothing_is_written(t) {
+    let (tracker, _clock) = clocked(t, noon());
+    let a = tracker.start_trace(&"p1".into(), &"t1".into(), "a").unwrap().id;
+    let b = tracker.start_trace(&"p2".into(), &"t2".into(), "b").unwrap().id;
+    let stored_a = tracker.start_span(&NewSpan::new(a.clone(), SpanKind::Agent, "planner")).unwrap().id;
+    let stored_b = tracker.start_span(&NewSpan::new(b.clone(), SpanKind::Tool, "x")).unwrap().id;
+    let before = everything(&tracker);
+    let far = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap() + Duration::seconds(5);
+    type Spoil = Box<dyn Fn(&mut Vec<FinishedSpan>)>;
+    let (sa, sb) = (stored_a.clone(), stored_b.clone());
+    let mut cases: Vec<(usize, &str, Spoil)> = vec![
+        (2, "span name", Box::new(|s| s[2].start.name = String::new())),
+        (2, "span name", Box::new(|s| s[2].start.name = " \n\t".into())),
+        (3, "trace no-such-trace not found", Box::new(|s| s[3].start.trace_id = "no-such-trace".into())),
+        (2, "span no-such-span not found", Box::new(|s| s[2].start.parent_id = Some("no-such-span".into()))),
+        (4, "parent span", Box::new(move |s| s[4].start.parent_id = Some(sb.clone()))),
+        (3, "parent span", Box::new(|s| s[3].start.parent_id = Some("batch-1".into()))),
+        (4, "parent span", Box::new(|s| s[4].start.parent_id = Some("batch-4".into()))),
+        (0, "parent span", Box::new(|s| s[1].start.parent_id = Some("batch-2".into()))),
+        (3, "span id", Box::new(|s| s[3].id = "batch-1".into())),
+        (4, "span id", Box::new(move |s| s[4].id = sa.clone())),
+        (4, "span id", Box::new(|s| s[4].id = SpanId::new(""))),
+        (4, "span id", Box::new(|s| s[4].id = "invocation-1".into())),
+        (2, "span kind", Box::new(|s| s[2].llm = Some(llm("m", "p", 1, 1, None)))),
+        (0, "input tokens", Box::new(|s| s[0].llm.as_mut().unwrap().input_tokens = -1)),
+        (0, "output tokens", Box::new(|s| s[0].llm.as_mut().unwrap().output_tokens = i64::MIN)),
+        (0, "latency", Box::new(|s| s[0].llm.as_mut().unwrap().latency_ms = Some(-5))),
+        (4, "model", Box::new(|s| s[4].llm.as_mut().unwrap().model = String::new())),
+        (4, "provider", Box::new(|s| s[4].llm.as_mut().unwrap().provider = " ".into())),
+        (3, "span status", Box::new(|s| s[3].end.status = SpanStatus::Running)),
+        (4, "end time", Box::new(|s| s[4].end.ended_at = Some(noon() - Duration::milliseconds(61)))),
+        (3, "end time", Box::new(|s| s[3].start.started_at = None)),
+        (4, "start time", Box::new(move |s| { s[4].start.started_at = Some(far); s[4].end.ended_at = Some(far); })),
+        (4, "end time", Box::new(move |s| s[4].end.ended_at = Some(far))),
+    ];
+    if t.backend() == Backend::Postgres {
+        cases.push((2, "span name", Box::new(|s| s[2].start.name = "a\0b".into())));
+        cases.push((3, "session", Box::new(|s| s[3].start.session_id = Some("s\0".into()))));
+        cases.push((0, "model", Box::new(|s| s[0].llm.as_mut().unwrap().model = "m\0".into())));
+    }
+    for (index, named, spoil) in &cases {
+        let mut batch = good_batch(&a, &b, &stored_a);
+        spoil(&mut batch);
+        let err = tracker.record_spans(&batch).unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with(&format!("span {index} of the batch: ")), "{named}: {message}");
+        assert!(message.contains(named) && !message.ends_with('.'), "{named}: {message}");
+        let Error::InBatch { index: at, error } = err else { panic!("{named}: {message}") };
+        assert_eq!(at, *index, "{message}");
+        assert!(
+            matches!(*error, Error::InvalidInput { .. } | Error::UnknownSpan { .. } | Error::UnknownTrace { .. }),
+            "{named}: {error:?}"
+        );
+        assert_eq!(everything(&tracker), before, "{named}: a refused batch writes nothing");
+    }
+
+    // Refused inside a caller's transaction before any statement wrote: the transaction goes on.
+    let mut bad = good_batch(&a, &b, &stored_a);
+    bad[4].start.name = String::new();
+    let kept = t.db().write(|tx| {
+        assert!(matches!(tracker.record_spans_in(tx, &bad), Err(Error::InBatch { index: 4, .. })));
+        tracker.start_span_in(tx, &NewSpan::new(a.clone(), SpanKind::Tool, "after"))
+    }).unwrap();
+    assert_eq!(tracker.get_span(&kept.id).unwrap().map(|s| s.name), Some("after".to_owned()));
+
+    // The good batch itself is taken whole; an empty one writes nothing.
+    assert_eq!(tracker.record_spans(&[]).unwrap(), 0);
+    assert_eq!(tracker.record_spans(&good_batch(&a, &b, &stored_a)).unwrap(), 5);
+    let coder = tracker.get_span(&"batch-0".into()).unwrap().unwrap();
+    assert_eq!((coder.agent.as_deref(), coder.parent_id), (Some("coder"), Some("batch-1".into())));
+    assert_eq!(tracker.spans(&SpanQuery::default()).unwrap().len(), before.0.len() + 6);
 }
 }

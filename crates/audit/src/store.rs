@@ -85,8 +85,8 @@ const SUMMARY: &str = "SELECT CAST(category AS TEXT) AS c, COUNT(*), MIN(id) FRO
 /// [`SUMMARY`] on PostgreSQL, where a column holds only text.
 const SUMMARY_PG: &str = "SELECT category AS c, COUNT(*), MIN(id) FROM audit_logs
     WHERE project_id = ?1 GROUP BY c ORDER BY COUNT(*) DESC, c";
-/// The appended rows go in with [`Tx::insert_rows`]: one statement per row on SQLite, multi-row
-/// statements on PostgreSQL. Every column of [`COLUMNS`], in its order.
+/// The appended rows go in with [`Tx::insert_rows`]: one statement per row on SQLite, one
+/// statement of an array per column on PostgreSQL. Every column of [`COLUMNS`], in its order.
 const INSERT: &str = "INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash, origin_source, severity, outcome, actor_type, actor_id, target_type, target_id, session_id, workflow_id, correlation_id, changes_before, changes_after, error, hash_version)";
 /// [`INSERT`] of entries without event fields or provenance (see [`APPEND_ONE_PLAIN_PG`]).
 const INSERT_PLAIN: &str = "INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash, hash_version)";

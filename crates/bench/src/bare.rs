@@ -1,8 +1,9 @@
-//! The bare baselines on PostgreSQL: each workload's work done with the `postgres` crate
-//! directly, on a fresh database of the same server holding the same schema
-//! (`migrations-postgres/V1__schema.sql`, run as it is), with the least work PostgreSQL allows —
-//! prepared statements, one round trip where one statement does, `COPY` where rows move in bulk,
-//! no hashing, no redaction, no checks, no pool.
+//! The bare baselines: each workload's work done with the `postgres` crate directly, on a fresh
+//! database of the same server holding the same schema (`migrations-postgres/V1__schema.sql`,
+//! run as it is), with the least work PostgreSQL allows — prepared statements, one round trip
+//! where one statement does, `COPY` where rows move in bulk, no hashing, no redaction, no
+//! checks, no pool. W8's also runs on SQLite, with `rusqlite` directly on a file of its own
+//! ([`BareSpans`]).
 //!
 //! Rows are loaded with `COPY … FROM STDIN` (untimed); what is timed mirrors what the project's
 //! API does for the same workload (see each method).
@@ -12,7 +13,7 @@ use std::io::Write;
 use aigentflow_audit::AuditEntry;
 use aigentflow_core_states::{time, PersistedState};
 use aigentflow_lessons::NewLesson;
-use aigentflow_tracker::NewInvocation;
+use aigentflow_tracker::{FinishedSpan, Money, NewInvocation};
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use postgres::types::ToSql;
@@ -863,6 +864,289 @@ impl BareListing {
     }
 }
 
+// ---- W8 ---------------------------------------------------------------------------------------
+
+/// The PostgreSQL migration that makes the spans table and its indexes, run after [`SCHEMA`]
+/// on W8's bare database.
+pub const SPANS_SCHEMA: &str = include_str!("../../../migrations-postgres/V7__spans.sql");
+
+/// The columns a finished span's row is written with, as the project writes them.
+const SPAN_COLUMNS: &str = "id, trace_id, parent_id, kind, name, status, started_at, ended_at, \
+    attributes, project_id, session_id, agent, model, provider, input_tokens, output_tokens, \
+    cost_nanos, currency, latency_ms";
+
+/// How many columns [`SPAN_COLUMNS`] names.
+const SPAN_WIDTH: usize = 19;
+
+/// W8's rollup: calls, tokens and cost of LLM spans per day, model and currency.
+const SPAN_ROLLUP: &str = "SELECT substr(started_at, 1, 10), model, currency, COUNT(*),
+        SUM(input_tokens), SUM(output_tokens), SUM(cost_nanos)
+    FROM spans WHERE kind = 'llm' GROUP BY 1, 2, 3";
+
+/// [`SPAN_ROLLUP`] in PostgreSQL's dialect (a sum of BIGINT is NUMERIC there).
+const SPAN_ROLLUP_PG: &str = "SELECT substr(started_at, 1, 10), model, currency, COUNT(*),
+        SUM(input_tokens)::BIGINT, SUM(output_tokens)::BIGINT, SUM(cost_nanos)::BIGINT
+    FROM spans WHERE kind = 'llm' GROUP BY 1, 2, 3";
+
+/// The WAL size in pages at which a SQLite commit checkpoints, as the project sets it.
+const SQLITE_SAFETY_NET_PAGES: i64 = 16_384;
+
+/// NULL in a text column.
+static NO_TEXT: Option<&str> = None;
+
+/// A top-level finished span as its row's values (no parent, no agent: W8's spans have none).
+struct SpanRow<'s> {
+    id: &'s str,
+    trace_id: &'s str,
+    kind: &'s str,
+    name: &'s str,
+    status: &'s str,
+    started_at: String,
+    ended_at: String,
+    attributes: Option<String>,
+    project_id: &'s str,
+    session_id: Option<&'s str>,
+    model: Option<&'s str>,
+    provider: Option<&'s str>,
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+    cost_nanos: Option<i64>,
+    currency: Option<&'s str>,
+    latency_ms: Option<i64>,
+}
+
+impl<'s> SpanRow<'s> {
+    fn new(span: &'s FinishedSpan, project_id: &'s str) -> Result<Self> {
+        let (start, end) = (&span.start, &span.end);
+        let call = span.llm.as_ref();
+        let cost = call.and_then(|c| c.cost.as_ref());
+        Ok(Self {
+            id: span.id.as_str(),
+            trace_id: start.trace_id.as_str(),
+            kind: start.kind.as_str(),
+            name: &start.name,
+            status: end.status.as_str(),
+            started_at: time::to_db(start.started_at.context("a W8 span has its start")?),
+            ended_at: time::to_db(end.ended_at.context("a W8 span has its end")?),
+            attributes: end.attributes.as_ref().map(serde_json::to_string).transpose()?,
+            project_id,
+            session_id: start.session_id.as_deref(),
+            model: call.map(|c| c.model.as_str()),
+            provider: call.map(|c| c.provider.as_str()),
+            input_tokens: call.map(|c| c.input_tokens),
+            output_tokens: call.map(|c| c.output_tokens),
+            cost_nanos: cost.map(Money::nanos),
+            currency: cost.map(Money::currency),
+            latency_ms: call.and_then(|c| c.latency_ms),
+        })
+    }
+
+    fn pg(&self) -> [&(dyn ToSql + Sync); SPAN_WIDTH] {
+        [
+            &self.id,
+            &self.trace_id,
+            &NO_TEXT,
+            &self.kind,
+            &self.name,
+            &self.status,
+            &self.started_at,
+            &self.ended_at,
+            &self.attributes,
+            &self.project_id,
+            &self.session_id,
+            &NO_TEXT,
+            &self.model,
+            &self.provider,
+            &self.input_tokens,
+            &self.output_tokens,
+            &self.cost_nanos,
+            &self.currency,
+            &self.latency_ms,
+        ]
+    }
+
+    fn sqlite(&self) -> [&dyn rusqlite::ToSql; SPAN_WIDTH] {
+        [
+            &self.id,
+            &self.trace_id,
+            &NO_TEXT,
+            &self.kind,
+            &self.name,
+            &self.status,
+            &self.started_at,
+            &self.ended_at,
+            &self.attributes,
+            &self.project_id,
+            &self.session_id,
+            &NO_TEXT,
+            &self.model,
+            &self.provider,
+            &self.input_tokens,
+            &self.output_tokens,
+            &self.cost_nanos,
+            &self.currency,
+            &self.latency_ms,
+        ]
+    }
+}
+
+/// `INSERT INTO spans (…) VALUES (?1, …, ?19), (?20, …)` for `rows` rows, `?N` or `$N`.
+fn span_insert(rows: usize, sign: char) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let row: Vec<String> =
+                (1..=SPAN_WIDTH).map(|c| format!("{sign}{}", r * SPAN_WIDTH + c)).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect();
+    format!("INSERT INTO spans ({SPAN_COLUMNS}) VALUES {}", values.join(", "))
+}
+
+/// A rollup's total: rows, calls, input and output tokens, cost in nanos (to check that both
+/// sides added up the same spans).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RollupTotal {
+    pub rows: usize,
+    pub calls: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_nanos: i64,
+}
+
+impl RollupTotal {
+    /// Adds a row of the rollup.
+    pub fn add(&mut self, calls: i64, input: i64, output: i64, cost: Option<i64>) {
+        self.rows += 1;
+        self.calls += calls;
+        self.input_tokens += input;
+        self.output_tokens += output;
+        self.cost_nanos += cost.unwrap_or(0);
+    }
+}
+
+/// W8's bare spans: per batch one transaction holding its rows, and the rollup as one `GROUP BY`
+/// query, every column read through the driver. On PostgreSQL the rows go in one multi-row
+/// `INSERT` (prepared once per batch size); on SQLite, where a statement costs no round trip,
+/// in a prepared one-row `INSERT` per row, the least work there (one multi-row `INSERT` of the
+/// 1,000 rows measured 1.3–1.4× slower). On SQLite a file of the project's schema opened with the
+/// project's settings (WAL, synchronous NORMAL, foreign keys on, a commit checkpointing only a
+/// WAL of 16,384 pages), its WAL checkpointed outside the timed part ([`BareSpans::checkpoint`]);
+/// on PostgreSQL a fresh database of its own.
+pub enum BareSpans {
+    Sqlite(rusqlite::Connection),
+    Postgres { bare: Box<Bare>, inserts: Vec<(usize, Statement)> },
+}
+
+impl BareSpans {
+    /// A SQLite file at `path`, made by the project's migrations (untimed), opened directly.
+    pub fn sqlite(path: &std::path::Path) -> Result<Self> {
+        aigentflow_persistence::Database::open(path)?.close()?;
+        let conn = rusqlite::Connection::open(path)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        anyhow::ensure!(
+            mode.eq_ignore_ascii_case("wal"),
+            "{}: journal mode {mode}",
+            path.display()
+        );
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "wal_autocheckpoint", SQLITE_SAFETY_NET_PAGES)?;
+        Ok(Self::Sqlite(conn))
+    }
+
+    /// On SQLite, a PASSIVE checkpoint of the WAL, which the bench runs after every batch
+    /// outside the timed part: the project's checkpoints run on a thread of their own, so
+    /// none is timed on this side either (a commit would otherwise checkpoint a WAL of 16,384
+    /// pages itself).
+    pub fn checkpoint(&mut self) -> Result<()> {
+        if let Self::Sqlite(conn) = self {
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    /// A fresh database on `server` with the schema and the spans table.
+    pub fn postgres(server: &Server, label: &str) -> Result<Self> {
+        let mut bare = Bare::fresh(server, label)?;
+        bare.client.batch_execute(SPANS_SCHEMA).context("run migrations-postgres/V7__spans.sql")?;
+        Ok(Self::Postgres { bare: Box::new(bare), inserts: Vec::new() })
+    }
+
+    /// Records the batch's spans, all of the trace of project `project`, in one transaction.
+    pub fn record(&mut self, spans: &[FinishedSpan], project: &str) -> Result<()> {
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let rows = spans.iter().map(|s| SpanRow::new(s, project)).collect::<Result<Vec<_>>>()?;
+        match self {
+            Self::Sqlite(conn) => {
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let mut insert = tx.prepare_cached(&span_insert(1, '?'))?;
+                for row in &rows {
+                    insert.execute(row.sqlite().as_slice())?;
+                }
+                drop(insert);
+                tx.commit()?;
+            }
+            Self::Postgres { bare, inserts } => {
+                let insert = match inserts.iter().find(|(n, _)| *n == rows.len()) {
+                    Some((_, s)) => s.clone(),
+                    None => {
+                        let s = bare.client.prepare(&span_insert(rows.len(), '$'))?;
+                        inserts.push((rows.len(), s.clone()));
+                        s
+                    }
+                };
+                let params: Vec<&(dyn ToSql + Sync)> = rows.iter().flat_map(SpanRow::pg).collect();
+                let mut tx = bare.client.transaction()?;
+                tx.execute(&insert, &params)?;
+                tx.commit()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Vacuums and analyses a PostgreSQL database, as autovacuum would on a server left alone.
+    pub fn settle(&mut self) -> Result<()> {
+        match self {
+            Self::Sqlite(_) => Ok(()),
+            Self::Postgres { bare, .. } => bare.settle(),
+        }
+    }
+
+    /// Calls, tokens and cost of LLM spans per day, model and currency; returns their total.
+    pub fn rollup(&mut self) -> Result<RollupTotal> {
+        let mut total = RollupTotal::default();
+        match self {
+            Self::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(SPAN_ROLLUP)?;
+                let mut rows = stmt.query([])?;
+                while let Some(r) = rows.next()? {
+                    let _: (String, Option<String>, Option<String>) =
+                        (r.get(0)?, r.get(1)?, r.get(2)?);
+                    total.add(r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?);
+                }
+            }
+            Self::Postgres { bare, .. } => {
+                let mut tx = bare
+                    .client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()?;
+                for r in tx.query(SPAN_ROLLUP_PG, &[])? {
+                    let _: (&str, Option<&str>, Option<&str>) =
+                        (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                    total.add(r.try_get(3)?, r.try_get(4)?, r.try_get(5)?, r.try_get(6)?);
+                }
+                tx.commit()?;
+            }
+        }
+        Ok(total)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -914,6 +1198,64 @@ mod tests {
                 .map(|r| r.get(0))
                 .collect();
             prop_assert_eq!(back, cells);
+        }
+    }
+
+    /// W8's bare side stores the project's spans and its rollup adds up what the project's
+    /// does, on SQLite and (with a server) on PostgreSQL, batch sizes varying.
+    #[test]
+    fn the_w8_baseline_adds_up_what_the_project_records() {
+        use aigentflow_tracker::{
+            CostGroup, CostQuery, ExecutionTracker, LlmCall, NewSpan, SpanEnd, SpanId, SpanKind,
+            SpanStatus,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut sides = vec![BareSpans::sqlite(&dir.path().join("bare.db")).unwrap()];
+        if let Some(server) = server() {
+            sides.push(BareSpans::postgres(&server, "t_w8").unwrap());
+        }
+        let db = aigentflow_persistence::Database::open(dir.path().join("ours.db")).unwrap();
+        let tracker = ExecutionTracker::new(db);
+        let trace = tracker.start_trace(&"p".into(), &"t".into(), "x").unwrap().id;
+        let day = |i: i64| Utc::now() - chrono::Duration::hours(7 * i);
+        let spans: Vec<FinishedSpan> = (0..250i64)
+            .map(|i| {
+                let start = NewSpan {
+                    started_at: Some(day(i % 40)),
+                    ..NewSpan::new(trace.clone(), SpanKind::Llm, format!("call {i}"))
+                };
+                let end = SpanEnd {
+                    status: SpanStatus::Ok,
+                    ended_at: Some(day(i % 40)),
+                    attributes: Some(serde_json::json!({"i": i})),
+                };
+                let cost = (i % 7 != 0).then(|| Money::from_nanos(i * 1_000_003, "USD").unwrap());
+                FinishedSpan::new(SpanId::new(format!("s{i}")), start, end).with_llm(LlmCall {
+                    model: ["a", "b", "c"][i as usize % 3].into(),
+                    provider: "p".into(),
+                    input_tokens: i * 10,
+                    output_tokens: i,
+                    cost,
+                    latency_ms: Some(i),
+                })
+            })
+            .collect();
+        for chunk in [&spans[..100], &spans[100..101], &spans[101..200], &spans[200..]] {
+            tracker.record_spans(chunk).unwrap();
+            for side in &mut sides {
+                side.record(chunk, "p").unwrap();
+            }
+        }
+        let query = CostQuery { project: None, by: CostGroup::Model, since: None, until: None };
+        let mut ours = RollupTotal::default();
+        for r in tracker.cost_rollup(&query).unwrap() {
+            ours.add(r.calls as i64, r.input_tokens, r.output_tokens, r.cost.map(|c| c.nanos()));
+        }
+        assert_eq!(ours.calls, 250);
+        for side in &mut sides {
+            side.checkpoint().unwrap();
+            side.settle().unwrap();
+            assert_eq!(side.rollup().unwrap(), ours);
         }
     }
 

@@ -22,12 +22,18 @@ use aigentflow_core_states::{
 };
 use aigentflow_lessons::{Category as LessonCategory, LessonsStore, NewLesson, SearchOptions};
 use aigentflow_persistence::{Database, SqliteStateStore};
-use aigentflow_tracker::{ExecutionTracker, NewInvocation, Outcome, TokenUsage};
+use aigentflow_tracker::{
+    CostGroup, CostQuery, ExecutionTracker, FinishedSpan, LlmCall, Money, NewInvocation, NewSpan,
+    Outcome, SpanEnd, SpanId, SpanKind, SpanStatus, TokenUsage,
+};
 use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::{json, Map, Value};
 
-use crate::bare::{Bare, BareAudit, BareExport, BareLessons, BareListing, BareStates, BareTracker};
+use crate::bare::{
+    Bare, BareAudit, BareExport, BareLessons, BareListing, BareSpans, BareStates, BareTracker,
+    RollupTotal,
+};
 use crate::server::{FreshDatabase, Server};
 
 /// Runs the BENCHMARKS.md workloads and prints one JSON line per workload.
@@ -983,6 +989,147 @@ fn w7(b: &Bench) -> Result<()> {
     Ok(())
 }
 
+/// W8's models: name, provider, and price per million input and output tokens in USD.
+const W8_MODELS: [(&str, &str, i64, i64); 6] = [
+    ("claude-opus", "anthropic", 15, 75),
+    ("claude-sonnet", "anthropic", 3, 15),
+    ("claude-haiku", "anthropic", 1, 5),
+    ("gpt-large", "openai", 5, 15),
+    ("gpt-mini", "openai", 1, 4),
+    ("local-coder", "local", 0, 0),
+];
+
+/// Spans per batch in W8.
+const W8_BATCH: usize = 1000;
+
+/// W8's batch `k` of finished LLM spans, all top-level in `trace`: a random id, started over
+/// the 30 days before `now`, 0.2 to 20 s long, tokens in and out, an exact cost from the
+/// model's price, the latency, and small attributes at the end.
+fn w8_batch(
+    words: &mut Words,
+    trace: &aigentflow_tracker::TraceId,
+    k: usize,
+    len: usize,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<FinishedSpan>> {
+    let reasons = ["stop", "length", "tool_use"];
+    (0..len)
+        .map(|_| {
+            let (model, provider, input_price, output_price) =
+                W8_MODELS[words.below(W8_MODELS.len())];
+            let started = now - chrono::Duration::milliseconds(words.below(30 * 86_400_000) as i64);
+            let latency = 200 + words.below(19_800) as i64;
+            let (input, output) = (words.below(20_000) as i64, words.below(4_000) as i64);
+            // A price per million tokens is that many thousandths of a nano-unit per token.
+            let nanos = input * input_price * 1000 + output * output_price * 1000;
+            let start = NewSpan {
+                started_at: Some(started),
+                session_id: Some(format!("session-{k}")),
+                ..NewSpan::new(trace.clone(), SpanKind::Llm, words.word())
+            };
+            let end = SpanEnd {
+                status: if words.below(50) == 0 { SpanStatus::Error } else { SpanStatus::Ok },
+                ended_at: Some(started + chrono::Duration::milliseconds(latency)),
+                attributes: Some(json!({
+                    "finish_reason": reasons[words.below(reasons.len())],
+                    "temperature": words.below(11) as f64 / 10.0,
+                })),
+            };
+            let id = SpanId::new(format!("{:016x}{:016x}", words.next(), words.next()));
+            Ok(FinishedSpan::new(id, start, end).with_llm(LlmCall {
+                model: model.to_owned(),
+                provider: provider.to_owned(),
+                input_tokens: input,
+                output_tokens: output,
+                cost: Some(Money::from_nanos(nanos, "USD")?),
+                latency_ms: Some(latency),
+            }))
+        })
+        .collect()
+}
+
+/// W8: N finished LLM spans (6 models of 3 providers, over 30 days, tokens and an exact cost
+/// each) recorded through `record_spans` in batches of 1,000, one trace per batch; then the
+/// cost rollup by model per day over them, 8 times, the median of the last 3 (a statement's
+/// plan on PostgreSQL settles after 5 runs). Beside each, in the same run and on
+/// the same backend, the bare baseline ([`BareSpans`]): the same rows in a transaction of their
+/// own per batch, and one `GROUP BY` query.
+fn w8(b: &Bench) -> Result<()> {
+    let n = b.n(1_000_000, 10_000);
+    let (place, db) = b.fresh_db("w8")?;
+    let mut bare = match &b.target {
+        Where::Sqlite(dir) => BareSpans::sqlite(&dir.path().join("w8_bare.db"))?,
+        Where::Postgres(server) => BareSpans::postgres(server, "w8_bare")?,
+    };
+    let tracker = ExecutionTracker::new(db.clone());
+    let mut words = Words::load(8)?;
+    let project = ProjectId::new("w8-project");
+    let batches = n.div_ceil(W8_BATCH);
+    let traces = db.write(|tx| -> Result<Vec<_>> {
+        (0..batches)
+            .map(|k| {
+                let task = TaskId::new(format!("w8-task-{k}"));
+                Ok(tracker.start_trace_in(tx, &project, &task, "bench")?.id)
+            })
+            .collect()
+    })?;
+    let now = db.now();
+    reset_peak_rss();
+    let (mut ours, mut theirs) = (0.0, 0.0);
+    for (k, trace) in traces.iter().enumerate() {
+        let len = W8_BATCH.min(n - k * W8_BATCH);
+        let spans = w8_batch(&mut words, trace, k, len, now)?;
+        let t = Instant::now();
+        let recorded = tracker.record_spans(&spans)?;
+        ours += t.elapsed().as_secs_f64();
+        anyhow::ensure!(recorded == len, "recorded {recorded} of {len} spans");
+        let t = Instant::now();
+        bare.record(&spans, project.as_str())?;
+        theirs += t.elapsed().as_secs_f64();
+        bare.checkpoint()?;
+    }
+    bare.settle()?;
+    place.settle()?;
+    let query = CostQuery { project: None, by: CostGroup::Model, since: None, until: None };
+    let (mut runs, mut base_runs) = (Vec::new(), Vec::new());
+    for run in 0..8 {
+        let t = Instant::now();
+        let rows = tracker.cost_rollup(&query)?;
+        let ours_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let total = bare.rollup()?;
+        // The last three count: PostgreSQL settles the plan of a statement run five times.
+        if run >= 5 {
+            runs.push(ours_s);
+            base_runs.push(t.elapsed().as_secs_f64());
+        }
+        let mut ours = RollupTotal::default();
+        for r in &rows {
+            ours.add(
+                r.calls as i64,
+                r.input_tokens,
+                r.output_tokens,
+                r.cost.as_ref().map(Money::nanos),
+            );
+        }
+        anyhow::ensure!(ours == total, "the rollups differ: ours {ours:?}, bare {total:?}");
+        anyhow::ensure!(total.calls == n as i64, "the rollup counted {} of {n} spans", total.calls);
+    }
+    let mut extra = json!({
+        "batch": W8_BATCH,
+        "spans_per_s": round(n as f64 / ours, 1),
+        "record_s": round(ours, 4),
+        "rollup_s": round(median(runs), 4),
+        "rollup_rows": bare.rollup()?.rows,
+        "baseline_spans_per_s": round(n as f64 / theirs, 1),
+        "baseline_record_s": round(theirs, 4),
+        "baseline_rollup_s": round(median(base_runs), 4),
+    });
+    ratios(&mut extra, &["record_s", "rollup_s"]);
+    b.emit("W8", n, ours, extra);
+    Ok(())
+}
+
 type Workload = fn(&Bench) -> Result<()>;
 
 fn main() -> Result<()> {
@@ -1006,7 +1153,7 @@ fn main() -> Result<()> {
         ),
     };
     let bench = Bench { factor, target };
-    let workloads: [(&str, Workload); 8] = [
+    let workloads: [(&str, Workload); 9] = [
         ("W0", w0),
         ("W1", w1),
         ("W2", w2),
@@ -1015,10 +1162,11 @@ fn main() -> Result<()> {
         ("W5", w5),
         ("W6", w6),
         ("W7", w7),
+        ("W8", w8),
     ];
     let only: Vec<String> = args.only.iter().map(|w| w.trim().to_uppercase()).collect();
     if let Some(unknown) = only.iter().find(|w| !workloads.iter().any(|(name, _)| name == w)) {
-        anyhow::bail!("unknown workload {unknown}; known: W0, W1, W2, W3, W4, W5, W6, W7");
+        anyhow::bail!("unknown workload {unknown}; known: W0, W1, W2, W3, W4, W5, W6, W7, W8");
     }
     // A workload that fails says so on its line and the others still run.
     let mut failed = Vec::new();

@@ -22,9 +22,12 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::ToSql;
 use serde_json::Value;
 
-use crate::db::{Conn, Tx};
+use crate::db::{Backend, Conn, Tx};
 use crate::error::{Error, Result, SqliteResult};
 use crate::redact::{redact_json, redact_text};
+
+/// Why PostgreSQL cannot take a text ([`Param::refusal`]): its text type cannot hold U+0000.
+const NUL_ON_PG: &str = "text holding a NUL character (U+0000) cannot be stored on PostgreSQL";
 
 /// Text the redaction policy produced, ready to be hashed and bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +194,18 @@ impl<'a> Param<'a> {
         value.map_or(Param::NULL, Param::time)
     }
 
+    /// Why binding this value on `backend` fails, if it does: a value neither backend stores
+    /// (NaN, a time outside years 0000 to 9999), or text holding U+0000 on PostgreSQL. The
+    /// same rule binding applies, asked before a statement runs, so that a store writing many
+    /// rows at once can name the row and field of the value it would refuse.
+    pub fn refusal(&self, backend: Backend) -> Option<&'static str> {
+        match &self.0 {
+            Bound::Refused(why) => Some(why),
+            Bound::Text(t) if backend == Backend::Postgres && t.contains('\0') => Some(NUL_ON_PG),
+            _ => None,
+        }
+    }
+
     /// The value, as the drivers bind it.
     pub(crate) fn bound(&self) -> &Bound<'a> {
         &self.0
@@ -236,9 +251,7 @@ impl postgres::types::ToSql for Bound<'_> {
             },
             // PostgreSQL's text cannot hold U+0000 (SQLite's can): say so rather than let the
             // server refuse the bytes without naming the value.
-            Bound::Text(t) if t.contains('\0') => {
-                Err("text holding a NUL character (U+0000) cannot be stored on PostgreSQL".into())
-            }
+            Bound::Text(t) if t.contains('\0') => Err(NUL_ON_PG.into()),
             Bound::Text(t) => match *ty {
                 PgType::TEXT
                 | PgType::VARCHAR
@@ -670,8 +683,9 @@ impl Tx<'_> {
     /// to its `VALUES` (`INSERT INTO t (a, b)`), without parameters. Returns the rows inserted.
     /// It does what `{insert} VALUES (?1, …, ?N)` run once per row does, as cheaply as the
     /// backend allows: SQLite runs that one-row statement per row (a statement costs no round
-    /// trip there); PostgreSQL sends the rows in multi-row INSERTs, up to a thousand rows per
-    /// round trip.
+    /// trip there); PostgreSQL sends up to a thousand rows per round trip as one array per
+    /// column to `{insert} SELECT * FROM unnest(…)`, a statement prepared once per connection
+    /// whatever the batch's size.
     pub fn insert_rows<const N: usize>(
         &self,
         insert: &str,

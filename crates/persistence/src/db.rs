@@ -616,6 +616,7 @@ impl Database {
             e => e,
         };
         let result = (|| {
+            let changed_before = lease.conn().total_changes();
             let tx = lease.conn().transaction_with_behavior(behavior).map_err(locked)?;
             let write = matches!(behavior, TransactionBehavior::Immediate);
             let value = {
@@ -627,7 +628,8 @@ impl Database {
             tx.commit().map_err(locked)?;
             if matches!(behavior, TransactionBehavior::Immediate) {
                 if let Some(checkpointer) = inner.checkpointer() {
-                    checkpointer.committed();
+                    let rows = lease.conn().total_changes().saturating_sub(changed_before);
+                    checkpointer.committed(rows);
                 }
             }
             Ok(value)

@@ -5,7 +5,8 @@
 //!
 //! A call's cost here is mostly its round trips, so none is spent twice: a transaction's BEGIN
 //! is also the check of its connection, a one-row query is one exchange, a batch of rows goes in
-//! multi-row INSERTs, and a portal hands over rows by the megabyte rather than a fixed count.
+//! one INSERT of an array per column (prepared once, whatever the batch's size), and a portal
+//! hands over rows by the megabyte rather than a fixed count.
 //!
 //! Nothing of the driver leaves this module and `bind.rs`: the stores see [`Tx`](crate::Tx),
 //! [`Stmt`](crate::Stmt), [`Row`](crate::Row) and [`Param`](crate::Param) only.
@@ -24,7 +25,7 @@ use refinery_core::Migration;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::bind::{Cell, Param};
+use crate::bind::{Bound, Cell, Param};
 use crate::db::Backend;
 use crate::error::{Error, Result};
 use crate::sets::{self, AppMigration, History, MigrationSet, Recorded};
@@ -49,16 +50,8 @@ const FETCH_BYTES: usize = 2 << 20;
 /// Rows a portal is asked for per fetch at most.
 const MAX_FETCH: i32 = 1 << 16;
 
-/// Parameters one statement binds at most (the protocol counts them in 16 bits).
-const MAX_PARAMS: usize = u16::MAX as usize;
-
-/// Rows one multi-row INSERT carries at most.
+/// Rows one INSERT of a batch ([`PgAccess::insert_rows`]) carries at most.
 const INSERT_CHUNK: usize = 1000;
-
-/// Parameters of the multi-row INSERTs a connection keeps prepared, at most: a batch size met
-/// again costs no parsing and planning then, and the server's memory for them stays bounded
-/// (a batch of a size not kept goes as an unnamed statement).
-const MULTI_ROW_PARAMS: usize = 16 * 1024;
 
 /// Idle connections older than this are closed (a server or a proxy may drop them first).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -254,9 +247,6 @@ fn is_broken(e: &postgres::Error) -> bool {
 #[derive(Default)]
 struct Prepared {
     by_sql: HashMap<String, Statement>,
-    /// The parameters of the multi-row INSERTs among them, which are bounded by
-    /// [`MULTI_ROW_PARAMS`] (each is prepared for one row count).
-    multi_row_params: usize,
 }
 
 /// A pooled connection: the client and the statements prepared on it.
@@ -849,10 +839,13 @@ impl PgAccess for PgTx<'_> {
         self.tx.borrow_mut().batch_execute(sql).map_err(|e| self.fail(e))
     }
 
-    /// The rows in multi-row INSERTs of up to [`INSERT_CHUNK`] rows, each one round trip: a
-    /// statement prepared for its row count and kept (within [`MULTI_ROW_PARAMS`]), else the
-    /// unnamed statement, typed as `one_row`'s prepared parameters are. One row alone is
-    /// `one_row` itself.
+    /// The rows in INSERTs of up to [`INSERT_CHUNK`] rows, each one round trip: `insert`
+    /// followed by `SELECT * FROM unnest($1::T1[], …, $N::TN[])`, one array per column, typed
+    /// as `one_row`'s prepared parameters are. Its text does not depend on the row count, so
+    /// it is prepared once per connection: no batch is parsed or planned again, whatever its
+    /// size and width, and the server keeps one small statement for it (a multi-row `VALUES`
+    /// is a statement per row count, a thousand rows of twenty columns megabytes of server
+    /// memory each). One row alone is `one_row` itself.
     fn insert_rows(&self, one_row: &str, insert: &str, rows: &[&[Param<'_>]]) -> Result<usize> {
         let stmt = self.prepare(one_row)?;
         if let [row] = rows {
@@ -867,55 +860,29 @@ impl PgAccess for PgTx<'_> {
                 reason: format!("a row has {} values for {width} columns", row.len()).into(),
             });
         }
-        let per_statement = (MAX_PARAMS / width.max(1)).clamp(1, INSERT_CHUNK);
+        let stmt = self.prepare(&unnest_insert(insert, &types))?;
         let mut inserted = 0;
-        for chunk in rows.chunks(per_statement) {
-            let sql = multi_row_insert(insert, width, chunk.len());
-            let values: Vec<&(dyn ToSql + Sync)> = chunk
-                .iter()
-                .flat_map(|row| row.iter())
-                .map(|p| p.bound() as &(dyn ToSql + Sync))
-                .collect();
-            let (known, room) = {
-                let prepared = self.statements.borrow();
-                let room = prepared.multi_row_params + values.len() <= MULTI_ROW_PARAMS;
-                (prepared.by_sql.contains_key(&sql), room)
-            };
-            let n = if known || room {
-                let stmt = self.prepare(&sql)?;
-                if !known {
-                    self.statements.borrow_mut().multi_row_params += values.len();
-                }
-                self.execute(&stmt, &values)?
-            } else {
-                let typed: Vec<(&(dyn ToSql + Sync), Type)> =
-                    values.iter().zip(types.iter().cycle()).map(|(&p, t)| (p, t.clone())).collect();
-                self.stats.round_trip();
-                self.tx.borrow_mut().execute_typed(&sql, &typed).map_err(|e| self.fail(e))?
-            };
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let columns: Vec<Vec<&Bound<'_>>> =
+                (0..width).map(|c| chunk.iter().map(|row| row[c].bound()).collect()).collect();
+            let values: Vec<&(dyn ToSql + Sync)> =
+                columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+            let n = self.execute(&stmt, &values)?;
             inserted += usize::try_from(n).unwrap_or(usize::MAX);
         }
         Ok(inserted)
     }
 }
 
-/// `insert` followed by `VALUES ($1, …, $width), …` for `rows` rows.
-fn multi_row_insert(insert: &str, width: usize, rows: usize) -> String {
-    let mut sql = String::with_capacity(insert.len() + 16 + rows * width * 7);
-    sql.push_str(insert);
-    sql.push_str(" VALUES ");
-    for r in 0..rows {
-        sql.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 0..width {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('$');
-            sql.push_str(&(r * width + c + 1).to_string());
-        }
-        sql.push(')');
-    }
-    sql
+/// `insert` followed by `SELECT * FROM unnest(?1::T1[], …)`, an array of each column's type,
+/// the types named with their schema (a domain outside the search path included).
+fn unnest_insert(insert: &str, types: &[Type]) -> String {
+    let arrays: Vec<String> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("?{}::\"{}\".\"{}\"[]", i + 1, t.schema(), t.name()))
+        .collect();
+    format!("{insert} SELECT * FROM unnest({})", arrays.join(", "))
 }
 
 /// A prepared statement of a PostgreSQL transaction.
@@ -1545,16 +1512,23 @@ mod tests {
         }
     }
 
-    /// A batch size met again reuses its prepared multi-row INSERT (one round trip, nothing to
-    /// parse or plan); once the connection keeps [`MULTI_ROW_PARAMS`] parameters of them, a new
-    /// size goes as an unnamed statement (still one round trip), so the server's memory for
-    /// them stays bounded. Every row is stored either way.
+    /// A batch of rows is one statement prepared once per connection, whatever the batch's size
+    /// (one round trip per thousand rows, nothing parsed or planned again, nothing more kept on
+    /// the server per size), and every row is stored as given, in order.
     #[test]
-    fn multi_row_inserts_are_kept_prepared_within_a_bound_on_postgres() {
+    fn a_batch_of_any_size_is_one_statement_prepared_once_on_postgres() {
         let Some(fresh) = fresh() else { return };
         let db = fresh.open();
         write(&db, |tx| tx.batch_execute("CREATE TABLE t (n BIGINT, a TEXT, b TEXT, c BIGINT)"))
             .unwrap();
+        let kept = |db: &PgInner| {
+            write(db, |tx| {
+                let stmt = tx.prepare("SELECT COUNT(*) FROM pg_prepared_statements")?;
+                let count = tx.query_first(&stmt, &[])?.map(|r| int(&r, 0));
+                Ok(count.unwrap_or(0))
+            })
+            .unwrap()
+        };
         let mut next = 0;
         let mut batch = |size: i64| {
             let texts: Vec<String> = (next..next + size).map(|n| format!("row {n}")).collect();
@@ -1572,22 +1546,23 @@ mod tests {
             assert_eq!(inserted, rows.len());
             trips - 2
         };
-        // 1000 rows of 4 are 4,000 parameters: four sizes fit in the bound, the fifth does not.
-        assert_eq!(batch(1000), 3, "the one-row statement's types, then prepared and run");
-        assert_eq!(batch(999), 2);
-        assert_eq!(batch(998), 2);
-        assert_eq!(batch(997), 2);
-        assert_eq!(batch(996), 1, "past the bound: unnamed");
-        assert_eq!(batch(1000), 1, "kept");
-        assert_eq!(batch(996), 1, "still unnamed");
-        assert_eq!(batch(2500), 3, "1000 kept, 1000 kept, 500 past the bound");
+        assert_eq!(batch(1000), 3, "the one-row statement's types, the batch's statement, run");
+        let prepared = kept(&db);
+        for size in [999, 2, 996, 1000, 997] {
+            assert_eq!(batch(size), 1, "{size} rows: prepared already");
+        }
+        assert_eq!(batch(2500), 3, "1000, 1000 and 500 rows");
+        assert_eq!(batch(1), 1, "one row alone: the one-row statement");
+        assert_eq!(kept(&db), prepared, "no statement per batch size");
         let mut admin = fresh.admin();
         let stored = "SELECT COUNT(*), COUNT(DISTINCT n), MIN(n), MAX(n), SUM(c) FROM t";
         let row = admin.query_one(stored, &[]).unwrap();
-        let total = 1000 + 999 + 998 + 997 + 996 + 1000 + 996 + 2500;
+        let total = 1000 + 999 + 2 + 996 + 1000 + 997 + 2500 + 1;
         assert_eq!(row.get::<_, i64>(0), total);
         assert_eq!(row.get::<_, i64>(1), total);
         assert_eq!((row.get::<_, i64>(2), row.get::<_, i64>(3)), (0, total - 1));
+        let in_order = "SELECT bool_and(a = 'row ' || n AND b IS NULL AND c = -n) FROM t";
+        assert!(admin.query_one(in_order, &[]).unwrap().get::<_, bool>(0));
     }
 
     /// A state save costs its BEGIN, the task's lock, one read of the last stored transition
@@ -1819,11 +1794,10 @@ mod tests {
                     .unwrap()
             });
             prop_assert_eq!(inserted, rows.len());
-            // BEGIN, the one-row statement's preparation (for the types), a round trip per
-            // chunk and a preparation per chunk size of more than one row, COMMIT.
-            let chunks: Vec<usize> = all.chunks(INSERT_CHUNK).map(<[_]>::len).collect();
-            let shapes: std::collections::BTreeSet<_> = chunks.iter().filter(|&&n| n > 1).collect();
-            prop_assert_eq!(trips, (3 + chunks.len() + shapes.len()) as u64);
+            // BEGIN, the one-row statement's preparation (for the types), the batch statement's
+            // preparation (more than one row), a round trip per chunk, COMMIT.
+            let chunks = all.chunks(INSERT_CHUNK).count();
+            prop_assert_eq!(trips, (3 + chunks + usize::from(all.len() > 1)) as u64);
             let mut admin = fresh.admin();
             let mut dump = |table: &str| -> Vec<String> {
                 admin

@@ -19,6 +19,11 @@ pub enum Error {
     /// No invocation with this id.
     #[error("agent invocation {id} not found")]
     UnknownInvocation { id: crate::InvocationId },
+    /// A span of a batch ([`crate::ExecutionTracker::record_spans`]) is refused: `index` is its
+    /// place in the batch (from 0), `error` what its one-at-a-time recording would have said.
+    /// Nothing of the batch is written.
+    #[error("span {index} of the batch: {error}")]
+    InBatch { index: usize, error: Box<Error> },
     /// The trace is not in a status that allows the operation.
     #[error("trace {id} is {status}; cannot {action}")]
     WrongStatus { id: SafeText, status: SafeText, action: &'static str },

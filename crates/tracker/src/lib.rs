@@ -30,7 +30,9 @@
 //!   up per day and model, provider, project or agent ([`cost_rollup`](ExecutionTracker::cost_rollup))
 //!   against a monthly budget ([`budget_report`](ExecutionTracker::budget_report)). Every agent
 //!   invocation is also its agent span, written in the same transaction; rollups read LLM
-//!   spans only, so no usage counts twice.
+//!   spans only, so no usage counts twice. [`record_spans`](ExecutionTracker::record_spans)
+//!   writes a batch of [`FinishedSpan`]s in a few statements, each stored as the one-at-a-time
+//!   calls would store it; a bad one is [`Error::InBatch`] (its index) and nothing is written.
 //! * Prompts, metadata, summaries, fragments, errors, span names, attributes and decisions
 //!   pass through the redactor.
 //!
@@ -55,8 +57,8 @@ pub use model::{
 pub use money::Money;
 pub use owner::Owner;
 pub use spans::{
-    month_range, BudgetReport, CostGroup, CostQuery, CostRow, Decision, LlmCall, NewDecision,
-    NewSpan, Span, SpanEnd, SpanId, SpanKind, SpanNode, SpanQuery, SpanStatus, UnknownKind,
-    BUDGET_KEY,
+    month_range, BudgetReport, CostGroup, CostQuery, CostRow, Decision, FinishedSpan, LlmCall,
+    NewDecision, NewSpan, Span, SpanEnd, SpanId, SpanKind, SpanNode, SpanQuery, SpanStatus,
+    UnknownKind, BUDGET_KEY,
 };
 pub use store::{mirror_invocation_in, ExecutionTracker, MAX_PAGE};
