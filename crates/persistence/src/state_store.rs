@@ -92,21 +92,14 @@ const INSERT_CHECKPOINT: &str = "
     INSERT INTO checkpoints (id, task_id, seq, state, context, artifacts, created_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
+/// A summary line per task, newest first; [`SqliteStateStore::summaries`] adds a WHERE of the filters
+/// given. Only those are bound: `(?1 IS NULL OR project_id = ?1)` would let PostgreSQL settle
+/// on a plan for any value after five runs, one that cannot use the project's index.
 const SUMMARIES: &str = "
     SELECT w.task_id, w.project_id, w.state, w.created_at, w.updated_at,
         (SELECT COUNT(*) FROM state_transitions t WHERE t.task_id = w.task_id),
         (SELECT COUNT(*) FROM checkpoints c WHERE c.task_id = w.task_id)
-    FROM workflow_states w
-    WHERE (?1 IS NULL OR w.project_id = ?1) AND (?2 IS NULL OR w.state = ?2)
-    ORDER BY w.updated_at DESC, w.task_id";
-/// [`SUMMARIES`] in PostgreSQL's dialect: a parameter tested for NULL needs its type.
-const SUMMARIES_PG: &str = "
-    SELECT w.task_id, w.project_id, w.state, w.created_at, w.updated_at,
-        (SELECT COUNT(*) FROM state_transitions t WHERE t.task_id = w.task_id),
-        (SELECT COUNT(*) FROM checkpoints c WHERE c.task_id = w.task_id)
-    FROM workflow_states w
-    WHERE (?1::TEXT IS NULL OR w.project_id = ?1) AND (?2::TEXT IS NULL OR w.state = ?2)
-    ORDER BY w.updated_at DESC, w.task_id";
+    FROM workflow_states w";
 
 const STATE_COLUMNS: &str = "task_id, project_id, state, context, created_at, updated_at";
 const TRANSITION_COLUMNS: &str =
@@ -370,12 +363,25 @@ impl SqliteStateStore {
         project_id: Option<&ProjectId>,
         state: Option<&WorkflowState>,
     ) -> Result<Vec<TaskSummary>> {
+        let mut filters = Vec::new();
+        let mut values = Vec::new();
+        if let Some(project) = project_id {
+            values.push(Param::text(project.as_str()));
+            filters.push(format!("w.project_id = ?{}", values.len()));
+        }
+        if let Some(state) = state {
+            values.push(Param::text(state.as_str()));
+            filters.push(format!("w.state = ?{}", values.len()));
+        }
+        let clause = if filters.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", filters.join(" AND "))
+        };
+        let sql = format!("{SUMMARIES}{clause} ORDER BY w.updated_at DESC, w.task_id");
         self.db.read(|tx| {
-            let mut stmt = tx.prepare(tx.dialect(SUMMARIES, SUMMARIES_PG))?;
-            let mut rows = stmt.query(&[
-                Param::opt_text(project_id.map(ProjectId::as_str)),
-                Param::opt_text(state.map(WorkflowState::as_str)),
-            ])?;
+            let mut stmt = tx.prepare(&sql)?;
+            let mut rows = stmt.query(&values)?;
             let mut out = Vec::new();
             while let Some(ref r) = rows.next()? {
                 let task_id: String = r.get(0)?;
