@@ -288,28 +288,18 @@ impl StoredEvent {
                 return Some(format!("the {what} has a {has} but no {lacks}"));
             }
         }
-        // The names `AuditLog::log` gives the same mistakes.
-        const NAMES: [&str; 12] = [
-            "severity",
-            "outcome",
-            "actor type",
-            "actor id",
-            "target type",
-            "target id",
-            "session id",
-            "workflow id",
-            "correlation id",
-            "changes before",
-            "changes after",
-            "error",
-        ];
-        for (i, (name, cell)) in NAMES.into_iter().zip(self.cells()).enumerate() {
+        // Named as `AuditLog::log` names the same mistakes: the column, in words.
+        let columns = aigentflow_persistence::audit_chain::EventFields::COLUMNS;
+        for (column, cell) in columns.into_iter().zip(self.cells()) {
             let Some(text) = cell else { continue };
+            let name = column.replace('_', " ");
             if text.trim().is_empty() {
                 return Some(format!("the {name} is empty"));
             }
-            // changes_before and changes_after, stored as JSON text.
-            if (i == 9 || i == 10) && serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() {
+            // changes_before and changes_after are stored as JSON text.
+            if column.starts_with("changes_")
+                && serde_json::from_str::<serde::de::IgnoredAny>(text).is_err()
+            {
                 return Some(format!("the {name} is not JSON text"));
             }
         }
