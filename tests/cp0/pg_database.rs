@@ -246,9 +246,7 @@ impl RefusingServer {
                     break;
                 }
                 if let Ok(stream) = stream {
-                    if let Some(password) = refuse(stream) {
-                        seen.lock().unwrap().push(password);
-                    }
+                    refuse(stream, &seen);
                 }
             }
         });
@@ -263,8 +261,9 @@ impl Drop for RefusingServer {
     }
 }
 
-/// One connection to [`RefusingServer`]; the password the client sent.
-fn refuse(mut stream: TcpStream) -> Option<String> {
+/// One connection to [`RefusingServer`]: the password the client sent goes into `seen` before
+/// the refusal is sent, so a client that has its refusal finds it there.
+fn refuse(mut stream: TcpStream, seen: &Mutex<Vec<String>>) -> Option<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let read_message = |stream: &mut TcpStream, tagged: bool| -> Option<Vec<u8>> {
         if tagged {
@@ -287,6 +286,7 @@ fn refuse(mut stream: TcpStream) -> Option<String> {
     stream.write_all(&ask).ok()?;
     let password = read_message(&mut stream, true)?;
     let password = String::from_utf8_lossy(password.strip_suffix(&[0]).unwrap_or(&password));
+    seen.lock().unwrap().push(password.into_owned());
     let mut fields = Vec::new();
     for (code, value) in [
         (b'S', "FATAL"),
@@ -303,8 +303,7 @@ fn refuse(mut stream: TcpStream) -> Option<String> {
     let mut error = b"E".to_vec();
     error.extend((fields.len() as i32 + 4).to_be_bytes());
     error.extend(fields);
-    stream.write_all(&error).ok()?;
-    Some(password.into_owned())
+    stream.write_all(&error).ok()
 }
 
 proptest! {

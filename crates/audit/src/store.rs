@@ -80,7 +80,7 @@ const APPEND_ONE_PLAIN_PG: &str = "WITH appended AS (
 /// Entries per category of a project, most first. A category cell written around the log as
 /// a BLOB counts with the text of the same bytes.
 /// Each category's first row comes along, to name it if its text is not UTF-8.
-const SUMMARY: &str = "SELECT CAST(category AS TEXT) AS c, COUNT(*), MIN(id) FROM audit_logs
+const SUMMARY: &str = "SELECT CAST(category AS BLOB) AS c, COUNT(*), MIN(id) FROM audit_logs
     WHERE project_id = ?1 GROUP BY c ORDER BY COUNT(*) DESC, c";
 /// [`SUMMARY`] on PostgreSQL, where a column holds only text.
 const SUMMARY_PG: &str = "SELECT category AS c, COUNT(*), MIN(id) FROM audit_logs
@@ -232,11 +232,17 @@ impl AuditLog {
     pub fn stats(&self, q: &AuditQuery, top: u64) -> Result<AuditStats> {
         let (clause, values) = where_clause(q, ProjectPath::Index, self.db.backend())?;
         let top = i64::try_from(top).unwrap_or(i64::MAX);
-        // A cell written around the log as a BLOB counts with the text of the same bytes on
-        // SQLite; a PostgreSQL column holds only text, and keeps its "C" collation this way.
+        // On SQLite keys are grouped by their bytes, so a cell written around the log as a BLOB
+        // counts with the text of the same bytes, whole (a cast to TEXT would end it at a NUL,
+        // where a query reads it all); a PostgreSQL column holds only text, and keeps its "C"
+        // collation this way.
         let text = |column: &str| match self.db.backend() {
-            Backend::Sqlite => format!("CAST({column} AS TEXT)"),
+            Backend::Sqlite => format!("CAST({column} AS BLOB)"),
             Backend::Postgres => column.to_owned(),
+        };
+        let literal = |word: &str| match self.db.backend() {
+            Backend::Sqlite => format!("CAST('{word}' AS BLOB)"),
+            Backend::Postgres => format!("'{word}'"),
         };
         let counts = |tx: &Tx<'_>, key: &str, column: &'static str, order: &str| {
             let sql = format!(
@@ -272,10 +278,13 @@ impl AuditLog {
             let day = format!("substr({}, 1, 10)", text("timestamp"));
             let per_day = counts(tx, &day, "timestamp", "k")?;
             let who = format!(
-                "SELECT CASE WHEN actor_id IS NOT NULL THEN COALESCE({}, '')
-                        WHEN agent IS NOT NULL THEN 'agent' ELSE 'user' END AS kind,
+                "SELECT CASE WHEN actor_id IS NOT NULL THEN COALESCE({}, {})
+                        WHEN agent IS NOT NULL THEN {} ELSE {} END AS kind,
                         COALESCE({}, {}, {}) AS who, id FROM audit_logs{clause}",
                 text("actor_type"),
+                literal(""),
+                literal("agent"),
+                literal("user"),
                 text("actor_id"),
                 text("agent"),
                 text("user_id"),
@@ -738,16 +747,31 @@ fn group_key(r: &Row<'_>, i: usize) -> aigentflow_persistence::Result<Vec<u8>> {
 /// SQLite; PostgreSQL text is UTF-8): the statistic fails as a query of the group's first row
 /// `first` does, with the `CorruptRow` naming that row and its column (`column` if the row
 /// reads, which the key's own bytes rule out).
+/// A day's key (`column` timestamp) must also be a date, as a stored timestamp's first ten
+/// characters are.
 fn key_text(tx: &Tx<'_>, key: Vec<u8>, first: i64, column: &'static str) -> Result<String> {
-    String::from_utf8(key).or_else(|e| {
+    let checked = String::from_utf8(key).map_err(|e| e.utf8_error().to_string()).and_then(|k| {
+        let day = column == "timestamp";
+        if day && chrono::NaiveDate::parse_from_str(&k, "%Y-%m-%d").is_err() {
+            return Err(format!("{k:?} does not start with a date"));
+        }
+        Ok(k)
+    });
+    checked.or_else(|reason| {
         let row = tx.query_row(
             &format!("SELECT {COLUMNS} FROM audit_logs WHERE id = ?1"),
             &[Param::int(first)],
             RawRow::read,
         )?;
-        Err(row
-            .and_then(|row| row.into_record().err())
-            .unwrap_or_else(|| not_text(first, column, e.utf8_error())))
+        Err(row.and_then(|row| row.into_record().err()).unwrap_or_else(|| {
+            aigentflow_persistence::Error::CorruptRow {
+                table: "audit_logs",
+                column,
+                id: first.to_string().into(),
+                reason: reason.into(),
+            }
+            .into()
+        }))
     })
 }
 
