@@ -190,25 +190,53 @@ fn compile(pattern: &str) -> Regex {
 /// redacted to the end of the text. Also how far back a line's start is looked for.
 const REACH: usize = 8 * 1024;
 
+/// How many times text whose escapes hid a secret is read again (see [`redact_text`]).
+const ESCAPED_REREADS: usize = 4;
+
 /// Scrubs secrets out of free text. Text without secrets comes back borrowed and unchanged.
+///
+/// Redacting twice changes nothing. Text whose escapes hid a secret is read twice, as written
+/// and decoded, and a replacement one reading makes can change what the other judges (a
+/// value cut at `{` by the first is a credential once the second replaced what followed:
+/// `"ApiKey" %3D[REDACTED]`). Such text is therefore read again until a reading finds nothing.
 pub fn redact_text(text: &str) -> Cow<'_, str> {
+    let (mut clean, mut escaped) = redact_pass(text);
+    let mut rereads = 0;
+    while escaped && rereads < ESCAPED_REREADS {
+        let Cow::Owned(again) = &clean else { break };
+        let next = match redact_pass(again) {
+            (Cow::Borrowed(_), _) => break,
+            (Cow::Owned(next), e) => {
+                escaped = e;
+                next
+            }
+        };
+        clean = Cow::Owned(next);
+        rereads += 1;
+    }
+    clean
+}
+
+/// One reading of [`redact_text`], and whether escapes hid a secret in it.
+fn redact_pass(text: &str) -> (Cow<'_, str>, bool) {
     if !GATE.is_match(text) {
-        return Cow::Borrowed(text);
+        return (Cow::Borrowed(text), false);
     }
     let hidden = match escaped_secrets(text) {
         // The gate may have stopped at an escape alone.
         Some(hidden) if hidden.is_empty() && !TRIGGER.is_match(text) => {
-            return Cow::Borrowed(text);
+            return (Cow::Borrowed(text), false);
         }
         Some(hidden) => hidden,
         None => Vec::new(),
     };
     if hidden.is_empty() {
         let (shaped, _) = redact_shapes(text);
-        return match redact_names(&shaped).0 {
+        let clean = match redact_names(&shaped).0 {
             Cow::Borrowed(_) => shaped,
             Cow::Owned(clean) => Cow::Owned(clean),
         };
+        return (clean, false);
     }
     // Escapes hid a secret: replace what either reading finds, in the text as written.
     let mut ranges = secret_ranges(text);
@@ -229,7 +257,7 @@ pub fn redact_text(text: &str) -> Cow<'_, str> {
     if let Some(p) = pending {
         rewriter.replace(p);
     }
-    rewriter.finish().0
+    (rewriter.finish().0, true)
 }
 
 /// The secrets that the reading of `text` with its escapes decoded finds, as ranges of `text`
@@ -467,10 +495,11 @@ impl<'a> Rewriter<'a> {
         Self { text, out: String::new(), copied: 0, edits: Vec::new() }
     }
 
-    /// Replaces `range` (at or after everything replaced so far), unless it already reads
-    /// [`REDACTED`].
+    /// Replaces `range` (at or after everything replaced so far), unless it is already
+    /// redacted: [`REDACTED`], or markers with nothing but punctuation between them (what
+    /// two replacements leave of a quote or sign that stood between them).
     fn replace(&mut self, range: Range<usize>) {
-        if &self.text[range.clone()] == REDACTED {
+        if already_redacted(&self.text[range.clone()]) {
             return;
         }
         self.out.push_str(&self.text[self.copied..range.start]);
@@ -501,6 +530,12 @@ impl<'a> Rewriter<'a> {
         self.out.push_str(&self.text[self.copied..]);
         (Cow::Owned(self.out), self.edits)
     }
+}
+
+/// Whether `text` holds a [`REDACTED`] and no letter or digit outside one.
+fn already_redacted(text: &str) -> bool {
+    text.contains(REDACTED)
+        && !text.split(REDACTED).any(|rest| rest.chars().any(char::is_alphanumeric))
 }
 
 /// How far before the end of a shape another one that runs past it is looked for: longer
@@ -648,14 +683,34 @@ enum Sep {
 }
 
 /// Pass 2: values under secret-like names.
+///
+/// Every name is read, also one inside the value of another: its own value may run past
+/// that one's end (`password=xtoken:` then a value on the next line, `password=x"token":
+/// "two words"`), and what is replaced is the union. Reading the values of names inside
+/// values costs at most [`INNER_READS`] times the text's length; text denser in names than
+/// that is replaced from the first name past the limit to its end, rather than read in
+/// quadratic time or left.
 fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
     let mut rewriter = Rewriter::new(text);
     let bytes = text.as_bytes();
     let mut at = 0;
+    // Where the values replaced so far end: a name before it sits inside one of them, and
+    // its value ends with the string that one sits in, if any (a quoted value is a string).
+    let mut covered = 0;
+    let mut covering: Option<Quote> = None;
+    let mut budget = INNER_READS * text.len() + REACH;
     while at < text.len() {
         let Some(found) = NAMES.find_at(text, at) else { break };
         let parsed = NamePair::parse(found.as_str());
         let name = found.start()..found.start() + parsed.name_len;
+        let inside = name.start < covered;
+        if inside && budget == 0 {
+            rewriter.replace_or_extend(name.start..text.len());
+            break;
+        }
+        // A pair that itself sits in a quoted string ends with that string.
+        let enclosing = if parsed.quoted { None } else { quote_before(bytes, name.start) }
+            .or(covering.filter(|_| inside));
         let value = if parsed.sep == Sep::Element {
             opens_element(bytes, name.start).then(|| element_value(text, found.end())).flatten()
         } else {
@@ -663,22 +718,27 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
                 name_start: name.start,
                 sep: parsed.sep,
                 quoted: parsed.quoted,
-                // A pair that itself sits in a quoted string ends with that string.
-                enclosing: if parsed.quoted { None } else { quote_before(bytes, name.start) },
+                enclosing,
                 cookie: text[name.clone()].to_ascii_lowercase().ends_with("cookie"),
             };
             value_range(text, found.end(), &pair)
         };
-        match value {
-            Some(range) => {
-                at = range.end.max(name.end);
-                rewriter.replace(range);
-            }
-            None => at = name.end,
+        at = name.end.max(next_char(text, name.start));
+        if inside {
+            let read = value.as_ref().map_or(found.len(), |r| r.end.saturating_sub(name.start));
+            budget = budget.saturating_sub(read);
+        }
+        if let Some(range) = value.filter(|r| r.end > covered) {
+            covering = quote_before(bytes, range.start).or(enclosing);
+            covered = range.end;
+            rewriter.replace_or_extend(range);
         }
     }
     rewriter.finish()
 }
+
+/// How many times its length the values of names inside other values may read of a text.
+const INNER_READS: usize = 4;
 
 /// A match of [`NAMES`] taken apart: it reads `name`, maybe a closing quote, then a separator.
 /// The parts are told from the end, as the name holds no quote, `:`, `=`, `>` or blank after
@@ -827,6 +887,8 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
     // end of that run, so a long run of blanks is looked at once, not once per blank.
     let mut gap: Option<usize> = None;
     for (i, &b) in bytes.iter().enumerate().skip(start) {
+        #[cfg(test)]
+        tests::VALUE_SCAN.with(|scanned| scanned.set(scanned.get() + 1));
         if b == b'\n' || b == b'\r' {
             end = i;
             break;
@@ -901,6 +963,8 @@ fn quoted_value(text: &str, open: usize, quote: Quote, kind: Sep) -> Option<Rang
 fn closing_quote(bytes: &[u8], from: usize, quote: Quote) -> usize {
     let mut backslashes = 0usize;
     for (i, &b) in bytes.iter().enumerate().take(from.saturating_add(REACH)).skip(from) {
+        #[cfg(test)]
+        tests::VALUE_SCAN.with(|scanned| scanned.set(scanned.get() + 1));
         if quote.closes(b, backslashes) {
             return i - quote.escape_len();
         }
@@ -990,6 +1054,8 @@ impl Strings {
 fn line_end(bytes: &[u8], from: usize, form: Break, strings: Strings) -> (usize, Option<usize>) {
     let mut backslashes = 0usize;
     for (i, &b) in bytes.iter().enumerate().skip(from) {
+        #[cfg(test)]
+        tests::VALUE_SCAN.with(|scanned| scanned.set(scanned.get() + 1));
         if b == b'\n' || b == b'\r' {
             let next = if form.0 == 0 { line_break(bytes, i).map(|(_, next)| next) } else { None };
             return (i, next);
@@ -1230,6 +1296,71 @@ mod tests {
         pub(super) static KEY_SCAN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
         /// Bytes the shape pass has searched through on this thread, to the end of each match.
         pub(super) static SHAPE_SCAN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        /// Bytes values have been read through on this thread, to their ends.
+        pub(super) static VALUE_SCAN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    #[test]
+    fn names_inside_values_are_read_in_linear_time_and_none_is_left() {
+        // Names packed back to back, each of whose values would run to the end of the text
+        // (or its line) and hold every name after it.
+        let units = [
+            "password=",
+            "password:",
+            "password=x\"token\":\"",
+            "\"password\": \"a token: ",
+            "token: x password=",
+            "<password>",
+            "api_key=a,secret:",
+            "Cookie: a=password=",
+            "password \"x",
+            "password=%3D",
+        ];
+        for unit in units {
+            for end in ["Brwzc8tfWGoK", "\nBrwzc8tfWGoK", "\n  Brwzc8tfWGoK\n</password>"] {
+                let text = format!("{}{end}", unit.repeat(40_000 / unit.len()));
+                VALUE_SCAN.with(|scanned| scanned.set(0));
+                let clean = redact_text(&text);
+                let scanned = VALUE_SCAN.with(std::cell::Cell::get);
+                assert!(
+                    scanned <= 2 * (INNER_READS + 2) * text.len() + 4 * REACH,
+                    "{unit:?} repeated: {scanned} bytes read for {}",
+                    text.len()
+                );
+                // An element's text is a value only up to the tag that closes it.
+                let closed = !unit.starts_with('<') || end.contains("</");
+                assert!(!closed || !clean.contains("Brwzc8tfWGoK"), "{unit:?}{end:?}");
+                assert_eq!(redact_text(&clean), clean, "{unit:?}{end:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_name_inside_another_value_still_has_its_value_replaced() {
+        for (input, expected) in [
+            ("token: x [password=\nBrwzc8tfWGoK", "token: [REDACTED]\n[REDACTED]"),
+            ("password=xtoken=\n  Brwzc8tfWGoK", "password=[REDACTED]\n  [REDACTED]"),
+            ("x password xtoken=\n  Brwzc8tfWGoK", "x password [REDACTED]\n  [REDACTED]"),
+            (r#"password=x"token":"abc def ghi" next"#, r#"password=[REDACTED]" next"#),
+            (
+                r#"password=x"token": "abc def ghi" next"#,
+                r#"password=[REDACTED] "[REDACTED]" next"#,
+            ),
+            (
+                "password=x<token>\n  abc def\n</token>",
+                "password=[REDACTED]\n  [REDACTED]\n</token>",
+            ),
+            (
+                "key=\"ApiKey\" %3D[password=\nBrwzc8tfWGoK\",\"ok\":\"kept\"}",
+                "key=\"ApiKey\" [REDACTED]\n[REDACTED]\"}",
+            ),
+            (
+                "key=\"ApiKey\" %3D{\"note\":\"glrt-X3281s4EOoY88TtgmUo2\",\"ok\":\"kept\"}",
+                "key=\"ApiKey\" [REDACTED],\"ok\":\"kept\"}",
+            ),
+        ] {
+            check(input, expected);
+        }
     }
 
     #[test]
@@ -2075,6 +2206,39 @@ line secret" next"#,
         fn redacting_json_twice_changes_nothing(value in confusing_json()) {
             let once = redacted_json(&value);
             prop_assert_eq!(redacted_json(&once), once);
+        }
+
+        /// Escapes make the text two readings; a replacement one makes must not leave the
+        /// other something new to find: every name, escaped sign, opener and shape together.
+        #[test]
+        fn escaped_signs_before_any_value_redact_to_a_fixed_point(
+            name in prop::sample::select(vec![
+                "key=\"ApiKey\"", "ApiKey", "\"ApiKey\"", "password", "'token'", "\\\"secret\\\"",
+                "api_key", "<add key=\"Password\"", "Authorization",
+            ]),
+            gap in prop::sample::select(vec!["", " ", "\t", "  "]),
+            sign in prop::sample::select(vec![
+                "%3D", "%3d", "%253D", "%3A", "\\u003d", "\\u003A", "%22%3A%22", "%3A%20", "%2525253D", "",
+            ]),
+            opener in prop::sample::select(vec!["{\"note\":\"", "\"", "'", "[", "(", "", "%22", "%7B", "\\u0022"]),
+            which in any::<prop::sample::Index>(), seed in 0u64..1000,
+            tail in prop::sample::select(vec![
+                "\",\"ok\":\"kept\"}", " next", "", "&x=1", "%26x%3D1", "\"/>", " \nnext", " \n\",\"ok\":1}",
+            ]),
+        ) {
+            let shapes = corpus::shapes(seed).unwrap();
+            let shape = which.get(&shapes);
+            let text = format!("{name}{gap}{sign}{opener}{}{tail}", shape.text);
+            let once = redact_text(&text);
+            prop_assert_eq!(redact_text(&once), once.clone(), "input {:?}", text);
+            // A value on the line after its name is a word alone on that line (see
+            // `next_line_value`): the text must end that line for it to be one.
+            if tail.is_empty() || tail.starts_with(" \n") {
+                let secret = &shape.text[shape.secret.clone()];
+                prop_assert!(!once.contains(secret), "{:?} left {:?}", text, once);
+            }
+            let json = redacted_json(&json!({ text.clone(): null, "v": text }));
+            prop_assert_eq!(redacted_json(&json), json);
         }
 
         #[test]
