@@ -7,6 +7,7 @@
 mod approvals;
 mod async_use;
 mod audit;
+mod audit_appends;
 mod audit_events;
 mod bundle;
 mod checklist;

@@ -5,7 +5,9 @@ use aigentflow_persistence::audit_chain::{self, hash_time};
 pub(crate) use aigentflow_persistence::audit_chain::{cell_bytes, hash_time_into};
 use aigentflow_persistence::Row;
 use aigentflow_persistence::{Backend, Clean, Database, Param, Tx};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::chain::{self, ChainHead, ChainRow, HashedFields, Verification, Verifier};
 use crate::error::{Error, Result};
@@ -77,6 +79,49 @@ const APPEND_ONE_PLAIN_PG: &str = "WITH appended AS (
         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
         RETURNING id, row_hash)
     UPDATE audit_head SET id = appended.id, row_hash = appended.row_hash FROM appended";
+/// [`APPEND_ONE_PG`] as a statement of its own (no transaction around it), after the head this
+/// handle last saw: the head row is locked and read in the statement, and the entry goes in
+/// only if the head is still that row (`?1 - 1` with the hash `?11`) and no row with its id or a
+/// later one is present (one written around the log: the locked append steps over it). It
+/// changes one row if it appended, none if another append moved the head first.
+///
+/// The last id is read as `MAX(id)`, one probe of the primary key's end whatever the plan: a
+/// `NOT EXISTS (… WHERE id >= ?1)` is planned, once the server uses a generic plan for the
+/// prepared statement, as a scan expected to stop early, and it reads the whole table when, as
+/// always here, no row matches.
+const APPEND_AFTER_PG: &str = "WITH head AS (
+        SELECT 1 FROM audit_head h
+        WHERE h.id = ?1::bigint - 1 AND h.row_hash = ?11
+            AND (SELECT COALESCE(MAX(id), 0) FROM audit_logs) < ?1::bigint
+        FOR UPDATE OF h),
+    appended AS (
+        INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action, category,
+            details, user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash,
+            origin_source, severity, outcome, actor_type, actor_id, target_type, target_id,
+            session_id, workflow_id, correlation_id, changes_before, changes_after, error,
+            hash_version)
+        SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+            ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28 FROM head
+        RETURNING id, row_hash)
+    UPDATE audit_head SET id = appended.id, row_hash = appended.row_hash FROM appended";
+/// [`APPEND_AFTER_PG`] of an entry without event fields or provenance (see
+/// [`APPEND_ONE_PLAIN_PG`]).
+const APPEND_AFTER_PLAIN_PG: &str = "WITH head AS (
+        SELECT 1 FROM audit_head h
+        WHERE h.id = ?1::bigint - 1 AND h.row_hash = ?11
+            AND (SELECT COALESCE(MAX(id), 0) FROM audit_logs) < ?1::bigint
+        FOR UPDATE OF h),
+    appended AS (
+        INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action, category,
+            details, user_id, ip_address, prev_hash, row_hash, hash_version)
+        SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13 FROM head
+        RETURNING id, row_hash)
+    UPDATE audit_head SET id = appended.id, row_hash = appended.row_hash FROM appended";
+/// Whether the row an append alone sent is stored, when its connection was lost before the
+/// answer came: its hash, which covers the previous row's, names it.
+const APPENDED: &str = "SELECT 1 FROM audit_logs WHERE id = ?1 AND row_hash = ?2";
+/// SQLSTATE of a unique violation: an id taken by a row written around the log.
+const UNIQUE_VIOLATION: &str = "23505";
 /// Entries per category of a project, most first. A category cell written around the log as
 /// a BLOB counts with the text of the same bytes.
 /// Each category's first row comes along, to name it if its text is not UTF-8.
@@ -99,28 +144,99 @@ pub const MAX_PAGE: u64 = 1000;
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     db: Database,
+    /// On PostgreSQL, the chain's head as the last append through this handle (or a clone of
+    /// it) left it, if that append committed: the next [`log`](Self::log) appends after it in
+    /// one statement, which checks it under the head's lock.
+    head: Arc<Mutex<Option<Head>>>,
+}
+
+/// The last row of the chain: its id and hash.
+#[derive(Debug, Clone)]
+struct Head {
+    id: i64,
+    hash: String,
 }
 
 impl AuditLog {
     /// The audit log over `db`. Opening it reads and writes nothing: the rows a legacy database
     /// brought were sealed by the migration that added the chain, and nothing else seals a row.
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self { db, head: Arc::default() }
     }
 
     /// Appends one entry in its own transaction; returns its id. The entry is checked and
     /// redacted before the write lock is taken.
+    ///
+    /// On PostgreSQL, after an append through this handle, the entry goes in with one
+    /// statement that commits by itself (one round trip, where a transaction takes four): it
+    /// locks the chain's head and appends only if the head is the row that append left. If
+    /// another writer moved it meanwhile, the entry is appended in a transaction as the first
+    /// one was; if the connection is lost before the answer comes, a read tells whether the
+    /// row is stored (its hash names it) before anything is tried again.
     pub fn log(&self, entry: &AuditEntry) -> Result<i64> {
         let clean = CleanEntry::all(std::slice::from_ref(entry))?;
-        let ids = self.db.write(|tx| append(tx, &clean))?;
-        Ok(ids[0])
+        if let Some(id) = self.append_alone(&clean[0])? {
+            return Ok(id);
+        }
+        let appended = self.db.write(|tx| append(tx, &clean))?;
+        self.remember(appended.head);
+        Ok(appended.ids[0])
     }
 
     /// Appends many entries in one transaction; returns their ids. The entries are checked and
     /// redacted before the write lock is taken.
     pub fn log_batch(&self, entries: &[AuditEntry]) -> Result<Vec<i64>> {
         let clean = CleanEntry::all(entries)?;
-        self.db.write(|tx| append(tx, &clean))
+        let appended = self.db.write(|tx| append(tx, &clean))?;
+        self.remember(appended.head);
+        Ok(appended.ids)
+    }
+
+    /// Sets (or with None forgets) the head the next [`log`](Self::log) appends after.
+    fn remember(&self, head: Option<Head>) {
+        *self.head.lock().unwrap_or_else(PoisonError::into_inner) = head;
+    }
+
+    /// [`log`](Self::log)'s append in one statement after the remembered head, on PostgreSQL:
+    /// the entry's id, or None when it must be appended in a transaction (no head remembered,
+    /// another append moved it, or a row written around the log holds the id).
+    fn append_alone(&self, entry: &CleanEntry<'_>) -> Result<Option<i64>> {
+        if self.db.backend() != Backend::Postgres {
+            return Ok(None);
+        }
+        let Some(head) = self.head.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+            return Ok(None);
+        };
+        check_for_postgres(std::slice::from_ref(entry))?;
+        let Some(id) = head.id.checked_add(1) else { return Ok(None) };
+        let rows = Rows::after(
+            std::slice::from_ref(entry),
+            AppendAt { prev: head.hash, id },
+            self.db.now(),
+        )?;
+        let Some(appended) = rows.head() else { return Ok(None) };
+        let sent = match rows.narrow() {
+            Some(narrow) => self.db.execute_alone(APPEND_AFTER_PLAIN_PG, &narrow[0]),
+            None => self.db.execute_alone(APPEND_AFTER_PG, &rows.cells[0]),
+        };
+        let stored = match sent {
+            Ok(changed) => changed == 1,
+            Err(e) if e.is_outcome_unknown() => {
+                let params = [Param::int(appended.id), Param::digest(&appended.hash)];
+                match self.db.read(|tx| tx.query_row(APPENDED, &params, |_| Ok(()))) {
+                    Ok(found) => found.is_some(),
+                    Err(_) => return Err(e.into()),
+                }
+            }
+            Err(e) if e.sqlstate() == Some(UNIQUE_VIOLATION) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !stored {
+            return Ok(None);
+        }
+        let id = appended.id;
+        self.remember(Some(appended));
+        Ok(Some(id))
     }
 
     /// Appends an entry inside a caller's transaction (e.g. with the state save it records).
@@ -133,7 +249,7 @@ impl AuditLog {
     /// Appends entries inside a caller's transaction: the chain head is read once, and each
     /// entry links to the one before it. Nothing is written if any entry is invalid.
     pub fn log_all_in(&self, tx: &Tx<'_>, entries: &[AuditEntry]) -> Result<Vec<i64>> {
-        append(tx, &CleanEntry::all(entries)?)
+        Ok(append(tx, &CleanEntry::all(entries)?)?.ids)
     }
 
     /// Entries matching the filters, newest first (ties broken by id).
@@ -369,7 +485,7 @@ impl AuditLog {
     /// NUL character.
     pub fn append_imported_in(&self, tx: &Tx<'_>, entries: &[ImportedEntry]) -> Result<Vec<i64>> {
         let clean = entries.iter().map(CleanEntry::imported).collect::<Result<Vec<_>>>()?;
-        append(tx, &clean)
+        Ok(append(tx, &clean)?.ids)
     }
 
     pub(crate) fn database(&self) -> &Database {
@@ -589,120 +705,159 @@ fn holds_nul(text: &str) -> bool {
     text.contains('\0')
 }
 
+/// What an append wrote: the ids, and the chain's new head (None when nothing was appended).
+struct Appended {
+    ids: Vec<i64>,
+    head: Option<Head>,
+}
+
+/// Refuses, on PostgreSQL, entries holding a NUL character, which its text cannot hold.
+fn check_for_postgres(entries: &[CleanEntry<'_>]) -> Result<()> {
+    if let Some(field) = entries.iter().find_map(CleanEntry::nul_field) {
+        return Err(Error::InvalidInput {
+            what: "audit entry",
+            reason: format!(
+                "its {field} holds a NUL character (U+0000), which PostgreSQL text cannot hold"
+            )
+            .into(),
+        });
+    }
+    Ok(())
+}
+
 /// Appends clean entries after the chain's head as this transaction sees it.
-fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
+fn append(tx: &Tx<'_>, entries: &[CleanEntry<'_>]) -> Result<Appended> {
     if entries.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Appended { ids: Vec::new(), head: None });
     }
     if tx.backend() == Backend::Postgres {
-        if let Some(field) = entries.iter().find_map(CleanEntry::nul_field) {
-            return Err(Error::InvalidInput {
-                what: "audit entry",
-                reason: format!(
-                    "its {field} holds a NUL character (U+0000), which PostgreSQL text cannot hold"
-                )
-                .into(),
-            });
-        }
+        check_for_postgres(entries)?;
     }
-    let AppendAt { prev: first_prev, id: first_id } = AppendAt::head(tx)?;
-    let now = tx.now();
-    let hashed_now = hash_time(&time::to_db(now));
-    let mut ids = Vec::with_capacity(entries.len());
-    // Each row's hash, which the row after it links to.
-    let mut hashes: Vec<String> = Vec::with_capacity(entries.len());
-    fn bytes<'c>(t: &'c Option<Clean<'_>>) -> Option<&'c [u8]> {
-        t.as_ref().map(|c| c.as_bytes())
-    }
-    let mut next = Some(first_id);
-    for e in entries {
-        let id = next.ok_or_else(|| no_id_after(i64::MAX))?;
-        next = id.checked_add(1);
-        let own_stamp = e.imported.as_ref().map(|(at, _)| hash_time(&time::to_db(*at)));
-        let fields = HashedFields {
-            id,
-            timestamp: own_stamp.as_deref().unwrap_or(&hashed_now).as_bytes(),
-            project_id: bytes(&e.project_id),
-            task_id: bytes(&e.task_id),
-            agent: bytes(&e.agent),
-            action: e.action.as_bytes(),
-            category: e.category.as_bytes(),
-            details: bytes(&e.details),
-            user_id: bytes(&e.user_id),
-            ip_address: bytes(&e.ip_address),
-            origin: e.imported.as_ref().map(|(_, o)| audit_chain::Origin {
-                id: Some(o.id_text.as_bytes()),
-                hash: Some(o.hash.as_bytes()),
-                source: Some(o.source.as_bytes()),
-            }),
-            event: Some(audit_chain::EventFields::from_cells(e.event.each_ref().map(bytes))),
-        };
-        hashes.push(chain::row_hash(hashes.last().unwrap_or(&first_prev), &fields));
-        ids.push(id);
-    }
-    let prevs = std::iter::once(&first_prev).chain(&hashes);
-    let rows: Vec<[Param<'_>; 28]> = entries
-        .iter()
-        .zip(&ids)
-        .zip(prevs.zip(&hashes))
-        .map(|((e, &id), (prev, hash))| {
-            let (at, origin) = match &e.imported {
-                Some((at, o)) => (*at, Some(o)),
-                None => (now, None),
-            };
-            let [severity, outcome, actor_type, actor_id, target_type, target_id, session_id, workflow_id, correlation_id, changes_before, changes_after, error] =
-                e.event.each_ref().map(|c| Param::opt_clean(c.as_ref()));
-            [
-                Param::int(id),
-                Param::time(at),
-                Param::opt_clean(e.project_id.as_ref()),
-                Param::opt_clean(e.task_id.as_ref()),
-                Param::opt_clean(e.agent.as_ref()),
-                Param::clean(&e.action),
-                Param::clean(&e.category),
-                Param::opt_clean(e.details.as_ref()),
-                Param::opt_clean(e.user_id.as_ref()),
-                Param::opt_clean(e.ip_address.as_ref()),
-                Param::digest(prev),
-                Param::digest(hash),
-                origin.map_or(Param::NULL, |o| Param::int(o.id)),
-                origin.map_or(Param::NULL, |o| Param::digest(o.hash)),
-                origin.map_or(Param::NULL, |o| Param::clean(&o.source)),
-                severity,
-                outcome,
-                actor_type,
-                actor_id,
-                target_type,
-                target_id,
-                session_id,
-                workflow_id,
-                correlation_id,
-                changes_before,
-                changes_after,
-                error,
-                Param::int(HASH_VERSION),
-            ]
-        })
-        .collect();
-    let plain = entries.iter().all(|e| e.imported.is_none() && e.event.iter().all(Option::is_none));
-    if plain {
+    let rows = Rows::after(entries, AppendAt::head(tx)?, tx.now())?;
+    match rows.narrow() {
         // The columns left out are NULL, as they would be bound.
-        let narrow: Vec<[Param<'_>; 13]> = rows
-            .into_iter()
-            .map(|row| {
-                let mut cells = row.into_iter();
-                let first: [Param<'_>; 12] =
-                    std::array::from_fn(|_| cells.next().unwrap_or(Param::NULL));
-                let version = cells.last().unwrap_or(Param::NULL);
-                let mut all = first.into_iter().chain([version]);
-                std::array::from_fn(|_| all.next().unwrap_or(Param::NULL))
+        Some(narrow) => {
+            insert(tx, &narrow, INSERT_PLAIN, APPEND_ONE_PLAIN_PG, &rows.ids, &rows.hashes)?
+        }
+        None => insert(tx, &rows.cells, INSERT, APPEND_ONE_PG, &rows.ids, &rows.hashes)?,
+    }
+    let head = rows.head();
+    Ok(Appended { ids: rows.ids, head })
+}
+
+/// The rows of entries appended after a head: their ids, their hashes (each row's, which the
+/// row after it links to) and their cells, every column of [`INSERT`].
+struct Rows<'e> {
+    ids: Vec<i64>,
+    hashes: Vec<String>,
+    cells: Vec<[Param<'e>; 28]>,
+    /// Whether no entry has event fields or provenance.
+    plain: bool,
+}
+
+impl<'e> Rows<'e> {
+    /// The rows of `entries` appended after `at`, at `now`.
+    fn after(entries: &'e [CleanEntry<'_>], at: AppendAt, now: DateTime<Utc>) -> Result<Self> {
+        let AppendAt { prev: first_prev, id: first_id } = at;
+        let hashed_now = hash_time(&time::to_db(now));
+        let mut ids = Vec::with_capacity(entries.len());
+        let mut hashes: Vec<String> = Vec::with_capacity(entries.len());
+        fn bytes<'c>(t: &'c Option<Clean<'_>>) -> Option<&'c [u8]> {
+            t.as_ref().map(|c| c.as_bytes())
+        }
+        let mut next = Some(first_id);
+        for e in entries {
+            let id = next.ok_or_else(|| no_id_after(i64::MAX))?;
+            next = id.checked_add(1);
+            let own_stamp = e.imported.as_ref().map(|(at, _)| hash_time(&time::to_db(*at)));
+            let fields = HashedFields {
+                id,
+                timestamp: own_stamp.as_deref().unwrap_or(&hashed_now).as_bytes(),
+                project_id: bytes(&e.project_id),
+                task_id: bytes(&e.task_id),
+                agent: bytes(&e.agent),
+                action: e.action.as_bytes(),
+                category: e.category.as_bytes(),
+                details: bytes(&e.details),
+                user_id: bytes(&e.user_id),
+                ip_address: bytes(&e.ip_address),
+                origin: e.imported.as_ref().map(|(_, o)| audit_chain::Origin {
+                    id: Some(o.id_text.as_bytes()),
+                    hash: Some(o.hash.as_bytes()),
+                    source: Some(o.source.as_bytes()),
+                }),
+                event: Some(audit_chain::EventFields::from_cells(e.event.each_ref().map(bytes))),
+            };
+            hashes.push(chain::row_hash(hashes.last().unwrap_or(&first_prev), &fields));
+            ids.push(id);
+        }
+        let prevs: Vec<String> =
+            std::iter::once(first_prev).chain(hashes.iter().cloned()).take(entries.len()).collect();
+        let cells = entries
+            .iter()
+            .zip(&ids)
+            .zip(prevs.into_iter().zip(&hashes))
+            .map(|((e, &id), (prev, hash))| {
+                let (at, origin) = match &e.imported {
+                    Some((at, o)) => (*at, Some(o)),
+                    None => (now, None),
+                };
+                let [severity, outcome, actor_type, actor_id, target_type, target_id, session_id, workflow_id, correlation_id, changes_before, changes_after, error] =
+                    e.event.each_ref().map(|c| Param::opt_clean(c.as_ref()));
+                [
+                    Param::int(id),
+                    Param::time(at),
+                    Param::opt_clean(e.project_id.as_ref()),
+                    Param::opt_clean(e.task_id.as_ref()),
+                    Param::opt_clean(e.agent.as_ref()),
+                    Param::clean(&e.action),
+                    Param::clean(&e.category),
+                    Param::opt_clean(e.details.as_ref()),
+                    Param::opt_clean(e.user_id.as_ref()),
+                    Param::opt_clean(e.ip_address.as_ref()),
+                    Param::digest_owned(prev),
+                    Param::digest_owned(hash.clone()),
+                    origin.map_or(Param::NULL, |o| Param::int(o.id)),
+                    origin.map_or(Param::NULL, |o| Param::digest(o.hash)),
+                    origin.map_or(Param::NULL, |o| Param::clean(&o.source)),
+                    severity,
+                    outcome,
+                    actor_type,
+                    actor_id,
+                    target_type,
+                    target_id,
+                    session_id,
+                    workflow_id,
+                    correlation_id,
+                    changes_before,
+                    changes_after,
+                    error,
+                    Param::int(HASH_VERSION),
+                ]
             })
             .collect();
-        insert(tx, &narrow, INSERT_PLAIN, APPEND_ONE_PLAIN_PG, &ids, &hashes)?;
-    } else {
-        insert(tx, &rows, INSERT, APPEND_ONE_PG, &ids, &hashes)?;
+        let plain =
+            entries.iter().all(|e| e.imported.is_none() && e.event.iter().all(Option::is_none));
+        Ok(Self { ids, hashes, cells, plain })
     }
-    Ok(ids)
+
+    /// The rows as the columns of [`INSERT_PLAIN`], if every entry is plain: the first twelve
+    /// and the version.
+    fn narrow(&self) -> Option<Vec<[Param<'e>; 13]>> {
+        self.plain.then(|| {
+            self.cells
+                .iter()
+                .map(|row| {
+                    std::array::from_fn(|i| if i < 12 { row[i].clone() } else { row[27].clone() })
+                })
+                .collect()
+        })
+    }
+
+    /// The last row, which the chain's head becomes.
+    fn head(&self) -> Option<Head> {
+        Some(Head { id: *self.ids.last()?, hash: self.hashes.last()?.clone() })
+    }
 }
 
 /// Inserts the appended rows, and on PostgreSQL moves the head onto the last: one statement for

@@ -135,6 +135,15 @@ impl<'a> Param<'a> {
         }
     }
 
+    /// [`digest`](Self::digest) of a digest the parameter owns.
+    pub fn digest_owned(hex: String) -> Param<'static> {
+        if hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            Param(Bound::Text(Cow::Owned(hex)))
+        } else {
+            Param(Bound::Text(Cow::Owned(redact_text(&hex).into_owned())))
+        }
+    }
+
     /// Text read from a store of this layer, to be written to another as it is (`db copy`):
     /// the policy applied when it entered the first store (a legacy row is copied as the older
     /// version wrote it), and a copy must keep every row equal, audit hashes included.
@@ -598,7 +607,7 @@ impl Stmt<'_> {
 /// The transaction-control word `sql` starts with (after blanks and comments), if any: such a
 /// statement would end or split the transaction the closure runs in, which is the
 /// [`Database`](crate::Database)'s to begin and end.
-fn transaction_control(sql: &str) -> Option<&str> {
+pub(crate) fn transaction_control(sql: &str) -> Option<&str> {
     let mut rest = sql;
     loop {
         rest = rest.trim_start();

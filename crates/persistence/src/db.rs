@@ -10,7 +10,7 @@ use aigentflow_core_states::{time, Clock, SystemClock};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-use crate::bind::FirstFailure;
+use crate::bind::{FirstFailure, Param};
 use crate::checkpoint::{Checkpointer, SAFETY_NET_PAGES};
 use crate::error::{Error, Result, SqliteResult};
 use crate::location::Location;
@@ -454,9 +454,15 @@ impl Database {
         }
     }
 
-    /// What the PostgreSQL backend asked of the server so far (None on SQLite), for tests
-    /// that count the round trips a call costs.
-    #[cfg(test)]
+    /// On PostgreSQL, the exchanges with the server that this database's connections have made
+    /// so far, each a round trip (a statement, a BEGIN or COMMIT, a fetch of rows); None on
+    /// SQLite, where a statement is a function call. For tests and benchmarks that count what a
+    /// call costs.
+    pub fn round_trips(&self) -> Option<u64> {
+        self.pg_stats().map(crate::pg::Stats::round_trips)
+    }
+
+    /// What the PostgreSQL backend asked of the server so far (None on SQLite).
     pub(crate) fn pg_stats(&self) -> Option<&crate::pg::Stats> {
         match &*self.inner {
             Handle::Postgres { pg, .. } => Some(pg.stats()),
@@ -567,6 +573,39 @@ impl Database {
             return Err(Error::ReadOnly { path: self.location().to_path_buf() }.into());
         }
         self.run(TransactionBehavior::Immediate, f)
+    }
+
+    /// Runs one statement as a transaction of its own; returns how many rows it changed. On
+    /// PostgreSQL it is sent without BEGIN and COMMIT and commits by itself: one round trip
+    /// where a [`write`](Self::write) of it takes three. On SQLite it is a `write` of it.
+    ///
+    /// For a write that is one statement, and that can tell from what it changed whether it
+    /// did its work (a conditional INSERT, an UPDATE … WHERE). Should the connection be lost
+    /// once the statement is sent, the error is [`Error::OutcomeUnknown`]: the server may
+    /// have committed it, and a read must tell before it is tried again.
+    pub fn execute_alone(&self, sql: &str, params: &[Param<'_>]) -> Result<u64> {
+        if self.is_read_only() {
+            return Err(Error::ReadOnly { path: self.location().to_path_buf() });
+        }
+        match &*self.inner {
+            Handle::Postgres { pg, key, .. } => {
+                if let Some(word) = crate::bind::transaction_control(sql) {
+                    return Err(Error::InvalidInput {
+                        what: "statement",
+                        reason: format!("{word} is transaction control; a statement run alone is its own transaction").into(),
+                    });
+                }
+                let started = Instant::now();
+                // A write inside a write on the same thread would wait for its own row locks.
+                let _writing = Writing::enter(key)?;
+                let changed = pg.execute_alone(sql, params);
+                if !matches!(changed, Err(Error::Locked { .. })) {
+                    slow(started, true, key);
+                }
+                changed
+            }
+            Handle::Sqlite(_) => self.write(|tx| tx.execute(sql, params)).map(|n| n as u64),
+        }
     }
 
     fn run<T, E: From<Error>>(

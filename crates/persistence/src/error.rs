@@ -185,6 +185,11 @@ pub enum Error {
     /// driver's own error type stays inside this crate, as PostgreSQL's does ([`Error::Postgres`]).
     #[error("database error: {message}")]
     Sqlite { code: Option<i32>, message: SafeText },
+    /// The connection was lost after a statement that commits by itself
+    /// ([`Database::execute_alone`](crate::Database::execute_alone)) was sent: the server may
+    /// have committed it or not, and only a read can tell.
+    #[error("the connection to database {path} was lost after a statement was sent; it may or may not have been committed: {reason}")]
+    OutcomeUnknown { path: PathBuf, reason: SafeText },
     /// A PostgreSQL server could not be reached, or refused the connection.
     #[error("cannot connect to database {url}: {reason}")]
     Connect { url: SafeText, reason: SafeText },
@@ -291,6 +296,12 @@ impl Error {
         matches!(self, Self::PoolTimeout { .. } | Self::Locked { .. })
             || matches!(self.sqlstate(), Some("55P03" | "40P01" | "40001"))
             || matches!(self.sqlite_primary(), Some(SQLITE_BUSY | SQLITE_LOCKED))
+    }
+
+    /// Whether a statement that commits by itself was sent and its answer lost with the
+    /// connection ([`Error::OutcomeUnknown`]): whether it was committed is for a read to tell.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, Self::OutcomeUnknown { .. })
     }
 
     /// Whether the database found its own storage malformed (SQLite: `SQLITE_CORRUPT`, an FTS5

@@ -157,6 +157,10 @@ fn fields(e: &Error) {
             n(code);
             n(message);
         }
+        Error::OutcomeUnknown { path, reason } => {
+            n(path);
+            n(reason);
+        }
         Error::Connect { url, reason } => {
             n(url);
             n(reason);

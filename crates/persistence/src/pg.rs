@@ -598,6 +598,58 @@ impl std::fmt::Debug for Listener {
 }
 
 impl PgInner {
+    /// Runs one statement as a transaction of its own: sent without BEGIN and COMMIT, it
+    /// commits by itself, in one round trip once it is prepared on the connection.
+    ///
+    /// A connection found gone before the statement was sent (while preparing it) is dropped
+    /// and the statement tried on another, as a transaction's BEGIN is. Found gone after it was
+    /// sent, the outcome is [`Error::OutcomeUnknown`]: the server may have committed it.
+    pub(crate) fn execute_alone(&self, sql: &str, params: &[Param<'_>]) -> Result<u64> {
+        if self.read_only {
+            return Err(Error::ReadOnly { path: self.shown.clone().into() });
+        }
+        let gave_up = StdCell::new(false);
+        let waits = Waits { shown: &self.shown, started: Instant::now(), gave_up: &gave_up };
+        let mut attempt = 1;
+        loop {
+            let mut conn = self.take()?;
+            let PgConn { client, statements, broken } = &mut *conn;
+            let client = client.as_mut().ok_or_else(PgConn::closed)?;
+            let stmt = match statements.by_sql.get(sql) {
+                Some(stmt) => stmt.clone(),
+                None => {
+                    self.stats.round_trip();
+                    match client.prepare(&dollar_params(sql)) {
+                        Ok(stmt) => {
+                            statements.by_sql.insert(sql.to_owned(), stmt.clone());
+                            stmt
+                        }
+                        Err(e) if is_broken(&e) && attempt < BEGIN_ATTEMPTS => {
+                            *broken = true;
+                            attempt += 1;
+                            continue;
+                        }
+                        Err(e) => {
+                            *broken |= is_broken(&e);
+                            return Err(waits.error(e));
+                        }
+                    }
+                }
+            };
+            self.stats.round_trip();
+            return client.execute(&stmt, &as_sql(params)).map_err(|e| {
+                if is_broken(&e) {
+                    *broken = true;
+                    return Error::OutcomeUnknown {
+                        path: self.shown.clone().into(),
+                        reason: e.to_string().into(),
+                    };
+                }
+                waits.error(e)
+            });
+        }
+    }
+
     /// A [`Listener`] on `channel` (a fixed name: it is written into the statement).
     pub(crate) fn listen(&self, channel: &'static str) -> Result<Listener> {
         let mut listener = Listener {

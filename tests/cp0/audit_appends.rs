@@ -1,0 +1,253 @@
+//! How the audit log appends: from several handles and transactions interleaved, one chain
+//! with increasing ids on both backends; on PostgreSQL a `log` after one through the same
+//! handle is one statement that commits by itself, falls back to a transaction when another
+//! writer moved the head, and reads back an append whose answer the connection lost.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use aigentflow::audit::{AuditEntry, AuditLog, Category};
+use aigentflow::persistence::{Backend, Database};
+
+use crate::audit::{around, entry, scalar};
+use crate::support::*;
+
+/// The ids and actions of the log, in id order.
+fn actions(log: &AuditLog) -> Vec<(i64, String)> {
+    let mut all: Vec<_> =
+        log.query(&Default::default()).unwrap().into_iter().map(|r| (r.id, r.action)).collect();
+    all.sort();
+    all
+}
+
+on_both! {
+/// Handles of one database and of a reopened one, single appends, batches and appends inside
+/// other transactions, interleaved in a fixed pseudo-random order: one chain, every entry
+/// once, ids 1 to N in the order the appends were made.
+fn appends_through_many_handles_interleaved_form_one_chain(t) {
+    let reopened = Database::open(t.location()).unwrap();
+    let logs = [
+        AuditLog::new(t.db().clone()),
+        AuditLog::new(t.db().clone()),
+        AuditLog::new(reopened.clone()),
+    ];
+    let mut expected = Vec::new();
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for i in 0..90 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let log = &logs[(seed % 3) as usize];
+        let action = format!("a{i}");
+        match (seed >> 8) % 4 {
+            0 | 1 => {
+                log.log(&entry("p", &action, Category::Agent)).unwrap();
+                expected.push(action);
+            }
+            2 => {
+                let batch: Vec<AuditEntry> = (0..3)
+                    .map(|k| entry("p", &format!("{action}.{k}"), Category::Agent))
+                    .collect();
+                log.log_batch(&batch).unwrap();
+                expected.extend(batch.into_iter().map(|e| e.action));
+            }
+            _ => {
+                let db = if seed.is_multiple_of(2) { t.db() } else { &reopened };
+                db.write(|tx| log.log_in(tx, &entry("p", &action, Category::Agent))).unwrap();
+                expected.push(action);
+            }
+        }
+    }
+    let stored = actions(&logs[0]);
+    let ids: Vec<i64> = stored.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, (1..=expected.len() as i64).collect::<Vec<_>>());
+    assert_eq!(stored.into_iter().map(|(_, a)| a).collect::<Vec<_>>(), expected);
+    let v = logs[2].verify(None).unwrap();
+    assert!(v.is_ok(), "{:?}", v.finding);
+}
+}
+
+on_both! {
+/// A row written around the log with the id the next append would take: the append steps
+/// over it, and only that row is outside the chain.
+fn an_append_steps_over_an_id_taken_around_the_log(t) {
+    let log = AuditLog::new(t.db().clone());
+    for i in 0..3 {
+        log.log(&entry("p", &format!("a{i}"), Category::Agent)).unwrap();
+    }
+    around(
+        t,
+        "INSERT INTO audit_logs (id, timestamp, action, category)
+         VALUES (4, '2026-01-01T00:00:00.000Z', 'forged', 'user')",
+    )
+    .unwrap();
+    let id = log.log(&entry("p", "after", Category::Agent)).unwrap();
+    assert_eq!(id, 5);
+    let next = log.log(&entry("p", "next", Category::Agent)).unwrap();
+    assert_eq!(next, 6);
+    let v = log.verify(None).unwrap();
+    assert_ne!(v.finding, None, "the forged row is outside the chain");
+    assert_eq!(scalar(t.location(), "SELECT COUNT(*) FROM audit_logs"), 6);
+}
+}
+
+/// On PostgreSQL, a `log` after one through the same handle costs one round trip; after
+/// another handle appended, it meets the moved head and appends in a transaction.
+#[test]
+fn a_log_after_one_through_the_same_handle_is_one_round_trip_on_postgres() {
+    let Some(t) = TestDb::postgres() else { return };
+    let log = AuditLog::new(t.db().clone());
+    let other = AuditLog::new(t.db().clone());
+    let trips = |f: &dyn Fn()| {
+        let before = t.db().round_trips().unwrap();
+        f();
+        t.db().round_trips().unwrap() - before
+    };
+    // The first append reads the head in a transaction; the second prepares its statement.
+    log.log(&entry("p", "first", Category::Agent)).unwrap();
+    log.log(&entry("p", "second", Category::Agent)).unwrap();
+    for i in 0..5 {
+        let n = trips(&|| {
+            log.log(&entry("p", &format!("alone{i}"), Category::Agent)).unwrap();
+        });
+        assert_eq!(n, 1, "append {i}");
+    }
+    other.log(&entry("p", "moved", Category::Agent)).unwrap();
+    let n = trips(&|| {
+        log.log(&entry("p", "after the move", Category::Agent)).unwrap();
+    });
+    assert!(n > 1, "the moved head sends the append into a transaction ({n} round trips)");
+    let again = trips(&|| {
+        log.log(&entry("p", "again", Category::Agent)).unwrap();
+    });
+    assert_eq!(again, 1, "the handle appended last: alone again");
+    let v = log.verify(None).unwrap();
+    assert!(v.is_ok(), "{:?}", v.finding);
+    assert_eq!(v.rows, 10);
+}
+
+/// What the proxy does to the next message a client sends.
+const PASS: u8 = 0;
+/// Closes the connection instead of passing the message on: the server never sees it.
+const DROP_REQUEST: u8 = 1;
+/// Passes the message on, then closes the connection instead of passing the answer back: the
+/// server ran the statement, and the client never hears of it.
+const DROP_ANSWER: u8 = 2;
+
+/// A TCP proxy in front of the server whose next exchange can be cut (see [`DROP_REQUEST`],
+/// [`DROP_ANSWER`]); the mode goes back to [`PASS`] once it has cut one.
+struct Proxy {
+    port: u16,
+    mode: Arc<AtomicU8>,
+}
+
+impl Proxy {
+    fn start(server: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(AtomicU8::new(PASS));
+        let server = server.to_owned();
+        let shared = mode.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(upstream) = TcpStream::connect(&server) else { return };
+                let mode = shared.clone();
+                let cut = Arc::new(AtomicU8::new(PASS));
+                let (c2, u2, cut2) =
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap(), cut.clone());
+                // Client to server.
+                std::thread::spawn(move || {
+                    pump(client, upstream, |n| {
+                        if n == 0 {
+                            return true;
+                        }
+                        match mode.swap(PASS, Ordering::SeqCst) {
+                            DROP_REQUEST => false,
+                            DROP_ANSWER => {
+                                cut2.store(DROP_ANSWER, Ordering::SeqCst);
+                                true
+                            }
+                            _ => true,
+                        }
+                    })
+                });
+                // Server to client.
+                std::thread::spawn(move || {
+                    pump(u2, c2, |_| cut.load(Ordering::SeqCst) != DROP_ANSWER)
+                });
+            }
+        });
+        Self { port, mode }
+    }
+
+    fn cut_next(&self, how: u8) {
+        self.mode.store(how, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` while `pass` says so of each chunk read; then closes both.
+fn pump(mut from: TcpStream, mut to: TcpStream, mut pass: impl FnMut(usize) -> bool) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if !pass(n) || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+/// `url` with its host and port replaced by 127.0.0.1:`port`.
+fn through(url: &str, port: u16) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (auth_host, path) = rest.split_once('/').unwrap();
+    let (auth, host) = match auth_host.rsplit_once('@') {
+        Some((a, h)) => (format!("{a}@"), h),
+        None => (String::new(), auth_host),
+    };
+    (format!("{scheme}://{auth}127.0.0.1:{port}/{path}"), host.to_owned())
+}
+
+/// On PostgreSQL, an append alone whose connection is lost before the server has it, or
+/// after the server stored it but before its answer came: either way the entry is stored
+/// once, `log` returns its id, and the chain verifies.
+#[test]
+fn an_append_whose_connection_is_lost_is_stored_exactly_once_on_postgres() {
+    let Some(t) = TestDb::postgres() else { return };
+    assert_eq!(t.backend(), Backend::Postgres);
+    let (_, server) = through(t.location(), 0);
+    let proxy = Proxy::start(&server);
+    let (url, _) = through(t.location(), proxy.port);
+    let db = Database::open(&url).unwrap();
+    let log = AuditLog::new(db.clone());
+    log.log(&entry("p", "first", Category::Agent)).unwrap();
+    log.log(&entry("p", "second", Category::Agent)).unwrap();
+    for (round, how) in
+        [DROP_REQUEST, DROP_ANSWER, DROP_ANSWER, DROP_REQUEST].into_iter().enumerate()
+    {
+        let action = format!("cut{round}");
+        proxy.cut_next(how);
+        let id = log.log(&entry("p", &action, Category::Agent)).unwrap();
+        let count = |sql: &str| {
+            scalar(t.location(), &format!("SELECT COUNT(*) FROM audit_logs WHERE {sql}"))
+        };
+        assert_eq!(count(&format!("action = '{action}'")), 1, "round {round} ({how})");
+        assert_eq!(
+            count(&format!("action = '{action}' AND id = {id}")),
+            1,
+            "round {round} ({how})"
+        );
+        // The next one through a sound connection is one statement again.
+        log.log(&entry("p", &format!("after{round}"), Category::Agent)).unwrap();
+    }
+    assert_eq!(scalar(t.location(), "SELECT COUNT(*) FROM audit_logs"), 10);
+    let v = log.verify(None).unwrap();
+    assert!(v.is_ok(), "{:?}", v.finding);
+}
