@@ -127,6 +127,9 @@ const SHAPES_PATTERN: &str = concat!(
     // URL credentials: the user and password between `://` and the last `@` before the host
     // (the password may hold any character but blanks and quotes, `@` too).
     r"|://(?P<userinfo>[^\s/?#@\[\]:]*:[^\s@`'\x22<>]*(?:@[^\s@/?#`'\x22<>]*)*)@",
+    // The same without a scheme (`admin:S3cret@db.internal:5432`, a Go DSN's
+    // `root:pw@tcp(host)`): a user, a password without blanks, quotes or `/`, and a host.
+    r"|(?P<bareinfo>[A-Za-z0-9._~%!$&*+-]*[A-Za-z][A-Za-z0-9._~%!$&*+-]*:[^\s@/`'\x22<>]{1,256}@)[A-Za-z0-9]",
     // Prefixes found anywhere.
     r"|(?P<anywhere>",
     r"sk-ant-[a-z]{2,8}[0-9]{2}-[A-Za-z0-9_-]{20,}",
@@ -579,6 +582,9 @@ fn judge_shape(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
         }
         return Some(whole.start + 3..whole.end - 1);
     }
+    if let Some(bare) = bare_userinfo(text, whole.clone()) {
+        return bare;
+    }
     let scheme = if starts_with("basic") {
         5
     } else if starts_with("bearer") {
@@ -615,6 +621,32 @@ fn judge_shape(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
         return Some(whole.start..whole.end + rest);
     }
     Some(whole)
+}
+
+/// For a match of the scheme-less `user:password@host` shape, what of it is the secret: the
+/// user and the password, when the password looks like a credential (`email:alice@example.com`
+/// and `mailto:bob@example.com` are an address under a key, not a login), else nothing.
+/// `None` for a match of another shape.
+fn bare_userinfo(text: &str, whole: Range<usize>) -> Option<Option<Range<usize>>> {
+    let s = &text[whole.clone()];
+    // Only this shape ends with `@` and the host's first character (a private key, which
+    // may hold both, starts with dashes).
+    let at = s.len().checked_sub(2).filter(|&at| s.as_bytes()[at] == b'@')?;
+    if s.starts_with('-') && s.contains("PRIVATE KEY") {
+        return None;
+    }
+    let (user, password) = s[..at].split_once(':')?;
+    // A match inside a longer user (the shape pass looks again one character on after a
+    // match it rejected) is none.
+    let user_char = |c: char| c.is_ascii_alphanumeric() || "._~%!$&*+-".contains(c);
+    if text[..whole.start].chars().next_back().is_some_and(user_char) {
+        return Some(None);
+    }
+    // Schemes whose address is `user@host` after the colon.
+    let scheme = ["mailto", "sip", "sips", "xmpp", "im", "pres", "acct"]
+        .iter()
+        .any(|scheme| user.eq_ignore_ascii_case(scheme));
+    Some((!scheme && looks_like_credential(password)).then(|| whole.start..whole.start + at))
 }
 
 /// The prefix words of generic keys, longest first.
@@ -1330,6 +1362,29 @@ mod tests {
     }
 
     #[test]
+    fn a_login_written_without_a_scheme_goes_and_addresses_stay() {
+        for (input, expected) in [
+            ("redis-cli -u admin:Cach3Pass@cache:6379", "redis-cli -u [REDACTED]@cache:6379"),
+            ("root:s3cr3tPw@tcp(db:3306)/app", "[REDACTED]@tcp(db:3306)/app"),
+            ("DSN=app:Tr0ub4dor&3@db.internal/x", "DSN=[REDACTED]@db.internal/x"),
+            ("(user:p4ss-w0rd@host)", "([REDACTED]@host)"),
+        ] {
+            check(input, expected);
+        }
+        for kept in [
+            "email:alice.smith@example.com",
+            "mailto:bob1985@example.com",
+            "sip:alice42@atlanta.example.com",
+            "git@github.com:org/repo.git",
+            "meet at 10:30@office",
+            "user:Alice@example.com",
+            "note: write to ops@example.com",
+        ] {
+            assert_eq!(redact_text(kept), kept);
+        }
+    }
+
+    #[test]
     fn a_name_inside_another_value_still_has_its_value_replaced() {
         for (input, expected) in [
             ("token: x [password=\nBrwzc8tfWGoK", "token: [REDACTED]\n[REDACTED]"),
@@ -1533,6 +1588,8 @@ mod tests {
             "pem-rsa-no-end",
             "pgp-private-key-block-no-end",
             "url-credentials-https",
+            "url-credentials-no-scheme",
+            "url-credentials-go-dsn",
             "http-basic-header",
             "http-bearer-header",
             "password-words",
