@@ -655,20 +655,60 @@ fn transaction_control_through_the_neutral_api_is_refused(t: EmptyDb) {
 }
 
 on_both! {
-/// A set migration whose SQL ends the opening's transaction (COMMIT, ROLLBACK, a file wrapped
-/// in BEGIN…COMMIT) is refused naming the set and the version and saying why.
-fn a_set_migration_that_ends_the_transaction_is_refused_naming_it(t: EmptyDb) {
-    for (i, sql) in [
-        "CREATE TABLE ended_a (x INTEGER); COMMIT; CREATE TABLE ended_b (x INTEGER);",
-        "BEGIN; CREATE TABLE ended_c (x INTEGER); COMMIT;",
-        "CREATE TABLE ended_d (x INTEGER); ROLLBACK;",
-    ].into_iter().enumerate() {
-        let set = MigrationSet::new(&format!("ends{i}"), [AppMigration::new(1, "ends", sql)]).unwrap();
-        let e = open_with(t.location(), &[set]).unwrap_err();
-        let text = e.to_string();
-        assert!(text.contains(&format!("ends{i}")) && text.contains("version 1"), "{sql}: {text}");
-        assert!(matches!(e, Error::Migrate { .. }), "{sql}: {e:?}");
+/// A set migration whose SQL holds transaction control (COMMIT, ROLLBACK, a file wrapped in
+/// BEGIN…COMMIT, a savepoint), in any case, after comments, anywhere in the file, is refused
+/// naming the set and the version and saying why, and nothing of it stays: no table it made
+/// before or after the control statement, no history row. A trigger whose body is written
+/// BEGIN … END (SQLite) or a function body in dollar quotes holding the words is no control.
+fn a_set_migration_that_ends_the_transaction_is_refused_naming_it_and_leaves_nothing(t: EmptyDb) {
+    let controls = [
+        "COMMIT;", "commit;", "END;", "END TRANSACTION;", "ROLLBACK;", "  -- note\n ROLLBACK;",
+        "/* x */ COMMIT;", "SAVEPOINT s;", "SAVEPOINT s; RELEASE s;", "BEGIN;", "START TRANSACTION;",
+        "ABORT;",
+    ];
+    let mut i = 0;
+    for control in controls {
+        // ABORT and START TRANSACTION are PostgreSQL's; END TRANSACTION and a bare BEGIN both.
+        if t.backend() == Backend::Sqlite && matches!(control, "ABORT;" | "START TRANSACTION;") {
+            continue;
+        }
+        for sql in [
+            format!("CREATE TABLE ended_a{i} (x INTEGER); {control} CREATE TABLE ended_b{i} (x INTEGER);"),
+            format!("{control} CREATE TABLE ended_a{i} (x INTEGER);"),
+            format!("CREATE TABLE ended_a{i} (x INTEGER); INSERT INTO ended_a{i} VALUES (1); {control}"),
+        ] {
+            i += 1;
+            let migration = AppMigration::owned(1, "ends".into(), sql.clone(), sql.clone());
+            let set = MigrationSet::new(&format!("ends{i}"), [migration]).unwrap();
+            let e = open_with(t.location(), &[set]).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(&format!("ends{i}")) && text.contains("version 1"), "{sql}: {text}");
+            assert!(text.contains("transaction control"), "{sql}: {text}");
+            assert!(matches!(e, Error::Migrate { .. }), "{sql}: {e:?}");
+            let mut raw = Driver::of(t);
+            let tables: Vec<String> = raw.tables().into_iter().filter(|n| n.starts_with("ended_")).collect();
+            assert_eq!(tables, Vec::<String>::new(), "{sql}");
+        }
     }
+    let mut raw = Driver::of(t);
+    if raw.tables().contains("aigentflow_migration_sets") {
+        let history = raw.count("SELECT COUNT(*) FROM aigentflow_migration_sets WHERE set_name LIKE 'ends%'", &[]);
+        assert_eq!(history, 0);
+    }
+    // The words inside a body are not statements of the migration.
+    let body = match t.backend() {
+        Backend::Sqlite => "CREATE TABLE kept (x INTEGER); CREATE TABLE kept_log (x INTEGER);
+            CREATE TRIGGER kept_t AFTER INSERT ON kept BEGIN INSERT INTO kept_log VALUES (NEW.x); END;
+            INSERT INTO kept VALUES (1);",
+        Backend::Postgres => "CREATE TABLE kept (x INTEGER); CREATE TABLE kept_log (x INTEGER);
+            CREATE FUNCTION kept_f() RETURNS trigger AS $$ BEGIN INSERT INTO kept_log VALUES (NEW.x); RETURN NEW; END $$ LANGUAGE plpgsql;
+            CREATE TRIGGER kept_t AFTER INSERT ON kept FOR EACH ROW EXECUTE FUNCTION kept_f();
+            INSERT INTO kept VALUES (1); -- COMMIT; in a comment
+            SELECT 'ROLLBACK; in a string';",
+    };
+    let set = MigrationSet::new("bodies", [AppMigration::new(1, "bodies", body)]).unwrap();
+    drop(open_with(t.location(), &[set]).unwrap());
+    assert_eq!(Driver::of(t).count("SELECT COUNT(*) FROM kept_log", &[]), 1);
 }
 }
 

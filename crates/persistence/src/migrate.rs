@@ -320,8 +320,21 @@ impl History for SqliteHistory<'_> {
         Ok(!self.0.is_autocommit())
     }
 
+    /// Statement by statement, as SQLite's parser splits them (a trigger's body is part of its
+    /// CREATE TRIGGER), each refused before it runs if it is transaction control: what ran
+    /// before it is undone with the opening's transaction.
     fn apply(&mut self, sql: &str) -> Result<()> {
-        self.0.execute_batch(sql).or_error()
+        use rusqlite::fallible_iterator::FallibleIterator;
+        let mut statements = rusqlite::Batch::new(self.0, sql);
+        while let Some(mut stmt) = statements.next().or_error()? {
+            let text = stmt.expanded_sql().unwrap_or_default();
+            if let Some(word) = crate::bind::transaction_control(&text) {
+                return Err(sets::transaction_control_refused(word));
+            }
+            let mut rows = stmt.raw_query();
+            while rows.next().or_error()?.is_some() {}
+        }
+        Ok(())
     }
 
     fn record(&mut self, set: &str, m: &AppMigration, checksum: &str) -> Result<()> {

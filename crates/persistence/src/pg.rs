@@ -1235,8 +1235,31 @@ impl<C: postgres::GenericClient> History for PgHistory<'_, C> {
         Ok(*self.1.get_or_insert(now) == now)
     }
 
+    /// Run by the server as one `EXECUTE` in a `DO` block, which refuses transaction control
+    /// (SQLSTATE 0A000) before anything of the SQL ran: a statement sent as it is would
+    /// commit what came before it and run what follows outside the opening's transaction.
+    /// The server splits the statements itself, dollar quotes and function bodies included.
     fn apply(&mut self, sql: &str) -> Result<()> {
-        self.0.batch_execute(sql).map_err(Error::from_postgres)
+        let tag = |kind: &str| {
+            (0u32..)
+                .map(|n| format!("$aigentflow_{kind}_{n}$"))
+                .find(|tag| !sql.contains(tag.as_str()))
+                .unwrap_or_default()
+        };
+        let (body, text) = (tag("migration"), tag("sql"));
+        let block = format!("DO {body} BEGIN EXECUTE {text}{sql}{text}; END {body}");
+        self.0.batch_execute(&block).map_err(|e| {
+            let control = e.as_db_error().is_some_and(|db| {
+                db.code().code() == "0A000" && db.message().contains("transaction commands")
+            });
+            if control {
+                // The word for the message: the first statement that starts with one.
+                let word = sql.split(';').find_map(crate::bind::transaction_control);
+                sets::transaction_control_refused(word.unwrap_or("a statement of"))
+            } else {
+                Error::from_postgres(e)
+            }
+        })
     }
 
     fn record(&mut self, set: &str, m: &AppMigration, checksum: &str) -> Result<()> {

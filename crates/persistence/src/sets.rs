@@ -204,11 +204,24 @@ pub(crate) struct Recorded {
     pub checksum: String,
 }
 
+/// The refusal of a migration whose SQL holds transaction control (`COMMIT`, `ROLLBACK`,
+/// `BEGIN`, `SAVEPOINT`…): given before any of it runs, so nothing of it is committed.
+pub(crate) fn transaction_control_refused(word: &str) -> Error {
+    Error::InvalidInput {
+        what: "migration",
+        reason: format!(
+            "its SQL holds {word}, transaction control: a migration runs inside the opening's transaction, so remove it (nothing of this migration ran)"
+        )
+        .into(),
+    }
+}
+
 /// What a connection does for the sets, on either backend, inside the opening's transaction.
 pub(crate) trait History {
     /// Every row of the history, ordered by set and version (none when the table is missing).
     fn recorded(&mut self) -> Result<Vec<Recorded>>;
-    /// Runs a migration's SQL.
+    /// Runs a migration's SQL, refusing it whole ([`transaction_control_refused`]) if any of
+    /// its statements is transaction control.
     fn apply(&mut self, sql: &str) -> Result<()>;
     /// Records an applied migration.
     fn record(&mut self, set: &str, m: &AppMigration, checksum: &str) -> Result<()>;
