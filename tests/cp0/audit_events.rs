@@ -582,6 +582,43 @@ fn a_number_column_stored_as_another_type_is_named_on_sqlite() {
     }
 }
 
+/// A number column (`hash_version`, `origin_id`) written around the log with a value that is
+/// not a whole number shows in JSON and JSON Lines exports as stored (a string), never as
+/// another number: a JSON export once read such a `hash_version` as 1 and dropped such an
+/// `origin_id`. Whole numbers stay numbers; a NULL version is 1.
+#[test]
+fn a_forged_number_cell_is_exported_as_stored_on_sqlite() {
+    for (cell, expected) in [
+        ("'abc'", json!("abc")),
+        ("2.5", json!("2.5")),
+        ("' 2'", json!(2)),
+        // Past i64: SQLite keeps it as a REAL, which reads as this text.
+        ("'99999999999999999999'", json!("100000000000000000000")),
+        ("''", json!("")),
+        ("7", json!(7)),
+        ("-1", json!(-1)),
+    ] {
+        for column in ["hash_version", "origin_id"] {
+            let t = TestDb::sqlite();
+            let log = AuditLog::new(t.db().clone());
+            log.log(&entry("p", "first", Category::Agent)).unwrap();
+            log.log(&entry("p", "second", Category::Agent)).unwrap();
+            tamper(&t, &format!("UPDATE audit_logs SET {column} = {cell} WHERE id = 2"));
+            for format in [ExportFormat::Json, ExportFormat::Jsonl] {
+                let text = export_string(&log, format, AuditQuery::default());
+                let rows: Vec<serde_json::Value> = match format {
+                    ExportFormat::Json => serde_json::from_str(&text).unwrap(),
+                    _ => text.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
+                };
+                assert_eq!(rows[1][column], expected, "{column} = {cell} ({format:?})");
+                let untouched =
+                    if column == "hash_version" { json!(2) } else { serde_json::Value::Null };
+                assert_eq!(rows[0][column], untouched, "{column} = {cell} ({format:?})");
+            }
+        }
+    }
+}
+
 /// Statistics over a row written around the log whose key cell (category, severity, outcome,
 /// actor, agent, user or timestamp) holds bytes that are not UTF-8 fail as a query of that row
 /// fails: `CorruptRow` naming the row and the column, not a bare column type error naming

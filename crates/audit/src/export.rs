@@ -129,15 +129,31 @@ struct JsonRow<'a> {
     /// stored JSON text, as the hash covers them.
     #[serde(flatten)]
     event: EventJson<'a>,
-    /// The row encoding its hash covers (1 or 2; as stored if it is another number).
-    hash_version: i64,
+    /// The row encoding its hash covers: 1 when NULL (rows written before the column), else
+    /// as stored, a number or (a cell written around the log) a string.
+    hash_version: Stored<'a>,
+}
+
+/// A whole-number cell as stored: a number, or the cell's text when it is not one (written
+/// around the log), so that a forged cell shows as what it holds, never as another value.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq)]
+#[serde(untagged)]
+enum Stored<'a> {
+    Number(i64),
+    Text(&'a str),
+}
+
+impl<'a> Stored<'a> {
+    fn of(cell: &'a str) -> Self {
+        cell.parse::<i64>().map_or(Self::Text(cell), Self::Number)
+    }
 }
 
 /// The later columns of a [`JsonRow`], named as in [`EXPORT_COLUMNS`], each left out when NULL.
 #[derive(Serialize, Default)]
 struct EventJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    origin_id: Option<i64>,
+    origin_id: Option<Stored<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     origin_hash: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -352,7 +368,6 @@ impl Encoder {
         }
         let [project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash, origin_source, severity, outcome, actor_type, actor_id, target_type, target_id, session_id, workflow_id, correlation_id, changes_before, changes_after, error, hash_version] =
             text;
-        let number = |cell: Option<&str>| cell.and_then(|t| t.parse::<i64>().ok());
         let json = JsonRow {
             id: row.id,
             timestamp: &self.stamp,
@@ -368,7 +383,7 @@ impl Encoder {
             prev_hash,
             row_hash,
             event: EventJson {
-                origin_id: number(origin_id),
+                origin_id: origin_id.map(Stored::of),
                 origin_hash,
                 origin_source,
                 severity,
@@ -384,7 +399,7 @@ impl Encoder {
                 changes_after,
                 error,
             },
-            hash_version: number(hash_version).unwrap_or(1),
+            hash_version: hash_version.map_or(Stored::Number(1), Stored::of),
         };
         if self.format == ExportFormat::Json {
             out.extend_from_slice(if self.rows > 0 { b",\n" } else { b"\n" });
