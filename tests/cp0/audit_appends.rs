@@ -136,8 +136,12 @@ const DROP_REQUEST: u8 = 1;
 /// server ran the statement, and the client never hears of it.
 const DROP_ANSWER: u8 = 2;
 
+/// Passes the message on, then closes the client's side only, as a network failure would: the
+/// server keeps the statement (waiting for a lock, say) and is not told.
+const CUT_CLIENT: u8 = 3;
+
 /// A TCP proxy in front of the server whose next exchange can be cut (see [`DROP_REQUEST`],
-/// [`DROP_ANSWER`]); the mode goes back to [`PASS`] once it has cut one.
+/// [`DROP_ANSWER`], [`CUT_CLIENT`]); the mode goes back to [`PASS`] once it has cut one.
 struct Proxy {
     port: u16,
     mode: Arc<AtomicU8>,
@@ -160,7 +164,8 @@ impl Proxy {
                     (client.try_clone().unwrap(), upstream.try_clone().unwrap(), cut.clone());
                 // Client to server.
                 std::thread::spawn(move || {
-                    pump(client, upstream, |n| {
+                    let side = client.try_clone().unwrap();
+                    pump(&client, &upstream, |n| {
                         if n == 0 {
                             return true;
                         }
@@ -170,13 +175,28 @@ impl Proxy {
                                 cut2.store(DROP_ANSWER, Ordering::SeqCst);
                                 true
                             }
+                            CUT_CLIENT => {
+                                cut2.store(CUT_CLIENT, Ordering::SeqCst);
+                                let _ = side.shutdown(Shutdown::Both);
+                                true
+                            }
                             _ => true,
                         }
-                    })
+                    });
+                    // Across a network failure the server's side stays open a while.
+                    if cut2.load(Ordering::SeqCst) == CUT_CLIENT {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                    }
+                    let _ = client.shutdown(Shutdown::Both);
+                    let _ = upstream.shutdown(Shutdown::Both);
                 });
                 // Server to client.
                 std::thread::spawn(move || {
-                    pump(u2, c2, |_| cut.load(Ordering::SeqCst) != DROP_ANSWER)
+                    pump(&u2, &c2, |_| cut.load(Ordering::SeqCst) != DROP_ANSWER);
+                    let _ = c2.shutdown(Shutdown::Both);
+                    if cut.load(Ordering::SeqCst) != CUT_CLIENT {
+                        let _ = u2.shutdown(Shutdown::Both);
+                    }
                 });
             }
         });
@@ -188,8 +208,8 @@ impl Proxy {
     }
 }
 
-/// Copies `from` to `to` while `pass` says so of each chunk read; then closes both.
-fn pump(mut from: TcpStream, mut to: TcpStream, mut pass: impl FnMut(usize) -> bool) {
+/// Copies `from` to `to` while `pass` says so of each chunk read (before it is passed on).
+fn pump(mut from: &TcpStream, mut to: &TcpStream, mut pass: impl FnMut(usize) -> bool) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf) {
@@ -200,8 +220,6 @@ fn pump(mut from: TcpStream, mut to: TcpStream, mut pass: impl FnMut(usize) -> b
             break;
         }
     }
-    let _ = from.shutdown(Shutdown::Both);
-    let _ = to.shutdown(Shutdown::Both);
 }
 
 /// `url` with its host and port replaced by 127.0.0.1:`port`.
@@ -250,4 +268,92 @@ fn an_append_whose_connection_is_lost_is_stored_exactly_once_on_postgres() {
     assert_eq!(scalar(t.location(), "SELECT COUNT(*) FROM audit_logs"), 10);
     let v = log.verify(None).unwrap();
     assert!(v.is_ok(), "{:?}", v.finding);
+}
+
+/// On PostgreSQL, an append alone sent while another transaction holds the chain's head, whose
+/// connection is then lost: the server keeps the statement waiting for the lock and runs it
+/// later. The append goes on in a transaction that, once it holds the lock, finds the entry
+/// stored by that statement, or appends it and so makes that statement find the head moved:
+/// the entry is stored once, whichever runs first.
+#[test]
+fn an_append_left_waiting_on_the_server_is_stored_once_on_postgres() {
+    let Some(t) = TestDb::postgres() else { return };
+    let (_, server) = through(t.location(), 0);
+    let proxy = Proxy::start(&server);
+    let (url, _) = through(t.location(), proxy.port);
+    let db = Database::open(&url).unwrap();
+    let log = AuditLog::new(db.clone());
+    log.log(&entry("p", "first", Category::Agent)).unwrap();
+    log.log(&entry("p", "second", Category::Agent)).unwrap();
+    for (round, rollback) in [true, false, true].into_iter().enumerate() {
+        // Another session holds the head's lock: a transaction that then rolls back (a
+        // caller's write whose state save failed) or one that appends and commits.
+        let mut holder = postgres::Client::connect(t.location(), postgres::NoTls).unwrap();
+        let mut htx = holder.transaction().unwrap();
+        htx.query("SELECT * FROM audit_head FOR UPDATE", &[]).unwrap();
+        let action = format!("waiting{round}");
+        proxy.cut_next(CUT_CLIENT);
+        let appender = {
+            let (log, action) = (log.clone(), action.clone());
+            std::thread::spawn(move || log.log(&entry("p", &action, Category::Agent)))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        if rollback {
+            htx.rollback().unwrap();
+        } else {
+            let other = AuditLog::new(Database::open(t.location()).unwrap());
+            htx.commit().unwrap();
+            other.log(&entry("p", "other", Category::Agent)).unwrap();
+        }
+        let id = appender.join().unwrap().unwrap();
+        // The statement left on the server has run (or failed its check) by now.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let count = |sql: &str| {
+            scalar(t.location(), &format!("SELECT COUNT(*) FROM audit_logs WHERE {sql}"))
+        };
+        assert_eq!(count(&format!("action = '{action}'")), 1, "round {round}");
+        assert_eq!(count(&format!("action = '{action}' AND id = {id}")), 1, "round {round}");
+    }
+    let v = log.verify(None).unwrap();
+    assert!(v.is_ok(), "{:?}", v.finding);
+}
+
+/// On PostgreSQL, a database whose default transactions are REPEATABLE READ or read-only (a
+/// server, role or database setting): an append alone still runs as this layer's writes do,
+/// at READ COMMITTED and read-write, so it falls back when another append moved the head
+/// while it waited, and costs one round trip otherwise.
+#[test]
+fn an_append_alone_runs_as_writes_do_whatever_the_database_defaults_on_postgres() {
+    for setting in
+        ["default_transaction_isolation = 'repeatable read'", "default_transaction_read_only = on"]
+    {
+        let Some(t) = TestDb::postgres() else { return };
+        let name = t.location().rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
+        let mut owner = postgres::Client::connect(t.location(), postgres::NoTls).unwrap();
+        owner.batch_execute(&format!("ALTER DATABASE \"{name}\" SET {setting}")).unwrap();
+        let db = Database::open(t.location()).unwrap();
+        let (a, b) = (AuditLog::new(db.clone()), AuditLog::new(db.clone()));
+        a.log(&entry("p", "a1", Category::Agent)).unwrap();
+        a.log(&entry("p", "a2", Category::Agent)).unwrap();
+        let before = db.round_trips().unwrap();
+        a.log(&entry("p", "a3", Category::Agent)).unwrap();
+        assert_eq!(db.round_trips().unwrap() - before, 1, "{setting}");
+        // Another handle appends and holds the head while `a` waits for it.
+        let writer = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                db.write(|tx| {
+                    let id = b.log_in(tx, &entry("p", "b", Category::Agent))?;
+                    std::thread::sleep(std::time::Duration::from_millis(700));
+                    Ok::<_, aigentflow::audit::Error>(id)
+                })
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        a.log(&entry("p", "a4", Category::Agent)).unwrap_or_else(|e| panic!("{setting}: {e}"));
+        writer.join().unwrap().unwrap();
+        let v = a.verify(None).unwrap();
+        assert!(v.is_ok(), "{setting}: {:?}", v.finding);
+        assert_eq!(v.rows, 5, "{setting}");
+    }
 }

@@ -120,8 +120,11 @@ const APPEND_AFTER_PLAIN_PG: &str = "WITH head AS (
 /// Whether the row an append alone sent is stored, when its connection was lost before the
 /// answer came: its hash, which covers the previous row's, names it.
 const APPENDED: &str = "SELECT 1 FROM audit_logs WHERE id = ?1 AND row_hash = ?2";
-/// SQLSTATE of a unique violation: an id taken by a row written around the log.
-const UNIQUE_VIOLATION: &str = "23505";
+/// The SQLSTATEs after which an append alone wrote nothing and the append goes on in a
+/// transaction: a unique violation (the id taken by a row written around the log), a
+/// serialization failure and a write refused as read-only (a session whose defaults this
+/// layer's startup options did not set).
+const FALL_BACK_STATES: [&str; 3] = ["23505", "40001", "25006"];
 /// Entries per category of a project, most first. A category cell written around the log as
 /// a BLOB counts with the text of the same bytes.
 /// Each category's first row comes along, to name it if its text is not UTF-8.
@@ -150,6 +153,17 @@ pub struct AuditLog {
     head: Arc<Mutex<Option<Head>>>,
 }
 
+/// What [`AuditLog::append_alone`] did.
+enum Alone {
+    /// Appended, with this id.
+    Appended(i64),
+    /// Wrote nothing.
+    NotAppended,
+    /// The connection was lost once this row was sent: it may be stored, or be stored later
+    /// by a statement still waiting on the server.
+    Unknown(Head),
+}
+
 /// The last row of the chain: its id and hash.
 #[derive(Debug, Clone)]
 struct Head {
@@ -175,10 +189,24 @@ impl AuditLog {
     /// row is stored (its hash names it) before anything is tried again.
     pub fn log(&self, entry: &AuditEntry) -> Result<i64> {
         let clean = CleanEntry::all(std::slice::from_ref(entry))?;
-        if let Some(id) = self.append_alone(&clean[0])? {
-            return Ok(id);
-        }
-        let appended = self.db.write(|tx| append(tx, &clean))?;
+        let sent = match self.append_alone(&clean[0])? {
+            Alone::Appended(id) => return Ok(id),
+            Alone::NotAppended => None,
+            Alone::Unknown(sent) => Some(sent),
+        };
+        let appended = self.db.write(|tx| {
+            // A statement whose answer was lost may still be waiting for the head's lock on
+            // the server, which runs it even so: under the lock, it has run or never will
+            // (the head it expects is moved by this append).
+            if let Some(sent) = &sent {
+                AppendAt::head(tx)?;
+                let params = [Param::int(sent.id), Param::digest(&sent.hash)];
+                if tx.query_row(APPENDED, &params, |_| Ok(()))?.is_some() {
+                    return Ok(Appended { ids: vec![sent.id], head: Some(sent.clone()) });
+                }
+            }
+            append(tx, &clean)
+        })?;
         self.remember(appended.head);
         Ok(appended.ids[0])
     }
@@ -200,43 +228,39 @@ impl AuditLog {
     /// [`log`](Self::log)'s append in one statement after the remembered head, on PostgreSQL:
     /// the entry's id, or None when it must be appended in a transaction (no head remembered,
     /// another append moved it, or a row written around the log holds the id).
-    fn append_alone(&self, entry: &CleanEntry<'_>) -> Result<Option<i64>> {
+    fn append_alone(&self, entry: &CleanEntry<'_>) -> Result<Alone> {
         if self.db.backend() != Backend::Postgres {
-            return Ok(None);
+            return Ok(Alone::NotAppended);
         }
         let Some(head) = self.head.lock().unwrap_or_else(PoisonError::into_inner).take() else {
-            return Ok(None);
+            return Ok(Alone::NotAppended);
         };
         check_for_postgres(std::slice::from_ref(entry))?;
-        let Some(id) = head.id.checked_add(1) else { return Ok(None) };
+        let Some(id) = head.id.checked_add(1) else { return Ok(Alone::NotAppended) };
         let rows = Rows::after(
             std::slice::from_ref(entry),
             AppendAt { prev: head.hash, id },
             self.db.now(),
         )?;
-        let Some(appended) = rows.head() else { return Ok(None) };
+        let Some(appended) = rows.head() else { return Ok(Alone::NotAppended) };
         let sent = match rows.narrow() {
             Some(narrow) => self.db.execute_alone(APPEND_AFTER_PLAIN_PG, &narrow[0]),
             None => self.db.execute_alone(APPEND_AFTER_PG, &rows.cells[0]),
         };
-        let stored = match sent {
-            Ok(changed) => changed == 1,
-            Err(e) if e.is_outcome_unknown() => {
-                let params = [Param::int(appended.id), Param::digest(&appended.hash)];
-                match self.db.read(|tx| tx.query_row(APPENDED, &params, |_| Ok(()))) {
-                    Ok(found) => found.is_some(),
-                    Err(_) => return Err(e.into()),
-                }
+        match sent {
+            Ok(1) => {}
+            Ok(_) => return Ok(Alone::NotAppended),
+            Err(e) if e.is_outcome_unknown() => return Ok(Alone::Unknown(appended)),
+            // Nothing was written: the id taken around the log, or the session not set up as
+            // this layer's transactions are (a serialization failure, a read-only default).
+            Err(e) if e.sqlstate().is_some_and(|c| FALL_BACK_STATES.contains(&c)) => {
+                return Ok(Alone::NotAppended)
             }
-            Err(e) if e.sqlstate() == Some(UNIQUE_VIOLATION) => false,
             Err(e) => return Err(e.into()),
-        };
-        if !stored {
-            return Ok(None);
         }
         let id = appended.id;
         self.remember(Some(appended));
-        Ok(Some(id))
+        Ok(Alone::Appended(id))
     }
 
     /// Appends an entry inside a caller's transaction (e.g. with the state save it records).

@@ -93,6 +93,13 @@ fn lock_timeout_option(wait: Duration) -> String {
     format!("-c lock_timeout={ms}")
 }
 
+/// The startup options that make a statement run alone ([`PgInner::execute_alone`]) run as a
+/// write transaction does (those begin with their level and access mode named): at READ
+/// COMMITTED, read-write, whatever the server, the role or the URL set as default. Last in the
+/// options, so they win over the URL's.
+const SESSION_DEFAULTS: &str =
+    r"-c default_transaction_isolation=read\ committed -c default_transaction_read_only=off";
+
 /// Whether `e` is a lock wait that ran out of `lock_timeout`.
 fn waited_out_a_lock(e: &postgres::Error) -> bool {
     e.code().is_some_and(|c| c.code() == LOCK_NOT_AVAILABLE)
@@ -413,8 +420,10 @@ impl PgInner {
             config.connect_timeout(wait);
         }
         let options = match config.get_options() {
-            Some(theirs) => format!("{} {theirs}", lock_timeout_option(lock_wait)),
-            None => lock_timeout_option(lock_wait),
+            Some(theirs) => {
+                format!("{} {theirs} {SESSION_DEFAULTS}", lock_timeout_option(lock_wait))
+            }
+            None => format!("{} {SESSION_DEFAULTS}", lock_timeout_option(lock_wait)),
         };
         config.options(&options);
         // The first connection is made here, not by the pool, so that a server that refuses it
