@@ -242,3 +242,42 @@ fn a_recovery_pass_skips_a_trace_another_writer_holds_where_a_heartbeat_waits_fo
     tracker.heartbeat(&trace.id).unwrap();
 }
 }
+
+on_both! {
+/// A save that waited for another save of the same task to commit reads what that one stored:
+/// the same state saved twice at once is stored once and both saves succeed, and a stale copy
+/// saved while the newer one is being written is a `StaleSave`, not a duplicate-key error.
+fn a_save_that_waited_for_another_of_its_task_reads_what_that_one_committed(t) {
+    let states = SqliteStateStore::new(t.db().clone());
+    let other = SqliteStateStore::new(Database::open(t.location()).unwrap());
+    for (round, stale) in [false, true, false].into_iter().enumerate() {
+        let task = format!("waited{round}");
+        stored_task(&states, &task);
+        let first = states.load_state(&TaskId::from(task.as_str())).unwrap().unwrap();
+        let newer = advanced(advanced(first.clone()));
+        let given = if stale { advanced(first) } else { newer.clone() };
+        let (holding, held) = mpsc::channel();
+        let holder = std::thread::scope(|scope| {
+            let holder = scope.spawn(|| {
+                t.db().write(|tx| {
+                    states.save_in(tx, &newer)?;
+                    holding.send(()).unwrap();
+                    std::thread::sleep(Duration::from_millis(400));
+                    Ok::<_, Error>(())
+                })
+            });
+            held.recv().unwrap();
+            let waited = other.save_state(&given);
+            (holder.join().unwrap(), waited)
+        });
+        holder.0.unwrap();
+        match (stale, holder.1) {
+            (false, Ok(())) => {}
+            (true, Err(aigentflow::persistence::Error::StaleSave { .. })) => {}
+            (_, other) => panic!("round {round}: {other:?}"),
+        }
+        let stored = states.load_state(&TaskId::from(task.as_str())).unwrap().unwrap();
+        assert_eq!(stored, newer, "round {round}");
+    }
+}
+}

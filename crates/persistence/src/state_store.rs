@@ -56,20 +56,11 @@ const INSERT_TRANSITION: &str = "
 const LAST_CHECKPOINT: &str = "
     SELECT seq, id, state, created_at, (SELECT MIN(seq) FROM checkpoints WHERE task_id = ?1)
     FROM checkpoints WHERE task_id = ?1 ORDER BY seq DESC LIMIT 1";
-/// [`LAST_TRANSITION`] and [`LAST_CHECKPOINT`] in one row, for PostgreSQL, where each query is a
-/// round trip: columns 0–6 the transition's (NULL when none is stored), 7–11 the checkpoint's.
-const LAST_TRANSITION_AND_CHECKPOINT_PG: &str = "
-    SELECT t.seq, t.from_state, t.to_state, t.event, t.metadata, t.created_at, t.lowest,
-        c.seq, c.id, c.state, c.created_at, c.lowest
-    FROM (SELECT 1) AS one
-    LEFT JOIN (
-        SELECT seq, from_state, to_state, event, metadata, created_at,
-            (SELECT MIN(seq) FROM state_transitions WHERE task_id = ?1) AS lowest
-        FROM state_transitions WHERE task_id = ?1 ORDER BY seq DESC LIMIT 1) AS t ON TRUE
-    LEFT JOIN (
-        SELECT seq, id, state, created_at,
-            (SELECT MIN(seq) FROM checkpoints WHERE task_id = ?1) AS lowest
-        FROM checkpoints WHERE task_id = ?1 ORDER BY seq DESC LIMIT 1) AS c ON TRUE";
+/// On PostgreSQL, [`LOCK_TASK_PG`] and then [`LAST_TRANSITION`] and [`LAST_CHECKPOINT`] side by
+/// side in one row (columns 0–6 the transition's, NULL when none is stored, 7–11 the
+/// checkpoint's), in one round trip: a function (migration V10) whose read, after the lock,
+/// takes a snapshot of its own, so it sees every save committed before the lock was had.
+const LOCK_AND_LAST_PG: &str = "SELECT * FROM aigentflow_lock_task(?1)";
 /// On PostgreSQL, the task's row written ([`UPSERT_STATE_PG`], ?1–?5) and its first new
 /// transition inserted (?6–?11) in one statement, one round trip where they take two (the
 /// transition's foreign key is checked at the end of the statement, when the row is there).
@@ -161,9 +152,6 @@ impl SqliteStateStore {
     /// [`save_in`](Self::save_in) with the context already checked and redacted.
     fn save_clean(&self, tx: &Tx<'_>, state: &PersistedState, context: &Clean<'_>) -> Result<()> {
         let task = state.task_id.as_str();
-        if tx.backend() == Backend::Postgres {
-            tx.query_row(LOCK_TASK_PG, &[Param::text(task)], |_| Ok(()))?;
-        }
         let (last_transition, last_checkpoint) = last_stored(tx, task)?;
         let stored_transitions = check_transitions(tx, state, last_transition)?;
         let stored_checkpoints = check_checkpoints(tx, state, last_checkpoint)?;
@@ -471,13 +459,15 @@ fn read_stored_checkpoint(r: &Row<'_>, at: usize) -> Result<StoredCheckpoint> {
 /// The last stored transition and the last stored checkpoint of `task`, each with the lowest
 /// stored number: two queries on SQLite, one round trip on PostgreSQL.
 #[allow(clippy::type_complexity)]
+/// The task's last stored transition and checkpoint, each with the lowest stored number; on
+/// PostgreSQL after taking the task's lock, in the same round trip.
 fn last_stored(
     tx: &Tx<'_>,
     task: &str,
 ) -> Result<(Option<(StoredTransition, i64)>, Option<(StoredCheckpoint, i64)>)> {
     let key = [Param::text(task)];
     if tx.backend() == Backend::Postgres {
-        let both = tx.query_row(LAST_TRANSITION_AND_CHECKPOINT_PG, &key, |r| {
+        let both = tx.query_row(LOCK_AND_LAST_PG, &key, |r| {
             let transition = match r.get::<Option<i64>>(0)? {
                 Some(_) => Some((StoredTransition::read(r)?, r.get::<i64>(6)?)),
                 None => None,
