@@ -185,8 +185,9 @@ impl AuditLog {
     /// statement that commits by itself (one round trip, where a transaction takes four): it
     /// locks the chain's head and appends only if the head is the row that append left. If
     /// another writer moved it meanwhile, the entry is appended in a transaction as the first
-    /// one was; if the connection is lost before the answer comes, a read tells whether the
-    /// row is stored (its hash names it) before anything is tried again.
+    /// one was. If the connection is lost before the answer comes, that transaction first asks,
+    /// once it holds the head, whether the row sent (its id and hash) is stored, and appends it
+    /// only if not: the entry is stored once.
     pub fn log(&self, entry: &AuditEntry) -> Result<i64> {
         let clean = CleanEntry::all(std::slice::from_ref(entry))?;
         let sent = match self.append_alone(&clean[0])? {
@@ -226,8 +227,9 @@ impl AuditLog {
     }
 
     /// [`log`](Self::log)'s append in one statement after the remembered head, on PostgreSQL:
-    /// the entry's id, or None when it must be appended in a transaction (no head remembered,
-    /// another append moved it, or a row written around the log holds the id).
+    /// appended with its id; not appended, to be appended in a transaction (no head
+    /// remembered, another append moved it, a row written around the log holds the id); or
+    /// unknown, the connection lost once the row was sent.
     fn append_alone(&self, entry: &CleanEntry<'_>) -> Result<Alone> {
         if self.db.backend() != Backend::Postgres {
             return Ok(Alone::NotAppended);
