@@ -233,6 +233,18 @@ fn through(url: &str, port: u16) -> (String, String) {
     (format!("{scheme}://{auth}127.0.0.1:{port}/{path}"), host.to_owned())
 }
 
+/// `t`'s database opened through a [`Proxy`], and a log on it that has appended twice (so the
+/// next append is one statement, prepared on its connection).
+fn behind_a_proxy(t: &TestDb) -> (Proxy, AuditLog) {
+    let (_, server) = through(t.location(), 0);
+    let proxy = Proxy::start(&server);
+    let (url, _) = through(t.location(), proxy.port);
+    let log = AuditLog::new(Database::open(&url).unwrap());
+    log.log(&entry("p", "first", Category::Agent)).unwrap();
+    log.log(&entry("p", "second", Category::Agent)).unwrap();
+    (proxy, log)
+}
+
 /// On PostgreSQL, an append alone whose connection is lost before the server has it, or
 /// after the server stored it but before its answer came: either way the entry is stored
 /// once, `log` returns its id, and the chain verifies.
@@ -240,13 +252,7 @@ fn through(url: &str, port: u16) -> (String, String) {
 fn an_append_whose_connection_is_lost_is_stored_exactly_once_on_postgres() {
     let Some(t) = TestDb::postgres() else { return };
     assert_eq!(t.backend(), Backend::Postgres);
-    let (_, server) = through(t.location(), 0);
-    let proxy = Proxy::start(&server);
-    let (url, _) = through(t.location(), proxy.port);
-    let db = Database::open(&url).unwrap();
-    let log = AuditLog::new(db.clone());
-    log.log(&entry("p", "first", Category::Agent)).unwrap();
-    log.log(&entry("p", "second", Category::Agent)).unwrap();
+    let (proxy, log) = behind_a_proxy(&t);
     for (round, how) in
         [DROP_REQUEST, DROP_ANSWER, DROP_ANSWER, DROP_REQUEST].into_iter().enumerate()
     {
@@ -278,13 +284,7 @@ fn an_append_whose_connection_is_lost_is_stored_exactly_once_on_postgres() {
 #[test]
 fn an_append_left_waiting_on_the_server_is_stored_once_on_postgres() {
     let Some(t) = TestDb::postgres() else { return };
-    let (_, server) = through(t.location(), 0);
-    let proxy = Proxy::start(&server);
-    let (url, _) = through(t.location(), proxy.port);
-    let db = Database::open(&url).unwrap();
-    let log = AuditLog::new(db.clone());
-    log.log(&entry("p", "first", Category::Agent)).unwrap();
-    log.log(&entry("p", "second", Category::Agent)).unwrap();
+    let (proxy, log) = behind_a_proxy(&t);
     for (round, rollback) in [true, false, true].into_iter().enumerate() {
         // Another session holds the head's lock: a transaction that then rolls back (a
         // caller's write whose state save failed) or one that appends and commits.

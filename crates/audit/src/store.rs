@@ -17,9 +17,66 @@ use crate::model::{
     CategoryCount, Count, ImportedEntry, Outcome, Severity, StoredEvent,
 };
 
+/// Every column of the log ([`COLUMNS`]) as a literal, for the statements built from it with
+/// `concat!`.
+macro_rules! all_columns {
+    () => {
+        "id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash, origin_source, severity, outcome, actor_type, actor_id, target_type, target_id, session_id, workflow_id, correlation_id, changes_before, changes_after, error, hash_version"
+    };
+}
+
+/// The columns of an entry without event fields or provenance: the twelve columns rows always
+/// had, and the version (fewer parameters to send).
+macro_rules! plain_columns {
+    () => {
+        "id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash, hash_version"
+    };
+}
+
+/// The parameters of `all_columns!` and of `plain_columns!`, in order.
+macro_rules! all_params {
+    () => {
+        "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28"
+    };
+}
+macro_rules! plain_params {
+    () => {
+        "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13"
+    };
+}
+
+/// One entry appended and the PostgreSQL head moved onto it, in one statement: the head's
+/// UPDATE reads the inserted row's id from the INSERT, which makes that run first, so the
+/// head's trigger finds the row. `$source` gives the row (`VALUES (…)`, or `SELECT … FROM head`).
+macro_rules! append_one_pg {
+    ($head:expr, $columns:expr, $source:expr) => {
+        concat!(
+            $head,
+            "appended AS (INSERT INTO audit_logs (",
+            $columns,
+            ") ",
+            $source,
+            " RETURNING id, row_hash) ",
+            "UPDATE audit_head SET id = appended.id, row_hash = appended.row_hash FROM appended"
+        )
+    };
+}
+
+/// The head locked and read in the statement, as a row only if it is still the row before
+/// the entry's id (`?1 - 1`, with the hash `?11`) and no row with that id or a later one is
+/// present (see [`APPEND_AFTER_PG`]).
+macro_rules! head_unchanged {
+    () => {
+        "WITH head AS (SELECT 1 FROM audit_head h
+            WHERE h.id = ?1::bigint - 1 AND h.row_hash = ?11
+                AND (SELECT COALESCE(MAX(id), 0) FROM audit_logs) < ?1::bigint
+            FOR UPDATE OF h), "
+    };
+}
+
 /// Every column of the log, in the order of [`EXPORT_COLUMNS`]: the columns rows had before
 /// the audit event's fields, then those fields and the row encoding's version.
-pub(crate) const COLUMNS: &str = "id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash, origin_source, severity, outcome, actor_type, actor_id, target_type, target_id, session_id, workflow_id, correlation_id, changes_before, changes_after, error, hash_version";
+pub(crate) const COLUMNS: &str = all_columns!();
 
 /// The position in [`COLUMNS`] of the first of the audit event's fields
 /// ([`EventFields::COLUMNS`](audit_chain::EventFields::COLUMNS), in that order).
@@ -59,64 +116,33 @@ const LOCK_HEAD_PG: &str = "SELECT h.id, h.row_hash, (SELECT COALESCE(MAX(id), 0
 /// there with this hash, and that the head only moves forward).
 const MOVE_HEAD_PG: &str = "UPDATE audit_head SET id = ?1, row_hash = ?2";
 /// One entry appended and the PostgreSQL head moved onto it, in one statement (one round trip
-/// where [`INSERT`] and [`MOVE_HEAD_PG`] take two): the head's UPDATE reads the inserted row's
-/// id from the INSERT, which makes that run first, so the head's trigger finds the row.
-const APPEND_ONE_PG: &str = "WITH appended AS (
-        INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action, category,
-            details, user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash,
-            origin_source, severity, outcome, actor_type, actor_id, target_type, target_id,
-            session_id, workflow_id, correlation_id, changes_before, changes_after, error,
-            hash_version)
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-            ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)
-        RETURNING id, row_hash)
-    UPDATE audit_head SET id = appended.id, row_hash = appended.row_hash FROM appended";
-/// [`APPEND_ONE_PG`] of an entry without event fields or provenance: the twelve columns rows
-/// always had, and the version (fewer parameters to send).
-const APPEND_ONE_PLAIN_PG: &str = "WITH appended AS (
-        INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action, category,
-            details, user_id, ip_address, prev_hash, row_hash, hash_version)
-        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-        RETURNING id, row_hash)
-    UPDATE audit_head SET id = appended.id, row_hash = appended.row_hash FROM appended";
+/// where [`INSERT`] and [`MOVE_HEAD_PG`] take two).
+const APPEND_ONE_PG: &str =
+    append_one_pg!("WITH ", all_columns!(), concat!("VALUES (", all_params!(), ")"));
+/// [`APPEND_ONE_PG`] of an entry without event fields or provenance.
+const APPEND_ONE_PLAIN_PG: &str =
+    append_one_pg!("WITH ", plain_columns!(), concat!("VALUES (", plain_params!(), ")"));
 /// [`APPEND_ONE_PG`] as a statement of its own (no transaction around it), after the head this
 /// handle last saw: the head row is locked and read in the statement, and the entry goes in
-/// only if the head is still that row (`?1 - 1` with the hash `?11`) and no row with its id or a
-/// later one is present (one written around the log: the locked append steps over it). It
-/// changes one row if it appended, none if another append moved the head first.
+/// only if the head is still that row and no row with its id or a later one is present (one
+/// written around the log: the locked append steps over it). It changes one row if it
+/// appended, none if another append moved the head first.
 ///
 /// The last id is read as `MAX(id)`, one probe of the primary key's end whatever the plan: a
 /// `NOT EXISTS (… WHERE id >= ?1)` is planned, once the server uses a generic plan for the
 /// prepared statement, as a scan expected to stop early, and it reads the whole table when, as
 /// always here, no row matches.
-const APPEND_AFTER_PG: &str = "WITH head AS (
-        SELECT 1 FROM audit_head h
-        WHERE h.id = ?1::bigint - 1 AND h.row_hash = ?11
-            AND (SELECT COALESCE(MAX(id), 0) FROM audit_logs) < ?1::bigint
-        FOR UPDATE OF h),
-    appended AS (
-        INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action, category,
-            details, user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash,
-            origin_source, severity, outcome, actor_type, actor_id, target_type, target_id,
-            session_id, workflow_id, correlation_id, changes_before, changes_after, error,
-            hash_version)
-        SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-            ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28 FROM head
-        RETURNING id, row_hash)
-    UPDATE audit_head SET id = appended.id, row_hash = appended.row_hash FROM appended";
-/// [`APPEND_AFTER_PG`] of an entry without event fields or provenance (see
-/// [`APPEND_ONE_PLAIN_PG`]).
-const APPEND_AFTER_PLAIN_PG: &str = "WITH head AS (
-        SELECT 1 FROM audit_head h
-        WHERE h.id = ?1::bigint - 1 AND h.row_hash = ?11
-            AND (SELECT COALESCE(MAX(id), 0) FROM audit_logs) < ?1::bigint
-        FOR UPDATE OF h),
-    appended AS (
-        INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action, category,
-            details, user_id, ip_address, prev_hash, row_hash, hash_version)
-        SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13 FROM head
-        RETURNING id, row_hash)
-    UPDATE audit_head SET id = appended.id, row_hash = appended.row_hash FROM appended";
+const APPEND_AFTER_PG: &str = append_one_pg!(
+    head_unchanged!(),
+    all_columns!(),
+    concat!("SELECT ", all_params!(), " FROM head")
+);
+/// [`APPEND_AFTER_PG`] of an entry without event fields or provenance.
+const APPEND_AFTER_PLAIN_PG: &str = append_one_pg!(
+    head_unchanged!(),
+    plain_columns!(),
+    concat!("SELECT ", plain_params!(), " FROM head")
+);
 /// Whether the row an append alone sent is stored, when its connection was lost before the
 /// answer came: its hash, which covers the previous row's, names it.
 const APPENDED: &str = "SELECT 1 FROM audit_logs WHERE id = ?1 AND row_hash = ?2";
@@ -135,9 +161,9 @@ const SUMMARY_PG: &str = "SELECT category AS c, COUNT(*), MIN(id) FROM audit_log
     WHERE project_id = ?1 GROUP BY c ORDER BY COUNT(*) DESC, c";
 /// The appended rows go in with [`Tx::insert_rows`]: one statement per row on SQLite, one
 /// statement of an array per column on PostgreSQL. Every column of [`COLUMNS`], in its order.
-const INSERT: &str = "INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash, origin_id, origin_hash, origin_source, severity, outcome, actor_type, actor_id, target_type, target_id, session_id, workflow_id, correlation_id, changes_before, changes_after, error, hash_version)";
+const INSERT: &str = concat!("INSERT INTO audit_logs (", all_columns!(), ")");
 /// [`INSERT`] of entries without event fields or provenance (see [`APPEND_ONE_PLAIN_PG`]).
-const INSERT_PLAIN: &str = "INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action, category, details, user_id, ip_address, prev_hash, row_hash, hash_version)";
+const INSERT_PLAIN: &str = concat!("INSERT INTO audit_logs (", plain_columns!(), ")");
 
 /// The most entries one [`AuditLog::since`] or [`AuditLog::latest`] call returns: a page a poller
 /// reads in one short transaction, whatever the log holds.
@@ -841,8 +867,8 @@ impl<'e> Rows<'e> {
                     Param::opt_clean(e.details.as_ref()),
                     Param::opt_clean(e.user_id.as_ref()),
                     Param::opt_clean(e.ip_address.as_ref()),
-                    Param::digest_owned(prev),
-                    Param::digest_owned(hash.clone()),
+                    Param::digest(prev),
+                    Param::digest(hash.clone()),
                     origin.map_or(Param::NULL, |o| Param::int(o.id)),
                     origin.map_or(Param::NULL, |o| Param::digest(o.hash)),
                     origin.map_or(Param::NULL, |o| Param::clean(&o.source)),

@@ -124,23 +124,17 @@ impl<'a> Param<'a> {
         Ok(Param(Bound::Text(Cow::Owned(Clean::json(value)?.into_owned()))))
     }
 
-    /// A hex digest this layer computed (an audit row hash): lower-case hex cannot hold a secret
-    /// shape, so it is bound as it is, without the policy's scan. Anything else given here goes
-    /// through the policy like any text.
-    pub fn digest(hex: &'a str) -> Self {
+    /// A hex digest this layer computed (an audit row hash), borrowed or owned: lower-case hex
+    /// cannot hold a secret shape, so it is bound as it is, without the policy's scan. Anything
+    /// else given here goes through the policy like any text.
+    pub fn digest(hex: impl Into<Cow<'a, str>>) -> Self {
+        let hex = hex.into();
         if hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            Self(Bound::Text(Cow::Borrowed(hex)))
-        } else {
-            Self::text(hex)
+            return Self(Bound::Text(hex));
         }
-    }
-
-    /// [`digest`](Self::digest) of a digest the parameter owns.
-    pub fn digest_owned(hex: String) -> Param<'static> {
-        if hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            Param(Bound::Text(Cow::Owned(hex)))
-        } else {
-            Param(Bound::Text(Cow::Owned(redact_text(&hex).into_owned())))
+        match hex {
+            Cow::Borrowed(text) => Self::text(text),
+            Cow::Owned(text) => Self(Bound::Text(Cow::Owned(redact_text(&text).into_owned()))),
         }
     }
 
