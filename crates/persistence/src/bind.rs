@@ -460,10 +460,30 @@ impl<'r> Row<'r> {
     /// Column `index` (from 0) read as `T`; a cell of another kind is [`Error::ColumnType`].
     pub fn get<T: FromCell>(&self, index: usize) -> Result<T> {
         let cell = self.cell(index)?;
-        T::from_cell(cell).ok_or(Error::ColumnType {
+        T::from_cell(cell).ok_or_else(|| Error::ColumnType {
             index,
             expected: T::EXPECTED,
             found: cell.kind(),
+        })
+    }
+
+    /// Column `index` as text borrowed from the row (nothing copied); NULL is None, another
+    /// kind is [`Error::ColumnType`]. For the readers of many rows, which only parse the text.
+    pub fn text_or_null(&self, index: usize) -> Result<Option<&'r str>> {
+        match self.cell(index)? {
+            Cell::Text(t) => Ok(Some(t)),
+            Cell::Null => Ok(None),
+            cell => Err(Error::ColumnType { index, expected: "text", found: cell.kind() }),
+        }
+    }
+
+    /// Column `index` as text borrowed from the row; NULL or another kind is
+    /// [`Error::ColumnType`].
+    pub fn text(&self, index: usize) -> Result<&'r str> {
+        self.text_or_null(index)?.ok_or(Error::ColumnType {
+            index,
+            expected: "text",
+            found: "null",
         })
     }
 

@@ -883,15 +883,12 @@ impl PgAccess for PgTx<'_> {
         rows: i32,
         into: &mut VecDeque<postgres::Row>,
     ) -> Result<usize> {
-        use postgres::fallible_iterator::FallibleIterator;
         self.stats.round_trip();
-        let mut tx = self.tx.borrow_mut();
-        let mut batch = tx.query_portal_raw(portal, rows).map_err(|e| self.fail(e))?;
-        let mut came = 0;
-        while let Some(row) = batch.next().map_err(|e| self.fail(e))? {
-            into.push_back(row);
-            came += 1;
-        }
+        // The whole batch in one call: the driver enters its runtime once per batch, where
+        // stepping a raw row stream enters it once per row (a third of a listing's time).
+        let batch = self.tx.borrow_mut().query_portal(portal, rows).map_err(|e| self.fail(e))?;
+        let came = batch.len();
+        into.extend(batch);
         Ok(came)
     }
 
@@ -1068,7 +1065,7 @@ fn migrate_on(conn: &mut PgConn, shown: &str, sets: &[MigrationSet]) -> Result<V
 /// boolean as 0 or 1); any other type is an error naming it (cast it in the SQL).
 pub(crate) fn cell(row: &postgres::Row, index: usize) -> Result<Cell<'_>> {
     use postgres::types::Type;
-    let column = row.columns().get(index).ok_or(Error::ColumnType {
+    let column = row.columns().get(index).ok_or_else(|| Error::ColumnType {
         index,
         expected: "a column",
         found: "none",

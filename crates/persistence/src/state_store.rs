@@ -272,12 +272,12 @@ impl SqliteStateStore {
             "SELECT {STATE_COLUMNS} FROM workflow_states WHERE project_id = ?1 ORDER BY created_at, task_id"
         );
         let mut states = Vec::new();
-        let mut index = HashMap::new();
+        let mut index = Placed::default();
         let mut stmt = tx.prepare(&sql)?;
         let mut rows = stmt.query(&[p()])?;
         while let Some(ref r) = rows.next()? {
             let state = read_state_row(r)?.into_state()?;
-            index.insert(state.task_id.as_str().to_owned(), states.len());
+            index.tasks.insert(state.task_id.as_str().to_owned(), states.len());
             states.push(state);
         }
         let sql = format!(
@@ -289,7 +289,7 @@ impl SqliteStateStore {
         let mut rows = stmt.query(&[p()])?;
         while let Some(ref r) = rows.next()? {
             let (task, t) = read_transition(r)?;
-            if let Some(&i) = index.get(&task) {
+            if let Some(i) = index.find(task) {
                 states[i].history.push(t);
             }
         }
@@ -302,7 +302,7 @@ impl SqliteStateStore {
         let mut rows = stmt.query(&[p()])?;
         while let Some(ref r) = rows.next()? {
             let (task, c) = read_checkpoint(r)?;
-            if let Some(&i) = index.get(&task) {
+            if let Some(i) = index.find(task) {
                 states[i].context.checkpoints.push(c);
             }
         }
@@ -668,8 +668,35 @@ fn position(seq: i64, task: &str, table: &'static str) -> Result<usize> {
     })
 }
 
-fn parse_json(table: &'static str, column: &'static str, id: &str, text: &str) -> Result<Value> {
+fn parse_json(
+    table: &'static str,
+    column: &'static str,
+    id: impl ToString,
+    text: &str,
+) -> Result<Value> {
     serde_json::from_str(text).map_err(|e| Error::corrupt_json(table, column, id, &e))
+}
+
+/// Where each listed task sits in the listing. Rows come ordered by task, so a task is looked
+/// up once per run of its rows.
+#[derive(Default)]
+struct Placed {
+    tasks: HashMap<String, usize>,
+    /// The task last looked up, and where it sits.
+    last: Option<(String, Option<usize>)>,
+}
+
+impl Placed {
+    fn find(&mut self, task: &str) -> Option<usize> {
+        match &mut self.last {
+            Some((last, at)) if last == task => *at,
+            last => {
+                let at = self.tasks.get(task).copied();
+                *last = Some((task.to_owned(), at));
+                at
+            }
+        }
+    }
 }
 
 struct StateRow {
@@ -711,32 +738,31 @@ impl StateRow {
     }
 }
 
-fn read_transition(r: &Row<'_>) -> Result<(String, StateTransition)> {
-    let task: String = r.get(0)?;
+fn read_transition<'r>(r: &Row<'r>) -> Result<(&'r str, StateTransition)> {
+    let task = r.text(0)?;
     let id: i64 = r.get(1)?;
-    let id = id.to_string();
     let metadata = r
-        .get::<Option<String>>(5)?
-        .map(|m| parse_json("state_transitions", "metadata", &id, &m))
+        .text_or_null(5)?
+        .map(|m| parse_json("state_transitions", "metadata", id, m))
         .transpose()?;
     let transition = StateTransition {
-        from: WorkflowState::parse(&r.get::<String>(2)?),
-        to: WorkflowState::parse(&r.get::<String>(3)?),
-        event: Event::parse(&r.get::<String>(4)?),
-        timestamp: Error::read_time("state_transitions", "created_at", &id, &r.get::<String>(6)?)?,
+        from: WorkflowState::parse(r.text(2)?),
+        to: WorkflowState::parse(r.text(3)?),
+        event: Event::parse(r.text(4)?),
+        timestamp: Error::read_time("state_transitions", "created_at", id, r.text(6)?)?,
         metadata,
     };
     Ok((task, transition))
 }
 
-fn read_checkpoint(r: &Row<'_>) -> Result<(String, Checkpoint)> {
+fn read_checkpoint<'r>(r: &Row<'r>) -> Result<(&'r str, Checkpoint)> {
     read_checkpoint_at(r, 0)
 }
 
-fn read_checkpoint_at(r: &Row<'_>, at: usize) -> Result<(String, Checkpoint)> {
-    let task: String = r.get(at)?;
+fn read_checkpoint_at<'r>(r: &Row<'r>, at: usize) -> Result<(&'r str, Checkpoint)> {
+    let task = r.text(at)?;
     let id: String = r.get(at + 1)?;
-    let context = match parse_json("checkpoints", "context", &id, &r.get::<String>(at + 3)?)? {
+    let context = match parse_json("checkpoints", "context", &id, r.text(at + 3)?)? {
         Value::Object(map) => map,
         _ => {
             return Err(Error::CorruptRow {
@@ -747,11 +773,11 @@ fn read_checkpoint_at(r: &Row<'_>, at: usize) -> Result<(String, Checkpoint)> {
             })
         }
     };
-    let artifacts: Vec<String> = serde_json::from_str(&r.get::<String>(at + 4)?)
+    let artifacts: Vec<String> = serde_json::from_str(r.text(at + 4)?)
         .map_err(|e| Error::corrupt_json("checkpoints", "artifacts", &id, &e))?;
     let checkpoint = Checkpoint {
-        state: WorkflowState::parse(&r.get::<String>(at + 2)?),
-        timestamp: Error::read_time("checkpoints", "created_at", &id, &r.get::<String>(at + 5)?)?,
+        state: WorkflowState::parse(r.text(at + 2)?),
+        timestamp: Error::read_time("checkpoints", "created_at", &id, r.text(at + 5)?)?,
         context,
         artifacts,
         id: id.into(),
