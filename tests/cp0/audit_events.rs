@@ -6,7 +6,7 @@ use std::path::Path;
 
 use aigentflow::audit::{
     Actor, AuditEntry, AuditLog, AuditQuery, AuditRecord, Category, ExportFormat, Finding, Outcome,
-    Severity, Target,
+    Severity, Target, EXPORT_COLUMNS,
 };
 use aigentflow::persistence::audit_chain::{hashed_timestamp, row_hash, EventFields, HashedFields};
 use aigentflow::persistence::Backend;
@@ -585,7 +585,7 @@ fn a_number_column_stored_as_another_type_is_named_on_sqlite() {
 /// A number column (`hash_version`, `origin_id`) written around the log with a value that is
 /// not a whole number shows in JSON and JSON Lines exports as stored (a string), never as
 /// another number: a JSON export once read such a `hash_version` as 1 and dropped such an
-/// `origin_id`. Whole numbers stay numbers; a NULL version is 1.
+/// `origin_id`. Whole numbers stay numbers; a NULL version is 1. CSV shows each as its text.
 #[test]
 fn a_forged_number_cell_is_exported_as_stored_on_sqlite() {
     for (cell, expected) in [
@@ -615,6 +615,18 @@ fn a_forged_number_cell_is_exported_as_stored_on_sqlite() {
                     if column == "hash_version" { json!(2) } else { serde_json::Value::Null };
                 assert_eq!(rows[0][column], untouched, "{column} = {cell} ({format:?})");
             }
+            // CSV: the same cell as its text, a leading sign behind the formula guard.
+            let text = export_string(&log, ExportFormat::Csv, AuditQuery::default());
+            let rows = read_csv(text.as_bytes());
+            let at = EXPORT_COLUMNS.iter().position(|c| *c == column).unwrap();
+            let shown = match &expected {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let shown = if shown.starts_with('-') { format!("'{shown}") } else { shown };
+            assert_eq!(rows[1][at], shown, "{column} = {cell} (Csv)");
+            let untouched = if column == "hash_version" { "2" } else { "" };
+            assert_eq!(rows[0][at], untouched, "{column} = {cell} (Csv)");
         }
     }
 }

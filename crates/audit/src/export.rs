@@ -18,9 +18,7 @@ use serde_json::value::RawValue;
 use crate::chain::ChainHead;
 use crate::error::{Error, Result};
 use crate::model::AuditQuery;
-use crate::store::{
-    cell_bytes, hash_time_into, not_text, read_head, select, AuditLog, ProjectPath,
-};
+use crate::store::{hash_time_into, not_text, read_head, select, AuditLog, ProjectPath};
 
 /// An export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,13 +216,18 @@ impl RowBlock {
     fn push(&mut self, r: &Row<'_>) -> aigentflow_persistence::Result<()> {
         self.ids.push(r.get(0)?);
         for i in 1..=TEXT_COLUMNS {
-            self.cells.push(cell_bytes(r, i)?.map(|cell| {
-                let start = self.bytes.len();
-                self.bytes.extend_from_slice(&cell);
-                start..self.bytes.len()
-            }));
+            let start = self.bytes.len();
+            let stored = r.append_bytes(i, &mut self.bytes)?;
+            self.cells.push(stored.then_some(start..self.bytes.len()));
         }
         Ok(())
+    }
+
+    /// Empties the block, keeping its room for the next rows.
+    fn clear(&mut self) {
+        self.ids.clear();
+        self.bytes.clear();
+        self.cells.clear();
     }
 
     fn rows(&self) -> impl Iterator<Item = BlockRow<'_>> {
@@ -290,11 +293,21 @@ impl Encoder {
     }
 
     /// Encodes the blocks as they come and hands on the output in blocks of its own.
-    fn run(mut self, blocks: Receiver<RowBlock>, encoded: Sender<Vec<u8>>) -> Result<()> {
+    /// Spent blocks go back on `spent`, so that the reading side fills the same few blocks
+    /// instead of growing a new one from nothing for every 32 KiB of rows.
+    fn run(
+        mut self,
+        blocks: Receiver<RowBlock>,
+        spent: Sender<RowBlock>,
+        encoded: Sender<Vec<u8>>,
+    ) -> Result<()> {
         let mut out = Vec::with_capacity(2 * BLOCK_BYTES);
         self.begin(&mut out)?;
-        for block in blocks {
+        for mut block in blocks {
             self.block(&mut out, &block)?;
+            block.clear();
+            // The reading side may have finished; the block is then dropped here.
+            let _ = spent.send(block);
             if out.len() >= BLOCK_BYTES {
                 let full = std::mem::replace(&mut out, Vec::with_capacity(2 * BLOCK_BYTES));
                 if encoded.send(full).is_err() {
@@ -445,9 +458,10 @@ impl AuditLog {
                 // hands over a block. The writer stays on this thread: it need not be `Send`.
                 let (to_encoder, blocks) = mpsc::sync_channel::<RowBlock>(1);
                 let (to_writer, encoded) = mpsc::channel::<Vec<u8>>();
+                let (to_reader, spent) = mpsc::channel::<RowBlock>();
                 let worker = std::thread::Builder::new()
                     .name("audit-export".into())
-                    .spawn_scoped(scope, move || encoder.run(blocks, to_writer))?;
+                    .spawn_scoped(scope, move || encoder.run(blocks, to_reader, to_writer))?;
                 let read = move || -> Result<u64> {
                     let mut block = RowBlock::default();
                     let mut count = 0u64;
@@ -458,7 +472,8 @@ impl AuditLog {
                             progress(count);
                         }
                         if block.bytes.len() >= BLOCK_BYTES {
-                            if to_encoder.send(std::mem::take(&mut block)).is_err() {
+                            let next = spent.try_recv().unwrap_or_default();
+                            if to_encoder.send(std::mem::replace(&mut block, next)).is_err() {
                                 // The encoder stopped; its error is the one to report.
                                 return Ok(count);
                             }

@@ -487,6 +487,34 @@ impl<'r> Row<'r> {
         })
     }
 
+    /// Appends column `index` to `out` as bytes, and returns false (appending nothing) for NULL:
+    /// text and blobs as stored, numbers in their decimal form (the text SQLite casts them to).
+    /// Text is copied without being checked for UTF-8, for the readers that only copy rows
+    /// (exports); [`cell`](Self::cell) checks it.
+    pub fn append_bytes(&self, index: usize, out: &mut Vec<u8>) -> Result<bool> {
+        use std::io::Write as _;
+        let stored = match self.0 {
+            RowRef::Sqlite(r) => match r.get_ref(index).or_error()? {
+                ValueRef::Text(b) | ValueRef::Blob(b) => Some(b),
+                _ => None,
+            },
+            RowRef::Postgres(r) => crate::pg::stored_bytes(r, index)?,
+        };
+        if let Some(bytes) = stored {
+            out.extend_from_slice(bytes);
+            return Ok(true);
+        }
+        match self.cell(index)? {
+            Cell::Null => return Ok(false),
+            Cell::Text(t) => out.extend_from_slice(t.as_bytes()),
+            Cell::Blob(b) => out.extend_from_slice(b),
+            // Writing to a Vec cannot fail: its io::Write grows the vector.
+            Cell::Integer(n) => drop(write!(out, "{n}")),
+            Cell::Real(f) => drop(write!(out, "{f}")),
+        }
+        Ok(true)
+    }
+
     /// Column `index` (from 0) as the backend holds it.
     pub fn cell(&self, index: usize) -> Result<Cell<'r>> {
         match self.0 {

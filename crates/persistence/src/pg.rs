@@ -1110,6 +1110,42 @@ pub(crate) fn cell(row: &postgres::Row, index: usize) -> Result<Cell<'_>> {
     })
 }
 
+/// Column `index` of `row` as the bytes the server sent, when it is a text or bytea value (text
+/// comes as UTF-8, the connection's client encoding); None for NULL and other types.
+pub(crate) fn stored_bytes(row: &postgres::Row, index: usize) -> Result<Option<&[u8]>> {
+    /// A text or bytea value's bytes, taken as they are.
+    struct Stored<'a>(&'a [u8]);
+    impl<'a> postgres::types::FromSql<'a> for Stored<'a> {
+        fn from_sql(
+            _: &postgres::types::Type,
+            raw: &'a [u8],
+        ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+            Ok(Self(raw))
+        }
+        fn accepts(ty: &postgres::types::Type) -> bool {
+            use postgres::types::Type;
+            matches!(
+                *ty,
+                Type::TEXT
+                    | Type::VARCHAR
+                    | Type::BPCHAR
+                    | Type::NAME
+                    | Type::UNKNOWN
+                    | Type::BYTEA
+            )
+        }
+    }
+    let accepted = row
+        .columns()
+        .get(index)
+        .is_some_and(|c| <Stored<'_> as postgres::types::FromSql<'_>>::accepts(c.type_()));
+    if !accepted {
+        return Ok(None);
+    }
+    let stored = row.try_get::<_, Option<Stored<'_>>>(index).map_err(Error::from_postgres)?;
+    Ok(stored.map(|s| s.0))
+}
+
 /// `sql` with SQLite's `?N` (and bare `?`) parameters written as PostgreSQL's `$N`, outside
 /// string literals, quoted identifiers and comments.
 pub(crate) fn dollar_params(sql: &str) -> String {
