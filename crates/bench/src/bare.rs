@@ -8,10 +8,13 @@
 //! Rows are loaded with `COPY … FROM STDIN` (untimed); what is timed mirrors what the project's
 //! API does for the same workload (see each method).
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use aigentflow_audit::AuditEntry;
-use aigentflow_core_states::{time, PersistedState};
+use aigentflow_core_states::{
+    time, Checkpoint, Event, PersistedState, StateContext, StateTransition, WorkflowState,
+};
 use aigentflow_lessons::NewLesson;
 use aigentflow_tracker::{FinishedSpan, Money, NewInvocation};
 use anyhow::{Context, Result};
@@ -861,6 +864,74 @@ impl BareListing {
             transitions: transitions.len(),
             checkpoints: checkpoints.len(),
         })
+    }
+
+    /// The same three statements, built into the states the store returns: what a program that
+    /// needs the states, not only their rows, does at the least. Each context is parsed straight
+    /// into its type (the store reads it as JSON first, to set aside the copies of checkpoints a
+    /// TypeScript context holds and fill ids a hand-made one lacks).
+    pub fn build(&mut self, project: &str) -> Result<Vec<PersistedState>> {
+        let mut tx = self
+            .bare
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let rows = tx.query(
+            "SELECT task_id, project_id, state, context FROM workflow_states
+             WHERE project_id = $1 ORDER BY created_at, task_id",
+            &[&project],
+        )?;
+        let mut states = Vec::with_capacity(rows.len());
+        let mut at = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let task: &str = r.try_get(0)?;
+            let mut context: StateContext = serde_json::from_str(r.try_get(3)?)?;
+            context.checkpoints.clear();
+            at.insert(task.to_owned(), states.len());
+            states.push(PersistedState {
+                task_id: task.into(),
+                project_id: r.try_get::<_, &str>(1)?.into(),
+                state: WorkflowState::parse(r.try_get(2)?),
+                context,
+                history: Vec::new(),
+            });
+        }
+        let stamp = |text: &str| time::parse(text).context("a stored time");
+        for r in &tx.query(
+            "SELECT t.task_id, t.from_state, t.to_state, t.event, t.metadata, t.created_at
+             FROM state_transitions t JOIN workflow_states w ON w.task_id = t.task_id
+             WHERE w.project_id = $1 ORDER BY t.task_id, t.seq, t.id",
+            &[&project],
+        )? {
+            let i = *at.get(r.try_get::<_, &str>(0)?).context("a listed task")?;
+            let metadata: Option<&str> = r.try_get(4)?;
+            states[i].history.push(StateTransition {
+                from: WorkflowState::parse(r.try_get(1)?),
+                to: WorkflowState::parse(r.try_get(2)?),
+                event: Event::parse(r.try_get(3)?),
+                timestamp: stamp(r.try_get(5)?)?,
+                metadata: metadata.map(serde_json::from_str).transpose()?,
+            });
+        }
+        for r in &tx.query(
+            "SELECT c.task_id, c.id, c.state, c.context, c.artifacts, c.created_at
+             FROM checkpoints c JOIN workflow_states w ON w.task_id = c.task_id
+             WHERE w.project_id = $1 ORDER BY c.task_id, c.seq, c.created_at",
+            &[&project],
+        )? {
+            let i = *at.get(r.try_get::<_, &str>(0)?).context("a listed task")?;
+            states[i].context.checkpoints.push(Checkpoint {
+                id: r.try_get::<_, &str>(1)?.into(),
+                state: WorkflowState::parse(r.try_get(2)?),
+                timestamp: stamp(r.try_get(5)?)?,
+                context: serde_json::from_str(r.try_get(3)?)?,
+                artifacts: serde_json::from_str(r.try_get(4)?)?,
+            });
+        }
+        tx.commit()?;
+        Ok(states)
     }
 }
 
