@@ -295,7 +295,7 @@ fn stdout_devices_and_process_substitution_are_written_straight_through(t: Empty
 }
 
 on_both! {
-fn a_leftover_symlink_at_the_old_partial_name_does_not_redirect_the_export(t: EmptyDb) {
+fn no_symlink_redirects_an_output_neither_at_the_partial_name_nor_at_the_path(t: EmptyDb) {
     let (dir, db) = demo(t);
     let victim = dir.join("victim");
     std::fs::write(&victim, b"precious").unwrap();
@@ -305,16 +305,37 @@ fn a_leftover_symlink_at_the_old_partial_name_does_not_redirect_the_export(t: Em
     run(db, &["audit", "export", "--format", "csv", "-o", out.to_str().unwrap()]).ok();
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
     assert_eq!(std::fs::read(&out).unwrap(), export_csv(db, &[]));
-    // A symlink at the final path stays a link; the file it points to gets the export.
-    let link = dir.join("latest.csv");
-    std::os::unix::fs::symlink("x.csv", &link).unwrap();
-    run(db, &["audit", "export", "--format", "jsonl", "-o", link.to_str().unwrap()]).ok();
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
-    assert_eq!(
-        std::fs::read(&out).unwrap(),
-        run(db, &["audit", "export", "--format", "jsonl"]).stdout
-    );
+    // A symlink at the final path is refused, whatever it leads to (a file, nothing, a file
+    // in a folder that does not exist), by every command that writes a file; nothing changes.
+    let before = std::fs::read(&out).unwrap();
+    std::fs::create_dir(dir.join("away")).unwrap();
+    let links = [
+        ("latest.csv", dir.join("x.csv")),
+        ("to-victim", victim.clone()),
+        ("dangling", dir.join("away/new.csv")),
+        ("deep", dir.join("away/no/such.csv")),
+    ];
+    for (name, to) in &links {
+        let link = dir.join(name);
+        std::os::unix::fs::symlink(to, &link).unwrap();
+        let link = link.to_str().unwrap();
+        for args in [
+            &["audit", "export", "--format", "jsonl", "-o", link][..],
+            &["audit", "verify", "--report", link],
+            &["db", "backup", link],
+            &["audit", "keygen", link],
+        ] {
+            let r = run(db, args);
+            assert_eq!(r.code, 1, "{args:?}: {}", r.stderr);
+            // A link into a folder that does not exist fails on the folder first.
+            let why = if *name == "deep" { "does not exist" } else { "symbolic link" };
+            assert!(r.stderr.contains(why), "{args:?}: {}", r.stderr);
+        }
+        assert!(std::fs::symlink_metadata(link).unwrap().file_type().is_symlink());
+    }
+    assert_eq!(std::fs::read(&out).unwrap(), before);
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert_eq!(std::fs::read_dir(dir.join("away")).unwrap().count(), 0);
 }
 }
 

@@ -14,8 +14,11 @@
 //!   written straight through: never replaced by a regular file, never given a sibling
 //!   temporary file.
 //!
-//! A symlink at the final path is not replaced by a file: it is resolved (also when it dangles)
-//! and the rule applies to what it points to. A name at a temporary path is never followed:
+//! No link is followed to a file: a symlink at the final path that leads to a regular file or
+//! to nothing (it dangles) is refused, since whoever can plant a link in a shared folder could
+//! otherwise aim a run's output at any file that run may write (or create one anywhere). A
+//! link that leads to a pipe, terminal or device is written straight through, as that is. A
+//! name at a temporary path is never followed:
 //! creating the temporary file fails on any existing name, a symlink included, and another
 //! unique name is tried.
 //!
@@ -133,6 +136,8 @@ impl Output {
             return Self::direct(path, file, &protected);
         }
         let mut current = path.to_path_buf();
+        // Whether `current` was reached through a link: a file there is refused.
+        let mut linked = false;
         for _ in 0..MAX_LINKS {
             if let Some(fd) = descriptor_name(&current) {
                 return Self::open_descriptor(path, &current, fd, &protected);
@@ -143,6 +148,9 @@ impl Output {
                 Ok(st) => st,
                 Err(Errno::NOENT) => {
                     protected.check_name(path, &dir, &name)?;
+                    if linked {
+                        return Err(through_a_link(path, &current));
+                    }
                     return Self::staged(path, dir, dir_path, name, None, &protected);
                 }
                 Err(e) => return Err(io_error(path, "examining it", e.into())),
@@ -153,10 +161,14 @@ impl Output {
                         .map_err(|e| io_error(path, "reading the link", e.into()))?;
                     let target = PathBuf::from(OsString::from_vec(target.into_bytes()));
                     current = if target.is_absolute() { target } else { dir_path.join(target) };
+                    linked = true;
                 }
                 FileType::RegularFile => {
                     protected.check_id(path, FileId::of_stat(&st))?;
                     protected.check_name(path, &dir, &name)?;
+                    if linked {
+                        return Err(through_a_link(path, &current));
+                    }
                     if existing == Existing::Refuse {
                         return Err(Error::OutputExists { path: path.to_path_buf() });
                     }
@@ -951,6 +963,17 @@ fn random_u64() -> u64 {
     u64::from_le_bytes(buf)
 }
 
+/// The refusal of an output path that is a link to a regular file or to nothing.
+fn through_a_link(path: &Path, to: &Path) -> Error {
+    refused(
+        path,
+        &format!(
+            "it is a symbolic link to {} (no link is followed to a file: give the file's own path)",
+            to.display()
+        ),
+    )
+}
+
 fn refused(path: &Path, reason: &str) -> Error {
     Error::OutputPath { path: path.to_path_buf(), reason: reason.into() }
 }
@@ -1079,27 +1102,50 @@ mod tests {
         assert!(temps(dir.path()).is_empty());
     }
 
+    /// A link planted at an output path (in a shared folder, say) would aim the output at any
+    /// file the run may write: every link that leads to a file or to nothing is refused, for a
+    /// new file and a replacing one alike, and nothing is written anywhere.
     #[test]
-    fn a_symlink_stays_a_link_and_the_file_it_points_to_is_replaced_in_its_own_folder() {
+    fn a_symlink_to_a_file_or_to_nothing_is_refused_and_nothing_is_written() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let target = b.path().join("real.csv");
-        std::fs::write(&target, b"old").unwrap();
-        let link = a.path().join("out.csv");
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        write(&link, None, b"new").unwrap();
-        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
-        assert_eq!(std::fs::read(&target).unwrap(), b"new");
-        // A relative link, two hops, and a dangling one (its target is created).
-        let hop = a.path().join("hop");
-        std::os::unix::fs::symlink("out.csv", &hop).unwrap();
-        write(&hop, None, b"newer").unwrap();
-        assert_eq!(std::fs::read(&target).unwrap(), b"newer");
-        let dangling = a.path().join("dangling");
-        std::os::unix::fs::symlink(b.path().join("fresh.csv"), &dangling).unwrap();
-        write(&dangling, None, b"fresh").unwrap();
-        assert_eq!(std::fs::read(b.path().join("fresh.csv")).unwrap(), b"fresh");
-        assert!(std::fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink());
+        let victim = b.path().join("victim.txt");
+        std::fs::write(&victim, b"precious").unwrap();
+        let links: Vec<(&str, PathBuf)> = vec![
+            ("absolute", victim.clone()),
+            (
+                "relative",
+                PathBuf::from("../").join(b.path().file_name().unwrap()).join("victim.txt"),
+            ),
+            ("dangling", b.path().join("fresh.csv")),
+            ("dangling into a missing folder", b.path().join("no/such/folder.csv")),
+            ("hop", a.path().join("absolute")),
+            ("hop to dangling", a.path().join("dangling")),
+            ("to itself by another spelling", a.path().join(".").join("absolute")),
+        ];
+        for (name, to) in &links {
+            std::os::unix::fs::symlink(to, a.path().join(name)).unwrap();
+        }
+        for (name, _) in &links {
+            let link = a.path().join(name);
+            for new in [false, true] {
+                let opened =
+                    if new { Output::open_new(&link, None) } else { Output::open(&link, None) };
+                let e = opened.unwrap_err();
+                // A link into a folder that does not exist fails on the folder first.
+                let why = if name.contains("missing") { "does not exist" } else { "symbolic link" };
+                assert!(
+                    matches!(e, Error::OutputPath { .. }) && e.to_string().contains(why),
+                    "{name}: {e}"
+                );
+            }
+            assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "{name}");
+        }
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(!b.path().join("fresh.csv").exists() && !b.path().join("no").exists());
         assert!(temps(a.path()).is_empty() && temps(b.path()).is_empty());
+        // The file's own path is written as usual.
+        write(&victim, None, b"new").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"new");
     }
 
     #[test]
@@ -1726,8 +1772,9 @@ mod tests {
     }
 
     /// Every generated target, written or abandoned, with replacing allowed or not: the database
-    /// is never touched, no temporary file stays, links stay links, devices stay devices, and a
-    /// file holds exactly its old bytes or exactly the new ones.
+    /// is never touched, no temporary file stays, links stay links (and a link to a file or to
+    /// nothing is refused), devices stay devices, and a file holds exactly its old bytes or
+    /// exactly the new ones.
     #[test]
     fn every_target_kind_follows_the_one_output_rule() {
         let (root, db, db_path) = database();
@@ -1826,7 +1873,10 @@ mod tests {
                             .file_type()
                             .is_char_device());
                     }
-                    Target::Regular(_) | Target::LinkToRegular(..) if !replace => {
+                    Target::LinkToRegular(..) | Target::DanglingLink(_) => {
+                        prop_assert!(matches!(result, Err(Error::OutputPath { .. })), "{result:?}")
+                    }
+                    Target::Regular(_) if !replace => {
                         prop_assert!(
                             matches!(result, Err(Error::OutputExists { .. })),
                             "{result:?}"
