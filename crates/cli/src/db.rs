@@ -37,7 +37,8 @@ pub enum DbCommand {
     /// PostgreSQL database to move a team onto a server, or back into a file for a local copy.
     /// SRC and DEST are each a path or a `postgres://` URL (`--db` is not used). SRC is read in
     /// one snapshot at this build's schema (migrate it first); DEST is created (a file) and
-    /// migrated if needed, and must hold no rows. Every row is copied as stored, ids and audit
+    /// migrated if needed, and must hold no rows; a file DEST that is a symlink, or whose files
+    /// (it, `-wal`, `-journal`, `-shm`) would be SRC's own, is refused. Every row is copied as stored, ids and audit
     /// hashes included, in one transaction: on any error DEST is left as it was. The audit chain
     /// is then verified on DEST; exit 3 if it has findings.
     Copy {
@@ -240,6 +241,9 @@ fn copy(ctx: &Ctx, src: PathBuf, dest: PathBuf) -> anyhow::Result<Done> {
     let to = Ctx { path: dest, out: ctx.out.clone(), lock_timeout: ctx.lock_timeout };
     let source = from.read()?;
     source.check_copy_source()?;
+    if !to.is_server() {
+        aigentflow_persistence::check_database_destination(&to.path, source.path())?;
+    }
     let target = to.create()?;
     let bar = ctx.out.spinner("copying");
     let report = source.copy_into(&target, |table, done, total| {

@@ -195,7 +195,7 @@ impl Ctx {
     }
 
     /// Whether the database is a PostgreSQL server's, named by URL.
-    fn is_server(&self) -> bool {
+    pub fn is_server(&self) -> bool {
         self.path.to_str().is_some_and(aigentflow_persistence::is_postgres_url)
     }
 

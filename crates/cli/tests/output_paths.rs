@@ -102,6 +102,33 @@ fn mkfifo(path: &Path) {
     assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
 }
 
+/// A copy's destination database has files of its own (`-wal`, `-journal`…): none may be one of
+/// its source's, so a source named like a side file (`y-wal`) is not given to `y` as its WAL,
+/// and a destination reached through a link is refused as a link. The source stays whole.
+#[test]
+fn a_copy_never_makes_a_database_whose_files_are_its_sources_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["y-wal", "y-journal", "y-shm"] {
+        let source = dir.path().join(name);
+        run(&source, &["demo"]).ok();
+        let before = std::fs::read(&source).unwrap();
+        let dest = dir.path().join("y");
+        let r = run(&source, &["db", "copy", source.to_str().unwrap(), dest.to_str().unwrap()]);
+        assert_refused(&r, "the database's own file");
+        assert!(!dest.exists(), "{name}");
+        assert_eq!(std::fs::read(&source).unwrap(), before, "{name}");
+        std::fs::remove_file(&source).unwrap();
+    }
+    let (dir, db) = demo_db();
+    let away = dir.path().join("away.db");
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(&away, &link).unwrap();
+    let r = run(&db, &["db", "copy", db.to_str().unwrap(), link.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    assert!(!away.exists());
+}
+
 #[test]
 fn an_export_or_backup_onto_the_database_by_any_name_is_refused_and_the_database_survives_on_sqlite(
 ) {
@@ -132,6 +159,7 @@ fn an_export_or_backup_onto_the_database_by_any_name_is_refused_and_the_database
             vec!["audit", "export", "--format", "csv", "-o", name],
             vec!["audit", "export", "--format", "jsonl", "--output", name],
             vec!["db", "backup", name],
+            vec!["db", "copy", db.to_str().unwrap(), name],
         ] {
             let r = run(&db, &args);
             assert_refused(&r, "the database's own file");

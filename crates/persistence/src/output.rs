@@ -68,6 +68,8 @@ const TEMP_PREFIX_BYTES: usize = 150;
 const TEMP_SUFFIX: &str = ".partial";
 /// What precedes the pid in a temporary name.
 const TEMP_MARK: &str = ".aigentflow-";
+/// A database's own files: its path with each of these appended.
+const SIDE_SUFFIXES: [&str; 4] = ["", "-wal", "-shm", "-journal"];
 /// The side files SQLite may leave beside a temporary file it wrote (a backup).
 const SQLITE_SIDE_FILES: [&str; 3] = ["-journal", "-wal", "-shm"];
 
@@ -633,7 +635,7 @@ impl Protected {
                 _ => Path::new("."),
             };
             let dir_id = FileId::of_path(dir);
-            for suffix in ["", "-wal", "-shm", "-journal"] {
+            for suffix in SIDE_SUFFIXES {
                 let mut file_name = name.to_os_string();
                 file_name.push(suffix);
                 let mut file = base.clone().into_os_string();
@@ -697,6 +699,50 @@ impl OwnFiles {
     pub fn behind(&self, fd: BorrowedFd<'_>) -> Option<&Path> {
         FileId::of_file_fd(fd).ok().and_then(|id| self.0.file_with_id(id))
     }
+}
+
+/// The output rule for a SQLite database a command makes at `dest` (a copy's destination):
+/// no link at the path (SQLite would follow it to a file anywhere), and none of the files the
+/// new database has (the file, `-wal`, `-shm`, `-journal`) is one of `source`'s own, by
+/// identity or by name: a copy never writes into its source's journal or WAL, by any spelling,
+/// nor gives a WAL to a file that is its source (a source named `x-wal`, copied to `x`).
+pub fn check_database_destination(dest: &Path, source: Option<&Path>) -> Result<()> {
+    // Where a link at the path leads (also when it dangles), to name an own file it reaches.
+    let mut at = dest.to_path_buf();
+    let mut linked = false;
+    for _ in 0..MAX_LINKS {
+        let Ok(target) = std::fs::read_link(&at) else { break };
+        linked = true;
+        at = match at.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+    }
+    if let Some(source) = source {
+        let own = Protected::of_path(source);
+        let folder = match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let folder = FileId::of_path(folder);
+        for suffix in SIDE_SUFFIXES {
+            let mut file = at.as_os_str().to_os_string();
+            file.push(suffix);
+            let file = PathBuf::from(file);
+            if let Some(id) = FileId::of_path(&file) {
+                own.check_id(dest, id)?;
+            }
+            let named =
+                folder.zip(file.file_name()).and_then(|(dir, name)| own.file_named(dir, name));
+            if let Some(named) = named {
+                return Err(Error::OwnFile { path: dest.to_path_buf(), file: named.to_owned() });
+            }
+        }
+    }
+    if linked {
+        return Err(through_a_link(dest, &at));
+    }
+    Ok(())
 }
 
 /// The descriptor a `/dev/stdout`, `/dev/fd/N` or `/proc/self/fd/N` path names.
