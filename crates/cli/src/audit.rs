@@ -515,8 +515,7 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
             // log, which any log extends.
             let expected: Option<ChainHead> = head
                 .map(|path| -> anyhow::Result<Option<ChainHead>> {
-                    let text = std::fs::read_to_string(&path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    let text = read_small(&path)?;
                     serde_json::from_str(&text).with_context(|| {
                         format!(
                             "{} is not a head printed by `aigentflow audit head`",
@@ -616,7 +615,11 @@ fn read_small(path: &std::path::Path) -> anyhow::Result<String> {
         .read_to_string(&mut text)
         .with_context(|| format!("cannot read {} as text", path.display()))?;
     if text.len() as u64 > aigentflow_audit::report::MAX_FILE {
-        anyhow::bail!("{} is larger than a report or key file can be", path.display());
+        anyhow::bail!(
+            "{} is larger than a head, report or key file can be ({} bytes at most)",
+            path.display(),
+            aigentflow_audit::report::MAX_FILE
+        );
     }
     Ok(text)
 }
