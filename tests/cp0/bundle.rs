@@ -455,6 +455,63 @@ fn hostile_bundles_are_typed_errors_naming_their_line_and_write_nothing(t) {
 }
 }
 
+on_both! {
+/// A bundle the stores could not read back (a context nested past the readers' limit or not an
+/// object, a token usage that is not one) is refused whole: nothing is written, and every task
+/// that is written can be loaded. Nesting up to the limit imports and loads.
+fn a_bundle_the_store_could_not_read_back_is_refused_and_writes_nothing(t) {
+    // Built as text: a value this deep would overflow the stack of a recursive walk.
+    let nested = |depth: usize, object: bool| {
+        let (open, close) = if object { (r#"{"k":"#, "}") } else { ("[", "]") };
+        format!("{}\"leaf\"{}", open.repeat(depth), close.repeat(depth))
+    };
+    populate(&open_clocked(t.location()), "task-here");
+    // (what, the JSON text, the field it goes in, whether the store can read it back)
+    let mut cases: Vec<(String, String, &str, bool)> = Vec::new();
+    for depth in [126, 127, 128, 129, 300, 3000] {
+        for object in [false, true] {
+            let deep = nested(depth, object);
+            // In a context (inside its object: one level more), and as a trace's metadata.
+            let context = format!(r#"{{"prompt":"x","deep":{deep}}}"#);
+            cases.push((format!("context at {}", depth + 1), context, "context", depth < 127));
+        }
+    }
+    for not_object in ["[1, 2]", "\"text\"", "null", "42", "[]"] {
+        cases.push((format!("context {not_object}"), not_object.into(), "context", false));
+    }
+    // A trace's token usage, which the tracker reads back as one.
+    for (usage, readable) in [
+        (r#"{"inputTokens":1,"outputTokens":2,"totalTokens":3}"#, true),
+        ("{oops", false),
+        ("42", false),
+        (r#"{"inputTokens":"many"}"#, false),
+    ] {
+        cases.push((format!("token usage {usage}"), usage.into(), "token_usage", readable));
+    }
+    for (i, (name, text, field, readable)) in cases.into_iter().enumerate() {
+        let task = format!("task-d{i}");
+        let mut lines = hand_made(&task, r#"{"prompt":"x"}"#, "p", r#"{"a":1}"#);
+        match field {
+            "context" => edit_line(&mut lines, 1, |v| v["context"] = json!(text)),
+            _ => edit_line(&mut lines, 2, |v| v["token_usage"] = json!(text)),
+        }
+        let before = dump(t);
+        match import(t.db(), &joined(&lines)) {
+            Ok(_) => {
+                assert!(readable, "{name}: imported");
+                let store = SqliteStateStore::new(t.db().clone());
+                assert!(store.load_state(&task.as_str().into()).unwrap().is_some(), "{name}");
+            }
+            Err(e) => {
+                assert!(!readable, "{name}: {e}");
+                assert!(matches!(e, Error::Invalid { .. } | Error::Unreadable { .. }), "{name}: {e:?}");
+                assert_eq!(dump(t), before, "{name}: nothing written");
+            }
+        }
+    }
+}
+}
+
 /// A mutation of a bundle's bytes.
 #[derive(Debug, Clone)]
 enum Mutation {

@@ -36,6 +36,10 @@ pub enum Error {
     /// An id of the bundle is taken here by a row of another task; nothing was imported.
     #[error("{what} {id} of task {task} already exists here (of another task): nothing imported")]
     IdTaken { what: &'static str, id: SafeText, task: SafeText },
+    /// A task of the bundle would be stored in a form the state store cannot read back;
+    /// nothing was imported.
+    #[error("task {task} cannot be imported: the state store could not read it back ({reason}): nothing imported")]
+    Unreadable { task: SafeText, reason: SafeText },
     /// A stored row cannot be exported as it is (e.g. an audit row whose hash does not match).
     #[error("cannot export task {task}: {reason}")]
     NotExportable { task: SafeText, reason: SafeText },

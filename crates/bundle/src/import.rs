@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::io::BufRead;
 
 use aigentflow_audit::{AuditLog, ImportedEntry, ImportedOrigin};
-use aigentflow_core_states::time;
-use aigentflow_persistence::{Backend, Clean, Database, Param, Tx};
+use aigentflow_core_states::{time, TaskId};
+use aigentflow_persistence::{Backend, Clean, Database, Param, SqliteStateStore, Tx};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -98,6 +98,7 @@ pub fn import(db: &Database, input: &mut dyn BufRead) -> Result<ImportReport> {
 /// the database it came from, adds nothing.
 pub fn import_bundle(db: &Database, bundle: &Bundle) -> Result<ImportReport> {
     let log = AuditLog::new(db.clone());
+    let states = SqliteStateStore::new(db.clone());
     db.write(|tx| {
         let mut report = ImportReport {
             source: bundle.header.source.clone(),
@@ -107,7 +108,7 @@ pub fn import_bundle(db: &Database, bundle: &Bundle) -> Result<ImportReport> {
         };
         let mut entries = Vec::new();
         for given in &bundle.tasks {
-            let task = clean_task(given);
+            let task = clean_task(given)?;
             let id = task.task.task_id.as_str();
             if tx.backend() == Backend::Postgres {
                 tx.query_row(LOCK_TASK_PG, &[Param::text(id)], |_| Ok(()))?;
@@ -122,6 +123,13 @@ pub fn import_bundle(db: &Database, bundle: &Bundle) -> Result<ImportReport> {
                 None => {
                     ids_free(tx, &task)?;
                     insert(tx, &task)?;
+                    // What is written is what the state store reads back: a task it could not
+                    // load (a context that is not an object, a checkpoint's artifacts that are
+                    // not a list) is refused, and the transaction takes everything back.
+                    states.load_in(tx, &TaskId::new(id)).map_err(|e| Error::Unreadable {
+                        task: id.into(),
+                        reason: e.to_string().into(),
+                    })?;
                     Outcome::Imported
                 }
             };
@@ -257,7 +265,7 @@ fn insert(tx: &Tx<'_>, b: &TaskBundle) -> Result<()> {
             Param::text(&t.task_id),
             Param::text(&t.project_id),
             Param::text(&t.state),
-            Param::text(&t.context),
+            json_param(&t.context)?,
             Param::time(stamp(&t.created_at)?),
             Param::time(stamp(&t.updated_at)?),
         ],
@@ -277,7 +285,7 @@ fn insert(tx: &Tx<'_>, b: &TaskBundle) -> Result<()> {
                 Param::text(&r.from_state),
                 Param::text(&r.to_state),
                 Param::text(&r.event),
-                Param::opt_text(r.metadata.as_deref()),
+                opt_json_param(&r.metadata)?,
                 Param::time(stamp(&r.created_at)?),
             ],
         )?;
@@ -290,8 +298,8 @@ fn insert(tx: &Tx<'_>, b: &TaskBundle) -> Result<()> {
                 Param::text(&r.task_id),
                 opt_int(r.seq),
                 Param::text(&r.state),
-                Param::text(&r.context),
-                Param::text(&r.artifacts),
+                json_param(&r.context)?,
+                json_param(&r.artifacts)?,
                 Param::time(stamp(&r.created_at)?),
             ],
         )?;
@@ -303,7 +311,7 @@ fn insert(tx: &Tx<'_>, b: &TaskBundle) -> Result<()> {
                 Param::text(&r.id),
                 Param::text(&r.task_id),
                 Param::text(&r.approval_kind),
-                Param::text(&r.payload),
+                json_param(&r.payload)?,
                 Param::text(&r.requested_by),
                 Param::time(stamp(&r.requested_at)?),
                 Param::opt_time(opt_stamp(&r.deadline)?),
@@ -326,8 +334,8 @@ fn insert(tx: &Tx<'_>, b: &TaskBundle) -> Result<()> {
                 Param::opt_time(opt_stamp(&r.completed_at)?),
                 opt_int(r.success),
                 opt_int(r.duration_ms),
-                Param::opt_text(r.token_usage.as_deref()),
-                Param::opt_text(r.metadata.as_deref()),
+                opt_json_param(&r.token_usage)?,
+                opt_json_param(&r.metadata)?,
                 Param::text(&r.status),
                 opt_int(r.owner_pid),
                 Param::opt_time(opt_stamp(&r.owner_started_at)?),
@@ -347,7 +355,7 @@ fn insert(tx: &Tx<'_>, b: &TaskBundle) -> Result<()> {
                     Param::opt_time(opt_stamp(&i.completed_at)?),
                     Param::opt_text(i.outcome.as_deref()),
                     i.quality_score.map_or(Param::NULL, Param::real),
-                    Param::opt_text(i.token_usage.as_deref()),
+                    opt_json_param(&i.token_usage)?,
                     Param::opt_text(i.output_summary.as_deref()),
                     Param::opt_text(i.error.as_deref()),
                 ],
@@ -378,63 +386,97 @@ fn clean_opt(text: &Option<String>) -> Option<String> {
     text.as_deref().map(clean)
 }
 
+/// JSON text through the policy for JSON (keys and values, then written compact), as a store
+/// writes a JSON value: the text policy alone can cut a string of the JSON short and leave text
+/// no reader takes. Text that is not JSON goes through the text policy (and a reader that
+/// wants JSON refuses it when the import reads the task back).
+fn clean_json(text: &str) -> Result<String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) => Ok(Clean::json_owned(value)?.into_owned()),
+        Err(_) => Ok(clean(text)),
+    }
+}
+
+fn clean_json_opt(text: &Option<String>) -> Result<Option<String>> {
+    text.as_deref().map(clean_json).transpose()
+}
+
+/// A JSON column's text bound as a store binds a JSON value ([`clean_json`]'s rule: a second
+/// pass of the text policy over JSON text could break it).
+fn json_param(text: &str) -> Result<Param<'static>> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) => Ok(Param::json(&value)?),
+        Err(_) => Ok(Param::text_owned(text.to_owned())),
+    }
+}
+
+fn opt_json_param(text: &Option<String>) -> Result<Param<'static>> {
+    text.as_deref().map_or(Ok(Param::NULL), json_param)
+}
+
 /// A task's records as they would be stored here: every text through the redaction policy (the
 /// audit rows aside: the audit log redacts them as it appends them).
-fn clean_task(b: &TaskBundle) -> TaskBundle {
+fn clean_task(b: &TaskBundle) -> Result<TaskBundle> {
     let t = &b.task;
-    TaskBundle {
+    Ok(TaskBundle {
         definition: b.definition.clone(),
         task: TaskRecord {
             task_id: clean(&t.task_id),
             project_id: clean(&t.project_id),
             state: clean(&t.state),
-            context: clean(&t.context),
+            context: clean_json(&t.context)?,
             created_at: t.created_at.clone(),
             updated_at: t.updated_at.clone(),
         },
         transitions: b
             .transitions
             .iter()
-            .map(|r| TransitionRecord {
-                task_id: clean(&r.task_id),
-                seq: r.seq,
-                from_state: clean(&r.from_state),
-                to_state: clean(&r.to_state),
-                event: clean(&r.event),
-                metadata: clean_opt(&r.metadata),
-                created_at: r.created_at.clone(),
+            .map(|r| {
+                Ok(TransitionRecord {
+                    task_id: clean(&r.task_id),
+                    seq: r.seq,
+                    from_state: clean(&r.from_state),
+                    to_state: clean(&r.to_state),
+                    event: clean(&r.event),
+                    metadata: clean_json_opt(&r.metadata)?,
+                    created_at: r.created_at.clone(),
+                })
             })
-            .collect(),
+            .collect::<Result<_>>()?,
         checkpoints: b
             .checkpoints
             .iter()
-            .map(|r| CheckpointRecord {
-                id: clean(&r.id),
-                task_id: clean(&r.task_id),
-                seq: r.seq,
-                state: clean(&r.state),
-                context: clean(&r.context),
-                artifacts: clean(&r.artifacts),
-                created_at: r.created_at.clone(),
+            .map(|r| {
+                Ok(CheckpointRecord {
+                    id: clean(&r.id),
+                    task_id: clean(&r.task_id),
+                    seq: r.seq,
+                    state: clean(&r.state),
+                    context: clean_json(&r.context)?,
+                    artifacts: clean_json(&r.artifacts)?,
+                    created_at: r.created_at.clone(),
+                })
             })
-            .collect(),
+            .collect::<Result<_>>()?,
         approvals: b
             .approvals
             .iter()
-            .map(|r| ApprovalRecord {
-                id: clean(&r.id),
-                task_id: clean(&r.task_id),
-                approval_kind: clean(&r.approval_kind),
-                payload: clean(&r.payload),
-                requested_by: clean(&r.requested_by),
-                requested_at: r.requested_at.clone(),
-                deadline: r.deadline.clone(),
-                status: clean(&r.status),
-                reviewer: clean_opt(&r.reviewer),
-                comment: clean_opt(&r.comment),
-                decided_at: r.decided_at.clone(),
+            .map(|r| {
+                Ok(ApprovalRecord {
+                    id: clean(&r.id),
+                    task_id: clean(&r.task_id),
+                    approval_kind: clean(&r.approval_kind),
+                    payload: clean_json(&r.payload)?,
+                    requested_by: clean(&r.requested_by),
+                    requested_at: r.requested_at.clone(),
+                    deadline: r.deadline.clone(),
+                    status: clean(&r.status),
+                    reviewer: clean_opt(&r.reviewer),
+                    comment: clean_opt(&r.comment),
+                    decided_at: r.decided_at.clone(),
+                })
             })
-            .collect(),
+            .collect::<Result<_>>()?,
         traces: b
             .traces
             .iter()
@@ -448,8 +490,8 @@ fn clean_task(b: &TaskBundle) -> TaskBundle {
                     completed_at: r.completed_at.clone(),
                     success: r.success,
                     duration_ms: r.duration_ms,
-                    token_usage: clean_opt(&r.token_usage),
-                    metadata: clean_opt(&r.metadata),
+                    token_usage: clean_json_opt(&r.token_usage)?,
+                    metadata: clean_json_opt(&r.metadata)?,
                     status: clean(&r.status),
                     owner_pid: r.owner_pid,
                     owner_started_at: r.owner_started_at.clone(),
@@ -459,22 +501,24 @@ fn clean_task(b: &TaskBundle) -> TaskBundle {
                 };
                 let invocations = invocations
                     .iter()
-                    .map(|i| InvocationRecord {
-                        trace_id: clean(&i.trace_id),
-                        agent: clean(&i.agent),
-                        task_fragment: clean_opt(&i.task_fragment),
-                        started_at: i.started_at.clone(),
-                        completed_at: i.completed_at.clone(),
-                        outcome: clean_opt(&i.outcome),
-                        quality_score: i.quality_score,
-                        token_usage: clean_opt(&i.token_usage),
-                        output_summary: clean_opt(&i.output_summary),
-                        error: clean_opt(&i.error),
+                    .map(|i| {
+                        Ok(InvocationRecord {
+                            trace_id: clean(&i.trace_id),
+                            agent: clean(&i.agent),
+                            task_fragment: clean_opt(&i.task_fragment),
+                            started_at: i.started_at.clone(),
+                            completed_at: i.completed_at.clone(),
+                            outcome: clean_opt(&i.outcome),
+                            quality_score: i.quality_score,
+                            token_usage: clean_json_opt(&i.token_usage)?,
+                            output_summary: clean_opt(&i.output_summary),
+                            error: clean_opt(&i.error),
+                        })
                     })
-                    .collect();
-                (trace, invocations)
+                    .collect::<Result<_>>()?;
+                Ok((trace, invocations))
             })
-            .collect(),
+            .collect::<Result<_>>()?,
         audit: Vec::new(),
-    }
+    })
 }

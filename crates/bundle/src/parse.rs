@@ -108,10 +108,22 @@ fn opt_time(line: u64, field: &str, text: &Option<String>) -> Result<()> {
     text.as_deref().map_or(Ok(()), |t| stored_time(line, field, t))
 }
 
+/// Text that is JSON as the stores read it back: parsed whole, so nesting past the readers'
+/// limit is refused here (skipping it unread would take any depth).
 fn json_text(line: u64, field: &str, text: &str) -> Result<()> {
-    serde_json::from_str::<serde::de::IgnoredAny>(text)
+    serde_json::from_str::<serde_json::Value>(text)
         .map(|_| ())
         .map_err(|e| invalid(line, format!("{field} is not JSON text ({e})")))
+}
+
+/// A stored token usage, read as the tracker reads it back.
+fn usage_text(line: u64, field: &str, text: &Option<String>) -> Result<()> {
+    match text {
+        Some(text) => serde_json::from_str::<aigentflow_tracker::TokenUsage>(text)
+            .map(|_| ())
+            .map_err(|e| invalid(line, format!("{field} is not a token usage ({e})"))),
+        None => Ok(()),
+    }
 }
 
 fn not_empty(line: u64, field: &str, text: &str) -> Result<()> {
@@ -298,6 +310,7 @@ impl Reader {
                 self.id(line, "trace", &r.id)?;
                 not_empty(line, "project_id", &r.project_id)?;
                 not_empty(line, "status", &r.status)?;
+                usage_text(line, "token_usage", &r.token_usage)?;
                 stored_time(line, "started_at", &r.started_at)?;
                 opt_time(line, "completed_at", &r.completed_at)?;
                 opt_time(line, "owner_started_at", &r.owner_started_at)?;
@@ -314,6 +327,7 @@ impl Reader {
                     ));
                 };
                 not_empty(line, "agent", &r.agent)?;
+                usage_text(line, "token_usage", &r.token_usage)?;
                 stored_time(line, "started_at", &r.started_at)?;
                 opt_time(line, "completed_at", &r.completed_at)?;
                 self.tasks[task].traces[trace].1.push(r);

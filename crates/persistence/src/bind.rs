@@ -41,11 +41,14 @@ impl<'a> Clean<'a> {
 
     /// `value` after the redaction policy (keys and values), as compact JSON text.
     pub fn json(value: &Value) -> Result<Clean<'static>> {
+        readable_depth(value)?;
         Self::json_owned(value.clone())
     }
 
-    /// [`Clean::json`] of a value the caller no longer needs (no copy is made).
+    /// [`Clean::json`] of a value the caller no longer needs (no copy is made). A value nested
+    /// deeper than [`MAX_JSON_DEPTH`] is refused: no reader of the stores could take it back.
     pub fn json_owned(mut value: Value) -> Result<Clean<'static>> {
+        readable_depth(&value)?;
         redact_json(&mut value);
         Ok(Clean(Cow::Owned(serde_json::to_string(&value)?)))
     }
@@ -66,6 +69,40 @@ impl std::ops::Deref for Clean<'_> {
     fn deref(&self) -> &str {
         &self.0
     }
+}
+
+/// The deepest nesting of arrays and objects a JSON value that enters a store may have: what
+/// serde_json reads back (its recursion limit is 128 levels, the last refused).
+pub const MAX_JSON_DEPTH: usize = 127;
+
+/// Refuses a value nested deeper than [`MAX_JSON_DEPTH`].
+fn readable_depth(value: &Value) -> Result<()> {
+    let depth = json_depth(value);
+    if depth > MAX_JSON_DEPTH {
+        return Err(Error::InvalidInput {
+            what: "JSON value",
+            reason: format!(
+                "nested {depth} levels deep; a store reads back at most {MAX_JSON_DEPTH}"
+            )
+            .into(),
+        });
+    }
+    Ok(())
+}
+
+/// How deeply `value` nests arrays and objects (a scalar is 0, `[]` is 1), without recursion.
+pub fn json_depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0)];
+    while let Some((value, depth)) = stack.pop() {
+        match value {
+            Value::Array(items) => stack.extend(items.iter().map(|v| (v, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|v| (v, depth + 1))),
+            _ => continue,
+        }
+        deepest = deepest.max(depth + 1);
+    }
+    deepest
 }
 
 /// A value bound to a statement. Text only ever arrives here through the redaction policy.
@@ -781,6 +818,36 @@ mod tests {
     use super::*;
     use crate::{Database, Error};
     use serde_json::json;
+
+    /// Every JSON value that enters a store is one its readers take back: nested up to their
+    /// limit it is stored and parses again; deeper, arrays or objects, it is refused whole, and
+    /// such text is exactly what serde_json refuses to read.
+    #[test]
+    fn json_deeper_than_the_readers_take_back_is_refused() {
+        for depth in [0, 1, 2, 64, 126, 127, 128, 129, 300] {
+            for object in [false, true] {
+                let mut v = json!("leaf");
+                for _ in 0..depth {
+                    v = if object { json!({ "k": v, "n": 1 }) } else { json!([1, v]) };
+                }
+                assert_eq!(json_depth(&v), depth);
+                let text = serde_json::to_string(&v).unwrap();
+                let readable = serde_json::from_str::<Value>(&text).is_ok();
+                assert_eq!(readable, depth <= MAX_JSON_DEPTH, "depth {depth}");
+                match Clean::json(&v) {
+                    Ok(clean) => {
+                        assert!(depth <= MAX_JSON_DEPTH, "depth {depth} taken");
+                        serde_json::from_str::<Value>(&clean).unwrap();
+                    }
+                    Err(e) => {
+                        assert!(depth > MAX_JSON_DEPTH, "depth {depth}: {e}");
+                        assert!(matches!(e, Error::InvalidInput { .. }), "{e}");
+                        assert!(e.to_string().contains(&format!("nested {depth} levels")), "{e}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn text_and_json_are_redacted_on_the_way_in_and_filters_find_what_was_stored() {
