@@ -486,7 +486,14 @@ fn main() -> ExitCode {
             slow_shown || meta.target() != aigentflow_persistence::SLOW_TARGET
         }));
     tracing_subscriber::registry().with(layer).init();
-    match run(cli) {
+    let ran = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
+        Ok(ran) => ran,
+        Err(payload) => match payload.downcast::<out::StdoutFailed>() {
+            Ok(failed) => return ExitCode::from(failed.code),
+            Err(payload) => std::panic::resume_unwind(payload),
+        },
+    };
+    match ran {
         Ok(Done::Ok) => ExitCode::SUCCESS,
         Ok(Done::Problems) => ExitCode::from(3),
         Err(e) => {

@@ -89,13 +89,22 @@ pub fn print_line_on_stdout(text: &str) {
     let _ = std::io::stdout().lock().write_all(line.as_bytes());
 }
 
-/// Ends the process after a failed write to stdout: quietly for a closed pipe.
+/// Why the command stopped at a failed write to stdout: carried up the stack by unwinding (not
+/// a panic: no hook runs), so that every handle on the way drops as on a normal return (a
+/// database closes, checkpointing its WAL into its file), and `main` ends with this code.
+pub struct StdoutFailed {
+    pub code: u8,
+}
+
+/// Ends the command after a failed write to stdout: quietly, exit code 0, for a closed pipe
+/// (`… | head -1`); else one line on stderr and exit code 1. Never `process::exit` here: that
+/// would skip closing the databases, and leave a file written just now needing its `-wal`.
 pub fn exit_on_write_error(e: &std::io::Error) -> ! {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
-        std::process::exit(0);
+        std::panic::resume_unwind(Box::new(StdoutFailed { code: 0 }));
     }
     eprint_line(&format!("aigentflow: error: cannot write the output: {e}"));
-    std::process::exit(1);
+    std::panic::resume_unwind(Box::new(StdoutFailed { code: 1 }));
 }
 
 /// Whether a terminal would act on `c` rather than print it, so output shows it escaped: the C0

@@ -1055,3 +1055,53 @@ fn a_backup_onto_a_full_disk_names_the_destination_not_the_database(t: TestDb) {
     assert_eq!(run(db, &["--json", "db", "check"]).ok().json()["ok"], true);
 }
 }
+
+/// A command whose stdout closes early (`… | head -1`) ends quietly with exit code 0, and the
+/// database it wrote is closed on the way out: its file holds every row, with no `-wal` it
+/// would need beside it (it used to exit on the spot, leaving the rows in the WAL).
+#[test]
+fn a_closed_stdout_ends_the_command_quietly_with_its_database_whole_on_sqlite() {
+    let (dir, source) = demo_db();
+    let rows = |db: &Path| run(db, &["--json", "status"]).ok().json()["rows"].clone();
+    let expected = rows(&source);
+    let cases: Vec<(PathBuf, Vec<String>)> = {
+        let copy = dir.path().join("copy.db");
+        let demo = dir.path().join("demo.db");
+        vec![
+            (copy.clone(), vec!["db".into(), "copy".into(), path_text(&source), path_text(&copy)]),
+            (demo.clone(), vec!["--db".into(), path_text(&demo), "demo".into()]),
+        ]
+    };
+    for (written, args) in cases {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_aigentflow"))
+            .args(&args)
+            .env_remove("AIGENTFLOW_DB")
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let r = finish(out);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.is_empty(), "{args:?}: {}", r.stderr);
+        let wal = side(&written, "-wal");
+        assert!(
+            !wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0,
+            "{args:?}: -wal left"
+        );
+        // The file alone, elsewhere, holds it all.
+        let alone = dir.path().join("alone.db");
+        let _ = std::fs::remove_file(&alone);
+        std::fs::copy(&written, &alone).unwrap();
+        let got = rows(&alone);
+        assert_eq!(got, rows(&written), "{args:?}");
+        if args.contains(&"copy".to_owned()) {
+            assert_eq!(got, expected, "{args:?}");
+        }
+    }
+}
+
+fn path_text(p: &Path) -> String {
+    p.to_str().unwrap().to_owned()
+}
