@@ -6,7 +6,8 @@
 //! 1. **Key shapes**, found anywhere in a token, also glued to the word before them
 //!    (`AWS_KEY_AKIA…`, `token_ghp_…`, `x_sk-ant-…`): AWS access key ids, GitHub, GitLab, Slack
 //!    (tokens and webhook URLs), Stripe, Google (API keys, OAuth client secrets and access
-//!    tokens), OpenAI, Anthropic, Hugging Face, npm, PyPI, SendGrid and age keys, JWTs (header
+//!    tokens), OpenAI, Anthropic, Hugging Face, npm, PyPI, SendGrid, age, DigitalOcean,
+//!    Shopify, Twilio, Mailgun, Telegram bot, Atlassian, Grafana and Databricks keys, JWTs (header
 //!    and payload `{"…` or `{ …`, base64url: `eyJ`, `eyI`, `eyA`), PEM private keys of every
 //!    kind and PGP private key blocks (the whole block, to the end of the text when its END
 //!    line is missing), the user and password of a URL (`scheme://user:password@host` keeps
@@ -19,11 +20,17 @@
 //!    keys do; after anything else (`_`, `-`, a space, a quote) they always count. A
 //!    `Basic`/`Bearer` credential must look like one (see below).
 //! 2. **Values under secret-like names**: `api_key`, `password`, `passwd`, `pwd`, `passphrase`,
-//!    `secret`, `token`, `auth`, `authorization`, `credential(s)`, `private_key`, `secret_key`,
-//!    `access_key`, `cookie`, `session`, `session_id`, `session_key`, with any prefix
-//!    (`DB_PASSWORD`, `client_secret`, `x-api-key`, `--password`) but nothing after the name
-//!    (`password_hash`, `max_tokens` and `author` are not secret names). What is replaced
-//!    depends on how the value is written:
+//!    `secret`, `token`, `auth`, `authorization`, `auth_header`, `credential(s)`, `creds`,
+//!    `private_key`, `secret_key`, `access_key`, `signing_key`, `encryption_key`,
+//!    `master_key`, `deploy_key`, `ssh_key`, `account_key` (Azure's `AccountKey=`), `cookie`,
+//!    `session`, `session_id`, `session_key`, with any prefix (`DB_PASSWORD`,
+//!    `client_secret`, `x-api-key`, `--password`) but nothing after the name (`password_hash`,
+//!    `max_tokens` and `author` are not secret names; `primary_key`, `public_key`, `key_id`
+//!    are not either). `pass` is one too, but only as a word of its own (`pass`, `DB_PASS`,
+//!    `smtpPass`, never `compass` or `bypass`), and in text only with `=`, quoted, in an
+//!    element, or before `:` when lower-case or part of a longer key: test runners write
+//!    `PASS: test_name` and prose says `pass the tests`. What is replaced depends on how the
+//!    value is written:
 //!    * quoted (`"…"`, `'…'`, `` `…` ``): everything up to the closing quote, across lines;
 //!      a string not closed within 8 KiB runs to the end of the text. Quotes escaped to any
 //!      depth delimit strings of that depth (`\"…\"` in JSON text, `\\\"…\\\"` in JSON text
@@ -38,7 +45,11 @@
 //!      whole pair sits in a quoted string (`-H 'Authorization: Basic …'`), nor past a space,
 //!      `,`, `;` or `&` that another `key:` / `key=` follows (`password: a b user: c`), nor a
 //!      closing bracket or quote the value did not open (`{password: x}`). Cookies are all
-//!      secret, so a `cookie` value is not cut at the next `key=`;
+//!      secret, so a `cookie` value is not cut at the next `key=`; nor is an
+//!      `Authorization:` (or `Proxy-Authorization:`) header's, whatever its scheme (`Digest
+//!      username="a", response="…"`, `AWS4-HMAC-SHA256 Credential=…, Signature=…`), with or
+//!      without a space after the `:`, and a quoted parameter in it (`response="…"`) does
+//!      not end the quoted string the header sits in;
 //!    * `name value` or `name is value` (no sign): only when the one-token value looks like a
 //!      credential — at least 6 characters with a letter, and a digit, a symbol (other than
 //!      `-` `.` `_` `'` and brackets), an upper-case letter right after a lower-case one, or at
@@ -93,7 +104,7 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// The names whose values are secrets, `_` standing for an optional separator (`api_key` also
 /// matches `apikey`, `api-key`, `API Key`, `apiKey`).
-const SECRET_NAMES: [&str; 18] = [
+const SECRET_NAMES: [&str; 26] = [
     "api_key",
     "password",
     "passwd",
@@ -103,16 +114,29 @@ const SECRET_NAMES: [&str; 18] = [
     "token",
     "auth",
     "authorization",
+    "auth_header",
     "credential",
     "credentials",
+    "creds",
     "private_key",
     "secret_key",
     "access_key",
+    "signing_key",
+    "encryption_key",
+    "master_key",
+    "deploy_key",
+    "ssh_key",
+    "account_key",
     "cookie",
     "session",
     "session_id",
     "session_key",
 ];
+
+/// A name that is also the end of common words (`compass`, `bypass`): secret only as a whole
+/// word, at the start of the name or after a separator (`pass`, `DB_PASS`, `smtp-pass`, and in
+/// a JSON key `dbPass`). See [`pass_names_a_value`] for the signs it needs in text.
+const WORD_NAME: &str = "pass";
 
 /// Names a JSON key may also start with to be secret (`passwordHash`, `secretValue`).
 const SECRET_NAME_PREFIXES: [&str; 2] = ["password", "secret"];
@@ -152,6 +176,15 @@ const SHAPES_PATTERN: &str = concat!(
     // quote (`eyJ`, `eyI`) or a blank (`eyA`).
     r"|ey[JIA][A-Za-z0-9_-]{10,}\.ey[JIA][A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*",
     r"|AGE-SECRET-KEY-1[A-Z0-9]{58}",
+    // DigitalOcean, Shopify, Twilio, Mailgun, Telegram bots, Atlassian, Grafana, Databricks.
+    r"|do[opr]_v1_[a-f0-9]{64}",
+    r"|shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}",
+    r"|SK[0-9a-fA-F]{32}",
+    r"|key-[a-f0-9]{32}",
+    r"|[0-9]{8,10}:A[A-Za-z0-9_-]{34}",
+    r"|ATATT3[A-Za-z0-9_=-]{100,}",
+    r"|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}",
+    r"|dapi[a-f0-9]{32}",
     r")",
     // Prefixes that are also ordinary text: OpenAI (`sk-`, `sk-proj-`…) and Stripe.
     // Bounded, so that looking again inside a rejected one stays linear.
@@ -164,8 +197,12 @@ const SHAPES_PATTERN: &str = concat!(
 /// `\\\"`…), and what separates it from its value (`>` for an XML element, `<password>`).
 fn names_pattern() -> String {
     let names: Vec<String> = SECRET_NAMES.iter().map(|n| n.replace('_', "[ _.-]?")).collect();
+    // The word name at the start, after a separator, or capitalised after a lower-case letter
+    // or digit (`dbPass`), as [`ends_with_word_name`] judges keys.
+    let (first, rest) = WORD_NAME.split_at(1);
+    let upper = first.to_ascii_uppercase();
     format!(
-        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}))(?P<close>\\*["'`])?(?P<sep>[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]+(?:(?:is|was)[ \t]+)?|>)"#,
+        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}|(?:\b|[ _.-]){WORD_NAME}|(?-i:[a-z0-9]{upper}){rest}))(?P<close>\\*["'`])?(?P<sep>[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]+(?:(?:is|was)[ \t]+)?|>)"#,
         names.join("|")
     )
 }
@@ -410,6 +447,45 @@ pub fn is_secret_key(key: &str) -> bool {
         LazyLock::new(|| SECRET_NAMES.iter().map(|n| n.replace('_', "").into_bytes()).collect());
     NAMES.iter().any(|name| tail.ends_with(name))
         || SECRET_NAME_PREFIXES.iter().any(|p| head.starts_with(p.as_bytes()))
+        || ends_with_word_name(key)
+}
+
+/// Whether `key` ends with [`WORD_NAME`] as a word of its own: the whole key, after a
+/// character other than a letter or digit (`DB_PASS`), or capitalised after a lower-case
+/// letter or digit (`dbPass`), but not inside a word (`compass`, `bypass`, `DBPASS`).
+fn ends_with_word_name(key: &str) -> bool {
+    let k = key.as_bytes();
+    let Some(at) = k.len().checked_sub(WORD_NAME.len()) else { return false };
+    if !k[at..].eq_ignore_ascii_case(WORD_NAME.as_bytes()) {
+        return false;
+    }
+    match at.checked_sub(1).map(|i| k[i]) {
+        None => true,
+        Some(before) if !before.is_ascii_alphanumeric() => true,
+        Some(before) => {
+            k[at].is_ascii_uppercase() && (before.is_ascii_lowercase() || before.is_ascii_digit())
+        }
+    }
+}
+
+/// Whether a [`WORD_NAME`] found in text names the value after it: with `=` (`pass=…`,
+/// `DB_PASS = …`), quoted (`"pass": …`), in an element (`<pass>`), or before `:` when it is
+/// lower-case (`pass: …` in YAML) or part of a longer key (`smtpPass:`, `SMTP_PASS:`). Test
+/// runners write `PASS: test_name`, `--- PASS: TestName` and `Pass: 12`, and prose says `pass
+/// the tests`: without a sign, or alone and capitalised before an unquoted `:`, it is not a
+/// name.
+fn pass_names_a_value(name: &str, pair: &str, parsed: NamePair) -> bool {
+    let at = name.len() - WORD_NAME.len();
+    let word = &name.as_bytes()[at..];
+    let compound = at
+        .checked_sub(1)
+        .is_some_and(|i| matches!(name.as_bytes()[i], b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.'));
+    let colon = !pair[name.len()..].contains('=') && parsed.sep != Sep::Element;
+    match parsed.sep {
+        Sep::Bare => false,
+        _ if parsed.quoted || !colon => true,
+        _ => word == WORD_NAME.as_bytes() || compound,
+    }
 }
 
 fn redact_object(map: &mut Map<String, Value>) {
@@ -729,6 +805,14 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
         let Some(found) = NAMES.find_at(text, at) else { break };
         let parsed = NamePair::parse(found.as_str());
         let name = found.start()..found.start() + parsed.name_len;
+        let name_text = text[name.clone()].as_bytes();
+        let word_name = name_text.len() >= WORD_NAME.len()
+            && name_text[name_text.len() - WORD_NAME.len()..]
+                .eq_ignore_ascii_case(WORD_NAME.as_bytes());
+        if word_name && !pass_names_a_value(&text[name.clone()], found.as_str(), parsed) {
+            at = name.end.max(next_char(text, name.start));
+            continue;
+        }
         let inside = name.start < covered;
         if inside && budget == 0 {
             rewriter.replace_or_extend(name.start..text.len());
@@ -740,12 +824,20 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
         let value = if parsed.sep == Sep::Element {
             opens_element(bytes, name.start).then(|| element_value(text, found.end())).flatten()
         } else {
+            let lower = text[name.clone()].to_ascii_lowercase();
+            // `Authorization: <scheme> <parameters>` (also `Proxy-Authorization`): the whole
+            // header value is the credential, whatever the scheme (`Digest username="a",
+            // response="…"`, `AWS4-HMAC-SHA256 Credential=…, Signature=…`).
+            let header = lower.ends_with("authorization")
+                && parsed.sep != Sep::Element
+                && !found.as_str()[parsed.name_len..].contains('=');
             let pair = Pair {
                 name_start: name.start,
-                sep: parsed.sep,
+                sep: if header && parsed.sep == Sep::Compact { Sep::Spaced } else { parsed.sep },
                 quoted: parsed.quoted,
                 enclosing,
-                cookie: text[name.clone()].to_ascii_lowercase().ends_with("cookie"),
+                cookie: lower.ends_with("cookie") || header,
+                header,
             };
             value_range(text, found.end(), &pair)
         };
@@ -880,6 +972,9 @@ struct Pair {
     enclosing: Option<Quote>,
     /// A cookie's value is all secret: it is not cut at the next `key=`.
     cookie: bool,
+    /// An `Authorization:` header's value: also not cut at the next `key=`, and a quoted
+    /// parameter in it (`response="…"`) does not close the string the header sits in.
+    header: bool,
 }
 
 /// The value that starts at `start`, as the range to replace, or `None` when there is nothing
@@ -912,12 +1007,29 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
     // after it, or the first of a run of blanks. Whether a key follows is asked once, at the
     // end of that run, so a long run of blanks is looked at once, not once per blank.
     let mut gap: Option<usize> = None;
+    // Where a quoted header parameter being skipped ends.
+    let mut skip = 0;
     for (i, &b) in bytes.iter().enumerate().skip(start) {
         #[cfg(test)]
         tests::VALUE_SCAN.with(|scanned| scanned.set(scanned.get() + 1));
         if b == b'\n' || b == b'\r' {
             end = i;
             break;
+        }
+        if i < skip {
+            continue;
+        }
+        if let Some(quote) = pair.enclosing.filter(|q| {
+            pair.header && b == b'=' && {
+                quote_at(bytes, i + 1).is_some_and(|(found, _)| found == *q)
+            }
+        }) {
+            // `response="…"` inside `'Authorization: Digest …'`: the parameter's quotes.
+            let open = quote_at(bytes, i + 1).map_or(i + 1, |(_, open)| open);
+            skip = closing_quote(bytes, open, quote) + quote.escape_len() + 1;
+            backslashes = 0;
+            gap = None;
+            continue;
         }
         if let Some(quote) = pair.enclosing.filter(|q| q.closes(b, backslashes)) {
             end = i - quote.escape_len();
@@ -1611,6 +1723,34 @@ mod tests {
             "url-credentials-percent-encoded",
             "url-credentials-brackets",
             "jwt-spaced-header",
+            "digitalocean-pat",
+            "shopify-access-token",
+            "shopify-shared-secret",
+            "shopify-custom-app-token",
+            "shopify-private-app-token",
+            "twilio-api-key",
+            "mailgun-private-key",
+            "telegram-bot-token",
+            "atlassian-api-token",
+            "grafana-service-account-token",
+            "databricks-api-token",
+            "http-digest-header",
+            "http-digest-curl",
+            "http-aws4-header",
+            "http-aws4-compact",
+            "proxy-authorization-custom",
+            "signing-key-env",
+            "encryption-key-yaml",
+            "master-key-json",
+            "deploy-key-env",
+            "ssh-key-flag",
+            "azure-account-key",
+            "auth-header-yaml",
+            "creds-assignment",
+            "pass-assignment",
+            "pass-env",
+            "pass-json",
+            "pass-yaml",
         ] {
             assert!(names.contains(family), "{family} is missing from the corpus");
         }
@@ -2057,6 +2197,140 @@ line secret" next"#,
         assert!(!is_secret_key("") && !is_secret_key("_") && !is_secret_key("totalTokens"));
     }
 
+    #[test]
+    fn key_names_of_every_kind_are_secret_and_keys_that_only_look_like_them_are_not() {
+        for name in [
+            "signing_key",
+            "encryption_key",
+            "master_key",
+            "deploy_key",
+            "ssh_key",
+            "private_key",
+            "AccountKey",
+            "auth_header",
+            "creds",
+            "credentials",
+            "pass",
+        ] {
+            let camel: String = name
+                .split('_')
+                .enumerate()
+                .map(|(i, p)| if i == 0 { p.to_owned() } else { p[..1].to_uppercase() + &p[1..] })
+                .collect();
+            let spellings = [
+                name.to_owned(),
+                name.to_uppercase(),
+                name.replace('_', "-"),
+                camel.clone(),
+                format!("DB_{}", name.to_uppercase()),
+                format!("smtp-{name}"),
+                format!("x{}", camel[..1].to_uppercase() + &camel[1..]),
+            ];
+            for key in spellings {
+                assert!(is_secret_key(&key), "{key}");
+                for sign in ["=", ": ", " = ", ":"] {
+                    // `PASS:` alone is how test runners report; `pass:` is a YAML key.
+                    if sign.starts_with(':') && key == "PASS" {
+                        continue;
+                    }
+                    let text = format!("{key}{sign}Zq8vLw3mNx end");
+                    let clean = redact_text(&text);
+                    assert!(!clean.contains("Zq8vLw3mNx"), "{text} -> {clean}");
+                    assert_eq!(redact_text(&clean), clean);
+                }
+                let json = redacted_json(&json!({ key.clone(): "Zq8vLw3mNx" }));
+                assert_eq!(json[&key], REDACTED, "{key}");
+            }
+        }
+        for kept in [
+            "primary_key",
+            "sort_key",
+            "partition_key",
+            "key_id",
+            "public_key",
+            "keyboard",
+            "monkey",
+            "compass",
+            "bypass",
+            "passed",
+            "passenger",
+            "Compass",
+            "DBPASS",
+            "pass_rate",
+            "passes",
+            "foreign_key",
+        ] {
+            assert!(!is_secret_key(kept), "{kept}");
+            let value = json!({ kept: "kept-value-1" });
+            assert_eq!(redacted_json(&value), value, "{kept}");
+            for sign in ["=", ": ", " = "] {
+                let text = format!("{kept}{sign}kept-value-1 end");
+                assert_eq!(redact_text(&text), text, "{text}");
+            }
+        }
+        // Test runners' reports and prose keep their words.
+        for prose in [
+            "--- PASS: TestRedaction (0.00s)",
+            "PASS: tests/redact.rs",
+            "Pass: 12, Fail: 0",
+            "the build will pass tomorrow2 maybe",
+            "bypass=on compass=north passenger: Alice42",
+            "we pass the signing key rotation to the deploy key owner",
+        ] {
+            check(prose, prose);
+        }
+        check(
+            "DefaultEndpointsProtocol=https;AccountName=x;AccountKey=abc123==;EndpointSuffix=core.windows.net",
+            "DefaultEndpointsProtocol=https;AccountName=x;AccountKey=[REDACTED];EndpointSuffix=core.windows.net",
+        );
+        check("pass=hunter2x", "pass=[REDACTED]");
+        check(r#"{"pass": "hunter2x"}"#, r#"{"pass": "[REDACTED]"}"#);
+        check(r#"{"PASS": "hunter2x"}"#, r#"{"PASS": "[REDACTED]"}"#);
+        check("<pass>hunter2x</pass>", "<pass>[REDACTED]</pass>");
+        check("smtp:\n  pass: hunter2x\n", "smtp:\n  pass: [REDACTED]\n");
+    }
+
+    #[test]
+    fn an_authorization_header_of_any_scheme_is_secret_to_the_end_of_its_line() {
+        let values = [
+            r#"Digest username="a", realm="api", response="6629fae49393a05397450978507c4ef1""#,
+            "AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024",
+            "Negotiate YIIGhgYJKoZIhvcSAQICAQBuggZ1MIIGcaADAgEFoQMCAQ6iBwMFACAAAACjggSM",
+            "HOBA result=kid.chal.sig, user=bob",
+            "Token token=abc, key=def",
+            "Custom a b c d",
+        ];
+        for name in ["Authorization", "Proxy-Authorization", "authorization", "AUTHORIZATION"] {
+            for sign in [": ", ":", " : ", ":\t"] {
+                for value in values {
+                    let header = format!("{name}{sign}{value}");
+                    let secret = value.rsplit([' ', '=', '"']).find(|p| p.len() >= 3).unwrap();
+                    for (text, kept) in [
+                        (format!("{header}\nnext: line"), "\nnext: line"),
+                        (
+                            format!("curl -H '{header}' https://x.example.com"),
+                            "' https://x.example.com",
+                        ),
+                        (format!("said \"{header}\" twice"), "\" twice"),
+                    ] {
+                        let clean = redact_text(&text);
+                        assert!(!clean.contains(secret), "{text} -> {clean}");
+                        assert!(clean.contains(kept), "{text} -> {clean}");
+                        assert!(clean.contains(&format!("{name}{sign}")), "{text} -> {clean}");
+                        assert_eq!(redact_text(&clean), clean, "{text}");
+                        for value in [json!({ "note": text, "ok": "kept" }), json!({ name: value })]
+                        {
+                            let stored = redacted_json(&value).to_string();
+                            assert!(!stored.contains(secret), "{value} -> {stored}");
+                            let as_text = redact_text(&value.to_string()).into_owned();
+                            assert!(!as_text.contains(secret), "{value} -> {as_text}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// What the capture groups of [`NAMES`] say about a match, to check [`NamePair::parse`].
     fn pair_by_captures(text: &str, at: usize) -> Option<(Range<usize>, NamePair)> {
         let caps = NAMES.captures_at(text, at)?;
@@ -2234,6 +2508,21 @@ line secret" next"#,
             "TOKEN",
             "risk-assessment",
             "task_test",
+            "pass",
+            "Pass",
+            "PASS",
+            "compass",
+            "bypass",
+            "passed",
+            "passenger",
+            "creds",
+            "master",
+            "signing",
+            "deploy",
+            "ssh",
+            "primary",
+            "monkey",
+            "keyboard",
         ];
         let punct = ["", "", "", ".", ",", "!", "?", " (see notes)", ";"];
         prop::collection::vec(
