@@ -81,7 +81,14 @@
 //! would take a name already in its object gets the first free `#2`, `#3`… after it
 //! (`[REDACTED]`, `[REDACTED]#2`), so no value is lost.
 //! Every value under a secret-named key is replaced whatever its type, except `null` and
-//! booleans ([`is_secret_key`]; token *counts* such as `totalTokens` are not secret).
+//! booleans ([`is_secret_key`]; token *counts* such as `totalTokens` are not secret). A name
+//! may also be a value: in an object whose `name` or `key` member (any case) holds a secret
+//! name, the `value`, `values`, `val` and `data` members are secrets too (`{"name":
+//! "DB_PASSWORD", "value": "…"}` in Kubernetes and GitHub Actions, `{"Key": "password",
+//! "Value": "…"}` in AWS tags); in an array, the string or number right after an item that
+//! is a secret name (after leading dashes) is one (`["--password", "…"]`, `[["Authorization",
+//! "…"]]`). Such a name is one word of at most 64 name characters, so sentences are not
+//! names (and `-p`, often a port, is not a secret name).
 //!
 //! The policy is idempotent — redacting redacted text or JSON changes nothing — because the
 //! stores hash what they write and may pass it through the policy again. Everything runs on the
@@ -410,10 +417,64 @@ pub fn redact_json(value: &mut Value) {
                 *s = clean;
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(redact_json),
+        Value::Array(items) => redact_array(items),
         Value::Object(map) => redact_object(map),
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
+}
+
+/// The members of an object that may name the value of a sibling (`{"name": "DB_PASSWORD",
+/// "value": "…"}` in Kubernetes and GitHub Actions, `{"Key": "password", "Value": "…"}` in
+/// AWS tags), and the siblings they name; matched whatever their case.
+const PAIR_NAMES: [&str; 2] = ["name", "key"];
+const PAIR_VALUES: [&str; 4] = ["value", "values", "val", "data"];
+
+/// Whether a string written where a name goes (a pair's `name`, an element of an array)
+/// names a secret: a single word of name characters, 64 bytes at most, that [`is_secret_key`]
+/// judges secret, after any leading dashes (`--password`, `-api-key`). Sentences and other
+/// text are not names, so `["reset the token", "next"]` keeps its items.
+fn names_a_secret(text: &str) -> bool {
+    let name = text.trim_start_matches('-');
+    !name.is_empty()
+        && text.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/' | b':'))
+        && is_secret_key(name)
+}
+
+/// Whether a JSON string names a secret as written or as redacted (so that redacting again
+/// finds no name the first redaction did not).
+fn string_names_a_secret(value: &Value) -> bool {
+    value.as_str().is_some_and(|s| names_a_secret(s) || names_a_secret(&redact_text(s)))
+}
+
+/// An array: every item redacted, and the string or number right after an item that names a
+/// secret (`["--password", "hunter2"]`, `[["Authorization", "…"]]`) replaced as a secret
+/// key's value would be.
+fn redact_array(items: &mut [Value]) {
+    let mut after_name = false;
+    for item in items.iter_mut() {
+        let names = string_names_a_secret(item);
+        match item {
+            Value::String(s) if after_name && s != REDACTED => *s = REDACTED.to_owned(),
+            Value::Number(_) if after_name => *item = Value::String(REDACTED.to_owned()),
+            _ => redact_json(item),
+        }
+        after_name = names;
+    }
+}
+
+/// Whether an object holds a name-like member ([`PAIR_NAMES`]) whose string names a secret:
+/// then its value-like members ([`PAIR_VALUES`]) are secrets.
+fn names_its_value(map: &Map<String, Value>) -> bool {
+    map.iter().any(|(k, v)| {
+        PAIR_NAMES.iter().any(|n| k.eq_ignore_ascii_case(n)) && string_names_a_secret(v)
+    })
+}
+
+fn is_pair_value(key: &str) -> bool {
+    PAIR_VALUES.iter().any(|n| key.eq_ignore_ascii_case(n))
 }
 
 /// A redacted copy of a JSON value.
@@ -489,9 +550,10 @@ fn pass_names_a_value(name: &str, pair: &str, parsed: NamePair) -> bool {
 }
 
 fn redact_object(map: &mut Map<String, Value>) {
+    let named = names_its_value(map);
     if map.keys().all(|k| matches!(redact_text(k), Cow::Borrowed(_))) {
         for (key, value) in map.iter_mut() {
-            redact_entry(is_secret_key(key), value);
+            redact_entry(is_secret_key(key) || (named && is_pair_value(key)), value);
         }
         return;
     }
@@ -508,7 +570,9 @@ fn redact_object(map: &mut Map<String, Value>) {
         map.keys().zip(&renamed).filter(|(_, r)| r.is_none()).map(|(k, _)| k.clone()).collect();
     let old = std::mem::take(map);
     for ((key, mut value), clean) in old.into_iter().zip(renamed) {
-        let secret = is_secret_key(&key) || clean.as_deref().is_some_and(is_secret_key);
+        let secret = is_secret_key(&key)
+            || clean.as_deref().is_some_and(is_secret_key)
+            || (named && is_pair_value(&key));
         redact_entry(secret, &mut value);
         let name = match clean {
             None => key,
@@ -2331,6 +2395,120 @@ line secret" next"#,
         }
     }
 
+    /// Names of secrets as JSON writes them where a pair's name or an argument goes.
+    const SECRET_PAIR_NAMES: [&str; 16] = [
+        "DB_PASSWORD",
+        "password",
+        "API_TOKEN",
+        "api-key",
+        "apiKey",
+        "client_secret",
+        "AWS_SECRET_ACCESS_KEY",
+        "/prod/db/password",
+        "signing_key",
+        "pass",
+        "Authorization",
+        "Proxy-Authorization",
+        "x-api-key",
+        "Cookie",
+        "session_id",
+        "GITHUB_TOKEN",
+    ];
+
+    /// Names that are not secrets, and text that is not a name.
+    const PLAIN_PAIR_NAMES: [&str; 12] = [
+        "region",
+        "HOME",
+        "PATH",
+        "max_tokens",
+        "author",
+        "public_key",
+        "primary_key",
+        "key_id",
+        "port",
+        "p",
+        "reset the password token",
+        "compass",
+    ];
+
+    /// `value` inside `depth` levels of objects and arrays (`{"spec": [{"env": …}]}`).
+    fn nest(value: Value, depth: usize) -> Value {
+        (0..depth).fold(value, |inner, level| {
+            if level % 2 == 0 {
+                json!({ "env": [inner], "note": "kept" })
+            } else {
+                json!([{ "spec": inner }, "kept"])
+            }
+        })
+    }
+
+    #[test]
+    fn a_secret_named_by_a_sibling_or_the_item_before_it_is_redacted() {
+        // The reported shapes.
+        let mut value = json!({
+            "env": [{"name": "DB_PASSWORD", "value": "V11kkkHidden7"}],
+            "tags": [{"Key": "password", "Value": "V11kkkHidden7"}, {"Key": "team", "Value": "core"}],
+            "secrets": [{"Name": "API_TOKEN", "Value": "V11kkkHidden7"}],
+            "headers": [["Authorization", "Bearer-less-token-value"], ["Accept", "text/plain"]],
+            "argv": ["deploy", "--password", "hunter2x", "--region", "eu", "-p", "8080", "--token", 42],
+        });
+        redact_json(&mut value);
+        let stored = value.to_string();
+        for secret in ["V11kkkHidden7", "Bearer-less-token-value", "hunter2x", "42"] {
+            assert!(!stored.contains(secret), "{secret}: {stored}");
+        }
+        for kept in ["DB_PASSWORD", "\"core\"", "text/plain", "\"eu\"", "\"8080\"", "--token"] {
+            assert!(stored.contains(kept), "{kept}: {stored}");
+        }
+        assert_eq!(redacted_json(&value), value);
+        // Every spelling of the members, every kind of value, at any depth.
+        let values = [
+            json!("V11kkkHidden7"),
+            json!(9_731_902_557_u64),
+            json!(["V11kkkHidden7"]),
+            json!({"inner": "V11kkkHidden7"}),
+        ];
+        for name in SECRET_PAIR_NAMES.iter().chain(&PLAIN_PAIR_NAMES) {
+            let secret = SECRET_PAIR_NAMES.contains(name);
+            for name_key in ["name", "Name", "NAME", "key", "Key", "KEY"] {
+                for value_key in ["value", "Value", "VALUE", "values", "val", "data", "Data"] {
+                    for inner in &values {
+                        for depth in 0..4 {
+                            let pair = json!({ name_key: name, value_key: inner, "ok": "kept" });
+                            let stored = redacted_json(&nest(pair.clone(), depth));
+                            let text = stored.to_string();
+                            assert_eq!(
+                                text.contains("V11kkkHidden7") || text.contains("9731902557"),
+                                !secret,
+                                "{name_key}={name} {value_key}: {text}"
+                            );
+                            assert!(text.contains("\"kept\"") && text.contains(name), "{text}");
+                            assert_eq!(redacted_json(&stored), stored, "{text}");
+                        }
+                    }
+                }
+            }
+            for dashes in ["", "-", "--"] {
+                for inner in &values {
+                    for depth in 0..4 {
+                        let argv = json!(["run", format!("{dashes}{name}"), inner, "kept"]);
+                        let stored = redacted_json(&nest(argv, depth));
+                        let text = stored.to_string();
+                        // Only a string or number after the name is its value.
+                        let leaf = inner.is_string() || inner.is_number();
+                        assert_eq!(
+                            text.contains("V11kkkHidden7") || text.contains("9731902557"),
+                            !(secret && leaf),
+                            "{dashes}{name} {inner}: {text}"
+                        );
+                        assert!(text.contains("\"kept\""), "{text}");
+                        assert_eq!(redacted_json(&stored), stored, "{text}");
+                    }
+                }
+            }
+        }
+    }
+
     /// What the capture groups of [`NAMES`] say about a match, to check [`NamePair::parse`].
     fn pair_by_captures(text: &str, at: usize) -> Option<(Range<usize>, NamePair)> {
         let caps = NAMES.captures_at(text, at)?;
@@ -2684,6 +2862,56 @@ line secret" next"#,
         ) {
             let text: String = words.iter().map(|(w, p)| format!("{w}{p}")).collect();
             prop_assert_eq!(redact_text(&text), text.as_str());
+        }
+
+        /// Pairs and arguments made of any names, members and values, in arrays and objects
+        /// of any shape, redact to a fixed point, and no value a secret name names survives.
+        #[test]
+        fn values_named_by_siblings_never_survive_and_redact_to_a_fixed_point(
+            items in prop::collection::vec(
+                prop_oneof![
+                    prop::sample::select(SECRET_PAIR_NAMES.to_vec()).prop_map(|n| json!(n)),
+                    prop::sample::select(PLAIN_PAIR_NAMES.to_vec()).prop_map(|n| json!(n)),
+                    prop::sample::select(SECRET_PAIR_NAMES.to_vec()).prop_map(|n| json!(format!("--{n}"))),
+                    "[A-Za-z0-9]{10,14}".prop_map(|s| json!(format!("S3cr{s}"))),
+                    any::<i64>().prop_map(|n| json!(n)),
+                    Just(json!("[REDACTED]")),
+                    Just(Value::Null),
+                    confusing_text().prop_map(Value::String),
+                ],
+                0..8,
+            ),
+            keys in prop::collection::vec(
+                prop::sample::select(vec!["name", "Key", "value", "Value", "data", "val", "id", "x"]),
+                0..8,
+            ),
+            depth in 0usize..4,
+        ) {
+            let object: Map<String, Value> = keys.iter().map(|k| (*k).to_owned()).zip(items.iter().cloned()).collect();
+            for value in [nest(Value::Array(items.clone()), depth), nest(Value::Object(object.clone()), depth)] {
+                let once = redacted_json(&value);
+                prop_assert_eq!(redacted_json(&once), once.clone(), "{}", value);
+            }
+            let once = redacted_json(&Value::Array(items.clone()));
+            for (k, pair) in items.windows(2).enumerate() {
+                if pair[0].as_str().is_some_and(|s| SECRET_PAIR_NAMES.contains(&s.trim_start_matches('-')))
+                    && (pair[1].is_string() || pair[1].is_number())
+                {
+                    prop_assert_eq!(&once[k + 1], REDACTED, "{:?}", items);
+                }
+            }
+            let named = object.iter().any(|(k, v)| {
+                ["name", "key"].contains(&k.to_ascii_lowercase().as_str())
+                    && v.as_str().is_some_and(|s| SECRET_PAIR_NAMES.contains(&s))
+            });
+            let once = redacted_json(&Value::Object(object.clone()));
+            for (k, v) in &object {
+                if named && ["value", "data", "val"].contains(&k.to_ascii_lowercase().as_str())
+                    && (v.is_string() || v.is_number())
+                {
+                    prop_assert_eq!(&once[k], REDACTED, "{:?}", object);
+                }
+            }
         }
 
         #[test]
