@@ -88,7 +88,10 @@
 //! "Value": "…"}` in AWS tags); in an array, the string or number right after an item that
 //! is a secret name (after leading dashes) is one (`["--password", "…"]`, `[["Authorization",
 //! "…"]]`). Such a name is one word of at most 64 name characters, so sentences are not
-//! names (and `-p`, often a port, is not a secret name).
+//! names (and `-p`, often a port, is not a secret name). JSON written as text is read the same
+//! way: a quoted secret name and a comma, when the name's string is an item of a list (after
+//! `[` or `,`) or the value of a `name`/`key` member, name the next item (a string or number)
+//! or a `value`-like member right after it, quoted the same way at any depth of escaping.
 //!
 //! The policy is idempotent — redacting redacted text or JSON changes nothing — because the
 //! stores hash what they write and may pass it through the policy again. Everything runs on the
@@ -209,7 +212,7 @@ fn names_pattern() -> String {
     let (first, rest) = WORD_NAME.split_at(1);
     let upper = first.to_ascii_uppercase();
     format!(
-        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}|(?:\b|[ _.-]){WORD_NAME}|(?-i:[a-z0-9]{upper}){rest}))(?P<close>\\*["'`])?(?P<sep>[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]+(?:(?:is|was)[ \t]+)?|>)"#,
+        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}|(?:\b|[ _.-]){WORD_NAME}|(?-i:[a-z0-9]{upper}){rest}))(?P<close>\\*["'`])?(?P<sep>[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]*,[ \t]*|[ \t]+(?:(?:is|was)[ \t]+)?|>)"#,
         names.join("|")
     )
 }
@@ -846,6 +849,9 @@ enum Sep {
     Spaced,
     /// `<name>value</name>`.
     Element,
+    /// `"name", value`: a quoted name that is an item of a list or the `name` of a pair
+    /// written as JSON text (see [`listed_value`]).
+    Comma,
 }
 
 /// Pass 2: values under secret-like names.
@@ -897,6 +903,7 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
                 && !found.as_str()[parsed.name_len..].contains('=');
             let pair = Pair {
                 name_start: name.start,
+                name_end: name.end,
                 sep: if header && parsed.sep == Sep::Compact { Sep::Spaced } else { parsed.sep },
                 quoted: parsed.quoted,
                 enclosing,
@@ -946,6 +953,11 @@ impl NamePair {
             _ => None,
         };
         let sep = match sep {
+            None if b[..end].last() == Some(&b',') => {
+                end -= 1;
+                end -= trailing_blanks(end);
+                Sep::Comma
+            }
             Some(op) => {
                 end -= op;
                 let before = trailing_blanks(end);
@@ -1029,6 +1041,8 @@ fn quote_before(bytes: &[u8], at: usize) -> Option<Quote> {
 struct Pair {
     /// Where the name starts: the indentation of its line is measured there.
     name_start: usize,
+    /// Where the name ends (its closing quote, if quoted, starts there).
+    name_end: usize,
     sep: Sep,
     /// Whether the name is quoted (`"password":`).
     quoted: bool,
@@ -1046,6 +1060,9 @@ struct Pair {
 fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
     let bytes = text.as_bytes();
     let kind = pair.sep;
+    if kind == Sep::Comma {
+        return listed_value(text, start, pair);
+    }
     // `key="ApiKey" value="…"`: the value of an attribute named by another.
     if kind == Sep::Bare && pair.quoted {
         if let Some(at) = attribute_value(bytes, start) {
@@ -1140,6 +1157,87 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
         return None;
     }
     Some(start..start + value.len())
+}
+
+/// The value a quoted secret name followed by a comma names in JSON (or code) written as text,
+/// as [`redact_json`] judges parsed JSON: when the name's string is an item of a list
+/// (`["--password", "…"]`, `["Authorization", "…"]`), the next item, if it is a string or a
+/// number; when it is the value of a `name` or `key` member (`{"name": "DB_PASSWORD",
+/// "value": "…"}`), a `value`, `values`, `val` or `data` member right after it. The name's
+/// string holds the name alone (`"reset the password", "x"` is no name), and the quotes are
+/// those of the name's, at the same depth of escaping.
+fn listed_value(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
+    let bytes = text.as_bytes();
+    let (quote, _) = quote_at(bytes, pair.name_end).filter(|_| pair.quoted)?;
+    // The string may start with more name characters (`"/prod/db/password"`).
+    let word = bytes[..pair.name_start]
+        .iter()
+        .rev()
+        .take(64)
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/' | b':'))
+        .count();
+    let word_start = pair.name_start - word;
+    if quote_before(bytes, word_start) != Some(quote) {
+        return None;
+    }
+    let open = word_start - 1 - quote.escape_len();
+    // Pretty-printed JSON puts the items and members on lines of their own.
+    let blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let start = start + bytes[start..].iter().take_while(|b| blank(b)).count();
+    let before = bytes[..open].iter().rev().position(|b| !blank(b)).map(|k| open - 1 - k);
+    let member = match before.map(|i| bytes[i]) {
+        Some(b'[' | b',') => false,
+        Some(b':') => {
+            // The member's name, quoted the same way: `name` or `key`.
+            let colon = before.unwrap_or(0);
+            let end = bytes[..colon].iter().rev().position(|b| !blank(b)).map(|k| colon - k)?;
+            let close = end.checked_sub(1 + quote.escape_len())?;
+            if quote_at(bytes, close).map(|(q, _)| q) != Some(quote) {
+                return None;
+            }
+            let word = bytes[..close].iter().rev().take_while(|b| b.is_ascii_alphabetic()).count();
+            let member = &text[close - word..close];
+            if !PAIR_NAMES.iter().any(|n| member.eq_ignore_ascii_case(n)) {
+                return None;
+            }
+            true
+        }
+        _ => return None,
+    };
+    if member {
+        // `"value": …` right after, the same quotes around its name.
+        let (q, after) = quote_at(bytes, start)?;
+        let word = bytes[after..].iter().take_while(|b| b.is_ascii_alphabetic()).count();
+        let close = after + word;
+        let (q2, past) = quote_at(bytes, close)?;
+        if q != quote || q2 != quote || !is_pair_value(&text[after..close]) {
+            return None;
+        }
+        let sign = past + bytes[past..].iter().take_while(|b| blank(b)).count();
+        if bytes.get(sign) != Some(&b':') {
+            return None;
+        }
+        let value = sign + 1 + bytes[sign + 1..].iter().take_while(|b| blank(b)).count();
+        let sep = if value > sign + 1 { Sep::Spaced } else { Sep::Compact };
+        // The value is a JSON value, cut as one whatever the name (a header's or cookie's
+        // value is all secret only where the name is the header's).
+        return value_range(text, value, &Pair { sep, cookie: false, header: false, ..*pair });
+    }
+    // The next item: a string quoted as the name is, or a number.
+    if let Some((q, open)) = quote_at(bytes, start) {
+        return (q == quote).then(|| quoted_value(text, open, q, Sep::Compact)).flatten();
+    }
+    let digits = bytes[start..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+        .count();
+    let number = &text[start..start + digits];
+    (number.bytes().any(|b| b.is_ascii_digit())
+        && matches!(
+            bytes.get(start + digits),
+            None | Some(b',' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+        ))
+    .then_some(start..start + digits)
 }
 
 /// `null`, `true` or `false`, which no value under a secret name is redacted for.
@@ -2484,6 +2582,26 @@ line secret" next"#,
                             );
                             assert!(text.contains("\"kept\"") && text.contains(name), "{text}");
                             assert_eq!(redacted_json(&stored), stored, "{text}");
+                            // The same JSON written as text, compact, pretty or in a string.
+                            let nested = nest(pair.clone(), depth);
+                            let compact = nested.to_string();
+                            // Pretty-printed, an array or object value opens lines of its
+                            // own, which text reads as more of the line's value only for a
+                            // string or number.
+                            let leaf = inner.is_string() || inner.is_number();
+                            let pretty = serde_json::to_string_pretty(&nested).unwrap();
+                            let mut forms = vec![compact.clone(), json_escaped(&compact, 1)];
+                            forms.extend(leaf.then_some(pretty));
+                            for written in forms {
+                                let clean = redact_text(&written);
+                                assert_eq!(
+                                    clean.contains("V11kkkHidden7") || clean.contains("9731902557"),
+                                    !secret,
+                                    "{written} -> {clean}"
+                                );
+                                assert!(clean.contains("kept"), "{written} -> {clean}");
+                                assert_eq!(redact_text(&clean), clean, "{written}");
+                            }
                         }
                     }
                 }
@@ -2492,7 +2610,7 @@ line secret" next"#,
                 for inner in &values {
                     for depth in 0..4 {
                         let argv = json!(["run", format!("{dashes}{name}"), inner, "kept"]);
-                        let stored = redacted_json(&nest(argv, depth));
+                        let stored = redacted_json(&nest(argv.clone(), depth));
                         let text = stored.to_string();
                         // Only a string or number after the name is its value.
                         let leaf = inner.is_string() || inner.is_number();
@@ -2503,6 +2621,25 @@ line secret" next"#,
                         );
                         assert!(text.contains("\"kept\""), "{text}");
                         assert_eq!(redacted_json(&stored), stored, "{text}");
+                        // Written as text, a string or number item goes the same way.
+                        let nested = nest(argv, depth);
+                        let compact = nested.to_string();
+                        let pretty = serde_json::to_string_pretty(&nested).unwrap();
+                        for written in [compact.clone(), pretty, json_escaped(&compact, 1)] {
+                            let clean = redact_text(&written);
+                            if secret && leaf {
+                                assert!(
+                                    !clean.contains("V11kkkHidden7")
+                                        && !clean.contains("9731902557"),
+                                    "{written} -> {clean}"
+                                );
+                            }
+                            if !secret {
+                                assert_eq!(clean, written.as_str());
+                            }
+                            assert!(clean.contains("kept"), "{written} -> {clean}");
+                            assert_eq!(redact_text(&clean), clean, "{written}");
+                        }
                     }
                 }
             }
@@ -2515,6 +2652,8 @@ line secret" next"#,
         let (whole, name, sep) = (caps.get(0)?, caps.name("name")?, caps.name("sep")?.as_str());
         let sep = if sep == ">" {
             Sep::Element
+        } else if sep.contains(',') {
+            Sep::Comma
         } else if !sep.contains([':', '=']) {
             Sep::Bare
         } else if sep.contains([' ', '\t']) {
