@@ -6,7 +6,8 @@
 //! 1. **Key shapes**, found anywhere in a token, also glued to the word before them
 //!    (`AWS_KEY_AKIA…`, `token_ghp_…`, `x_sk-ant-…`): AWS access key ids, GitHub, GitLab, Slack
 //!    (tokens and webhook URLs), Stripe, Google (API keys, OAuth client secrets and access
-//!    tokens), OpenAI, Anthropic, Hugging Face, npm, PyPI, SendGrid and age keys, JWTs (header
+//!    tokens), OpenAI, Anthropic, Hugging Face, npm, PyPI, SendGrid, age, DigitalOcean,
+//!    Shopify, Twilio, Mailgun, Telegram bot, Atlassian, Grafana and Databricks keys, JWTs (header
 //!    and payload `{"…` or `{ …`, base64url: `eyJ`, `eyI`, `eyA`), PEM private keys of every
 //!    kind and PGP private key blocks (the whole block, to the end of the text when its END
 //!    line is missing), the user and password of a URL (`scheme://user:password@host` keeps
@@ -19,11 +20,17 @@
 //!    keys do; after anything else (`_`, `-`, a space, a quote) they always count. A
 //!    `Basic`/`Bearer` credential must look like one (see below).
 //! 2. **Values under secret-like names**: `api_key`, `password`, `passwd`, `pwd`, `passphrase`,
-//!    `secret`, `token`, `auth`, `authorization`, `credential(s)`, `private_key`, `secret_key`,
-//!    `access_key`, `cookie`, `session`, `session_id`, `session_key`, with any prefix
-//!    (`DB_PASSWORD`, `client_secret`, `x-api-key`, `--password`) but nothing after the name
-//!    (`password_hash`, `max_tokens` and `author` are not secret names). What is replaced
-//!    depends on how the value is written:
+//!    `secret`, `token`, `auth`, `authorization`, `auth_header`, `credential(s)`, `creds`,
+//!    `private_key`, `secret_key`, `access_key`, `signing_key`, `encryption_key`,
+//!    `master_key`, `deploy_key`, `ssh_key`, `account_key` (Azure's `AccountKey=`), `cookie`,
+//!    `session`, `session_id`, `session_key`, with any prefix (`DB_PASSWORD`,
+//!    `client_secret`, `x-api-key`, `--password`) but nothing after the name (`password_hash`,
+//!    `max_tokens` and `author` are not secret names; `primary_key`, `public_key`, `key_id`
+//!    are not either). `pass` is one too, but only as a word of its own (`pass`, `DB_PASS`,
+//!    `smtpPass`, never `compass` or `bypass`), and in text only with `=`, quoted, in an
+//!    element, or before `:` when lower-case or part of a longer key: test runners write
+//!    `PASS: test_name` and prose says `pass the tests`. What is replaced depends on how the
+//!    value is written:
 //!    * quoted (`"…"`, `'…'`, `` `…` ``): everything up to the closing quote, across lines;
 //!      a string not closed within 8 KiB runs to the end of the text. Quotes escaped to any
 //!      depth delimit strings of that depth (`\"…\"` in JSON text, `\\\"…\\\"` in JSON text
@@ -38,7 +45,11 @@
 //!      whole pair sits in a quoted string (`-H 'Authorization: Basic …'`), nor past a space,
 //!      `,`, `;` or `&` that another `key:` / `key=` follows (`password: a b user: c`), nor a
 //!      closing bracket or quote the value did not open (`{password: x}`). Cookies are all
-//!      secret, so a `cookie` value is not cut at the next `key=`;
+//!      secret, so a `cookie` value is not cut at the next `key=`; nor is an
+//!      `Authorization:` (or `Proxy-Authorization:`) header's, whatever its scheme (`Digest
+//!      username="a", response="…"`, `AWS4-HMAC-SHA256 Credential=…, Signature=…`), with or
+//!      without a space after the `:`, and a quoted parameter in it (`response="…"`) does
+//!      not end the quoted string the header sits in;
 //!    * `name value` or `name is value` (no sign): only when the one-token value looks like a
 //!      credential — at least 6 characters with a letter, and a digit, a symbol (other than
 //!      `-` `.` `_` `'` and brackets), an upper-case letter right after a lower-case one, or at
@@ -70,7 +81,17 @@
 //! would take a name already in its object gets the first free `#2`, `#3`… after it
 //! (`[REDACTED]`, `[REDACTED]#2`), so no value is lost.
 //! Every value under a secret-named key is replaced whatever its type, except `null` and
-//! booleans ([`is_secret_key`]; token *counts* such as `totalTokens` are not secret).
+//! booleans ([`is_secret_key`]; token *counts* such as `totalTokens` are not secret). A name
+//! may also be a value: in an object whose `name` or `key` member (any case) holds a secret
+//! name, the `value`, `values`, `val` and `data` members are secrets too (`{"name":
+//! "DB_PASSWORD", "value": "…"}` in Kubernetes and GitHub Actions, `{"Key": "password",
+//! "Value": "…"}` in AWS tags); in an array, the string or number right after an item that
+//! is a secret name (after leading dashes) is one (`["--password", "…"]`, `[["Authorization",
+//! "…"]]`). Such a name is one word of at most 64 name characters, so sentences are not
+//! names (and `-p`, often a port, is not a secret name). JSON written as text is read the same
+//! way: a quoted secret name and a comma, when the name's string is an item of a list (after
+//! `[` or `,`) or the value of a `name`/`key` member, name the next item (a string or number)
+//! or a `value`-like member right after it, quoted the same way at any depth of escaping.
 //!
 //! The policy is idempotent — redacting redacted text or JSON changes nothing — because the
 //! stores hash what they write and may pass it through the policy again. Everything runs on the
@@ -93,7 +114,7 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// The names whose values are secrets, `_` standing for an optional separator (`api_key` also
 /// matches `apikey`, `api-key`, `API Key`, `apiKey`).
-const SECRET_NAMES: [&str; 18] = [
+const SECRET_NAMES: [&str; 26] = [
     "api_key",
     "password",
     "passwd",
@@ -103,16 +124,29 @@ const SECRET_NAMES: [&str; 18] = [
     "token",
     "auth",
     "authorization",
+    "auth_header",
     "credential",
     "credentials",
+    "creds",
     "private_key",
     "secret_key",
     "access_key",
+    "signing_key",
+    "encryption_key",
+    "master_key",
+    "deploy_key",
+    "ssh_key",
+    "account_key",
     "cookie",
     "session",
     "session_id",
     "session_key",
 ];
+
+/// A name that is also the end of common words (`compass`, `bypass`): secret only as a whole
+/// word, at the start of the name or after a separator (`pass`, `DB_PASS`, `smtp-pass`, and in
+/// a JSON key `dbPass`). See [`pass_names_a_value`] for the signs it needs in text.
+const WORD_NAME: &str = "pass";
 
 /// Names a JSON key may also start with to be secret (`passwordHash`, `secretValue`).
 const SECRET_NAME_PREFIXES: [&str; 2] = ["password", "secret"];
@@ -152,6 +186,15 @@ const SHAPES_PATTERN: &str = concat!(
     // quote (`eyJ`, `eyI`) or a blank (`eyA`).
     r"|ey[JIA][A-Za-z0-9_-]{10,}\.ey[JIA][A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*",
     r"|AGE-SECRET-KEY-1[A-Z0-9]{58}",
+    // DigitalOcean, Shopify, Twilio, Mailgun, Telegram bots, Atlassian, Grafana, Databricks.
+    r"|do[opr]_v1_[a-f0-9]{64}",
+    r"|shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}",
+    r"|SK[0-9a-fA-F]{32}",
+    r"|key-[a-f0-9]{32}",
+    r"|[0-9]{8,10}:A[A-Za-z0-9_-]{34}",
+    r"|ATATT3[A-Za-z0-9_=-]{100,}",
+    r"|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}",
+    r"|dapi[a-f0-9]{32}",
     r")",
     // Prefixes that are also ordinary text: OpenAI (`sk-`, `sk-proj-`…) and Stripe.
     // Bounded, so that looking again inside a rejected one stays linear.
@@ -164,8 +207,12 @@ const SHAPES_PATTERN: &str = concat!(
 /// `\\\"`…), and what separates it from its value (`>` for an XML element, `<password>`).
 fn names_pattern() -> String {
     let names: Vec<String> = SECRET_NAMES.iter().map(|n| n.replace('_', "[ _.-]?")).collect();
+    // The word name at the start, after a separator, or capitalised after a lower-case letter
+    // or digit (`dbPass`), as [`ends_with_word_name`] judges keys.
+    let (first, rest) = WORD_NAME.split_at(1);
+    let upper = first.to_ascii_uppercase();
     format!(
-        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}))(?P<close>\\*["'`])?(?P<sep>[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]+(?:(?:is|was)[ \t]+)?|>)"#,
+        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}|(?:\b|[ _.-]){WORD_NAME}|(?-i:[a-z0-9]{upper}){rest}))(?P<close>\\*["'`])?(?P<sep>[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]*,[ \t]*|[ \t]+(?:(?:is|was)[ \t]+)?|>)"#,
         names.join("|")
     )
 }
@@ -373,10 +420,64 @@ pub fn redact_json(value: &mut Value) {
                 *s = clean;
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(redact_json),
+        Value::Array(items) => redact_array(items),
         Value::Object(map) => redact_object(map),
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
+}
+
+/// The members of an object that may name the value of a sibling (`{"name": "DB_PASSWORD",
+/// "value": "…"}` in Kubernetes and GitHub Actions, `{"Key": "password", "Value": "…"}` in
+/// AWS tags), and the siblings they name; matched whatever their case.
+const PAIR_NAMES: [&str; 2] = ["name", "key"];
+const PAIR_VALUES: [&str; 4] = ["value", "values", "val", "data"];
+
+/// Whether a string written where a name goes (a pair's `name`, an element of an array)
+/// names a secret: a single word of name characters, 64 bytes at most, that [`is_secret_key`]
+/// judges secret, after any leading dashes (`--password`, `-api-key`). Sentences and other
+/// text are not names, so `["reset the token", "next"]` keeps its items.
+fn names_a_secret(text: &str) -> bool {
+    let name = text.trim_start_matches('-');
+    !name.is_empty()
+        && text.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/' | b':'))
+        && is_secret_key(name)
+}
+
+/// Whether a JSON string names a secret as written or as redacted (so that redacting again
+/// finds no name the first redaction did not).
+fn string_names_a_secret(value: &Value) -> bool {
+    value.as_str().is_some_and(|s| names_a_secret(s) || names_a_secret(&redact_text(s)))
+}
+
+/// An array: every item redacted, and the string or number right after an item that names a
+/// secret (`["--password", "hunter2"]`, `[["Authorization", "…"]]`) replaced as a secret
+/// key's value would be.
+fn redact_array(items: &mut [Value]) {
+    let mut after_name = false;
+    for item in items.iter_mut() {
+        let names = string_names_a_secret(item);
+        match item {
+            Value::String(s) if after_name && s != REDACTED => *s = REDACTED.to_owned(),
+            Value::Number(_) if after_name => *item = Value::String(REDACTED.to_owned()),
+            _ => redact_json(item),
+        }
+        after_name = names;
+    }
+}
+
+/// Whether an object holds a name-like member ([`PAIR_NAMES`]) whose string names a secret:
+/// then its value-like members ([`PAIR_VALUES`]) are secrets.
+fn names_its_value(map: &Map<String, Value>) -> bool {
+    map.iter().any(|(k, v)| {
+        PAIR_NAMES.iter().any(|n| k.eq_ignore_ascii_case(n)) && string_names_a_secret(v)
+    })
+}
+
+fn is_pair_value(key: &str) -> bool {
+    PAIR_VALUES.iter().any(|n| key.eq_ignore_ascii_case(n))
 }
 
 /// A redacted copy of a JSON value.
@@ -410,12 +511,52 @@ pub fn is_secret_key(key: &str) -> bool {
         LazyLock::new(|| SECRET_NAMES.iter().map(|n| n.replace('_', "").into_bytes()).collect());
     NAMES.iter().any(|name| tail.ends_with(name))
         || SECRET_NAME_PREFIXES.iter().any(|p| head.starts_with(p.as_bytes()))
+        || ends_with_word_name(key)
+}
+
+/// Whether `key` ends with [`WORD_NAME`] as a word of its own: the whole key, after a
+/// character other than a letter or digit (`DB_PASS`), or capitalised after a lower-case
+/// letter or digit (`dbPass`), but not inside a word (`compass`, `bypass`, `DBPASS`).
+fn ends_with_word_name(key: &str) -> bool {
+    let k = key.as_bytes();
+    let Some(at) = k.len().checked_sub(WORD_NAME.len()) else { return false };
+    if !k[at..].eq_ignore_ascii_case(WORD_NAME.as_bytes()) {
+        return false;
+    }
+    match at.checked_sub(1).map(|i| k[i]) {
+        None => true,
+        Some(before) if !before.is_ascii_alphanumeric() => true,
+        Some(before) => {
+            k[at].is_ascii_uppercase() && (before.is_ascii_lowercase() || before.is_ascii_digit())
+        }
+    }
+}
+
+/// Whether a [`WORD_NAME`] found in text names the value after it: with `=` (`pass=…`,
+/// `DB_PASS = …`), quoted (`"pass": …`), in an element (`<pass>`), or before `:` when it is
+/// lower-case (`pass: …` in YAML) or part of a longer key (`smtpPass:`, `SMTP_PASS:`). Test
+/// runners write `PASS: test_name`, `--- PASS: TestName` and `Pass: 12`, and prose says `pass
+/// the tests`: without a sign, or alone and capitalised before an unquoted `:`, it is not a
+/// name.
+fn pass_names_a_value(name: &str, pair: &str, parsed: NamePair) -> bool {
+    let at = name.len() - WORD_NAME.len();
+    let word = &name.as_bytes()[at..];
+    let compound = at
+        .checked_sub(1)
+        .is_some_and(|i| matches!(name.as_bytes()[i], b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.'));
+    let colon = !pair[name.len()..].contains('=') && parsed.sep != Sep::Element;
+    match parsed.sep {
+        Sep::Bare => false,
+        _ if parsed.quoted || !colon => true,
+        _ => word == WORD_NAME.as_bytes() || compound,
+    }
 }
 
 fn redact_object(map: &mut Map<String, Value>) {
+    let named = names_its_value(map);
     if map.keys().all(|k| matches!(redact_text(k), Cow::Borrowed(_))) {
         for (key, value) in map.iter_mut() {
-            redact_entry(is_secret_key(key), value);
+            redact_entry(is_secret_key(key) || (named && is_pair_value(key)), value);
         }
         return;
     }
@@ -432,7 +573,9 @@ fn redact_object(map: &mut Map<String, Value>) {
         map.keys().zip(&renamed).filter(|(_, r)| r.is_none()).map(|(k, _)| k.clone()).collect();
     let old = std::mem::take(map);
     for ((key, mut value), clean) in old.into_iter().zip(renamed) {
-        let secret = is_secret_key(&key) || clean.as_deref().is_some_and(is_secret_key);
+        let secret = is_secret_key(&key)
+            || clean.as_deref().is_some_and(is_secret_key)
+            || (named && is_pair_value(&key));
         redact_entry(secret, &mut value);
         let name = match clean {
             None => key,
@@ -706,6 +849,9 @@ enum Sep {
     Spaced,
     /// `<name>value</name>`.
     Element,
+    /// `"name", value`: a quoted name that is an item of a list or the `name` of a pair
+    /// written as JSON text (see [`listed_value`]).
+    Comma,
 }
 
 /// Pass 2: values under secret-like names.
@@ -729,6 +875,14 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
         let Some(found) = NAMES.find_at(text, at) else { break };
         let parsed = NamePair::parse(found.as_str());
         let name = found.start()..found.start() + parsed.name_len;
+        let name_text = text[name.clone()].as_bytes();
+        let word_name = name_text.len() >= WORD_NAME.len()
+            && name_text[name_text.len() - WORD_NAME.len()..]
+                .eq_ignore_ascii_case(WORD_NAME.as_bytes());
+        if word_name && !pass_names_a_value(&text[name.clone()], found.as_str(), parsed) {
+            at = name.end.max(next_char(text, name.start));
+            continue;
+        }
         let inside = name.start < covered;
         if inside && budget == 0 {
             rewriter.replace_or_extend(name.start..text.len());
@@ -740,12 +894,21 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
         let value = if parsed.sep == Sep::Element {
             opens_element(bytes, name.start).then(|| element_value(text, found.end())).flatten()
         } else {
+            let lower = text[name.clone()].to_ascii_lowercase();
+            // `Authorization: <scheme> <parameters>` (also `Proxy-Authorization`): the whole
+            // header value is the credential, whatever the scheme (`Digest username="a",
+            // response="…"`, `AWS4-HMAC-SHA256 Credential=…, Signature=…`).
+            let header = lower.ends_with("authorization")
+                && parsed.sep != Sep::Element
+                && !found.as_str()[parsed.name_len..].contains('=');
             let pair = Pair {
                 name_start: name.start,
-                sep: parsed.sep,
+                name_end: name.end,
+                sep: if header && parsed.sep == Sep::Compact { Sep::Spaced } else { parsed.sep },
                 quoted: parsed.quoted,
                 enclosing,
-                cookie: text[name.clone()].to_ascii_lowercase().ends_with("cookie"),
+                cookie: lower.ends_with("cookie") || header,
+                header,
             };
             value_range(text, found.end(), &pair)
         };
@@ -790,6 +953,11 @@ impl NamePair {
             _ => None,
         };
         let sep = match sep {
+            None if b[..end].last() == Some(&b',') => {
+                end -= 1;
+                end -= trailing_blanks(end);
+                Sep::Comma
+            }
             Some(op) => {
                 end -= op;
                 let before = trailing_blanks(end);
@@ -873,6 +1041,8 @@ fn quote_before(bytes: &[u8], at: usize) -> Option<Quote> {
 struct Pair {
     /// Where the name starts: the indentation of its line is measured there.
     name_start: usize,
+    /// Where the name ends (its closing quote, if quoted, starts there).
+    name_end: usize,
     sep: Sep,
     /// Whether the name is quoted (`"password":`).
     quoted: bool,
@@ -880,6 +1050,9 @@ struct Pair {
     enclosing: Option<Quote>,
     /// A cookie's value is all secret: it is not cut at the next `key=`.
     cookie: bool,
+    /// An `Authorization:` header's value: also not cut at the next `key=`, and a quoted
+    /// parameter in it (`response="…"`) does not close the string the header sits in.
+    header: bool,
 }
 
 /// The value that starts at `start`, as the range to replace, or `None` when there is nothing
@@ -887,6 +1060,9 @@ struct Pair {
 fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
     let bytes = text.as_bytes();
     let kind = pair.sep;
+    if kind == Sep::Comma {
+        return listed_value(text, start, pair);
+    }
     // `key="ApiKey" value="…"`: the value of an attribute named by another.
     if kind == Sep::Bare && pair.quoted {
         if let Some(at) = attribute_value(bytes, start) {
@@ -912,12 +1088,29 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
     // after it, or the first of a run of blanks. Whether a key follows is asked once, at the
     // end of that run, so a long run of blanks is looked at once, not once per blank.
     let mut gap: Option<usize> = None;
+    // Where a quoted header parameter being skipped ends.
+    let mut skip = 0;
     for (i, &b) in bytes.iter().enumerate().skip(start) {
         #[cfg(test)]
         tests::VALUE_SCAN.with(|scanned| scanned.set(scanned.get() + 1));
         if b == b'\n' || b == b'\r' {
             end = i;
             break;
+        }
+        if i < skip {
+            continue;
+        }
+        if let Some(quote) = pair.enclosing.filter(|q| {
+            pair.header && b == b'=' && {
+                quote_at(bytes, i + 1).is_some_and(|(found, _)| found == *q)
+            }
+        }) {
+            // `response="…"` inside `'Authorization: Digest …'`: the parameter's quotes.
+            let open = quote_at(bytes, i + 1).map_or(i + 1, |(_, open)| open);
+            skip = closing_quote(bytes, open, quote) + quote.escape_len() + 1;
+            backslashes = 0;
+            gap = None;
+            continue;
         }
         if let Some(quote) = pair.enclosing.filter(|q| q.closes(b, backslashes)) {
             end = i - quote.escape_len();
@@ -964,6 +1157,87 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
         return None;
     }
     Some(start..start + value.len())
+}
+
+/// The value a quoted secret name followed by a comma names in JSON (or code) written as text,
+/// as [`redact_json`] judges parsed JSON: when the name's string is an item of a list
+/// (`["--password", "…"]`, `["Authorization", "…"]`), the next item, if it is a string or a
+/// number; when it is the value of a `name` or `key` member (`{"name": "DB_PASSWORD",
+/// "value": "…"}`), a `value`, `values`, `val` or `data` member right after it. The name's
+/// string holds the name alone (`"reset the password", "x"` is no name), and the quotes are
+/// those of the name's, at the same depth of escaping.
+fn listed_value(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
+    let bytes = text.as_bytes();
+    let (quote, _) = quote_at(bytes, pair.name_end).filter(|_| pair.quoted)?;
+    // The string may start with more name characters (`"/prod/db/password"`).
+    let word = bytes[..pair.name_start]
+        .iter()
+        .rev()
+        .take(64)
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/' | b':'))
+        .count();
+    let word_start = pair.name_start - word;
+    if quote_before(bytes, word_start) != Some(quote) {
+        return None;
+    }
+    let open = word_start - 1 - quote.escape_len();
+    // Pretty-printed JSON puts the items and members on lines of their own.
+    let blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let start = start + bytes[start..].iter().take_while(|b| blank(b)).count();
+    let before = bytes[..open].iter().rev().position(|b| !blank(b)).map(|k| open - 1 - k);
+    let member = match before.map(|i| bytes[i]) {
+        Some(b'[' | b',') => false,
+        Some(b':') => {
+            // The member's name, quoted the same way: `name` or `key`.
+            let colon = before.unwrap_or(0);
+            let end = bytes[..colon].iter().rev().position(|b| !blank(b)).map(|k| colon - k)?;
+            let close = end.checked_sub(1 + quote.escape_len())?;
+            if quote_at(bytes, close).map(|(q, _)| q) != Some(quote) {
+                return None;
+            }
+            let word = bytes[..close].iter().rev().take_while(|b| b.is_ascii_alphabetic()).count();
+            let member = &text[close - word..close];
+            if !PAIR_NAMES.iter().any(|n| member.eq_ignore_ascii_case(n)) {
+                return None;
+            }
+            true
+        }
+        _ => return None,
+    };
+    if member {
+        // `"value": …` right after, the same quotes around its name.
+        let (q, after) = quote_at(bytes, start)?;
+        let word = bytes[after..].iter().take_while(|b| b.is_ascii_alphabetic()).count();
+        let close = after + word;
+        let (q2, past) = quote_at(bytes, close)?;
+        if q != quote || q2 != quote || !is_pair_value(&text[after..close]) {
+            return None;
+        }
+        let sign = past + bytes[past..].iter().take_while(|b| blank(b)).count();
+        if bytes.get(sign) != Some(&b':') {
+            return None;
+        }
+        let value = sign + 1 + bytes[sign + 1..].iter().take_while(|b| blank(b)).count();
+        let sep = if value > sign + 1 { Sep::Spaced } else { Sep::Compact };
+        // The value is a JSON value, cut as one whatever the name (a header's or cookie's
+        // value is all secret only where the name is the header's).
+        return value_range(text, value, &Pair { sep, cookie: false, header: false, ..*pair });
+    }
+    // The next item: a string quoted as the name is, or a number.
+    if let Some((q, open)) = quote_at(bytes, start) {
+        return (q == quote).then(|| quoted_value(text, open, q, Sep::Compact)).flatten();
+    }
+    let digits = bytes[start..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+        .count();
+    let number = &text[start..start + digits];
+    (number.bytes().any(|b| b.is_ascii_digit())
+        && matches!(
+            bytes.get(start + digits),
+            None | Some(b',' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+        ))
+    .then_some(start..start + digits)
 }
 
 /// `null`, `true` or `false`, which no value under a secret name is redacted for.
@@ -1611,6 +1885,34 @@ mod tests {
             "url-credentials-percent-encoded",
             "url-credentials-brackets",
             "jwt-spaced-header",
+            "digitalocean-pat",
+            "shopify-access-token",
+            "shopify-shared-secret",
+            "shopify-custom-app-token",
+            "shopify-private-app-token",
+            "twilio-api-key",
+            "mailgun-private-key",
+            "telegram-bot-token",
+            "atlassian-api-token",
+            "grafana-service-account-token",
+            "databricks-api-token",
+            "http-digest-header",
+            "http-digest-curl",
+            "http-aws4-header",
+            "http-aws4-compact",
+            "proxy-authorization-custom",
+            "signing-key-env",
+            "encryption-key-yaml",
+            "master-key-json",
+            "deploy-key-env",
+            "ssh-key-flag",
+            "azure-account-key",
+            "auth-header-yaml",
+            "creds-assignment",
+            "pass-assignment",
+            "pass-env",
+            "pass-json",
+            "pass-yaml",
         ] {
             assert!(names.contains(family), "{family} is missing from the corpus");
         }
@@ -2057,12 +2359,301 @@ line secret" next"#,
         assert!(!is_secret_key("") && !is_secret_key("_") && !is_secret_key("totalTokens"));
     }
 
+    #[test]
+    fn key_names_of_every_kind_are_secret_and_keys_that_only_look_like_them_are_not() {
+        for name in [
+            "signing_key",
+            "encryption_key",
+            "master_key",
+            "deploy_key",
+            "ssh_key",
+            "private_key",
+            "AccountKey",
+            "auth_header",
+            "creds",
+            "credentials",
+            "pass",
+        ] {
+            let camel: String = name
+                .split('_')
+                .enumerate()
+                .map(|(i, p)| if i == 0 { p.to_owned() } else { p[..1].to_uppercase() + &p[1..] })
+                .collect();
+            let spellings = [
+                name.to_owned(),
+                name.to_uppercase(),
+                name.replace('_', "-"),
+                camel.clone(),
+                format!("DB_{}", name.to_uppercase()),
+                format!("smtp-{name}"),
+                format!("x{}", camel[..1].to_uppercase() + &camel[1..]),
+            ];
+            for key in spellings {
+                assert!(is_secret_key(&key), "{key}");
+                for sign in ["=", ": ", " = ", ":"] {
+                    // `PASS:` alone is how test runners report; `pass:` is a YAML key.
+                    if sign.starts_with(':') && key == "PASS" {
+                        continue;
+                    }
+                    let text = format!("{key}{sign}Zq8vLw3mNx end");
+                    let clean = redact_text(&text);
+                    assert!(!clean.contains("Zq8vLw3mNx"), "{text} -> {clean}");
+                    assert_eq!(redact_text(&clean), clean);
+                }
+                let json = redacted_json(&json!({ key.clone(): "Zq8vLw3mNx" }));
+                assert_eq!(json[&key], REDACTED, "{key}");
+            }
+        }
+        for kept in [
+            "primary_key",
+            "sort_key",
+            "partition_key",
+            "key_id",
+            "public_key",
+            "keyboard",
+            "monkey",
+            "compass",
+            "bypass",
+            "passed",
+            "passenger",
+            "Compass",
+            "DBPASS",
+            "pass_rate",
+            "passes",
+            "foreign_key",
+        ] {
+            assert!(!is_secret_key(kept), "{kept}");
+            let value = json!({ kept: "kept-value-1" });
+            assert_eq!(redacted_json(&value), value, "{kept}");
+            for sign in ["=", ": ", " = "] {
+                let text = format!("{kept}{sign}kept-value-1 end");
+                assert_eq!(redact_text(&text), text, "{text}");
+            }
+        }
+        // Test runners' reports and prose keep their words.
+        for prose in [
+            "--- PASS: TestRedaction (0.00s)",
+            "PASS: tests/redact.rs",
+            "Pass: 12, Fail: 0",
+            "the build will pass tomorrow2 maybe",
+            "bypass=on compass=north passenger: Alice42",
+            "we pass the signing key rotation to the deploy key owner",
+        ] {
+            check(prose, prose);
+        }
+        check(
+            "DefaultEndpointsProtocol=https;AccountName=x;AccountKey=abc123==;EndpointSuffix=core.windows.net",
+            "DefaultEndpointsProtocol=https;AccountName=x;AccountKey=[REDACTED];EndpointSuffix=core.windows.net",
+        );
+        check("pass=hunter2x", "pass=[REDACTED]");
+        check(r#"{"pass": "hunter2x"}"#, r#"{"pass": "[REDACTED]"}"#);
+        check(r#"{"PASS": "hunter2x"}"#, r#"{"PASS": "[REDACTED]"}"#);
+        check("<pass>hunter2x</pass>", "<pass>[REDACTED]</pass>");
+        check("smtp:\n  pass: hunter2x\n", "smtp:\n  pass: [REDACTED]\n");
+    }
+
+    #[test]
+    fn an_authorization_header_of_any_scheme_is_secret_to_the_end_of_its_line() {
+        let values = [
+            r#"Digest username="a", realm="api", response="6629fae49393a05397450978507c4ef1""#,
+            "AWS4-HMAC-SHA256 Credential=AKID/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024",
+            "Negotiate YIIGhgYJKoZIhvcSAQICAQBuggZ1MIIGcaADAgEFoQMCAQ6iBwMFACAAAACjggSM",
+            "HOBA result=kid.chal.sig, user=bob",
+            "Token token=abc, key=def",
+            "Custom a b c d",
+        ];
+        for name in ["Authorization", "Proxy-Authorization", "authorization", "AUTHORIZATION"] {
+            for sign in [": ", ":", " : ", ":\t"] {
+                for value in values {
+                    let header = format!("{name}{sign}{value}");
+                    let secret = value.rsplit([' ', '=', '"']).find(|p| p.len() >= 3).unwrap();
+                    for (text, kept) in [
+                        (format!("{header}\nnext: line"), "\nnext: line"),
+                        (
+                            format!("curl -H '{header}' https://x.example.com"),
+                            "' https://x.example.com",
+                        ),
+                        (format!("said \"{header}\" twice"), "\" twice"),
+                    ] {
+                        let clean = redact_text(&text);
+                        assert!(!clean.contains(secret), "{text} -> {clean}");
+                        assert!(clean.contains(kept), "{text} -> {clean}");
+                        assert!(clean.contains(&format!("{name}{sign}")), "{text} -> {clean}");
+                        assert_eq!(redact_text(&clean), clean, "{text}");
+                        for value in [json!({ "note": text, "ok": "kept" }), json!({ name: value })]
+                        {
+                            let stored = redacted_json(&value).to_string();
+                            assert!(!stored.contains(secret), "{value} -> {stored}");
+                            let as_text = redact_text(&value.to_string()).into_owned();
+                            assert!(!as_text.contains(secret), "{value} -> {as_text}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Names of secrets as JSON writes them where a pair's name or an argument goes.
+    const SECRET_PAIR_NAMES: [&str; 16] = [
+        "DB_PASSWORD",
+        "password",
+        "API_TOKEN",
+        "api-key",
+        "apiKey",
+        "client_secret",
+        "AWS_SECRET_ACCESS_KEY",
+        "/prod/db/password",
+        "signing_key",
+        "pass",
+        "Authorization",
+        "Proxy-Authorization",
+        "x-api-key",
+        "Cookie",
+        "session_id",
+        "GITHUB_TOKEN",
+    ];
+
+    /// Names that are not secrets, and text that is not a name.
+    const PLAIN_PAIR_NAMES: [&str; 12] = [
+        "region",
+        "HOME",
+        "PATH",
+        "max_tokens",
+        "author",
+        "public_key",
+        "primary_key",
+        "key_id",
+        "port",
+        "p",
+        "reset the password token",
+        "compass",
+    ];
+
+    /// `value` inside `depth` levels of objects and arrays (`{"spec": [{"env": …}]}`).
+    fn nest(value: Value, depth: usize) -> Value {
+        (0..depth).fold(value, |inner, level| {
+            if level % 2 == 0 {
+                json!({ "env": [inner], "note": "kept" })
+            } else {
+                json!([{ "spec": inner }, "kept"])
+            }
+        })
+    }
+
+    #[test]
+    fn a_secret_named_by_a_sibling_or_the_item_before_it_is_redacted() {
+        // The reported shapes.
+        let mut value = json!({
+            "env": [{"name": "DB_PASSWORD", "value": "V11kkkHidden7"}],
+            "tags": [{"Key": "password", "Value": "V11kkkHidden7"}, {"Key": "team", "Value": "core"}],
+            "secrets": [{"Name": "API_TOKEN", "Value": "V11kkkHidden7"}],
+            "headers": [["Authorization", "Bearer-less-token-value"], ["Accept", "text/plain"]],
+            "argv": ["deploy", "--password", "hunter2x", "--region", "eu", "-p", "8080", "--token", 42],
+        });
+        redact_json(&mut value);
+        let stored = value.to_string();
+        for secret in ["V11kkkHidden7", "Bearer-less-token-value", "hunter2x", "42"] {
+            assert!(!stored.contains(secret), "{secret}: {stored}");
+        }
+        for kept in ["DB_PASSWORD", "\"core\"", "text/plain", "\"eu\"", "\"8080\"", "--token"] {
+            assert!(stored.contains(kept), "{kept}: {stored}");
+        }
+        assert_eq!(redacted_json(&value), value);
+        // Every spelling of the members, every kind of value, at any depth.
+        let values = [
+            json!("V11kkkHidden7"),
+            json!(9_731_902_557_u64),
+            json!(["V11kkkHidden7"]),
+            json!({"inner": "V11kkkHidden7"}),
+        ];
+        for name in SECRET_PAIR_NAMES.iter().chain(&PLAIN_PAIR_NAMES) {
+            let secret = SECRET_PAIR_NAMES.contains(name);
+            for name_key in ["name", "Name", "NAME", "key", "Key", "KEY"] {
+                for value_key in ["value", "Value", "VALUE", "values", "val", "data", "Data"] {
+                    for inner in &values {
+                        for depth in 0..4 {
+                            let pair = json!({ name_key: name, value_key: inner, "ok": "kept" });
+                            let stored = redacted_json(&nest(pair.clone(), depth));
+                            let text = stored.to_string();
+                            assert_eq!(
+                                text.contains("V11kkkHidden7") || text.contains("9731902557"),
+                                !secret,
+                                "{name_key}={name} {value_key}: {text}"
+                            );
+                            assert!(text.contains("\"kept\"") && text.contains(name), "{text}");
+                            assert_eq!(redacted_json(&stored), stored, "{text}");
+                            // The same JSON written as text, compact, pretty or in a string.
+                            let nested = nest(pair.clone(), depth);
+                            let compact = nested.to_string();
+                            // Pretty-printed, an array or object value opens lines of its
+                            // own, which text reads as more of the line's value only for a
+                            // string or number.
+                            let leaf = inner.is_string() || inner.is_number();
+                            let pretty = serde_json::to_string_pretty(&nested).unwrap();
+                            let mut forms = vec![compact.clone(), json_escaped(&compact, 1)];
+                            forms.extend(leaf.then_some(pretty));
+                            for written in forms {
+                                let clean = redact_text(&written);
+                                assert_eq!(
+                                    clean.contains("V11kkkHidden7") || clean.contains("9731902557"),
+                                    !secret,
+                                    "{written} -> {clean}"
+                                );
+                                assert!(clean.contains("kept"), "{written} -> {clean}");
+                                assert_eq!(redact_text(&clean), clean, "{written}");
+                            }
+                        }
+                    }
+                }
+            }
+            for dashes in ["", "-", "--"] {
+                for inner in &values {
+                    for depth in 0..4 {
+                        let argv = json!(["run", format!("{dashes}{name}"), inner, "kept"]);
+                        let stored = redacted_json(&nest(argv.clone(), depth));
+                        let text = stored.to_string();
+                        // Only a string or number after the name is its value.
+                        let leaf = inner.is_string() || inner.is_number();
+                        assert_eq!(
+                            text.contains("V11kkkHidden7") || text.contains("9731902557"),
+                            !(secret && leaf),
+                            "{dashes}{name} {inner}: {text}"
+                        );
+                        assert!(text.contains("\"kept\""), "{text}");
+                        assert_eq!(redacted_json(&stored), stored, "{text}");
+                        // Written as text, a string or number item goes the same way.
+                        let nested = nest(argv, depth);
+                        let compact = nested.to_string();
+                        let pretty = serde_json::to_string_pretty(&nested).unwrap();
+                        for written in [compact.clone(), pretty, json_escaped(&compact, 1)] {
+                            let clean = redact_text(&written);
+                            if secret && leaf {
+                                assert!(
+                                    !clean.contains("V11kkkHidden7")
+                                        && !clean.contains("9731902557"),
+                                    "{written} -> {clean}"
+                                );
+                            }
+                            if !secret {
+                                assert_eq!(clean, written.as_str());
+                            }
+                            assert!(clean.contains("kept"), "{written} -> {clean}");
+                            assert_eq!(redact_text(&clean), clean, "{written}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// What the capture groups of [`NAMES`] say about a match, to check [`NamePair::parse`].
     fn pair_by_captures(text: &str, at: usize) -> Option<(Range<usize>, NamePair)> {
         let caps = NAMES.captures_at(text, at)?;
         let (whole, name, sep) = (caps.get(0)?, caps.name("name")?, caps.name("sep")?.as_str());
         let sep = if sep == ">" {
             Sep::Element
+        } else if sep.contains(',') {
+            Sep::Comma
         } else if !sep.contains([':', '=']) {
             Sep::Bare
         } else if sep.contains([' ', '\t']) {
@@ -2234,6 +2825,21 @@ line secret" next"#,
             "TOKEN",
             "risk-assessment",
             "task_test",
+            "pass",
+            "Pass",
+            "PASS",
+            "compass",
+            "bypass",
+            "passed",
+            "passenger",
+            "creds",
+            "master",
+            "signing",
+            "deploy",
+            "ssh",
+            "primary",
+            "monkey",
+            "keyboard",
         ];
         let punct = ["", "", "", ".", ",", "!", "?", " (see notes)", ";"];
         prop::collection::vec(
@@ -2395,6 +3001,56 @@ line secret" next"#,
         ) {
             let text: String = words.iter().map(|(w, p)| format!("{w}{p}")).collect();
             prop_assert_eq!(redact_text(&text), text.as_str());
+        }
+
+        /// Pairs and arguments made of any names, members and values, in arrays and objects
+        /// of any shape, redact to a fixed point, and no value a secret name names survives.
+        #[test]
+        fn values_named_by_siblings_never_survive_and_redact_to_a_fixed_point(
+            items in prop::collection::vec(
+                prop_oneof![
+                    prop::sample::select(SECRET_PAIR_NAMES.to_vec()).prop_map(|n| json!(n)),
+                    prop::sample::select(PLAIN_PAIR_NAMES.to_vec()).prop_map(|n| json!(n)),
+                    prop::sample::select(SECRET_PAIR_NAMES.to_vec()).prop_map(|n| json!(format!("--{n}"))),
+                    "[A-Za-z0-9]{10,14}".prop_map(|s| json!(format!("S3cr{s}"))),
+                    any::<i64>().prop_map(|n| json!(n)),
+                    Just(json!("[REDACTED]")),
+                    Just(Value::Null),
+                    confusing_text().prop_map(Value::String),
+                ],
+                0..8,
+            ),
+            keys in prop::collection::vec(
+                prop::sample::select(vec!["name", "Key", "value", "Value", "data", "val", "id", "x"]),
+                0..8,
+            ),
+            depth in 0usize..4,
+        ) {
+            let object: Map<String, Value> = keys.iter().map(|k| (*k).to_owned()).zip(items.iter().cloned()).collect();
+            for value in [nest(Value::Array(items.clone()), depth), nest(Value::Object(object.clone()), depth)] {
+                let once = redacted_json(&value);
+                prop_assert_eq!(redacted_json(&once), once.clone(), "{}", value);
+            }
+            let once = redacted_json(&Value::Array(items.clone()));
+            for (k, pair) in items.windows(2).enumerate() {
+                if pair[0].as_str().is_some_and(|s| SECRET_PAIR_NAMES.contains(&s.trim_start_matches('-')))
+                    && (pair[1].is_string() || pair[1].is_number())
+                {
+                    prop_assert_eq!(&once[k + 1], REDACTED, "{:?}", items);
+                }
+            }
+            let named = object.iter().any(|(k, v)| {
+                ["name", "key"].contains(&k.to_ascii_lowercase().as_str())
+                    && v.as_str().is_some_and(|s| SECRET_PAIR_NAMES.contains(&s))
+            });
+            let once = redacted_json(&Value::Object(object.clone()));
+            for (k, v) in &object {
+                if named && ["value", "data", "val"].contains(&k.to_ascii_lowercase().as_str())
+                    && (v.is_string() || v.is_number())
+                {
+                    prop_assert_eq!(&once[k], REDACTED, "{:?}", object);
+                }
+            }
         }
 
         #[test]
