@@ -386,31 +386,24 @@ fn clean_opt(text: &Option<String>) -> Option<String> {
     text.as_deref().map(clean)
 }
 
-/// JSON text through the policy for JSON (keys and values, then written compact), as a store
-/// writes a JSON value: the text policy alone can cut a string of the JSON short and leave text
-/// no reader takes. Text that is not JSON goes through the text policy (and a reader that
-/// wants JSON refuses it when the import reads the task back).
+/// A JSON column's text through the policy's JSON form ([`Clean::json_text`]), as a store
+/// writes a JSON value: unchanged bytes when there is nothing to redact (so a task exported and
+/// imported again is the same), and never the text policy over JSON text.
 fn clean_json(text: &str) -> Result<String> {
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(value) => Ok(Clean::json_owned(value)?.into_owned()),
-        Err(_) => Ok(clean(text)),
-    }
+    Ok(Clean::json_text(text)?.into_owned())
 }
 
 fn clean_json_opt(text: &Option<String>) -> Result<Option<String>> {
     text.as_deref().map(clean_json).transpose()
 }
 
-/// A JSON column's text bound as a store binds a JSON value ([`clean_json`]'s rule: a second
-/// pass of the text policy over JSON text could break it).
-fn json_param(text: &str) -> Result<Param<'static>> {
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(value) => Ok(Param::json(&value)?),
-        Err(_) => Ok(Param::text_owned(text.to_owned())),
-    }
+/// A JSON column's text bound by [`clean_json`]'s rule (the text is clean already: the rule
+/// leaves it as it is, and no second policy runs over it).
+fn json_param(text: &str) -> Result<Param<'_>> {
+    Ok(Param::from_clean(Clean::json_text(text)?))
 }
 
-fn opt_json_param(text: &Option<String>) -> Result<Param<'static>> {
+fn opt_json_param(text: &Option<String>) -> Result<Param<'_>> {
     text.as_deref().map_or(Ok(Param::NULL), json_param)
 }
 

@@ -108,12 +108,22 @@ fn opt_time(line: u64, field: &str, text: &Option<String>) -> Result<()> {
     text.as_deref().map_or(Ok(()), |t| stored_time(line, field, t))
 }
 
-/// Text that is JSON as the stores read it back: parsed whole, so nesting past the readers'
-/// limit is refused here (skipping it unread would take any depth).
+/// Text that is JSON as the stores take it: parsed whole, and nested no deeper than a store
+/// takes (skipping it unread would take any depth).
 fn json_text(line: u64, field: &str, text: &str) -> Result<()> {
-    serde_json::from_str::<serde_json::Value>(text)
-        .map(|_| ())
-        .map_err(|e| invalid(line, format!("{field} is not JSON text ({e})")))
+    let value = serde_json::from_str::<serde_json::Value>(text)
+        .map_err(|e| invalid(line, format!("{field} is not JSON text ({e})")))?;
+    let depth = aigentflow_persistence::json_depth(&value);
+    if depth > aigentflow_persistence::MAX_JSON_DEPTH {
+        return Err(invalid(
+            line,
+            format!(
+                "{field} is nested {depth} levels deep; a store takes at most {}",
+                aigentflow_persistence::MAX_JSON_DEPTH
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A stored token usage, read as the tracker reads it back.

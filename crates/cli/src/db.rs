@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use aigentflow_audit::AuditLog;
 use aigentflow_lessons::{IndexHealth, LessonsStore};
-use aigentflow_persistence::{Backend, Output, SqliteStateStore};
+use aigentflow_persistence::{Backend, Location, Output, SqliteStateStore};
 use aigentflow_tracker::ExecutionTracker;
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -241,10 +241,16 @@ fn copy(ctx: &Ctx, src: PathBuf, dest: PathBuf) -> anyhow::Result<Done> {
     let to = Ctx { path: dest, out: ctx.out.clone(), lock_timeout: ctx.lock_timeout };
     let source = from.read()?;
     source.check_copy_source()?;
-    if !to.is_server() {
-        aigentflow_persistence::check_database_destination(&to.path, source.path())?;
-    }
-    let target = to.create()?;
+    // A file destination, however it is spelled (`sqlite:PATH` too), by the output rule for a
+    // database the command makes; opened without following a link, so one planted after the
+    // check fails the open.
+    let target = match Location::parse(&to.path)? {
+        Location::File(path) => {
+            aigentflow_persistence::check_database_destination(&path, source.path())?;
+            to.create_at_no_link()?
+        }
+        Location::Server(_) => to.create()?,
+    };
     let bar = ctx.out.spinner("copying");
     let report = source.copy_into(&target, |table, done, total| {
         if let Some(bar) = &bar {

@@ -194,13 +194,23 @@ impl Ctx {
         self.open(Access::Create)
     }
 
+    /// [`create`](Self::create), refusing a file path that is a symlink when it opens it.
+    pub fn create_at_no_link(&self) -> anyhow::Result<Database> {
+        self.open_with(Access::Create, false)
+    }
+
     /// Whether the database is a PostgreSQL server's, named by URL.
-    pub fn is_server(&self) -> bool {
+    fn is_server(&self) -> bool {
         self.path.to_str().is_some_and(aigentflow_persistence::is_postgres_url)
     }
 
     fn open(&self, access: Access) -> anyhow::Result<Database> {
-        let options = Options { access, busy_timeout: self.lock_timeout, ..Options::default() };
+        self.open_with(access, true)
+    }
+
+    fn open_with(&self, access: Access, follow_link: bool) -> anyhow::Result<Database> {
+        let options =
+            Options { access, busy_timeout: self.lock_timeout, follow_link, ..Options::default() };
         match Database::open_with(&self.path, options) {
             Err(aigentflow_persistence::Error::Missing { path }) => anyhow::bail!(
                 "no database at {}; create one with `aigentflow init` or `aigentflow demo` (or pass --db PATH)",

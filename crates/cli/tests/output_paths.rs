@@ -107,26 +107,58 @@ fn mkfifo(path: &Path) {
 /// and a destination reached through a link is refused as a link. The source stays whole.
 #[test]
 fn a_copy_never_makes_a_database_whose_files_are_its_sources_on_sqlite() {
+    // Every spelling of a file destination: a path, and the `sqlite:` forms of it.
+    let spellings = |p: &Path| {
+        let p = p.to_str().unwrap().to_owned();
+        vec![p.clone(), format!("sqlite:{p}"), format!("sqlite://{p}"), format!("SQLITE:{p}")]
+    };
     let dir = tempfile::tempdir().unwrap();
     for name in ["y-wal", "y-journal", "y-shm"] {
         let source = dir.path().join(name);
         run(&source, &["demo"]).ok();
         let before = std::fs::read(&source).unwrap();
         let dest = dir.path().join("y");
-        let r = run(&source, &["db", "copy", source.to_str().unwrap(), dest.to_str().unwrap()]);
-        assert_refused(&r, "the database's own file");
-        assert!(!dest.exists(), "{name}");
-        assert_eq!(std::fs::read(&source).unwrap(), before, "{name}");
+        for dest_text in spellings(&dest) {
+            let r = run(&source, &["db", "copy", source.to_str().unwrap(), &dest_text]);
+            assert_refused(&r, "the database's own file");
+            assert!(!dest.exists(), "{name} → {dest_text}");
+            assert_eq!(std::fs::read(&source).unwrap(), before, "{name} → {dest_text}");
+        }
         std::fs::remove_file(&source).unwrap();
     }
+    // A link at the destination, to nothing or to a file, in every spelling.
     let (dir, db) = demo_db();
+    let away = dir.path().join("away.db");
+    let kept = dir.path().join("kept.txt");
+    std::fs::write(&kept, b"kept").unwrap();
+    for (name, to) in [("dangling.db", &away), ("to-file.db", &kept)] {
+        let link = dir.path().join(name);
+        std::os::unix::fs::symlink(to, &link).unwrap();
+        for dest_text in spellings(&link) {
+            let r = run(&db, &["db", "copy", db.to_str().unwrap(), &dest_text]);
+            assert_eq!(r.code, 1, "{dest_text}: {}", r.stderr);
+            assert!(r.stderr.contains("symbolic link"), "{dest_text}: {}", r.stderr);
+        }
+    }
+    assert!(!away.exists());
+    assert_eq!(std::fs::read(&kept).unwrap(), b"kept");
+}
+
+/// The destination is opened without following a link, so a link planted after the check
+/// (here: before an open with no check at all) fails the open instead of being followed.
+#[test]
+fn a_database_opened_without_following_links_refuses_one_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
     let away = dir.path().join("away.db");
     let link = dir.path().join("link.db");
     std::os::unix::fs::symlink(&away, &link).unwrap();
-    let r = run(&db, &["db", "copy", db.to_str().unwrap(), link.to_str().unwrap()]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    let options = aigentflow_persistence::Options { follow_link: false, ..Default::default() };
+    assert!(Database::open_with(&link, options).is_err());
     assert!(!away.exists());
+    // Followed by default, as a database the operator points --db at through a link.
+    let db = Database::open_with(&link, aigentflow_persistence::Options::default()).unwrap();
+    drop(db);
+    assert!(away.exists());
 }
 
 #[test]
@@ -1072,17 +1104,31 @@ fn a_closed_stdout_ends_the_command_quietly_with_its_database_whole_on_sqlite() 
             (demo.clone(), vec!["--db".into(), path_text(&demo), "demo".into()]),
         ]
     };
-    for (written, args) in cases {
+    for (written, args, lines_read) in
+        cases.into_iter().flat_map(|(w, a)| [(w.clone(), a.clone(), 0), (w, a, 1)])
+    {
+        let _ = std::fs::remove_file(&written);
+        let _ = std::fs::remove_file(side(&written, "-wal"));
+        let _ = std::fs::remove_file(side(&written, "-shm"));
+        // The pipe closed before the first line, or after it (the command is mid-way then).
         let (reader, writer) = std::io::pipe().unwrap();
-        drop(reader);
-        let out = Command::new(env!("CARGO_BIN_EXE_aigentflow"))
+        let child = Command::new(env!("CARGO_BIN_EXE_aigentflow"))
             .args(&args)
             .env_remove("AIGENTFLOW_DB")
             .stdin(Stdio::null())
             .stdout(writer)
-            .output()
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
-        let r = finish(out);
+        {
+            use std::io::BufRead;
+            let mut lines = std::io::BufReader::new(reader);
+            for _ in 0..lines_read {
+                let mut line = String::new();
+                lines.read_line(&mut line).unwrap();
+            }
+        }
+        let r = finish(child.wait_with_output().unwrap());
         assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
         assert!(r.stderr.is_empty(), "{args:?}: {}", r.stderr);
         let wal = side(&written, "-wal");

@@ -72,6 +72,10 @@ pub struct Options {
     pub clock: Arc<dyn Clock>,
     /// Whether the file may be created, migrated or written.
     pub access: Access,
+    /// Whether a SQLite file's path may be a symlink (SQLite then opens what it leads to). A
+    /// file the command makes at a path it was given (a copy's destination) is opened with
+    /// this off: a link planted at the path fails the open, whenever it was planted.
+    pub follow_link: bool,
 }
 
 impl Default for Options {
@@ -81,6 +85,7 @@ impl Default for Options {
             busy_timeout: Duration::from_secs(30),
             clock: Arc::new(SystemClock),
             access: Access::Create,
+            follow_link: true,
         }
     }
 }
@@ -867,9 +872,17 @@ impl Inner {
             Some(p) => {
                 let create =
                     if create { OpenFlags::SQLITE_OPEN_CREATE } else { OpenFlags::empty() };
+                let link = if self.options.follow_link {
+                    OpenFlags::empty()
+                } else {
+                    OpenFlags::SQLITE_OPEN_NOFOLLOW
+                };
                 Connection::open_with_flags(
                     literal_path(p),
-                    OpenFlags::SQLITE_OPEN_READ_WRITE | create | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE
+                        | create
+                        | link
+                        | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
                 .map_err(&classify)?
             }

@@ -142,7 +142,7 @@ impl Output {
         let mut linked = false;
         for _ in 0..MAX_LINKS {
             if let Some(fd) = descriptor_name(&current) {
-                return Self::open_descriptor(path, &current, fd, &protected);
+                return Self::open_descriptor(path, &current, fd, linked, &protected);
             }
             let (dir_path, name) = split(path, &current)?;
             let dir = open_dir(path, &dir_path)?;
@@ -197,11 +197,22 @@ impl Output {
     }
 
     /// `/dev/stdout`, `/dev/fd/N`, `/proc/self/fd/N`…: the descriptor itself, straight through.
-    fn open_descriptor(path: &Path, name: &Path, fd: u32, protected: &Protected) -> Result<Self> {
+    /// Reached through a link (`linked`), a descriptor that is a regular file is refused as a
+    /// link to a file is: the shell's `>> file` is given as `/dev/stdout`, not by a link.
+    fn open_descriptor(
+        path: &Path,
+        name: &Path,
+        fd: u32,
+        linked: bool,
+        protected: &Protected,
+    ) -> Result<Self> {
         let meta = std::fs::metadata(name).map_err(|e| io_error(path, "examining it", e))?;
         protected.check_id(path, FileId { dev: meta.dev(), ino: meta.ino() })?;
         if meta.is_dir() {
             return Err(refused(path, "it is a directory"));
+        }
+        if linked && meta.is_file() {
+            return Err(through_a_link(path, name));
         }
         let file = match fd {
             // A duplicate shares the descriptor's offset and flags, as a shell means it.
@@ -1186,6 +1197,13 @@ mod tests {
             }
             assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "{name}");
         }
+        // A link to a descriptor name that is a regular file (`/proc/self/fd/N`) is a link to
+        // that file, and is refused too.
+        let open = std::fs::OpenOptions::new().append(true).open(&victim).unwrap();
+        let to_fd = a.path().join("to-fd");
+        std::os::unix::fs::symlink(format!("/proc/self/fd/{}", open.as_raw_fd()), &to_fd).unwrap();
+        let e = Output::open(&to_fd, None).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         assert!(!b.path().join("fresh.csv").exists() && !b.path().join("no").exists());
         assert!(temps(a.path()).is_empty() && temps(b.path()).is_empty());
