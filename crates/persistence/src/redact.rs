@@ -85,13 +85,14 @@
 //! may also be a value: in an object whose `name` or `key` member (any case) holds a secret
 //! name, the `value`, `values`, `val` and `data` members are secrets too (`{"name":
 //! "DB_PASSWORD", "value": "…"}` in Kubernetes and GitHub Actions, `{"Key": "password",
-//! "Value": "…"}` in AWS tags); in an array, the string or number right after an item that
-//! is a secret name (after leading dashes) is one (`["--password", "…"]`, `[["Authorization",
-//! "…"]]`). Such a name is one word of at most 64 name characters, so sentences are not
-//! names (and `-p`, often a port, is not a secret name). JSON written as text is read the same
-//! way: a quoted secret name and a comma, when the name's string is an item of a list (after
-//! `[` or `,`) or the value of a `name`/`key` member, name the next item (a string or number)
-//! or a `value`-like member right after it, quoted the same way at any depth of escaping.
+//! "Value": "…"}` in AWS tags); in an array, the string or number right after a flag that
+//! names a secret is one (`["--password", "…"]`). Only a flag (leading dashes) names the next
+//! item: a bare word in a list is data (tags `["auth", "token", "expiry"]`, a search's words).
+//! Such a name is one word of at most 64 name characters, so sentences are not names (and
+//! `-p`, often a port, is not a secret name). JSON written as text is read the same way: a
+//! quoted flag and a comma, as an item of a list (after `[` or `,`), or a quoted secret name as
+//! the value of a `name`/`key` member, name the next item (a string or number) or a
+//! `value`-like member right after it, quoted the same way at any depth of escaping.
 //!
 //! The policy is idempotent — redacting redacted text or JSON changes nothing — because the
 //! stores hash what they write and may pass it through the policy again. Everything runs on the
@@ -452,13 +453,15 @@ fn string_names_a_secret(value: &Value) -> bool {
     value.as_str().is_some_and(|s| names_a_secret(s) || names_a_secret(&redact_text(s)))
 }
 
-/// An array: every item redacted, and the string or number right after an item that names a
-/// secret (`["--password", "hunter2"]`, `[["Authorization", "…"]]`) replaced as a secret
-/// key's value would be.
+/// An array: every item redacted, and the string or number right after a flag that names a
+/// secret (`["--password", "hunter2"]`) replaced as a secret key's value would be. Only a flag
+/// (an item with leading dashes) names the next item: a bare word is data in a list of words
+/// (`["auth", "token", "expiry"]` as tags, a search's words), not a name.
 fn redact_array(items: &mut [Value]) {
     let mut after_name = false;
     for item in items.iter_mut() {
-        let names = string_names_a_secret(item);
+        let names =
+            item.as_str().is_some_and(|s| s.starts_with('-')) && string_names_a_secret(item);
         match item {
             Value::String(s) if after_name && s != REDACTED => *s = REDACTED.to_owned(),
             Value::Number(_) if after_name => *item = Value::String(REDACTED.to_owned()),
@@ -1160,8 +1163,8 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
 }
 
 /// The value a quoted secret name followed by a comma names in JSON (or code) written as text,
-/// as [`redact_json`] judges parsed JSON: when the name's string is an item of a list
-/// (`["--password", "…"]`, `["Authorization", "…"]`), the next item, if it is a string or a
+/// as [`redact_json`] judges parsed JSON: when the name's string is a flag in a list
+/// (`["--password", "…"]`), the next item, if it is a string or a
 /// number; when it is the value of a `name` or `key` member (`{"name": "DB_PASSWORD",
 /// "value": "…"}`), a `value`, `values`, `val` or `data` member right after it. The name's
 /// string holds the name alone (`"reset the password", "x"` is no name), and the quotes are
@@ -1186,7 +1189,9 @@ fn listed_value(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
     let start = start + bytes[start..].iter().take_while(|b| blank(b)).count();
     let before = bytes[..open].iter().rev().position(|b| !blank(b)).map(|k| open - 1 - k);
     let member = match before.map(|i| bytes[i]) {
-        Some(b'[' | b',') => false,
+        // An item of a list names the next only as a flag (see `redact_array`).
+        Some(b'[' | b',') if bytes[word_start..].starts_with(b"-") => false,
+        Some(b'[' | b',') => return None,
         Some(b':') => {
             // The member's name, quoted the same way: `name` or `key`.
             let colon = before.unwrap_or(0);
@@ -2547,16 +2552,34 @@ line secret" next"#,
             "env": [{"name": "DB_PASSWORD", "value": "V11kkkHidden7"}],
             "tags": [{"Key": "password", "Value": "V11kkkHidden7"}, {"Key": "team", "Value": "core"}],
             "secrets": [{"Name": "API_TOKEN", "Value": "V11kkkHidden7"}],
-            "headers": [["Authorization", "Bearer-less-token-value"], ["Accept", "text/plain"]],
             "argv": ["deploy", "--password", "hunter2x", "--region", "eu", "-p", "8080", "--token", 42],
+            // Lists of words are data: tags, a search's words, a pair of header names.
+            "labels": ["auth", "token", "expiry", "password", "reset"],
+            "words": [["Authorization", "Accept"], ["token", "refresh"]],
         });
         redact_json(&mut value);
         let stored = value.to_string();
-        for secret in ["V11kkkHidden7", "Bearer-less-token-value", "hunter2x", "42"] {
+        for secret in ["V11kkkHidden7", "hunter2x", "42"] {
             assert!(!stored.contains(secret), "{secret}: {stored}");
         }
-        for kept in ["DB_PASSWORD", "\"core\"", "text/plain", "\"eu\"", "\"8080\"", "--token"] {
+        for kept in [
+            "DB_PASSWORD",
+            "\"core\"",
+            "\"eu\"",
+            "\"8080\"",
+            "--token",
+            r#"["auth","token","expiry","password","reset"]"#,
+            r#"[["Authorization","Accept"],["token","refresh"]]"#,
+        ] {
             assert!(stored.contains(kept), "{kept}: {stored}");
+        }
+        // The same lists written as text keep their words too.
+        for words in [
+            r#"["auth","token","expiry"]"#,
+            r#"["password", "reset"]"#,
+            "[\n  \"token\",\n  \"refresh\"\n]",
+        ] {
+            assert_eq!(redact_text(words), words);
         }
         assert_eq!(redacted_json(&value), value);
         // Every spelling of the members, every kind of value, at any depth.
@@ -2612,8 +2635,9 @@ line secret" next"#,
                         let argv = json!(["run", format!("{dashes}{name}"), inner, "kept"]);
                         let stored = redacted_json(&nest(argv.clone(), depth));
                         let text = stored.to_string();
-                        // Only a string or number after the name is its value.
-                        let leaf = inner.is_string() || inner.is_number();
+                        // Only a string or number after a flag is its value: a bare word in a
+                        // list is data.
+                        let leaf = !dashes.is_empty() && (inner.is_string() || inner.is_number());
                         assert_eq!(
                             text.contains("V11kkkHidden7") || text.contains("9731902557"),
                             !(secret && leaf),
@@ -3033,7 +3057,7 @@ line secret" next"#,
             }
             let once = redacted_json(&Value::Array(items.clone()));
             for (k, pair) in items.windows(2).enumerate() {
-                if pair[0].as_str().is_some_and(|s| SECRET_PAIR_NAMES.contains(&s.trim_start_matches('-')))
+                if pair[0].as_str().is_some_and(|s| s.starts_with('-') && SECRET_PAIR_NAMES.contains(&s.trim_start_matches('-')))
                     && (pair[1].is_string() || pair[1].is_number())
                 {
                     prop_assert_eq!(&once[k + 1], REDACTED, "{:?}", items);
