@@ -473,7 +473,7 @@ fn a_bundle_the_store_could_not_read_back_is_refused_and_writes_nothing(t) {
             let deep = nested(depth, object);
             // In a context (inside its object: one level more), and as a trace's metadata.
             let context = format!(r#"{{"prompt":"x","deep":{deep}}}"#);
-            let readable = depth + 1 <= aigentflow::persistence::MAX_JSON_DEPTH;
+            let readable = depth < aigentflow::persistence::MAX_JSON_DEPTH;
             cases.push((format!("context at {}", depth + 1), context, "context", readable));
         }
     }
