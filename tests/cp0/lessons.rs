@@ -99,7 +99,7 @@ fn secret_naming_words_in_tags_and_searches_are_kept(t) {
         let lesson = store
             .create(&NewLesson {
                 tags: tags.clone(),
-                ..NewLesson::new(Category::Pattern, &title, &format!("how {} {} works", pair[0], pair[1]))
+                ..NewLesson::new(Category::Pattern, &title, format!("how {} {} works", pair[0], pair[1]))
             })
             .unwrap();
         assert_eq!(store.get(&lesson.id).unwrap().unwrap().tags, tags, "{title}");
