@@ -502,6 +502,12 @@ fn a_bundle_the_store_could_not_read_back_is_refused_and_writes_nothing(t) {
                 assert!(readable, "{name}: imported");
                 let store = SqliteStateStore::new(t.db().clone());
                 assert!(store.load_state(&task.as_str().into()).unwrap().is_some(), "{name}");
+                // And its trace, token usage included, as the tracker reads it.
+                let trace = Tracker::new(t.db().clone())
+                    .get_trace(&format!("trace-{task}").as_str().into())
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(trace.token_usage.is_some(), field == "token_usage", "{name}");
             }
             Err(e) => {
                 assert!(!readable, "{name}: {e}");
