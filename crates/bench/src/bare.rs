@@ -61,6 +61,16 @@ impl std::fmt::Debug for Bare {
 }
 
 impl Bare {
+    /// A read-only REPEATABLE READ transaction: the one snapshot a listing or export reads.
+    pub fn snapshot(&mut self) -> Result<postgres::Transaction<'_>> {
+        Ok(self
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?)
+    }
+
     /// A fresh database on `server` named after `label`, with the schema.
     pub fn fresh(server: &Server, label: &str) -> Result<Self> {
         let db = server.fresh(label)?;
@@ -470,13 +480,7 @@ impl BareExport {
     /// project's JSON row (a JSON array when `lines` is false, one object per line when true);
     /// returns the rows written.
     pub fn json(&mut self, project: &str, lines: bool, sink: &mut dyn Write) -> Result<u64> {
-        let mut tx = self
-            .bare
-            .client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()?;
+        let mut tx = self.bare.snapshot()?;
         let statement = tx.prepare(&format!(
             "SELECT {AUDIT_COLUMNS} FROM audit_logs WHERE project_id = $1 ORDER BY id"
         ))?;
@@ -739,6 +743,19 @@ pub struct BareListing {
     checkpoints: CopyRows,
 }
 
+/// W6's three listing statements: the store's, a project's tasks, then their transitions and
+/// their checkpoints, ordered by task.
+const LIST_STATES: &str = "SELECT task_id, project_id, state, context, created_at, updated_at
+    FROM workflow_states WHERE project_id = $1 ORDER BY created_at, task_id";
+const LIST_TRANSITIONS: &str =
+    "SELECT t.task_id, t.id, t.from_state, t.to_state, t.event, t.metadata, t.created_at
+    FROM state_transitions t JOIN workflow_states w ON w.task_id = t.task_id
+    WHERE w.project_id = $1 ORDER BY t.task_id, t.seq, t.id";
+const LIST_CHECKPOINTS: &str =
+    "SELECT c.task_id, c.id, c.state, c.context, c.artifacts, c.created_at
+    FROM checkpoints c JOIN workflow_states w ON w.task_id = c.task_id
+    WHERE w.project_id = $1 ORDER BY c.task_id, c.seq, c.created_at";
+
 /// What a listing read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listed {
@@ -817,29 +834,14 @@ impl BareListing {
 
     /// Lists `project`'s tasks with their transitions and checkpoints.
     pub fn list(&mut self, project: &str) -> Result<Listed> {
-        let mut tx = self
-            .bare
-            .client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()?;
-        let states = tx.query(
-            "SELECT task_id, project_id, state, context, created_at, updated_at
-             FROM workflow_states WHERE project_id = $1 ORDER BY created_at, task_id",
-            &[&project],
-        )?;
+        let mut tx = self.bare.snapshot()?;
+        let states = tx.query(LIST_STATES, &[&project])?;
         for r in &states {
             for i in 0..6 {
                 let _: &str = r.try_get(i)?;
             }
         }
-        let transitions = tx.query(
-            "SELECT t.task_id, t.id, t.from_state, t.to_state, t.event, t.metadata, t.created_at
-             FROM state_transitions t JOIN workflow_states w ON w.task_id = t.task_id
-             WHERE w.project_id = $1 ORDER BY t.task_id, t.seq, t.id",
-            &[&project],
-        )?;
+        let transitions = tx.query(LIST_TRANSITIONS, &[&project])?;
         for r in &transitions {
             let _: i64 = r.try_get(1)?;
             let _: Option<&str> = r.try_get(5)?;
@@ -847,12 +849,7 @@ impl BareListing {
                 let _: &str = r.try_get(i)?;
             }
         }
-        let checkpoints = tx.query(
-            "SELECT c.task_id, c.id, c.state, c.context, c.artifacts, c.created_at
-             FROM checkpoints c JOIN workflow_states w ON w.task_id = c.task_id
-             WHERE w.project_id = $1 ORDER BY c.task_id, c.seq, c.created_at",
-            &[&project],
-        )?;
+        let checkpoints = tx.query(LIST_CHECKPOINTS, &[&project])?;
         for r in &checkpoints {
             for i in 0..6 {
                 let _: &str = r.try_get(i)?;
@@ -871,18 +868,8 @@ impl BareListing {
     /// into its type (the store reads it as JSON first, to set aside the copies of checkpoints a
     /// TypeScript context holds and fill ids a hand-made one lacks).
     pub fn build(&mut self, project: &str) -> Result<Vec<PersistedState>> {
-        let mut tx = self
-            .bare
-            .client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()?;
-        let rows = tx.query(
-            "SELECT task_id, project_id, state, context FROM workflow_states
-             WHERE project_id = $1 ORDER BY created_at, task_id",
-            &[&project],
-        )?;
+        let mut tx = self.bare.snapshot()?;
+        let rows = tx.query(LIST_STATES, &[&project])?;
         let mut states = Vec::with_capacity(rows.len());
         let mut at = HashMap::with_capacity(rows.len());
         for r in &rows {
@@ -899,28 +886,18 @@ impl BareListing {
             });
         }
         let stamp = |text: &str| time::parse(text).context("a stored time");
-        for r in &tx.query(
-            "SELECT t.task_id, t.from_state, t.to_state, t.event, t.metadata, t.created_at
-             FROM state_transitions t JOIN workflow_states w ON w.task_id = t.task_id
-             WHERE w.project_id = $1 ORDER BY t.task_id, t.seq, t.id",
-            &[&project],
-        )? {
+        for r in &tx.query(LIST_TRANSITIONS, &[&project])? {
             let i = *at.get(r.try_get::<_, &str>(0)?).context("a listed task")?;
-            let metadata: Option<&str> = r.try_get(4)?;
+            let metadata: Option<&str> = r.try_get(5)?;
             states[i].history.push(StateTransition {
-                from: WorkflowState::parse(r.try_get(1)?),
-                to: WorkflowState::parse(r.try_get(2)?),
-                event: Event::parse(r.try_get(3)?),
-                timestamp: stamp(r.try_get(5)?)?,
+                from: WorkflowState::parse(r.try_get(2)?),
+                to: WorkflowState::parse(r.try_get(3)?),
+                event: Event::parse(r.try_get(4)?),
+                timestamp: stamp(r.try_get(6)?)?,
                 metadata: metadata.map(serde_json::from_str).transpose()?,
             });
         }
-        for r in &tx.query(
-            "SELECT c.task_id, c.id, c.state, c.context, c.artifacts, c.created_at
-             FROM checkpoints c JOIN workflow_states w ON w.task_id = c.task_id
-             WHERE w.project_id = $1 ORDER BY c.task_id, c.seq, c.created_at",
-            &[&project],
-        )? {
+        for r in &tx.query(LIST_CHECKPOINTS, &[&project])? {
             let i = *at.get(r.try_get::<_, &str>(0)?).context("a listed task")?;
             states[i].context.checkpoints.push(Checkpoint {
                 id: r.try_get::<_, &str>(1)?.into(),
@@ -1200,12 +1177,7 @@ impl BareSpans {
                 }
             }
             Self::Postgres { bare, .. } => {
-                let mut tx = bare
-                    .client
-                    .build_transaction()
-                    .isolation_level(IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()?;
+                let mut tx = bare.snapshot()?;
                 for r in tx.query(SPAN_ROLLUP_PG, &[])? {
                     let _: (&str, Option<&str>, Option<&str>) =
                         (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);

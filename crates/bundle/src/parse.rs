@@ -113,17 +113,8 @@ fn opt_time(line: u64, field: &str, text: &Option<String>) -> Result<()> {
 fn json_text(line: u64, field: &str, text: &str) -> Result<()> {
     let value = serde_json::from_str::<serde_json::Value>(text)
         .map_err(|e| invalid(line, format!("{field} is not JSON text ({e})")))?;
-    let depth = aigentflow_persistence::json_depth(&value);
-    if depth > aigentflow_persistence::MAX_JSON_DEPTH {
-        return Err(invalid(
-            line,
-            format!(
-                "{field} is nested {depth} levels deep; a store takes at most {}",
-                aigentflow_persistence::MAX_JSON_DEPTH
-            ),
-        ));
-    }
-    Ok(())
+    aigentflow_persistence::check_json_depth(&value)
+        .map_err(|e| invalid(line, format!("{field}: {e}")))
 }
 
 /// A stored token usage, read as the tracker reads it back.

@@ -41,16 +41,22 @@ impl<'a> Clean<'a> {
 
     /// `value` after the redaction policy (keys and values), as compact JSON text.
     pub fn json(value: &Value) -> Result<Clean<'static>> {
-        readable_depth(value)?;
-        Self::json_owned(value.clone())
+        check_json_depth(value)?;
+        Ok(Self::json_checked(value.clone()))
     }
 
     /// [`Clean::json`] of a value the caller no longer needs (no copy is made). A value nested
     /// deeper than [`MAX_JSON_DEPTH`] is refused: no reader of the stores could take it back.
-    pub fn json_owned(mut value: Value) -> Result<Clean<'static>> {
-        readable_depth(&value)?;
+    pub fn json_owned(value: Value) -> Result<Clean<'static>> {
+        check_json_depth(&value)?;
+        Ok(Self::json_checked(value))
+    }
+
+    /// [`Clean::json_owned`] of a value whose depth is checked. Writing a `Value` as text
+    /// cannot fail (its keys are strings).
+    fn json_checked(mut value: Value) -> Clean<'static> {
         redact_json(&mut value);
-        Ok(Clean(Cow::Owned(serde_json::to_string(&value)?)))
+        Clean(Cow::Owned(value.to_string()))
     }
 
     /// JSON text (a stored JSON column's) after the policy's JSON form, as [`Clean::json`]
@@ -63,13 +69,13 @@ impl<'a> Clean<'a> {
         let Ok(value) = serde_json::from_str::<Value>(text) else {
             return Ok(Self::text(text));
         };
-        readable_depth(&value)?;
+        check_json_depth(&value)?;
         let mut redacted = value.clone();
         redact_json(&mut redacted);
         if redacted == value {
             return Ok(Clean(Cow::Borrowed(text)));
         }
-        Ok(Clean(Cow::Owned(serde_json::to_string(&redacted)?)))
+        Ok(Clean(Cow::Owned(redacted.to_string())))
     }
 
     /// The clean text.
@@ -95,8 +101,9 @@ impl std::ops::Deref for Clean<'_> {
 /// more (a row object in a JSON array), and this leaves room for a reader's own wrapping too.
 pub const MAX_JSON_DEPTH: usize = 100;
 
-/// Refuses a value nested deeper than [`MAX_JSON_DEPTH`].
-fn readable_depth(value: &Value) -> Result<()> {
+/// Refuses a value nested deeper than [`MAX_JSON_DEPTH`] ([`Error::InvalidInput`] saying how
+/// deep): the one check every JSON value that enters a store passes.
+pub fn check_json_depth(value: &Value) -> Result<()> {
     let depth = json_depth(value);
     if depth > MAX_JSON_DEPTH {
         return Err(Error::InvalidInput {
@@ -111,7 +118,7 @@ fn readable_depth(value: &Value) -> Result<()> {
 }
 
 /// How deeply `value` nests arrays and objects (a scalar is 0, `[]` is 1), without recursion.
-pub fn json_depth(value: &Value) -> usize {
+fn json_depth(value: &Value) -> usize {
     let mut deepest = 0;
     let mut stack = vec![(value, 0)];
     while let Some((value, depth)) = stack.pop() {
