@@ -47,6 +47,24 @@ pub fn name(text: &str) -> Result<String, Refused> {
     Ok(text.to_owned())
 }
 
+/// Tags given as one comma-separated text (`--tags react,testing`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tags(pub Vec<String>);
+
+/// The tags of one `--tags` text, none empty ([`name`]'s rule). The text goes through the
+/// redaction policy whole before it is split: a secret holding a comma
+/// (`password=ab,cd`) would otherwise be cut in two, and its second part, alone, would look like
+/// a tag and be kept.
+pub fn tags(text: &str) -> Result<Tags, Refused> {
+    let clean = aigentflow_persistence::redact::redact_text(text);
+    clean.split(',').map(name).collect::<Result<_, _>>().map(Tags)
+}
+
+/// Every tag of repeated `--tags` flags, in order.
+pub fn all_tags(given: Vec<Tags>) -> Vec<String> {
+    given.into_iter().flat_map(|t| t.0).collect()
+}
+
 /// An id ([`name`]'s rule) as its newtype.
 pub fn id<T: From<String>>(text: &str) -> Result<T, Refused> {
     name(text).map(T::from)

@@ -48,8 +48,8 @@ pub enum LessonsCommand {
         #[arg(long, value_parser = args::id::<ProjectId>)]
         project: Option<ProjectId>,
         /// Lessons carrying every one of these tags (comma-separated; none empty).
-        #[arg(long, value_delimiter = ',', value_parser = args::name)]
-        tags: Vec<String>,
+        #[arg(long, value_parser = args::tags)]
+        tags: Vec<args::Tags>,
         /// At most this many lessons: any whole number from 0.
         #[arg(long, default_value_t = 20, value_parser = args::count, allow_negative_numbers = true)]
         limit: u64,
@@ -75,8 +75,8 @@ pub enum LessonsCommand {
         #[arg(long, value_parser = args::name)]
         details: Option<String>,
         /// New tags, replacing the old ones (comma-separated; none empty).
-        #[arg(long, value_delimiter = ',', value_parser = args::name)]
-        tags: Option<Vec<String>>,
+        #[arg(long, value_parser = args::tags)]
+        tags: Option<Vec<args::Tags>>,
         /// A new source agent (not empty).
         #[arg(long, value_parser = args::name)]
         source_agent: Option<String>,
@@ -124,8 +124,8 @@ pub struct NewFields {
     #[arg(long, value_parser = args::name)]
     details: Option<String>,
     /// Comma-separated, e.g. --tags react,testing (none empty).
-    #[arg(long, value_delimiter = ',', value_parser = args::name)]
-    tags: Option<Vec<String>>,
+    #[arg(long, value_parser = args::tags)]
+    tags: Option<Vec<args::Tags>>,
     /// The agent the lesson came from (not empty).
     #[arg(long, value_parser = args::name)]
     source_agent: Option<String>,
@@ -188,7 +188,7 @@ pub fn run(ctx: &Ctx, command: LessonsCommand) -> anyhow::Result<Done> {
                 title,
                 summary,
                 details: fields.details,
-                tags: fields.tags.unwrap_or_default(),
+                tags: fields.tags.map(args::all_tags).unwrap_or_default(),
                 source_agent: fields.source_agent,
                 source_file: fields.source_file,
                 confidence: fields.confidence,
@@ -208,7 +208,7 @@ pub fn run(ctx: &Ctx, command: LessonsCommand) -> anyhow::Result<Done> {
                 mode: if raw { QueryMode::Raw } else { QueryMode::Words },
                 category,
                 project_id: project,
-                tags,
+                tags: args::all_tags(tags),
                 limit: Some(limit),
                 offset,
                 highlight: Some(Highlight { open, close, ..Highlight::default() }),
@@ -249,7 +249,7 @@ pub fn run(ctx: &Ctx, command: LessonsCommand) -> anyhow::Result<Done> {
                     title,
                     summary,
                     details: details.map(Some),
-                    tags,
+                    tags: tags.map(args::all_tags),
                     source_agent: source_agent.map(Some),
                     source_file: source_file.map(Some),
                     confidence,

@@ -89,10 +89,16 @@
 //! names a secret is one (`["--password", "…"]`). Only a flag (leading dashes) names the next
 //! item: a bare word in a list is data (tags `["auth", "token", "expiry"]`, a search's words).
 //! Such a name is one word of at most 64 name characters, so sentences are not names (and
-//! `-p`, often a port, is not a secret name). JSON written as text is read the same way: a
-//! quoted flag and a comma, as an item of a list (after `[` or `,`), or a quoted secret name as
-//! the value of a `name`/`key` member, name the next item (a string or number) or a
-//! `value`-like member right after it, quoted the same way at any depth of escaping.
+//! `-p`, often a port, is not a secret name). A list of two in a list whose first names a
+//! secret (`[["X-Api-Key", "…"]]`, headers as pairs) has its second replaced when it is a
+//! number or looks like a credential (pairs of words stay). JSON written as text is read the
+//! same way: a quoted flag and a comma, as an item of a list (after `[` or `,`), the first of
+//! such a pair, or a quoted secret name as the value of a `name`/`key` member, name the next
+//! item (a string or number) or a `value`-like member right before or after it, quoted the same
+//! way at any depth of escaping; and in YAML, a `name:`/`key:` entry whose value is a secret's
+//! name makes the `value`-like entries of its mapping secrets, before or after it (Kubernetes
+//! env lists, also in a JSON string). After a quoted name and `:`, an array or object is the
+//! value whole, also pretty-printed over several lines.
 //!
 //! The policy is idempotent — redacting redacted text or JSON changes nothing — because the
 //! stores hash what they write and may pass it through the policy again. Everything runs on the
@@ -218,6 +224,17 @@ fn names_pattern() -> String {
     )
 }
 
+/// A `name` or `key` entry whose value may name a secret (`name: DB_PASSWORD`, `"Key":
+/// "password"`, quoted to any depth): where [`sibling_values`] starts. Only the key and the
+/// start of its value are matched; [`names_a_secret`] judges the whole value.
+fn siblings_pattern() -> String {
+    let names: Vec<String> = SECRET_NAMES.iter().map(|n| n.replace('_', "[_.-]?")).collect();
+    format!(
+        r#"(?i-u)\b(?:name|key)\\*["']?[ \t]*[:=][ \t]*\\*["']?[A-Za-z0-9_./:-]*?(?:{}|{WORD_NAME})"#,
+        names.join("|")
+    )
+}
+
 /// Escapes that write an ASCII character another way: `%3D` (URLs, form bodies) and `\u0070`
 /// (JSON, JavaScript). Text holding them is also matched with them decoded ([`Decoded`]).
 const ESCAPES_PATTERN: &str = r"%[0-7][0-9A-Fa-f]|\\[uU]00[0-7][0-9A-Fa-f]";
@@ -225,12 +242,18 @@ static ESCAPES: LazyLock<Regex> = LazyLock::new(|| compile(ESCAPES_PATTERN));
 
 static SHAPES: LazyLock<Regex> = LazyLock::new(|| compile(SHAPES_PATTERN));
 static NAMES: LazyLock<Regex> = LazyLock::new(|| compile(&names_pattern()));
-/// Either of the two: whether a pass can find anything.
-static TRIGGER: LazyLock<Regex> =
-    LazyLock::new(|| compile(&format!("(?:{SHAPES_PATTERN})|(?:{})", names_pattern())));
+static SIBLINGS: LazyLock<Regex> = LazyLock::new(|| compile(&siblings_pattern()));
+/// Any of the three: whether a pass can find anything.
+static TRIGGER: LazyLock<Regex> = LazyLock::new(|| {
+    compile(&format!("(?:{SHAPES_PATTERN})|(?:{})|(?:{})", names_pattern(), siblings_pattern()))
+});
 /// [`TRIGGER`] or an escape: one scan that most text, holding no secret, stops at.
 static GATE: LazyLock<Regex> = LazyLock::new(|| {
-    compile(&format!("(?:{SHAPES_PATTERN})|(?:{})|(?:{ESCAPES_PATTERN})", names_pattern()))
+    compile(&format!(
+        "(?:{SHAPES_PATTERN})|(?:{})|(?:{})|(?:{ESCAPES_PATTERN})",
+        names_pattern(),
+        siblings_pattern()
+    ))
 });
 
 fn compile(pattern: &str) -> Regex {
@@ -276,14 +299,15 @@ fn redact_pass(text: &str) -> Cow<'_, str> {
         Some(hidden) => hidden,
         None => Vec::new(),
     };
-    if hidden.is_empty() {
+    if hidden.is_empty() && sibling_values(text).is_empty() {
         let (shaped, _) = redact_shapes(text);
         return match redact_names(&shaped).0 {
             Cow::Borrowed(_) => shaped,
             Cow::Owned(clean) => Cow::Owned(clean),
         };
     }
-    // Escapes hid a secret: replace what either reading finds, in the text as written.
+    // Escapes hid a secret, or a value is named by a sibling (which may come before its
+    // name): replace what either reading finds, in the text as written.
     let mut ranges = secret_ranges(text);
     ranges.extend(hidden);
     ranges.sort_unstable_by_key(|r| (r.start, std::cmp::Reverse(r.end)));
@@ -390,7 +414,8 @@ fn decode_once(text: &str) -> Option<(String, Vec<Escape>, bool)> {
 }
 
 /// Every range of `text` that the two passes replace, in `text`'s offsets (a value the second
-/// pass finds around a shape the first replaced covers that shape whole).
+/// pass finds around a shape the first replaced covers that shape whole), and the values that
+/// a sibling names ([`sibling_values`]).
 fn secret_ranges(text: &str) -> Vec<Range<usize>> {
     let (shaped, shapes) = redact_shapes(text);
     let (_, values) = redact_names(&shaped);
@@ -409,6 +434,7 @@ fn secret_ranges(text: &str) -> Vec<Range<usize>> {
     };
     let mut ranges: Vec<Range<usize>> = shapes.iter().map(|e| e.source.clone()).collect();
     ranges.extend(values.iter().map(|e| back(e.source.start, false)..back(e.source.end, true)));
+    ranges.extend(sibling_values(text));
     ranges
 }
 
@@ -456,7 +482,9 @@ fn string_names_a_secret(value: &Value) -> bool {
 /// An array: every item redacted, and the string or number right after a flag that names a
 /// secret (`["--password", "hunter2"]`) replaced as a secret key's value would be. Only a flag
 /// (an item with leading dashes) names the next item: a bare word is data in a list of words
-/// (`["auth", "token", "expiry"]` as tags, a search's words), not a name.
+/// (`["auth", "token", "expiry"]` as tags, a search's words), not a name. An item that is a
+/// pair, a list of two whose first names a secret (`[["X-Api-Key", "…"], …]`, headers or a
+/// map's entries as lists), has its second replaced too.
 fn redact_array(items: &mut [Value]) {
     let mut after_name = false;
     for item in items.iter_mut() {
@@ -465,10 +493,28 @@ fn redact_array(items: &mut [Value]) {
         match item {
             Value::String(s) if after_name && s != REDACTED => *s = REDACTED.to_owned(),
             Value::Number(_) if after_name => *item = Value::String(REDACTED.to_owned()),
+            // A pair in a list (`[["X-Api-Key", "…"]]`: headers, a map's entries).
+            Value::Array(pair) if is_secret_pair(pair) => {
+                redact_json(&mut pair[0]);
+                pair[1] = Value::String(REDACTED.to_owned());
+            }
             _ => redact_json(item),
         }
         after_name = names;
     }
+}
+
+/// Whether a list is a pair whose first names a secret and whose second is one: a number, or
+/// a string that looks like a credential ([`looks_like_credential`]), so that pairs of words
+/// (`["Authorization", "Accept"]`, `["token", "refresh"]`) stay.
+fn is_secret_pair(pair: &[Value]) -> bool {
+    pair.len() == 2
+        && string_names_a_secret(&pair[0])
+        && match &pair[1] {
+            Value::Number(_) => true,
+            Value::String(s) => s != REDACTED && looks_like_credential(s),
+            _ => false,
+        }
 }
 
 /// Whether an object holds a name-like member ([`PAIR_NAMES`]) whose string names a secret:
@@ -1082,6 +1128,15 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
         if let Some((form, next)) = line_break(bytes, at) {
             return next_line_value(text, next, form, pair);
         }
+        // After a quoted name and `:` (a JSON member), an array or object is the value whole.
+        let member = pair.quoted
+            && bytes[..start].iter().rev().find(|&&b| b != b' ' && b != b'\t') == Some(&b':');
+        if let Some(end) = bracketed(bytes, start).filter(|_| member) {
+            return Some(start..end);
+        }
+        if let Some(range) = opened_block(text, start, pair) {
+            return Some(range);
+        }
     }
     // One scan: to the end of the line, the quote that closes the string the pair sits in, or
     // the first delimiter the syntax gives.
@@ -1186,11 +1241,24 @@ fn listed_value(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
     let open = word_start - 1 - quote.escape_len();
     // Pretty-printed JSON puts the items and members on lines of their own.
     let blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
-    let start = start + bytes[start..].iter().take_while(|b| blank(b)).count();
+    // … also in JSON text written into a string, whose line breaks are escapes (`\n`).
+    let mut start = start;
+    loop {
+        start += bytes[start..].iter().take_while(|b| blank(b)).count();
+        match line_break(bytes, start) {
+            Some((_, next)) if bytes[start] == b'\\' => start = next,
+            _ => break,
+        }
+    }
     let before = bytes[..open].iter().rev().position(|b| !blank(b)).map(|k| open - 1 - k);
+    // The first of a pair in a list (`[["X-Api-Key", "…"], …]`, see `redact_array`).
+    let pair_item = before.is_some_and(|i| {
+        bytes[i] == b'['
+            && bytes[..i].iter().rev().find(|b| !blank(b)).is_some_and(|b| matches!(b, b'[' | b','))
+    });
     let member = match before.map(|i| bytes[i]) {
         // An item of a list names the next only as a flag (see `redact_array`).
-        Some(b'[' | b',') if bytes[word_start..].starts_with(b"-") => false,
+        Some(b'[' | b',') if bytes[word_start..].starts_with(b"-") || pair_item => false,
         Some(b'[' | b',') => return None,
         Some(b':') => {
             // The member's name, quoted the same way: `name` or `key`.
@@ -1228,9 +1296,18 @@ fn listed_value(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
         // value is all secret only where the name is the header's).
         return value_range(text, value, &Pair { sep, cookie: false, header: false, ..*pair });
     }
-    // The next item: a string quoted as the name is, or a number.
+    // The next item: a string quoted as the name is, or a number; in a pair, the last.
+    let closes_pair = |end: usize| {
+        !pair_item || bytes[end..].iter().find(|b| !blank(b)).is_some_and(|&b| b == b']')
+    };
     if let Some((q, open)) = quote_at(bytes, start) {
-        return (q == quote).then(|| quoted_value(text, open, q, Sep::Compact)).flatten();
+        return (q == quote).then(|| quoted_value(text, open, q, Sep::Compact)).flatten().filter(
+            |r| {
+                !pair_item
+                    || (looks_like_credential(&text[r.clone()])
+                        && closes_pair((r.end + 1 + q.escape_len()).min(bytes.len())))
+            },
+        );
     }
     let digits = bytes[start..]
         .iter()
@@ -1241,8 +1318,361 @@ fn listed_value(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
         && matches!(
             bytes.get(start + digits),
             None | Some(b',' | b']' | b' ' | b'\t' | b'\n' | b'\r')
-        ))
+        )
+        && closes_pair(start + digits))
     .then_some(start..start + digits)
+}
+
+/// Whether `b` may be part of a name written as a value (`/prod/db/password`, `DB_PASSWORD`).
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/' | b':')
+}
+
+/// The values that a sibling names, as [`redact_json`] judges parsed JSON (`{"name":
+/// "DB_PASSWORD", "value": "…"}`), in text: a `name` or `key` entry whose value is a secret's
+/// name makes the `value`, `values`, `val` and `data` entries beside it secrets, in either
+/// order —
+/// * in JSON (or code) written as text, the member right before the name, quoted the same way
+///   at any depth of escaping, when its value is a string or a number (the member right after
+///   is [`listed_value`]'s);
+/// * in YAML, every entry of the same mapping: the lines at the key's column (a list item's
+///   `- ` counts as indentation), up to a line indented less, the next item or another
+///   `name`/`key`, within [`REACH`] bytes either way. Lines may be broken by escapes (YAML in
+///   a JSON string), as in [`next_line_value`].
+///
+/// Kubernetes and Docker Compose env lists, GitHub Actions inputs and AWS tags are written so.
+fn sibling_values(text: &str) -> Vec<Range<usize>> {
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    let mut at = 0;
+    while let Some(m) = SIBLINGS.find_at(text, at) {
+        at = next_char(text, m.start());
+        let key = m.start();
+        let key_end = key
+            + if bytes[key..].len() >= 4 && bytes[key..key + 4].eq_ignore_ascii_case(b"name") {
+                4
+            } else {
+                3
+            };
+        // The key's quotes: the same on both sides, or none.
+        let key_quote = quote_before(bytes, key);
+        let mut i = key_end;
+        if let Some(q) = key_quote {
+            match quote_at(bytes, i) {
+                Some((found, after)) if found == q => i = after,
+                _ => continue,
+            }
+        } else if quote_at(bytes, i).is_some() {
+            continue;
+        }
+        let blanks = |mut i: usize| {
+            while matches!(bytes.get(i), Some(b' ' | b'\t')) {
+                i += 1;
+            }
+            i
+        };
+        i = blanks(i);
+        if !matches!(bytes.get(i), Some(b':' | b'=')) {
+            continue;
+        }
+        i = blanks(i + 1);
+        let value_quote = quote_at(bytes, i);
+        if let Some((_, after)) = value_quote {
+            i = after;
+        }
+        let word_start = i;
+        while bytes.get(i).copied().is_some_and(is_name_byte) && i - word_start <= 64 {
+            i += 1;
+        }
+        if !names_a_secret(&text[word_start..i]) {
+            continue;
+        }
+        if let Some((q, _)) = value_quote {
+            match quote_at(bytes, i) {
+                Some((found, after)) if found == q => i = after,
+                _ => continue,
+            }
+        }
+        match key_quote {
+            Some(q) => {
+                let open = key - 1 - q.escape_len();
+                found.extend(member_before(text, open, q));
+            }
+            None => found.extend(yaml_siblings(text, key, blanks(i))),
+        }
+    }
+    found
+}
+
+/// In JSON text, the value of the member that ends just before the `,` before `at` (where a
+/// member's opening quote `quote` starts), when that member is value-like ([`PAIR_VALUES`])
+/// and its value a string quoted as its name is, or a number.
+fn member_before(text: &str, at: usize, quote: Quote) -> Option<Range<usize>> {
+    let bytes = text.as_bytes();
+    let blank = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let skip_back = |mut i: usize| {
+        while i > 0 && blank(bytes[i - 1]) {
+            i -= 1;
+        }
+        i
+    };
+    let mut i = skip_back(at);
+    if i == 0 || bytes[i - 1] != b',' {
+        return None;
+    }
+    i = skip_back(i - 1);
+    let floor = i.saturating_sub(REACH);
+    let (value, before) = if quote_before(bytes, i) == Some(quote) {
+        let close = i - 1 - quote.escape_len();
+        let open =
+            (floor..close).rev().find(|&j| quote.closes(bytes[j], backslashes_before(bytes, j)))?;
+        (open + 1..close, open - quote.escape_len())
+    } else {
+        let digits = bytes[floor..i]
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+            .count();
+        if !bytes[i - digits..i].iter().any(u8::is_ascii_digit) {
+            return None;
+        }
+        (i - digits..i, i - digits)
+    };
+    let sign = skip_back(before);
+    if sign == 0 || bytes[sign - 1] != b':' {
+        return None;
+    }
+    let name_end = skip_back(sign - 1);
+    if quote_before(bytes, name_end) != Some(quote) {
+        return None;
+    }
+    let close = name_end - 1 - quote.escape_len();
+    let word = bytes[..close].iter().rev().take_while(|b| b.is_ascii_alphabetic()).count();
+    if quote_before(bytes, close - word) != Some(quote)
+        || !is_pair_value(&text[close - word..close])
+    {
+        return None;
+    }
+    let inner = &text[value.clone()];
+    (!inner.is_empty() && !is_literal(inner)).then_some(value)
+}
+
+/// The lines of YAML beside the one whose key starts at `key` and whose value ends at `end`
+/// (see [`sibling_values`]): the values of their value-like keys.
+fn yaml_siblings(text: &str, key: usize, end: usize) -> Vec<Range<usize>> {
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    // The name must end its line, as a whole YAML value does (a comment may follow).
+    let end = if bytes.get(end) == Some(&b'#') { line_end_plain(bytes, end) } else { end };
+    // The name ends its line, or the text, or the string the YAML sits in (a quote): then the
+    // break before its line tells how lines are broken.
+    let ends = end == bytes.len() || quote_at(bytes, end).is_some();
+    let Some((form, mut next)) = line_break(bytes, end)
+        .map(|(f, n)| (f, Some(n)))
+        .or_else(|| ends.then(|| break_before(bytes, key)).flatten().map(|f| (f, None)))
+    else {
+        return found;
+    };
+    let depth = form.0.trailing_zeros();
+    let strings = Strings { enclosing: None, escaped: (form.0 > 0).then_some(depth) };
+    let Some(start) = line_start(bytes, key, form, strings) else { return found };
+    let content = trim_blanks(bytes, start, key).start;
+    let (column, item) = yaml_key_column(bytes, start, content);
+    if column != key - start {
+        // Something other than indentation or a list item's `- ` comes before the name.
+        return found;
+    }
+    // The entries after, then (unless the name starts its item) those before.
+    let mut read = 0;
+    while let Some(line) = next.filter(|_| read < REACH) {
+        let (line_end, after) = line_end(bytes, line, form, strings);
+        read += line_end - line + 1;
+        next = after;
+        let content = trim_blanks(bytes, line, line_end);
+        if content.is_empty() {
+            continue;
+        }
+        let (col, starts_item) = yaml_key_column(bytes, line, content.start);
+        if col < column || (starts_item && col <= column) {
+            break;
+        }
+        if col == column && !sibling_entry(text, line + col, form, strings, &mut found) {
+            break;
+        }
+    }
+    if item {
+        return found;
+    }
+    let mut line = start;
+    let mut read = 0;
+    while read < REACH {
+        // The previous line ends at the break before this one.
+        let Some(prev) = previous_line(bytes, line, form, strings) else { break };
+        read += line - prev + 1;
+        line = prev;
+        let (line_end, _) = line_end(bytes, line, form, strings);
+        let content = trim_blanks(bytes, line, line_end);
+        if content.is_empty() {
+            continue;
+        }
+        let (col, starts_item) = yaml_key_column(bytes, line, content.start);
+        if col < column {
+            break;
+        }
+        if col == column
+            && (!sibling_entry(text, line + col, form, strings, &mut found) || starts_item)
+        {
+            break;
+        }
+    }
+    found
+}
+
+/// The form of the line break before the line of the YAML key at `key` (after its indentation
+/// and a list item's `- `); the start of the text counts as a newline.
+fn break_before(bytes: &[u8], key: usize) -> Option<Break> {
+    let p =
+        key - bytes[..key].iter().rev().take_while(|&&b| matches!(b, b' ' | b'\t' | b'-')).count();
+    match p.checked_sub(1).map(|i| bytes[i]) {
+        None | Some(b'\n' | b'\r') => Some(Break(0)),
+        Some(b'n' | b'r') => {
+            let run = backslashes_before(bytes, p - 1);
+            (run > 0 && run.is_power_of_two()).then_some(Break(run))
+        }
+        _ => None,
+    }
+}
+
+/// Where a comment that starts at `at` ends: at a line break, written or escaped.
+fn line_end_plain(bytes: &[u8], at: usize) -> usize {
+    (at..bytes.len())
+        .find(|&i| match bytes[i] {
+            b'\n' | b'\r' => true,
+            b'\\' => line_break(bytes, i).is_some() && (i == 0 || bytes[i - 1] != b'\\'),
+            _ => false,
+        })
+        .unwrap_or(bytes.len())
+}
+
+/// The column of the first YAML key on the line that starts at `start`, whose first character
+/// that is not blank is at `content`, and whether a list item's `- ` comes before it.
+fn yaml_key_column(bytes: &[u8], start: usize, content: usize) -> (usize, bool) {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let rest = &bytes[content..];
+    if rest.first() == Some(&b'-') && rest.get(1).is_some_and(blank) {
+        let k = 1 + rest[1..].iter().take_while(|b| blank(b)).count();
+        (content + k - start, true)
+    } else {
+        (content - start, false)
+    }
+}
+
+/// One entry of the mapping, whose key starts at `at`: its value added to `found` when its key
+/// is value-like. `false` when the key is another `name` or `key` (a mapping holds one).
+fn sibling_entry(
+    text: &str,
+    at: usize,
+    form: Break,
+    strings: Strings,
+    found: &mut Vec<Range<usize>>,
+) -> bool {
+    let bytes = text.as_bytes();
+    let (quote, from) = match quote_at(bytes, at) {
+        Some((q, after)) => (Some(q), after),
+        None => (None, at),
+    };
+    let word = bytes[from..].iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    let key = &text[from..from + word];
+    let mut i = from + word;
+    if let Some(q) = quote {
+        match quote_at(bytes, i) {
+            Some((found, after)) if found == q => i = after,
+            _ => return true,
+        }
+    }
+    while matches!(bytes.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    if bytes.get(i) != Some(&b':') {
+        return true;
+    }
+    if PAIR_NAMES.iter().any(|n| key.eq_ignore_ascii_case(n)) {
+        return false;
+    }
+    if !is_pair_value(key) {
+        return true;
+    }
+    let name_end = i;
+    i += 1;
+    let spaced = matches!(bytes.get(i), Some(b' ' | b'\t'));
+    while matches!(bytes.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    // In lines broken by escapes (YAML in a string), a value written without quotes also ends
+    // at an escaped quote: that of a string the YAML sits in (`said \"…\" twice`).
+    let quotes = Strings { escaped: strings.escaped.map(|depth| depth + 1), ..strings };
+    let (end, _) = line_end(bytes, i, form, quotes);
+    let content = trim_blanks(bytes, i, end);
+    let value = if content.is_empty() || block_indicator(bytes, content.start).is_some() {
+        let pair = Pair {
+            name_start: at,
+            name_end,
+            sep: if spaced { Sep::Spaced } else { Sep::Compact },
+            quoted: false,
+            enclosing: None,
+            cookie: false,
+            header: false,
+        };
+        value_range(text, i, &pair)
+    } else if let Some((q, open)) = quote_at(bytes, content.start) {
+        quoted_value(text, open, q, Sep::Compact)
+    } else {
+        // A quote the value does not close ends it: that of a string the YAML sits in
+        // (`said "…" twice`).
+        let line = &bytes[content.clone()];
+        let unclosed = line.iter().position(|&b| {
+            is_quote(char::from(b)) && line.iter().filter(|&&c| c == b).count() % 2 == 1
+        });
+        let end = unclosed
+            .map_or(content.end, |k| trim_blanks(bytes, content.start, content.start + k).end);
+        let value = &text[content.start..end];
+        (!value.is_empty() && !is_literal(value)).then_some(content.start..end)
+    };
+    found.extend(value);
+    true
+}
+
+/// Where the line that holds `at` starts, lines being broken by `form` and starting after a
+/// quote of `strings`; `None` when its start is more than [`REACH`] bytes back.
+fn line_start(bytes: &[u8], at: usize, form: Break, strings: Strings) -> Option<usize> {
+    let floor = at.saturating_sub(REACH);
+    for i in (floor..at).rev() {
+        let b = bytes[i];
+        let starts = match b {
+            b'\n' | b'\r' => true,
+            b'n' | b'r' if form.0 > 0 => backslashes_before(bytes, i) == form.0,
+            _ if is_quote(char::from(b)) => {
+                strings.quote(b, backslashes_before(bytes, i)).is_some()
+            }
+            _ => false,
+        };
+        if starts {
+            return Some(i + 1);
+        }
+    }
+    (floor == 0).then_some(0)
+}
+
+/// Where the line before the one that starts at `start` starts, if a break of `form` (or a
+/// newline) ends it.
+fn previous_line(bytes: &[u8], start: usize, form: Break, strings: Strings) -> Option<usize> {
+    let last = start.checked_sub(1)?;
+    let brk = match bytes[last] {
+        b'\n' | b'\r' => last,
+        b'n' | b'r' if form.0 > 0 && backslashes_before(bytes, last) == form.0 => last - form.0,
+        _ => return None,
+    };
+    line_start(bytes, brk, form, strings)
 }
 
 /// `null`, `true` or `false`, which no value under a secret name is redacted for.
@@ -1382,24 +1812,8 @@ fn line_end(bytes: &[u8], from: usize, form: Break, strings: Strings) -> (usize,
 /// starting after a quote of `strings` (a string's first line); 0 when its start is more than
 /// [`REACH`] bytes back.
 fn line_indent(bytes: &[u8], at: usize, form: Break, strings: Strings) -> usize {
-    let floor = at.saturating_sub(REACH);
-    let mut start = (floor == 0).then_some(0);
-    for i in (floor..at).rev() {
-        let b = bytes[i];
-        let starts = match b {
-            b'\n' | b'\r' => true,
-            b'n' | b'r' if form.0 > 0 => backslashes_before(bytes, i) == form.0,
-            _ if is_quote(char::from(b)) => {
-                strings.quote(b, backslashes_before(bytes, i)).is_some()
-            }
-            _ => false,
-        };
-        if starts {
-            start = Some(i + 1);
-            break;
-        }
-    }
-    start.map_or(0, |s| bytes[s..at].iter().take_while(|&&b| b == b' ' || b == b'\t').count())
+    line_start(bytes, at, form, strings)
+        .map_or(0, |s| bytes[s..at].iter().take_while(|&&b| b == b' ' || b == b'\t').count())
 }
 
 /// How many backslashes come just before `at`.
@@ -1467,6 +1881,73 @@ fn next_line_value(text: &str, from: usize, form: Break, pair: &Pair) -> Option<
         return None;
     }
     Some(first.start..first.start + word.len())
+}
+
+/// Where the array or object (JSON, or a YAML flow collection) that opens at `start` ends,
+/// after its closing bracket, when that is within [`REACH`] bytes: brackets inside strings
+/// (quoted at any depth) do not count.
+fn bracketed(bytes: &[u8], start: usize) -> Option<usize> {
+    if !matches!(bytes.get(start), Some(b'[' | b'{')) {
+        return None;
+    }
+    let limit = bytes.len().min(start.saturating_add(REACH));
+    let mut depth = 0usize;
+    let mut i = start;
+    while i < limit {
+        match bytes[i] {
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            b'"' | b'\\' => {
+                if let Some((quote, open)) = quote_at(bytes, i).filter(|(q, _)| q.char == b'"') {
+                    i = closing_quote(bytes, open, quote) + quote.escape_len() + 1;
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// An array or object that opens at `start` and ends its line (pretty-printed JSON: `"value": [`
+/// and the items below): from the bracket through every line below indented more than the
+/// name's line, and the bracket that closes it if the next line starts with it.
+fn opened_block(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
+    let bytes = text.as_bytes();
+    let close = match bytes.get(start)? {
+        b'[' => b']',
+        b'{' => b'}',
+        _ => return None,
+    };
+    let after =
+        start + 1 + bytes[start + 1..].iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    let (form, mut next) = line_break(bytes, after).map(|(f, n)| (f, Some(n)))?;
+    let depth = form.0.trailing_zeros();
+    let strings = Strings { enclosing: pair.enclosing, escaped: (form.0 > 0).then_some(depth) };
+    let name_indent = line_indent(bytes, pair.name_start, form, strings);
+    let mut end = start + 1;
+    while let Some(line) = next {
+        let (line_end, after) = line_end(bytes, line, form, strings);
+        let content = trim_blanks(bytes, line, line_end);
+        next = after;
+        if content.is_empty() {
+            continue;
+        }
+        if content.start - line <= name_indent {
+            if bytes[content.start] == close {
+                end = content.start + 1;
+            }
+            break;
+        }
+        end = content.end;
+    }
+    Some(start..end)
 }
 
 /// Whether the name at `at` opens an XML or HTML element: `<password>`, `<ns:password>`.
@@ -2543,6 +3024,84 @@ line secret" next"#,
                 json!([{ "spec": inner }, "kept"])
             }
         })
+    }
+
+    /// `text` with its line breaks written `form` times escaped (0: as they are; 1: `\n` in
+    /// a JSON string; 2: `\\n`), its quotes escaped to match.
+    fn in_string(text: &str, depth: usize) -> String {
+        (0..depth).fold(text.to_owned(), |t, _| {
+            let quoted = serde_json::to_string(&t).unwrap();
+            quoted[1..quoted.len() - 1].to_owned()
+        })
+    }
+
+    #[test]
+    fn a_value_named_by_a_sibling_before_or_after_it_is_redacted_in_yaml_and_json_text() {
+        let secret = "Zq81kkPw0dd";
+        let yaml_items = [
+            format!("- name: DB_PASSWORD\n  value: {secret}"),
+            format!("- value: {secret}\n  name: DB_PASSWORD"),
+            format!("- name: api_key # rotated\n  description: the key\n  value: \"{secret}\""),
+            format!("- data: '{secret}'\n  note: x\n  key: signing_key"),
+            format!("- name: TOKEN\n  value: |\n    {secret}\n    {secret}"),
+            format!("- Name: password\n  Value: {secret}"),
+        ];
+        let json_pairs = [
+            format!(r#"{{"value": "{secret}", "name": "DB_PASSWORD"}}"#),
+            r#"{"Value": 81234567, "Key": "password"}"#.to_owned(),
+            format!("{{\n  \"name\": \"API_TOKEN\",\n  \"value\": [\n    \"{secret}\"\n  ]\n}}"),
+            format!(r#"{{"name": "API_TOKEN", "value": {{"a": "{secret}", "b": ["{secret}"]}}}}"#),
+            format!(r#"[["Accept", "json"], ["X-Api-Key", "{secret}"], ["cookie", 81234567]]"#),
+        ];
+        // (YAML indents with spaces only.)
+        for indent in ["", "  ", "    "] {
+            for item in &yaml_items {
+                let item = item.replace('\n', &format!("\n{indent}"));
+                for eol in ["\n", "\r\n"] {
+                    let yaml = format!("env:\n{indent}{}\n{indent}- name: HOME\n{indent}  value: /home/kept\nnext: kept", item.replace('\n', eol));
+                    for depth in 0..3 {
+                        let text = in_string(&yaml, depth);
+                        let clean = redact_text(&text);
+                        assert!(!clean.contains(secret), "{text}\n{clean}");
+                        assert!(!clean.contains("81234567"), "{text}\n{clean}");
+                        for kept in ["/home/kept", "next: kept", "HOME"] {
+                            assert!(clean.contains(kept), "lost {kept}: {text}\n{clean}");
+                        }
+                        assert_eq!(redact_text(&clean), clean, "not idempotent: {text}");
+                    }
+                }
+            }
+        }
+        for pair in &json_pairs {
+            for depth in 0..3 {
+                let text = format!("said {} twice", in_string(pair, depth));
+                let clean = redact_text(&text);
+                assert!(!clean.contains(secret) && !clean.contains("81234567"), "{text}\n{clean}");
+                assert!(clean.starts_with("said ") && clean.ends_with(" twice"), "{text}\n{clean}");
+                assert_eq!(redact_text(&clean), clean, "not idempotent: {text}");
+            }
+            if let Ok(mut value) = serde_json::from_str::<Value>(pair) {
+                redact_json(&mut value);
+                let stored = value.to_string();
+                assert!(!stored.contains(secret) && !stored.contains("81234567"), "{stored}");
+            }
+        }
+        // Names that are not secrets, and entries that are not beside one, keep their values.
+        for kept in [
+            "- name: USER\n  value: alice-kept",
+            "- name: DB_PASSWORD\n- value: alice-kept",
+            "name: DB_PASSWORD\nother:\n  value: alice-kept",
+            r#"{"value": "alice-kept", "note": "x", "name": "user"}"#,
+            r#"[["Authorization", "Accept"], ["token", "refresh"]]"#,
+            r#"{"value": "alice-kept"}, {"name": "DB_PASSWORD"}"#,
+        ] {
+            let clean = redact_text(kept);
+            if kept.contains("alice-kept") {
+                assert!(clean.contains("alice-kept"), "{kept}\n{clean}");
+            } else {
+                assert_eq!(clean, kept);
+            }
+        }
     }
 
     #[test]
