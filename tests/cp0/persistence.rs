@@ -1211,3 +1211,93 @@ fn what_binding_refuses_is_told_beforehand_by_the_same_rule(t) {
     assert_eq!(refused, if t.backend() == Backend::Postgres { 6 } else { 4 });
 }
 }
+
+on_both! {
+/// `Tx::text_rows` (a binary COPY on PostgreSQL, whose parameters go in as settings of the
+/// transaction) gives every row and cell a query gives, as `Row::append_bytes` writes it:
+/// text of any bytes and length (quotes, backslashes, line breaks, `$1`, a cell longer than a
+/// message), whole numbers to their extremes, reals, booleans, NULL in every column; and the
+/// same rows for any parameters, text that looks like SQL included.
+fn text_rows_are_the_rows_and_cells_a_query_gives_whatever_the_parameters(t) {
+    use aigentflow::persistence::Param;
+    let db = t.db();
+    db.write(|tx| tx.execute_batch("CREATE TABLE probe_cells (id BIGINT PRIMARY KEY, t TEXT, n BIGINT, r DOUBLE PRECISION, b BOOLEAN)")).unwrap();
+    let long = "x".repeat(70_000);
+    let texts: Vec<&str> = vec![
+        "", "a", "'", "''", "\\", "\\.", "$1", "?1", "O'Brien", "line\nbreak\r\n", "tab\t;", "日本",
+        "\"quoted\"", "') TO STDOUT; DROP TABLE probe_cells; --", "current_setting('aigentflow.copy_1')",
+        &long,
+    ];
+    let numbers = [0, -1, 1, i64::MIN, i64::MAX, 42];
+    let reals = [0.1, -2.5e300, 1.0 / 3.0, 5e-324, 0.0];
+    // A boolean: SQLite takes 0 or 1, PostgreSQL text it casts.
+    let pg = t.backend() == Backend::Postgres;
+    let insert = if pg {
+        "INSERT INTO probe_cells (id, t, n, r, b) VALUES (?1, ?2, ?3, ?4, CAST(?5 AS TEXT)::boolean)"
+    } else {
+        "INSERT INTO probe_cells (id, t, n, r, b) VALUES (?1, ?2, ?3, ?4, ?5)"
+    };
+    db.write(|tx| {
+        for (i, text) in texts.iter().enumerate() {
+            let k = i64::try_from(i).unwrap();
+            let b = match (pg, k % 2 == 1) {
+                (true, yes) => Param::text(if yes { "true" } else { "false" }),
+                (false, yes) => Param::int(i64::from(yes)),
+            };
+            let (n, r) = (numbers[i % numbers.len()], reals[i % reals.len()]);
+            tx.execute(insert, &[Param::int(k), Param::text(text), Param::int(n), Param::real(r), b])?;
+        }
+        tx.execute("INSERT INTO probe_cells (id) VALUES (?1)", &[Param::int(1000)])?;
+        Ok::<(), aigentflow::persistence::Error>(())
+    })
+    .unwrap();
+    type Rows = Vec<Vec<Option<Vec<u8>>>>;
+    let cell = |append: &mut dyn FnMut(&mut Vec<u8>) -> aigentflow::persistence::Result<bool>| {
+        let mut out = Vec::new();
+        append(&mut out).map(|stored| stored.then_some(out))
+    };
+    // `setting`: the first parameter that is not NULL, as text.
+    let both = |sql: &str, params: &[Param<'_>], setting: Option<&str>| -> (Rows, Rows) {
+        db.read(|tx| {
+            let mut copied: Rows = Vec::new();
+            let n = tx.text_rows(sql, params, |r| -> aigentflow::persistence::Result<()> {
+                copied.push((0..r.len()).map(|i| cell(&mut |out| r.append(i, out))).collect::<aigentflow::persistence::Result<_>>()?);
+                Ok(())
+            })?;
+            assert_eq!(n, copied.len() as u64);
+            if let Some(setting) = setting.filter(|_| pg) {
+                // The rows came through COPY: the first parameter is a setting of the
+                // transaction now (a query would have bound it).
+                let set = tx.query_row("SELECT current_setting('aigentflow.copy_1', true)", &[], |r| r.get::<Option<String>>(0))?;
+                assert_eq!(set.flatten().as_deref(), Some(setting), "{sql}: no COPY");
+            }
+            let mut stmt = tx.prepare(sql)?;
+            let queried: Rows = stmt.query_map(params, |r| {
+                (0..r.len()).map(|i| cell(&mut |out| r.append_bytes(i, out))).collect()
+            })?;
+            Ok::<_, aigentflow::persistence::Error>((copied, queried))
+        })
+        .unwrap()
+    };
+    let all = "SELECT id, t, n, r, b FROM probe_cells ORDER BY id";
+    let (copied, queried) = both(all, &[], None);
+    assert_eq!(copied.len(), texts.len() + 1);
+    assert_eq!(copied, queried);
+    assert!(copied.iter().any(|row| row[1].as_deref() == Some(long.as_bytes())));
+    assert_eq!(copied.last().unwrap()[1..], [None, None, None, None]);
+    for text in &texts {
+        let (copied, queried) = both("SELECT id, t FROM probe_cells WHERE t = ?1 ORDER BY id", &[Param::text(text)], Some(text));
+        assert_eq!(copied, queried, "{text:?}");
+        assert_eq!(copied.len(), 1, "{text:?}");
+    }
+    for (low, limit, offset) in [(None, 3, 0), (Some(0), 100, 1), (Some(i64::MIN), 2, 2), (Some(i64::MAX), 5, 0)] {
+        let setting = low.unwrap_or(limit).to_string();
+        let low = low.map_or(Param::NULL, Param::int);
+        let sql = "SELECT id, n, r FROM probe_cells WHERE (CAST(?1 AS BIGINT) IS NULL OR n >= ?1) ORDER BY id LIMIT ?2 OFFSET ?3";
+        let (copied, queried) = both(sql, &[low, Param::int(limit), Param::int(offset)], Some(&setting));
+        assert_eq!(copied, queried, "{sql} {limit} {offset}");
+    }
+    // The table is as it was: the text that looks like SQL was a value.
+    assert_eq!(both(all, &[], None).0.len(), texts.len() + 1);
+}
+}

@@ -11,7 +11,7 @@ use std::ops::Range;
 use std::str::FromStr;
 use std::sync::mpsc::{self, Receiver, Sender};
 
-use aigentflow_persistence::Row;
+use aigentflow_persistence::TextRow;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -213,11 +213,20 @@ struct RowBlock {
 
 impl RowBlock {
     /// Copies a row selected with [`COLUMNS`](crate::store::COLUMNS).
-    fn push(&mut self, r: &Row<'_>) -> aigentflow_persistence::Result<()> {
-        self.ids.push(r.get(0)?);
+    fn push(&mut self, r: &TextRow<'_>) -> Result<()> {
+        // The id, as its text, at the end of the block while it is read.
+        let at = self.bytes.len();
+        r.append(0, &mut self.bytes)?;
+        let id = std::str::from_utf8(&self.bytes[at..]).ok().and_then(|id| id.parse().ok());
+        self.bytes.truncate(at);
+        self.ids.push(id.ok_or(aigentflow_persistence::Error::ColumnType {
+            index: 0,
+            expected: "a whole number",
+            found: "another value",
+        })?);
         for i in 1..=TEXT_COLUMNS {
             let start = self.bytes.len();
-            let stored = r.append_bytes(i, &mut self.bytes)?;
+            let stored = r.append(i, &mut self.bytes)?;
             self.cells.push(stored.then_some(start..self.bytes.len()));
         }
         Ok(())
@@ -448,8 +457,6 @@ impl AuditLog {
                 None => ProjectPath::Index,
             };
             let (sql, values) = select(&options.query, "id", path, tx.backend())?;
-            let mut stmt = tx.prepare(&sql)?;
-            let mut rows = stmt.query(&values)?;
             let encoder = Encoder::new(options);
             let sink = &mut *out;
             let count = std::thread::scope(|scope| {
@@ -465,7 +472,8 @@ impl AuditLog {
                 let read = move || -> Result<u64> {
                     let mut block = RowBlock::default();
                     let mut count = 0u64;
-                    while let Some(ref r) = rows.next()? {
+                    let mut encoder_stopped = false;
+                    let streamed = tx.text_rows(&sql, &values, |r| -> Result<()> {
                         block.push(r)?;
                         count += 1;
                         if count.is_multiple_of(1024) {
@@ -474,14 +482,20 @@ impl AuditLog {
                         if block.bytes.len() >= BLOCK_BYTES {
                             let next = spent.try_recv().unwrap_or_default();
                             if to_encoder.send(std::mem::replace(&mut block, next)).is_err() {
-                                // The encoder stopped; its error is the one to report.
-                                return Ok(count);
+                                encoder_stopped = true;
+                                return Err(std::io::Error::other("the encoder stopped").into());
                             }
                             for piece in encoded.try_iter() {
                                 sink.write_all(&piece)?;
                             }
                         }
+                        Ok(())
+                    });
+                    if encoder_stopped {
+                        // The encoder stopped; its error is the one to report.
+                        return Ok(count);
                     }
+                    streamed?;
                     if to_encoder.send(block).is_ok() {
                         drop(to_encoder);
                         for piece in encoded {

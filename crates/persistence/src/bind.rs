@@ -14,6 +14,7 @@
 //! tests that play an attacker with file access.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use aigentflow_core_states::time;
 use chrono::{DateTime, Utc};
@@ -584,6 +585,19 @@ impl<'r> Row<'r> {
         Ok(true)
     }
 
+    /// How many columns the row has.
+    pub fn len(&self) -> usize {
+        match self.0 {
+            RowRef::Sqlite(r) => r.as_ref().column_count(),
+            RowRef::Postgres(r) => r.len(),
+        }
+    }
+
+    /// Whether the row has no column.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Column `index` (from 0) as the backend holds it.
     pub fn cell(&self, index: usize) -> Result<Cell<'r>> {
         match self.0 {
@@ -636,6 +650,55 @@ impl Rows<'_> {
             out.push(f(&row)?);
         }
         Ok(out)
+    }
+}
+
+/// One row of [`Tx::text_rows`]: each cell as text, NULL as None.
+#[derive(Debug, Clone, Copy)]
+pub struct TextRow<'a>(TextRowInner<'a>);
+
+#[derive(Debug, Clone, Copy)]
+enum TextRowInner<'a> {
+    /// Cells copied out of a COPY stream.
+    Copied { bytes: &'a [u8], cells: &'a [Option<Range<usize>>] },
+    /// A row of a query, read in place.
+    Row(&'a Row<'a>),
+}
+
+impl TextRow<'_> {
+    /// How many cells the row has.
+    pub fn len(&self) -> usize {
+        match self.0 {
+            TextRowInner::Copied { cells, .. } => cells.len(),
+            TextRowInner::Row(r) => r.len(),
+        }
+    }
+
+    /// Whether the row has no cell.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends cell `i`'s text to `out`, as [`Row::append_bytes`] does; `false` (nothing
+    /// appended) for NULL.
+    pub fn append(&self, i: usize, out: &mut Vec<u8>) -> Result<bool> {
+        match self.0 {
+            TextRowInner::Copied { bytes, cells } => {
+                let cell = cells.get(i).ok_or(Error::ColumnType {
+                    index: i,
+                    expected: "a column",
+                    found: "none",
+                })?;
+                match cell.clone().and_then(|r| bytes.get(r)) {
+                    Some(text) => {
+                        out.extend_from_slice(text);
+                        Ok(true)
+                    }
+                    None => Ok(false),
+                }
+            }
+            TextRowInner::Row(r) => r.append_bytes(i, out),
+        }
     }
 }
 
@@ -773,6 +836,88 @@ impl Tx<'_> {
             Conn::Postgres(c) => crate::pg::Stmt::prepare(c, sql).map(StmtInner::Postgres),
         })?;
         Ok(Stmt(stmt, failed))
+    }
+
+    /// Every row of `sql` (a SELECT) handed to `row` in order, each cell as the text of what
+    /// it holds ([`Row::append_bytes`]: text and blobs as stored, numbers in decimal; NULL is
+    /// None), in constant memory; returns how many rows `row` was given. An error from `row`
+    /// stops the reading and is returned as it is.
+    ///
+    /// On PostgreSQL the rows come through `COPY (…) TO STDOUT (FORMAT binary)`: the server
+    /// streams them as one reply, and the client takes each row's cells straight from the
+    /// stream, where a query's rows come in batches, each row decoded into a row of the driver.
+    /// COPY takes no parameters, so each goes in as a setting of this transaction
+    /// (`set_config`, bound as a parameter is) that the statement reads back with
+    /// `current_setting` cast to the parameter's type; statements whose parameters are not
+    /// text or whole numbers are read as a query instead.
+    pub fn text_rows<E: From<Error>>(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        mut row: impl FnMut(&TextRow<'_>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<u64, E> {
+        let mut stopped: Option<E> = None;
+        let mut take = |r: &TextRow<'_>| match row(r) {
+            Ok(()) => true,
+            Err(e) => {
+                stopped = Some(e);
+                false
+            }
+        };
+        let read = self.failures().note(self.text_rows_by_backend(sql, params, &mut take));
+        match (stopped, read) {
+            (Some(e), _) => Err(e),
+            (None, read) => read.map_err(E::from),
+        }
+    }
+
+    fn text_rows_by_backend(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        take: &mut dyn FnMut(&TextRow<'_>) -> bool,
+    ) -> Result<u64> {
+        self.runnable(sql)?;
+        if let Conn::Postgres(c) = self.conn() {
+            let mut bytes = Vec::new();
+            let mut cells = Vec::new();
+            let stmt = c.prepare(sql)?;
+            if let Some((setup, settings, copy)) = crate::pg::copy_of(sql, &stmt, params) {
+                let settings: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                    settings.iter().map(|s| s as &(dyn postgres::types::ToSql + Sync)).collect();
+                let setup = (!settings.is_empty()).then_some((setup.as_str(), settings.as_slice()));
+                let columns = stmt.columns();
+                return c.copy_rows(setup, &copy, &mut |raw| {
+                    bytes.clear();
+                    cells.clear();
+                    for i in 0..raw.len() {
+                        let Some(cell) = raw.get(i) else {
+                            cells.push(None);
+                            continue;
+                        };
+                        let start = bytes.len();
+                        let ty = columns.get(i).map(|c| c.type_()).ok_or(Error::ColumnType {
+                            index: i,
+                            expected: "a column",
+                            found: "none",
+                        })?;
+                        crate::pg::append_copied(ty, cell, i, &mut bytes)?;
+                        cells.push(Some(start..bytes.len()));
+                    }
+                    Ok(take(&TextRow(TextRowInner::Copied { bytes: &bytes, cells: &cells })))
+                });
+            }
+        }
+        let mut stmt = self.prepare(sql)?;
+        let mut rows = stmt.query(params)?;
+        let mut count = 0;
+        while let Some(r) = rows.next()? {
+            count += 1;
+            if !take(&TextRow(TextRowInner::Row(&r))) {
+                break;
+            }
+        }
+        Ok(count)
     }
 
     /// Runs one statement; returns how many rows it changed.

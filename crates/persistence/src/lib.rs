@@ -48,7 +48,9 @@ mod state_store;
 mod watch;
 
 pub use aigentflow_core_states::{time, Clock, ManualClock, SystemClock};
-pub use bind::{check_json_depth, Cell, Clean, FromCell, Param, Row, Rows, Stmt, MAX_JSON_DEPTH};
+pub use bind::{
+    check_json_depth, Cell, Clean, FromCell, Param, Row, Rows, Stmt, TextRow, MAX_JSON_DEPTH,
+};
 pub use config::{ConfigEntry, ConfigStore, Scope};
 pub use copy::CopyReport;
 pub use db::{

@@ -13,6 +13,7 @@
 
 use std::cell::{Cell as StdCell, RefCell};
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -821,6 +822,15 @@ pub(crate) trait PgAccess {
         into: &mut VecDeque<postgres::Row>,
     ) -> Result<usize>;
     fn batch_execute(&self, sql: &str) -> Result<()>;
+    /// Runs `setup` with `settings` as its parameters (when given), then `copy` (a `COPY …
+    /// TO STDOUT (FORMAT binary)`), handing each row's raw cells to `row` until it answers
+    /// `false`; returns how many rows it was given.
+    fn copy_rows(
+        &self,
+        setup: Option<(&str, &[&(dyn ToSql + Sync)])>,
+        copy: &str,
+        row: &mut dyn FnMut(&RawCells<'_>) -> Result<bool>,
+    ) -> Result<u64>;
     fn insert_rows(&self, one_row: &str, insert: &str, rows: &[&[Param<'_>]]) -> Result<usize>;
     /// Lends the driver's transaction to `f` (the escape hatch, [`crate::Tx::postgres`]).
     fn with_transaction(&self, f: &mut dyn FnMut(&mut Transaction<'_>));
@@ -895,6 +905,25 @@ impl PgAccess for PgTx<'_> {
     fn batch_execute(&self, sql: &str) -> Result<()> {
         self.stats.round_trip();
         self.tx.borrow_mut().batch_execute(sql).map_err(|e| self.fail(e))
+    }
+
+    fn copy_rows(
+        &self,
+        setup: Option<(&str, &[&(dyn ToSql + Sync)])>,
+        copy: &str,
+        row: &mut dyn FnMut(&RawCells<'_>) -> Result<bool>,
+    ) -> Result<u64> {
+        let mut tx = self.tx.borrow_mut();
+        if let Some((sql, settings)) = setup {
+            self.stats.round_trip();
+            tx.execute(sql, settings).map_err(|e| self.fail(e))?;
+        }
+        self.stats.round_trip();
+        let reader = tx.copy_out(copy).map_err(|e| self.fail(e))?;
+        read_binary_copy(reader, row).map_err(|e| match e {
+            CopyFailed::Server(e) => self.fail(e),
+            CopyFailed::Caller(e) => e,
+        })
     }
 
     /// The rows in INSERTs of up to [`INSERT_CHUNK`] rows, each one round trip: `insert`
@@ -1146,9 +1175,258 @@ pub(crate) fn stored_bytes(row: &postgres::Row, index: usize) -> Result<Option<&
     Ok(stored.map(|s| s.0))
 }
 
+/// The cells of one row of a binary COPY, as the server sent them: NULL is None.
+pub(crate) struct RawCells<'a> {
+    bytes: &'a [u8],
+    cells: &'a [Option<Range<usize>>],
+}
+
+impl RawCells<'_> {
+    /// How many cells the row has.
+    pub(crate) fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// Cell `i`'s bytes in the binary format of its column's type; None for NULL.
+    pub(crate) fn get(&self, i: usize) -> Option<&[u8]> {
+        self.cells.get(i).cloned().flatten().and_then(|r| self.bytes.get(r))
+    }
+}
+
+/// Why reading a COPY stopped.
+enum CopyFailed {
+    Server(postgres::Error),
+    Caller(Error),
+}
+
+/// What starts the binary COPY format: its signature, then a flags word and the length of a
+/// header extension.
+const COPY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
+
+/// Reads a `COPY … TO STDOUT (FORMAT binary)` stream (the server's documented format: a
+/// header; per row a 16-bit cell count, then per cell a 32-bit length, -1 for NULL, and that
+/// many bytes; a count of -1 ends it), handing each row to `row` until it answers `false`.
+/// A row may span the driver's messages: what is not yet a whole row waits for the next.
+fn read_binary_copy(
+    mut reader: impl std::io::BufRead,
+    row: &mut dyn FnMut(&RawCells<'_>) -> Result<bool>,
+) -> std::result::Result<u64, CopyFailed> {
+    let malformed = |why: &str| {
+        CopyFailed::Caller(Error::InvalidInput {
+            what: "COPY stream",
+            reason: format!("the server's binary COPY is malformed: {why}").into(),
+        })
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut cells: Vec<Option<Range<usize>>> = Vec::new();
+    let mut header = true;
+    let mut rows = 0u64;
+    loop {
+        let mut at = 0;
+        let mut ended = false;
+        loop {
+            let rest = &buf[at..];
+            if header {
+                if rest.len() < COPY_SIGNATURE.len() + 8 {
+                    break;
+                }
+                if &rest[..COPY_SIGNATURE.len()] != COPY_SIGNATURE {
+                    return Err(malformed("no signature"));
+                }
+                let ext = i32::from_be_bytes([rest[15], rest[16], rest[17], rest[18]]);
+                let ext =
+                    usize::try_from(ext).map_err(|_| malformed("a negative header length"))?;
+                if rest.len() < 19 + ext {
+                    break;
+                }
+                at += 19 + ext;
+                header = false;
+                continue;
+            }
+            let Some(count) = rest.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]])) else {
+                break;
+            };
+            if count == -1 {
+                ended = true;
+                break;
+            }
+            let count = usize::try_from(count).map_err(|_| malformed("a negative cell count"))?;
+            cells.clear();
+            let mut i = at + 2;
+            let mut whole = true;
+            for _ in 0..count {
+                let Some(len) =
+                    buf.get(i..i + 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                else {
+                    whole = false;
+                    break;
+                };
+                i += 4;
+                if len < 0 {
+                    cells.push(None);
+                    continue;
+                }
+                let len = usize::try_from(len).map_err(|_| malformed("a cell length"))?;
+                if buf.len() < i + len {
+                    whole = false;
+                    break;
+                }
+                cells.push(Some(i..i + len));
+                i += len;
+            }
+            if !whole {
+                break;
+            }
+            rows += 1;
+            if !row(&RawCells { bytes: &buf, cells: &cells }).map_err(CopyFailed::Caller)? {
+                return Ok(rows);
+            }
+            at = i;
+        }
+        if ended {
+            // The rest is the end of the stream: read it, so the connection is ready again.
+            loop {
+                let n = reader.fill_buf().map_err(copy_read_error)?.len();
+                if n == 0 {
+                    return Ok(rows);
+                }
+                reader.consume(n);
+            }
+        }
+        buf.drain(..at);
+        let chunk = reader.fill_buf().map_err(copy_read_error)?;
+        if chunk.is_empty() {
+            return Err(malformed("it ended inside a row"));
+        }
+        buf.extend_from_slice(chunk);
+        let n = chunk.len();
+        reader.consume(n);
+    }
+}
+
+/// A read of the COPY stream that failed: the server's error when it is one.
+fn copy_read_error(e: std::io::Error) -> CopyFailed {
+    match e.into_inner().map(|inner| inner.downcast::<postgres::Error>()) {
+        Some(Ok(pg)) => CopyFailed::Server(*pg),
+        Some(Err(other)) => CopyFailed::Caller(Error::InvalidInput {
+            what: "COPY stream",
+            reason: other.to_string().into(),
+        }),
+        None => CopyFailed::Caller(Error::InvalidInput {
+            what: "COPY stream",
+            reason: "the read failed".into(),
+        }),
+    }
+}
+
+/// How [`Tx::text_rows`](crate::Tx::text_rows) runs `sql` (prepared as `stmt`) with
+/// `params` as a COPY: the statement that puts the parameters in settings of the transaction,
+/// their values (bound to it as text), and the COPY, each parameter written as its setting
+/// read back and cast to the parameter's type (NULL as a typed NULL). None when a parameter is
+/// not text or a whole number of a column of that type.
+pub(crate) fn copy_of(
+    sql: &str,
+    stmt: &Statement,
+    params: &[Param<'_>],
+) -> Option<(String, Vec<String>, String)> {
+    use postgres::types::Type;
+    let types = stmt.params();
+    if types.len() != params.len() {
+        return None;
+    }
+    let mut settings = Vec::new();
+    let mut exprs = Vec::with_capacity(params.len());
+    for (param, ty) in params.iter().zip(types) {
+        let (cast, text) = match *ty {
+            Type::TEXT => ("text", true),
+            Type::VARCHAR => ("varchar", true),
+            Type::INT8 => ("int8", false),
+            Type::INT4 => ("int4", false),
+            Type::INT2 => ("int2", false),
+            _ => return None,
+        };
+        let value = match param.bound() {
+            Bound::Null => {
+                exprs.push(format!("NULL::{cast}"));
+                continue;
+            }
+            Bound::Text(t) if text => t.to_string(),
+            Bound::Integer(n) if !text => n.to_string(),
+            _ => return None,
+        };
+        settings.push(value);
+        exprs.push(format!("current_setting('aigentflow.copy_{}')::{cast}", settings.len()));
+    }
+    let mut known = true;
+    let query = params_written(sql, |n| match n.checked_sub(1).and_then(|k| exprs.get(k)) {
+        Some(e) => format!("({e})"),
+        None => {
+            known = false;
+            String::new()
+        }
+    });
+    if !known {
+        return None;
+    }
+    let setup = (1..=settings.len())
+        .map(|k| format!("set_config('aigentflow.copy_{k}', ${k}, true)"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some((format!("SELECT {setup}"), settings, format!("COPY ({query}) TO STDOUT (FORMAT binary)")))
+}
+
+/// Appends a cell of a binary COPY (`raw`, of type `ty`) as the text [`Row::append_bytes`]
+/// gives for the same cell read through a query: text and bytea as stored, whole numbers and
+/// booleans (0, 1) in decimal, reals as Rust writes them.
+///
+/// [`Row::append_bytes`]: crate::Row::append_bytes
+pub(crate) fn append_copied(
+    ty: &postgres::types::Type,
+    raw: &[u8],
+    index: usize,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    use postgres::types::{FromSql, Type};
+    use std::io::Write as _;
+    let read = |e| Error::ColumnType { index, expected: "a cell of its type", found: e };
+    match *ty {
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::BYTEA => {
+            out.extend_from_slice(raw);
+        }
+        Type::INT8 => drop(write!(out, "{}", i64::from_sql(ty, raw).map_err(|_| read("bigint"))?)),
+        Type::INT4 => drop(write!(out, "{}", i32::from_sql(ty, raw).map_err(|_| read("integer"))?)),
+        Type::INT2 => {
+            drop(write!(out, "{}", i16::from_sql(ty, raw).map_err(|_| read("smallint"))?))
+        }
+        Type::BOOL => drop(write!(
+            out,
+            "{}",
+            i64::from(bool::from_sql(ty, raw).map_err(|_| read("boolean"))?)
+        )),
+        Type::FLOAT8 => drop(write!(out, "{}", f64::from_sql(ty, raw).map_err(|_| read("real"))?)),
+        Type::FLOAT4 => {
+            drop(write!(out, "{}", f64::from(f32::from_sql(ty, raw).map_err(|_| read("real"))?)))
+        }
+        _ => {
+            return Err(Error::ColumnType {
+                index,
+                expected: "bigint, double precision, boolean or text",
+                found: "another type",
+            })
+        }
+    }
+    Ok(())
+}
+
 /// `sql` with SQLite's `?N` (and bare `?`) parameters written as PostgreSQL's `$N`, outside
 /// string literals, quoted identifiers and comments.
 pub(crate) fn dollar_params(sql: &str) -> String {
+    params_written(sql, |n| format!("${n}"))
+}
+
+/// `sql` with each of SQLite's `?N` (and bare `?`) parameters, outside string literals, quoted
+/// identifiers and comments, written as `write(N)`.
+pub(crate) fn params_written(sql: &str, mut write: impl FnMut(usize) -> String) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut chars = sql.char_indices().peekable();
     let mut next_bare = 1usize;
@@ -1178,13 +1456,13 @@ pub(crate) fn dollar_params(sql: &str) -> String {
                     digits.push(d);
                     chars.next();
                 }
-                out.push('$');
-                if digits.is_empty() {
-                    out.push_str(&next_bare.to_string());
+                let n = if digits.is_empty() {
                     next_bare += 1;
+                    next_bare - 1
                 } else {
-                    out.push_str(&digits);
-                }
+                    digits.parse().unwrap_or(usize::MAX)
+                };
+                out.push_str(&write(n));
             }
             c => out.push(c),
         }
@@ -1362,6 +1640,111 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::sync::Barrier;
+
+    /// Rows in the binary COPY format, as the server writes them.
+    fn binary_copy(rows: &[Vec<Option<Vec<u8>>>]) -> Vec<u8> {
+        let mut out = COPY_SIGNATURE.to_vec();
+        out.extend_from_slice(&0i32.to_be_bytes());
+        out.extend_from_slice(&3i32.to_be_bytes());
+        out.extend_from_slice(b"ext");
+        for row in rows {
+            out.extend_from_slice(&i16::try_from(row.len()).unwrap().to_be_bytes());
+            for cell in row {
+                match cell {
+                    None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                    Some(bytes) => {
+                        out.extend_from_slice(&i32::try_from(bytes.len()).unwrap().to_be_bytes());
+                        out.extend_from_slice(bytes);
+                    }
+                }
+            }
+        }
+        out.extend_from_slice(&(-1i16).to_be_bytes());
+        out
+    }
+
+    /// A reader that hands out `stream` in pieces of the given sizes, as the driver hands out
+    /// the server's messages.
+    struct Pieces {
+        stream: Vec<u8>,
+        at: usize,
+        sizes: Vec<usize>,
+        next: usize,
+    }
+
+    impl std::io::Read for Pieces {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let piece = self.fill()?;
+            let n = piece.len().min(out.len());
+            out[..n].copy_from_slice(&piece[..n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    impl Pieces {
+        fn fill(&mut self) -> std::io::Result<&[u8]> {
+            let size =
+                self.sizes.get(self.next % self.sizes.len().max(1)).copied().unwrap_or(1).max(1);
+            let end = (self.at + size).min(self.stream.len());
+            Ok(&self.stream[self.at..end])
+        }
+    }
+
+    impl std::io::BufRead for Pieces {
+        fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+            self.fill()
+        }
+        fn consume(&mut self, n: usize) {
+            self.at += n;
+            self.next += 1;
+        }
+    }
+
+    fn read_all(
+        stream: Vec<u8>,
+        sizes: Vec<usize>,
+        stop_after: Option<u64>,
+    ) -> std::result::Result<Vec<Vec<Option<Vec<u8>>>>, String> {
+        let mut got = Vec::new();
+        let read = read_binary_copy(Pieces { stream, at: 0, sizes, next: 0 }, &mut |raw| {
+            got.push((0..raw.len()).map(|i| raw.get(i).map(<[u8]>::to_vec)).collect());
+            Ok(stop_after.is_none_or(|n| (got.len() as u64) < n))
+        });
+        match read {
+            Ok(n) => {
+                assert_eq!(n, got.len() as u64);
+                Ok(got)
+            }
+            Err(CopyFailed::Caller(e)) => Err(e.to_string()),
+            Err(CopyFailed::Server(e)) => Err(e.to_string()),
+        }
+    }
+
+    proptest! {
+        /// Whatever pieces the stream comes in (a row across messages, many rows in one), every
+        /// row is read whole and equal, NULL apart from empty; a stream cut anywhere before its
+        /// end is an error naming it, never a panic or a short read taken for the whole; a
+        /// reader that stops is given no more rows.
+        #[test]
+        fn a_binary_copy_is_read_row_by_row_whatever_its_pieces(
+            rows in prop::collection::vec(
+                prop::collection::vec(prop::option::of(prop::collection::vec(any::<u8>(), 0..40)), 0..6),
+                0..20,
+            ),
+            sizes in prop::collection::vec(1usize..64, 1..8),
+            cut in any::<prop::sample::Index>(),
+            stop in 1u64..5,
+        ) {
+            let stream = binary_copy(&rows);
+            prop_assert_eq!(read_all(stream.clone(), sizes.clone(), None), Ok(rows.clone()));
+            let at = cut.index(stream.len());
+            let cut_short = read_all(stream[..at].to_vec(), sizes.clone(), None);
+            prop_assert!(cut_short.as_ref().is_err_and(|e| e.contains("malformed")), "{:?}", cut_short);
+            let stopped = read_all(stream, sizes, Some(stop)).unwrap();
+            prop_assert_eq!(stopped.len(), rows.len().min(usize::try_from(stop).unwrap()));
+        }
+    }
 
     /// A fresh database on the server of `AIGENTFLOW_PG_URL`, dropped with the guard.
     struct Fresh {
