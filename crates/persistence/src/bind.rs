@@ -14,7 +14,6 @@
 //! tests that play an attacker with file access.
 
 use std::borrow::Cow;
-use std::ops::Range;
 
 use aigentflow_core_states::time;
 use chrono::{DateTime, Utc};
@@ -659,8 +658,8 @@ pub struct TextRow<'a>(TextRowInner<'a>);
 
 #[derive(Debug, Clone, Copy)]
 enum TextRowInner<'a> {
-    /// Cells copied out of a COPY stream.
-    Copied { bytes: &'a [u8], cells: &'a [Option<Range<usize>>] },
+    /// Cells of a binary COPY, in the binary forms of their columns' types.
+    Copied { raw: &'a crate::pg::RawCells<'a>, columns: &'a [postgres::Column] },
     /// A row of a query, read in place.
     Row(&'a Row<'a>),
 }
@@ -669,7 +668,7 @@ impl TextRow<'_> {
     /// How many cells the row has.
     pub fn len(&self) -> usize {
         match self.0 {
-            TextRowInner::Copied { cells, .. } => cells.len(),
+            TextRowInner::Copied { raw, .. } => raw.len(),
             TextRowInner::Row(r) => r.len(),
         }
     }
@@ -683,16 +682,15 @@ impl TextRow<'_> {
     /// appended) for NULL.
     pub fn append(&self, i: usize, out: &mut Vec<u8>) -> Result<bool> {
         match self.0 {
-            TextRowInner::Copied { bytes, cells } => {
-                let cell = cells.get(i).ok_or(Error::ColumnType {
+            TextRowInner::Copied { raw, columns } => {
+                let column = columns.get(i).filter(|_| i < raw.len()).ok_or(Error::ColumnType {
                     index: i,
                     expected: "a column",
                     found: "none",
                 })?;
-                match cell.clone().and_then(|r| bytes.get(r)) {
-                    Some(text) => {
-                        out.extend_from_slice(text);
-                        Ok(true)
+                match raw.get(i) {
+                    Some(cell) => {
+                        crate::pg::append_copied(column.type_(), cell, i, out).map(|()| true)
                     }
                     None => Ok(false),
                 }
@@ -879,8 +877,6 @@ impl Tx<'_> {
     ) -> Result<u64> {
         self.runnable(sql)?;
         if let Conn::Postgres(c) = self.conn() {
-            let mut bytes = Vec::new();
-            let mut cells = Vec::new();
             let stmt = c.prepare(sql)?;
             if let Some((setup, settings, copy)) = crate::pg::copy_of(sql, &stmt, params) {
                 let settings: Vec<&(dyn postgres::types::ToSql + Sync)> =
@@ -888,23 +884,7 @@ impl Tx<'_> {
                 let setup = (!settings.is_empty()).then_some((setup.as_str(), settings.as_slice()));
                 let columns = stmt.columns();
                 return c.copy_rows(setup, &copy, &mut |raw| {
-                    bytes.clear();
-                    cells.clear();
-                    for i in 0..raw.len() {
-                        let Some(cell) = raw.get(i) else {
-                            cells.push(None);
-                            continue;
-                        };
-                        let start = bytes.len();
-                        let ty = columns.get(i).map(|c| c.type_()).ok_or(Error::ColumnType {
-                            index: i,
-                            expected: "a column",
-                            found: "none",
-                        })?;
-                        crate::pg::append_copied(ty, cell, i, &mut bytes)?;
-                        cells.push(Some(start..bytes.len()));
-                    }
-                    Ok(take(&TextRow(TextRowInner::Copied { bytes: &bytes, cells: &cells })))
+                    Ok(take(&TextRow(TextRowInner::Copied { raw, columns })))
                 });
             }
         }

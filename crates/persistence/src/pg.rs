@@ -1176,6 +1176,7 @@ pub(crate) fn stored_bytes(row: &postgres::Row, index: usize) -> Result<Option<&
 }
 
 /// The cells of one row of a binary COPY, as the server sent them: NULL is None.
+#[derive(Debug)]
 pub(crate) struct RawCells<'a> {
     bytes: &'a [u8],
     cells: &'a [Option<Range<usize>>],
@@ -1211,97 +1212,133 @@ fn read_binary_copy(
     mut reader: impl std::io::BufRead,
     row: &mut dyn FnMut(&RawCells<'_>) -> Result<bool>,
 ) -> std::result::Result<u64, CopyFailed> {
-    let malformed = |why: &str| {
-        CopyFailed::Caller(Error::InvalidInput {
-            what: "COPY stream",
-            reason: format!("the server's binary COPY is malformed: {why}").into(),
-        })
-    };
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut cells: Vec<Option<Range<usize>>> = Vec::new();
-    let mut header = true;
-    let mut rows = 0u64;
+    // What came and is not yet a whole row (the driver hands over a message at a time, a row
+    // per message as the server sends them, so this is most often empty and rows are read in
+    // place).
+    let mut pending: Vec<u8> = Vec::new();
+    let mut reading = CopyReading { header: true, rows: 0, cells: Vec::new() };
     loop {
-        let mut at = 0;
-        let mut ended = false;
-        loop {
-            let rest = &buf[at..];
-            if header {
-                if rest.len() < COPY_SIGNATURE.len() + 8 {
-                    break;
-                }
-                if &rest[..COPY_SIGNATURE.len()] != COPY_SIGNATURE {
-                    return Err(malformed("no signature"));
-                }
-                let ext = i32::from_be_bytes([rest[15], rest[16], rest[17], rest[18]]);
-                let ext =
-                    usize::try_from(ext).map_err(|_| malformed("a negative header length"))?;
-                if rest.len() < 19 + ext {
-                    break;
-                }
-                at += 19 + ext;
-                header = false;
-                continue;
-            }
-            let Some(count) = rest.get(..2).map(|b| i16::from_be_bytes([b[0], b[1]])) else {
-                break;
-            };
-            if count == -1 {
-                ended = true;
-                break;
-            }
-            let count = usize::try_from(count).map_err(|_| malformed("a negative cell count"))?;
-            cells.clear();
-            let mut i = at + 2;
-            let mut whole = true;
-            for _ in 0..count {
-                let Some(len) =
-                    buf.get(i..i + 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-                else {
-                    whole = false;
-                    break;
-                };
-                i += 4;
-                if len < 0 {
-                    cells.push(None);
-                    continue;
-                }
-                let len = usize::try_from(len).map_err(|_| malformed("a cell length"))?;
-                if buf.len() < i + len {
-                    whole = false;
-                    break;
-                }
-                cells.push(Some(i..i + len));
-                i += len;
-            }
-            if !whole {
-                break;
-            }
-            rows += 1;
-            if !row(&RawCells { bytes: &buf, cells: &cells }).map_err(CopyFailed::Caller)? {
-                return Ok(rows);
-            }
-            at = i;
-        }
-        if ended {
-            // The rest is the end of the stream: read it, so the connection is ready again.
-            loop {
-                let n = reader.fill_buf().map_err(copy_read_error)?.len();
-                if n == 0 {
-                    return Ok(rows);
-                }
-                reader.consume(n);
-            }
-        }
-        buf.drain(..at);
         let chunk = reader.fill_buf().map_err(copy_read_error)?;
         if chunk.is_empty() {
             return Err(malformed("it ended inside a row"));
         }
-        buf.extend_from_slice(chunk);
         let n = chunk.len();
+        let step = if pending.is_empty() {
+            let step = reading.rows_in(chunk, row)?;
+            if step == Step::More(n) {
+                pending.clear();
+            } else if let Step::More(used) = step {
+                pending.extend_from_slice(&chunk[used..]);
+            }
+            step
+        } else {
+            pending.extend_from_slice(chunk);
+            let step = reading.rows_in(&pending, row)?;
+            if let Step::More(used) = step {
+                pending.drain(..used);
+            }
+            step
+        };
         reader.consume(n);
+        match step {
+            Step::More(_) => {}
+            Step::Stopped => return Ok(reading.rows),
+            Step::Ended => {
+                // The rest is the end of the stream: read it, so the connection is ready again.
+                loop {
+                    let n = reader.fill_buf().map_err(copy_read_error)?.len();
+                    if n == 0 {
+                        return Ok(reading.rows);
+                    }
+                    reader.consume(n);
+                }
+            }
+        }
     }
+}
+
+/// What [`CopyReading::rows_in`] did with the bytes it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// It read whole rows (and the header) up to here; the rest waits for more.
+    More(usize),
+    /// The reader of the rows asked for no more.
+    Stopped,
+    /// The trailer came.
+    Ended,
+}
+
+/// The state of a binary COPY being read.
+struct CopyReading {
+    header: bool,
+    rows: u64,
+    cells: Vec<Option<Range<usize>>>,
+}
+
+impl CopyReading {
+    /// Reads the header, if it is still to come, and every whole row at the start of `data`.
+    fn rows_in(
+        &mut self,
+        data: &[u8],
+        row: &mut dyn FnMut(&RawCells<'_>) -> Result<bool>,
+    ) -> std::result::Result<Step, CopyFailed> {
+        let mut at = 0;
+        if self.header {
+            let Some(ext) = data.get(15..19) else { return Ok(Step::More(0)) };
+            if &data[..COPY_SIGNATURE.len()] != COPY_SIGNATURE {
+                return Err(malformed("no signature"));
+            }
+            let ext = i32::from_be_bytes([ext[0], ext[1], ext[2], ext[3]]);
+            let ext = usize::try_from(ext).map_err(|_| malformed("a negative header length"))?;
+            if data.len() < 19 + ext {
+                return Ok(Step::More(0));
+            }
+            at = 19 + ext;
+            self.header = false;
+        }
+        loop {
+            let Some(count) = data.get(at..at + 2).map(|b| i16::from_be_bytes([b[0], b[1]])) else {
+                return Ok(Step::More(at));
+            };
+            if count == -1 {
+                return Ok(Step::Ended);
+            }
+            let count = usize::try_from(count).map_err(|_| malformed("a negative cell count"))?;
+            self.cells.clear();
+            let mut i = at + 2;
+            for _ in 0..count {
+                let Some(len) =
+                    data.get(i..i + 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                else {
+                    return Ok(Step::More(at));
+                };
+                i += 4;
+                if len < 0 {
+                    self.cells.push(None);
+                    continue;
+                }
+                let len = usize::try_from(len).map_err(|_| malformed("a cell length"))?;
+                if data.len() < i + len {
+                    return Ok(Step::More(at));
+                }
+                self.cells.push(Some(i..i + len));
+                i += len;
+            }
+            self.rows += 1;
+            if !row(&RawCells { bytes: data, cells: &self.cells }).map_err(CopyFailed::Caller)? {
+                return Ok(Step::Stopped);
+            }
+            at = i;
+        }
+    }
+}
+
+/// The error for a binary COPY stream that does not follow the format.
+fn malformed(why: &str) -> CopyFailed {
+    CopyFailed::Caller(Error::InvalidInput {
+        what: "COPY stream",
+        reason: format!("the server's binary COPY is malformed: {why}").into(),
+    })
 }
 
 /// A read of the COPY stream that failed: the server's error when it is one.
