@@ -1301,3 +1301,61 @@ fn text_rows_are_the_rows_and_cells_a_query_gives_whatever_the_parameters(t) {
     assert_eq!(both(all, &[], None).0.len(), texts.len() + 1);
 }
 }
+
+on_both! {
+/// A `text_rows` reader that stops early (an error from its callback) gets that error back and
+/// no more rows, and the database goes on working (on PostgreSQL the COPY is cancelled, not
+/// read to its end); a statement run from inside the callback is an error on PostgreSQL,
+/// whose connection is streaming the rows, never a panic, and runs on SQLite.
+fn text_rows_stopped_early_or_used_from_inside_leave_the_database_working(t) {
+    use aigentflow::persistence::Param;
+    #[derive(Debug)]
+    enum Stop {
+        Here,
+        Db(Error),
+    }
+    impl From<Error> for Stop {
+        fn from(e: Error) -> Self {
+            Stop::Db(e)
+        }
+    }
+    let db = t.db();
+    let long = "x".repeat(300);
+    db.write(|tx| {
+        tx.execute_batch("CREATE TABLE many_rows (id BIGINT PRIMARY KEY, t TEXT)")?;
+        for i in 0..3_000 {
+            tx.execute("INSERT INTO many_rows (id, t) VALUES (?1, ?2)", &[Param::int(i), Param::text(&long)])?;
+        }
+        Ok::<(), Error>(())
+    })
+    .unwrap();
+    let sql = "SELECT id, t FROM many_rows ORDER BY id";
+    for stop_at in [1, 2, 1_000] {
+        let mut seen = 0;
+        let read = db.read(|tx| {
+            tx.text_rows(sql, &[], |_| {
+                seen += 1;
+                if seen == stop_at { Err(Stop::Here) } else { Ok(()) }
+            })
+        });
+        match read {
+            Err(Stop::Here) => {}
+            Err(Stop::Db(e)) => panic!("the stop came back as the database's error: {e}"),
+            Ok(n) => panic!("read {n} rows past the stop"),
+        }
+        assert_eq!(seen, stop_at);
+    }
+    let inside = db.read(|tx| {
+        tx.text_rows(sql, &[], |_| tx.query_row("SELECT 1", &[], |r| r.get::<i64>(0)).map(|_| ()))
+    });
+    match t.backend() {
+        Backend::Postgres => {
+            let e = inside.unwrap_err();
+            assert!(e.to_string().contains("text_rows"), "{e}");
+        }
+        Backend::Sqlite => assert_eq!(inside.unwrap(), 3_000),
+    }
+    let all = db.read(|tx| tx.text_rows(sql, &[], |_| Ok::<(), Error>(()))).unwrap();
+    assert_eq!(all, 3_000);
+}
+}

@@ -884,6 +884,13 @@ impl Tx<'_> {
                 let setup = (!settings.is_empty()).then_some((setup.as_str(), settings.as_slice()));
                 let columns = stmt.columns();
                 return c.copy_rows(setup, &copy, &mut |raw| {
+                    if raw.len() != columns.len() {
+                        return Err(Error::ColumnType {
+                            index: raw.len(),
+                            expected: "a cell per column of the statement",
+                            found: "another number of cells",
+                        });
+                    }
                     Ok(take(&TextRow(TextRowInner::Copied { raw, columns })))
                 });
             }

@@ -1024,7 +1024,8 @@ impl<'a> Tx<'a> {
         }
     }
 
-    /// The PostgreSQL transaction, on PostgreSQL (None on SQLite), lent to `f`: with
+    /// The PostgreSQL transaction, on PostgreSQL (None on SQLite, and from inside a
+    /// [`Tx::text_rows`] callback, while the connection streams its rows), lent to `f`: with
     /// [`Tx::sqlite`], the escape hatch to the backend's driver for what [`Tx::prepare`] and its
     /// kin do not cover (COPY, LISTEN, types the neutral API has no [`Param`] for). What passes
     /// through it bypasses the redaction policy (decision 9) and returns the driver's errors; a

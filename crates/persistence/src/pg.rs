@@ -768,7 +768,17 @@ impl std::fmt::Debug for PgTx<'_> {
     }
 }
 
-impl PgTx<'_> {
+impl<'c> PgTx<'c> {
+    /// The driver's transaction, to run a statement on; an error, not a panic, while
+    /// [`Tx::text_rows`](crate::Tx::text_rows) hands over the rows of a COPY (the connection
+    /// streams them, and no other statement can run until they end).
+    fn tx_mut(&self) -> Result<std::cell::RefMut<'_, Transaction<'c>>> {
+        self.tx.try_borrow_mut().map_err(|_| Error::InvalidInput {
+            what: "statement",
+            reason: "no statement can run on PostgreSQL while Tx::text_rows hands over rows (the connection is streaming them): read what the rows need first, or after".into(),
+        })
+    }
+
     /// `e` as this crate's error; a connection it shows gone is marked so the pool drops it.
     fn fail(&self, e: postgres::Error) -> Error {
         if is_broken(&e) {
@@ -795,12 +805,20 @@ impl PgTx<'_> {
         let Self { tx, broken, stats, waits, .. } = self;
         stats.round_trip();
         let ended = if commit { tx.into_inner().commit() } else { tx.into_inner().rollback() };
-        ended.map_err(|e| {
-            if !commit || is_broken(&e) {
+        match ended {
+            // A ROLLBACK that a late cancel of a COPY interrupted (see `copy_rows`): the
+            // connection is dropped, which ends the transaction the same way.
+            Err(e) if !commit && e.code() == Some(&postgres::error::SqlState::QUERY_CANCELED) => {
                 broken.set(true);
+                Ok(())
             }
-            waits.error(e)
-        })
+            ended => ended.map_err(|e| {
+                if !commit || is_broken(&e) {
+                    broken.set(true);
+                }
+                waits.error(e)
+            }),
+        }
     }
 }
 
@@ -838,8 +856,11 @@ pub(crate) trait PgAccess {
 
 impl PgAccess for PgTx<'_> {
     fn with_transaction(&self, f: &mut dyn FnMut(&mut Transaction<'_>)) {
-        self.lent.set(true);
-        f(&mut self.tx.borrow_mut());
+        // Not while the rows of a COPY are handed over (see `tx_mut`): `f` is not called.
+        if let Ok(mut tx) = self.tx.try_borrow_mut() {
+            self.lent.set(true);
+            f(&mut tx);
+        }
     }
 
     fn prepare(&self, sql: &str) -> Result<Statement> {
@@ -847,14 +868,14 @@ impl PgAccess for PgTx<'_> {
             return Ok(stmt.clone());
         }
         self.stats.round_trip();
-        let stmt = self.tx.borrow_mut().prepare(&dollar_params(sql)).map_err(|e| self.fail(e))?;
+        let stmt = self.tx_mut()?.prepare(&dollar_params(sql)).map_err(|e| self.fail(e))?;
         self.statements.borrow_mut().by_sql.insert(sql.to_owned(), stmt.clone());
         Ok(stmt)
     }
 
     fn execute(&self, stmt: &Statement, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         self.stats.round_trip();
-        self.tx.borrow_mut().execute(stmt, params).map_err(|e| self.fail(e))
+        self.tx_mut()?.execute(stmt, params).map_err(|e| self.fail(e))
     }
 
     /// One round trip: the statement runs on the unnamed portal and its first row is kept (a
@@ -867,7 +888,7 @@ impl PgAccess for PgTx<'_> {
     ) -> Result<Option<postgres::Row>> {
         use postgres::fallible_iterator::FallibleIterator;
         self.stats.round_trip();
-        let mut tx = self.tx.borrow_mut();
+        let mut tx = self.tx_mut()?;
         let mut rows = tx.query_raw(stmt, params.iter().copied()).map_err(|e| self.fail(e))?;
         let first = rows.next().map_err(|e| self.fail(e))?;
         // The rest is read here, not dropped: an error the server raises on a later row (a cast
@@ -882,7 +903,7 @@ impl PgAccess for PgTx<'_> {
 
     fn bind(&self, stmt: &Statement, params: &[&(dyn ToSql + Sync)]) -> Result<postgres::Portal> {
         self.stats.round_trip();
-        self.tx.borrow_mut().bind(stmt, params).map_err(|e| self.fail(e))
+        self.tx_mut()?.bind(stmt, params).map_err(|e| self.fail(e))
     }
 
     /// Up to `rows` rows of `portal`, appended to `into` as they come (its room is reused from
@@ -896,7 +917,7 @@ impl PgAccess for PgTx<'_> {
         self.stats.round_trip();
         // The whole batch in one call: the driver enters its runtime once per batch, where
         // stepping a raw row stream enters it once per row (a third of a listing's time).
-        let batch = self.tx.borrow_mut().query_portal(portal, rows).map_err(|e| self.fail(e))?;
+        let batch = self.tx_mut()?.query_portal(portal, rows).map_err(|e| self.fail(e))?;
         let came = batch.len();
         into.extend(batch);
         Ok(came)
@@ -904,7 +925,7 @@ impl PgAccess for PgTx<'_> {
 
     fn batch_execute(&self, sql: &str) -> Result<()> {
         self.stats.round_trip();
-        self.tx.borrow_mut().batch_execute(sql).map_err(|e| self.fail(e))
+        self.tx_mut()?.batch_execute(sql).map_err(|e| self.fail(e))
     }
 
     fn copy_rows(
@@ -913,14 +934,33 @@ impl PgAccess for PgTx<'_> {
         copy: &str,
         row: &mut dyn FnMut(&RawCells<'_>) -> Result<bool>,
     ) -> Result<u64> {
-        let mut tx = self.tx.borrow_mut();
+        let mut tx = self.tx_mut()?;
         if let Some((sql, settings)) = setup {
             self.stats.round_trip();
             tx.execute(sql, settings).map_err(|e| self.fail(e))?;
         }
         self.stats.round_trip();
-        let reader = tx.copy_out(copy).map_err(|e| self.fail(e))?;
-        read_binary_copy(reader, row).map_err(|e| match e {
+        let cancel = tx.cancel_token();
+        let mut reader = tx.copy_out(copy).map_err(|e| self.fail(e))?;
+        let read = read_binary_copy(&mut reader, row);
+        if matches!(read, Ok((_, false)) | Err(CopyFailed::Caller(_))) {
+            // Stopped before the end: the server would otherwise send the rest, and the
+            // transaction's end would wait for all of it (`export | head` of a large log).
+            // The COPY is cancelled and what is in flight read to its (now near) end. A
+            // cancel that lands after the COPY ended may hit the next statement instead, so
+            // the connection is not reused (see `finish` for the ROLLBACK it may hit).
+            self.broken.set(true);
+            if cancel.cancel_query(NoTls).is_ok() {
+                use std::io::BufRead as _;
+                while let Ok(n) = reader.fill_buf().map(<[u8]>::len) {
+                    if n == 0 {
+                        break;
+                    }
+                    reader.consume(n);
+                }
+            }
+        }
+        read.map(|(rows, _)| rows).map_err(|e| match e {
             CopyFailed::Server(e) => self.fail(e),
             CopyFailed::Caller(e) => e,
         })
@@ -1209,9 +1249,9 @@ const COPY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 /// many bytes; a count of -1 ends it), handing each row to `row` until it answers `false`.
 /// A row may span the driver's messages: what is not yet a whole row waits for the next.
 fn read_binary_copy(
-    mut reader: impl std::io::BufRead,
+    reader: &mut impl std::io::BufRead,
     row: &mut dyn FnMut(&RawCells<'_>) -> Result<bool>,
-) -> std::result::Result<u64, CopyFailed> {
+) -> std::result::Result<(u64, bool), CopyFailed> {
     // What came and is not yet a whole row (the driver hands over a message at a time, a row
     // per message as the server sends them, so this is most often empty and rows are read in
     // place).
@@ -1225,9 +1265,7 @@ fn read_binary_copy(
         let n = chunk.len();
         let step = if pending.is_empty() {
             let step = reading.rows_in(chunk, row)?;
-            if step == Step::More(n) {
-                pending.clear();
-            } else if let Step::More(used) = step {
+            if let Step::More(used) = step {
                 pending.extend_from_slice(&chunk[used..]);
             }
             step
@@ -1242,16 +1280,22 @@ fn read_binary_copy(
         reader.consume(n);
         match step {
             Step::More(_) => {}
-            Step::Stopped => return Ok(reading.rows),
-            Step::Ended => {
-                // The rest is the end of the stream: read it, so the connection is ready again.
+            Step::Stopped => return Ok((reading.rows, false)),
+            Step::Ended(trailing) => {
+                // Nothing follows the trailer but the end of the stream.
+                let mut after = trailing;
                 loop {
                     let n = reader.fill_buf().map_err(copy_read_error)?.len();
                     if n == 0 {
-                        return Ok(reading.rows);
+                        break;
                     }
+                    after += n;
                     reader.consume(n);
                 }
+                if after > 0 {
+                    return Err(malformed("bytes follow its trailer"));
+                }
+                return Ok((reading.rows, true));
             }
         }
     }
@@ -1264,8 +1308,8 @@ enum Step {
     More(usize),
     /// The reader of the rows asked for no more.
     Stopped,
-    /// The trailer came.
-    Ended,
+    /// The trailer came, and this many bytes after it.
+    Ended(usize),
 }
 
 /// The state of a binary COPY being read.
@@ -1288,6 +1332,12 @@ impl CopyReading {
             if &data[..COPY_SIGNATURE.len()] != COPY_SIGNATURE {
                 return Err(malformed("no signature"));
             }
+            // Bit 16 says each row carries an OID, and bits 0 to 15 are reserved for changes a
+            // reader must not read past (bits 17 to 31 may be ignored, says the format).
+            let flags = u32::from_be_bytes([data[11], data[12], data[13], data[14]]);
+            if flags & 0x0001_ffff != 0 {
+                return Err(malformed("flags it does not know"));
+            }
             let ext = i32::from_be_bytes([ext[0], ext[1], ext[2], ext[3]]);
             let ext = usize::try_from(ext).map_err(|_| malformed("a negative header length"))?;
             if data.len() < 19 + ext {
@@ -1301,7 +1351,7 @@ impl CopyReading {
                 return Ok(Step::More(at));
             };
             if count == -1 {
-                return Ok(Step::Ended);
+                return Ok(Step::Ended(data.len() - at - 2));
             }
             let count = usize::try_from(count).map_err(|_| malformed("a negative cell count"))?;
             self.cells.clear();
@@ -1744,13 +1794,14 @@ mod tests {
         stop_after: Option<u64>,
     ) -> std::result::Result<Vec<Vec<Option<Vec<u8>>>>, String> {
         let mut got = Vec::new();
-        let read = read_binary_copy(Pieces { stream, at: 0, sizes, next: 0 }, &mut |raw| {
+        let read = read_binary_copy(&mut Pieces { stream, at: 0, sizes, next: 0 }, &mut |raw| {
             got.push((0..raw.len()).map(|i| raw.get(i).map(<[u8]>::to_vec)).collect());
             Ok(stop_after.is_none_or(|n| (got.len() as u64) < n))
         });
         match read {
-            Ok(n) => {
+            Ok((n, whole)) => {
                 assert_eq!(n, got.len() as u64);
+                assert_eq!(whole, stop_after.is_none_or(|s| n < s));
                 Ok(got)
             }
             Err(CopyFailed::Caller(e)) => Err(e.to_string()),
@@ -1778,8 +1829,15 @@ mod tests {
             let at = cut.index(stream.len());
             let cut_short = read_all(stream[..at].to_vec(), sizes.clone(), None);
             prop_assert!(cut_short.as_ref().is_err_and(|e| e.contains("malformed")), "{:?}", cut_short);
-            let stopped = read_all(stream, sizes, Some(stop)).unwrap();
+            let stopped = read_all(stream.clone(), sizes.clone(), Some(stop)).unwrap();
             prop_assert_eq!(stopped.len(), rows.len().min(usize::try_from(stop).unwrap()));
+            // Bytes after the trailer, and flags this reader does not know, are refused.
+            let mut longer = stream.clone();
+            longer.push(0);
+            prop_assert!(read_all(longer, sizes.clone(), None).is_err_and(|e| e.contains("trailer")));
+            let mut flagged = stream;
+            flagged[13] = 1;
+            prop_assert!(read_all(flagged, sizes, None).is_err_and(|e| e.contains("flags")));
         }
     }
 
