@@ -123,7 +123,8 @@ pub struct NewFields {
     /// The full story: context, what failed, what fixed it (not empty).
     #[arg(long, value_parser = args::name)]
     details: Option<String>,
-    /// Comma-separated, e.g. --tags react,testing (none empty).
+    /// Comma-separated, e.g. --tags react,testing (none empty; the text is redacted whole
+    /// before it is split, so a secret holding a comma goes whole).
     #[arg(long, value_parser = args::tags)]
     tags: Option<Vec<args::Tags>>,
     /// The agent the lesson came from (not empty).

@@ -299,7 +299,8 @@ fn redact_pass(text: &str) -> Cow<'_, str> {
         Some(hidden) => hidden,
         None => Vec::new(),
     };
-    if hidden.is_empty() && sibling_values(text).is_empty() {
+    let siblings = sibling_values(text);
+    if hidden.is_empty() && siblings.is_empty() {
         let (shaped, _) = redact_shapes(text);
         return match redact_names(&shaped).0 {
             Cow::Borrowed(_) => shaped,
@@ -309,6 +310,7 @@ fn redact_pass(text: &str) -> Cow<'_, str> {
     // Escapes hid a secret, or a value is named by a sibling (which may come before its
     // name): replace what either reading finds, in the text as written.
     let mut ranges = secret_ranges(text);
+    ranges.extend(siblings);
     ranges.extend(hidden);
     ranges.sort_unstable_by_key(|r| (r.start, std::cmp::Reverse(r.end)));
     let mut rewriter = Rewriter::new(text);
@@ -336,7 +338,8 @@ fn escaped_secrets(text: &str) -> Option<Vec<Range<usize>>> {
     if !TRIGGER.is_match(&decoded.text) {
         return Some(Vec::new());
     }
-    let ranges = secret_ranges(&decoded.text);
+    let mut ranges = secret_ranges(&decoded.text);
+    ranges.extend(sibling_values(&decoded.text));
     Some(ranges.into_iter().map(|r| decoded.source(r.start)..decoded.source(r.end)).collect())
 }
 
@@ -414,8 +417,7 @@ fn decode_once(text: &str) -> Option<(String, Vec<Escape>, bool)> {
 }
 
 /// Every range of `text` that the two passes replace, in `text`'s offsets (a value the second
-/// pass finds around a shape the first replaced covers that shape whole), and the values that
-/// a sibling names ([`sibling_values`]).
+/// pass finds around a shape the first replaced covers that shape whole).
 fn secret_ranges(text: &str) -> Vec<Range<usize>> {
     let (shaped, shapes) = redact_shapes(text);
     let (_, values) = redact_names(&shaped);
@@ -434,7 +436,6 @@ fn secret_ranges(text: &str) -> Vec<Range<usize>> {
     };
     let mut ranges: Vec<Range<usize>> = shapes.iter().map(|e| e.source.clone()).collect();
     ranges.extend(values.iter().map(|e| back(e.source.start, false)..back(e.source.end, true)));
-    ranges.extend(sibling_values(text));
     ranges
 }
 
@@ -1488,7 +1489,7 @@ fn yaml_siblings(text: &str, key: usize, end: usize) -> Vec<Range<usize>> {
     // The name ends its line, or the text, or the string the YAML sits in (a quote): then the
     // break before its line tells how lines are broken.
     let ends = end == bytes.len() || quote_at(bytes, end).is_some();
-    let Some((form, mut next)) = line_break(bytes, end)
+    let Some((form, next)) = line_break(bytes, end)
         .map(|(f, n)| (f, Some(n)))
         .or_else(|| ends.then(|| break_before(bytes, key)).flatten().map(|f| (f, None)))
     else {
@@ -1504,15 +1505,9 @@ fn yaml_siblings(text: &str, key: usize, end: usize) -> Vec<Range<usize>> {
         return found;
     }
     // The entries after, then (unless the name starts its item) those before.
-    let mut read = 0;
-    while let Some(line) = next.filter(|_| read < REACH) {
-        let (line_end, after) = line_end(bytes, line, form, strings);
-        read += line_end - line + 1;
-        next = after;
-        let content = trim_blanks(bytes, line, line_end);
-        if content.is_empty() {
-            continue;
-        }
+    let lines =
+        next.map(|from| content_lines(bytes, from, from.saturating_add(REACH), form, strings));
+    for (line, content) in lines.into_iter().flatten() {
         let (col, starts_item) = yaml_key_column(bytes, line, content.start);
         if col < column || (starts_item && col <= column) {
             break;
@@ -1688,6 +1683,28 @@ fn sibling_entry(
     Entry::Sibling
 }
 
+/// The lines from `from` on that are not blank, lines broken by `form` and ending at a quote of
+/// `strings` (see [`line_end`]), up to the first that starts at or past `until`: each line's
+/// start, and its text without the blanks at either end.
+fn content_lines(
+    bytes: &[u8],
+    from: usize,
+    until: usize,
+    form: Break,
+    strings: Strings,
+) -> impl Iterator<Item = (usize, Range<usize>)> + '_ {
+    let mut next = Some(from);
+    std::iter::from_fn(move || loop {
+        let line = next.filter(|&line| line < until)?;
+        let (end, after) = line_end(bytes, line, form, strings);
+        next = after;
+        let content = trim_blanks(bytes, line, end);
+        if !content.is_empty() {
+            return Some((line, content));
+        }
+    })
+}
+
 /// The lines from `from` on that are blank or indented more than `column`, up to the first
 /// that is not (YAML's block below a key at that column): their range, or None when the first
 /// line that is not blank is not indented more.
@@ -1698,23 +1715,10 @@ fn block_below(
     form: Break,
     strings: Strings,
 ) -> Option<Range<usize>> {
-    let mut block: Option<Range<usize>> = None;
-    let mut next = Some(from);
-    let mut read = 0;
-    while let Some(line) = next.filter(|_| read < REACH) {
-        let (end, after) = line_end(bytes, line, form, strings);
-        read += end - line + 1;
-        next = after;
-        let content = trim_blanks(bytes, line, end);
-        if content.is_empty() {
-            continue;
-        }
-        if content.start - line <= column {
-            break;
-        }
-        block = Some(block.map_or(content.start, |b| b.start)..content.end);
-    }
-    block
+    content_lines(bytes, from, from.saturating_add(REACH), form, strings)
+        .take_while(|(line, content)| content.start - line > column)
+        .map(|(_, content)| content)
+        .reduce(|block, line| block.start..line.end)
 }
 
 /// Where the line that holds `at` starts, lines being broken by `form` and starting after a
@@ -2006,18 +2010,12 @@ fn opened_block(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
     };
     let after =
         start + 1 + bytes[start + 1..].iter().take_while(|&&b| b == b' ' || b == b'\t').count();
-    let (form, mut next) = line_break(bytes, after).map(|(f, n)| (f, Some(n)))?;
+    let (form, next) = line_break(bytes, after)?;
     let depth = form.0.trailing_zeros();
     let strings = Strings { enclosing: pair.enclosing, escaped: (form.0 > 0).then_some(depth) };
     let name_indent = line_indent(bytes, pair.name_start, form, strings);
     let mut end = start + 1;
-    while let Some(line) = next {
-        let (line_end, after) = line_end(bytes, line, form, strings);
-        let content = trim_blanks(bytes, line, line_end);
-        next = after;
-        if content.is_empty() {
-            continue;
-        }
+    for (line, content) in content_lines(bytes, next, usize::MAX, form, strings) {
         if content.start - line <= name_indent {
             if bytes[content.start] == close {
                 end = content.start + 1;
