@@ -549,11 +549,11 @@ impl<'r> Row<'r> {
     /// Column `index` as text borrowed from the row; NULL or another kind is
     /// [`Error::ColumnType`].
     pub fn text(&self, index: usize) -> Result<&'r str> {
-        self.text_or_null(index)?.ok_or(Error::ColumnType {
-            index,
-            expected: "text",
-            found: "null",
-        })
+        // Built only when it is one: an error made up front costs a drop on every cell read.
+        match self.text_or_null(index)? {
+            Some(text) => Ok(text),
+            None => Err(Error::ColumnType { index, expected: "text", found: "null" }),
+        }
     }
 
     /// Appends column `index` to `out` as bytes, and returns false (appending nothing) for NULL:
@@ -683,11 +683,13 @@ impl TextRow<'_> {
     pub fn append(&self, i: usize, out: &mut Vec<u8>) -> Result<bool> {
         match self.0 {
             TextRowInner::Copied { raw, columns } => {
-                let column = columns.get(i).filter(|_| i < raw.len()).ok_or(Error::ColumnType {
-                    index: i,
-                    expected: "a column",
-                    found: "none",
-                })?;
+                let Some(column) = columns.get(i).filter(|_| i < raw.len()) else {
+                    return Err(Error::ColumnType {
+                        index: i,
+                        expected: "a column",
+                        found: "none",
+                    });
+                };
                 match raw.get(i) {
                     Some(cell) => {
                         crate::pg::append_copied(column.type_(), cell, i, out).map(|()| true)

@@ -1134,11 +1134,9 @@ fn migrate_on(conn: &mut PgConn, shown: &str, sets: &[MigrationSet]) -> Result<V
 /// boolean as 0 or 1); any other type is an error naming it (cast it in the SQL).
 pub(crate) fn cell(row: &postgres::Row, index: usize) -> Result<Cell<'_>> {
     use postgres::types::Type;
-    let column = row.columns().get(index).ok_or(Error::ColumnType {
-        index,
-        expected: "a column",
-        found: "none",
-    })?;
+    let Some(column) = row.columns().get(index) else {
+        return Err(Error::ColumnType { index, expected: "a column", found: "none" });
+    };
     let get_err = Error::from_postgres;
     Ok(match *column.type_() {
         Type::INT8 => {

@@ -446,8 +446,6 @@ fn context_value(context: &StateContext) -> Result<Value> {
     Ok(value)
 }
 
-/// How many transitions are stored for the task, once the caller's history is known to contain
-/// them (see [`SqliteStateStore::save_in`]).
 /// A stored checkpoint as a save compares it: its number, id, state and time.
 type StoredCheckpoint = (i64, String, String, String);
 
@@ -456,8 +454,6 @@ fn read_stored_checkpoint(r: &Row<'_>, at: usize) -> Result<StoredCheckpoint> {
     Ok((r.get(at)?, r.get(at + 1)?, r.get(at + 2)?, r.get(at + 3)?))
 }
 
-/// The last stored transition and the last stored checkpoint of `task`, each with the lowest
-/// stored number: two queries on SQLite, one round trip on PostgreSQL.
 #[allow(clippy::type_complexity)]
 /// The task's last stored transition and checkpoint, each with the lowest stored number; on
 /// PostgreSQL after taking the task's lock, in the same round trip.
@@ -712,22 +708,7 @@ fn read_state_row(r: &Row<'_>) -> Result<StateRow> {
 
 impl StateRow {
     fn into_state(self) -> Result<PersistedState> {
-        let mut value = parse_json("workflow_states", "context", &self.task_id, &self.context)?;
-        let Value::Object(map) = &mut value else {
-            return Err(Error::CorruptRow {
-                table: "workflow_states",
-                column: "context",
-                id: self.task_id.into(),
-                reason: "not a JSON object".into(),
-            });
-        };
-        // The context's own checkpoint copies (written by the TypeScript version) are superseded
-        // by the checkpoints table; ids missing from a hand-made context come from the row.
-        map.remove("checkpoints");
-        map.entry("projectId").or_insert_with(|| Value::from(self.project_id.as_str()));
-        map.entry("taskId").or_insert_with(|| Value::from(self.task_id.as_str()));
-        let context: StateContext = serde_json::from_value(value)
-            .map_err(|e| Error::corrupt_json("workflow_states", "context", &self.task_id, &e))?;
+        let context = self.context()?;
         Ok(PersistedState {
             task_id: TaskId::new(self.task_id),
             project_id: ProjectId::new(self.project_id),
@@ -735,6 +716,38 @@ impl StateRow {
             context,
             history: Vec::new(),
         })
+    }
+
+    /// The stored context without its checkpoint copies (written by the TypeScript version,
+    /// superseded by the checkpoints table), with the row's ids where a hand-made one lacks
+    /// them.
+    fn context(&self) -> Result<StateContext> {
+        // A context with its ids parses straight into its type; one without them, or with
+        // checkpoint copies of another shape, is read as JSON first.
+        if let Ok(mut context) = serde_json::from_str::<StateContext>(&self.context) {
+            context.checkpoints.clear();
+            return Ok(context);
+        }
+        self.context_as_json()
+    }
+
+    /// [`StateRow::context`] read as JSON first: the way for every context, the straight parse
+    /// only a shortcut that must give the same.
+    fn context_as_json(&self) -> Result<StateContext> {
+        let mut value = parse_json("workflow_states", "context", &self.task_id, &self.context)?;
+        let Value::Object(map) = &mut value else {
+            return Err(Error::CorruptRow {
+                table: "workflow_states",
+                column: "context",
+                id: self.task_id.as_str().into(),
+                reason: "not a JSON object".into(),
+            });
+        };
+        map.remove("checkpoints");
+        map.entry("projectId").or_insert_with(|| Value::from(self.project_id.as_str()));
+        map.entry("taskId").or_insert_with(|| Value::from(self.task_id.as_str()));
+        serde_json::from_value(value)
+            .map_err(|e| Error::corrupt_json("workflow_states", "context", &self.task_id, &e))
     }
 }
 
@@ -840,4 +853,54 @@ fn resumable_where(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever a stored context holds, parsing it straight into its type gives what reading
+    /// it as JSON first gives, or falls back to that way: with or without its ids, with
+    /// checkpoint copies of any shape, repeated keys, unknown fields, and text that is no
+    /// context at all.
+    #[test]
+    fn a_context_parsed_straight_is_the_one_read_as_json_first() {
+        let checkpoint = r#"{"id":"c1","state":"PLANNING","timestamp":"2026-01-01T00:00:00.000Z","context":{"a":1},"artifacts":["x"]}"#;
+        let ids = [r#""projectId":"p","taskId":"t""#, r#""taskId":"t""#, r#""projectId":"q""#, ""];
+        let bodies = [
+            String::new(),
+            r#""prompt":"hi é "q"","retryCount":2,"maxRetries":5"#.to_owned(),
+            format!(r#""checkpoints":[{checkpoint}]"#),
+            r#""checkpoints":[{"id":1}]"#.to_owned(),
+            r#""checkpoints":"none""#.to_owned(),
+            r#""prompt":"first","prompt":"second""#.to_owned(),
+            r#""extraField":{"z":1,"a":[1,2]},"extraField":7"#.to_owned(),
+            r#""metadata":{"k":"v"},"agentOutputs":{}"#.to_owned(),
+            r#""maxRetries":-1"#.to_owned(),
+            r#""error":"boom","currentAgent":null"#.to_owned(),
+        ];
+        let mut texts = vec!["[]".to_owned(), "null".to_owned(), "{".to_owned(), "7".to_owned()];
+        for id in ids {
+            for body in &bodies {
+                let sep = if id.is_empty() || body.is_empty() { "" } else { "," };
+                texts.push(format!("{{{id}{sep}{body}}}"));
+                texts.push(format!("{{{body}{sep}{id}}}"));
+            }
+        }
+        for text in texts {
+            let row = StateRow {
+                task_id: "t".into(),
+                project_id: "p".into(),
+                state: "PLANNING".into(),
+                context: text.clone(),
+            };
+            match (row.context(), row.context_as_json()) {
+                (Ok(straight), Ok(as_json)) => assert_eq!(straight, as_json, "{text}"),
+                (Err(straight), Err(as_json)) => {
+                    assert_eq!(straight.to_string(), as_json.to_string(), "{text}")
+                }
+                (straight, as_json) => panic!("{text}: {straight:?} but {as_json:?}"),
+            }
+        }
+    }
 }
