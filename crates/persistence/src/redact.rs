@@ -1397,7 +1397,7 @@ fn sibling_values(text: &str) -> Vec<Range<usize>> {
         match key_quote {
             Some(q) => {
                 let open = key - 1 - q.escape_len();
-                found.extend(member_before(text, open, q));
+                found.extend(json_siblings(text, open, i, q));
             }
             None => found.extend(yaml_siblings(text, key, blanks(i))),
         }
@@ -1405,31 +1405,118 @@ fn sibling_values(text: &str) -> Vec<Range<usize>> {
     found
 }
 
-/// In JSON text, the value of the member that ends just before the `,` before `at` (where a
-/// member's opening quote `quote` starts), when that member is value-like ([`PAIR_VALUES`])
-/// and its value a string quoted as its name is, or a number.
-fn member_before(text: &str, at: usize, quote: Quote) -> Option<Range<usize>> {
-    let bytes = text.as_bytes();
-    let blank = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
-    // Blanks, and line breaks written as escapes (pretty JSON inside a JSON string).
-    let skip_back = |mut i: usize| loop {
-        if i > 0 && blank(bytes[i - 1]) {
-            i -= 1;
-        } else if i > 1 && matches!(bytes[i - 1], b'n' | b'r') {
-            let run = backslashes_before(bytes, i - 1);
-            if run == 0 || !run.is_power_of_two() {
-                return i;
-            }
-            i -= 1 + run;
+/// How many members [`json_siblings`] passes over either way, looking for the value.
+const SIBLING_MEMBERS: usize = 8;
+
+/// In JSON text, the values of the value-like members ([`PAIR_VALUES`]) of the object whose
+/// name member (`"Name": "DB_PASSWORD"`) starts at `open` (its opening quote `quote`) and ends
+/// at `end`: members before it and after it, up to [`SIBLING_MEMBERS`] either way, passing over
+/// members of other names whose values are strings, numbers or literals, as AWS parameters
+/// are written (`{"Name": …, "Type": "SecureString", "Value": …, "Version": 1}`).
+fn json_siblings(text: &str, open: usize, end: usize, quote: Quote) -> Vec<Range<usize>> {
+    let mut found = Vec::new();
+    let mut at = open;
+    for _ in 0..SIBLING_MEMBERS {
+        let Some(member) = member_before(text, at, quote) else { break };
+        found.extend(member.secret(text));
+        at = member.start;
+    }
+    let mut at = end;
+    for _ in 0..SIBLING_MEMBERS {
+        let Some(member) = member_after(text, at, quote) else { break };
+        found.extend(member.secret(text));
+        at = member.end;
+    }
+    found
+}
+
+/// A member of a JSON object found in text by [`member_before`] or [`member_after`].
+struct Member {
+    /// Its name, without quotes.
+    name: Range<usize>,
+    /// Its value: a string's text, or a number or literal.
+    value: Range<usize>,
+    /// Where its name's opening quote (with its escape) starts, and where its value ends.
+    start: usize,
+    end: usize,
+}
+
+impl Member {
+    /// The value, when the member is value-like and the value neither empty nor a literal.
+    fn secret(&self, text: &str) -> Option<Range<usize>> {
+        let inner = &text[self.value.clone()];
+        (is_pair_value(&text[self.name.clone()]) && !inner.is_empty() && !is_literal(inner))
+            .then(|| self.value.clone())
+    }
+}
+
+/// Whether `b` may be part of a number or literal written bare (`-1.5e3`, `true`).
+fn is_bare_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.')
+}
+
+/// Whether `b` may be part of a member's name that [`member_before`] and [`member_after`] read.
+fn is_member_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')
+}
+
+/// How many escaped line breaks or tabs (`\n` at any depth of escaping: a power of two of
+/// backslashes) end just before `at`: their length, or 0.
+fn escaped_break_before(bytes: &[u8], at: usize) -> usize {
+    if at < 2 || !matches!(bytes[at - 1], b'n' | b'r' | b't') {
+        return 0;
+    }
+    let run = backslashes_before(bytes, at - 1);
+    if run == 0 || !run.is_power_of_two() {
+        return 0;
+    }
+    run + 1
+}
+
+/// Past blanks and escaped line breaks backwards from `at` (pretty JSON inside a JSON string).
+fn skip_blanks_back(bytes: &[u8], mut at: usize) -> usize {
+    loop {
+        if at > 0 && matches!(bytes[at - 1], b' ' | b'\t' | b'\n' | b'\r') {
+            at -= 1;
         } else {
-            return i;
+            match escaped_break_before(bytes, at) {
+                0 => return at,
+                len => at -= len,
+            }
         }
-    };
-    let mut i = skip_back(at);
+    }
+}
+
+/// Past blanks and escaped line breaks forwards from `at`.
+fn skip_blanks_forward(bytes: &[u8], mut at: usize) -> usize {
+    loop {
+        match bytes.get(at) {
+            Some(b' ' | b'\t' | b'\n' | b'\r') => at += 1,
+            Some(b'\\') => {
+                let run = bytes[at..].iter().take_while(|&&b| b == b'\\').count();
+                if run.is_power_of_two() && matches!(bytes.get(at + run), Some(b'n' | b'r' | b't'))
+                {
+                    at += run + 1;
+                } else {
+                    return at;
+                }
+            }
+            _ => return at,
+        }
+    }
+}
+
+/// In JSON text, the member that ends just before the `,` before `at` (where a member's
+/// opening quote `quote` starts), when its value is a string quoted as its name is, a number
+/// or a literal.
+fn member_before(text: &str, at: usize, quote: Quote) -> Option<Member> {
+    let bytes = text.as_bytes();
+    let mut i = skip_blanks_back(bytes, at);
     if i == 0 || bytes[i - 1] != b',' {
         return None;
     }
-    i = skip_back(i - 1);
+    i = skip_blanks_back(bytes, i - 1);
+    let end = i;
     let floor = i.saturating_sub(REACH);
     let (value, before) = if quote_before(bytes, i) == Some(quote) {
         let close = i - 1 - quote.escape_len();
@@ -1450,33 +1537,72 @@ fn member_before(text: &str, at: usize, quote: Quote) -> Option<Range<usize>> {
         };
         (open + 1..close, open - quote.escape_len())
     } else {
-        let digits = bytes[floor..i]
-            .iter()
-            .rev()
-            .take_while(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
-            .count();
-        if !bytes[i - digits..i].iter().any(u8::is_ascii_digit) {
+        let bare = bytes[floor..i].iter().rev().take_while(|&&b| is_bare_byte(b)).count();
+        let word = &text[i - bare..i];
+        if !word.bytes().any(|b| b.is_ascii_digit()) && !is_literal(word) {
             return None;
         }
-        (i - digits..i, i - digits)
+        (i - bare..i, i - bare)
     };
-    let sign = skip_back(before);
+    let sign = skip_blanks_back(bytes, before);
     if sign == 0 || bytes[sign - 1] != b':' {
         return None;
     }
-    let name_end = skip_back(sign - 1);
+    let name_end = skip_blanks_back(bytes, sign - 1);
     if quote_before(bytes, name_end) != Some(quote) {
         return None;
     }
     let close = name_end - 1 - quote.escape_len();
-    let word = bytes[..close].iter().rev().take_while(|b| b.is_ascii_alphabetic()).count();
-    if quote_before(bytes, close - word) != Some(quote)
-        || !is_pair_value(&text[close - word..close])
-    {
+    let word =
+        bytes[..close].iter().rev().take(64).take_while(|&&b| is_member_name_byte(b)).count();
+    if word == 0 || quote_before(bytes, close - word) != Some(quote) {
         return None;
     }
-    let inner = &text[value.clone()];
-    (!inner.is_empty() && !is_literal(inner)).then_some(value)
+    let start = close - word - 1 - quote.escape_len();
+    Some(Member { name: close - word..close, value, start, end })
+}
+
+/// In JSON text, the member after the `,` that follows `at` (where the member before it ends),
+/// when its name is quoted with `quote` and its value is a string quoted so, a number or a
+/// literal.
+fn member_after(text: &str, at: usize, quote: Quote) -> Option<Member> {
+    let bytes = text.as_bytes();
+    let mut i = skip_blanks_forward(bytes, at);
+    if bytes.get(i) != Some(&b',') {
+        return None;
+    }
+    i = skip_blanks_forward(bytes, i + 1);
+    let start = i;
+    let (q, name_start) = quote_at(bytes, i).filter(|(q, _)| *q == quote)?;
+    let word = bytes[name_start..].iter().take(64).take_while(|&&b| is_member_name_byte(b)).count();
+    let name = name_start..name_start + word;
+    let (closing, after) = quote_at(bytes, name.end).filter(|_| word > 0)?;
+    if closing != q {
+        return None;
+    }
+    i = skip_blanks_forward(bytes, after);
+    if bytes.get(i) != Some(&b':') {
+        return None;
+    }
+    i = skip_blanks_forward(bytes, i + 1);
+    let (value, end) = match quote_at(bytes, i) {
+        Some((found, open)) if found == quote => {
+            let close = closing_quote(bytes, open, quote);
+            // Not closed within reach: the rest is the value, and nothing follows it.
+            let end = if close >= bytes.len() { close } else { close + quote.escape_len() + 1 };
+            (open..close, end)
+        }
+        Some(_) => return None,
+        None => {
+            let bare = bytes[i..].iter().take(64).take_while(|&&b| is_bare_byte(b)).count();
+            let word = &text[i..i + bare];
+            if !word.bytes().any(|b| b.is_ascii_digit()) && !is_literal(word) {
+                return None;
+            }
+            (i..i + bare, i + bare)
+        }
+    };
+    Some(Member { name, value, start, end })
 }
 
 /// The lines of YAML beside the one whose key starts at `key` and whose value ends at `end`
@@ -3134,6 +3260,12 @@ line secret" next"#,
             format!(r#"[["Accept", "json"], ["X-Api-Key", "{secret}"], ["cookie", 81234567]]"#),
             format!("{{\n  \"value\": \"{secret}\",\n  \"name\": \"DB_PASSWORD\"\n}}"),
             format!("{{'password': ['a]{secret}', '{secret}']}}"),
+            // Other members between the name and the value, either way (AWS parameters).
+            format!(r#"{{"Name": "/prod/DB_PASSWORD", "Type": "SecureString", "Value": "{secret}", "Version": 1}}"#),
+            format!(r#"{{"Value": "{secret}", "Type": "SecureString", "LastModified": 1.7e9, "Name": "DB_PASSWORD"}}"#),
+            format!(r#"{{"Parameter": {{"Name": "/app/db_password", "Type": "SecureString", "Value": "{secret}", "Version": 1, "DataType": "text"}}}}"#),
+            format!("{{\n  \"Name\": \"API_TOKEN\",\n  \"Type\": \"SecureString\",\n  \"Enabled\": true,\n  \"Value\": \"{secret}\"\n}}"),
+            "{\n  \"Value\": 81234567,\n  \"Tier\": null,\n  \"Key\": \"signing_key\"\n}".to_owned(),
         ];
         // (YAML indents with spaces only.)
         for indent in ["", "  ", "    "] {
@@ -3179,6 +3311,9 @@ line secret" next"#,
             r#"{"value": "alice-kept", "note": "x", "name": "user"}"#,
             r#"[["Authorization", "Accept"], ["token", "refresh"]]"#,
             r#"{"value": "alice-kept"}, {"name": "DB_PASSWORD"}"#,
+            r#"{"value": "alice-kept"}, {"Type": "x", "name": "DB_PASSWORD"}"#,
+            r#"[{"name": "DB_PASSWORD", "Type": "x"}, {"value": "alice-kept"}]"#,
+            r#"{"Name": "user", "Type": "String", "Value": "alice-kept", "Version": 2}"#,
             // Prose or a new document at the mapping's column ends it.
             "name: DB_PASSWORD\nSome prose.\ndata: alice-kept",
             "name: DB_PASSWORD\n---\ndata: alice-kept",
