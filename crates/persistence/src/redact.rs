@@ -1399,10 +1399,115 @@ fn sibling_values(text: &str) -> Vec<Range<usize>> {
                 let open = key - 1 - q.escape_len();
                 found.extend(json_siblings(text, open, i, q));
             }
-            None => found.extend(yaml_siblings(text, key, blanks(i))),
+            None => {
+                found.extend(flow_siblings(text, key));
+                found.extend(yaml_siblings(text, key, blanks(i)));
+            }
         }
     }
     found
+}
+
+/// In a mapping written on one line in flow style (`{name: DB_PASSWORD, value: x}`: YAML's
+/// flow mappings, JavaScript's object literals) whose entry starting at `key` names a secret:
+/// the values of its value-like entries ([`PAIR_VALUES`]). The mapping is read from its `{`
+/// to its `}`, quoted values and nested brackets skipped whole; if it is not one such mapping
+/// holding that entry, nothing is found.
+fn flow_siblings(text: &str, key: usize) -> Vec<Range<usize>> {
+    let bytes = text.as_bytes();
+    let floor = key.saturating_sub(REACH);
+    let line = bytes[floor..key].iter().rposition(|&b| b == b'\n').map_or(floor, |i| floor + i + 1);
+    let Some(open) = bytes[line..key].iter().rposition(|&b| b == b'{').map(|i| line + i) else {
+        return Vec::new();
+    };
+    let ceiling = (key + REACH).min(bytes.len());
+    let blanks = |mut i: usize| {
+        while i < ceiling && matches!(bytes[i], b' ' | b'\t') {
+            i += 1;
+        }
+        i
+    };
+    let mut found = Vec::new();
+    let mut holds_key = false;
+    let mut i = open + 1;
+    loop {
+        i = blanks(i);
+        let name_start = i;
+        let name = match quote_at(bytes, i) {
+            Some((q, inner)) => {
+                let close = closing_quote(bytes, inner, q);
+                i = close + q.escape_len() + 1;
+                inner..close
+            }
+            None => {
+                while i < ceiling && is_member_name_byte(bytes[i]) {
+                    i += 1;
+                }
+                name_start..i
+            }
+        };
+        if name.is_empty() || i >= ceiling {
+            return Vec::new();
+        }
+        holds_key |= name_start == key;
+        i = blanks(i);
+        if bytes.get(i) != Some(&b':') {
+            return Vec::new();
+        }
+        i = blanks(i + 1);
+        let value = match (quote_at(bytes, i), bytes.get(i)) {
+            (Some((q, inner)), _) => {
+                let close = closing_quote(bytes, inner, q);
+                if close >= ceiling {
+                    return Vec::new();
+                }
+                i = close + q.escape_len() + 1;
+                Some(inner..close)
+            }
+            (None, Some(b'{' | b'[')) => {
+                let mut depth = 0usize;
+                while i < ceiling {
+                    match bytes[i] {
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => depth -= 1,
+                        b'\n' => return Vec::new(),
+                        _ => {}
+                    }
+                    i += 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                if depth != 0 {
+                    return Vec::new();
+                }
+                None
+            }
+            (None, _) => {
+                let start = i;
+                while i < ceiling && !matches!(bytes[i], b',' | b'}' | b'\n' | b'\r') {
+                    i += 1;
+                }
+                if i >= ceiling {
+                    return Vec::new();
+                }
+                let end = trim_blanks(bytes, start, i).end;
+                Some(start..end)
+            }
+        };
+        if let Some(value) = value {
+            let inner = &text[value.clone()];
+            if is_pair_value(&text[name]) && !inner.is_empty() && !is_literal(inner) {
+                found.push(value);
+            }
+        }
+        i = blanks(i);
+        match bytes.get(i) {
+            Some(b',') => i += 1,
+            Some(b'}') if holds_key => return found,
+            _ => return Vec::new(),
+        }
+    }
 }
 
 /// How many members [`json_siblings`] passes over either way, looking for the value.
@@ -3266,6 +3371,11 @@ line secret" next"#,
             format!(r#"{{"Parameter": {{"Name": "/app/db_password", "Type": "SecureString", "Value": "{secret}", "Version": 1, "DataType": "text"}}}}"#),
             format!("{{\n  \"Name\": \"API_TOKEN\",\n  \"Type\": \"SecureString\",\n  \"Enabled\": true,\n  \"Value\": \"{secret}\"\n}}"),
             "{\n  \"Value\": 81234567,\n  \"Tier\": null,\n  \"Key\": \"signing_key\"\n}".to_owned(),
+            // Flow mappings on one line: YAML's flow style, JavaScript's object literals.
+            format!("env: [{{name: API_TOKEN, value: {secret}}}, {{name: HOME, value: /home}}]"),
+            format!("{{ value: '{secret}', kind: x, name: 'DB_PASSWORD' }}"),
+            format!("{{key: signing_key, note: \"a, b\", data: \"{secret}\", n: [1, 2]}}"),
+            format!("secrets: {{name: password, tier: {{a: 1}}, Value: {secret}}}"),
         ];
         // (YAML indents with spaces only.)
         for indent in ["", "  ", "    "] {
@@ -3314,6 +3424,10 @@ line secret" next"#,
             r#"{"value": "alice-kept"}, {"Type": "x", "name": "DB_PASSWORD"}"#,
             r#"[{"name": "DB_PASSWORD", "Type": "x"}, {"value": "alice-kept"}]"#,
             r#"{"Name": "user", "Type": "String", "Value": "alice-kept", "Version": 2}"#,
+            "{name: user, value: alice-kept}",
+            "[{name: DB_PASSWORD}, {value: alice-kept}]",
+            "{value: alice-kept} {name: DB_PASSWORD}",
+            "fn f() { name: password, value: alice-kept",
             // Prose or a new document at the mapping's column ends it.
             "name: DB_PASSWORD\nSome prose.\ndata: alice-kept",
             "name: DB_PASSWORD\n---\ndata: alice-kept",
@@ -3881,6 +3995,34 @@ line secret" next"#,
                 {
                     prop_assert_eq!(&once[k], REDACTED, "{:?}", object);
                 }
+            }
+            // The same object as text: JSON (compact, pretty, inside a string) and, when its
+            // values are plain, a flow mapping. Other members may stand between name and value.
+            let secrets: Vec<&str> = object
+                .iter()
+                .filter(|(k, _)| named && ["value", "data", "val"].contains(&k.to_ascii_lowercase().as_str()))
+                .filter_map(|(_, v)| v.as_str().filter(|s| s.starts_with("S3cr")))
+                .collect();
+            let compact = Value::Object(object.clone()).to_string();
+            let mut forms = vec![
+                compact.clone(),
+                serde_json::to_string_pretty(&Value::Object(object.clone())).unwrap(),
+                json_escaped(&compact, 1),
+            ];
+            let plain = |v: &Value| match v {
+                Value::String(s) => (!s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')).then(|| s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                Value::Null => Some("null".to_owned()),
+                _ => None,
+            };
+            let entries: Option<Vec<String>> = object.iter().map(|(k, v)| plain(v).map(|v| format!("{k}: {v}"))).collect();
+            forms.extend(entries.map(|e| format!("env: [{{{}}}]", e.join(", "))));
+            for written in forms {
+                let clean = redact_text(&written);
+                for secret in &secrets {
+                    prop_assert!(!clean.contains(secret), "{} -> {}", written, clean);
+                }
+                prop_assert_eq!(redact_text(&clean), clean.clone(), "{}", written);
             }
         }
 
