@@ -1345,6 +1345,7 @@ fn is_name_byte(b: u8) -> bool {
 fn sibling_values(text: &str) -> Vec<Range<usize>> {
     let bytes = text.as_bytes();
     let mut found = Vec::new();
+    let mut flow = FlowOpens::default();
     let mut at = 0;
     while let Some(m) = SIBLINGS.find_at(text, at) {
         at = next_char(text, m.start());
@@ -1400,7 +1401,10 @@ fn sibling_values(text: &str) -> Vec<Range<usize>> {
                 found.extend(json_siblings(text, open, i, q));
             }
             None => {
-                found.extend(flow_siblings(text, key));
+                // Each mapping is read once, whichever of its entries names a secret.
+                if let Some(open) = flow.open_before(bytes, key) {
+                    found.extend(flow_siblings(text, open, key));
+                }
                 found.extend(yaml_siblings(text, key, blanks(i)));
             }
         }
@@ -1408,18 +1412,42 @@ fn sibling_values(text: &str) -> Vec<Range<usize>> {
     found
 }
 
+/// The `{` that opens the flow mapping around each key [`sibling_values`] meets, found in one
+/// pass over the text: the innermost bracket still open on the key's line, within [`REACH`].
+#[derive(Default)]
+struct FlowOpens {
+    /// How far the text has been read, and the `{` still open there on its line.
+    read: usize,
+    open: Vec<usize>,
+    /// The last `{` handed out: a mapping is read once.
+    given: Option<usize>,
+}
+
+impl FlowOpens {
+    fn open_before(&mut self, bytes: &[u8], key: usize) -> Option<usize> {
+        for (i, &b) in bytes.iter().enumerate().take(key).skip(self.read) {
+            match b {
+                b'\n' => self.open.clear(),
+                b'{' if self.open.len() < 64 => self.open.push(i),
+                b'}' => {
+                    self.open.pop();
+                }
+                _ => {}
+            }
+        }
+        self.read = self.read.max(key);
+        let open = *self.open.last().filter(|&&open| open + REACH >= key)?;
+        (self.given.replace(open) != Some(open)).then_some(open)
+    }
+}
+
 /// In a mapping written on one line in flow style (`{name: DB_PASSWORD, value: x}`: YAML's
-/// flow mappings, JavaScript's object literals) whose entry starting at `key` names a secret:
-/// the values of its value-like entries ([`PAIR_VALUES`]). The mapping is read from its `{`
-/// to its `}`, quoted values and nested brackets skipped whole; if it is not one such mapping
-/// holding that entry, nothing is found.
-fn flow_siblings(text: &str, key: usize) -> Vec<Range<usize>> {
+/// flow mappings, JavaScript's object literals, `name=…` maps) opened at `open`, whose entry
+/// near `key` names a secret: the values of its value-like entries ([`PAIR_VALUES`]). The
+/// mapping is read to its `}`, quoted values and nested brackets skipped whole; if it is not
+/// one such mapping with an entry naming a secret, nothing is found.
+fn flow_siblings(text: &str, open: usize, key: usize) -> Vec<Range<usize>> {
     let bytes = text.as_bytes();
-    let floor = key.saturating_sub(REACH);
-    let line = bytes[floor..key].iter().rposition(|&b| b == b'\n').map_or(floor, |i| floor + i + 1);
-    let Some(open) = bytes[line..key].iter().rposition(|&b| b == b'{').map(|i| line + i) else {
-        return Vec::new();
-    };
     let ceiling = (key + REACH).min(bytes.len());
     let blanks = |mut i: usize| {
         while i < ceiling && matches!(bytes[i], b' ' | b'\t') {
@@ -1428,7 +1456,8 @@ fn flow_siblings(text: &str, key: usize) -> Vec<Range<usize>> {
         i
     };
     let mut found = Vec::new();
-    let mut holds_key = false;
+    // Whether an entry names a secret (`name: DB_PASSWORD`), whichever entry led here.
+    let mut named = false;
     let mut i = open + 1;
     loop {
         i = blanks(i);
@@ -1449,9 +1478,8 @@ fn flow_siblings(text: &str, key: usize) -> Vec<Range<usize>> {
         if name.is_empty() || i >= ceiling {
             return Vec::new();
         }
-        holds_key |= name_start == key;
         i = blanks(i);
-        if bytes.get(i) != Some(&b':') {
+        if !matches!(bytes.get(i), Some(b':' | b'=')) {
             return Vec::new();
         }
         i = blanks(i + 1);
@@ -1497,14 +1525,22 @@ fn flow_siblings(text: &str, key: usize) -> Vec<Range<usize>> {
         };
         if let Some(value) = value {
             let inner = &text[value.clone()];
-            if is_pair_value(&text[name]) && !inner.is_empty() && !is_literal(inner) {
+            let name = &text[name];
+            if is_pair_value(name) && !inner.is_empty() && !is_literal(inner) {
                 found.push(value);
+            } else if PAIR_NAMES.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+                named |= names_a_secret(inner);
             }
         }
         i = blanks(i);
+        // A trailing comma may end the mapping.
+        let comma = bytes.get(i) == Some(&b',');
+        if comma {
+            i = blanks(i + 1);
+        }
         match bytes.get(i) {
-            Some(b',') => i += 1,
-            Some(b'}') if holds_key => return found,
+            Some(b'}') if named => return found,
+            Some(_) if comma => {}
             _ => return Vec::new(),
         }
     }
@@ -1520,14 +1556,15 @@ const SIBLING_MEMBERS: usize = 8;
 /// are written (`{"Name": …, "Type": "SecureString", "Value": …, "Version": 1}`).
 fn json_siblings(text: &str, open: usize, end: usize, quote: Quote) -> Vec<Range<usize>> {
     let mut found = Vec::new();
+    // The members passed over, and the value itself.
     let mut at = open;
-    for _ in 0..SIBLING_MEMBERS {
+    for _ in 0..=SIBLING_MEMBERS {
         let Some(member) = member_before(text, at, quote) else { break };
         found.extend(member.secret(text));
         at = member.start;
     }
     let mut at = end;
-    for _ in 0..SIBLING_MEMBERS {
+    for _ in 0..=SIBLING_MEMBERS {
         let Some(member) = member_after(text, at, quote) else { break };
         found.extend(member.secret(text));
         at = member.end;
@@ -3376,6 +3413,13 @@ line secret" next"#,
             format!("{{ value: '{secret}', kind: x, name: 'DB_PASSWORD' }}"),
             format!("{{key: signing_key, note: \"a, b\", data: \"{secret}\", n: [1, 2]}}"),
             format!("secrets: {{name: password, tier: {{a: 1}}, Value: {secret}}}"),
+            format!("{{value: {secret}, tier: {{a: 1}}, name: password}}"),
+            format!("{{ name: 'API_TOKEN', value: '{secret}', }}"),
+            format!("{{name=DB_PASSWORD, type=x, value={secret}}}"),
+            format!("{{note: \"name: password\", name: DB_PASSWORD, value: {secret}}}"),
+            // Eight members between, either way.
+            format!(r#"{{"Name": "DB_PASSWORD", "a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6, "g": 7, "h": 8, "Value": "{secret}"}}"#),
+            format!(r#"{{"Value": "{secret}", "a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6, "g": 7, "h": 8, "Name": "DB_PASSWORD"}}"#),
         ];
         // (YAML indents with spaces only.)
         for indent in ["", "  ", "    "] {
@@ -3449,6 +3493,10 @@ line secret" next"#,
             format!("\"{}\", \"name\": \"password\"", "\\".repeat(200_000)),
             format!("\"password\": [{}", "\\".repeat(200_000)),
             format!("name: password\nvalue: a{}", "''".repeat(50_000)),
+            "name: password, ".repeat(65_536),
+            format!("{{{}}}", "name: password, ".repeat(65_536)),
+            "{name: password, t: {{{{{{{{{{".repeat(40_000),
+            "{name: password, v: 'a, ".repeat(40_000),
         ] {
             assert!(!redact_text(&text).is_empty());
         }
