@@ -366,9 +366,11 @@ fn print_error_on_stdout(message: &str) {
 }
 
 /// What clap refused, on one line: its message, its notes, and (for a usage error) the usage
-/// of the command.
+/// of the command. The message is redacted as clap wrote it, lines and all, before its lines
+/// are joined: a value spread over lines is read as written, not as the joined line.
 fn usage_line(e: &clap::Error, with_usage: bool) -> String {
-    let text = e.render().to_string();
+    let rendered = e.render().to_string();
+    let text = aigentflow_persistence::redact::redact_text(&rendered);
     let mut parts = Vec::new();
     let mut usage = None;
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
