@@ -1416,9 +1416,10 @@ fn sibling_values(text: &str) -> Vec<Range<usize>> {
 /// pass over the text: the innermost bracket still open on the key's line, within [`REACH`].
 #[derive(Default)]
 struct FlowOpens {
-    /// How far the text has been read, and the `{` still open there on its line.
+    /// How far the text has been read, and the `{` still open there on its line (the 64
+    /// innermost).
     read: usize,
-    open: Vec<usize>,
+    open: std::collections::VecDeque<usize>,
     /// The last `{` handed out: a mapping is read once.
     given: Option<usize>,
 }
@@ -1428,15 +1429,20 @@ impl FlowOpens {
         for (i, &b) in bytes.iter().enumerate().take(key).skip(self.read) {
             match b {
                 b'\n' => self.open.clear(),
-                b'{' if self.open.len() < 64 => self.open.push(i),
+                b'{' => {
+                    if self.open.len() == 64 {
+                        self.open.pop_front();
+                    }
+                    self.open.push_back(i);
+                }
                 b'}' => {
-                    self.open.pop();
+                    self.open.pop_back();
                 }
                 _ => {}
             }
         }
         self.read = self.read.max(key);
-        let open = *self.open.last().filter(|&&open| open + REACH >= key)?;
+        let open = *self.open.back().filter(|&&open| open + REACH >= key)?;
         (self.given.replace(open) != Some(open)).then_some(open)
     }
 }
@@ -1597,6 +1603,12 @@ fn is_bare_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.')
 }
 
+/// Whether `word`, written bare, is a number or a literal: a member [`member_before`] and
+/// [`member_after`] may pass over.
+fn is_bare_scalar(word: &str) -> bool {
+    word.bytes().any(|b| b.is_ascii_digit()) || is_literal(word)
+}
+
 /// Whether `b` may be part of a member's name that [`member_before`] and [`member_after`] read.
 fn is_member_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')
@@ -1680,8 +1692,7 @@ fn member_before(text: &str, at: usize, quote: Quote) -> Option<Member> {
         (open + 1..close, open - quote.escape_len())
     } else {
         let bare = bytes[floor..i].iter().rev().take_while(|&&b| is_bare_byte(b)).count();
-        let word = &text[i - bare..i];
-        if !word.bytes().any(|b| b.is_ascii_digit()) && !is_literal(word) {
+        if !is_bare_scalar(&text[i - bare..i]) {
             return None;
         }
         (i - bare..i, i - bare)
@@ -1737,8 +1748,7 @@ fn member_after(text: &str, at: usize, quote: Quote) -> Option<Member> {
         Some(_) => return None,
         None => {
             let bare = bytes[i..].iter().take(64).take_while(|&&b| is_bare_byte(b)).count();
-            let word = &text[i..i + bare];
-            if !word.bytes().any(|b| b.is_ascii_digit()) && !is_literal(word) {
+            if !is_bare_scalar(&text[i..i + bare]) {
                 return None;
             }
             (i..i + bare, i + bare)
@@ -3416,6 +3426,7 @@ line secret" next"#,
             format!("{{value: {secret}, tier: {{a: 1}}, name: password}}"),
             format!("{{ name: 'API_TOKEN', value: '{secret}', }}"),
             format!("{{name=DB_PASSWORD, type=x, value={secret}}}"),
+            format!("{}{{name: password, value: {secret}}}{}", "{a: ".repeat(70), "}".repeat(70)),
             format!("{{note: \"name: password\", name: DB_PASSWORD, value: {secret}}}"),
             // Eight members between, either way.
             format!(r#"{{"Name": "DB_PASSWORD", "a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6, "g": 7, "h": 8, "Value": "{secret}"}}"#),
