@@ -93,6 +93,51 @@ fn an_append_steps_over_an_id_taken_around_the_log(t) {
 }
 }
 
+on_both! {
+/// A row written around the log with an id inside the range a batch would take: the batch
+/// steps over it whole (all of it after that row, none before), for every place in the
+/// range, and for a batch larger than one statement takes.
+fn a_batch_steps_over_an_id_taken_around_the_log_inside_its_range(t) {
+    let log = AuditLog::new(t.db().clone());
+    let batch = |tag: &str, n: usize| -> Vec<AuditEntry> {
+        (0..n).map(|k| entry("p", &format!("{tag}.{k}"), Category::Agent)).collect()
+    };
+    log.log(&entry("p", "first", Category::Agent)).unwrap();
+    let mut next = 2;
+    let mut forged = 0;
+    for offset in 0..4 {
+        // The next batch of four would take next..next+3: a row is put at next+offset.
+        let at = next + offset;
+        around(
+            t,
+            &format!(
+                "INSERT INTO audit_logs (id, timestamp, action, category)
+                 VALUES ({at}, '2026-01-01T00:00:00.000Z', 'forged', 'user')"
+            ),
+        )
+        .unwrap();
+        forged += 1;
+        let ids = log.log_batch(&batch(&format!("b{offset}"), 4)).unwrap();
+        assert_eq!(ids, ((at + 1)..=(at + 4)).collect::<Vec<_>>(), "offset {offset}");
+        next = at + 5;
+        // The next batch, with no row in its way, follows it.
+        let ids = log.log_batch(&batch(&format!("c{offset}"), 3)).unwrap();
+        assert_eq!(ids, (next..next + 3).collect::<Vec<_>>(), "offset {offset}");
+        next += 3;
+    }
+    let ids = log.log_batch(&batch("large", 1001)).unwrap();
+    assert_eq!(ids, (next..next + 1001).collect::<Vec<_>>());
+    let ids = log.log_batch(&batch("after", 2)).unwrap();
+    assert_eq!(ids, vec![next + 1001, next + 1002]);
+    let stored = scalar(t.location(), "SELECT COUNT(*) FROM audit_logs");
+    assert_eq!(stored, 1 + 4 * (4 + 3) + 1001 + 2 + forged);
+    let unsealed = scalar(t.location(), "SELECT COUNT(*) FROM audit_logs WHERE row_hash IS NULL");
+    assert_eq!(unsealed, forged, "only the forged rows are outside the chain");
+    let v = log.verify(None).unwrap();
+    assert_ne!(v.finding, None, "the forged rows are outside the chain");
+}
+}
+
 /// On PostgreSQL, a `log` after one through the same handle costs one round trip; after
 /// another handle appended, it meets the moved head and appends in a transaction.
 #[test]
@@ -123,9 +168,25 @@ fn a_log_after_one_through_the_same_handle_is_one_round_trip_on_postgres() {
         log.log(&entry("p", "again", Category::Agent)).unwrap();
     });
     assert_eq!(again, 1, "the handle appended last: alone again");
+    // Batches go alike: one statement after the handle's last append (the first one also
+    // prepares it), a transaction after another handle's or when too large for one.
+    let batch = |tag: &str, n: usize| -> Vec<AuditEntry> {
+        (0..n).map(|k| entry("p", &format!("{tag}.{k}"), Category::Agent)).collect()
+    };
+    assert_eq!(trips(&|| drop(log.log_batch(&batch("prepares", 3)).unwrap())), 2);
+    for (i, n) in [2, 5, 1000, 7].into_iter().enumerate() {
+        let n = trips(&|| drop(log.log_batch(&batch(&format!("batch{i}"), n)).unwrap()));
+        assert_eq!(n, 1, "batch {i}");
+    }
+    other.log(&entry("p", "moved again", Category::Agent)).unwrap();
+    let n = trips(&|| drop(log.log_batch(&batch("after the move", 4)).unwrap()));
+    assert!(n > 1, "the moved head sends the batch into a transaction ({n} round trips)");
+    let n = trips(&|| drop(log.log_batch(&batch("too large", 1001)).unwrap()));
+    assert!(n > 1, "a batch larger than one statement takes is a transaction ({n})");
+    assert_eq!(trips(&|| drop(log.log_batch(&batch("alone", 2)).unwrap())), 1);
     let v = log.verify(None).unwrap();
     assert!(v.is_ok(), "{:?}", v.finding);
-    assert_eq!(v.rows, 10);
+    assert_eq!(v.rows, 10 + 3 + 2 + 5 + 1000 + 7 + 1 + 4 + 1001 + 2);
 }
 
 /// What the proxy does to the next message a client sends.
@@ -247,7 +308,7 @@ fn behind_a_proxy(t: &TestDb) -> (Proxy, AuditLog) {
 
 /// On PostgreSQL, an append alone whose connection is lost before the server has it, or
 /// after the server stored it but before its answer came: either way the entry is stored
-/// once, `log` returns its id, and the chain verifies.
+/// once, `log` returns its id, and the chain verifies; a batch alone is stored whole once.
 #[test]
 fn an_append_whose_connection_is_lost_is_stored_exactly_once_on_postgres() {
     let Some(t) = TestDb::postgres() else { return };
@@ -272,6 +333,26 @@ fn an_append_whose_connection_is_lost_is_stored_exactly_once_on_postgres() {
         log.log(&entry("p", &format!("after{round}"), Category::Agent)).unwrap();
     }
     assert_eq!(scalar(t.location(), "SELECT COUNT(*) FROM audit_logs"), 10);
+    // A batch alone likewise, stored whole once (its statement prepared first).
+    let batch = |tag: &str| -> Vec<AuditEntry> {
+        (0..3).map(|k| entry("p", &format!("{tag}.{k}"), Category::Agent)).collect()
+    };
+    log.log_batch(&batch("prepared")).unwrap();
+    for (round, how) in [DROP_REQUEST, DROP_ANSWER, DROP_ANSWER].into_iter().enumerate() {
+        let tag = format!("batchcut{round}");
+        proxy.cut_next(how);
+        let ids = log.log_batch(&batch(&tag)).unwrap();
+        assert_eq!(ids.len(), 3);
+        for (k, id) in ids.iter().enumerate() {
+            let sql =
+                format!("SELECT COUNT(*) FROM audit_logs WHERE action = '{tag}.{k}' AND id = {id}");
+            assert_eq!(scalar(t.location(), &sql), 1, "round {round} ({how})");
+        }
+        let sql = format!("SELECT COUNT(*) FROM audit_logs WHERE action LIKE '{tag}.%'");
+        assert_eq!(scalar(t.location(), &sql), 3, "round {round} ({how})");
+        log.log_batch(&batch(&format!("batchafter{round}"))).unwrap();
+    }
+    assert_eq!(scalar(t.location(), "SELECT COUNT(*) FROM audit_logs"), 10 + 3 + 3 * 6);
     let v = log.verify(None).unwrap();
     assert!(v.is_ok(), "{:?}", v.finding);
 }

@@ -63,14 +63,35 @@ macro_rules! append_one_pg {
 }
 
 /// The head locked and read in the statement, as a row only if it is still the row before
-/// the entry's id (`?1 - 1`, with the hash `?11`) and no row with that id or a later one is
-/// present (see [`APPEND_AFTER_PG`]).
+/// the first entry's id (`?1 - 1`, with the hash `$prev`) and no row with that id or a later
+/// one is present (see [`APPEND_AFTER_PG`]).
 macro_rules! head_unchanged {
-    () => {
-        "WITH head AS (SELECT 1 FROM audit_head h
-            WHERE h.id = ?1::bigint - 1 AND h.row_hash = ?11
+    ($prev:literal) => {
+        concat!(
+            "WITH head AS (SELECT 1 FROM audit_head h
+            WHERE h.id = ?1::bigint - 1 AND h.row_hash = ",
+            $prev,
+            "
                 AND (SELECT COALESCE(MAX(id), 0) FROM audit_logs) < ?1::bigint
             FOR UPDATE OF h), "
+        )
+    };
+}
+
+/// Rows appended after the head in one statement (see [`APPEND_ROWS_AFTER_PG`]): `$arrays`
+/// (from `?3`, one per column) read with `unnest`, and the head moved onto the last of them.
+macro_rules! append_rows_after_pg {
+    ($columns:expr, $arrays:expr) => {
+        concat!(
+            head_unchanged!("?2"),
+            "appended AS (INSERT INTO audit_logs (",
+            $columns,
+            ") SELECT u.* FROM head, unnest(",
+            $arrays,
+            ") AS u RETURNING id, row_hash) ",
+            "UPDATE audit_head SET id = last.id, row_hash = last.row_hash
+            FROM (SELECT id, row_hash FROM appended ORDER BY id DESC LIMIT 1) AS last"
+        )
     };
 }
 
@@ -133,16 +154,35 @@ const APPEND_ONE_PLAIN_PG: &str =
 /// prepared statement, as a scan expected to stop early, and it reads the whole table when, as
 /// always here, no row matches.
 const APPEND_AFTER_PG: &str = append_one_pg!(
-    head_unchanged!(),
+    head_unchanged!("?11"),
     all_columns!(),
     concat!("SELECT ", all_params!(), " FROM head")
 );
 /// [`APPEND_AFTER_PG`] of an entry without event fields or provenance.
 const APPEND_AFTER_PLAIN_PG: &str = append_one_pg!(
-    head_unchanged!(),
+    head_unchanged!("?11"),
     plain_columns!(),
     concat!("SELECT ", plain_params!(), " FROM head")
 );
+/// [`APPEND_AFTER_PG`] of many entries: the first's id `?1` and the hash it links to `?2`,
+/// then the rows as one array per column of [`COLUMNS`] (`?3` on), in one statement that
+/// appends them all or, the head moved, none.
+const APPEND_ROWS_AFTER_PG: &str = append_rows_after_pg!(
+    all_columns!(),
+    "?3::bigint[], ?4::text[], ?5::text[], ?6::text[], ?7::text[], ?8::text[], ?9::text[], \
+     ?10::text[], ?11::text[], ?12::text[], ?13::text[], ?14::text[], ?15::bigint[], \
+     ?16::text[], ?17::text[], ?18::text[], ?19::text[], ?20::text[], ?21::text[], \
+     ?22::text[], ?23::text[], ?24::text[], ?25::text[], ?26::text[], ?27::text[], \
+     ?28::text[], ?29::text[], ?30::smallint[]"
+);
+/// [`APPEND_ROWS_AFTER_PG`] of entries without event fields or provenance.
+const APPEND_ROWS_AFTER_PLAIN_PG: &str = append_rows_after_pg!(
+    plain_columns!(),
+    "?3::bigint[], ?4::text[], ?5::text[], ?6::text[], ?7::text[], ?8::text[], ?9::text[], \
+     ?10::text[], ?11::text[], ?12::text[], ?13::text[], ?14::text[], ?15::smallint[]"
+);
+/// The most entries [`APPEND_ROWS_AFTER_PG`] takes; a larger batch appends in a transaction.
+const MOST_ROWS_ALONE: usize = 1000;
 /// Whether the row an append alone sent is stored, when its connection was lost before the
 /// answer came: its hash, which covers the previous row's, names it.
 const APPENDED: &str = "SELECT 1 FROM audit_logs WHERE id = ?1 AND row_hash = ?2";
@@ -181,13 +221,19 @@ pub struct AuditLog {
 
 /// What [`AuditLog::append_alone`] did.
 enum Alone {
-    /// Appended, with this id.
-    Appended(i64),
+    /// Appended, with these ids.
+    Appended(Vec<i64>),
     /// Wrote nothing.
     NotAppended,
-    /// The connection was lost once this row was sent: it may be stored, or be stored later
-    /// by a statement still waiting on the server.
-    Unknown(Head),
+    /// The connection was lost once these rows were sent: they may be stored, or be stored
+    /// later by a statement still waiting on the server.
+    Unknown(Sent),
+}
+
+/// Rows an append alone sent: the head their last would make, and their ids.
+struct Sent {
+    head: Head,
+    ids: Vec<i64>,
 }
 
 /// The last row of the chain: its id and hash.
@@ -215,34 +261,44 @@ impl AuditLog {
     /// once it holds the head, whether the row sent (its id and hash) is stored, and appends it
     /// only if not: the entry is stored once.
     pub fn log(&self, entry: &AuditEntry) -> Result<i64> {
-        let clean = CleanEntry::all(std::slice::from_ref(entry))?;
-        let sent = match self.append_alone(&clean[0])? {
-            Alone::Appended(id) => return Ok(id),
+        let ids = self.append_clean(&CleanEntry::all(std::slice::from_ref(entry))?)?;
+        Ok(ids[0])
+    }
+
+    /// Appends many entries in one transaction; returns their ids. The entries are checked and
+    /// redacted before the write lock is taken. On PostgreSQL, up to a thousand entries after
+    /// an append through this handle go in as [`log`](Self::log)'s one does: one statement,
+    /// which appends them all or none.
+    pub fn log_batch(&self, entries: &[AuditEntry]) -> Result<Vec<i64>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.append_clean(&CleanEntry::all(entries)?)
+    }
+
+    /// Appends clean entries (at least one) in a transaction of their own, or on PostgreSQL
+    /// alone after the remembered head (see [`log`](Self::log)); their ids.
+    fn append_clean(&self, clean: &[CleanEntry<'_>]) -> Result<Vec<i64>> {
+        let sent = match self.append_alone(clean)? {
+            Alone::Appended(ids) => return Ok(ids),
             Alone::NotAppended => None,
             Alone::Unknown(sent) => Some(sent),
         };
         let appended = self.db.write(|tx| {
             // A statement whose answer was lost may still be waiting for the head's lock on
             // the server, which runs it even so: under the lock, it has run or never will
-            // (the head it expects is moved by this append).
+            // (the head it expects is moved by this append). It appends all its rows or none,
+            // so its last row tells.
             if let Some(sent) = &sent {
                 AppendAt::head(tx)?;
-                let params = [Param::int(sent.id), Param::digest(&sent.hash)];
+                let last = &sent.head;
+                let params = [Param::int(last.id), Param::digest(&last.hash)];
                 if tx.query_row(APPENDED, &params, |_| Ok(()))?.is_some() {
-                    return Ok(Appended { ids: vec![sent.id], head: Some(sent.clone()) });
+                    return Ok(Appended { ids: sent.ids.clone(), head: Some(last.clone()) });
                 }
             }
-            append(tx, &clean)
+            append(tx, clean)
         })?;
-        self.remember(appended.head);
-        Ok(appended.ids[0])
-    }
-
-    /// Appends many entries in one transaction; returns their ids. The entries are checked and
-    /// redacted before the write lock is taken.
-    pub fn log_batch(&self, entries: &[AuditEntry]) -> Result<Vec<i64>> {
-        let clean = CleanEntry::all(entries)?;
-        let appended = self.db.write(|tx| append(tx, &clean))?;
         self.remember(appended.head);
         Ok(appended.ids)
     }
@@ -252,43 +308,46 @@ impl AuditLog {
         *self.head.lock().unwrap_or_else(PoisonError::into_inner) = head;
     }
 
-    /// [`log`](Self::log)'s append in one statement after the remembered head, on PostgreSQL:
-    /// appended with its id; not appended, to be appended in a transaction (no head
-    /// remembered, another append moved it, a row written around the log holds the id); or
-    /// unknown, the connection lost once the row was sent.
-    fn append_alone(&self, entry: &CleanEntry<'_>) -> Result<Alone> {
-        if self.db.backend() != Backend::Postgres {
+    /// The append in one statement after the remembered head, on PostgreSQL (see
+    /// [`log`](Self::log)): appended with their ids; not appended, to be appended in a
+    /// transaction (no head remembered, another append moved it, a row written around the log
+    /// holds an id, more entries than one statement takes); or unknown, the connection lost
+    /// once the rows were sent.
+    fn append_alone(&self, entries: &[CleanEntry<'_>]) -> Result<Alone> {
+        if self.db.backend() != Backend::Postgres || entries.len() > MOST_ROWS_ALONE {
             return Ok(Alone::NotAppended);
         }
         let Some(head) = self.head.lock().unwrap_or_else(PoisonError::into_inner).take() else {
             return Ok(Alone::NotAppended);
         };
-        check_for_postgres(std::slice::from_ref(entry))?;
+        check_for_postgres(entries)?;
         let Some(id) = head.id.checked_add(1) else { return Ok(Alone::NotAppended) };
-        let rows = Rows::after(
-            std::slice::from_ref(entry),
-            AppendAt { prev: head.hash, id },
-            self.db.now(),
-        )?;
+        let first = [Param::int(id), Param::digest(head.hash.clone())];
+        let rows = Rows::after(entries, AppendAt { prev: head.hash, id }, self.db.now())?;
         let Some(appended) = rows.head() else { return Ok(Alone::NotAppended) };
-        let sent = match rows.narrow() {
-            Some(narrow) => self.db.execute_alone(APPEND_AFTER_PLAIN_PG, &narrow[0]),
-            None => self.db.execute_alone(APPEND_AFTER_PG, &rows.cells[0]),
+        let sent = match (rows.narrow(), &rows.cells[..]) {
+            (Some(narrow), [_]) => self.db.execute_alone(APPEND_AFTER_PLAIN_PG, &narrow[0]),
+            (None, [row]) => self.db.execute_alone(APPEND_AFTER_PG, row),
+            (Some(narrow), _) => {
+                self.db.execute_alone_rows(APPEND_ROWS_AFTER_PLAIN_PG, &first, &narrow)
+            }
+            (None, cells) => self.db.execute_alone_rows(APPEND_ROWS_AFTER_PG, &first, cells),
         };
         match sent {
             Ok(1) => {}
             Ok(_) => return Ok(Alone::NotAppended),
-            Err(e) if e.is_outcome_unknown() => return Ok(Alone::Unknown(appended)),
-            // Nothing was written: the id taken around the log, or the session not set up as
+            Err(e) if e.is_outcome_unknown() => {
+                return Ok(Alone::Unknown(Sent { head: appended, ids: rows.ids }))
+            }
+            // Nothing was written: an id taken around the log, or the session not set up as
             // this layer's transactions are (a serialization failure, a read-only default).
             Err(e) if e.sqlstate().is_some_and(|c| FALL_BACK_STATES.contains(&c)) => {
                 return Ok(Alone::NotAppended)
             }
             Err(e) => return Err(e.into()),
         }
-        let id = appended.id;
         self.remember(Some(appended));
-        Ok(Alone::Appended(id))
+        Ok(Alone::Appended(rows.ids))
     }
 
     /// Appends an entry inside a caller's transaction (e.g. with the state save it records).

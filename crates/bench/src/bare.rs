@@ -66,6 +66,16 @@ impl Bare {
         Ok(Self { client, db })
     }
 
+    /// A fresh database on `server` named after `label`, migrated by the project as it opens
+    /// one (every migration, its triggers included), then a plain connection to it: where a
+    /// baseline does the project's own statements, on the project's own schema.
+    pub fn fresh_migrated(server: &Server, label: &str) -> Result<Self> {
+        let db = server.fresh(label)?;
+        drop(aigentflow_persistence::Database::open(db.url()).context("migrate")?);
+        let client = db.connect()?;
+        Ok(Self { client, db })
+    }
+
     /// Vacuums and analyses every table, as autovacuum would on a server left alone.
     pub fn settle(&mut self) -> Result<()> {
         settle(&mut self.client)
@@ -378,6 +388,101 @@ impl BareAudit {
         };
         self.bare.client.execute(&statement, &params)?;
         self.next_id += entries.len() as i64;
+        Ok(())
+    }
+}
+
+/// W2's chained appends: the statements the project's `log()` and `log_batch()` send on
+/// PostgreSQL, sent bare on the project's schema — the least work of an append under the locked
+/// head, with none of the project's (no redaction, no hashing: a row's hash is its id as hex,
+/// which the head's trigger takes as well as any). Beside [`BareAudit`], it shows how much of
+/// W2's distance to a bare `INSERT` is the chain's, on the server, and how much the project's.
+pub struct BareChain {
+    bare: Bare,
+    /// One entry after the head, in one autocommitted statement (the project's
+    /// `APPEND_AFTER_PG`: the head locked and checked, the row appended, the head moved).
+    append: Statement,
+    /// The batches' multi-row insert, and its size.
+    insert_batch: Option<(usize, Statement)>,
+    next_id: i64,
+}
+
+/// [`BareChain`]'s append after the head: the project's statement, its twelve columns.
+const CHAIN_APPEND: &str = "WITH head AS (SELECT 1 FROM audit_head h
+        WHERE h.id = $1::bigint - 1 AND h.row_hash IS NOT DISTINCT FROM $11
+            AND (SELECT COALESCE(MAX(id), 0) FROM audit_logs) < $1::bigint
+        FOR UPDATE OF h),
+    appended AS (INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action,
+            category, details, user_id, ip_address, prev_hash, row_hash)
+        SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM head
+        RETURNING id, row_hash)
+    UPDATE audit_head SET id = appended.id, row_hash = appended.row_hash FROM appended";
+
+impl BareChain {
+    pub fn new(mut bare: Bare) -> Result<Self> {
+        let append = bare.client.prepare(CHAIN_APPEND)?;
+        Ok(Self { bare, append, insert_batch: None, next_id: 1 })
+    }
+
+    /// The stand-in hash of row `id` (None before the first).
+    fn hash(id: i64) -> Option<String> {
+        (id > 0).then(|| format!("{id:064x}"))
+    }
+
+    /// Appends one entry after the head in one autocommitted statement.
+    pub fn log(&mut self, entry: &AuditEntry) -> Result<()> {
+        let row = AuditRow::new(self.next_id, entry, time::to_db(Utc::now()))?;
+        let (prev, hash) = (Self::hash(self.next_id - 1), Self::hash(self.next_id));
+        let mut params = row.params();
+        params[10] = &prev;
+        params[11] = &hash;
+        let appended = self.bare.client.execute(&self.append, &params)?;
+        anyhow::ensure!(appended == 1, "the chained baseline's head moved under it");
+        self.next_id += 1;
+        Ok(())
+    }
+
+    /// Appends the entries in one transaction, as the project's batch does: the head locked
+    /// and read, one multi-row `INSERT`, the head moved.
+    pub fn log_batch(&mut self, entries: &[AuditEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let now = time::to_db(Utc::now());
+        let first = self.next_id;
+        let rows = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| AuditRow::new(first + i as i64, e, now.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let hashes: Vec<Option<String>> =
+            (first - 1..first + entries.len() as i64).map(Self::hash).collect();
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(rows.len() * 12);
+        for (i, row) in rows.iter().enumerate() {
+            let mut p = row.params();
+            p[10] = &hashes[i];
+            p[11] = &hashes[i + 1];
+            params.extend(p);
+        }
+        let statement = match &self.insert_batch {
+            Some((size, s)) if *size == entries.len() => s.clone(),
+            _ => {
+                let s = self.bare.client.prepare(&multi_row_insert(entries.len()))?;
+                self.insert_batch = Some((entries.len(), s.clone()));
+                s
+            }
+        };
+        let last = first - 1 + entries.len() as i64;
+        let mut tx = self.bare.client.transaction()?;
+        let head: i64 = tx.query_one("SELECT id FROM audit_head FOR UPDATE", &[])?.get(0);
+        anyhow::ensure!(head == first - 1, "the chained baseline's head moved under it");
+        tx.execute(&statement, &params)?;
+        tx.execute(
+            "UPDATE audit_head SET id = $1, row_hash = $2",
+            &[&last, &hashes[entries.len()]],
+        )?;
+        tx.commit()?;
+        self.next_id = last + 1;
         Ok(())
     }
 }

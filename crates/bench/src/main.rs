@@ -31,8 +31,8 @@ use clap::Parser;
 use serde_json::{json, Map, Value};
 
 use crate::bare::{
-    Bare, BareAudit, BareExport, BareLessons, BareListing, BareSpans, BareStates, BareTracker,
-    RollupTotal,
+    Bare, BareAudit, BareChain, BareExport, BareLessons, BareListing, BareSpans, BareStates,
+    BareTracker, RollupTotal,
 };
 use crate::server::{FreshDatabase, Server};
 
@@ -125,6 +125,14 @@ impl Bench {
         match &self.target {
             Where::Sqlite(_) => Ok(None),
             Where::Postgres(server) => Bare::fresh(server, label).map(Some),
+        }
+    }
+
+    /// [`bare`](Self::bare) on the project's schema as it migrates it (on PostgreSQL only).
+    fn bare_migrated(&self, label: &str) -> Result<Option<Bare>> {
+        match &self.target {
+            Where::Sqlite(_) => Ok(None),
+            Where::Postgres(server) => Bare::fresh_migrated(server, label).map(Some),
         }
     }
 
@@ -222,17 +230,20 @@ fn full_audit_entry(words: &mut Words, entry: &AuditEntry, i: usize) -> AuditEnt
 /// bare baseline appends the same entries in turns of 1,000 with the project's. Beside them, on
 /// a database of its own, the same entries with every field of the audit event filled too,
 /// one per transaction, in turns with the plain ones: `full_us_per_op` and its `full_ratio`.
+/// On PostgreSQL, also beside the chain's own statements sent bare on the project's schema
+/// ([`BareChain`]): `chained_baseline_*` and `ratio_to_chained_*`, the project's share.
 fn w2(b: &Bench) -> Result<()> {
     let n = b.n(100_000, 1000);
     let (_place, db) = b.fresh_db("w2")?;
     let (_full_place, full_db) = b.fresh_db("w2_full")?;
     let mut bare = b.bare("w2_bare")?.map(BareAudit::new).transpose()?;
+    let mut chained = b.bare_migrated("w2_chained")?.map(BareChain::new).transpose()?;
     let log = AuditLog::new(db);
     let full_log = AuditLog::new(full_db);
     let mut words = Words::load(2)?;
     let entries: Vec<AuditEntry> = (0..n).map(|i| audit_entry(&mut words, i)).collect();
     reset_peak_rss();
-    let (mut single, mut base_single, mut full) = (0.0, 0.0, 0.0);
+    let (mut single, mut base_single, mut full, mut chained_single) = (0.0, 0.0, 0.0, 0.0);
     for (n, turn) in entries.chunks(1000).enumerate() {
         // Made a turn at a time (and not timed), so the peak memory is W2's as before.
         let full_turn: Vec<AuditEntry> = turn
@@ -257,8 +268,15 @@ fn w2(b: &Bench) -> Result<()> {
             }
             base_single += t.elapsed().as_secs_f64();
         }
+        if let Some(chained) = &mut chained {
+            let t = Instant::now();
+            for e in turn {
+                chained.log(e)?;
+            }
+            chained_single += t.elapsed().as_secs_f64();
+        }
     }
-    let (mut batch, mut base_batch) = (0.0, 0.0);
+    let (mut batch, mut base_batch, mut chained_batch) = (0.0, 0.0, 0.0);
     for turn in entries.chunks(1000) {
         let t = Instant::now();
         for chunk in turn.chunks(100) {
@@ -272,6 +290,13 @@ fn w2(b: &Bench) -> Result<()> {
             }
             base_batch += t.elapsed().as_secs_f64();
         }
+        if let Some(chained) = &mut chained {
+            let t = Instant::now();
+            for chunk in turn.chunks(100) {
+                chained.log_batch(chunk)?;
+            }
+            chained_batch += t.elapsed().as_secs_f64();
+        }
     }
     let per_op = |s: f64| round(s * 1e6 / n as f64, 2);
     let mut extra = json!({
@@ -284,6 +309,12 @@ fn w2(b: &Bench) -> Result<()> {
         extra["baseline_us_per_op"] = json!(per_op(base_single));
         extra["baseline_batch_us_per_op"] = json!(per_op(base_batch));
         ratios(&mut extra, &["us_per_op", "batch_us_per_op"]);
+    }
+    if chained.is_some() {
+        extra["chained_baseline_us_per_op"] = json!(per_op(chained_single));
+        extra["chained_baseline_batch_us_per_op"] = json!(per_op(chained_batch));
+        extra["ratio_to_chained_us_per_op"] = json!(round(single / chained_single, 2));
+        extra["ratio_to_chained_batch_us_per_op"] = json!(round(batch / chained_batch, 2));
     }
     b.emit("W2", n, single, extra);
     Ok(())

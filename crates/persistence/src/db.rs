@@ -589,6 +589,50 @@ impl Database {
     /// once the statement is sent, the error is [`Error::OutcomeUnknown`]: the server may
     /// have committed it, and a read must tell before it is tried again.
     pub fn execute_alone(&self, sql: &str, params: &[Param<'_>]) -> Result<u64> {
+        match self.alone(sql)? {
+            Some((pg, key)) => Self::sent_alone(key, || pg.execute_alone(sql, params)),
+            None => self.write(|tx| tx.execute(sql, params)).map(|n| n as u64),
+        }
+    }
+
+    /// [`execute_alone`](Self::execute_alone) of a statement that also takes rows: up to a
+    /// thousand rows written by one statement that commits by itself. `sql` takes `params` as
+    /// `?1` to `?M` and `rows` as one array per column, `?M+1` to `?M+N`, which its text casts
+    /// to their column's type and reads with `unnest` (`… SELECT * FROM unnest(?3::bigint[],
+    /// ?4::text[])`).
+    ///
+    /// PostgreSQL only: SQLite has no arrays (and its transactions cost no round trip), so
+    /// there it is [`Error::InvalidInput`], as are no rows, more than a thousand, and rows of
+    /// different widths.
+    pub fn execute_alone_rows<const N: usize>(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        rows: &[[Param<'_>; N]],
+    ) -> Result<u64> {
+        let refused = |reason: String| Error::InvalidInput { what: "rows", reason: reason.into() };
+        if rows.is_empty() || rows.len() > crate::pg::INSERT_CHUNK {
+            return Err(refused(format!(
+                "{} rows; a statement run alone takes 1 to {}",
+                rows.len(),
+                crate::pg::INSERT_CHUNK
+            )));
+        }
+        match self.alone(sql)? {
+            Some((pg, key)) => Self::sent_alone(key, || {
+                let rows: Vec<&[Param<'_>]> = rows.iter().map(|row| &row[..]).collect();
+                pg.execute_alone_rows(sql, params, &rows)
+            }),
+            None => Err(refused(
+                "rows bound as arrays need PostgreSQL; on SQLite write them in a transaction"
+                    .to_owned(),
+            )),
+        }
+    }
+
+    /// Whether `sql` may run alone here: on PostgreSQL its pool and key (None on SQLite);
+    /// refused on a read-only handle, and for transaction control.
+    fn alone(&self, sql: &str) -> Result<Option<(&crate::pg::PgInner, &Path)>> {
         if self.is_read_only() {
             return Err(Error::ReadOnly { path: self.location().to_path_buf() });
         }
@@ -600,17 +644,22 @@ impl Database {
                         reason: format!("{word} is transaction control; a statement run alone is its own transaction").into(),
                     });
                 }
-                let started = Instant::now();
-                // A write inside a write on the same thread would wait for its own row locks.
-                let _writing = Writing::enter(key)?;
-                let changed = pg.execute_alone(sql, params);
-                if !matches!(changed, Err(Error::Locked { .. })) {
-                    slow(started, true, key);
-                }
-                changed
+                Ok(Some((pg, key)))
             }
-            Handle::Sqlite(_) => self.write(|tx| tx.execute(sql, params)).map(|n| n as u64),
+            Handle::Sqlite(_) => Ok(None),
         }
+    }
+
+    /// Sends a statement alone on PostgreSQL, as a write (see [`alone`](Self::alone)).
+    fn sent_alone(key: &Path, send: impl FnOnce() -> Result<u64>) -> Result<u64> {
+        let started = Instant::now();
+        // A write inside a write on the same thread would wait for its own row locks.
+        let _writing = Writing::enter(key)?;
+        let changed = send();
+        if !matches!(changed, Err(Error::Locked { .. })) {
+            slow(started, true, key);
+        }
+        changed
     }
 
     fn run<T, E: From<Error>>(

@@ -52,7 +52,7 @@ const FETCH_BYTES: usize = 2 << 20;
 const MAX_FETCH: i32 = 1 << 16;
 
 /// Rows one INSERT of a batch ([`PgAccess::insert_rows`]) carries at most.
-const INSERT_CHUNK: usize = 1000;
+pub(crate) const INSERT_CHUNK: usize = 1000;
 
 /// Idle connections older than this are closed (a server or a proxy may drop them first).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -615,6 +615,32 @@ impl PgInner {
     /// and the statement tried on another, as a transaction's BEGIN is. Found gone after it was
     /// sent, the outcome is [`Error::OutcomeUnknown`]: the server may have committed it.
     pub(crate) fn execute_alone(&self, sql: &str, params: &[Param<'_>]) -> Result<u64> {
+        self.execute_alone_values(sql, &as_sql(params))
+    }
+
+    /// [`execute_alone`](Self::execute_alone) of `sql` taking `params`, then `rows` as one
+    /// array per column (see [`Database::execute_alone_rows`](crate::Database::execute_alone_rows)).
+    pub(crate) fn execute_alone_rows(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        rows: &[&[Param<'_>]],
+    ) -> Result<u64> {
+        let width = rows.first().map_or(0, |row| row.len());
+        if let Some(row) = rows.iter().find(|row| row.len() != width) {
+            return Err(Error::InvalidInput {
+                what: "rows",
+                reason: format!("a row has {} values, the first {width}", row.len()).into(),
+            });
+        }
+        let columns: Vec<Vec<&Bound<'_>>> =
+            (0..width).map(|c| rows.iter().map(|row| row[c].bound()).collect()).collect();
+        let mut values = as_sql(params);
+        values.extend(columns.iter().map(|c| c as &(dyn ToSql + Sync)));
+        self.execute_alone_values(sql, &values)
+    }
+
+    fn execute_alone_values(&self, sql: &str, values: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         if self.read_only {
             return Err(Error::ReadOnly { path: self.shown.clone().into() });
         }
@@ -647,7 +673,7 @@ impl PgInner {
                 }
             };
             self.stats.round_trip();
-            return client.execute(&stmt, &as_sql(params)).map_err(|e| {
+            return client.execute(&stmt, values).map_err(|e| {
                 if is_broken(&e) {
                     *broken = true;
                     return Error::OutcomeUnknown {
@@ -2329,6 +2355,95 @@ mod tests {
         assert_eq!(update(&db, &gave_up).unwrap(), 1);
         assert!(!gave_up.get());
         assert_eq!(rows(&mut holder), 2);
+    }
+
+    /// A statement run alone with rows stores what the one-row INSERT stores per row (numbers,
+    /// NULLs, any text, secrets redacted alike), all of them or, when one fails, none, in one
+    /// round trip once prepared.
+    #[test]
+    fn a_statement_alone_with_rows_writes_all_of_them_or_none_in_one_round_trip_on_postgres() {
+        let Some(fresh) = fresh() else { return };
+        let db = fresh.open();
+        write(&db, |tx| {
+            tx.batch_execute(
+                "CREATE TABLE one (k BIGINT, n BIGINT PRIMARY KEY, t TEXT, s SMALLINT);
+                 CREATE TABLE many (k BIGINT, n BIGINT PRIMARY KEY, t TEXT, s SMALLINT)",
+            )
+        })
+        .unwrap();
+        let key = format!("AKIA{}", "IOSFODNN7EXAMPLE");
+        let texts: Vec<Option<String>> = (0..1000)
+            .map(|i| match i % 4 {
+                0 => None,
+                1 => Some(format!("aws_key={key} row {i}")),
+                2 => Some("ünïcode \\ 'quoted' \"double\" \t tab".repeat(i % 7)),
+                _ => Some(String::new()),
+            })
+            .collect();
+        let rows: Vec<[Param<'_>; 3]> = (0..1000)
+            .map(|i| {
+                [
+                    Param::int(i as i64 * 7 - 3000),
+                    texts[i].as_deref().map_or(Param::NULL, Param::text),
+                    if i % 5 == 0 { Param::NULL } else { Param::int(i as i64 % 300) },
+                ]
+            })
+            .collect();
+        write(&db, |tx| {
+            let mut one =
+                Stmt::prepare(tx, "INSERT INTO one (k, n, t, s) VALUES (42, ?1, ?2, ?3)")?;
+            for row in &rows {
+                one.execute(row)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let sql = "INSERT INTO many (k, n, t, s)
+            SELECT ?1, u.* FROM unnest(?2::bigint[], ?3::text[], ?4::smallint[]) AS u";
+        let rows_of = |from: usize, to: usize| -> Vec<&[Param<'_>]> {
+            rows[from..to].iter().map(|r| &r[..]).collect()
+        };
+        let (trips, n) =
+            counted(&db, || db.execute_alone_rows(sql, &[Param::int(42)], &rows_of(0, 600)));
+        assert_eq!(n.unwrap(), 600);
+        assert_eq!(trips, 2, "prepared, then sent");
+        // One row already stored among the next ones: none of them is.
+        let clash: Vec<&[Param<'_>]> =
+            rows_of(600, 1000).into_iter().chain(rows_of(10, 11)).collect();
+        let failed = db.execute_alone_rows(sql, &[Param::int(42)], &clash).unwrap_err();
+        assert!(failed.to_string().contains("duplicate key"), "{failed}");
+        let (trips, n) =
+            counted(&db, || db.execute_alone_rows(sql, &[Param::int(42)], &rows_of(600, 1000)));
+        assert_eq!(n.unwrap(), 400);
+        assert_eq!(trips, 1);
+        let mut admin = fresh.admin();
+        let mut dump = |table: &str| -> Vec<String> {
+            admin
+                .query(
+                    &format!("SELECT format('%s|%s|%s|%s', k, n, t, s) FROM {table} ORDER BY n"),
+                    &[],
+                )
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        };
+        let (one, many) = (dump("one"), dump("many"));
+        assert_eq!(one.len(), 1000);
+        assert_eq!(one, many);
+        assert!(one.iter().all(|row| !row.contains(&key)), "a key was stored");
+        // Through the façade: no rows, or more than one statement takes, are refused.
+        let database = crate::Database::open(&fresh.url).unwrap();
+        for n in [0, 1001] {
+            let rows: Vec<[Param<'_>; 3]> =
+                (0..n).map(|i| [Param::int(5000 + i), Param::NULL, Param::NULL]).collect();
+            let refused = database.execute_alone_rows(sql, &[Param::int(42)], &rows).unwrap_err();
+            assert!(
+                matches!(refused, Error::InvalidInput { what: "rows", .. }),
+                "{n}: {refused:?}"
+            );
+        }
+        assert_eq!(dump("many").len(), 1000);
     }
 
     proptest! {

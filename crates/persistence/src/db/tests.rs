@@ -425,3 +425,22 @@ fn a_connection_returned_inside_a_transaction_is_rolled_back() {
         }
     });
 }
+
+/// Rows bound as arrays are PostgreSQL's: on SQLite a statement alone with rows is refused, as
+/// it is on both backends with no rows or more than a thousand (see the PostgreSQL test in
+/// `pg.rs`), and nothing is written.
+#[test]
+fn a_statement_alone_with_rows_is_refused_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path().join("rows.db")).unwrap();
+    db.write(|tx| tx.execute("CREATE TABLE t (n INTEGER)", &[])).unwrap();
+    let sql = "INSERT INTO t (n) SELECT * FROM unnest(?1::bigint[])";
+    for n in [0, 1, 3, 1000, 1001] {
+        let rows: Vec<[Param<'_>; 1]> = (0..n).map(|i| [Param::int(i)]).collect();
+        let refused = db.execute_alone_rows(sql, &[], &rows).unwrap_err();
+        assert!(matches!(refused, Error::InvalidInput { what: "rows", .. }), "{n}: {refused:?}");
+    }
+    let stored: i64 =
+        db.read(|tx| tx.query_row("SELECT COUNT(*) FROM t", &[], |r| r.get(0))).unwrap().unwrap();
+    assert_eq!(stored, 0);
+}
