@@ -402,10 +402,26 @@ pub struct BareChain {
     /// One entry after the head, in one autocommitted statement (the project's
     /// `APPEND_AFTER_PG`: the head locked and checked, the row appended, the head moved).
     append: Statement,
-    /// The batches' multi-row insert, and its size.
-    insert_batch: Option<(usize, Statement)>,
+    /// Many entries after the head in one autocommitted statement (the project's
+    /// `APPEND_ROWS_AFTER_PG`).
+    append_rows: Statement,
     next_id: i64,
 }
+
+/// [`BareChain`]'s append of rows after the head: the project's statement, its twelve columns
+/// as arrays.
+const CHAIN_APPEND_ROWS: &str = "WITH head AS (SELECT 1 FROM audit_head h
+        WHERE h.id = $1::bigint - 1 AND h.row_hash IS NOT DISTINCT FROM $2
+            AND (SELECT COALESCE(MAX(id), 0) FROM audit_logs) < $1::bigint
+        FOR UPDATE OF h),
+    appended AS (INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action,
+            category, details, user_id, ip_address, prev_hash, row_hash)
+        SELECT u.* FROM head, unnest($3::bigint[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+            $13::text[], $14::text[]) AS u
+        RETURNING id, row_hash)
+    UPDATE audit_head SET id = last.id, row_hash = last.row_hash
+        FROM (SELECT id, row_hash FROM appended ORDER BY id DESC LIMIT 1) AS last";
 
 /// [`BareChain`]'s append after the head: the project's statement, its twelve columns.
 const CHAIN_APPEND: &str = "WITH head AS (SELECT 1 FROM audit_head h
@@ -421,7 +437,8 @@ const CHAIN_APPEND: &str = "WITH head AS (SELECT 1 FROM audit_head h
 impl BareChain {
     pub fn new(mut bare: Bare) -> Result<Self> {
         let append = bare.client.prepare(CHAIN_APPEND)?;
-        Ok(Self { bare, append, insert_batch: None, next_id: 1 })
+        let append_rows = bare.client.prepare(CHAIN_APPEND_ROWS)?;
+        Ok(Self { bare, append, append_rows, next_id: 1 })
     }
 
     /// The stand-in hash of row `id` (None before the first).
@@ -442,8 +459,8 @@ impl BareChain {
         Ok(())
     }
 
-    /// Appends the entries in one transaction, as the project's batch does: the head locked
-    /// and read, one multi-row `INSERT`, the head moved.
+    /// Appends the entries after the head in one autocommitted statement, as the project's
+    /// batch does: the rows as one array per column.
     pub fn log_batch(&mut self, entries: &[AuditEntry]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
@@ -457,32 +474,42 @@ impl BareChain {
             .collect::<Result<Vec<_>>>()?;
         let hashes: Vec<Option<String>> =
             (first - 1..first + entries.len() as i64).map(Self::hash).collect();
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(rows.len() * 12);
-        for (i, row) in rows.iter().enumerate() {
-            let mut p = row.params();
-            p[10] = &hashes[i];
-            p[11] = &hashes[i + 1];
-            params.extend(p);
-        }
-        let statement = match &self.insert_batch {
-            Some((size, s)) if *size == entries.len() => s.clone(),
-            _ => {
-                let s = self.bare.client.prepare(&multi_row_insert(entries.len()))?;
-                self.insert_batch = Some((entries.len(), s.clone()));
-                s
-            }
+        let column = |f: for<'r> fn(&'r AuditRow<'r>) -> Option<&'r str>| -> Vec<Option<&str>> {
+            rows.iter().map(f).collect()
         };
-        let last = first - 1 + entries.len() as i64;
-        let mut tx = self.bare.client.transaction()?;
-        let head: i64 = tx.query_one("SELECT id FROM audit_head FOR UPDATE", &[])?.get(0);
-        anyhow::ensure!(head == first - 1, "the chained baseline's head moved under it");
-        tx.execute(&statement, &params)?;
-        tx.execute(
-            "UPDATE audit_head SET id = $1, row_hash = $2",
-            &[&last, &hashes[entries.len()]],
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let timestamps = column(|r| Some(&r.timestamp));
+        let projects = column(|r| r.project_id);
+        let tasks = column(|r| r.task_id);
+        let agents = column(|r| r.entry.agent.as_deref());
+        let actions = column(|r| Some(&r.entry.action));
+        let categories = column(|r| Some(r.category));
+        let details = column(|r| r.details.as_deref());
+        let users = column(|r| r.entry.user_id.as_deref());
+        let ips = column(|r| r.entry.ip_address.as_deref());
+        let prevs: Vec<Option<&str>> = hashes[..rows.len()].iter().map(Option::as_deref).collect();
+        let own: Vec<Option<&str>> = hashes[1..].iter().map(Option::as_deref).collect();
+        let appended = self.bare.client.execute(
+            &self.append_rows,
+            &[
+                &first,
+                &prevs[0],
+                &ids,
+                &timestamps,
+                &projects,
+                &tasks,
+                &agents,
+                &actions,
+                &categories,
+                &details,
+                &users,
+                &ips,
+                &prevs,
+                &own,
+            ],
         )?;
-        tx.commit()?;
-        self.next_id = last + 1;
+        anyhow::ensure!(appended == 1, "the chained baseline's head moved under it");
+        self.next_id = first + entries.len() as i64;
         Ok(())
     }
 }
