@@ -815,3 +815,63 @@ fn random_requests_decisions_and_expiries_keep_each_task_and_its_request_in_step
     chain_verifies(t.db());
 }
 }
+
+on_both! {
+/// A deadline written around the store in another spelling or time zone (`T` between date and
+/// time, `Z`, an offset, no milliseconds) expires when the time it names has passed, and not
+/// before, whatever its text sorts as against the stored form.
+fn a_deadline_in_any_spelling_expires_by_the_time_it_names(t) {
+    let clock = clock();
+    let db = open_at(t, &clock);
+    let approvals = Approvals::new(db.clone());
+    // At 10:00 UTC: due are those naming 09:30 (or 10:00), not those naming 10:30.
+    let spellings = [
+        ("2026-11-22T09:30:00Z", true),
+        ("2026-11-22T09:30:00.000Z", true),
+        ("2026-11-22T10:00:00Z", true),
+        ("2026-11-22 11:30:00+02:00", true),
+        ("2026-11-22T11:30:00+02:00", true),
+        ("2026-11-22T09:30:00", true),
+        ("2026-11-22 09:30", true),
+        ("2026-11-22T10:30:00Z", false),
+        ("2026-11-22T12:30:00+02:00", false),
+        ("2026-11-22 12:30:00+02:00", false),
+        ("2026-11-22 10:30:00.000", false),
+        ("2026-11-22T10:30", false),
+    ];
+    let mut ids = Vec::new();
+    for (i, (spelling, _)) in spellings.iter().enumerate() {
+        let task = format!("task-{i}");
+        waiting_for_review(&db, &task);
+        let id = approvals.request(&request(&task, Some(start() + TimeDelta::hours(3)))).unwrap();
+        crate::audit::around(
+            t,
+            &format!("UPDATE approval_requests SET deadline = '{spelling}' WHERE id = '{id}'"),
+        )
+        .unwrap();
+        ids.push(id);
+    }
+    clock.advance(TimeDelta::hours(1));
+    let mut expired = approvals.expire_due(db.now()).unwrap();
+    expired.sort();
+    let mut due: Vec<ApprovalId> = ids
+        .iter()
+        .zip(&spellings)
+        .filter(|(_, (_, due))| *due)
+        .map(|(id, _)| id.clone())
+        .collect();
+    due.sort();
+    assert_eq!(expired, due);
+    for (i, (spelling, due)) in spellings.iter().enumerate() {
+        let state = load(&db, &format!("task-{i}")).state;
+        let expected =
+            if *due { WorkflowState::Rejected } else { WorkflowState::AwaitingApproval };
+        assert_eq!(state, expected, "{spelling}");
+    }
+    // Half an hour on, the rest have passed too.
+    clock.advance(TimeDelta::minutes(31));
+    assert_eq!(approvals.expire_due(db.now()).unwrap().len(), spellings.len() - due.len());
+    assert!(approvals.pending().unwrap().is_empty());
+    chain_verifies(&db);
+}
+}

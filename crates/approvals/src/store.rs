@@ -39,9 +39,21 @@ const STATUS_OF: &str = "SELECT status FROM approval_requests WHERE id = ?1";
 const CLOSE: &str = "UPDATE approval_requests SET status = ?2, reviewer = ?3, comment = ?4,
         decided_at = ?5
     WHERE id = ?1 AND status = 'pending'";
-/// Pending requests whose deadline is reached (the partial index on pending deadlines).
+/// Pending requests whose deadline may be reached at `?1`: those whose stored deadline is at
+/// or before it (the partial index on pending deadlines), and those whose deadline is not in
+/// the stored form `YYYY-MM-DD HH:MM:SS.SSS` (a cell written around the store, in another
+/// spelling or time zone, whose text does not sort as its time). Each is then judged by the
+/// time its deadline reads as ([`Approval::is_due`]), never by its text.
 const DUE: &str = "SELECT id FROM approval_requests
-    WHERE status = 'pending' AND deadline <= ?1 ORDER BY deadline, id";
+    WHERE status = 'pending' AND deadline IS NOT NULL AND (deadline <= ?1
+        OR typeof(deadline) <> 'text' OR deadline NOT GLOB
+            '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9]')
+    ORDER BY deadline, id";
+/// [`DUE`] on PostgreSQL, whose column holds only text.
+const DUE_PG: &str = "SELECT id FROM approval_requests
+    WHERE status = 'pending' AND deadline IS NOT NULL AND (deadline <= ?1
+        OR deadline !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}[.][0-9]{3}$')
+    ORDER BY deadline, id";
 /// Newest first.
 const NEWEST_FIRST: &str = "ORDER BY a.requested_at DESC, a.id";
 /// Soonest deadline first, requests without one last.
@@ -226,7 +238,7 @@ impl Approvals {
     pub fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<ApprovalId>> {
         let now = time::millis(now);
         let due = self.db.read(|tx| {
-            tx.prepare(DUE)?
+            tx.prepare(tx.dialect(DUE, DUE_PG))?
                 .query_map(&[Param::time(now)], |r| Ok(ApprovalId::new(r.get::<String>(0)?)))
         })?;
         let mut expired = Vec::new();
