@@ -1731,3 +1731,71 @@ fn an_unsealed_row_cannot_be_sealed_through_sql_even_with_its_right_hash(t) {
     assert_eq!(unsealed(t.location()), 1);
 }
 }
+
+on_both! {
+/// Rows deleted where no link breaks are named too: the last rows followed by a legitimate
+/// append (which links to the row before them), and rows after one whose hashes were removed
+/// (whose next link is not judged), for every count and place, with appends after or not. Ids
+/// are gapless, so a missing id is a deleted row.
+fn verify_names_rows_deleted_where_no_link_breaks(t) {
+    // (rows whose hashes are removed, rows deleted, appends after), on a log of 8 rows.
+    let cases: &[(&[i64], (i64, i64), usize)] = &[
+        (&[], (8, 8), 1),
+        (&[], (7, 8), 1),
+        (&[], (6, 8), 3),
+        (&[], (8, 8), 0),
+        (&[3], (4, 4), 0),
+        (&[3], (4, 6), 0),
+        (&[3], (4, 8), 0),
+        (&[3], (4, 8), 2),
+        (&[5, 6], (7, 7), 1),
+        (&[1], (2, 5), 0),
+        (&[], (1, 3), 0),
+        (&[8], (8, 8), 1),
+    ];
+    for &(unsealed, (from, to), appends) in cases {
+        let t = fresh(t);
+        let log = AuditLog::new(t.db().clone());
+        for i in 1..=8 {
+            log.log(&entry("p", &format!("a{i}"), Category::Agent)).unwrap();
+        }
+        let mut sql = format!("DELETE FROM audit_logs WHERE id BETWEEN {from} AND {to};");
+        for id in unsealed {
+            sql.push_str(&format!(
+                "UPDATE audit_logs SET prev_hash = NULL, row_hash = NULL WHERE id = {id};"
+            ));
+        }
+        tamper(&t, &sql);
+        // A fresh handle, as the next process appends.
+        let next = AuditLog::new(Database::open(t.location()).unwrap());
+        for i in 0..appends {
+            next.log(&entry("p", &format!("after{i}"), Category::Agent)).unwrap();
+        }
+        let v = next.verify(None).unwrap();
+        let case = format!("unsealed {unsealed:?}, deleted {from}..={to}, {appends} appends");
+        let after_gap = if to < 8 { Some(to + 1) } else if appends > 0 { None } else { Some(0) };
+        match after_gap {
+            // Deleted at the very end and nothing after: only a kept head can tell.
+            Some(0) => assert!(
+                v.findings.iter().all(|f| !matches!(f, Finding::Missing { .. })),
+                "{case}: {:?}",
+                v.findings
+            ),
+            Some(before_id) => assert!(
+                v.findings.contains(&Finding::Missing { before_id }),
+                "{case}: {:?}",
+                v.findings
+            ),
+            None => assert!(
+                v.findings.iter().any(|f| matches!(f, Finding::Missing { before_id } if *before_id > to)),
+                "{case}: {:?}",
+                v.findings
+            ),
+        }
+        for id in unsealed.iter().filter(|id| !(from..=to).contains(*id)) {
+            assert!(v.findings.contains(&Finding::Unsealed { id: *id }), "{case}: {:?}", v.findings);
+        }
+        assert_eq!(v.is_ok(), after_gap == Some(0) && unsealed.is_empty(), "{case}");
+    }
+}
+}

@@ -115,11 +115,20 @@ pub struct ChainRow<'a> {
     pub row_hash: Option<&'a str>,
 }
 
-/// Walks rows in id order and reports every finding, one per row at most. A row without a hash
-/// stands outside the chain (appends link around it), so the rows after it are still checked.
+/// Walks rows in id order and reports every finding. A row without a hash stands outside the
+/// chain (appends link around it), so the rows after it are still checked.
+///
+/// Ids are gapless on both backends (every append takes the id after the last one present, in
+/// the transaction that writes it, and a rollback takes it back), so an id missing before a
+/// sealed row (after the row before it, or before the first) is a deleted row whatever the
+/// links say: a row deleted at the
+/// end and followed by one append (which links to the row before it), or rows deleted after a
+/// row whose hashes were removed (whose next link is not judged).
 #[derive(Debug, Default)]
 pub struct Verifier {
     rows: u64,
+    /// The id of the row before this one, sealed or not.
+    last_id: Option<i64>,
     /// The last sealed row: what the next sealed row must link to.
     last: Option<(i64, String)>,
     before_last: Option<String>,
@@ -137,13 +146,23 @@ impl Verifier {
     pub fn push(&mut self, row: &ChainRow<'_>, locate: impl Fn(&str) -> Option<i64>) {
         self.rows += 1;
         let id = row.fields.id;
+        // The first id is 1; an id at or below the one expected (a row written around the log
+        // with an id of 0 or less) leaves no gap. A row without a hash, written around the log
+        // with an id of its choosing, is named as such: the ids it skipped were never taken.
+        let gap = id > self.last_id.map_or(1, |last| last.saturating_add(1)).max(1);
+        self.last_id = Some(id);
         let (Some(prev), Some(hash)) = (row.prev_hash, row.row_hash) else {
             self.record(Finding::Unsealed { id });
             self.after_unsealed = true;
             return;
         };
-        if let Some(finding) = self.check(id, prev, hash, row, locate) {
-            self.record(finding);
+        if gap {
+            self.record(Finding::Missing { before_id: id });
+        }
+        match self.check(id, prev, hash, row, locate) {
+            Some(Finding::Missing { .. }) if gap => {}
+            Some(finding) => self.record(finding),
+            None => {}
         }
         self.after_unsealed = false;
         // The walk goes on from this row's stored hash, which is what the next row links to.
