@@ -93,10 +93,10 @@ pub enum AuditCommand {
         /// Skip this many entries first.
         #[arg(long, value_parser = args::count, allow_negative_numbers = true)]
         offset: Option<u64>,
-        /// Write to FILE instead of stdout (`-` is stdout). A regular file is written beside
-        /// itself and replaced only once complete (a new file gets mode 0600, a replaced one
-        /// keeps its mode); a pipe, FIFO, terminal or device is written straight through. The
-        /// database's own files are refused by any name. Temporary files a killed run left in
+        /// Write to FILE instead of stdout; `-` (stdout) or a pipe is written straight through,
+        /// as a FIFO, terminal or device is. Any other FILE must be new: it is written beside
+        /// itself and put in place only once complete, with mode 0600 (an existing file is
+        /// refused, never replaced). The database's own files are refused by any name. Temporary files a killed run left in
         /// that folder are removed (with a note), unless a process still has them open or
         /// locked.
         #[arg(short, long, value_name = "FILE")]
@@ -480,9 +480,10 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
                 neutralize_formulas: !no_formula_guard,
             };
             // Every file written follows the one output rule: never the database's own files,
-            // a regular file replaced only once complete, a pipe or device straight through.
+            // a new regular file put in place only once complete (an existing one is refused,
+            // never replaced), a pipe or device straight through.
             let path = output.unwrap_or_else(|| PathBuf::from(Output::STDOUT));
-            let mut out = Output::open(&path, Some(&db))?;
+            let mut out = Output::open_new(&path, Some(&db))?;
             ctx.out.note_leftovers(out.leftovers());
             let bar = if out.is_stdout() { None } else { progress_bar(ctx, &log, &options.query)? };
             // A closed pipe surfaces as an error here and ends quietly in main. Returning early

@@ -25,9 +25,41 @@ macro_rules! say {
 pub(crate) use say;
 
 /// Writes `args` as one sanitised line on stdout, turning the CLI's colour marks into SGR codes.
+/// The line goes through the redaction policy first, as an error line does: a value the
+/// command echoes (a reviewer, a scope, a source, a problem with a file) shows as it would be
+/// stored, whichever field it came from.
 pub fn write_line(args: std::fmt::Arguments<'_>) {
-    let text = render(&args.to_string(), true);
+    let line = args.to_string();
+    let text = render(&aigentflow_persistence::redact::redact_text(&line), true);
     write_stdout(&text);
+}
+
+/// `value` with every string in it, keys included, through the redaction policy's text rules
+/// (the JSON twin of [`write_line`]'s): what a stored value holds is already redacted and stays
+/// as it is, what the command echoes is redacted as it would be stored.
+fn redact_strings(value: &mut serde_json::Value) {
+    use aigentflow_persistence::redact::redact_text;
+    use serde_json::Value;
+    match value {
+        Value::String(text) => {
+            if let std::borrow::Cow::Owned(clean) = redact_text(text) {
+                *text = clean;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_strings),
+        Value::Object(members) => {
+            let redacts_a_key =
+                members.keys().any(|k| matches!(redact_text(k), std::borrow::Cow::Owned(_)));
+            if redacts_a_key {
+                let old = std::mem::take(members);
+                for (key, member) in old {
+                    members.insert(redact_text(&key).into_owned(), member);
+                }
+            }
+            members.values_mut().for_each(redact_strings);
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
 }
 
 /// Writes JSON text, and a newline, on stdout. Serde escapes the C0 controls; what else a
@@ -229,7 +261,9 @@ impl Out {
         human: impl FnOnce(),
     ) -> anyhow::Result<()> {
         if self.json {
-            write_json(&serde_json::to_string_pretty(value)?);
+            let mut value = serde_json::to_value(value)?;
+            redact_strings(&mut value);
+            write_json(&serde_json::to_string_pretty(&value)?);
         } else {
             human();
         }

@@ -51,10 +51,10 @@ pub enum TasksCommand {
         /// The tasks to export (each once, in this order; not empty).
         #[arg(required = true, value_parser = args::id::<TaskId>)]
         tasks: Vec<TaskId>,
-        /// Write to FILE (`-` is stdout). A regular file is written beside itself and replaced
-        /// only once complete (a new file gets mode 0600, a replaced one keeps its mode); a pipe,
-        /// FIFO, terminal or device is written straight through. The database's own files are
-        /// refused by any name.
+        /// Write to FILE; `-` (stdout) or a pipe is written straight through, as a FIFO,
+        /// terminal or device is. Any other FILE must be new: it is written beside itself and
+        /// put in place only once complete, with mode 0600 (an existing file is refused, never
+        /// replaced). The database's own files are refused by any name.
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
@@ -210,7 +210,7 @@ pub fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<Done> {
 /// `tasks export`: the bundle through the one output rule, as `audit export` writes.
 fn export(ctx: &Ctx, tasks: &[TaskId], path: &std::path::Path) -> anyhow::Result<Done> {
     let db = ctx.read()?;
-    let mut out = Output::open(path, Some(&db))?;
+    let mut out = Output::open_new(path, Some(&db))?;
     ctx.out.note_leftovers(out.leftovers());
     // Returning early drops `out`, which removes its temporary file.
     let report = aigentflow_bundle::export(&db, tasks, &mut out)?;

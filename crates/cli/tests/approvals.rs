@@ -262,8 +262,17 @@ fn approvals_reads_leave_the_file_as_it_was_and_print_no_secret() {
     let past = Database::open_with(&location, Options { clock, ..Options::default() }).unwrap();
     let due = requested(&past, "due", Some(yesterday + TimeDelta::hours(1)));
     let decided = requested(&past, "later", None);
+    let echoed = requested(&past, "echoed", None);
     past.close().unwrap();
     let token = "ghp_0123456789abcdefghijABCDEFGHIJ012345";
+    // The line that confirms a decision names the reviewer as stored.
+    let reviewer = format!("alice password={token}");
+    let said = run(
+        &location,
+        &["approvals", "reject", echoed.as_str(), "--reviewer", &reviewer, "--comment", "no"],
+    )
+    .ok();
+    assert!(!said.stdout.contains(token) && !said.stderr.contains(token), "{}", said.stdout);
     let said = run(
         &location,
         &[

@@ -1003,7 +1003,6 @@ fn tasks_export_and_import_share_an_execution(t: EmptyDb) {
     let task = report["task"].as_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("task.jsonl");
-    std::fs::write(&file, "old").unwrap();
     let file_arg = file.to_str().unwrap();
     let exported = run(src, &["--json", "tasks", "export", task, "-o", file_arg]).ok().json();
     assert_eq!(exported["tasks"], serde_json::json!([task]));

@@ -232,6 +232,7 @@ fn two_exports_to_one_path_at_once_leave_one_complete_export_and_no_false_succes
     let expected: Vec<Vec<u8>> =
         limits.iter().map(|l| export_csv(db, &["--limit", l.as_str()])).collect();
     let path = dir.join("out.csv");
+    let mut first_winner = None;
     for round in ["absent", "present"] {
         let runs: Vec<Run> = std::thread::scope(|s| {
             let handles: Vec<_> = limits
@@ -261,14 +262,24 @@ fn two_exports_to_one_path_at_once_leave_one_complete_export_and_no_false_succes
             reader.records().collect::<Result<Vec<_>, _>>().unwrap().len(),
             (winner + 1) * 1500
         );
-        assert_eq!(runs[winner].code, 0, "{round}: the writer of the file succeeded");
-        assert_eq!(runs[winner].json()["rows"], (winner + 1) * 1500);
+        // The file is new for one writer at most: the first round's winner; the others, and
+        // every writer of the second round, are refused and change nothing.
         for (i, r) in runs.iter().enumerate() {
-            if r.code != 0 {
-                assert_refused(r, "changed by another writer");
-                assert_ne!(i, winner);
+            if round == "absent" && i == winner {
+                assert_eq!(r.code, 0, "{round}: the writer of the file succeeded");
+                assert_eq!(r.json()["rows"], (winner + 1) * 1500);
+            } else if round == "present" {
+                assert_refused(r, "already exists");
+            } else {
+                // Refused at the start, or when it came to put its file in place.
+                let said = ["already exists", "changed by another writer"];
+                assert!(r.code == 1 && said.iter().any(|s| r.stderr.contains(s)), "{}", r.stderr);
             }
         }
+        if round == "present" {
+            assert_eq!(Some(winner), first_winner, "the file stays the first round's");
+        }
+        first_winner = Some(winner);
         assert!(temps(dir).is_empty(), "{round}: {:?}", temps(dir));
     }
 }
@@ -400,21 +411,47 @@ fn no_symlink_redirects_an_output_neither_at_the_partial_name_nor_at_the_path(t:
 }
 
 on_both! {
-fn an_export_replaces_a_file_whole_keeping_its_mode_and_creates_new_ones_0600(t: EmptyDb) {
+/// A file the command writes is new, whichever command writes it: every writer refuses an
+/// existing regular file (empty or not, read-only, or another database), leaves it as it was,
+/// and leaves no temporary file; a new file gets mode 0600.
+fn no_writer_replaces_an_existing_file_and_new_ones_are_0600(t: EmptyDb) {
     let (dir, db) = demo(t);
-    let fresh = dir.join("fresh.csv");
-    run(db, &["audit", "export", "--format", "csv", "-o", fresh.to_str().unwrap()]).ok();
-    assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o600);
-    let shared = dir.join("shared.csv");
-    std::fs::write(&shared, b"old").unwrap();
-    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
-    run(db, &["audit", "export", "--format", "csv", "-o", shared.to_str().unwrap()]).ok();
-    assert_eq!(std::fs::metadata(&shared).unwrap().permissions().mode() & 0o777, 0o644);
-    assert_eq!(std::fs::read(&shared).unwrap(), export_csv(db, &[]));
-    let backup = dir.join("copy.db");
-    run(db, &["db", "backup", backup.to_str().unwrap()]).ok();
-    assert_eq!(std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_refused(&run(db, &["db", "backup", backup.to_str().unwrap()]), "already exists");
+    let task = run(db, &["--json", "tasks", "list"]).ok().json()[0]["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Each writer's arguments, PATH standing for the file it writes.
+    let writers: [&[&str]; 6] = [
+        &["audit", "export", "--format", "csv", "-o", "PATH"],
+        &["audit", "export", "--format", "json", "-o", "PATH"],
+        &["audit", "export", "--format", "jsonl", "-o", "PATH"],
+        &["tasks", "export", &task, "-o", "PATH"],
+        &["db", "backup", "PATH"],
+        &["audit", "verify", "--report", "PATH"],
+    ];
+    for (w, args) in writers.iter().enumerate() {
+        let writer = |p: &str| -> Vec<String> {
+            args.iter().map(|a| if *a == "PATH" { p.to_owned() } else { (*a).to_owned() }).collect()
+        };
+        let fresh = dir.join(format!("fresh{w}.out"));
+        run(db, &writer(fresh.to_str().unwrap())).ok();
+        assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o600);
+        let existing: [(&str, &[u8], u32); 4] = [
+            ("old.csv", b"old", 0o644),
+            ("empty.csv", b"", 0o600),
+            ("readonly.csv", b"precious", 0o444),
+            ("other.db", b"SQLite format 3\0", 0o644),
+        ];
+        for (name, bytes, mode) in existing {
+            let path = dir.join(format!("{w}-{name}"));
+            std::fs::write(&path, bytes).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let r = run(db, &writer(path.to_str().unwrap()));
+            assert_refused(&r, "already exists");
+            assert_eq!(std::fs::read(&path).unwrap(), bytes, "{w} {name}");
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, mode);
+        }
+    }
     let r = run(db, &["audit", "export", "--format", "csv", "-o", dir.to_str().unwrap()]);
     assert_refused(&r, "is a directory");
     let missing = dir.join("missing").join("out.csv");
@@ -593,7 +630,7 @@ fn a_database_named_like_a_leftover_survives_every_output_written_beside_it_on_s
                 "--format".into(),
                 "jsonl".into(),
                 "-o".into(),
-                path("out.csv"),
+                path("out.jsonl"),
             ],
             vec!["db".into(), "backup".into(), path("copy.db")],
             vec!["db".into(), "backup".into(), "-".into()],
@@ -645,22 +682,21 @@ fn a_leftover_named_database_another_user_holds_open_is_kept_by_its_lock_on_sqli
         // Writable by anyone, so only its use (not a permission) keeps it.
         chmod(&dir.join(file), 0o666);
     }
-    let out = dir.join("out.csv");
-    let export = || {
+    let export = |name: &str| {
         finish(
             cmd_unprivileged(&db)
                 .args(["audit", "export", "--format", "csv", "-o"])
-                .arg(&out)
+                .arg(dir.join(name))
                 .stdin(Stdio::null())
                 .output()
                 .unwrap(),
         )
     };
-    let r = export().ok();
+    let r = export("out.csv").ok();
     assert!(!r.stderr.contains("removed"), "{}", r.stderr);
     assert_eq!(database_files(&other), files, "kept while in use");
     drop(holder);
-    let r = export().ok();
+    let r = export("again.csv").ok();
     for file in &files {
         assert!(!dir.join(file).exists(), "{file}");
         assert!(r.stderr.contains(file.as_str()), "noted: {}", r.stderr);

@@ -53,6 +53,19 @@ fn pairs() -> Vec<(Sample, Sample)> {
     out
 }
 
+/// A workflow file (JSON) in `dir` with `text` where a problem is found: as an unknown key, or
+/// as the workflow's name.
+fn workflow_file(dir: &Path, i: usize, text: &str) -> String {
+    let body = if i.is_multiple_of(2) {
+        serde_json::json!({ text: 1 })
+    } else {
+        serde_json::json!({ "name": text, "version": 1, "states": [], "transitions": [] })
+    };
+    let path = dir.join(format!("wf{i}.json"));
+    std::fs::write(&path, body.to_string()).unwrap();
+    path.display().to_string()
+}
+
 fn assert_clean(what: &str, samples: &[Sample], bytes: &[u8]) {
     if let Some((s, needle)) = corpus::leaks(samples, bytes).first() {
         panic!("{what} holds {needle:?} of sample {} ({:?}): {:?}", s.name, s.context, s.text);
@@ -113,6 +126,18 @@ fn r16_no_corpus_secret_typed_into_any_field_reaches_the_disk_or_the_terminal(t:
             ]),
             args(&["config", "set", &format!("k{i}-{text}"), &json.text, "--project", &project]),
             args(&["config", "set", &format!("{i}_password"), text]),
+            // What the command echoes back (the key and scope it removed, a file's problems),
+            // in one form or the other by turns.
+            if i.is_multiple_of(2) {
+                args(&["config", "unset", &format!("k{i}-{text}"), "--project", &project])
+            } else {
+                args(&["config", "unset", "--", text])
+            },
+            if i % 4 < 2 {
+                args(&["workflow", "check", &workflow_file(dir, i, text)])
+            } else {
+                args(&["--json", "workflow", "check", &workflow_file(dir, i, text)])
+            },
             // Inputs the command refuses: their error lines must not echo the secret either.
             args(&[
                 "audit",
