@@ -408,31 +408,43 @@ pub struct BareChain {
     next_id: i64,
 }
 
-/// [`BareChain`]'s append of rows after the head: the project's statement, its twelve columns
-/// as arrays.
-const CHAIN_APPEND_ROWS: &str = "WITH head AS (SELECT 1 FROM audit_head h
-        WHERE h.id = $1::bigint - 1 AND h.row_hash IS NOT DISTINCT FROM $2
+/// The head locked and checked as the project's statements do (the first id `$1`, the hash it
+/// links to `$prev`), then the INSERT of the twelve columns, up to the rows it takes.
+macro_rules! chain_head {
+    ($prev:literal) => {
+        concat!(
+            "WITH head AS (SELECT 1 FROM audit_head h
+        WHERE h.id = $1::bigint - 1 AND h.row_hash IS NOT DISTINCT FROM ",
+            $prev,
+            "
             AND (SELECT COALESCE(MAX(id), 0) FROM audit_logs) < $1::bigint
         FOR UPDATE OF h),
     appended AS (INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action,
             category, details, user_id, ip_address, prev_hash, row_hash)
-        SELECT u.* FROM head, unnest($3::bigint[], $4::text[], $5::text[], $6::text[],
+        "
+        )
+    };
+}
+
+/// [`BareChain`]'s append of rows after the head: the project's statement, its twelve columns
+/// as arrays.
+const CHAIN_APPEND_ROWS: &str = concat!(
+    chain_head!("$2"),
+    "SELECT u.* FROM head, unnest($3::bigint[], $4::text[], $5::text[], $6::text[],
             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
             $13::text[], $14::text[]) AS u
         RETURNING id, row_hash)
     UPDATE audit_head SET id = last.id, row_hash = last.row_hash
-        FROM (SELECT id, row_hash FROM appended ORDER BY id DESC LIMIT 1) AS last";
+        FROM (SELECT id, row_hash FROM appended ORDER BY id DESC LIMIT 1) AS last"
+);
 
 /// [`BareChain`]'s append after the head: the project's statement, its twelve columns.
-const CHAIN_APPEND: &str = "WITH head AS (SELECT 1 FROM audit_head h
-        WHERE h.id = $1::bigint - 1 AND h.row_hash IS NOT DISTINCT FROM $11
-            AND (SELECT COALESCE(MAX(id), 0) FROM audit_logs) < $1::bigint
-        FOR UPDATE OF h),
-    appended AS (INSERT INTO audit_logs (id, timestamp, project_id, task_id, agent, action,
-            category, details, user_id, ip_address, prev_hash, row_hash)
-        SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM head
+const CHAIN_APPEND: &str = concat!(
+    chain_head!("$11"),
+    "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM head
         RETURNING id, row_hash)
-    UPDATE audit_head SET id = appended.id, row_hash = appended.row_hash FROM appended";
+    UPDATE audit_head SET id = appended.id, row_hash = appended.row_hash FROM appended"
+);
 
 impl BareChain {
     pub fn new(mut bare: Bare) -> Result<Self> {
