@@ -7,7 +7,8 @@
 //!    (`AWS_KEY_AKIA…`, `token_ghp_…`, `x_sk-ant-…`): AWS access key ids, GitHub, GitLab, Slack
 //!    (tokens and webhook URLs), Stripe, Google (API keys, OAuth client secrets and access
 //!    tokens), OpenAI, Anthropic, Hugging Face, npm, PyPI, SendGrid, age, DigitalOcean,
-//!    Shopify, Twilio, Mailgun, Telegram bot, Atlassian, Grafana and Databricks keys, JWTs (header
+//!    Shopify, Twilio, Mailgun, Telegram bot, Atlassian, Grafana, Databricks, Groq and xAI keys,
+//!    Stripe webhook secrets, Discord bot tokens, JWTs (header
 //!    and payload `{"…` or `{ …`, base64url: `eyJ`, `eyI`, `eyA`), PEM private keys of every
 //!    kind and PGP private key blocks (the whole block, to the end of the text when its END
 //!    line is missing), the user and password of a URL (`scheme://user:password@host` keeps
@@ -23,7 +24,9 @@
 //!    `secret`, `token`, `auth`, `authorization`, `auth_header`, `credential(s)`, `creds`,
 //!    `private_key`, `secret_key`, `access_key`, `signing_key`, `encryption_key`,
 //!    `master_key`, `deploy_key`, `ssh_key`, `account_key` (Azure's `AccountKey=`), `cookie`,
-//!    `session`, `session_id`, `session_key`, with any prefix (`DB_PASSWORD`,
+//!    `session`, `session_id`, `session_key`, `bearer`, `jwt`, `otp_seed` (`totp_seed`),
+//!    `key_data` (kubeconfig's `client-key-data`), `storepass`, `keypass` (Java's keytool), with
+//!    any prefix (`DB_PASSWORD`,
 //!    `client_secret`, `x-api-key`, `--password`) but nothing after the name (`password_hash`,
 //!    `max_tokens` and `author` are not secret names; `primary_key`, `public_key`, `key_id`
 //!    are not either). `pass` is one too, but only as a word of its own (`pass`, `DB_PASS`,
@@ -70,6 +73,12 @@
 //!    heading (`Password:` then `The reset flow…`) or the next `key:` stays. Line breaks count
 //!    as written or escaped inside a string (`\n`, `\\n`), and the lines of a string end with
 //!    it.
+//!
+//! **Command lines and signed URLs.** Some secrets have no name before them: the argument of a
+//! tool's password flag (`mysql -pX`, `sshpass -p X`, `redis-cli -a X`, `curl -u user:X`,
+//! `htpasswd -b file user X`…), SQL's `IDENTIFIED BY 'X'`, and a URL's `sig=` or
+//! `X-Amz-Signature=` (see [`ARGV_PATTERN`]). These are found on the line as written, quoted
+//! or not, and in a JSON list of arguments (`["sshpass", "-p", "X"]`).
 //!
 //! **Escapes.** Text holding `%XX` or `\u00XX` escapes of ASCII is also read with them decoded
 //! (three rounds, so `%253D` is `=`): what that reading finds is replaced in the text as
@@ -121,7 +130,7 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// The names whose values are secrets, `_` standing for an optional separator (`api_key` also
 /// matches `apikey`, `api-key`, `API Key`, `apiKey`).
-const SECRET_NAMES: [&str; 26] = [
+const SECRET_NAMES: [&str; 32] = [
     "api_key",
     "password",
     "passwd",
@@ -148,6 +157,12 @@ const SECRET_NAMES: [&str; 26] = [
     "session",
     "session_id",
     "session_key",
+    "bearer",
+    "jwt",
+    "otp_seed",
+    "key_data",
+    "storepass",
+    "keypass",
 ];
 
 /// A name that is also the end of common words (`compass`, `bypass`): secret only as a whole
@@ -202,6 +217,12 @@ const SHAPES_PATTERN: &str = concat!(
     r"|ATATT3[A-Za-z0-9_=-]{100,}",
     r"|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}",
     r"|dapi[a-f0-9]{32}",
+    // Stripe webhook signing secrets, Groq and xAI keys, Discord bot tokens (the user id in
+    // base64, a time stamp, an HMAC).
+    r"|whsec_[A-Za-z0-9+/=]{24,}",
+    r"|gsk_[A-Za-z0-9]{48,}",
+    r"|xai-[A-Za-z0-9]{70,}",
+    r"|[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,40}",
     r")",
     // Prefixes that are also ordinary text: OpenAI (`sk-`, `sk-proj-`…) and Stripe.
     // Bounded, so that looking again inside a rejected one stays linear.
@@ -243,14 +264,18 @@ static ESCAPES: LazyLock<Regex> = LazyLock::new(|| compile(ESCAPES_PATTERN));
 static SHAPES: LazyLock<Regex> = LazyLock::new(|| compile(SHAPES_PATTERN));
 static NAMES: LazyLock<Regex> = LazyLock::new(|| compile(&names_pattern()));
 static SIBLINGS: LazyLock<Regex> = LazyLock::new(|| compile(&siblings_pattern()));
-/// Any of the three: whether a pass can find anything.
+/// Any of the four: whether a pass can find anything.
 static TRIGGER: LazyLock<Regex> = LazyLock::new(|| {
-    compile(&format!("(?:{SHAPES_PATTERN})|(?:{})|(?:{})", names_pattern(), siblings_pattern()))
+    compile(&format!(
+        "(?:{SHAPES_PATTERN})|(?:{})|(?:{})|(?:{ARGV_PATTERN})",
+        names_pattern(),
+        siblings_pattern()
+    ))
 });
 /// [`TRIGGER`] or an escape: one scan that most text, holding no secret, stops at.
 static GATE: LazyLock<Regex> = LazyLock::new(|| {
     compile(&format!(
-        "(?:{SHAPES_PATTERN})|(?:{})|(?:{})|(?:{ESCAPES_PATTERN})",
+        "(?:{SHAPES_PATTERN})|(?:{})|(?:{})|(?:{ARGV_PATTERN})|(?:{ESCAPES_PATTERN})",
         names_pattern(),
         siblings_pattern()
     ))
@@ -299,8 +324,10 @@ fn redact_pass(text: &str) -> Cow<'_, str> {
         Some(hidden) => hidden,
         None => Vec::new(),
     };
-    let siblings = sibling_values(text);
-    if hidden.is_empty() && siblings.is_empty() {
+    // Values no name beside them marks: named by a sibling, or a command line's argument.
+    let mut apart = sibling_values(text);
+    apart.extend(argv_values(text));
+    if hidden.is_empty() && apart.is_empty() {
         let (shaped, _) = redact_shapes(text);
         return match redact_names(&shaped).0 {
             Cow::Borrowed(_) => shaped,
@@ -310,7 +337,7 @@ fn redact_pass(text: &str) -> Cow<'_, str> {
     // Escapes hid a secret, or a value is named by a sibling (which may come before its
     // name): replace what either reading finds, in the text as written.
     let mut ranges = secret_ranges(text);
-    ranges.extend(siblings);
+    ranges.extend(apart);
     ranges.extend(hidden);
     ranges.sort_unstable_by_key(|r| (r.start, std::cmp::Reverse(r.end)));
     let mut rewriter = Rewriter::new(text);
@@ -340,6 +367,7 @@ fn escaped_secrets(text: &str) -> Option<Vec<Range<usize>>> {
     }
     let mut ranges = secret_ranges(&decoded.text);
     ranges.extend(sibling_values(&decoded.text));
+    ranges.extend(argv_values(&decoded.text));
     Some(ranges.into_iter().map(|r| decoded.source(r.start)..decoded.source(r.end)).collect())
 }
 
@@ -487,6 +515,7 @@ fn string_names_a_secret(value: &Value) -> bool {
 /// pair, a list of two whose first names a secret (`[["X-Api-Key", "…"], …]`, headers or a
 /// map's entries as lists), has its second replaced too.
 fn redact_array(items: &mut [Value]) {
+    redact_argv_items(items);
     let mut after_name = false;
     for item in items.iter_mut() {
         let names =
@@ -502,6 +531,52 @@ fn redact_array(items: &mut [Value]) {
             _ => redact_json(item),
         }
         after_name = names;
+    }
+}
+
+/// A command line written as a list (`["mysql", "-pS3cret"]`, `["sshpass", "-p", "…"]`, a
+/// container's `command`): the items read as one line, each a word (quoted when it holds a
+/// blank or a quote), and what [`argv_values`] finds there replaced in its item.
+fn redact_argv_items(items: &mut [Value]) {
+    // Each of its command lines has a flag: a list without one is not one.
+    if items.len() < 2 || !items.iter().any(|i| i.as_str().is_some_and(|s| s.starts_with('-'))) {
+        return;
+    }
+    let mut line = String::new();
+    let mut spans = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        let usable = item.as_str().filter(|t| !t.is_empty() && !t.contains('\n'));
+        let text = usable.unwrap_or("0");
+        let quote = if !text.contains(['\'', '"', ' ', '\t']) {
+            None
+        } else if !text.contains('\'') {
+            Some('\'')
+        } else if !text.contains('"') {
+            Some('"')
+        } else {
+            spans.push(None);
+            line.push('0');
+            continue;
+        };
+        line.extend(quote);
+        spans.push(usable.is_some().then(|| line.len()..line.len() + text.len()));
+        line.push_str(text);
+        line.extend(quote);
+    }
+    for range in argv_values(&line).into_iter().rev() {
+        let Some(i) =
+            spans.iter().position(|s| s.as_ref().is_some_and(|s| s.contains(&range.start)))
+        else {
+            continue;
+        };
+        let (Some(span), Value::String(text)) = (&spans[i], &mut items[i]) else { continue };
+        let local = range.start - span.start..range.end.min(span.end) - span.start;
+        if text.is_char_boundary(local.start) && text.is_char_boundary(local.end) {
+            text.replace_range(local, REDACTED);
+        }
     }
 }
 
@@ -926,9 +1001,13 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
         let parsed = NamePair::parse(found.as_str());
         let name = found.start()..found.start() + parsed.name_len;
         let name_text = text[name.clone()].as_bytes();
-        let word_name = name_text.len() >= WORD_NAME.len()
-            && name_text[name_text.len() - WORD_NAME.len()..]
-                .eq_ignore_ascii_case(WORD_NAME.as_bytes());
+        let ends_with = |n: &str| {
+            name_text.len() >= n.len()
+                && name_text[name_text.len() - n.len()..].eq_ignore_ascii_case(n.as_bytes())
+        };
+        // `pass` alone needs a sign; a longer name ending so (`storepass`) does not.
+        let word_name = ends_with(WORD_NAME)
+            && !SECRET_NAMES.iter().any(|n| n.len() > WORD_NAME.len() && ends_with(n));
         if word_name && !pass_names_a_value(&text[name.clone()], found.as_str(), parsed) {
             at = name.end.max(next_char(text, name.start));
             continue;
@@ -1327,6 +1406,126 @@ fn listed_value(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
 /// Whether `b` may be part of a name written as a value (`/prod/db/password`, `DB_PASSWORD`).
 fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/' | b':')
+}
+
+/// Where a tool's name or a keyword starts: at a word boundary, or right after an escaped line
+/// break or tab (`\n` in JSON text, where no boundary separates it from the `n`).
+macro_rules! word_start {
+    () => {
+        r"(?:\\[nrt]|(?-u:\b))"
+    };
+}
+
+/// One argument of a command line: a word, or a string quoted either way (escaped to any
+/// depth, as in JSON text: `\"…\"`).
+macro_rules! argument {
+    () => {
+        r"\\*'[^'\n]*'|\\*\x22[^\x22\n]*\x22|[^\s'\x22;]+"
+    };
+}
+
+/// Command lines that take a secret as an argument where no name says so, and the URL
+/// parameters that carry a signature (what [`argv_values`] finds): the tool or the
+/// keyword that makes the argument a secret, then the argument (`argv`), a word or a quoted
+/// string. Case matters for flags (`mysql -P` is a port), not for SQL.
+/// * glued to `-p`: `mysql`, `mysqldump`, `mariadb`… (`-pS3cret`), `7z`, `rar`;
+/// * the next word: `sshpass -p`, `docker login -p`, `redis-cli -a`, `zip`/`unzip`/`sqlcmd`
+///   `-P`, `ldapsearch` (any `ldap…`) `-w`, `ssh-keygen -N`/`-P`;
+/// * the password of `user:password` after `curl -u`/`--user`/`-U`/`--proxy-user`;
+/// * SQL's `IDENTIFIED BY …` (also `IDENTIFIED WITH plugin BY`, `BY PASSWORD`), a quoted
+///   string in any case, a word after the keywords in upper case;
+/// * a URL's `sig=`, `signature=`, `X-Amz-Signature=`, `X-Goog-Signature=` (Azure SAS,
+///   presigned URLs: whoever holds the URL holds the access), up to the next `&` or `#`.
+///
+/// The words between the tool and its flag stay on the tool's line.
+const ARGV_PATTERN: &str = concat!(
+    r"(?:",
+    word_start!(),
+    r"(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mysqlshow|mariadb|mariadb-dump",
+    r"|mariadb-admin|7z|7za|7zr|rar|unrar)(?-u:\b)[^\n]*?[ \t]-p",
+    r"|",
+    word_start!(),
+    r"sshpass(?-u:\b)[^\n]*?[ \t]-p[ \t]*",
+    r"|",
+    word_start!(),
+    r"docker[ \t]+login(?-u:\b)[^\n]*?[ \t]-p[ \t]+",
+    r"|",
+    word_start!(),
+    r"redis-cli(?-u:\b)[^\n]*?[ \t](?:-a|--pass)[ \t]+",
+    r"|",
+    word_start!(),
+    r"(?:zip|unzip|sqlcmd|bcp)(?-u:\b)[^\n]*?[ \t]-P[ \t]+",
+    r"|",
+    word_start!(),
+    r"ldap[a-z]*(?-u:\b)[^\n]*?[ \t]-w[ \t]+",
+    r"|",
+    word_start!(),
+    r"ssh-keygen(?-u:\b)[^\n]*?[ \t]-[NP][ \t]+",
+    r"|",
+    word_start!(),
+    r"curl(?-u:\b)[^\n]*?[ \t](?:-[uU][ \t]*|--(?:proxy-)?user(?:[ \t]+|=))['\x22]?[^\s:'\x22]*:",
+    r"|",
+    word_start!(),
+    r"IDENTIFIED[ \t]+(?:WITH[ \t]+[A-Za-z0-9_]+[ \t]+)?BY[ \t]+(?:PASSWORD[ \t]+)?",
+    r")(?P<argv>",
+    argument!(),
+    r")",
+    // In lower case only a quoted string: `identified by their email` is prose.
+    r"|(?i:",
+    word_start!(),
+    r"identified[ \t]+(?:with[ \t]+[A-Za-z0-9_]+[ \t]+)?by[ \t]+(?:password[ \t]+)?)",
+    r"(?P<literal>\\*'[^'\n]*'|\\*\x22[^\x22\n]*\x22)",
+    r"|[?&](?i:sig|signature|x-amz-signature|x-goog-signature)=(?P<param>[^\s'\x22&#<>]+)",
+    // `htpasswd -b [-c…] file user password`, `htpasswd -nb user password`: the flags say
+    // which word is the password (see [`argv_values`]).
+    r"|",
+    word_start!(),
+    r"htpasswd(?P<flags>(?:[ \t]+-[A-Za-z]+)+)(?P<words>(?:[ \t]+(?:",
+    argument!(),
+    r")){2,3})",
+);
+static ARGUMENT: LazyLock<Regex> = LazyLock::new(|| compile(argument!()));
+static ARGV: LazyLock<Regex> = LazyLock::new(|| compile(ARGV_PATTERN));
+
+/// The secrets that [`ARGV_PATTERN`] finds in `text`: a quoted argument without its quotes.
+fn argv_values(text: &str) -> Vec<Range<usize>> {
+    let mut found = Vec::new();
+    for c in ARGV.captures_iter(text) {
+        let value = if let Some(v) =
+            c.name("argv").or_else(|| c.name("literal")).or_else(|| c.name("param"))
+        {
+            v.range()
+        } else if let (Some(flags), Some(words)) = (c.name("flags"), c.name("words")) {
+            // `-b` takes the password from the command line; with `-n` no file comes first.
+            let flags = flags.as_str();
+            if !flags.contains('b') {
+                continue;
+            }
+            let nth = if flags.contains('n') { 1 } else { 2 };
+            let Some(word) = ARGUMENT.find_iter(words.as_str()).nth(nth) else { continue };
+            words.start() + word.start()..words.start() + word.end()
+        } else {
+            continue;
+        };
+        // A quoted argument without its quotes, escaped to any depth (`\"…\"`).
+        let bytes = &text.as_bytes()[value.clone()];
+        let open = bytes.iter().take_while(|&&b| b == b'\\').count();
+        let inner = match bytes.get(open) {
+            Some(b'\'' | b'"') if bytes.len() > open + 1 => {
+                let close = bytes[open + 1..bytes.len() - 1]
+                    .iter()
+                    .rev()
+                    .take_while(|&&b| b == b'\\')
+                    .count();
+                value.start + open + 1..value.end - 1 - close
+            }
+            _ => value,
+        };
+        if !inner.is_empty() && &text[inner.clone()] != REDACTED {
+            found.push(inner);
+        }
+    }
+    found
 }
 
 /// The values that a sibling names, as [`redact_json`] judges parsed JSON (`{"name":
@@ -2865,6 +3064,106 @@ mod tests {
         ] {
             check(prose, prose);
         }
+    }
+
+    /// A secret that a command line or a URL carries without a name before it is found as
+    /// written, quoted either way, in a JSON string at three depths of escaping and as a list
+    /// of arguments; the same tools and words without a secret keep every word.
+    #[test]
+    fn a_secret_in_a_command_line_or_a_signed_url_goes_in_every_form_and_its_neighbours_stay() {
+        const PW: &str = "Zq7xWv93Kp";
+        let lines = [
+            "mysql -h db -u root -p{}",
+            "mysqldump --single-transaction -uroot -p{} app",
+            "mariadb -p{} -e 'select 1'",
+            "7z a -p{} out.7z dir",
+            "sshpass -p {} ssh deploy@host",
+            "sshpass -p{} scp f host:",
+            "docker login -u bob -p {} registry.example.com",
+            "redis-cli -h cache -p 6379 -a {} ping",
+            "redis-cli --pass {} ping",
+            "zip -r -P {} out.zip dir",
+            "sqlcmd -S db -U sa -P {} -Q 'select 1'",
+            "ldapsearch -x -D cn=admin,dc=x -w {} -b dc=x",
+            "ldapmodify -w {} -f change.ldif",
+            "ssh-keygen -t ed25519 -N {} -f key",
+            "curl -sS -u alice:{} https://api.example.com",
+            "curl --user alice:{} https://api.example.com",
+            "curl --user=alice:{} https://api.example.com",
+            "curl -x proxy:3128 --proxy-user bob:{} https://x",
+            "htpasswd -b /etc/htpasswd alice {}",
+            "htpasswd -B -bc /etc/htpasswd alice {}",
+            "htpasswd -nb alice {}",
+            "CREATE USER 'app'@'%' IDENTIFIED BY {}; GRANT ALL ON x.* TO 'app'",
+            "alter user app identified with mysql_native_password by '{}';",
+            "GRANT ALL ON *.* TO u IDENTIFIED BY PASSWORD {}",
+            "https://a.blob.core.windows.net/c/b?sv=2022-11-02&sig={}&se=2026",
+            "https://b.s3.amazonaws.com/k?X-Amz-Date=1&X-Amz-Signature={}#frag",
+            "https://storage.googleapis.com/b/o?X-Goog-Signature={}",
+            "keytool -list -keystore ks.jks -storepass {}",
+            "keytool -importkeystore -srckeypass {} -destkeypass x9Y8z7W6v5",
+        ];
+        for line in lines {
+            // Quoted values only where a quote may stand: after a flag, and in SQL.
+            let quotable = !["://", ":{}", "-p{}", "'{}'"].iter().any(|t| line.contains(t));
+            let mut forms = vec![line.replace("{}", PW)];
+            if quotable {
+                forms.push(line.replace("{}", &format!("'{PW} and more'")));
+                forms.push(line.replace("{}", &format!("\"{PW} and more\"")));
+            }
+            for form in forms {
+                for depth in 0..3 {
+                    let lines = format!("first\n{form}\nlast");
+                    let text = format!("ran: {}", json_escaped(&lines, depth));
+                    assert_redacted(&text, &[PW], &["ran: "]);
+                }
+                let json: Value = Value::String(form.clone());
+                let clean = redacted_json(&json).to_string();
+                assert!(!clean.contains(PW), "{PW} survived in {clean}");
+            }
+            // As a list of arguments, one word per item (a quoted value is one item): command
+            // lines are written so, SQL and URLs are not.
+            if line.contains("://") || line.to_ascii_lowercase().contains("identified") {
+                continue;
+            }
+            let value = if quotable { format!("{PW} and more") } else { PW.to_owned() };
+            let args: Vec<Value> =
+                line.split(' ').map(|w| Value::String(w.replace("{}", &value))).collect();
+            let clean = redacted_json(&Value::Array(args)).to_string();
+            assert!(!clean.contains(PW), "{PW} survived in {clean}");
+        }
+        // The flag (or word) kept, the neighbours kept.
+        check("mysql -u root -pS3cretPw1 db", "mysql -u root -p[REDACTED] db");
+        check("curl -u 'alice:S3cretPw1' https://x", "curl -u 'alice:[REDACTED]' https://x");
+        check("a?sig=abc%2Bdef&se=2026&sp=r", "a?sig=[REDACTED]&se=2026&sp=r");
+        check(
+            "htpasswd -b f alice S3cretPw1 && echo ok",
+            "htpasswd -b f alice [REDACTED] && echo ok",
+        );
+        for text in [
+            "mysql -u root -p appdb",
+            "mysql -h db -P3306 -u root -p",
+            "mkdir -p /tmp/x && mysql -u root -p",
+            "ls -la; sshpass -V",
+            "docker run -p 8080:80 nginx",
+            "docker login registry.example.com",
+            "redis-cli -h cache -p 6379 ping",
+            "zip -r out.zip dir",
+            "curl -u alice https://api.example.com",
+            "curl -X POST https://api.example.com/users",
+            "htpasswd -c /etc/htpasswd alice",
+            "htpasswd -D /etc/htpasswd alice",
+            "the function signature=foo(a, b) and its sig field",
+            "random_seed: 42",
+            "the user was identified by their email",
+            "compass bypass passage",
+        ] {
+            check(text, text);
+        }
+        let args = json!(["mysql", "-u", "root", "-p", "appdb"]);
+        assert_eq!(redacted_json(&args), args);
+        let ports = json!(["docker", "run", "-p", "8080:80", "nginx"]);
+        assert_eq!(redacted_json(&ports), ports);
     }
 
     /// Redacts `input` and checks that `secrets` are gone, `kept` is there, and that redacting
