@@ -849,6 +849,55 @@ fn a_missing_file_is_not_created_when_creation_is_off_on_sqlite() {
     assert!(!path.exists() && !path.parent().unwrap().exists());
 }
 
+/// A path that names a device, a FIFO or a socket (or a link to one) is refused before SQLite
+/// opens it, whatever the access: it is not read or written, and no side file (`-journal`,
+/// `-wal`, `-shm`) is made beside its name.
+#[test]
+fn a_device_fifo_or_socket_is_not_a_database_file_and_gets_no_side_files_on_sqlite() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let socket = dir.path().join("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let to_null = dir.path().join("to-null");
+    symlink("/dev/null", &to_null).unwrap();
+    let to_fifo = dir.path().join("to-fifo");
+    symlink(&fifo, &to_fifo).unwrap();
+    let listing = || {
+        let mut names: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    let side_of_null = ["-journal", "-wal", "-shm"]
+        .map(|s| std::path::Path::new(&format!("/dev/null{s}")).exists());
+    let cases = [
+        (std::path::PathBuf::from("/dev/null"), "device"),
+        (std::path::PathBuf::from("/dev/zero"), "device"),
+        (to_null, "device"),
+        (fifo, "FIFO"),
+        (to_fifo, "FIFO"),
+        (socket, "socket"),
+    ];
+    for (path, kind) in &cases {
+        for access in [Access::Create, Access::ReadWrite, Access::ReadOnly] {
+            let err =
+                Database::open_with(path, Options { access, ..Options::default() }).unwrap_err();
+            assert!(matches!(err, Error::NotAFile { .. }), "{path:?} {access:?}: {err:?}");
+            let text = err.to_string();
+            assert!(text.contains(kind) && text.contains("not a database file"), "{text}");
+        }
+    }
+    assert_eq!(listing(), before);
+    assert_eq!(
+        ["-journal", "-wal", "-shm"]
+            .map(|s| std::path::Path::new(&format!("/dev/null{s}")).exists()),
+        side_of_null
+    );
+}
+
 #[test]
 fn an_unwritable_path_is_a_clear_error_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();

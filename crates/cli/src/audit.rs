@@ -708,16 +708,33 @@ fn keygen(ctx: &Ctx, keyfile: &std::path::Path) -> anyhow::Result<Done> {
     let key = report::generate_key().context("cannot read the system's random source")?;
     // Both outputs are opened (existing files refused) before either is written.
     // The database's own files are refused too: a later write could remove one.
+    // Each is a new regular file: a key written to a device, a pipe or a descriptor (`/dev/null`,
+    // `/dev/stdout`, a FIFO, or a link to one) would be lost or shown, and its `.pub` made
+    // beside a device name. Nothing is made before both are known to be files.
     let db = ctx.read().ok();
-    let mut secret = Output::open_new(keyfile, db.as_ref())?;
-    let mut public = Output::open_new(&public_path, db.as_ref())?;
+    let new_file = |path: &std::path::Path| -> anyhow::Result<Output> {
+        let out = Output::open_new(path, db.as_ref())?;
+        if out.is_direct() {
+            anyhow::bail!(
+                "{}: a key goes in a new file of its own, not a device, pipe or descriptor",
+                path.display()
+            );
+        }
+        Ok(out)
+    };
+    let mut secret = new_file(keyfile)?;
+    let mut public = new_file(&public_path)?;
     std::io::Write::write_all(
         &mut public,
         report::public_key_text(&key.verifying_key()).as_bytes(),
     )?;
     std::io::Write::write_all(&mut secret, report::secret_key_text(&key).as_bytes())?;
-    public.commit()?;
+    // The pair or neither: a secret key whose public half could not be made is removed.
     secret.commit()?;
+    if let Err(e) = public.commit() {
+        let _ = std::fs::remove_file(keyfile);
+        return Err(e.into());
+    }
     let json = json!({"secret_key": keyfile.to_string_lossy(), "public_key": public_path.to_string_lossy()});
     ctx.out.emit(&json, || {
         say!("secret key {} (keep it away from the database's machine)", keyfile.display());

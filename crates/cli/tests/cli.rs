@@ -993,8 +993,8 @@ fn a_signed_verification_report_checks_and_catches_an_edit_or_a_rewritten_log(t:
 }
 
 on_both! {
-/// `tasks export` writes the demo's task as a bundle file (replacing an existing file, as
-/// `audit export` does) and `tasks import` loads it into another database of the same backend:
+/// `tasks export` writes the demo's task as a bundle file (a new one, as `audit export`
+/// does) and `tasks import` loads it into another database of the same backend:
 /// `audit verify` passes on both sides, `tasks show` prints the same task, a second import says
 /// "already present" and changes nothing, and a damaged bundle is one error line naming its
 /// line, exit code 1, nothing written.

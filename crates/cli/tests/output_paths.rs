@@ -411,6 +411,36 @@ fn no_symlink_redirects_an_output_neither_at_the_partial_name_nor_at_the_path(t:
 }
 
 on_both! {
+/// A key pair goes in two new regular files or nowhere: a key file named as a device, stdout
+/// (as a path or a descriptor), or a link to a device is refused before anything is made, no
+/// `.pub` appears beside it, and no key is printed.
+fn a_key_pair_is_two_new_files_and_never_a_device_or_a_pipe(t: EmptyDb) {
+    let (dir, db) = demo(t);
+    let to_null = dir.join("to-null");
+    std::os::unix::fs::symlink("/dev/null", &to_null).unwrap();
+    for target in ["/dev/null", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1", "/dev/stderr", to_null.to_str().unwrap()] {
+        let public = format!("{target}.pub");
+        let existed = Path::new(&public).exists();
+        let r = run(db, &["audit", "keygen", target]);
+        assert_eq!(r.code, 1, "{target}: {}", r.stderr);
+        assert!(r.stderr.contains("a key goes in a new file"), "{target}: {}", r.stderr);
+        assert!(!String::from_utf8_lossy(&r.stdout).contains("aigentflow-ed25519"), "{target}");
+        assert!(!r.stderr.contains("aigentflow-ed25519"), "{target}");
+        assert_eq!(Path::new(&public).exists(), existed, "{public}");
+    }
+    // A public half whose name is a link to a device: the secret key is not made either.
+    let key = dir.join("k.key");
+    std::os::unix::fs::symlink("/dev/null", dir.join("k.key.pub")).unwrap();
+    assert_eq!(run(db, &["audit", "keygen", key.to_str().unwrap()]).code, 1);
+    assert!(!key.exists());
+    // And the pair is made where both are new files.
+    let key = dir.join("good.key");
+    run(db, &["audit", "keygen", key.to_str().unwrap()]).ok();
+    assert!(key.is_file() && dir.join("good.key.pub").is_file());
+}
+}
+
+on_both! {
 /// A file the command writes is new, whichever command writes it: every writer refuses an
 /// existing regular file (empty or not, read-only, or another database), leaves it as it was,
 /// and leaves no temporary file; a new file gets mode 0600.

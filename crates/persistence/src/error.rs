@@ -53,6 +53,10 @@ pub enum Error {
     /// The path is a folder, not a database file.
     #[error("{path} is a directory, not a database file")]
     IsADirectory { path: PathBuf },
+    /// The path is a device, a FIFO or a socket, not a file: SQLite would read and write it
+    /// as one and make its side files (`-journal`, `-wal`) beside its name.
+    #[error("{path} is a {kind}, not a database file")]
+    NotAFile { path: PathBuf, kind: &'static str },
     /// The file is empty (0 bytes): not a database yet.
     #[error("{path} is an empty file, not a database; create one with `aigentflow init`")]
     Empty { path: PathBuf },

@@ -54,6 +54,7 @@ fn fields(e: &Error) {
         }
         Error::Missing { path }
         | Error::IsADirectory { path }
+        | Error::NotAFile { path, .. }
         | Error::Empty { path }
         | Error::Blank { path }
         | Error::ReadOnly { path }
