@@ -534,6 +534,46 @@ fn naive(spans: &[Gen], q: &CostQuery) -> Vec<CostRow> {
 }
 
 on_both! {
+/// A time bound is compared, not stored: one outside years 0000 to 9999 (the end of a range
+/// that takes in 9999-12-31, a month after 9999-12) holds for every span or for none, as the
+/// instant does, instead of failing; the spans at the first and last storable instants count
+/// on the right side of every bound, in a query and in a rollup.
+fn a_time_bound_beyond_the_storable_years_holds_for_every_span_or_none(t) {
+    let (tracker, _) = clocked(t, noon());
+    let trace = tracker.start_trace(&"p1".into(), &"t1".into(), "a").unwrap();
+    let first = Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap();
+    let last = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap() + Duration::microseconds(999_999);
+    let starts = [first, noon(), last];
+    for (i, at) in starts.iter().enumerate() {
+        tracker
+            .start_span(&NewSpan { started_at: Some(*at), ..NewSpan::new(trace.id.clone(), SpanKind::Llm, format!("span {i}")) })
+            .unwrap();
+    }
+    let before = first - Duration::days(400);
+    let after = last + Duration::days(400);
+    let bounds = [None, Some(before), Some(first), Some(noon()), Some(last), Some(last + Duration::microseconds(1)), Some(after)];
+    for since in bounds {
+        for until in bounds {
+            let expect: Vec<String> = starts
+                .iter()
+                .enumerate()
+                .filter(|(_, at)| since.is_none_or(|s| **at >= s) && until.is_none_or(|u| **at < u))
+                .map(|(i, _)| format!("span {i}"))
+                .collect();
+            let found: Vec<String> = tracker.spans(&SpanQuery { since, until, ..Default::default() }).unwrap().into_iter().map(|s| s.name).collect();
+            assert_eq!(found, expect, "since {since:?} until {until:?}");
+            let rows = tracker.cost_rollup(&CostQuery { project: None, by: CostGroup::Project, since, until }).unwrap();
+            let calls: u64 = rows.iter().map(|r| r.calls).sum();
+            assert_eq!(calls, expect.len() as u64, "rollup since {since:?} until {until:?}");
+        }
+    }
+    // The month after which no month can be stored: its budget report is of the span in it.
+    let december = NaiveDate::from_ymd_opt(9999, 12, 1).unwrap();
+    tracker.budget_report(&"p1".into(), december).unwrap();
+}
+}
+
+on_both! {
 fn cost_rollups_equal_a_naive_sum_over_random_spans(t) {
     let tracker = ExecutionTracker::new(t.db().clone());
     let window = proptest::option::of(0..6 * 24i64);

@@ -261,6 +261,20 @@ impl<'a> Param<'a> {
         Param(Bound::Text(Cow::Owned(time::to_db(value))))
     }
 
+    /// An instant a stored time is compared with (`started_at < ?`), which unlike a stored one
+    /// may lie outside years 0000 to 9999: there it is a text that every stored time sorts
+    /// after (before year 0000) or before (after year 9999), so that the comparison holds for
+    /// every row or for none, as it does for the instant. Stored times start with a digit; a
+    /// leap second (which none is) is refused as [`time`](Self::time) refuses it.
+    pub fn time_bound(value: DateTime<Utc>) -> Param<'static> {
+        use chrono::Datelike;
+        match value.year() {
+            ..0 => Param::text(""),
+            10000.. => Param::text("~"),
+            _ => Param::time(value),
+        }
+    }
+
     /// An optional instant; None is NULL.
     pub fn opt_time(value: Option<DateTime<Utc>>) -> Param<'static> {
         value.map_or(Param::NULL, Param::time)

@@ -702,11 +702,11 @@ impl ExecutionTracker {
         }
         if let Some(t) = query.since {
             filters.push("started_at >= ?");
-            values.push(Param::time(t));
+            values.push(Param::time_bound(t));
         }
         if let Some(t) = query.until {
             filters.push("started_at < ?");
-            values.push(Param::time(t));
+            values.push(Param::time_bound(t));
         }
         let mut sql = format!("SELECT {SPAN_COLUMNS} FROM spans");
         if !filters.is_empty() {
@@ -736,11 +736,11 @@ impl ExecutionTracker {
         }
         if let Some(t) = query.since {
             filters.push_str(" AND started_at >= ?");
-            values.push(Param::time(t));
+            values.push(Param::time_bound(t));
         }
         if let Some(t) = query.until {
             filters.push_str(" AND started_at < ?");
-            values.push(Param::time(t));
+            values.push(Param::time_bound(t));
         }
         self.db().read(|tx| {
             let sql = tx
