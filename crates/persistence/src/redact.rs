@@ -77,8 +77,9 @@
 //! **Command lines and signed URLs.** Some secrets have no name before them: the argument of a
 //! tool's password flag (`mysql -pX`, `sshpass -p X`, `redis-cli -a X`, `curl -u user:X`,
 //! `htpasswd -b file user X`…), SQL's `IDENTIFIED BY 'X'`, and a URL's `sig=` or
-//! `X-Amz-Signature=` (see [`ARGV_PATTERN`]). These are found on the line as written, quoted
-//! or not, and in a JSON list of arguments (`["sshpass", "-p", "X"]`).
+//! `X-Amz-Signature=` (see [`ARGV_PATTERN`] and [`TOOLS`]). A command is read word by word to
+//! its end, quotes and line continuations understood (also escaped, in JSON text), and so is a
+//! list of arguments, parsed or written as text (`["sshpass", "-p", "X"]`).
 //!
 //! **Escapes.** Text holding `%XX` or `\u00XX` escapes of ASCII is also read with them decoded
 //! (three rounds, so `%253D` is `=`): what that reading finds is replaced in the text as
@@ -515,7 +516,6 @@ fn string_names_a_secret(value: &Value) -> bool {
 /// pair, a list of two whose first names a secret (`[["X-Api-Key", "…"], …]`, headers or a
 /// map's entries as lists), has its second replaced too.
 fn redact_array(items: &mut [Value]) {
-    redact_argv_items(items);
     let mut after_name = false;
     for item in items.iter_mut() {
         let names =
@@ -532,50 +532,34 @@ fn redact_array(items: &mut [Value]) {
         }
         after_name = names;
     }
+    redact_argv_items(items);
 }
 
 /// A command line written as a list (`["mysql", "-pS3cret"]`, `["sshpass", "-p", "…"]`, a
-/// container's `command`): the items read as one line, each a word (quoted when it holds a
-/// blank or a quote), and what [`argv_values`] finds there replaced in its item.
+/// container's `command`): after an item that names a [`Tool`], the items are its arguments,
+/// read by [`secret_args`]; a secret number becomes `[REDACTED]`.
 fn redact_argv_items(items: &mut [Value]) {
-    // Each of its command lines has a flag: a list without one is not one.
-    if items.len() < 2 || !items.iter().any(|i| i.as_str().is_some_and(|s| s.starts_with('-'))) {
-        return;
-    }
-    let mut line = String::new();
-    let mut spans = Vec::with_capacity(items.len());
-    for item in items.iter() {
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        let usable = item.as_str().filter(|t| !t.is_empty() && !t.contains('\n'));
-        let text = usable.unwrap_or("0");
-        let quote = if !text.contains(['\'', '"', ' ', '\t']) {
-            None
-        } else if !text.contains('\'') {
-            Some('\'')
-        } else if !text.contains('"') {
-            Some('"')
-        } else {
-            spans.push(None);
-            line.push('0');
-            continue;
-        };
-        line.extend(quote);
-        spans.push(usable.is_some().then(|| line.len()..line.len() + text.len()));
-        line.push_str(text);
-        line.extend(quote);
-    }
-    for range in argv_values(&line).into_iter().rev() {
-        let Some(i) =
-            spans.iter().position(|s| s.as_ref().is_some_and(|s| s.contains(&range.start)))
-        else {
-            continue;
-        };
-        let (Some(span), Value::String(text)) = (&spans[i], &mut items[i]) else { continue };
-        let local = range.start - span.start..range.end.min(span.end) - span.start;
-        if text.is_char_boundary(local.start) && text.is_char_boundary(local.end) {
-            text.replace_range(local, REDACTED);
+    let tools: Vec<(usize, ToolKind)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(k, item)| Some((k, Tool::named(item.as_str()?)?)))
+        .collect();
+    for (k, kind) in tools {
+        let texts: Vec<String> = items[k + 1..]
+            .iter()
+            .take(MAX_ARGS)
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => String::new(),
+            })
+            .collect();
+        let args: Vec<&str> = texts.iter().map(String::as_str).collect();
+        for (at, secret) in secret_args(kind, &args) {
+            match &mut items[k + 1 + at] {
+                Value::String(text) => text.replace_range(secret, REDACTED),
+                number => *number = Value::String(REDACTED.to_owned()),
+            }
         }
     }
 }
@@ -1409,12 +1393,464 @@ fn is_name_byte(b: u8) -> bool {
 }
 
 /// Where a tool's name or a keyword starts: at a word boundary, or right after an escaped line
-/// break or tab (`\n` in JSON text, where no boundary separates it from the `n`).
+/// break or tab (`\n` in JSON text) or a percent escape (`%3Dmysql`, `%20mysql`), where no
+/// boundary separates it from the letter or digit before it.
 macro_rules! word_start {
     () => {
-        r"(?:\\[nrt]|(?-u:\b))"
+        r"(?:\\[nrt]|%[0-9A-Fa-f]{2}|(?-u:\b))"
     };
 }
+
+/// How a password flag takes its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Takes {
+    /// Glued to the flag only (`mysql -pS3cret`; a `-p` of its own asks for it).
+    Glued,
+    /// Glued, after `=`, or as the next argument (`sshpass -p S3cret`, `-pS3cret`).
+    Either,
+}
+
+/// What of a flag's value is the secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Whole,
+    /// After the first `:` (`curl -u user:password`); none without one (`-u user` asks).
+    AfterColon,
+    /// After the first `%` (`smbclient -U user%password`).
+    AfterPercent,
+}
+
+/// A program that takes a password as an argument, where no name says so.
+struct Tool {
+    /// Its names, matched whatever their case and folder (`/usr/bin/mysql`, `SQLCMD.EXE`); a
+    /// trailing `*` matches any ending (`ldap*`: `ldapsearch`, `ldapmodify`…).
+    names: &'static [&'static str],
+    /// The subcommand the flags belong to (`docker login -p`, not `docker run -p`).
+    subcommand: Option<&'static str>,
+    flags: &'static [(&'static str, Takes)],
+    part: Part,
+    /// Whether its options end at the first word that is not one: the command it runs
+    /// (`sshpass -f file ssh -p 2222`: the `-p` is ssh's port).
+    wraps: bool,
+}
+
+/// Every [`Tool`]. `htpasswd -b` (the password is a word of its own, not a flag's) is
+/// [`htpasswd_password`]'s.
+const TOOLS: &[Tool] = &[
+    Tool {
+        names: &[
+            "mysql",
+            "mysqldump",
+            "mysqladmin",
+            "mysqlimport",
+            "mysqlcheck",
+            "mysqlshow",
+            "mysqlsh",
+            "mariadb",
+            "mariadb-dump",
+            "mariadb-admin",
+            "7z",
+            "7za",
+            "7zr",
+        ],
+        subcommand: None,
+        flags: &[("-p", Takes::Glued)],
+        part: Part::Whole,
+        wraps: false,
+    },
+    Tool {
+        names: &["rar", "unrar"],
+        subcommand: None,
+        flags: &[("-p", Takes::Glued), ("-hp", Takes::Glued)],
+        part: Part::Whole,
+        wraps: false,
+    },
+    Tool {
+        names: &["sshpass"],
+        subcommand: None,
+        flags: &[("-p", Takes::Either)],
+        part: Part::Whole,
+        wraps: true,
+    },
+    Tool {
+        names: &["docker", "podman", "buildah", "skopeo", "az"],
+        subcommand: Some("login"),
+        flags: &[("-p", Takes::Either)],
+        part: Part::Whole,
+        wraps: false,
+    },
+    Tool {
+        names: &["redis-cli"],
+        subcommand: None,
+        flags: &[("-a", Takes::Either), ("--pass", Takes::Either)],
+        part: Part::Whole,
+        wraps: false,
+    },
+    Tool {
+        names: &["redis-server"],
+        subcommand: None,
+        flags: &[("--requirepass", Takes::Either), ("--masterauth", Takes::Either)],
+        part: Part::Whole,
+        wraps: false,
+    },
+    Tool {
+        names: &["zip", "unzip", "sqlcmd", "bcp", "ipmitool", "mosquitto_pub", "mosquitto_sub"],
+        subcommand: None,
+        flags: &[("-P", Takes::Either)],
+        part: Part::Whole,
+        wraps: false,
+    },
+    Tool {
+        names: &["ldap*"],
+        subcommand: None,
+        flags: &[("-w", Takes::Either)],
+        part: Part::Whole,
+        wraps: false,
+    },
+    Tool {
+        names: &["ssh-keygen"],
+        subcommand: None,
+        flags: &[("-N", Takes::Either), ("-P", Takes::Either)],
+        part: Part::Whole,
+        wraps: false,
+    },
+    Tool {
+        names: &["mongo", "mongosh", "mongodump", "mongorestore", "mongoexport", "mongoimport"],
+        subcommand: None,
+        flags: &[("-p", Takes::Either)],
+        part: Part::Whole,
+        wraps: false,
+    },
+    Tool {
+        names: &["plink", "pscp", "psftp"],
+        subcommand: None,
+        flags: &[("-pw", Takes::Either)],
+        part: Part::Whole,
+        wraps: false,
+    },
+    Tool {
+        names: &["openssl"],
+        subcommand: None,
+        flags: &[("-k", Takes::Either)],
+        part: Part::Whole,
+        wraps: false,
+    },
+    Tool {
+        names: &["xfreerdp", "wlfreerdp"],
+        subcommand: None,
+        flags: &[("/p:", Takes::Glued)],
+        part: Part::Whole,
+        wraps: false,
+    },
+    Tool {
+        names: &["curl"],
+        subcommand: None,
+        flags: &[
+            ("-u", Takes::Either),
+            ("--user", Takes::Either),
+            ("-U", Takes::Either),
+            ("--proxy-user", Takes::Either),
+        ],
+        part: Part::AfterColon,
+        wraps: false,
+    },
+    Tool {
+        names: &["smbclient"],
+        subcommand: None,
+        flags: &[("-U", Takes::Either), ("--user", Takes::Either)],
+        part: Part::AfterPercent,
+        wraps: false,
+    },
+];
+
+impl Tool {
+    /// The tool a command word names (its folder and a `.exe` aside, any case), if any.
+    fn named(word: &str) -> Option<ToolKind> {
+        let base = word.rsplit(['/', '\\']).next().unwrap_or(word);
+        let base = base.strip_suffix(".exe").or_else(|| base.strip_suffix(".EXE")).unwrap_or(base);
+        if base.eq_ignore_ascii_case("htpasswd") {
+            return Some(ToolKind::Htpasswd);
+        }
+        TOOLS
+            .iter()
+            .find(|t| {
+                t.names.iter().any(|n| match n.strip_suffix('*') {
+                    Some(prefix) => {
+                        base.len() > prefix.len()
+                            && base.as_bytes()[..prefix.len()]
+                                .eq_ignore_ascii_case(prefix.as_bytes())
+                            && base.bytes().all(|b| b.is_ascii_alphabetic())
+                    }
+                    None => base.eq_ignore_ascii_case(n),
+                })
+            })
+            .map(ToolKind::Flags)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ToolKind {
+    Flags(&'static Tool),
+    Htpasswd,
+}
+
+/// The secrets among a command's arguments `args` (the words after the tool's name), as (the
+/// argument's index, the range of the secret in it, quotes aside).
+fn secret_args(tool: ToolKind, args: &[&str]) -> Vec<(usize, Range<usize>)> {
+    let tool = match tool {
+        ToolKind::Flags(tool) => tool,
+        ToolKind::Htpasswd => return htpasswd_password(args).into_iter().collect(),
+    };
+    let mut found = Vec::new();
+    let mut active = tool.subcommand.is_none();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i];
+        if !active {
+            active = tool.subcommand.is_some_and(|s| unquoted(arg, 0..arg.len()) == s);
+            i += 1;
+            continue;
+        }
+        if tool.wraps && !arg.starts_with('-') {
+            break;
+        }
+        let mut value = None;
+        for &(flag, takes) in tool.flags {
+            if arg == flag && takes == Takes::Either {
+                if i + 1 < args.len() {
+                    value = Some((i + 1, 0..args[i + 1].len()));
+                }
+                break;
+            }
+            if arg.len() > flag.len() && arg.starts_with(flag) {
+                let eq = takes == Takes::Either && arg.as_bytes()[flag.len()] == b'=';
+                value = Some((i, flag.len() + usize::from(eq)..arg.len()));
+                break;
+            }
+        }
+        if let Some((at, range)) = value {
+            let text = args[at];
+            let range = unquote(text, range);
+            let start = match tool.part {
+                Part::Whole => Some(range.start),
+                Part::AfterColon => text[range.clone()].find(':').map(|c| range.start + c + 1),
+                Part::AfterPercent => text[range.clone()].find('%').map(|c| range.start + c + 1),
+            };
+            if let Some(start) = start {
+                let secret = start..range.end;
+                if !secret.is_empty() && &text[secret.clone()] != REDACTED {
+                    found.push((at, secret));
+                }
+            }
+            i = at + 1;
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
+/// `htpasswd -b [-c…] file user password`, `htpasswd -nb user password`: in batch mode (`-b`)
+/// the password is the third word that is not a flag (the second with `-n`, which writes no
+/// file); `-C` and `-r` take a number.
+fn htpasswd_password(args: &[&str]) -> Option<(usize, Range<usize>)> {
+    let (mut batch, mut no_file) = (false, false);
+    let mut words = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i];
+        if arg.len() > 1 && arg.starts_with('-') {
+            batch |= arg.contains('b');
+            no_file |= arg.contains('n');
+            if matches!(arg, "-C" | "-r") {
+                i += 1;
+            }
+        } else {
+            words.push(i);
+        }
+        i += 1;
+    }
+    let at = *words.get(if no_file { 1 } else { 2 })?;
+    let range = unquote(args[at], 0..args[at].len());
+    (batch && !range.is_empty() && &args[at][range.clone()] != REDACTED).then_some((at, range))
+}
+
+/// `range` of `text` without the quotes around it, escaped to any depth (`\"…\"`).
+fn unquote(text: &str, range: Range<usize>) -> Range<usize> {
+    let bytes = &text.as_bytes()[range.clone()];
+    let open = bytes.iter().take_while(|&&b| b == b'\\').count();
+    match bytes.get(open) {
+        Some(&q @ (b'\'' | b'"')) if bytes.len() > 2 * open + 1 && bytes.ends_with(&[q]) => {
+            let close =
+                bytes[open + 1..bytes.len() - 1].iter().rev().take_while(|&&b| b == b'\\').count();
+            range.start + open + 1..range.end - 1 - close.min(open)
+        }
+        _ => range,
+    }
+}
+
+/// [`unquoted`]'s text.
+fn unquoted(text: &str, range: Range<usize>) -> &str {
+    &text[unquote(text, range)]
+}
+
+/// The words of the command that starts at `from` in `text`, as ranges: separated by blanks,
+/// a line continuation (`\` before a line break) or an escaped tab (`\t` in JSON text), also
+/// escaped to any depth; a quoted string, escaped to any depth, is one word with its blanks.
+/// The command ends at a line break (also an escaped one, `\n` or `\\n` in JSON text), `;`,
+/// `|`, `&`, `)` or a backquote outside quotes, and after [`MAX_ARGS`] words.
+fn command_words(text: &str, from: usize) -> Vec<Range<usize>> {
+    let b = text.as_bytes();
+    let run = |i: usize| b[i..].iter().take_while(|&&c| c == b'\\').count();
+    let mut words = Vec::new();
+    let mut i = from;
+    while words.len() < MAX_ARGS {
+        // Blanks and continuations.
+        loop {
+            match b.get(i) {
+                Some(b' ' | b'\t') => i += 1,
+                Some(b'\\') => {
+                    let n = run(i);
+                    match b.get(i + n) {
+                        Some(b'\n') => i += n + 1,
+                        Some(b'\r') if b.get(i + n + 1) == Some(&b'\n') => i += n + 2,
+                        Some(b't') if n.is_power_of_two() => i += n + 1,
+                        Some(b'n' | b'r') if continues(n) => i += n + 1,
+                        _ => break,
+                    }
+                }
+                _ => break,
+            }
+        }
+        match b.get(i) {
+            None | Some(b'\n' | b'\r' | b';' | b'|' | b'&' | b')' | b'`') => break,
+            Some(b'\\')
+                if run(i).is_power_of_two() && matches!(b.get(i + run(i)), Some(b'n' | b'r')) =>
+            {
+                break
+            }
+            _ => {}
+        }
+        let start = i;
+        // A quote opens a quoted part at the start of a word or in a flag (`-p'…'`,
+        // `--user='…'`); elsewhere it ends the word: it closes a string the command sits in
+        // (`"htpasswd -nb alice pw", "next": …`).
+        let quotes_open = |i: usize| i == start || matches!(b[start], b'-' | b'/');
+        while let Some(&c) = b.get(i) {
+            match c {
+                b' ' | b'\t' | b'\n' | b'\r' | b';' | b'|' | b'&' => break,
+                b'\\' => {
+                    let n = run(i);
+                    match b.get(i + n) {
+                        Some(b'n' | b'r' | b't') if n.is_power_of_two() || continues(n) => break,
+                        // A quoted part ends the word where it is not closed.
+                        Some(&q @ (b'"' | b'\'')) if quotes_open(i) => {
+                            match close_quote(b, i + n + 1, n, q) {
+                                Some(end) => i = end,
+                                None => break,
+                            }
+                        }
+                        Some(b'"' | b'\'') => break,
+                        _ => i += n + 1,
+                    }
+                }
+                b'"' | b'\'' if quotes_open(i) => match close_quote(b, i + 1, 0, c) {
+                    Some(end) => i = end,
+                    None => break,
+                },
+                b'"' | b'\'' => break,
+                _ => i += 1,
+            }
+        }
+        if i == start {
+            break;
+        }
+        words.push(start..i.min(b.len()));
+    }
+    words
+}
+
+/// The items after `tool` when it is a quoted item of a list written as text (`["mysql",
+/// "-pX"]` as JSON, Python or YAML flow text, at any depth of escaping): each a string quoted
+/// the same way (its text, without the quotes) or a number, up to whatever is not one.
+fn list_words(text: &str, tool: Range<usize>) -> Option<Vec<Range<usize>>> {
+    let b = text.as_bytes();
+    let depth = b[tool.end..].iter().take_while(|&&c| c == b'\\').count();
+    let q = *b.get(tool.end + depth)?;
+    // The item's opening quote, before the tool's folder if it has one (`"/usr/bin/mysql"`).
+    let folder = b[..tool.start]
+        .iter()
+        .rev()
+        .take_while(|&&c| {
+            c.is_ascii_alphanumeric() || matches!(c, b'/' | b'.' | b'_' | b'-' | b':')
+        })
+        .count();
+    let open = (tool.start - folder).checked_sub(1)?;
+    if !matches!(q, b'"' | b'\'') || b[open] != q {
+        return None;
+    }
+    if b[..open].iter().rev().take_while(|&&c| c == b'\\').count() != depth {
+        return None;
+    }
+    let mut i = tool.end + depth + 1;
+    let mut words = Vec::new();
+    while words.len() < MAX_ARGS {
+        while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            i += 1;
+        }
+        if b.get(i) != Some(&b',') {
+            break;
+        }
+        i += 1;
+        while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            i += 1;
+        }
+        let n = b[i..].iter().take_while(|&&c| c == b'\\').count();
+        if n == depth && b.get(i + n) == Some(&q) {
+            let Some(end) = close_quote(b, i + n + 1, depth, q) else { break };
+            words.push(i + n + 1..end - 1 - depth);
+            i = end;
+        } else if b.get(i).is_some_and(u8::is_ascii_digit) {
+            let start = i;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            words.push(start..i);
+        } else {
+            break;
+        }
+    }
+    Some(words)
+}
+
+/// Where a string quoted by `q` escaped `depth` times, whose text starts at `at`, ends (after
+/// its closing quote), if it is closed on its line.
+fn close_quote(b: &[u8], at: usize, depth: usize, q: u8) -> Option<usize> {
+    let mut i = at;
+    while let Some(&c) = b.get(i) {
+        if c == b'\n' {
+            return None;
+        }
+        if c == q {
+            let escapes = b[..i].iter().rev().take_while(|&&x| x == b'\\').count();
+            if escapes == depth {
+                return Some(i + 1);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Whether a run of `n` backslashes before an `n` or `r` is a line continuation escaped for
+/// JSON text: a backslash and a line break, each escaped to the same depth (3, 6, 12… where a
+/// line break alone takes 1, 2, 4…).
+fn continues(n: usize) -> bool {
+    n.is_multiple_of(3) && (n / 3).is_power_of_two()
+}
+
+/// The most words of a command read for passwords.
+const MAX_ARGS: usize = 256;
 
 /// One argument of a command line: a word, or a string quoted either way (escaped to any
 /// depth, as in JSON text: `\"…\"`).
@@ -1424,103 +1860,59 @@ macro_rules! argument {
     };
 }
 
-/// Command lines that take a secret as an argument where no name says so, and the URL
-/// parameters that carry a signature (what [`argv_values`] finds): the tool or the
-/// keyword that makes the argument a secret, then the argument (`argv`), a word or a quoted
-/// string. Case matters for flags (`mysql -P` is a port), not for SQL.
-/// * glued to `-p`: `mysql`, `mysqldump`, `mariadb`… (`-pS3cret`), `7z`, `rar`;
-/// * the next word: `sshpass -p`, `docker login -p`, `redis-cli -a`, `zip`/`unzip`/`sqlcmd`
-///   `-P`, `ldapsearch` (any `ldap…`) `-w`, `ssh-keygen -N`/`-P`;
-/// * the password of `user:password` after `curl -u`/`--user`/`-U`/`--proxy-user`;
-/// * SQL's `IDENTIFIED BY …` (also `IDENTIFIED WITH plugin BY`, `BY PASSWORD`), a quoted
-///   string in any case, a word after the keywords in upper case;
+/// What starts a secret no name announces (the third reading, [`argv_values`]):
+/// * the name of a [`Tool`] that takes a password as an argument (`tool`: its arguments are then
+///   read by [`secret_args`]), or `htpasswd`;
+/// * SQL's `IDENTIFIED BY …` (also `IDENTIFIED WITH plugin BY`, `BY PASSWORD`, across lines,
+///   escaped ones too), a
+///   quoted string in any case, a word after the keywords in upper case (`argv`, `literal`);
 /// * a URL's `sig=`, `signature=`, `X-Amz-Signature=`, `X-Goog-Signature=` (Azure SAS,
-///   presigned URLs: whoever holds the URL holds the access), up to the next `&` or `#`.
-///
-/// The words between the tool and its flag stay on the tool's line.
+///   presigned URLs: whoever holds the URL holds the access), up to the next `&` or `#`, also
+///   after `&amp;` or `;` (`param`).
 const ARGV_PATTERN: &str = concat!(
-    r"(?:",
     word_start!(),
-    r"(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mysqlshow|mariadb|mariadb-dump",
-    r"|mariadb-admin|7z|7za|7zr|rar|unrar)(?-u:\b)[^\n]*?[ \t]-p",
+    r"(?P<tool>(?i:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mysqlshow|mysqlsh|mariadb",
+    r"|mariadb-dump|mariadb-admin|7z|7za|7zr|rar|unrar|sshpass|docker|podman|buildah|skopeo|az",
+    r"|redis-cli|redis-server|zip|unzip|sqlcmd|bcp|ipmitool|mosquitto_pub|mosquitto_sub",
+    r"|ldap[a-z]+|ssh-keygen|mongo|mongosh|mongodump|mongorestore|mongoexport|mongoimport",
+    r"|plink|pscp|psftp|openssl|xfreerdp|wlfreerdp|curl|smbclient|htpasswd)(?i:\.exe)?)",
+    r"(?-u:\b)",
     r"|",
     word_start!(),
-    r"sshpass(?-u:\b)[^\n]*?[ \t]-p[ \t]*",
-    r"|",
-    word_start!(),
-    r"docker[ \t]+login(?-u:\b)[^\n]*?[ \t]-p[ \t]+",
-    r"|",
-    word_start!(),
-    r"redis-cli(?-u:\b)[^\n]*?[ \t](?:-a|--pass)[ \t]+",
-    r"|",
-    word_start!(),
-    r"(?:zip|unzip|sqlcmd|bcp)(?-u:\b)[^\n]*?[ \t]-P[ \t]+",
-    r"|",
-    word_start!(),
-    r"ldap[a-z]*(?-u:\b)[^\n]*?[ \t]-w[ \t]+",
-    r"|",
-    word_start!(),
-    r"ssh-keygen(?-u:\b)[^\n]*?[ \t]-[NP][ \t]+",
-    r"|",
-    word_start!(),
-    r"curl(?-u:\b)[^\n]*?[ \t](?:-[uU][ \t]*|--(?:proxy-)?user(?:[ \t]+|=))['\x22]?[^\s:'\x22]*:",
-    r"|",
-    word_start!(),
-    r"IDENTIFIED[ \t]+(?:WITH[ \t]+[A-Za-z0-9_]+[ \t]+)?BY[ \t]+(?:PASSWORD[ \t]+)?",
-    r")(?P<argv>",
+    r"IDENTIFIED(?:\s|\\+[nrt])+(?:WITH(?:\s|\\+[nrt])+\S+?(?:\s|\\+[nrt])+)?BY(?:\s|\\+[nrt])+",
+    r"(?:PASSWORD(?:\s|\\+[nrt])+)?(?P<argv>",
     argument!(),
     r")",
     // In lower case only a quoted string: `identified by their email` is prose.
     r"|(?i:",
     word_start!(),
-    r"identified[ \t]+(?:with[ \t]+[A-Za-z0-9_]+[ \t]+)?by[ \t]+(?:password[ \t]+)?)",
+    r"identified(?:\s|\\+[nrt])+(?:with(?:\s|\\+[nrt])+\S+?(?:\s|\\+[nrt])+)?by(?:\s|\\+[nrt])+",
+    r"(?:password(?:\s|\\+[nrt])+)?)",
     r"(?P<literal>\\*'[^'\n]*'|\\*\x22[^\x22\n]*\x22)",
-    r"|[?&](?i:sig|signature|x-amz-signature|x-goog-signature)=(?P<param>[^\s'\x22&#<>]+)",
-    // `htpasswd -b [-c…] file user password`, `htpasswd -nb user password`: the flags say
-    // which word is the password (see [`argv_values`]).
-    r"|",
-    word_start!(),
-    r"htpasswd(?P<flags>(?:[ \t]+-[A-Za-z]+)+)(?P<words>(?:[ \t]+(?:",
-    argument!(),
-    r")){2,3})",
+    r"|(?:[?&;]|&amp;)(?i:sig|signature|x-amz-signature|x-goog-signature)=(?P<param>[^\s'\x22&#<>;\\]+)",
 );
-static ARGUMENT: LazyLock<Regex> = LazyLock::new(|| compile(argument!()));
 static ARGV: LazyLock<Regex> = LazyLock::new(|| compile(ARGV_PATTERN));
 
 /// The secrets that [`ARGV_PATTERN`] finds in `text`: a quoted argument without its quotes.
 fn argv_values(text: &str) -> Vec<Range<usize>> {
     let mut found = Vec::new();
     for c in ARGV.captures_iter(text) {
-        let value = if let Some(v) =
-            c.name("argv").or_else(|| c.name("literal")).or_else(|| c.name("param"))
-        {
-            v.range()
-        } else if let (Some(flags), Some(words)) = (c.name("flags"), c.name("words")) {
-            // `-b` takes the password from the command line; with `-n` no file comes first.
-            let flags = flags.as_str();
-            if !flags.contains('b') {
-                continue;
+        if let Some(tool) = c.name("tool") {
+            let Some(kind) = Tool::named(tool.as_str()) else { continue };
+            let words =
+                list_words(text, tool.range()).unwrap_or_else(|| command_words(text, tool.end()));
+            let args: Vec<&str> = words.iter().map(|w| &text[w.clone()]).collect();
+            for (at, secret) in secret_args(kind, &args) {
+                let start = words[at].start;
+                found.push(start + secret.start..start + secret.end);
             }
-            let nth = if flags.contains('n') { 1 } else { 2 };
-            let Some(word) = ARGUMENT.find_iter(words.as_str()).nth(nth) else { continue };
-            words.start() + word.start()..words.start() + word.end()
-        } else {
+            continue;
+        }
+        let Some(value) = c.name("argv").or_else(|| c.name("literal")).or_else(|| c.name("param"))
+        else {
             continue;
         };
-        // A quoted argument without its quotes, escaped to any depth (`\"…\"`).
-        let bytes = &text.as_bytes()[value.clone()];
-        let open = bytes.iter().take_while(|&&b| b == b'\\').count();
-        let inner = match bytes.get(open) {
-            Some(b'\'' | b'"') if bytes.len() > open + 1 => {
-                let close = bytes[open + 1..bytes.len() - 1]
-                    .iter()
-                    .rev()
-                    .take_while(|&&b| b == b'\\')
-                    .count();
-                value.start + open + 1..value.end - 1 - close
-            }
-            _ => value,
-        };
+        let inner = unquote(text, value.range());
         if !inner.is_empty() && &text[inner.clone()] != REDACTED {
             found.push(inner);
         }
@@ -3102,10 +3494,31 @@ mod tests {
             "https://storage.googleapis.com/b/o?X-Goog-Signature={}",
             "keytool -list -keystore ks.jks -storepass {}",
             "keytool -importkeystore -srckeypass {} -destkeypass x9Y8z7W6v5",
+            // Continued lines, several flags, glued forms, any case, a folder.
+            "RUN mysql -h db \\\n    -u root \\\n    -p{} < init.sql",
+            "sshpass \\\n  -p {} ssh host",
+            "ssh-keygen -p -P old -N {} -f key",
+            "curl --proxy-user p:x -u admin:{} https://x",
+            "htpasswd -B -C 12 -b /etc/htpasswd alice {}",
+            "docker login -p{} registry",
+            "ldapsearch -w{} -b dc=x",
+            "SQLCMD.EXE -S db -P {}",
+            "/usr/bin/mysql -uroot -p{}",
+            "bcp t out f -Usa -P{}",
+            "rar a -hp{} x.rar f",
+            "redis-server --requirepass {}",
+            "mongosh -u a -p {}",
+            "plink -pw {} host",
+            "smbclient //h/s -U user%{}",
+            "xfreerdp /u:a /p:{} /v:h",
+            "CREATE USER x IDENTIFIED BY\n '{}';",
+            "GRANT x IDENTIFIED WITH 'caching_sha2_password' BY '{}'",
+            "https://x/y?a=1&amp;sig={}&b=2",
         ];
         for line in lines {
             // Quoted values only where a quote may stand: after a flag, and in SQL.
-            let quotable = !["://", ":{}", "-p{}", "'{}'"].iter().any(|t| line.contains(t));
+            let glued = ["://", ":{}", "%{}", "-p{}", "-w{}", "-P{}", "-hp{}", "'{}'", "\\"];
+            let quotable = !glued.iter().any(|t| line.contains(t));
             let mut forms = vec![line.replace("{}", PW)];
             if quotable {
                 forms.push(line.replace("{}", &format!("'{PW} and more'")));
@@ -3123,14 +3536,29 @@ mod tests {
             }
             // As a list of arguments, one word per item (a quoted value is one item): command
             // lines are written so, SQL and URLs are not.
-            if line.contains("://") || line.to_ascii_lowercase().contains("identified") {
+            if line.contains("://")
+                || line.to_ascii_lowercase().contains("identified")
+                || line.contains('\\')
+                || line.starts_with("RUN")
+            {
                 continue;
             }
             let value = if quotable { format!("{PW} and more") } else { PW.to_owned() };
             let args: Vec<Value> =
                 line.split(' ').map(|w| Value::String(w.replace("{}", &value))).collect();
-            let clean = redacted_json(&Value::Array(args)).to_string();
+            let list = Value::Array(args);
+            let clean = redacted_json(&list).to_string();
             assert!(!clean.contains(PW), "{PW} survived in {clean}");
+            // And the list written as text, at three depths of escaping.
+            for depth in 0..3 {
+                let text = format!("run: {}", json_escaped(&list.to_string(), depth));
+                assert_redacted(&text, &[PW], &["run: "]);
+            }
+        }
+        // A command ends at an escaped line break too: the next line's command is read.
+        let two = format!("mysql -uroot -pAAAAAAAA\nmysql -uroot -p{PW}\nCREATE USER");
+        for depth in 1..3 {
+            assert_redacted(&json_escaped(&two, depth), &[PW, "AAAAAAAA"], &["CREATE USER"]);
         }
         // The flag (or word) kept, the neighbours kept.
         check("mysql -u root -pS3cretPw1 db", "mysql -u root -p[REDACTED] db");
@@ -3157,6 +3585,14 @@ mod tests {
             "random_seed: 42",
             "the user was identified by their email",
             "compass bypass passage",
+            "sshpass -f pw.txt ssh -p 2222 host",
+            "docker login r && docker run -p 5432:5432 img",
+            "unzip dump.zip && mysql -P 3306",
+            "redis-cli ping; git commit -a -m fix",
+            "cat ldap.log | wc -w lines",
+            "cc x.c -lmysqlclient -pthread",
+            "ssh-keygen -t ed25519 -N '' -f key",
+            "docker login --password-stdin registry",
         ] {
             check(text, text);
         }
