@@ -77,7 +77,7 @@
 //! **Command lines and signed URLs.** Some secrets have no name before them: the argument of a
 //! tool's password flag (`mysql -pX`, `sshpass -p X`, `redis-cli -a X`, `curl -u user:X`,
 //! `htpasswd -b file user X`…), SQL's `IDENTIFIED BY 'X'`, and a URL's `sig=` or
-//! `X-Amz-Signature=` (see [`ARGV_PATTERN`] and [`TOOLS`]). A command is read word by word to
+//! `X-Amz-Signature=` (see [`TOOLS`] and [`ARGV_PATTERN`]). A command is read word by word to
 //! its end, quotes and line continuations understood (also escaped, in JSON text), and so is a
 //! list of arguments, parsed or written as text (`["sshpass", "-p", "X"]`).
 //!
@@ -268,17 +268,19 @@ static SIBLINGS: LazyLock<Regex> = LazyLock::new(|| compile(&siblings_pattern())
 /// Any of the four: whether a pass can find anything.
 static TRIGGER: LazyLock<Regex> = LazyLock::new(|| {
     compile(&format!(
-        "(?:{SHAPES_PATTERN})|(?:{})|(?:{})|(?:{ARGV_PATTERN})",
+        "(?:{SHAPES_PATTERN})|(?:{})|(?:{})|(?:{})",
         names_pattern(),
-        siblings_pattern()
+        siblings_pattern(),
+        argv_pattern()
     ))
 });
 /// [`TRIGGER`] or an escape: one scan that most text, holding no secret, stops at.
 static GATE: LazyLock<Regex> = LazyLock::new(|| {
     compile(&format!(
-        "(?:{SHAPES_PATTERN})|(?:{})|(?:{})|(?:{ARGV_PATTERN})|(?:{ESCAPES_PATTERN})",
+        "(?:{SHAPES_PATTERN})|(?:{})|(?:{})|(?:{})|(?:{ESCAPES_PATTERN})",
         names_pattern(),
-        siblings_pattern()
+        siblings_pattern(),
+        argv_pattern()
     ))
 });
 
@@ -1860,9 +1862,8 @@ macro_rules! argument {
     };
 }
 
-/// What starts a secret no name announces (the third reading, [`argv_values`]):
-/// * the name of a [`Tool`] that takes a password as an argument (`tool`: its arguments are then
-///   read by [`secret_args`]), or `htpasswd`;
+/// What starts a secret no name announces (the third reading, [`argv_values`]), besides the
+/// name of a [`Tool`] ([`argv_pattern`]):
 /// * SQL's `IDENTIFIED BY …` (also `IDENTIFIED WITH plugin BY`, `BY PASSWORD`, across lines,
 ///   escaped ones too), a
 ///   quoted string in any case, a word after the keywords in upper case (`argv`, `literal`);
@@ -1870,14 +1871,6 @@ macro_rules! argument {
 ///   presigned URLs: whoever holds the URL holds the access), up to the next `&` or `#`, also
 ///   after `&amp;` or `;` (`param`).
 const ARGV_PATTERN: &str = concat!(
-    word_start!(),
-    r"(?P<tool>(?i:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mysqlshow|mysqlsh|mariadb",
-    r"|mariadb-dump|mariadb-admin|7z|7za|7zr|rar|unrar|sshpass|docker|podman|buildah|skopeo|az",
-    r"|redis-cli|redis-server|zip|unzip|sqlcmd|bcp|ipmitool|mosquitto_pub|mosquitto_sub",
-    r"|ldap[a-z]+|ssh-keygen|mongo|mongosh|mongodump|mongorestore|mongoexport|mongoimport",
-    r"|plink|pscp|psftp|openssl|xfreerdp|wlfreerdp|curl|smbclient|htpasswd)(?i:\.exe)?)",
-    r"(?-u:\b)",
-    r"|",
     word_start!(),
     r"IDENTIFIED(?:\s|\\+[nrt])+(?:WITH(?:\s|\\+[nrt])+\S+?(?:\s|\\+[nrt])+)?BY(?:\s|\\+[nrt])+",
     r"(?:PASSWORD(?:\s|\\+[nrt])+)?(?P<argv>",
@@ -1891,9 +1884,29 @@ const ARGV_PATTERN: &str = concat!(
     r"(?P<literal>\\*'[^'\n]*'|\\*\x22[^\x22\n]*\x22)",
     r"|(?:[?&;]|&amp;)(?i:sig|signature|x-amz-signature|x-goog-signature)=(?P<param>[^\s'\x22&#<>;\\]+)",
 );
-static ARGV: LazyLock<Regex> = LazyLock::new(|| compile(ARGV_PATTERN));
+static ARGV: LazyLock<Regex> = LazyLock::new(|| compile(&argv_pattern()));
 
-/// The secrets that [`ARGV_PATTERN`] finds in `text`: a quoted argument without its quotes.
+/// [`ARGV_PATTERN`] after the name of any [`Tool`] or `htpasswd` (group `tool`, whose
+/// arguments [`secret_args`] reads), in any case, with `.exe`; a name ending in `*` takes any
+/// letters there.
+fn argv_pattern() -> String {
+    let names: Vec<String> = TOOLS
+        .iter()
+        .flat_map(|t| t.names.iter())
+        .map(|n| match n.strip_suffix('*') {
+            Some(prefix) => format!("{}[a-z]+", regex::escape(prefix)),
+            None => regex::escape(n),
+        })
+        .chain(std::iter::once("htpasswd".to_owned()))
+        .collect();
+    format!(
+        r"{}(?P<tool>(?i:{})(?i:\.exe)?)(?-u:\b)|{ARGV_PATTERN}",
+        word_start!(),
+        names.join("|")
+    )
+}
+
+/// The secrets that [`argv_pattern`] finds in `text`: a quoted argument without its quotes.
 fn argv_values(text: &str) -> Vec<Range<usize>> {
     let mut found = Vec::new();
     for c in ARGV.captures_iter(text) {
