@@ -1439,8 +1439,8 @@ struct Tool {
 /// Every [`Tool`]. `htpasswd -b` (the password is a word of its own, not a flag's) is
 /// [`htpasswd_password`]'s.
 const TOOLS: &[Tool] = &[
-    Tool {
-        names: &[
+    Tool::new(
+        &[
             "mysql",
             "mysqldump",
             "mysqladmin",
@@ -1455,119 +1455,62 @@ const TOOLS: &[Tool] = &[
             "7za",
             "7zr",
         ],
-        subcommand: None,
-        flags: &[("-p", Takes::Glued)],
-        part: Part::Whole,
-        wraps: false,
-    },
+        &[("-p", Takes::Glued)],
+    ),
+    Tool::new(&["rar", "unrar"], &[("-p", Takes::Glued), ("-hp", Takes::Glued)]),
+    Tool { wraps: true, ..Tool::new(&["sshpass"], &[("-p", Takes::Either)]) },
     Tool {
-        names: &["rar", "unrar"],
-        subcommand: None,
-        flags: &[("-p", Takes::Glued), ("-hp", Takes::Glued)],
-        part: Part::Whole,
-        wraps: false,
-    },
-    Tool {
-        names: &["sshpass"],
-        subcommand: None,
-        flags: &[("-p", Takes::Either)],
-        part: Part::Whole,
-        wraps: true,
-    },
-    Tool {
-        names: &["docker", "podman", "buildah", "skopeo", "az"],
         subcommand: Some("login"),
-        flags: &[("-p", Takes::Either)],
-        part: Part::Whole,
-        wraps: false,
+        ..Tool::new(&["docker", "podman", "buildah", "skopeo", "az"], &[("-p", Takes::Either)])
     },
+    Tool::new(&["redis-cli"], &[("-a", Takes::Either), ("--pass", Takes::Either)]),
+    Tool::new(
+        &["redis-server"],
+        &[("--requirepass", Takes::Either), ("--masterauth", Takes::Either)],
+    ),
+    Tool::new(
+        &["zip", "unzip", "sqlcmd", "bcp", "ipmitool", "mosquitto_pub", "mosquitto_sub"],
+        &[("-P", Takes::Either)],
+    ),
+    Tool::new(&["ldap*"], &[("-w", Takes::Either)]),
+    Tool::new(&["ssh-keygen"], &[("-N", Takes::Either), ("-P", Takes::Either)]),
+    Tool::new(
+        &["mongo", "mongosh", "mongodump", "mongorestore", "mongoexport", "mongoimport"],
+        &[("-p", Takes::Either)],
+    ),
+    Tool::new(&["plink", "pscp", "psftp"], &[("-pw", Takes::Either)]),
+    Tool::new(&["openssl"], &[("-k", Takes::Either)]),
+    Tool::new(&["xfreerdp", "wlfreerdp"], &[("/p:", Takes::Glued)]),
     Tool {
-        names: &["redis-cli"],
-        subcommand: None,
-        flags: &[("-a", Takes::Either), ("--pass", Takes::Either)],
-        part: Part::Whole,
-        wraps: false,
-    },
-    Tool {
-        names: &["redis-server"],
-        subcommand: None,
-        flags: &[("--requirepass", Takes::Either), ("--masterauth", Takes::Either)],
-        part: Part::Whole,
-        wraps: false,
-    },
-    Tool {
-        names: &["zip", "unzip", "sqlcmd", "bcp", "ipmitool", "mosquitto_pub", "mosquitto_sub"],
-        subcommand: None,
-        flags: &[("-P", Takes::Either)],
-        part: Part::Whole,
-        wraps: false,
-    },
-    Tool {
-        names: &["ldap*"],
-        subcommand: None,
-        flags: &[("-w", Takes::Either)],
-        part: Part::Whole,
-        wraps: false,
-    },
-    Tool {
-        names: &["ssh-keygen"],
-        subcommand: None,
-        flags: &[("-N", Takes::Either), ("-P", Takes::Either)],
-        part: Part::Whole,
-        wraps: false,
-    },
-    Tool {
-        names: &["mongo", "mongosh", "mongodump", "mongorestore", "mongoexport", "mongoimport"],
-        subcommand: None,
-        flags: &[("-p", Takes::Either)],
-        part: Part::Whole,
-        wraps: false,
-    },
-    Tool {
-        names: &["plink", "pscp", "psftp"],
-        subcommand: None,
-        flags: &[("-pw", Takes::Either)],
-        part: Part::Whole,
-        wraps: false,
-    },
-    Tool {
-        names: &["openssl"],
-        subcommand: None,
-        flags: &[("-k", Takes::Either)],
-        part: Part::Whole,
-        wraps: false,
-    },
-    Tool {
-        names: &["xfreerdp", "wlfreerdp"],
-        subcommand: None,
-        flags: &[("/p:", Takes::Glued)],
-        part: Part::Whole,
-        wraps: false,
-    },
-    Tool {
-        names: &["curl"],
-        subcommand: None,
-        flags: &[
-            ("-u", Takes::Either),
-            ("--user", Takes::Either),
-            ("-U", Takes::Either),
-            ("--proxy-user", Takes::Either),
-        ],
         part: Part::AfterColon,
-        wraps: false,
+        ..Tool::new(
+            &["curl"],
+            &[
+                ("-u", Takes::Either),
+                ("--user", Takes::Either),
+                ("-U", Takes::Either),
+                ("--proxy-user", Takes::Either),
+            ],
+        )
     },
     Tool {
-        names: &["smbclient"],
-        subcommand: None,
-        flags: &[("-U", Takes::Either), ("--user", Takes::Either)],
         part: Part::AfterPercent,
-        wraps: false,
+        ..Tool::new(&["smbclient"], &[("-U", Takes::Either), ("--user", Takes::Either)])
     },
 ];
 
 impl Tool {
+    /// A tool whose flags take the whole value, with no subcommand, that runs no other command.
+    const fn new(names: &'static [&'static str], flags: &'static [(&'static str, Takes)]) -> Self {
+        Self { names, subcommand: None, flags, part: Part::Whole, wraps: false }
+    }
+
     /// The tool a command word names (its folder and a `.exe` aside, any case), if any.
     fn named(word: &str) -> Option<ToolKind> {
+        // A command word is short and has no blank: most strings are not one, at one look.
+        if word.len() > 128 || word.contains(char::is_whitespace) {
+            return None;
+        }
         let base = word.rsplit(['/', '\\']).next().unwrap_or(word);
         let base = base.strip_suffix(".exe").or_else(|| base.strip_suffix(".EXE")).unwrap_or(base);
         if base.eq_ignore_ascii_case("htpasswd") {
