@@ -138,8 +138,9 @@ pub enum AuditCommand {
         signature_only: bool,
     },
     /// Make an Ed25519 key pair for signing verification reports: the secret key in KEYFILE
-    /// (mode 0600) and the public key in KEYFILE.pub, both new files (existing ones are
-    /// refused). Keep the secret key away from the database's machine.
+    /// (mode 0600) and the public key in KEYFILE.pub, both new regular files (existing ones, a
+    /// device, a pipe or stdout are refused, and then neither is made). Keep the secret key away
+    /// from the database's machine.
     Keygen {
         /// Where the secret key goes; the public key goes beside it with `.pub` added.
         #[arg(value_name = "KEYFILE")]

@@ -46,8 +46,8 @@ command does nothing and exits 1; its error line goes to the other stream if tha
 database, else nowhere.
 
 The database is --db PATH, else $AIGENTFLOW_DB (if set and not empty), else
-orchestrator-data/aigentflow.db: a SQLite file, or a postgres:// URL; `:memory:` and an empty
-path are refused.
+orchestrator-data/aigentflow.db: a SQLite file, or a postgres:// URL; `:memory:`, an empty
+path, a directory and a device, FIFO or socket are refused.
 
 Output for people is sanitised: control characters (newlines and tabs in a value too), DEL, C1
 controls and bidirectional overrides in any value or error are shown escaped, as \\u{1b}.
@@ -62,8 +62,9 @@ const GLOBAL: &str = "Global options";
 #[command(name = "aigentflow", version, propagate_version = true, after_help = EXIT_CODES)]
 struct Cli {
     /// The database [default: $AIGENTFLOW_DB if set and not empty, else
-    /// orchestrator-data/aigentflow.db]: a SQLite file's path (`:memory:` and an empty path are
-    /// refused), or a PostgreSQL database's `postgres://` or `postgresql://` URL.
+    /// orchestrator-data/aigentflow.db]: a SQLite file's path (`:memory:`, an empty path, a
+    /// directory and a device, FIFO or socket are refused), or a PostgreSQL database's
+    /// `postgres://` or `postgresql://` URL.
     #[arg(
         long,
         global = true,
