@@ -38,9 +38,12 @@ pub enum DbCommand {
     /// SRC and DEST are each a path or a `postgres://` URL (`--db` is not used). SRC is read in
     /// one snapshot at this build's schema (migrate it first); DEST is created (a file) and
     /// migrated if needed, and must hold no rows; a file DEST that is a symlink, or whose files
-    /// (it, `-wal`, `-journal`, `-shm`) would be SRC's own, is refused. Every row is copied as stored, ids and audit
-    /// hashes included, in one transaction: on any error DEST is left as it was. The audit chain
-    /// is then verified on DEST; exit 3 if it has findings.
+    /// (it, `-wal`, `-journal`, `-shm`) would be SRC's own, is refused. Every row is copied as
+    /// stored, ids and audit hashes included, in one transaction: on any error DEST is left as
+    /// it was. A new file DEST is written as a temporary file beside it and renamed into place
+    /// when complete (nothing is there after an error), and is refused while a `-wal` or
+    /// `-journal` is at its name. The audit chain is then verified on DEST; exit 3 if it has
+    /// findings.
     Copy {
         /// The database to copy (a path or a postgres:// URL).
         src: PathBuf,
@@ -241,26 +244,41 @@ fn copy(ctx: &Ctx, src: PathBuf, dest: PathBuf) -> anyhow::Result<Done> {
     let to = Ctx { path: dest, out: ctx.out.clone(), lock_timeout: ctx.lock_timeout };
     let source = from.read()?;
     source.check_copy_source()?;
-    // A file destination, however it is spelled (`sqlite:PATH` too), by the output rule for a
-    // database the command makes; opened without following a link, so one planted after the
-    // check fails the open.
-    let target = match Location::parse(&to.path)? {
-        Location::File(path) => {
-            aigentflow_persistence::check_database_destination(&path, source.path())?;
-            to.create_at_no_link()?
-        }
-        Location::Server(_) => to.create()?,
-    };
     let bar = ctx.out.spinner("copying");
-    let report = source.copy_into(&target, |table, done, total| {
+    let progress = |table: &str, done: u64, total: u64| {
         if let Some(bar) = &bar {
             bar.set_message(format!("copying {table}: {done} of {total} rows"));
         }
-    });
+    };
+    // A file destination, however it is spelled (`sqlite:PATH` too), by the output rule for a
+    // database the command makes: a new one is written beside its name and renamed into place
+    // once complete; an existing one (an empty database) is opened without following a link,
+    // so one planted after the check fails the open, and filled in one transaction.
+    let (target, report) = match Location::parse(&to.path)? {
+        Location::File(path) if std::fs::symlink_metadata(&path).is_err() => {
+            let report = source.copy_into_new_file(&path, progress);
+            (None, report)
+        }
+        Location::File(path) => {
+            aigentflow_persistence::check_database_destination(&path, source.path())?;
+            let target = to.create_at_no_link()?;
+            let report = source.copy_into(&target, progress);
+            (Some(target), report)
+        }
+        Location::Server(_) => {
+            let target = to.create()?;
+            let report = source.copy_into(&target, progress);
+            (Some(target), report)
+        }
+    };
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     let report = report?;
+    let target = match target {
+        Some(target) => target,
+        None => to.read()?,
+    };
     let chain = AuditLog::new(target.clone()).verify(None)?;
     let json = json!({
         "from": from.path_text(),

@@ -1057,6 +1057,7 @@ fn a_write_past_the_file_size_limit_fails_in_one_line_and_leaves_no_temp_file(t:
         ),
         (vec!["db".into(), "backup".into(), file("copy.db")], None, limit),
         (vec!["db".into(), "backup".into(), "-".into()], Some(file("stdout.db")), limit),
+        (vec!["db".into(), "copy".into(), t.location().into(), file("copied.db")], None, limit),
     ];
     if t.backend() == Backend::Sqlite {
         let append = vec![
@@ -1087,10 +1088,73 @@ fn a_write_past_the_file_size_limit_fails_in_one_line_and_leaves_no_temp_file(t:
             std::fs::remove_file(path).unwrap();
         }
     }
-    assert!(!dir.join("out.csv").exists() && !dir.join("copy.db").exists());
+    for name in ["out.csv", "copy.db", "copied.db"] {
+        assert!(!dir.join(name).exists(), "{name} is left");
+    }
     assert_eq!(run(db, &["--json", "db", "check"]).ok().json()["ok"], true);
     let r = run(db, &["--json", "audit", "query", "--limit", "1"]).ok();
     assert_ne!(r.json()[0]["action"], "big", "the refused append is not in the log");
+}
+}
+
+on_both! {
+/// A database file the command makes (a backup, a copy into a new file) is refused while a
+/// `-wal` or `-journal` is at its name, of any kind (a stale one left by a deleted database, a
+/// link, a folder): SQLite would apply it to the new file when it is next opened, which then
+/// would not hold the copy (a stale WAL replaced a whole backup with the deleted database's
+/// tables). Nothing is made, the file there stays as it was; `-shm` alone is harmless and
+/// the copy is made.
+fn a_new_database_file_never_takes_a_journal_already_at_its_name(t: TestDb) {
+    let (dir, db) = (t.dir(), Path::new(t.location()));
+    run(db, &["demo"]).ok();
+    let dest = dir.join("new.db");
+    let dest_text = dest.to_str().unwrap().to_owned();
+    let spelled = format!("sqlite:{dest_text}");
+    let writers: [Vec<&str>; 3] = [
+        vec!["db", "backup", &dest_text],
+        vec!["db", "copy", t.location(), &dest_text],
+        vec!["db", "copy", t.location(), &spelled],
+    ];
+    let stale = b"a journal that is not the new file's".to_vec();
+    for suffix in ["-wal", "-journal"] {
+        let journal = side(&dest, suffix);
+        let kinds: [(&str, &dyn Fn()); 4] = [
+            ("a file", &|| std::fs::write(&journal, &stale).unwrap()),
+            ("an empty file", &|| std::fs::write(&journal, b"").unwrap()),
+            ("a dangling link", &|| {
+                std::os::unix::fs::symlink(dir.join("nowhere"), &journal).unwrap()
+            }),
+            ("a folder", &|| std::fs::create_dir(&journal).unwrap()),
+        ];
+        for (kind, plant) in kinds {
+            plant();
+            for args in &writers {
+                let r = run(db, args);
+                assert_refused(&r, "is there already");
+                assert!(r.stderr.contains(journal.to_str().unwrap()), "{kind}: {}", r.stderr);
+                assert!(!dest.exists(), "{kind} {suffix}, {args:?}: a file was made");
+                assert!(temps(dir).is_empty(), "{kind}, {args:?}: {:?}", temps(dir));
+            }
+            if kind == "a file" {
+                assert_eq!(std::fs::read(&journal).unwrap(), stale, "the journal there is kept");
+            }
+            match std::fs::symlink_metadata(&journal).unwrap().is_dir() {
+                true => std::fs::remove_dir(&journal).unwrap(),
+                false => std::fs::remove_file(&journal).unwrap(),
+            }
+        }
+    }
+    // A -shm alone replays nothing: each writer makes its file.
+    let rows = run(db, &["--json", "status"]).ok().json()["rows"].clone();
+    std::fs::write(side(&dest, "-shm"), b"stale").unwrap();
+    for args in &writers {
+        run(db, args).ok();
+        assert_eq!(run(&dest, &["--json", "status"]).ok().json()["rows"], rows, "{args:?}");
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(side(&dest, suffix));
+        }
+        std::fs::write(side(&dest, "-shm"), b"stale").unwrap();
+    }
 }
 }
 

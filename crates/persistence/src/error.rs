@@ -142,6 +142,15 @@ pub enum Error {
     /// A backup could not be completed; nothing was left at the destination.
     #[error("backup to {path} failed: {reason}")]
     Backup { path: PathBuf, reason: SafeText },
+    /// A copy into a new database file could not be completed; nothing was left at the
+    /// destination.
+    #[error("copy to {path} failed: {reason}")]
+    Copy { path: PathBuf, reason: SafeText },
+    /// A new database file would have a journal that is not its own: SQLite applies a `-wal`
+    /// or a hot `-journal` at a database's name to the file when it is next opened, so the file
+    /// would not hold what was written.
+    #[error("refusing to write the database {path}: {journal} is there already, and SQLite would apply it to the new file when it is next opened; move it away first (it may hold a crashed database's last writes)")]
+    ForeignJournal { path: PathBuf, journal: PathBuf },
     /// An output path is one of the database's own files (the file, its -wal, -shm or -journal),
     /// by identity or, for a side file not there yet, by name.
     #[error("refusing to write {path}: it is the database's own file {file}")]

@@ -7,6 +7,7 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
+use crate::copy::CopyReport;
 use crate::db::{Access, Backend, Database, Options};
 use crate::error::{Error, Result, SqliteResult};
 use crate::output::{self, Leftover, Output, TempFile};
@@ -165,6 +166,7 @@ impl Database {
     /// full disk is the destination's ([`Error::Backup`] saying so), as is a file size limit.
     pub fn backup_into(&self, mut out: Output) -> Result<BackupReport> {
         let dest = out.path().to_path_buf();
+        out.hold_database()?;
         if let Some(temp) = out.staging_path() {
             let pages = self.copy_to(&temp, &dest, Copy::Destination)?;
             let bytes = out.commit()?;
@@ -192,13 +194,29 @@ impl Database {
     }
 
     /// Copies a server's database into the SQLite file `copy` (created empty by the caller) for
-    /// `dest`: the schema is made in it, every row copied from one read-only snapshot
-    /// ([`Database::copy_into`]), and the copy checked as a SQLite backup's copy is. What the
-    /// server answers is the database's error; anything else happened to the copy, and is told
-    /// as [`copy_to`](Self::copy_to) tells it (a full disk is the destination's).
+    /// `dest`, as [`copy_rows_to`](Self::copy_rows_to) copies.
     fn copy_server_to(&self, copy: &Path, dest: &Path, role: Copy) -> Result<u64> {
+        Ok(self.copy_rows_to(copy, dest, role, |_, _, _| {})?.1)
+    }
+
+    /// Copies every row into the SQLite file `copy` (created empty by the caller) for `dest`:
+    /// the schema is made in it, every row copied from one read-only snapshot
+    /// ([`Database::copy_into`], told to `progress`), and the copy checked as a SQLite backup's
+    /// copy is, then closed. An error that names `copy` happened to the copy, and is told as
+    /// [`copy_to`](Self::copy_to) tells it (a full disk is the destination's); any other is the
+    /// database's (what the server answers, or a damaged source file). Returns what was copied
+    /// and the copy's pages.
+    fn copy_rows_to(
+        &self,
+        copy: &Path,
+        dest: &Path,
+        role: Copy,
+        progress: impl FnMut(&str, u64, u64),
+    ) -> Result<(CopyReport, u64)> {
+        let copy_name = copy.display().to_string();
         let copy_err = |e: Error| match e {
             Error::Postgres { .. } | Error::Connect { .. } => e,
+            e if self.backend() == Backend::Sqlite && !e.to_string().contains(&copy_name) => e,
             other => copy_failure(dest, copy, role, other),
         };
         // A source the copy refuses (it holds application sets) is the source's problem, told
@@ -206,7 +224,7 @@ impl Database {
         self.check_copy_source()?;
         let options = Options { access: Access::Create, ..Options::default() };
         let target = Database::open_with(copy, options).map_err(copy_err)?;
-        self.copy_into(&target, |_, _, _| {}).map_err(copy_err)?;
+        let report = self.copy_into(&target, progress).map_err(copy_err)?;
         let (pages, check) = target
             .read(|tx| {
                 let conn = tx.connection_for("this maintenance step")?;
@@ -218,14 +236,39 @@ impl Database {
             })
             .map_err(copy_err)?;
         if check != "ok" {
-            return Err(Error::Backup {
-                path: dest.to_path_buf(),
-                reason: format!("the copy {} fails its check: {check}", copy.display()).into(),
-            });
+            let reason = format!("the copy {} fails its check: {check}", copy.display());
+            return Err(role.failed(dest, reason));
         }
         // The last handle: its WAL is checkpointed into the copy, and the -wal and -shm removed.
         target.close().map_err(copy_err)?;
-        Ok(pages)
+        Ok((report, pages))
+    }
+
+    /// Copies every row of this database into a new SQLite file at `dest`, as
+    /// [`copy_into`](Database::copy_into) copies into an empty database, by the output rule
+    /// ([`Output`]): the file is made as a temporary file beside `dest`, migrated, filled,
+    /// checked and renamed into place, so on any error (a full disk, a file size limit, a kill)
+    /// nothing is at `dest`. Refused: an existing file or link at `dest`
+    /// ([`Error::OutputExists`], [`Error::OutputPath`]), a pipe, device or descriptor
+    /// ([`Error::NotAFile`]), one of this database's own files ([`Error::OwnFile`]), and a
+    /// `-wal` or `-journal` already at `dest`'s name ([`Error::ForeignJournal`]).
+    pub fn copy_into_new_file(
+        &self,
+        dest: &Path,
+        progress: impl FnMut(&str, u64, u64),
+    ) -> Result<CopyReport> {
+        output::check_database_destination(dest, self.path())?;
+        let mut out = Output::open_new(dest, Some(self))?;
+        let Some(copy) = out.staging_path() else {
+            return Err(Error::NotAFile {
+                path: dest.to_path_buf(),
+                kind: "pipe, device or descriptor",
+            });
+        };
+        out.hold_database()?;
+        let (report, _) = self.copy_rows_to(&copy, dest, Copy::NewDatabase, progress)?;
+        out.commit()?;
+        Ok(report)
     }
 
     /// [`copy_to`](Self::copy_to), with `prepare` run on the copy's connection first (tests
@@ -287,6 +330,21 @@ enum Copy {
     Destination,
     /// A copy staged for a pipe or device, in another folder than the destination's.
     Staging,
+    /// A new database's own temporary file, renamed into place once filled and checked (a copy
+    /// of the rows rather than a backup of the pages).
+    NewDatabase,
+}
+
+impl Copy {
+    /// The error of a copy for `dest` that failed for `reason`: a backup's, or a new database's.
+    fn failed(self, dest: &Path, reason: String) -> Error {
+        match self {
+            Copy::Destination | Copy::Staging => {
+                Error::Backup { path: dest.to_path_buf(), reason: reason.into() }
+            }
+            Copy::NewDatabase => Error::Copy { path: dest.to_path_buf(), reason: reason.into() },
+        }
+    }
 }
 
 /// Whether a backup step's error comes from reading the database rather than writing the copy:
@@ -312,13 +370,15 @@ fn copy_error(dest: &Path, copy: &Path, role: Copy, e: rusqlite::Error) -> Error
 /// [`copy_error`] tells it.
 fn copy_failure(dest: &Path, copy: &Path, role: Copy, e: Error) -> Error {
     let at = |what: &str| match role {
-        Copy::Destination => format!("{what} the destination's copy {}", copy.display()),
+        Copy::Destination | Copy::NewDatabase => {
+            format!("{what} the destination's copy {}", copy.display())
+        }
         Copy::Staging => format!("{what} the copy staged in {}", copy.display()),
     };
     let reason = match e {
         Error::DiskFull { .. } => match role {
-            Copy::Destination => format!(
-                "the destination's disk is full ({}); free some space there or back up to another place",
+            Copy::Destination | Copy::NewDatabase => format!(
+                "the destination's disk is full ({}); free some space there or write to another place",
                 at("no room for")
             ),
             Copy::Staging => format!(
@@ -327,7 +387,7 @@ fn copy_failure(dest: &Path, copy: &Path, role: Copy, e: Error) -> Error {
             ),
         },
         Error::FileSizeLimit { limit, .. } => format!(
-            "{} reached this process's file size limit ({limit} bytes, `ulimit -f`); raise it or back up a smaller database",
+            "{} reached this process's file size limit ({limit} bytes, `ulimit -f`); raise it or copy a smaller database",
             at("writing")
         ),
         Error::NotWritable { why, .. } => format!("{}: {why}", at("cannot write")),
@@ -335,7 +395,7 @@ fn copy_failure(dest: &Path, copy: &Path, role: Copy, e: Error) -> Error {
         Error::Io { reason, .. } => format!("{}: {reason}", at("I/O error on")),
         other => format!("{}: {other}", at("writing")),
     };
-    Error::Backup { path: dest.to_path_buf(), reason: reason.into() }
+    role.failed(dest, reason)
 }
 
 #[cfg(test)]

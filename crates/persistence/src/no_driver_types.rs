@@ -67,6 +67,7 @@ fn fields(e: &Error) {
         Error::NotAigentflow { path, tables: text }
         | Error::Migrate { path, reason: text }
         | Error::Backup { path, reason: text }
+        | Error::Copy { path, reason: text }
         | Error::OutputPath { path, reason: text } => {
             n(path);
             n(text);
@@ -137,7 +138,7 @@ fn fields(e: &Error) {
             n(seq);
             n(detail);
         }
-        Error::OwnFile { path, file } => {
+        Error::OwnFile { path, file } | Error::ForeignJournal { path, journal: file } => {
             n(path);
             n(file);
         }

@@ -110,8 +110,10 @@ pub struct Output {
 enum Target {
     /// Written straight through; `regular` when a descriptor name leads to a regular file.
     Direct { regular: bool },
-    /// Written into a temporary file, renamed over `name` in the temporary file's folder.
-    Staged { temp: TempFile, name: OsString, replaces: Option<FileId> },
+    /// Written into a temporary file, renamed over `name` in the temporary file's folder;
+    /// `database` when it is a SQLite database, which no journal at `name` may wait for
+    /// ([`Output::hold_database`]).
+    Staged { temp: TempFile, name: OsString, replaces: Option<FileId>, database: bool },
 }
 
 impl Output {
@@ -268,7 +270,12 @@ impl Output {
         Ok(Self {
             path: path.to_path_buf(),
             writer: BufWriter::with_capacity(64 * 1024, file),
-            target: Target::Staged { temp, name, replaces: replaces.map(FileId::of_stat) },
+            target: Target::Staged {
+                temp,
+                name,
+                replaces: replaces.map(FileId::of_stat),
+                database: false,
+            },
             stdout: false,
             leftovers,
             written: 0,
@@ -296,6 +303,20 @@ impl Output {
         &self.leftovers
     }
 
+    /// Makes a file output a SQLite database's: refused ([`Error::ForeignJournal`]) while a
+    /// `-wal` or `-journal` is at its name, now and again at the commit, just before the rename.
+    /// SQLite applies such a file to the database at that name when it is next opened (a `-wal`
+    /// left by a deleted database replays its pages over the new file, a hot `-journal` rolls
+    /// them back), so the file would not hold what was written, and one planted there could
+    /// forge what it seems to hold. An output straight through (a pipe, a device) has no name.
+    pub(crate) fn hold_database(&mut self) -> Result<()> {
+        if let Target::Staged { temp, name, database, .. } = &mut self.target {
+            temp.check_no_journal(&self.path, name)?;
+            *database = true;
+        }
+        Ok(())
+    }
+
     /// The temporary file's path, where a writer that works by path (SQLite) writes the output.
     pub(crate) fn staging_path(&self) -> Option<PathBuf> {
         match &self.target {
@@ -318,9 +339,12 @@ impl Output {
                 }
                 Ok(self.written)
             }
-            Target::Staged { temp, name, replaces } => {
+            Target::Staged { temp, name, replaces, database } => {
                 let file = self.writer.get_ref();
                 file.sync_all().map_err(|e| io_error(&self.path, "syncing it", e))?;
+                if *database {
+                    temp.check_no_journal(&self.path, name)?;
+                }
                 let bytes = file.metadata().map(|m| m.len()).unwrap_or(self.written);
                 temp.rename_over(&self.path, name, *replaces)?;
                 Ok(bytes)
@@ -490,6 +514,28 @@ impl TempFile {
         } else {
             Err(Error::OutputChanged { path: path.to_path_buf() })
         }
+    }
+
+    /// Fails ([`Error::ForeignJournal`]) while a `-wal` or `-journal` of any kind is at `name`
+    /// in the temporary file's folder (see [`Output::hold_database`]).
+    fn check_no_journal(&self, path: &Path, name: &OsStr) -> Result<()> {
+        for suffix in ["-wal", "-journal"] {
+            let mut journal = name.to_os_string();
+            journal.push(suffix);
+            match rustix::fs::statat(&self.dir, &journal, AtFlags::SYMLINK_NOFOLLOW) {
+                Err(Errno::NOENT) => {}
+                Ok(_) => {
+                    return Err(Error::ForeignJournal {
+                        path: path.to_path_buf(),
+                        journal: self.dir_path.join(journal),
+                    })
+                }
+                Err(e) => {
+                    return Err(io_error(path, "looking for a journal at its name", e.into()))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Renames the temporary file over `name` in its folder: without replacing anything when
