@@ -949,6 +949,164 @@ fn looks_like_credential(value: &str) -> bool {
     count >= 6 && letter && (digit || symbol || camel || count >= 24)
 }
 
+/// The last words of an option's name (`--db-password`, `-storepass`, `--client-secret`) that
+/// make its argument a secret whatever it looks like: names that never hold a count, an id or
+/// a reference (`--token 500`, `--session 3`, `--secret id=npmrc,src=…` keep theirs unless it
+/// looks like a credential).
+const OPTION_NAMES: [&str; 22] = [
+    "password",
+    "passwd",
+    "pwd",
+    "passphrase",
+    "api_key",
+    "apikey",
+    "private_key",
+    "secret_key",
+    "access_key",
+    "signing_key",
+    "encryption_key",
+    "master_key",
+    "account_key",
+    "client_secret",
+    "storepass",
+    "keypass",
+    "otp_seed",
+    "auth_token",
+    "access_token",
+    "refresh_token",
+    "api_token",
+    "bot_token",
+];
+
+/// Words after an option's name that are prose about it, not its argument (`pass the
+/// --password flag`, `set --password to …`).
+const OPTION_PROSE: [&str; 30] = [
+    "flag",
+    "flags",
+    "option",
+    "options",
+    "argument",
+    "arguments",
+    "parameter",
+    "parameters",
+    "switch",
+    "value",
+    "to",
+    "the",
+    "a",
+    "an",
+    "and",
+    "or",
+    "of",
+    "for",
+    "in",
+    "on",
+    "with",
+    "from",
+    "as",
+    "are",
+    "be",
+    "that",
+    "this",
+    "it",
+    "if",
+    "when",
+];
+
+/// Programs whose `--password` takes no argument: it makes them ask for one (PostgreSQL's
+/// clients, `-W`; MySQL's and MariaDB's, whose argument is glued with `=`). The word after it
+/// is the database or the next argument (`psql --password appdb`).
+const PROMPTING_TOOLS: [&str; 27] = [
+    "psql",
+    "pg_dump",
+    "pg_dumpall",
+    "pg_restore",
+    "pg_basebackup",
+    "pg_receivewal",
+    "pg_recvlogical",
+    "createdb",
+    "dropdb",
+    "createuser",
+    "dropuser",
+    "vacuumdb",
+    "reindexdb",
+    "clusterdb",
+    "pgbench",
+    "mysql",
+    "mariadb",
+    "mysqldump",
+    "mariadb-dump",
+    "mysqladmin",
+    "mariadb-admin",
+    "mysqlimport",
+    "mysqlcheck",
+    "mysqlshow",
+    "mysqlpump",
+    "mysqlbinlog",
+    "mysqlsh",
+];
+
+/// Whether the secret name at `name`, followed by blanks up to `next`, is a command-line
+/// option whose argument is the word at `next` (`--password admin`, `-storepass changeit`,
+/// `--db-password x`): the name ends the option's word, that word starts with `-` or `--` at
+/// a word's start, its last words are one of [`OPTION_NAMES`], and the next word is an
+/// argument — not another option (`-…`), not prose about the option ([`OPTION_PROSE`]), and
+/// not after a `--password` that makes its program ask ([`PROMPTING_TOOLS`]) or a negation
+/// (`--no-password`).
+fn option_takes_value(text: &str, name: Range<usize>, next: usize) -> bool {
+    let bytes = text.as_bytes();
+    if next == name.end || !matches!(bytes.get(name.end), Some(b' ' | b'\t')) {
+        return false;
+    }
+    let start = bytes[..name.start]
+        .iter()
+        .rposition(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')))
+        .map_or(0, |i| i + 1);
+    let word = &text[start..name.end];
+    let bare = word.trim_start_matches('-');
+    let dashes = word.len() - bare.len();
+    if !(1..=2).contains(&dashes) || !bare.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return false;
+    }
+    if start > 0 && !matches!(bytes[start - 1], b' ' | b'\t' | b'\n' | b'"' | b'\'' | b'(' | b'[') {
+        return false;
+    }
+    let option = bare.to_ascii_lowercase().replace('-', "_");
+    // `--no-password`: a switch that says there is none.
+    if option.starts_with("no_") {
+        return false;
+    }
+    let named = OPTION_NAMES.iter().any(|n| {
+        option.ends_with(n)
+            && (option.len() == n.len() || option.as_bytes()[option.len() - n.len() - 1] == b'_')
+    });
+    if !named {
+        return false;
+    }
+    let argument = text[next..].split([' ', '\t', '\n', '\r']).next().unwrap_or("");
+    let argument_word = argument.trim_end_matches(['.', ',', ';', ':', '!', '?']);
+    if argument.is_empty()
+        || argument.starts_with('-')
+        || OPTION_PROSE.iter().any(|w| argument_word.eq_ignore_ascii_case(w))
+    {
+        return false;
+    }
+    !(option == "password" && after_prompting_tool(text, start))
+}
+
+/// Whether a word of the command that ends at `at` names one of [`PROMPTING_TOOLS`] (with a
+/// folder or `.exe`, in any case): the command starts after the last line break, `;`, `|` or
+/// `&` before `at`.
+fn after_prompting_tool(text: &str, at: usize) -> bool {
+    let from = text[..at].rfind(['\n', ';', '|', '&']).map_or(0, |i| i + 1);
+    text[from..at].split_whitespace().any(|word| {
+        let word = word.trim_matches(|c: char| is_quote(c) || c == '(');
+        let program = word.rsplit(['/', '\\']).next().unwrap_or(word).to_ascii_lowercase();
+        let program = program.strip_suffix(".exe").unwrap_or(&program);
+        PROMPTING_TOOLS.contains(&program)
+    })
+}
+
 /// How a name is separated from its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sep {
@@ -1016,10 +1174,22 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
             let header = lower.ends_with("authorization")
                 && parsed.sep != Sep::Element
                 && !found.as_str()[parsed.name_len..].contains('=');
+            // `--password admin`: an option's argument is its value, whatever it looks like.
+            let option = parsed.sep == Sep::Bare
+                && !parsed.quoted
+                && option_takes_value(text, name.clone(), found.end());
             let pair = Pair {
                 name_start: name.start,
                 name_end: name.end,
-                sep: if header && parsed.sep == Sep::Compact { Sep::Spaced } else { parsed.sep },
+                sep: if option || (header && parsed.sep == Sep::Compact) {
+                    if option {
+                        Sep::Compact
+                    } else {
+                        Sep::Spaced
+                    }
+                } else {
+                    parsed.sep
+                },
                 quoted: parsed.quoted,
                 enclosing,
                 cookie: lower.ends_with("cookie") || header,
@@ -3556,6 +3726,84 @@ mod tests {
         assert_eq!(redacted_json(&args), args);
         let ports = json!(["docker", "run", "-p", "8080:80", "nginx"]);
         assert_eq!(redacted_json(&ports), ports);
+    }
+
+    /// An option named like a secret (`--password`, `-storepass`, `--db-password`…) takes the
+    /// next word as its value whatever it looks like — a weak password of lower-case letters
+    /// too — written as is, quoted, at the end of the line, continued, with tabs, in JSON text
+    /// at three depths; the option, the command and the next options stay. An option that
+    /// takes no argument (`psql --password db`, `--no-password`), prose about an option, and
+    /// options whose argument is a count or a reference keep their words.
+    #[test]
+    fn an_options_argument_is_a_secret_whatever_it_looks_like() {
+        const WEAK: &str = "hunterpass";
+        let options = [
+            "--password",
+            "-password",
+            "--Password",
+            "--db-password",
+            "--DB_PASSWORD",
+            "--admin-passwd",
+            "--pwd",
+            "--passphrase",
+            "--api-key",
+            "--apikey",
+            "--client-secret",
+            "--private-key",
+            "--secret-key",
+            "--aws-secret-access-key",
+            "--encryption-key",
+            "-storepass",
+            "-keypass",
+            "--auth-token",
+            "--access-token",
+            "--refresh-token",
+            "--bot-token",
+            "--otp-seed",
+        ];
+        for option in options {
+            for value in [WEAK.to_owned(), format!("'{WEAK}'"), format!("\"{WEAK} two\"")] {
+                for line in [
+                    format!("app {option} {value} --next x"),
+                    format!("app --verbose {option}\t{value}"),
+                    format!("RUN app \\\n  {option} {value} \\\n  --next x"),
+                    format!("(app {option} {value}) && echo done"),
+                ] {
+                    // An escaped tab (`\\t` in JSON text) is not read as a blank.
+                    let depths = if line.contains('\t') { 0..1 } else { 0..3 };
+                    for depth in depths {
+                        let text = format!("ran: {}", json_escaped(&line, depth));
+                        assert_redacted(&text, &[WEAK], &["ran: ", "app", option]);
+                    }
+                    let json = redacted_json(&Value::String(line.clone())).to_string();
+                    assert!(!json.contains(WEAK), "{WEAK} survived in {json}");
+                }
+            }
+        }
+        check("app --password hunter --host db", "app --password [REDACTED] --host db");
+        check("gpg --batch --passphrase abc -c f", "gpg --batch --passphrase [REDACTED] -c f");
+        for text in [
+            "psql --password appdb",
+            "PGHOST=h /usr/bin/psql -U u --password appdb",
+            "pg_dump --password -Fc appdb > out.dump",
+            "mysql --password appdb < init.sql",
+            "MYSQL.EXE -u root --password appdb",
+            "psql --no-password appdb",
+            "app --no-password prod",
+            "use the --password flag to set it",
+            "set --password to the vault value",
+            "pass --api-key and --client-secret as arguments",
+            "app --password-file /run/secrets/db",
+            "docker login --password-stdin registry",
+            "app --passwords-file list.txt",
+            "gen --max-token 500 --token 500 --session 3",
+            "curl --auth basic https://x",
+            "app --password",
+            "app --password --prompt",
+            "x--password y",
+        ] {
+            check(text, text);
+        }
     }
 
     /// Redacts `input` and checks that `secrets` are gone, `kept` is there, and that redacting
