@@ -987,9 +987,19 @@ fn insert<const N: usize>(
         }
         (Backend::Postgres, [row]) => {
             if tx.execute(append_one_pg, row)? != 1 {
-                return Err(aigentflow_persistence::Error::NotFound {
-                    what: "audit chain head",
-                    id: "(the one row of audit_head)".into(),
+                // Nothing moved: the head row is gone, or the row was dropped on its way in
+                // (a trigger that is not this schema's), which left the head nothing to name.
+                let head = tx.query_row("SELECT 1 FROM audit_head", &[], |_| Ok(()))?;
+                return Err(match head {
+                    Some(()) => aigentflow_persistence::Error::NotStored {
+                        table: "audit_logs".into(),
+                        given: 1,
+                        stored: 0,
+                    },
+                    None => aigentflow_persistence::Error::NotFound {
+                        what: "audit chain head",
+                        id: "(the one row of audit_head)".into(),
+                    },
                 }
                 .into());
             }

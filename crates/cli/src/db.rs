@@ -15,8 +15,9 @@ use crate::{Ctx, Done};
 
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
-    /// Run every check: SQLite integrity, foreign keys, the lessons index, the audit chain.
-    /// Exits 3 if any finds a problem.
+    /// Run every check: SQLite integrity, foreign keys, the schema's triggers (none missing,
+    /// changed, disabled or added on its tables), the lessons index, the audit chain. Exits 3
+    /// if any finds a problem; a check that cannot run (a damaged page) is such a problem.
     Check,
     /// Copy the database to DEST with SQLite's online backup: one consistent snapshot, taken
     /// while the orchestrator goes on writing. A PostgreSQL database is copied into a SQLite
@@ -177,55 +178,70 @@ fn check(ctx: &Ctx) -> anyhow::Result<Done> {
     // On PostgreSQL the server checks its own pages and enforces foreign keys as rows are
     // written: there is nothing to ask it, which the report says rather than "ok".
     let server = db.backend() == Backend::Postgres;
-    let integrity = if server { Vec::new() } else { db.integrity_check()? };
-    let foreign = if server { Vec::new() } else { db.foreign_key_problems()? };
     let by_server =
         |ok: String| if server { "kept by the PostgreSQL server".to_owned() } else { ok };
-    let index = LessonsStore::new(db.clone()).check()?;
-    let chain = AuditLog::new(db.clone()).verify(None)?;
-    let checks = vec![
-        (
-            "integrity",
-            integrity.is_empty(),
-            if integrity.is_empty() { by_server("ok".to_owned()) } else { integrity.join("; ") },
-        ),
-        (
-            "foreign keys",
-            foreign.is_empty(),
-            match foreign.first() {
-                None => by_server("ok".to_owned()),
-                Some(p) => format!(
+    // A check that cannot run (a damaged page it reads) is a problem it found, told with the
+    // check's name; the others still run.
+    let failed = |e: &dyn std::fmt::Display| (false, format!("could not run: {e}"));
+    let integrity = match if server { Ok(Vec::new()) } else { db.integrity_check() } {
+        Ok(found) if found.is_empty() => (true, by_server("ok".to_owned())),
+        Ok(found) => (false, found.join("; ")),
+        Err(e) => failed(&e),
+    };
+    let foreign = match if server { Ok(Vec::new()) } else { db.foreign_key_problems() } {
+        Ok(found) => match found.first() {
+            None => (true, by_server("ok".to_owned())),
+            Some(p) => (
+                false,
+                format!(
                     "{} rows point at nothing (first: {} row {} → {})",
-                    foreign.len(),
+                    found.len(),
                     p.table,
                     p.rowid.map_or("?".into(), |r| r.to_string()),
                     p.parent
                 ),
-            },
-        ),
-        (
-            "lessons index",
-            matches!(index, IndexHealth::Ok { .. }),
-            match &index {
-                IndexHealth::Ok { lessons } => format!("ok ({lessons} lessons)"),
-                IndexHealth::Damaged { reason } => {
-                    format!("{reason}; repair with `aigentflow lessons rebuild`")
-                }
-            },
-        ),
-        (
-            "audit chain",
-            chain.finding.is_none(),
-            match &chain.finding {
-                None => format!("ok ({} rows)", chain.rows),
-                Some(f) if chain.findings_total > 1 => format!(
+            ),
+        },
+        Err(e) => failed(&e),
+    };
+    let schema = match db.schema_problems() {
+        Ok(found) if found.is_empty() => {
+            (true, "ok (the migrations' triggers, and no other)".to_owned())
+        }
+        Ok(found) => (false, found.join("; ")),
+        Err(e) => failed(&e),
+    };
+    let index = match LessonsStore::new(db.clone()).check() {
+        Ok(IndexHealth::Ok { lessons }) => (true, format!("ok ({lessons} lessons)")),
+        Ok(IndexHealth::Damaged { reason }) => {
+            (false, format!("{reason}; repair with `aigentflow lessons rebuild`"))
+        }
+        Err(e) => failed(&e),
+    };
+    let chain = match AuditLog::new(db.clone()).verify(None) {
+        Ok(chain) => match &chain.finding {
+            None => (true, format!("ok ({} rows)", chain.rows)),
+            Some(f) if chain.findings_total > 1 => (
+                false,
+                format!(
                     "{f} (and {} more; see `aigentflow audit verify`)",
                     chain.findings_total - 1
                 ),
-                Some(f) => f.to_string(),
-            },
-        ),
-    ];
+            ),
+            Some(f) => (false, f.to_string()),
+        },
+        Err(e) => failed(&e),
+    };
+    let checks: Vec<(&str, bool, String)> = [
+        ("integrity", integrity),
+        ("foreign keys", foreign),
+        ("schema", schema),
+        ("lessons index", index),
+        ("audit chain", chain),
+    ]
+    .into_iter()
+    .map(|(name, (ok, detail))| (name, ok, detail))
+    .collect();
     let all_ok = checks.iter().all(|c| c.1);
     let report: Vec<Value> = checks
         .iter()

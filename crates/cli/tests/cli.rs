@@ -1087,3 +1087,101 @@ fn traces_cost_prints_spend_per_day_and_against_the_project_budget(t) {
     assert_eq!(run(db, &["traces", "cost", "--month", "2026-11", "--since", "2026-11-01"]).code, 2);
 }
 }
+
+on_both! {
+/// A trigger planted on the schema's tables to drop rows as they are written (`RAISE(IGNORE)`
+/// on SQLite, a BEFORE trigger returning NULL on PostgreSQL) loses no entry silently: every
+/// append it drops fails naming what happened, alone or in a batch, and the entries it lets
+/// through are stored. `db check` names every trigger of the schema dropped, changed or
+/// disabled, and every trigger added to its tables, one at a time, and exits 3; with each
+/// put back it is clean again.
+fn a_trigger_that_is_not_the_schemas_is_named_and_drops_no_entry_silently(t) {
+    let db = Path::new(t.location());
+    run(db, &["demo"]).ok();
+    let check = |needle: &str| {
+        let r = run(db, &["db", "check"]);
+        assert_eq!(r.code, 3, "{needle}: {}{}", r.stdout, r.stderr);
+        let line = r.stdout.lines().find(|l| l.contains("schema")).unwrap_or_default();
+        assert!(line.contains(needle), "{needle}: {}", r.stdout);
+    };
+    let clean = || {
+        let r = run(db, &["--json", "db", "check"]).ok().json();
+        assert_eq!(r["ok"], true, "{r}");
+    };
+    clean();
+    let mut raw = Driver::of(t);
+    let sqlite = t.backend() == Backend::Sqlite;
+    // Planted: entries of category security never reach the table.
+    if sqlite {
+        raw.batch(
+            "CREATE TRIGGER zz_hide BEFORE INSERT ON audit_logs WHEN NEW.category = 'security'
+             BEGIN SELECT RAISE(IGNORE); END",
+        );
+    } else {
+        raw.batch(
+            "CREATE FUNCTION zz_hide() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN IF NEW.category = 'security' THEN RETURN NULL; END IF; RETURN NEW; END $$;
+             CREATE TRIGGER zz_hide BEFORE INSERT ON audit_logs FOR EACH ROW
+                 EXECUTE FUNCTION zz_hide()",
+        );
+    }
+    let rows = || run(db, &["--json", "audit", "verify"]).ok().json()["rows"].as_u64().unwrap();
+    let before = rows();
+    let dropped = run(db, &["audit", "log", "--action", "login_failed", "--category", "security"]);
+    assert_eq!(dropped.code, 1, "{}{}", dropped.stdout, dropped.stderr);
+    assert!(dropped.stderr.contains("drops rows silently"), "{}", dropped.stderr);
+    let log = AuditLog::new(t.db().clone());
+    for batch in [1, 2, 150] {
+        let entries: Vec<AuditEntry> = (0..batch)
+            .map(|i| {
+                let category = if i == batch / 2 { Category::Security } else { Category::User };
+                AuditEntry::new(format!("batch {batch} entry {i}"), category)
+            })
+            .collect();
+        let e = log.log_batch(&entries).unwrap_err().to_string();
+        assert!(e.contains("drops rows silently"), "batch of {batch}: {e}");
+    }
+    assert_eq!(rows(), before, "a batch with a dropped entry stores none of it");
+    run(db, &["audit", "log", "--action", "ok", "--category", "user"]).ok();
+    assert_eq!(rows(), before + 1);
+    check("trigger zz_hide on audit_logs is not the schema's");
+    raw.batch(if sqlite {
+        "DROP TRIGGER zz_hide"
+    } else {
+        "DROP TRIGGER zz_hide ON audit_logs; DROP FUNCTION zz_hide()"
+    });
+    clean();
+    // Each of the schema's triggers, dropped (and on PostgreSQL also disabled), then put back.
+    let triggers = if sqlite {
+        raw.query("SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'", &[])
+    } else {
+        raw.query(
+            "SELECT t.tgname::text, c.relname::text, pg_get_triggerdef(t.oid)
+             FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+             WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace",
+            &[],
+        )
+    };
+    assert!(triggers.len() >= 10, "{triggers:?}");
+    for trigger in &triggers {
+        let [Some(name), Some(table), Some(sql)] = &trigger[..] else { panic!("{trigger:?}") };
+        if sqlite {
+            raw.batch(&format!("DROP TRIGGER {name}"));
+            check(&format!("trigger {name} on {table} is missing"));
+            // The same name, its body changed (`SELECT 1;` before its END).
+            let end = sql.rfind("END").unwrap();
+            raw.batch(&format!("{}SELECT 1; {}", &sql[..end], &sql[end..]));
+            check(&format!("trigger {name} on {table} was changed"));
+            raw.batch(&format!("DROP TRIGGER {name}"));
+        } else {
+            raw.batch(&format!("ALTER TABLE {table} DISABLE TRIGGER {name}"));
+            check(&format!("trigger {name} on {table} is disabled"));
+            raw.batch(&format!("ALTER TABLE {table} ENABLE TRIGGER {name}"));
+            raw.batch(&format!("DROP TRIGGER {name} ON {table}"));
+            check(&format!("trigger {name} on {table} is missing"));
+        }
+        raw.batch(sql);
+        clean();
+    }
+}
+}

@@ -953,7 +953,9 @@ impl Tx<'_> {
     /// backend allows: SQLite runs that one-row statement per row (a statement costs no round
     /// trip there); PostgreSQL sends up to a thousand rows per round trip as one array per
     /// column to `{insert} SELECT * FROM unnest(…)`, a statement prepared once per connection
-    /// whatever the batch's size.
+    /// whatever the batch's size. Every row is stored or the call fails: fewer rows stored
+    /// than given, without an error (a trigger planted to ignore some), is
+    /// [`Error::NotStored`].
     pub fn insert_rows<const N: usize>(
         &self,
         insert: &str,
@@ -965,7 +967,16 @@ impl Tx<'_> {
         let placeholders: Vec<String> = (1..=N).map(|i| format!("?{i}")).collect();
         let one_row = format!("{insert} VALUES ({})", placeholders.join(", "));
         self.failures().note(self.runnable(insert))?;
-        self.failures().note(self.insert_each(&one_row, insert, rows))
+        let stored = self.failures().note(self.insert_each(&one_row, insert, rows))?;
+        if stored != rows.len() {
+            let table = insert.split_whitespace().nth(2).unwrap_or("a table");
+            return self.failures().note(Err(Error::NotStored {
+                table: table.into(),
+                given: rows.len() as u64,
+                stored: stored as u64,
+            }));
+        }
+        Ok(stored)
     }
 
     fn insert_each<const N: usize>(

@@ -119,6 +119,10 @@ pub enum Error {
     /// message: the migration it was applying (version and name) and the database's error.
     #[error("migrating database {path} failed: {reason}")]
     Migrate { path: PathBuf, reason: SafeText },
+    /// An INSERT stored fewer rows than it was given, without an error: something in the
+    /// database that is not this schema's (a trigger that ignores rows) dropped them.
+    #[error("{table}: {given} rows were written and {stored} stored; the database drops rows silently (a trigger that is not this schema's?): run `aigentflow db check`")]
+    NotStored { table: SafeText, given: u64, stored: u64 },
     /// No row with this id.
     #[error("{what} {id} not found")]
     NotFound { what: &'static str, id: SafeText },

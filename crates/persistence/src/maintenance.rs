@@ -30,6 +30,24 @@ pub const TABLES: [&str; 14] = [
     "schema_versions",
 ];
 
+/// The triggers the PostgreSQL migrations make, as (table, trigger), checked against a freshly
+/// migrated server's by a test.
+const POSTGRES_TRIGGERS: [(&str, &str); 13] = [
+    ("audit_head", "audit_head_no_delete"),
+    ("audit_head", "audit_head_no_truncate"),
+    ("audit_head", "audit_head_update"),
+    ("audit_logs", "audit_logs_no_delete"),
+    ("audit_logs", "audit_logs_no_truncate"),
+    ("audit_logs", "audit_logs_no_update"),
+    ("audit_logs", "audit_logs_notify"),
+    ("execution_traces", "execution_traces_feed_kept"),
+    ("execution_traces", "execution_traces_feed_next"),
+    ("trace_feed", "trace_feed_no_delete"),
+    ("trace_feed", "trace_feed_no_truncate"),
+    ("trace_feed", "trace_feed_update"),
+    ("workflow_definitions", "workflow_definitions_no_update"),
+];
+
 /// What a backup wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BackupReport {
@@ -65,6 +83,103 @@ impl Database {
             let lines = lines.collect::<rusqlite::Result<Vec<_>>>().or_error()?;
             Ok(lines.into_iter().filter(|l| l != "ok").collect())
         })
+    }
+
+    /// The schema's triggers, and only them, on its tables: what keeps the audit log
+    /// append-only, the lessons index in step and the trace feed in order. Every trigger on
+    /// one of the schema's tables that this build's migrations did not make (one that drops
+    /// rows as they are written, `RAISE(IGNORE)`), every one they made that is missing (an
+    /// append-only guard dropped) or changed, and every table of the schema that is not a
+    /// table, each as a line. On SQLite the triggers' SQL is compared with a database this build
+    /// makes in memory; on PostgreSQL their names and whether they are enabled (the functions
+    /// they call are not compared). Empty when all is as the migrations left it. Triggers of
+    /// an application's own tables are the application's and are not looked at.
+    pub fn schema_problems(&self) -> Result<Vec<String>> {
+        match self.backend() {
+            Backend::Sqlite => self.sqlite_schema_problems(),
+            Backend::Postgres => self.postgres_schema_problems(),
+        }
+    }
+
+    fn sqlite_schema_problems(&self) -> Result<Vec<String>> {
+        // Every object of the schema: (type, name, table, sql).
+        fn objects(db: &Database) -> Result<Vec<(String, String, String, String)>> {
+            db.read(|tx| {
+                tx.prepare(
+                    "SELECT type, name, tbl_name, COALESCE(sql, '') FROM sqlite_master
+                     WHERE name NOT LIKE 'sqlite_%' ORDER BY name",
+                )?
+                .query_map(&[], |r| {
+                    Ok((
+                        r.text(0)?.to_owned(),
+                        r.text(1)?.to_owned(),
+                        r.text(2)?.to_owned(),
+                        r.text(3)?.to_owned(),
+                    ))
+                })
+            })
+        }
+        let made = objects(&Database::open_in_memory()?)?;
+        let found = objects(self)?;
+        let tables: std::collections::BTreeSet<&str> =
+            made.iter().filter(|o| o.0 == "table").map(|o| o.1.as_str()).collect();
+        let mut problems = Vec::new();
+        for table in &tables {
+            if let Some(o) = found.iter().find(|o| o.1 == *table && o.0 != "table") {
+                problems.push(format!("{table} is a {}, not the schema's table", o.0));
+            }
+        }
+        for (_, name, table, sql) in made.iter().filter(|o| o.0 == "trigger") {
+            match found.iter().find(|o| o.0 == "trigger" && o.1 == *name) {
+                None => problems.push(format!("trigger {name} on {table} is missing")),
+                Some(o) if o.3 != *sql || o.2 != *table => {
+                    problems.push(format!("trigger {name} on {table} was changed"))
+                }
+                Some(_) => {}
+            }
+        }
+        for (_, name, table, _) in found.iter().filter(|o| o.0 == "trigger") {
+            if tables.contains(table.as_str())
+                && !made.iter().any(|m| m.0 == "trigger" && m.1 == *name)
+            {
+                problems.push(format!("trigger {name} on {table} is not the schema's"));
+            }
+        }
+        Ok(problems)
+    }
+
+    fn postgres_schema_problems(&self) -> Result<Vec<String>> {
+        let found: Vec<(String, String, bool)> = self.read(|tx| {
+            tx.prepare(
+                "SELECT c.relname::text, t.tgname::text,
+                        CASE WHEN t.tgenabled = 'D' THEN 0 ELSE 1 END::bigint
+                 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+                 WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace
+                 ORDER BY 2",
+            )?
+            .query_map(&[], |r| {
+                Ok((r.text(0)?.to_owned(), r.text(1)?.to_owned(), r.get::<i64>(2)? == 1))
+            })
+        })?;
+        let ours =
+            |table: &str| TABLES.contains(&table) || matches!(table, "audit_head" | "trace_feed");
+        let mut problems = Vec::new();
+        for (table, name) in POSTGRES_TRIGGERS {
+            match found.iter().find(|f| f.1 == name) {
+                None => problems.push(format!("trigger {name} on {table} is missing")),
+                Some(f) if f.0 != table => {
+                    problems.push(format!("trigger {name} on {table} was changed"))
+                }
+                Some(f) if !f.2 => problems.push(format!("trigger {name} on {table} is disabled")),
+                Some(_) => {}
+            }
+        }
+        for (table, name, _) in &found {
+            if ours(table) && !POSTGRES_TRIGGERS.iter().any(|(_, n)| n == name) {
+                problems.push(format!("trigger {name} on {table} is not the schema's"));
+            }
+        }
+        Ok(problems)
     }
 
     /// `PRAGMA foreign_key_check`: rows whose parent row is missing.

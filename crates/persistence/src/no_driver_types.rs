@@ -106,6 +106,11 @@ fn fields(e: &Error) {
             n(what);
             n(id);
         }
+        Error::NotStored { table, given, stored } => {
+            n(table);
+            n(given);
+            n(stored);
+        }
         Error::CorruptRow { table, column, id, reason } => {
             n(table);
             n(column);
