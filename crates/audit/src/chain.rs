@@ -44,6 +44,12 @@ pub enum Finding {
     Truncated { expected_rows: u64, found_rows: u64 },
     /// The head kept elsewhere is not in the log: it was rewritten.
     HeadMismatch { last_id: i64 },
+    /// The log's own count of the ids it appended (`sqlite_sequence` on SQLite, `audit_head` on
+    /// PostgreSQL) goes past its last row: rows at the end were deleted.
+    TailMissing { after_id: i64, through_id: i64 },
+    /// The log's own count of the ids it appended is below a sealed row's id: it was set back
+    /// (edited or deleted), as someone hiding a deletion at the end would.
+    CounterSetBack { counter: i64, last_id: i64 },
 }
 
 impl std::fmt::Display for Finding {
@@ -72,6 +78,14 @@ impl std::fmt::Display for Finding {
             Self::HeadMismatch { last_id } => {
                 write!(f, "row {last_id} does not carry the head's hash: the log was rewritten")
             }
+            Self::TailMissing { after_id, through_id } => write!(
+                f,
+                "rows after row {after_id} are missing: the log appended rows up to {through_id}, deleted from the end"
+            ),
+            Self::CounterSetBack { counter, last_id } => write!(
+                f,
+                "the log's count of appended ids says {counter}, below row {last_id}: it was set back around the log"
+            ),
         }
     }
 }
@@ -138,6 +152,8 @@ pub struct Verifier {
     seen: HashSet<String>,
     findings: Vec<Finding>,
     total: u64,
+    /// The log's own count of the ids it appended, if the database keeps one.
+    counter: Option<i64>,
 }
 
 impl Verifier {
@@ -205,6 +221,16 @@ impl Verifier {
         row.not_canonical.map(|column| Finding::NotCanonical { id, column })
     }
 
+    /// The log's own count of the ids it appended, from the snapshot the rows were read in:
+    /// the last id handed out (`sqlite_sequence`, which remembers rows that are gone, 0 when
+    /// it holds none), or the id of the row the head names (`audit_head`). [`finish`]
+    /// compares it with the rows.
+    ///
+    /// [`finish`]: Self::finish
+    pub fn counter(&mut self, handed_out: i64) {
+        self.counter = Some(handed_out);
+    }
+
     /// Ends the walk, checking against a head kept elsewhere if given.
     pub fn finish(
         mut self,
@@ -216,6 +242,15 @@ impl Verifier {
             last_id: *id,
             hash: hash.clone(),
         });
+        if let Some(counter) = self.counter {
+            let last_id = self.last_id.unwrap_or(0);
+            let last_sealed = self.last.as_ref().map_or(0, |(id, _)| *id);
+            if counter > last_id {
+                self.record(Finding::TailMissing { after_id: last_id, through_id: counter });
+            } else if counter < last_sealed {
+                self.record(Finding::CounterSetBack { counter, last_id: last_sealed });
+            }
+        }
         if let Some(expected) = expected {
             if self.rows < expected.rows {
                 self.record(Finding::Truncated {

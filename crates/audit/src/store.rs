@@ -123,6 +123,12 @@ const HEAD_PG: &str = "SELECT id, row_hash FROM audit_head WHERE id > 0";
 const LAST_ID: &str =
     "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit_logs'), 0),
                                 COALESCE((SELECT MAX(id) FROM audit_logs), 0))";
+/// The log's own count of the ids it appended, which `verify` holds the rows against: on
+/// SQLite the last id handed out (0 when `sqlite_sequence` has none), which a row deleted from
+/// the end leaves behind.
+const COUNTER: &str = "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'audit_logs'";
+/// [`COUNTER`] on PostgreSQL: the id of the row the head names (0 for an empty log).
+const COUNTER_PG: &str = "SELECT id FROM audit_head";
 /// The head row on PostgreSQL, locked until the appending transaction ends: concurrent appends
 /// queue here, and at READ COMMITTED each reads the head the one before it committed (a row
 /// locked after a wait is read again at its latest version). In the same round trip, the
@@ -572,6 +578,11 @@ impl AuditLog {
                     .flatten()
                 });
             }
+            let counter = match tx.backend() {
+                Backend::Sqlite => COUNTER,
+                Backend::Postgres => COUNTER_PG,
+            };
+            verifier.counter(tx.query_row(counter, &[], |r| r.get(0))?.unwrap_or(0));
             let hash_of = |id: i64| -> Option<String> {
                 tx.query_row(
                     "SELECT row_hash FROM audit_logs WHERE id = ?1",
