@@ -714,14 +714,13 @@ fn keygen(ctx: &Ctx, keyfile: &std::path::Path) -> anyhow::Result<Done> {
     // beside a device name. Nothing is made before both are known to be files.
     let db = ctx.read().ok();
     let new_file = |path: &std::path::Path| -> anyhow::Result<Output> {
-        let out = Output::open_new(path, db.as_ref())?;
-        if out.is_direct() {
-            anyhow::bail!(
-                "{}: a key goes in a new file of its own, not a device, pipe or descriptor",
+        Output::open_new_file(path, db.as_ref()).map_err(|e| match e {
+            aigentflow_persistence::Error::NotAFile { kind, .. } => anyhow::anyhow!(
+                "{}: a key goes in a new file of its own, not a {kind}",
                 path.display()
-            );
-        }
-        Ok(out)
+            ),
+            e => e.into(),
+        })
     };
     let mut secret = new_file(keyfile)?;
     let mut public = new_file(&public_path)?;

@@ -433,6 +433,31 @@ fn a_key_pair_is_two_new_files_and_never_a_device_or_a_pipe(t: EmptyDb) {
     std::os::unix::fs::symlink("/dev/null", dir.join("k.key.pub")).unwrap();
     assert_eq!(run(db, &["audit", "keygen", key.to_str().unwrap()]).code, 1);
     assert!(!key.exists());
+    // A FIFO nobody reads, as the key or as its `.pub`: refused at once, not waited on.
+    let fifo = dir.join("fifo.key");
+    mkfifo(&fifo);
+    let half = dir.join("half.key");
+    mkfifo(&dir.join("half.key.pub"));
+    for target in [&fifo, &half] {
+        let mut child = cmd(db)
+            .args(["audit", "keygen", target.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("keygen {} waits for a reader of a FIFO", target.display());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let r = finish(child.wait_with_output().unwrap());
+        assert_refused(&r, "a key goes in a new file of its own, not a FIFO");
+    }
+    assert!(!half.exists());
     // And the pair is made where both are new files.
     let key = dir.join("good.key");
     run(db, &["audit", "keygen", key.to_str().unwrap()]).ok();

@@ -373,12 +373,9 @@ impl Database {
         progress: impl FnMut(&str, u64, u64),
     ) -> Result<CopyReport> {
         output::check_database_destination(dest, self.path())?;
-        let mut out = Output::open_new(dest, Some(self))?;
+        let mut out = Output::open_new_file(dest, Some(self))?;
         let Some(copy) = out.staging_path() else {
-            return Err(Error::NotAFile {
-                path: dest.to_path_buf(),
-                kind: "pipe, device or descriptor",
-            });
+            return Err(Error::NotAFile { path: dest.to_path_buf(), kind: "special file" });
         };
         out.hold_database()?;
         let (report, _) = self.copy_rows_to(&copy, dest, Copy::NewDatabase, progress)?;

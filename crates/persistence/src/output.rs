@@ -83,11 +83,15 @@ pub struct Leftover {
     pub pid: u32,
 }
 
-/// Whether an output may replace an existing regular file.
+/// Whether an output may replace an existing regular file, and whether it may be anything but
+/// a new regular file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Existing {
     Replace,
     Refuse,
+    /// Only a new regular file: an existing file and anything written straight through (a
+    /// device, FIFO, socket, descriptor or stdout) are refused before they are opened.
+    FileOnly,
 }
 
 /// One output being written: see the [module documentation](self) for the rule it follows.
@@ -133,8 +137,19 @@ impl Output {
         Self::open_with(path, protect, Existing::Refuse)
     }
 
+    /// Like [`open_new`](Output::open_new), but only a new regular file: a device, FIFO,
+    /// socket, descriptor or `-` is refused ([`Error::NotAFile`]) before it is opened, so a
+    /// FIFO nobody reads never holds the command, for what must be a file of its own (a key).
+    pub fn open_new_file(path: &Path, protect: Option<&Database>) -> Result<Self> {
+        Self::open_with(path, protect, Existing::FileOnly)
+    }
+
     fn open_with(path: &Path, protect: Option<&Database>, existing: Existing) -> Result<Self> {
         let protected = Protected::of(protect);
+        let not_a_file = |kind: &'static str| Error::NotAFile { path: path.to_path_buf(), kind };
+        if existing == Existing::FileOnly && path.as_os_str() == Self::STDOUT {
+            return Err(not_a_file("name of the standard output"));
+        }
         if path.as_os_str() == Self::STDOUT {
             let file = dup(std::io::stdout().as_fd(), path)?;
             return Self::direct(path, file, &protected);
@@ -144,6 +159,9 @@ impl Output {
         let mut linked = false;
         for _ in 0..MAX_LINKS {
             if let Some(fd) = descriptor_name(&current) {
+                if existing == Existing::FileOnly {
+                    return Err(not_a_file("descriptor"));
+                }
                 return Self::open_descriptor(path, &current, fd, linked, &protected);
             }
             let (dir_path, name) = split(path, &current)?;
@@ -173,14 +191,22 @@ impl Output {
                     if linked {
                         return Err(through_a_link(path, &current));
                     }
-                    if existing == Existing::Refuse {
+                    if existing != Existing::Replace {
                         return Err(Error::OutputExists { path: path.to_path_buf() });
                     }
                     return Self::staged(path, dir, dir_path, name, Some(&st), &protected);
                 }
                 FileType::Directory => return Err(refused(path, "it is a directory")),
-                _ => {
+                other => {
                     protected.check_id(path, FileId::of_stat(&st))?;
+                    if existing == Existing::FileOnly {
+                        return Err(not_a_file(match other {
+                            FileType::Fifo => "FIFO (named pipe)",
+                            FileType::CharacterDevice | FileType::BlockDevice => "device",
+                            FileType::Socket => "socket",
+                            _ => "special file",
+                        }));
+                    }
                     let flags =
                         OFlags::WRONLY | OFlags::NOCTTY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
                     let fd = rustix::fs::openat(&dir, &name, flags, Mode::empty())
