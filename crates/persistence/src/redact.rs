@@ -131,7 +131,7 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// The names whose values are secrets, `_` standing for an optional separator (`api_key` also
 /// matches `apikey`, `api-key`, `API Key`, `apiKey`).
-const SECRET_NAMES: [&str; 32] = [
+const SECRET_NAMES: [&str; 39] = [
     "api_key",
     "password",
     "passwd",
@@ -164,6 +164,108 @@ const SECRET_NAMES: [&str; 32] = [
     "key_data",
     "storepass",
     "keypass",
+    "passwords",
+    "secrets",
+    "api_keys",
+    "passphrases",
+    "private_keys",
+    "pswd",
+    "passcode",
+];
+
+/// A short name, secret only as a word of its own: the whole name or after a separator (`pw`,
+/// `DB_PW`, `root-pw`), never inside a word or a random string (`…PyPw47=` in base64).
+const SHORT_NAME: &str = "pw";
+
+/// Words that may follow a secret name and keep it one (`API_KEY_PROD`, `GITHUB_TOKEN_RO`,
+/// `SECRET_KEY_BASE`, `password_old`), as may a number (`password1`, `TOKEN_2`): which
+/// environment, access or version of the secret it is. Any other word after the name makes
+/// another name (`token_count`, `password_hash`, `session_timeout`).
+const QUALIFIERS: [&str; 33] = [
+    "prod",
+    "production",
+    "dev",
+    "development",
+    "staging",
+    "stage",
+    "stg",
+    "test",
+    "testing",
+    "qa",
+    "uat",
+    "live",
+    "sandbox",
+    "local",
+    "ro",
+    "rw",
+    "read",
+    "write",
+    "readonly",
+    "admin",
+    "root",
+    "old",
+    "new",
+    "prev",
+    "previous",
+    "current",
+    "next",
+    "primary",
+    "secondary",
+    "backup",
+    "base",
+    "main",
+    "default",
+];
+
+/// The words before a final `key` that name a key of another kind (a database's, a cache's, a
+/// keyboard's, a public one): `primary_key`, `sortKey`, `cache-key`, `ssh_public_key`. Any other
+/// word before it names a secret (`OPENAI_KEY`, `licenseKey`, `DD_APP_KEY`).
+const NOT_SECRET_KEYS: [&str; 45] = [
+    "primary",
+    "foreign",
+    "sort",
+    "partition",
+    "range",
+    "hash",
+    "cache",
+    "idempotency",
+    "routing",
+    "object",
+    "s3",
+    "lookup",
+    "unique",
+    "shard",
+    "row",
+    "group",
+    "dedup",
+    "dedupe",
+    "message",
+    "translation",
+    "i18n",
+    "map",
+    "index",
+    "join",
+    "cluster",
+    "distribution",
+    "composite",
+    "natural",
+    "surrogate",
+    "candidate",
+    "public",
+    "pub",
+    "query",
+    "data",
+    "hot",
+    "tab",
+    "enter",
+    "escape",
+    "esc",
+    "arrow",
+    "shortcut",
+    "modifier",
+    "ctrl",
+    "shift",
+    "space",
 ];
 
 /// A name that is also the end of common words (`compass`, `bypass`): secret only as a whole
@@ -180,13 +282,21 @@ const SHAPES_PATTERN: &str = concat!(
     r"(?P<pem>-----BEGIN[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----(?s:.*?)",
     r"(?:-----END[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----|\z))",
     // Slack webhooks: the whole URL.
-    r"|(?P<webhook>(?:https?://)?hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/_-]{20,})",
+    r"|(?P<webhook>(?:https?://)?hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/_-]{20,}",
+    // Discord, Microsoft Teams and Zapier webhooks: the whole URL too.
+    r"|(?:https?://)?(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/[0-9]{17,20}/[A-Za-z0-9_-]{40,}",
+    r"|(?:https?://)?[A-Za-z0-9-]+\.webhook\.office\.com/webhookb2/[A-Za-z0-9@-]{30,}/IncomingWebhook/[A-Za-z0-9]{20,}/[A-Za-z0-9-]{20,}",
+    r"|(?:https?://)?hooks\.zapier\.com/hooks/catch/[0-9]{3,}/[A-Za-z0-9]{5,})",
     // URL credentials: the user and password between `://` and the last `@` before the host
     // (the password may hold any character but blanks and quotes, `@` too).
     r"|://(?P<userinfo>[^\s/?#@\[\]:]*:[^\s@`'\x22<>]*(?:@[^\s@/?#`'\x22<>]*)*)@",
+    // A token alone as the user (`https://<token>@github.com/org/repo`).
+    r"|://(?P<usertoken>[A-Za-z0-9_.~-]{20,256})@",
     // The same without a scheme (`admin:S3cret@db.internal:5432`, a Go DSN's
-    // `root:pw@tcp(host)`): a user, a password without blanks, quotes or `/`, and a host.
-    r"|(?P<bareinfo>[A-Za-z0-9._~%!$&*+-]*[A-Za-z][A-Za-z0-9._~%!$&*+-]*:[^\s@/`'\x22<>]{1,256}@)[A-Za-z0-9]",
+    // `root:pw@tcp(host)`): a user, a password without blanks, quotes or `/`, and a host. The
+    // user is bounded: text of user characters with no `:` (a chain of dotted tokens) would
+    // otherwise keep every search running to its end.
+    r"|(?P<bareinfo>[A-Za-z0-9._~%!$&*+-]{0,64}[A-Za-z][A-Za-z0-9._~%!$&*+-]{0,64}:[^\s@/`'\x22<>]{1,256}@)[A-Za-z0-9]",
     // Prefixes found anywhere.
     r"|(?P<anywhere>",
     r"sk-ant-[a-z]{2,8}[0-9]{2}-[A-Za-z0-9_-]{20,}",
@@ -224,6 +334,27 @@ const SHAPES_PATTERN: &str = concat!(
     r"|gsk_[A-Za-z0-9]{48,}",
     r"|xai-[A-Za-z0-9]{70,}",
     r"|[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,40}",
+    // HashiCorp Vault, Docker Hub, Postman, Linear, Sentry, New Relic, Supabase, PlanetScale,
+    // Replicate, Perplexity, Notion, Square, Doppler, Pulumi, Fly.io, Dynatrace, Heroku and
+    // Terraform Cloud tokens.
+    r"|hv[sb]\.[A-Za-z0-9_-]{24,}",
+    r"|dckr_pat_[A-Za-z0-9_-]{20,}",
+    r"|PMAK-[a-f0-9]{24}-[a-f0-9]{34}",
+    r"|lin_api_[A-Za-z0-9]{40}",
+    r"|sntry[su]_[A-Za-z0-9+/=_-]{40,}",
+    r"|NRAK-[A-Z0-9]{27}",
+    r"|sbp_[a-f0-9]{40}",
+    r"|pscale_(?:pw|tkn|oauth)_[A-Za-z0-9_.-]{32,}",
+    r"|r8_[A-Za-z0-9]{37}",
+    r"|pplx-[A-Za-z0-9]{48}",
+    r"|ntn_[A-Za-z0-9]{40,}",
+    r"|sq0(?:atp|csp)-[A-Za-z0-9_-]{22,}",
+    r"|dp\.(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,}",
+    r"|pul-[a-f0-9]{40}",
+    r"|fo1_[A-Za-z0-9_-]{43}",
+    r"|dt0c01\.[A-Z0-9]{24}\.[A-Z0-9]{64}",
+    r"|HRKU-[A-Za-z0-9_-]{58,}",
+    r"|[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_=-]{60,}",
     r")",
     // Prefixes that are also ordinary text: OpenAI (`sk-`, `sk-proj-`…) and Stripe.
     // Bounded, so that looking again inside a rejected one stays linear.
@@ -240,8 +371,14 @@ fn names_pattern() -> String {
     // or digit (`dbPass`), as [`ends_with_word_name`] judges keys.
     let (first, rest) = WORD_NAME.split_at(1);
     let upper = first.to_ascii_uppercase();
+    // A name ending in `key` after another word (`OPENAI_KEY`, `licenseKey`), judged by
+    // [`names_another_key`]; then the qualifiers that keep a name secret (`API_KEY_PROD`).
+    let qualifiers = QUALIFIERS.join("|");
+    let capitalised: Vec<String> =
+        QUALIFIERS.iter().map(|q| q[..1].to_ascii_uppercase() + &q[1..]).collect();
+    let capitalised = capitalised.join("|");
     format!(
-        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}|(?:\b|[ _.-]){WORD_NAME}|(?-i:[a-z0-9]{upper}){rest}))(?P<close>\\*["'`])?(?P<sep>[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]*,[ \t]*|[ \t]+(?:(?:is|was)[ \t]+)?|>)"#,
+        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}|(?:\b|[ _.-]){WORD_NAME}|(?-i:[a-z0-9]{upper}){rest}|(?:\b|[ _.-]){SHORT_NAME}|[A-Za-z0-9][_.-]key|(?-i:[a-z0-9]K)ey)(?:[_.-]?[0-9]{{1,4}}|[_.-](?:{qualifiers})|(?-i:{capitalised}))*)(?P<close>\\*["'`])?(?P<sep>[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]*,[ \t]*|[ \t]+(?:(?:is|was)[ \t]+)?|>)"#,
         names.join("|")
     )
 }
@@ -603,26 +740,130 @@ pub fn redacted_json(value: &Value) -> Value {
 /// `totalTokens` or `max_tokens`. Case and separators do not matter; the name must end the key
 /// (`password_hash` is not secret), except that a key starting with `password` or `secret` is.
 pub fn is_secret_key(key: &str) -> bool {
-    // The key's ASCII letters and digits, lower-cased: the first few and the last few are
-    // enough, and keep this free of allocation (it runs for every key of every JSON object).
+    // The key's first ASCII letters and digits, lower-cased, without allocating (it runs for
+    // every key of every JSON object).
     const KEEP: usize = 16;
-    let (mut head, mut tail) = ([0u8; KEEP], [0u8; KEEP]);
+    let mut head = [0u8; KEEP];
     let mut len = 0;
-    for b in key.bytes().filter(u8::is_ascii_alphanumeric).map(|b| b.to_ascii_lowercase()) {
-        if len < KEEP {
-            head[len] = b;
-        }
-        tail.copy_within(1.., 0);
-        tail[KEEP - 1] = b;
+    for b in key.bytes().filter(u8::is_ascii_alphanumeric).take(KEEP) {
+        head[len] = b.to_ascii_lowercase();
         len += 1;
     }
-    let head = &head[..len.min(KEEP)];
-    let tail = &tail[KEEP - len.min(KEEP)..];
+    let head = &head[..len];
+    SECRET_NAME_PREFIXES.iter().any(|p| head.starts_with(p.as_bytes()))
+        || ends_with_secret_name(without_qualifiers(key))
+}
+
+/// Whether a name, its qualifiers taken off ([`without_qualifiers`]), ends with a secret name:
+/// a listed one ([`ends_with_listed_name`]), or `key` after a word that does not name another
+/// kind of key ([`names_another_key`]).
+fn ends_with_secret_name(name: &str) -> bool {
+    ends_with_listed_name(name) || names_another_key(name) == Some(false)
+}
+
+/// Whether `name` ends with one of [`SECRET_NAMES`] (separators and case aside), or with
+/// [`WORD_NAME`] or [`SHORT_NAME`] as a word of its own.
+fn ends_with_listed_name(name: &str) -> bool {
+    const KEEP: usize = 16;
+    let mut tail = [0u8; KEEP];
+    let mut len = 0;
+    for b in name.bytes().rev().filter(u8::is_ascii_alphanumeric).take(KEEP) {
+        len += 1;
+        tail[KEEP - len] = b.to_ascii_lowercase();
+    }
+    let tail = &tail[KEEP - len..];
     static NAMES: LazyLock<Vec<Vec<u8>>> =
         LazyLock::new(|| SECRET_NAMES.iter().map(|n| n.replace('_', "").into_bytes()).collect());
-    NAMES.iter().any(|name| tail.ends_with(name))
-        || SECRET_NAME_PREFIXES.iter().any(|p| head.starts_with(p.as_bytes()))
-        || ends_with_word_name(key)
+    NAMES.iter().any(|n| tail.ends_with(n))
+        || ends_with_word_name(name)
+        || ends_with_short_name(name)
+}
+
+/// Whether a secret name found in text is one to read the value of: not one that names another
+/// kind of key (`primary_key: id`), and, without a sign (`name value`), only a listed name as
+/// written: a name with qualifiers (`password_old`) or one ending in `key` after another word
+/// (`stripe_key`) needs a sign or quotes to name a value.
+fn names_a_value_in_text(name: &str, sep: Sep) -> bool {
+    let base = without_qualifiers(name);
+    let listed = ends_with_listed_name(base);
+    if !listed && names_another_key(base) != Some(false) {
+        return false;
+    }
+    sep != Sep::Bare || (base.len() == name.len() && listed)
+}
+
+/// Whether `name` is [`SHORT_NAME`] or ends with it after a character other than a letter or
+/// digit (`DB_PW`, `root-pw`).
+fn ends_with_short_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() >= SHORT_NAME.len()
+        && b[b.len() - SHORT_NAME.len()..].eq_ignore_ascii_case(SHORT_NAME.as_bytes())
+        && (b.len() == SHORT_NAME.len()
+            || !b[b.len() - SHORT_NAME.len() - 1].is_ascii_alphanumeric())
+}
+
+/// For a name ending in `key` after another word (`OPENAI_KEY`, `sortKey`, `app.key`): whether
+/// that word names another kind of key ([`NOT_SECRET_KEYS`]). `None` for any other name.
+fn names_another_key(name: &str) -> Option<bool> {
+    let b = name.as_bytes();
+    let at = b.len().checked_sub(3).filter(|&at| b[at..].eq_ignore_ascii_case(b"key"))?;
+    let before = at.checked_sub(1).map(|i| b[i])?;
+    let end = match before {
+        b'_' | b'.' | b'-' => at - 1,
+        c if b[at] == b'K' && (c.is_ascii_lowercase() || c.is_ascii_digit()) => at,
+        _ => return None,
+    };
+    // The word before: back to a separator, or to its capital in camel case.
+    let start = b[..end]
+        .iter()
+        .rposition(|c| !c.is_ascii_alphanumeric() || c.is_ascii_uppercase() && b[at] == b'K')
+        .map_or(0, |i| if b[i].is_ascii_alphanumeric() { i } else { i + 1 });
+    let word = &name[start..end];
+    if word.is_empty() {
+        return None;
+    }
+    Some(NOT_SECRET_KEYS.iter().any(|w| word.eq_ignore_ascii_case(w)))
+}
+
+/// `name` without the qualifiers and numbers after its last secret word
+/// ([`QUALIFIERS`]: `API_KEY_PROD` → `API_KEY`, `password1` → `password`, `apiKeyProd` →
+/// `apiKey`).
+fn without_qualifiers(name: &str) -> &str {
+    let mut name = name;
+    loop {
+        let digits = name.bytes().rev().take_while(u8::is_ascii_digit).count();
+        let trimmed = &name[..name.len() - digits];
+        let trimmed = if digits > 0 {
+            trimmed.strip_suffix(['_', '.', '-']).unwrap_or(trimmed)
+        } else {
+            trimmed
+        };
+        let word = trimmed.bytes().rev().take_while(u8::is_ascii_alphabetic).count();
+        let run = &trimmed.as_bytes()[trimmed.len() - word..];
+        // In camel case the last word starts at its capital (`apiKeyProd` → `Prod`).
+        let mixed = run.iter().any(u8::is_ascii_lowercase);
+        let word = match run.iter().rposition(u8::is_ascii_uppercase) {
+            Some(capital) if capital > 0 && mixed => word - capital,
+            _ => word,
+        };
+        let (rest, last) = trimmed.split_at(trimmed.len() - word);
+        let camel = last.len() > 1
+            && last.as_bytes()[0].is_ascii_uppercase()
+            && last.bytes().skip(1).all(|c| c.is_ascii_lowercase());
+        let qualifier = QUALIFIERS.iter().any(|q| last.eq_ignore_ascii_case(q));
+        let next = match rest.strip_suffix(['_', '.', '-']) {
+            Some(before) if qualifier && !before.is_empty() => before,
+            None if qualifier && camel && !rest.is_empty() => rest,
+            // A camel-case qualifier takes its capital with it (`apiKeyProd`).
+            _ if qualifier && camel && !rest.is_empty() => rest,
+            _ => trimmed,
+        };
+        let next = if next.len() == name.len() { return name } else { next };
+        if next.is_empty() {
+            return name;
+        }
+        name = next;
+    }
 }
 
 /// Whether `key` ends with [`WORD_NAME`] as a word of its own: the whole key, after a
@@ -828,6 +1069,14 @@ fn judge_shape(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
     let s = &text[whole.clone()];
     let starts_with = |p: &str| s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
     if let Some(userinfo) = s.strip_prefix("://") {
+        // A user alone is a token when it looks like one: random letters and digits
+        // (`ssh://git@`, `deploy@`, a long name of letters stay).
+        if !userinfo.contains(':') {
+            let user = &userinfo[..userinfo.len() - 1];
+            let token = user.bytes().any(|b| b.is_ascii_digit())
+                && user.bytes().any(|b| b.is_ascii_alphabetic());
+            return token.then(|| whole.start + 3..whole.end - 1);
+        }
         // `host:8080/path/@scope`: a port and a path, not a user and a password.
         let password = userinfo.split_once(':').map_or("", |(_, p)| p).as_bytes();
         let port = password.iter().take_while(|b| b.is_ascii_digit()).count();
@@ -1153,6 +1402,10 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
         let word_name = ends_with(WORD_NAME)
             && !SECRET_NAMES.iter().any(|n| n.len() > WORD_NAME.len() && ends_with(n));
         if word_name && !pass_names_a_value(&text[name.clone()], found.as_str(), parsed) {
+            at = name.end.max(next_char(text, name.start));
+            continue;
+        }
+        if !names_a_value_in_text(&text[name.clone()], parsed.sep) {
             at = name.end.max(next_char(text, name.start));
             continue;
         }
@@ -1813,9 +2066,17 @@ fn unquoted(text: &str, range: Range<usize>) -> &str {
 /// a line continuation (`\` before a line break) or an escaped tab (`\t` in JSON text), also
 /// escaped to any depth; a quoted string, escaped to any depth, is one word with its blanks.
 /// The command ends at a line break (also an escaped one, `\n` or `\\n` in JSON text), `;`,
-/// `|`, `&`, `)` or a backquote outside quotes, and after [`MAX_ARGS`] words.
+/// `|`, `&`, `)` or a backquote outside quotes, and after [`MAX_ARGS`] words or
+/// [`COMMAND_REACH`] bytes (so that reading every command of a text stays linear when nothing
+/// ends them, as in text whose blanks and line breaks are `%20` and `%0A`).
 fn command_words(text: &str, from: usize) -> Vec<Range<usize>> {
-    let b = text.as_bytes();
+    let mut reach = text.len().min(from.saturating_add(COMMAND_REACH));
+    while !text.is_char_boundary(reach) {
+        reach -= 1;
+    }
+    let b = &text.as_bytes()[..reach];
+    #[cfg(test)]
+    tests::COMMAND_SCAN.with(|scanned| scanned.set(scanned.get() + (reach - from)));
     let run = |i: usize| b[i..].iter().take_while(|&&c| c == b'\\').count();
     let mut words = Vec::new();
     let mut i = from;
@@ -1888,6 +2149,14 @@ fn command_words(text: &str, from: usize) -> Vec<Range<usize>> {
 /// The items after `tool` when it is a quoted item of a list written as text (`["mysql",
 /// "-pX"]` as JSON, Python or YAML flow text, at any depth of escaping): each a string quoted
 /// the same way (its text, without the quotes) or a number, up to whatever is not one.
+/// How far a command line is read after its tool's name: a password flag further on (after a
+/// request body of several KiB) is not found.
+const COMMAND_REACH: usize = 4 * 1024;
+
+/// How far back a tool's folder is looked for before its name (`"/usr/bin/mysql"`): a bound,
+/// so that text dense in tool names is read in linear time.
+const MAX_FOLDER: usize = 256;
+
 fn list_words(text: &str, tool: Range<usize>) -> Option<Vec<Range<usize>>> {
     let b = text.as_bytes();
     let depth = b[tool.end..].iter().take_while(|&&c| c == b'\\').count();
@@ -1896,6 +2165,7 @@ fn list_words(text: &str, tool: Range<usize>) -> Option<Vec<Range<usize>>> {
     let folder = b[..tool.start]
         .iter()
         .rev()
+        .take(MAX_FOLDER)
         .take_while(|&&c| {
             c.is_ascii_alphanumeric() || matches!(c, b'/' | b'.' | b'_' | b'-' | b':')
         })
@@ -3156,6 +3426,41 @@ mod tests {
         pub(super) static SHAPE_SCAN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
         /// Bytes values have been read through on this thread, to their ends.
         pub(super) static VALUE_SCAN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        /// Bytes command lines have been read through on this thread (to the reading's bound).
+        pub(super) static COMMAND_SCAN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Text dense in tool names with nothing that ends a command (blanks and line breaks
+    /// written `%20`, `%0A`; a tool's folder before each name) is read in linear time: each
+    /// command is read to a bound, so four times the text reads at most about four times as
+    /// much. And a chain of dotted tokens with no `:` (JWT-like segments) cannot be a login:
+    /// the scheme-less `user:password@` shape bounds its user, so no search runs to the text's
+    /// end for it, and a longer user is no login.
+    #[test]
+    fn text_dense_in_commands_or_dotted_tokens_is_read_in_linear_time() {
+        for unit in [
+            "curl%20-s%20https%3A%2F%2Fexample.com%2Fa%0A",
+            "mysql%20",
+            "x/mysql",
+            "mysql -u",
+            "[\"sshpass\", ",
+        ] {
+            let scanned = |n: usize| {
+                COMMAND_SCAN.with(|c| c.set(0));
+                let _ = redact_text(&unit.repeat(n));
+                COMMAND_SCAN.with(std::cell::Cell::get)
+            };
+            let n = 4 * COMMAND_REACH / unit.len();
+            let (small, large) = (scanned(n), scanned(4 * n));
+            assert!(large <= 5 * small.max(1), "{unit:?}: {small} then {large} bytes read");
+        }
+        let user = "a".repeat(200);
+        assert!(!SHAPES
+            .captures_iter(&format!("{user}:S3cretPw9@db.internal"))
+            .any(|c| c.name("bareinfo").is_some_and(|m| m.start() == 0)));
+        check(&format!("x {user}:S3cretPw9@db"), &format!("x {user}:S3cretPw9@db"));
+        let chain = "eyJhbGciOiJIUzI1NiJ9.".repeat(20_000);
+        assert_eq!(redact_text(&chain), REDACTED);
     }
 
     #[test]
@@ -3726,6 +4031,102 @@ mod tests {
         assert_eq!(redacted_json(&args), args);
         let ports = json!(["docker", "run", "-p", "8080:80", "nginx"]);
         assert_eq!(redacted_json(&ports), ports);
+    }
+
+    /// A secret name with a qualifier or a number after it (`API_KEY_PROD`, `password1`,
+    /// `apiKeyProd`), a vendor's `…_KEY` (`OPENAI_KEY`, `licenseKey`), a plural holding secrets
+    /// (`secrets:`, `apiKeys:`) and the short forms (`DB_PW`, `pswd`, `passcode`) name a secret
+    /// as a JSON key and in text — `NAME=v`, `NAME: v`, `"NAME": "v"` as JSON text at three
+    /// depths, YAML with the value below — in every case; names that only look like them
+    /// (`token_count`, `primary_key`, `sortKey`, `ssh_public_key`, `password_hash`,
+    /// `max_tokens`) keep their values, and without a sign a qualified name is prose.
+    #[test]
+    fn names_with_qualifiers_vendor_keys_plurals_and_short_forms_are_secret_names() {
+        const V: &str = "Vq8wTz3kLm";
+        let names = [
+            "API_KEY_PROD",
+            "GITHUB_TOKEN_RO",
+            "STRIPE_SECRET_KEY_LIVE",
+            "SECRET_KEY_BASE",
+            "password1",
+            "PASSWORD_2",
+            "token2",
+            "secret_old",
+            "DB_PASS_PROD",
+            "apiKeyProd",
+            "smtpPassOld",
+            "db.password.staging",
+            "OPENAI_KEY",
+            "STRIPE_KEY",
+            "DD_APP_KEY",
+            "APP_KEY",
+            "LICENSE_KEY",
+            "licenseKey",
+            "sendgrid-key",
+            "app.key",
+            "secrets",
+            "passwords",
+            "apiKeys",
+            "api_keys",
+            "private_keys",
+            "DB_PW",
+            "pw",
+            "root-pw",
+            "pswd",
+            "passcode",
+        ];
+        for name in names {
+            assert!(is_secret_key(name), "{name} as a JSON key");
+            let json = json!({ name: V, "note": "kept" });
+            assert_eq!(redacted_json(&json)["note"], "kept");
+            assert!(!redacted_json(&json).to_string().contains(V), "{name} in JSON");
+            for line in [
+                format!("{name}={V}"),
+                format!("export {name}=\"{V}\""),
+                format!("{name}: {V}"),
+                format!("{{\"{name}\": \"{V}\", \"note\": \"kept\"}}"),
+                format!("{name}:\n  nested: {V}\nnext: kept"),
+            ] {
+                for depth in 0..3 {
+                    let text = format!("ran: {}", json_escaped(&line, depth));
+                    assert_redacted(&text, &[V], &["ran: "]);
+                }
+            }
+        }
+        for key in [
+            "token_count",
+            "primary_key",
+            "primaryKey",
+            "sortKey",
+            "sort_key",
+            "cache_key",
+            "ssh_public_key",
+            "partitionKey",
+            "queryKey",
+            "max_tokens",
+            "totalTokens",
+            "session_timeout",
+            "key",
+            "monkey",
+            "hotkey",
+            "keyboard",
+        ] {
+            assert!(!is_secret_key(key), "{key} as a JSON key");
+            let json = json!({ key: "kept-value" });
+            assert_eq!(redacted_json(&json), json, "{key}");
+            for line in [format!("{key}=kept-value"), format!("{key}: kept-value")] {
+                check(&line, &line);
+            }
+        }
+        for prose in [
+            "the password_old flow and the stripe_key docs",
+            "secrets management and passwords policy",
+            "pw is short for password, pwd for the folder",
+            "base64 of PyPw47= stays",
+            "a Pw2Xy9= tail",
+        ] {
+            check(prose, prose);
+        }
     }
 
     /// An option named like a secret (`--password`, `-storepass`, `--db-password`…) takes the
