@@ -183,8 +183,45 @@ fn too_deep(text: &str) -> Option<(usize, usize)> {
 }
 
 fn invalid(at: Option<(usize, usize)>, reason: String) -> Error {
-    Error::InvalidWorkflow { line: at.map(|a| a.0), column: at.map(|a| a.1), reason }
+    Error::InvalidWorkflow { line: at.map(|a| a.0), column: at.map(|a| a.1), reason: told(reason) }
 }
+
+/// A parser's message as the problem tells it, without repeating the file: a string value it
+/// quotes is told by its length (`invalid type: string "…", expected …` quotes the whole text
+/// of a file that is a single string, such as another file reached through a link), and so is
+/// a key or name it quotes (`unknown field `…``) longer than [`MAX_QUOTED`] characters. Nothing
+/// is cut in the middle: a secret there is shown whole, for the redaction of error lines to
+/// find, or not at all.
+fn told(reason: String) -> String {
+    const OPEN: &str = "string \"";
+    let reason = match (reason.find(OPEN), reason.rfind("\", expected")) {
+        (Some(at), Some(end)) if end >= at + OPEN.len() => {
+            let n = reason[at + OPEN.len()..end].chars().count();
+            format!("{}a string of {n} characters{}", &reason[..at], &reason[end + 1..])
+        }
+        _ => reason,
+    };
+    let mut parts = reason.split('`');
+    let mut out = parts.next().unwrap_or_default().to_owned();
+    let mut replaced = false;
+    for (i, part) in parts.enumerate() {
+        let n = part.chars().count();
+        if i % 2 == 0 && n > MAX_QUOTED {
+            out.push_str(&format!("of {n} characters"));
+            replaced = true;
+        } else {
+            // The quote that closed a replaced key goes with it.
+            if !std::mem::take(&mut replaced) {
+                out.push('`');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// The longest a key or name a problem quotes is shown.
+const MAX_QUOTED: usize = 64;
 
 /// A parser's message without the " at line L column C" it ends with (the error says where).
 fn strip_location(message: &str) -> String {
@@ -395,6 +432,35 @@ mod tests {
         let d = WorkflowDefinition::default_workflow();
         assert_eq!(&WorkflowDefinition::parse(&d.to_yaml(), Format::Yaml).unwrap(), d);
         assert_eq!(&WorkflowDefinition::parse(&d.to_canonical_json(), Format::Json).unwrap(), d);
+    }
+
+    /// A problem never repeats the file: a file that is one long string (another file reached
+    /// through a link, `/etc/passwd`), a long value where a name or a number goes, a long
+    /// unknown key, in YAML and in JSON, gives a message of bounded length that quotes none of
+    /// it beyond its start.
+    #[test]
+    fn a_problem_tells_no_more_than_a_bounded_excerpt_of_the_file() {
+        let long =
+            "root:$6$saltsalt$0123456789abcdefABCDEF0123456789:19000:0:99999:7:::".repeat(40);
+        let cases = [
+            (long.clone(), Format::Yaml),
+            (format!("\"{long}\""), Format::Yaml),
+            (format!("\"{long}\""), Format::Json),
+            (format!("name: w\nversion: \"{long}\"\nrules: []\n"), Format::Yaml),
+            (format!("{{\"name\": \"w\", \"version\": \"{long}\", \"rules\": []}}"), Format::Json),
+            (format!("name: w\nversion: 1\nrules: []\n{long}x: 1\n"), Format::Yaml),
+            (
+                format!("{{\"name\": \"w\", \"version\": 1, \"rules\": [], \"{long}\": 1}}"),
+                Format::Json,
+            ),
+        ];
+        for (text, format) in cases {
+            let e = WorkflowDefinition::parse(&text, format).unwrap_err();
+            let message = e.to_string();
+            assert!(message.chars().count() <= 200, "{format:?}: {message}");
+            assert!(!message.contains(&long[..200]), "{format:?}: {message}");
+            assert_eq!(message.matches('`').count() % 2, 0, "{format:?}: {message}");
+        }
     }
 
     /// Each kind of mistake is refused, saying where: YAML and JSON problems by line and column,

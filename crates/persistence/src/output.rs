@@ -1011,6 +1011,11 @@ fn examine(dir: &OwnedFd, name: &OsStr, protected: &Protected, open: &HashSet<Fi
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         return Examined::NotAFile;
     }
+    // Another user's file is not one this user's writer left, whatever its name says (root
+    // removes no one else's file for its name alone).
+    if st.st_uid != rustix::process::geteuid().as_raw() {
+        return Examined::InUse;
+    }
     let id = FileId::of_stat(&st);
     // A file this process has open is in `open` too, so the lock below (which belongs to the
     // process, and whose descriptor's close would drop the process's other locks on the file)
@@ -1595,6 +1600,30 @@ mod tests {
             assert!(dir.path().join(name).exists());
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 5);
+    }
+
+    /// A file named like a leftover of a gone writer but owned by another user is not this
+    /// user's writer's: it is kept and not reported, the same name of this user's is removed.
+    /// (As root, the file is given to `nobody`; another user cannot make one here otherwise.)
+    #[test]
+    fn another_users_file_named_like_a_leftover_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dead_pid();
+        let theirs = dir.path().join(temp_name(OsStr::new("x.csv"), dead, 0xdef));
+        let mine = dir.path().join(temp_name(OsStr::new("x.csv"), dead, 0xabc));
+        std::fs::write(&theirs, b"theirs").unwrap();
+        std::fs::write(&mine, b"mine").unwrap();
+        let root = rustix::process::geteuid().is_root();
+        if root {
+            let nobody = rustix::process::Uid::from_raw(65534);
+            rustix::fs::chown(&theirs, Some(nobody), None).unwrap();
+        }
+        let out = Output::open(&dir.path().join("x.csv"), None).unwrap();
+        let removed: Vec<_> = out.leftovers().iter().map(|l| l.path.clone()).collect();
+        assert!(removed.contains(&mine) && !mine.exists(), "{removed:?}");
+        assert_eq!(theirs.exists(), root, "{removed:?}");
+        assert_eq!(removed.contains(&theirs), !root);
+        out.commit().unwrap();
     }
 
     /// A database left as a crash leaves it (the file, -wal and -shm, no process holding them),
