@@ -378,7 +378,7 @@ fn names_pattern() -> String {
         QUALIFIERS.iter().map(|q| q[..1].to_ascii_uppercase() + &q[1..]).collect();
     let capitalised = capitalised.join("|");
     format!(
-        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}|(?:\b|[ _.-]){WORD_NAME}|(?-i:[a-z0-9]{upper}){rest}|(?:\b|[ _.-]){SHORT_NAME}|[A-Za-z0-9][_.-]key|(?-i:[a-z0-9]K)ey)(?:[_.-]?[0-9]{{1,4}}|[_.-](?:{qualifiers})|(?-i:{capitalised}))*)(?P<close>\\*["'`])?(?P<sep>[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]*,[ \t]*|[ \t]+(?:(?:is|was)[ \t]+)?|>)"#,
+        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}|(?:\b|[ _.-]){WORD_NAME}|(?-i:[a-z0-9]{upper}){rest}|(?:\b|[ _.-]){SHORT_NAME}|[A-Za-z0-9][_-]key|(?-i:[a-z0-9]K)ey)(?:[_.-]?[0-9]{{1,4}}|[_.-](?:{qualifiers})|(?-i:{capitalised}))*)(?P<close>\\*["'`]\]?)?(?P<sep>[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]*,[ \t]*|[ \t]+(?:(?:is|was)[ \t]+)?|>|\()"#,
         names.join("|")
     )
 }
@@ -802,14 +802,15 @@ fn ends_with_short_name(name: &str) -> bool {
             || !b[b.len() - SHORT_NAME.len() - 1].is_ascii_alphanumeric())
 }
 
-/// For a name ending in `key` after another word (`OPENAI_KEY`, `sortKey`, `app.key`): whether
+/// For a name ending in `key` after another word (`OPENAI_KEY`, `sortKey`, `app-key`; not a
+/// file's `server.key`, which error lines name): whether
 /// that word names another kind of key ([`NOT_SECRET_KEYS`]). `None` for any other name.
 fn names_another_key(name: &str) -> Option<bool> {
     let b = name.as_bytes();
     let at = b.len().checked_sub(3).filter(|&at| b[at..].eq_ignore_ascii_case(b"key"))?;
     let before = at.checked_sub(1).map(|i| b[i])?;
     let end = match before {
-        b'_' | b'.' | b'-' => at - 1,
+        b'_' | b'-' => at - 1,
         c if b[at] == b'K' && (c.is_ascii_lowercase() || c.is_ascii_digit()) => at,
         _ => return None,
     };
@@ -1356,6 +1357,39 @@ fn after_prompting_tool(text: &str, at: usize) -> bool {
     })
 }
 
+/// Where the literal of a typed declaration starts, when the text at `from` is a type, `=`
+/// and a quoted literal (`&str = "…"`, `string = '…'`, `Optional[str] = "…"`): what a name's
+/// value is in code that declares its type (`static PASSWORD: &str = "…"`, Go's `var password
+/// string = "…"`). The type is one word of at most 64 bytes, and a blank comes before the `=`.
+fn typed_literal(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    if bytes.get(i) == Some(&b'&') {
+        i += 1;
+    }
+    if bytes[i.min(bytes.len())..].starts_with(b"'static ") {
+        i += 8;
+    }
+    let start = i;
+    if !bytes.get(start)?.is_ascii_alphabetic() {
+        return None;
+    }
+    while i - start < 64
+        && bytes.get(i).is_some_and(|&b| b.is_ascii_alphanumeric() || b"_:.<>[]|?".contains(&b))
+    {
+        i += 1;
+    }
+    // One word, then a blank: `Digest username="…"` after `Authorization:` is a header's
+    // parameter, and `aGVsbG8=` before a closing quote is base64, not a type.
+    let blanks = bytes[i..].iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    i += blanks;
+    if blanks == 0 || bytes.get(i) != Some(&b'=') || matches!(bytes.get(i + 1), Some(b'=' | b'>')) {
+        return None;
+    }
+    i += 1;
+    i += bytes[i..].iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    quote_at(bytes, i).map(|_| i)
+}
+
 /// How a name is separated from its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sep {
@@ -1448,7 +1482,18 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
                 cookie: lower.ends_with("cookie") || header,
                 header,
             };
-            value_range(text, found.end(), &pair)
+            let sign = found.as_str().trim_end_matches([' ', '\t']).bytes().last();
+            // A typed declaration's literal (`PASSWORD: &str = "…"`, `var password string =
+            // "…"`), whatever the type.
+            let typed = matches!(sign, Some(b':')) || parsed.sep == Sep::Bare;
+            match typed.then(|| typed_literal(bytes, found.end())).flatten() {
+                Some(at) => value_range(text, at, &Pair { sep: Sep::Compact, ..pair }),
+                // `setPassword("…")`: a call's argument only when it is a quoted literal.
+                None if sign == Some(b'(') && quote_at(bytes, found.end()).is_none() => None,
+                // `password == expected`: a comparison, not an assignment.
+                None if sign == Some(b'=') && bytes.get(found.end()) == Some(&b'=') => None,
+                None => value_range(text, found.end(), &pair),
+            }
         };
         at = name.end.max(next_char(text, name.start));
         if inside {
@@ -1487,7 +1532,7 @@ impl NamePair {
         let mut end = b.len() - after;
         let sep = match b[..end] {
             [.., b':', b'='] | [.., b'=', b'>'] => Some(2),
-            [.., b':' | b'='] => Some(1),
+            [.., b':' | b'=' | b'('] => Some(1),
             _ => None,
         };
         let sep = match sep {
@@ -1525,6 +1570,10 @@ impl NamePair {
                 Sep::Bare
             }
         };
+        // A subscript's closing bracket after the quoted name (`env["API_TOKEN"] = …`).
+        if end > 1 && b[end - 1] == b']' && is_quote(char::from(b[end - 2])) {
+            end -= 1;
+        }
         let quoted = end > 0 && is_quote(char::from(b[end - 1]));
         if quoted {
             end -= 1;
@@ -1749,6 +1798,9 @@ fn listed_value(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
         // An item of a list names the next only as a flag (see `redact_array`).
         Some(b'[' | b',') if bytes[word_start..].starts_with(b"-") || pair_item => false,
         Some(b'[' | b',') => return None,
+        // The first argument of a call names the second (`props.put("password", "…")`,
+        // `os.getenv("DB_PASSWORD", "…")`, `localStorage.setItem("token", "…")`).
+        Some(b'(') => false,
         Some(b':') => {
             // The member's name, quoted the same way: `name` or `key`.
             let colon = before.unwrap_or(0);
@@ -4033,6 +4085,52 @@ mod tests {
         assert_eq!(redacted_json(&ports), ports);
     }
 
+    /// Code names secrets in its own shapes: a subscript (`os.environ["OPENAI_API_KEY"] =
+    /// …`), a call's first argument naming its second (`props.put("password", …)`), a call
+    /// of the name with a literal (`setPassword("…")`), a typed declaration (`static
+    /// PASSWORD: &str = "…"`, Go's `var password string = "…"`). Each is found with either
+    /// quote, as written and in JSON text at three depths; a call with no literal, a read of a
+    /// subscript and a call naming no value keep every word.
+    #[test]
+    fn secrets_in_code_shapes_are_found_with_either_quote_at_any_depth() {
+        const V: &str = "Pz9qWm2hXe";
+        let lines = [
+            "os.environ[{q}OPENAI_API_KEY{q}] = {q}{v}{q}",
+            "ENV[{q}API_TOKEN{q}]={q}{v}{q}",
+            "config[{q}password{q}] = {q}{v}{q}; next()",
+            "props.put({q}password{q}, {q}{v}{q});",
+            "std::env::set_var({q}API_TOKEN{q}, {q}{v}{q});",
+            "localStorage.setItem({q}token{q}, {q}{v}{q})",
+            "req.setHeader({q}X-Api-Key{q}, {q}{v}{q})",
+            "os.getenv({q}DB_PASSWORD{q},{q}{v}{q})",
+            "SET PASSWORD FOR bob = PASSWORD({q}{v}{q});",
+            "user.setPassword({q}{v}{q})",
+            "static PASSWORD: &str = {q}{v}{q};",
+            "var password string = {q}{v}{q}",
+            "const apiKey: string = {q}{v}{q};",
+            "password: Optional[str] = {q}{v}{q}",
+        ];
+        for line in lines {
+            for q in ["\"", "'"] {
+                let line = line.replace("{q}", q).replace("{v}", V);
+                for depth in 0..3 {
+                    let text = format!("code: {}", json_escaped(&line, depth));
+                    assert_redacted(&text, &[V], &["code: "]);
+                }
+            }
+        }
+        for text in [
+            "check_password(user_input) and hash_password(pw)",
+            "key = os.environ[\"API_KEY\"]",
+            "print(\"token\", count)",
+            "the password (see docs) is reset",
+            "if password == expected: return",
+            "fn verify_password(hash: &str) -> bool",
+        ] {
+            check(text, text);
+        }
+    }
+
     /// A secret name with a qualifier or a number after it (`API_KEY_PROD`, `password1`,
     /// `apiKeyProd`), a vendor's `…_KEY` (`OPENAI_KEY`, `licenseKey`), a plural holding secrets
     /// (`secrets:`, `apiKeys:`) and the short forms (`DB_PW`, `pswd`, `passcode`) name a secret
@@ -4063,7 +4161,6 @@ mod tests {
             "LICENSE_KEY",
             "licenseKey",
             "sendgrid-key",
-            "app.key",
             "secrets",
             "passwords",
             "apiKeys",
@@ -4986,6 +5083,8 @@ line secret" next"#,
             Sep::Element
         } else if sep.contains(',') {
             Sep::Comma
+        } else if sep == "(" {
+            Sep::Compact
         } else if !sep.contains([':', '=']) {
             Sep::Bare
         } else if sep.contains([' ', '\t']) {
