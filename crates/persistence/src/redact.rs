@@ -4008,11 +4008,7 @@ mod tests {
                 forms.push(line.replace("{}", &format!("\"{PW} and more\"")));
             }
             for form in forms {
-                for depth in 0..3 {
-                    let lines = format!("first\n{form}\nlast");
-                    let text = format!("ran: {}", json_escaped(&lines, depth));
-                    assert_redacted(&text, &[PW], &["ran: "]);
-                }
+                assert_redacted_escaped(&format!("first\n{form}\nlast"), 0..3, &[PW], &[]);
                 let json: Value = Value::String(form.clone());
                 let clean = redacted_json(&json).to_string();
                 assert!(!clean.contains(PW), "{PW} survived in {clean}");
@@ -4033,10 +4029,7 @@ mod tests {
             let clean = redacted_json(&list).to_string();
             assert!(!clean.contains(PW), "{PW} survived in {clean}");
             // And the list written as text, at three depths of escaping.
-            for depth in 0..3 {
-                let text = format!("run: {}", json_escaped(&list.to_string(), depth));
-                assert_redacted(&text, &[PW], &["run: "]);
-            }
+            assert_redacted_escaped(&list.to_string(), 0..3, &[PW], &[]);
         }
         // A command ends at an escaped line break too: the next line's command is read.
         let two = format!("mysql -uroot -pAAAAAAAA\nmysql -uroot -p{PW}\nCREATE USER");
@@ -4113,10 +4106,7 @@ mod tests {
         for line in lines {
             for q in ["\"", "'"] {
                 let line = line.replace("{q}", q).replace("{v}", V);
-                for depth in 0..3 {
-                    let text = format!("code: {}", json_escaped(&line, depth));
-                    assert_redacted(&text, &[V], &["code: "]);
-                }
+                assert_redacted_escaped(&line, 0..3, &[V], &[]);
             }
         }
         for text in [
@@ -4184,10 +4174,7 @@ mod tests {
                 format!("{{\"{name}\": \"{V}\", \"note\": \"kept\"}}"),
                 format!("{name}:\n  nested: {V}\nnext: kept"),
             ] {
-                for depth in 0..3 {
-                    let text = format!("ran: {}", json_escaped(&line, depth));
-                    assert_redacted(&text, &[V], &["ran: "]);
-                }
+                assert_redacted_escaped(&line, 0..3, &[V], &[]);
             }
         }
         for key in [
@@ -4269,10 +4256,7 @@ mod tests {
                 ] {
                     // An escaped tab (`\\t` in JSON text) is not read as a blank.
                     let depths = if line.contains('\t') { 0..1 } else { 0..3 };
-                    for depth in depths {
-                        let text = format!("ran: {}", json_escaped(&line, depth));
-                        assert_redacted(&text, &[WEAK], &["ran: ", "app", option]);
-                    }
+                    assert_redacted_escaped(&line, depths, &[WEAK], &["app", option]);
                     let json = redacted_json(&Value::String(line.clone())).to_string();
                     assert!(!json.contains(WEAK), "{WEAK} survived in {json}");
                 }
@@ -4315,6 +4299,21 @@ mod tests {
             assert!(once.contains(kept), "lost {kept:?} in {once:?}, input {input:?}");
         }
         assert_eq!(redact_text(&once), once, "not idempotent on {input:?}");
+    }
+
+    /// [`assert_redacted`] on `text` written into JSON strings at each of `depths` (0: as
+    /// written), after a prefix that must stay, with `kept` kept too.
+    fn assert_redacted_escaped(
+        text: &str,
+        depths: std::ops::Range<usize>,
+        secrets: &[&str],
+        kept: &[&str],
+    ) {
+        for depth in depths {
+            let mut kept = kept.to_vec();
+            kept.push("ran: ");
+            assert_redacted(&format!("ran: {}", json_escaped(text, depth)), secrets, &kept);
+        }
     }
 
     /// `text` as the content of a JSON string literal (quotes, backslashes and line breaks
