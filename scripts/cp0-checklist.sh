@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs `cargo test --workspace`, then prints the CP0 validation checklist with a result column per
+# Runs the workspace's tests, then prints the CP0 validation checklist with a result column per
 # backend: each item of scripts/cp0-checklist.txt names the tests that prove it, and is green only
 # when every one of them ran and passed on SQLite and, when AIGENTFLOW_PG_URL is set, on
 # PostgreSQL too. Exits non-zero when a test fails or a mapped test did not run.
@@ -8,7 +8,11 @@
 #   scripts/cp0-checklist.sh --from-log FILE [CHECKLIST]
 #                                             print the checklist (default
 #                                             scripts/cp0-checklist.txt) of a saved `cargo test`
-#                                             output
+#                                             output or a nextest JUnit file
+#
+# The tests run under cargo-nextest (profile `cp0` of .config/nextest.toml: the test binaries side
+# by side, each test in its own process), then `cargo test --doc` for the examples in the docs;
+# without cargo-nextest, under `cargo test`, one test binary at a time (slower).
 #
 # A mapped name is a test's name as `cargo test` prints it, or the base name of a test that runs
 # on both backends (`on_both!` prints NAME::sqlite and NAME::postgres): then each variant is
@@ -24,7 +28,7 @@ checklist=scripts/cp0-checklist.txt
 if [[ "${1:-}" == "--from-log" ]]; then
   [[ $# -ge 2 && $# -le 3 && -r "$2" && ( $# -eq 2 || -r "$3" ) ]] || { echo "$usage" >&2; exit 2; }
   # Named from where the script was called, before it moves to the repository's root.
-  log=$(readlink -f "$2")
+  logs=("$(readlink -f "$2")")
   [[ $# -eq 3 ]] && checklist=$(readlink -f "$3")
   test_status=0
   cd "$(dirname "$0")/.."
@@ -33,21 +37,59 @@ else
   cd "$(dirname "$0")/.."
   log=$(mktemp)
   trap 'rm -f "$log"' EXIT
-  cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
-  test_status=${PIPESTATUS[0]}
+  if cargo nextest --version >/dev/null 2>&1; then
+    junit="$(cargo metadata --format-version 1 --no-deps --offline \
+      | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/nextest/cp0/junit.xml"
+    rm -f "$junit"
+    cargo nextest run --workspace --profile cp0 2>&1 | tee "$log"
+    test_status=${PIPESTATUS[0]}
+    cargo test --workspace --doc 2>&1 | tee -a "$log"
+    [[ ${PIPESTATUS[0]} -eq 0 ]] || test_status=1
+    logs=("$log")
+    # A run that stopped before any test (a build error) writes no JUnit file: the log says why.
+    [[ -r "$junit" ]] && logs+=("$junit")
+  else
+    echo "cargo-nextest not found: running cargo test, one test binary at a time"
+    cargo test --workspace --no-fail-fast 2>&1 | tee "$log"
+    test_status=${PIPESTATUS[0]}
+    logs=("$log")
+  fi
 fi
 
-python3 - "$log" "$checklist" <<'PY'
+python3 - "$checklist" "${logs[@]}" <<'PY'
 import os, re, sys
-log, checklist = sys.argv[1], sys.argv[2]
+import xml.etree.ElementTree as ET
+checklist, logs = sys.argv[1], sys.argv[2:]
 pg_set = bool(os.environ.get("AIGENTFLOW_PG_URL"))
 results = {}
-for line in open(log, encoding="utf-8", errors="replace"):
-    m = re.match(r"^test (\S+) \.\.\. (ok|FAILED|ignored)", line)
-    if m:
-        name, status = m.groups()
-        # a name run in two binaries counts as passed only if it passed everywhere
-        results[name] = status if results.get(name, "ok") == "ok" else results[name]
+
+def record(name, status):
+    # a name run in two binaries counts as passed only if it passed everywhere
+    results[name] = status if results.get(name, "ok") == "ok" else results[name]
+
+def read_junit(path):
+    """A nextest JUnit file: a test case failed if it holds a failure or an error."""
+    for case in ET.parse(path).getroot().iter("testcase"):
+        tags = {child.tag for child in case}
+        if tags & {"failure", "error"}:
+            record(case.get("name"), "FAILED")
+        elif "skipped" in tags:
+            record(case.get("name"), "ignored")
+        else:
+            record(case.get("name"), "ok")
+
+text_logs = []
+for path in logs:
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip()
+    if head.startswith(b"<?xml") or head.startswith(b"<testsuites"):
+        read_junit(path)
+        continue
+    text_logs.append(path)
+    for line in open(path, encoding="utf-8", errors="replace"):
+        m = re.match(r"^test (\S+) \.\.\. (ok|FAILED|ignored)", line)
+        if m:
+            record(*m.groups())
 
 def sides(test):
     """The result names that prove `test` on SQLite and on PostgreSQL (None: not applicable)."""
@@ -115,13 +157,13 @@ if not pg_set:
 # error and where it is, a full disk, a panic, the failing tests), so that the end of the output,
 # which may be all a reader gets to see, names it.
 why = []
-lines = open(log, encoding="utf-8", errors="replace").read().splitlines()
+lines = [l for p in text_logs for l in open(p, encoding="utf-8", errors="replace").read().splitlines()]
 for i, text in enumerate(lines):
     if re.match(r"^error(\[E\d+\])?: ", text) or "No space left" in text or "panicked at" in text:
         why.append(text)
         if i + 1 < len(lines) and lines[i + 1].lstrip().startswith("-->"):
             why.append(lines[i + 1])
-    elif re.match(r"^test \S+ \.\.\. FAILED", text):
+    elif re.match(r"^test \S+ \.\.\. FAILED", text) or re.match(r"^\s*(FAIL|SIG\w+|TIMEOUT|ABORT) \[", text):
         why.append(text)
 if why:
     print("\nWhy the run failed (the first of these lines; the whole log is above):")

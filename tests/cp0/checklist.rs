@@ -110,3 +110,65 @@ fn without_a_server_url_the_postgresql_column_says_not_run_and_fails_nothing_its
     assert!(passed, "{out}");
     assert!(out.contains("PostgreSQL column not run"), "{out}");
 }
+
+/// `LOG` as cargo-nextest's JUnit file holds it: one test case per test, named as `cargo test`
+/// prints it, a failure as a child element; a doc test beside them passed.
+const JUNIT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuites name="nextest-run" tests="8" failures="1" errors="0" uuid="0" timestamp="2026-11-27T10:00:00Z" time="1.0">
+    <testsuite name="aigentflow::cp0" tests="7" disabled="0" errors="0" failures="1">
+        <testcase name="m::both::sqlite" classname="aigentflow::cp0" timestamp="2026-11-27T10:00:00Z" time="0.1">
+        </testcase>
+        <testcase name="m::both::postgres" classname="aigentflow::cp0" timestamp="2026-11-27T10:00:00Z" time="0.1">
+        </testcase>
+        <testcase name="m::plain_on_sqlite" classname="aigentflow::cp0" timestamp="2026-11-27T10:00:00Z" time="0.1">
+        </testcase>
+        <testcase name="m::only_on_postgres" classname="aigentflow::cp0" timestamp="2026-11-27T10:00:00Z" time="0.1">
+        </testcase>
+        <testcase name="m::pg_fails::sqlite" classname="aigentflow::cp0" timestamp="2026-11-27T10:00:00Z" time="0.1">
+        </testcase>
+        <testcase name="m::pg_fails::postgres" classname="aigentflow::cp0" timestamp="2026-11-27T10:00:00Z" time="0.1">
+            <failure type="test failure with exit code 101">thread 'm::pg_fails::postgres' panicked</failure>
+            <system-out></system-out>
+            <system-err>thread 'm::pg_fails::postgres' panicked at tests/cp0/m.rs:1:1</system-err>
+        </testcase>
+        <testcase name="m::half::sqlite" classname="aigentflow::cp0" timestamp="2026-11-27T10:00:00Z" time="0.1">
+        </testcase>
+    </testsuite>
+    <testsuite name="aigentflow-audit" tests="1" disabled="0" errors="0" failures="0">
+        <testcase name="tests::unmapped" classname="aigentflow-audit" timestamp="2026-11-27T10:00:00Z" time="0.1">
+        </testcase>
+    </testsuite>
+</testsuites>
+"#;
+
+/// The checklist part of the script's output: what it prints before it repeats why a run failed.
+fn checklist_part(out: &str) -> &str {
+    out.split("\nWhy the run failed").next().unwrap()
+}
+
+#[test]
+fn a_nextest_junit_file_gives_the_checklist_a_cargo_test_log_gives() {
+    for pg_url in [Some("postgres://postgres@127.0.0.1:1/postgres"), None] {
+        let (passed, from_junit) = gate(JUNIT, CHECKLIST, pg_url);
+        let (_, from_log) = gate(LOG, CHECKLIST, pg_url);
+        assert!(!passed, "{from_junit}");
+        assert_eq!(checklist_part(&from_junit), checklist_part(&from_log));
+        assert_lines(&from_junit, &["      failed: m::pg_fails::postgres"]);
+
+        let passing: String = CHECKLIST.lines().take(6).map(|l| format!("{l}\n")).collect();
+        let (passed, out) = gate(JUNIT, &passing, pg_url);
+        assert!(passed, "{out}");
+    }
+    // An error element (a test that crashed or timed out) fails the test as a failure does.
+    let crashed = JUNIT.replace(
+        r#"<testcase name="m::both::sqlite" classname="aigentflow::cp0" timestamp="2026-11-27T10:00:00Z" time="0.1">
+        </testcase>"#,
+        r#"<testcase name="m::both::sqlite" classname="aigentflow::cp0" timestamp="2026-11-27T10:00:00Z" time="0.1">
+            <error type="test abort with signal 11">SIGSEGV</error>
+        </testcase>"#,
+    );
+    assert_ne!(crashed, JUNIT);
+    let (passed, out) = gate(&crashed, CHECKLIST, None);
+    assert!(!passed, "{out}");
+    assert_lines(&out, &["      failed: m::both::sqlite"]);
+}
