@@ -11,10 +11,14 @@
 //! serialised as compact JSON in its fields' fixed order. Reading a report refuses unknown
 //! fields, so nothing can be added to a signed report either.
 
-use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, Verifier};
 use serde::{Deserialize, Serialize};
 
 use crate::chain::{ChainHead, Verification};
+
+/// The key types of this module's signatures, so that a caller names them without depending on
+/// the crate that implements them.
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 
 /// The report format's name and version.
 pub const FORMAT: &str = "aigentflow-audit-verification/1";

@@ -119,7 +119,8 @@ pub enum AuditCommand {
         report: Option<PathBuf>,
         /// Sign the report with the Ed25519 secret key in KEYFILE (made by `audit keygen`):
         /// kept elsewhere, a signed report pins the head, which an unkeyed chain rewritten whole
-        /// by someone with the file would not match.
+        /// by someone with the file would not match. A key file that other users can read or
+        /// write (any group or other permission bit) is refused: fix it with `chmod 600`.
         #[arg(long, value_name = "KEYFILE")]
         sign: Option<PathBuf>,
     },
@@ -531,12 +532,7 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
                 anyhow::bail!("--sign signs the report: give --report FILE too");
             }
             // The key is read before anything is checked or written: a bad key file is told at once.
-            let key = sign
-                .map(|path| -> anyhow::Result<_> {
-                    aigentflow_audit::report::read_secret_key(&read_small(&path)?)
-                        .with_context(|| format!("{}", path.display()))
-                })
-                .transpose()?;
+            let key = sign.map(|path| read_signing_key(&path)).transpose()?;
             let db = ctx.read()?;
             let log = AuditLog::new(db.clone());
             let v = log.verify(expected.as_ref())?;
@@ -609,9 +605,37 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
 
 /// A file of at most [`MAX_FILE`](aigentflow_audit::report::MAX_FILE) bytes, as text.
 fn read_small(path: &std::path::Path) -> anyhow::Result<String> {
+    Ok(read_small_file(path)?.1)
+}
+
+/// `--sign KEYFILE`'s key. A secret key that other users can read lets them sign a report of a
+/// rewritten log, and one they can write lets them swap it: like ssh with a private key, a key
+/// file with any group or other permission bit is refused, checked on the file read.
+fn read_signing_key(
+    path: &std::path::Path,
+) -> anyhow::Result<aigentflow_audit::report::SigningKey> {
+    use std::os::unix::fs::PermissionsExt;
+    let (meta, text) = read_small_file(path)?;
+    let key = aigentflow_audit::report::read_secret_key(&text)
+        .with_context(|| format!("{}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if meta.is_file() && mode & 0o077 != 0 {
+        anyhow::bail!(
+            "{} is a secret key open to other users (mode {mode:04o}): \
+             make it its owner's alone with `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(key)
+}
+
+/// A small file's metadata (of the file read, not of its name) and text.
+fn read_small_file(path: &std::path::Path) -> anyhow::Result<(std::fs::Metadata, String)> {
     use std::io::Read;
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta = file.metadata().with_context(|| format!("cannot read {}", path.display()))?;
     let mut text = String::new();
     file.take(aigentflow_audit::report::MAX_FILE + 1)
         .read_to_string(&mut text)
@@ -623,7 +647,7 @@ fn read_small(path: &std::path::Path) -> anyhow::Result<String> {
             aigentflow_audit::report::MAX_FILE
         );
     }
-    Ok(text)
+    Ok((meta, text))
 }
 
 /// `audit check-report`: the signature, then (unless `signature_only`) the database's log

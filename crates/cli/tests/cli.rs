@@ -992,6 +992,51 @@ fn a_signed_verification_report_checks_and_catches_an_edit_or_a_rewritten_log(t:
 }
 }
 
+/// A signing key that other users can read (and so sign a report of a rewritten log with) or
+/// change is refused for every group and other permission bit, alone and together, in one line
+/// naming the fix; no report is written. The owner's own bits are the owner's business.
+#[test]
+fn a_signing_key_other_users_can_read_or_change_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = EmptyDb::sqlite();
+    let db = at(&t);
+    run(db, &["init"]).ok();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("audit.key");
+    run(db, &["audit", "keygen", key.to_str().unwrap()]).ok();
+    let report = dir.path().join("report.json");
+    let sign = |mode: u32| {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        let _ = std::fs::remove_file(&report);
+        run(
+            db,
+            &[
+                "audit",
+                "verify",
+                "--report",
+                report.to_str().unwrap(),
+                "--sign",
+                key.to_str().unwrap(),
+            ],
+        )
+    };
+    let exposed = [0o040, 0o004, 0o020, 0o002, 0o010, 0o001, 0o044, 0o066, 0o077];
+    for bits in exposed {
+        for owner in [0o600, 0o400] {
+            let mode = owner | bits;
+            let r = sign(mode);
+            assert_error_line(&r, 1, "chmod 600");
+            assert!(r.stderr.contains(&format!("{mode:04o}")), "{mode:o}: {}", r.stderr);
+            assert!(!report.exists(), "{mode:o}: a report was written");
+        }
+    }
+    for mode in [0o600, 0o400, 0o700] {
+        let r = sign(mode).ok();
+        assert!(r.stdout.contains("intact"), "{mode:o}: {}", r.stdout);
+        assert!(report.exists(), "{mode:o}");
+    }
+}
+
 on_both! {
 /// `tasks export` writes the demo's task as a bundle file (a new one, as `audit export`
 /// does) and `tasks import` loads it into another database of the same backend:
@@ -1094,7 +1139,9 @@ on_both! {
 /// append it drops fails naming what happened, alone or in a batch, and the entries it lets
 /// through are stored. `db check` names every trigger of the schema dropped, changed or
 /// disabled, and every trigger added to its tables, one at a time, and exits 3; with each
-/// put back it is clean again.
+/// put back it is clean again. On PostgreSQL a trigger is also changed when the function it
+/// calls is replaced or given another setting, or when it is made anew to fire on another
+/// event or never.
 fn a_trigger_that_is_not_the_schemas_is_named_and_drops_no_entry_silently(t) {
     let db = Path::new(t.location());
     run(db, &["demo"]).ok();
@@ -1177,6 +1224,38 @@ fn a_trigger_that_is_not_the_schemas_is_named_and_drops_no_entry_silently(t) {
             raw.batch(&format!("ALTER TABLE {table} DISABLE TRIGGER {name}"));
             check(&format!("trigger {name} on {table} is disabled"));
             raw.batch(&format!("ALTER TABLE {table} ENABLE TRIGGER {name}"));
+            // The function it calls, replaced by one that lets every change through, then
+            // given a setting, each under the same name.
+            let function = raw.query(
+                "SELECT p.proname::text, pg_get_functiondef(p.oid) FROM pg_trigger t
+                 JOIN pg_proc p ON p.oid = t.tgfoid WHERE t.tgname = $1",
+                &[Raw::text(name.as_str())],
+            );
+            let [Some(function), Some(definition)] = &function[0][..] else { panic!("{function:?}") };
+            for change in [
+                format!("CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN COALESCE(NEW, OLD); END $$"),
+                format!("ALTER FUNCTION {function}() SET search_path = pg_temp"),
+                format!("ALTER FUNCTION {function}() SECURITY DEFINER"),
+            ] {
+                raw.batch(&change);
+                check(&format!("trigger {name} on {table} was changed"));
+                raw.batch(definition);
+                raw.batch(&format!("ALTER FUNCTION {function}() RESET ALL; ALTER FUNCTION {function}() SECURITY INVOKER"));
+                clean();
+            }
+            // The trigger itself made anew: on another event, or never firing.
+            let other_event = sql.replacen(" ON ", if sql.contains(" INSERT ") { " OR DELETE ON " } else { " OR INSERT ON " }, 1);
+            let never = sql.replacen(" EXECUTE FUNCTION", " WHEN (false) EXECUTE FUNCTION", 1);
+            for remade in [other_event, never] {
+                if sql.contains("TRUNCATE") && remade.contains("WHEN") {
+                    continue; // TRUNCATE triggers take no WHEN
+                }
+                assert_ne!(&remade, sql);
+                raw.batch(&format!("DROP TRIGGER {name} ON {table}; {remade}"));
+                check(&format!("trigger {name} on {table} was changed"));
+                raw.batch(&format!("DROP TRIGGER {name} ON {table}; {sql}"));
+                clean();
+            }
             raw.batch(&format!("DROP TRIGGER {name} ON {table}"));
             check(&format!("trigger {name} on {table} is missing"));
         }

@@ -30,23 +30,61 @@ pub const TABLES: [&str; 14] = [
     "schema_versions",
 ];
 
-/// The triggers the PostgreSQL migrations make, as (table, trigger), checked against a freshly
-/// migrated server's by a test.
-const POSTGRES_TRIGGERS: [(&str, &str); 13] = [
-    ("audit_head", "audit_head_no_delete"),
-    ("audit_head", "audit_head_no_truncate"),
-    ("audit_head", "audit_head_update"),
-    ("audit_logs", "audit_logs_no_delete"),
-    ("audit_logs", "audit_logs_no_truncate"),
-    ("audit_logs", "audit_logs_no_update"),
-    ("audit_logs", "audit_logs_notify"),
-    ("execution_traces", "execution_traces_feed_kept"),
-    ("execution_traces", "execution_traces_feed_next"),
-    ("trace_feed", "trace_feed_no_delete"),
-    ("trace_feed", "trace_feed_no_truncate"),
-    ("trace_feed", "trace_feed_update"),
-    ("workflow_definitions", "workflow_definitions_no_update"),
+/// The triggers the PostgreSQL migrations make, as (table, trigger, fingerprint). The fingerprint
+/// is [`trigger_fingerprint`] of what decides what a trigger does: when it fires (its events,
+/// timing and level, a WHEN condition, the columns it watches, deferral) and the function it
+/// calls (name, language, body, security and settings). A freshly migrated server's are checked
+/// against these by `schema_fingerprints_are_a_fresh_servers_on_postgres`, which prints this
+/// table anew when a migration changes a trigger.
+const POSTGRES_TRIGGERS: [(&str, &str, &str); 13] = [
+    ("audit_head", "audit_head_no_delete", "45c0aa2591d306b8"),
+    ("audit_head", "audit_head_no_truncate", "e586751d51d2534d"),
+    ("audit_head", "audit_head_update", "5f0cbdbcd12feb46"),
+    ("audit_logs", "audit_logs_no_delete", "38fcc3e38c46a738"),
+    ("audit_logs", "audit_logs_no_truncate", "64002189cd6e7041"),
+    ("audit_logs", "audit_logs_no_update", "3c9c9563145845a1"),
+    ("audit_logs", "audit_logs_notify", "3fe2dfa2daa62300"),
+    ("execution_traces", "execution_traces_feed_kept", "5a03f48374b13069"),
+    ("execution_traces", "execution_traces_feed_next", "21c6f5bc5ef70890"),
+    ("trace_feed", "trace_feed_no_delete", "618ec5f364eb79eb"),
+    ("trace_feed", "trace_feed_no_truncate", "d477d35bc1f13b76"),
+    ("trace_feed", "trace_feed_update", "3e35e9d46c4e94bf"),
+    ("workflow_definitions", "workflow_definitions_no_update", "a3108bb9094be756"),
 ];
+
+/// What a PostgreSQL trigger does, in one line of the catalog's fields (see
+/// [`POSTGRES_TRIGGERS`]), as the first 16 hex digits of its SHA-256.
+fn trigger_fingerprint(definition: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(definition.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The schema's tables' triggers on a PostgreSQL server: (table, trigger, enabled, fingerprint).
+fn postgres_triggers(db: &Database) -> Result<Vec<(String, String, bool, String)>> {
+    db.read(|tx| {
+        tx.prepare(
+            "SELECT c.relname::text, t.tgname::text,
+                    CASE WHEN t.tgenabled = 'D' THEN 0 ELSE 1 END::bigint,
+                    concat_ws(E'\\n', t.tgtype::text, (t.tgqual IS NULL)::text, t.tgattr::text,
+                              t.tgdeferrable::text, t.tginitdeferred::text, t.tgnargs::text,
+                              encode(t.tgargs, 'hex'), (p.pronamespace = c.relnamespace)::text,
+                              p.proname::text, l.lanname::text, p.prosecdef::text,
+                              COALESCE(p.proconfig::text, ''), p.prosrc)
+             FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+                  JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_language l ON l.oid = p.prolang
+             WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace
+             ORDER BY 2",
+        )?
+        .query_map(&[], |r| {
+            Ok((
+                r.text(0)?.to_owned(),
+                r.text(1)?.to_owned(),
+                r.get::<i64>(2)? == 1,
+                trigger_fingerprint(r.text(3)?),
+            ))
+        })
+    })
+}
 
 /// What a backup wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -91,8 +129,9 @@ impl Database {
     /// rows as they are written, `RAISE(IGNORE)`), every one they made that is missing (an
     /// append-only guard dropped) or changed, and every table of the schema that is not a
     /// table, each as a line. On SQLite the triggers' SQL is compared with a database this build
-    /// makes in memory; on PostgreSQL their names and whether they are enabled (the functions
-    /// they call are not compared). Empty when all is as the migrations left it. Triggers of
+    /// makes in memory; on PostgreSQL what each does (when it fires, and the name, body and
+    /// settings of the function it calls; see [`POSTGRES_TRIGGERS`]) and whether it is enabled.
+    /// Empty when all is as the migrations left it. Triggers of
     /// an application's own tables are the application's and are not looked at.
     pub fn schema_problems(&self) -> Result<Vec<String>> {
         match self.backend() {
@@ -149,33 +188,22 @@ impl Database {
     }
 
     fn postgres_schema_problems(&self) -> Result<Vec<String>> {
-        let found: Vec<(String, String, bool)> = self.read(|tx| {
-            tx.prepare(
-                "SELECT c.relname::text, t.tgname::text,
-                        CASE WHEN t.tgenabled = 'D' THEN 0 ELSE 1 END::bigint
-                 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-                 WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace
-                 ORDER BY 2",
-            )?
-            .query_map(&[], |r| {
-                Ok((r.text(0)?.to_owned(), r.text(1)?.to_owned(), r.get::<i64>(2)? == 1))
-            })
-        })?;
+        let found = postgres_triggers(self)?;
         let ours =
             |table: &str| TABLES.contains(&table) || matches!(table, "audit_head" | "trace_feed");
         let mut problems = Vec::new();
-        for (table, name) in POSTGRES_TRIGGERS {
+        for (table, name, fingerprint) in POSTGRES_TRIGGERS {
             match found.iter().find(|f| f.1 == name) {
                 None => problems.push(format!("trigger {name} on {table} is missing")),
-                Some(f) if f.0 != table => {
+                Some(f) if f.0 != table || f.3 != fingerprint => {
                     problems.push(format!("trigger {name} on {table} was changed"))
                 }
                 Some(f) if !f.2 => problems.push(format!("trigger {name} on {table} is disabled")),
                 Some(_) => {}
             }
         }
-        for (table, name, _) in &found {
-            if ours(table) && !POSTGRES_TRIGGERS.iter().any(|(_, n)| n == name) {
+        for (table, name, _, _) in &found {
+            if ours(table) && !POSTGRES_TRIGGERS.iter().any(|(_, n, _)| n == name) {
                 problems.push(format!("trigger {name} on {table} is not the schema's"));
             }
         }
@@ -534,6 +562,31 @@ mod tests {
         db.close().unwrap();
         let options = crate::Options { access: Access::ReadOnly, ..Default::default() };
         (dir, Database::open_with(&path, options).unwrap(), path)
+    }
+
+    /// The fingerprints of `POSTGRES_TRIGGERS` are those of a freshly migrated server; when a
+    /// migration changes a trigger, the failure prints the table to paste.
+    #[test]
+    fn schema_fingerprints_are_a_fresh_servers_on_postgres() {
+        let Some(fresh) = crate::pg::tests::fresh() else { return };
+        let db = Database::open(&fresh.url).unwrap();
+        let found = postgres_triggers(&db).unwrap();
+        let table: Vec<String> = found
+            .iter()
+            .map(|(table, name, _, fingerprint)| {
+                format!("    (\"{table}\", \"{name}\", \"{fingerprint}\"),")
+            })
+            .collect();
+        let expected: Vec<String> = POSTGRES_TRIGGERS
+            .iter()
+            .map(|(table, name, fingerprint)| {
+                format!("    (\"{table}\", \"{name}\", \"{fingerprint}\"),")
+            })
+            .collect();
+        assert_eq!(expected, table, "POSTGRES_TRIGGERS should be:\n{}", table.join("\n"));
+        assert!(found.iter().all(|f| f.2), "{found:?}");
+        assert_eq!(db.schema_problems().unwrap(), Vec::<String>::new());
+        db.close().unwrap();
     }
 
     fn names_in(dir: &Path) -> Vec<String> {

@@ -1747,7 +1747,7 @@ impl Query<Vec<Migration>> for InTransaction<'_, '_> {
 impl Migrate for InTransaction<'_, '_> {}
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::sync::Barrier;
@@ -1866,10 +1866,10 @@ mod tests {
     }
 
     /// A fresh database on the server of `AIGENTFLOW_PG_URL`, dropped with the guard.
-    struct Fresh {
+    pub(crate) struct Fresh {
         admin: String,
         name: String,
-        url: String,
+        pub(crate) url: String,
     }
 
     impl Drop for Fresh {
@@ -1885,7 +1885,7 @@ mod tests {
 
     /// A fresh database, or None (after a line on stderr) when `AIGENTFLOW_PG_URL` is not set;
     /// with `AIGENTFLOW_REQUIRE_PG` set a missing URL fails the test instead.
-    fn fresh() -> Option<Fresh> {
+    pub(crate) fn fresh() -> Option<Fresh> {
         let admin = match std::env::var("AIGENTFLOW_PG_URL") {
             Ok(url) if !url.is_empty() => url,
             _ => {
