@@ -150,22 +150,38 @@ pub fn run(ctx: &Ctx, command: DbCommand) -> anyhow::Result<Done> {
         }
         DbCommand::Copy { src, dest } => copy(ctx, src, dest),
         DbCommand::Migrate => {
+            // The version before, unless a writer's unfinished transaction keeps the database
+            // from being read until opening it to write rolls that back.
             let before = match ctx.snapshot().and_then(|db| Ok(db.schema_version()?)) {
-                Ok(v) => v.migration,
+                Ok(v) => Some(v.migration),
+                Err(e)
+                    if matches!(
+                        e.downcast_ref::<aigentflow_persistence::Error>(),
+                        Some(aigentflow_persistence::Error::UnfinishedTransaction { .. })
+                    ) =>
+                {
+                    None
+                }
                 // The same message as every other command's for a file that is not there.
                 Err(_) => {
                     ctx.write()?;
-                    0
+                    Some(0)
                 }
             };
             let db = ctx.write()?;
             let after = db.schema_version()?;
-            let report = json!({"path": ctx.path_text(), "from": before, "to": after.migration});
-            ctx.out.emit(&report, || {
-                if before == after.migration {
-                    say!("{} is up to date at version {}", ctx.shown(), after.migration);
-                } else {
-                    say!("migrated {} from version {before} to {}", ctx.shown(), after.migration);
+            let report = json!({"path": ctx.path_text(), "from": before, "to": after.migration, "rolled_back": before.is_none()});
+            ctx.out.emit(&report, || match before {
+                None => say!(
+                    "rolled back the transaction a writer left unfinished in {}; it is at version {}",
+                    ctx.shown(),
+                    after.migration
+                ),
+                Some(before) if before == after.migration => {
+                    say!("{} is up to date at version {}", ctx.shown(), after.migration)
+                }
+                Some(before) => {
+                    say!("migrated {} from version {before} to {}", ctx.shown(), after.migration)
                 }
             })?;
             Ok(Done::Ok)

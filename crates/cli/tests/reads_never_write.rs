@@ -414,3 +414,79 @@ fn a_sqlite_file_of_something_else_is_never_turned_into_an_aigentflow_database()
     assert_eq!(run(&blank, &["init"]).code, 0);
     assert_eq!(run(&blank, &["audit", "verify"]).code, 0);
 }
+
+/// A copy of `db` (with `-journal`) taken while a writer was in the middle of a transaction in
+/// rollback-journal mode: the file holds some of the transaction's pages, the hot journal the
+/// pages they replaced. What a writer that crashed mid-write leaves.
+fn with_hot_journal(db: &Path, copy: &Path) {
+    let writer = rusqlite::Connection::open(db).unwrap();
+    writer.pragma_update(None, "journal_mode", "DELETE").unwrap();
+    writer.pragma_update(None, "cache_size", 1).unwrap();
+    writer.execute_batch("BEGIN").unwrap();
+    for i in 0..300 {
+        writer
+            .execute(
+                "INSERT INTO configurations (key, value, scope) VALUES (?1, ?2, 'global')",
+                (format!("unfinished-{i}"), "x".repeat(500)),
+            )
+            .unwrap();
+    }
+    std::fs::copy(db, copy).unwrap();
+    std::fs::copy(format!("{}-journal", db.display()), format!("{}-journal", copy.display()))
+        .unwrap();
+    writer.execute_batch("ROLLBACK").unwrap();
+}
+
+/// A hot journal (a writer stopped mid-transaction) keeps every read command from reading, in
+/// one line that names the unfinished transaction and the command that rolls it back, not the
+/// folder (which can be written); the file and its journal stay as they were. Where the folder
+/// cannot be written, the folder is named. `db migrate` rolls it back and says so; the
+/// transaction's rows are gone and the log verifies.
+#[test]
+fn a_hot_journal_is_named_as_an_unfinished_transaction_and_rolled_back_by_a_write_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, report, lesson) = demo(dir.path());
+    let copy = dir.path().join("crashed.db");
+    with_hot_journal(&db, &copy);
+    let journal = PathBuf::from(format!("{}-journal", copy.display()));
+    let files = || (std::fs::read(&copy).unwrap(), std::fs::read(&journal).unwrap());
+    let before = files();
+    let backup = dir.path().join("backup.db");
+    for args in read_commands(&report, &lesson, &backup) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = run(&copy, &args);
+        assert_eq!(r.code, 1, "{args:?}: {}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains("a writer left unfinished"), "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("aigentflow db migrate"), "{args:?}: {}", r.stderr);
+        assert!(!r.stderr.contains("folder"), "{args:?}: {}", r.stderr);
+        assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+        assert_eq!(files(), before, "{args:?} changed the file or its journal");
+    }
+    assert!(!backup.exists());
+    // In a folder this user cannot write, nothing could roll it back: the folder is the cause.
+    if is_root() {
+        let ro = dir.path().join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        let locked = ro.join("crashed.db");
+        with_hot_journal(&db, &locked);
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let r = run_as(&locked, &["status"], true);
+        assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains("-journal holds changes"), "{}", r.stderr);
+        assert!(r.stderr.contains("folder"), "{}", r.stderr);
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let r = run(&copy, &["--json", "db", "migrate"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let migrated: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(migrated["rolled_back"], true, "{migrated}");
+    assert!(migrated["from"].is_null(), "{migrated}");
+    assert!(!journal.exists(), "the journal was rolled back");
+    let r = run(&copy, &["--json", "config", "list"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stdout.contains("unfinished-"), "{}", r.stdout);
+    assert_eq!(run(&copy, &["audit", "verify"]).code, 0);
+    let r = run(&copy, &["db", "migrate"]);
+    assert!(r.stdout.contains("up to date"), "{}", r.stdout);
+}

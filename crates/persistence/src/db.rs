@@ -1000,7 +1000,9 @@ pub(crate) fn literal_path(path: &Path) -> std::borrow::Cow<'_, Path> {
 
 /// A read-only connection. A database in a folder that cannot hold SQLite's `-shm` (a read-only
 /// folder or mount) is read as immutable, but only when nothing beside it holds changes that
-/// immutable reading would ignore: a `-wal` with frames, or a `-journal` to roll back.
+/// immutable reading would ignore: a `-wal` with frames, or a `-journal` to roll back. A hot
+/// `-journal` in a folder that can be written is a writer's unfinished transaction, which a read
+/// leaves to a command that writes.
 fn open_read_only(path: &Path) -> Result<Connection> {
     let classify = migrate::classify(path);
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -1018,7 +1020,15 @@ fn open_read_only(path: &Path) -> Result<Connection> {
             for side in ["-wal", "-journal"] {
                 let side_path = PathBuf::from(format!("{}{side}", path.display()));
                 if std::fs::metadata(&side_path).is_ok_and(|m| m.len() > 0) {
-                    return Err(Error::PendingChanges { path: path.to_path_buf(), side });
+                    // A hot journal stops a read-only reader wherever it is; only where nothing
+                    // could roll it back is the folder the cause.
+                    let path = path.to_path_buf();
+                    return Err(match side {
+                        "-journal" if crate::error::not_writable(&path).is_none() => {
+                            Error::UnfinishedTransaction { path }
+                        }
+                        _ => Error::PendingChanges { path, side },
+                    });
                 }
             }
             let uri = format!("file:{}?immutable=1", uri_path(path));

@@ -77,6 +77,11 @@ pub enum Error {
     /// cannot: reading without them would show the database as it was before them.
     #[error("cannot read {path}: its {side} holds changes SQLite must apply first, and this folder cannot be written; copy the database with its {side} to a folder you can write, or run as a user who can write it")]
     PendingChanges { path: PathBuf, side: &'static str },
+    /// A database with a hot `-journal` beside it, in a folder that can be written: a writer
+    /// stopped in the middle of a transaction, whose pages SQLite must roll back before the
+    /// database can be read. A read never writes, so it leaves that to a command that writes.
+    #[error("cannot read {path}: its -journal holds a transaction a writer left unfinished (it stopped mid-write), which SQLite must roll back before the database can be read, and a read does not write; any command that writes rolls it back, e.g. `aigentflow db migrate`")]
+    UnfinishedTransaction { path: PathBuf },
     /// A write on a handle opened read-only.
     #[error("database {path} is open read-only")]
     ReadOnly { path: PathBuf },
@@ -555,7 +560,7 @@ fn file_size_limit_reached(path: &Path) -> Option<u64> {
 /// Which part of the file system keeps `path` from being written, if any: the mount, the file
 /// or its folder, asked with `access(2)` (so root, who may write anything, is told apart from a
 /// read-only mount, which nobody may write).
-fn not_writable(path: &Path) -> Option<NotWritable> {
+pub(crate) fn not_writable(path: &Path) -> Option<NotWritable> {
     use rustix::fs::{access, Access};
     let file = path.exists().then(|| access(path, Access::WRITE_OK).err()).flatten();
     let dir = match path.parent() {

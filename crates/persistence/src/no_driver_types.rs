@@ -93,6 +93,7 @@ fn fields(e: &Error) {
             n(path);
             n(side);
         }
+        Error::UnfinishedTransaction { path } => n(path),
         Error::PoolTimeout { path, waited } | Error::Locked { path, waited } => {
             n(path);
             n(waited);
