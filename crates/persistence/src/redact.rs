@@ -76,7 +76,8 @@
 //!
 //! **Command lines and signed URLs.** Some secrets have no name before them: the argument of a
 //! tool's password flag (`mysql -pX`, `sshpass -p X`, `redis-cli -a X`, `curl -u user:X`,
-//! `htpasswd -b file user X`…), SQL's `IDENTIFIED BY 'X'`, and a URL's `sig=` or
+//! `htpasswd -b file user X`, Oracle's `sqlplus user/X@db`…), SQL's `IDENTIFIED BY 'X'`, and a
+//! URL's `sig=` or
 //! `X-Amz-Signature=` (see [`TOOLS`] and [`ARGV_PATTERN`]). A command is read word by word to
 //! its end, quotes and line continuations understood (also escaped, in JSON text), and so is a
 //! list of arguments, parsed or written as text (`["sshpass", "-p", "X"]`).
@@ -101,7 +102,10 @@
 //! Such a name is one word of at most 64 name characters, so sentences are not names (and
 //! `-p`, often a port, is not a secret name). A list of two in a list whose first names a
 //! secret (`[["X-Api-Key", "…"]]`, headers as pairs) has its second replaced when it is a
-//! number or looks like a credential (pairs of words stay). JSON written as text is read the
+//! number or looks like a credential (pairs of words stay). A member named `key` alone is
+//! judged as its parent's name with `_key` after it when its value looks like a credential
+//! (`{"openai": {"key": "…"}}` as `openai_key`; `{"cache": {"key": …}}` stays), in parsed
+//! JSON only. JSON written as text is read the
 //! same way: a quoted flag and a comma, as an item of a list (after `[` or `,`), the first of
 //! such a pair, or a quoted secret name as the value of a `name`/`key` member, name the next
 //! item (a string or number) or a `value`-like member right before or after it, quoted the same
@@ -906,10 +910,37 @@ fn pass_names_a_value(name: &str, pair: &str, parsed: NamePair) -> bool {
 }
 
 fn redact_object(map: &mut Map<String, Value>) {
+    redact_object_under(map, None);
+}
+
+/// Whether a member of an object that is `parent`'s value is a secret named only by its parent
+/// (`{"openai": {"key": "…"}}`): the member is named `key` alone, `PARENT_key` would be a secret's
+/// name ([`is_secret_key`]: not `{"primary": {"key": …}}` nor `{"cache": {"key": …}}`; a parent
+/// that ends in `key` itself, `{"sortKey": {"key": …}}`, is judged as it is), and
+/// its value looks like a credential ([`looks_like_credential`]), so that a translation's or a
+/// setting's `key` (`"theme"`) stays. An object in an array has no parent: AWS tags'
+/// `[{"Key": …, "Value": …}]` keep theirs.
+fn named_by_parent(parent: Option<&str>, key: &str, value: &Value) -> bool {
+    key.eq_ignore_ascii_case("key")
+        && value.as_str().is_some_and(looks_like_credential)
+        && parent.is_some_and(|p| {
+            // A parent that is a key's name itself (`sortKey`) is judged as it is.
+            let named_key =
+                p.len() >= 3 && p.as_bytes()[p.len() - 3..].eq_ignore_ascii_case(b"key");
+            p.len() <= 64
+                && is_secret_key(&if named_key { p.to_owned() } else { format!("{p}_key") })
+        })
+}
+
+/// [`redact_object`] of the object that is `parent`'s value (None: the top, or an array's item).
+fn redact_object_under(map: &mut Map<String, Value>, parent: Option<&str>) {
     let named = names_its_value(map);
     if map.keys().all(|k| matches!(redact_text(k), Cow::Borrowed(_))) {
         for (key, value) in map.iter_mut() {
-            redact_entry(is_secret_key(key) || (named && is_pair_value(key)), value);
+            let secret = is_secret_key(key)
+                || (named && is_pair_value(key))
+                || named_by_parent(parent, key, value);
+            redact_entry(secret, key, value);
         }
         return;
     }
@@ -928,8 +959,9 @@ fn redact_object(map: &mut Map<String, Value>) {
     for ((key, mut value), clean) in old.into_iter().zip(renamed) {
         let secret = is_secret_key(&key)
             || clean.as_deref().is_some_and(is_secret_key)
-            || (named && is_pair_value(&key));
-        redact_entry(secret, &mut value);
+            || (named && is_pair_value(&key))
+            || named_by_parent(parent, &key, &value);
+        redact_entry(secret, clean.as_deref().unwrap_or(&key), &mut value);
         let name = match clean {
             None => key,
             Some(clean) => {
@@ -947,20 +979,23 @@ fn redact_object(map: &mut Map<String, Value>) {
     }
 }
 
-/// Redacts the value of one object entry. Under a secret name every string and number is
-/// replaced, at any depth, but objects and arrays keep their shape (and their keys, judged as
-/// any key is): an agent named `auth` keeps an output that still reads back as one.
-fn redact_entry(secret_name: bool, value: &mut Value) {
+/// Redacts the value of the object entry named `key`. Under a secret name every string and
+/// number is replaced, at any depth, but objects and arrays keep their shape (and their keys,
+/// judged as any key is): an agent named `auth` keeps an output that still reads back as one.
+fn redact_entry(secret_name: bool, key: &str, value: &mut Value) {
     if !secret_name {
-        return redact_json(value);
+        return match value {
+            Value::Object(map) => redact_object_under(map, Some(key)),
+            _ => redact_json(value),
+        };
     }
     match value {
         Value::String(s) if s == REDACTED => {}
         Value::String(_) | Value::Number(_) => *value = Value::String(REDACTED.to_owned()),
-        Value::Array(items) => items.iter_mut().for_each(|item| redact_entry(true, item)),
+        Value::Array(items) => items.iter_mut().for_each(|item| redact_entry(true, key, item)),
         Value::Object(map) => {
             redact_object(map);
-            map.values_mut().for_each(|item| redact_entry(true, item));
+            map.values_mut().for_each(|item| redact_entry(true, key, item));
         }
         Value::Null | Value::Bool(_) => {}
     }
@@ -1912,7 +1947,7 @@ struct Tool {
 }
 
 /// Every [`Tool`]. `htpasswd -b` (the password is a word of its own, not a flag's) is
-/// [`htpasswd_password`]'s.
+/// [`htpasswd_password`]'s, and Oracle's logons ([`ORACLE_TOOLS`]) are [`oracle_passwords`]'.
 const TOOLS: &[Tool] = &[
     Tool::new(
         &[
@@ -1991,6 +2026,9 @@ impl Tool {
         if base.eq_ignore_ascii_case("htpasswd") {
             return Some(ToolKind::Htpasswd);
         }
+        if ORACLE_TOOLS.iter().any(|t| base.eq_ignore_ascii_case(t)) {
+            return Some(ToolKind::OracleLogon);
+        }
         TOOLS
             .iter()
             .find(|t| {
@@ -2012,7 +2050,16 @@ impl Tool {
 enum ToolKind {
     Flags(&'static Tool),
     Htpasswd,
+    OracleLogon,
 }
+
+/// Oracle's tools that take a logon, `user/password[@connect]`, as an argument of its own
+/// (`sqlplus scott/tiger@orcl`, `expdp system/pw@db directory=…`, `rman target sys/pw@db`).
+const ORACLE_TOOLS: [&str; 6] = ["sqlplus", "sqlldr", "expdp", "impdp", "rman", "dgmgrl"];
+
+/// The parameters of [`ORACLE_TOOLS`] whose value is a logon (`userid=scott/tiger`,
+/// `target=sys/pw@db`), also written as a word before it (`rman target sys/pw`).
+const ORACLE_LOGONS: [&str; 4] = ["userid", "target", "auxiliary", "catalog"];
 
 /// The secrets among a command's arguments `args` (the words after the tool's name), as (the
 /// argument's index, the range of the secret in it, quotes aside).
@@ -2020,6 +2067,7 @@ fn secret_args(tool: ToolKind, args: &[&str]) -> Vec<(usize, Range<usize>)> {
     let tool = match tool {
         ToolKind::Flags(tool) => tool,
         ToolKind::Htpasswd => return htpasswd_password(args).into_iter().collect(),
+        ToolKind::OracleLogon => return oracle_passwords(args),
     };
     let mut found = Vec::new();
     let mut active = tool.subcommand.is_none();
@@ -2065,6 +2113,45 @@ fn secret_args(tool: ToolKind, args: &[&str]) -> Vec<(usize, Range<usize>)> {
             i = at + 1;
         } else {
             i += 1;
+        }
+    }
+    found
+}
+
+/// The passwords of the logons among an Oracle tool's arguments ([`ORACLE_TOOLS`]): its first
+/// word that is no option (`sqlplus -s scott/tiger@orcl`; a script, `@run.sql`, is none), and the
+/// value of a logon parameter ([`ORACLE_LOGONS`]), after `=` or as the next word. In a logon
+/// `user/password@connect` the password runs from the first `/` to the last `@` (or the end);
+/// one with no user (`/ as sysdba`, `/nolog`: the operating system's login) has none. Prose that
+/// puts `a/b` right after such a tool's name (`sqlplus and/or rman`) loses its `b`.
+fn oracle_passwords(args: &[&str]) -> Vec<(usize, Range<usize>)> {
+    let is_logon_name = |w: &str| ORACLE_LOGONS.iter().any(|n| w.eq_ignore_ascii_case(n));
+    let mut found = Vec::new();
+    let (mut positional, mut named_before) = (false, false);
+    for (i, arg) in args.iter().enumerate() {
+        let whole = unquote(arg, 0..arg.len());
+        let word = &arg[whole.clone()];
+        let logon = if std::mem::take(&mut named_before) {
+            Some(whole.clone())
+        } else if let Some(eq) = word.find('=') {
+            is_logon_name(&word[..eq]).then(|| whole.start + eq + 1..whole.end)
+        } else if is_logon_name(word) {
+            named_before = true;
+            None
+        } else if !positional && !word.starts_with('-') {
+            positional = true;
+            Some(whole.clone())
+        } else {
+            None
+        };
+        let Some(logon) = logon else { continue };
+        let text = &arg[logon.clone()];
+        let Some(slash) = text.find('/').filter(|&at| at > 0 && !text.starts_with('@')) else {
+            continue;
+        };
+        let password = slash + 1..text.rfind('@').filter(|&at| at > slash).unwrap_or(text.len());
+        if !password.is_empty() && &text[password.clone()] != REDACTED {
+            found.push((i, logon.start + password.start..logon.start + password.end));
         }
     }
     found
@@ -2321,7 +2408,7 @@ const ARGV_PATTERN: &str = concat!(
 );
 static ARGV: LazyLock<Regex> = LazyLock::new(|| compile(&argv_pattern()));
 
-/// [`ARGV_PATTERN`] after the name of any [`Tool`] or `htpasswd` (group `tool`, whose
+/// [`ARGV_PATTERN`] after the name of any [`Tool`], `htpasswd` or Oracle tool (group `tool`, whose
 /// arguments [`secret_args`] reads), in any case, with `.exe`; a name ending in `*` takes any
 /// letters there.
 fn argv_pattern() -> String {
@@ -2333,6 +2420,7 @@ fn argv_pattern() -> String {
             None => regex::escape(n),
         })
         .chain(std::iter::once("htpasswd".to_owned()))
+        .chain(ORACLE_TOOLS.iter().map(|t| (*t).to_owned()))
         .collect();
     format!(
         r"{}(?P<tool>(?i:{})(?i:\.exe)?)(?-u:\b)|{ARGV_PATTERN}",
@@ -3997,10 +4085,21 @@ mod tests {
             "CREATE USER x IDENTIFIED BY\n '{}';",
             "GRANT x IDENTIFIED WITH 'caching_sha2_password' BY '{}'",
             "https://x/y?a=1&amp;sig={}&b=2",
+            // Oracle's logons: the first word that is no option, or a logon parameter.
+            "sqlplus scott/{}@orcl",
+            "sqlplus -s -L system/{}@//db.example.com:1521/ORCL @run.sql",
+            "sqlplus sys/{}@prod as sysdba",
+            "SQLPLUS.EXE scott/{}",
+            "expdp system/{}@db directory=d dumpfile=x.dmp",
+            "impdp userid=system/{} directory=d",
+            "sqlldr control=x.ctl userid=scott/{}@db",
+            "rman target sys/{}@prod catalog rco/x9Y8z7W6v5@cat",
+            "rman target=sys/{}@prod nocatalog",
+            "dgmgrl sys/{}@primary",
         ];
         for line in lines {
             // Quoted values only where a quote may stand: after a flag, and in SQL.
-            let glued = ["://", ":{}", "%{}", "-p{}", "-w{}", "-P{}", "-hp{}", "'{}'", "\\"];
+            let glued = ["://", ":{}", "%{}", "-p{}", "-w{}", "-P{}", "-hp{}", "'{}'", "\\", "/{}"];
             let quotable = !glued.iter().any(|t| line.contains(t));
             let mut forms = vec![line.replace("{}", PW)];
             if quotable {
@@ -4069,6 +4168,12 @@ mod tests {
             "cc x.c -lmysqlclient -pthread",
             "ssh-keygen -t ed25519 -N '' -f key",
             "docker login --password-stdin registry",
+            "sqlplus / as sysdba",
+            "sqlplus /nolog",
+            "sqlplus -s @run.sql",
+            "sqlplus scott",
+            "rman target / cmdfile=backup.rman",
+            "expdp help=y",
         ] {
             check(text, text);
         }
@@ -4946,6 +5051,51 @@ line secret" next"#,
             "{name: password, v: 'a, ".repeat(40_000),
         ] {
             assert!(!redact_text(&text).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_key_named_only_by_the_object_it_is_in_is_redacted_when_it_looks_like_one() {
+        let secrets = ["9f86d081884c7d659a2feaa0c55ad015", "V11kkkHidden7", "aB3/xY9+qR7=zz"];
+        let spellings = ["key", "Key", "KEY"];
+        for parent in
+            ["openai", "OpenAI", "sendgrid", "github-app", "myVendor", "stripe_live", "anthropic2"]
+        {
+            for (i, secret) in secrets.iter().enumerate() {
+                let key = spellings[i % spellings.len()];
+                for mut value in [
+                    json!({ parent: { key: secret } }),
+                    json!({ "providers": { parent: { key: secret, "model": "m-1" } } }),
+                    json!({ "a": [{ "b": { parent: { "url": "https://x.io", key: secret } } }] }),
+                ] {
+                    let written = value.to_string();
+                    redact_json(&mut value);
+                    let stored = value.to_string();
+                    assert!(!stored.contains(secret), "{written} -> {stored}");
+                    assert!(stored.contains(parent), "{written} -> {stored}");
+                    assert_eq!(redacted_json(&value), value, "{written}");
+                }
+            }
+        }
+        // Another kind of key under its parent, a key that is a word, and objects in arrays (AWS
+        // tags), where no parent names the key, keep theirs.
+        for kept in [
+            json!({"primary": {"key": "V11kkkHidden7"}}),
+            json!({"cache": {"key": "user:42:profile"}}),
+            json!({"sortKey": {"key": "created2"}}),
+            json!({"partition": {"key": "tenant-9f86d0"}}),
+            json!({"openai": {"key": "default"}}),
+            json!({"shortcut": {"key": "Enter"}}),
+            json!({"tags": [{"Key": "Environment2", "Value": "prod"}]}),
+            json!([{"key": "V11kkkHidden7"}]),
+            json!({"key": "V11kkkHidden7"}),
+            json!({"openai": {"keys": 3, "key_id": "kid-1"}}),
+        ] {
+            assert_eq!(redacted_json(&kept), kept);
+        }
+        // A parent that is not ASCII is read by its bytes, never cut inside a character.
+        for parent in ["ключ", "жkey", "ke", "\u{e9}ey", "k\u{e9}y"] {
+            redacted_json(&json!({ parent: { "key": "V11kkkHidden7" } }));
         }
     }
 
