@@ -1185,7 +1185,20 @@ fn bare_userinfo(text: &str, whole: Range<usize>) -> Option<Option<Range<usize>>
     let scheme = ["mailto", "sip", "sips", "xmpp", "im", "pres", "acct"]
         .iter()
         .any(|scheme| user.eq_ignore_ascii_case(scheme));
-    Some((!scheme && looks_like_credential(password)).then(|| whole.start..whole.start + at))
+    Some(
+        (!scheme && looks_like_credential(password) && !is_digest(&text[whole.start + at + 1..]))
+            .then(|| whole.start..whole.start + at),
+    )
+}
+
+/// Whether `text` starts with a content digest, `sha256:` and hex (`sha384`, `sha512` too): what
+/// follows `@` in an image reference (`nginx:1.25-alpine@sha256:…`), whose `name:tag` before it
+/// is no user and password.
+fn is_digest(text: &str) -> bool {
+    ["sha256:", "sha384:", "sha512:"].iter().any(|algorithm| {
+        text.get(..algorithm.len()).is_some_and(|a| a.eq_ignore_ascii_case(algorithm))
+            && text[algorithm.len()..].bytes().take_while(u8::is_ascii_hexdigit).count() >= 32
+    })
 }
 
 /// The prefix words of generic keys, longest first.
@@ -1693,6 +1706,12 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
     }
     if let Some((quote, open)) = quote_at(bytes, start) {
         return quoted_value(text, open, quote, kind);
+    }
+    // `method=password user=alice` (logfmt): after a name without a sign, a word that is a
+    // pair of its own, `key=value`, is the next pair, not the name's value (base64's `==`
+    // padding is no pair).
+    if kind == Sep::Bare && starts_a_pair(&bytes[start..]) {
+        return None;
     }
     if kind != Sep::Bare {
         // Nothing but a break, or a YAML block indicator (`|`, `>-`…) and a break, after the
@@ -3470,6 +3489,19 @@ fn element_value(text: &str, start: usize) -> Option<Range<usize>> {
     Some(from..from + value.len())
 }
 
+/// Whether `bytes` start with `key=value`: a name (a letter or `_`, then name characters), `=`,
+/// and a value that starts with neither `=` nor a blank.
+fn starts_a_pair(bytes: &[u8]) -> bool {
+    let name = bytes
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        .count();
+    name > 0
+        && (bytes[0].is_ascii_alphabetic() || bytes[0] == b'_')
+        && bytes.get(name) == Some(&b'=')
+        && bytes.get(name + 1).is_some_and(|b| !matches!(b, b'=' | b' ' | b'\t' | b'\n' | b'\r'))
+}
+
 /// Whether another `key=` / `key:` pair starts at `at`, after blanks. The key may be quoted
 /// (`"key":`, `\"key\":` in JSON text, at any depth, the same quote on both sides); a `:` that
 /// starts `://` is a URL.
@@ -4027,6 +4059,46 @@ mod tests {
         ] {
             check(prose, prose);
         }
+    }
+
+    /// Two readings that took words which are no secret: a `name:tag` before an image digest
+    /// is no `user:password@host`, and after a secret name without a sign, a `key=value` word
+    /// is logfmt's next pair. Each is kept in every variant, at three depths of escaping, while
+    /// the shapes they resemble still go.
+    #[test]
+    fn an_image_digest_and_a_logfmt_pair_keep_their_words_and_look_alikes_still_go() {
+        let hex64 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let hex128 = hex64.repeat(2);
+        let kept = [
+            format!("pulled nginx:1.25-alpine@sha256:{hex64} ok"),
+            format!("FROM node:20-bookworm-slim@sha256:{hex64} AS build"),
+            format!("app:v1-rc2@sha512:{hex128}"),
+            format!("image: ghcr.io/org/api:2026.11.27-b7@SHA256:{hex64}"),
+            "method=password user=alice".to_owned(),
+            "level=info method=password user=alice ip=10.0.0.1".to_owned(),
+            "grant_type=password username=alice scope=read".to_owned(),
+            "login via password remote_addr=10.0.0.7 status=401".to_owned(),
+        ];
+        for text in &kept {
+            for depth in 0..3 {
+                let written = json_escaped(text, depth);
+                assert_eq!(redact_text(&written), written, "depth {depth}");
+            }
+        }
+        let gone = [
+            ("password dGVzdA1234==", "dGVzdA1234=="),
+            ("method=password password=S3cretPw1 user=alice", "S3cretPw1"),
+            ("admin:S3cretPw-9@db.internal:5432", "S3cretPw-9"),
+            ("user:Pa55-word@sha256.example.com", "Pa55-word"),
+            ("deploy:Pa55-word@sha256:abc123", "Pa55-word"),
+        ];
+        for (text, secret) in gone {
+            assert_redacted_escaped(text, 0..3, &[secret], &[]);
+        }
+        check(
+            "method=password password=S3cretPw1 user=alice",
+            "method=password password=[REDACTED] user=alice",
+        );
     }
 
     /// A secret that a command line or a URL carries without a name before it is found as
