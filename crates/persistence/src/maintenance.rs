@@ -37,9 +37,9 @@ pub const TABLES: [&str; 14] = [
 /// against these by `schema_fingerprints_are_a_fresh_servers_on_postgres`, which prints this
 /// table anew when a migration changes a trigger.
 const POSTGRES_TRIGGERS: [(&str, &str, &str); 13] = [
-    ("audit_head", "audit_head_no_delete", "45c0aa2591d306b8"),
-    ("audit_head", "audit_head_no_truncate", "e586751d51d2534d"),
-    ("audit_head", "audit_head_update", "5f0cbdbcd12feb46"),
+    ("audit_head", "audit_head_no_delete", "66ea4d0aa3954b93"),
+    ("audit_head", "audit_head_no_truncate", "0022d6e1455d9533"),
+    ("audit_head", "audit_head_update", "cc1cdf28b6e887fc"),
     ("audit_logs", "audit_logs_no_delete", "38fcc3e38c46a738"),
     ("audit_logs", "audit_logs_no_truncate", "64002189cd6e7041"),
     ("audit_logs", "audit_logs_no_update", "3c9c9563145845a1"),
@@ -60,6 +60,9 @@ fn trigger_fingerprint(definition: &str) -> String {
 }
 
 /// The schema's tables' triggers on a PostgreSQL server: (table, trigger, enabled, fingerprint).
+/// A function body that names the schema's own tables by the schema they were migrated into
+/// (`public.audit_logs`) is read without that name, so that a schema other than `public` has
+/// the same fingerprints; one that names another schema's table is a change.
 fn postgres_triggers(db: &Database) -> Result<Vec<(String, String, bool, String)>> {
     db.read(|tx| {
         tx.prepare(
@@ -69,10 +72,11 @@ fn postgres_triggers(db: &Database) -> Result<Vec<(String, String, bool, String)
                               t.tgdeferrable::text, t.tginitdeferred::text, t.tgnargs::text,
                               encode(t.tgargs, 'hex'), (p.pronamespace = c.relnamespace)::text,
                               p.proname::text, l.lanname::text, p.prosecdef::text,
-                              COALESCE(p.proconfig::text, ''), p.prosrc)
+                              COALESCE(p.proconfig::text, ''),
+                              replace(p.prosrc, format('%I.', current_schema()), ''))
              FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
                   JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_language l ON l.oid = p.prolang
-             WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace
+             WHERE NOT t.tgisinternal AND c.relnamespace = quote_ident(current_schema())::regnamespace
              ORDER BY 2",
         )?
         .query_map(&[], |r| {
@@ -585,6 +589,15 @@ mod tests {
             .collect();
         assert_eq!(expected, table, "POSTGRES_TRIGGERS should be:\n{}", table.join("\n"));
         assert!(found.iter().all(|f| f.2), "{found:?}");
+        assert_eq!(db.schema_problems().unwrap(), Vec::<String>::new());
+        db.close().unwrap();
+        // Migrated into another schema, the same.
+        let mut admin = postgres::Client::connect(&fresh.url, postgres::NoTls).unwrap();
+        admin.batch_execute("CREATE SCHEMA \"Elsewhere2\"").unwrap();
+        let url = format!("{}&options=-c%20search_path%3D%22Elsewhere2%22", fresh.url);
+        let db = Database::open(&url).unwrap();
+        let there = postgres_triggers(&db).unwrap();
+        assert_eq!(there.len(), found.len());
         assert_eq!(db.schema_problems().unwrap(), Vec::<String>::new());
         db.close().unwrap();
     }

@@ -1591,13 +1591,17 @@ pub(crate) fn latest_version() -> i64 {
         .unwrap_or(0)
 }
 
+/// Whether the table named by the statement's first parameter is in the schema this connection
+/// makes its tables in (`current_schema()`, the first schema of its `search_path` that exists:
+/// `public`, or a schema of the role's own, as PostgreSQL 15 recommends), where the migrations
+/// made the schema's tables. False when no schema of the path exists.
+pub(crate) const TABLE_EXISTS: &str = "SELECT CASE WHEN current_schema() IS NULL THEN FALSE
+     ELSE to_regclass(format('%I.%I', current_schema(), $1::text)) IS NOT NULL END";
+
 /// The newest migration applied to the database of `tx`, a PostgreSQL transaction.
 pub(crate) fn applied_in(tx: &crate::Tx<'_>) -> Result<i64> {
-    let found = tx.query_row(
-        "SELECT to_regclass('public.refinery_schema_history') IS NOT NULL",
-        &[],
-        |r| r.get::<bool>(0),
-    )?;
+    let found =
+        tx.query_row(TABLE_EXISTS, &[crate::Param::text(HISTORY_TABLE)], |r| r.get::<bool>(0))?;
     if found != Some(true) {
         return Ok(0);
     }
@@ -1613,8 +1617,7 @@ pub(crate) fn applied_in(tx: &crate::Tx<'_>) -> Result<i64> {
 fn applied_version(
     client: &mut impl postgres::GenericClient,
 ) -> std::result::Result<i64, postgres::Error> {
-    let row = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&format!("public.{HISTORY_TABLE}")])?;
+    let row = client.query_one(TABLE_EXISTS, &[&HISTORY_TABLE])?;
     if !row.get::<_, bool>(0) {
         return Ok(0);
     }
@@ -1631,13 +1634,8 @@ struct PgHistory<'a, C: postgres::GenericClient>(&'a mut C, Option<i64>);
 
 impl<C: postgres::GenericClient> History for PgHistory<'_, C> {
     fn recorded(&mut self) -> Result<Vec<Recorded>> {
-        let exists = self
-            .0
-            .query_one(
-                "SELECT to_regclass($1) IS NOT NULL",
-                &[&format!("public.{}", sets::HISTORY)],
-            )
-            .map_err(Error::from_postgres)?;
+        let exists =
+            self.0.query_one(TABLE_EXISTS, &[&sets::HISTORY]).map_err(Error::from_postgres)?;
         if !exists.get::<_, bool>(0) {
             return Ok(Vec::new());
         }

@@ -388,11 +388,11 @@ pub(crate) fn versions(tx: &crate::Tx<'_>, core: i64) -> Result<Vec<SetVersion>>
             &[crate::Param::text(HISTORY)],
             |r| r.get::<bool>(0),
         )?,
-        Backend::Postgres => tx.query_row(
-            "SELECT to_regclass('public.aigentflow_migration_sets') IS NOT NULL",
-            &[],
-            |r| r.get::<bool>(0),
-        )?,
+        Backend::Postgres => {
+            tx.query_row(crate::pg::TABLE_EXISTS, &[crate::Param::text(HISTORY)], |r| {
+                r.get::<bool>(0)
+            })?
+        }
     };
     if exists != Some(true) {
         return Ok(out);
