@@ -1139,8 +1139,8 @@ fn a_write_past_the_file_size_limit_fails_in_one_line_and_leaves_no_temp_file(t:
 }
 
 on_both! {
-/// A database file the command makes (a backup, a copy into a new file) is refused while a
-/// `-wal` or `-journal` is at its name, of any kind (a stale one left by a deleted database, a
+/// A database file the command makes (a backup, a copy into a new file, `init` or `demo` at a
+/// new --db) is refused while a `-wal` or `-journal` is at its name, of any kind (a stale one left by a deleted database, a
 /// link, a folder): SQLite would apply it to the new file when it is next opened, which then
 /// would not hold the copy (a stale WAL replaced a whole backup with the deleted database's
 /// tables). Nothing is made, the file there stays as it was; `-shm` alone is harmless and
@@ -1175,6 +1175,14 @@ fn a_new_database_file_never_takes_a_journal_already_at_its_name(t: TestDb) {
                 assert!(r.stderr.contains(journal.to_str().unwrap()), "{kind}: {}", r.stderr);
                 assert!(!dest.exists(), "{kind} {suffix}, {args:?}: a file was made");
                 assert!(temps(dir).is_empty(), "{kind}, {args:?}: {:?}", temps(dir));
+            }
+            // The commands that make a database at --db (which reset a stale WAL, losing a
+            // crashed database's last writes) follow the same rule.
+            for args in [&["init"][..], &["demo"]] {
+                let r = run(&dest, args);
+                assert_refused(&r, "is there already");
+                assert!(r.stderr.contains(journal.to_str().unwrap()), "{kind}: {}", r.stderr);
+                assert!(!dest.exists(), "{kind} {suffix}, {args:?}: a database was made");
             }
             if kind == "a file" {
                 assert_eq!(std::fs::read(&journal).unwrap(), stale, "the journal there is kept");

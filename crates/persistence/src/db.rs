@@ -350,6 +350,20 @@ impl Database {
                 if options.access != Access::Create {
                     return Err(Error::Missing { path });
                 }
+                // SQLite would take a `-wal` or `-journal` at the name as the new file's own:
+                // reset it (a crashed database's last writes, lost) or apply it. The rule of
+                // every database file the command makes (`Output::hold_database`): refused while
+                // one is there, unless the file appeared meanwhile (another process made it).
+                for suffix in ["-wal", "-journal"] {
+                    let mut journal = path.as_os_str().to_os_string();
+                    journal.push(suffix);
+                    let journal = PathBuf::from(journal);
+                    if std::fs::symlink_metadata(&journal).is_ok()
+                        && std::fs::symlink_metadata(&path).is_err()
+                    {
+                        return Err(Error::ForeignJournal { path, journal });
+                    }
+                }
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
                         .map_err(|source| Error::CreateDir { path: dir.to_path_buf(), source })?;
