@@ -246,3 +246,52 @@ fn a_copy_refuses_a_column_one_side_lacks_naming_it_and_copies_nothing() {
         source.copy_into(dest.db(), |_, _, _| {}).unwrap();
     }
 }
+
+/// Copies of two sources started at once into one empty destination: one copies, the other
+/// finds the destination holding the first's rows and is refused, whichever backend the
+/// destination is. Never both (they would merge two databases into one), tried five times.
+#[test]
+fn two_copies_into_one_empty_destination_at_once_never_both_land() {
+    let sources: Vec<TestDb> = (0..2)
+        .map(|i| {
+            let t = TestDb::sqlite();
+            t.db()
+                .write(|tx| {
+                    tx.execute(
+                        "INSERT INTO configurations (key, value, scope) VALUES (?1, '1', 'global')",
+                        &[aigentflow::persistence::Param::text(&format!("only-in-source-{i}"))],
+                    )
+                })
+                .unwrap();
+            t
+        })
+        .collect();
+    for round in 0..5 {
+        for dest in empties() {
+            let start = std::sync::Barrier::new(2);
+            let results: Vec<_> = std::thread::scope(|s| {
+                let handles: Vec<_> = sources
+                    .iter()
+                    .map(|source| {
+                        let (dest, start) = (&dest, &start);
+                        s.spawn(move || {
+                            start.wait();
+                            source.db().copy_into(dest.db(), |_, _, _| {})
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let landed = results.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(landed, 1, "{:?} round {round}: {results:?}", dest.backend());
+            for r in results.iter().filter_map(|r| r.as_ref().err()) {
+                assert!(matches!(r, PError::NotEmpty { .. }), "{r}");
+            }
+            let keys = dest.db().read(|tx| {
+                tx.prepare("SELECT key FROM configurations WHERE key LIKE 'only-in-source-%'")?
+                    .query_map(&[], |r| r.get::<String>(0))
+            });
+            assert_eq!(keys.unwrap().len(), 1, "{:?} round {round}", dest.backend());
+        }
+    }
+}

@@ -37,7 +37,9 @@ pub enum DbCommand {
     /// Copy a whole database into an empty one, across backends: a SQLite file into a
     /// PostgreSQL database to move a team onto a server, or back into a file for a local copy.
     /// SRC and DEST are each a path or a `postgres://` URL (`--db` is not used). SRC is read in
-    /// one snapshot at this build's schema (migrate it first); DEST is created (a file) and
+    /// one snapshot at this build's schema (migrate it first), and its audit log must verify (a
+    /// copy could not carry what verify finds there, such as rows deleted from the log's end);
+    /// DEST is created (a file) and
     /// migrated if needed, and must hold no rows; a file DEST that is a symlink, or whose files
     /// (it, `-wal`, `-journal`, `-shm`) would be SRC's own, is refused. Every row is copied as
     /// stored, ids and audit hashes included, in one transaction: on any error DEST is left as
@@ -276,6 +278,18 @@ fn copy(ctx: &Ctx, src: PathBuf, dest: PathBuf) -> anyhow::Result<Done> {
     let to = Ctx { path: dest, out: ctx.out.clone(), lock_timeout: ctx.lock_timeout };
     let source = from.read()?;
     source.check_copy_source()?;
+    // What verify finds in the source, the copy would not carry: rows deleted from the log's
+    // end show only in the source's count of appended ids, which a copy cannot take (the
+    // destination's head names its last row). A copy of a log that does not verify is refused.
+    let checked = AuditLog::new(source.clone()).verify(None)?;
+    if let Some(finding) = &checked.finding {
+        anyhow::bail!(
+            "the audit log of {} does not verify ({finding}), and a copy would not show it: \
+             see `aigentflow --db {} audit verify`; nothing was copied",
+            from.shown(),
+            from.shown()
+        );
+    }
     let bar = ctx.out.spinner("copying");
     let progress = |table: &str, done: u64, total: u64| {
         if let Some(bar) = &bar {

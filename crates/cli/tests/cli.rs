@@ -1297,3 +1297,49 @@ fn a_database_in_a_schema_of_its_own_works_as_in_public_on_postgres() {
         assert_ne!(tables(schema), "0", "{schema}");
     }
 }
+
+on_both! {
+/// What `audit verify` finds in a source, a copy would not show: rows deleted from the log's
+/// end leave a count of appended ids that a copy cannot carry, so the copy verified clean. A
+/// copy of a log that does not verify is refused in one line, whatever was done to it (the
+/// last row deleted, a row in the middle deleted, a row's action edited), and nothing is made,
+/// into a new file or into an empty PostgreSQL database alike.
+fn a_copy_of_a_log_that_does_not_verify_is_refused(t: EmptyDb) {
+    let db = Path::new(t.location());
+    run(db, &["demo"]).ok();
+    let mut raw = Driver::of(t);
+    let sqlite = t.backend() == Backend::Sqlite;
+    let around = |raw: &mut Driver, trigger: &str, sql: &str| {
+        if sqlite {
+            let kept = raw.query("SELECT sql FROM sqlite_master WHERE name = ?1", &[Raw::text(trigger)]);
+            let create = kept[0][0].clone().unwrap();
+            raw.batch(&format!("DROP TRIGGER {trigger}; {sql}; {create}"));
+        } else {
+            raw.batch(&format!(
+                "ALTER TABLE audit_logs DISABLE TRIGGER {trigger}; {sql}; ALTER TABLE audit_logs ENABLE TRIGGER {trigger}"
+            ));
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tampering = [
+        ("audit_logs_no_delete", "DELETE FROM audit_logs WHERE id = (SELECT MAX(id) FROM audit_logs)"),
+        ("audit_logs_no_delete", "DELETE FROM audit_logs WHERE id = 5"),
+        ("audit_logs_no_update", "UPDATE audit_logs SET action = 'nothing happened' WHERE id = 3"),
+    ];
+    for (i, (trigger, sql)) in tampering.iter().enumerate() {
+        around(&mut raw, trigger, sql);
+        assert_eq!(run(db, &["audit", "verify"]).code, 3, "{sql}");
+        let dest = dir.path().join(format!("copy{i}.db"));
+        let r = run(db, &["db", "copy", t.location(), dest.to_str().unwrap()]);
+        assert_error_line(&r, 1, "does not verify");
+        assert!(!dest.exists(), "{sql}: a copy was made");
+        if let Some(server) = EmptyDb::postgres() {
+            let r = run(db, &["db", "copy", t.location(), server.location()]);
+            assert_error_line(&r, 1, "does not verify");
+            // Not even the schema was made there.
+            let status = run(Path::new(server.location()), &["status"]);
+            assert_error_line(&status, 1, "holds no aigentflow tables");
+        }
+    }
+}
+}

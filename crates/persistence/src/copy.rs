@@ -133,8 +133,15 @@ fn refuse_sets(src: &Tx<'_>, source: &Database) -> Result<()> {
     })
 }
 
-/// Refuses a destination that holds any row but the schema's own version rows.
+/// Refuses a destination that holds any row but the schema's own version rows. On PostgreSQL
+/// the tables are first locked against every other writer until the copy commits (SQLite's
+/// write transaction already is the only writer): two copies into one empty database at once
+/// would otherwise both find it empty and merge their sources.
 fn check_empty(dst: &Tx<'_>, dest: &Database) -> Result<()> {
+    if dst.backend() == Backend::Postgres {
+        let tables: Vec<&str> = TABLES.iter().map(|(t, _)| *t).collect();
+        dst.execute(&format!("LOCK TABLE {} IN EXCLUSIVE MODE", tables.join(", ")), &[])?;
+    }
     for (table, _) in TABLES.iter().filter(|(t, _)| *t != "schema_versions") {
         let sql = format!("SELECT COUNT(*) FROM {table}");
         let rows = dst.query_row(&sql, &[], |r| r.get::<u64>(0))?.unwrap_or(0);
