@@ -633,8 +633,8 @@ fn read_signing_key(
 /// A small file's metadata (of the file read, not of its name) and text.
 fn read_small_file(path: &std::path::Path) -> anyhow::Result<(std::fs::Metadata, String)> {
     use std::io::Read;
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file = aigentflow_persistence::open_input(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let meta = file.metadata().with_context(|| format!("cannot read {}", path.display()))?;
     let mut text = String::new();
     file.take(aigentflow_audit::report::MAX_FILE + 1)

@@ -238,8 +238,8 @@ fn import(ctx: &Ctx, path: &std::path::Path) -> anyhow::Result<Done> {
     let mut input: Box<dyn BufRead> = if path.as_os_str() == Output::STDOUT {
         Box::new(std::io::stdin().lock())
     } else {
-        let file =
-            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let file = aigentflow_persistence::open_input(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         Box::new(std::io::BufReader::new(file))
     };
     let bundle = aigentflow_bundle::read_bundle(&mut input)

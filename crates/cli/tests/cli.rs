@@ -303,13 +303,13 @@ fn audit_log_verify_and_a_kept_head_catch_tampering_with_exit_code_3(t: EmptyDb)
 
     let r = run(db, &["audit", "verify", "--head", dir.join("none.json").to_str().unwrap()]);
     assert_error_line(&r, 1, "none.json");
-    // A head file is read up to a bound, not whole: a huge file, an endless device.
+    // A head file is read up to a bound, not whole; an endless device is no file at all.
     let huge = dir.join("huge.json");
     std::fs::File::create(&huge).unwrap().set_len(1 << 30).unwrap();
-    for name in [huge.to_str().unwrap(), "/dev/zero"] {
-        let r = run(db, &["audit", "verify", "--head", name]);
-        assert_error_line(&r, 1, "larger than a head");
-    }
+    let r = run(db, &["audit", "verify", "--head", huge.to_str().unwrap()]);
+    assert_error_line(&r, 1, "larger than a head");
+    let r = run(db, &["audit", "verify", "--head", "/dev/zero"]);
+    assert_error_line(&r, 1, "a device, not a regular file");
 }
 }
 

@@ -1330,3 +1330,77 @@ fn a_closed_stdout_ends_the_command_quietly_with_its_database_whole_on_sqlite() 
 fn path_text(p: &Path) -> String {
     p.to_str().unwrap().to_owned()
 }
+
+on_both! {
+/// Every file the command reads by name is a regular file: a FIFO with no writer (which would
+/// block the open forever), a device, or a folder is refused at once, in one line naming what
+/// it is, for every reader: a workflow file, a head, a report, a public key, a signing key,
+/// and a bundle. A bundle from a pipe comes on stdin (`-`), as before.
+fn a_file_read_by_name_is_a_regular_file_and_a_fifo_is_never_waited_on(t: EmptyDb) {
+    let (dir, db) = demo(t);
+    let fifo = dir.join("nobody-writes");
+    mkfifo(&fifo);
+    let folder = dir.join("a-folder");
+    std::fs::create_dir(&folder).unwrap();
+    let key = dir.join("k.key");
+    run(db, &["audit", "keygen", key.to_str().unwrap()]).ok();
+    let report = dir.join("r.json");
+    run(db, &["audit", "verify", "--report", report.to_str().unwrap()]).ok();
+    let task = run(db, &["--json", "tasks", "list"]).ok().json()[0]["task_id"].as_str().unwrap().to_owned();
+    let bundle = run(db, &["tasks", "export", &task, "-o", "-"]).ok().stdout;
+    let (pubkey, report) = (format!("{}.pub", key.display()), report.display().to_string());
+    let readers: [Vec<&str>; 6] = [
+        vec!["workflow", "check", "PATH"],
+        vec!["audit", "verify", "--head", "PATH"],
+        vec!["audit", "check-report", "PATH", "--pubkey", &pubkey],
+        vec!["audit", "check-report", &report, "--pubkey", "PATH"],
+        vec!["audit", "verify", "--report", "-", "--sign", "PATH"],
+        vec!["tasks", "import", "PATH"],
+    ];
+    for (input, what) in [(fifo.as_path(), "FIFO (named pipe)"), (Path::new("/dev/zero"), "device"), (&folder, "folder")] {
+        for reader in &readers {
+            let args: Vec<&str> =
+                reader.iter().map(|a| if *a == "PATH" { input.to_str().unwrap() } else { a }).collect();
+            let mut child = cmd(db)
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while child.try_wait().unwrap().is_none() {
+                if std::time::Instant::now() > deadline {
+                    child.kill().unwrap();
+                    panic!("{args:?} waits on a {what}");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let r = finish(child.wait_with_output().unwrap());
+            if args[0] == "workflow" {
+                // `workflow check` reports a file's problems as its findings (exit 3).
+                let said = String::from_utf8_lossy(&r.stdout);
+                assert_eq!(r.code, 3, "{args:?}: {said}{}", r.stderr);
+                assert!(said.contains(&format!("{what}, not a regular file")), "{args:?}: {said}");
+            } else {
+                assert_refused(&r, &format!("{what}, not a regular file"));
+            }
+        }
+    }
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    // From a pipe on stdin, a bundle still imports.
+    let other = dir.join("other.db");
+    run(&other, &["init"]).ok();
+    let mut child = cmd(&other)
+        .args(["tasks", "import", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &bundle).unwrap();
+    let r = finish(child.wait_with_output().unwrap()).ok();
+    let said = String::from_utf8_lossy(&r.stdout);
+    assert!(said.contains("imported task"), "{said}");
+}
+}

@@ -323,17 +323,7 @@ impl Database {
         match std::fs::metadata(&path) {
             Ok(meta) if meta.is_dir() => return Err(Error::IsADirectory { path }),
             Ok(meta) if !meta.is_file() => {
-                use std::os::unix::fs::FileTypeExt;
-                let t = meta.file_type();
-                let kind = if t.is_char_device() || t.is_block_device() {
-                    "device"
-                } else if t.is_fifo() {
-                    "FIFO (named pipe)"
-                } else if t.is_socket() {
-                    "socket"
-                } else {
-                    "special file"
-                };
+                let kind = crate::output::file_kind(&meta);
                 return Err(Error::NotAFile { path, kind });
             }
             Ok(meta) if meta.len() == 0 && options.access != Access::Create => {

@@ -60,7 +60,7 @@ pub use db::{
 pub use error::{Error, NotWritable, Result, SafeText};
 pub use location::Location;
 pub use maintenance::{BackupReport, ForeignKeyProblem, TABLES};
-pub use output::{check_database_destination, Leftover, Output};
+pub use output::{check_database_destination, open_input, Leftover, Output};
 pub use pg::{display_url, is_url as is_postgres_url};
 pub use sets::{AppMigration, MigrationSet, SetVersion, CORE_SET};
 pub use state_store::{ResumableTask, SqliteStateStore, TaskSummary};

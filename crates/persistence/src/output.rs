@@ -1,4 +1,5 @@
-//! Files the command writes: the one rule every output path follows (decision 14).
+//! Files the command writes: the one rule every output path follows (decision 14); and the
+//! rule of the files it reads by name ([`open_input`]).
 //!
 //! An output path is one of two kinds:
 //!
@@ -1137,6 +1138,45 @@ pub(crate) fn copy_into(path: &Path, file: &mut File, out: &mut Output) -> Resul
         out.writer.write_all(&buf[..n]).map_err(|e| io_error(&out.path, "writing it", e))?;
         out.written += n as u64;
         total += n as u64;
+    }
+}
+
+/// The one rule every file the command reads by name follows: opened without waiting (a FIFO
+/// with no writer would block the open forever), and refused unless it is a regular file (a
+/// FIFO, device, socket or folder is an [`std::io::ErrorKind::InvalidInput`] error saying
+/// which). Data from a pipe comes on stdin (`-`), where a command takes it.
+pub fn open_input(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is a {}, not a regular file", file_kind(&meta)),
+        ));
+    }
+    Ok(file)
+}
+
+/// What a file that is not a regular one is, in words.
+pub(crate) fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "folder"
+    } else if t.is_char_device() || t.is_block_device() {
+        "device"
+    } else if t.is_fifo() {
+        "FIFO (named pipe)"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_file() {
+        "regular file"
+    } else {
+        "special file"
     }
 }
 

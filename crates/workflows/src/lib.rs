@@ -147,7 +147,7 @@ pub fn read_file(path: &Path) -> Result<WorkflowDefinition> {
     use std::io::Read;
     let io = |source| Error::Io { path: path.to_path_buf(), source };
     let mut text = String::new();
-    std::fs::File::open(path)
+    aigentflow_persistence::open_input(path)
         .and_then(|f| f.take(MAX_FILE + 1).read_to_string(&mut text))
         .map_err(io)?;
     if text.len() as u64 > MAX_FILE {
