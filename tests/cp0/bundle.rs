@@ -310,7 +310,8 @@ fn hand_made(task: &str, context: &str, prompt: &str, details: &str) -> Vec<Stri
         format: bundle::FORMAT.into(),
         version: bundle::VERSION,
         tool: "test".into(),
-        source: "/elsewhere/aigentflow.db".into(),
+        // A source of its own per task: each hand-made bundle is another database's row 7.
+        source: format!("/elsewhere/{task}/aigentflow.db"),
         exported_at: "2026-11-20 08:00:00.000".into(),
         tasks: vec![task.into()],
     };
@@ -914,5 +915,54 @@ fn an_imported_event_holds_only_what_an_entry_could_or_is_refused(t) {
         Ok(())
     });
     verifies(t.db());
+}
+}
+
+on_both! {
+/// A bundle's audit row whose fields were edited and whose hash was recomputed (the formula is
+/// public) cannot pass for a row this database knows: imported back into its source, or into a
+/// database that imported the genuine row before, each edited field is refused naming the row,
+/// and nothing is written. (A bundle forged whole, of rows nobody here knows, cannot be told
+/// from a genuine one without a signature.)
+fn an_audit_row_edited_with_its_hash_recomputed_is_refused_where_its_origin_is_known(t) {
+    let src = t.db();
+    populate(src, "task-f");
+    let genuine = export(src, &["task-f"]);
+    let elsewhere = another(t);
+    import(elsewhere.db(), &genuine).unwrap();
+    let text = String::from_utf8(genuine.clone()).unwrap();
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let audit_line = lines.iter().position(|l| l.contains("\"kind\":\"audit\"")).unwrap();
+    let edits: [(&str, serde_json::Value); 4] = [
+        ("action", json!("nothing happened")),
+        ("details", json!("{\"approved\":\"everything\"}")),
+        ("user_id", json!("ciso@example.com")),
+        ("prev_hash", json!("f".repeat(64))),
+    ];
+    for (field, value) in edits {
+        let mut forged = lines.clone();
+        edit_line(&mut forged, audit_line, |v| {
+            v[field] = value.clone();
+            let mut fields = v.clone();
+            fields.as_object_mut().unwrap().remove("kind");
+            let row: bundle::AuditRowRecord = serde_json::from_value(fields).unwrap();
+            v["row_hash"] = json!(row.computed_hash());
+        });
+        let forged = joined(&forged);
+        bundle::read_bundle(&mut &forged[..]).expect("the forgery is well formed");
+        for dest in [t, &elsewhere] {
+            let before = dump(dest);
+            let err = import(dest.db(), &forged).unwrap_err();
+            assert!(matches!(err, bundle::Error::OriginDiffers { .. }), "{field}: {err}");
+            assert!(err.to_string().contains("the bundle was edited"), "{err}");
+            assert_eq!(dump(dest), before, "{field}: nothing written");
+        }
+    }
+    // The genuine bundle still finds everything already present on both sides.
+    for dest in [t, &elsewhere] {
+        let report = import(dest.db(), &genuine).unwrap();
+        assert_eq!(report.audit_appended, 0);
+        verifies(dest.db());
+    }
 }
 }

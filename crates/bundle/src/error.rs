@@ -36,6 +36,12 @@ pub enum Error {
     /// An id of the bundle is taken here by a row of another task; nothing was imported.
     #[error("{what} {id} of task {task} already exists here (of another task): nothing imported")]
     IdTaken { what: &'static str, id: SafeText, task: SafeText },
+    /// An audit row of the bundle claims to be a row of a database whose row this one knows
+    /// with another hash (this database itself, or one it imported that row from before): the
+    /// bundle was edited (or its source is a database made anew at the same location); nothing
+    /// was imported.
+    #[error("audit row {id} of {source_db} in the bundle differs from that row as this database knows it (hash {known}…, the bundle's {given}…): the bundle was edited, or it comes from another database made at that location since; nothing imported")]
+    OriginDiffers { id: i64, source_db: SafeText, known: SafeText, given: SafeText },
     /// A task of the bundle would be stored in a form the state store cannot read back;
     /// nothing was imported.
     #[error("task {task} cannot be imported: the state store could not read it back ({reason}): nothing imported")]

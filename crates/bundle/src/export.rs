@@ -114,7 +114,7 @@ pub fn export(db: &Database, tasks: &[TaskId], out: &mut dyn Write) -> Result<Ex
 
 /// Where the tasks are, as the header names it: a file's absolute path (what the path that
 /// opened it resolves to), or the server's URL without its password.
-fn source(db: &Database) -> String {
+pub(crate) fn source(db: &Database) -> String {
     match db.path().and_then(|p| std::fs::canonicalize(p).ok()) {
         Some(path) => path.to_string_lossy().into_owned(),
         None => db.location().to_string_lossy().into_owned(),

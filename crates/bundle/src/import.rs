@@ -99,6 +99,8 @@ pub fn import(db: &Database, input: &mut dyn BufRead) -> Result<ImportReport> {
 pub fn import_bundle(db: &Database, bundle: &Bundle) -> Result<ImportReport> {
     let log = AuditLog::new(db.clone());
     let states = SqliteStateStore::new(db.clone());
+    // This database as a bundle exported from it names its source.
+    let this_db = crate::export::source(db);
     db.write(|tx| {
         let mut report = ImportReport {
             source: bundle.header.source.clone(),
@@ -143,6 +145,7 @@ pub fn import_bundle(db: &Database, bundle: &Bundle) -> Result<ImportReport> {
             }
             for row in &given.audit {
                 let origin = origin(row, &bundle.header.source);
+                check_origin(tx, &this_db, &origin)?;
                 if roots.insert(origin.hash.clone()) {
                     entries.push(imported(row, origin)?);
                 } else {
@@ -153,6 +156,42 @@ pub fn import_bundle(db: &Database, bundle: &Bundle) -> Result<ImportReport> {
         report.audit_appended = log.append_imported_in(tx, &entries)?.len() as u64;
         Ok(report)
     })
+}
+
+/// Refuses an audit row whose origin this database knows with another hash: a row of this very
+/// database (`here`, as an export of it names it) or a row imported from that origin before.
+/// Keyless hashes cannot tell a bundle forged whole from a genuine one, but a row claiming to
+/// be one this database holds, or has imported, must be that row.
+fn check_origin(tx: &Tx<'_>, here: &str, origin: &ImportedOrigin) -> Result<()> {
+    let known = if origin.source == here {
+        tx.query_row(
+            "SELECT row_hash FROM audit_logs WHERE id = ?1 AND origin_id IS NULL",
+            &[Param::int(origin.id)],
+            |r| r.get::<Option<String>>(0),
+        )?
+        .flatten()
+    } else {
+        None
+    };
+    let known = match known {
+        Some(hash) => Some(hash),
+        None => tx
+            .query_row(
+                "SELECT origin_hash FROM audit_logs WHERE origin_source = ?1 AND origin_id = ?2",
+                &[Param::text(&origin.source), Param::int(origin.id)],
+                |r| r.get::<Option<String>>(0),
+            )?
+            .flatten(),
+    };
+    match known {
+        Some(known) if known != origin.hash => Err(Error::OriginDiffers {
+            id: origin.id,
+            source_db: origin.source.as_str().into(),
+            known: known.chars().take(12).collect::<String>().into(),
+            given: origin.hash.chars().take(12).collect::<String>().into(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Where an audit row was first written: its own provenance if it was imported, else itself in

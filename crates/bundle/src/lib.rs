@@ -46,7 +46,10 @@
 //! provenance (`audit_logs.origin_id`, `origin_hash`, `origin_source`, which the new hash
 //! covers), so `audit verify` passes on both sides and each imported row can be matched to the
 //! source's. An entry already there (by its original hash) is not appended again: a second
-//! import of the same bundle changes nothing. Every text goes through the redaction policy on
+//! import of the same bundle changes nothing. An entry whose origin this database knows with
+//! another hash (a row of its own, or one imported from that origin before) is refused
+//! ([`Error::OriginDiffers`]): the hashes are keyless, so an edit that recomputes them passes
+//! the line check, but not this one. A bundle is not signed: one forged whole is not detected. Every text goes through the redaction policy on
 //! its way in.
 
 mod error;

@@ -61,8 +61,11 @@ pub enum TasksCommand {
     /// Load a bundle written by `tasks export` into this database, in one transaction: all of
     /// it or nothing.
     ///
-    /// Every line is checked first; a malformed, truncated or edited bundle is refused naming
-    /// its line. Ids are kept (transitions and invocations are numbered by this database). A
+    /// Every line is checked first; a malformed or truncated bundle, or an audit row whose hash
+    /// does not follow from its fields, is refused naming its line, and so is an audit row that
+    /// claims to be a row this database holds or imported before but differs from it. A bundle
+    /// carries no signature: whoever can write it can make one up whole, so import bundles from
+    /// sources you trust. Ids are kept (transitions and invocations are numbered by this database). A
     /// task already here with the same content is left as it is ("already present"); one here
     /// with other content is refused, naming it. Audit entries are appended to this database's
     /// chain with their original id, hash and source as provenance, so `audit verify` passes
