@@ -6,7 +6,7 @@ use aigentflow::audit::{AuditEntry, AuditLog, Category};
 use aigentflow::persistence::{Cell, Database, Error as PError, SqliteStateStore, TABLES};
 use aigentflow::states::{Event, StateContext, StateMachine, StateStore};
 
-use crate::inspect::Driver;
+use crate::inspect::{stored_bytes, Driver, Raw};
 use crate::support::*;
 
 /// Every row of every table, each cell as text with its kind, in primary-key order.
@@ -293,5 +293,53 @@ fn two_copies_into_one_empty_destination_at_once_never_both_land() {
             });
             assert_eq!(keys.unwrap().len(), 1, "{:?} round {round}", dest.backend());
         }
+    }
+}
+
+/// Text written around the stores (by hand, or by an older version) goes through the redaction
+/// policy on its way into the copy, as into any store: corpus secrets planted in configuration
+/// values, trace prompts and lesson summaries of the source are in no byte of the destination,
+/// whichever backend, while the source keeps them. A row a hash seals cannot be redacted: an
+/// audit row holding one stops the copy, naming it, and the destination stays empty.
+#[test]
+fn a_copy_redacts_what_was_written_around_the_stores_and_refuses_a_sealed_secret() {
+    use aigentflow::persistence::redact::corpus;
+    let (_dir, path) = legacy_copy();
+    let source = TestDb::sqlite_copy_of(&path);
+    let samples: Vec<corpus::Sample> =
+        corpus::samples(0xc0b1).unwrap().into_iter().step_by(37).take(24).collect();
+    let mut raw = Driver::of(&source);
+    for (i, sample) in samples.iter().enumerate() {
+        let text = Raw::text(sample.text.as_str());
+        let at = Raw::Int(i as i64);
+        raw.execute(
+            "INSERT INTO configurations (key, value, scope) VALUES ('planted-' || ?1, ?2, 'global')",
+            &[at.clone(), text.clone()],
+        );
+        for (table, column) in [("execution_traces", "prompt"), ("lessons", "summary")] {
+            let sql = format!(
+                "UPDATE {table} SET {column} = ?1 WHERE id = (SELECT id FROM {table} ORDER BY id LIMIT 1 OFFSET (?2 % (SELECT COUNT(*) FROM {table})))"
+            );
+            raw.execute(&sql, &[text.clone(), at.clone()]);
+        }
+    }
+    assert!(!corpus::leaks(&samples, &stored_bytes(&source)).is_empty(), "planted");
+    for dest in empties() {
+        source.db().copy_into(dest.db(), |_, _, _| {}).unwrap();
+        if let Some((s, needle)) = corpus::leaks(&samples, &stored_bytes(&dest)).first() {
+            panic!("{:?} holds {needle:?} of {} ({:?})", dest.backend(), s.name, s.context);
+        }
+        assert_eq!(AuditLog::new(dest.db().clone()).verify(None).unwrap().finding, None);
+    }
+    // An audit row written around the log with a secret in it: nothing is copied.
+    raw.execute(
+        "INSERT INTO audit_logs (id, action, category) VALUES ((SELECT MAX(id) + 1 FROM audit_logs), ?1, 'user')",
+        &[Raw::text(samples[0].text.as_str())],
+    );
+    for dest in empties() {
+        let before = dump(dest.db());
+        let err = source.db().copy_into(dest.db(), |_, _, _| {}).unwrap_err();
+        assert!(matches!(err, PError::SealedSecret { table: "audit_logs", .. }), "{err}");
+        assert_eq!(dump(dest.db()), before, "{:?}", dest.backend());
     }
 }

@@ -43,7 +43,9 @@ pub enum DbCommand {
     /// migrated if needed, and must hold no rows; a file DEST that is a symlink, or whose files
     /// (it, `-wal`, `-journal`, `-shm`) would be SRC's own, is refused. Every row is copied as
     /// stored, ids and audit hashes included, in one transaction: on any error DEST is left as
-    /// it was. A new file DEST is written as a temporary file beside it and renamed into place
+    /// it was. Text goes through the redaction policy as into any store (a secret written around
+    /// the stores is not carried over); a row a hash seals (audit, workflow definitions) is
+    /// copied as stored, and one holding text the policy would change stops the copy. A new file DEST is written as a temporary file beside it and renamed into place
     /// when complete (nothing is there after an error), and is refused while a `-wal` or
     /// `-journal` is at its name. The audit chain is then verified on DEST; exit 3 if it has
     /// findings.

@@ -4,9 +4,12 @@
 //! The source is read in one snapshot and the destination written in one transaction, table by
 //! table in an order that keeps foreign keys satisfied, streaming (memory stays flat whatever
 //! the size). Every cell is copied as stored, ids included, so every row is equal and the audit
-//! chain's hashes hold on the destination. Text is not passed through the redaction policy
-//! again: it went through it when it entered the source (rows of a legacy database are copied
-//! as the older version wrote them, as the audit hashes sealed them). After
+//! chain's hashes hold on the destination. Every text goes through the redaction policy on its
+//! way in, as into any store: what entered the source through a store comes out unchanged, and
+//! a secret written around the stores (or by an older version) is not carried over. A row a
+//! hash seals (the audit log's, a workflow definition's) cannot be redacted without breaking
+//! its hash: text of one that the policy would change stops the copy ([`Error::SealedSecret`]).
+//! After
 //! the rows, what each backend keeps beside them is set: PostgreSQL's identity sequences and the
 //! audit log's head row.
 
@@ -185,6 +188,10 @@ fn shared_columns(
 }
 
 /// Copies one table; `progress` is told how many rows are copied so far.
+/// The tables whose rows a hash seals: their text is copied as stored, and refused if the
+/// redaction policy would change it (see the module's documentation).
+const SEALED: [&str; 2] = ["audit_logs", "workflow_definitions"];
+
 fn copy_table(
     src: &Tx<'_>,
     dst: &Tx<'_>,
@@ -209,6 +216,7 @@ fn copy_table(
     let mut write = dst.prepare(&insert)?;
     let mut rows = read.query(&[])?;
     let mut copied = 0u64;
+    let sealed = SEALED.contains(&table);
     let mut values: Vec<Param<'static>> = Vec::with_capacity(columns.len());
     while let Some(row) = rows.next()? {
         values.clear();
@@ -217,7 +225,17 @@ fn copy_table(
                 Cell::Null => Param::NULL,
                 Cell::Integer(n) => Param::int(n),
                 Cell::Real(r) => Param::real(r),
-                Cell::Text(t) => Param::verbatim(t.to_owned()),
+                Cell::Text(t) if !sealed => Param::text_owned(t.to_owned()),
+                Cell::Text(t) => {
+                    if matches!(crate::redact::redact_text(t), std::borrow::Cow::Owned(_)) {
+                        return Err(Error::SealedSecret {
+                            table,
+                            column: column.as_str().into(),
+                            row: copied + 1,
+                        });
+                    }
+                    Param::verbatim(t.to_owned())
+                }
                 Cell::Blob(_) => {
                     return Err(Error::Uncopyable {
                         table,

@@ -231,6 +231,11 @@ pub enum Error {
     /// A copy met a cell holding bytes, which no store writes and a text column cannot take.
     #[error("cannot copy {table}.{column} of row {row} (in copy order): it holds bytes that are not text, which no store writes")]
     Uncopyable { table: &'static str, column: SafeText, row: u64 },
+    /// A copy met text the redaction policy would change in a row a hash seals (the audit
+    /// log's, a workflow definition's), written around the stores: redacting it would break the
+    /// hash, copying it would store a secret.
+    #[error("cannot copy {table}.{column} of row {row} (in copy order): it holds text the redaction policy removes (a secret, or what looks like one), which the row's hash seals, so a copy can neither redact nor keep it; nothing copied")]
+    SealedSecret { table: &'static str, column: SafeText, row: u64 },
     /// What this backend does not offer (a SQLite file operation on a server database…).
     #[error("{what} is not available on {backend}")]
     Unsupported { what: &'static str, backend: &'static str },

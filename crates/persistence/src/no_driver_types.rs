@@ -123,7 +123,7 @@ fn fields(e: &Error) {
             n(column);
             n(location);
         }
-        Error::Uncopyable { table, column, row } => {
+        Error::Uncopyable { table, column, row } | Error::SealedSecret { table, column, row } => {
             n(table);
             n(column);
             n(row);
