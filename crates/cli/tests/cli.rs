@@ -213,6 +213,46 @@ fn the_demo_writes_a_whole_orchestration_that_every_command_can_inspect(t: Empty
 }
 }
 
+/// A file size limit below the 32 KiB of SQLite's shared-memory file stops every command, a
+/// read too, before anything grows: the one line says so (not that the database cannot grow),
+/// for reads and writes, at limits from 1 KiB to just under 32 KiB. At a limit above it, reads
+/// work.
+#[test]
+fn a_file_size_limit_below_the_shared_memory_file_is_named_as_such_on_sqlite() {
+    let (dir, base) = init_db();
+    let limited = |db: &Path, kib: u64, args: &[&str]| {
+        output(
+            Command::new("bash")
+                .arg("-c")
+                .arg(format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\""))
+                .arg(env!("CARGO_BIN_EXE_aigentflow"))
+                .arg("--db")
+                .arg(db)
+                .args(args)
+                .env_remove("AIGENTFLOW_DB")
+                .output()
+                .unwrap(),
+        )
+    };
+    for kib in [1, 8, 16, 31] {
+        for args in [&["status"][..], &["audit", "verify"], &["config", "set", "k", "v"]] {
+            let db = dir.path().join(format!("limited-{kib}.db"));
+            std::fs::copy(&base, &db).unwrap();
+            let r = limited(&db, kib, args);
+            assert_error_line(&r, 1, "shared-memory file");
+            assert!(!r.stderr.contains("cannot grow"), "{kib} KiB {args:?}: {}", r.stderr);
+            for side in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{side}", db.display()));
+            }
+            std::fs::remove_file(&db).unwrap();
+        }
+    }
+    let db = dir.path().join("roomy.db");
+    std::fs::copy(&base, &db).unwrap();
+    let r = limited(&db, 64, &["status"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
 /// `demo` with a file-size limit (a disk that fills up), for limits from the initialised
 /// database's size up to one the demo fits in: a failure is exit code 1 and one line; after it
 /// no trace is stored without its task, none is left running unless the error says so, and

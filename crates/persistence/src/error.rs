@@ -192,6 +192,11 @@ pub enum Error {
     /// the operating system tells as a full disk or a failed write.
     #[error("database {path} cannot grow past this process's file size limit ({limit} bytes, `ulimit -f`); raise the limit and try again")]
     FileSizeLimit { path: PathBuf, limit: u64 },
+    /// This process's file size limit is below the size of SQLite's shared-memory file
+    /// ([`SHM_BYTES`]), which any connection to a WAL database, a read too, makes beside it:
+    /// nothing about the database grows, the limit is too low to open it at all.
+    #[error("cannot use database {path}: this process's file size limit ({limit} bytes, `ulimit -f`) is below the {shm} bytes of the shared-memory file SQLite keeps beside it (-shm), which even a read needs; raise the limit and try again", shm = SHM_BYTES)]
+    FileSizeLimitBelowShm { path: PathBuf, limit: u64 },
     /// The database cannot be written where it is; `why` says what to change.
     #[error("database {path} cannot be written: {why}")]
     NotWritable { path: PathBuf, why: NotWritable },
@@ -486,6 +491,9 @@ impl Error {
             .then(|| file_size_limit_reached(&path))
             .flatten();
         if let Some(limit) = limit {
+            if limit < SHM_BYTES {
+                return Self::FileSizeLimitBelowShm { path, limit };
+            }
             return Self::FileSizeLimit { path, limit };
         }
         match code {
@@ -547,6 +555,10 @@ impl<T> SqliteResult<T> for rusqlite::Result<T> {
 /// The largest write SQLite makes past a file's end: a WAL frame (a 24-byte header and a page
 /// of at most 64 KiB).
 const LARGEST_WRITE: u64 = 24 + 64 * 1024;
+
+/// The size SQLite gives a WAL database's `-shm` file as soon as a connection maps it: two
+/// 16 KiB regions.
+pub const SHM_BYTES: u64 = 32 * 1024;
 
 /// This process's file size limit, when one is set and the database at `path` (or its WAL or
 /// journal) has come within one write of it: a write that went past it failed with `EFBIG`

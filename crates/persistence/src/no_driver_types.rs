@@ -149,7 +149,7 @@ fn fields(e: &Error) {
             n(file);
         }
         Error::Thread(source) => n(source),
-        Error::FileSizeLimit { path, limit } => {
+        Error::FileSizeLimit { path, limit } | Error::FileSizeLimitBelowShm { path, limit } => {
             n(path);
             n(limit);
         }
