@@ -323,23 +323,90 @@ fn a_copy_redacts_what_was_written_around_the_stores_and_refuses_a_sealed_secret
             raw.execute(&sql, &[text.clone(), at.clone()]);
         }
     }
+    // JSON columns: a task's context holding the samples as values and a key named only by
+    // its parent, which the text policy over JSON text would miss or break.
+    let parent_named = "9f86d081884c7d659a2feaa0c55ad015";
+    let tasks = raw.query("SELECT task_id FROM workflow_states ORDER BY task_id", &[]);
+    assert!(!tasks.is_empty());
+    for (i, task) in tasks.iter().enumerate() {
+        let task = task[0].clone().unwrap();
+        let context = raw.query(
+            "SELECT context FROM workflow_states WHERE task_id = ?1",
+            &[Raw::text(task.as_str())],
+        );
+        let mut context: serde_json::Value =
+            serde_json::from_str(context[0][0].as_deref().unwrap()).unwrap();
+        let sample = &samples[i % samples.len()];
+        context["planted"] =
+            serde_json::json!({ "note": sample.text, "openai": { "key": parent_named } });
+        raw.execute(
+            "UPDATE workflow_states SET context = ?1 WHERE task_id = ?2",
+            &[Raw::text(context.to_string()), Raw::text(task.as_str())],
+        );
+    }
     assert!(!corpus::leaks(&samples, &stored_bytes(&source)).is_empty(), "planted");
     for dest in empties() {
         source.db().copy_into(dest.db(), |_, _, _| {}).unwrap();
-        if let Some((s, needle)) = corpus::leaks(&samples, &stored_bytes(&dest)).first() {
+        let stored = stored_bytes(&dest);
+        if let Some((s, needle)) = corpus::leaks(&samples, &stored).first() {
             panic!("{:?} holds {needle:?} of {} ({:?})", dest.backend(), s.name, s.context);
         }
+        assert!(!String::from_utf8_lossy(&stored).contains(parent_named), "{:?}", dest.backend());
         assert_eq!(AuditLog::new(dest.db().clone()).verify(None).unwrap().finding, None);
+        // Every task still loads: its JSON was redacted as JSON, never broken.
+        let store = SqliteStateStore::new(dest.db().clone());
+        for task in &tasks {
+            let id = task[0].clone().unwrap();
+            store.load_state(&id.as_str().into()).unwrap().unwrap();
+        }
     }
-    // An audit row written around the log with a secret in it: nothing is copied.
+    // An audit row written around the log with a secret in it (here one only the JSON policy
+    // sees): nothing is copied.
     raw.execute(
-        "INSERT INTO audit_logs (id, action, category) VALUES ((SELECT MAX(id) + 1 FROM audit_logs), ?1, 'user')",
-        &[Raw::text(samples[0].text.as_str())],
+        "INSERT INTO audit_logs (id, action, category, details) VALUES ((SELECT MAX(id) + 1 FROM audit_logs), 'noted', 'user', ?1)",
+        &[Raw::text(serde_json::json!({ "openai": { "key": parent_named } }).to_string())],
     );
     for dest in empties() {
         let before = dump(dest.db());
         let err = source.db().copy_into(dest.db(), |_, _, _| {}).unwrap_err();
         assert!(matches!(err, PError::SealedSecret { table: "audit_logs", .. }), "{err}");
         assert_eq!(dump(dest.db()), before, "{:?}", dest.backend());
+    }
+}
+
+/// A copy's source check runs in the snapshot the copy reads: an entry appended to the source
+/// after the check (another process, while the copy runs) is not in the copy, which holds
+/// exactly what the check saw, on either backend as source and as destination.
+#[test]
+fn the_source_check_and_the_copy_read_one_snapshot() {
+    for source in empties() {
+        let log = AuditLog::new(source.db().clone());
+        for i in 0..5 {
+            log.log(&AuditEntry::new(format!("before {i}"), Category::User)).unwrap();
+        }
+        for dest in empties() {
+            let seen = std::cell::Cell::new(0i64);
+            let other = Database::open(source.location()).unwrap();
+            let check = |tx: &aigentflow::persistence::Tx<'_>| {
+                let rows =
+                    tx.query_row("SELECT COUNT(*) FROM audit_logs", &[], |r| r.get::<i64>(0))?;
+                seen.set(rows.unwrap_or(0));
+                // Another writer appends while the copy is under way.
+                AuditLog::new(other.clone())
+                    .log(&AuditEntry::new("after the check", Category::User))
+                    .unwrap();
+                Ok(())
+            };
+            source.db().copy_into_checked(dest.db(), &check, |_, _, _| {}).unwrap();
+            let copied = AuditLog::new(dest.db().clone()).verify(None).unwrap();
+            assert_eq!(copied.finding, None);
+            assert_eq!(
+                copied.rows as i64,
+                seen.get(),
+                "{:?} -> {:?}",
+                source.backend(),
+                dest.backend()
+            );
+        }
     }
 }

@@ -561,7 +561,13 @@ impl AuditLog {
 
     /// Walks the whole chain; with `expected`, also checks it still reaches that head.
     pub fn verify(&self, expected: Option<&ChainHead>) -> Result<Verification> {
-        self.db.read(|tx| {
+        self.db.read(|tx| Self::verify_in(tx, expected))
+    }
+
+    /// [`verify`](Self::verify) inside a caller's transaction: the chain as that snapshot holds
+    /// it (`db copy` checks its source in the snapshot it copies).
+    pub fn verify_in(tx: &Tx<'_>, expected: Option<&ChainHead>) -> Result<Verification> {
+        {
             let mut verifier = Verifier::default();
             let mut stmt = tx.prepare(&format!("SELECT {COLUMNS} FROM audit_logs ORDER BY id"))?;
             let mut rows = stmt.query(&[])?;
@@ -594,7 +600,7 @@ impl AuditLog {
                 .flatten()
             };
             Ok(verifier.finish(expected, hash_of))
-        })
+        }
     }
 
     /// Appends entries imported from another database's bundle inside a caller's transaction,

@@ -109,6 +109,7 @@ pub fn import_bundle(db: &Database, bundle: &Bundle) -> Result<ImportReport> {
             audit_already_present: 0,
         };
         let mut entries = Vec::new();
+        let mut given_origins = imported_origins(tx)?;
         for given in &bundle.tasks {
             let task = clean_task(given)?;
             let id = task.task.task_id.as_str();
@@ -145,7 +146,7 @@ pub fn import_bundle(db: &Database, bundle: &Bundle) -> Result<ImportReport> {
             }
             for row in &given.audit {
                 let origin = origin(row, &bundle.header.source);
-                check_origin(tx, &this_db, &origin)?;
+                check_origin(tx, &this_db, &mut given_origins, &origin)?;
                 if roots.insert(origin.hash.clone()) {
                     entries.push(imported(row, origin)?);
                 } else {
@@ -159,39 +160,97 @@ pub fn import_bundle(db: &Database, bundle: &Bundle) -> Result<ImportReport> {
 }
 
 /// Refuses an audit row whose origin this database knows with another hash: a row of this very
-/// database (`here`, as an export of it names it) or a row imported from that origin before.
-/// Keyless hashes cannot tell a bundle forged whole from a genuine one, but a row claiming to
-/// be one this database holds, or has imported, must be that row.
-fn check_origin(tx: &Tx<'_>, here: &str, origin: &ImportedOrigin) -> Result<()> {
-    let known = if origin.source == here {
-        tx.query_row(
-            "SELECT row_hash FROM audit_logs WHERE id = ?1 AND origin_id IS NULL",
-            &[Param::int(origin.id)],
-            |r| r.get::<Option<String>>(0),
-        )?
-        .flatten()
-    } else {
-        None
-    };
-    let known = match known {
-        Some(hash) => Some(hash),
-        None => tx
-            .query_row(
-                "SELECT origin_hash FROM audit_logs WHERE origin_source = ?1 AND origin_id = ?2",
-                &[Param::text(&origin.source), Param::int(origin.id)],
+/// database (`here`, as an export of it names it), or one `given` holds: the origins imported
+/// here before ([`imported_origins`]) and those of this import's rows so far. Keyless hashes cannot tell a
+/// bundle forged whole from a genuine one, but a row claiming to be one this database holds, or
+/// has imported, must be that row. A source is the same however its path is spelled
+/// ([`same_source`]).
+fn check_origin(
+    tx: &Tx<'_>,
+    here: &str,
+    given: &mut Origins,
+    origin: &ImportedOrigin,
+) -> Result<()> {
+    let mut known: Vec<String> = Vec::new();
+    if same_source(&origin.source, here) {
+        known.extend(
+            tx.query_row(
+                "SELECT row_hash FROM audit_logs WHERE id = ?1 AND origin_id IS NULL",
+                &[Param::int(origin.id)],
                 |r| r.get::<Option<String>>(0),
             )?
             .flatten(),
-    };
-    match known {
-        Some(known) if known != origin.hash => Err(Error::OriginDiffers {
+        );
+    }
+    known.extend(
+        given
+            .get(&origin.id)
+            .into_iter()
+            .flatten()
+            .filter(|(source, _)| same_source(source, &origin.source))
+            .map(|(_, hash)| hash.clone()),
+    );
+    if let Some(other) = known.iter().find(|k| **k != origin.hash) {
+        return Err(Error::OriginDiffers {
             id: origin.id,
             source_db: origin.source.as_str().into(),
-            known: known.chars().take(12).collect::<String>().into(),
+            known: other.chars().take(12).collect::<String>().into(),
             given: origin.hash.chars().take(12).collect::<String>().into(),
-        }),
-        _ => Ok(()),
+        });
     }
+    given.entry(origin.id).or_default().push((origin.source.clone(), origin.hash.clone()));
+    Ok(())
+}
+
+/// Origins by id: (source, hash) of each.
+type Origins = std::collections::HashMap<i64, Vec<(String, String)>>;
+
+/// Every origin imported into this database before: one scan per import, whatever the bundle.
+fn imported_origins(tx: &Tx<'_>) -> Result<Origins> {
+    let mut out = Origins::new();
+    let mut stmt = tx.prepare(
+        "SELECT origin_id, origin_source, origin_hash FROM audit_logs WHERE origin_id IS NOT NULL",
+    )?;
+    let mut rows = stmt.query(&[])?;
+    while let Some(r) = rows.next()? {
+        let (id, source, hash) =
+            (r.get::<Option<i64>>(0)?, r.get::<Option<String>>(1)?, r.get::<Option<String>>(2)?);
+        if let (Some(id), Some(source), Some(hash)) = (id, source, hash) {
+            out.entry(id).or_default().push((source, hash));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether two sources name one database: equal as written, or two paths to one file (the same
+/// file here, or the same path once `.`, `..` and repeated separators are read).
+fn same_source(a: &str, b: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::{Component, Path, PathBuf};
+    if a == b {
+        return true;
+    }
+    let (pa, pb) = (Path::new(a), Path::new(b));
+    if !pa.is_absolute() || !pb.is_absolute() {
+        return false;
+    }
+    if let (Ok(ma), Ok(mb)) = (std::fs::metadata(pa), std::fs::metadata(pb)) {
+        return ma.dev() == mb.dev() && ma.ino() == mb.ino();
+    }
+    let lexical = |p: &Path| {
+        let mut out = PathBuf::new();
+        for c in p.components() {
+            match c {
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    out.pop();
+                }
+                other => out.push(other),
+            }
+        }
+        out
+    };
+    lexical(pa) == lexical(pb)
 }
 
 /// Where an audit row was first written: its own provenance if it was imported, else itself in

@@ -282,16 +282,30 @@ fn copy(ctx: &Ctx, src: PathBuf, dest: PathBuf) -> anyhow::Result<Done> {
     source.check_copy_source()?;
     // What verify finds in the source, the copy would not carry: rows deleted from the log's
     // end show only in the source's count of appended ids, which a copy cannot take (the
-    // destination's head names its last row). A copy of a log that does not verify is refused.
-    let checked = AuditLog::new(source.clone()).verify(None)?;
-    if let Some(finding) = &checked.finding {
-        anyhow::bail!(
-            "the audit log of {} does not verify ({finding}), and a copy would not show it: \
-             see `aigentflow --db {} audit verify`; nothing was copied",
-            from.shown(),
-            from.shown()
-        );
-    }
+    // destination's head names its last row). The source's chain is verified in the snapshot
+    // the copy reads, so nothing done to it in between is copied unseen; a log that does not
+    // verify is refused before any row is written.
+    let shown = from.shown();
+    let check = |tx: &aigentflow_persistence::Tx<'_>| -> aigentflow_persistence::Result<()> {
+        let verified = AuditLog::verify_in(tx, None).map_err(|e| match e {
+            aigentflow_audit::Error::Persistence(e) => e,
+            other => aigentflow_persistence::Error::InvalidInput {
+                what: "copy source",
+                reason: other.to_string().into(),
+            },
+        })?;
+        match verified.finding {
+            None => Ok(()),
+            Some(finding) => Err(aigentflow_persistence::Error::InvalidInput {
+                what: "copy source",
+                reason: format!(
+                    "the audit log of {shown} does not verify ({finding}), and a copy would not \
+                     show it: see `aigentflow --db {shown} audit verify`; nothing was copied"
+                )
+                .into(),
+            }),
+        }
+    };
     let bar = ctx.out.spinner("copying");
     let progress = |table: &str, done: u64, total: u64| {
         if let Some(bar) = &bar {
@@ -304,18 +318,18 @@ fn copy(ctx: &Ctx, src: PathBuf, dest: PathBuf) -> anyhow::Result<Done> {
     // so one planted after the check fails the open, and filled in one transaction.
     let (target, report) = match Location::parse(&to.path)? {
         Location::File(path) if std::fs::symlink_metadata(&path).is_err() => {
-            let report = source.copy_into_new_file(&path, progress);
+            let report = source.copy_into_new_file_checked(&path, &check, progress);
             (None, report)
         }
         Location::File(path) => {
             aigentflow_persistence::check_database_destination(&path, source.path())?;
             let target = to.create_at_no_link()?;
-            let report = source.copy_into(&target, progress);
+            let report = source.copy_into_checked(&target, &check, progress);
             (Some(target), report)
         }
         Location::Server(_) => {
             let target = to.create()?;
-            let report = source.copy_into(&target, progress);
+            let report = source.copy_into_checked(&target, &check, progress);
             (Some(target), report)
         }
     };

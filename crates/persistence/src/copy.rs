@@ -15,7 +15,7 @@
 
 use serde::Serialize;
 
-use crate::bind::{Cell, Param};
+use crate::bind::{Cell, Clean, Param};
 use crate::db::{Backend, Database, Tx};
 use crate::error::{Error, Result};
 
@@ -62,6 +62,9 @@ pub struct CopyReport {
     pub rows: u64,
 }
 
+/// A check of a copy's source, run in the snapshot the copy reads ([`Database::copy_into_checked`]).
+pub type SourceCheck<'c> = &'c dyn Fn(&Tx<'_>) -> Result<()>;
+
 impl Database {
     /// Whether [`Database::copy_into`] takes this database as a source: one that holds
     /// application migration sets is refused ([`Error::InvalidInput`] naming them), their tables
@@ -77,6 +80,18 @@ impl Database {
     pub fn copy_into(
         &self,
         dest: &Database,
+        progress: impl FnMut(&str, u64, u64),
+    ) -> Result<CopyReport> {
+        self.copy_into_checked(dest, &|_| Ok(()), progress)
+    }
+
+    /// [`copy_into`](Self::copy_into), with `check` run on the source in the snapshot the copy
+    /// reads, before any row is written: what it refuses (a log that does not verify) cannot
+    /// change between the check and the copy.
+    pub fn copy_into_checked(
+        &self,
+        dest: &Database,
+        check: SourceCheck<'_>,
         mut progress: impl FnMut(&str, u64, u64),
     ) -> Result<CopyReport> {
         if dest.is_read_only() {
@@ -86,6 +101,7 @@ impl Database {
         let total = |table: &str| totals.iter().find(|(t, _)| *t == table).map_or(0, |(_, n)| *n);
         self.read(|src| {
             refuse_sets(src, self)?;
+            check(src)?;
             dest.write(|dst| {
                 check_empty(dst, dest)?;
                 if crate::sets::versions(dst, 0)?.len() > 1 {
@@ -225,16 +241,19 @@ fn copy_table(
                 Cell::Null => Param::NULL,
                 Cell::Integer(n) => Param::int(n),
                 Cell::Real(r) => Param::real(r),
-                Cell::Text(t) if !sealed => Param::text_owned(t.to_owned()),
+                // JSON by the policy's JSON form (the text policy over JSON text could break
+                // it), other text by the text policy: `Clean::json_text`, as the stores bind.
                 Cell::Text(t) => {
-                    if matches!(crate::redact::redact_text(t), std::borrow::Cow::Owned(_)) {
+                    let clean = Clean::json_text(t)?;
+                    if sealed && clean.as_str() != t {
                         return Err(Error::SealedSecret {
                             table,
                             column: column.as_str().into(),
                             row: copied + 1,
                         });
                     }
-                    Param::verbatim(t.to_owned())
+                    // Cleaned just above; owned to outlive the row it was read from.
+                    Param::verbatim(clean.into_owned())
                 }
                 Cell::Blob(_) => {
                     return Err(Error::Uncopyable {

@@ -52,7 +52,7 @@ pub use bind::{
     check_json_depth, Cell, Clean, FromCell, Param, Row, Rows, Stmt, TextRow, MAX_JSON_DEPTH,
 };
 pub use config::{ConfigEntry, ConfigStore, Scope};
-pub use copy::CopyReport;
+pub use copy::{CopyReport, SourceCheck};
 pub use db::{
     Access, Backend, Builder, Database, Durability, Options, SchemaVersion, Tx, DB_ENV,
     DEFAULT_PATH, SLOW_TARGET,

@@ -59,15 +59,17 @@ fn trigger_fingerprint(definition: &str) -> String {
     Sha256::digest(definition.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// The schema's tables' triggers on a PostgreSQL server: (table, trigger, enabled, fingerprint).
+/// The schema's tables' triggers on a PostgreSQL server: (table, trigger, when it fires
+/// (`tgenabled`: `O` in ordinary sessions, as the migrations leave it; `D` never; `R` only in
+/// replica sessions; `A` always), fingerprint).
 /// A function body that names the schema's own tables by the schema they were migrated into
 /// (`public.audit_logs`) is read without that name, so that a schema other than `public` has
 /// the same fingerprints; one that names another schema's table is a change.
-fn postgres_triggers(db: &Database) -> Result<Vec<(String, String, bool, String)>> {
+fn postgres_triggers(db: &Database) -> Result<Vec<(String, String, String, String)>> {
     db.read(|tx| {
         tx.prepare(
             "SELECT c.relname::text, t.tgname::text,
-                    CASE WHEN t.tgenabled = 'D' THEN 0 ELSE 1 END::bigint,
+                    t.tgenabled::text,
                     concat_ws(E'\\n', t.tgtype::text, (t.tgqual IS NULL)::text, t.tgattr::text,
                               t.tgdeferrable::text, t.tginitdeferred::text, t.tgnargs::text,
                               encode(t.tgargs, 'hex'), (p.pronamespace = c.relnamespace)::text,
@@ -83,7 +85,7 @@ fn postgres_triggers(db: &Database) -> Result<Vec<(String, String, bool, String)
             Ok((
                 r.text(0)?.to_owned(),
                 r.text(1)?.to_owned(),
-                r.get::<i64>(2)? == 1,
+                r.text(2)?.to_owned(),
                 trigger_fingerprint(r.text(3)?),
             ))
         })
@@ -202,9 +204,56 @@ impl Database {
                 Some(f) if f.0 != table || f.3 != fingerprint => {
                     problems.push(format!("trigger {name} on {table} was changed"))
                 }
-                Some(f) if !f.2 => problems.push(format!("trigger {name} on {table} is disabled")),
-                Some(_) => {}
+                Some(f) => match f.2.as_str() {
+                    "O" => {}
+                    "D" => problems.push(format!("trigger {name} on {table} is disabled")),
+                    "R" => problems
+                        .push(format!("trigger {name} on {table} fires only in replica sessions")),
+                    _ => problems.push(format!("trigger {name} on {table} was changed")),
+                },
             }
+        }
+        // What keeps every trigger from firing, or rewrites writes before any does: sessions in
+        // replica mode (set on the database or role), rules, and a view in a table's place.
+        let (role, rules, not_tables) = self.read(|tx| {
+            let role = tx
+                .query_row("SELECT current_setting('session_replication_role')", &[], |r| {
+                    Ok(r.text(0)?.to_owned())
+                })?
+                .unwrap_or_default();
+            let rules = tx
+                .prepare(
+                    "SELECT c.relname::text, r.rulename::text FROM pg_rewrite r
+                     JOIN pg_class c ON c.oid = r.ev_class
+                     WHERE c.relnamespace = quote_ident(current_schema())::regnamespace
+                       AND r.rulename <> '_RETURN' ORDER BY 1, 2",
+                )?
+                .query_map(&[], |r| Ok((r.text(0)?.to_owned(), r.text(1)?.to_owned())))?;
+            let not_tables = tx
+                .prepare(
+                    "SELECT c.relname::text, c.relkind::text FROM pg_class c
+                     WHERE c.relnamespace = quote_ident(current_schema())::regnamespace
+                       AND c.relkind NOT IN ('r', 'p', 'i', 'I', 'S', 'c', 't') ORDER BY 1",
+                )?
+                .query_map(&[], |r| Ok((r.text(0)?.to_owned(), r.text(1)?.to_owned())))?;
+            Ok::<_, Error>((role, rules, not_tables))
+        })?;
+        if role != "origin" {
+            problems.push(format!(
+                "sessions here run with session_replication_role = {role}: no trigger of the schema fires"
+            ));
+        }
+        for (table, rule) in rules.iter().filter(|(t, _)| ours(t)) {
+            problems.push(format!("rule {rule} on {table} is not the schema's"));
+        }
+        for (table, kind) in not_tables.iter().filter(|(t, _)| ours(t)) {
+            let kind = match kind.as_str() {
+                "v" => "view",
+                "m" => "materialized view",
+                "f" => "foreign table",
+                _ => "relation",
+            };
+            problems.push(format!("{table} is a {kind}, not the schema's table"));
         }
         for (table, name, _, _) in &found {
             if ours(table) && !POSTGRES_TRIGGERS.iter().any(|(_, n, _)| n == name) {
@@ -343,7 +392,7 @@ impl Database {
     /// Copies a server's database into the SQLite file `copy` (created empty by the caller) for
     /// `dest`, as [`copy_rows_to`](Self::copy_rows_to) copies.
     fn copy_server_to(&self, copy: &Path, dest: &Path, role: Copy) -> Result<u64> {
-        Ok(self.copy_rows_to(copy, dest, role, |_, _, _| {})?.1)
+        Ok(self.copy_rows_to(copy, dest, role, &|_| Ok(()), |_, _, _| {})?.1)
     }
 
     /// Copies every row into the SQLite file `copy` (created empty by the caller) for `dest`:
@@ -358,6 +407,7 @@ impl Database {
         copy: &Path,
         dest: &Path,
         role: Copy,
+        check: crate::copy::SourceCheck<'_>,
         progress: impl FnMut(&str, u64, u64),
     ) -> Result<(CopyReport, u64)> {
         let copy_name = copy.display().to_string();
@@ -371,7 +421,11 @@ impl Database {
         self.check_copy_source()?;
         let options = Options { access: Access::Create, ..Options::default() };
         let target = Database::open_with(copy, options).map_err(copy_err)?;
-        let report = self.copy_into(&target, progress).map_err(copy_err)?;
+        let report = self.copy_into_checked(&target, check, progress).map_err(|e| match e {
+            // What the source's check refused is the source's, not the copy's failure.
+            e @ Error::InvalidInput { what: "copy source", .. } => e,
+            e => copy_err(e),
+        })?;
         let (pages, check) = target
             .read(|tx| {
                 let conn = tx.connection_for("this maintenance step")?;
@@ -404,13 +458,24 @@ impl Database {
         dest: &Path,
         progress: impl FnMut(&str, u64, u64),
     ) -> Result<CopyReport> {
+        self.copy_into_new_file_checked(dest, &|_| Ok(()), progress)
+    }
+
+    /// [`copy_into_new_file`](Self::copy_into_new_file), with `check` run on the source in the
+    /// snapshot the copy reads ([`copy_into_checked`](Self::copy_into_checked)).
+    pub fn copy_into_new_file_checked(
+        &self,
+        dest: &Path,
+        check: crate::copy::SourceCheck<'_>,
+        progress: impl FnMut(&str, u64, u64),
+    ) -> Result<CopyReport> {
         output::check_database_destination(dest, self.path())?;
         let mut out = Output::open_new_file(dest, Some(self))?;
         let Some(copy) = out.staging_path() else {
             return Err(Error::NotAFile { path: dest.to_path_buf(), kind: "special file" });
         };
         out.hold_database()?;
-        let (report, _) = self.copy_rows_to(&copy, dest, Copy::NewDatabase, progress)?;
+        let (report, _) = self.copy_rows_to(&copy, dest, Copy::NewDatabase, check, progress)?;
         out.commit()?;
         Ok(report)
     }
@@ -588,7 +653,7 @@ mod tests {
             })
             .collect();
         assert_eq!(expected, table, "POSTGRES_TRIGGERS should be:\n{}", table.join("\n"));
-        assert!(found.iter().all(|f| f.2), "{found:?}");
+        assert!(found.iter().all(|f| f.2 == "O"), "{found:?}");
         assert_eq!(db.schema_problems().unwrap(), Vec::<String>::new());
         db.close().unwrap();
         // Migrated into another schema, the same.
