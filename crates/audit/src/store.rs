@@ -567,40 +567,36 @@ impl AuditLog {
     /// [`verify`](Self::verify) inside a caller's transaction: the chain as that snapshot holds
     /// it (`db copy` checks its source in the snapshot it copies).
     pub fn verify_in(tx: &Tx<'_>, expected: Option<&ChainHead>) -> Result<Verification> {
-        {
-            let mut verifier = Verifier::default();
-            let mut stmt = tx.prepare(&format!("SELECT {COLUMNS} FROM audit_logs ORDER BY id"))?;
-            let mut rows = stmt.query(&[])?;
-            while let Some(ref r) = rows.next()? {
-                let raw = RawRow::read(r)?;
-                let ts = raw.hashed_timestamp();
-                verifier.push(&raw.chain_row(&ts), |hash| {
-                    tx.query_row(
-                        "SELECT id FROM audit_logs WHERE row_hash = ?1",
-                        &[Param::text(hash)],
-                        |r| r.get(0),
-                    )
-                    .ok()
-                    .flatten()
-                });
-            }
-            let counter = match tx.backend() {
-                Backend::Sqlite => COUNTER,
-                Backend::Postgres => COUNTER_PG,
-            };
-            verifier.counter(tx.query_row(counter, &[], |r| r.get(0))?.unwrap_or(0));
-            let hash_of = |id: i64| -> Option<String> {
+        let mut verifier = Verifier::default();
+        let mut stmt = tx.prepare(&format!("SELECT {COLUMNS} FROM audit_logs ORDER BY id"))?;
+        let mut rows = stmt.query(&[])?;
+        while let Some(ref r) = rows.next()? {
+            let raw = RawRow::read(r)?;
+            let ts = raw.hashed_timestamp();
+            verifier.push(&raw.chain_row(&ts), |hash| {
                 tx.query_row(
-                    "SELECT row_hash FROM audit_logs WHERE id = ?1",
-                    &[Param::int(id)],
+                    "SELECT id FROM audit_logs WHERE row_hash = ?1",
+                    &[Param::text(hash)],
                     |r| r.get(0),
                 )
                 .ok()
                 .flatten()
-                .flatten()
-            };
-            Ok(verifier.finish(expected, hash_of))
+            });
         }
+        let counter = match tx.backend() {
+            Backend::Sqlite => COUNTER,
+            Backend::Postgres => COUNTER_PG,
+        };
+        verifier.counter(tx.query_row(counter, &[], |r| r.get(0))?.unwrap_or(0));
+        let hash_of = |id: i64| -> Option<String> {
+            tx.query_row("SELECT row_hash FROM audit_logs WHERE id = ?1", &[Param::int(id)], |r| {
+                r.get(0)
+            })
+            .ok()
+            .flatten()
+            .flatten()
+        };
+        Ok(verifier.finish(expected, hash_of))
     }
 
     /// Appends entries imported from another database's bundle inside a caller's transaction,

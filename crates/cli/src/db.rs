@@ -16,8 +16,10 @@ use crate::{Ctx, Done};
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
     /// Run every check: SQLite integrity, foreign keys, the schema's triggers (none missing,
-    /// changed, disabled or added on its tables), the lessons index, the audit chain. Exits 3
-    /// if any finds a problem; a check that cannot run (a damaged page) is such a problem.
+    /// changed, disabled or added on its tables; on PostgreSQL also no trigger firing only in
+    /// replica sessions, no session in replica mode, no rule on its tables and no view in a
+    /// table's place), the lessons index, the audit chain. Exits 3 if any finds a problem; a
+    /// check that cannot run (a damaged page) is such a problem.
     Check,
     /// Copy the database to DEST with SQLite's online backup: one consistent snapshot, taken
     /// while the orchestrator goes on writing. A PostgreSQL database is copied into a SQLite
@@ -32,7 +34,9 @@ pub enum DbCommand {
         /// Where to write the copy (`-` is stdout).
         dest: PathBuf,
     },
-    /// Apply the migrations this build has and the database lacks.
+    /// Apply the migrations this build has and the database lacks. A transaction a writer left
+    /// unfinished (a hot `-journal`, which every read refuses to touch) is rolled back first,
+    /// and said so.
     Migrate,
     /// Copy a whole database into an empty one, across backends: a SQLite file into a
     /// PostgreSQL database to move a team onto a server, or back into a file for a local copy.

@@ -106,6 +106,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create the database, or migrate it to this build's schema; print its path and version.
+    /// A new database is refused while a `-wal` or `-journal` is at its name (a crashed
+    /// database's last writes, which SQLite would discard or apply to the new file).
     Init,
     /// Path, schema, every migration set (core and each program's own) with its version, size,
     /// rows per table, tasks per state, traces per status, audit chain head.

@@ -98,6 +98,27 @@ fn export_csv(db: &Path, extra: &[&str]) -> Vec<u8> {
     run(db, &args).ok().stdout
 }
 
+/// `run`, with stdin closed, failing the test if the command has not ended within a minute
+/// (one waiting on a FIFO nobody opens would never end).
+fn run_within_a_minute(db: &Path, args: &[&str]) -> Run {
+    let mut child = cmd(db)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("{args:?} still runs after a minute (waiting on a FIFO?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    finish(child.wait_with_output().unwrap())
+}
+
 fn mkfifo(path: &Path) {
     assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
 }
@@ -439,22 +460,7 @@ fn a_key_pair_is_two_new_files_and_never_a_device_or_a_pipe(t: EmptyDb) {
     let half = dir.join("half.key");
     mkfifo(&dir.join("half.key.pub"));
     for target in [&fifo, &half] {
-        let mut child = cmd(db)
-            .args(["audit", "keygen", target.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while child.try_wait().unwrap().is_none() {
-            if std::time::Instant::now() > deadline {
-                child.kill().unwrap();
-                panic!("keygen {} waits for a reader of a FIFO", target.display());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let r = finish(child.wait_with_output().unwrap());
+        let r = run_within_a_minute(db, &["audit", "keygen", target.to_str().unwrap()]);
         assert_refused(&r, "a key goes in a new file of its own, not a FIFO");
     }
     assert!(!half.exists());
@@ -1361,22 +1367,7 @@ fn a_file_read_by_name_is_a_regular_file_and_a_fifo_is_never_waited_on(t: EmptyD
         for reader in &readers {
             let args: Vec<&str> =
                 reader.iter().map(|a| if *a == "PATH" { input.to_str().unwrap() } else { a }).collect();
-            let mut child = cmd(db)
-                .args(&args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-            while child.try_wait().unwrap().is_none() {
-                if std::time::Instant::now() > deadline {
-                    child.kill().unwrap();
-                    panic!("{args:?} waits on a {what}");
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            let r = finish(child.wait_with_output().unwrap());
+            let r = run_within_a_minute(db, &args);
             if args[0] == "workflow" {
                 // `workflow check` reports a file's problems as its findings (exit 3).
                 let said = String::from_utf8_lossy(&r.stdout);

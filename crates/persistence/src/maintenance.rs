@@ -8,7 +8,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
 use crate::copy::CopyReport;
-use crate::db::{Access, Backend, Database, Options};
+use crate::db::{Access, Backend, Database, Options, Tx};
 use crate::error::{Error, Result, SqliteResult};
 use crate::output::{self, Leftover, Output, TempFile};
 
@@ -65,9 +65,8 @@ fn trigger_fingerprint(definition: &str) -> String {
 /// A function body that names the schema's own tables by the schema they were migrated into
 /// (`public.audit_logs`) is read without that name, so that a schema other than `public` has
 /// the same fingerprints; one that names another schema's table is a change.
-fn postgres_triggers(db: &Database) -> Result<Vec<(String, String, String, String)>> {
-    db.read(|tx| {
-        tx.prepare(
+fn postgres_triggers(tx: &Tx<'_>) -> Result<Vec<(String, String, String, String)>> {
+    tx.prepare(
             "SELECT c.relname::text, t.tgname::text,
                     t.tgenabled::text,
                     concat_ws(E'\\n', t.tgtype::text, (t.tgqual IS NULL)::text, t.tgattr::text,
@@ -89,7 +88,6 @@ fn postgres_triggers(db: &Database) -> Result<Vec<(String, String, String, Strin
                 trigger_fingerprint(r.text(3)?),
             ))
         })
-    })
 }
 
 /// What a backup wrote.
@@ -194,7 +192,32 @@ impl Database {
     }
 
     fn postgres_schema_problems(&self) -> Result<Vec<String>> {
-        let found = postgres_triggers(self)?;
+        // One snapshot: the triggers, and what keeps every trigger from firing or rewrites
+        // writes before any does: sessions in replica mode (set on the database or role), rules,
+        // and a view in a table's place.
+        let (found, role, rules, not_tables) = self.read(|tx| {
+            let pairs = |sql: &str| {
+                tx.prepare(sql)?
+                    .query_map(&[], |r| Ok((r.text(0)?.to_owned(), r.text(1)?.to_owned())))
+            };
+            let role = tx
+                .query_row("SELECT current_setting('session_replication_role')", &[], |r| {
+                    Ok(r.text(0)?.to_owned())
+                })?
+                .unwrap_or_default();
+            let rules = pairs(
+                "SELECT c.relname::text, r.rulename::text FROM pg_rewrite r
+                 JOIN pg_class c ON c.oid = r.ev_class
+                 WHERE c.relnamespace = quote_ident(current_schema())::regnamespace
+                   AND r.rulename <> '_RETURN' ORDER BY 1, 2",
+            )?;
+            let not_tables = pairs(
+                "SELECT c.relname::text, c.relkind::text FROM pg_class c
+                 WHERE c.relnamespace = quote_ident(current_schema())::regnamespace
+                   AND c.relkind NOT IN ('r', 'p', 'i', 'I', 'S', 'c', 't') ORDER BY 1",
+            )?;
+            Ok::<_, Error>((postgres_triggers(tx)?, role, rules, not_tables))
+        })?;
         let ours =
             |table: &str| TABLES.contains(&table) || matches!(table, "audit_head" | "trace_feed");
         let mut problems = Vec::new();
@@ -213,31 +236,6 @@ impl Database {
                 },
             }
         }
-        // What keeps every trigger from firing, or rewrites writes before any does: sessions in
-        // replica mode (set on the database or role), rules, and a view in a table's place.
-        let (role, rules, not_tables) = self.read(|tx| {
-            let role = tx
-                .query_row("SELECT current_setting('session_replication_role')", &[], |r| {
-                    Ok(r.text(0)?.to_owned())
-                })?
-                .unwrap_or_default();
-            let rules = tx
-                .prepare(
-                    "SELECT c.relname::text, r.rulename::text FROM pg_rewrite r
-                     JOIN pg_class c ON c.oid = r.ev_class
-                     WHERE c.relnamespace = quote_ident(current_schema())::regnamespace
-                       AND r.rulename <> '_RETURN' ORDER BY 1, 2",
-                )?
-                .query_map(&[], |r| Ok((r.text(0)?.to_owned(), r.text(1)?.to_owned())))?;
-            let not_tables = tx
-                .prepare(
-                    "SELECT c.relname::text, c.relkind::text FROM pg_class c
-                     WHERE c.relnamespace = quote_ident(current_schema())::regnamespace
-                       AND c.relkind NOT IN ('r', 'p', 'i', 'I', 'S', 'c', 't') ORDER BY 1",
-                )?
-                .query_map(&[], |r| Ok((r.text(0)?.to_owned(), r.text(1)?.to_owned())))?;
-            Ok::<_, Error>((role, rules, not_tables))
-        })?;
         if role != "origin" {
             problems.push(format!(
                 "sessions here run with session_replication_role = {role}: no trigger of the schema fires"
@@ -639,7 +637,7 @@ mod tests {
     fn schema_fingerprints_are_a_fresh_servers_on_postgres() {
         let Some(fresh) = crate::pg::tests::fresh() else { return };
         let db = Database::open(&fresh.url).unwrap();
-        let found = postgres_triggers(&db).unwrap();
+        let found = db.read(postgres_triggers).unwrap();
         let table: Vec<String> = found
             .iter()
             .map(|(table, name, _, fingerprint)| {
@@ -661,7 +659,7 @@ mod tests {
         admin.batch_execute("CREATE SCHEMA \"Elsewhere2\"").unwrap();
         let url = format!("{}&options=-c%20search_path%3D%22Elsewhere2%22", fresh.url);
         let db = Database::open(&url).unwrap();
-        let there = postgres_triggers(&db).unwrap();
+        let there = db.read(postgres_triggers).unwrap();
         assert_eq!(there.len(), found.len());
         assert_eq!(db.schema_problems().unwrap(), Vec::<String>::new());
         db.close().unwrap();

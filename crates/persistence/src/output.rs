@@ -1161,7 +1161,7 @@ pub fn open_input(path: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
-/// What a file that is not a regular one is, in words.
+/// What a file that is not a regular one is, in words (callers have ruled a regular file out).
 pub(crate) fn file_kind(meta: &std::fs::Metadata) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     let t = meta.file_type();
@@ -1173,8 +1173,6 @@ pub(crate) fn file_kind(meta: &std::fs::Metadata) -> &'static str {
         "FIFO (named pipe)"
     } else if t.is_socket() {
         "socket"
-    } else if t.is_file() {
-        "regular file"
     } else {
         "special file"
     }
