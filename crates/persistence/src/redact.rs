@@ -296,11 +296,6 @@ const SHAPES_PATTERN: &str = concat!(
     r"|://(?P<userinfo>[^\s/?#@\[\]:]*:[^\s@`'\x22<>]*(?:@[^\s@/?#`'\x22<>]*)*)@",
     // A token alone as the user (`https://<token>@github.com/org/repo`).
     r"|://(?P<usertoken>[A-Za-z0-9_.~-]{20,256})@",
-    // The same without a scheme (`admin:S3cret@db.internal:5432`, a Go DSN's
-    // `root:pw@tcp(host)`): a user, a password without blanks, quotes or `/`, and a host. The
-    // user is bounded: text of user characters with no `:` (a chain of dotted tokens) would
-    // otherwise keep every search running to its end.
-    r"|(?P<bareinfo>[A-Za-z0-9._~%!$&*+-]{0,64}[A-Za-z][A-Za-z0-9._~%!$&*+-]{0,64}:[^\s@/`'\x22<>]{1,256}@)[A-Za-z0-9]",
     // Prefixes found anywhere.
     r"|(?P<anywhere>",
     r"sk-ant-[a-z]{2,8}[0-9]{2}-[A-Za-z0-9_-]{20,}",
@@ -367,6 +362,24 @@ const SHAPES_PATTERN: &str = concat!(
     r"|(?i-u:basic|bearer)[ \t]+(?P<credential>[A-Za-z0-9._~+/=-]{8,})",
 );
 
+/// A login written without a scheme (`admin:S3cret@db.internal:5432`, a Go DSN's
+/// `root:pw@tcp(host)`): a user with a letter, a password without blanks, quotes or `/`, `@`
+/// and the host's first character. The user is bounded: text of user characters with no `:` (a
+/// chain of dotted tokens) would otherwise keep every search running to its end.
+///
+/// A key shape that [`redact_shapes`] looks for beside [`SHAPES`], not among its alternatives:
+/// its counted runs of common characters make a lazy DFA of many states, and in one pattern
+/// with the others the states multiply — the union outgrew the DFA's cache on ordinary text,
+/// which was then scanned some 25 times slower. Matches compare as alternatives of one
+/// pattern would: the leftmost, and at one start this one (no alternative before it in
+/// `SHAPES` can start where it does: a private key starts with dashes and a blank, a webhook
+/// or a URL's login at a scheme and `/`).
+///
+/// The user's letter (a run of digits and dots is a time or an address, not a user) is
+/// [`bare_userinfo`]'s to check: in the pattern, a letter somewhere in a counted run doubles
+/// the states of every count.
+const BARE_LOGIN_PATTERN: &str = r"[A-Za-z0-9._~%!$&*+-]{1,129}:[^\s@/`'\x22<>]{1,256}@[A-Za-z0-9]";
+
 /// A secret-like name, its closing quote if it is quoted (escaped to any depth: `"`, `\"`,
 /// `\\\"`…), and what separates it from its value (`>` for an XML element, `<password>`).
 fn names_pattern() -> String {
@@ -404,29 +417,36 @@ const ESCAPES_PATTERN: &str = r"%[0-7][0-9A-Fa-f]|\\[uU]00[0-7][0-9A-Fa-f]";
 static ESCAPES: LazyLock<Regex> = LazyLock::new(|| compile(ESCAPES_PATTERN));
 
 static SHAPES: LazyLock<Regex> = LazyLock::new(|| compile(SHAPES_PATTERN));
+static BARE_LOGIN: LazyLock<Regex> = LazyLock::new(|| compile(BARE_LOGIN_PATTERN));
 static NAMES: LazyLock<Regex> = LazyLock::new(|| compile(&names_pattern()));
 static SIBLINGS: LazyLock<Regex> = LazyLock::new(|| compile(&siblings_pattern()));
-/// Any of the four: whether a pass can find anything.
-static TRIGGER: LazyLock<Regex> = LazyLock::new(|| {
-    compile(&format!(
-        "(?:{SHAPES_PATTERN})|(?:{})|(?:{})|(?:{})",
-        names_pattern(),
-        siblings_pattern(),
-        argv_pattern()
-    ))
-});
-/// [`TRIGGER`] or an escape: one scan that most text, holding no secret, stops at.
-static GATE: LazyLock<Regex> = LazyLock::new(|| {
-    compile(&format!(
-        "(?:{SHAPES_PATTERN})|(?:{})|(?:{})|(?:{})|(?:{ESCAPES_PATTERN})",
-        names_pattern(),
-        siblings_pattern(),
-        argv_pattern()
-    ))
-});
+
+/// Whether a reading of `text` can find anything: one of the policy's patterns matches.
+///
+/// Each pattern scans on its own, each with its lazy DFA's cache. One pattern of them all
+/// would scan once, but its DFA's states are the product of theirs: on varied text (this
+/// repository's sources, a line at a time) it cleared its 2 MB cache hundreds of times and
+/// took 20 times as long as the patterns one after another, which each fit theirs
+/// (`the_policys_patterns_fit_their_lazy_dfa_caches` in the tests).
+fn may_hold_secret(text: &str) -> bool {
+    SHAPES.is_match(text)
+        || NAMES.is_match(text)
+        || SIBLINGS.is_match(text)
+        || ARGV.is_match(text)
+        || (text.contains('@') && BARE_LOGIN.is_match(text))
+}
+
+/// The cache of each pattern's lazy DFA, the most it grows to (per thread that scans): four
+/// times the `regex` crate's default, so that the states varied text needs fit with room to
+/// spare (`the_policys_patterns_fit_their_lazy_dfa_caches`). A DFA whose cache fills is
+/// cleared and rebuilt as it goes, and after a few clears gives way to a slower engine.
+const DFA_CACHE: usize = 8 << 20;
 
 fn compile(pattern: &str) -> Regex {
-    Regex::new(pattern).unwrap_or_else(|e| unreachable!("redaction pattern is valid: {e}"))
+    regex::RegexBuilder::new(pattern)
+        .dfa_size_limit(DFA_CACHE)
+        .build()
+        .unwrap_or_else(|e| unreachable!("redaction pattern is valid: {e}"))
 }
 
 /// How far a quoted value is looked at for its closing quote; a value not closed within it is
@@ -457,12 +477,12 @@ pub fn redact_text(text: &str) -> Cow<'_, str> {
 
 /// One reading of [`redact_text`].
 fn redact_pass(text: &str) -> Cow<'_, str> {
-    if !GATE.is_match(text) {
+    if !may_hold_secret(text) && !ESCAPES.is_match(text) {
         return Cow::Borrowed(text);
     }
     let hidden = match escaped_secrets(text) {
-        // The gate may have stopped at an escape alone.
-        Some(hidden) if hidden.is_empty() && !TRIGGER.is_match(text) => {
+        // Only an escape may have let it through.
+        Some(hidden) if hidden.is_empty() && !may_hold_secret(text) => {
             return Cow::Borrowed(text);
         }
         Some(hidden) => hidden,
@@ -506,7 +526,7 @@ fn redact_pass(text: &str) -> Cow<'_, str> {
 /// (they may overlap what the text as written shows); `None` when nothing in it decodes.
 fn escaped_secrets(text: &str) -> Option<Vec<Range<usize>>> {
     let decoded = Decoded::of(text)?;
-    if !TRIGGER.is_match(&decoded.text) {
+    if !may_hold_secret(&decoded.text) {
         return Some(Vec::new());
     }
     let mut ranges = secret_ranges(&decoded.text);
@@ -1074,11 +1094,26 @@ const GLUED_REACH: usize = 64;
 fn redact_shapes(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
     let mut rewriter = Rewriter::new(text);
     let mut at = 0;
+    // The next login without a scheme at or after `at`, looked for again only once `at` has
+    // passed its start (it stays the leftmost until then).
+    let mut login = None;
+    let mut logins_left = text.contains('@');
     while at < text.len() {
-        let Some(found) = SHAPES.find_at(text, at) else { break };
+        if logins_left && login.as_ref().is_none_or(|l: &Range<usize>| l.start < at) {
+            login = BARE_LOGIN.find_at(text, at).map(|m| m.range());
+            logins_left = login.is_some();
+        }
+        let shape = SHAPES.find_at(text, at).map(|m| m.range());
+        let (found, judged) = match (shape, &login) {
+            (shape, Some(login)) if shape.as_ref().is_none_or(|s| login.start <= s.start) => {
+                (login.clone(), bare_userinfo(text, login.clone()))
+            }
+            (Some(shape), _) => (shape.clone(), judge_shape(text, shape)),
+            (None, _) => break,
+        };
         #[cfg(test)]
-        tests::SHAPE_SCAN.with(|scanned| scanned.set(scanned.get() + (found.end() - at)));
-        match judge_shape(text, found.range()) {
+        tests::SHAPE_SCAN.with(|scanned| scanned.set(scanned.get() + (found.end - at)));
+        match judged {
             Some(range) => {
                 // Another shape may start inside the end of this one and run past it (a key
                 // glued to another took its prefix): look again from a little before the end,
@@ -1087,12 +1122,12 @@ fn redact_shapes(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
                 while !text.is_char_boundary(back) {
                     back -= 1;
                 }
-                at = back.max(next_char(text, found.start()));
+                at = back.max(next_char(text, found.start));
                 rewriter.replace_or_extend(range);
             }
             // Not a secret here: look again from the next character, so a shape that starts
             // inside what was looked at is still found.
-            None => at = next_char(text, found.start()),
+            None => at = next_char(text, found.start),
         }
     }
     rewriter.finish()
@@ -1120,9 +1155,6 @@ fn judge_shape(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
             return None;
         }
         return Some(whole.start + 3..whole.end - 1);
-    }
-    if let Some(bare) = bare_userinfo(text, whole.clone()) {
-        return bare;
     }
     let scheme = if starts_with("basic") {
         5
@@ -1162,33 +1194,29 @@ fn judge_shape(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
     Some(whole)
 }
 
-/// For a match of the scheme-less `user:password@host` shape, what of it is the secret: the
-/// user and the password, when the password looks like a credential (`email:alice@example.com`
-/// and `mailto:bob@example.com` are an address under a key, not a login), else nothing.
-/// `None` for a match of another shape.
-fn bare_userinfo(text: &str, whole: Range<usize>) -> Option<Option<Range<usize>>> {
+/// For a match of [`BARE_LOGIN`], what of it is the secret: the user and the password, when
+/// the password looks like a credential (`email:alice@example.com` and `mailto:bob@example.com`
+/// are an address under a key, not a login), else nothing.
+fn bare_userinfo(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
     let s = &text[whole.clone()];
-    // Only this shape ends with `@` and the host's first character (a private key, which
-    // may hold both, starts with dashes).
-    let at = s.len().checked_sub(2).filter(|&at| s.as_bytes()[at] == b'@')?;
-    if s.starts_with('-') && s.contains("PRIVATE KEY") {
+    // The match ends with `@` and the host's first character.
+    let at = s.len() - 2;
+    let (user, password) = s[..at].split_once(':')?;
+    if !user.bytes().any(|b| b.is_ascii_alphabetic()) {
         return None;
     }
-    let (user, password) = s[..at].split_once(':')?;
     // A match inside a longer user (the shape pass looks again one character on after a
     // match it rejected) is none.
     let user_char = |c: char| c.is_ascii_alphanumeric() || "._~%!$&*+-".contains(c);
     if text[..whole.start].chars().next_back().is_some_and(user_char) {
-        return Some(None);
+        return None;
     }
     // Schemes whose address is `user@host` after the colon.
     let scheme = ["mailto", "sip", "sips", "xmpp", "im", "pres", "acct"]
         .iter()
         .any(|scheme| user.eq_ignore_ascii_case(scheme));
-    Some(
-        (!scheme && looks_like_credential(password) && !is_digest(&text[whole.start + at + 1..]))
-            .then(|| whole.start..whole.start + at),
-    )
+    (!scheme && looks_like_credential(password) && !is_digest(&text[whole.start + at + 1..]))
+        .then(|| whole.start..whole.start + at)
 }
 
 /// Whether `text` starts with a content digest, `sha256:` and hex (`sha384`, `sha512` too): what
@@ -3602,6 +3630,55 @@ mod tests {
         pub(super) static COMMAND_SCAN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
 
+    /// Each pattern the policy scans with keeps its lazy DFA's states within half the cache it
+    /// is given ([`DFA_CACHE`]) over varied text: this repository's sources and documents, a
+    /// line at a time, as a store hands them over. A pattern whose cache fills is cleared and
+    /// rebuilt as it scans, and then falls back to a slower engine: one pattern of them all,
+    /// and `SHAPES` with the scheme-less login among its alternatives, each did at the 2 MB
+    /// the `regex` crate gives, and made every append several times slower. Counted, not
+    /// timed: the DFA reports how often it cleared.
+    #[test]
+    fn the_policys_patterns_fit_their_lazy_dfa_caches() {
+        use regex_automata::hybrid::{dfa, regex::Regex as Lazy};
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = vec![root.join("README.md"), root.join("ARCHITECTURE.md")];
+        for dir in ["crates/persistence/src", "crates/persistence/src/redact", "crates/audit/src"] {
+            for entry in std::fs::read_dir(root.join(dir)).expect("the sources are readable") {
+                files.push(entry.expect("a directory entry").path());
+            }
+        }
+        let mut lines = Vec::new();
+        for file in files.iter().filter(|f| f.is_file()) {
+            let text = std::fs::read_to_string(file).expect("the sources are UTF-8");
+            lines.extend(text.lines().map(str::to_owned));
+        }
+        assert!(lines.len() > 10_000, "only {} lines of text", lines.len());
+        let patterns = [
+            ("SHAPES", SHAPES_PATTERN.to_owned()),
+            ("BARE_LOGIN", BARE_LOGIN_PATTERN.to_owned()),
+            ("NAMES", names_pattern()),
+            ("SIBLINGS", siblings_pattern()),
+            ("ARGV", argv_pattern()),
+            ("ESCAPES", ESCAPES_PATTERN.to_owned()),
+        ];
+        for (name, pattern) in patterns {
+            let lazy = Lazy::builder()
+                .dfa(
+                    dfa::Config::new()
+                        .cache_capacity(DFA_CACHE / 2)
+                        .minimum_cache_clear_count(None),
+                )
+                .build(&pattern)
+                .expect("the policy's patterns compile");
+            let mut cache = lazy.create_cache();
+            for line in &lines {
+                let _ = lazy.find(&mut cache, line.as_bytes());
+            }
+            let clears = cache.forward().clear_count() + cache.reverse().clear_count();
+            assert_eq!(clears, 0, "{name} cleared half its lazy DFA's cache {clears} times");
+        }
+    }
+
     /// Text dense in tool names with nothing that ends a command (blanks and line breaks
     /// written `%20`, `%0A`; a tool's folder before each name) is read in linear time: each
     /// command is read to a bound, so four times the text reads at most about four times as
@@ -3627,9 +3704,9 @@ mod tests {
             assert!(large <= 5 * small.max(1), "{unit:?}: {small} then {large} bytes read");
         }
         let user = "a".repeat(200);
-        assert!(!SHAPES
-            .captures_iter(&format!("{user}:S3cretPw9@db.internal"))
-            .any(|c| c.name("bareinfo").is_some_and(|m| m.start() == 0)));
+        assert!(!BARE_LOGIN
+            .find_iter(&format!("{user}:S3cretPw9@db.internal"))
+            .any(|m| m.start() == 0));
         check(&format!("x {user}:S3cretPw9@db"), &format!("x {user}:S3cretPw9@db"));
         let chain = "eyJhbGciOiJIUzI1NiJ9.".repeat(20_000);
         assert_eq!(redact_text(&chain), REDACTED);
@@ -3744,6 +3821,10 @@ mod tests {
             "Basic ",
             "-----BEGIN PRIVATE KEY-----",
             "-----BEGIN PGP PRIVATE KEY BLOCK-----",
+            "u:Pw9x@h",
+            "1.2:3@",
+            "a:b:",
+            "mailto:a@",
         ];
         for unit in units {
             for filler in ["", "Ab3", "x"] {
