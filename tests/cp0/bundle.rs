@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use aigentflow::approvals::{Approvals, NewApproval};
-use aigentflow::audit::{AuditEntry, AuditLog, AuditRecord, Category};
+use aigentflow::audit::{report, AuditEntry, AuditLog, AuditRecord, Category};
 use aigentflow::bundle::{
     self, AuditRowRecord, Error, Header, Outcome, Record, TaskBundle, TaskRecord, TraceRecord,
 };
@@ -1013,5 +1013,119 @@ fn an_audit_row_edited_with_its_hash_recomputed_is_refused_where_its_origin_is_k
         assert_eq!(report.audit_appended, 0);
         verifies(dest.db());
     }
+}
+}
+
+/// A bundle of `tasks` signed with `key`.
+fn export_signed(db: &Database, tasks: &[&str], key: &report::SigningKey) -> Vec<u8> {
+    let ids: Vec<TaskId> = tasks.iter().map(|t| (*t).into()).collect();
+    let mut out = Vec::new();
+    bundle::export_signed(db, &ids, &mut out, Some(key)).unwrap();
+    out
+}
+
+/// `bytes` signed anew with `key`, as a forger would: its signature line, if any, replaced.
+fn signed_anew(bytes: &[u8], key: &report::SigningKey) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let end = text.find("{\"kind\":\"signature\"").unwrap_or(text.len());
+    let body = &text.as_bytes()[..end];
+    let sha256 = hex::encode(Sha256::digest(body));
+    let signature = bundle::Record::Signature(bundle::SignatureRecord {
+        algorithm: "ed25519".into(),
+        public_key: report::public_key_hex(&key.verifying_key()),
+        value: report::sign_bytes(key, &bundle::signed_message(&sha256)),
+        sha256,
+    });
+    let mut out = body.to_vec();
+    out.extend(serde_json::to_vec(&signature).unwrap());
+    out.push(b'\n');
+    out
+}
+
+/// Whether `bytes` reads as a bundle that `key` signed.
+fn signed_by(bytes: &[u8], key: &report::VerifyingKey) -> bundle::Result<bundle::Bundle> {
+    let parsed = bundle::read_bundle(&mut &bytes[..])?;
+    parsed.check_signer(key)?;
+    Ok(parsed)
+}
+
+on_both! {
+/// A bundle signed at export reads and imports as its signer's; every change to it is refused
+/// under that key: any one byte of any line changed (three places in each line, the signature's
+/// own line too), any line removed, two neighbouring lines swapped, a line added after the
+/// signature, the signature moved before the end record. A bundle edited and signed anew by
+/// another key (a forger's) is `OtherSigner`, one whose signature was cut off is `Unsigned`;
+/// both read as well-formed bundles, which is all an unsigned bundle can show.
+fn a_signed_bundle_is_refused_after_any_change_or_under_another_key(t) {
+    let src_db = another(t);
+    let src = open_clocked(src_db.location());
+    populate(&src, "task-s");
+    let (key, forger) = (report::generate_key().unwrap(), report::generate_key().unwrap());
+    let trusted = key.verifying_key();
+    let genuine = export_signed(&src, &["task-s"], &key);
+    let parsed = signed_by(&genuine, &trusted).expect("the genuine bundle is its signer's");
+    assert_eq!(parsed.signed_by.as_deref(), Some(&*report::public_key_hex(&trusted)));
+    // The lines of the unsigned export (the header's time aside), and the signature last.
+    let unsigned = export(&src, &["task-s"]);
+    let lines: Vec<&[u8]> = genuine.split_inclusive(|b| *b == b'\n').collect();
+    let unsigned_lines: Vec<&[u8]> = unsigned.split_inclusive(|b| *b == b'\n').collect();
+    assert_eq!(lines[1..lines.len() - 1], unsigned_lines[1..], "a signature only adds its line");
+    assert!(lines[lines.len() - 1].starts_with(b"{\"kind\":\"signature\""));
+    let glue = |lines: &[&[u8]]| lines.concat();
+    let mut variants: Vec<(String, Vec<u8>)> = Vec::new();
+    for (n, line) in lines.iter().enumerate() {
+        for place in [1, line.len() / 2, line.len() - 2] {
+            let mut changed = lines.iter().map(|l| l.to_vec()).collect::<Vec<_>>();
+            let b = &mut changed[n][place];
+            *b = if b.is_ascii_digit() { b'0' + (*b - b'0' + 1) % 10 } else if *b == b'a' { b'b' } else { b'a' };
+            variants.push((format!("line {} byte {place}", n + 1), changed.concat()));
+        }
+        let mut removed = lines.clone();
+        removed.remove(n);
+        variants.push((format!("line {} removed", n + 1), glue(&removed)));
+        if n + 1 < lines.len() {
+            let mut swapped = lines.clone();
+            swapped.swap(n, n + 1);
+            variants.push((format!("lines {} and {} swapped", n + 1, n + 2), glue(&swapped)));
+        }
+    }
+    let last = lines.len() - 1;
+    let mut added = lines.clone();
+    added.push(b"{\"kind\":\"end\",\"records\":0}\n");
+    variants.push(("a line after the signature".into(), glue(&added)));
+    let mut twice = lines.clone();
+    twice.push(lines[last]);
+    variants.push(("the signature twice".into(), glue(&twice)));
+    let mut early = lines.clone();
+    early.swap(last - 1, last);
+    variants.push(("the signature before the end".into(), glue(&early)));
+    for (what, bytes) in &variants {
+        assert!(bytes != &genuine, "{what}: a change");
+        assert!(signed_by(bytes, &trusted).is_err(), "{what}: passed as the signer's");
+    }
+    // Forged whole: a row edited, the bundle signed again by another key.
+    let text = String::from_utf8(genuine[..genuine.len() - lines[last].len()].to_vec()).unwrap();
+    let mut edited: Vec<String> = text.lines().map(str::to_owned).collect();
+    let row = edited.iter().position(|l| l.contains("\"file written\"")).unwrap();
+    edit_line(&mut edited, row, |v| {
+        v["action"] = json!("nothing written");
+        let mut fields = v.clone();
+        fields.as_object_mut().unwrap().remove("kind");
+        let row: bundle::AuditRowRecord = serde_json::from_value(fields).unwrap();
+        v["row_hash"] = json!(row.computed_hash());
+    });
+    let forged = signed_anew(&joined(&edited), &forger);
+    assert!(bundle::read_bundle(&mut &forged[..]).is_ok(), "a forgery is well formed");
+    let err = signed_by(&forged, &trusted).unwrap_err();
+    assert!(matches!(err, bundle::Error::OtherSigner { .. }), "{err}");
+    let cut = &genuine[..genuine.len() - lines[last].len()];
+    let err = signed_by(cut, &trusted).unwrap_err();
+    assert!(matches!(err, bundle::Error::Unsigned), "{err}");
+    // The genuine bundle imports, and says whose it is.
+    let report = import(t.db(), &genuine).unwrap();
+    assert_eq!(report.signed_by, parsed.signed_by);
+    assert_same_task(&src, t.db(), "task-s");
+    verifies(t.db());
 }
 }

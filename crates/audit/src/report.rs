@@ -190,13 +190,13 @@ impl Report {
 
     /// The report signed with `key`.
     pub fn sign(self, key: &SigningKey) -> SignedReport {
-        let value = key.sign(&self.canonical_bytes());
+        let value = sign_bytes(key, &self.canonical_bytes());
         SignedReport {
             report: self,
             signature: Some(Signature {
                 algorithm: ALGORITHM.to_owned(),
-                public_key: hex::encode(key.verifying_key().as_bytes()),
-                value: hex::encode(value.to_bytes()),
+                public_key: public_key_hex(&key.verifying_key()),
+                value,
             }),
         }
     }
@@ -230,17 +230,47 @@ pub fn check(text: &str, key: &VerifyingKey) -> Result<Report, ReportError> {
             signature.algorithm
         )));
     }
-    let given = hex::encode(key.as_bytes());
+    let given = public_key_hex(key);
     if !signature.public_key.eq_ignore_ascii_case(&given) {
         return Err(ReportError::OtherKey { found: signature.public_key, given });
     }
-    let bytes: [u8; 64] = hex::decode(&signature.value)
+    verify_bytes(key, &signed.report.canonical_bytes(), &signature.value)?;
+    Ok(signed.report)
+}
+
+/// `key`'s Ed25519 signature of `message`, as 128 hex digits.
+pub fn sign_bytes(key: &SigningKey, message: &[u8]) -> String {
+    hex::encode(key.sign(message).to_bytes())
+}
+
+/// Checks that `signature` (128 hex digits) is `key`'s signature of `message`:
+/// [`ReportError::BadSignature`] if it is not, or is not a signature at all.
+pub fn verify_bytes(
+    key: &VerifyingKey,
+    message: &[u8],
+    signature: &str,
+) -> Result<(), ReportError> {
+    let bytes: [u8; 64] = hex::decode(signature)
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or(ReportError::BadSignature)?;
-    let value = ed25519_dalek::Signature::from_bytes(&bytes);
-    key.verify(&signed.report.canonical_bytes(), &value).map_err(|_| ReportError::BadSignature)?;
-    Ok(signed.report)
+    key.verify(message, &ed25519_dalek::Signature::from_bytes(&bytes))
+        .map_err(|_| ReportError::BadSignature)
+}
+
+/// A public key as signatures name it: its 32 bytes in lower-case hex.
+pub fn public_key_hex(key: &VerifyingKey) -> String {
+    hex::encode(key.as_bytes())
+}
+
+/// A public key from [`public_key_hex`]'s form.
+pub fn public_key_from_hex(text: &str) -> Result<VerifyingKey, ReportError> {
+    let bad = |reason: String| ReportError::BadKey { what: "public", reason };
+    let bytes: [u8; 32] = hex::decode(text)
+        .map_err(|_| bad("not 64 hex digits".into()))?
+        .try_into()
+        .map_err(|_| bad("not 32 bytes (64 hex digits)".into()))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| bad(e.to_string()))
 }
 
 /// A new signing key from the system's random source.
@@ -266,7 +296,7 @@ pub fn secret_key_text(key: &SigningKey) -> String {
 
 /// The text of a public key file: its kind, then the key's 32 bytes in hex, on one line.
 pub fn public_key_text(key: &VerifyingKey) -> String {
-    format!("{PUBLIC_TAG} {}\n", hex::encode(key.as_bytes()))
+    format!("{PUBLIC_TAG} {}\n", public_key_hex(key))
 }
 
 fn key_bytes(text: &str, what: &'static str) -> Result<[u8; 32], ReportError> {

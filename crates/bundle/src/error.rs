@@ -49,6 +49,13 @@ pub enum Error {
     /// A stored row cannot be exported as it is (e.g. an audit row whose hash does not match).
     #[error("cannot export task {task}: {reason}")]
     NotExportable { task: SafeText, reason: SafeText },
+    /// The bundle was to be signed by a given key and carries no signature; nothing was
+    /// imported.
+    #[error("the bundle is not signed, and a signed one was asked for: nothing imported")]
+    Unsigned,
+    /// The bundle was signed by another key than the one given; nothing was imported.
+    #[error("the bundle was signed by another key ({found:.16}…), not the one given ({given:.16}…): nothing imported")]
+    OtherSigner { found: String, given: String },
     /// Reading the bundle or writing the export failed.
     #[error("{what}: {source}")]
     Io { what: &'static str, source: std::io::Error },

@@ -4,17 +4,19 @@
 use std::io::Write;
 
 use aigentflow_audit::chain::{row_hash, HashedFields};
+use aigentflow_audit::report::{self, SigningKey};
 use aigentflow_audit::StoredEvent;
 use aigentflow_core_states::{time, TaskId};
 use aigentflow_persistence::audit_chain::{hashed_timestamp, EventFields, Origin};
 use aigentflow_persistence::{Database, Param, Row, Tx};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::record::{
-    ApprovalRecord, AuditRowRecord, CheckpointRecord, DefinitionRecord, EndRecord, Header,
-    InvocationRecord, OriginRecord, Record, TaskBundle, TaskRecord, TraceRecord, TransitionRecord,
-    FORMAT, VERSION,
+    signed_message, ApprovalRecord, AuditRowRecord, CheckpointRecord, DefinitionRecord, EndRecord,
+    Header, InvocationRecord, OriginRecord, Record, SignatureRecord, TaskBundle, TaskRecord,
+    TraceRecord, TransitionRecord, FORMAT, VERSION,
 };
 
 const TASK: &str = "SELECT task_id, project_id, state, context, created_at, updated_at
@@ -54,6 +56,19 @@ pub struct ExportReport {
 /// [`Error::TaskNotFound`]; an audit row of a task whose hash does not follow from its fields,
 /// or that carries none, is [`Error::NotExportable`] (`audit verify` names it).
 pub fn export(db: &Database, tasks: &[TaskId], out: &mut dyn Write) -> Result<ExportReport> {
+    export_signed(db, tasks, out, None)
+}
+
+/// [`export`], signed with `key` when one is given: after the end record, a
+/// [`SignatureRecord`] of every byte written before it. An import that is given the key's
+/// public half refuses the bundle if any byte was changed, or it was signed by another key or
+/// not at all.
+pub fn export_signed(
+    db: &Database,
+    tasks: &[TaskId],
+    out: &mut dyn Write,
+    key: Option<&SigningKey>,
+) -> Result<ExportReport> {
     let mut names: Vec<String> = Vec::with_capacity(tasks.len());
     for task in tasks {
         if !names.iter().any(|n| n == task.as_str()) {
@@ -76,7 +91,7 @@ pub fn export(db: &Database, tasks: &[TaskId], out: &mut dyn Write) -> Result<Ex
             exported_at: time::to_db(tx.now()),
             tasks: names.clone(),
         };
-        let mut lines = Lines { out, records: 0 };
+        let mut lines = Lines { out, records: 0, digest: Sha256::new() };
         lines.line(&header)?;
         for b in bundles {
             lines.record(Record::Task(b.task))?;
@@ -104,6 +119,16 @@ pub fn export(db: &Database, tasks: &[TaskId], out: &mut dyn Write) -> Result<Ex
         }
         let records = lines.records;
         lines.line(&Record::End(EndRecord { records }))?;
+        if let Some(key) = key {
+            let sha256 = hex::encode(lines.digest.clone().finalize());
+            let value = report::sign_bytes(key, &signed_message(&sha256));
+            lines.line(&Record::Signature(SignatureRecord {
+                algorithm: report::ALGORITHM.to_owned(),
+                public_key: report::public_key_hex(&key.verifying_key()),
+                sha256,
+                value,
+            }))?;
+        }
         lines
             .out
             .flush()
@@ -125,6 +150,8 @@ pub(crate) fn source(db: &Database) -> String {
 struct Lines<'o> {
     out: &'o mut dyn Write,
     records: u64,
+    /// Of every byte written.
+    digest: Sha256,
 }
 
 impl Lines<'_> {
@@ -134,6 +161,7 @@ impl Lines<'_> {
             source: std::io::Error::other(e),
         })?;
         text.push(b'\n');
+        self.digest.update(&text);
         self.out
             .write_all(&text)
             .map_err(|source| Error::Io { what: "cannot write the bundle", source })

@@ -74,6 +74,8 @@ pub struct ImportReport {
     pub audit_appended: u64,
     /// Audit entries already here (imported before, or written here first): not appended.
     pub audit_already_present: u64,
+    /// The key whose signature covers the bundle ([`Bundle::signed_by`]), if it was signed.
+    pub signed_by: Option<String>,
 }
 
 /// Reads a whole bundle ([`read_bundle`]: every line checked first) and imports it
@@ -107,6 +109,7 @@ pub fn import_bundle(db: &Database, bundle: &Bundle) -> Result<ImportReport> {
             tasks: Vec::with_capacity(bundle.tasks.len()),
             audit_appended: 0,
             audit_already_present: 0,
+            signed_by: bundle.signed_by.clone(),
         };
         let mut entries = Vec::new();
         let mut given_origins = imported_origins(tx)?;

@@ -28,6 +28,12 @@
 //!      the task to it, so the task goes on following the definition it ran under.
 //! 3. `{"kind":"end","records":N}`: N records came before it. A bundle without it is
 //!    truncated.
+//! 4. Only in a signed bundle ([`export_signed`], `tasks export --sign KEYFILE`), its last line:
+//!    `{"kind":"signature","algorithm":"ed25519","public_key":"…","sha256":"…","value":"…"}`,
+//!    the Ed25519 signature (with a key made by `audit keygen`) of [`signed_message`] of the
+//!    SHA-256 of every byte before the line. Reading checks it against the key it names;
+//!    [`Bundle::check_signer`] (`tasks import --pubkey PUBFILE`) checks that the key is the one
+//!    given.
 //!
 //! Row numbers (`state_transitions.id`, `agent_invocations.id`, `execution_traces.feed_seq`)
 //! belong to a database: an import numbers those rows anew, in the bundle's order. Every text
@@ -49,8 +55,11 @@
 //! import of the same bundle changes nothing. An entry whose origin this database knows with
 //! another hash (a row of its own, or one imported from that origin before) is refused
 //! ([`Error::OriginDiffers`]): the hashes are keyless, so an edit that recomputes them passes
-//! the line check, but not this one. A bundle is not signed: one forged whole is not detected. Every text goes through the redaction policy on
-//! its way in.
+//! the line check, but not this one. A bundle forged whole, with rows this database has never
+//! seen, passes every check but the signature's: an importer that holds the exporter's public
+//! key asks for it ([`Bundle::check_signer`]), and then a bundle unsigned, signed by another
+//! key, or changed by a single byte since it was signed is refused before anything is written.
+//! Every text goes through the redaction policy on its way in.
 
 mod error;
 mod export;
@@ -59,11 +68,11 @@ mod parse;
 mod record;
 
 pub use error::{Error, Result};
-pub use export::{export, read_task, ExportReport};
+pub use export::{export, export_signed, read_task, ExportReport};
 pub use import::{import, import_bundle, ImportReport, Outcome, TaskOutcome};
 pub use parse::{read_bundle, Bundle, MAX_LINE_BYTES};
 pub use record::{
-    ApprovalRecord, AuditRowRecord, CheckpointRecord, DefinitionRecord, EndRecord, Header,
-    InvocationRecord, OriginRecord, Record, TaskBundle, TaskRecord, TraceRecord, TransitionRecord,
-    FORMAT, VERSION,
+    signed_message, ApprovalRecord, AuditRowRecord, CheckpointRecord, DefinitionRecord, EndRecord,
+    Header, InvocationRecord, OriginRecord, Record, SignatureRecord, TaskBundle, TaskRecord,
+    TraceRecord, TransitionRecord, FORMAT, VERSION,
 };

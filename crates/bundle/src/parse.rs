@@ -10,7 +10,11 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::export::audit_hash;
-use crate::record::{Header, Record, TaskBundle, FORMAT, OLDEST_VERSION, VERSION};
+use crate::record::{
+    signed_message, Header, Record, SignatureRecord, TaskBundle, FORMAT, OLDEST_VERSION, VERSION,
+};
+use aigentflow_audit::report::{self, VerifyingKey};
+use sha2::{Digest, Sha256};
 
 /// The longest line a bundle may hold, in bytes (its newline aside).
 pub const MAX_LINE_BYTES: usize = 64 << 20;
@@ -21,6 +25,25 @@ pub struct Bundle {
     pub header: Header,
     /// In the header's order.
     pub tasks: Vec<TaskBundle>,
+    /// The public key (hex) whose signature covers every byte of the bundle, if it was signed
+    /// (`tasks export --sign`). Anyone can sign with a key of their own: the signature says who
+    /// made the bundle only once [`Bundle::check_signer`] holds it against a key one trusts.
+    pub signed_by: Option<String>,
+}
+
+impl Bundle {
+    /// Checks that `key` signed the bundle: [`Error::Unsigned`] if no key did,
+    /// [`Error::OtherSigner`] if another one did.
+    pub fn check_signer(&self, key: &VerifyingKey) -> Result<()> {
+        let given = report::public_key_hex(key);
+        match &self.signed_by {
+            None => Err(Error::Unsigned),
+            Some(found) if *found != given => {
+                Err(Error::OtherSigner { found: found.clone(), given })
+            }
+            Some(_) => Ok(()),
+        }
+    }
 }
 
 /// Reads and checks a whole bundle. Each of these is an [`Error::Invalid`] naming its line: a
@@ -53,6 +76,10 @@ pub fn read_bundle(input: &mut dyn BufRead) -> Result<Bundle> {
             }
             return Err(Error::Truncated { line });
         }
+        // A signature signs every byte before its line.
+        if !reader.ended {
+            reader.digest.update(&buf);
+        }
         buf.pop();
         reader.line(line, &buf)?;
     }
@@ -75,6 +102,10 @@ struct Reader {
     pending: HashSet<String>,
     records: u64,
     ended: bool,
+    /// Of every byte up to the end record's newline.
+    digest: Sha256,
+    /// The public key of a signature found valid (the line after the end record).
+    signed_by: Option<String>,
 }
 
 fn invalid(line: u64, reason: impl Into<String>) -> Error {
@@ -159,8 +190,14 @@ fn hex64(line: u64, field: &str, text: &str) -> Result<()> {
 
 impl Reader {
     fn line(&mut self, line: u64, bytes: &[u8]) -> Result<()> {
+        if self.signed_by.is_some() {
+            return Err(invalid(line, "a line after the signature"));
+        }
         if self.ended {
-            return Err(invalid(line, "a line after the end record"));
+            return match serde_json::from_slice::<Record>(bytes) {
+                Ok(Record::Signature(signature)) => self.signature(line, signature),
+                _ => Err(invalid(line, "a line after the end record")),
+            };
         }
         let value: Value = serde_json::from_slice(bytes)
             .map_err(|e| invalid(line, format!("not a JSON value ({e})")))?;
@@ -385,7 +422,39 @@ impl Reader {
                 self.tasks[at].audit.push(r);
             }
             Record::End(_) => {}
+            Record::Signature(_) => {
+                return Err(invalid(line, "a signature comes only after the end record"));
+            }
         }
+        Ok(())
+    }
+
+    /// The line after the end record: a signature of every byte before it, by the key it
+    /// names. Any byte changed since, or a signature not made by that key, is refused. Whether
+    /// that key is one the reader trusts is [`Bundle::check_signer`]'s to say.
+    fn signature(&mut self, line: u64, signature: SignatureRecord) -> Result<()> {
+        if signature.algorithm != report::ALGORITHM {
+            return Err(invalid(
+                line,
+                format!("the signature is {:?}, not {}", signature.algorithm, report::ALGORITHM),
+            ));
+        }
+        let key = report::public_key_from_hex(&signature.public_key)
+            .map_err(|e| invalid(line, format!("the signature's key: {e}")))?;
+        let sha256 = hex::encode(self.digest.clone().finalize());
+        if !signature.sha256.eq_ignore_ascii_case(&sha256) {
+            return Err(invalid(
+                line,
+                "the bundle is not what was signed: its bytes were changed after it was signed",
+            ));
+        }
+        report::verify_bytes(&key, &signed_message(&sha256), &signature.value).map_err(|_| {
+            invalid(
+                line,
+                "the signature does not match the bundle: it was changed after it was signed",
+            )
+        })?;
+        self.signed_by = Some(report::public_key_hex(&key));
         Ok(())
     }
 
@@ -449,7 +518,9 @@ impl Reader {
 
     fn finish(self, lines: u64) -> Result<Bundle> {
         match (self.header, self.ended) {
-            (Some(header), true) => Ok(Bundle { header, tasks: self.tasks }),
+            (Some(header), true) => {
+                Ok(Bundle { header, tasks: self.tasks, signed_by: self.signed_by })
+            }
             _ => Err(Error::Truncated { line: lines }),
         }
     }

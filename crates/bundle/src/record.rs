@@ -55,8 +55,11 @@ pub enum Record {
     Audit(AuditRowRecord),
     /// The workflow definition the task started under (after its task).
     Definition(DefinitionRecord),
-    /// The last line: how many records came between the header and it.
+    /// The last record: how many records came between the header and it.
     End(EndRecord),
+    /// Of a signed bundle, the line after the end record, its last: the exporter's signature
+    /// of every byte before it.
+    Signature(SignatureRecord),
 }
 
 impl Record {
@@ -72,6 +75,7 @@ impl Record {
             Self::Audit(_) => "audit",
             Self::Definition(_) => "definition",
             Self::End(_) => "end",
+            Self::Signature(_) => "signature",
         }
     }
 }
@@ -235,6 +239,29 @@ pub struct OriginRecord {
 pub struct EndRecord {
     /// How many records came between the header and this line.
     pub records: u64,
+}
+
+/// A signed bundle's last line: an Ed25519 signature of [`signed_message`] of the SHA-256 of
+/// every byte before this line (the header, the records and the end record, each with its
+/// newline).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureRecord {
+    /// Always `ed25519`.
+    pub algorithm: String,
+    /// The signer's public key: 32 bytes in lower-case hex, as `audit keygen`'s `.pub` file
+    /// holds it after its tag.
+    pub public_key: String,
+    /// The SHA-256 of the bytes before this line, in lower-case hex.
+    pub sha256: String,
+    /// The signature, 64 bytes in hex.
+    pub value: String,
+}
+
+/// What a bundle's signature signs: the format's name and the digest of its bytes, so that the
+/// signature cannot be taken for one of another kind of document (a verification report).
+pub fn signed_message(sha256: &str) -> Vec<u8> {
+    format!("{FORMAT} signature of sha256:{sha256}").into_bytes()
 }
 
 /// The workflow definition a task started under (`task_workflows` and its row of

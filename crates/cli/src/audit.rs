@@ -611,7 +611,7 @@ fn read_small(path: &std::path::Path) -> anyhow::Result<String> {
 /// `--sign KEYFILE`'s key. A secret key that other users can read lets them sign a report of a
 /// rewritten log, and one they can write lets them swap it: like ssh with a private key, a key
 /// file with any group or other permission bit is refused, checked on the file read.
-fn read_signing_key(
+pub(crate) fn read_signing_key(
     path: &std::path::Path,
 ) -> anyhow::Result<aigentflow_audit::report::SigningKey> {
     use std::os::unix::fs::PermissionsExt;
@@ -628,6 +628,14 @@ fn read_signing_key(
         );
     }
     Ok(key)
+}
+
+/// `--pubkey PUBFILE`'s key.
+pub(crate) fn read_public_key(
+    path: &std::path::Path,
+) -> anyhow::Result<aigentflow_audit::report::VerifyingKey> {
+    aigentflow_audit::report::read_public_key(&read_small(path)?)
+        .with_context(|| format!("{}", path.display()))
 }
 
 /// A small file's metadata (of the file read, not of its name) and text.
@@ -659,8 +667,7 @@ fn check_report(
     signature_only: bool,
 ) -> anyhow::Result<Done> {
     use aigentflow_audit::report;
-    let key = report::read_public_key(&read_small(pubkey)?)
-        .with_context(|| format!("{}", pubkey.display()))?;
+    let key = read_public_key(pubkey)?;
     let text = read_small(file)?;
     let checked = match report::check(&text, &key) {
         Ok(r) => r,

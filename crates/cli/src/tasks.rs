@@ -57,15 +57,22 @@ pub enum TasksCommand {
         /// replaced). The database's own files are refused by any name.
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
+        /// Sign the bundle with the Ed25519 secret key in KEYFILE (made by `audit keygen`): a
+        /// last line signs every byte before it, so that `tasks import --pubkey KEYFILE.pub`
+        /// refuses a bundle changed since or made by anyone else. A key file that other users
+        /// can read or write is refused: fix it with `chmod 600`.
+        #[arg(long, value_name = "KEYFILE")]
+        sign: Option<PathBuf>,
     },
     /// Load a bundle written by `tasks export` into this database, in one transaction: all of
     /// it or nothing.
     ///
     /// Every line is checked first; a malformed or truncated bundle, or an audit row whose hash
     /// does not follow from its fields, is refused naming its line, and so is an audit row that
-    /// claims to be a row this database holds or imported before but differs from it. A bundle
-    /// carries no signature: whoever can write it can make one up whole, so import bundles from
-    /// sources you trust. Ids are kept (transitions and invocations are numbered by this database). A
+    /// claims to be a row this database holds or imported before but differs from it. A
+    /// signed bundle's signature is checked against the key it names; only with --pubkey is
+    /// that key held against one you trust: without it, whoever can write a bundle can make
+    /// one up whole. Ids are kept (transitions and invocations are numbered by this database). A
     /// task already here with the same content is left as it is ("already present"); one here
     /// with other content is refused, naming it. Audit entries are appended to this database's
     /// chain with their original id, hash and source as provenance, so `audit verify` passes
@@ -75,6 +82,11 @@ pub enum TasksCommand {
         /// The bundle (`-` is stdin).
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// Import only a bundle signed by the key in PUBFILE (the `.pub` file `audit keygen`
+        /// made beside the exporter's KEYFILE): an unsigned bundle, one signed by another key
+        /// or changed since it was signed is refused, and nothing is written.
+        #[arg(long, value_name = "PUBFILE")]
+        pubkey: Option<PathBuf>,
     },
 }
 
@@ -87,8 +99,10 @@ pub enum ShowFormat {
 
 pub fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<Done> {
     let command = match command {
-        TasksCommand::Export { tasks, output } => return export(ctx, &tasks, &output),
-        TasksCommand::Import { file } => return import(ctx, &file),
+        TasksCommand::Export { tasks, output, sign } => {
+            return export(ctx, &tasks, &output, sign.as_deref())
+        }
+        TasksCommand::Import { file, pubkey } => return import(ctx, &file, pubkey.as_deref()),
         other => other,
     };
     let db = ctx.read()?;
@@ -211,24 +225,32 @@ pub fn run(ctx: &Ctx, command: TasksCommand) -> anyhow::Result<Done> {
 }
 
 /// `tasks export`: the bundle through the one output rule, as `audit export` writes.
-fn export(ctx: &Ctx, tasks: &[TaskId], path: &std::path::Path) -> anyhow::Result<Done> {
+fn export(
+    ctx: &Ctx,
+    tasks: &[TaskId],
+    path: &std::path::Path,
+    sign: Option<&std::path::Path>,
+) -> anyhow::Result<Done> {
+    // The key first: a key refused leaves no file behind.
+    let key = sign.map(crate::audit::read_signing_key).transpose()?;
     let db = ctx.read()?;
     let mut out = Output::open_new(path, Some(&db))?;
     ctx.out.note_leftovers(out.leftovers());
     // Returning early drops `out`, which removes its temporary file.
-    let report = aigentflow_bundle::export(&db, tasks, &mut out)?;
+    let report = aigentflow_bundle::export_signed(&db, tasks, &mut out, key.as_ref())?;
     let to_stdout = out.is_stdout();
     out.commit()?;
     // Nothing else goes where the bundle went.
     if !to_stdout {
         ctx.out.emit(
-            &json!({"file": path.to_string_lossy(), "tasks": report.tasks, "records": report.records}),
+            &json!({"file": path.to_string_lossy(), "tasks": report.tasks, "records": report.records, "signed": key.is_some()}),
             || {
                 say!(
-                    "exported {} task(s), {} records, to {}",
+                    "exported {} task(s), {} records, to {}{}",
                     report.tasks.len(),
                     report.records,
-                    path.display()
+                    path.display(),
+                    if key.is_some() { ", signed" } else { "" }
                 )
             },
         )?;
@@ -237,7 +259,12 @@ fn export(ctx: &Ctx, tasks: &[TaskId], path: &std::path::Path) -> anyhow::Result
 }
 
 /// `tasks import`: the whole bundle read and checked, then written in one transaction.
-fn import(ctx: &Ctx, path: &std::path::Path) -> anyhow::Result<Done> {
+fn import(
+    ctx: &Ctx,
+    path: &std::path::Path,
+    pubkey: Option<&std::path::Path>,
+) -> anyhow::Result<Done> {
+    let trusted = pubkey.map(crate::audit::read_public_key).transpose()?;
     let mut input: Box<dyn BufRead> = if path.as_os_str() == Output::STDOUT {
         Box::new(std::io::stdin().lock())
     } else {
@@ -247,6 +274,9 @@ fn import(ctx: &Ctx, path: &std::path::Path) -> anyhow::Result<Done> {
     };
     let bundle = aigentflow_bundle::read_bundle(&mut input)
         .with_context(|| format!("cannot import {}", path.display()))?;
+    if let Some(key) = &trusted {
+        bundle.check_signer(key).with_context(|| format!("cannot import {}", path.display()))?;
+    }
     let db = ctx.write()?;
     let report = aigentflow_bundle::import_bundle(&db, &bundle)?;
     ctx.out.emit(&report, || {
@@ -262,6 +292,13 @@ fn import(ctx: &Ctx, path: &std::path::Path) -> anyhow::Result<Done> {
             report.audit_already_present,
             report.source
         );
+        match (&report.signed_by, &trusted) {
+            (Some(_), Some(_)) => say!("signed by the key given"),
+            (Some(key), None) => {
+                say!("signed by key {:.16}… (not held against a key: see --pubkey)", key)
+            }
+            (None, _) => say!("unsigned"),
+        }
     })?;
     Ok(Done::Ok)
 }

@@ -1032,9 +1032,9 @@ fn a_signed_verification_report_checks_and_catches_an_edit_or_a_rewritten_log(t:
 }
 }
 
-/// A signing key that other users can read (and so sign a report of a rewritten log with) or
-/// change is refused for every group and other permission bit, alone and together, in one line
-/// naming the fix; no report is written. The owner's own bits are the owner's business.
+/// A signing key that other users can read (and so sign a report of a rewritten log, or a
+/// bundle, with) or change is refused for every group and other permission bit, alone and
+/// together, in one line naming the fix; no report or bundle is written. The owner's own bits are the owner's business.
 #[test]
 fn a_signing_key_other_users_can_read_or_change_is_refused() {
     use std::os::unix::fs::PermissionsExt;
@@ -1060,14 +1060,21 @@ fn a_signing_key_other_users_can_read_or_change_is_refused() {
             ],
         )
     };
+    let bundle = dir.path().join("bundle.jsonl");
+    let sign_bundle = |mode: u32| {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (out, key) = (bundle.to_str().unwrap(), key.to_str().unwrap());
+        run(db, &["tasks", "export", "any-task", "-o", out, "--sign", key])
+    };
     let exposed = [0o040, 0o004, 0o020, 0o002, 0o010, 0o001, 0o044, 0o066, 0o077];
     for bits in exposed {
         for owner in [0o600, 0o400] {
             let mode = owner | bits;
-            let r = sign(mode);
-            assert_error_line(&r, 1, "chmod 600");
-            assert!(r.stderr.contains(&format!("{mode:04o}")), "{mode:o}: {}", r.stderr);
-            assert!(!report.exists(), "{mode:o}: a report was written");
+            for (r, written) in [(sign(mode), &report), (sign_bundle(mode), &bundle)] {
+                assert_error_line(&r, 1, "chmod 600");
+                assert!(r.stderr.contains(&format!("{mode:04o}")), "{mode:o}: {}", r.stderr);
+                assert!(!written.exists(), "{mode:o}: {} was written", written.display());
+            }
         }
     }
     for mode in [0o600, 0o400, 0o700] {
@@ -1127,6 +1134,36 @@ fn tasks_export_and_import_share_an_execution(t: EmptyDb) {
     assert_error_line(&r, 1, "bundle line");
     let listed = run(third_db, &["--json", "tasks", "list"]).ok().json();
     assert_eq!(listed, serde_json::json!([]), "nothing written");
+
+    // Signed: `--pubkey` takes the signer's bundle only. An unsigned one, one signed by
+    // another key and one changed since it was signed are each one error line, nothing written.
+    let key = dir.path().join("export.key");
+    let stranger = dir.path().join("stranger.key");
+    for k in [&key, &stranger] {
+        run(src, &["audit", "keygen", k.to_str().unwrap()]).ok();
+    }
+    let signed = dir.path().join("signed.jsonl");
+    let (signed_arg, key_arg) = (signed.to_str().unwrap(), key.to_str().unwrap());
+    let r = run(src, &["--json", "tasks", "export", task, "-o", signed_arg, "--sign", key_arg]);
+    assert_eq!(r.ok().json()["signed"], true);
+    let changed = dir.path().join("changed.jsonl");
+    let text = std::fs::read_to_string(&signed).unwrap();
+    std::fs::write(&changed, text.replacen("\"kind\":\"task\"", "\"kind\": \"task\"", 1)).unwrap();
+    let public = |k: &Path| format!("{}.pub", k.display());
+    for (bundle_file, trusted, problem) in [
+        (&file, public(&key), "not signed"),
+        (&signed, public(&stranger), "signed by another key"),
+        (&changed, public(&key), "changed after it was signed"),
+    ] {
+        let r = run(third_db, &["tasks", "import", bundle_file.to_str().unwrap(), "--pubkey", &trusted]);
+        assert_error_line(&r, 1, problem);
+        let listed = run(third_db, &["--json", "tasks", "list"]).ok().json();
+        assert_eq!(listed, serde_json::json!([]), "{problem}: nothing written");
+    }
+    let r = run(third_db, &["tasks", "import", signed_arg, "--pubkey", &public(&key)]).ok();
+    assert!(r.stdout.contains(&format!("imported task {task}")), "{}", r.stdout);
+    assert!(r.stdout.contains("signed by the key given"), "{}", r.stdout);
+    run(third_db, &["audit", "verify"]).ok();
 }
 }
 
