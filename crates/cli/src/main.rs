@@ -462,6 +462,21 @@ impl Drop for LogLine {
     }
 }
 
+/// On Ctrl-C or SIGTERM, removes the temporary files of the outputs not yet committed (an
+/// export, a backup, a copy into a new file: `output::remove_unfinished`), then ends as the
+/// signal would have, with exit code 128 + its number. Without it the process dies where it
+/// stands and leaves them for the next output in their folder to find.
+fn remove_outputs_on_interrupt() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else { return };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let _held = aigentflow_persistence::output::remove_unfinished();
+            std::process::exit(128 + signal);
+        }
+    });
+}
+
 fn main() -> ExitCode {
     // A write past `ulimit -f` raises SIGXFSZ, whose default action kills the process without a
     // word and leaves its temporary files. With a handler the write fails with EFBIG instead,
@@ -477,6 +492,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    // `audit tail` ends on a signal in its own way, with exit code 0.
+    if !matches!(&cli.command, Command::Audit(c) if matches!(**c, audit::AuditCommand::Tail { .. }))
+    {
+        remove_outputs_on_interrupt();
+    }
     if let Ok(path) = database_path(cli.db.clone()) {
         if let Err(code) = refuse_streams_on_the_database(&[path]) {
             return code;

@@ -1395,3 +1395,76 @@ fn a_file_read_by_name_is_a_regular_file_and_a_fifo_is_never_waited_on(t: EmptyD
     assert!(said.contains("imported task"), "{said}");
 }
 }
+
+/// Runs the command and, once a temporary file of its output is in `dir`, sends it `signal`
+/// (`INT`, `TERM`); `None` if it ended before one was seen.
+fn interrupted(db: &Path, args: &[&str], dir: &Path, signal: &str) -> Option<Run> {
+    let mut child = cmd(db)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            finish(child.wait_with_output().unwrap());
+            return None;
+        }
+        if !temps(dir).is_empty() {
+            let sent = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string())
+                .status()
+                .unwrap();
+            assert!(sent.success());
+            return Some(finish(child.wait_with_output().unwrap()));
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("{args:?} made no temporary file within a minute");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// A command interrupted by Ctrl-C or SIGTERM while it writes its output ends with exit code
+/// 128 + the signal and leaves neither the output nor its temporary file (nor a temporary
+/// database's journal): every kind of output, each signal. Each command here waits for a
+/// table another session holds locked, after its temporary file is made.
+#[test]
+fn an_output_interrupted_by_a_signal_leaves_no_file_on_postgres() {
+    let Some(t) = EmptyDb::postgres() else { return };
+    let (dir, db) = demo(&t);
+    let task = run(db, &["--json", "tasks", "list"]).ok().json()[0]["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = dir.join("out");
+    let out_arg = out.to_str().unwrap();
+    let commands: [Vec<&str>; 5] = [
+        vec!["audit", "export", "--format", "csv", "-o", out_arg],
+        vec!["audit", "export", "--format", "jsonl", "-o", out_arg],
+        vec!["tasks", "export", &task, "-o", out_arg],
+        vec!["db", "backup", out_arg],
+        vec!["db", "copy", t.location(), out_arg],
+    ];
+    let mut lock = aigentflow_testkit::Driver::of(&t);
+    lock.batch("BEGIN; LOCK TABLE audit_logs, workflow_states, lessons IN ACCESS EXCLUSIVE MODE");
+    for args in &commands {
+        for (signal, code) in [("INT", 130), ("TERM", 143)] {
+            let r = interrupted(db, args, dir, signal)
+                .unwrap_or_else(|| panic!("{args:?} ended while the tables were locked"));
+            assert_eq!(r.code, code, "{args:?} {signal}: {}", r.stderr);
+            assert!(!out.exists(), "{args:?} {signal}: the output exists");
+            assert_eq!(temps(dir), Vec::<String>::new(), "{args:?} {signal}");
+        }
+    }
+    lock.batch("ROLLBACK");
+    // Left alone, each completes.
+    for args in &commands {
+        run(db, args).ok();
+        std::fs::remove_file(&out).unwrap();
+    }
+}

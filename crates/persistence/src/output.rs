@@ -33,7 +33,9 @@
 //! [`Error::OutputChanged`] and leaves the winner's file as it is: no file holds a mix of two
 //! outputs, and no writer reports a success it did not deliver.
 //!
-//! A writer killed before its commit leaves its temporary file. The next output opened in that
+//! A program that ends on a signal can remove its uncommitted temporary files first
+//! ([`remove_unfinished`]; the command does on Ctrl-C and SIGTERM). A writer killed outright
+//! before its commit leaves its temporary file. The next output opened in that
 //! folder removes every such file (and SQLite's `-journal`, `-wal` and `-shm` beside it) whose
 //! process is gone, and lists them in [`Output::leftovers`]. A name is not enough to remove a
 //! file: a file that is one of the protected database's own files, that a process has open
@@ -410,6 +412,7 @@ struct CreateError {
 /// A temporary file this process created exclusively in a folder; removed when dropped unless
 /// renamed into place, and only while that name still is the file created. The `-journal`,
 /// `-wal` and `-shm` SQLite may have made beside it (a backup's copy) are removed with it.
+/// Until then it is also listed in [`UNFINISHED`], for [`remove_unfinished`].
 #[derive(Debug)]
 pub(crate) struct TempFile {
     dir: OwnedFd,
@@ -417,6 +420,72 @@ pub(crate) struct TempFile {
     name: OsString,
     id: FileId,
     renamed: bool,
+    /// Its entry in [`UNFINISHED`].
+    serial: u64,
+}
+
+/// A temporary file not yet renamed into place nor removed: its folder (a descriptor of its
+/// own), name and identity.
+#[derive(Debug)]
+struct Unfinished {
+    serial: u64,
+    dir: OwnedFd,
+    name: OsString,
+    id: FileId,
+}
+
+/// The temporary files of this process not yet renamed into place nor removed. A file is
+/// listed when it is created and unlisted under the lock as it is renamed or removed, so
+/// [`remove_unfinished`] never removes a file a commit has put in place.
+static UNFINISHED: std::sync::Mutex<(u64, Vec<Unfinished>)> =
+    std::sync::Mutex::new((0, Vec::new()));
+
+fn unfinished() -> std::sync::MutexGuard<'static, (u64, Vec<Unfinished>)> {
+    UNFINISHED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Removes the temporary files of every output this process has not committed (and SQLite's
+/// side files beside them), as dropping them would; for a program ending on a signal, whose
+/// destructors do not run (Ctrl-C during an export). The returned guard holds every output
+/// still: none is created, committed or removed while it lives, so a program that exits while
+/// holding it leaves no temporary file and no half-committed one.
+pub fn remove_unfinished() -> OutputsHeld {
+    let mut list = unfinished();
+    for file in list.1.drain(..) {
+        remove_temp(file.dir.as_fd(), &file.name, Some(file.id));
+    }
+    OutputsHeld { _list: list }
+}
+
+/// Every output of this process held still ([`remove_unfinished`]) while it lives.
+#[must_use = "outputs are held only while this lives"]
+pub struct OutputsHeld {
+    _list: std::sync::MutexGuard<'static, (u64, Vec<Unfinished>)>,
+}
+
+impl std::fmt::Debug for OutputsHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutputsHeld")
+    }
+}
+
+/// Removes the temporary file `name` in `dir` if it still is the file `id` names (`None`: it
+/// was renamed away), and the SQLite side files of its name in any case: the unique name is
+/// this process's, and a connection that failed (a full disk, a file size limit) may leave
+/// them, renamed or not.
+fn remove_temp(dir: BorrowedFd<'_>, name: &OsStr, id: Option<FileId>) {
+    if let Some(id) = id {
+        let ours = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| FileId::of_stat(&st) == id);
+        if ours {
+            let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
+        }
+    }
+    for side in SQLITE_SIDE_FILES {
+        let mut side_name = name.to_os_string();
+        side_name.push(side);
+        let _ = rustix::fs::unlinkat(dir, &side_name, AtFlags::empty());
+    }
 }
 
 impl TempFile {
@@ -439,9 +508,16 @@ impl TempFile {
             match rustix::fs::openat(&dir, &name, flags, Mode::from_raw_mode(0o600)) {
                 Ok(fd) => {
                     let file = File::from(fd);
-                    let id = FileId::of_file(&file)
-                        .map_err(|source| CreateError { path: dir_path.join(&name), source })?;
-                    return Ok((Self { dir, dir_path, name, id, renamed: false }, file));
+                    let failed =
+                        |source: std::io::Error| CreateError { path: dir_path.join(&name), source };
+                    let id = FileId::of_file(&file).map_err(failed)?;
+                    let listed_dir =
+                        rustix::io::fcntl_dupfd_cloexec(&dir, 0).map_err(|e| failed(e.into()))?;
+                    let mut list = unfinished();
+                    list.0 += 1;
+                    let serial = list.0;
+                    list.1.push(Unfinished { serial, dir: listed_dir, name: name.clone(), id });
+                    return Ok((Self { dir, dir_path, name, id, renamed: false, serial }, file));
                 }
                 // Something (perhaps a planted link) has this name: try another.
                 Err(Errno::EXIST) => name = temp_name(hint, std::process::id(), random()),
@@ -569,6 +645,9 @@ impl TempFile {
     /// `replaces` is None, else only while `name` still is the file `replaces` names.
     fn rename_over(&mut self, path: &Path, name: &OsStr, replaces: Option<FileId>) -> Result<()> {
         self.check_ours(path)?;
+        // Held until the file is in place and unlisted: `remove_unfinished` then either ran
+        // before (the file is gone, the rename fails) or finds nothing of this file.
+        let mut list = unfinished();
         let _lock = FolderLock::take(&self.dir);
         let changed = || Error::OutputChanged { path: path.to_path_buf() };
         let rename_err =
@@ -622,6 +701,8 @@ impl TempFile {
             },
         }
         self.renamed = true;
+        list.1.retain(|file| file.serial != self.serial);
+        drop(list);
         match rustix::fs::fsync(&self.dir) {
             // Some file systems cannot sync a folder; the rename is then as durable as it gets.
             Ok(()) | Err(Errno::INVAL | Errno::BADF) => Ok(()),
@@ -632,16 +713,9 @@ impl TempFile {
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if !self.renamed && self.is_ours() {
-            let _ = rustix::fs::unlinkat(&self.dir, &self.name, AtFlags::empty());
-        }
-        // SQLite's side files carry the unique name this process drew; a connection that
-        // failed (a full disk, a file size limit) may leave them, renamed or not.
-        for side in SQLITE_SIDE_FILES {
-            let mut name = self.name.clone();
-            name.push(side);
-            let _ = rustix::fs::unlinkat(&self.dir, &name, AtFlags::empty());
-        }
+        let mut list = unfinished();
+        list.1.retain(|file| file.serial != self.serial);
+        remove_temp(self.dir.as_fd(), &self.name, (!self.renamed).then_some(self.id));
     }
 }
 
