@@ -1094,25 +1094,16 @@ const GLUED_REACH: usize = 64;
 fn redact_shapes(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
     let mut rewriter = Rewriter::new(text);
     let mut at = 0;
-    // The next login without a scheme at or after `at`, looked for again only once `at` has
-    // passed its start (it stays the leftmost until then).
-    let mut login = None;
-    let mut logins_left = text.contains('@');
+    let mut shapes = Leftmost::new(&SHAPES, text, true);
+    let mut logins = Leftmost::new(&BARE_LOGIN, text, text.contains('@'));
     while at < text.len() {
-        if logins_left && login.as_ref().is_none_or(|l: &Range<usize>| l.start < at) {
-            login = BARE_LOGIN.find_at(text, at).map(|m| m.range());
-            logins_left = login.is_some();
-        }
-        let shape = SHAPES.find_at(text, at).map(|m| m.range());
-        let (found, judged) = match (shape, &login) {
+        let (found, judged) = match (shapes.at(at), logins.at(at)) {
             (shape, Some(login)) if shape.as_ref().is_none_or(|s| login.start <= s.start) => {
-                (login.clone(), bare_userinfo(text, login.clone()))
+                (login.clone(), bare_userinfo(text, login))
             }
             (Some(shape), _) => (shape.clone(), judge_shape(text, shape)),
             (None, _) => break,
         };
-        #[cfg(test)]
-        tests::SHAPE_SCAN.with(|scanned| scanned.set(scanned.get() + (found.end - at)));
         match judged {
             Some(range) => {
                 // Another shape may start inside the end of this one and run past it (a key
@@ -1131,6 +1122,39 @@ fn redact_shapes(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
         }
     }
     rewriter.finish()
+}
+
+/// The leftmost match of a pattern at or after a position that only grows ([`redact_shapes`]'s
+/// `at`). It is looked for again only once the position has passed the match found: until then
+/// it stays the leftmost (a search from further on sees the same text, and no match starts
+/// between), and after a search found none, none is left. Each search reads from the position
+/// to the match's end, or to the end of the text; without this, every step of a text dense in
+/// rejected matches of one pattern (`12:30@` repeated) read the rest of the text for the other.
+struct Leftmost<'t> {
+    regex: &'static Regex,
+    text: &'t str,
+    next: Option<Range<usize>>,
+    done: bool,
+}
+
+impl<'t> Leftmost<'t> {
+    /// `looked_for`: whether the text can hold a match at all.
+    fn new(regex: &'static Regex, text: &'t str, looked_for: bool) -> Self {
+        Self { regex, text, next: None, done: !looked_for }
+    }
+
+    fn at(&mut self, at: usize) -> Option<Range<usize>> {
+        if !self.done && self.next.as_ref().is_none_or(|m| m.start < at) {
+            self.next = self.regex.find_at(self.text, at).map(|m| m.range());
+            self.done = self.next.is_none();
+            #[cfg(test)]
+            tests::SHAPE_SCAN.with(|scanned| {
+                let end = self.next.as_ref().map_or(self.text.len(), |m| m.end);
+                scanned.set(scanned.get() + (end - at));
+            });
+        }
+        self.next.clone()
+    }
 }
 
 /// What part of a shape match is the secret, if it is one. The alternatives of [`SHAPES`]
@@ -3622,7 +3646,8 @@ mod tests {
     thread_local! {
         /// Bytes [`key_follows`] has looked at on this thread.
         pub(super) static KEY_SCAN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-        /// Bytes the shape pass has searched through on this thread, to the end of each match.
+        /// Bytes the shape pass has searched through on this thread: from where each search
+        /// started to the end of its match, or of the text.
         pub(super) static SHAPE_SCAN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
         /// Bytes values have been read through on this thread, to their ends.
         pub(super) static VALUE_SCAN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -3825,6 +3850,9 @@ mod tests {
             "1.2:3@",
             "a:b:",
             "mailto:a@",
+            "12:30@",
+            "ab:cd@ef ",
+            "nginx:1.25@sha256:ab ",
         ];
         for unit in units {
             for filler in ["", "Ab3", "x"] {
