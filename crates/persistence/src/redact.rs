@@ -363,8 +363,8 @@ const SHAPES_PATTERN: &str = concat!(
 );
 
 /// A login written without a scheme (`admin:S3cret@db.internal:5432`, a Go DSN's
-/// `root:pw@tcp(host)`): a user with a letter, a password without blanks, quotes or `/`, `@`
-/// and the host's first character. The user is bounded: text of user characters with no `:` (a
+/// `root:pw@tcp(host)`): a user, a password without blanks, quotes or `/`, `@` and the host's
+/// first character (`[` of an IPv6 address too); [`bare_userinfo`] judges it. The user is bounded: text of user characters with no `:` (a
 /// chain of dotted tokens) would otherwise keep every search running to its end.
 ///
 /// A key shape that [`redact_shapes`] looks for beside [`SHAPES`], not among its alternatives:
@@ -375,10 +375,17 @@ const SHAPES_PATTERN: &str = concat!(
 /// `SHAPES` can start where it does: a private key starts with dashes and a blank, a webhook
 /// or a URL's login at a scheme and `/`).
 ///
-/// The user's letter (a run of digits and dots is a time or an address, not a user) is
-/// [`bare_userinfo`]'s to check: in the pattern, a letter somewhere in a counted run doubles
-/// the states of every count.
-const BARE_LOGIN_PATTERN: &str = r"[A-Za-z0-9._~%!$&*+-]{1,129}:[^\s@/`'\x22<>]{1,256}@[A-Za-z0-9]";
+/// Whether the user has a letter (a run of digits is a time, not a user) is [`bare_userinfo`]'s
+/// to check: in the pattern, a letter somewhere in a counted run doubles the states of every
+/// count.
+const BARE_LOGIN_PATTERN: &str =
+    r"[A-Za-z0-9._~%!$&*+-]{1,129}:[^\s@/`'\x22<>]{1,256}@[A-Za-z0-9\[]";
+
+/// A line of a PostgreSQL password file (`~/.pgpass`, `PGPASSFILE`):
+/// `host:port:database:user:password`, a field `*` for any, `\:` and `\\` escaped. The port
+/// (digits or `*`) is what tells it from other colon-separated text; [`pgpass_password`] judges
+/// the rest. Looked for beside [`SHAPES`], as [`BARE_LOGIN`] is.
+const PGPASS_PATTERN: &str = r"[A-Za-z0-9._/*\[\]-]{1,128}:(?:[0-9]{1,5}|\*):(?:\\.|[^\s:\\]){1,64}:(?:\\.|[^\s:\\]){1,64}:(?:\\.|[^\s:\\\x22'`]){1,256}";
 
 /// A secret-like name, its closing quote if it is quoted (escaped to any depth: `"`, `\"`,
 /// `\\\"`…), and what separates it from its value (`>` for an XML element, `<password>`).
@@ -418,6 +425,7 @@ static ESCAPES: LazyLock<Regex> = LazyLock::new(|| compile(ESCAPES_PATTERN));
 
 static SHAPES: LazyLock<Regex> = LazyLock::new(|| compile(SHAPES_PATTERN));
 static BARE_LOGIN: LazyLock<Regex> = LazyLock::new(|| compile(BARE_LOGIN_PATTERN));
+static PGPASS: LazyLock<Regex> = LazyLock::new(|| compile(PGPASS_PATTERN));
 static NAMES: LazyLock<Regex> = LazyLock::new(|| compile(&names_pattern()));
 static SIBLINGS: LazyLock<Regex> = LazyLock::new(|| compile(&siblings_pattern()));
 
@@ -434,6 +442,7 @@ fn may_hold_secret(text: &str) -> bool {
         || SIBLINGS.is_match(text)
         || ARGV.is_match(text)
         || (text.contains('@') && BARE_LOGIN.is_match(text))
+        || (text.contains(':') && PGPASS.is_match(text))
 }
 
 /// The cache of each pattern's lazy DFA, the most it grows to (per thread that scans): four
@@ -1092,19 +1101,27 @@ const GLUED_REACH: usize = 64;
 
 /// Pass 1: key shapes.
 fn redact_shapes(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
+    type Judge = fn(&str, Range<usize>) -> Option<Range<usize>>;
     let mut rewriter = Rewriter::new(text);
     let mut at = 0;
-    let mut shapes = Leftmost::new(&SHAPES, text, true);
-    let mut logins = Leftmost::new(&BARE_LOGIN, text, text.contains('@'));
+    // At one start, the earlier pattern's match is taken (as the earlier alternative of one
+    // pattern would be): a `.pgpass` line's password may hold `@` and so read as a login.
+    let mut patterns: [(Leftmost<'_>, Judge); 3] = [
+        (Leftmost::new(&PGPASS, text, text.contains(':')), pgpass_password),
+        (Leftmost::new(&BARE_LOGIN, text, text.contains('@')), bare_userinfo),
+        (Leftmost::new(&SHAPES, text, true), judge_shape),
+    ];
     while at < text.len() {
-        let (found, judged) = match (shapes.at(at), logins.at(at)) {
-            (shape, Some(login)) if shape.as_ref().is_none_or(|s| login.start <= s.start) => {
-                (login.clone(), bare_userinfo(text, login))
+        let mut leftmost: Option<(Range<usize>, Judge)> = None;
+        for (pattern, judge) in &mut patterns {
+            if let Some(found) = pattern.at(at) {
+                if leftmost.as_ref().is_none_or(|(l, _)| found.start < l.start) {
+                    leftmost = Some((found, *judge));
+                }
             }
-            (Some(shape), _) => (shape.clone(), judge_shape(text, shape)),
-            (None, _) => break,
-        };
-        match judged {
+        }
+        let Some((found, judge)) = leftmost else { break };
+        match judge(text, found.clone()) {
             Some(range) => {
                 // Another shape may start inside the end of this one and run past it (a key
                 // glued to another took its prefix): look again from a little before the end,
@@ -1218,34 +1235,143 @@ fn judge_shape(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
     Some(whole)
 }
 
-/// For a match of [`BARE_LOGIN`], what of it is the secret: the user and the password, when
-/// the password looks like a credential (`email:alice@example.com` and `mailto:bob@example.com`
-/// are an address under a key, not a login), else nothing.
+/// For a match of [`BARE_LOGIN`], what of it is the secret: the user and the password.
+///
+/// A password that looks like a credential makes it a login whatever the user (`12345:…` too).
+/// A URI scheme or a name an e-mail address follows (`mailto:`, `email:`, `from:`…) never does.
+/// A plain password (`admin:letmein@db.example.com`, `postgres:postgres@localhost`) does when
+/// the user has a letter and is not a name an account follows (`user:alice@example.com`) and
+/// what follows `@` is a host: `localhost`, a dotted name or address,
+/// a bracketed IPv6 address, a name with a port, or a Go DSN's `tcp(…)`. A time (`12:30@cafe`) and a word before
+/// `@` and a word (`note:call@noon`) are no login. Neither is an image reference, whose `@` is
+/// followed by a digest (`nginx:1.25-alpine@sha256:…`).
 fn bare_userinfo(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
     let s = &text[whole.clone()];
     // The match ends with `@` and the host's first character.
     let at = s.len() - 2;
     let (user, password) = s[..at].split_once(':')?;
-    if !user.bytes().any(|b| b.is_ascii_alphabetic()) {
-        return None;
-    }
     // A match inside a longer user (the shape pass looks again one character on after a
     // match it rejected) is none.
     let user_char = |c: char| c.is_ascii_alphanumeric() || "._~%!$&*+-".contains(c);
     if text[..whole.start].chars().next_back().is_some_and(user_char) {
         return None;
     }
-    // Schemes whose address is `user@host` after the colon.
-    let scheme = ["mailto", "sip", "sips", "xmpp", "im", "pres", "acct"]
-        .iter()
-        .any(|scheme| user.eq_ignore_ascii_case(scheme));
-    (!scheme && looks_like_credential(password) && !is_digest(&text[whole.start + at + 1..]))
-        .then(|| whole.start..whole.start + at)
+    let after = &text[whole.start + at + 1..];
+    if is_digest(after) {
+        return None;
+    }
+    let named = |keys: &[&str]| keys.iter().any(|key| user.eq_ignore_ascii_case(key));
+    if named(&ADDRESS_KEYS) {
+        return None;
+    }
+    let login = looks_like_credential(password)
+        || (user.bytes().any(|b| b.is_ascii_alphabetic())
+            && !named(&ACCOUNT_KEYS)
+            && looks_like_host(after));
+    login.then(|| whole.start..whole.start + at)
+}
+
+/// For a match of [`PGPASS`], its password: when the host has a letter, a dot, a `/` (a socket
+/// folder) or is `*` (not a time), the line is not inside a longer field, and no fifth `:`
+/// follows (a MAC address has six fields).
+fn pgpass_password(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
+    let line = &text[whole.clone()];
+    let field_char = |c: char| {
+        !c.is_whitespace() && !matches!(c, '"' | '\'' | '`' | ',' | '{' | '(' | '[' | '=' | '>')
+    };
+    if text[..whole.start].chars().next_back().is_some_and(field_char) {
+        return None;
+    }
+    if text[whole.end..].starts_with(':') {
+        return None;
+    }
+    let host = &line[..line.find(':')?];
+    let host_like =
+        host == "*" || host.contains(['.', '/']) || host.bytes().any(|b| b.is_ascii_alphabetic());
+    if !host_like {
+        return None;
+    }
+    // The fifth field starts after the fourth unescaped colon.
+    let mut colons = 0;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            ':' if !escaped => {
+                colons += 1;
+                if colons == 4 {
+                    return Some(whole.start + i + 1..whole.end);
+                }
+            }
+            _ => escaped = false,
+        }
+    }
+    None
+}
+
+/// URI schemes and names that an e-mail address follows after a colon (`mailto:`, `email:`,
+/// `from:`): what comes before `@` is an address's, never a login.
+const ADDRESS_KEYS: [&str; 26] = [
+    "mailto",
+    "sip",
+    "sips",
+    "xmpp",
+    "im",
+    "pres",
+    "acct",
+    "email",
+    "e-mail",
+    "mail",
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "reply-to",
+    "sender",
+    "recipient",
+    "contact",
+    "author",
+    "committer",
+    "maintainer",
+    "owner",
+    "reviewer",
+    "assignee",
+    "reporter",
+    "approver",
+];
+
+/// Names an address or an account follows after a colon (`user:alice@example.com`): a login's
+/// user only when its password looks like a credential.
+const ACCOUNT_KEYS: [&str; 7] =
+    ["user", "username", "login", "account", "member", "address", "addr"];
+
+/// Whether `text` (what follows a login's `@`) starts with a host: `localhost`, a bracketed
+/// IPv6 address, a name or address with a dot inside it, a name followed by a port, or a Go
+/// DSN's `tcp(` or `unix(`.
+fn looks_like_host(text: &str) -> bool {
+    if text.starts_with('[') {
+        return true;
+    }
+    let name_len = text
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        .count();
+    let name = text[..name_len].trim_end_matches('.');
+    let port = text[name_len..]
+        .strip_prefix(':')
+        .is_some_and(|rest| rest.bytes().next().is_some_and(|b| b.is_ascii_digit()));
+    // A Go DSN's address: `tcp(db:3306)`, `unix(/run/mysqld.sock)`.
+    let dsn = text[name_len..].starts_with('(') && matches!(name, "tcp" | "unix");
+    name.eq_ignore_ascii_case("localhost")
+        || (name.contains('.') && !name.starts_with('.'))
+        || (port && !name.is_empty())
+        || dsn
 }
 
 /// Whether `text` starts with a content digest, `sha256:` and hex (`sha384`, `sha512` too): what
 /// follows `@` in an image reference (`nginx:1.25-alpine@sha256:…`), whose `name:tag` before it
-/// is no user and password.
+/// is no user and password. At least 32 hex digits: a password before a look-alike
+/// (`deploy:Pa55-word@sha256:abc123`) still goes.
 fn is_digest(text: &str) -> bool {
     ["sha256:", "sha384:", "sha512:"].iter().any(|algorithm| {
         text.get(..algorithm.len()).is_some_and(|a| a.eq_ignore_ascii_case(algorithm))
@@ -3681,6 +3807,7 @@ mod tests {
         let patterns = [
             ("SHAPES", SHAPES_PATTERN.to_owned()),
             ("BARE_LOGIN", BARE_LOGIN_PATTERN.to_owned()),
+            ("PGPASS", PGPASS_PATTERN.to_owned()),
             ("NAMES", names_pattern()),
             ("SIBLINGS", siblings_pattern()),
             ("ARGV", argv_pattern()),
@@ -3790,6 +3917,72 @@ mod tests {
             "meet at 10:30@office",
             "user:Alice@example.com",
             "note: write to ops@example.com",
+            "12:30@cafe",
+            "note:call@noon",
+            "from:bob@example.com",
+            "Reviewer:jane.doe@corp.example.com",
+            "nginx:1.25@sha256:0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(redact_text(kept), kept);
+        }
+        // Every user with every password before every host, in every context: a plain
+        // password counts too when a host follows, and a user of digits when the password
+        // looks like a credential.
+        let plain = ["letmein", "postgres", "toor", "123456", "changeme", "abcdefghijkl", "Ab1"];
+        let strong = ["Hunter2pw", "Tr0ub4dor&3", "S3cr3t!x", "p4ss-w0rd"];
+        let hosts =
+            ["db.example.com", "localhost", "10.0.0.1", "[::1]", "db:5432", "tcp(db:3306)/app"];
+        let contexts = ["{}", "connect to {} now", "\"{}\"", "{\"url\":\"{}\"}", "DSN={};x=1"];
+        let any: Vec<&str> = plain.iter().chain(&strong).copied().collect();
+        let logins: [(&[&str], &[&str]); 2] =
+            [(&["admin", "postgres", "svc_app", "deploy.bot"], &any), (&["12345", "0"], &strong)];
+        for (users, passwords) in logins {
+            for user in users {
+                for password in passwords {
+                    for host in hosts {
+                        for context in contexts {
+                            let text = context.replace("{}", &format!("{user}:{password}@{host}"));
+                            let clean = redact_text(&text);
+                            assert!(!clean.contains(&format!(":{password}@")), "{text} -> {clean}");
+                            assert!(clean.contains(host), "{text} -> {clean}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A `.pgpass` line loses its password, whatever its fields, in every context; colon
+    /// separated text that is no such line keeps every character.
+    #[test]
+    fn a_pgpass_line_loses_its_password_and_other_colon_text_stays() {
+        let hosts = ["localhost", "db.example.com", "10.0.0.5", "*", "/var/run/postgresql", "db"];
+        let passwords = ["Zx9QwPass", "letmein", r"pa\:ss", "p@ss!word", "x"];
+        let contexts = ["{}", "{}\n", "echo '{}' >> ~/.pgpass", "line 1\n{}\nline 3", "\"{}\""];
+        for host in hosts {
+            for port in ["5432", "*"] {
+                for (db, user) in [("mydb", "admin"), ("*", "postgres"), ("app_db", "*")] {
+                    for password in passwords {
+                        let line = format!("{host}:{port}:{db}:{user}:{password}");
+                        for context in contexts {
+                            let text = context.replace("{}", &line);
+                            let clean = redact_text(&text);
+                            let kept = format!("{host}:{port}:{db}:{user}:{REDACTED}");
+                            assert!(clean.contains(&kept), "{text:?} -> {clean:?}");
+                        }
+                    }
+                }
+            }
+        }
+        for kept in [
+            "12:30:45:00:99",
+            "00:11:22:33:44:55",
+            "aa:bb:cc:dd:ee:ff",
+            "at 2026-11-27 12:30:45.123",
+            "fe80::1:2:3",
+            "a:1:b:c:d:e",
+            "ratio 1:2:3:4:5",
+            "std::io::Error::other",
         ] {
             assert_eq!(redact_text(kept), kept);
         }
@@ -3853,6 +4046,9 @@ mod tests {
             "12:30@",
             "ab:cd@ef ",
             "nginx:1.25@sha256:ab ",
+            "h:5432:d:u:p ",
+            "h:5432:",
+            "a:1:b:c:d:",
         ];
         for unit in units {
             for filler in ["", "Ab3", "x"] {
