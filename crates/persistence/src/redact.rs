@@ -324,14 +324,14 @@ const SHAPES_PATTERN: &str = concat!(
     r"|SK[0-9a-fA-F]{32}",
     r"|key-[a-f0-9]{32}",
     r"|[0-9]{8,10}:A[A-Za-z0-9_-]{34}",
-    r"|ATATT3[A-Za-z0-9_=-]{100,}",
+    r"|ATATT3[A-Za-z0-9_=-]{50,}",
     r"|glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}",
     r"|dapi[a-f0-9]{32}",
     // Stripe webhook signing secrets, Groq and xAI keys, Discord bot tokens (the user id in
     // base64, a time stamp, an HMAC).
     r"|whsec_[A-Za-z0-9+/=]{24,}",
     r"|gsk_[A-Za-z0-9]{48,}",
-    r"|xai-[A-Za-z0-9]{70,}",
+    r"|xai-[A-Za-z0-9]{32,}",
     r"|[MNO][A-Za-z0-9_-]{23,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,40}",
     // HashiCorp Vault, Docker Hub, Postman, Linear, Sentry, New Relic, Supabase, PlanetScale,
     // Replicate, Perplexity, Notion, Square, Doppler, Pulumi, Fly.io, Dynatrace, Heroku and
@@ -341,19 +341,43 @@ const SHAPES_PATTERN: &str = concat!(
     r"|PMAK-[a-f0-9]{24}-[a-f0-9]{34}",
     r"|lin_api_[A-Za-z0-9]{40}",
     r"|sntry[su]_[A-Za-z0-9+/=_-]{40,}",
-    r"|NRAK-[A-Z0-9]{27}",
+    r"|NRAK-[A-Za-z0-9]{27}",
     r"|sbp_[a-f0-9]{40}",
     r"|pscale_(?:pw|tkn|oauth)_[A-Za-z0-9_.-]{32,}",
     r"|r8_[A-Za-z0-9]{37}",
     r"|pplx-[A-Za-z0-9]{48}",
     r"|ntn_[A-Za-z0-9]{40,}",
     r"|sq0(?:atp|csp)-[A-Za-z0-9_-]{22,}",
-    r"|dp\.(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,}",
+    r"|dp\.(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9._-]{40,}",
     r"|pul-[a-f0-9]{40}",
     r"|fo1_[A-Za-z0-9_-]{43}",
     r"|dt0c01\.[A-Z0-9]{24}\.[A-Z0-9]{64}",
     r"|HRKU-[A-Za-z0-9_-]{58,}",
     r"|[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_=-]{60,}",
+    // LangSmith, Pinecone, Fireworks, Figma, Grafana Cloud, Neon, Render, Resend, Notion's
+    // integration secrets, 1Password service accounts, Mapbox secret tokens, JFrog, Alibaba
+    // Cloud, Tencent Cloud, Yandex OAuth, Meta access tokens, AWS session tokens, Braintree,
+    // Azure AD client secrets. Those whose prefix ends a word elsewhere (`re_`, `fw_`…) count
+    // only at a word's start ([`GLUE_SENSITIVE`]).
+    r"|lsv2_(?:pt|sk)_[A-Za-z0-9_]{20,}",
+    r"|pcsk_[A-Za-z0-9_]{20,}",
+    r"|fw_[A-Za-z0-9]{20,}",
+    r"|figd_[A-Za-z0-9_-]{30,}",
+    r"|glc_[A-Za-z0-9+/]{32,}={0,2}",
+    r"|napi_[A-Za-z0-9]{30,}",
+    r"|rnd_[A-Za-z0-9]{20,}",
+    r"|re_[A-Za-z0-9]{8}_[A-Za-z0-9]{20,}",
+    r"|secret_[A-Za-z0-9]{43}",
+    r"|ops_eyJ[A-Za-z0-9+/=_-]{50,}",
+    r"|sk\.eyJ[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{10,}",
+    r"|AKCp[A-Za-z0-9]{60,}",
+    r"|LTAI[A-Za-z0-9]{12,}",
+    r"|AKID[A-Za-z0-9]{13,}",
+    r"|y0_[A-Za-z0-9_-]{40,}",
+    r"|EAA[A-Za-z0-9]{80,}",
+    r"|(?:FwoGZXIvYXdzE|IQoJb3JpZ2luX2Vj)[A-Za-z0-9+/=]{40,}",
+    r"|access_token\$(?:production|sandbox)\$[0-9a-z]{16}\$[0-9a-f]{32}",
+    r"|[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34}",
     r")",
     // Prefixes that are also ordinary text: OpenAI (`sk-`, `sk-proj-`…) and Stripe.
     // Bounded, so that looking again inside a rejected one stays linear.
@@ -1232,8 +1256,16 @@ fn judge_shape(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
             .count();
         return Some(whole.start..whole.end + rest);
     }
+    if GLUE_SENSITIVE.iter().any(|p| s.starts_with(p)) && glued_to_word(text, whole.start) {
+        return None;
+    }
     Some(whole)
 }
+
+/// Key prefixes that also end words and identifiers (`compare_…`, `firmware_fw_…`): a key
+/// only at the start of a word.
+const GLUE_SENSITIVE: [&str; 9] =
+    ["re_", "fw_", "rnd_", "glc_", "napi_", "secret_", "y0_", "EAA", "pcsk_"];
 
 /// For a match of [`BARE_LOGIN`], what of it is the secret: the user and the password.
 ///
@@ -3949,6 +3981,57 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The keys of vendors an agent's tools hold (LLM, vector-store and cloud vendors), each
+    /// alone, after a name of no secret and inside a sentence, at three depths of JSON
+    /// escaping; words that share a prefix with one, inside identifiers, keep every character.
+    #[test]
+    fn vendor_keys_of_an_agents_tools_go_and_their_prefixes_in_words_stay() {
+        let r = "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8s9T0u1V2w3X4y5Z6a7B8c9D0e1F2";
+        let hex = "0123456789abcdef0123456789abcdef";
+        let keys = [
+            format!("xai-{}", &r[..48]),
+            format!("lsv2_pt_{hex}_{}", &hex[..10]),
+            format!("lsv2_sk_{hex}_{}", &hex[..10]),
+            format!("pcsk_{}_{}", &r[..6], &r[..40]),
+            format!("fw_{}", &r[..24]),
+            format!("figd_{}", &r[..40]),
+            format!("glc_{}==", &r[..48]),
+            format!("napi_{}", &r[..40]),
+            format!("rnd_{}", &r[..32]),
+            format!("re_{}_{}", &r[..8], &r[..24]),
+            format!("secret_{}", &r[..43]),
+            format!("ops_eyJ{}", &r[..60]),
+            format!("sk.eyJ1{}.{}", &r[..30], &r[..22]),
+            format!("AKCp{}", &r[..64]),
+            format!("LTAI{}", &r[..20]),
+            format!("AKID{}", &r[..32]),
+            format!("y0_{}", &r[..56]),
+            format!("EAA{}{}", r, &r[..30]),
+            format!("FwoGZXIvYXdzE{}", &r[..60]),
+            format!("IQoJb3JpZ2luX2Vj{}", &r[..60]),
+            format!("access_token$production${}${hex}", &hex[..16]),
+            format!("Abc8Q~{}", &r[..34]),
+            format!("NRAK-{}", &r[..27]),
+            format!("ATATT3x{}", r),
+            format!("dp.st.prd.{}", &r[..43]),
+        ];
+        for key in &keys {
+            for text in [key.clone(), format!("value: {key}"), format!("I used {key} to call it")] {
+                assert_redacted_escaped(&text, 0..3, &[&key[key.len() - 12..]], &[]);
+            }
+        }
+        for kept in [
+            format!("compare_{}_{}", &r[..8], &r[..24]),
+            format!("firmwarefw_{}", &r[..24]),
+            format!("mysecret_{}", &r[..43]),
+            "see docs/secret_sharing.md".to_owned(),
+            "re_search and fw_update and rnd_seed".to_owned(),
+            "pk.eyJ1IjoibWFwYm94IiwiYSI6ImNpejY4M29iazA2Z2gycXA4N2pmbDZmangifQ.-g_vE53SD2WrJ6tFX7QHmA".to_owned(),
+        ] {
+            assert_eq!(redact_text(&kept), kept);
         }
     }
 
