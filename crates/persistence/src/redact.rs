@@ -224,8 +224,10 @@ const QUALIFIERS: [&str; 33] = [
 /// The words before a final `key` that name a key of another kind (a database's, a cache's, a
 /// keyboard's, a public one): `primary_key`, `sortKey`, `cache-key`, `ssh_public_key`. Any other
 /// word before it names a secret (`OPENAI_KEY`, `licenseKey`, `DD_APP_KEY`).
-const NOT_SECRET_KEYS: [&str; 45] = [
+const NOT_SECRET_KEYS: [&str; 46] = [
     "primary",
+    // CloudFormation's `ParameterKey`, whose value is a parameter's name.
+    "parameter",
     "foreign",
     "sort",
     "partition",
@@ -437,7 +439,7 @@ fn names_pattern() -> String {
 fn siblings_pattern() -> String {
     let names: Vec<String> = SECRET_NAMES.iter().map(|n| n.replace('_', "[_.-]?")).collect();
     format!(
-        r#"(?i-u)\b(?:name|key)\\*["']?[ \t]*[:=][ \t]*\\*["']?[A-Za-z0-9_./:-]{{0,64}}?(?:{}|{WORD_NAME})"#,
+        r#"(?i-u)\b(?:name|key|variable|var|parameterkey|parametername|optionname)\\*["']?[ \t]*[:=][ \t]*\\*["']?[A-Za-z0-9_./:-]{{0,64}}?(?:{}|{WORD_NAME})"#,
         names.join("|")
     )
 }
@@ -681,9 +683,12 @@ pub fn redact_json(value: &mut Value) {
 
 /// The members of an object that may name the value of a sibling (`{"name": "DB_PASSWORD",
 /// "value": "…"}` in Kubernetes and GitHub Actions, `{"Key": "password", "Value": "…"}` in
-/// AWS tags), and the siblings they name; matched whatever their case.
-const PAIR_NAMES: [&str; 2] = ["name", "key"];
-const PAIR_VALUES: [&str; 4] = ["value", "values", "val", "data"];
+/// AWS tags, `{"ParameterKey": "DbPassword", "ParameterValue": "…"}` in CloudFormation,
+/// `{"OptionName": …, "Value": …}` in Elastic Beanstalk, `{"variable": …, "value": …}`), and
+/// the siblings they name; matched whatever their case.
+const PAIR_NAMES: [&str; 7] =
+    ["name", "key", "variable", "var", "ParameterKey", "ParameterName", "OptionName"];
+const PAIR_VALUES: [&str; 5] = ["value", "values", "val", "data", "ParameterValue"];
 
 /// Whether a string written where a name goes (a pair's `name`, an element of an array)
 /// names a secret: a single word of name characters, 64 bytes at most, that [`is_secret_key`]
@@ -2706,12 +2711,8 @@ fn sibling_values(text: &str) -> Vec<Range<usize>> {
     while let Some(m) = SIBLINGS.find_at(text, at) {
         at = next_char(text, m.start());
         let key = m.start();
-        let key_end = key
-            + if bytes[key..].len() >= 4 && bytes[key..key + 4].eq_ignore_ascii_case(b"name") {
-                4
-            } else {
-                3
-            };
+        // The pair's name member (`name`, `key`, `ParameterKey`…): a word of letters.
+        let key_end = key + bytes[key..].iter().take_while(|b| b.is_ascii_alphabetic()).count();
         // The key's quotes: the same on both sides, or none.
         let key_quote = quote_before(bytes, key);
         let mut i = key_end;
@@ -2762,10 +2763,64 @@ fn sibling_values(text: &str) -> Vec<Range<usize>> {
                     found.extend(flow_siblings(text, open, key));
                 }
                 found.extend(yaml_siblings(text, key, blanks(i)));
+                found.extend(next_pair_value(text, i));
             }
         }
     }
     found
+}
+
+/// In a list of `name=value` entries on one line (`ParameterKey=DbPassword,ParameterValue=…`
+/// as the AWS CLI takes parameters, logfmt's `name=DB_PASSWORD value=…`), the value of the
+/// entry right after a pair's name (`from`: the end of the name's value) when that entry is
+/// value-like ([`PAIR_VALUES`]) and written with `=` or `:`: up to the next `,`, `;`, `&`,
+/// blank, bracket or quote, or inside its quotes.
+fn next_pair_value(text: &str, from: usize) -> Option<Range<usize>> {
+    let bytes = text.as_bytes();
+    let separators =
+        bytes[from..].iter().take_while(|b| matches!(b, b',' | b';' | b'&' | b' ' | b'\t')).count();
+    if separators == 0 {
+        return None;
+    }
+    let start = from + separators;
+    let word = bytes[start..].iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    if word == 0 || !is_pair_value(&text[start..start + word]) {
+        return None;
+    }
+    let sign = start + word;
+    if !matches!(bytes.get(sign), Some(b'=' | b':')) {
+        return None;
+    }
+    let value = sign + 1;
+    if text[value..].starts_with(REDACTED) {
+        return None;
+    }
+    if let Some((q, open)) = quote_at(bytes, value) {
+        return quoted_value(text, open, q, Sep::Compact);
+    }
+    let end = value
+        + bytes[value..]
+            .iter()
+            .take(REACH)
+            .take_while(|&&b| {
+                !matches!(
+                    b,
+                    b',' | b';'
+                        | b'&'
+                        | b' '
+                        | b'\t'
+                        | b'\n'
+                        | b'\r'
+                        | b'"'
+                        | b'\''
+                        | b'\\'
+                        | b'}'
+                        | b']'
+                        | b')'
+                )
+            })
+            .count();
+    (end > value).then_some(value..end)
 }
 
 /// The `{` that opens the flow mapping around each key [`sibling_values`] meets, found in one
@@ -4032,6 +4087,39 @@ mod tests {
             "pk.eyJ1IjoibWFwYm94IiwiYSI6ImNpejY4M29iazA2Z2gycXA4N2pmbDZmangifQ.-g_vE53SD2WrJ6tFX7QHmA".to_owned(),
         ] {
             assert_eq!(redact_text(&kept), kept);
+        }
+    }
+
+    /// A value named by its sibling goes under every pair of member names (CloudFormation's
+    /// `ParameterKey`/`ParameterValue`, Elastic Beanstalk's `OptionName`/`Value`, `variable`,
+    /// `name`, `key`), in JSON (compact, spaced, in a list), as the AWS CLI's `Key=…,Value=…`
+    /// shorthand and as logfmt, at three depths of escaping; the name itself stays (it is no
+    /// secret), and so does the value of a pair whose name is no secret's.
+    #[test]
+    fn a_value_named_by_its_sibling_goes_under_every_pair_of_member_names() {
+        const PW: &str = "Hunter2pwXq";
+        let pairs = [
+            ("ParameterKey", "ParameterValue"),
+            ("OptionName", "Value"),
+            ("variable", "value"),
+            ("name", "value"),
+            ("Key", "Value"),
+        ];
+        for (name_member, value_member) in pairs {
+            for secret_name in ["DbPassword", "DB_PASSWORD", "api_token"] {
+                let forms = [
+                    format!(r#"{{"{name_member}":"{secret_name}","{value_member}":"{PW}"}}"#),
+                    format!(r#"[{{"{name_member}": "{secret_name}", "{value_member}": "{PW}"}}]"#),
+                    format!("--parameters {name_member}={secret_name},{value_member}={PW} next"),
+                    format!("{name_member}={secret_name} {value_member}={PW} level=info"),
+                    format!("{name_member}={secret_name},{value_member}=\"{PW}\""),
+                ];
+                for form in &forms {
+                    assert_redacted_escaped(form, 0..3, &[PW], &[secret_name]);
+                }
+                let plain = format!("{name_member}=InstanceType,{value_member}=t3.micro");
+                assert_eq!(redact_text(&plain), plain);
+            }
         }
     }
 
