@@ -135,7 +135,7 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// The names whose values are secrets, `_` standing for an optional separator (`api_key` also
 /// matches `apikey`, `api-key`, `API Key`, `apiKey`).
-const SECRET_NAMES: [&str; 39] = [
+const SECRET_NAMES: [&str; 40] = [
     "api_key",
     "password",
     "passwd",
@@ -175,6 +175,8 @@ const SECRET_NAMES: [&str; 39] = [
     "private_keys",
     "pswd",
     "passcode",
+    // `SSHPASS=… sshpass -e`.
+    "sshpass",
 ];
 
 /// A short name, secret only as a word of its own: the whole name or after a separator (`pw`,
@@ -2178,6 +2180,11 @@ struct Tool {
     /// Whether its options end at the first word that is not one: the command it runs
     /// (`sshpass -f file ssh -p 2222`: the `-p` is ssh's port).
     wraps: bool,
+    /// Its options that take the next word (`sshpass -f file`), which is then no command.
+    options_with_arg: &'static [&'static str],
+    /// The letters of its flags that take nothing, which may come before a password flag in
+    /// one word (`sshpass -vp S3cret`).
+    cluster: &'static str,
 }
 
 /// Every [`Tool`]. `htpasswd -b` (the password is a word of its own, not a flag's) is
@@ -2202,7 +2209,12 @@ const TOOLS: &[Tool] = &[
         &[("-p", Takes::Glued)],
     ),
     Tool::new(&["rar", "unrar"], &[("-p", Takes::Glued), ("-hp", Takes::Glued)]),
-    Tool { wraps: true, ..Tool::new(&["sshpass"], &[("-p", Takes::Either)]) },
+    Tool {
+        wraps: true,
+        options_with_arg: &["-f", "-d", "-P"],
+        cluster: "ve",
+        ..Tool::new(&["sshpass"], &[("-p", Takes::Either)])
+    },
     Tool {
         subcommand: Some("login"),
         ..Tool::new(&["docker", "podman", "buildah", "skopeo", "az"], &[("-p", Takes::Either)])
@@ -2246,7 +2258,15 @@ const TOOLS: &[Tool] = &[
 impl Tool {
     /// A tool whose flags take the whole value, with no subcommand, that runs no other command.
     const fn new(names: &'static [&'static str], flags: &'static [(&'static str, Takes)]) -> Self {
-        Self { names, subcommand: None, flags, part: Part::Whole, wraps: false }
+        Self {
+            names,
+            subcommand: None,
+            flags,
+            part: Part::Whole,
+            wraps: false,
+            options_with_arg: &[],
+            cluster: "",
+        }
     }
 
     /// The tool a command word names (its folder and a `.exe` aside, any case), if any.
@@ -2257,6 +2277,9 @@ impl Tool {
         }
         let base = word.rsplit(['/', '\\']).next().unwrap_or(word);
         let base = base.strip_suffix(".exe").or_else(|| base.strip_suffix(".EXE")).unwrap_or(base);
+        // A version after the name (`mysql5.7`, `mongosh-2.1`, `python3`).
+        let base = base.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+        let base = base.strip_suffix('-').unwrap_or(base);
         if base.eq_ignore_ascii_case("htpasswd") {
             return Some(ToolKind::Htpasswd);
         }
@@ -2316,9 +2339,20 @@ fn secret_args(tool: ToolKind, args: &[&str]) -> Vec<(usize, Range<usize>)> {
         if tool.wraps && !arg.starts_with('-') {
             break;
         }
+        if tool.options_with_arg.contains(&arg) {
+            i += 2;
+            continue;
+        }
+        // `-vp`: flags that take nothing, then the password flag.
+        let clustered = |flag: &str| {
+            let letters = arg.strip_prefix('-').and_then(|a| a.strip_suffix(&flag[1..]));
+            flag.len() == 2
+                && letters
+                    .is_some_and(|l| !l.is_empty() && l.chars().all(|c| tool.cluster.contains(c)))
+        };
         let mut value = None;
         for &(flag, takes) in tool.flags {
-            if arg == flag && takes == Takes::Either {
+            if (arg == flag || clustered(flag)) && takes == Takes::Either {
                 if i + 1 < args.len() {
                     value = Some((i + 1, 0..args[i + 1].len()));
                 }
@@ -2625,7 +2659,10 @@ macro_rules! argument {
 ///   quoted string in any case, a word after the keywords in upper case (`argv`, `literal`);
 /// * a URL's `sig=`, `signature=`, `X-Amz-Signature=`, `X-Goog-Signature=` (Azure SAS,
 ///   presigned URLs: whoever holds the URL holds the access), up to the next `&` or `#`, also
-///   after `&amp;` or `;` (`param`).
+///   after `&amp;` or `;` (`param`);
+/// * what `echo` or `printf` pipes into a program that reads a password on stdin: `sudo -S`,
+///   `chpasswd` (`user:password` lines), `passwd --stdin`, a registry login's
+///   `--password-stdin` (`piped`).
 const ARGV_PATTERN: &str = concat!(
     word_start!(),
     r"IDENTIFIED(?:\s|\\+[nrt])+(?:WITH(?:\s|\\+[nrt])+\S+?(?:\s|\\+[nrt])+)?BY(?:\s|\\+[nrt])+",
@@ -2639,12 +2676,18 @@ const ARGV_PATTERN: &str = concat!(
     r"(?:password(?:\s|\\+[nrt])+)?)",
     r"(?P<literal>\\*'[^'\n]*'|\\*\x22[^\x22\n]*\x22)",
     r"|(?:[?&;]|&amp;)(?i:sig|signature|x-amz-signature|x-goog-signature)=(?P<param>[^\s'\x22&#<>;\\]+)",
+    // A password piped into a program that reads it from stdin.
+    r"|",
+    word_start!(),
+    r"(?:echo|printf(?:[ \t]+\\*['\x22]%s(?:\\+n)?\\*['\x22])?)(?:[ \t]+-[neE]+)*[ \t]+(?P<piped>\\*'[^'\n]*'|\\*\x22[^\x22\n]*\x22|[^\s'\x22;|]+)",
+    r"[ \t]*\|[ \t]*(?:[^\s|]*/)?(?:sudo(?:[ \t]+-[^\s|]+)*?[ \t]+-[A-Za-z]*S(?-u:\b)|chpasswd|passwd[ \t]+--stdin",
+    r"|(?:docker|podman|nerdctl|buildah|skopeo|helm|oras|crane)[ \t]+(?:registry[ \t]+)?login[^|\n]*?--password-stdin)",
 );
 static ARGV: LazyLock<Regex> = LazyLock::new(|| compile(&argv_pattern()));
 
 /// [`ARGV_PATTERN`] after the name of any [`Tool`], `htpasswd` or Oracle tool (group `tool`, whose
-/// arguments [`secret_args`] reads), in any case, with `.exe`; a name ending in `*` takes any
-/// letters there.
+/// arguments [`secret_args`] reads), in any case, with a version (`mysql5.7`) and `.exe`; a
+/// name ending in `*` takes any letters there.
 fn argv_pattern() -> String {
     let names: Vec<String> = TOOLS
         .iter()
@@ -2657,7 +2700,7 @@ fn argv_pattern() -> String {
         .chain(ORACLE_TOOLS.iter().map(|t| (*t).to_owned()))
         .collect();
     format!(
-        r"{}(?P<tool>(?i:{})(?i:\.exe)?)(?-u:\b)|{ARGV_PATTERN}",
+        r"{}(?P<tool>(?i:{})(?:-?[0-9][0-9.]*)?(?i:\.exe)?)(?-u:\b)|{ARGV_PATTERN}",
         word_start!(),
         names.join("|")
     )
@@ -2678,7 +2721,11 @@ fn argv_values(text: &str) -> Vec<Range<usize>> {
             }
             continue;
         }
-        let Some(value) = c.name("argv").or_else(|| c.name("literal")).or_else(|| c.name("param"))
+        let Some(value) = c
+            .name("argv")
+            .or_else(|| c.name("literal"))
+            .or_else(|| c.name("param"))
+            .or_else(|| c.name("piped"))
         else {
             continue;
         };
@@ -4120,6 +4167,54 @@ mod tests {
                 let plain = format!("{name_member}=InstanceType,{value_member}=t3.micro");
                 assert_eq!(redact_text(&plain), plain);
             }
+        }
+    }
+
+    /// Passwords on command lines that an adversarial run found kept: `sshpass` after options
+    /// that take a word or in a cluster (`-vp`), `SSHPASS=` for `sshpass -e`, a tool's name
+    /// with a version (`mysql5.7`), and a password piped into a program that reads it on stdin
+    /// (`sudo -S`, `chpasswd`, `passwd --stdin`, a registry's `--password-stdin`), each quoted
+    /// three ways and at three depths of JSON escaping; the same commands without a password
+    /// keep every word.
+    #[test]
+    fn passwords_given_to_wrapped_versioned_and_piped_commands_go() {
+        const PW: &str = "Zq7xWv93Kp";
+        let lines = [
+            "sshpass -f ~/.pw -p {} ssh host",
+            "sshpass -P assphrase -p {} ssh host",
+            "sshpass -d 3 -p {} scp a b:",
+            "sshpass -vp {} ssh host",
+            "sshpass -ev -p {} ssh host",
+            "SSHPASS={} sshpass -e ssh host",
+            "mysql5.7 -u root -p{} db",
+            "mongosh-2.1 -p {} mongodb://h",
+            "echo {} | sudo -S apt update",
+            "echo -n {} | sudo -k -S ls",
+            "printf '%s\\n' {} | sudo --user=root -S id",
+            "echo {} | docker login -u bob --password-stdin ghcr.io",
+            "echo {} | helm registry login ghcr.io --password-stdin",
+            "echo {user}{} | chpasswd",
+            "printf '%s' {} | passwd --stdin alice",
+        ];
+        for line in lines {
+            // `chpasswd` reads `user:password`, quoted whole.
+            let (line, word) = match line.strip_prefix("echo {user}") {
+                Some(rest) => (format!("echo {rest}"), format!("alice:{PW}")),
+                None => (line.to_owned(), PW.to_owned()),
+            };
+            for quoted in [word.clone(), format!("'{word}'"), format!("\"{word}\"")] {
+                let text = line.replace("{}", &quoted);
+                assert_redacted_escaped(&text, 0..3, &[PW], &[]);
+            }
+        }
+        for kept in [
+            "sshpass -f ~/.pw ssh -p 2222 host",
+            "echo hello | grep h",
+            "echo done | sudo tee /etc/motd",
+            "echo $HOME | docker login --help",
+            "I installed sshpass and mysql5.7 yesterday",
+        ] {
+            assert_eq!(redact_text(kept), kept);
         }
     }
 
