@@ -1067,7 +1067,8 @@ fn fill(db: &Database, rows: usize) {
 
 on_both! {
 /// Every command that writes a file, past this process's file size limit (`ulimit -f`): an
-/// export to a file or to stdout, a backup to a file or to stdout, an append to the log. The
+/// export to a file or to stdout, a backup to a file or to stdout, a copy into a new file (the
+/// limit reached by its rows, or by its schema's migration), an append to the log. The
 /// write fails (SIGXFSZ does not end the process): exit code 1, one line naming the limit, no
 /// temporary file or journal left, the database intact. (The append is SQLite's case only: a
 /// PostgreSQL database's files are the server's.)
@@ -1105,6 +1106,8 @@ fn a_write_past_the_file_size_limit_fails_in_one_line_and_leaves_no_temp_file(t:
         (vec!["db".into(), "backup".into(), file("copy.db")], None, limit),
         (vec!["db".into(), "backup".into(), "-".into()], Some(file("stdout.db")), limit),
         (vec!["db".into(), "copy".into(), t.location().into(), file("copied.db")], None, limit),
+        // Reached while the new file is migrated, before any row is copied.
+        (vec!["db".into(), "copy".into(), t.location().into(), file("copied.db")], None, 40 * 1024),
     ];
     if t.backend() == Backend::Sqlite {
         let append = vec![

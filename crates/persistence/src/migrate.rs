@@ -120,13 +120,19 @@ fn migrate_to(in_tx: &mut InTransaction<'_>, path: &Path, target: i64) -> Result
 
 /// A failed migration as [`Error::Migrate`] with refinery's message (the migration and the
 /// database's error). A statement SQLite answered with BUSY or LOCKED stays a busy error
-/// (`Open` with its code), so that opening retries it within the busy timeout.
+/// (`Open` with its code), so that opening retries it within the busy timeout, and a write
+/// past the file size limit is [`Error::FileSizeLimit`].
 fn migrate_error(path: &Path, e: &refinery_core::Error) -> Error {
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
         if let Some(sqlite) = cause.downcast_ref::<rusqlite::Error>() {
             let classified = classify(path)(sqlite);
-            if classified.is_busy() {
+            // A write past the file size limit is named as one, as any other write's is.
+            let limit = matches!(
+                classified,
+                Error::FileSizeLimit { .. } | Error::FileSizeLimitBelowShm { .. }
+            );
+            if classified.is_busy() || limit {
                 return classified;
             }
         }
