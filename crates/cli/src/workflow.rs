@@ -57,6 +57,14 @@ pub fn run(ctx: &Ctx, command: WorkflowCommand) -> anyhow::Result<Done> {
     match command {
         WorkflowCommand::Check { files } => check(ctx, &files),
         WorkflowCommand::Load { dir } => {
+            // Not followed by a read that could wait: a FIFO is no folder either.
+            if dir.exists() && !dir.is_dir() {
+                anyhow::bail!(
+                    "{} is not a folder: `workflow load` loads every workflow file of a folder \
+                     (`workflow check FILE` checks one file)",
+                    dir.display()
+                );
+            }
             let db = ctx.write()?;
             let loaded = Workflows::new(db).load_dir(&dir)?;
             let report: Vec<_> = loaded

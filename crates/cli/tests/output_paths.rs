@@ -1381,6 +1381,11 @@ fn a_file_read_by_name_is_a_regular_file_and_a_fifo_is_never_waited_on(t: EmptyD
             }
         }
     }
+    // `workflow load` reads a folder: anything else is named as no folder, at once.
+    for input in [fifo.as_path(), Path::new("/dev/zero"), &key] {
+        let r = run_within_a_minute(db, &["workflow", "load", input.to_str().unwrap()]);
+        assert_refused(&r, "is not a folder");
+    }
     assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
     // From a pipe on stdin, a bundle still imports.
     let other = dir.join("other.db");
