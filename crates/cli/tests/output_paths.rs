@@ -204,6 +204,10 @@ fn an_export_or_backup_onto_the_database_by_any_name_is_refused_and_the_database
     for suffix in ["-wal", "-shm", "-journal"] {
         names.push(side(&db, suffix));
         names.push(sub.join("..").join(format!("s.db{suffix}")));
+        // The side files of the database's other names, which SQLite opening it by that name
+        // would take for its own.
+        names.push(side(&sub.join("hard.db"), suffix));
+        names.push(side(&sub.join("link.db"), suffix));
     }
     let before = std::fs::read(&db).unwrap();
     for name in &names {
@@ -217,6 +221,15 @@ fn an_export_or_backup_onto_the_database_by_any_name_is_refused_and_the_database
             let r = run(&db, &args);
             assert_refused(&r, "the database's own file");
             assert!(r.stderr.contains(name), "names the path: {}", r.stderr);
+        }
+    }
+    // Opened by another name, the first name's side files are its own too.
+    for other in [sub.join("hard.db"), sub.join("link.db")] {
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let name = side(&db, suffix);
+            let name = name.to_str().unwrap();
+            let r = run(&other, &["audit", "export", "--format", "csv", "-o", name]);
+            assert_refused(&r, "the database's own file");
         }
     }
     // Stdout redirected onto the database (`aigentflow … >> s.db`) is refused the same way.

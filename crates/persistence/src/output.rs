@@ -833,10 +833,24 @@ impl Protected {
         }
         let dir_id = FileId::of_file_fd(dir.as_fd())
             .map_err(|e| io_error(path, "examining its folder", e))?;
-        match self.file_named(dir_id, name) {
-            Some(file) => Err(Error::OwnFile { path: path.to_path_buf(), file: file.to_owned() }),
-            None => Ok(()),
+        if let Some(file) = self.file_named(dir_id, name) {
+            return Err(Error::OwnFile { path: path.to_path_buf(), file: file.to_owned() });
         }
+        // A side file's name of another name of the database (a hard link, a symlink): SQLite
+        // opening the database by that name takes a `-journal` there for its own.
+        for suffix in &SIDE_SUFFIXES[1..] {
+            let Some(base) = name.as_bytes().strip_suffix(suffix.as_bytes()) else { continue };
+            if base.is_empty() {
+                continue;
+            }
+            let Ok(st) = rustix::fs::statat(dir, OsStr::from_bytes(base), AtFlags::empty()) else {
+                continue;
+            };
+            if let Some(file) = self.file_with_id(FileId::of_stat(&st)) {
+                return Err(Error::OwnFile { path: path.to_path_buf(), file: file.to_owned() });
+            }
+        }
+        Ok(())
     }
 }
 
