@@ -135,7 +135,7 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// The names whose values are secrets, `_` standing for an optional separator (`api_key` also
 /// matches `apikey`, `api-key`, `API Key`, `apiKey`).
-const SECRET_NAMES: [&str; 40] = [
+const SECRET_NAMES: [&str; 39] = [
     "api_key",
     "password",
     "passwd",
@@ -175,8 +175,6 @@ const SECRET_NAMES: [&str; 40] = [
     "private_keys",
     "pswd",
     "passcode",
-    // `SSHPASS=… sshpass -e`.
-    "sshpass",
 ];
 
 /// A short name, secret only as a word of its own: the whole name or after a separator (`pw`,
@@ -411,9 +409,10 @@ const BARE_LOGIN_PATTERN: &str =
 
 /// A line of a PostgreSQL password file (`~/.pgpass`, `PGPASSFILE`):
 /// `host:port:database:user:password`, a field `*` for any, `\:` and `\\` escaped. The port
-/// (digits or `*`) is what tells it from other colon-separated text; [`pgpass_password`] judges
-/// the rest. Looked for beside [`SHAPES`], as [`BARE_LOGIN`] is.
-const PGPASS_PATTERN: &str = r"[A-Za-z0-9._/*\[\]-]{1,128}:(?:[0-9]{1,5}|\*):(?:\\.|[^\s:\\]){1,64}:(?:\\.|[^\s:\\]){1,64}:(?:\\.|[^\s:\\\x22'`]){1,256}";
+/// (a server's: 1000 to 99999, or `*`), a database and a user without `/`, and the password
+/// ending its line tell it from other colon-separated text (`grep -n`'s `file:line:text`, log
+/// lines); [`pgpass_password`] judges the rest. Looked for beside [`SHAPES`], as [`BARE_LOGIN`] is.
+const PGPASS_PATTERN: &str = r"[A-Za-z0-9._/*\[\]-]{1,128}:(?:[1-9][0-9]{3,4}|\*):(?:\\.|[^\s:\\/]){1,64}:(?:\\.|[^\s:\\/]){1,64}:(?:\\.|[^\s:\\\x22'`]){1,256}";
 
 /// A secret-like name, its closing quote if it is quoted (escaped to any depth: `"`, `\"`,
 /// `\\\"`…), and what separates it from its value (`>` for an XML element, `<password>`).
@@ -1133,41 +1132,69 @@ const GLUED_REACH: usize = 64;
 /// Pass 1: key shapes.
 fn redact_shapes(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
     type Judge = fn(&str, Range<usize>) -> Option<Range<usize>>;
-    let mut rewriter = Rewriter::new(text);
     let mut at = 0;
-    // At one start, the earlier pattern's match is taken (as the earlier alternative of one
-    // pattern would be): a `.pgpass` line's password may hold `@` and so read as a login.
+    // At one start every pattern's match is judged (a key shape may be a `.pgpass` line's
+    // host), but no login starts inside a `.pgpass` line read as one (its password may hold
+    // `@`, and its fields read as a user and a password).
     let mut patterns: [(Leftmost<'_>, Judge); 3] = [
         (Leftmost::new(&PGPASS, text, text.contains(':')), pgpass_password),
         (Leftmost::new(&BARE_LOGIN, text, text.contains('@')), bare_userinfo),
         (Leftmost::new(&SHAPES, text, true), judge_shape),
     ];
+    // What each reading accepted, replaced at the end in order: a match may accept less than
+    // it spans (a `.pgpass` line's password), and a later match inside it more.
+    let mut accepted: Vec<Range<usize>> = Vec::new();
+    // The end of the last `.pgpass` line read as one: no login starts inside it.
+    let mut pgpass_line_end = 0;
     while at < text.len() {
-        let mut leftmost: Option<(Range<usize>, Judge)> = None;
-        for (pattern, judge) in &mut patterns {
-            if let Some(found) = pattern.at(at) {
-                if leftmost.as_ref().is_none_or(|(l, _)| found.start < l.start) {
-                    leftmost = Some((found, *judge));
-                }
+        let found: Vec<(usize, Range<usize>, Judge)> = patterns
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(k, (pattern, judge))| pattern.at(at).map(|m| (k, m, *judge)))
+            .collect();
+        let Some(start) = found.iter().map(|(_, m, _)| m.start).min() else { break };
+        // Not a secret here: look again from the next character, so a shape that starts
+        // inside what was looked at is still found.
+        let mut next = next_char(text, start);
+        for (k, m, judge) in found.into_iter().filter(|(_, m, _)| m.start == start) {
+            if k == 1 && start < pgpass_line_end {
+                continue;
             }
-        }
-        let Some((found, judge)) = leftmost else { break };
-        match judge(text, found.clone()) {
-            Some(range) => {
-                // Another shape may start inside the end of this one and run past it (a key
-                // glued to another took its prefix): look again from a little before the end,
-                // so each byte is looked at a bounded number of times, and replace the union.
+            let end = m.end;
+            let Some(range) = judge(text, m) else { continue };
+            if k == 0 {
+                pgpass_line_end = end;
+            }
+            if range.start == start {
+                // What starts inside the secret is replaced with it, except another shape
+                // that runs past its end (a key glued to another took its prefix): look again
+                // from a little before the end, so each byte is looked at a bounded number of
+                // times.
                 let mut back = range.end.saturating_sub(GLUED_REACH);
                 while !text.is_char_boundary(back) {
                     back -= 1;
                 }
-                at = back.max(next_char(text, found.start));
-                rewriter.replace_or_extend(range);
+                next = next.max(back);
             }
-            // Not a secret here: look again from the next character, so a shape that starts
-            // inside what was looked at is still found.
-            None => at = next_char(text, found.start),
+            accepted.push(range);
         }
+        at = next;
+    }
+    accepted.sort_unstable_by_key(|r| (r.start, std::cmp::Reverse(r.end)));
+    let mut rewriter = Rewriter::new(text);
+    let mut pending: Option<Range<usize>> = None;
+    for range in accepted {
+        match &mut pending {
+            Some(p) if range.start <= p.end => p.end = p.end.max(range.end),
+            _ => {
+                if let Some(p) = pending.replace(range) {
+                    rewriter.replace(p);
+                }
+            }
+        }
+    }
+    if let Some(p) = pending {
+        rewriter.replace(p);
     }
     rewriter.finish()
 }
@@ -1269,10 +1296,10 @@ fn judge_shape(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
     Some(whole)
 }
 
-/// Key prefixes that also end words and identifiers (`compare_…`, `firmware_fw_…`): a key
-/// only at the start of a word.
-const GLUE_SENSITIVE: [&str; 9] =
-    ["re_", "fw_", "rnd_", "glc_", "napi_", "secret_", "y0_", "EAA", "pcsk_"];
+/// Key prefixes that also end words and identifiers (`compare_…`, `firmwarefw_…`) or stand
+/// inside base64 (`…ggLTAI…`): a key only at the start of a word.
+const GLUE_SENSITIVE: [&str; 11] =
+    ["re_", "fw_", "rnd_", "glc_", "napi_", "secret_", "y0_", "EAA", "pcsk_", "LTAI", "AKID"];
 
 /// For a match of [`BARE_LOGIN`], what of it is the secret: the user and the password.
 ///
@@ -1303,8 +1330,11 @@ fn bare_userinfo(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
     if named(&ADDRESS_KEYS) {
         return None;
     }
+    // A plain password that could be a port is one (`redis:6379@cache.internal`).
+    let port = password.len() <= 5 && password.parse::<u16>().is_ok();
     let login = looks_like_credential(password)
         || (user.bytes().any(|b| b.is_ascii_alphabetic())
+            && !port
             && !named(&ACCOUNT_KEYS)
             && looks_like_host(after));
     login.then(|| whole.start..whole.start + at)
@@ -1321,7 +1351,11 @@ fn pgpass_password(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
     if text[..whole.start].chars().next_back().is_some_and(field_char) {
         return None;
     }
-    if text[whole.end..].starts_with(':') {
+    // The password ends its line (or the text, or the string it is quoted in).
+    if !matches!(
+        text[whole.end..].bytes().next(),
+        None | Some(b'\n' | b'\r' | b'"' | b'\'' | b'`' | b'\\')
+    ) {
         return None;
     }
     let host = &line[..line.find(':')?];
@@ -1350,7 +1384,7 @@ fn pgpass_password(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
 
 /// URI schemes and names that an e-mail address follows after a colon (`mailto:`, `email:`,
 /// `from:`): what comes before `@` is an address's, never a login.
-const ADDRESS_KEYS: [&str; 26] = [
+const ADDRESS_KEYS: [&str; 33] = [
     "mailto",
     "sip",
     "sips",
@@ -1377,12 +1411,23 @@ const ADDRESS_KEYS: [&str; 26] = [
     "assignee",
     "reporter",
     "approver",
+    // Cloud IAM members (`serviceAccount:sa@project.iam.gserviceaccount.com`).
+    "serviceaccount",
+    "group",
+    "domain",
+    "principal",
+    "principalset",
+    "deleted",
+    "allusers",
 ];
 
 /// Names an address or an account follows after a colon (`user:alice@example.com`): a login's
 /// user only when its password looks like a credential.
-const ACCOUNT_KEYS: [&str; 7] =
-    ["user", "username", "login", "account", "member", "address", "addr"];
+const ACCOUNT_KEYS: [&str; 14] = [
+    "user", "username", "login", "account", "member", "address", "addr", "name", "uid", "id",
+    // A package's alias or version (`npm:react@18.2.0`).
+    "npm", "package", "pkg", "alias",
+];
 
 /// Whether `text` (what follows a login's `@`) starts with a host: `localhost`, a bracketed
 /// IPv6 address, a name or address with a dot inside it, a name followed by a port, or a Go
@@ -1396,6 +1441,11 @@ fn looks_like_host(text: &str) -> bool {
         .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
         .count();
     let name = text[..name_len].trim_end_matches('.');
+    // Digits and dots: an IPv4 address, not a version (`react@18.2.0`).
+    if name.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return name.split('.').count() == 4
+            && name.split('.').all(|part| part.parse::<u8>().is_ok());
+    }
     let port = text[name_len..]
         .strip_prefix(':')
         .is_some_and(|rest| rest.bytes().next().is_some_and(|b| b.is_ascii_digit()));
@@ -2680,8 +2730,10 @@ const ARGV_PATTERN: &str = concat!(
     r"|",
     word_start!(),
     r"(?:echo|printf(?:[ \t]+\\*['\x22]%s(?:\\+n)?\\*['\x22])?)(?:[ \t]+-[neE]+)*[ \t]+(?P<piped>\\*'[^'\n]*'|\\*\x22[^\x22\n]*\x22|[^\s'\x22;|]+)",
-    r"[ \t]*\|[ \t]*(?:[^\s|]*/)?(?:sudo(?:[ \t]+-[^\s|]+)*?[ \t]+-[A-Za-z]*S(?-u:\b)|chpasswd|passwd[ \t]+--stdin",
-    r"|(?:docker|podman|nerdctl|buildah|skopeo|helm|oras|crane)[ \t]+(?:registry[ \t]+)?login[^|\n]*?--password-stdin)",
+    r"[ \t]*\|[ \t]*(?:[^\s|]*/)?(?:sudo(?:[ \t]+[^\s|]+)*?[ \t]+-[A-Za-z]*S(?-u:\b)",
+    r"|(?:sudo(?:[ \t]+-[^\s|]+)*[ \t]+)?(?:chpasswd|passwd[ \t]+--stdin)",
+    r"|(?:sudo(?:[ \t]+-[^\s|]+)*[ \t]+)?(?:docker|podman|nerdctl|buildah|skopeo|helm|oras|crane)",
+    r"[ \t]+(?:registry[ \t]+)?login[^|\n]*?--password-stdin)",
 );
 static ARGV: LazyLock<Regex> = LazyLock::new(|| compile(&argv_pattern()));
 
@@ -2699,10 +2751,13 @@ fn argv_pattern() -> String {
         .chain(std::iter::once("htpasswd".to_owned()))
         .chain(ORACLE_TOOLS.iter().map(|t| (*t).to_owned()))
         .collect();
+    // `SSHPASS=… sshpass -e`, the variable sshpass reads, first: the tool's name would take
+    // the word (`sshpass: command not found` keeps its word).
     format!(
-        r"{}(?P<tool>(?i:{})(?:-?[0-9][0-9.]*)?(?i:\.exe)?)(?-u:\b)|{ARGV_PATTERN}",
-        word_start!(),
-        names.join("|")
+        r"{start}SSHPASS=(?P<env>{arg})|{start}(?P<tool>(?i:{})(?:-?[0-9][0-9.]*)?(?i:\.exe)?)(?-u:\b)|{ARGV_PATTERN}",
+        names.join("|"),
+        start = word_start!(),
+        arg = argument!(),
     )
 }
 
@@ -2726,6 +2781,7 @@ fn argv_values(text: &str) -> Vec<Range<usize>> {
             .or_else(|| c.name("literal"))
             .or_else(|| c.name("param"))
             .or_else(|| c.name("piped"))
+            .or_else(|| c.name("env"))
         else {
             continue;
         };
@@ -2821,7 +2877,8 @@ fn sibling_values(text: &str) -> Vec<Range<usize>> {
 /// as the AWS CLI takes parameters, logfmt's `name=DB_PASSWORD value=…`), the value of the
 /// entry right after a pair's name (`from`: the end of the name's value) when that entry is
 /// value-like ([`PAIR_VALUES`]) and written with `=` or `:`: up to the next `,`, `;`, `&`,
-/// blank, bracket or quote, or inside its quotes.
+/// blank, backslash, bracket or quote (an ASCII byte, so a character's end), however far, or
+/// inside its quotes.
 fn next_pair_value(text: &str, from: usize) -> Option<Range<usize>> {
     let bytes = text.as_bytes();
     let separators =
@@ -2848,7 +2905,6 @@ fn next_pair_value(text: &str, from: usize) -> Option<Range<usize>> {
     let end = value
         + bytes[value..]
             .iter()
-            .take(REACH)
             .take_while(|&&b| {
                 !matches!(
                     b,
@@ -4056,6 +4112,15 @@ mod tests {
             "from:bob@example.com",
             "Reviewer:jane.doe@corp.example.com",
             "nginx:1.25@sha256:0123456789abcdef0123456789abcdef",
+            "--member=serviceAccount:my-sa@p.iam.gserviceaccount.com",
+            "\"group:admins@example.com\"",
+            "\"npm:react@18.2.0\"",
+            "name:alice@example.com",
+            "uid:bob@example.com",
+            "principal:alice@EXAMPLE.COM",
+            "package:lodash@4.17.21",
+            "redis:6379@cache.internal",
+            "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJgggLTAIabcdefghijklmn",
         ] {
             assert_eq!(redact_text(kept), kept);
         }
@@ -4194,13 +4259,18 @@ mod tests {
             "echo {} | docker login -u bob --password-stdin ghcr.io",
             "echo {} | helm registry login ghcr.io --password-stdin",
             "echo {user}{} | chpasswd",
+            "echo {user}{} | sudo chpasswd",
             "printf '%s' {} | passwd --stdin alice",
+            "echo {} | sudo -u root -S id",
+            "echo {} | sudo passwd --stdin bob",
+            "echo {} | sudo docker login --password-stdin",
+            "SSHPASS={} sshpass -e ssh host",
         ];
         for line in lines {
             // `chpasswd` reads `user:password`, quoted whole.
             let (line, word) = match line.strip_prefix("echo {user}") {
                 Some(rest) => (format!("echo {rest}"), format!("alice:{PW}")),
-                None => (line.to_owned(), PW.to_owned()),
+                None => ((*line).to_owned(), PW.to_owned()),
             };
             for quoted in [word.clone(), format!("'{word}'"), format!("\"{word}\"")] {
                 let text = line.replace("{}", &quoted);
@@ -4208,6 +4278,9 @@ mod tests {
             }
         }
         for kept in [
+            "bash: sshpass: command not found",
+            "apt install -y sshpass=1.09-1",
+            "which sshpass: /usr/bin/sshpass",
             "sshpass -f ~/.pw ssh -p 2222 host",
             "echo hello | grep h",
             "echo done | sudo tee /etc/motd",
@@ -4249,9 +4322,30 @@ mod tests {
             "a:1:b:c:d:e",
             "ratio 1:2:3:4:5",
             "std::io::Error::other",
+            "README.md:10:https://example.com:8080/path",
+            "app.log:120:2024-01-01T12:30:45Z started",
+            "host.example.com:22:sshd:info:accepted",
+            "src/main.rs:1234:col:note:fine here",
         ] {
             assert_eq!(redact_text(kept), kept);
         }
+        // A key shape in a line that reads as a `.pgpass` line goes too, wherever it starts.
+        let hex = "0123456789abcdef0123456789abcdef";
+        for (text, key) in [
+            (format!("ghp_{hex}ABCD:5432:a:b:c"), format!("ghp_{hex}ABCD")),
+            ("AKIAIOSFODNN7EXAMPLE:5432:db:user:pw".to_owned(), "AKIAIOSFODNN7EXAMPLE".to_owned()),
+            (format!("sk-proj-{hex}:5432:x:y:z"), format!("sk-proj-{hex}")),
+            (
+                format!("x.ghp_{hex}ABCD{}:5432:db:user:pw", "y".repeat(60)),
+                format!("ghp_{hex}ABCD"),
+            ),
+        ] {
+            let clean = redact_text(&text);
+            assert!(!clean.contains(&key), "{text} -> {clean}");
+        }
+        // A long value of wide characters after a pair's name is cut on a character.
+        let wide = format!("name=DB_PASSWORD,value={}", "€".repeat(4000));
+        assert!(!redact_text(&wide).contains("€€€€"));
     }
 
     #[test]
