@@ -463,15 +463,17 @@ impl Drop for LogLine {
 }
 
 /// On Ctrl-C or SIGTERM, removes the temporary files of the outputs not yet committed (an
-/// export, a backup, a copy into a new file: `output::remove_unfinished`), then ends as the
-/// signal would have, with exit code 128 + its number. Without it the process dies where it
-/// stands and leaves them for the next output in their folder to find.
+/// export, a backup, a copy into a new file: `output::remove_unfinished`), then ends by the
+/// signal as it would have (a shell running it in a loop or script sees the signal, and stops
+/// too). Without it the process dies where it stands and leaves them for the next output in
+/// their folder to find.
 fn remove_outputs_on_interrupt() {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else { return };
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             let _held = aigentflow_persistence::output::remove_unfinished();
+            let _ = signal_hook::low_level::emulate_default_handler(signal);
             std::process::exit(128 + signal);
         }
     });

@@ -1418,8 +1418,9 @@ fn a_file_read_by_name_is_a_regular_file_and_a_fifo_is_never_waited_on(t: EmptyD
 }
 
 /// Runs the command and, once a temporary file of its output is in `dir`, sends it `signal`
-/// (`INT`, `TERM`); `None` if it ended before one was seen.
-fn interrupted(db: &Path, args: &[&str], dir: &Path, signal: &str) -> Option<Run> {
+/// (`INT`, `TERM`); the run and the signal that ended it, `None` if it ended before a
+/// temporary file was seen.
+fn interrupted(db: &Path, args: &[&str], dir: &Path, signal: &str) -> Option<(Run, Option<i32>)> {
     let mut child = cmd(db)
         .args(args)
         .stdin(Stdio::null())
@@ -1440,7 +1441,9 @@ fn interrupted(db: &Path, args: &[&str], dir: &Path, signal: &str) -> Option<Run
                 .status()
                 .unwrap();
             assert!(sent.success());
-            return Some(finish(child.wait_with_output().unwrap()));
+            let out = child.wait_with_output().unwrap();
+            let by = std::os::unix::process::ExitStatusExt::signal(&out.status);
+            return Some((finish(out), by));
         }
         if std::time::Instant::now() > deadline {
             child.kill().unwrap();
@@ -1450,10 +1453,11 @@ fn interrupted(db: &Path, args: &[&str], dir: &Path, signal: &str) -> Option<Run
     }
 }
 
-/// A command interrupted by Ctrl-C or SIGTERM while it writes its output ends with exit code
-/// 128 + the signal and leaves neither the output nor its temporary file (nor a temporary
-/// database's journal): every kind of output, each signal. Each command here waits for a
-/// table another session holds locked, after its temporary file is made.
+/// A command interrupted by Ctrl-C or SIGTERM while it writes its output ends by that signal
+/// (as a shell's loop or script must see it, to stop too) and leaves neither the output nor its
+/// temporary file (nor a temporary database's journal): every kind of output, each signal. Each
+/// command here waits for a table another session holds locked, after its temporary file is
+/// made.
 #[test]
 fn an_output_interrupted_by_a_signal_leaves_no_file_on_postgres() {
     let Some(t) = EmptyDb::postgres() else { return };
@@ -1474,10 +1478,10 @@ fn an_output_interrupted_by_a_signal_leaves_no_file_on_postgres() {
     let mut lock = aigentflow_testkit::Driver::of(&t);
     lock.batch("BEGIN; LOCK TABLE audit_logs, workflow_states, lessons IN ACCESS EXCLUSIVE MODE");
     for args in &commands {
-        for (signal, code) in [("INT", 130), ("TERM", 143)] {
-            let r = interrupted(db, args, dir, signal)
+        for (signal, number) in [("INT", 2), ("TERM", 15)] {
+            let (r, by) = interrupted(db, args, dir, signal)
                 .unwrap_or_else(|| panic!("{args:?} ended while the tables were locked"));
-            assert_eq!(r.code, code, "{args:?} {signal}: {}", r.stderr);
+            assert_eq!(by, Some(number), "{args:?} {signal}: exit code {}, {}", r.code, r.stderr);
             assert!(!out.exists(), "{args:?} {signal}: the output exists");
             assert_eq!(temps(dir), Vec::<String>::new(), "{args:?} {signal}");
         }

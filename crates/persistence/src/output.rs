@@ -504,16 +504,20 @@ impl TempFile {
             | OFlags::NOCTTY
             | OFlags::CLOEXEC;
         let mut name = temp_name(hint, std::process::id(), random());
+        // Listed as it is made: `remove_unfinished` holds the list while it removes, so a
+        // file is made either before it (and listed) or not at all.
+        let mut list = unfinished();
         for _ in 0..TEMP_ATTEMPTS {
             match rustix::fs::openat(&dir, &name, flags, Mode::from_raw_mode(0o600)) {
                 Ok(fd) => {
                     let file = File::from(fd);
-                    let failed =
-                        |source: std::io::Error| CreateError { path: dir_path.join(&name), source };
+                    let failed = |source: std::io::Error| {
+                        let _ = rustix::fs::unlinkat(&dir, &name, AtFlags::empty());
+                        CreateError { path: dir_path.join(&name), source }
+                    };
                     let id = FileId::of_file(&file).map_err(failed)?;
                     let listed_dir =
                         rustix::io::fcntl_dupfd_cloexec(&dir, 0).map_err(|e| failed(e.into()))?;
-                    let mut list = unfinished();
                     list.0 += 1;
                     let serial = list.0;
                     list.1.push(Unfinished { serial, dir: listed_dir, name: name.clone(), id });
@@ -645,10 +649,12 @@ impl TempFile {
     /// `replaces` is None, else only while `name` still is the file `replaces` names.
     fn rename_over(&mut self, path: &Path, name: &OsStr, replaces: Option<FileId>) -> Result<()> {
         self.check_ours(path)?;
-        // Held until the file is in place and unlisted: `remove_unfinished` then either ran
-        // before (the file is gone, the rename fails) or finds nothing of this file.
-        let mut list = unfinished();
+        // The folder's lock first: a wait for another process's commit does not hold the list,
+        // which an interrupt takes. The list is held until the file is in place and unlisted:
+        // `remove_unfinished` then either ran before (the file is gone, the rename fails) or
+        // finds nothing of this file.
         let _lock = FolderLock::take(&self.dir);
+        let mut list = unfinished();
         let changed = || Error::OutputChanged { path: path.to_path_buf() };
         let rename_err =
             |e: Errno| io_error(path, "renaming the temporary file into place", e.into());
