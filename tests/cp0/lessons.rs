@@ -247,6 +247,22 @@ fn raw_mode_passes_fts5_syntax_and_types_bad_syntax_on_sqlite() {
             other => panic!("{bad:?}: expected BadQuery, got {other:?}"),
         }
     }
+    // A raw query is bounded as typed text is, and refused past the bound (FTS5's time grows
+    // with the square of its terms), however its length is made up.
+    let max = aigentflow::lessons::query::MAX_QUERY_CHARS;
+    let at_most = format!("{}hook", "hook OR ".repeat((max - 4) / 8));
+    assert!(at_most.chars().count() <= max);
+    assert_eq!(store.search(&raw(&at_most)).unwrap().len(), 1);
+    for long in
+        ["hook OR ".repeat(max / 8 + 1), "ö".repeat(max + 1), format!("{} hook", " ".repeat(max))]
+    {
+        match store.search(&raw(&long)) {
+            Err(e @ Error::InvalidInput { .. }) => {
+                assert!(e.to_string().contains(&format!("at most {max}")), "{e}")
+            }
+            other => panic!("{} chars: expected InvalidInput, got {other:?}", long.chars().count()),
+        }
+    }
 }
 
 /// Raw FTS5 syntax has no PostgreSQL counterpart: any raw search there is one typed error
@@ -894,8 +910,10 @@ fn r5_hostile_queries_never_panic_or_fail_and_raw_mode_types_its_errors(t) {
             let words = store.search(&words);
             prop_assert!(words.is_ok(), "{q:?}: {:?}", words.err());
             let raw = SearchOptions { mode: QueryMode::Raw, ..SearchOptions::text(q.clone()) };
+            let long = q.chars().count() > aigentflow::lessons::query::MAX_QUERY_CHARS;
             match store.search(&raw) {
-                Ok(_) | Err(Error::BadQuery { .. }) if sqlite => {}
+                Ok(_) | Err(Error::BadQuery { .. }) if sqlite && !long => {}
+                Err(Error::InvalidInput { what: "raw search query", .. }) if sqlite && long => {}
                 Err(Error::Unsupported { .. }) if !sqlite => {}
                 other => prop_assert!(false, "{q:?}: raw mode gave {other:?}"),
             }
