@@ -291,7 +291,9 @@ const SHAPES_PATTERN: &str = concat!(
     r"|(?P<webhook>(?:https?://)?hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/_-]{20,}",
     // Discord, Microsoft Teams and Zapier webhooks: the whole URL too.
     r"|(?:https?://)?(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/[0-9]{17,20}/[A-Za-z0-9_-]{40,}",
-    r"|(?:https?://)?[A-Za-z0-9-]+\.webhook\.office\.com/webhookb2/[A-Za-z0-9@-]{30,}/IncomingWebhook/[A-Za-z0-9]{20,}/[A-Za-z0-9-]{20,}",
+    // A host label is at most 63 characters: an unbounded run here kept every search of a
+    // run of letters and digits going to its end (`a_key_shapes_search_stops_near_its_match`).
+    r"|(?:https?://)?[A-Za-z0-9-]{1,63}\.webhook\.office\.com/webhookb2/[A-Za-z0-9@-]{30,}/IncomingWebhook/[A-Za-z0-9]{20,}/[A-Za-z0-9-]{20,}",
     r"|(?:https?://)?hooks\.zapier\.com/hooks/catch/[0-9]{3,}/[A-Za-z0-9]{5,})",
     // URL credentials: the user and password between `://` and the last `@` before the host
     // (the password may hold any character but blanks and quotes, `@` too).
@@ -4018,6 +4020,39 @@ mod tests {
             }
             let clears = cache.forward().clear_count() + cache.reverse().clear_count();
             assert_eq!(clears, 0, "{name} cleared half its lazy DFA's cache {clears} times");
+        }
+    }
+
+    /// A key shape's search reads a bounded stretch past its match: text made of one shape's
+    /// prefix over and over (`AKIA…`, a run of letters and digits) is searched in linear time,
+    /// as the shape pass steps through it. An alternative that starts with an unbounded run of
+    /// those characters (a webhook's host did) kept every search going to the run's end, so
+    /// 100 KB of `AKIA` took 2.5 s. Counted, not timed: the lazy DFA reports the bytes it read.
+    #[test]
+    fn a_key_shapes_search_stops_near_its_match() {
+        use regex_automata::hybrid::{dfa, regex::Regex as Lazy};
+        use regex_automata::Input;
+        let lazy = Lazy::builder()
+            .dfa(dfa::Config::new().cache_capacity(DFA_CACHE).minimum_cache_clear_count(None))
+            .build(SHAPES_PATTERN)
+            .expect("the shapes compile");
+        let mut cache = lazy.create_cache();
+        let mut read = |text: &str| {
+            cache.reset(&lazy);
+            let mut at = 0;
+            // As the shape pass steps: past a match (taken as a secret) to a little before its
+            // end.
+            while let Some(m) = lazy.find(&mut cache, Input::new(text).range(at..)) {
+                at = (m.start() + 1).max(m.end().saturating_sub(GLUED_REACH));
+            }
+            cache.forward().search_total_len() + cache.reverse().search_total_len()
+        };
+        for unit in [
+            "AKIA", "ASIA", "A3T1", "AIza", "AKIA1", "ghp_", "xoxb-", "sk-", "eyJ", "SK0", "key-a",
+            "glpat-", "LTAI", "AKID",
+        ] {
+            let (small, large) = (read(&unit.repeat(1000)), read(&unit.repeat(4000)));
+            assert!(large <= 5 * small.max(1), "{unit:?}: {small} then {large} bytes read");
         }
     }
 
