@@ -1100,6 +1100,20 @@ fn a_signed_bundle_is_refused_after_any_change_or_under_another_key(t) {
     let mut early = lines.clone();
     early.swap(last - 1, last);
     variants.push(("the signature before the end".into(), glue(&early)));
+    // The signature line itself only as written: its hex in upper case, blanks, a carriage
+    // return, an escaped character.
+    let signature = String::from_utf8(lines[last].to_vec()).unwrap();
+    let key_hex = report::public_key_hex(&trusted);
+    for (what, respelled) in [
+        ("upper-case hex", signature.replace(&key_hex, &key_hex.to_uppercase())),
+        ("a blank", signature.replacen("{", "{ ", 1)),
+        ("a carriage return", signature.replace('\n', "\r\n")),
+        ("an escape", signature.replacen("ed25519", "\\u0065d25519", 1)),
+    ] {
+        let mut changed = lines.clone();
+        changed[last] = respelled.as_bytes();
+        variants.push((format!("the signature line with {what}"), glue(&changed)));
+    }
     for (what, bytes) in &variants {
         assert!(bytes != &genuine, "{what}: a change");
         assert!(signed_by(bytes, &trusted).is_err(), "{what}: passed as the signer's");

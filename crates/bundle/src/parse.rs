@@ -195,7 +195,26 @@ impl Reader {
         }
         if self.ended {
             return match serde_json::from_slice::<Record>(bytes) {
-                Ok(Record::Signature(signature)) => self.signature(line, signature),
+                Ok(Record::Signature(signature)) => {
+                    // Only as the exporter writes it (lower-case hex, no blanks): the line is not
+                    // signed, so no other spelling of it (case, blanks, escapes, a carriage
+                    // return) is taken.
+                    let canonical = SignatureRecord {
+                        public_key: signature.public_key.to_ascii_lowercase(),
+                        sha256: signature.sha256.to_ascii_lowercase(),
+                        value: signature.value.to_ascii_lowercase(),
+                        ..signature.clone()
+                    };
+                    let written = serde_json::to_vec(&Record::Signature(canonical))
+                        .map_err(|e| invalid(line, e.to_string()))?;
+                    if written != bytes {
+                        return Err(invalid(
+                            line,
+                            "the signature line is not as `tasks export --sign` writes it",
+                        ));
+                    }
+                    self.signature(line, signature)
+                }
                 _ => Err(invalid(line, "a line after the end record")),
             };
         }
