@@ -414,7 +414,7 @@ const BARE_LOGIN_PATTERN: &str =
 /// (a server's: 1000 to 99999, or `*`), a database and a user without `/`, and the password
 /// ending its line tell it from other colon-separated text (`grep -n`'s `file:line:text`, log
 /// lines); [`pgpass_password`] judges the rest. Looked for beside [`SHAPES`], as [`BARE_LOGIN`] is.
-const PGPASS_PATTERN: &str = r"[A-Za-z0-9._/*\[\]-]{1,128}:(?:[1-9][0-9]{3,4}|\*):(?:\\.|[^\s:\\/]){1,64}:(?:\\.|[^\s:\\/]){1,64}:(?:\\.|[^\s:\\\x22'`]){1,256}";
+const PGPASS_PATTERN: &str = r"(?:\[[0-9A-Fa-f:.]{2,45}\]|(?:\\:|[A-Za-z0-9._/*-]){1,128}):(?:[1-9][0-9]{3,4}|\*):(?:\\.|[^\s:\\/]){1,64}:(?:\\.|[^\s:\\/]){1,64}:(?:\\.|[^\s:\\\x22'`]){1,256}";
 
 /// A secret-like name, its closing quote if it is quoted (escaped to any depth: `"`, `\"`,
 /// `\\\"`…), and what separates it from its value (`>` for an XML element, `<password>`).
@@ -1337,7 +1337,7 @@ fn bare_userinfo(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
     let login = looks_like_credential(password)
         || (user.bytes().any(|b| b.is_ascii_alphabetic())
             && !port
-            && !named(&ACCOUNT_KEYS)
+            && (!named(&ACCOUNT_KEYS) || looks_like_server(after))
             && looks_like_host(after));
     login.then(|| whole.start..whole.start + at)
 }
@@ -1360,22 +1360,38 @@ fn pgpass_password(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
     ) {
         return None;
     }
-    let host = &line[..line.find(':')?];
-    let host_like =
-        host == "*" || host.contains(['.', '/']) || host.bytes().any(|b| b.is_ascii_alphabetic());
+    // The host: a bracketed IPv6 address, or up to the first unescaped colon (`\\:\\:1`).
+    let host_end = if line.starts_with('[') {
+        line.find(']')? + 1
+    } else {
+        let mut escaped = false;
+        line.char_indices()
+            .find(|&(_, c)| {
+                let end = c == ':' && !escaped;
+                escaped = c == '\\' && !escaped;
+                end
+            })?
+            .0
+    };
+    let host = &line[..host_end];
+    let host_like = host == "*"
+        || host.contains(['.', '/', '[', ':'])
+        || host.bytes().any(|b| b.is_ascii_alphabetic());
     if !host_like {
         return None;
     }
-    // The fifth field starts after the fourth unescaped colon.
+    // The fifth field starts after the fourth unescaped colon, the host's first.
     let mut colons = 0;
     let mut escaped = false;
-    for (i, c) in line.char_indices() {
+    for (i, c) in line[host_end..].char_indices() {
         match c {
             '\\' if !escaped => escaped = true,
             ':' if !escaped => {
                 colons += 1;
                 if colons == 4 {
-                    return Some(whole.start + i + 1..whole.end);
+                    let password = whole.start + host_end + i + 1..whole.end;
+                    // `*` is a wildcard in the other fields, no password.
+                    return (&text[password.clone()] != "*").then_some(password);
                 }
             }
             _ => escaped = false,
@@ -1430,6 +1446,22 @@ const ACCOUNT_KEYS: [&str; 14] = [
     // A package's alias or version (`npm:react@18.2.0`).
     "npm", "package", "pkg", "alias",
 ];
+
+/// Whether `text` (what follows a login's `@`) starts with a server no e-mail address names:
+/// `localhost`, an IP address (bracketed IPv6 too), or a host with a port or a path after it
+/// (`user:letmein@db.example.com:5432/app`).
+fn looks_like_server(text: &str) -> bool {
+    let name_len = text
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        .count();
+    let name = &text[..name_len];
+    let ipv4 = name.split('.').count() == 4 && name.split('.').all(|p| p.parse::<u8>().is_ok());
+    text.starts_with('[')
+        || name.eq_ignore_ascii_case("localhost")
+        || ipv4
+        || matches!(text.as_bytes().get(name_len), Some(b':' | b'/'))
+}
 
 /// Whether `text` (what follows a login's `@`) starts with a host: `localhost`, a bracketed
 /// IPv6 address, a name or address with a dot inside it, a name followed by a port, or a Go
@@ -2302,6 +2334,14 @@ const TOOLS: &[Tool] = &[
         )
     },
     Tool {
+        subcommand: Some("put-parameter"),
+        ..Tool::new(&["aws"], &[("--value", Takes::Either)])
+    },
+    Tool {
+        subcommand: Some("secret"),
+        ..Tool::new(&["gh"], &[("--body", Takes::Either), ("-b", Takes::Either)])
+    },
+    Tool {
         part: Part::AfterPercent,
         ..Tool::new(&["smbclient"], &[("-U", Takes::Either), ("--user", Takes::Either)])
     },
@@ -2732,7 +2772,7 @@ const ARGV_PATTERN: &str = concat!(
     r"|",
     word_start!(),
     r"(?:echo|printf(?:[ \t]+\\*['\x22]%s(?:\\+n)?\\*['\x22])?)(?:[ \t]+-[neE]+)*[ \t]+(?P<piped>\\*'[^'\n]*'|\\*\x22[^\x22\n]*\x22|[^\s'\x22;|]+)",
-    r"[ \t]*\|[ \t]*(?:[^\s|]*/)?(?:sudo(?:[ \t]+[^\s|]+)*?[ \t]+-[A-Za-z]*S(?-u:\b)",
+    r"[ \t]*\|[ \t]*(?:[^\s|]*/)?(?:sudo(?:[ \t]+[^\s|]+)*?[ \t]+(?:-[A-Za-z]*S[A-Za-z]*|--stdin)(?-u:\b)",
     r"|(?:sudo(?:[ \t]+-[^\s|]+)*[ \t]+)?(?:chpasswd|passwd[ \t]+--stdin)",
     r"|(?:sudo(?:[ \t]+-[^\s|]+)*[ \t]+)?(?:docker|podman|nerdctl|buildah|skopeo|helm|oras|crane)",
     r"[ \t]+(?:registry[ \t]+)?login[^|\n]*?--password-stdin)",
@@ -2788,6 +2828,10 @@ fn argv_values(text: &str) -> Vec<Range<usize>> {
             continue;
         };
         let inner = unquote(text, value.range());
+        // A shell variable piped in (`echo $PASSWORD | sudo -S …`) holds no secret here.
+        if c.name("piped").is_some() && text[inner.clone()].starts_with('$') {
+            continue;
+        }
         if !inner.is_empty() && &text[inner.clone()] != REDACTED {
             found.push(inner);
         }
@@ -4170,6 +4214,13 @@ mod tests {
         let any: Vec<&str> = plain.iter().chain(&strong).copied().collect();
         let logins: [(&[&str], &[&str]); 2] =
             [(&["admin", "postgres", "svc_app", "deploy.bot"], &any), (&["12345", "0"], &strong)];
+        // An account's name as the user, before a server no address names.
+        for user in ["user", "login", "username"] {
+            for host in ["db.example.com:5432/app", "localhost", "10.0.0.1", "[::1]:5432"] {
+                let text = format!("{user}:letmein@{host}");
+                assert!(!redact_text(&text).contains("letmein"), "{text}");
+            }
+        }
         for (users, passwords) in logins {
             for user in users {
                 for password in passwords {
@@ -4300,6 +4351,11 @@ mod tests {
             "echo {} | sudo passwd --stdin bob",
             "echo {} | sudo docker login --password-stdin",
             "SSHPASS={} sshpass -e ssh host",
+            "echo {} | sudo -Sk ls",
+            "echo {} | sudo -SE ls",
+            "echo {} | sudo --stdin ls",
+            "aws ssm put-parameter --name DB_PASSWORD --value {} --type SecureString",
+            "gh secret set DB_PASSWORD --body {}",
         ];
         for line in lines {
             // `chpasswd` reads `user:password`, quoted whole.
@@ -4314,6 +4370,10 @@ mod tests {
         }
         for kept in [
             "bash: sshpass: command not found",
+            "echo $PASSWORD | sudo -S ls",
+            "echo \"$DB_PASSWORD\" | docker login --password-stdin",
+            "gh pr create --body text",
+            "aws ssm get-parameter --name x",
             "apt install -y sshpass=1.09-1",
             "which sshpass: /usr/bin/sshpass",
             "sshpass -f ~/.pw ssh -p 2222 host",
@@ -4330,7 +4390,16 @@ mod tests {
     /// separated text that is no such line keeps every character.
     #[test]
     fn a_pgpass_line_loses_its_password_and_other_colon_text_stays() {
-        let hosts = ["localhost", "db.example.com", "10.0.0.5", "*", "/var/run/postgresql", "db"];
+        let hosts = [
+            "localhost",
+            "db.example.com",
+            "10.0.0.5",
+            "*",
+            "/var/run/postgresql",
+            "db",
+            "[::1]",
+            r"\:\:1",
+        ];
         let passwords = ["Zx9QwPass", "letmein", r"pa\:ss", "p@ss!word", "x"];
         let contexts = ["{}", "{}\n", "echo '{}' >> ~/.pgpass", "line 1\n{}\nline 3", "\"{}\""];
         for host in hosts {
@@ -4361,6 +4430,8 @@ mod tests {
             "app.log:120:2024-01-01T12:30:45Z started",
             "host.example.com:22:sshd:info:accepted",
             "src/main.rs:1234:col:note:fine here",
+            "localhost:5432:db:u:*",
+            "a:1:b:c:d",
         ] {
             assert_eq!(redact_text(kept), kept);
         }
