@@ -398,6 +398,15 @@ fn secrets_in_an_edited_bundle_are_redacted_on_import(t) {
 }
 
 /// A line of `lines` (0 is the header) edited as JSON by `edit`.
+/// An audit record's `row_hash` recomputed from its fields, as a forger would (the formula is
+/// public).
+fn rehash(record: &mut serde_json::Value) {
+    let mut fields = record.clone();
+    fields.as_object_mut().unwrap().remove("kind");
+    let row: bundle::AuditRowRecord = serde_json::from_value(fields).unwrap();
+    record["row_hash"] = json!(row.computed_hash());
+}
+
 fn edit_line(lines: &mut [String], n: usize, edit: impl FnOnce(&mut serde_json::Value)) {
     let mut v: serde_json::Value = serde_json::from_str(&lines[n]).unwrap();
     edit(&mut v);
@@ -943,10 +952,7 @@ fn an_audit_row_edited_with_its_hash_recomputed_is_refused_where_its_origin_is_k
         let mut forged = lines.clone();
         edit_line(&mut forged, audit_line, |v| {
             v[field] = value.clone();
-            let mut fields = v.clone();
-            fields.as_object_mut().unwrap().remove("kind");
-            let row: bundle::AuditRowRecord = serde_json::from_value(fields).unwrap();
-            v["row_hash"] = json!(row.computed_hash());
+            rehash(v);
         });
         let forged = joined(&forged);
         bundle::read_bundle(&mut &forged[..]).expect("the forgery is well formed");
@@ -976,10 +982,7 @@ fn an_audit_row_edited_with_its_hash_recomputed_is_refused_where_its_origin_is_k
             edit_line(&mut forged, 0, |v| v["source"] = json!(spelled));
             edit_line(&mut forged, audit_line, |v| {
                 v["action"] = json!("nothing happened");
-                let mut fields = v.clone();
-                fields.as_object_mut().unwrap().remove("kind");
-                let row: bundle::AuditRowRecord = serde_json::from_value(fields).unwrap();
-                v["row_hash"] = json!(row.computed_hash());
+                rehash(v);
             });
             let err = import(src, &joined(&forged)).unwrap_err();
             assert!(matches!(err, bundle::Error::OriginDiffers { .. }), "{spelled}: {err}");
@@ -990,10 +993,7 @@ fn an_audit_row_edited_with_its_hash_recomputed_is_refused_where_its_origin_is_k
     let mut twice = lines.clone();
     let mut copy: serde_json::Value = serde_json::from_str(&lines[audit_line]).unwrap();
     copy["action"] = json!("said twice");
-    let mut fields = copy.clone();
-    fields.as_object_mut().unwrap().remove("kind");
-    let row: bundle::AuditRowRecord = serde_json::from_value(fields).unwrap();
-    copy["row_hash"] = json!(row.computed_hash());
+    rehash(&mut copy);
     copy["id"] = lines[audit_line].parse::<serde_json::Value>().unwrap()["id"].clone();
     twice.insert(audit_line + 1, copy.to_string());
     if let Some(end) = twice.iter().position(|l| l.contains("\"kind\":\"end\"")) {
@@ -1124,10 +1124,7 @@ fn a_signed_bundle_is_refused_after_any_change_or_under_another_key(t) {
     let row = edited.iter().position(|l| l.contains("\"file written\"")).unwrap();
     edit_line(&mut edited, row, |v| {
         v["action"] = json!("nothing written");
-        let mut fields = v.clone();
-        fields.as_object_mut().unwrap().remove("kind");
-        let row: bundle::AuditRowRecord = serde_json::from_value(fields).unwrap();
-        v["row_hash"] = json!(row.computed_hash());
+        rehash(v);
     });
     let forged = signed_anew(&joined(&edited), &forger);
     assert!(bundle::read_bundle(&mut &forged[..]).is_ok(), "a forgery is well formed");

@@ -98,16 +98,21 @@ fn export_csv(db: &Path, extra: &[&str]) -> Vec<u8> {
     run(db, &args).ok().stdout
 }
 
-/// `run`, with stdin closed, failing the test if the command has not ended within a minute
-/// (one waiting on a FIFO nobody opens would never end).
-fn run_within_a_minute(db: &Path, args: &[&str]) -> Run {
-    let mut child = cmd(db)
+/// The command started with stdin closed and its output captured.
+fn spawn(db: &Path, args: &[&str]) -> std::process::Child {
+    cmd(db)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// `run`, with stdin closed, failing the test if the command has not ended within a minute
+/// (one waiting on a FIFO nobody opens would never end).
+fn run_within_a_minute(db: &Path, args: &[&str]) -> Run {
+    let mut child = spawn(db, args);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {
@@ -1421,13 +1426,7 @@ fn a_file_read_by_name_is_a_regular_file_and_a_fifo_is_never_waited_on(t: EmptyD
 /// (`INT`, `TERM`); the run and the signal that ended it, `None` if it ended before a
 /// temporary file was seen.
 fn interrupted(db: &Path, args: &[&str], dir: &Path, signal: &str) -> Option<(Run, Option<i32>)> {
-    let mut child = cmd(db)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(db, args);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         if child.try_wait().unwrap().is_some() {
