@@ -39,7 +39,9 @@ Exit codes:
      number, not one of the listed words)
   3  a check found problems (`audit verify`, `db check`)
 On 1 and 2, one line on stderr says what, with secrets redacted. A write past the file size
-limit (`ulimit -f`) is such an error too, not a kill by SIGXFSZ.
+limit (`ulimit -f`) is such an error too, not a kill by SIGXFSZ. Ctrl-C or SIGTERM while a
+command writes a file removes its unfinished temporary file, then ends the command by that
+signal (`audit tail --follow` ends with 0).
 
 If stdout or stderr is one of the database's own files (`2<>app.db`, `>> app.db-wal`), the
 command does nothing and exits 1; its error line goes to the other stream if that one is not the

@@ -585,7 +585,7 @@ fn help_states_the_output_rule() {
         assert!(help.contains(needle), "db backup --help lacks {needle:?}: {help}");
     }
     let help = String::from_utf8(run(&db, &["--help"]).ok().stdout).unwrap();
-    for needle in ["ulimit -f", "2<>app.db", "database's own files"] {
+    for needle in ["ulimit -f", "2<>app.db", "database's own files", "Ctrl-C"] {
         assert!(help.contains(needle), "--help lacks {needle:?}: {help}");
     }
 }
