@@ -1451,16 +1451,24 @@ const ACCOUNT_KEYS: [&str; 14] = [
 /// `localhost`, an IP address (bracketed IPv6 too), or a host with a port or a path after it
 /// (`user:letmein@db.example.com:5432/app`).
 fn looks_like_server(text: &str) -> bool {
-    let name_len = text
+    let name = host_name(text);
+    text.starts_with('[')
+        || name.eq_ignore_ascii_case("localhost")
+        || is_ipv4(name)
+        || matches!(text.as_bytes().get(name.len()), Some(b':' | b'/'))
+}
+
+/// The host name or address `text` starts with: letters, digits, `.`, `-` and `_`.
+fn host_name(text: &str) -> &str {
+    let len = text
         .bytes()
         .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
         .count();
-    let name = &text[..name_len];
-    let ipv4 = name.split('.').count() == 4 && name.split('.').all(|p| p.parse::<u8>().is_ok());
-    text.starts_with('[')
-        || name.eq_ignore_ascii_case("localhost")
-        || ipv4
-        || matches!(text.as_bytes().get(name_len), Some(b':' | b'/'))
+    &text[..len]
+}
+
+fn is_ipv4(name: &str) -> bool {
+    name.split('.').count() == 4 && name.split('.').all(|part| part.parse::<u8>().is_ok())
 }
 
 /// Whether `text` (what follows a login's `@`) starts with a host: `localhost`, a bracketed
@@ -1470,21 +1478,18 @@ fn looks_like_host(text: &str) -> bool {
     if text.starts_with('[') {
         return true;
     }
-    let name_len = text
-        .bytes()
-        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        .count();
-    let name = text[..name_len].trim_end_matches('.');
+    let full = host_name(text);
+    let rest = &text[full.len()..];
+    let name = full.trim_end_matches('.');
     // Digits and dots: an IPv4 address, not a version (`react@18.2.0`).
     if name.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return name.split('.').count() == 4
-            && name.split('.').all(|part| part.parse::<u8>().is_ok());
+        return is_ipv4(name);
     }
-    let port = text[name_len..]
+    let port = rest
         .strip_prefix(':')
         .is_some_and(|rest| rest.bytes().next().is_some_and(|b| b.is_ascii_digit()));
     // A Go DSN's address: `tcp(db:3306)`, `unix(/run/mysqld.sock)`.
-    let dsn = text[name_len..].starts_with('(') && matches!(name, "tcp" | "unix");
+    let dsn = rest.starts_with('(') && matches!(name, "tcp" | "unix");
     name.eq_ignore_ascii_case("localhost")
         || (name.contains('.') && !name.starts_with('.'))
         || (port && !name.is_empty())
