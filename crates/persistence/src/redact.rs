@@ -452,7 +452,7 @@ fn siblings_pattern() -> String {
 const ESCAPES_PATTERN: &str = r"%[0-7][0-9A-Fa-f]|\\[uU]00[0-7][0-9A-Fa-f]";
 static ESCAPES: LazyLock<Regex> = LazyLock::new(|| compile(ESCAPES_PATTERN));
 
-static SHAPES: LazyLock<Regex> = LazyLock::new(|| compile(SHAPES_PATTERN));
+static SHAPES: LazyLock<Regex> = LazyLock::new(|| compile_with(SHAPES_PATTERN, SHAPES_DFA_CACHE));
 static BARE_LOGIN: LazyLock<Regex> = LazyLock::new(|| compile(BARE_LOGIN_PATTERN));
 static PGPASS: LazyLock<Regex> = LazyLock::new(|| compile(PGPASS_PATTERN));
 static NAMES: LazyLock<Regex> = LazyLock::new(|| compile(&names_pattern()));
@@ -479,10 +479,19 @@ fn may_hold_secret(text: &str) -> bool {
 /// spare (`the_policys_patterns_fit_their_lazy_dfa_caches`). A DFA whose cache fills is
 /// cleared and rebuilt as it goes, and after a few clears gives way to a slower engine.
 const DFA_CACHE: usize = 8 << 20;
+/// [`DFA_CACHE`] of [`SHAPES`], twice as large: its many vendors' runs of a counted length
+/// (`[A-Z0-9]{16}`, `{58}`…), live at once over a run of letters and digits, take the most
+/// states, and this repository's own lines alone came near half of 8 MiB.
+const SHAPES_DFA_CACHE: usize = 16 << 20;
 
 fn compile(pattern: &str) -> Regex {
+    compile_with(pattern, DFA_CACHE)
+}
+
+/// [`compile`] with a lazy DFA cache of `cache` bytes.
+fn compile_with(pattern: &str, cache: usize) -> Regex {
     regex::RegexBuilder::new(pattern)
-        .dfa_size_limit(DFA_CACHE)
+        .dfa_size_limit(cache)
         .build()
         .unwrap_or_else(|e| unreachable!("redaction pattern is valid: {e}"))
 }
@@ -1553,6 +1562,27 @@ fn looks_like_credential(value: &str) -> bool {
     count >= 6 && letter && (digit || symbol || camel || count >= 24)
 }
 
+/// Whether `value` is lower-case words joined by `-`, `_` or `.` (at least two): after a
+/// name written without a sign, a command's or a setting's name (`gcloud auth
+/// activate-service-account`, `kubectl get secret db-credentials-production`), but a pass
+/// phrase after a password's (`password correct-horse-battery-staple`).
+fn is_joined_words(value: &str) -> bool {
+    let mut words = value.split(['-', '_', '.']);
+    let lower = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase());
+    words.clone().count() >= 2 && words.all(lower)
+}
+
+/// Whether `value` starts with a URL's scheme (`https://`): an address, which a secret's
+/// name written before it without a sign (`client_credentials https://…`) does not make a
+/// credential (one carried inside it is a key shape's or the URL's credentials').
+fn is_url(value: &str) -> bool {
+    value.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.len() >= 2
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    })
+}
+
 /// The last words of an option's name (`--db-password`, `-storepass`, `--client-secret`) that
 /// make its argument a secret whatever it looks like: names that never hold a count, an id or
 /// a reference (`--token 500`, `--session 3`, `--secret id=npmrc,src=…` keep theirs unless it
@@ -2105,7 +2135,9 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
     if kind == Sep::Bare {
         value = value.trim_end_matches(['.', ',', ';', ':', '!', '?']);
         value = trim_unopened(value);
-        if !looks_like_credential(value) {
+        let name = text[pair.name_start..pair.name_end].to_ascii_lowercase();
+        let password = name.contains("pass") || name.contains("pwd");
+        if !looks_like_credential(value) || is_url(value) || (is_joined_words(value) && !password) {
             return None;
         }
     }
@@ -2251,10 +2283,10 @@ enum Takes {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
     Whole,
-    /// After the first `:` (`curl -u user:password`); none without one (`-u user` asks).
-    AfterColon,
-    /// After the first `%` (`smbclient -U user%password`).
-    AfterPercent,
+    /// After the first of this character, none without one: `curl -u user:password` (`-u
+    /// user` asks), `smbclient -U user%password`, `kubectl create secret
+    /// --from-literal=key=value`.
+    After(char),
 }
 
 /// A program that takes a password as an argument, where no name says so.
@@ -2262,9 +2294,13 @@ struct Tool {
     /// Its names, matched whatever their case and folder (`/usr/bin/mysql`, `SQLCMD.EXE`); a
     /// trailing `*` matches any ending (`ldap*`: `ldapsearch`, `ldapmodify`…).
     names: &'static [&'static str],
-    /// The subcommand the flags belong to (`docker login -p`, not `docker run -p`).
-    subcommand: Option<&'static str>,
+    /// The subcommands the flags belong to (`docker login -p`, not `docker run -p`); none: the
+    /// tool's own.
+    subcommands: &'static [&'static str],
     flags: &'static [(&'static str, Takes)],
+    /// Which word after the subcommand that is no option is a password (`rabbitmqctl add_user
+    /// bob S3cret`: the second); 0 for none.
+    positional: usize,
     part: Part,
     /// Whether its options end at the first word that is not one: the command it runs
     /// (`sshpass -f file ssh -p 2222`: the `-p` is ssh's port).
@@ -2305,7 +2341,7 @@ const TOOLS: &[Tool] = &[
         ..Tool::new(&["sshpass"], &[("-p", Takes::Either)])
     },
     Tool {
-        subcommand: Some("login"),
+        subcommands: &["login"],
         ..Tool::new(&["docker", "podman", "buildah", "skopeo", "az"], &[("-p", Takes::Either)])
     },
     Tool::new(&["redis-cli"], &[("-a", Takes::Either), ("--pass", Takes::Either)]),
@@ -2327,7 +2363,7 @@ const TOOLS: &[Tool] = &[
     Tool::new(&["openssl"], &[("-k", Takes::Either)]),
     Tool::new(&["xfreerdp", "wlfreerdp"], &[("/p:", Takes::Glued)]),
     Tool {
-        part: Part::AfterColon,
+        part: Part::After(':'),
         ..Tool::new(
             &["curl"],
             &[
@@ -2339,16 +2375,27 @@ const TOOLS: &[Tool] = &[
         )
     },
     Tool {
-        subcommand: Some("put-parameter"),
-        ..Tool::new(&["aws"], &[("--value", Takes::Either)])
+        subcommands: &["put-parameter", "create-secret", "put-secret-value", "update-secret"],
+        ..Tool::new(&["aws"], &[("--value", Takes::Either), ("--secret-string", Takes::Either)])
     },
     Tool {
-        subcommand: Some("secret"),
+        subcommands: &["secret"],
         ..Tool::new(&["gh"], &[("--body", Takes::Either), ("-b", Takes::Either)])
     },
     Tool {
-        part: Part::AfterPercent,
+        part: Part::After('%'),
         ..Tool::new(&["smbclient"], &[("-U", Takes::Either), ("--user", Takes::Either)])
+    },
+    // Every value of a Kubernetes secret is one, whatever its key's name.
+    Tool {
+        subcommands: &["secret"],
+        part: Part::After('='),
+        ..Tool::new(&["kubectl", "oc"], &[("--from-literal", Takes::Either)])
+    },
+    Tool {
+        subcommands: &["add_user", "change_password", "authenticate_user"],
+        positional: 2,
+        ..Tool::new(&["rabbitmqctl"], &[])
     },
 ];
 
@@ -2357,8 +2404,9 @@ impl Tool {
     const fn new(names: &'static [&'static str], flags: &'static [(&'static str, Takes)]) -> Self {
         Self {
             names,
-            subcommand: None,
+            subcommands: &[],
             flags,
+            positional: 0,
             part: Part::Whole,
             wraps: false,
             options_with_arg: &[],
@@ -2379,6 +2427,9 @@ impl Tool {
         let base = base.strip_suffix('-').unwrap_or(base);
         if base.eq_ignore_ascii_case("htpasswd") {
             return Some(ToolKind::Htpasswd);
+        }
+        if base.eq_ignore_ascii_case("net") {
+            return Some(ToolKind::NetUse);
         }
         if ORACLE_TOOLS.iter().any(|t| base.eq_ignore_ascii_case(t)) {
             return Some(ToolKind::OracleLogon);
@@ -2405,6 +2456,8 @@ enum ToolKind {
     Flags(&'static Tool),
     Htpasswd,
     OracleLogon,
+    /// Windows' `net use`, see [`net_use_password`].
+    NetUse,
 }
 
 /// Oracle's tools that take a logon, `user/password[@connect]`, as an argument of its own
@@ -2422,19 +2475,33 @@ fn secret_args(tool: ToolKind, args: &[&str]) -> Vec<(usize, Range<usize>)> {
         ToolKind::Flags(tool) => tool,
         ToolKind::Htpasswd => return htpasswd_password(args).into_iter().collect(),
         ToolKind::OracleLogon => return oracle_passwords(args),
+        ToolKind::NetUse => return net_use_password(args).into_iter().collect(),
     };
     let mut found = Vec::new();
-    let mut active = tool.subcommand.is_none();
+    let mut active = tool.subcommands.is_empty();
+    let mut words = 0;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i];
         if !active {
-            active = tool.subcommand.is_some_and(|s| unquoted(arg, 0..arg.len()) == s);
+            active = tool.subcommands.contains(&unquoted(arg, 0..arg.len()));
             i += 1;
             continue;
         }
         if tool.wraps && !arg.starts_with('-') {
             break;
+        }
+        if tool.positional > 0 && !arg.starts_with('-') {
+            words += 1;
+            let password = unquote(arg, 0..arg.len());
+            if words == tool.positional
+                && !password.is_empty()
+                && &arg[password.clone()] != REDACTED
+            {
+                found.push((i, password));
+            }
+            i += 1;
+            continue;
         }
         if tool.options_with_arg.contains(&arg) {
             i += 2;
@@ -2466,10 +2533,11 @@ fn secret_args(tool: ToolKind, args: &[&str]) -> Vec<(usize, Range<usize>)> {
             let range = unquote(text, range);
             let start = match tool.part {
                 Part::Whole => Some(range.start),
-                Part::AfterColon => text[range.clone()].find(':').map(|c| range.start + c + 1),
-                Part::AfterPercent => text[range.clone()].find('%').map(|c| range.start + c + 1),
+                Part::After(c) => text[range.clone()].find(c).map(|at| range.start + at + 1),
             };
-            if let Some(start) = start {
+            // A file the value is read from (`aws … --secret-string file://secret.json`).
+            let file = ["file://", "fileb://"].iter().any(|f| text[range.clone()].starts_with(f));
+            if let Some(start) = start.filter(|_| !file) {
                 let secret = start..range.end;
                 if !secret.is_empty() && &text[secret.clone()] != REDACTED {
                     found.push((at, secret));
@@ -2520,6 +2588,25 @@ fn oracle_passwords(args: &[&str]) -> Vec<(usize, Range<usize>)> {
         }
     }
     found
+}
+
+/// `net use [device] \\server\share password /user:name`: the share right after `use` or its
+/// device (`Z:`, `*`), then the first word that is no option (`/user:…`, `/persistent:no`, in
+/// either order), unless it is `*` (asks for it).
+fn net_use_password(args: &[&str]) -> Option<(usize, Range<usize>)> {
+    let word = |i: usize| &args[i][unquote(args[i], 0..args[i].len())];
+    let device = |w: &str| w == "*" || (w.len() == 2 && w.ends_with(':'));
+    if args.len() < 3 || !word(0).eq_ignore_ascii_case("use") {
+        return None;
+    }
+    let share = if device(word(1)) { 2 } else { 1 };
+    if !word(share).starts_with("\\\\") {
+        return None;
+    }
+    let at = (share + 1..args.len()).find(|&i| !word(i).starts_with('/'))?;
+    let password = unquote(args[at], 0..args[at].len());
+    let text = &args[at][password.clone()];
+    (!text.is_empty() && text != "*" && text != REDACTED).then_some((at, password))
 }
 
 /// `htpasswd -b [-c…] file user password`, `htpasswd -nb user password`: in batch mode (`-b`)
@@ -2612,10 +2699,11 @@ fn command_words(text: &str, from: usize) -> Vec<Range<usize>> {
             _ => {}
         }
         let start = i;
-        // A quote opens a quoted part at the start of a word or in a flag (`-p'…'`,
-        // `--user='…'`); elsewhere it ends the word: it closes a string the command sits in
-        // (`"htpasswd -nb alice pw", "next": …`).
-        let quotes_open = |i: usize| i == start || matches!(b[start], b'-' | b'/');
+        // A quote opens a quoted part at the start of a word, in a flag (`-p'…'`,
+        // `--user='…'`) or after `=` (`key='…'`); elsewhere it ends the word: it closes a
+        // string the command sits in (`"htpasswd -nb alice pw", "next": …`).
+        let quotes_open =
+            |i: usize| i == start || matches!(b[start], b'-' | b'/') || b[i - 1] == b'=';
         while let Some(&c) = b.get(i) {
             match c {
                 b' ' | b'\t' | b'\n' | b'\r' | b';' | b'|' | b'&' => break,
@@ -2749,6 +2837,20 @@ macro_rules! argument {
     };
 }
 
+/// A program that reads a password from its standard input, with its options: `sudo -S`,
+/// `chpasswd`, `passwd --stdin`, a registry's `login --password-stdin`, `openssl … -pass stdin`.
+macro_rules! stdin_reader {
+    () => {
+        concat!(
+            r"(?:[^\s|]*/)?(?:sudo(?:[ \t]+[^\s|]+)*?[ \t]+(?:-[A-Za-z]*S[A-Za-z]*|--stdin)(?-u:\b)",
+            r"|(?:sudo(?:[ \t]+-[^\s|]+)*[ \t]+)?(?:chpasswd|passwd[ \t]+--stdin)",
+            r"|(?:sudo(?:[ \t]+-[^\s|]+)*[ \t]+)?(?:docker|podman|nerdctl|buildah|skopeo|helm|oras|crane)",
+            r"[ \t]+(?:registry[ \t]+)?login[^|\n<]*?--password-stdin",
+            r"|openssl[ \t][^|\n<]*?-pass(?:in|out)?[ \t]+(?:stdin|fd:0)(?-u:\b))",
+        )
+    };
+}
+
 /// What starts a secret no name announces (the third reading, [`argv_values`]), besides the
 /// name of a [`Tool`] ([`argv_pattern`]):
 /// * SQL's `IDENTIFIED BY …` (also `IDENTIFIED WITH plugin BY`, `BY PASSWORD`, across lines,
@@ -2759,7 +2861,8 @@ macro_rules! argument {
 ///   after `&amp;` or `;` (`param`);
 /// * what `echo` or `printf` pipes into a program that reads a password on stdin: `sudo -S`,
 ///   `chpasswd` (`user:password` lines), `passwd --stdin`, a registry login's
-///   `--password-stdin` (`piped`).
+///   `--password-stdin`, `openssl … -pass stdin` (`piped`), or gives it as a here-string
+///   (`sudo -S apt-get install nginx <<< 'S3cret'`: `herestring`).
 const ARGV_PATTERN: &str = concat!(
     word_start!(),
     r"IDENTIFIED(?:\s|\\+[nrt])+(?:WITH(?:\s|\\+[nrt])+\S+?(?:\s|\\+[nrt])+)?BY(?:\s|\\+[nrt])+",
@@ -2777,11 +2880,24 @@ const ARGV_PATTERN: &str = concat!(
     r"|",
     word_start!(),
     r"(?:echo|printf(?:[ \t]+\\*['\x22]%s(?:\\+n)?\\*['\x22])?)(?:[ \t]+-[neE]+)*[ \t]+(?P<piped>\\*'[^'\n]*'|\\*\x22[^\x22\n]*\x22|[^\s'\x22;|]+)",
-    r"[ \t]*\|[ \t]*(?:[^\s|]*/)?(?:sudo(?:[ \t]+[^\s|]+)*?[ \t]+(?:-[A-Za-z]*S[A-Za-z]*|--stdin)(?-u:\b)",
-    r"|(?:sudo(?:[ \t]+-[^\s|]+)*[ \t]+)?(?:chpasswd|passwd[ \t]+--stdin)",
-    r"|(?:sudo(?:[ \t]+-[^\s|]+)*[ \t]+)?(?:docker|podman|nerdctl|buildah|skopeo|helm|oras|crane)",
-    r"[ \t]+(?:registry[ \t]+)?login[^|\n]*?--password-stdin)",
+    r"[ \t]*\|[ \t]*",
+    stdin_reader!(),
 );
+
+/// A password given as a here-string to a program that reads it from stdin (`sudo -S apt-get
+/// install nginx <<< 'S3cret'`): the program and its options (group `reader`), then the string
+/// (`herestring`). Read before a [`Tool`]'s name, which may start the same words (`docker login
+/// --password-stdin <<< …`), and a tool's arguments on the way to the string are read as well
+/// (see [`argv_values`]).
+const HERESTRING_PATTERN: &str = concat!(
+    word_start!(),
+    r"(?P<reader>",
+    stdin_reader!(),
+    r")[^\n|;<]*?<<<[ \t]*(?P<herestring>",
+    argument!(),
+    r")",
+);
+
 static ARGV: LazyLock<Regex> = LazyLock::new(|| compile(&argv_pattern()));
 
 /// [`ARGV_PATTERN`] after the name of any [`Tool`], `htpasswd` or Oracle tool (group `tool`, whose
@@ -2795,13 +2911,13 @@ fn argv_pattern() -> String {
             Some(prefix) => format!("{}[a-z]+", regex::escape(prefix)),
             None => regex::escape(n),
         })
-        .chain(std::iter::once("htpasswd".to_owned()))
+        .chain(["htpasswd".to_owned(), "net".to_owned()])
         .chain(ORACLE_TOOLS.iter().map(|t| (*t).to_owned()))
         .collect();
     // `SSHPASS=… sshpass -e`, the variable sshpass reads, first: the tool's name would take
     // the word (`sshpass: command not found` keeps its word).
     format!(
-        r"{start}SSHPASS=(?P<env>{arg})|{start}(?P<tool>(?i:{})(?:-?[0-9][0-9.]*)?(?i:\.exe)?)(?-u:\b)|{ARGV_PATTERN}",
+        r"{HERESTRING_PATTERN}|{start}SSHPASS=(?P<env>{arg})|{start}(?P<tool>(?i:{})(?:-?[0-9][0-9.]*)?(?i:\.exe)?)(?-u:\b)|{ARGV_PATTERN}",
         names.join("|"),
         start = word_start!(),
         arg = argument!(),
@@ -2811,7 +2927,11 @@ fn argv_pattern() -> String {
 /// The secrets that [`argv_pattern`] finds in `text`: a quoted argument without its quotes.
 fn argv_values(text: &str) -> Vec<Range<usize>> {
     let mut found = Vec::new();
-    for c in ARGV.captures_iter(text) {
+    let mut at = 0;
+    while let Some(c) = ARGV.captures_at(text, at) {
+        let whole = c.get(0).map_or(text.len()..text.len(), |m| m.range());
+        // After a here-string's program, its arguments: a tool's may come before the string.
+        at = c.name("reader").map_or(whole.end, |r| r.end()).max(next_char(text, whole.start));
         if let Some(tool) = c.name("tool") {
             let Some(kind) = Tool::named(tool.as_str()) else { continue };
             let words =
@@ -2828,13 +2948,15 @@ fn argv_values(text: &str) -> Vec<Range<usize>> {
             .or_else(|| c.name("literal"))
             .or_else(|| c.name("param"))
             .or_else(|| c.name("piped"))
+            .or_else(|| c.name("herestring"))
             .or_else(|| c.name("env"))
         else {
             continue;
         };
         let inner = unquote(text, value.range());
         // A shell variable piped in (`echo $PASSWORD | sudo -S …`) holds no secret here.
-        if c.name("piped").is_some() && text[inner.clone()].starts_with('$') {
+        let fed = c.name("piped").or_else(|| c.name("herestring")).is_some();
+        if fed && text[inner.clone()].starts_with('$') {
             continue;
         }
         if !inner.is_empty() && &text[inner.clone()] != REDACTED {
@@ -4046,21 +4168,17 @@ mod tests {
         }
         assert!(lines.len() > 10_000, "only {} lines of text", lines.len());
         let patterns = [
-            ("SHAPES", SHAPES_PATTERN.to_owned()),
-            ("BARE_LOGIN", BARE_LOGIN_PATTERN.to_owned()),
-            ("PGPASS", PGPASS_PATTERN.to_owned()),
-            ("NAMES", names_pattern()),
-            ("SIBLINGS", siblings_pattern()),
-            ("ARGV", argv_pattern()),
-            ("ESCAPES", ESCAPES_PATTERN.to_owned()),
+            ("SHAPES", SHAPES_PATTERN.to_owned(), SHAPES_DFA_CACHE),
+            ("BARE_LOGIN", BARE_LOGIN_PATTERN.to_owned(), DFA_CACHE),
+            ("PGPASS", PGPASS_PATTERN.to_owned(), DFA_CACHE),
+            ("NAMES", names_pattern(), DFA_CACHE),
+            ("SIBLINGS", siblings_pattern(), DFA_CACHE),
+            ("ARGV", argv_pattern(), DFA_CACHE),
+            ("ESCAPES", ESCAPES_PATTERN.to_owned(), DFA_CACHE),
         ];
-        for (name, pattern) in patterns {
+        for (name, pattern, size) in patterns {
             let lazy = Lazy::builder()
-                .dfa(
-                    dfa::Config::new()
-                        .cache_capacity(DFA_CACHE / 2)
-                        .minimum_cache_clear_count(None),
-                )
+                .dfa(dfa::Config::new().cache_capacity(size / 2).minimum_cache_clear_count(None))
                 .build(&pattern)
                 .expect("the policy's patterns compile");
             let mut cache = lazy.create_cache();
@@ -4388,6 +4506,103 @@ mod tests {
             "I installed sshpass and mysql5.7 yesterday",
         ] {
             assert_eq!(redact_text(kept), kept);
+        }
+    }
+
+    /// Passwords that a previous stop left kept: given as a here-string to a program that reads
+    /// one on stdin (a tool's own password flag on the way to the string as well), piped into
+    /// `openssl -pass stdin`, the value of an AWS secret or of a Kubernetes secret's literal
+    /// (whatever its key), `rabbitmqctl`'s positional password and `net use`'s, before or after
+    /// `/user:` — each quoted three ways and at three depths of JSON escaping; the same
+    /// commands without a password keep every word.
+    #[test]
+    fn passwords_in_here_strings_secret_stores_and_positional_arguments_go() {
+        const PW: &str = "Zq7xWv93Kp";
+        let lines = [
+            "sudo -S apt-get install -y nginx <<< {}",
+            "sudo -k -S id <<<{}",
+            "passwd --stdin bob <<< {}",
+            "docker login -u bob --password-stdin ghcr.io <<< {}",
+            "sudo docker login --password-stdin <<< {}",
+            "chpasswd <<< {user}{}",
+            "echo {} | openssl enc -aes-256-cbc -pass stdin -in a",
+            "echo {} | openssl rsa -passin fd:0 -in k.pem",
+            "aws secretsmanager create-secret --name prod/db --secret-string {}",
+            "aws secretsmanager put-secret-value --secret-id prod/db --secret-string={}",
+            "aws secretsmanager update-secret --secret-id x --secret-string {}",
+            "kubectl create secret generic db --from-literal=foo={}",
+            "oc create secret generic db --from-literal foo={}",
+            "rabbitmqctl add_user bob {}",
+            "rabbitmqctl change_password bob {}",
+            "net use \\\\srv\\share {} /user:CORP\\bob",
+            "net use Z: \\\\srv\\share /user:CORP\\bob {}",
+            "NET.EXE use * \\\\srv\\share {}",
+        ];
+        for line in lines {
+            let (line, word) = match line.strip_suffix("{user}{}") {
+                Some(rest) => (format!("{rest}{{}}"), format!("alice:{PW}")),
+                None => (line.to_owned(), PW.to_owned()),
+            };
+            for quoted in [word.clone(), format!("'{word}'"), format!("\"{word}\"")] {
+                let text = line.replace("{}", &quoted);
+                assert_redacted_escaped(&text, 0..3, &[PW], &[]);
+            }
+        }
+        // A tool's password on the way to a here-string goes too.
+        assert_redacted_escaped(
+            "sudo -S mysql -pXq81zPw db <<< Zq7xWv93Kp",
+            0..3,
+            &[PW, "Xq81zPw"],
+            &[],
+        );
+        for kept in [
+            "cat <<< \"hello world\"",
+            "sudo -S cat <<< $PW",
+            "passwd --stdin bob <<< \"$NEWPW\"",
+            "echo hi | openssl base64",
+            "kubectl create configmap db --from-literal=foo=bar",
+            "kubectl get secret db-credentials-production-east",
+            "aws secretsmanager get-secret-value --secret-id prod/db",
+            "aws secretsmanager create-secret --name x --secret-string file://s.json",
+            "rabbitmqctl list_users",
+            "rabbitmqctl add_user bob",
+            "net use Z: \\\\srv\\share * /user:CORP\\bob",
+            "net use Z: \\\\srv\\share /persistent:no",
+            "the net use of \\\\srv paths",
+            "net income rose 5% on \\\\srv",
+        ] {
+            assert_eq!(redact_text(kept), kept);
+        }
+    }
+
+    /// A value written after a secret's name without a sign is judged as a credential: a URL
+    /// and, after any name but a password's, lower-case words joined by `-`, `_` or `.` (a
+    /// command's or a setting's name) are none; a pass phrase after a password's name and a
+    /// long run of letters still go.
+    #[test]
+    fn a_command_or_an_address_after_a_secrets_name_stays_and_a_pass_phrase_goes() {
+        for kept in [
+            "gcloud auth activate-service-account --key-file k.json",
+            "gh auth refresh-credentials-with-scopes",
+            "kubectl describe secret db-credentials-production-east",
+            "grant_type=client_credentials https://example.com/token",
+            "curl -d 'grant_type=client_credentials' https://example.com/token",
+            "see token https://example.com/docs/tokens",
+            "the credential ftp://files.example.com/pub",
+        ] {
+            for depth in 0..3 {
+                let text = json_escaped(kept, depth);
+                assert_eq!(redact_text(&text), text);
+            }
+        }
+        for (text, secret) in [
+            ("password correct-horse-battery-staple", "correct-horse-battery-staple"),
+            ("passphrase tr0ub4dor-and-3", "tr0ub4dor-and-3"),
+            ("db_pwd purple.monkey.dishwasher.lamp", "purple.monkey.dishwasher.lamp"),
+            ("token abcdefghijklmnopqrstuvwxyzab", "abcdefghijklmnopqrstuvwxyzab"),
+            ("auth Xk9_activate-service", "Xk9_activate-service"),
+        ] {
+            assert_redacted_escaped(text, 0..3, &[secret], &[]);
         }
     }
 
