@@ -1872,8 +1872,11 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
             let typed = matches!(sign, Some(b':')) || parsed.sep == Sep::Bare;
             match typed.then(|| typed_literal(bytes, found.end())).flatten() {
                 Some(at) => value_range(text, at, &Pair { sep: Sep::Compact, ..pair }),
-                // `setPassword("…")`: a call's argument only when it is a quoted literal.
-                None if sign == Some(b'(') && quote_at(bytes, found.end()).is_none() => None,
+                // `setPassword("…")`: a call's arguments only when the first is a quoted
+                // literal, and then every string among them.
+                None if sign == Some(b'(') => {
+                    quote_at(bytes, found.end()).and_then(|_| call_strings(text, found.end()))
+                }
                 // `password == expected`: a comparison, not an assignment.
                 None if sign == Some(b'=') && bytes.get(found.end()) == Some(&b'=') => None,
                 None => value_range(text, found.end(), &pair),
@@ -1891,6 +1894,45 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
         }
     }
     rewriter.finish()
+}
+
+/// The string arguments of a call (or a tuple) whose `(` ends right before `start`
+/// (`NetworkCredential("bob", "S3cret")`, `set_password("svc", "bob", "S3cret")`): from the
+/// first string's text to the last one's. A password comes last as often as first, and which
+/// argument holds it is the callee's to say, so all go. Other arguments (numbers, names,
+/// nested calls) are passed over; the list ends at its `)`, or after [`REACH`] bytes.
+fn call_strings(text: &str, start: usize) -> Option<Range<usize>> {
+    let bytes = text.as_bytes();
+    let limit = bytes.len().min(start.saturating_add(REACH));
+    let mut found: Option<Range<usize>> = None;
+    let mut i = start;
+    while i < limit {
+        match bytes[i] {
+            b' ' | b'\t' | b'\n' | b'\r' | b',' => i += 1,
+            b')' => break,
+            _ => match quote_at(bytes, i) {
+                Some((quote, open)) => {
+                    let end = closing_quote(bytes, open, quote);
+                    found = Some(found.map_or(open, |f| f.start)..end);
+                    i = end + quote.escape_len() + 1;
+                }
+                None => {
+                    // Another argument, up to the `,` or `)` after it at its depth.
+                    let mut depth = 0usize;
+                    while i < limit {
+                        match bytes[i] {
+                            b'(' | b'[' | b'{' => depth += 1,
+                            b')' | b']' | b'}' if depth > 0 => depth -= 1,
+                            b',' | b')' if depth == 0 => break,
+                            _ => {}
+                        }
+                        i += 1;
+                    }
+                }
+            },
+        }
+    }
+    found.filter(|r| !r.is_empty())
 }
 
 /// How many times its length the values of names inside other values may read of a text.
@@ -4571,6 +4613,41 @@ mod tests {
             "the net use of \\\\srv paths",
             "net income rose 5% on \\\\srv",
         ] {
+            assert_eq!(redact_text(kept), kept);
+        }
+    }
+
+    /// A call named by a secret's name (`NetworkCredential(…)`, `set_password(…)`) loses every
+    /// string among its arguments, wherever the password sits among them: the first string
+    /// alone went, which was the user's name, and the password stayed.
+    #[test]
+    fn every_string_argument_of_a_call_named_by_a_secret_goes() {
+        const PW: &str = "Zq8vLm2Rt9Xw4Kp7";
+        let calls = [
+            "NetworkCredential",
+            "new UsernamePasswordCredentials",
+            "HTTPBasicAuth",
+            "keyring.set_password",
+            "setPassword",
+        ];
+        let arguments = [
+            "{q}{PW}{q}",
+            "{q}bob{q}, {q}{PW}{q}",
+            "{q}svc{q},{q}bob{q},{q}{PW}{q}",
+            "{q}{PW}{q}, {q}bob{q}",
+            "{q}bob{q}, {q}{PW}{q}, timeout=5",
+            "{q}bob{q}, f(1, 2), {q}{PW}{q}",
+        ];
+        for call in calls {
+            for args in arguments {
+                for q in ["\"", "'"] {
+                    let text = format!("{call}({});", args.replace("{q}", q).replace("{PW}", PW));
+                    assert_redacted_escaped(&text, 0..3, &[PW], &[call, ");"]);
+                }
+            }
+        }
+        // A first argument that is no string: the call is not read (`getPassword(name)`).
+        for kept in ["getPassword(name)", "token(count, \"x\")", "password()"] {
             assert_eq!(redact_text(kept), kept);
         }
     }
