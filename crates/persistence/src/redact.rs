@@ -15,10 +15,13 @@
 //!    `scheme://` and `@host`; the password may hold any character but blanks, quotes and
 //!    `<>`, `@` included: it runs to the last `@` before the host; `host:8080/path@x` is a port
 //!    and a path), and the credential after `Basic` / `Bearer`. The reference is gitleaks'
-//!    common rules. Two prefixes are also
-//!    ordinary text (`sk-` in `task-…`, `sk_test_` in `task_test_…`): glued to a letter or digit
-//!    they count only when what follows mixes upper case, lower case and digits, as generated
-//!    keys do; after anything else (`_`, `-`, a space, a quote) they always count. A
+//!    common rules. Prefixes that are also
+//!    ordinary text (`sk-` in `task-…`, `sk_test_` in `task_test_…`, `re_` in `score_…`) count
+//!    only at the start of a word: after anything but a letter or digit (`_`, `-`, a space, a
+//!    quote), or after an escape (`\n`, `%3D`); `sk-`, `sk_live_`… glued to a word count
+//!    also when what follows is random as generated keys are (mixing upper case, lower case
+//!    and digits, changing between them often: `risk-AssessmentFramework2024` keeps its
+//!    words). `key-` after `-` or `.` is a name's last word (`cache-key-<md5>`). A
 //!    `Basic`/`Bearer` credential must look like one (see below).
 //! 2. **Values under secret-like names**: `api_key`, `password`, `passwd`, `pwd`, `passphrase`,
 //!    `secret`, `token`, `auth`, `authorization`, `auth_header`, `credential(s)`, `creds`,
@@ -824,8 +827,33 @@ pub fn is_secret_key(key: &str) -> bool {
         len += 1;
     }
     let head = &head[..len];
-    SECRET_NAME_PREFIXES.iter().any(|p| head.starts_with(p.as_bytes()))
+    (SECRET_NAME_PREFIXES.iter().any(|p| head.starts_with(p.as_bytes()))
+        && !METADATA_WORDS.iter().any(|w| last_word(key).eq_ignore_ascii_case(w)))
         || ends_with_secret_name(without_qualifiers(key))
+}
+
+/// Last words of a key that starts with a secret's name (`password_min_length`,
+/// `secretsFound`, `passwordChangedAt`, `secret_path`, `secretName`) that say something about
+/// the secret, not what it is: the value is no secret, as in text, where only a name that ends
+/// with a secret's counts. `passwordHash` and `secretValue` stay secret.
+const METADATA_WORDS: [&str; 29] = [
+    "length", "len", "min", "max", "count", "found", "at", "time", "date", "updated", "created",
+    "changed", "version", "path", "file", "dir", "policy", "enabled", "required", "expiry",
+    "expires", "age", "rotation", "strength", "type", "kind", "format", "name", "ref",
+];
+
+/// The last word of a name: after its last `_`, `-`, `.` or blank, or where its last
+/// upper-case letter follows a lower-case one (`secretsFound`: `Found`).
+fn last_word(name: &str) -> &str {
+    let b = name.as_bytes();
+    let start = (1..b.len())
+        .rev()
+        .find(|&i| {
+            matches!(b[i - 1], b'_' | b'-' | b'.' | b' ')
+                || (b[i].is_ascii_uppercase() && b[i - 1].is_ascii_lowercase())
+        })
+        .unwrap_or(0);
+    &name[start..]
 }
 
 /// Whether a name, its qualifiers taken off ([`without_qualifiers`]), ends with a secret name:
@@ -1287,10 +1315,7 @@ fn judge_shape(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
     if generic {
         // What follows the prefix words (`sk-proj-`, `sk_live_`…).
         let tail = GENERIC_PREFIXES.iter().find_map(|p| s.strip_prefix(p)).unwrap_or(s);
-        let random = tail.bytes().any(|b| b.is_ascii_uppercase())
-            && tail.bytes().any(|b| b.is_ascii_lowercase())
-            && tail.bytes().any(|b| b.is_ascii_digit());
-        if !random && glued_to_word(text, whole.start) {
+        if !starts_a_word(text, whole.start) && !looks_random(tail) {
             return None;
         }
         // The pattern's tail is bounded; a longer key goes to its end all the same.
@@ -1301,10 +1326,43 @@ fn judge_shape(text: &str, whole: Range<usize>) -> Option<Range<usize>> {
             .count();
         return Some(whole.start..whole.end + rest);
     }
-    if GLUE_SENSITIVE.iter().any(|p| s.starts_with(p)) && glued_to_word(text, whole.start) {
+    if GLUE_SENSITIVE.iter().any(|p| s.starts_with(p)) && !starts_a_word(text, whole.start) {
+        return None;
+    }
+    // `cache-key-<md5>`, `etag.key-…`: a hyphenated name's last word, not Mailgun's key.
+    if s.starts_with("key-") && text[..whole.start].ends_with(['-', '.']) {
         return None;
     }
     Some(whole)
+}
+
+/// Whether a key's tail is random letters and digits, as generated keys are, rather than words
+/// written in camel case (`risk-AssessmentFramework2024`): it mixes upper case, lower case and
+/// digits, and changes between them at least once every three characters (random base 62
+/// changes at about 6 of 10; words only where one ends).
+fn looks_random(tail: &str) -> bool {
+    let class = |b: u8| match b {
+        b'A'..=b'Z' => 1,
+        b'a'..=b'z' => 2,
+        b'0'..=b'9' => 3,
+        _ => 0,
+    };
+    let b = tail.as_bytes();
+    let changes = b.windows(2).filter(|w| class(w[0]) != class(w[1])).count();
+    b.iter().any(u8::is_ascii_uppercase)
+        && b.iter().any(u8::is_ascii_lowercase)
+        && b.iter().any(u8::is_ascii_digit)
+        && changes * 3 >= b.len()
+}
+
+/// Whether a key's prefix at `at` starts a word: nothing that continues one is before it
+/// ([`glued_to_word`]), or only an escape is (`\nsk-…` in JSON text, `%3Dsk-…` in a URL).
+fn starts_a_word(text: &str, at: usize) -> bool {
+    let before = text[..at].as_bytes();
+    let escaped_break = matches!(before, [.., b'\\', b'n' | b'r' | b't']);
+    let percent =
+        matches!(before, [.., b'%', h, l] if h.is_ascii_hexdigit() && l.is_ascii_hexdigit());
+    !glued_to_word(text, at) || escaped_break || percent
 }
 
 /// Key prefixes that also end words and identifiers (`compare_…`, `firmwarefw_…`) or stand
@@ -2183,7 +2241,7 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
             return None;
         }
     }
-    if value.is_empty() || is_literal(value) {
+    if value.is_empty() || is_literal(value) || is_working_directory(pair, text, value) {
         return None;
     }
     Some(start..start + value.len())
@@ -3761,6 +3819,14 @@ fn previous_line(bytes: &[u8], start: usize, form: Break, strings: Strings) -> O
     line_start(bytes, brk, form, strings)
 }
 
+/// Whether a value is the shell's working directory: an absolute path under the environment's
+/// `PWD` or `OLDPWD`, written so (an `env` listing), not a password under a `pwd` name.
+fn is_working_directory(pair: &Pair, text: &str, value: &str) -> bool {
+    matches!(&text[pair.name_start..pair.name_end], "PWD" | "OLDPWD")
+        && value.starts_with('/')
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-~+@".contains(&b))
+}
+
 /// `null`, `true` or `false`, which no value under a secret name is redacted for.
 fn is_literal(value: &str) -> bool {
     ["null", "true", "false"].iter().any(|w| value.eq_ignore_ascii_case(w))
@@ -4649,6 +4715,63 @@ mod tests {
         // A first argument that is no string: the call is not read (`getPassword(name)`).
         for kept in ["getPassword(name)", "token(count, \"x\")", "password()"] {
             assert_eq!(redact_text(kept), kept);
+        }
+    }
+
+    /// What an adversarial run found redacted that held no secret: a key's prefix glued to
+    /// words in camel case (`risk-AssessmentFramework…`), Mailgun's `key-` as a hyphenated
+    /// name's last word, keys that start with a secret's name and end with a word about it
+    /// (`password_min_length`, `secretsFound`: JSON judged them secret, text did not), the
+    /// environment's working directory. Each stays as text and as JSON; the look-alikes that
+    /// are secrets still go.
+    #[test]
+    fn words_that_only_look_like_secrets_keep_their_values() {
+        let md5 = "d41d8cd98f00b204e9800998ecf8427e";
+        for kept in [
+            "risk-AssessmentFrameworkDocument2024Q4".to_owned(),
+            "task-ReleaseNotesForVersion2024Draft".to_owned(),
+            "desk_live_ScheduleOverviewPage2025".to_owned(),
+            format!("cache-key-{md5}"),
+            format!("etag.key-{md5}"),
+            "PWD=/home/bob/project".to_owned(),
+            "OLDPWD=/srv/app-1.2/releases".to_owned(),
+        ] {
+            for depth in 0..3 {
+                let text = json_escaped(&kept, depth);
+                assert_eq!(redact_text(&text), text);
+            }
+        }
+        for key in [
+            "password_min_length",
+            "secretsFound",
+            "passwordChangedAt",
+            "secret_version",
+            "secret_path",
+            "secretName",
+            "password_file",
+            "passwordPolicy",
+        ] {
+            let mut value = json!({key: 12, "b": {key: "/etc/app/pw.txt"}});
+            let before = value.clone();
+            redact_json(&mut value);
+            assert_eq!(value, before, "{key}");
+            let text = before.to_string();
+            assert_eq!(redact_text(&text), text);
+        }
+        let md5_key = format!("key-{md5}");
+        for (text, secret) in [
+            (format!("ENV_KEY_{md5_key}"), md5_key.as_str()),
+            (format!("id {md5_key}"), md5_key.as_str()),
+            ("PWD=Xk9vQ2pLm7".to_owned(), "Xk9vQ2pLm7"),
+            ("DB_PWD=/Xk9vQ2pLm7".to_owned(), "/Xk9vQ2pLm7"),
+            ("pwd=/home/bob".to_owned(), "/home/bob"),
+        ] {
+            assert_redacted_escaped(&text, 0..3, &[secret], &[]);
+        }
+        for key in ["passwordHash", "secretValue", "secret_id", "password", "secret"] {
+            let mut value = json!({key: "Xk9vQ2pLm7"});
+            redact_json(&mut value);
+            assert_eq!(value, json!({key: REDACTED}), "{key}");
         }
     }
 
