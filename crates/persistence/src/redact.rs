@@ -1358,7 +1358,7 @@ fn looks_random(tail: &str) -> bool {
 /// Whether a key's prefix at `at` starts a word: nothing that continues one is before it
 /// ([`glued_to_word`]), or only an escape is (`\nsk-…` in JSON text, `%3Dsk-…` in a URL).
 fn starts_a_word(text: &str, at: usize) -> bool {
-    let before = text[..at].as_bytes();
+    let before = &text.as_bytes()[..at];
     let escaped_break = matches!(before, [.., b'\\', b'n' | b'r' | b't']);
     let percent =
         matches!(before, [.., b'%', h, l] if h.is_ascii_hexdigit() && l.is_ascii_hexdigit());
