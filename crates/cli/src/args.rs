@@ -183,6 +183,78 @@ pub fn seconds(text: &str) -> Result<Duration, Refused> {
     Ok(Duration::from_secs_f64(s))
 }
 
+/// JSON text as its value, refused when a number in it would be stored other than as written:
+/// serde_json reads a number into a 64-bit integer or a double, so an integer past 64 bits
+/// (`123456789012345678901234567890`) or a decimal with more digits than a double holds would
+/// be stored rounded, silently. The error names where the number starts, not the number (the
+/// text may hold a secret).
+pub fn exact_json(text: &str) -> Result<serde_json::Value, String> {
+    let value = serde_json::from_str(text).map_err(|e| format!("is not JSON ({e})"))?;
+    match inexact_number(text) {
+        None => Ok(value),
+        Some(at) => Err(format!(
+            "holds a number at character {} that would be stored rounded (more than a 64-bit \
+             integer or a double holds); write it as a string",
+            text[..at].chars().count() + 1
+        )),
+    }
+}
+
+/// Where the first number of JSON text starts whose value a 64-bit integer or a double does
+/// not hold as written, if any.
+fn inexact_number(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    let (mut i, mut in_string) = (0, false);
+    while i < b.len() {
+        match b[i] {
+            b'\\' if in_string => i += 1,
+            b'"' => in_string = !in_string,
+            b'-' | b'0'..=b'9' if !in_string => {
+                let start = i;
+                while b
+                    .get(i)
+                    .is_some_and(|c| matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                {
+                    i += 1;
+                }
+                if !number_is_exact(&text[start..i]) {
+                    return Some(start);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Whether a JSON number is held as written: an integer by an i64 or u64, a decimal by a
+/// double whose shortest decimal form has the same digits and exponent.
+fn number_is_exact(literal: &str) -> bool {
+    if !literal.contains(['.', 'e', 'E']) {
+        return literal.parse::<i64>().is_ok() || literal.parse::<u64>().is_ok();
+    }
+    literal
+        .parse::<f64>()
+        .is_ok_and(|f| f.is_finite() && significant(literal) == significant(&format!("{f:e}")))
+}
+
+/// A decimal number's significant digits and the power of ten of the point before its first
+/// (`0.0125` and `1.25e-2`: `("125", -1)`); zero has none.
+fn significant(literal: &str) -> Option<(String, i64)> {
+    let unsigned = literal.trim_start_matches(['-', '+']);
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().ok()?),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{whole}{fraction}");
+    let leading = digits.len() - digits.trim_start_matches('0').len();
+    let kept = digits.trim_start_matches('0').trim_end_matches('0');
+    (!kept.is_empty()).then(|| (kept.to_owned(), whole.len() as i64 - leading as i64 + exponent))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +265,58 @@ mod tests {
 
     fn shape<T: std::fmt::Debug>(r: Result<T, Refused>) -> bool {
         matches!(r, Err(Refused::Shape(_)))
+    }
+
+    /// Numbers a 64-bit integer or a double holds as written pass, at any place in the text;
+    /// those it would round are refused, and digits inside strings are not numbers.
+    #[test]
+    fn json_whose_numbers_would_be_stored_rounded_is_refused() {
+        let exact = [
+            "0",
+            "-0",
+            "42",
+            "-9223372036854775808",
+            "9223372036854775807",
+            "18446744073709551615",
+            "0.1",
+            "1.5",
+            "-2.25e-3",
+            "1e10",
+            "1E+2",
+            "0.000001",
+            "123456.789",
+            "1.7976931348623157e308",
+            "5e-324",
+            "0.0",
+            "1.50",
+            "100e-2",
+            "9007199254740993.0e-5",
+        ];
+        let rounded = [
+            "18446744073709551616",
+            "-9223372036854775809",
+            "123456789012345678901234567890",
+            "3.14159265358979323846",
+            "0.1000000000000000055511151231257827",
+            "9007199254740993.0",
+            "1e400",
+            "-1e400",
+            "1.00000000000000000001",
+        ];
+        for n in exact {
+            for text in [n.to_owned(), format!("[1, {n}]"), format!("{{\"a\": {{\"b\": {n}}}}}")] {
+                assert!(exact_json(&text).is_ok(), "{text}");
+            }
+        }
+        for n in rounded {
+            for text in [n.to_owned(), format!("[1, {n}]"), format!("{{\"a\": {{\"b\": {n}}}}}")] {
+                let error = exact_json(&text).expect_err(&text);
+                assert!(!error.contains(n.trim_start_matches('-')), "{error}");
+            }
+        }
+        for kept in [r#"{"n": "123456789012345678901234567890"}"#, r#"["a\"1e400", 1]"#] {
+            assert!(exact_json(kept).is_ok(), "{kept}");
+        }
     }
 
     #[test]

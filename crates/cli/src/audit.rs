@@ -220,8 +220,7 @@ pub struct EventArgs {
 
 /// A flag's JSON value; the text is not repeated in the error, as it may hold a secret.
 fn json_arg(flag: &str, text: Option<String>) -> anyhow::Result<Option<serde_json::Value>> {
-    text.map(|t| serde_json::from_str(&t).with_context(|| format!("{flag} is not JSON")))
-        .transpose()
+    text.map(|t| args::exact_json(&t).map_err(|why| anyhow::anyhow!("{flag} {why}"))).transpose()
 }
 
 impl EventArgs {
@@ -386,9 +385,7 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
     match command {
         AuditCommand::Log { action, category, project, task, agent, details, user, ip, event } => {
             // The text is not repeated: a value that fails to parse may still hold a secret.
-            let details = details
-                .map(|d| serde_json::from_str(&d).context("--details is not JSON"))
-                .transpose()?;
+            let details = json_arg("--details", details)?;
             let log = AuditLog::new(ctx.write()?);
             let entry = event.fill(AuditEntry {
                 project_id: project,

@@ -24,7 +24,9 @@ pub enum ConfigCommand {
         /// The key, e.g. max_retries (not empty).
         #[arg(value_parser = args::name)]
         key: String,
-        /// The value: JSON such as 3, true or {"a":1}, else taken as a string.
+        /// The value: JSON such as 3, -1, true or {"a":1}, else taken as a string (so is a
+        /// number JSON would store rounded, e.g. one past 64 bits). It may start with `-`.
+        #[arg(allow_negative_numbers = true)]
         value: String,
         /// Set it for this project only (it then overrides the global value there; not empty).
         #[arg(long, value_parser = args::id::<ProjectId>)]
@@ -72,7 +74,8 @@ pub fn run(ctx: &Ctx, command: ConfigCommand) -> anyhow::Result<Done> {
         }
         ConfigCommand::Set { key, value, project } => {
             let store = ConfigStore::new(ctx.write()?);
-            let value = serde_json::from_str(&value).unwrap_or(Value::String(value));
+            // Text that is not JSON, or whose numbers JSON would store rounded, is kept as text.
+            let value = args::exact_json(&value).unwrap_or(Value::String(value));
             let entry = store.set(&key, &scope(project), &value)?;
             ctx.out.emit(&entry, || print_entries(std::slice::from_ref(&entry)))?;
         }

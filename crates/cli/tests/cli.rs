@@ -419,6 +419,38 @@ fn an_exported_csv_piped_into_a_csv_reader_reads_back_every_row(t: EmptyDb) {
 }
 
 on_both! {
+/// A number JSON would store rounded (an integer past 64 bits, a decimal with more digits than
+/// a double holds) is refused in the audit's JSON flags, nothing written, and kept as text by
+/// `config set`, where text that is not JSON is kept as text too.
+fn json_numbers_are_stored_as_written_or_refused(t: EmptyDb) {
+    let db = init(t);
+    let rounded = ["123456789012345678901234567890", "-9223372036854775809", "3.14159265358979323846264"];
+    for flag in ["--details", "--before", "--after"] {
+        for n in rounded {
+            for text in [format!(r#"{{"n":{n}}}"#), format!("[1,[{n}]]")] {
+                let r = run(db, &["audit", "log", "--action", "x", "--category", "user", flag, &text]);
+                assert_error_line(&r, 1, &format!("{flag} holds a number at character"));
+                assert!(!r.stderr.contains(n.trim_start_matches('-')), "{}", r.stderr);
+            }
+        }
+    }
+    assert_eq!(run(db, &["--json", "audit", "query"]).ok().json().as_array().unwrap().len(), 0);
+    let r = run(db, &["--json", "audit", "log", "--action", "x", "--category", "user", "--details", r#"{"n":18446744073709551615,"f":0.1}"#]);
+    let id = r.ok().json()["id"].as_i64().unwrap();
+    let row = &run(db, &["--json", "audit", "query"]).ok().json()[0];
+    assert_eq!((row["id"].as_i64(), row["details"].to_string()), (Some(id), r#"{"n":18446744073709551615,"f":0.1}"#.to_owned()));
+    for n in rounded.iter().chain(&["1e400"]) {
+        run(db, &["config", "set", "big", n]).ok();
+        assert_eq!(run(db, &["--json", "config", "get", "big"]).ok().json()["value"], Value::String(n.to_string()));
+    }
+    run(db, &["config", "set", "big", "18446744073709551615"]).ok();
+    assert_eq!(run(db, &["--json", "config", "get", "big"]).ok().json()["value"], serde_json::json!(18446744073709551615u64));
+    run(db, &["config", "set", "retries", "-1"]).ok();
+    assert_eq!(run(db, &["--json", "config", "get", "retries"]).ok().json()["value"], serde_json::json!(-1));
+}
+}
+
+on_both! {
 /// The audit event from the shell: `audit log` with every event flag, the filters of `audit
 /// query`, and `audit stats` over a window, in text and JSON.
 fn audit_events_are_logged_filtered_and_counted_from_the_shell(t: EmptyDb) {
