@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 
 use aigentflow::approvals::{
-    Approval, ApprovalFilter, ApprovalId, Approvals, Error, NewApproval, Status,
+    Approval, ApprovalFilter, ApprovalId, Approvals, Decision, Error, NewApproval, Status,
+    Unreadable,
 };
 use aigentflow::audit::{AuditLog, AuditQuery, AuditRecord};
 use aigentflow::persistence::redact::corpus::{self, Sample};
@@ -23,7 +24,7 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use crate::inspect::{stored_bytes, Driver};
+use crate::inspect::{stored_bytes, Driver, Raw};
 use crate::support::*;
 
 /// When every scenario's clock starts.
@@ -150,7 +151,7 @@ fn an_approval_survives_a_restart_with_its_deadline_and_expires_into_the_tasks_t
     clock.advance(TimeDelta::minutes(20));
     let db = open_at(t, &clock);
     let approvals = Approvals::new(db.clone());
-    let pending = approvals.pending().unwrap();
+    let pending = approvals.pending().unwrap().approvals;
     let ids: Vec<&ApprovalId> = pending.iter().map(|a| &a.id).collect();
     assert_eq!(ids, [&id, &forever], "soonest deadline first, none last");
     let reloaded = &pending[0];
@@ -165,13 +166,13 @@ fn an_approval_survives_a_restart_with_its_deadline_and_expires_into_the_tasks_t
 
     // Not yet: a minute before the deadline nothing expires.
     clock.advance(TimeDelta::minutes(39));
-    assert_eq!(approvals.expire_due(db.now()).unwrap(), Vec::<ApprovalId>::new());
+    assert_eq!(approvals.expire_due(db.now()).unwrap().expired, Vec::<ApprovalId>::new());
     assert_eq!(load(&db, "task-1").state, WorkflowState::AwaitingApproval);
 
     // Past it: the task's timeout event.
     clock.advance(TimeDelta::minutes(1) + TimeDelta::seconds(1));
     let now = db.now();
-    assert_eq!(approvals.expire_due(now).unwrap(), std::slice::from_ref(&id));
+    assert_eq!(approvals.expire_due(now).unwrap().expired, std::slice::from_ref(&id));
     let state = load(&db, "task-1");
     assert_eq!(state.state, WorkflowState::Rejected);
     let timeout = state.history.last().unwrap();
@@ -198,10 +199,10 @@ fn an_approval_survives_a_restart_with_its_deadline_and_expires_into_the_tasks_t
     // Once: a second pass, or a far later one, expires nothing more; the request without a
     // deadline still waits, and a decision on the expired one is refused.
     let rows = snapshot(t);
-    assert!(approvals.expire_due(now).unwrap().is_empty());
-    assert!(approvals.expire_due(now + TimeDelta::days(3650)).unwrap().is_empty());
+    assert!(approvals.expire_due(now).unwrap().expired.is_empty());
+    assert!(approvals.expire_due(now + TimeDelta::days(3650)).unwrap().expired.is_empty());
     assert_eq!(snapshot(t), rows);
-    let waiting: Vec<ApprovalId> = approvals.pending().unwrap().into_iter().map(|a| a.id).collect();
+    let waiting: Vec<ApprovalId> = approvals.pending().unwrap().approvals.into_iter().map(|a| a.id).collect();
     assert_eq!(waiting, [forever]);
     let err = approvals.approve(&id, "alice", None).unwrap_err();
     assert!(matches!(err, Error::NotPending { status: Status::Expired, .. }), "{err}");
@@ -264,7 +265,7 @@ fn approve_and_reject_write_the_decision_the_transition_and_the_audit_entry_toge
         ] {
             assert!(matches!(&err, Error::NotPending { status: s, .. } if *s == status), "{err}");
         }
-        assert!(approvals.expire_due(now + TimeDelta::days(2)).unwrap().is_empty());
+        assert!(approvals.expire_due(now + TimeDelta::days(2)).unwrap().expired.is_empty());
         assert_eq!(snapshot(t), rows);
 
         // The task goes on, and may wait on a new request.
@@ -273,7 +274,7 @@ fn approve_and_reject_write_the_decision_the_transition_and_the_audit_entry_toge
         assert_ne!(again, id);
         let filter = ApprovalFilter { task_id: Some(task.into()), ..ApprovalFilter::default() };
         let listed: Vec<(ApprovalId, Status)> =
-            approvals.list(&filter).unwrap().into_iter().map(|a| (a.id, a.status)).collect();
+            approvals.list(&filter).unwrap().approvals.into_iter().map(|a| (a.id, a.status)).collect();
         assert_eq!(listed, [(again, Status::Pending), (id, status)], "newest first");
     }
     let unknown = ApprovalId::new("no-such-approval");
@@ -375,7 +376,7 @@ fn bad_requests_and_decisions_are_typed_errors_that_write_nothing(t) {
     );
     assert_eq!(snapshot(t), rows);
     clock.advance(TimeDelta::hours(2));
-    assert_eq!(approvals.expire_due(db.now()).unwrap(), std::slice::from_ref(&id));
+    assert_eq!(approvals.expire_due(db.now()).unwrap().expired, std::slice::from_ref(&id));
     let state = load(&db, "busy");
     assert_eq!(
         (state.state, state.history.last().map(|t| t.event.clone())),
@@ -432,7 +433,8 @@ fn an_audit_failure_in_the_middle_of_a_request_decision_or_expiry_leaves_nothing
     assert_eq!(load(&db, "task-1").state, WorkflowState::AgentComplete);
     heal_audit(t);
 
-    let first = approvals.request(&request("task-1", deadline)).unwrap();
+    // The first waits for ever, so that it can still be approved once the second is due.
+    let first = approvals.request(&request("task-1", None)).unwrap();
     let second = approvals.request(&request("task-2", deadline)).unwrap();
     inject_audit_failure(t);
     let rows = snapshot(t);
@@ -447,12 +449,16 @@ fn an_audit_failure_in_the_middle_of_a_request_decision_or_expiry_leaves_nothing
     let err = approvals.expire_due(db.now()).unwrap_err();
     assert!(err.to_string().contains("injected audit failure"), "{err}");
     assert_eq!(snapshot(t), rows, "a failed expiry wrote something");
-    assert_eq!(approvals.pending().unwrap().len(), 2);
+    // A late decision, whose expiry cannot be written: nothing is.
+    let err = approvals.approve(&second, "alice", None).unwrap_err();
+    assert!(err.to_string().contains("injected audit failure"), "{err}");
+    assert_eq!(snapshot(t), rows, "a late decision's failed expiry wrote something");
+    assert_eq!(approvals.pending().unwrap().approvals.len(), 2);
     heal_audit(t);
 
     // Healed, the same calls go through.
     assert_eq!(approvals.approve(&first, "alice", None).unwrap().status, Status::Approved);
-    assert_eq!(approvals.expire_due(db.now()).unwrap(), [second]);
+    assert_eq!(approvals.expire_due(db.now()).unwrap().expired, [second]);
     assert_eq!(load(&db, "task-2").state, WorkflowState::Rejected);
     chain_verifies(&db);
 }
@@ -529,7 +535,7 @@ fn two_reviewers_deciding_at_once_one_wins_and_two_expiry_passes_expire_each_req
                 scope.spawn(move || {
                     let mine = Approvals::new(h.clone());
                     barrier.wait();
-                    mine.expire_due(now).unwrap()
+                    mine.expire_due(now).unwrap().expired
                 })
             })
             .collect();
@@ -586,7 +592,7 @@ fn no_secret_given_to_a_request_or_a_decision_is_stored_or_shown(t) {
         }
         let filter =
             ApprovalFilter { task_id: Some(task.as_str().into()), ..ApprovalFilter::default() };
-        assert_eq!(approvals.list(&filter).unwrap().len(), 1, "{}", s.name);
+        assert_eq!(approvals.list(&filter).unwrap().approvals.len(), 1, "{}", s.name);
         for err in [
             approvals.approve(&ApprovalId::new(text), "alice", None).unwrap_err(),
             approvals.request(&NewApproval::new(TaskId::new(text), "k", "r")).unwrap_err(),
@@ -620,16 +626,16 @@ fn a_tasks_requests_go_with_it_when_it_is_deleted_and_move_with_db_copy(t) {
         waiting_for_review(db, task);
         approvals.request(&request(task, Some(db.now() + TimeDelta::hours(1)))).unwrap();
     }
-    let kept = approvals.pending().unwrap().into_iter().find(|a| a.task_id.as_str() == "kept");
+    let kept = approvals.pending().unwrap().approvals.into_iter().find(|a| a.task_id.as_str() == "kept");
     approvals.approve(&kept.clone().unwrap().id, "alice", Some("ok")).unwrap();
     assert!(SqliteStateStore::new(db.clone()).delete_state(&"gone".into()).unwrap());
-    let left = approvals.list(&ApprovalFilter::default()).unwrap();
+    let left = approvals.list(&ApprovalFilter::default()).unwrap().approvals;
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].task_id.as_str(), "kept");
 
     let copy = TestDb::sqlite();
     db.copy_into(copy.db(), |_, _, _| {}).unwrap();
-    assert_eq!(Approvals::new(copy.db().clone()).list(&ApprovalFilter::default()).unwrap(), left);
+    assert_eq!(Approvals::new(copy.db().clone()).list(&ApprovalFilter::default()).unwrap().approvals, left);
 }
 }
 
@@ -716,12 +722,26 @@ fn random_requests_decisions_and_expiries_keep_each_task_and_its_request_in_step
                 Step::Approve(i) | Step::Reject(i) => {
                     let Some((id, status, deadline)) = model[i].latest.clone() else { continue };
                     let approve = matches!(step, Step::Approve(_));
+                    // The store reads its clock after this: a deadline passed now has passed
+                    // for it too (and one not passed yet is minutes away, not a tick).
+                    let late = status == Status::Pending && deadline.is_some_and(|d| d <= db.now());
                     let result = if approve {
                         approvals.approve(&id, "alice", Some("why not"))
                     } else {
                         approvals.reject(&id, "alice", None)
                     };
-                    if status == Status::Pending {
+                    if late {
+                        // Past its deadline: refused, and expired as the expiry pass would.
+                        let refused = matches!(
+                            &result,
+                            Err(Error::Expired { deadline: d, .. }) if Some(*d) == deadline
+                        );
+                        prop_assert!(refused, "{result:?}");
+                        model[i] = Expected {
+                            state: WorkflowState::Rejected,
+                            latest: Some((id, Status::Expired, deadline)),
+                        };
+                    } else if status == Status::Pending {
                         let done = result.map_err(|e| TestCaseError::fail(e.to_string()))?;
                         let (status, state) = if approve {
                             (Status::Approved, WorkflowState::Approved)
@@ -745,7 +765,7 @@ fn random_requests_decisions_and_expiries_keep_each_task_and_its_request_in_step
                     // case's are compared.
                     let mut expired: Vec<ApprovalId> = approvals
                         .expire_due(now)
-                        .unwrap()
+                        .unwrap().expired
                         .into_iter()
                         .filter(|id| {
                             model
@@ -791,7 +811,7 @@ fn random_requests_decisions_and_expiries_keep_each_task_and_its_request_in_step
                     task_id: Some(task.as_str().into()),
                     ..ApprovalFilter::default()
                 };
-                let requests = approvals.list(&filter).unwrap();
+                let requests = approvals.list(&filter).unwrap().approvals;
                 let pending = requests.iter().filter(|a| a.is_pending()).count();
                 prop_assert_eq!(pending == 1, state.state == WorkflowState::AwaitingApproval);
                 prop_assert!(pending <= 1);
@@ -852,7 +872,7 @@ fn a_deadline_in_any_spelling_expires_by_the_time_it_names(t) {
         ids.push(id);
     }
     clock.advance(TimeDelta::hours(1));
-    let mut expired = approvals.expire_due(db.now()).unwrap();
+    let mut expired = approvals.expire_due(db.now()).unwrap().expired;
     expired.sort();
     let mut due: Vec<ApprovalId> = ids
         .iter()
@@ -870,8 +890,309 @@ fn a_deadline_in_any_spelling_expires_by_the_time_it_names(t) {
     }
     // Half an hour on, the rest have passed too.
     clock.advance(TimeDelta::minutes(31));
-    assert_eq!(approvals.expire_due(db.now()).unwrap().len(), spellings.len() - due.len());
-    assert!(approvals.pending().unwrap().is_empty());
+    assert_eq!(approvals.expire_due(db.now()).unwrap().expired.len(), spellings.len() - due.len());
+    assert!(approvals.pending().unwrap().approvals.is_empty());
     chain_verifies(&db);
+}
+}
+
+/// One late decision of the property below: the deadline as written around the store (None: as
+/// the store wrote it, an hour after the request), how long after the request the decision
+/// comes, approve or reject, and whether the task was aborted meanwhile.
+struct Late {
+    spelling: Option<fn(DateTime<Utc>) -> String>,
+    after: TimeDelta,
+    approve: bool,
+    aborted: bool,
+    refused: bool,
+}
+
+/// What a request and its task look like once ended, ids left out: what the expiry pass makes
+/// of one is compared with what a refused late decision makes of another.
+fn ending(db: &Database, task: &str, id: &ApprovalId) -> (Value, Value, Value) {
+    let a = Approvals::new(db.clone()).get(id).unwrap().unwrap();
+    let request = json!([a.status, a.decided_at, a.reviewer, a.comment, a.deadline]);
+    let state = load(db, task);
+    let last = state.history.last().unwrap();
+    let transition = json!([state.state, last.from, last.event, last.to, last.timestamp]);
+    let entry = audit_of(db, task).pop().unwrap();
+    let mut details = entry.details.unwrap();
+    details["approvalId"] = Value::Null;
+    (request, transition, json!([entry.action, entry.category, entry.user_id, details]))
+}
+
+on_both! {
+/// A decision on a request past its deadline (at it, a millisecond or a year after it, its
+/// deadline written in another spelling or time zone, its task aborted meanwhile; approve or
+/// reject) is refused with `Expired` naming the deadline, judged by the database's clock as the
+/// expiry pass judges; and the request ends exactly as the expiry pass ends a twin request at
+/// that instant. Up to the deadline a decision goes through; `decide_in` in a caller's
+/// transaction refuses without writing anything; a deadline that cannot be read is refused as
+/// the corrupt row it is, nothing written.
+fn a_decision_past_the_deadline_is_refused_and_the_request_expires_as_the_expiry_pass_would(t) {
+    let clock = clock();
+    let db = open_at(t, &clock);
+    let approvals = Approvals::new(db.clone());
+    let zoned = |d: DateTime<Utc>| {
+        let east = chrono::FixedOffset::east_opt(2 * 3600).unwrap();
+        (d + TimeDelta::minutes(30)).with_timezone(&east).format("%Y-%m-%dT%H:%M:%S%:z").to_string()
+    };
+    let later_z =
+        |d: DateTime<Utc>| (d + TimeDelta::hours(2)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let ms = TimeDelta::milliseconds;
+    let hour = TimeDelta::hours(1);
+    let cases = [
+        Late { spelling: None, after: hour, approve: true, aborted: false, refused: true },
+        Late { spelling: None, after: hour + ms(1), approve: false, aborted: false, refused: true },
+        Late { spelling: None, after: TimeDelta::days(365), approve: true, aborted: false, refused: true },
+        Late { spelling: Some(zoned), after: TimeDelta::minutes(31), approve: true, aborted: false, refused: true },
+        Late { spelling: None, after: TimeDelta::hours(2), approve: false, aborted: true, refused: true },
+        Late { spelling: None, after: hour - ms(1), approve: true, aborted: false, refused: false },
+        Late { spelling: Some(later_z), after: TimeDelta::minutes(90), approve: false, aborted: false, refused: false },
+    ];
+    for (n, case) in cases.iter().enumerate() {
+        let (task, twin) = (format!("late-{n}"), format!("twin-{n}"));
+        let mut ids = Vec::new();
+        for task in [&task, &twin] {
+            waiting_for_review(&db, task);
+            let id = approvals.request(&request(task, Some(db.now() + hour))).unwrap();
+            if let Some(spelling) = case.spelling {
+                let text = spelling(db.now());
+                crate::audit::around(
+                    t,
+                    &format!("UPDATE approval_requests SET deadline = '{text}' WHERE id = '{id}'"),
+                )
+                .unwrap();
+            }
+            if case.aborted {
+                drive(&db, task, &[Event::Abort]);
+            }
+            ids.push(id);
+        }
+        let deadline = approvals.get(&ids[0]).unwrap().unwrap().deadline.unwrap();
+        clock.advance(case.after);
+        let now = db.now();
+        let result = if case.approve {
+            approvals.approve(&ids[0], "alice", Some("late"))
+        } else {
+            approvals.reject(&ids[0], "alice", None)
+        };
+        if !case.refused {
+            let done = result.unwrap();
+            let status = if case.approve { Status::Approved } else { Status::Rejected };
+            assert_eq!((done.status, done.decided_at), (status, Some(now)), "case {n}");
+            approvals.approve(&ids[1], "alice", None).unwrap();
+            continue;
+        }
+        let err = result.unwrap_err();
+        assert!(
+            matches!(&err, Error::Expired { id, deadline: d } if id.as_str() == ids[0].as_str() && *d == deadline),
+            "case {n}: {err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "approval {} expired at {}: a request past its deadline cannot be decided",
+                ids[0],
+                aigentflow::states::time::to_rfc3339(deadline)
+            )
+        );
+        // Expired already, as the pass expires the twin at the same instant: nothing else is due.
+        assert_eq!(approvals.expire_due(now).unwrap().expired, std::slice::from_ref(&ids[1]));
+        assert_eq!(ending(&db, &task, &ids[0]), ending(&db, &twin, &ids[1]), "case {n}");
+        let ended = approvals.get(&ids[0]).unwrap().unwrap();
+        assert_eq!((ended.status, ended.decided_at), (Status::Expired, Some(now)));
+        let expected = if case.aborted { WorkflowState::Aborted } else { WorkflowState::Rejected };
+        assert_eq!(load(&db, &task).state, expected, "case {n}");
+    }
+
+    // In a caller's transaction the refusal writes nothing: the pass expires it later.
+    waiting_for_review(&db, "in-tx");
+    let id = approvals.request(&request("in-tx", Some(db.now() + hour))).unwrap();
+    clock.advance(hour);
+    let rows = snapshot(t);
+    for decision in [Decision::Approve, Decision::Reject] {
+        let err = db
+            .write(|tx| approvals.decide_in(tx, &id, decision, "alice", None))
+            .unwrap_err();
+        assert!(matches!(err, Error::Expired { .. }), "{err}");
+    }
+    assert_eq!(snapshot(t), rows, "a refused decide_in wrote something");
+    assert_eq!(approvals.expire_due(db.now()).unwrap().expired, [id]);
+
+    // A deadline that cannot be read cannot be judged: refused as a corrupt row.
+    waiting_for_review(&db, "unreadable");
+    let id = approvals.request(&request("unreadable", Some(db.now() + hour))).unwrap();
+    for text in ["soon", "2026-02-30 10:00:00.000", "2026-11-22 24:00:00.000"] {
+        crate::audit::around(
+            t,
+            &format!("UPDATE approval_requests SET deadline = '{text}' WHERE id = '{id}'"),
+        )
+        .unwrap();
+        let rows = snapshot(t);
+        for err in [
+            approvals.approve(&id, "alice", None).unwrap_err(),
+            approvals.reject(&id, "alice", None).unwrap_err(),
+        ] {
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("unreadable approval_requests.deadline in row {id}")),
+                "{text}: {err}"
+            );
+        }
+        assert_eq!(snapshot(t), rows, "{text}: a refused decision wrote something");
+    }
+    chain_verifies(&db);
+}
+}
+
+/// Where one request of the scenario below is corrupted around the store, and what its row
+/// then is to a listing and to the expiry pass.
+struct Corrupt {
+    /// The SET clause, on the request's row or (`task`) its task's.
+    set: &'static str,
+    task: bool,
+    /// The table and column the corrupt-row error names.
+    names: (&'static str, &'static str),
+    /// Decided before it is corrupted (so not pending, and not the expiry's).
+    decided: bool,
+    /// A listing can still read it (the task's row is not what it reads).
+    listed: bool,
+    sqlite_only: bool,
+}
+
+/// A corrupted request, its task, and how it was corrupted.
+type Corrupted<'c> = (ApprovalId, String, &'c Corrupt);
+
+/// The start of the corrupt-row error naming `c`'s row: the request's, or its task's.
+fn named((id, task, c): &Corrupted<'_>) -> String {
+    let row = if c.task { task.to_owned() } else { id.to_string() };
+    format!("unreadable {}.{} in row {row}: ", c.names.0, c.names.1)
+}
+
+/// `skipped` names exactly the `expected` requests, each by the error naming its row.
+fn check_skipped(skipped: &[Unreadable], expected: &[&Corrupted<'_>], what: &str) {
+    let got: BTreeSet<&ApprovalId> = skipped.iter().map(|s| &s.id).collect();
+    let want: BTreeSet<&ApprovalId> = expected.iter().map(|(id, ..)| id).collect();
+    assert_eq!(got, want, "{what}: {skipped:#?}");
+    for corrupted in expected {
+        let s = skipped.iter().find(|s| s.id == corrupted.0).unwrap();
+        assert!(s.problem.starts_with(&named(corrupted)), "{what}: {}", s.problem);
+    }
+}
+
+on_both! {
+/// One request whose row cannot be read (JSON that does not parse, a time that does not read,
+/// on SQLite a cell holding bytes; or its task's row) hides no other: a listing and the
+/// pending reload show every readable request and name each unreadable one; the expiry pass
+/// expires every readable overdue request, names the unreadable ones it had to judge and
+/// leaves them pending (again on the next pass); reading one alone is still the corrupt-row
+/// error naming it. Nothing panics.
+fn an_unreadable_request_is_skipped_and_named_by_listings_and_the_expiry_pass(t) {
+    let clock = clock();
+    let db = open_at(t, &clock);
+    let approvals = Approvals::new(db.clone());
+    let ar = "approval_requests";
+    let c = |set, names, decided, listed, sqlite_only| Corrupt {
+        set,
+        task: false,
+        names,
+        decided,
+        listed,
+        sqlite_only,
+    };
+    let corruptions = [
+        c("payload = '{\"a\":'", (ar, "payload"), false, false, false),
+        c("payload = ''", (ar, "payload"), false, false, false),
+        c("payload = 'nul'", (ar, "payload"), false, false, false),
+        c("requested_at = 'yesterday'", (ar, "requested_at"), false, false, false),
+        c("deadline = 'soon'", (ar, "deadline"), false, false, false),
+        c("deadline = '2026-02-30 10:00:00.000'", (ar, "deadline"), false, false, false),
+        c("decided_at = 'never'", (ar, "decided_at"), true, false, false),
+        c("payload = X'7b7d'", (ar, "payload"), false, false, true),
+        c("kind = X'00ff'", (ar, "kind"), false, false, true),
+        c("requested_by = X'6869'", (ar, "requested_by"), false, false, true),
+        Corrupt {
+            set: "context = '[1'",
+            task: true,
+            names: ("workflow_states", "context"),
+            decided: false,
+            listed: true,
+            sqlite_only: false,
+        },
+    ];
+    let hour = start() + TimeDelta::hours(1);
+    let mut clean_due = BTreeSet::new();
+    for (i, deadline) in [Some(hour), Some(hour), Some(start() + TimeDelta::days(1)), None]
+        .into_iter()
+        .enumerate()
+    {
+        let task = format!("clean-{i}");
+        waiting_for_review(&db, &task);
+        let id = approvals.request(&request(&task, deadline)).unwrap();
+        if deadline == Some(hour) {
+            clean_due.insert(id);
+        }
+    }
+    let mut corrupted: Vec<Corrupted<'_>> = Vec::new();
+    for (i, c) in corruptions.iter().enumerate() {
+        if c.sqlite_only && t.backend() == Backend::Postgres {
+            continue;
+        }
+        let task = format!("corrupt-{i}");
+        waiting_for_review(&db, &task);
+        let id = approvals.request(&request(&task, Some(hour))).unwrap();
+        if c.decided {
+            approvals.approve(&id, "alice", None).unwrap();
+        }
+        let sql = if c.task {
+            format!("UPDATE workflow_states SET {} WHERE task_id = '{task}'", c.set)
+        } else {
+            format!("UPDATE approval_requests SET {} WHERE id = '{id}'", c.set)
+        };
+        crate::audit::around(t, &sql).unwrap();
+        corrupted.push((id, task, c));
+    }
+    clock.advance(TimeDelta::hours(2));
+
+    let unlisted: Vec<_> = corrupted.iter().filter(|(.., c)| !c.listed).collect();
+    let listing = approvals.list(&ApprovalFilter::default()).unwrap();
+    check_skipped(&listing.unreadable, &unlisted, "list");
+    let listed: BTreeSet<&ApprovalId> = listing.approvals.iter().map(|a| &a.id).collect();
+    assert_eq!(listed.len(), 4 + corrupted.len() - unlisted.len(), "every readable one listed");
+    let pending = approvals.pending().unwrap();
+    let waiting: Vec<_> = unlisted.iter().copied().filter(|(.., c)| !c.decided).collect();
+    check_skipped(&pending.unreadable, &waiting, "pending");
+    assert_eq!(pending.approvals.len(), 4 + corrupted.iter().filter(|(.., c)| c.listed).count());
+
+    // The expiry pass: every readable overdue request expires, every unreadable one it had to
+    // judge is named and left pending, on this pass and the next.
+    let judged: Vec<_> = corrupted.iter().filter(|(.., c)| !c.decided).collect();
+    for pass in 0..2 {
+        let report = approvals.expire_due(db.now()).unwrap();
+        let expired: BTreeSet<ApprovalId> = report.expired.iter().cloned().collect();
+        let expected = if pass == 0 { clean_due.clone() } else { BTreeSet::new() };
+        assert_eq!(expired, expected, "pass {pass}");
+        check_skipped(&report.unreadable, &judged, "expire");
+    }
+    for i in 0..4 {
+        let expected =
+            if i < 2 { WorkflowState::Rejected } else { WorkflowState::AwaitingApproval };
+        assert_eq!(load(&db, &format!("clean-{i}")).state, expected);
+    }
+    let mut raw = Driver::of(t);
+    for corrupt in &corrupted {
+        let (id, _, c) = corrupt;
+        let status = raw.query(
+            "SELECT status FROM approval_requests WHERE id = ?1",
+            &[Raw::text(id.as_str())],
+        );
+        let expected = if c.decided { "approved" } else { "pending" };
+        assert_eq!(status[0][0].as_deref(), Some(expected), "{}", c.set);
+        if !c.listed {
+            let err = approvals.get(id).unwrap_err();
+            assert!(err.to_string().starts_with(&named(corrupt)), "{err}");
+        }
+    }
 }
 }

@@ -1,5 +1,6 @@
-use aigentflow_core_states::WorkflowState;
+use aigentflow_core_states::{time, WorkflowState};
 use aigentflow_persistence::SafeText;
+use chrono::{DateTime, Utc};
 
 use crate::model::Status;
 
@@ -26,6 +27,15 @@ pub enum Error {
     /// A decision on a request that was already decided or expired: a request ends once.
     #[error("approval {id} is {status}, not pending: a request is decided once")]
     NotPending { id: SafeText, status: Status },
+    /// A decision on a pending request whose deadline has passed (by the database's clock, read
+    /// as the expiry pass reads it, [`Approval::is_due`](crate::Approval::is_due)): it expired
+    /// then, whether or not an expiry pass has recorded it yet, and a reviewer who comes late
+    /// cannot overturn the timeout.
+    #[error(
+        "approval {id} expired at {}: a request past its deadline cannot be decided",
+        time::to_rfc3339(*.deadline)
+    )]
+    Expired { id: SafeText, deadline: DateTime<Utc> },
     /// A decision on a pending request whose task has left AWAITING_APPROVAL by another event
     /// (an abort, an error): there is nothing left to approve.
     #[error(

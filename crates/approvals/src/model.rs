@@ -1,4 +1,5 @@
-//! What the store takes and gives: [`NewApproval`], [`Approval`], [`Status`], [`ApprovalFilter`].
+//! What the store takes and gives: [`NewApproval`], [`Approval`], [`Status`], [`ApprovalFilter`],
+//! and what a listing or an expiry pass reports: [`Listing`], [`Expiry`], [`Unreadable`].
 
 use aigentflow_core_states::{time, ProjectId, TaskId};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -128,6 +129,39 @@ pub struct ApprovalFilter {
     pub task_id: Option<TaskId>,
     /// Only requests with this status.
     pub status: Option<Status>,
+}
+
+/// A request a listing or an expiry pass could not read (a value written around the store: JSON
+/// that does not parse, a time that does not read, a cell of another kind), skipped so that one
+/// such row does not hide every other request or keep every other one from expiring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unreadable {
+    /// The request's id.
+    pub id: ApprovalId,
+    /// Why it cannot be read: the corrupt-row error naming the table, the column and the row
+    /// (the request's, or its task's).
+    pub problem: String,
+}
+
+/// What a listing read: the requests, and those it skipped as unreadable. Reading one of those
+/// alone ([`Approvals::get`](crate::Approvals::get)) is the corrupt-row error itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Listing {
+    /// The requests read, in the listing's order.
+    pub approvals: Vec<Approval>,
+    /// The rows skipped, in the listing's order.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// What an expiry pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Expiry {
+    /// The requests this pass expired.
+    pub expired: Vec<ApprovalId>,
+    /// The pending requests it had to judge (past their deadline, or with a deadline not in the
+    /// stored form) but could not read, the request's row or its task's: left pending, for a
+    /// person to repair; every readable one was judged all the same.
+    pub unreadable: Vec<Unreadable>,
 }
 
 fn opt_millis<S: serde::Serializer>(ts: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {

@@ -16,12 +16,17 @@ use aigentflow_core_states::{
     time, Clock, Event, PersistedState, StateMachine, StateTransition, TaskId, TransitionTable,
     WorkflowState,
 };
-use aigentflow_persistence::{Database, Error as PError, Param, Row, SqliteStateStore, Tx};
+use aigentflow_persistence::{
+    Database, Error as PError, FromCell, Param, Row, SqliteStateStore, Tx,
+};
 use chrono::{DateTime, Datelike, Utc};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::model::{Approval, ApprovalFilter, ApprovalId, Decision, NewApproval, Status};
+use crate::model::{
+    Approval, ApprovalFilter, ApprovalId, Decision, Expiry, Listing, NewApproval, Status,
+    Unreadable,
+};
 
 const TABLE: &str = "approval_requests";
 /// The columns [`read`] maps, the task's project joined in.
@@ -148,24 +153,52 @@ impl Approvals {
         Ok(id)
     }
 
-    /// Approves a pending request in a transaction of its own: see [`decide_in`](Self::decide_in).
+    /// Approves a pending request in a transaction of its own: see [`decide_in`](Self::decide_in),
+    /// and [`decide`](Self::decide) for a request past its deadline.
     pub fn approve(
         &self,
         id: &ApprovalId,
         reviewer: &str,
         comment: Option<&str>,
     ) -> Result<Approval> {
-        self.db.write(|tx| self.decide_in(tx, id, Decision::Approve, reviewer, comment))
+        self.decide(id, Decision::Approve, reviewer, comment)
     }
 
-    /// Rejects a pending request in a transaction of its own: see [`decide_in`](Self::decide_in).
+    /// Rejects a pending request in a transaction of its own: see [`decide_in`](Self::decide_in),
+    /// and [`decide`](Self::decide) for a request past its deadline.
     pub fn reject(
         &self,
         id: &ApprovalId,
         reviewer: &str,
         comment: Option<&str>,
     ) -> Result<Approval> {
-        self.db.write(|tx| self.decide_in(tx, id, Decision::Reject, reviewer, comment))
+        self.decide(id, Decision::Reject, reviewer, comment)
+    }
+
+    /// Records a decision in a transaction of its own: see [`decide_in`](Self::decide_in).
+    ///
+    /// A request found past its deadline is refused ([`Error::Expired`]) and, in the same
+    /// transaction, expired as [`expire_due`](Self::expire_due) would have expired it at that
+    /// instant (APPROVAL_TIMEOUT, its audit entry, the status `expired`): the late decision
+    /// changes nothing the next expiry pass would not, and the request no longer lists as
+    /// pending. If that expiry cannot be written, its error is returned and nothing is.
+    pub fn decide(
+        &self,
+        id: &ApprovalId,
+        decision: Decision,
+        reviewer: &str,
+        comment: Option<&str>,
+    ) -> Result<Approval> {
+        self.db.write(|tx| {
+            let now = tx.now();
+            match self.decide_at(tx, id, decision, reviewer, comment, now) {
+                Err(expired @ Error::Expired { .. }) => {
+                    self.expire_in(tx, id, now)?;
+                    Ok(Err(expired))
+                }
+                decided => decided.map(Ok),
+            }
+        })?
     }
 
     /// Records a reviewer's decision inside a caller's transaction: applies APPROVE or REJECT
@@ -175,8 +208,12 @@ impl Approvals {
     ///
     /// Refused before anything is written: an empty reviewer, an unknown id
     /// ([`Error::NotFound`]), a request no longer pending ([`Error::NotPending`]: of two
-    /// reviewers deciding at once, one wins), a task no longer in AWAITING_APPROVAL
-    /// ([`Error::TaskMoved`]). On any error the caller must not commit the transaction.
+    /// reviewers deciding at once, one wins), a request past its deadline ([`Error::Expired`]:
+    /// due by the database's clock as [`Approval::is_due`] reads it, what the expiry pass
+    /// expires; here it stays pending for that pass, as nothing is written), a task no longer in
+    /// AWAITING_APPROVAL ([`Error::TaskMoved`]), a row that cannot be read (its corrupt-row
+    /// error: whether its deadline has passed cannot be told). On any error the caller must not
+    /// commit the transaction.
     pub fn decide_in(
         &self,
         tx: &Tx<'_>,
@@ -185,8 +222,20 @@ impl Approvals {
         reviewer: &str,
         comment: Option<&str>,
     ) -> Result<Approval> {
+        self.decide_at(tx, id, decision, reviewer, comment, tx.now())
+    }
+
+    /// [`decide_in`](Self::decide_in) judged and stamped at `now`.
+    fn decide_at(
+        &self,
+        tx: &Tx<'_>,
+        id: &ApprovalId,
+        decision: Decision,
+        reviewer: &str,
+        comment: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Approval> {
         not_empty("reviewer", reviewer)?;
-        let now = tx.now();
         let not_found = || Error::NotFound { id: id.as_str().into() };
         let task = self.task_of(tx, id)?.ok_or_else(not_found)?;
         // The task's turn first, then the request as the previous turn left it.
@@ -194,6 +243,11 @@ impl Approvals {
         let approval = self.get_in(tx, id)?.ok_or_else(not_found)?;
         if !approval.is_pending() {
             return Err(Error::NotPending { id: id.as_str().into(), status: approval.status });
+        }
+        // Before the task's state: a request past its deadline is the expiry's, whatever its
+        // task did meanwhile (the expiry closes it either way).
+        if let Some(deadline) = approval.deadline.filter(|_| approval.is_due(now)) {
+            return Err(Error::Expired { id: id.as_str().into(), deadline });
         }
         if state.state != WorkflowState::AwaitingApproval {
             return Err(Error::TaskMoved {
@@ -235,25 +289,32 @@ impl Approvals {
     ///
     /// Idempotent, and safe to run in several processes at once: each request is expired by
     /// one of them, the others skip it, as they skip one a reviewer decided meanwhile.
-    pub fn expire_due(&self, now: DateTime<Utc>) -> Result<Vec<ApprovalId>> {
+    ///
+    /// A request it cannot read (its row or its task's holds a value written around the store)
+    /// is left pending and named in [`Expiry::unreadable`]; every other one is judged all the
+    /// same. Any other failure (the database, the audit log) ends the pass with its error, the
+    /// requests expired before it staying expired.
+    pub fn expire_due(&self, now: DateTime<Utc>) -> Result<Expiry> {
         let now = time::millis(now);
         let due = self.db.read(|tx| {
             tx.prepare(tx.dialect(DUE, DUE_PG))?
                 .query_map(&[Param::time(now)], |r| Ok(ApprovalId::new(r.get::<String>(0)?)))
         })?;
-        let mut expired = Vec::new();
+        let mut report = Expiry::default();
         for id in due {
-            if self.db.write(|tx| self.expire_in(tx, &id, now))? {
-                expired.push(id);
+            match skip_unreadable(&id, self.db.write(|tx| self.expire_in(tx, &id, now)))? {
+                Ok(true) => report.expired.push(id),
+                Ok(false) => {}
+                Err(skipped) => report.unreadable.push(skipped),
             }
         }
-        if !expired.is_empty() {
+        if !report.expired.is_empty() {
             tracing::info!(
-                expired = expired.len(),
+                expired = report.expired.len(),
                 "expired approval requests past their deadline"
             );
         }
-        Ok(expired)
+        Ok(report)
     }
 
     /// Expires one request if it is still pending and due at `now`; whether it did.
@@ -302,14 +363,16 @@ impl Approvals {
         Ok(tx.query_row(&sql, &[Param::text(id.as_str())], read)?)
     }
 
-    /// The requests matching `filter`, newest first.
-    pub fn list(&self, filter: &ApprovalFilter) -> Result<Vec<Approval>> {
+    /// The requests matching `filter`, newest first; those that cannot be read are skipped and
+    /// named in [`Listing::unreadable`].
+    pub fn list(&self, filter: &ApprovalFilter) -> Result<Listing> {
         self.db.read(|tx| select(tx, filter, NEWEST_FIRST))
     }
 
     /// Every pending request, soonest deadline first (those without one last): what a
-    /// restarted orchestrator reloads, each with its [`Approval::time_left`].
-    pub fn pending(&self) -> Result<Vec<Approval>> {
+    /// restarted orchestrator reloads, each with its [`Approval::time_left`]. Those that cannot
+    /// be read are skipped and named in [`Listing::unreadable`].
+    pub fn pending(&self) -> Result<Listing> {
         let filter = ApprovalFilter { status: Some(Status::Pending), ..ApprovalFilter::default() };
         self.db.read(|tx| select(tx, &filter, SOONEST_DEADLINE))
     }
@@ -428,8 +491,24 @@ fn entry(
     }
 }
 
-/// The requests matching `filter` in `order`; each filter is in the SQL only when given.
-fn select(tx: &Tx<'_>, filter: &ApprovalFilter, order: &str) -> Result<Vec<Approval>> {
+/// `result` as a request that was read, or as one skipped for a value it cannot read (a
+/// corrupt-row error, of the request's row or its task's); any other error stays one.
+fn skip_unreadable<T, E: Into<Error>>(
+    id: &ApprovalId,
+    result: Result<T, E>,
+) -> Result<Result<T, Unreadable>> {
+    match result.map_err(Into::into) {
+        Ok(value) => Ok(Ok(value)),
+        Err(e @ Error::Persistence(PError::CorruptRow { .. })) => {
+            Ok(Err(Unreadable { id: id.clone(), problem: e.to_string() }))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The requests matching `filter` in `order`; each filter is in the SQL only when given. A row
+/// that cannot be read is skipped and named, so one such row hides no other.
+fn select(tx: &Tx<'_>, filter: &ApprovalFilter, order: &str) -> Result<Listing> {
     let mut clause = String::new();
     let mut values = Vec::new();
     for (column, value) in [
@@ -443,10 +522,23 @@ fn select(tx: &Tx<'_>, filter: &ApprovalFilter, order: &str) -> Result<Vec<Appro
         }
     }
     let sql = format!("{SELECT}{clause} {order}");
-    Ok(tx.prepare(&sql)?.query_map(&values, read)?)
+    let rows = tx.prepare(&sql)?.query_map(&values, |r| {
+        let id = ApprovalId::new(r.get::<String>(0)?);
+        let approval = read(r);
+        Ok((id, approval))
+    })?;
+    let mut listing = Listing::default();
+    for (id, approval) in rows {
+        match skip_unreadable(&id, approval)? {
+            Ok(a) => listing.approvals.push(a),
+            Err(skipped) => listing.unreadable.push(skipped),
+        }
+    }
+    Ok(listing)
 }
 
-/// One row of [`SELECT`].
+/// One row of [`SELECT`]. Every value it cannot take (a cell of another kind, JSON or a time
+/// that does not read) is a corrupt-row error naming its column and row.
 fn read(r: &Row<'_>) -> aigentflow_persistence::Result<Approval> {
     let id: String = r.get(0)?;
     let corrupt = |column: &'static str, reason: String| PError::CorruptRow {
@@ -455,27 +547,51 @@ fn read(r: &Row<'_>) -> aigentflow_persistence::Result<Approval> {
         id: id.as_str().into(),
         reason: reason.into(),
     };
-    let payload = serde_json::from_str(&r.get::<String>(4)?)
+    let task_id: String = cell(r, 1, TABLE, "task_id", &id)?;
+    let text = |i: usize, column: &'static str| cell::<String>(r, i, TABLE, column, &id);
+    let opt_text =
+        |i: usize, column: &'static str| cell::<Option<String>>(r, i, TABLE, column, &id);
+    let payload = serde_json::from_str(&text(4, "payload")?)
         .map_err(|e| PError::corrupt_json(TABLE, "payload", &id, &e))?;
     let status =
-        r.get::<String>(8)?.parse::<Status>().map_err(|e| corrupt("status", e.to_string()))?;
+        text(8, "status")?.parse::<Status>().map_err(|e| corrupt("status", e.to_string()))?;
     let time = |column: &'static str, i: usize| -> aigentflow_persistence::Result<_> {
-        r.get::<Option<String>>(i)?.map(|t| PError::read_time(TABLE, column, &id, &t)).transpose()
+        opt_text(i, column)?.map(|t| PError::read_time(TABLE, column, &id, &t)).transpose()
     };
     let requested_at =
         time("requested_at", 6)?.ok_or_else(|| corrupt("requested_at", "empty".into()))?;
     Ok(Approval {
-        task_id: TaskId::new(r.get::<String>(1)?),
-        project_id: r.get::<String>(2)?.into(),
-        kind: r.get(3)?,
+        project_id: cell::<String>(r, 2, "workflow_states", "project_id", &task_id)?.into(),
+        task_id: TaskId::new(task_id),
+        kind: text(3, "kind")?,
         payload,
-        requested_by: r.get(5)?,
+        requested_by: text(5, "requested_by")?,
         requested_at,
         deadline: time("deadline", 7)?,
         status,
-        reviewer: r.get(9)?,
-        comment: r.get(10)?,
+        reviewer: opt_text(9, "reviewer")?,
+        comment: opt_text(10, "comment")?,
         decided_at: time("decided_at", 11)?,
         id: ApprovalId::new(id),
+    })
+}
+
+/// Column `i` of a row of `table` (whose id is `id`) as `T`; a cell of another kind is a
+/// corrupt-row error naming the column, as a value that does not parse is.
+fn cell<T: FromCell>(
+    r: &Row<'_>,
+    i: usize,
+    table: &'static str,
+    column: &'static str,
+    id: &str,
+) -> aigentflow_persistence::Result<T> {
+    r.get(i).map_err(|e| match e {
+        PError::ColumnType { expected, found, .. } => PError::CorruptRow {
+            table,
+            column,
+            id: id.into(),
+            reason: format!("holds {found}, not {expected}").into(),
+        },
+        e => e,
     })
 }

@@ -1,10 +1,9 @@
 //! `approvals …`: requests waiting for a person's decision, and the decisions.
 
-use aigentflow_approvals::{Approval, ApprovalFilter, ApprovalId, Approvals, Status};
+use aigentflow_approvals::{Approval, ApprovalFilter, ApprovalId, Approvals, Status, Unreadable};
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::Subcommand;
 use serde::Serialize;
-use serde_json::json;
 
 use crate::out::{cell, opt, say, table, when};
 use crate::{args, Ctx, Done};
@@ -13,7 +12,8 @@ use crate::{args, Ctx, Done};
 pub enum ApprovalsCommand {
     /// Requests, newest first. A pending request past its deadline shows as "expired (not yet
     /// applied)" until `approvals expire` (or the orchestrator) applies it; listing writes
-    /// nothing.
+    /// nothing. A request whose row cannot be read (a value written around the store) is
+    /// skipped, and named on stderr in a warning line; the others are listed.
     List {
         /// Only requests still pending.
         #[arg(long)]
@@ -29,7 +29,8 @@ pub enum ApprovalsCommand {
         id: ApprovalId,
     },
     /// Approve a pending request: its task goes AWAITING_APPROVAL → APPROVED, with the
-    /// decision and its audit entry in one transaction.
+    /// decision and its audit entry in one transaction. A request past its deadline (by this
+    /// machine's clock) is refused, exit code 1, and expired as `approvals expire` would.
     Approve {
         /// The request's id (not empty).
         #[arg(value_parser = args::id::<ApprovalId>)]
@@ -38,7 +39,8 @@ pub enum ApprovalsCommand {
         decision: DecisionArgs,
     },
     /// Reject a pending request: its task goes AWAITING_APPROVAL → REJECTED, with the decision
-    /// and its audit entry in one transaction.
+    /// and its audit entry in one transaction. A request past its deadline (by this machine's
+    /// clock) is refused, exit code 1, and expired as `approvals expire` would.
     Reject {
         /// The request's id (not empty).
         #[arg(value_parser = args::id::<ApprovalId>)]
@@ -48,7 +50,9 @@ pub enum ApprovalsCommand {
     },
     /// Expire every pending request whose deadline has passed (by this machine's clock): each
     /// task gets APPROVAL_TIMEOUT (→ REJECTED). Safe to run while the orchestrator or another
-    /// `approvals expire` runs: each request is expired once.
+    /// `approvals expire` runs: each request is expired once. A request whose row (or its
+    /// task's) cannot be read is left pending and named on stderr in a warning line (and under
+    /// `unreadable` with --json); every other one is expired all the same.
     Expire,
 }
 
@@ -85,7 +89,9 @@ pub fn run(ctx: &Ctx, command: ApprovalsCommand) -> anyhow::Result<Done> {
                 task_id: task.map(Into::into),
                 status: pending.then_some(Status::Pending),
             };
-            let found = approvals.list(&filter)?;
+            let listing = approvals.list(&filter)?;
+            warn_unreadable(&listing.unreadable);
+            let found = listing.approvals;
             let listed: Vec<Listed<'_>> =
                 found.iter().map(|a| Listed { approval: a, overdue: a.is_due(now) }).collect();
             ctx.out.emit(&listed, || {
@@ -143,16 +149,28 @@ pub fn run(ctx: &Ctx, command: ApprovalsCommand) -> anyhow::Result<Done> {
             decide(ctx, &approvals, &id, &decision, false)?
         }
         ApprovalsCommand::Expire => {
-            let expired = approvals.expire_due(now)?;
-            ctx.out.emit(&json!({ "expired": expired }), || {
-                for id in &expired {
+            let report = approvals.expire_due(now)?;
+            warn_unreadable(&report.unreadable);
+            ctx.out.emit(&report, || {
+                for id in &report.expired {
                     say!("expired {id}");
                 }
-                say!("{} expired", expired.len());
+                say!("{} expired", report.expired.len());
             })?;
         }
     }
     Ok(Done::Ok)
+}
+
+/// One warning line on stderr per request a listing or an expiry pass skipped, whatever the
+/// output mode: in --json the listing's array has no room for them, and a request missing
+/// without a word would read as no request at all.
+fn warn_unreadable(skipped: &[Unreadable]) {
+    for s in skipped {
+        let line = format!("skipped approval {}: {}", s.id, s.problem);
+        let redacted = aigentflow_persistence::redact::redact_text(&line);
+        crate::out::eprint_line(&format!("aigentflow: warning: {redacted}"));
+    }
 }
 
 /// Approves or rejects a request, and says so.

@@ -143,7 +143,7 @@ fn state(db: &Database, task: &str) -> (WorkflowState, Option<Event>) {
 fn everything(
     db: &Database,
 ) -> (Vec<aigentflow_approvals::Approval>, Vec<(WorkflowState, Option<Event>)>) {
-    let approvals = Approvals::new(db.clone()).list(&ApprovalFilter::default()).unwrap();
+    let approvals = Approvals::new(db.clone()).list(&ApprovalFilter::default()).unwrap().approvals;
     let states = ["due", "later", "open"].iter().map(|t| state(db, t)).collect();
     (approvals, states)
 }
@@ -228,7 +228,7 @@ fn approvals_are_listed_shown_decided_and_expired_from_the_command_line() {
 
         // Expiry by the system clock.
         let expired = run(location, &["--json", "approvals", "expire"]).ok().json();
-        assert_eq!(expired, json!({"expired": [due]}));
+        assert_eq!(expired, json!({"expired": [due], "unreadable": []}));
         assert_eq!(state(&db, "due"), (WorkflowState::Rejected, Some(Event::ApprovalTimeout)));
         let got = Approvals::new(db.clone()).get(&due).unwrap().unwrap();
         assert_eq!(got.status, Status::Expired);
@@ -244,6 +244,92 @@ fn approvals_are_listed_shown_decided_and_expired_from_the_command_line() {
         run(location, &["approvals", "approve", due.as_str()]).refused(2, "--reviewer");
         run(location, &["approvals", "approve", due.as_str(), "--reviewer", "x"])
             .refused(1, "is expired, not pending");
+        db.close().unwrap();
+        past.close().unwrap();
+    }
+}
+
+/// The two ways a request could slip past its rules, from the command line: approving or
+/// rejecting a request past its deadline is one line naming when it expired, exit code 1, and
+/// the request is then expired as `approvals expire` would have made it (whatever spelling
+/// its deadline has); a request whose payload or time was written around the store as something
+/// unreadable is skipped by `approvals list` and `approvals expire`, each naming its row in a
+/// warning line on stderr, while every other request is listed and every other overdue one
+/// expired.
+#[test]
+fn a_late_decision_is_refused_and_an_unreadable_request_hides_no_other() {
+    let (_dir, all, _pg) = locations();
+    for location in &all {
+        let yesterday = Utc::now() - TimeDelta::days(1);
+        let clock = Arc::new(ManualClock::new(yesterday, TimeDelta::zero()));
+        let past = Database::open_with(location, Options { clock, ..Options::default() }).unwrap();
+        let hour = Some(yesterday + TimeDelta::hours(1));
+        let late: Vec<ApprovalId> =
+            ["late-a", "late-b", "late-c"].iter().map(|t| requested(&past, t, hour)).collect();
+        let due = requested(&past, "due", hour);
+        let broken: Vec<ApprovalId> =
+            ["broken-a", "broken-b"].iter().map(|t| requested(&past, t, hour)).collect();
+        let open = requested(&past, "open", None);
+        let mut raw = aigentflow_testkit::Driver::connect(past.backend(), location);
+        // Another spelling of a deadline past, as the tester wrote it.
+        raw.execute(
+            "UPDATE approval_requests SET deadline = '2020-01-01 00:00:00' WHERE id = ?1",
+            &[aigentflow_testkit::Raw::text(late[2].as_str())],
+        );
+        for (id, set) in [(&broken[0], "payload = '{\"a\":'"), (&broken[1], "requested_at = 'x'")] {
+            raw.execute(
+                &format!("UPDATE approval_requests SET {set} WHERE id = ?1"),
+                &[aigentflow_testkit::Raw::text(id.as_str())],
+            );
+        }
+        let db = Database::open(location).unwrap();
+
+        for (id, verb) in late.iter().zip(["approve", "reject", "approve"]) {
+            let r = run(location, &["approvals", verb, id.as_str(), "--reviewer", "bob"]);
+            r.refused(1, &format!("approval {id} expired at "));
+            assert!(r.stdout.is_empty(), "{verb} said {}", r.stdout);
+            let got = Approvals::new(db.clone()).get(id).unwrap().unwrap();
+            assert_eq!((got.status, got.reviewer), (Status::Expired, None), "{verb}");
+        }
+        assert_eq!(state(&db, "late-a"), (WorkflowState::Rejected, Some(Event::ApprovalTimeout)));
+
+        let warned = |r: &Run| {
+            for id in &broken {
+                let line = r.stderr.lines().find(|l| l.contains(&format!("skipped approval {id}")));
+                let line = line.unwrap_or_else(|| panic!("{id} not named: {}", r.stderr));
+                assert!(line.starts_with("aigentflow: warning: "), "{line}");
+                assert!(line.contains("unreadable approval_requests."), "{line}");
+            }
+            assert_eq!(r.stderr.lines().count(), broken.len(), "{}", r.stderr);
+            assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+        };
+        let listed = run(location, &["--json", "approvals", "list"]).ok();
+        warned(&listed);
+        let ids: Vec<Value> =
+            listed.json().as_array().unwrap().iter().map(|a| a["id"].clone()).collect();
+        for id in late.iter().chain([&due, &open]) {
+            assert!(ids.contains(&json!(id)), "{id} not listed: {ids:?}");
+        }
+        assert_eq!(ids.len(), 5);
+        let table = run(location, &["approvals", "list"]).ok();
+        warned(&table);
+        assert!(table.stdout.contains(open.as_str()), "{}", table.stdout);
+
+        let expired = run(location, &["--json", "approvals", "expire"]).ok();
+        warned(&expired);
+        let report = expired.json();
+        assert_eq!(report["expired"], json!([due]));
+        let skipped: Vec<&str> = report["unreadable"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(skipped.len(), 2, "{report}");
+        assert_eq!(state(&db, "due"), (WorkflowState::Rejected, Some(Event::ApprovalTimeout)));
+        let again = run(location, &["approvals", "expire"]).ok();
+        warned(&again);
+        assert_eq!(again.stdout.trim(), "0 expired");
         db.close().unwrap();
         past.close().unwrap();
     }
