@@ -390,3 +390,62 @@ fn what_an_audit_entry_was_written_with_is_found_again_by_the_same_text() {
         assert_eq!(AuditLog::new(db.clone()).query(&by_task).unwrap().len(), 1, "{}", s.name);
     }
 }
+
+/// What a writer deletes or overwrites leaves no bytes in the SQLite file or its WAL: a lesson
+/// deleted (its row, and its words in the search index, with and without a rebuild after), a
+/// configuration value removed or replaced. A text the policy does not know as a secret is the
+/// operator's to remove this way; before, its words stayed in free pages and in the index's
+/// segments (in lower case) until they happened to be written over. Checked once the database
+/// is closed: until its WAL starts again, the WAL holds the pages as they were.
+#[test]
+fn deleted_and_replaced_text_leaves_no_bytes_in_the_file_or_its_wal_on_sqlite() {
+    let words = |n: usize| format!("qzxvjkwq{n} plain words ");
+    for long in [false, true] {
+        for rebuild in [false, true] {
+            let (_dir, path) = temp_db();
+            let db = open(&path);
+            let text = |n: usize| if long { words(n).repeat(2000) } else { words(n) };
+            let lessons = LessonsStore::new(db.clone());
+            let mut ids = Vec::new();
+            for n in 0..3 {
+                let lesson = lessons
+                    .create(&NewLesson {
+                        details: Some(text(n)),
+                        ..NewLesson::new(LessonCategory::Security, &text(n + 10), &text(n + 20))
+                    })
+                    .unwrap();
+                ids.push(lesson.id);
+            }
+            let config = ConfigStore::new(db.clone());
+            config.set("gone", &Scope::Global, &json!(text(30))).unwrap();
+            config.set("replaced", &Scope::Global, &json!(text(31))).unwrap();
+            config.set("kept", &Scope::Global, &json!("kept value")).unwrap();
+            let bytes = file_bytes(&path).to_ascii_lowercase();
+            assert!(bytes.windows(10).any(|w| w == b"qzxvjkwq31"), "the text is written first");
+
+            for id in &ids {
+                assert!(lessons.delete(id).unwrap());
+            }
+            assert!(config.delete("gone", &Scope::Global).unwrap());
+            config.set("replaced", &Scope::Global, &json!("a new value")).unwrap();
+            if rebuild {
+                lessons.rebuild().unwrap();
+            }
+            // Once closed (the last close checkpoints and removes the WAL, whose frames kept
+            // the pages as they were until then).
+            drop((lessons, config));
+            db.close().unwrap();
+            for (when, bytes) in [("after closing", file_bytes(&path))] {
+                let bytes = bytes.to_ascii_lowercase();
+                for n in [0, 10, 20, 30, 31] {
+                    let needle = format!("qzxvjkwq{n}");
+                    assert!(
+                        !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                        "{needle} {when} (long {long}, rebuild {rebuild})"
+                    );
+                }
+                assert!(bytes.windows(10).any(|w| w == b"kept value"), "{when}");
+            }
+        }
+    }
+}

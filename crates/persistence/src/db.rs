@@ -982,6 +982,9 @@ impl Inner {
             }
         }
         conn.pragma_update(None, "synchronous", synchronous).map_err(&classify)?;
+        // What a writer deletes or overwrites is zeroed in the file, not left in free space:
+        // deleting a lesson or a configuration value that held a secret removes its bytes.
+        conn.pragma_update(None, "secure_delete", "ON").map_err(&classify)?;
         if self.path.is_some() {
             // The checkpoint thread keeps the WAL short; a commit checkpoints only past this.
             conn.pragma_update(None, "wal_autocheckpoint", SAFETY_NET_PAGES).map_err(&classify)?;
