@@ -411,7 +411,7 @@ fn deleted_and_replaced_text_leaves_no_bytes_in_the_file_or_its_wal_on_sqlite() 
                 let lesson = lessons
                     .create(&NewLesson {
                         details: Some(text(n)),
-                        ..NewLesson::new(LessonCategory::Security, &text(n + 10), &text(n + 20))
+                        ..NewLesson::new(LessonCategory::Security, text(n + 10), text(n + 20))
                     })
                     .unwrap();
                 ids.push(lesson.id);

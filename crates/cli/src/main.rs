@@ -39,9 +39,10 @@ Exit codes:
      number, not one of the listed words)
   3  a check found problems (`audit verify`, `db check`)
 On 1 and 2, one line on stderr says what, with secrets redacted. A write past the file size
-limit (`ulimit -f`) is such an error too, not a kill by SIGXFSZ. Ctrl-C or SIGTERM while a
-command writes a file removes its unfinished temporary file, then ends the command by that
-signal (`audit tail --follow` ends with 0).
+limit (`ulimit -f`) is such an error too, not a kill by SIGXFSZ. Ctrl-C or SIGTERM before a
+command has finished removes the file it was writing (its temporary file, or the new file it
+already put in place, e.g. a copy being verified), then ends the command by that signal
+(`audit tail --follow` ends with 0). A file it replaced is not brought back.
 
 If stdout or stderr is one of the database's own files (`2<>app.db`, `>> app.db-wal`), the
 command does nothing and exits 1; its error line goes to the other stream if that one is not the
@@ -465,7 +466,8 @@ impl Drop for LogLine {
 }
 
 /// On Ctrl-C or SIGTERM, removes the temporary files of the outputs not yet committed (an
-/// export, a backup, a copy into a new file: `output::remove_unfinished`), then ends by the
+/// export, a backup, a copy into a new file: `output::remove_unfinished`), and the new files
+/// the command put in place before it finished (`output::hold_placed`), then ends by the
 /// signal as it would have (a shell running it in a loop or script sees the signal, and stops
 /// too). Without it the process dies where it stands and leaves them for the next output in
 /// their folder to find.
@@ -500,6 +502,9 @@ fn main() -> ExitCode {
     if !matches!(&cli.command, Command::Audit(c) if matches!(**c, audit::AuditCommand::Tail { .. }))
     {
         remove_outputs_on_interrupt();
+        // Until the command has finished, a signal removes the new files it already put in
+        // place too (a copy being verified): an interrupted command leaves no output.
+        aigentflow_persistence::output::hold_placed();
     }
     if let Ok(path) = database_path(cli.db.clone()) {
         if let Err(code) = refuse_streams_on_the_database(&[path]) {
@@ -525,7 +530,9 @@ fn main() -> ExitCode {
             slow_shown || meta.target() != aigentflow_persistence::SLOW_TARGET
         }));
     tracing_subscriber::registry().with(layer).init();
-    let ran = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli)));
+    aigentflow_persistence::output::release_placed();
+    let ran = match ran {
         Ok(ran) => ran,
         Err(payload) => match payload.downcast::<out::StdoutFailed>() {
             Ok(failed) => return ExitCode::from(failed.code),

@@ -425,13 +425,36 @@ pub(crate) struct TempFile {
 }
 
 /// A temporary file not yet renamed into place nor removed: its folder (a descriptor of its
-/// own), name and identity.
+/// own), name and identity. Or, while [`hold_placed`] is on, a new file renamed into place
+/// (`placed`, `name` its final name) whose program has not yet finished.
 #[derive(Debug)]
 struct Unfinished {
     serial: u64,
     dir: OwnedFd,
     name: OsString,
     id: FileId,
+    placed: bool,
+}
+
+/// Whether outputs renamed into place stay listed ([`hold_placed`]).
+static HOLD_PLACED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, every output this process renames into place as a new file (not one that
+/// replaced a file) stays listed until [`release_placed`], and [`remove_unfinished`] removes it
+/// as well: a command ended by a signal after its file is in place but before it finished (a
+/// copy being verified) leaves nothing, so that running it again does not stop at the file
+/// the interrupted run left. For a program that runs one command; a library that writes
+/// outputs for as long as it lives does not call it.
+pub fn hold_placed() {
+    HOLD_PLACED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The command finished: the outputs it put in place are its result, which a signal from now on
+/// leaves. Outputs renamed into place later are unlisted at their rename again.
+pub fn release_placed() {
+    let mut list = unfinished();
+    HOLD_PLACED.store(false, std::sync::atomic::Ordering::SeqCst);
+    list.1.retain(|file| !file.placed);
 }
 
 /// The temporary files of this process not yet renamed into place nor removed. A file is
@@ -452,7 +475,17 @@ fn unfinished() -> std::sync::MutexGuard<'static, (u64, Vec<Unfinished>)> {
 pub fn remove_unfinished() -> OutputsHeld {
     let mut list = unfinished();
     for file in list.1.drain(..) {
-        remove_temp(file.dir.as_fd(), &file.name, Some(file.id));
+        if file.placed {
+            // Only while the name still is the file this process put there, and then the side
+            // files SQLite made beside it (a copy opened to be verified).
+            let ours = rustix::fs::statat(&file.dir, &file.name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| FileId::of_stat(&st) == file.id);
+            if ours && rustix::fs::unlinkat(&file.dir, &file.name, AtFlags::empty()).is_ok() {
+                remove_temp(file.dir.as_fd(), &file.name, None);
+            }
+        } else {
+            remove_temp(file.dir.as_fd(), &file.name, Some(file.id));
+        }
     }
     OutputsHeld { _list: list }
 }
@@ -520,7 +553,13 @@ impl TempFile {
                         rustix::io::fcntl_dupfd_cloexec(&dir, 0).map_err(|e| failed(e.into()))?;
                     list.0 += 1;
                     let serial = list.0;
-                    list.1.push(Unfinished { serial, dir: listed_dir, name: name.clone(), id });
+                    list.1.push(Unfinished {
+                        serial,
+                        dir: listed_dir,
+                        name: name.clone(),
+                        id,
+                        placed: false,
+                    });
                     return Ok((Self { dir, dir_path, name, id, renamed: false, serial }, file));
                 }
                 // Something (perhaps a planted link) has this name: try another.
@@ -707,7 +746,14 @@ impl TempFile {
             },
         }
         self.renamed = true;
-        list.1.retain(|file| file.serial != self.serial);
+        let hold = replaces.is_none() && HOLD_PLACED.load(std::sync::atomic::Ordering::SeqCst);
+        match list.1.iter_mut().find(|file| file.serial == self.serial) {
+            Some(file) if hold => {
+                file.name = name.to_os_string();
+                file.placed = true;
+            }
+            _ => list.1.retain(|file| file.serial != self.serial),
+        }
         drop(list);
         match rustix::fs::fsync(&self.dir) {
             // Some file systems cannot sync a folder; the rename is then as durable as it gets.
@@ -720,7 +766,7 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         let mut list = unfinished();
-        list.1.retain(|file| file.serial != self.serial);
+        list.1.retain(|file| file.serial != self.serial || file.placed);
         remove_temp(self.dir.as_fd(), &self.name, (!self.renamed).then_some(self.id));
     }
 }
@@ -1690,6 +1736,51 @@ mod tests {
         assert!(matches!(out.commit(), Err(Error::OutputChanged { .. })));
         assert!(!path.exists());
         assert_eq!(std::fs::read(&temp).unwrap(), b"someone else's", "not ours to remove");
+    }
+
+    /// While placed outputs are held, an interrupt removes a new file already renamed into
+    /// place (and the side files beside it) as it removes an unfinished one; never a file that
+    /// replaced another, nor a name that someone else's file took since; and after the
+    /// command finished (`release_placed`), nothing. Without holding, a placed file is not
+    /// listed at all. (Each test runs in a process of its own: the list is the process's.)
+    #[test]
+    fn an_interrupt_removes_the_new_outputs_a_command_put_in_place_until_it_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str| {
+            let path = dir.path().join(name);
+            let mut out = Output::open(&path, None).unwrap();
+            out.write_all(b"done").unwrap();
+            out.commit().unwrap();
+            path
+        };
+        let existing = dir.path().join("replaced.csv");
+        std::fs::write(&existing, b"old").unwrap();
+        let unheld = write("before.csv");
+        hold_placed();
+        let placed = write("placed.csv");
+        std::fs::write(dir.path().join("placed.csv-wal"), b"side").unwrap();
+        let replaced = write("replaced.csv");
+        let swapped = write("swapped.csv");
+        // Moved away (not removed, whose inode the next file could take), then replaced.
+        std::fs::rename(&swapped, dir.path().join("moved.csv")).unwrap();
+        std::fs::write(&swapped, b"someone else's").unwrap();
+        let mut half = Output::open(&dir.path().join("unfinished.csv"), None).unwrap();
+        half.write_all(b"half").unwrap();
+        half.flush().unwrap();
+        let unfinished = half.staging_path().unwrap();
+        assert!(unfinished.exists());
+        drop(remove_unfinished());
+        assert!(!placed.exists() && !dir.path().join("placed.csv-wal").exists());
+        assert!(!unfinished.exists());
+        assert_eq!(std::fs::read(&replaced).unwrap(), b"done", "it replaced a file: kept");
+        assert_eq!(std::fs::read(&swapped).unwrap(), b"someone else's", "not ours");
+        assert!(unheld.exists(), "placed before holding: not listed");
+
+        let kept = write("kept.csv");
+        release_placed();
+        let after = write("after.csv");
+        drop(remove_unfinished());
+        assert!(kept.exists() && after.exists(), "the command had finished");
     }
 
     /// A pid no process has: a child that has exited and been reaped.
