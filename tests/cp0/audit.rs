@@ -519,6 +519,31 @@ fn verify_names_the_first_edited_row_whatever_field_changed(t) {
 }
 }
 
+on_both! {
+/// A row whose stored hash alone is rewritten (its fields as they were) is that row's edit: the
+/// next row still links to the hash the row's fields give, so it is not named as following
+/// missing rows. Whatever the new hash (short, another row's, the genesis, upper case, a
+/// hash of other content) and wherever the row (first, middle, last).
+fn a_rewritten_row_hash_is_named_as_that_rows_edit_alone(t) {
+    let other = "ab".repeat(32);
+    for id in [1, 3, 6] {
+        for new_hash in [
+            "'ff'".to_owned(),
+            format!("'{other}'"),
+            format!("'{}'", "0".repeat(64)),
+            "upper(row_hash)".to_owned(),
+            format!("(SELECT row_hash FROM audit_logs WHERE id = {})", if id == 1 { 2 } else { 1 }),
+        ] {
+            let v = tampered(t, &format!("UPDATE audit_logs SET row_hash = {new_hash} WHERE id = {id}"));
+            assert_eq!(v.findings, [Finding::Edited { id }], "row {id} set to {new_hash}");
+        }
+    }
+    // A link broken for another reason is still named: row 4's link rewritten with row 3's hash.
+    let v = tampered(t, "UPDATE audit_logs SET row_hash = 'ff' WHERE id = 3; UPDATE audit_logs SET prev_hash = 'ee' WHERE id = 4");
+    assert_eq!(v.findings, [Finding::Edited { id: 3 }, Finding::Missing { before_id: 4 }]);
+}
+}
+
 /// Bytes that are not text (which a PostgreSQL TEXT column cannot hold) are reported like any
 /// other edit, not as a read error.
 #[test]
@@ -593,6 +618,57 @@ fn verify_against_a_kept_head_catches_truncation_and_rewrite(t) {
     let truncated = Finding::Truncated { expected_rows: 5, found_rows: 3 };
     assert!(v.findings.contains(&truncated), "{:?}", v.findings);
     assert!(truncated.to_string().contains("truncated"));
+}
+}
+
+on_both! {
+/// A kept head's count of rows is held against the rows the log holds up to its last row (and
+/// the rows without a hash right after it, which `audit head` counts too): a head whose hash
+/// matches but whose count does not is named, whether it counts fewer or more rows.
+fn a_kept_heads_count_of_rows_is_held_against_the_log(t) {
+    use aigentflow::audit::ChainHead;
+    let log = AuditLog::new(t.db().clone());
+    let mut heads = Vec::new();
+    for i in 1..=6 {
+        log.log(&entry("p", &format!("a{i}"), Category::State)).unwrap();
+        heads.push(log.head().unwrap().unwrap());
+    }
+    let with_rows = |h: &ChainHead, rows: u64| ChainHead { rows, ..h.clone() };
+    let count = |h: &ChainHead, rows: u64| Finding::HeadCount {
+        last_id: h.last_id,
+        expected_rows: rows,
+        found_rows: h.last_id as u64,
+    };
+    for h in &heads {
+        assert_eq!(log.verify(Some(h)).unwrap().findings, Vec::<Finding>::new(), "head at row {}", h.last_id);
+        for rows in [1, h.rows - 1, h.rows + 1, 6]
+            .into_iter()
+            .filter(|&r| r != h.rows && (1..=6).contains(&r))
+        {
+            let v = log.verify(Some(&with_rows(h, rows))).unwrap();
+            assert_eq!(v.findings, [count(h, rows)], "head at row {} counting {rows}", h.last_id);
+            assert!(v.findings[0].to_string().contains(&format!("counts {rows} rows up to row")));
+        }
+    }
+    // More rows than the log holds is a truncation, as before.
+    let v = log.verify(Some(&with_rows(&heads[5], 7))).unwrap();
+    assert_eq!(v.findings, [Finding::Truncated { expected_rows: 7, found_rows: 6 }]);
+    // A row written around the log after the last: the head printed now counts it, and
+    // verifies against the log but for that row; so does the head from before it.
+    around(
+        t,
+        "INSERT INTO audit_logs (id, timestamp, action, category)
+         VALUES (7, '2026-01-01 00:00:00.000', 'forged', 'user')",
+    )
+    .unwrap();
+    let now = log.head().unwrap().unwrap();
+    assert_eq!((now.rows, now.last_id), (7, 6));
+    for h in [&now, &heads[5], &heads[2]] {
+        let v = log.verify(Some(h)).unwrap();
+        assert_eq!(v.findings, [Finding::Unsealed { id: 7 }], "head at row {}", h.last_id);
+    }
+    let v = log.verify(Some(&with_rows(&heads[2], 4))).unwrap();
+    assert_eq!(v.findings, [Finding::Unsealed { id: 7 }, count(&heads[2], 4)]);
 }
 }
 

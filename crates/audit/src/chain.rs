@@ -16,11 +16,66 @@ pub use aigentflow_persistence::audit_chain::{row_hash, HashedFields, GENESIS};
 
 /// The end of the chain: how many rows it has and the last row's id and hash. Kept elsewhere
 /// (printed by `aigentflow audit head`), it lets `verify` catch a truncated or rewritten log.
+///
+/// `rows` counts every row the log held when the head was taken: the rows up to `last_id`
+/// (the last sealed row), and rows written around the log after it, which carry no hash. Read
+/// back, a head refuses unknown fields, as a verification report does: a field the head does
+/// not have would be ignored, so the file would say something `verify` never checks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChainHead {
     pub rows: u64,
     pub last_id: i64,
     pub hash: String,
+}
+
+/// Why a head kept elsewhere is not one `aigentflow audit head` could have printed, so that
+/// `verify` cannot hold the log against it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeadError {
+    /// Not the JSON of a head: not JSON, a field missing, unknown or of another type.
+    #[error("not a head printed by `aigentflow audit head`: {0}")]
+    NotAHead(String),
+    /// A head counts at least its own row; an empty log's head is `null`.
+    #[error("a head with 0 rows names no row (the head of an empty log is null)")]
+    NoRows,
+    /// The log's ids start at 1.
+    #[error("its last_id {0} is not an id the log gives (ids start at 1)")]
+    BadId(i64),
+    /// A row's hash is a SHA-256 in lower-case hex.
+    #[error("its hash {0:?} is not 64 lower-case hex digits")]
+    BadHash(String),
+}
+
+impl ChainHead {
+    /// A head as `aigentflow audit head` prints it: `null` (an empty log, which every log
+    /// extends) or a head of at least one row, whose id is 1 or more and whose hash is 64
+    /// lower-case hex digits. A head of a log whose last row's hash was rewritten to another
+    /// form is refused too: `verify` names that row without a head.
+    pub fn parse(text: &str) -> Result<Option<Self>, HeadError> {
+        let head: Option<Self> =
+            serde_json::from_str(text).map_err(|e| HeadError::NotAHead(e.to_string()))?;
+        if let Some(head) = &head {
+            head.check()?;
+        }
+        Ok(head)
+    }
+
+    /// Whether the head is one the log could have had (see [`parse`](Self::parse)).
+    pub fn check(&self) -> Result<(), HeadError> {
+        if self.rows == 0 {
+            return Err(HeadError::NoRows);
+        }
+        if self.last_id < 1 {
+            return Err(HeadError::BadId(self.last_id));
+        }
+        let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        if self.hash.len() != 64 || !self.hash.bytes().all(hex) {
+            return Err(HeadError::BadHash(self.hash.clone()));
+        }
+        Ok(())
+    }
 }
 
 /// Something wrong with the chain, naming the first bad row.
@@ -44,6 +99,9 @@ pub enum Finding {
     Truncated { expected_rows: u64, found_rows: u64 },
     /// The head kept elsewhere is not in the log: it was rewritten.
     HeadMismatch { last_id: i64 },
+    /// The log holds the head's last row with the head's hash, but not the head's count of rows
+    /// up to it: the head was edited, or rows up to it were deleted or added since.
+    HeadCount { last_id: i64, expected_rows: u64, found_rows: u64 },
     /// The log's own count of the ids it appended (`sqlite_sequence` on SQLite, `audit_head` on
     /// PostgreSQL) goes past its last row: rows at the end were deleted.
     TailMissing { after_id: i64, through_id: i64 },
@@ -78,6 +136,10 @@ impl std::fmt::Display for Finding {
             Self::HeadMismatch { last_id } => {
                 write!(f, "row {last_id} does not carry the head's hash: the log was rewritten")
             }
+            Self::HeadCount { last_id, expected_rows, found_rows } => write!(
+                f,
+                "the head counts {expected_rows} rows up to row {last_id}, the log holds {found_rows}: the head was edited, or rows up to it were deleted or added since"
+            ),
             Self::TailMissing { after_id, through_id } => write!(
                 f,
                 "rows after row {after_id} are missing: the log appended rows up to {through_id}, deleted from the end"
@@ -154,14 +216,59 @@ pub struct Verifier {
     total: u64,
     /// The log's own count of the ids it appended, if the database keeps one.
     counter: Option<i64>,
+    /// The hash the last sealed row's fields give, where it is not the hash stored with it (a
+    /// row named as edited). A next row that links to it links to that row as it was
+    /// written: only the stored hash was changed, which that row's finding already names.
+    last_content: Option<String>,
+    /// A head kept elsewhere to hold the log against, and what the walk counted for it.
+    expected: Option<Expected>,
+}
+
+/// What a head kept elsewhere is checked against: the rows it counted are the rows up to its
+/// last row and the rows without a hash right after it (written around the log, as the head's
+/// count includes them; an append takes an id after every row present, so it cannot come
+/// between).
+#[derive(Debug)]
+struct Expected {
+    head: ChainHead,
+    /// Rows with an id up to the head's.
+    through: u64,
+    /// Rows without a hash after the head's row, before the next sealed row.
+    unsealed_after: u64,
+    /// Whether a sealed row after the head's was seen.
+    sealed_after: bool,
 }
 
 impl Verifier {
+    /// A verifier that also holds the log against `head`, a head kept elsewhere (see
+    /// [`finish`](Self::finish)); [`Verifier::default`] holds it against none.
+    pub fn against(head: Option<&ChainHead>) -> Self {
+        Self {
+            expected: head.map(|head| Expected {
+                head: head.clone(),
+                through: 0,
+                unsealed_after: 0,
+                sealed_after: false,
+            }),
+            ..Self::default()
+        }
+    }
+
     /// Feeds the next row (in id order). `locate` finds the id of the row carrying a given
     /// `row_hash`, to tell a reordered row from a missing one.
     pub fn push(&mut self, row: &ChainRow<'_>, locate: impl Fn(&str) -> Option<i64>) {
         self.rows += 1;
         let id = row.fields.id;
+        if let Some(e) = &mut self.expected {
+            let sealed = row.prev_hash.is_some() && row.row_hash.is_some();
+            if id <= e.head.last_id {
+                e.through += 1;
+            } else if !sealed && !e.sealed_after {
+                e.unsealed_after += 1;
+            } else {
+                e.sealed_after = true;
+            }
+        }
         // The first id is 1; an id at or below the one expected (a row written around the log
         // with an id of 0 or less) leaves no gap. A row without a hash, written around the log
         // with an id of its choosing, is named as such: the ids it skipped were never taken.
@@ -175,11 +282,13 @@ impl Verifier {
         if gap {
             self.record(Finding::Missing { before_id: id });
         }
-        match self.check(id, prev, hash, row, locate) {
+        let (finding, content) = self.check(id, prev, hash, row, locate);
+        match finding {
             Some(Finding::Missing { .. }) if gap => {}
             Some(finding) => self.record(finding),
             None => {}
         }
+        self.last_content = content;
         self.after_unsealed = false;
         // The walk goes on from this row's stored hash, which is what the next row links to.
         self.seen.insert(hash.to_owned());
@@ -194,6 +303,7 @@ impl Verifier {
         }
     }
 
+    /// The row's finding, if any, and the hash its fields give if that is not its stored hash.
     fn check(
         &self,
         id: i64,
@@ -201,24 +311,29 @@ impl Verifier {
         hash: &str,
         row: &ChainRow<'_>,
         locate: impl Fn(&str) -> Option<i64>,
-    ) -> Option<Finding> {
+    ) -> (Option<Finding>, Option<String>) {
         let expected_prev = self.last.as_ref().map_or(GENESIS, |(_, h)| h.as_str());
-        if prev != expected_prev && !self.after_unsealed {
+        // A link to the hash the row before gives (not the one stored with it) holds: that
+        // row's hash alone was rewritten, and it is named as edited, not this one as missing
+        // rows before it.
+        let to_content = self.last_content.as_deref() == Some(prev);
+        if prev != expected_prev && !self.after_unsealed && !to_content {
             if self.before_last.as_deref() == Some(prev)
                 || (self.last.is_some() && prev == GENESIS && self.before_last.is_none())
             {
                 let inserted = self.last.as_ref().map_or(id, |(i, _)| *i);
-                return Some(Finding::Inserted { id: inserted });
+                return (Some(Finding::Inserted { id: inserted }), None);
             }
             if self.seen.contains(prev) || self.seen.contains(hash) || locate(prev).is_some() {
-                return Some(Finding::Reordered { id });
+                return (Some(Finding::Reordered { id }), None);
             }
-            return Some(Finding::Missing { before_id: id });
+            return (Some(Finding::Missing { before_id: id }), None);
         }
-        if row_hash(prev, &row.fields) != hash {
-            return Some(Finding::Edited { id });
+        let content = row_hash(prev, &row.fields);
+        if content != hash {
+            return (Some(Finding::Edited { id }), Some(content));
         }
-        row.not_canonical.map(|column| Finding::NotCanonical { id, column })
+        (row.not_canonical.map(|column| Finding::NotCanonical { id, column }), None)
     }
 
     /// The log's own count of the ids it appended, from the snapshot the rows were read in:
@@ -231,12 +346,11 @@ impl Verifier {
         self.counter = Some(handed_out);
     }
 
-    /// Ends the walk, checking against a head kept elsewhere if given.
-    pub fn finish(
-        mut self,
-        expected: Option<&ChainHead>,
-        head_hash_of: impl Fn(i64) -> Option<String>,
-    ) -> Verification {
+    /// Ends the walk, checking against the head kept elsewhere if one was given
+    /// ([`against`](Self::against)): the log must hold as many rows, its row `last_id` must
+    /// carry the head's hash (`head_hash_of` reads a row's stored hash), and the rows up to it
+    /// (with the unhashed ones right after it) must be as many as the head counts.
+    pub fn finish(mut self, head_hash_of: impl Fn(i64) -> Option<String>) -> Verification {
         let head = self.last.as_ref().map(|(id, hash)| ChainHead {
             rows: self.rows,
             last_id: *id,
@@ -251,7 +365,8 @@ impl Verifier {
                 self.record(Finding::CounterSetBack { counter, last_id: last_sealed });
             }
         }
-        if let Some(expected) = expected {
+        if let Some(Expected { head: expected, through, unsealed_after, .. }) = self.expected.take()
+        {
             if self.rows < expected.rows {
                 self.record(Finding::Truncated {
                     expected_rows: expected.rows,
@@ -259,6 +374,12 @@ impl Verifier {
                 });
             } else if head_hash_of(expected.last_id).as_deref() != Some(expected.hash.as_str()) {
                 self.record(Finding::HeadMismatch { last_id: expected.last_id });
+            } else if !(through..=through + unsealed_after).contains(&expected.rows) {
+                self.record(Finding::HeadCount {
+                    last_id: expected.last_id,
+                    expected_rows: expected.rows,
+                    found_rows: through,
+                });
             }
         }
         Verification {
@@ -268,5 +389,57 @@ impl Verifier {
             findings: self.findings,
             findings_total: self.total,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `text` read as a head: Ok(None) for `null`, Ok(Some) for a head, else the error's text.
+    fn check(text: &str, expected: Result<Option<(u64, i64)>, &str>) {
+        let got = ChainHead::parse(text)
+            .map(|h| h.map(|h| (h.rows, h.last_id)))
+            .map_err(|e| e.to_string());
+        match (&got, &expected) {
+            (Ok(g), Ok(e)) => assert_eq!(g, e, "{text}"),
+            (Err(g), Err(e)) => assert!(g.contains(e), "{text}: {g}"),
+            _ => panic!("{text}: {got:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn a_head_reads_back_only_as_audit_head_prints_it() {
+        let hash = "0123456789abcdef".repeat(4);
+        let head = |rows: i64, last_id: i64, hash: &str| {
+            serde_json::json!({"rows": rows, "last_id": last_id, "hash": hash}).to_string()
+        };
+        check("null", Ok(None));
+        check(&head(27, 27, &hash), Ok(Some((27, 27))));
+        // Counts that differ from the id are the log's to judge, not the file's form.
+        check(&head(1, 27, &hash), Ok(Some((1, 27))));
+        check(&head(30, 27, &hash), Ok(Some((30, 27))));
+        let extra = format!(r#"{{"rows":1,"last_id":1,"hash":"{hash}","note":"x"}}"#);
+        check(&extra, Err("unknown field `note`"));
+        let verified = format!(r#"{{"rows":1,"last_id":1,"hash":"{hash}","ok":true}}"#);
+        check(&verified, Err("unknown field `ok`"));
+        check(r#"{"rows":1,"last_id":1}"#, Err("missing field `hash`"));
+        check(r#"{"rows":-1,"last_id":1,"hash":""}"#, Err("not a head printed"));
+        check("", Err("not a head printed"));
+        check(&head(0, 0, ""), Err("0 rows"));
+        check(&head(0, 5, &hash), Err("0 rows"));
+        check(&head(1, 0, &hash), Err("last_id 0"));
+        check(&head(1, -3, &hash), Err("last_id -3"));
+        for bad in [
+            "",
+            "ff",
+            &hash.to_uppercase(),
+            &format!("{hash}0"),
+            &hash[1..],
+            &format!("{}g", &hash[1..]),
+        ] {
+            check(&head(1, 1, bad), Err("is not 64 lower-case hex digits"));
+        }
+        check(&head(1, 1, GENESIS), Ok(Some((1, 1))));
     }
 }

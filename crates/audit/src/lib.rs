@@ -27,7 +27,7 @@ mod model;
 pub mod report;
 mod store;
 
-pub use chain::{ChainHead, Finding, Verification};
+pub use chain::{ChainHead, Finding, HeadError, Verification};
 pub use error::{Error, Result};
 pub use export::{ExportFormat, ExportOptions, ExportReport, EXPORT_COLUMNS};
 pub use model::{

@@ -567,7 +567,7 @@ impl AuditLog {
     /// [`verify`](Self::verify) inside a caller's transaction: the chain as that snapshot holds
     /// it (`db copy` checks its source in the snapshot it copies).
     pub fn verify_in(tx: &Tx<'_>, expected: Option<&ChainHead>) -> Result<Verification> {
-        let mut verifier = Verifier::default();
+        let mut verifier = Verifier::against(expected);
         let mut stmt = tx.prepare(&format!("SELECT {COLUMNS} FROM audit_logs ORDER BY id"))?;
         let mut rows = stmt.query(&[])?;
         while let Some(ref r) = rows.next()? {
@@ -596,7 +596,7 @@ impl AuditLog {
             .flatten()
             .flatten()
         };
-        Ok(verifier.finish(expected, hash_of))
+        Ok(verifier.finish(hash_of))
     }
 
     /// Appends entries imported from another database's bundle inside a caller's transaction,

@@ -109,7 +109,10 @@ pub enum AuditCommand {
     /// hash (written around the log), edited, inserted, deleted or moved rows, and values not in
     /// their stored form.
     Verify {
-        /// A head printed earlier by `aigentflow audit head`, to catch truncation or a rewrite.
+        /// A head printed earlier by `aigentflow audit head`, to catch truncation or a rewrite:
+        /// the log must hold as many rows, its row `last_id` the head's hash, and as many rows
+        /// up to it as the head counts. A file `audit head` could not have printed (an unknown
+        /// field, 0 rows, an id below 1, a hash that is not 64 lower-case hex digits) is refused.
         #[arg(long, value_name = "FILE")]
         head: Option<PathBuf>,
         /// Also write a JSON report an auditor can keep (range, rows checked, head, findings,
@@ -512,16 +515,13 @@ pub fn run(ctx: &Ctx, command: AuditCommand) -> anyhow::Result<Done> {
         AuditCommand::Keygen { keyfile } => return keygen(ctx, &keyfile),
         AuditCommand::Verify { head, report, sign } => {
             // Every head `audit head` prints is accepted back: `null` is the head of an empty
-            // log, which any log extends.
+            // log, which any log extends. A head it could not have printed (an unknown field,
+            // no rows, an id below 1, a hash that is not a SHA-256) is refused before the log
+            // is read: held against the log, it would pass or fail for the wrong reason.
             let expected: Option<ChainHead> = head
                 .map(|path| -> anyhow::Result<Option<ChainHead>> {
                     let text = read_small(&path)?;
-                    serde_json::from_str(&text).with_context(|| {
-                        format!(
-                            "{} is not a head printed by `aigentflow audit head`",
-                            path.display()
-                        )
-                    })
+                    ChainHead::parse(&text).with_context(|| format!("{}", path.display()))
                 })
                 .transpose()?
                 .flatten();

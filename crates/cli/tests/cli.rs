@@ -354,6 +354,52 @@ fn audit_log_verify_and_a_kept_head_catch_tampering_with_exit_code_3(t: EmptyDb)
 }
 
 on_both! {
+/// `audit verify --head FILE` takes back what `audit head` prints and nothing else: a count of
+/// rows the log does not hold up to the head's row is a finding (exit code 3) even when the
+/// hash matches; a file `audit head` could not have printed (an unknown field, no rows, an id
+/// below 1, a hash that is not a SHA-256) is refused with one line naming the file and why.
+fn verify_holds_a_kept_head_to_its_count_and_refuses_a_head_audit_head_could_not_print(t: EmptyDb) {
+    let (db, _) = demo(t);
+    let dir = tempfile::tempdir().unwrap();
+    let head = run(db, &["audit", "head"]).ok().json();
+    let (rows, last_id) = (head["rows"].as_u64().unwrap(), head["last_id"].as_i64().unwrap());
+    assert!(rows > 2, "the demo logs a few rows: {head}");
+    let hash = head["hash"].as_str().unwrap().to_owned();
+    let verify = |i: usize, text: &str| {
+        let file = dir.path().join(format!("head-{i}.json"));
+        std::fs::write(&file, text).unwrap();
+        run(db, &["audit", "verify", "--head", file.to_str().unwrap()])
+    };
+    for (i, text) in [head.to_string(), "null".to_owned()].iter().enumerate() {
+        assert!(verify(i, text).ok().stdout.contains("intact"), "{text}");
+    }
+    for (i, counted) in [1, 2, rows - 1].into_iter().enumerate() {
+        let text = serde_json::json!({"rows": counted, "last_id": last_id, "hash": hash}).to_string();
+        let r = verify(10 + i, &text);
+        assert_eq!(r.code, 3, "{text}: {}{}", r.stdout, r.stderr);
+        let says = format!("the head counts {counted} rows up to row {last_id}, the log holds {rows}");
+        assert!(r.stdout.contains(&says), "{text}: {}", r.stdout);
+    }
+    let refused: Vec<(String, &str)> = vec![
+        (format!(r#"{{"rows":{rows},"last_id":{last_id},"hash":"{hash}","signed":true}}"#), "unknown field `signed`"),
+        (format!(r#"{{"rows":{rows},"last_id":{last_id},"hash":"{hash}","rows":1}}"#), "duplicate field `rows`"),
+        (r#"{"rows":0,"last_id":0,"hash":""}"#.to_owned(), "a head with 0 rows names no row"),
+        (format!(r#"{{"rows":0,"last_id":{last_id},"hash":"{hash}"}}"#), "a head with 0 rows names no row"),
+        (format!(r#"{{"rows":{rows},"last_id":0,"hash":"{hash}"}}"#), "its last_id 0 is not an id the log gives"),
+        (format!(r#"{{"rows":{rows},"last_id":{last_id},"hash":""}}"#), "its hash \"\" is not 64 lower-case hex digits"),
+        (format!(r#"{{"rows":{rows},"last_id":{last_id},"hash":"{}"}}"#, hash.to_uppercase()), "is not 64 lower-case hex digits"),
+        (format!(r#"{{"rows":{rows},"last_id":{last_id},"hash":"{hash}0"}}"#), "is not 64 lower-case hex digits"),
+    ];
+    for (i, (text, says)) in refused.iter().enumerate() {
+        let r = verify(20 + i, text);
+        assert_error_line(&r, 1, says);
+        assert!(r.stderr.contains(&format!("head-{}.json", 20 + i)), "{}", r.stderr);
+        assert!(!r.stderr.contains("rewritten"), "{text}: {}", r.stderr);
+    }
+}
+}
+
+on_both! {
 fn an_exported_csv_piped_into_a_csv_reader_reads_back_every_row(t: EmptyDb) {
     let (dir, (db, _)) = (t.dir(), demo(t));
     let nasty = r#"{"note": "a, \"quoted\"\nline two ✓ 日本語", "formula": "=1+1"}"#;
