@@ -14,7 +14,7 @@
 use ed25519_dalek::{Signer, Verifier};
 use serde::{Deserialize, Serialize};
 
-use crate::chain::{ChainHead, Verification};
+use crate::chain::{ChainHead, Finding, Verification};
 
 /// The key types of this module's signatures, so that a caller names them without depending on
 /// the crate that implements them.
@@ -112,6 +112,84 @@ pub struct ReportFinding {
     pub text: String,
 }
 
+impl ReportFinding {
+    /// `f` as a report writes it: its fields where the report has them, else kind `other`
+    /// with its sentence alone.
+    pub fn of(f: &Finding) -> Self {
+        let mut value = serde_json::to_value(f).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            object.insert("text".into(), f.to_string().into());
+        }
+        serde_json::from_value(value).unwrap_or_else(|_| Self {
+            kind: "other".into(),
+            id: None,
+            before_id: None,
+            column: None,
+            expected_rows: None,
+            found_rows: None,
+            last_id: None,
+            text: f.to_string(),
+        })
+    }
+
+    /// Whether both name the same problem: the same kind and rows (the sentence alone for kind
+    /// `other`, whose rows are only in it). The sentence may read otherwise in another version
+    /// of the tool.
+    fn same_as(&self, other: &Self) -> bool {
+        if self.kind == "other" {
+            return other.kind == "other" && self.text == other.text;
+        }
+        Self { text: String::new(), ..self.clone() }
+            == Self { text: String::new(), ..other.clone() }
+    }
+}
+
+impl Report {
+    /// The findings of `v`, a verification of the log now against this report's head, that the
+    /// report does not record: what changed in the log since it was checked. A report of a
+    /// broken chain records that chain's findings; finding them again is no change.
+    ///
+    /// Where the report lists only the first [`MAX_FINDINGS`](crate::chain::MAX_FINDINGS) of
+    /// more, a finding it does not list is new only if it comes before the last one listed (in
+    /// row order), names a row after the report's head, or is held against the report's own
+    /// head (truncated, rewritten, another count); any other may be one it counted.
+    pub fn new_findings<'v>(&self, v: &'v Verification) -> Vec<&'v Finding> {
+        let listed_all = self.findings_total <= self.findings.len() as u64;
+        let last_listed = self.findings.iter().filter_map(ReportFinding::row).max();
+        let head = self.head.as_ref().map(|h| h.last_id);
+        v.findings
+            .iter()
+            .filter(|f| {
+                let given = ReportFinding::of(f);
+                if self.findings.iter().any(|r| r.same_as(&given)) {
+                    return false;
+                }
+                match (listed_all, f, given.row()) {
+                    (true, _, _) => true,
+                    (
+                        false,
+                        Finding::Truncated { .. }
+                        | Finding::HeadMismatch { .. }
+                        | Finding::HeadCount { .. },
+                        _,
+                    ) => true,
+                    (false, _, Some(row)) => {
+                        last_listed.is_some_and(|l| row < l) || head.is_some_and(|h| row > h)
+                    }
+                    (false, _, None) => false,
+                }
+            })
+            .collect()
+    }
+}
+
+impl ReportFinding {
+    /// The row a finding names, if it names one.
+    fn row(&self) -> Option<i64> {
+        self.id.or(self.before_id)
+    }
+}
+
 /// A report's signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,26 +224,7 @@ impl Report {
         tool: &str,
         checked_at: chrono::DateTime<chrono::Utc>,
     ) -> Self {
-        let findings = v
-            .findings
-            .iter()
-            .map(|f| {
-                let mut value = serde_json::to_value(f).unwrap_or_default();
-                if let Some(object) = value.as_object_mut() {
-                    object.insert("text".into(), f.to_string().into());
-                }
-                serde_json::from_value(value).unwrap_or_else(|_| ReportFinding {
-                    kind: "other".into(),
-                    id: None,
-                    before_id: None,
-                    column: None,
-                    expected_rows: None,
-                    found_rows: None,
-                    last_id: None,
-                    text: f.to_string(),
-                })
-            })
-            .collect();
+        let findings = v.findings.iter().map(ReportFinding::of).collect();
         Self {
             format: FORMAT.to_owned(),
             tool: tool.to_owned(),
@@ -403,6 +462,69 @@ mod tests {
         assert!(matches!(check(&forged, &key.verifying_key()), Err(ReportError::NotAReport(_))));
         let unsigned = serde_json::to_string(&report().unsigned()).unwrap();
         assert!(matches!(check(&unsigned, &key.verifying_key()), Err(ReportError::Unsigned)));
+    }
+
+    /// A report of `findings` (of `total` in all) whose head is row `last_id`.
+    fn broken(findings: &[Finding], total: u64, last_id: i64) -> Report {
+        let v = Verification {
+            rows: last_id as u64,
+            head: Some(ChainHead { rows: last_id as u64, last_id, hash: "ab".repeat(32) }),
+            finding: findings.first().cloned(),
+            findings: findings.to_vec(),
+            findings_total: total,
+        };
+        Report::new(&v, Some(1), "db", "aigentflow 0.1.0", chrono::DateTime::UNIX_EPOCH)
+    }
+
+    /// The findings of a verification finding `now` that `report` does not record.
+    fn unrecorded(report: &Report, now: &[Finding]) -> Vec<Finding> {
+        let v = Verification {
+            rows: 0,
+            head: None,
+            finding: now.first().cloned(),
+            findings: now.to_vec(),
+            findings_total: now.len() as u64,
+        };
+        report.new_findings(&v).into_iter().cloned().collect()
+    }
+
+    #[test]
+    fn only_findings_a_report_does_not_record_are_new() {
+        use Finding::*;
+        let tail = TailMissing { after_id: 6, through_id: 8 };
+        let truncated = Truncated { expected_rows: 9, found_rows: 8 };
+        let edited = |id| Edited { id };
+        let report = broken(&[edited(3), Unsealed { id: 5 }, tail.clone()], 3, 9);
+        assert_eq!(unrecorded(&report, &[]), Vec::<Finding>::new());
+        assert_eq!(
+            unrecorded(&report, &[edited(3), Unsealed { id: 5 }, tail.clone()]),
+            Vec::<Finding>::new()
+        );
+        assert_eq!(unrecorded(&report, &[edited(3)]), Vec::<Finding>::new());
+        for fresh in [
+            edited(4),
+            edited(5),
+            Missing { before_id: 3 },
+            TailMissing { after_id: 6, through_id: 9 },
+            truncated.clone(),
+            HeadMismatch { last_id: 9 },
+            HeadCount { last_id: 9, expected_rows: 9, found_rows: 8 },
+        ] {
+            let now = [edited(3), fresh.clone(), Unsealed { id: 5 }];
+            assert_eq!(unrecorded(&report, &now), vec![fresh.clone()], "{fresh}");
+        }
+        // A report that lists the first of more: an unlisted finding among the listed rows,
+        // after its head or against its head is new; one past the list may be one it counted.
+        let listed: Vec<Finding> = (1..=1000).map(|id| edited(id * 2)).collect();
+        let report = broken(&listed, 1500, 3000);
+        let mut now = listed.clone();
+        now.extend([edited(2001), tail.clone()]);
+        assert_eq!(unrecorded(&report, &now), Vec::<Finding>::new());
+        for fresh in [edited(7), edited(3001), truncated, Missing { before_id: 1999 }] {
+            let mut now = listed.clone();
+            now.push(fresh.clone());
+            assert_eq!(unrecorded(&report, &now), vec![fresh.clone()], "{fresh}");
+        }
     }
 
     #[test]

@@ -129,7 +129,8 @@ pub enum AuditCommand {
     },
     /// Check a signed verification report: that PUBFILE's key signed it and it was not changed
     /// since, then that the database's log still reaches the report's head (it was neither
-    /// truncated nor rewritten since). Exit code 3 if any check fails.
+    /// truncated nor rewritten since). Exit code 3 if any check fails or the report records a
+    /// broken chain; the findings it records, found again, are told apart from changes since.
     CheckReport {
         /// The report written by `audit verify --report FILE --sign KEYFILE`.
         #[arg(value_name = "FILE")]
@@ -683,20 +684,34 @@ fn check_report(
         Err(e) => return Err(anyhow::Error::new(e).context(file.display().to_string())),
     };
     // A genuine report of a broken chain: the chain was broken when it was checked.
-    let mut problem = (!checked.ok).then(|| {
+    let recorded = (!checked.ok).then(|| {
         format!(
             "the report records a broken chain ({} finding{})",
             checked.findings_total,
             if checked.findings_total == 1 { "" } else { "s" }
         )
     });
+    let mut problem = recorded.clone();
     let mut log_checked = false;
     if !signature_only {
         let v = AuditLog::new(ctx.read()?).verify(checked.head.as_ref())?;
         log_checked = true;
-        if let Some(f) = v.finding {
-            problem = Some(format!("the log no longer matches the report: {f}"));
-        }
+        // Only what the report does not record changed since: the findings of a chain that was
+        // already broken are found again, and are the report's, not the log's since.
+        let new = checked.new_findings(&v);
+        problem = match (new.first(), recorded) {
+            (Some(f), _) => Some(format!(
+                "the log no longer matches the report: {f}{}",
+                match new.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more)", n - 1),
+                }
+            )),
+            (None, Some(recorded)) => {
+                Some(format!("{recorded}, which the log still shows: nothing new since"))
+            }
+            (None, None) => None,
+        };
     }
     let json = json!({
         "file": file.to_string_lossy(),

@@ -400,6 +400,68 @@ fn verify_holds_a_kept_head_to_its_count_and_refuses_a_head_audit_head_could_not
 }
 
 on_both! {
+/// A signed report of a chain already broken when it was checked: `check-report` says the
+/// report records a broken chain, which the log still shows (exit code 3), not that the log
+/// changed since; once the log breaks further, it names the new finding. Checked at three
+/// stages, each broken another way (a field edited, a row's hash rewritten, a row written
+/// around the log), with appends in between.
+fn check_report_tells_a_chain_broken_before_the_report_from_one_changed_since(t: EmptyDb) {
+    let db = init(t);
+    let append = |n: usize| {
+        for i in 0..n {
+            run(db, &["audit", "log", "--action", &format!("a{i}"), "--category", "user"]).ok();
+        }
+    };
+    append(6);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("audit.key");
+    run(db, &["audit", "keygen", key.to_str().unwrap()]).ok();
+    let public = format!("{}.pub", key.display());
+    let sign = |name: &str| {
+        let report = dir.path().join(name);
+        let r = run(db, &["audit", "verify", "--report", report.to_str().unwrap(), "--sign", key.to_str().unwrap()]);
+        assert_eq!(r.code, 3, "{name}: {}{}", r.stdout, r.stderr);
+        report
+    };
+    let problem = |report: &Path| {
+        let r = run(db, &["--json", "audit", "check-report", report.to_str().unwrap(), "--pubkey", &public]);
+        assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+        assert_eq!((r.json()["signature"].as_bool(), r.json()["log_checked"].as_bool()), (Some(true), Some(true)));
+        r.json()["problem"].as_str().unwrap().to_owned()
+    };
+    let unchanged = |report: &Path, findings: &str| {
+        let p = problem(report);
+        assert_eq!(p, format!("the report records a broken chain ({findings}), which the log still shows: nothing new since"));
+    };
+    let changed = |report: &Path, says: &str| {
+        let p = problem(report);
+        assert!(p.starts_with("the log no longer matches the report: ") && p.contains(says), "{p}");
+    };
+    let tampered = |sql: &str| tamper(t.backend(), t.location(), sql);
+    tampered("UPDATE audit_logs SET action = 'rollback' WHERE id = 3");
+    let first = sign("first.json");
+    unchanged(&first, "1 finding");
+    append(2);
+    unchanged(&first, "1 finding");
+    tampered("UPDATE audit_logs SET row_hash = 'ff' WHERE id = 5");
+    changed(&first, "row 5 was edited");
+    let second = sign("second.json");
+    unchanged(&second, "2 findings");
+    Driver::connect(t.backend(), t.location()).batch(
+        "INSERT INTO audit_logs (id, timestamp, action, category) VALUES (100, '2026-01-01 00:00:00.000', 'forged', 'user')",
+    );
+    changed(&second, "row 100 has no hash");
+    changed(&first, "row 5 was edited: its fields do not match its hash (and 1 more)");
+    let third = sign("third.json");
+    unchanged(&third, "3 findings");
+    // The human form says the same.
+    let r = run(db, &["audit", "check-report", third.to_str().unwrap(), "--pubkey", &public]);
+    assert!(r.stdout.contains("which the log still shows"), "{}", r.stdout);
+    assert!(!r.stdout.contains("no longer matches"), "{}", r.stdout);
+}
+}
+
+on_both! {
 fn an_exported_csv_piped_into_a_csv_reader_reads_back_every_row(t: EmptyDb) {
     let (dir, (db, _)) = (t.dir(), demo(t));
     let nasty = r#"{"note": "a, \"quoted\"\nline two ✓ 日本語", "formula": "=1+1"}"#;
