@@ -529,6 +529,58 @@ fn a_bundle_the_store_could_not_read_back_is_refused_and_writes_nothing(t) {
 }
 }
 
+on_both! {
+/// A bundle whose only change is its final newline dropped (as an editor or a shell's `$(…)`
+/// does) is whole: signed, it still reads as its signer's and imports; unsigned, it imports. A
+/// bundle cut anywhere else is refused saying what is missing: the end record, or the
+/// signature line cut off after it.
+fn a_bundle_without_its_final_newline_is_whole_and_one_cut_short_says_where(t) {
+    let src_db = another(t);
+    let src = open_clocked(src_db.location());
+    populate(&src, "task-n");
+    let key = report::generate_key().unwrap();
+    let trusted = key.verifying_key();
+    let signed = export_signed(&src, &["task-n"], &key);
+    let unsigned = export(&src, &["task-n"]);
+    let lines = signed.iter().filter(|b| **b == b'\n').count() as u64;
+    let no_newline = |b: &[u8]| b[..b.len() - 1].to_vec();
+    let parsed = signed_by(&no_newline(&signed), &trusted).expect("signed, without the newline");
+    assert_eq!(parsed, signed_by(&signed, &trusted).unwrap());
+    assert_eq!(
+        bundle::read_bundle(&mut &no_newline(&unsigned)[..]).unwrap(),
+        bundle::read_bundle(&mut &unsigned[..]).unwrap()
+    );
+    // Its signature cut off with the end record's newline: a whole bundle, unsigned.
+    let end_newline = signed[..signed.len() - 1].iter().rposition(|b| *b == b'\n').unwrap();
+    let signature_len = signed.len() - 2 - end_newline;
+    let end_only = &signed[..end_newline];
+    assert!(matches!(signed_by(end_only, &trusted), Err(Error::Unsigned)));
+    // Cut inside the signature line: its line is named, not a missing end record.
+    for cut in [1, 10, signature_len / 2, signature_len - 1] {
+        let bytes = &signed[..signed.len() - cut - 1];
+        let err = bundle::read_bundle(&mut &bytes[..]).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("line {lines}: the line after the end record is cut off")),
+            "cut {cut}: {err}"
+        );
+    }
+    // Cut inside the end record or before it: the end record is missing.
+    for cut in [1, 10] {
+        let bytes = &signed[..end_newline - cut];
+        let err = bundle::read_bundle(&mut &bytes[..]).unwrap_err();
+        assert!(matches!(err, Error::Truncated { line } if line == lines - 1), "cut {cut}: {err}");
+        assert!(err.to_string().contains("without its end record"), "{err}");
+    }
+    // Nothing after a signature without its newline: a line after it is no longer the last.
+    let mut added = no_newline(&signed);
+    added.extend(b"\n{}\n");
+    assert!(bundle::read_bundle(&mut &added[..]).is_err());
+    let report = import(t.db(), &no_newline(&signed)).unwrap();
+    assert_eq!(report.signed_by.as_deref(), Some(&*report::public_key_hex(&trusted)));
+    assert_same_task(&src, t.db(), "task-n");
+}
+}
+
 /// A mutation of a bundle's bytes.
 #[derive(Debug, Clone)]
 enum Mutation {

@@ -4,7 +4,8 @@
 //!
 //! # The format (`aigentflow-bundle`, version 1)
 //!
-//! UTF-8 text, one JSON object per line, each line ending in a newline, no line longer than
+//! UTF-8 text, one JSON object per line, each line ending in a newline (a reader also takes the
+//! last line without one, if it is the whole end record or signature), no line longer than
 //! [`MAX_LINE_BYTES`]:
 //!
 //! 1. The [`Header`]: `{"format":"aigentflow-bundle","version":1,"tool":"aigentflow 0.1.0",

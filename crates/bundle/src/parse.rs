@@ -55,8 +55,9 @@ impl Bundle {
 /// in the stored form or outside years 0000 to 9999, JSON columns that are not JSON, an approval
 /// whose status and decision disagree or a second pending one, an audit row whose hash does not
 /// follow from its fields, an end record whose count is wrong or a line after it. A line longer
-/// than [`MAX_LINE_BYTES`] is [`Error::LineTooLong`]; a bundle without its end record, or whose
-/// last line has no newline, is [`Error::Truncated`].
+/// than [`MAX_LINE_BYTES`] is [`Error::LineTooLong`]; a bundle without its end record, or that
+/// ends in a line without a newline that is not a whole end record or signature, is
+/// [`Error::Truncated`] (a signature line cut short is [`Error::Invalid`], naming it).
 pub fn read_bundle(input: &mut dyn BufRead) -> Result<Bundle> {
     let mut reader = Reader::default();
     let mut buf = Vec::new();
@@ -70,17 +71,20 @@ pub fn read_bundle(input: &mut dyn BufRead) -> Result<Bundle> {
             break;
         }
         line += 1;
-        if buf.last() != Some(&b'\n') {
+        let newline = buf.last() == Some(&b'\n');
+        if !newline {
             if buf.len() > MAX_LINE_BYTES {
                 return Err(Error::LineTooLong { line, max: MAX_LINE_BYTES });
             }
-            return Err(Error::Truncated { line });
+            reader.last_line_whole(line, &buf)?;
         }
         // A signature signs every byte before its line.
         if !reader.ended {
             reader.digest.update(&buf);
         }
-        buf.pop();
+        if newline {
+            buf.pop();
+        }
         reader.line(line, &buf)?;
     }
     reader.finish(line)
@@ -533,6 +537,24 @@ impl Reader {
             return Err(invalid(line, format!("{kind} {id} appears twice")));
         }
         Ok(())
+    }
+
+    /// Whether `bytes`, the file's last line, which lacks its newline, may end the bundle: only
+    /// a whole end record (or, after it, a whole signature line) may, as an editor or a copy
+    /// that drops a file's final newline leaves it. Nothing is lost: the end record counts the
+    /// records before it, and a signature covers the bytes before its own line (the end
+    /// record's newline included), while its line is held to the exact bytes the exporter
+    /// writes and nothing can follow it. Any other line without a newline was cut off.
+    fn last_line_whole(&self, line: u64, bytes: &[u8]) -> Result<()> {
+        match serde_json::from_slice::<Record>(bytes) {
+            Ok(Record::End(_)) if !self.ended => Ok(()),
+            Ok(Record::Signature(_)) if self.ended => Ok(()),
+            _ if self.ended => Err(invalid(
+                line,
+                "the line after the end record is cut off (no newline, not a whole signature): the file is truncated",
+            )),
+            _ => Err(Error::Truncated { line }),
+        }
     }
 
     fn finish(self, lines: u64) -> Result<Bundle> {
