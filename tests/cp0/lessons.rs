@@ -247,6 +247,21 @@ fn raw_mode_passes_fts5_syntax_and_types_bad_syntax_on_sqlite() {
             other => panic!("{bad:?}: expected BadQuery, got {other:?}"),
         }
     }
+    // A leading `*` is FTS5's request for an internal value, not a search: refused saying so,
+    // whether FTS5 would fail (`*`, `*hook`) or list every lesson (`*reads`, `*id`).
+    for bad in ["*", "*hook", "* hook", "*reads", "*id", "*  reads", "**"] {
+        match store.search(&raw(bad)) {
+            Err(e @ Error::BadQuery { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("a raw query cannot start with *"), "{bad:?}: {text}");
+                assert!(!text.contains("special query"), "{bad:?}: {text}");
+            }
+            other => panic!("{bad:?}: expected BadQuery, got {other:?}"),
+        }
+    }
+    // Elsewhere `*` keeps its meaning: a prefix.
+    assert_eq!(titles(&store, &raw("hook*")), ["React hooks"]);
+    assert_eq!(titles(&store, &raw("async OR stat*")), ["State bug"]);
     // A raw query is bounded as typed text is, and refused past the bound (FTS5's time grows
     // with the square of its terms), however its length is made up.
     let max = aigentflow::lessons::query::MAX_QUERY_CHARS;

@@ -38,7 +38,8 @@ pub enum LessonsCommand {
         /// Words to find; none lists the lessons by confidence.
         query: Vec<String>,
         /// Read the query as FTS5 syntax (AND, OR, NOT, "phrases", prefix*, title:word), at most
-        /// 1024 characters (typed words past them are left out; raw syntax is refused). SQLite
+        /// 1024 characters (typed words past them are left out; raw syntax is refused), not
+        /// starting with * (which FTS5 reads as a request for an internal value). SQLite
         /// only: on a PostgreSQL database it is refused (search by words there).
         #[arg(long)]
         raw: bool,

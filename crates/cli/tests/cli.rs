@@ -673,6 +673,13 @@ fn lessons_are_managed_and_searched_from_the_shell(t: EmptyDb) {
         Backend::Postgres => "not available on PostgreSQL",
     };
     assert_error_line(&run(db, &["lessons", "search", "--raw", "\"open"]), 1, refused);
+    let leading_star = match t.backend() {
+        Backend::Sqlite => "a raw query cannot start with *",
+        Backend::Postgres => refused,
+    };
+    for query in ["*", "*reads", "* open"] {
+        assert_error_line(&run(db, &["lessons", "search", "--raw", query]), 1, leading_star);
+    }
     let r = run(
         db,
         &[

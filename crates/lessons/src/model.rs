@@ -90,7 +90,8 @@ pub enum QueryMode {
     /// Text a person typed: every word is plain text, whatever it contains.
     #[default]
     Words,
-    /// FTS5 query syntax, passed through; bad syntax is [`Error::BadQuery`]. SQLite only: on
+    /// FTS5 query syntax, passed through; bad syntax is [`Error::BadQuery`], and so is a query
+    /// that starts with `*` (FTS5's request for an internal value, not a search). SQLite only: on
     /// PostgreSQL a raw search is [`Error::Unsupported`] (see the crate documentation).
     ///
     /// [`Error::BadQuery`]: crate::Error::BadQuery

@@ -274,6 +274,17 @@ fn search_sqlite(tx: &Tx<'_>, options: &SearchOptions) -> Result<Vec<SearchHit>>
                     .into(),
                 });
             }
+            // FTS5 takes a query whose first character is `*` as a request for one of its
+            // internal values, not a search: `*reads` or `*id` would list every lesson, and
+            // anything else is FTS5's "unknown special query", which says nothing of the syntax.
+            if query.starts_with('*') {
+                return Err(Error::BadQuery {
+                    query: query.into(),
+                    reason: "a raw query cannot start with * (FTS5 reads that as a request for \
+                             an internal value, not a search); * ends a prefix, as in auth*"
+                        .into(),
+                });
+            }
             (!query.trim().is_empty()).then(|| Fts::Raw(query.to_owned()))
         }
     };
