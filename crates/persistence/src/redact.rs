@@ -1620,10 +1620,10 @@ fn looks_like_credential(value: &str) -> bool {
     count >= 6 && letter && (digit || symbol || camel || count >= 24)
 }
 
-/// Whether `value` is lower-case words joined by `-`, `_` or `.` (at least two): after a
-/// name written without a sign, a command's or a setting's name (`gcloud auth
-/// activate-service-account`, `kubectl get secret db-credentials-production`), but a pass
-/// phrase after a password's (`password correct-horse-battery-staple`).
+/// Whether `value` is lower-case words joined by `-`, `_` or `.` (at least two): after `auth`
+/// written without a sign, a command's name (`gcloud auth activate-service-account`, `gh auth
+/// refresh-credentials`); after any other secret's name it may be a pass phrase (`password
+/// correct-horse-battery-staple`, `secret tiger-lemon-river-stone`) and goes.
 fn is_joined_words(value: &str) -> bool {
     let mut words = value.split(['-', '_', '.']);
     let lower = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase());
@@ -1634,12 +1634,15 @@ fn is_joined_words(value: &str) -> bool {
 /// name written before it without a sign (`client_credentials https://…`) does not make a
 /// credential (one carried inside it is a key shape's or the URL's credentials').
 fn is_url(value: &str) -> bool {
-    value.split_once("://").is_some_and(|(scheme, _)| {
-        scheme.len() >= 2
-            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-            && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    value.split_once("://").is_some_and(|(scheme, rest)| {
+        URL_SCHEMES.iter().any(|s| scheme.eq_ignore_ascii_case(s))
+            && rest.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '[')
     })
 }
+
+/// The schemes [`is_url`] knows; a password may hold `://` after other letters (`Pa55://…`).
+const URL_SCHEMES: [&str; 12] =
+    ["http", "https", "ftp", "ftps", "sftp", "ssh", "git", "s3", "gs", "ws", "wss", "file"];
 
 /// The last words of an option's name (`--db-password`, `-storepass`, `--client-secret`) that
 /// make its argument a secret whatever it looks like: names that never hold a count, an id or
@@ -1893,8 +1896,12 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
         // A pair that itself sits in a quoted string ends with that string.
         let enclosing = if parsed.quoted { None } else { quote_before(bytes, name.start) }
             .or(covering.filter(|_| inside));
-        let value = if parsed.sep == Sep::Element {
-            opens_element(bytes, name.start).then(|| element_value(text, found.end())).flatten()
+        let element = start_tag_end(bytes, name.clone(), parsed.quoted)
+            .and_then(|end| element_value(text, end));
+        let value = if element.is_some() {
+            element
+        } else if parsed.sep == Sep::Element {
+            None
         } else {
             let lower = text[name.clone()].to_ascii_lowercase();
             // `Authorization: <scheme> <parameters>` (also `Proxy-Authorization`): the whole
@@ -1930,11 +1937,9 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
             let typed = matches!(sign, Some(b':')) || parsed.sep == Sep::Bare;
             match typed.then(|| typed_literal(bytes, found.end())).flatten() {
                 Some(at) => value_range(text, at, &Pair { sep: Sep::Compact, ..pair }),
-                // `setPassword("…")`: a call's arguments only when the first is a quoted
-                // literal, and then every string among them.
-                None if sign == Some(b'(') => {
-                    quote_at(bytes, found.end()).and_then(|_| call_strings(text, found.end()))
-                }
+                // `setPassword("…")`, `NetworkCredential(user, "…")`: every string among a
+                // call's arguments (none: `getPassword(name)`).
+                None if sign == Some(b'(') => call_strings(text, found.end()),
                 // `password == expected`: a comparison, not an assignment.
                 None if sign == Some(b'=') && bytes.get(found.end()) == Some(&b'=') => None,
                 None => value_range(text, found.end(), &pair),
@@ -2235,9 +2240,11 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
     if kind == Sep::Bare {
         value = value.trim_end_matches(['.', ',', ';', ':', '!', '?']);
         value = trim_unopened(value);
-        let name = text[pair.name_start..pair.name_end].to_ascii_lowercase();
-        let password = name.contains("pass") || name.contains("pwd");
-        if !looks_like_credential(value) || is_url(value) || (is_joined_words(value) && !password) {
+        let name = &text[pair.name_start..pair.name_end];
+        if !looks_like_credential(value)
+            || is_url(value)
+            || (is_joined_words(value) && name.eq_ignore_ascii_case("auth"))
+        {
             return None;
         }
     }
@@ -2945,8 +2952,8 @@ macro_rules! stdin_reader {
             r"(?:[^\s|]*/)?(?:sudo(?:[ \t]+[^\s|]+)*?[ \t]+(?:-[A-Za-z]*S[A-Za-z]*|--stdin)(?-u:\b)",
             r"|(?:sudo(?:[ \t]+-[^\s|]+)*[ \t]+)?(?:chpasswd|passwd[ \t]+--stdin)",
             r"|(?:sudo(?:[ \t]+-[^\s|]+)*[ \t]+)?(?:docker|podman|nerdctl|buildah|skopeo|helm|oras|crane)",
-            r"[ \t]+(?:registry[ \t]+)?login[^|\n<]*?--password-stdin",
-            r"|openssl[ \t][^|\n<]*?-pass(?:in|out)?[ \t]+(?:stdin|fd:0)(?-u:\b))",
+            r"[ \t]+(?:registry[ \t]+)?login[^|\n]*?--password-stdin",
+            r"|openssl[ \t][^|\n]*?-pass(?:in|out)?[ \t]+(?:stdin|fd:0)(?-u:\b))",
         )
     };
 }
@@ -4100,6 +4107,81 @@ fn opened_block(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
     Some(start..end)
 }
 
+/// Where the start tag of an element a secret's `name` names ends (after its `>`): a tag named
+/// so (`<password>`, `<password type="text">`), or one whose naming attribute has the name as
+/// its value (`<string name="api_key">`, `<entry key="db.password">`, `<Environment
+/// Variable="API_KEY">`, `quoted`). None for a tag that closes itself (`<add key="ApiKey"
+/// value="…"/>`, whose `value` attribute is read as such) or that does not end within 1 KiB.
+fn start_tag_end(bytes: &[u8], name: Range<usize>, quoted: bool) -> Option<usize> {
+    let named = if quoted {
+        names_by_attribute(bytes, name.start)
+    } else {
+        opens_element(bytes, name.start)
+    };
+    if !named {
+        return None;
+    }
+    let mut quote = None;
+    // After the name's closing quote (and the backslashes that escape it), when it is an
+    // attribute's value; backslashes are passed over, as JSON text escapes quotes with them.
+    let mut from = name.end;
+    if quoted {
+        from += bytes[from..].iter().take_while(|&&b| b == b'\\').count() + 1;
+    }
+    for (i, &b) in bytes.iter().enumerate().skip(from).take(1024) {
+        match (quote, b) {
+            (_, b'\\') => {}
+            (Some(q), _) if b == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'"' | b'\'') => quote = Some(b),
+            (None, b'<') => return None,
+            (None, b'>') => return (bytes[i - 1] != b'/').then_some(i + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Attributes whose value names the element's content (Android's `<string name=…>`, Java's
+/// `<entry key=…>`, WiX's `<Environment Variable=…>`); `id` and `for` name a form's field,
+/// whose text is its label.
+const NAMING_ATTRIBUTES: [&str; 3] = ["name", "key", "variable"];
+
+/// Whether the quoted name at `at` is the value of a [`NAMING_ATTRIBUTES`] attribute inside a
+/// start tag: `name="…"` after `<tag`, with no `>` between.
+fn names_by_attribute(bytes: &[u8], at: usize) -> bool {
+    let Some(mut i) = at.checked_sub(1).filter(|&q| matches!(bytes[q], b'"' | b'\'')) else {
+        return false;
+    };
+    // The quote's escapes (`name=\"api_key\"` in JSON text).
+    while i > 0 && bytes[i - 1] == b'\\' {
+        i -= 1;
+    }
+    let blanks_back = |mut i: usize| {
+        while i > 0 && matches!(bytes[i - 1], b' ' | b'\t') {
+            i -= 1;
+        }
+        i
+    };
+    i = blanks_back(i);
+    if i == 0 || bytes[i - 1] != b'=' {
+        return false;
+    }
+    let attribute_end = blanks_back(i - 1);
+    let mut start = attribute_end;
+    while start > 0
+        && (bytes[start - 1].is_ascii_alphanumeric()
+            || matches!(bytes[start - 1], b'_' | b'-' | b':'))
+    {
+        start -= 1;
+    }
+    let attribute = &bytes[start..attribute_end];
+    NAMING_ATTRIBUTES.iter().any(|a| attribute.eq_ignore_ascii_case(a.as_bytes()))
+        && start > 0
+        && matches!(bytes[start - 1], b' ' | b'\t' | b'\n' | b'\r')
+        && bytes[..start].iter().rev().take(1024).find(|&&b| b == b'<' || b == b'>') == Some(&b'<')
+}
+
 /// Whether the name at `at` opens an XML or HTML element: `<password>`, `<ns:password>`.
 fn opens_element(bytes: &[u8], at: usize) -> bool {
     let mut i = at;
@@ -4635,6 +4717,7 @@ mod tests {
             "chpasswd <<< {user}{}",
             "echo {} | openssl enc -aes-256-cbc -pass stdin -in a",
             "echo {} | openssl rsa -passin fd:0 -in k.pem",
+            "echo {} | docker login -u <user> --password-stdin",
             "aws secretsmanager create-secret --name prod/db --secret-string {}",
             "aws secretsmanager put-secret-value --secret-id prod/db --secret-string={}",
             "aws secretsmanager update-secret --secret-id x --secret-string {}",
@@ -4669,7 +4752,6 @@ mod tests {
             "passwd --stdin bob <<< \"$NEWPW\"",
             "echo hi | openssl base64",
             "kubectl create configmap db --from-literal=foo=bar",
-            "kubectl get secret db-credentials-production-east",
             "aws secretsmanager get-secret-value --secret-id prod/db",
             "aws secretsmanager create-secret --name x --secret-string file://s.json",
             "rabbitmqctl list_users",
@@ -4712,8 +4794,14 @@ mod tests {
                 }
             }
         }
-        // A first argument that is no string: the call is not read (`getPassword(name)`).
-        for kept in ["getPassword(name)", "token(count, \"x\")", "password()"] {
+        // A string after other arguments goes too; a call without one keeps its text.
+        assert_redacted_escaped(
+            &format!("NetworkCredential(user, \"{PW}\");"),
+            0..3,
+            &[PW],
+            &["user, "],
+        );
+        for kept in ["getPassword(name)", "token(count, limit)", "password()"] {
             assert_eq!(redact_text(kept), kept);
         }
     }
@@ -4775,6 +4863,44 @@ mod tests {
         }
     }
 
+    /// An element's text is a secret when the element names one: by its tag, attributes or
+    /// not (`<password type="text">`), or by a naming attribute's value (Android's `<string
+    /// name="api_key">`, Java's `<entry key="db.password">`, WiX's `<Environment
+    /// Variable="API_KEY">`), quoted either way, beside other attributes, its text plain, in
+    /// CDATA or on its own lines, at three depths of JSON escaping. A form's field named so
+    /// (`<label for="password">`, `<input name="password">`) and an element another name
+    /// names keep their text.
+    #[test]
+    fn the_text_of_an_element_named_by_its_tag_or_a_naming_attribute_goes() {
+        const PW: &str = "Zq8vLm2Rt9Xw4Kp7";
+        let tags = [
+            "<password type=\"text\">{}</password>",
+            "<ns:secret a='1' b=\"2\">{}</ns:secret>",
+            "<string name=\"api_key\">{}</string>",
+            "<string translatable=\"false\" name='db_password'>{}</string>",
+            "<string name=\"token\" translatable=\"false\">{}</string>",
+            "<entry key=\"db.password\">{}</entry>",
+            "<Environment Variable=\"API_KEY\" Action=\"set\">{}</Environment>",
+            "<property NAME=\"password\">{}</property>",
+        ];
+        for tag in tags {
+            for content in [PW.to_owned(), format!("<![CDATA[{PW}]]>"), format!("\n    {PW}\n  ")] {
+                let text = tag.replace("{}", &content);
+                assert_redacted_escaped(&text, 0..3, &[PW], &["</"]);
+            }
+        }
+        for kept in [
+            "<string name=\"app_name\">My App</string>",
+            "<label for=\"password\">Password</label>",
+            "<label id=\"token\">Your token</label>",
+            "<input name=\"password\" type=\"password\"><span>Show</span>",
+            "<entry key=\"db.url\">jdbc:postgresql://db/app</entry>",
+            "a <password> field keeps <b>this</b>",
+        ] {
+            assert_eq!(redact_text(kept), kept);
+        }
+    }
+
     /// A value written after a secret's name without a sign is judged as a credential: a URL
     /// and, after any name but a password's, lower-case words joined by `-`, `_` or `.` (a
     /// command's or a setting's name) are none; a pass phrase after a password's name and a
@@ -4784,7 +4910,6 @@ mod tests {
         for kept in [
             "gcloud auth activate-service-account --key-file k.json",
             "gh auth refresh-credentials-with-scopes",
-            "kubectl describe secret db-credentials-production-east",
             "grant_type=client_credentials https://example.com/token",
             "curl -d 'grant_type=client_credentials' https://example.com/token",
             "see token https://example.com/docs/tokens",
@@ -4801,6 +4926,10 @@ mod tests {
             ("db_pwd purple.monkey.dishwasher.lamp", "purple.monkey.dishwasher.lamp"),
             ("token abcdefghijklmnopqrstuvwxyzab", "abcdefghijklmnopqrstuvwxyzab"),
             ("auth Xk9_activate-service", "Xk9_activate-service"),
+            ("secret correct-horse-battery-staple", "correct-horse-battery-staple"),
+            ("token tiger-lemon-river-stone-x", "tiger-lemon-river-stone-x"),
+            ("password Pa55://w0rd!x", "Pa55://w0rd!x"),
+            ("password Pass://w0rd!x", "Pass://w0rd!x"),
         ] {
             assert_redacted_escaped(text, 0..3, &[secret], &[]);
         }
