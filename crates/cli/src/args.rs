@@ -232,12 +232,21 @@ fn inexact_number(text: &str) -> Option<usize> {
 /// Whether a JSON number is held as written: an integer by an i64 or u64, a decimal by a
 /// double whose shortest decimal form has the same digits and exponent.
 fn number_is_exact(literal: &str) -> bool {
+    // Read by serde_json itself, whose reading is what is stored (its default parser may land
+    // a unit in the last place away from the nearest double: `0.9999999999999999` gives 1).
+    let Ok(number) = serde_json::from_str::<serde_json::Number>(literal) else { return false };
     if !literal.contains(['.', 'e', 'E']) {
-        return literal.parse::<i64>().is_ok() || literal.parse::<u64>().is_ok();
+        // An integer is held as one; `-0` alone is read as the double -0.0, of equal value.
+        return !number.is_f64() || number.as_f64() == Some(0.0);
     }
-    literal
-        .parse::<f64>()
-        .is_ok_and(|f| f.is_finite() && significant(literal) == significant(&format!("{f:e}")))
+    // A mantissa with a digit other than 0 has significant digits: none (an exponent past
+    // i64) is a value no double holds.
+    let mantissa = literal.split(['e', 'E']).next().unwrap_or(literal);
+    let zero = !mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b));
+    let digits = significant(literal);
+    number.as_f64().is_some_and(|f| {
+        f.is_finite() && (zero || digits.is_some()) && digits == significant(&format!("{f:e}"))
+    })
 }
 
 /// A decimal number's significant digits and the power of ten of the point before its first
@@ -252,7 +261,11 @@ fn significant(literal: &str) -> Option<(String, i64)> {
     let digits = format!("{whole}{fraction}");
     let leading = digits.len() - digits.trim_start_matches('0').len();
     let kept = digits.trim_start_matches('0').trim_end_matches('0');
-    (!kept.is_empty()).then(|| (kept.to_owned(), whole.len() as i64 - leading as i64 + exponent))
+    if kept.is_empty() {
+        return None;
+    }
+    let point = (whole.len() as i64).checked_sub(leading as i64)?.checked_add(exponent)?;
+    Some((kept.to_owned(), point))
 }
 
 #[cfg(test)]
@@ -290,7 +303,6 @@ mod tests {
             "0.0",
             "1.50",
             "100e-2",
-            "9007199254740993.0e-5",
         ];
         let rounded = [
             "18446744073709551616",
@@ -302,6 +314,12 @@ mod tests {
             "1e400",
             "-1e400",
             "1.00000000000000000001",
+            "0.9999999999999999",
+            "1.5777777777770001",
+            "0.01e-9223372036854775808",
+            "1e9223372036854775807",
+            // serde_json's reading of it is a unit in the last place off.
+            "9007199254740993.0e-5",
         ];
         for n in exact {
             for text in [n.to_owned(), format!("[1, {n}]"), format!("{{\"a\": {{\"b\": {n}}}}}")] {
