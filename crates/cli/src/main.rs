@@ -476,7 +476,11 @@ fn remove_outputs_on_interrupt() {
     let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else { return };
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
-            let _held = aigentflow_persistence::output::remove_unfinished();
+            let held = aigentflow_persistence::output::remove_unfinished();
+            // The command finished just before the signal: its exit code follows at once.
+            if held.command_finished() {
+                return;
+            }
             let _ = signal_hook::low_level::emulate_default_handler(signal);
             std::process::exit(128 + signal);
         }

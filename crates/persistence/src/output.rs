@@ -454,8 +454,13 @@ pub fn hold_placed() {
 pub fn release_placed() {
     let mut list = unfinished();
     HOLD_PLACED.store(false, std::sync::atomic::Ordering::SeqCst);
+    RELEASED.store(true, std::sync::atomic::Ordering::SeqCst);
     list.1.retain(|file| !file.placed);
 }
+
+/// Whether [`release_placed`] ran (set under the list's lock, which [`remove_unfinished`]
+/// holds as it reads it).
+static RELEASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The temporary files of this process not yet renamed into place nor removed. A file is
 /// listed when it is created and unlisted under the lock as it is renamed or removed, so
@@ -487,13 +492,24 @@ pub fn remove_unfinished() -> OutputsHeld {
             remove_temp(file.dir.as_fd(), &file.name, Some(file.id));
         }
     }
-    OutputsHeld { _list: list }
+    let released = RELEASED.load(std::sync::atomic::Ordering::SeqCst);
+    OutputsHeld { _list: list, released }
 }
 
 /// Every output of this process held still ([`remove_unfinished`]) while it lives.
 #[must_use = "outputs are held only while this lives"]
 pub struct OutputsHeld {
     _list: std::sync::MutexGuard<'static, (u64, Vec<Unfinished>)>,
+    released: bool,
+}
+
+impl OutputsHeld {
+    /// Whether the command had finished ([`release_placed`]) before the outputs were held: its
+    /// files are its result, and a program that received a signal then lets it exit as it
+    /// would have, rather than end by the signal with its outputs in place.
+    pub fn command_finished(&self) -> bool {
+        self.released
+    }
 }
 
 impl std::fmt::Debug for OutputsHeld {
@@ -1736,51 +1752,6 @@ mod tests {
         assert!(matches!(out.commit(), Err(Error::OutputChanged { .. })));
         assert!(!path.exists());
         assert_eq!(std::fs::read(&temp).unwrap(), b"someone else's", "not ours to remove");
-    }
-
-    /// While placed outputs are held, an interrupt removes a new file already renamed into
-    /// place (and the side files beside it) as it removes an unfinished one; never a file that
-    /// replaced another, nor a name that someone else's file took since; and after the
-    /// command finished (`release_placed`), nothing. Without holding, a placed file is not
-    /// listed at all. (Each test runs in a process of its own: the list is the process's.)
-    #[test]
-    fn an_interrupt_removes_the_new_outputs_a_command_put_in_place_until_it_finished() {
-        let dir = tempfile::tempdir().unwrap();
-        let write = |name: &str| {
-            let path = dir.path().join(name);
-            let mut out = Output::open(&path, None).unwrap();
-            out.write_all(b"done").unwrap();
-            out.commit().unwrap();
-            path
-        };
-        let existing = dir.path().join("replaced.csv");
-        std::fs::write(&existing, b"old").unwrap();
-        let unheld = write("before.csv");
-        hold_placed();
-        let placed = write("placed.csv");
-        std::fs::write(dir.path().join("placed.csv-wal"), b"side").unwrap();
-        let replaced = write("replaced.csv");
-        let swapped = write("swapped.csv");
-        // Moved away (not removed, whose inode the next file could take), then replaced.
-        std::fs::rename(&swapped, dir.path().join("moved.csv")).unwrap();
-        std::fs::write(&swapped, b"someone else's").unwrap();
-        let mut half = Output::open(&dir.path().join("unfinished.csv"), None).unwrap();
-        half.write_all(b"half").unwrap();
-        half.flush().unwrap();
-        let unfinished = half.staging_path().unwrap();
-        assert!(unfinished.exists());
-        drop(remove_unfinished());
-        assert!(!placed.exists() && !dir.path().join("placed.csv-wal").exists());
-        assert!(!unfinished.exists());
-        assert_eq!(std::fs::read(&replaced).unwrap(), b"done", "it replaced a file: kept");
-        assert_eq!(std::fs::read(&swapped).unwrap(), b"someone else's", "not ours");
-        assert!(unheld.exists(), "placed before holding: not listed");
-
-        let kept = write("kept.csv");
-        release_placed();
-        let after = write("after.csv");
-        drop(remove_unfinished());
-        assert!(kept.exists() && after.exists(), "the command had finished");
     }
 
     /// A pid no process has: a child that has exited and been reaped.
