@@ -1120,6 +1120,15 @@ fn an_unreadable_request_is_skipped_and_named_by_listings_and_the_expiry_pass(t)
             listed: true,
             sqlite_only: false,
         },
+        // A cell of another kind in the task's row, as in the request's.
+        Corrupt {
+            set: "context = CAST(context AS BLOB)",
+            task: true,
+            names: ("workflow_states", "context"),
+            decided: false,
+            listed: true,
+            sqlite_only: true,
+        },
     ];
     let hour = start() + TimeDelta::hours(1);
     let mut clean_due = BTreeSet::new();

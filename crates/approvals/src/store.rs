@@ -16,9 +16,7 @@ use aigentflow_core_states::{
     time, Clock, Event, PersistedState, StateMachine, StateTransition, TaskId, TransitionTable,
     WorkflowState,
 };
-use aigentflow_persistence::{
-    Database, Error as PError, FromCell, Param, Row, SqliteStateStore, Tx,
-};
+use aigentflow_persistence::{Database, Error as PError, Param, Row, SqliteStateStore, Tx};
 use chrono::{DateTime, Datelike, Utc};
 use serde_json::{json, Value};
 
@@ -547,10 +545,10 @@ fn read(r: &Row<'_>) -> aigentflow_persistence::Result<Approval> {
         id: id.as_str().into(),
         reason: reason.into(),
     };
-    let task_id: String = cell(r, 1, TABLE, "task_id", &id)?;
-    let text = |i: usize, column: &'static str| cell::<String>(r, i, TABLE, column, &id);
+    let task_id: String = r.get_in(1, TABLE, "task_id", &id)?;
+    let text = |i: usize, column: &'static str| r.get_in::<String>(i, TABLE, column, &id);
     let opt_text =
-        |i: usize, column: &'static str| cell::<Option<String>>(r, i, TABLE, column, &id);
+        |i: usize, column: &'static str| r.get_in::<Option<String>>(i, TABLE, column, &id);
     let payload = serde_json::from_str(&text(4, "payload")?)
         .map_err(|e| PError::corrupt_json(TABLE, "payload", &id, &e))?;
     let status =
@@ -561,7 +559,7 @@ fn read(r: &Row<'_>) -> aigentflow_persistence::Result<Approval> {
     let requested_at =
         time("requested_at", 6)?.ok_or_else(|| corrupt("requested_at", "empty".into()))?;
     Ok(Approval {
-        project_id: cell::<String>(r, 2, "workflow_states", "project_id", &task_id)?.into(),
+        project_id: r.get_in::<String>(2, "workflow_states", "project_id", &task_id)?.into(),
         task_id: TaskId::new(task_id),
         kind: text(3, "kind")?,
         payload,
@@ -573,25 +571,5 @@ fn read(r: &Row<'_>) -> aigentflow_persistence::Result<Approval> {
         comment: opt_text(10, "comment")?,
         decided_at: time("decided_at", 11)?,
         id: ApprovalId::new(id),
-    })
-}
-
-/// Column `i` of a row of `table` (whose id is `id`) as `T`; a cell of another kind is a
-/// corrupt-row error naming the column, as a value that does not parse is.
-fn cell<T: FromCell>(
-    r: &Row<'_>,
-    i: usize,
-    table: &'static str,
-    column: &'static str,
-    id: &str,
-) -> aigentflow_persistence::Result<T> {
-    r.get(i).map_err(|e| match e {
-        PError::ColumnType { expected, found, .. } => PError::CorruptRow {
-            table,
-            column,
-            id: id.into(),
-            reason: format!("holds {found}, not {expected}").into(),
-        },
-        e => e,
     })
 }

@@ -550,6 +550,27 @@ impl<'r> Row<'r> {
         })
     }
 
+    /// Column `index` of a row of `table` (whose id is `id`) read as `T`: a cell of another
+    /// kind is [`Error::CorruptRow`] naming the table, column and row, as a value that does not
+    /// parse is, so that a reader that skips unreadable rows skips this one too.
+    pub fn get_in<T: FromCell>(
+        &self,
+        index: usize,
+        table: &'static str,
+        column: &'static str,
+        id: &str,
+    ) -> Result<T> {
+        self.get(index).map_err(|e| match e {
+            Error::ColumnType { expected, found, .. } => Error::CorruptRow {
+                table,
+                column,
+                id: id.into(),
+                reason: format!("holds {found}, not {expected}").into(),
+            },
+            e => e,
+        })
+    }
+
     /// Column `index` as text borrowed from the row (nothing copied); NULL is None, another
     /// kind is [`Error::ColumnType`]. For the readers of many rows, which only parse the text.
     pub fn text_or_null(&self, index: usize) -> Result<Option<&'r str>> {

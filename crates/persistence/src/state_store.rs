@@ -703,7 +703,14 @@ struct StateRow {
 }
 
 fn read_state_row(r: &Row<'_>) -> Result<StateRow> {
-    Ok(StateRow { task_id: r.get(0)?, project_id: r.get(1)?, state: r.get(2)?, context: r.get(3)? })
+    let task_id: String = r.get(0)?;
+    let cell = |i, column| r.get_in(i, "workflow_states", column, &task_id);
+    Ok(StateRow {
+        project_id: cell(1, "project_id")?,
+        state: cell(2, "state")?,
+        context: cell(3, "context")?,
+        task_id: task_id.clone(),
+    })
 }
 
 impl StateRow {
