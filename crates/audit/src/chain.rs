@@ -152,7 +152,8 @@ impl std::fmt::Display for Finding {
     }
 }
 
-/// Findings a verification lists; past this many only [`Verification::findings_total`] grows.
+/// Findings of rows a verification lists; past this many only [`Verification::findings_total`]
+/// grows. The findings about the whole log (at most two) are listed after them in any case.
 pub const MAX_FINDINGS: usize = 1000;
 
 /// The outcome of a verification.
@@ -163,7 +164,8 @@ pub struct Verification {
     pub head: Option<ChainHead>,
     /// The first problem found, or None if the chain is intact.
     pub finding: Option<Finding>,
-    /// Every problem found, in row order (at most [`MAX_FINDINGS`]).
+    /// Every problem found, in row order (at most [`MAX_FINDINGS`] of rows, then those about
+    /// the whole log).
     pub findings: Vec<Finding>,
     /// How many problems were found in all.
     pub findings_total: u64,
@@ -303,6 +305,14 @@ impl Verifier {
         }
     }
 
+    /// [`record`](Self::record) of a finding about the whole log (its tail, its counter, a
+    /// kept head), listed past [`MAX_FINDINGS`] too: a log with many broken rows, truncated
+    /// later, still says so in the list a signed report is compared with.
+    fn record_whole(&mut self, finding: Finding) {
+        self.total += 1;
+        self.findings.push(finding);
+    }
+
     /// The row's finding, if any, and the hash its fields give if that is not its stored hash.
     fn check(
         &self,
@@ -360,22 +370,22 @@ impl Verifier {
             let last_id = self.last_id.unwrap_or(0);
             let last_sealed = self.last.as_ref().map_or(0, |(id, _)| *id);
             if counter > last_id {
-                self.record(Finding::TailMissing { after_id: last_id, through_id: counter });
+                self.record_whole(Finding::TailMissing { after_id: last_id, through_id: counter });
             } else if counter < last_sealed {
-                self.record(Finding::CounterSetBack { counter, last_id: last_sealed });
+                self.record_whole(Finding::CounterSetBack { counter, last_id: last_sealed });
             }
         }
         if let Some(Expected { head: expected, through, unsealed_after, .. }) = self.expected.take()
         {
             if self.rows < expected.rows {
-                self.record(Finding::Truncated {
+                self.record_whole(Finding::Truncated {
                     expected_rows: expected.rows,
                     found_rows: self.rows,
                 });
             } else if head_hash_of(expected.last_id).as_deref() != Some(expected.hash.as_str()) {
-                self.record(Finding::HeadMismatch { last_id: expected.last_id });
+                self.record_whole(Finding::HeadMismatch { last_id: expected.last_id });
             } else if !(through..=through + unsealed_after).contains(&expected.rows) {
-                self.record(Finding::HeadCount {
+                self.record_whole(Finding::HeadCount {
                     last_id: expected.last_id,
                     expected_rows: expected.rows,
                     found_rows: through,

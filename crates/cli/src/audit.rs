@@ -707,6 +707,11 @@ fn check_report(
                     n => format!(" (and {} more)", n - 1),
                 }
             )),
+            // More findings than the report counted, past the ones either lists.
+            (None, _) if v.findings_total > checked.findings_total => Some(format!(
+                "the log no longer matches the report: {} findings now, {} when it was checked",
+                v.findings_total, checked.findings_total
+            )),
             (None, Some(recorded)) => {
                 Some(format!("{recorded}, which the log still shows: nothing new since"))
             }

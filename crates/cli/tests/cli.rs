@@ -462,6 +462,46 @@ fn check_report_tells_a_chain_broken_before_the_report_from_one_changed_since(t:
 }
 
 on_both! {
+/// A report of a log with more broken rows than a verification lists (1000): a row broken past
+/// them, or the log cut short, since the report is a change (the findings about the whole log
+/// are listed past the bound, and a count that grew says so), not "nothing new".
+fn check_report_of_more_findings_than_listed_still_sees_a_change(t) {
+    let db = Path::new(t.location());
+    let log = AuditLog::new(t.db().clone());
+    let batch: Vec<AuditEntry> =
+        (0..100).map(|i| AuditEntry::new(format!("row {i}"), Category::User)).collect();
+    for _ in 0..11 {
+        log.log_batch(&batch).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("audit.key");
+    run(db, &["audit", "keygen", key.to_str().unwrap()]).ok();
+    let public = format!("{}.pub", key.display());
+    let problem = |report: &Path| {
+        let r = run(db, &["--json", "audit", "check-report", report.to_str().unwrap(), "--pubkey", &public]);
+        assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+        r.json()["problem"].as_str().unwrap().to_owned()
+    };
+    tamper(t.backend(), t.location(), "UPDATE audit_logs SET action = 'x' WHERE id <= 1005");
+    for (n, (sql, says)) in [
+        ("UPDATE audit_logs SET action = 'y' WHERE id = 1050", "1006 findings now, 1005 when it was checked"),
+        ("DELETE FROM audit_logs WHERE id > 1090", "the log was truncated: 1090 rows"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let report = dir.path().join(format!("report-{n}.json"));
+        let r = run(db, &["audit", "verify", "--report", report.to_str().unwrap(), "--sign", key.to_str().unwrap()]);
+        assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+        assert!(problem(&report).ends_with("which the log still shows: nothing new since"));
+        tamper(t.backend(), t.location(), sql);
+        let p = problem(&report);
+        assert!(p.starts_with("the log no longer matches the report: ") && p.contains(says), "{sql}: {p}");
+    }
+}
+}
+
+on_both! {
 fn an_exported_csv_piped_into_a_csv_reader_reads_back_every_row(t: EmptyDb) {
     let (dir, (db, _)) = (t.dir(), demo(t));
     let nasty = r#"{"note": "a, \"quoted\"\nline two ✓ 日本語", "formula": "=1+1"}"#;
