@@ -38,8 +38,9 @@ pub enum AuditCommand {
         /// The agent that acted (not empty).
         #[arg(long, value_parser = args::name)]
         agent: Option<String>,
-        /// A JSON value (redacted before it is written). Text that is not JSON is refused
-        /// without being repeated.
+        /// A JSON value (redacted before it is written). Text that is not JSON, or a number
+        /// JSON would store rounded (past 64 bits, more digits than a double holds: write it
+        /// as a string), is refused without being repeated.
         #[arg(long)]
         details: Option<String>,
         /// The user on whose behalf it happened (not empty).
@@ -211,7 +212,7 @@ pub struct EventArgs {
     #[arg(long, value_parser = args::name)]
     correlation: Option<String>,
     /// The value before the change, as JSON (redacted before it is written; text that is not
-    /// JSON is refused without being repeated).
+    /// JSON, or holds a number JSON would store rounded, is refused without being repeated).
     #[arg(long, value_name = "JSON")]
     before: Option<String>,
     /// The value after the change, as JSON (as --before).
