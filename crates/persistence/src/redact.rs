@@ -1030,12 +1030,17 @@ fn named_by_parent(parent: Option<&str>, key: &str, value: &Value) -> bool {
         })
 }
 
+/// Whether an object's member is the environment's working directory ([`is_working_directory`]).
+fn is_working_directory_entry(key: &str, value: &Value) -> bool {
+    value.as_str().is_some_and(|v| is_working_directory(key, v))
+}
+
 /// [`redact_object`] of the object that is `parent`'s value (None: the top, or an array's item).
 fn redact_object_under(map: &mut Map<String, Value>, parent: Option<&str>) {
     let named = names_its_value(map);
     if map.keys().all(|k| matches!(redact_text(k), Cow::Borrowed(_))) {
         for (key, value) in map.iter_mut() {
-            let secret = is_secret_key(key)
+            let secret = (is_secret_key(key) && !is_working_directory_entry(key, value))
                 || (named && is_pair_value(key))
                 || named_by_parent(parent, key, value);
             redact_entry(secret, key, value);
@@ -1055,7 +1060,7 @@ fn redact_object_under(map: &mut Map<String, Value>, parent: Option<&str>) {
         map.keys().zip(&renamed).filter(|(_, r)| r.is_none()).map(|(k, _)| k.clone()).collect();
     let old = std::mem::take(map);
     for ((key, mut value), clean) in old.into_iter().zip(renamed) {
-        let secret = is_secret_key(&key)
+        let secret = (is_secret_key(&key) && !is_working_directory_entry(&key, &value))
             || clean.as_deref().is_some_and(is_secret_key)
             || (named && is_pair_value(&key))
             || named_by_parent(parent, &key, &value);
@@ -2248,7 +2253,8 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
             return None;
         }
     }
-    if value.is_empty() || is_literal(value) || is_working_directory(pair, text, value) {
+    let name = &text[pair.name_start..pair.name_end];
+    if value.is_empty() || is_literal(value) || is_working_directory(name, value) {
         return None;
     }
     Some(start..start + value.len())
@@ -3827,9 +3833,10 @@ fn previous_line(bytes: &[u8], start: usize, form: Break, strings: Strings) -> O
 }
 
 /// Whether a value is the shell's working directory: an absolute path under the environment's
-/// `PWD` or `OLDPWD`, written so (an `env` listing), not a password under a `pwd` name.
-fn is_working_directory(pair: &Pair, text: &str, value: &str) -> bool {
-    matches!(&text[pair.name_start..pair.name_end], "PWD" | "OLDPWD")
+/// `PWD` or `OLDPWD`, written so (an `env` listing, or a JSON object of the environment), not a
+/// password under a `pwd` name.
+fn is_working_directory(name: &str, value: &str) -> bool {
+    matches!(name, "PWD" | "OLDPWD")
         && value.starts_with('/')
         && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-~+@".contains(&b))
 }
@@ -4855,6 +4862,17 @@ mod tests {
             ("pwd=/home/bob".to_owned(), "/home/bob"),
         ] {
             assert_redacted_escaped(&text, 0..3, &[secret], &[]);
+        }
+        let env = json!({"PWD": "/home/bob/project", "OLDPWD": "/srv/app-1.2"});
+        let mut value = env.clone();
+        redact_json(&mut value);
+        assert_eq!(value, env);
+        for (key, secret) in
+            [("PWD", "Xk9vQ2pLm7"), ("pwd", "/home/bob"), ("DB_PWD", "/Xk9vQ2pLm7")]
+        {
+            let mut value = json!({key: secret});
+            redact_json(&mut value);
+            assert_eq!(value, json!({key: REDACTED}), "{key}");
         }
         for key in ["passwordHash", "secretValue", "secret_id", "password", "secret"] {
             let mut value = json!({key: "Xk9vQ2pLm7"});
