@@ -434,7 +434,7 @@ fn names_pattern() -> String {
         QUALIFIERS.iter().map(|q| q[..1].to_ascii_uppercase() + &q[1..]).collect();
     let capitalised = capitalised.join("|");
     format!(
-        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}|(?:\b|[ _.-]){WORD_NAME}|(?-i:[a-z0-9]{upper}){rest}|(?:\b|[ _.-]){SHORT_NAME}|[A-Za-z0-9][_-]key|(?-i:[a-z0-9]K)ey)(?:[_.-]?[0-9]{{1,4}}|[_.-](?:{qualifiers})|(?-i:{capitalised}))*)(?P<close>\\*["'`]\]?)?(?P<sep>[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]*,[ \t]*|[ \t]+(?:(?:is|was)[ \t]+)?|>|\()"#,
+        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}|(?:\b|[ _.-]){WORD_NAME}|(?-i:[a-z0-9]{upper}){rest}|(?:\b|[ _.-]){SHORT_NAME}|[A-Za-z0-9][_-]key|(?-i:[a-z0-9]K)ey)(?:[_.-]?[0-9]{{1,4}}|[_.-](?:{qualifiers})|(?-i:{capitalised}))*)(?P<close>\\*["'`]\]?)?(?P<sep>[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]*,[ \t]*|[ \t]+(?:(?:is|was):?[ \t]+)?|>|\()"#,
         names.join("|")
     )
 }
@@ -2024,7 +2024,18 @@ impl NamePair {
         let trailing_blanks = |end: usize| b[..end].iter().rev().take_while(|c| blank(c)).count();
         let after = trailing_blanks(b.len());
         let mut end = b.len() - after;
+        // `password is: …`: a colon after `is` or `was` is the sentence's, not a sign.
+        let said = [&b"is:"[..], b"was:"].iter().any(|w| {
+            let head = &b[..end];
+            head.len() > w.len()
+                && head[head.len() - w.len()..].eq_ignore_ascii_case(w)
+                && blank(&head[head.len() - w.len() - 1])
+        });
+        if said {
+            end -= 1;
+        }
         let sep = match b[..end] {
+            _ if said => None,
             [.., b':', b'='] | [.., b'=', b'>'] => Some(2),
             [.., b':' | b'=' | b'('] => Some(1),
             _ => None,
@@ -4916,6 +4927,24 @@ mod tests {
             "a <password> field keeps <b>this</b>",
         ] {
             assert_eq!(redact_text(kept), kept);
+        }
+    }
+
+    /// A tool's message that gives a secret in a sentence (`Your password is: …`, `the token
+    /// was: …`) is read as `password is …`: a value that looks like a credential goes, prose
+    /// after it (`the password is: required`) stays; in any case, at three depths.
+    #[test]
+    fn a_secret_given_in_a_sentence_with_a_colon_goes_and_prose_stays() {
+        const PW: &str = "Zq8vLm2Rt9Xw4Kp7";
+        for name in ["password", "admin password", "API token", "secret"] {
+            for said in ["is:", "was:", "IS:"] {
+                let text = format!("Your {name} {said} {PW}");
+                assert_redacted_escaped(&text, 0..3, &[PW], &["Your "]);
+                for prose in ["required", "too short", "not set"] {
+                    let kept = format!("The {name} {said} {prose}");
+                    assert_eq!(redact_text(&kept), kept);
+                }
+            }
         }
     }
 
