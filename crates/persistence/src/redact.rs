@@ -4652,6 +4652,21 @@ mod tests {
         }
     }
 
+    /// Each command line of `lines` with `password` at its `{}`, quoted three ways, redacted at
+    /// three depths of JSON escaping; `{user}{}` is `user:password` as one word (`chpasswd`).
+    fn assert_password_lines_redacted(lines: &[&str], password: &str) {
+        for line in lines {
+            let (line, word) = match line.find("{user}{}") {
+                Some(_) => (line.replace("{user}{}", "{}"), format!("alice:{password}")),
+                None => ((*line).to_owned(), password.to_owned()),
+            };
+            for quoted in [word.clone(), format!("'{word}'"), format!("\"{word}\"")] {
+                let text = line.replace("{}", &quoted);
+                assert_redacted_escaped(&text, 0..3, &[password], &[]);
+            }
+        }
+    }
+
     /// Passwords on command lines that an adversarial run found kept: `sshpass` after options
     /// that take a word or in a cluster (`-vp`), `SSHPASS=` for `sshpass -e`, a tool's name
     /// with a version (`mysql5.7`), and a password piped into a program that reads it on stdin
@@ -4688,17 +4703,7 @@ mod tests {
             "aws ssm put-parameter --name DB_PASSWORD --value {} --type SecureString",
             "gh secret set DB_PASSWORD --body {}",
         ];
-        for line in lines {
-            // `chpasswd` reads `user:password`, quoted whole.
-            let (line, word) = match line.strip_prefix("echo {user}") {
-                Some(rest) => (format!("echo {rest}"), format!("alice:{PW}")),
-                None => ((*line).to_owned(), PW.to_owned()),
-            };
-            for quoted in [word.clone(), format!("'{word}'"), format!("\"{word}\"")] {
-                let text = line.replace("{}", &quoted);
-                assert_redacted_escaped(&text, 0..3, &[PW], &[]);
-            }
-        }
+        assert_password_lines_redacted(&lines, PW);
         for kept in [
             "bash: sshpass: command not found",
             "echo $PASSWORD | sudo -S ls",
@@ -4747,16 +4752,7 @@ mod tests {
             "net use Z: \\\\srv\\share /user:CORP\\bob {}",
             "NET.EXE use * \\\\srv\\share {}",
         ];
-        for line in lines {
-            let (line, word) = match line.strip_suffix("{user}{}") {
-                Some(rest) => (format!("{rest}{{}}"), format!("alice:{PW}")),
-                None => (line.to_owned(), PW.to_owned()),
-            };
-            for quoted in [word.clone(), format!("'{word}'"), format!("\"{word}\"")] {
-                let text = line.replace("{}", &quoted);
-                assert_redacted_escaped(&text, 0..3, &[PW], &[]);
-            }
-        }
+        assert_password_lines_redacted(&lines, PW);
         // A tool's password on the way to a here-string goes too.
         assert_redacted_escaped(
             "sudo -S mysql -pXq81zPw db <<< Zq7xWv93Kp",
