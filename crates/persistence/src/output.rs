@@ -483,8 +483,7 @@ pub fn remove_unfinished() -> OutputsHeld {
         if file.placed {
             // Only while the name still is the file this process put there, and then the side
             // files SQLite made beside it (a copy opened to be verified).
-            let ours = rustix::fs::statat(&file.dir, &file.name, AtFlags::SYMLINK_NOFOLLOW)
-                .is_ok_and(|st| FileId::of_stat(&st) == file.id);
+            let ours = is_file(file.dir.as_fd(), &file.name, file.id);
             if ours && rustix::fs::unlinkat(&file.dir, &file.name, AtFlags::empty()).is_ok() {
                 remove_temp(file.dir.as_fd(), &file.name, None);
             }
@@ -524,9 +523,7 @@ impl std::fmt::Debug for OutputsHeld {
 /// them, renamed or not.
 fn remove_temp(dir: BorrowedFd<'_>, name: &OsStr, id: Option<FileId>) {
     if let Some(id) = id {
-        let ours = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-            .is_ok_and(|st| FileId::of_stat(&st) == id);
-        if ours {
+        if is_file(dir, name, id) {
             let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
         }
     }
@@ -535,6 +532,12 @@ fn remove_temp(dir: BorrowedFd<'_>, name: &OsStr, id: Option<FileId>) {
         side_name.push(side);
         let _ = rustix::fs::unlinkat(dir, &side_name, AtFlags::empty());
     }
+}
+
+/// Whether `name` in `dir` is (not a link to) the file `id`.
+fn is_file(dir: BorrowedFd<'_>, name: &OsStr, id: FileId) -> bool {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| FileId::of_stat(&st) == id)
 }
 
 impl TempFile {
@@ -665,8 +668,7 @@ impl TempFile {
 
     /// Whether the temporary name still is the file this process created.
     pub(crate) fn is_ours(&self) -> bool {
-        rustix::fs::statat(&self.dir, &self.name, AtFlags::SYMLINK_NOFOLLOW)
-            .is_ok_and(|st| FileId::of_stat(&st) == self.id)
+        is_file(self.dir.as_fd(), &self.name, self.id)
     }
 
     /// Fails unless the temporary name still is the file this process created.
@@ -1137,8 +1139,7 @@ fn remove_leftovers(dir: &OwnedFd, dir_path: &Path, protected: &Protected) -> Ve
         }
         for (name, pid, id, _file) in held {
             // Still the file examined; unlinkat never follows a link and refuses a folder.
-            let same = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-                .is_ok_and(|st| FileId::of_stat(&st) == id);
+            let same = is_file(dir.as_fd(), name, id);
             if same && rustix::fs::unlinkat(dir, name, AtFlags::empty()).is_ok() {
                 tracing::info!(path = %dir_path.join(name).display(), pid, "removed a temporary file its process left");
                 removed.push(Leftover { path: dir_path.join(name), pid });
