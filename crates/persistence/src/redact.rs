@@ -28,7 +28,8 @@
 //!    `private_key`, `secret_key`, `access_key`, `signing_key`, `encryption_key`,
 //!    `master_key`, `deploy_key`, `ssh_key`, `account_key` (Azure's `AccountKey=`), `cookie`,
 //!    `session`, `session_id`, `session_key`, `bearer`, `jwt`, `otp_seed` (`totp_seed`),
-//!    `key_data` (kubeconfig's `client-key-data`), `storepass`, `keypass` (Java's keytool), with
+//!    `key_data` (kubeconfig's `client-key-data`), `storepass`, `keypass` (Java's keytool),
+//!    `mnemonic`, `seed_phrase`, `recovery_phrase` (a wallet's words), with
 //!    any prefix (`DB_PASSWORD`,
 //!    `client_secret`, `x-api-key`, `--password`) but nothing after the name (`password_hash`,
 //!    `max_tokens` and `author` are not secret names; `primary_key`, `public_key`, `key_id`
@@ -83,10 +84,15 @@
 //! URL's `sig=` or
 //! `X-Amz-Signature=` (see [`TOOLS`] and [`ARGV_PATTERN`]). A command is read word by word to
 //! its end, quotes and line continuations understood (also escaped, in JSON text), and so is a
-//! list of arguments, parsed or written as text (`["sshpass", "-p", "X"]`).
+//! list of arguments, parsed or written as text (`["sshpass", "-p", "X"]`). A here-document
+//! given to a program that reads a password on stdin (`sudo -S … <<EOF`, `cat <<EOF | chpasswd`)
+//! loses its lines, and a login's call its positional password (`login("bob", "X")`,
+//! `getConnection(url, "bob", "X")`, `connect("db.example.com", "bob", "X")`). A property
+//! list's `<key>password</key>` names the element after it.
 //!
-//! **Escapes.** Text holding `%XX` or `\u00XX` escapes of ASCII is also read with them decoded
-//! (three rounds, so `%253D` is `=`): what that reading finds is replaced in the text as
+//! **Escapes.** Text holding `%XX` or `\u00XX` escapes or character references (`&lt;`,
+//! `&quot;`, `&#112;`, `&#x3D;`) of ASCII is also read with them decoded (three rounds, so
+//! `%253D` and `&amp;lt;` decode whole): what that reading finds is replaced in the text as
 //! written, escapes and all (`password%3D[REDACTED]`, `{"\u0070assword": "[REDACTED]"}`,
 //! `https%3A%2F%2F[REDACTED]%40host`); escapes elsewhere stay as they are.
 //!
@@ -138,7 +144,7 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// The names whose values are secrets, `_` standing for an optional separator (`api_key` also
 /// matches `apikey`, `api-key`, `API Key`, `apiKey`).
-const SECRET_NAMES: [&str; 39] = [
+const SECRET_NAMES: [&str; 43] = [
     "api_key",
     "password",
     "passwd",
@@ -178,6 +184,10 @@ const SECRET_NAMES: [&str; 39] = [
     "private_keys",
     "pswd",
     "passcode",
+    "pword",
+    "mnemonic",
+    "seed_phrase",
+    "recovery_phrase",
 ];
 
 /// A short name, secret only as a word of its own: the whole name or after a separator (`pw`,
@@ -440,19 +450,26 @@ fn names_pattern() -> String {
 }
 
 /// A `name` or `key` entry whose value may name a secret (`name: DB_PASSWORD`, `"Key":
-/// "password"`, quoted to any depth): where [`sibling_values`] starts. Only the key and the
-/// start of its value are matched; [`names_a_secret`] judges the whole value.
+/// "password"`, quoted to any depth), or a property list's `<key>` element naming one
+/// (`<key>password</key>`): where [`sibling_values`] starts. Only the key and the start of its
+/// value are matched; [`names_a_secret`] judges the whole value.
 fn siblings_pattern() -> String {
     let names: Vec<String> = SECRET_NAMES.iter().map(|n| n.replace('_', "[_.-]?")).collect();
+    let names = format!("[A-Za-z0-9_./:-]{{0,64}}?(?:{}|{WORD_NAME})", names.join("|"));
     format!(
-        r#"(?i-u)\b(?:name|key|variable|var|parameterkey|parametername|optionname)\\*["']?[ \t]*[:=][ \t]*\\*["']?[A-Za-z0-9_./:-]{{0,64}}?(?:{}|{WORD_NAME})"#,
-        names.join("|")
+        r#"(?i-u)\b(?:name|key|variable|var|parameterkey|parametername|optionname)\\*["']?[ \t]*[:=][ \t]*\\*["']?{names}|(?-i:{PLIST_KEY})[ \t]*{names}"#
     )
 }
 
-/// Escapes that write an ASCII character another way: `%3D` (URLs, form bodies) and `\u0070`
-/// (JSON, JavaScript). Text holding them is also matched with them decoded ([`Decoded`]).
-const ESCAPES_PATTERN: &str = r"%[0-7][0-9A-Fa-f]|\\[uU]00[0-7][0-9A-Fa-f]";
+/// The start tag of a property list's key (Apple's plist: `<key>password</key>` and then the
+/// value's element, `<string>…</string>`).
+const PLIST_KEY: &str = "<key>";
+
+/// Escapes that write an ASCII character another way: `%3D` (URLs, form bodies), `\u0070`
+/// (JSON, JavaScript) and character references (`&lt;`, `&quot;`, `&#61;`, `&#x3D;`: HTML and
+/// XML, a page or a config file quoted in a transcript). Text holding them is also matched with
+/// them decoded ([`Decoded`]).
+const ESCAPES_PATTERN: &str = r"%[0-7][0-9A-Fa-f]|\\[uU]00[0-7][0-9A-Fa-f]|&(?:(?i:lt|gt|quot|apos|amp)|#0{0,4}[0-9]{1,3}|#[xX]0{0,4}[0-9A-Fa-f]{1,2});";
 static ESCAPES: LazyLock<Regex> = LazyLock::new(|| compile(ESCAPES_PATTERN));
 
 static SHAPES: LazyLock<Regex> = LazyLock::new(|| compile_with(SHAPES_PATTERN, SHAPES_DFA_CACHE));
@@ -629,17 +646,35 @@ impl Decoded {
     }
 }
 
-/// One round of [`Decoded::of`]: the text, its escapes, and whether it decoded a `%` or `\`
-/// (which may start an escape of the next round). `None` when nothing decodes.
+/// The character an escape of [`ESCAPES_PATTERN`] writes, when it is one byte.
+fn escaped_byte(escape: &str) -> Option<u8> {
+    let Some(reference) = escape.strip_prefix('&') else {
+        // `%XX` or `\u00XX`: the last two characters are the hexadecimal code.
+        return u8::from_str_radix(&escape[escape.len() - 2..], 16).ok();
+    };
+    let reference = reference.trim_end_matches(';');
+    let code = match reference.strip_prefix('#') {
+        Some(hex) if hex.starts_with(['x', 'X']) => u32::from_str_radix(&hex[1..], 16).ok()?,
+        Some(decimal) => decimal.parse().ok()?,
+        None => match reference.to_ascii_lowercase().as_str() {
+            "lt" => u32::from(b'<'),
+            "gt" => u32::from(b'>'),
+            "quot" => u32::from(b'"'),
+            "apos" => u32::from(b'\''),
+            _ => u32::from(b'&'),
+        },
+    };
+    u8::try_from(code).ok()
+}
+
+/// One round of [`Decoded::of`]: the text, its escapes, and whether it decoded a `%`, `\` or
+/// `&` (which may start an escape of the next round). `None` when nothing decodes.
 fn decode_once(text: &str) -> Option<(String, Vec<Escape>, bool)> {
     let b = text.as_bytes();
     let (mut out, mut escapes, mut again) = (Vec::new(), Vec::new(), false);
     let mut copied = 0;
     for found in ESCAPES.find_iter(text) {
-        // `%XX` or `\u00XX`: the last two characters are the hexadecimal code.
-        let hex = &text[found.end() - 2..found.end()];
-        let Some(c) = u8::from_str_radix(hex, 16)
-            .ok()
+        let Some(c) = escaped_byte(found.as_str())
             .filter(|c| matches!(c, b' '..=b'~' | b'\t' | b'\n' | b'\r'))
         else {
             continue;
@@ -647,7 +682,7 @@ fn decode_once(text: &str) -> Option<(String, Vec<Escape>, bool)> {
         out.extend_from_slice(&b[copied..found.start()]);
         escapes.push(Escape { out: out.len(), source: found.start(), len: found.len() });
         out.push(c);
-        again |= c == b'%' || c == b'\\';
+        again |= matches!(c, b'%' | b'\\' | b'&');
         copied = found.end();
     }
     if escapes.is_empty() {
@@ -1970,9 +2005,18 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
 /// argument holds it is the callee's to say, so all go. Other arguments (numbers, names,
 /// nested calls) are passed over; the list ends at its `)`, or after [`REACH`] bytes.
 fn call_strings(text: &str, start: usize) -> Option<Range<usize>> {
+    let strings: Vec<Range<usize>> = call_arguments(text, start).into_iter().flatten().collect();
+    let found = strings.first()?.start..strings.last()?.end;
+    (!found.is_empty()).then_some(found)
+}
+
+/// The arguments of a call (or a tuple) whose `(` ends right before `start`, in order: a
+/// string's text, or `None` for another argument (a number, a name, a nested call, `key="…"`).
+/// The list ends at its `)`, or after [`REACH`] bytes.
+fn call_arguments(text: &str, start: usize) -> Vec<Option<Range<usize>>> {
     let bytes = text.as_bytes();
     let limit = bytes.len().min(start.saturating_add(REACH));
-    let mut found: Option<Range<usize>> = None;
+    let mut found = Vec::new();
     let mut i = start;
     while i < limit {
         match bytes[i] {
@@ -1981,7 +2025,7 @@ fn call_strings(text: &str, start: usize) -> Option<Range<usize>> {
             _ => match quote_at(bytes, i) {
                 Some((quote, open)) => {
                     let end = closing_quote(bytes, open, quote);
-                    found = Some(found.map_or(open, |f| f.start)..end);
+                    found.push(Some(open..end));
                     i = end + quote.escape_len() + 1;
                 }
                 None => {
@@ -1996,11 +2040,34 @@ fn call_strings(text: &str, start: usize) -> Option<Range<usize>> {
                         }
                         i += 1;
                     }
+                    found.push(None);
                 }
             },
         }
     }
-    found.filter(|r| !r.is_empty())
+    found
+}
+
+/// The password among the arguments of a login's call whose `(` ends right before `start`
+/// (`login("bob", "S3cret")`, `getConnection(url, "bob", "S3cret")`, `simple_bind_s(dn, "…")`,
+/// `connect("db.example.com", 22, "bob", "S3cret")`): the string arguments after the first
+/// one that names no place (the user), however many. A place is a URL or JDBC address,
+/// `localhost` or an IP address, or for `connect` and `FTP` (`connect_to`: whose first string
+/// must be a place, as theirs is a host) any host name. Arguments given by name (`password=…`)
+/// are the names pass's.
+fn login_strings(text: &str, start: usize, connect_to: bool) -> Vec<Range<usize>> {
+    let is_place = |s: &str| {
+        s.contains("://")
+            || s.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("jdbc:"))
+            || looks_like_server(s)
+            || (connect_to && looks_like_host(s))
+    };
+    let strings: Vec<Range<usize>> = call_arguments(text, start).into_iter().flatten().collect();
+    let places = strings.iter().take_while(|r| is_place(&text[(*r).clone()])).count();
+    if connect_to && places == 0 {
+        return Vec::new();
+    }
+    strings.into_iter().skip(places + 1).filter(|r| !r.is_empty()).collect()
 }
 
 /// How many times its length the values of names inside other values may read of a text.
@@ -2257,7 +2324,10 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
         value = value.trim_end_matches(['.', ',', ';', ':', '!', '?']);
         value = trim_unopened(value);
         let name = &text[pair.name_start..pair.name_end];
+        // A word that starts with `<` or `>` after a name without a sign is a redirection of
+        // a command's input or output (`chpasswd <<'EOF'`, `passwd >/dev/null`).
         if !looks_like_credential(value)
+            || value.starts_with(['<', '>'])
             || is_url(value)
             || (is_joined_words(value) && name.eq_ignore_ascii_case("auth"))
         {
@@ -3006,20 +3076,46 @@ const ARGV_PATTERN: &str = concat!(
     r"(?:echo|printf(?:[ \t]+\\*['\x22]%s(?:\\+n)?\\*['\x22])?)(?:[ \t]+-[neE]+)*[ \t]+(?P<piped>\\*'[^'\n]*'|\\*\x22[^\x22\n]*\x22|[^\s'\x22;|]+)",
     r"[ \t]*\|[ \t]*",
     stdin_reader!(),
+    // A login's call, its user and password as positional strings.
+    r"|",
+    word_start!(),
+    r"(?:[A-Za-z0-9]+_)?(?P<login>(?i:log_?in|sign_?in|authenticate|getconnection|simple_bind(?:_s)?|bind_s|pdo|sequelize)",
+    r"|(?P<connect>(?i:connect|ftp(?:_tls)?)))\(",
 );
 
-/// A password given as a here-string to a program that reads it from stdin (`sudo -S apt-get
-/// install nginx <<< 'S3cret'`): the program and its options (group `reader`), then the string
-/// (`herestring`). Read before a [`Tool`]'s name, which may start the same words (`docker login
-/// --password-stdin <<< …`), and a tool's arguments on the way to the string are read as well
-/// (see [`argv_values`]).
+/// A here-document's delimiter after `<<` or `<<-`, maybe quoted (`<<'EOF'`), as a group of
+/// the given name.
+macro_rules! heredoc {
+    ($group:literal) => {
+        concat!(
+            r"<<-?[ \t]*(?:\\*['\x22])?(?P<",
+            $group,
+            r">[A-Za-z_][A-Za-z0-9_]{0,63})(?:\\*['\x22])?"
+        )
+    };
+}
+
+/// A password given as a here-string or a here-document to a program that reads it from stdin
+/// (`sudo -S apt-get install nginx <<< 'S3cret'`, `chpasswd <<EOF` and lines of `user:pw`):
+/// the program and its options (group `reader`), then the string (`herestring`) or the
+/// document's delimiter (`heredoc`), or a document that `cat` pipes into such a program
+/// (`cat <<EOF | sudo -S …`: `catdoc`). Read before a [`Tool`]'s name, which may start the
+/// same words (`docker login --password-stdin <<< …`), and a tool's arguments on the way to
+/// the string are read as well (see [`argv_values`]).
 const HERESTRING_PATTERN: &str = concat!(
     word_start!(),
     r"(?P<reader>",
     stdin_reader!(),
-    r")[^\n|;<]*?<<<[ \t]*(?P<herestring>",
+    r")[^\n|;<]*?(?:<<<[ \t]*(?P<herestring>",
     argument!(),
-    r")",
+    r")|",
+    heredoc!("heredoc"),
+    r")|",
+    word_start!(),
+    r"cat[ \t]+",
+    heredoc!("catdoc"),
+    r"[ \t]*\|[ \t]*",
+    stdin_reader!(),
 );
 
 static ARGV: LazyLock<Regex> = LazyLock::new(|| compile(&argv_pattern()));
@@ -3052,6 +3148,9 @@ fn argv_pattern() -> String {
 fn argv_values(text: &str) -> Vec<Range<usize>> {
     let mut found = Vec::new();
     let mut at = 0;
+    // Where the last here-document found ends, and where a search for a command's line end
+    // last gave up.
+    let (mut documents_end, mut no_break) = (0, 0);
     while let Some(c) = ARGV.captures_at(text, at) {
         let whole = c.get(0).map_or(text.len()..text.len(), |m| m.range());
         // After a here-string's program, its arguments: a tool's may come before the string.
@@ -3064,6 +3163,31 @@ fn argv_values(text: &str) -> Vec<Range<usize>> {
             for (at, secret) in secret_args(kind, &args) {
                 let start = words[at].start;
                 found.push(start + secret.start..start + secret.end);
+            }
+            continue;
+        }
+        if c.name("login").is_some() {
+            found.extend(login_strings(text, whole.end, c.name("connect").is_some()));
+            continue;
+        }
+        if let Some(delimiter) = c.name("heredoc").or_else(|| c.name("catdoc")) {
+            // A document inside one already found is part of that one's input, and each
+            // document is read once: linear time however many there are.
+            if whole.start >= documents_end {
+                // The body starts on the line after the command's, which ends within
+                // [`COMMAND_REACH`] (no break lies before `no_break`, which an earlier
+                // command's search reached).
+                let limit = text.len().min(whole.end.saturating_add(COMMAND_REACH));
+                let bytes = text.as_bytes();
+                match (whole.end.max(no_break)..limit).find_map(|i| line_break(bytes, i)) {
+                    Some((form, first)) => {
+                        if let Some(body) = heredoc_body(text, form, first, delimiter.as_str()) {
+                            documents_end = body.end;
+                            found.push(body);
+                        }
+                    }
+                    None => no_break = limit,
+                }
             }
             continue;
         }
@@ -3090,6 +3214,41 @@ fn argv_values(text: &str) -> Vec<Range<usize>> {
     found
 }
 
+/// The body of a here-document whose first line starts at `first`, its lines broken by `form`:
+/// the lines to the one that is the `delimiter` alone (after tabs, as `<<-` allows), or to the
+/// end of the text when no line ends it (the shell reads to the end of its input). The lines
+/// may be broken by escapes, the command sitting in a JSON string; a line of an escaped form
+/// also ends at its string's closing quote. `None` when the body is empty or only names shell
+/// variables.
+fn heredoc_body(text: &str, form: Break, first: usize, delimiter: &str) -> Option<Range<usize>> {
+    let bytes = text.as_bytes();
+    let strings =
+        Strings { enclosing: None, escaped: (form.0 > 0).then_some(form.0.trailing_zeros()) };
+    // A tab, written or escaped as the line breaks are.
+    let tab = format!("{}t", "\\".repeat(form.0));
+    let mut line = Some(first);
+    let mut end = first;
+    while let Some(start) = line {
+        let (line_end, next) = line_end(bytes, start, form, strings);
+        let mut content = &text[start..line_end];
+        while let Some(rest) =
+            content.strip_prefix('\t').or_else(|| content.strip_prefix(tab.as_str()))
+        {
+            content = rest;
+        }
+        if content == delimiter {
+            break;
+        }
+        end = line_end;
+        line = next;
+    }
+    // Lines of shell variables alone (`$PW`, `${PW}`) hold no secret here.
+    let newline = format!("{}n", "\\".repeat(form.0));
+    let mut lines = text[first..end].split(if form.0 == 0 { "\n" } else { newline.as_str() });
+    let variables = lines.all(|line| line.trim().starts_with('$') && !line.trim().contains(' '));
+    (end > first && !variables).then_some(first..end)
+}
+
 /// The values that a sibling names, as [`redact_json`] judges parsed JSON (`{"name":
 /// "DB_PASSWORD", "value": "…"}`), in text: a `name` or `key` entry whose value is a secret's
 /// name makes the `value`, `values`, `val` and `data` entries beside it secrets, in either
@@ -3111,6 +3270,10 @@ fn sibling_values(text: &str) -> Vec<Range<usize>> {
     while let Some(m) = SIBLINGS.find_at(text, at) {
         at = next_char(text, m.start());
         let key = m.start();
+        if m.as_str().starts_with(PLIST_KEY) {
+            found.extend(plist_value(text, key + PLIST_KEY.len()));
+            continue;
+        }
         // The pair's name member (`name`, `key`, `ParameterKey`…): a word of letters.
         let key_end = key + bytes[key..].iter().take_while(|b| b.is_ascii_alphabetic()).count();
         // The key's quotes: the same on both sides, or none.
@@ -3168,6 +3331,27 @@ fn sibling_values(text: &str) -> Vec<Range<usize>> {
         }
     }
     found
+}
+
+/// The text of the element after a property list's `<key>` element whose text (from `name`)
+/// names a secret: `<key>password</key>`, blanks and line breaks (also escaped, in JSON text),
+/// then `<string>…</string>` or any other element with text (`<data>`, `<integer>`).
+fn plist_value(text: &str, name: usize) -> Option<Range<usize>> {
+    const KEY_END: &str = "</key>";
+    let bytes = text.as_bytes();
+    let close = name + text[name..].find('<').filter(|&n| n <= 64 + 2)?;
+    if !text[close..].starts_with(KEY_END) || !names_a_secret(text[name..close].trim()) {
+        return None;
+    }
+    let open = skip_blanks_forward(bytes, close + KEY_END.len());
+    if bytes.get(open) != Some(&b'<') || bytes.get(open + 1) == Some(&b'/') {
+        return None;
+    }
+    let tag_end = open + 1 + text[open + 1..].find(['>', '<']).filter(|&n| n <= 64)?;
+    if bytes[tag_end] != b'>' || bytes[tag_end - 1] == b'/' {
+        return None;
+    }
+    element_value(text, tag_end + 1)
 }
 
 /// In a list of `name=value` entries on one line (`ParameterKey=DbPassword,ParameterValue=…`
@@ -4479,6 +4663,9 @@ mod tests {
             "Cookie: a=password=",
             "password \"x",
             "password=%3D",
+            // Here-documents that no line ends, each inside the one before.
+            "sudo -S a <<E\n",
+            "cat <<E | chpasswd\n",
         ];
         for unit in units {
             for end in ["Brwzc8tfWGoK", "\nBrwzc8tfWGoK", "\n  Brwzc8tfWGoK\n</password>"] {
@@ -4816,6 +5003,122 @@ mod tests {
             &["user, "],
         );
         for kept in ["getPassword(name)", "token(count, limit)", "password()"] {
+            assert_eq!(redact_text(kept), kept);
+        }
+    }
+
+    /// Passwords an adversarial run found kept, each class by one rule: a here-document fed to
+    /// a program that reads a password on stdin (or piped from `cat`), a login's call with the
+    /// user and password as positional strings, a property list's `<key>` naming the next
+    /// element, and any secret written with HTML or XML character references — each in many
+    /// spellings and at three depths of JSON escaping; the look-alikes keep every word.
+    #[test]
+    fn here_documents_login_calls_property_lists_and_character_references_hide_no_secret() {
+        const PW: &str = "Zq7xWv93Kp";
+        for reader in [
+            "sudo -S apt-get install -y nginx",
+            "sudo -k -S id",
+            "passwd --stdin bob",
+            "chpasswd",
+            "sudo chpasswd",
+            "docker login -u bob --password-stdin ghcr.io",
+            "openssl enc -aes-256-cbc -pass stdin -in a",
+        ] {
+            for (open, close) in [
+                ("<<EOF", "EOF"),
+                ("<< 'EOF'", "EOF"),
+                ("<<\"END\"", "END"),
+                ("<<-EOF", "\t\tEOF"),
+                ("<<EOF", "NOT_THE_END"),
+            ] {
+                for form in [
+                    "{reader} {open}\n{pw}\n{close}\nls -la",
+                    "cat {open} | {reader}\n{pw}\n{close}\nls -la",
+                ] {
+                    let pw = if reader.contains("chpasswd") {
+                        format!("bob:{PW}")
+                    } else {
+                        PW.to_owned()
+                    };
+                    let pw = if open.starts_with("<<-") { format!("\t{pw}") } else { pw };
+                    let text = form
+                        .replace("{reader}", reader)
+                        .replace("{open}", open)
+                        .replace("{pw}", &pw)
+                        .replace("{close}", close);
+                    // A document that no line ends runs to the end of the text.
+                    let kept: &[&str] = if close == "NOT_THE_END" { &[] } else { &["ls -la"] };
+                    assert_redacted_escaped(&text, 0..3, &[PW], kept);
+                }
+            }
+        }
+        for call in [
+            "client.login({q}bob{q}, {q}{PW}{q})",
+            "smtp.login({q}bob@example.com{q}, {q}{PW}{q})",
+            "ftp.login({q}bob.smith{q}, {q}{PW}{q})",
+            "await login(page, {q}admin{q}, {q}{PW}{q})",
+            "DriverManager.getConnection({q}jdbc:mysql://db/app{q}, {q}bob{q}, {q}{PW}{q})",
+            "DriverManager.getConnection(url, {q}bob{q}, {q}{PW}{q})",
+            "conn.simple_bind_s({q}cn=admin,dc=example,dc=com{q}, {q}{PW}{q})",
+            "pymysql.connect({q}localhost{q}, {q}bob{q}, {q}{PW}{q}, {q}app{q})",
+            "client.connect({q}db.example.com{q}, 22, {q}bob{q}, {q}{PW}{q})",
+            "ftplib.FTP({q}ftp.example.com{q}, {q}bob{q}, {q}{PW}{q})",
+            "mysqli_connect({q}127.0.0.1{q}, {q}root{q}, {q}{PW}{q})",
+            "pg_connect({q}db.example.com{q}, {q}root{q}, {q}{PW}{q})",
+            "new PDO($dsn, {q}root{q}, {q}{PW}{q})",
+            "new Sequelize({q}app{q}, {q}root{q}, {q}{PW}{q}, {{ dialect: {q}mysql{q} }})",
+        ] {
+            for q in ["\"", "'"] {
+                let text = call.replace("{q}", q).replace("{PW}", PW);
+                assert_redacted_escaped(&text, 0..3, &[PW], &["("]);
+            }
+        }
+        for names in ["Password", "api_token", "APIKey", "db.password"] {
+            for gap in ["", "\n", "\n\t", "\r\n  "] {
+                for element in ["string", "data"] {
+                    let text = format!(
+                        "<dict>\n<key>{names}</key>{gap}<{element}>{PW}</{element}>\n<key>User</key><string>bob</string>\n</dict>"
+                    );
+                    assert_redacted_escaped(&text, 0..3, &[PW], &["<string>bob</string>"]);
+                }
+            }
+        }
+        let secrets = [
+            "&lt;password&gt;{PW}&lt;/password&gt;",
+            "&amp;lt;password&amp;gt;{PW}&amp;lt;/password&amp;gt;",
+            "&lt;add key=&quot;ApiKey&quot; value=&quot;{PW}&quot;/&gt;",
+            "{&quot;password&quot;:&quot;{PW}&quot;,&quot;user&quot;:&quot;bob&quot;}",
+            "{&#34;password&#34;: &#34;{PW}&#34;}",
+            "&#112;assword={PW} next",
+            "&#x70;assword: {PW}",
+            "&#X0070;assword={PW}",
+            "password&#61;{PW}",
+            "https&#58;//bob:{PW}@db.example.com/",
+            "&lt;key&gt;password&lt;/key&gt;&lt;string&gt;{PW}&lt;/string&gt;",
+        ];
+        for text in secrets {
+            assert_redacted_escaped(&text.replace("{PW}", PW), 0..3, &[PW], &[]);
+        }
+        for kept in [
+            "cat <<EOF > notes.txt\nhello world\nEOF",
+            "python3 <<EOF\nprint(1)\nEOF",
+            "sudo -S cat <<EOF\n$PW\nEOF",
+            "chpasswd <<'END'",
+            "passwd >/dev/null 2>&1",
+            "signal.connect(\"clicked\", \"on_click\")",
+            "socket.connect(\"/tmp/app.sock\")",
+            "sqlite3.connect(\"app.db\")",
+            "redis.connect(\"localhost\", 6379)",
+            "login(user, password)",
+            "the login (\"home page\", \"settings\") flow",
+            "<key>User</key><string>bob</string>",
+            "<key>password_min_length</key><integer>12</integer>",
+            "<key>secret</key><true/><key>x</key><string>kept</string>",
+            "Tom &amp; Jerry use a token budget",
+            "&lt;token&gt; is a placeholder; a &lt; b &amp;&amp; c &gt; d",
+            "AT&amp;T password reset flow",
+            "&#128512; emoji &#8212; dash &nbsp;",
+        ] {
             assert_eq!(redact_text(kept), kept);
         }
     }
@@ -5701,6 +6004,10 @@ mod tests {
             "root-pw",
             "pswd",
             "passcode",
+            "pword",
+            "MNEMONIC",
+            "seed_phrase",
+            "recoveryPhrase",
         ];
         for name in names {
             assert!(is_secret_key(name), "{name} as a JSON key");
