@@ -11,7 +11,8 @@
 //!    Stripe webhook secrets, Discord bot tokens, JWTs (header
 //!    and payload `{"…` or `{ …`, base64url: `eyJ`, `eyI`, `eyA`), PEM private keys of every
 //!    kind and PGP private key blocks (the whole block, to the end of the text when its END
-//!    line is missing), the user and password of a URL (`scheme://user:password@host` keeps
+//!    line is missing), PuTTY key files, the private members of a JSON Web Key (`d`, `p`, `q`,
+//!    `dp`, `dq`, `qi`, `k` of an object with `kty`; `oth` too in parsed JSON), the user and password of a URL (`scheme://user:password@host` keeps
 //!    `scheme://` and `@host`; the password may hold any character but blanks, quotes and
 //!    `<>`, `@` included: it runs to the last `@` before the host; `host:8080/path@x` is a port
 //!    and a path), and the credential after `Basic` / `Bearer`. The reference is gitleaks'
@@ -297,9 +298,11 @@ const SECRET_NAME_PREFIXES: [&str; 2] = ["password", "secret"];
 
 /// Key shapes. Each alternative is a named group; [`judge_shape`] decides what to replace.
 const SHAPES_PATTERN: &str = concat!(
-    // PEM private keys of every kind and PGP private key blocks, with or without END.
+    // PEM private keys of every kind and PGP private key blocks, with or without END; PuTTY's
+    // key files (`.ppk`), from the first line to the MAC that ends them.
     r"(?P<pem>-----BEGIN[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----(?s:.*?)",
-    r"(?:-----END[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----|\z))",
+    r"(?:-----END[ A-Z0-9_-]{0,40}PRIVATE KEY(?: BLOCK)?-----|\z)",
+    r"|PuTTY-User-Key-File-[0-9]+:(?s:.*?)(?:Private-MAC:[ \t]*[0-9A-Fa-f]+|\z))",
     // Slack webhooks: the whole URL.
     r"|(?P<webhook>(?:https?://)?hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9+/_-]{20,}",
     // Discord, Microsoft Teams and Zapier webhooks: the whole URL too.
@@ -478,6 +481,26 @@ static PGPASS: LazyLock<Regex> = LazyLock::new(|| compile(PGPASS_PATTERN));
 static NAMES: LazyLock<Regex> = LazyLock::new(|| compile(&names_pattern()));
 static SIBLINGS: LazyLock<Regex> = LazyLock::new(|| compile(&siblings_pattern()));
 
+/// The member every JSON Web Key has, its key type (`"kty": "RSA"`).
+const JWK_TYPE: &str = "kty";
+/// The members of a JSON Web Key that hold its private part (RFC 7518: `d`, the RSA primes and
+/// exponents, a symmetric key's `k`, further primes' `oth`).
+const JWK_PRIVATE: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "k", "oth"];
+/// A private member of a JSON Web Key written as text, quoted at any depth, its value a
+/// base64url string (group `jwk`): read in text that holds [`JWK_TYPE`].
+static JWK_MEMBER: LazyLock<Regex> = LazyLock::new(|| {
+    compile(r#"\\*"(?:d|p|q|dp|dq|qi|k)\\*"[ \t]*:[ \t]*\\*"(?P<jwk>[A-Za-z0-9_-]{16,})"#)
+});
+
+/// The private parts of the JSON Web Keys written in `text` ([`JWK_MEMBER`]), when it holds
+/// one's key type.
+fn jwk_values(text: &str) -> Vec<Range<usize>> {
+    if !text.contains(JWK_TYPE) {
+        return Vec::new();
+    }
+    JWK_MEMBER.captures_iter(text).filter_map(|c| c.name("jwk")).map(|m| m.range()).collect()
+}
+
 /// Whether a reading of `text` can find anything: one of the policy's patterns matches.
 ///
 /// Each pattern scans on its own, each with its lazy DFA's cache. One pattern of them all
@@ -486,7 +509,8 @@ static SIBLINGS: LazyLock<Regex> = LazyLock::new(|| compile(&siblings_pattern())
 /// took 20 times as long as the patterns one after another, which each fit theirs
 /// (`the_policys_patterns_fit_their_lazy_dfa_caches` in the tests).
 fn may_hold_secret(text: &str) -> bool {
-    SHAPES.is_match(text)
+    (text.contains(JWK_TYPE) && JWK_MEMBER.is_match(text))
+        || SHAPES.is_match(text)
         || NAMES.is_match(text)
         || SIBLINGS.is_match(text)
         || ARGV.is_match(text)
@@ -558,6 +582,7 @@ fn redact_pass(text: &str) -> Cow<'_, str> {
     // Values no name beside them marks: named by a sibling, or a command line's argument.
     let mut apart = sibling_values(text);
     apart.extend(argv_values(text));
+    apart.extend(jwk_values(text));
     if hidden.is_empty() && apart.is_empty() {
         let (shaped, _) = redact_shapes(text);
         return match redact_names(&shaped).0 {
@@ -599,6 +624,7 @@ fn escaped_secrets(text: &str) -> Option<Vec<Range<usize>>> {
     let mut ranges = secret_ranges(&decoded.text);
     ranges.extend(sibling_values(&decoded.text));
     ranges.extend(argv_values(&decoded.text));
+    ranges.extend(jwk_values(&decoded.text));
     Some(ranges.into_iter().map(|r| decoded.source(r.start)..decoded.source(r.end)).collect())
 }
 
@@ -1073,10 +1099,14 @@ fn is_working_directory_entry(key: &str, value: &Value) -> bool {
 /// [`redact_object`] of the object that is `parent`'s value (None: the top, or an array's item).
 fn redact_object_under(map: &mut Map<String, Value>, parent: Option<&str>) {
     let named = names_its_value(map);
+    // A JSON Web Key's private members.
+    let jwk = map.get(JWK_TYPE).is_some_and(Value::is_string);
+    let private = |key: &str| jwk && JWK_PRIVATE.contains(&key);
     if map.keys().all(|k| matches!(redact_text(k), Cow::Borrowed(_))) {
         for (key, value) in map.iter_mut() {
             let secret = (is_secret_key(key) && !is_working_directory_entry(key, value))
                 || (named && is_pair_value(key))
+                || private(key)
                 || named_by_parent(parent, key, value);
             redact_entry(secret, key, value);
         }
@@ -1098,6 +1128,7 @@ fn redact_object_under(map: &mut Map<String, Value>, parent: Option<&str>) {
         let secret = (is_secret_key(&key) && !is_working_directory_entry(&key, &value))
             || clean.as_deref().is_some_and(is_secret_key)
             || (named && is_pair_value(&key))
+            || private(&key)
             || named_by_parent(parent, &key, &value);
         redact_entry(secret, clean.as_deref().unwrap_or(&key), &mut value);
         let name = match clean {
@@ -5119,6 +5150,53 @@ mod tests {
             "AT&amp;T password reset flow",
             "&#128512; emoji &#8212; dash &nbsp;",
         ] {
+            assert_eq!(redact_text(kept), kept);
+        }
+    }
+
+    /// Private keys an adversarial run found kept, because no PEM header marks them: PuTTY's key
+    /// files (from their first line to the MAC, or to the end of the text) and the private
+    /// members of JSON Web Keys (`d`, the RSA primes and exponents, a symmetric key's `k`), as
+    /// parsed JSON and as JSON text at three depths; a public key and a `d` outside a key stay.
+    #[test]
+    fn putty_key_files_and_json_web_keys_lose_their_private_parts() {
+        const PRIVATE: &str = "AAAAIQDZqPrivKeyMaterial0123456789abcdef";
+        for version in ["2", "3"] {
+            for end in ["Private-MAC: 5b1e0a9f\n", ""] {
+                let text = format!(
+                    "PuTTY-User-Key-File-{version}: ssh-ed25519\nEncryption: none\n\
+                     Comment: deploy\nPublic-Lines: 2\nAAAAC3NzaC1lZDI1NTE5AAAAIF\nAAAAB3\n\
+                     Private-Lines: 1\n{PRIVATE}\n{end}"
+                );
+                assert_redacted_escaped(&text, 0..3, &[PRIVATE, "5b1e0a9f"], &[]);
+            }
+        }
+        const D: &str = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A";
+        let keys = [
+            json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcv", "d": D}),
+            json!({"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9", "d": D}),
+            json!({"kty": "RSA", "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQ", "e": "AQAB", "d": D, "p": D, "q": D, "dp": D, "dq": D, "qi": D}),
+            json!({"kty": "oct", "alg": "HS256", "k": D}),
+            json!({"keys": [{"kid": "1", "kty": "RSA", "e": "AQAB", "d": D}]}),
+        ];
+        for key in keys {
+            let redacted = redacted_json(&key);
+            assert!(!redacted.to_string().contains(D), "{redacted}");
+            assert!(redacted.to_string().contains("kty"), "{redacted}");
+            for text in [key.to_string(), serde_json::to_string_pretty(&key).unwrap()] {
+                assert_redacted_escaped(&text, 0..3, &[D], &["kty"]);
+            }
+        }
+        for kept in [
+            json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}),
+            json!({"kty": "RSA", "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQ", "e": "AQAB", "kid": "2024"}),
+            json!({"d": "2024-11-27T10:00:00Z", "p": "page two of the report", "q": "what is a lease"}),
+        ] {
+            assert_eq!(redacted_json(&kept), kept);
+            assert_eq!(redact_text(&kept.to_string()), kept.to_string());
+        }
+        for kept in ["PuTTY is a terminal; Private-Lines: is a header", "the d: \"x\" and p: \"y\""]
+        {
             assert_eq!(redact_text(kept), kept);
         }
     }
