@@ -67,7 +67,11 @@
 //!      or holds several words (`password is "correct horse"`).
 //!
 //!    A value written with a sign or in quotes is a secret whatever it looks like, except
-//!    `null`, `true` and `false`.
+//!    `null`, `true`, `false`, `yes`, `no`, `on` and `off`, and code that computes a value
+//!    rather than holds one: a type after `name:` (`password: str)`, [`TYPE_ANNOTATION`]), a
+//!    reference alone (`$DB_PASSWORD`, `${{ secrets.TOKEN }}`, `$(gh auth token)`,
+//!    [`reference_len`]) and a call without a literal ([`computes_value`]). A password typed
+//!    at a prompt a script waits for is one too ([`PROMPTED`]).
 //!
 //!    **A value on the lines below its name.** When nothing but a line break (or a YAML block
 //!    indicator, `|`, `>-`…) follows the sign, the value is on the next line that is not
@@ -492,6 +496,35 @@ static JWK_MEMBER: LazyLock<Regex> = LazyLock::new(|| {
     compile(r#"\\*"(?:d|p|q|dp|dq|qi|k)\\*"[ \t]*:[ \t]*\\*"(?P<jwk>[A-Za-z0-9_-]{16,})"#)
 });
 
+/// What a script types after a password prompt it waits for: `expect('Password:')` then
+/// `sendline('…')` (pexpect), `expect "Password:"` then `send "…\r"` (Expect), `wait_for`,
+/// `read_until`: the string sent (group `sent`) within the next line.
+static PROMPTED: LazyLock<Regex> = LazyLock::new(|| {
+    compile(concat!(
+        r#"(?-u:\b)(?:expect(?:_exact)?|wait_?for|read_?until|waitForPrompt)[ \t(]*\\*['"][^'"\n]{0,80}"#,
+        r#"(?i:assword|assphrase|passcode)[^'"\n]{0,40}\\*['"][^\n]{0,40}?(?:\r?\n|\\+n)[ \t]*"#,
+        r#"(?:[^\n]{0,60}?[^A-Za-z0-9_\n])?(?:sendline|send|send_keys|write|writeln)[ \t(]*"#,
+        r#"(?P<sent>\\*'[^'\n]*'|\\*"[^"\n]*")"#,
+    ))
+});
+
+/// The strings typed at password prompts in `text` ([`PROMPTED`]), without their quotes.
+fn prompted_values(text: &str) -> Vec<Range<usize>> {
+    if !text.contains("send") && !text.contains("write") {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    for c in PROMPTED.captures_iter(text) {
+        let Some(sent) = c.name("sent") else { continue };
+        let inner = unquote(text, sent.range());
+        let typed = text[inner.clone()].trim_end_matches("\\r").trim_end_matches("\\n");
+        if !typed.is_empty() && typed != REDACTED && !typed.starts_with('$') {
+            found.push(inner.start..inner.start + typed.len());
+        }
+    }
+    found
+}
+
 /// The private parts of the JSON Web Keys written in `text` ([`JWK_MEMBER`]), when it holds
 /// one's key type.
 fn jwk_values(text: &str) -> Vec<Range<usize>> {
@@ -583,6 +616,7 @@ fn redact_pass(text: &str) -> Cow<'_, str> {
     let mut apart = sibling_values(text);
     apart.extend(argv_values(text));
     apart.extend(jwk_values(text));
+    apart.extend(prompted_values(text));
     if hidden.is_empty() && apart.is_empty() {
         let (shaped, _) = redact_shapes(text);
         return match redact_names(&shaped).0 {
@@ -625,6 +659,7 @@ fn escaped_secrets(text: &str) -> Option<Vec<Range<usize>>> {
     ranges.extend(sibling_values(&decoded.text));
     ranges.extend(argv_values(&decoded.text));
     ranges.extend(jwk_values(&decoded.text));
+    ranges.extend(prompted_values(&decoded.text));
     Some(ranges.into_iter().map(|r| decoded.source(r.start)..decoded.source(r.end)).collect())
 }
 
@@ -2010,9 +2045,13 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
                 Some(at) => value_range(text, at, &Pair { sep: Sep::Compact, ..pair }),
                 // `setPassword("…")`, `NetworkCredential(user, "…")`: every string among a
                 // call's arguments (none: `getPassword(name)`).
-                None if sign == Some(b'(') => call_strings(text, found.end()),
+                // A quoted name before `(` is no function's (`"ApiKey"(…`).
+                None if sign == Some(b'(') && !parsed.quoted => call_strings(text, found.end()),
+                None if sign == Some(b'(') => None,
                 // `password == expected`: a comparison, not an assignment.
                 None if sign == Some(b'=') && bytes.get(found.end()) == Some(&b'=') => None,
+                // `password: str)`: a parameter's or field's type.
+                None if sign == Some(b':') && annotates_type(text, found.end()) => None,
                 None => value_range(text, found.end(), &pair),
             }
         };
@@ -2260,7 +2299,39 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
         }
     }
     if let Some((quote, open)) = quote_at(bytes, start) {
-        return quoted_value(text, open, quote, kind);
+        // The quote that closes the string the pair sits in, and the string's end after it
+        // (`expect('Password:')`, `['token:', x]`): no value.
+        let ends = |b: Option<&u8>| b.is_none_or(|b| b")],;]}\r\n".contains(b));
+        if pair.enclosing == Some(quote) && ends(bytes.get(open)) {
+            return None;
+        }
+        return quoted_value(text, open, quote, kind)
+            .filter(|r| reference_len(&text[r.clone()]) != Some(r.len()));
+    }
+    // A reference to another value, alone (`${{ secrets.TOKEN }}`, `$(gh auth token)`), holds
+    // none: judged whole here, as the end of the value below is the first blank.
+    if let Some(len) = reference_len(&text[start..]) {
+        let after = bytes.get(start + len);
+        if after.is_none_or(|&b| b.is_ascii_whitespace() || matches!(b, b',' | b';' | b'&')) {
+            return None;
+        }
+    }
+    // Any other `$(…)` or `${…}` goes whole, its blanks and all (`$(echo S3cret)`).
+    if let Some(&open @ (b'(' | b'{')) = bytes.get(start + 1).filter(|_| bytes[start] == b'$') {
+        let close = if open == b'(' { b')' } else { b'}' };
+        let mut depth = 0usize;
+        for (i, &b) in bytes.iter().enumerate().skip(start + 1).take(REACH) {
+            depth = if b == open {
+                depth + 1
+            } else if b == close {
+                depth - 1
+            } else {
+                depth
+            };
+            if depth == 0 {
+                return Some(start..i + 1);
+            }
+        }
     }
     // `method=password user=alice` (logfmt): after a name without a sign, a word that is a
     // pair of its own, `key=value`, is the next pair, not the name's value (base64's `==`
@@ -2366,7 +2437,11 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
         }
     }
     let name = &text[pair.name_start..pair.name_end];
-    if value.is_empty() || is_literal(value) || is_working_directory(name, value) {
+    if value.is_empty()
+        || is_literal(value)
+        || is_working_directory(name, value)
+        || computes_value(value)
+    {
         return None;
     }
     Some(start..start + value.len())
@@ -4069,7 +4144,88 @@ fn is_working_directory(name: &str, value: &str) -> bool {
 
 /// `null`, `true` or `false`, which no value under a secret name is redacted for.
 fn is_literal(value: &str) -> bool {
-    ["null", "true", "false"].iter().any(|w| value.eq_ignore_ascii_case(w))
+    ["null", "true", "false", "yes", "no", "on", "off"]
+        .iter()
+        .any(|w| value.eq_ignore_ascii_case(w))
+}
+
+/// The type a parameter or field is annotated with after its name and `:` (`password: str)`,
+/// `token: &str,`, `password: Optional[str] = None`, `token: string;`, `key: SecretString }`):
+/// a type the languages give text or a secret, maybe wrapped (`&`, `Option<…>`, `[]`, `?`),
+/// then what ends an annotation — not a value. `String::from("…")` is a value.
+static TYPE_ANNOTATION: LazyLock<Regex> = LazyLock::new(|| {
+    compile(concat!(
+        r"^(?:&(?:'[a-z]+[ \t]+)?(?:mut[ \t]+)?|\*|\[\]|\?)*",
+        r"(?:(?:Option|Optional|Secret|Maybe|Box|Arc|Rc|Vec|List|Nullable|Promise)[<\[])*",
+        r"(?:str|string|String|bytes|byte|char|int|integer|number|Number|bool|boolean|Boolean",
+        r"|any|unknown|object|Object|dict|Dict|u8|Buffer|Uint8Array|SecretStr|SecretString",
+        r"|SecretBytes|Secret|Token|Password|Credentials|None|null|undefined)",
+        r"(?:[>\]]|\?|\[\])*[ \t]*(?:[,;)}|=]|->|$|\r|\n)",
+    ))
+});
+
+/// Whether what follows `name:` at `start` is a type annotation ([`TYPE_ANNOTATION`]).
+fn annotates_type(text: &str, start: usize) -> bool {
+    let rest = &text[start..];
+    let end = rest.char_indices().nth(128).map_or(rest.len(), |(at, _)| at);
+    TYPE_ANNOTATION.is_match(&rest[..end])
+}
+
+/// The length of the reference to another value that `value` starts with: a variable
+/// (`$DB_PASSWORD`, `${DB_PASSWORD}`, `%DB_PASSWORD%`), a template's placeholder
+/// (`${{ secrets.TOKEN }}`, `{{ vault_db_password }}`, `{{ .Values.password }}`) or a command's
+/// output (`$(gh auth token)`), none of them holding a literal (no quote, no default after
+/// `:-`, no `echo`). A `$` word in mixed case and digits (`$ecretPa55`) is no variable.
+fn reference_len(value: &str) -> Option<usize> {
+    let b = value.as_bytes();
+    let inside = |open: usize, close: &str, allowed: &dyn Fn(u8) -> bool| {
+        let end = open + value.get(open..)?.find(close)?;
+        let content = &value[open..end];
+        (!content.trim().is_empty() && content.bytes().all(allowed)).then_some(end + close.len())
+    };
+    let name_byte = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b' ' | b'\t');
+    if value.starts_with("${{") || value.starts_with("{{") {
+        let open = if b[0] == b'$' { 3 } else { 2 };
+        return inside(open, "}}", &|c| name_byte(c) || matches!(c, b'|' | b'-'));
+    }
+    if value.starts_with("${") {
+        return inside(2, "}", &name_byte);
+    }
+    if let Some(command) = value.strip_prefix("$(") {
+        let command = command.trim_start();
+        if command.starts_with("echo") || command.starts_with("printf") {
+            return None;
+        }
+        return inside(2, ")", &|c| name_byte(c) || matches!(c, b'-' | b'/' | b'=' | b':'));
+    }
+    if let Some(rest) = value.strip_prefix('%') {
+        let name = rest.bytes().take_while(|c| c.is_ascii_alphanumeric() || *c == b'_').count();
+        return (name > 0 && rest.as_bytes().get(name) == Some(&b'%')).then_some(name + 2);
+    }
+    let rest = value.strip_prefix('$')?;
+    let name = rest.bytes().take_while(|c| c.is_ascii_alphanumeric() || *c == b'_').count();
+    let word = &rest[..name];
+    let one_case = !word.bytes().any(|c| c.is_ascii_lowercase())
+        || !word.bytes().any(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    (name > 0 && rest.as_bytes()[0].is_ascii_alphabetic() && one_case).then_some(name + 1)
+}
+
+/// Whether `value` is code that computes a value rather than holds one: a reference
+/// ([`reference_len`]) alone, or a call whose arguments hold no literal (`lexer.next_token()?;`,
+/// `requests.Session()`, `await getServerSession(authOptions)`, `getpass.getpass()`): text
+/// computed when the code runs, which the stored text does not hold.
+fn computes_value(value: &str) -> bool {
+    static CALL: LazyLock<Regex> = LazyLock::new(|| {
+        let path = r"[A-Za-z_$][A-Za-z0-9_]*(?:(?:\.|::|->|\?\.)[A-Za-z_][A-Za-z0-9_]*)*";
+        // Arguments: names, operators and nested calls, without quotes; empty, or holding a
+        // name (`Summer(2024)` is a password's shape, not a call).
+        let args =
+            r"\((?:|[^()\x22'`\\]*[A-Za-z_][^()\x22'`\\]*(?:\([^()\x22'`\\]*\)[^()\x22'`\\]*)*)\)";
+        compile(&format!(
+            r"^(?:(?:await|new|yield|try[!?]?)[ \t]+)?{path}{args}(?:[?!]|(?:\.|::|\?\.){path}{args})*[;,]?$"
+        ))
+    });
+    reference_len(value) == Some(value.len()) || CALL.is_match(value)
 }
 
 /// A quoted value whose text begins at `open`: to its closing quote, across lines.
@@ -5198,6 +5354,74 @@ mod tests {
         for kept in ["PuTTY is a terminal; Private-Lines: is a header", "the d: \"x\" and p: \"y\""]
         {
             assert_eq!(redact_text(kept), kept);
+        }
+    }
+
+    /// Code that an adversarial run saw destroyed keeps its words: a parameter's or field's type
+    /// after `name:` (in Python, Rust, TypeScript, Kotlin…), a reference to another value (a
+    /// variable, a template's placeholder, a command's output) and a call whose arguments hold
+    /// no literal, after every secret name and sign, at three depths; the same shapes holding a
+    /// literal still lose it, and so does what a script types at a password prompt.
+    #[test]
+    fn types_references_and_calls_keep_their_words_and_literals_still_go() {
+        let kept = [
+            "def login(username: str, {name}: str) -> bool:",
+            "fn authenticate(&self, {name}: &str) -> Result<User>",
+            "fn f<'a>({name}: &'a str, n: usize)",
+            "{name}: str = Field(..., min_length=12)",
+            "{name}: Optional[str] = None",
+            "interface Props { {name}: string; user: User }",
+            "function f({name}: string, n: number): void {}",
+            "pub struct Login { pub {name}: SecretString, }",
+            "val {name}: String? = null",
+            "{name}: string | undefined;",
+            "let {name} = lexer.next_token()?;",
+            "{name} = requests.Session()",
+            "const {name} = await getServerSession(authOptions)",
+            "{name} = getpass.getpass()",
+            "{name}: ${{ secrets.GITHUB_TOKEN }}",
+            "{name}: \"{{ vault_db_password }}\"",
+            "{name}: '{{ .Values.db.password }}'",
+            "{name}=${DB_PASSWORD}",
+            "{name}=$DB_PASSWORD",
+            "{name}=\"$DB_PASSWORD\"",
+            "export {name}=$(gh auth token)",
+            "set {name}=%DB_PASSWORD%",
+            "MYSQL_ALLOW_EMPTY_{name}=yes",
+            "{name}=off",
+            "child.expect('{name}:')\nchild.sendline(secret_value)",
+        ];
+        for name in ["password", "token", "api_key", "DB_PASSWORD", "session"] {
+            for line in kept {
+                let text = line.replace("{name}", name);
+                for depth in 0..3 {
+                    let escaped = json_escaped(&text, depth);
+                    assert_eq!(redact_text(&escaped), escaped, "{text:?} at depth {depth}");
+                }
+            }
+        }
+        const PW: &str = "Zq7xWv93Kp";
+        let secrets = [
+            "{name}: strong{PW}",
+            "{name}: String{PW}",
+            "{name}: ${PW}",
+            "{name}: Summer(2024){PW}",
+            "{name}=${DB_PASSWORD:-{PW}}",
+            "{name}=$(echo {PW})",
+            "{name}=$(printf '%s' {PW})",
+            "{name}: \"{{ '{PW}' }}\"",
+            "{name} = decrypt(\"{PW}\")",
+            "{name}: String::from(\"{PW}\"),",
+            "{name}: str = \"{PW}\"",
+            "child.expect('Password:')\nchild.sendline('{PW}')",
+            "p.expect(\"Enter passphrase for key\")\np.sendline(\"{PW}\")",
+            "expect \"Password:\"\nsend \"{PW}\\r\"",
+        ];
+        for name in ["password", "token", "api_key", "DB_PASSWORD"] {
+            for line in secrets {
+                let text = line.replace("{name}", name).replace("{PW}", PW);
+                assert_redacted_escaped(&text, 0..3, &[PW], &[]);
+            }
         }
     }
 
