@@ -58,7 +58,8 @@
 //!      username="a", response="…"`, `AWS4-HMAC-SHA256 Credential=…, Signature=…`), with or
 //!      without a space after the `:`, and a quoted parameter in it (`response="…"`) does
 //!      not end the quoted string the header sits in;
-//!    * `name value` or `name is value` (no sign): only when the one-token value looks like a
+//!    * `name value`, `name is value` or `name to value` (no sign; `<-` is one, as `=`): only
+//!      when the one-token value looks like a
 //!      credential — at least 6 characters with a letter, and a digit, a symbol (other than
 //!      `-` `.` `_` `'` and brackets), an upper-case letter right after a lower-case one, or at
 //!      least 24 characters. So `password hunter2` loses `hunter2`, while `password reset
@@ -149,7 +150,7 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// The names whose values are secrets, `_` standing for an optional separator (`api_key` also
 /// matches `apikey`, `api-key`, `API Key`, `apiKey`).
-const SECRET_NAMES: [&str; 43] = [
+const SECRET_NAMES: [&str; 62] = [
     "api_key",
     "password",
     "passwd",
@@ -193,11 +194,34 @@ const SECRET_NAMES: [&str; 43] = [
     "mnemonic",
     "seed_phrase",
     "recovery_phrase",
+    "requirepass",
+    "masterauth",
+    "sessid",
+    "passwort",
+    "kennwort",
+    "contrasena",
+    "contraseña",
+    "senha",
+    "wachtwoord",
+    "haslo",
+    "hasło",
+    "losenord",
+    "lösenord",
+    "salasana",
+    "mot_de_passe",
+    "пароль",
+    "密码",
+    "パスワード",
+    "비밀번호",
 ];
 
-/// A short name, secret only as a word of its own: the whole name or after a separator (`pw`,
-/// `DB_PW`, `root-pw`), never inside a word or a random string (`…PyPw47=` in base64).
-const SHORT_NAME: &str = "pw";
+/// Short names, secret only as a word of its own: the whole name or after a separator (`pw`,
+/// `DB_PW`, `root-pw`, a Wi-Fi network's `psk`), never inside a word or a random string
+/// (`…PyPw47=` in base64).
+const SHORT_NAMES: [&str; 2] = ["pw", "psk"];
+/// A personal access token's short name, in capitals only (`GH_PAT`, `AZURE_DEVOPS_EXT_PAT`):
+/// `pat` in lower case is a pattern's name in code.
+const UPPER_SHORT_NAME: &str = "PAT";
 
 /// Words that may follow a secret name and keep it one (`API_KEY_PROD`, `GITHUB_TOKEN_RO`,
 /// `SECRET_KEY_BASE`, `password_old`), as may a number (`password1`, `TOKEN_2`): which
@@ -407,7 +431,7 @@ const SHAPES_PATTERN: &str = concat!(
     // Bounded, so that looking again inside a rejected one stays linear.
     r"|(?P<generic>sk-[A-Za-z0-9_-]{20,300}|[sr]k_(?:live|test|prod)_[A-Za-z0-9]{20,300})",
     // The credential after an HTTP authentication scheme.
-    r"|(?i-u:basic|bearer)[ \t]+(?P<credential>[A-Za-z0-9._~+/=-]{8,})",
+    r"|(?i-u:basic|bearer|auth[ \t]+plain)[ \t]+(?P<credential>[A-Za-z0-9._~+/=-]{8,})",
 );
 
 /// A login written without a scheme (`admin:S3cret@db.internal:5432`, a Go DSN's
@@ -450,8 +474,9 @@ fn names_pattern() -> String {
     let capitalised: Vec<String> =
         QUALIFIERS.iter().map(|q| q[..1].to_ascii_uppercase() + &q[1..]).collect();
     let capitalised = capitalised.join("|");
+    let short = SHORT_NAMES.join("|");
     format!(
-        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}|(?:\b|[ _.-]){WORD_NAME}|(?-i:[a-z0-9]{upper}){rest}|(?:\b|[ _.-]){SHORT_NAME}|[A-Za-z0-9][_-]key|(?-i:[a-z0-9]K)ey)(?:[_.-]?[0-9]{{1,4}}|[_.-](?:{qualifiers})|(?-i:{capitalised}))*)(?P<close>\\*["'`]\]?)?(?P<sep>[ \t]*(?::=|=>|[:=])[ \t]*|[ \t]*,[ \t]*|[ \t]+(?:(?:is|was):?[ \t]+)?|>|\()"#,
+        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}|(?:\b|[ _.-]){WORD_NAME}|(?-i:[a-z0-9]{upper}){rest}|(?:\b|[ _.-])(?:{short}|(?-i:{UPPER_SHORT_NAME}))|[A-Za-z0-9][_-]key|(?-i:[a-z0-9]K)ey)(?:[_.-]?[0-9]{{1,4}}|[_.-](?:{qualifiers})|(?-i:{capitalised}))*)(?P<close>\\*["'`]\]?)?(?:[ \t]*\[[A-Za-z0-9 _.,:*/-]{{0,24}}\])?(?P<sep>[ \t]*(?::=|=>|<-|[:=])[ \t]*|[ \t]*,[ \t]*|[ \t]+(?:(?:is|was):?[ \t]+|to[ \t]+)?|>|\()"#,
         names.join("|")
     )
 }
@@ -525,6 +550,57 @@ fn prompted_values(text: &str) -> Vec<Range<usize>> {
     found
 }
 
+/// A YAML list item that is a flag, then the next item (group `item`): a container's `args:` or
+/// `command:` (`- --requirepass` then `- S3cret`), each maybe quoted, the lines maybe broken by
+/// escapes. [`flag_items`] keeps those whose flag names a secret.
+static FLAG_ITEM: LazyLock<Regex> = LazyLock::new(|| {
+    compile(concat!(
+        r#"(?:(?m:^)|\\+n)[ \t]*-[ \t]+(?:\\*["'])?(?P<flag>--?[A-Za-z][A-Za-z0-9_.-]{0,63})(?:\\*["'])?[ \t]*"#,
+        r#"(?:\r?\n|\\+n)[ \t]*-[ \t]+(?P<item>\\*'[^'\n]*'|\\*"[^"\n]*"|[^\s'"\\]+)"#,
+    ))
+});
+
+/// A Terraform variable named by a secret's name (`variable "db_password" {`), and its
+/// `default` on one of the lines after (group `default`).
+static TERRAFORM_DEFAULT: LazyLock<Regex> = LazyLock::new(|| {
+    compile(concat!(
+        r#"(?-u:\b)variable[ \t]+\\*"(?P<name>[A-Za-z0-9_-]{1,64})\\*"[ \t]*\{[^}]{0,1024}?"#,
+        r#"(?:\r?\n|\\+n)[ \t]*default[ \t]*=[ \t]*(?P<default>\\*"[^"\n]*"|[^\s}\\]+)"#,
+    ))
+});
+
+/// Whether `text` may hold a YAML list item that is a flag ([`FLAG_ITEM`]), at one look.
+fn lists_flags(text: &str) -> bool {
+    ["- -", "- \"-", "- '-", "- \\"].iter().any(|s| text.contains(s))
+}
+
+/// Values that YAML flag lists ([`FLAG_ITEM`]) and Terraform variables ([`TERRAFORM_DEFAULT`])
+/// name by a secret's name, without their quotes.
+fn flag_items(text: &str) -> Vec<Range<usize>> {
+    let mut found = Vec::new();
+    if lists_flags(text) {
+        for c in FLAG_ITEM.captures_iter(text) {
+            if let (Some(flag), Some(item)) = (c.name("flag"), c.name("item")) {
+                if names_a_secret(flag.as_str()) {
+                    found.push(unquote(text, item.range()));
+                }
+            }
+        }
+    }
+    if text.contains("variable") {
+        for c in TERRAFORM_DEFAULT.captures_iter(text) {
+            if let (Some(name), Some(value)) = (c.name("name"), c.name("default")) {
+                if names_a_secret(name.as_str()) {
+                    found.push(unquote(text, value.range()));
+                }
+            }
+        }
+    }
+    found
+        .retain(|r| !r.is_empty() && &text[r.clone()] != REDACTED && !is_literal(&text[r.clone()]));
+    found
+}
+
 /// The private parts of the JSON Web Keys written in `text` ([`JWK_MEMBER`]), when it holds
 /// one's key type.
 fn jwk_values(text: &str) -> Vec<Range<usize>> {
@@ -543,6 +619,7 @@ fn jwk_values(text: &str) -> Vec<Range<usize>> {
 /// (`the_policys_patterns_fit_their_lazy_dfa_caches` in the tests).
 fn may_hold_secret(text: &str) -> bool {
     (text.contains(JWK_TYPE) && JWK_MEMBER.is_match(text))
+        || (lists_flags(text) && FLAG_ITEM.is_match(text))
         || SHAPES.is_match(text)
         || NAMES.is_match(text)
         || SIBLINGS.is_match(text)
@@ -617,6 +694,7 @@ fn redact_pass(text: &str) -> Cow<'_, str> {
     apart.extend(argv_values(text));
     apart.extend(jwk_values(text));
     apart.extend(prompted_values(text));
+    apart.extend(flag_items(text));
     if hidden.is_empty() && apart.is_empty() {
         let (shaped, _) = redact_shapes(text);
         return match redact_names(&shaped).0 {
@@ -660,6 +738,7 @@ fn escaped_secrets(text: &str) -> Option<Vec<Range<usize>>> {
     ranges.extend(argv_values(&decoded.text));
     ranges.extend(jwk_values(&decoded.text));
     ranges.extend(prompted_values(&decoded.text));
+    ranges.extend(flag_items(&decoded.text));
     Some(ranges.into_iter().map(|r| decoded.source(r.start)..decoded.source(r.end)).collect())
 }
 
@@ -960,7 +1039,7 @@ fn ends_with_secret_name(name: &str) -> bool {
 }
 
 /// Whether `name` ends with one of [`SECRET_NAMES`] (separators and case aside), or with
-/// [`WORD_NAME`] or [`SHORT_NAME`] as a word of its own.
+/// [`WORD_NAME`] or one of [`SHORT_NAMES`] as a word of its own.
 fn ends_with_listed_name(name: &str) -> bool {
     const KEEP: usize = 16;
     let mut tail = [0u8; KEEP];
@@ -975,6 +1054,11 @@ fn ends_with_listed_name(name: &str) -> bool {
     NAMES.iter().any(|n| tail.ends_with(n))
         || ends_with_word_name(name)
         || ends_with_short_name(name)
+        || (!name.is_ascii() && {
+            // Names in other scripts (`пароль`, `contraseña`), whole words of their own.
+            let lower = name.to_lowercase();
+            SECRET_NAMES.iter().filter(|n| !n.is_ascii()).any(|n| lower.ends_with(n))
+        })
 }
 
 /// Whether a secret name found in text is one to read the value of: not one that names another
@@ -990,14 +1074,21 @@ fn names_a_value_in_text(name: &str, sep: Sep) -> bool {
     sep != Sep::Bare || (base.len() == name.len() && listed)
 }
 
-/// Whether `name` is [`SHORT_NAME`] or ends with it after a character other than a letter or
-/// digit (`DB_PW`, `root-pw`).
+/// Whether `name` is one of [`SHORT_NAMES`] (or [`UPPER_SHORT_NAME`], in capitals) or ends with
+/// it after a character other than a letter or digit (`DB_PW`, `root-pw`, `GH_PAT`).
 fn ends_with_short_name(name: &str) -> bool {
     let b = name.as_bytes();
-    b.len() >= SHORT_NAME.len()
-        && b[b.len() - SHORT_NAME.len()..].eq_ignore_ascii_case(SHORT_NAME.as_bytes())
-        && (b.len() == SHORT_NAME.len()
-            || !b[b.len() - SHORT_NAME.len() - 1].is_ascii_alphanumeric())
+    let ends = |short: &str, case: bool| {
+        let s = short.as_bytes();
+        b.len() >= s.len()
+            && if case {
+                &b[b.len() - s.len()..] == s
+            } else {
+                b[b.len() - s.len()..].eq_ignore_ascii_case(s)
+            }
+            && (b.len() == s.len() || !b[b.len() - s.len() - 1].is_ascii_alphanumeric())
+    };
+    SHORT_NAMES.iter().any(|s| ends(s, false)) || ends(UPPER_SHORT_NAME, true)
 }
 
 /// For a name ending in `key` after another word (`OPENAI_KEY`, `sortKey`, `app-key`; not a
@@ -2173,7 +2264,7 @@ impl NamePair {
         }
         let sep = match b[..end] {
             _ if said => None,
-            [.., b':', b'='] | [.., b'=', b'>'] => Some(2),
+            [.., b':', b'='] | [.., b'=', b'>'] | [.., b'<', b'-'] => Some(2),
             [.., b':' | b'=' | b'('] => Some(1),
             _ => None,
         };
@@ -2198,7 +2289,7 @@ impl NamePair {
                 Sep::Element
             }
             None => {
-                for word in [&b"is"[..], b"was"] {
+                for word in [&b"is"[..], b"was", b"to"] {
                     let head = &b[..end];
                     if head.len() > word.len()
                         && head[head.len() - word.len()..].eq_ignore_ascii_case(word)
@@ -2212,6 +2303,14 @@ impl NamePair {
                 Sep::Bare
             }
         };
+        // A prompt's current value in brackets after the name (`AWS Secret Access Key [None]:`).
+        if end > 0 && b[end - 1] == b']' {
+            if let Some(open) = b[..end].iter().rposition(|&c| c == b'[') {
+                if open > 0 && blank(&b[open - 1]) {
+                    end = open - trailing_blanks(open);
+                }
+            }
+        }
         // A subscript's closing bracket after the quoted name (`env["API_TOKEN"] = …`).
         if end > 1 && b[end - 1] == b']' && is_quote(char::from(b[end - 2])) {
             end -= 1;
@@ -2307,6 +2406,12 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
         }
         return quoted_value(text, open, quote, kind)
             .filter(|r| reference_len(&text[r.clone()]) != Some(r.len()));
+    }
+    // A tuple (`auth=("bob", "…")`): its strings, as a call's.
+    if bytes.get(start) == Some(&b'(') && kind != Sep::Bare {
+        if let Some(strings) = call_strings(text, start + 1) {
+            return Some(strings);
+        }
     }
     // A reference to another value, alone (`${{ secrets.TOKEN }}`, `$(gh auth token)`), holds
     // none: judged whole here, as the end of the value below is the first blank.
@@ -2599,7 +2704,7 @@ struct Tool {
     subcommands: &'static [&'static str],
     flags: &'static [(&'static str, Takes)],
     /// Which word after the subcommand that is no option is a password (`rabbitmqctl add_user
-    /// bob S3cret`: the second); 0 for none.
+    /// bob S3cret`: the second); 0 for none, [`EVERY`] for all (of each, its [`Part`]).
     positional: usize,
     part: Part,
     /// Whether its options end at the first word that is not one: the command it runs
@@ -2611,6 +2716,9 @@ struct Tool {
     /// one word (`sshpass -vp S3cret`).
     cluster: &'static str,
 }
+
+/// [`Tool::positional`] of a tool each of whose words is a password (or holds one).
+const EVERY: usize = usize::MAX;
 
 /// Every [`Tool`]. `htpasswd -b` (the password is a word of its own, not a flag's) is
 /// [`htpasswd_password`]'s, and Oracle's logons ([`ORACLE_TOOLS`]) are [`oracle_passwords`]'.
@@ -2641,8 +2749,19 @@ const TOOLS: &[Tool] = &[
         ..Tool::new(&["sshpass"], &[("-p", Takes::Either)])
     },
     Tool {
-        subcommands: &["login"],
-        ..Tool::new(&["docker", "podman", "buildah", "skopeo", "az"], &[("-p", Takes::Either)])
+        subcommands: &["login", "set"],
+        ..Tool::new(
+            &["docker", "podman", "buildah", "skopeo", "az"],
+            &[("-p", Takes::Either), ("--value", Takes::Either)],
+        )
+    },
+    Tool { positional: 2, ..Tool::new(&["wpa_passphrase"], &[]) },
+    // Every value of a Vault secret written (`vault kv put secret/db password=…`).
+    Tool {
+        subcommands: &["put", "patch", "write"],
+        positional: EVERY,
+        part: Part::After('='),
+        ..Tool::new(&["vault"], &[])
     },
     Tool::new(&["redis-cli"], &[("-a", Takes::Either), ("--pass", Takes::Either)]),
     Tool::new(
@@ -2793,8 +2912,13 @@ fn secret_args(tool: ToolKind, args: &[&str]) -> Vec<(usize, Range<usize>)> {
         }
         if tool.positional > 0 && !arg.starts_with('-') {
             words += 1;
-            let password = unquote(arg, 0..arg.len());
-            if words == tool.positional
+            let whole = unquote(arg, 0..arg.len());
+            let start = match tool.part {
+                Part::Whole => Some(whole.start),
+                Part::After(c) => arg[whole.clone()].find(c).map(|at| whole.start + at + 1),
+            };
+            let password = start.map_or(whole.end..whole.end, |start| start..whole.end);
+            if (words == tool.positional || tool.positional == EVERY)
                 && !password.is_empty()
                 && &arg[password.clone()] != REDACTED
             {
@@ -2890,12 +3014,20 @@ fn oracle_passwords(args: &[&str]) -> Vec<(usize, Range<usize>)> {
     found
 }
 
-/// `net use [device] \\server\share password /user:name`: the share right after `use` or its
+/// `net user name password`: the word after the account's name. `net use [device]
+/// \\server\share password /user:name`: the share right after `use` or its
 /// device (`Z:`, `*`), then the first word that is no option (`/user:…`, `/persistent:no`, in
 /// either order), unless it is `*` (asks for it).
 fn net_use_password(args: &[&str]) -> Option<(usize, Range<usize>)> {
     let word = |i: usize| &args[i][unquote(args[i], 0..args[i].len())];
     let device = |w: &str| w == "*" || (w.len() == 2 && w.ends_with(':'));
+    if args.len() >= 3 && word(0).eq_ignore_ascii_case("user") {
+        // `net user bob S3cret /add`: the word after the account's name.
+        let password = unquote(args[2], 0..args[2].len());
+        let text = &args[2][password.clone()];
+        let secret = !text.is_empty() && !text.starts_with('/') && text != "*" && text != REDACTED;
+        return secret.then_some((2, password));
+    }
     if args.len() < 3 || !word(0).eq_ignore_ascii_case("use") {
         return None;
     }
@@ -3146,7 +3278,10 @@ macro_rules! stdin_reader {
             r"|(?:sudo(?:[ \t]+-[^\s|]+)*[ \t]+)?(?:chpasswd|passwd[ \t]+--stdin)",
             r"|(?:sudo(?:[ \t]+-[^\s|]+)*[ \t]+)?(?:docker|podman|nerdctl|buildah|skopeo|helm|oras|crane)",
             r"[ \t]+(?:registry[ \t]+)?login[^|\n]*?--password-stdin",
-            r"|openssl[ \t][^|\n]*?-pass(?:in|out)?[ \t]+(?:stdin|fd:0)(?-u:\b))",
+            r"|openssl[ \t][^|\n]*?-pass(?:in|out)?[ \t]+(?:stdin|fd:0)(?-u:\b)",
+            r"|(?:sudo(?:[ \t]+-[^\s|]+)*[ \t]+)?cryptsetup(?-u:\b)",
+            r"|docker[ \t]+secret[ \t]+create[ \t]",
+            r"|gcloud[ \t][^|\n]*?--data-file[= ]-(?:[ \t]|$))",
         )
     };
 }
@@ -3176,6 +3311,12 @@ const ARGV_PATTERN: &str = concat!(
     r"(?:password(?:\s|\\+[nrt])+)?)",
     r"(?P<literal>\\*'[^'\n]*'|\\*\x22[^\x22\n]*\x22)",
     r"|(?:[?&;]|&amp;)(?i:sig|signature|x-amz-signature|x-goog-signature)=(?P<param>[^\s'\x22&#<>;\\]+)",
+    // MySQL's `SET PASSWORD [FOR 'bob'@'%'] = 'X'`, PowerShell's `ConvertTo-SecureString 'X'`,
+    // and the password of an Oracle JDBC URL's logon (`jdbc:oracle:thin:scott/X@db:1521:ORCL`).
+    r"|(?i:set[ \t]+password(?:[ \t]+for[ \t]+[^=\n]{1,200}?)?[ \t]*=[ \t]*(?:password[ \t]*\([ \t]*)?)",
+    r"(?P<setpw>\\*'[^'\n]*'|\\*\x22[^\x22\n]*\x22)",
+    r"|(?i:convertto-securestring)(?:[ \t]+-(?i:string))?[ \t]+(?P<securestring>\\*'[^'\n]*'|\\*\x22[^\x22\n]*\x22)",
+    r"|(?i:jdbc:oracle:(?:thin|oci8?):@?)[A-Za-z0-9_$#.]{1,64}/(?P<thin>[^@\s'\x22/\\]{1,128})@",
     // A password piped into a program that reads it from stdin.
     r"|",
     word_start!(),
@@ -3301,6 +3442,9 @@ fn argv_values(text: &str) -> Vec<Range<usize>> {
             .name("argv")
             .or_else(|| c.name("literal"))
             .or_else(|| c.name("param"))
+            .or_else(|| c.name("setpw"))
+            .or_else(|| c.name("securestring"))
+            .or_else(|| c.name("thin"))
             .or_else(|| c.name("piped"))
             .or_else(|| c.name("herestring"))
             .or_else(|| c.name("env"))
@@ -4230,6 +4374,14 @@ fn computes_value(value: &str) -> bool {
 
 /// A quoted value whose text begins at `open`: to its closing quote, across lines.
 fn quoted_value(text: &str, open: usize, quote: Quote, kind: Sep) -> Option<Range<usize>> {
+    // A triple-quoted string (Python's `'''…'''`, `"""…"""`): to the three quotes that close it,
+    // or to the end of the text.
+    let written = &text[open - quote.escape_len() - 1..open];
+    if text[open..].starts_with(&written.repeat(2)) {
+        let from = open + 2 * written.len();
+        let close = text[from..].find(&written.repeat(3)).map_or(text.len(), |at| from + at);
+        return (close > from).then_some(from..close);
+    }
     let range = open..closing_quote(text.as_bytes(), open, quote);
     let inner = &text[range.clone()];
     // Without a sign, a quoted credential or pass phrase (several words) counts.
@@ -5422,6 +5574,73 @@ mod tests {
                 let text = line.replace("{name}", name).replace("{PW}", PW);
                 assert_redacted_escaped(&text, 0..3, &[PW], &[]);
             }
+        }
+    }
+
+    /// More forms an adversarial run found stored verbatim, each class by one rule: strings
+    /// Python triple-quotes, a tuple after a sign, a YAML list's item after a flag naming a
+    /// secret, a Terraform variable's default, `<-` and `to` as signs, a prompt's `[current]`
+    /// before its sign, the short names `psk` and `PAT`, names in other languages, and tools'
+    /// passwords (SQL's `SET PASSWORD`, `ConvertTo-SecureString`, an Oracle JDBC logon, `net
+    /// user`, `wpa_passphrase`, `vault kv put`, `az … set --value`, `AUTH PLAIN`, programs that
+    /// read a secret on stdin) — each at three depths of JSON escaping.
+    #[test]
+    fn quoted_listed_declared_and_tool_given_secrets_of_many_languages_go() {
+        const PW: &str = "Zq7xWv93Kp";
+        let texts = [
+            "DB_PASSWORD = '''{PW}'''",
+            "DB_PASSWORD = \"\"\"\n{PW}\n\"\"\"",
+            "requests.get(url, auth=(\"bob\", \"{PW}\"))",
+            "httpx.Client(auth=('bob', '{PW}'))",
+            "command:\n  - redis-server\n  - --requirepass\n  - {PW}",
+            "args:\n - --db-password\n - \"{PW}\"\n - --port\n - \"5432\"",
+            "variable \"db_password\" {\n  type    = string\n  default = \"{PW}\"\n}",
+            "mapOf(\"password\" to \"{PW}\")",
+            "password <- \"{PW}\"",
+            "AWS Secret Access Key [None]: {PW}",
+            "Enter password [****abcd]: {PW}",
+            "GH_PAT={PW}",
+            "AZURE_DEVOPS_EXT_PAT: {PW}",
+            "psk=\"{PW}\"",
+            "wifi_psk: {PW}",
+            "requirepass {PW}",
+            "masterauth {PW}",
+            "Passwort: {PW}",
+            "contraseña: {PW}",
+            "пароль: {PW}",
+            "密码: {PW}",
+            "{\"name\": \"PHPSESSID\", \"value\": \"{PW}\"}",
+            "SET PASSWORD FOR 'bob'@'localhost' = '{PW}';",
+            "set password = password('{PW}')",
+            "$p = ConvertTo-SecureString \"{PW}\" -AsPlainText -Force",
+            "New-LocalUser bob -Password (ConvertTo-SecureString '{PW}' -AsPlainText -Force)",
+            "jdbc:oracle:thin:scott/{PW}@db.example.com:1521:ORCL",
+            "net user administrator {PW} /add",
+            "wpa_passphrase HomeWifi {PW}",
+            "vault kv put secret/db username=bob password={PW}",
+            "vault write auth/userpass/users/bob password={PW}",
+            "az keyvault secret set --vault-name kv --name db --value {PW}",
+            "AUTH PLAIN {PW}AGJvYgB=",
+            "echo -n {PW} | cryptsetup luksOpen /dev/sdb1 data",
+            "printf {PW} | docker secret create db_pw -",
+            "echo {PW} | gcloud secrets versions add db --data-file=-",
+        ];
+        for text in texts {
+            assert_redacted_escaped(&text.replace("{PW}", PW), 0..3, &[PW], &[]);
+        }
+        for kept in [
+            "args:\n - --port\n - \"5432\"\n - --verbose",
+            "variable \"region\" {\n  default = \"eu-west-1\"\n}",
+            "pat = re.compile(pattern)",
+            "the password to reset is in the vault",
+            "result <- fetch(token)",
+            "net user bob /delete",
+            "net user",
+            "vault kv get secret/db",
+            "AWS Access Key ID [None]:",
+            "mapOf(\"user\" to \"bob\")",
+        ] {
+            assert_eq!(redact_text(kept), kept);
         }
     }
 
@@ -6775,7 +6994,12 @@ line secret" next"#,
                 name.to_owned(),
                 name.to_uppercase(),
                 format!("a_very_long_prefix_before_the_{name}"),
-                name.split('_').map(|p| p[..1].to_uppercase() + &p[1..]).collect::<String>(),
+                name.split('_')
+                    .map(|p| {
+                        let first = p.chars().next().map_or(0, char::len_utf8);
+                        p[..first].to_uppercase() + &p[first..]
+                    })
+                    .collect::<String>(),
             ] {
                 assert!(is_secret_key(&key), "{key}");
                 assert!(!is_secret_key(&format!("my_{key}_count")), "my_{key}_count");
