@@ -38,6 +38,9 @@ Exit codes:
   2  usage error: an unknown command or flag, a missing value, a value of the wrong kind (not a
      number, not one of the listed words)
   3  a check found problems (`audit verify`, `db check`)
+A closed stdout (`… | head -1`) does not stop a command: it finishes its work, prints nothing
+more, and ends with its own exit code; any other failure to write stdout (a full disk) is exit
+code 1 once the work is done.
 On 1 and 2, one line on stderr says what, with secrets redacted. A write past the file size
 limit (`ulimit -f`) is such an error too, not a kill by SIGXFSZ. Ctrl-C or SIGTERM before a
 command has finished removes the file it was writing (its temporary file, or the new file it
@@ -536,27 +539,31 @@ fn main() -> ExitCode {
     tracing_subscriber::registry().with(layer).init();
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli)));
     aigentflow_persistence::output::release_placed();
-    let ran = match ran {
-        Ok(ran) => ran,
-        Err(payload) => match payload.downcast::<out::StdoutFailed>() {
-            Ok(failed) => return ExitCode::from(failed.code),
-            Err(payload) => std::panic::resume_unwind(payload),
-        },
-    };
-    match ran {
-        Ok(Done::Ok) => ExitCode::SUCCESS,
-        Ok(Done::Problems) => ExitCode::from(3),
+    let ran = ran.unwrap_or_else(|payload| std::panic::resume_unwind(payload));
+    // A failed write to stdout did not stop the command (see `out::write_stdout`): it ends by
+    // it now that its work is done. A closed pipe keeps the command's own exit code; any other
+    // failure, said on stderr when it happened, is exit code 1.
+    let code = match ran {
+        Ok(Done::Ok) => 0,
+        Ok(Done::Problems) => 3,
         Err(e) => {
+            // A stream written straight to stdout (an export to `-`) whose reader went away: a
+            // read cut short by its reader, not an error.
             let closed_pipe = e.chain().any(|c| {
                 c.downcast_ref::<std::io::Error>()
                     .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
             });
             if closed_pipe {
-                return ExitCode::SUCCESS;
+                0
+            } else {
+                print_error(&one_line(&e));
+                1
             }
-            print_error(&one_line(&e));
-            ExitCode::FAILURE
         }
+    };
+    match out::stdout_failed() {
+        Some(failed) if !failed.closed => ExitCode::FAILURE,
+        _ => ExitCode::from(code),
     }
 }
 

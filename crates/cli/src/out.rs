@@ -15,9 +15,9 @@ use std::sync::LazyLock;
 
 use serde::Serialize;
 
-/// Prints one line for people on stdout, sanitised (see the module doc). A closed pipe
-/// (`aigentflow … | head`) ends the process quietly with success, as other Unix tools do; any
-/// other write error ends it with exit code 1.
+/// Prints one line for people on stdout, sanitised (see the module doc). A failed write never
+/// stops the command (see [`write_stdout`]): the lines after it are dropped, and the command
+/// ends as one whose output failed once its work is done.
 macro_rules! say {
     () => { $crate::out::write_line(format_args!("")) };
     ($($arg:tt)*) => { $crate::out::write_line(format_args!($($arg)*)) };
@@ -29,6 +29,10 @@ pub(crate) use say;
 /// command echoes (a reviewer, a scope, a source, a problem with a file) shows as it would be
 /// stored, whichever field it came from.
 pub fn write_line(args: std::fmt::Arguments<'_>) {
+    // Nothing is written after a failed write: nor formatted, nor redacted.
+    if STDOUT_FAILED.get().is_some() {
+        return;
+    }
     let line = args.to_string();
     let text = render(&aigentflow_persistence::redact::redact_text(&line), true);
     write_stdout(&text);
@@ -88,11 +92,39 @@ fn json_for_terminal(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// How stdout failed, once a write to it has: set by the first failed write, after which
+/// nothing more is written.
+static STDOUT_FAILED: std::sync::OnceLock<StdoutFailed> = std::sync::OnceLock::new();
+
+/// Writes `text` and a newline on stdout, or nothing once a write to it has failed.
+///
+/// A failed write never stops the command: the work it started (a demo's steps, a copy, an
+/// import) is not left half-done because its reader went away. The failure is remembered
+/// ([`stdout_failed`]), every later line is dropped, and `main` ends the command by it when
+/// the command's work is done: a closed pipe (`… | head -1`) quietly with the command's own exit
+/// code, as other Unix tools do; any other write error (a full disk) with one line on stderr,
+/// said here as it happens, and exit code 1. A loop that prints without end (`audit tail
+/// --follow`) asks [`stdout_failed`] to know when to stop.
 fn write_stdout(text: &str) {
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.write_all(b"\n")) {
-        exit_on_write_error(&e);
+    if STDOUT_FAILED.get().is_some() {
+        return;
     }
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        let closed = e.kind() == std::io::ErrorKind::BrokenPipe;
+        if STDOUT_FAILED.set(StdoutFailed { closed }).is_ok() && !closed {
+            eprint_line(&format!("aigentflow: error: cannot write the output: {e}"));
+        }
+    }
+}
+
+/// How stdout failed, if a write to it has.
+pub fn stdout_failed() -> Option<StdoutFailed> {
+    STDOUT_FAILED.get().copied()
 }
 
 /// Writes one sanitised line on stderr (colour marks are dropped: stderr is never painted).
@@ -121,22 +153,11 @@ pub fn print_line_on_stdout(text: &str) {
     let _ = std::io::stdout().lock().write_all(line.as_bytes());
 }
 
-/// Why the command stopped at a failed write to stdout: carried up the stack by unwinding (not
-/// a panic: no hook runs), so that every handle on the way drops as on a normal return (a
-/// database closes, checkpointing its WAL into its file), and `main` ends with this code.
+/// How a write to stdout failed.
+#[derive(Debug, Clone, Copy)]
 pub struct StdoutFailed {
-    pub code: u8,
-}
-
-/// Ends the command after a failed write to stdout: quietly, exit code 0, for a closed pipe
-/// (`… | head -1`); else one line on stderr and exit code 1. Never `process::exit` here: that
-/// would skip closing the databases, and leave a file written just now needing its `-wal`.
-pub fn exit_on_write_error(e: &std::io::Error) -> ! {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        std::panic::resume_unwind(Box::new(StdoutFailed { code: 0 }));
-    }
-    eprint_line(&format!("aigentflow: error: cannot write the output: {e}"));
-    std::panic::resume_unwind(Box::new(StdoutFailed { code: 1 }));
+    /// The reader went away (a closed pipe): not an error of the command's.
+    pub closed: bool,
 }
 
 /// Whether a terminal would act on `c` rather than print it, so output shows it escaped: the C0

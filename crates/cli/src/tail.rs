@@ -44,7 +44,9 @@ pub fn run(ctx: &Ctx, after: Option<i64>, limit: u64, follow: bool) -> anyhow::R
     let mut hinted = false;
     let mut last_read = Instant::now();
     loop {
-        if stop.requested() || stdout_is_closed() {
+        // A failed write to stdout does not stop a command by itself (see `out`): a follower,
+        // whose output is all its work, stops here.
+        if stop.requested() || stdout_is_closed() || crate::out::stdout_failed().is_some() {
             return Ok(Done::Ok);
         }
         if hinted || last_read.elapsed() >= RESYNC {
@@ -52,7 +54,8 @@ pub fn run(ctx: &Ctx, after: Option<i64>, limit: u64, follow: bool) -> anyhow::R
             loop {
                 let page = log.since(cursor, MAX_PAGE)?;
                 print(ctx, &page, &mut cursor)?;
-                if page.len() < MAX_PAGE as usize || stop.requested() {
+                let done = page.len() < MAX_PAGE as usize;
+                if done || stop.requested() || crate::out::stdout_failed().is_some() {
                     break;
                 }
             }

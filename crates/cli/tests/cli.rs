@@ -213,6 +213,75 @@ fn the_demo_writes_a_whole_orchestration_that_every_command_can_inspect(t: Empty
 }
 }
 
+/// Runs `aigentflow --db DB ARGS…` with stdout `out` (a pipe whose reader is gone, `/dev/full`).
+fn run_with_stdout(db: &Path, args: &[&str], out: impl Into<Stdio>) -> Run {
+    output(
+        cmd(db)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap(),
+    )
+}
+
+/// A pipe whose reader has closed: every write to it fails with a broken pipe.
+fn closed_pipe() -> std::io::PipeWriter {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    writer
+}
+
+on_both! {
+/// A command whose stdout fails before its first line (a pipe whose reader has gone, as in
+/// `aigentflow demo | head -1`, or `/dev/full`) still does all of its work: the demo's run ends
+/// completed and successful with its task COMPLETED (not a trace left running and a task stuck
+/// in ANALYZING), its chain intact; a copy lands whole. A closed pipe is exit code 0 and
+/// silent; another failed write is one line and exit code 1, once the work is done.
+fn a_command_whose_stdout_fails_still_finishes_its_work(t: EmptyDb) {
+    let db = at(t);
+    let dir = tempfile::tempdir().unwrap();
+    let full = || std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    for (i, closed) in [true, false].into_iter().enumerate() {
+        let r = if closed {
+            run_with_stdout(db, &["demo"], closed_pipe())
+        } else {
+            run_with_stdout(db, &["demo"], full())
+        };
+        if closed {
+            assert_eq!((r.code, r.stderr.as_str()), (0, ""), "closed pipe");
+        } else {
+            assert_error_line(&r, 1, "cannot write the output");
+        }
+        let traces = run(db, &["--json", "traces", "list"]).ok().json();
+        let traces = traces.as_array().unwrap();
+        assert_eq!(traces.len(), i + 1, "{traces:?}");
+        for trace in traces {
+            assert_eq!(trace["status"], "completed", "{trace}");
+            assert_eq!(trace["success"], true, "{trace}");
+        }
+        let tasks = run(db, &["--json", "tasks", "list"]).ok().json();
+        let tasks = tasks.as_array().unwrap();
+        assert_eq!(tasks.len(), i + 1, "{tasks:?}");
+        assert!(tasks.iter().all(|task| task["state"] == "COMPLETED"), "{tasks:?}");
+        assert_eq!(run(db, &["--json", "audit", "verify"]).ok().json()["finding"], Value::Null);
+        // The rule holds for every command that writes: a copy prints after its work.
+        let copy = dir.path().join(format!("copy-{i}.db"));
+        let copy_text = copy.to_str().unwrap();
+        let args = ["db", "copy", db.to_str().unwrap(), copy_text];
+        let r = if closed {
+            run_with_stdout(db, &args, closed_pipe())
+        } else {
+            run_with_stdout(db, &args, full())
+        };
+        assert_eq!(r.code, if closed { 0 } else { 1 }, "{}", r.stderr);
+        let rows = |db: &Path| run(db, &["--json", "status"]).ok().json()["rows"].clone();
+        assert_eq!(rows(&copy), rows(db));
+    }
+}
+}
+
 /// A file size limit below the 32 KiB of SQLite's shared-memory file stops every command, a
 /// read too, before anything grows: the one line says so (not that the database cannot grow),
 /// for reads and writes, at limits from 1 KiB to just under 32 KiB. At a limit above it, reads
