@@ -19,7 +19,10 @@ pub enum DbCommand {
     /// changed, disabled or added on its tables; on PostgreSQL also no trigger firing only in
     /// replica sessions, no session in replica mode, no rule on its tables and no view in a
     /// table's place), the lessons index, the audit chain. Exits 3 if any finds a problem; a
-    /// check that cannot run (a damaged page) is such a problem.
+    /// check that cannot run is such a problem: a damaged page, or a file too damaged to open
+    /// (truncated, its header overwritten, or not a database at all), when every check says why
+    /// it could not run. A missing database or an empty file is an error (exit 1), and nothing is
+    /// created or written.
     Check,
     /// Copy the database to DEST with SQLite's online backup: one consistent snapshot, taken
     /// while the orchestrator goes on writing. A PostgreSQL database is copied into a SQLite
@@ -197,8 +200,30 @@ pub fn run(ctx: &Ctx, command: DbCommand) -> anyhow::Result<Done> {
     }
 }
 
+/// The names of `db check`'s checks, in the order it runs and prints them.
+const CHECKS: [&str; 5] = ["integrity", "foreign keys", "schema", "lessons index", "audit chain"];
+
+/// Whether opening the database failed because its file is damaged: SQLite finds it malformed
+/// (truncated, a page overwritten) or no database at all (its header overwritten, random bytes,
+/// which SQLite cannot tell from a file that never was one). That is what a check finds, not an
+/// error of the command's. An empty file is not one: it is no database yet, which `init` makes
+/// into one, and every command names it so (exit code 1).
+fn is_damaged(e: &anyhow::Error) -> bool {
+    use aigentflow_persistence::Error;
+    e.downcast_ref::<Error>()
+        .is_some_and(|e| e.is_corrupt() || matches!(e, Error::NotADatabase { .. }))
+}
+
 fn check(ctx: &Ctx) -> anyhow::Result<Done> {
-    let db = ctx.read()?;
+    let db = match ctx.read() {
+        Ok(db) => db,
+        // No check can run: each says so, and why, as one that meets a damaged page does.
+        Err(e) if is_damaged(&e) => {
+            let why = format!("could not run: {e:#}");
+            return report(ctx, CHECKS.iter().map(|name| (*name, false, why.clone())).collect());
+        }
+        Err(e) => return Err(e),
+    };
     // On PostgreSQL the server checks its own pages and enforces foreign keys as rows are
     // written: there is nothing to ask it, which the report says rather than "ok".
     let server = db.backend() == Backend::Postgres;
@@ -256,16 +281,16 @@ fn check(ctx: &Ctx) -> anyhow::Result<Done> {
         },
         Err(e) => failed(&e),
     };
-    let checks: Vec<(&str, bool, String)> = [
-        ("integrity", integrity),
-        ("foreign keys", foreign),
-        ("schema", schema),
-        ("lessons index", index),
-        ("audit chain", chain),
-    ]
-    .into_iter()
-    .map(|(name, (ok, detail))| (name, ok, detail))
-    .collect();
+    let checks = CHECKS
+        .into_iter()
+        .zip([integrity, foreign, schema, index, chain])
+        .map(|(name, (ok, detail))| (name, ok, detail))
+        .collect();
+    report(ctx, checks)
+}
+
+/// Prints the checks' outcomes: exit code 3 if any found a problem.
+fn report(ctx: &Ctx, checks: Vec<(&str, bool, String)>) -> anyhow::Result<Done> {
     let all_ok = checks.iter().all(|c| c.1);
     let report: Vec<Value> = checks
         .iter()

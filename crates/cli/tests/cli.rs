@@ -929,6 +929,110 @@ fn bad_files_and_legacy_files_get_clear_answers_on_sqlite() {
     assert!(check.stdout.contains("✓ lessons index"), "{}", check.stdout);
 }
 
+/// Bytes no test can guess, the same on every run: a linear congruential generator from `seed`.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (x >> 56) as u8
+        })
+        .collect()
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `db check` on a file damaged in any way (truncated at several sizes, its header zeroed,
+/// random bytes over its pages, text that is no database) finds a problem: exit code 3, every
+/// check saying why it could not run (or what it found), no error line, and the file left byte
+/// for byte as it was, with nothing written beside it. A missing file is an error (exit 1), and
+/// no database is created for the check; so is an empty file, which is no database yet (`init`
+/// makes one of it), not a damaged one.
+#[test]
+fn db_check_on_a_damaged_file_finds_a_problem_and_writes_nothing_on_sqlite() {
+    let (dir, db) = temp_db();
+    run(&db, &["-q", "demo"]).ok();
+    run(&db, &["-q", "demo"]).ok();
+    let whole = std::fs::read(&db).unwrap();
+    assert!(!side_exists(&db, "-wal"), "the demo left its -wal");
+    let len = whole.len();
+    let page = 4096;
+    assert!(len > 8 * page, "{len} bytes");
+    let mut damaged: Vec<(String, Vec<u8>)> = Vec::new();
+    for cut in [50, 100, page, page + 1, 2 * page, len / 2, len * 3 / 4, len - page, len - 1] {
+        damaged.push((format!("truncated at {cut} bytes"), whole[..cut].to_vec()));
+    }
+    for (what, from, to) in [
+        ("magic zeroed", 0, 16),
+        ("header zeroed", 0, 100),
+        ("first page zeroed", 0, page),
+        ("second page zeroed", page, 2 * page),
+    ] {
+        let mut bytes = whole.clone();
+        bytes[from..to].fill(0);
+        damaged.push((what.to_owned(), bytes));
+    }
+    // Over the start of a page: its b-tree header and cell pointers.
+    let pages = len / page;
+    for (i, at) in [1, 2, pages / 3, pages / 2, pages - 1].map(|p| p * page).into_iter().enumerate()
+    {
+        let mut bytes = whole.clone();
+        let end = (at + 512).min(len);
+        bytes[at..end].copy_from_slice(&noise(i as u64, end - at));
+        damaged.push((format!("random bytes at {at}"), bytes));
+    }
+    damaged.push(("random bytes".to_owned(), noise(99, len)));
+    damaged.push(("text".to_owned(), b"not a database, only text that is long enough".repeat(100)));
+    for (what, bytes) in damaged {
+        let case = tempfile::tempdir().unwrap();
+        let path = case.path().join("t.db");
+        std::fs::write(&path, &bytes).unwrap();
+        let before = names_in(case.path());
+        for json in [false, true] {
+            let args: &[&str] = if json { &["--json", "db", "check"] } else { &["db", "check"] };
+            let r = run(&path, args);
+            assert_eq!(r.code, 3, "{what}: stdout: {}\nstderr: {}", r.stdout, r.stderr);
+            assert_eq!(r.stderr, "", "{what}");
+            if json {
+                let report = r.json();
+                assert_eq!(report["ok"], false, "{what}");
+                assert_eq!(report["checks"].as_array().unwrap().len(), 5, "{what}: {report}");
+            } else {
+                assert!(r.stdout.contains('✗'), "{what}: {}", r.stdout);
+            }
+            assert_eq!(std::fs::read(&path).unwrap(), bytes, "{what}: the file was written");
+            // SQLite's shared-memory index and an empty -wal, which a read of a WAL database
+            // makes, are all that may appear; nothing is written into the -wal.
+            let made: Vec<String> =
+                names_in(case.path()).into_iter().filter(|n| !before.contains(n)).collect();
+            assert!(made.iter().all(|n| n == "t.db-wal" || n == "t.db-shm"), "{what}: {made:?}");
+            let wal = case.path().join("t.db-wal");
+            assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0, "{what}");
+        }
+    }
+    let missing = dir.path().join("missing.db");
+    assert_error_line(&run(&missing, &["db", "check"]), 1, "no database at");
+    assert!(!missing.exists());
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    assert_error_line(&run(&empty, &["db", "check"]), 1, "is an empty file");
+    assert_eq!(std::fs::read(&empty).unwrap(), b"");
+}
+
+fn side_exists(db: &Path, suffix: &str) -> bool {
+    let mut p = db.as_os_str().to_os_string();
+    p.push(suffix);
+    PathBuf::from(p).exists()
+}
+
 /// Another writer holding the lock an append takes: SQLite's write lock, or (PostgreSQL) the
 /// audit log's head row, which every append locks. Released by [`Driver::batch`]`("COMMIT")`.
 fn hold_the_append_lock(backend: Backend, location: &str) -> Driver {
