@@ -70,8 +70,10 @@ pub fn id<T: From<String>>(text: &str) -> Result<T, Refused> {
     name(text).map(T::from)
 }
 
-/// A date or timestamp inside years 0000 to 9999 (see [`Bound::parse`]); kept as typed, the
-/// library reads it again.
+/// A date or timestamp inside years 0000 to 9999 and not in a leap second (see
+/// [`Bound::parse`]); kept as typed, the library reads it again. Every time flag of every
+/// command (`--start`, `--end`, `--since`, `--until`) takes its value through here, named
+/// `DATE` in its help.
 pub fn date(text: &str) -> Result<String, Refused> {
     Bound::parse(text).map(|_| text.to_owned()).map_err(|e| Refused::OutOfDomain(e.to_string()))
 }

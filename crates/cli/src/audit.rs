@@ -305,11 +305,11 @@ pub struct Filters {
     #[arg(long)]
     has_changes: bool,
     /// From this date (from its midnight, UTC) or timestamp on, inclusive: e.g. 2026-11-01,
-    /// 2026-1-5 or 2026-11-01T09:00:00Z; years 0000 to 9999.
+    /// 2026-1-5 or 2026-11-01T09:00:00Z; years 0000 to 9999, not in a leap second.
     #[arg(long, value_name = "DATE", value_parser = args::date)]
     start: Option<String>,
     /// Up to this date (the whole day, UTC, 9999-12-31 included) or timestamp, inclusive;
-    /// years 0000 to 9999.
+    /// years 0000 to 9999, not in a leap second.
     #[arg(long, value_name = "DATE", value_parser = args::date)]
     end: Option<String>,
 }

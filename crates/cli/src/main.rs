@@ -34,7 +34,8 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  error: a value outside its domain (an empty name, a number out of range, a date outside
-     years 0000 to 9999…), an unknown id, a missing, unreadable, locked or full database…
+     years 0000 to 9999 or in a leap second…), an unknown id, a missing, unreadable, locked or
+     full database…
   2  usage error: an unknown command or flag, a missing value, a value of the wrong kind (not a
      number, not one of the listed words)
   3  a check found problems (`audit verify`, `db check`)

@@ -65,11 +65,11 @@ pub enum TracesCommand {
         #[arg(long, value_name = "GROUP", default_value = "model", value_parser = parse_group)]
         by: CostGroup,
         /// Spans started from this date (from its midnight, UTC) or timestamp on, inclusive;
-        /// years 0000 to 9999.
+        /// years 0000 to 9999, not in a leap second.
         #[arg(long, value_name = "DATE", value_parser = args::date, conflicts_with = "month")]
         since: Option<String>,
         /// Spans started up to this date (the whole day, UTC) or timestamp, inclusive; years
-        /// 0000 to 9999.
+        /// 0000 to 9999, not in a leap second.
         #[arg(long, value_name = "DATE", value_parser = args::date, conflicts_with = "month")]
         until: Option<String>,
         /// One calendar month, UTC (`YYYY-MM`): the range, and the month of the budget (the

@@ -658,6 +658,49 @@ fn audit_query_bounds_give_the_right_rows_or_one_line(t: EmptyDb) {
 }
 
 on_both! {
+/// A time in a leap second (`23:59:60`, which no stored time is in) given to any time flag of
+/// any command (every option whose value `--help` names DATE) is refused at the argument: one
+/// line naming the flag and the leap second, exit code 1 as for any date outside its domain,
+/// nothing printed, nothing stored, never a database error.
+fn a_leap_second_is_refused_at_every_time_flag(t: EmptyDb) {
+    let fixture = &*FIXTURE;
+    let db = Path::new(t.location());
+    ok(run(db, &["init"]));
+    let before = Driver::of(t).dump();
+    let mut flags = std::collections::BTreeSet::new();
+    for leaf in &fixture.leaves {
+        for opt in leaf.options.iter().filter(|o| o.value.as_deref() == Some("DATE")) {
+            for leap in ["2026-12-31T23:59:60Z", "2016-12-31 23:59:60.5", "2017-01-01T00:59:60+01:00"]
+            {
+                let mut args: Vec<&str> = leaf.path.iter().map(String::as_str).collect();
+                args.push(&opt.long);
+                args.push(leap);
+                let r = run(db, &args);
+                assert_one_line(&r, 1, &opt.long);
+                assert!(r.err().contains("leap second"), "{args:?}: {}", r.err());
+                assert!(!r.err().contains("database"), "{args:?}: {}", r.err());
+                assert!(r.stdout.is_empty(), "{args:?}: {}", r.out());
+            }
+            flags.insert(format!("{} {}", leaf.path.join(" "), opt.long));
+        }
+    }
+    for flag in [
+        "audit query --start",
+        "audit query --end",
+        "audit export --start",
+        "audit export --end",
+        "audit stats --start",
+        "audit stats --end",
+        "traces cost --since",
+        "traces cost --until",
+    ] {
+        assert!(flags.contains(flag), "{flag} not found among {flags:?}");
+    }
+    assert_eq!(Driver::of(t).dump(), before, "nothing stored");
+}
+}
+
+on_both! {
 /// The widest windows of --days either answer or are one line; nothing panics.
 fn traces_metrics_days_out_of_range_is_one_line_not_a_panic(t: EmptyDb) {
     let db = Path::new(t.location());

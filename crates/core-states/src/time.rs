@@ -9,7 +9,8 @@ use std::sync::LazyLock;
 
 use chrono::format::{Item, StrftimeItems};
 use chrono::{
-    DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, SubsecRound, Utc,
+    DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, SubsecRound, Timelike,
+    Utc,
 };
 
 /// `YYYY-MM-DD HH:MM:SS.SSS`: the stored form.
@@ -78,6 +79,10 @@ pub enum TimeError {
     /// The date or instant (in UTC) lies outside years 0000 to 9999, which the stored form holds.
     #[error("\"{text}\" is outside the years 0000 to 9999 that timestamps are stored with")]
     OutOfRange { text: String },
+    /// The instant is in a leap second (`23:59:60`), which no stored timestamp is in: time is
+    /// kept as UTC without leap seconds, so there is no stored form for it to compare with.
+    #[error("\"{text}\" is in a leap second (:60), which timestamps are not stored with; give the second before or after it")]
+    LeapSecond { text: String },
 }
 
 /// One end of a time range given as input: a bare date stands for the whole day (UTC), any
@@ -106,6 +111,10 @@ impl Bound {
         let in_range = |ts: DateTime<Utc>| (MIN_YEAR..=MAX_YEAR).contains(&ts.year());
         if !in_range(bound.first()) || !in_range(bound.last()) {
             return Err(TimeError::OutOfRange { text: text.to_owned() });
+        }
+        // chrono reads `:60` as the second's 1,000,000,000th nanosecond and on.
+        if matches!(bound, Self::Instant(ts) if ts.nanosecond() >= 1_000_000_000) {
+            return Err(TimeError::LeapSecond { text: text.to_owned() });
         }
         Ok(bound)
     }
@@ -268,6 +277,32 @@ mod tests {
         for text in ["", " ", "yesterday", "2026-13-01", "2026-02-30", "10000-01-01", "2026-01-05x"]
         {
             assert!(matches!(Bound::parse(text), Err(TimeError::Unreadable { .. })), "{text:?}");
+        }
+    }
+
+    /// A leap second in every spelling an instant is read in (any offset, a fraction, the stored
+    /// form's shape) is refused as such; the seconds around it are bounds.
+    #[test]
+    fn a_bound_in_a_leap_second_is_refused() {
+        for text in [
+            "2016-12-31T23:59:60Z",
+            "2016-12-31T23:59:60.5Z",
+            "2017-01-01T00:59:60+01:00",
+            "2026-12-31 23:59:60",
+            "2026-12-31T23:59:60",
+            "2026-12-31 23:59:60.999",
+            "2026-12-31 23:59:60+00:00",
+            " 2026-06-30T23:59:60.000Z ",
+        ] {
+            assert!(
+                matches!(Bound::parse(text), Err(TimeError::LeapSecond { .. })),
+                "{text:?}: {:?}",
+                Bound::parse(text)
+            );
+        }
+        for text in ["2016-12-31T23:59:59.999Z", "2017-01-01T00:00:00Z", "2026-12-31 23:59:59.999"]
+        {
+            assert!(matches!(Bound::parse(text), Ok(Bound::Instant(_))), "{text:?}");
         }
     }
 
