@@ -108,6 +108,10 @@ pub enum Finding {
     /// The log's own count of the ids it appended is below a sealed row's id: it was set back
     /// (edited or deleted), as someone hiding a deletion at the end would.
     CounterSetBack { counter: i64, last_id: i64 },
+    /// SQLite found the pages of the log's table or of its indexes damaged (its integrity
+    /// check of `audit_logs`): the first problem it names, and how many more it found. Rows
+    /// can be missing from what a read gives, or from an index, without the chain showing it.
+    Damaged { problem: String, more: u64 },
 }
 
 impl std::fmt::Display for Finding {
@@ -147,6 +151,14 @@ impl std::fmt::Display for Finding {
             Self::CounterSetBack { counter, last_id } => write!(
                 f,
                 "the log's count of appended ids says {counter}, below row {last_id}: it was set back around the log"
+            ),
+            Self::Damaged { problem, more: 0 } => write!(
+                f,
+                "the log's table or an index of it is damaged (SQLite's integrity check of audit_logs: {problem}): its rows cannot be trusted; restore it from a backup"
+            ),
+            Self::Damaged { problem, more } => write!(
+                f,
+                "the log's table or an index of it is damaged (SQLite's integrity check of audit_logs: {problem}, and {more} more problems): its rows cannot be trusted; restore it from a backup"
             ),
         }
     }

@@ -566,7 +566,41 @@ impl AuditLog {
 
     /// [`verify`](Self::verify) inside a caller's transaction: the chain as that snapshot holds
     /// it (`db copy` checks its source in the snapshot it copies).
+    ///
+    /// On SQLite the log's table and indexes are checked first (`PRAGMA
+    /// integrity_check(audit_logs)`, which reads and writes nothing else): a damaged page can
+    /// hide or garble rows in a way the chain alone need not show (a b-tree that still reads,
+    /// an index that no longer finds every row), so damage is a finding
+    /// ([`Finding::Damaged`](chain::Finding::Damaged)), the first, and the chain is then walked
+    /// as far as it can be read. On PostgreSQL the server keeps its own pages sound (a damaged
+    /// one is an error when read).
     pub fn verify_in(tx: &Tx<'_>, expected: Option<&ChainHead>) -> Result<Verification> {
+        let damage = match tx.backend() {
+            Backend::Sqlite => table_damage(tx)?,
+            Backend::Postgres => None,
+        };
+        let walked = Self::walk(tx, expected);
+        let Some(damage) = damage else { return walked };
+        let mut verification = match walked {
+            Ok(verification) => verification,
+            // The walk stopped at a damaged page: what it read is not worth more than that.
+            Err(Error::Persistence(e)) if e.is_corrupt() => Verification {
+                rows: 0,
+                head: None,
+                finding: None,
+                findings: Vec::new(),
+                findings_total: 0,
+            },
+            Err(e) => return Err(e),
+        };
+        verification.findings.insert(0, damage.clone());
+        verification.finding = Some(damage);
+        verification.findings_total += 1;
+        Ok(verification)
+    }
+
+    /// Walks the chain in id order: [`verify_in`](Self::verify_in) without the table's check.
+    fn walk(tx: &Tx<'_>, expected: Option<&ChainHead>) -> Result<Verification> {
         let mut verifier = Verifier::against(expected);
         let mut stmt = tx.prepare(&format!("SELECT {COLUMNS} FROM audit_logs ORDER BY id"))?;
         let mut rows = stmt.query(&[])?;
@@ -614,6 +648,35 @@ impl AuditLog {
 
     pub(crate) fn database(&self) -> &Database {
         &self.db
+    }
+}
+
+/// What SQLite's integrity check of the log's table and its indexes finds wrong, as a finding:
+/// its first problem and how many it found (or the error that stopped the check, when a page is
+/// too damaged to be read at all), or None when the table is sound. Read-only.
+fn table_damage(tx: &Tx<'_>) -> Result<Option<chain::Finding>> {
+    let damaged = |problem: String, more: u64| Ok(Some(chain::Finding::Damaged { problem, more }));
+    let checked = (|| -> aigentflow_persistence::Result<Vec<String>> {
+        let mut stmt = tx.prepare("PRAGMA integrity_check(audit_logs)")?;
+        let mut rows = stmt.query(&[])?;
+        let mut problems = Vec::new();
+        while let Some(r) = rows.next()? {
+            let line: String = r.get(0)?;
+            if line != "ok" {
+                // SQLite heads its first problem with the schema's name on a line of its own.
+                let problem = line.strip_prefix("*** in database main ***\n").unwrap_or(&line);
+                problems.push(problem.to_owned());
+            }
+        }
+        Ok(problems)
+    })();
+    match checked {
+        Ok(problems) => match problems.first() {
+            None => Ok(None),
+            Some(first) => damaged(first.clone(), problems.len() as u64 - 1),
+        },
+        Err(e) if e.is_corrupt() => damaged(e.to_string(), 0),
+        Err(e) => Err(e.into()),
     }
 }
 

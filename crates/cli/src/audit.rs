@@ -108,7 +108,9 @@ pub enum AuditCommand {
     },
     /// Walk the hash chain; exits 3 naming every bad row if anything was changed: rows without a
     /// hash (written around the log), edited, inserted, deleted or moved rows, and values not in
-    /// their stored form.
+    /// their stored form. On SQLite the pages of the log's table and its indexes are checked
+    /// first (SQLite's integrity check of that table alone, read-only): damage there is a
+    /// finding too.
     Verify {
         /// A head printed earlier by `aigentflow audit head`, to catch truncation or a rewrite:
         /// the log must hold as many rows, its row `last_id` the head's hash, and as many rows

@@ -1033,6 +1033,134 @@ fn side_exists(db: &Path, suffix: &str) -> bool {
     PathBuf::from(p).exists()
 }
 
+/// A SQLite varint at the start of `b`: its value and its length in bytes.
+fn varint(b: &[u8]) -> (u64, usize) {
+    let mut v = 0u64;
+    for (i, byte) in b.iter().enumerate().take(8) {
+        v = (v << 7) | u64::from(byte & 0x7f);
+        if byte & 0x80 == 0 {
+            return (v, i + 1);
+        }
+    }
+    ((v << 8) | u64::from(b[8]), 9)
+}
+
+/// Byte offsets in a SQLite file of `page` (numbered from 1), of size `size`.
+fn page_at(page: u64, size: usize) -> usize {
+    usize::try_from(page - 1).unwrap() * size
+}
+
+/// The offset in the file of the first cell of b-tree page `page` (not page 1).
+fn first_cell(file: &[u8], page: u64, size: usize) -> usize {
+    let start = page_at(page, size);
+    let header = if matches!(file[start], 0x02 | 0x05) { 12 } else { 8 };
+    let ptr = u16::from_be_bytes([file[start + header], file[start + header + 1]]);
+    start + usize::from(ptr)
+}
+
+/// `audit verify` finds the log's table or index damaged, however the pages are damaged in ways
+/// a read of every row in order does not notice: the table's root page (a fragment count that
+/// does not add up; a key that puts its rows out of order, so a lookup by id misses them), a
+/// leaf page (a free-space list that points off the page), an index (an entry naming another
+/// row, so the index no longer finds every row). Each is a finding that fails verification
+/// (exit code 3) naming the damage; the file is not written.
+#[test]
+fn audit_verify_finds_a_damaged_table_or_index_of_the_log_on_sqlite() {
+    use aigentflow_persistence::Database;
+    let (dir, db) = temp_db();
+    run(&db, &["init"]).ok();
+    {
+        let opened = Database::open(&db).unwrap();
+        let log = AuditLog::new(opened.clone());
+        for i in 0..600 {
+            let entry = AuditEntry {
+                project_id: Some(format!("project-{}", i % 7).into()),
+                details: Some(serde_json::json!({"n": i, "text": "x".repeat(200)})),
+                ..AuditEntry::new("appended", Category::User)
+            };
+            log.log(&entry).unwrap();
+        }
+        opened.close().unwrap();
+    }
+    assert_eq!(run(&db, &["--json", "audit", "verify"]).ok().json()["rows"], 600);
+    let (size, roots) = {
+        let mut driver = Driver::connect(Backend::Sqlite, db.to_str().unwrap());
+        let size = driver.count("PRAGMA page_size", &[]);
+        let roots = driver.query(
+            "SELECT name, rootpage FROM sqlite_master WHERE tbl_name = 'audit_logs' AND rootpage > 0",
+            &[],
+        );
+        (usize::try_from(size).unwrap(), roots)
+    };
+    let root_of = |name: &str| -> u64 {
+        let row = roots.iter().find(|r| r[0].as_deref() == Some(name)).unwrap();
+        row[1].as_deref().unwrap().parse().unwrap()
+    };
+    let pristine = std::fs::read(&db).unwrap();
+    let table = root_of("audit_logs");
+    let index = root_of("idx_audit_logs_project");
+    let root = page_at(table, size);
+    assert_eq!(pristine[root], 0x05, "the table's root is an interior page");
+    // The leaf under the root's first cell.
+    let child = {
+        let cell = first_cell(&pristine, table, size);
+        u64::from(u32::from_be_bytes(pristine[cell..cell + 4].try_into().unwrap()))
+    };
+    let leaf = page_at(child, size);
+    assert_eq!(pristine[leaf], 0x0d, "a leaf of the table");
+    type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Damage)> = vec![
+        ("root page: fragment count", Box::new(move |f: &mut Vec<u8>| f[root + 7] = 0x3f)),
+        (
+            "root page: a key out of order",
+            Box::new(move |f: &mut Vec<u8>| {
+                let cell = first_cell(f, table, size) + 4;
+                let (_, len) = varint(&f[cell..]);
+                // The same length, value 0: every row under it is now above its key.
+                f[cell..cell + len - 1].fill(0x80);
+                f[cell + len - 1] = 0;
+            }),
+        ),
+        (
+            "leaf page: free list off the page",
+            Box::new(move |f: &mut Vec<u8>| {
+                let off = u16::try_from(size - 2).unwrap().to_be_bytes();
+                f[leaf + 1..leaf + 3].copy_from_slice(&off);
+            }),
+        ),
+        (
+            "index: an entry naming another row",
+            Box::new(move |f: &mut Vec<u8>| {
+                let mut cell = first_cell(f, index, size);
+                if f[page_at(index, size)] == 0x02 {
+                    cell += 4;
+                }
+                let (payload, len) = varint(&f[cell..]);
+                // The last byte of the key is the row's id.
+                f[cell + len + usize::try_from(payload).unwrap() - 1] ^= 0x01;
+            }),
+        ),
+    ];
+    for (what, damage) in cases {
+        let copy = dir.path().join("damaged.db");
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", copy.display()));
+        }
+        let mut bytes = pristine.clone();
+        damage(&mut bytes);
+        assert_ne!(bytes, pristine, "{what}");
+        std::fs::write(&copy, &bytes).unwrap();
+        let r = run(&copy, &["audit", "verify"]);
+        assert_eq!(r.code, 3, "{what}: stdout: {}\nstderr: {}", r.stdout, r.stderr);
+        let said = "the log's table or an index of it is damaged (SQLite's integrity check";
+        assert!(r.stdout.contains(said), "{what}: {}", r.stdout);
+        let json = run(&copy, &["--json", "audit", "verify"]);
+        assert_eq!(json.code, 3, "{what}: {}", json.stderr);
+        assert_eq!(json.json()["finding"]["kind"], "damaged", "{what}: {}", json.stdout);
+        assert_eq!(std::fs::read(&copy).unwrap(), bytes, "{what}: verify wrote the file");
+    }
+}
+
 /// Another writer holding the lock an append takes: SQLite's write lock, or (PostgreSQL) the
 /// audit log's head row, which every append locks. Released by [`Driver::batch`]`("COMMIT")`.
 fn hold_the_append_lock(backend: Backend, location: &str) -> Driver {
