@@ -259,6 +259,15 @@ fn raw_mode_passes_fts5_syntax_and_types_bad_syntax_on_sqlite() {
             other => panic!("{bad:?}: expected BadQuery, got {other:?}"),
         }
     }
+    // A raw query's snippet marks the words of the query one by one, as a typed one does, not
+    // its operators.
+    let marked = |q: &str| {
+        let o = SearchOptions { highlight: Some(Highlight::default()), ..raw(q) };
+        let hits = store.search(&o).unwrap();
+        hits.into_iter().map(|h| h.snippet.unwrap()).collect::<Vec<_>>()
+    };
+    assert_eq!(marked("\"custom hooks\""), ["[custom] [hooks]"]);
+    assert_eq!(marked("state NOT hooks"), ["[State] bug"]);
     // Elsewhere `*` keeps its meaning: a prefix.
     assert_eq!(titles(&store, &raw("hook*")), ["React hooks"]);
     assert_eq!(titles(&store, &raw("async OR stat*")), ["State bug"]);
@@ -278,6 +287,19 @@ fn raw_mode_passes_fts5_syntax_and_types_bad_syntax_on_sqlite() {
             other => panic!("{} chars: expected InvalidInput, got {other:?}", long.chars().count()),
         }
     }
+}
+
+/// A snippet's words are matched in the connection's TEMP schema, which a database opened
+/// read-only still writes: its searches keep their snippets.
+#[test]
+fn a_read_only_database_gives_snippets_on_sqlite() {
+    let (_dir, path) = temp_db();
+    LessonsStore::new(open(&path))
+        .create(&NewLesson::new(Category::Pattern, "Hooks", "custom hooks"))
+        .unwrap();
+    let store = LessonsStore::new(Database::open_read_only(&path).unwrap());
+    let o = SearchOptions { highlight: Some(Highlight::default()), ..SearchOptions::text("hook") };
+    assert_eq!(store.search(&o).unwrap()[0].snippet.as_deref(), Some("[Hooks]"));
 }
 
 /// Raw FTS5 syntax has no PostgreSQL counterpart: any raw search there is one typed error
@@ -555,6 +577,63 @@ fn a_hit_can_carry_a_highlighted_snippet(t) {
     assert!(snippet.starts_with('~') && snippet.ends_with('~'), "{snippet}");
     assert!(snippet.contains("\"<,needle,>\""), "{snippet}");
     assert!(snippet.split_whitespace().count() <= 6, "{snippet}");
+}
+}
+
+on_both! {
+/// A snippet marks every token whose word the backend reads as a word of the query, wherever
+/// it is (a phrase's words one by one), in the window of the column with the most distinct
+/// matched words (the first on a tie), with the matches in the window's middle.
+fn a_snippet_marks_the_query_words_in_the_best_window_of_the_best_column(t) {
+    let store = LessonsStore::new(t.db().clone());
+    let snippet = |q: &str, tokens: u8| {
+        let h = Highlight { tokens, ..Highlight::default() };
+        let hits = store.search(&SearchOptions { highlight: Some(h), ..SearchOptions::text(q) });
+        hits.unwrap().into_iter().map(|h| h.snippet.unwrap()).collect::<Vec<_>>()
+    };
+    store
+        .create(&NewLesson {
+            details: Some("The react hook reads the cache; one hook per route; React renders".into()),
+            ..NewLesson::new(Category::Pattern, "Hooks", "react and hooks")
+        })
+        .unwrap();
+    assert_eq!(snippet("react hook", 16), ["[react] and [hooks]"], "two words beat one");
+    assert_eq!(
+        snippet("route cache", 16),
+        ["The react hook reads the [cache]; one hook per [route]; React renders"],
+        "the only column with a match, whole"
+    );
+    assert_eq!(snippet("route cache", 3), ["…the [cache]; one…"], "no window holds both");
+    assert_eq!(snippet("renders", 3), ["…route; React [renders]"], "the end of the text");
+    store
+        .create(&NewLesson::new(Category::Pattern, "Agents", "multi-agent runs; an agent alone; multi"))
+        .unwrap();
+    assert_eq!(snippet("multi-agent", 16), ["[multi]-[agent] runs; an [agent] alone; [multi]"]);
+}
+}
+
+on_both! {
+/// A lesson of 100 KB of matched words gives a snippet of `tokens` of them, the window around
+/// the rarer word when the query has two, and the title when it holds as many distinct matched
+/// words (its cost, linear in the lesson, is measured by the lessons crate's `snippet_cost`
+/// example, not here).
+fn a_snippet_of_a_large_lesson_is_a_window_of_its_tokens(t) {
+    let store = LessonsStore::new(t.db().clone());
+    let half = "login ".repeat(8_500);
+    store
+        .create(&NewLesson {
+            details: Some(format!("{half}session {half}")),
+            ..NewLesson::new(Category::Security, "Login state", "what it keeps")
+        })
+        .unwrap();
+    let h = Highlight { tokens: 8, ..Highlight::default() };
+    let search = |q: &str| {
+        let o = SearchOptions { highlight: Some(h.clone()), ..SearchOptions::text(q) };
+        store.search(&o).unwrap()[0].snippet.clone().unwrap()
+    };
+    assert_eq!(search("login"), "[Login] state", "one word in each: the first column");
+    assert_eq!(search("login session"), format!("…{}[session]…", "[login] ".repeat(7)));
+    assert_eq!(search("session"), "…login login login [session] login login login login…");
 }
 }
 

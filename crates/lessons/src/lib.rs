@@ -22,6 +22,11 @@
 //!   are on different scales (bm25 is negative, the negated `ts_rank_cd` too; neither means
 //!   anything across searches), and `ts_rank_cd` has no term saturation: four mentions in the
 //!   details weigh one in the title.
+//! * [`SearchOptions::highlight`]: a snippet made the same way on both backends, in time linear
+//!   in the lessons (the databases' own snippet functions are quadratic in a lesson's matches):
+//!   the window of at most `tokens` tokens (runs of letters and digits) with the most distinct
+//!   words of the query, from the column that has the most (title, summary, details: the first
+//!   on a tie), every word of the query marked wherever it is; see the `snippet` module.
 //! * The index: on SQLite `lessons_fts` (porter stemming) is kept in step by triggers, and
 //!   [`LessonsStore::check`] compares it with a fresh one, [`LessonsStore::rebuild`] repairs an
 //!   index damaged by writes made around the store. On PostgreSQL it is a generated column:
@@ -40,6 +45,7 @@ mod error;
 mod model;
 mod pg;
 pub mod query;
+mod snippet;
 mod store;
 
 pub use error::{Error, Result};

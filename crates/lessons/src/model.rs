@@ -99,13 +99,16 @@ pub enum QueryMode {
     Raw,
 }
 
-/// The markers of a highlighted snippet.
+/// The markers of a highlighted snippet: what it is made of is in the crate documentation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Highlight {
+    /// Written before every matched token.
     pub open: String,
+    /// Written after every matched token.
     pub close: String,
+    /// Written at an end where the snippet was cut from a longer text.
     pub ellipsis: String,
-    /// Tokens of context in the snippet (1 to 64).
+    /// The most tokens (runs of letters and digits) the snippet shows (1 to 64).
     pub tokens: u8,
 }
 
@@ -146,7 +149,8 @@ pub struct SearchHit {
     /// Relevance of a text match, lower is better: FTS5's bm25 on SQLite, the negated
     /// `ts_rank_cd` on PostgreSQL. The two scales differ; compare scores of one search only.
     pub score: Option<f64>,
-    /// The best-matching fragment with the matched words marked, when asked for.
+    /// The best-matching window of the lesson's text with the words of the query marked, when
+    /// asked for ([`SearchOptions::highlight`]) by a search with query text.
     pub snippet: Option<String>,
 }
 

@@ -12,9 +12,9 @@
 use aigentflow_persistence::{Backend, Param, Tx};
 
 use crate::error::{Error, Result};
-use crate::model::{Highlight, IndexHealth, QueryMode, SearchHit, SearchOptions};
-use crate::query;
+use crate::model::{IndexHealth, QueryMode, SearchHit, SearchOptions};
 use crate::store::{clamp, RawLesson, COLUMNS};
+use crate::{query, snippet};
 
 /// The relevance of a match, lower is better as bm25 is: `ts_rank_cd` with the weights of
 /// D, C, B and A (details C, summary B, title A), 4 : 2 : 1 for title, summary and details as
@@ -72,31 +72,23 @@ const TAGS_FILTER: &str = "
 
 /// The text for `websearch_to_tsquery` of the pieces bound at `at` (a JSON array, see
 /// [`query::pieces_param`]): each piece a quoted phrase (its `"` a blank, which would end the
-/// phrase), the phrases joined by `join` (a blank: every one must match; ` or `: any one).
-fn phrases(join: &str, at: &str) -> String {
+/// phrase), the phrases joined by blanks: every one must match.
+fn phrases(at: &str) -> String {
     format!(
-        "(SELECT string_agg('\"' || translate(p.value, '\"', ' ') || '\"', '{join}')
+        "(SELECT string_agg('\"' || translate(p.value, '\"', ' ') || '\"', ' ')
           FROM json_array_elements_text({at}::TEXT::json) AS p(value))"
     )
 }
 
-/// The snippet of one hit (`?4`: the pieces): the text of its best column (title, summary,
-/// details: the most relevant to any phrase, the first on a tie) through `ts_headline`, marked
-/// and plain, and that whole column as `ts_headline` shows it (to tell whether the fragment was
-/// cut at its ends).
-fn snippet_sql() -> String {
-    format!(
-        "SELECT ts_headline('english', c.text, q.q, ?1), ts_headline('english', c.text, q.q, ?2),
-                ts_headline('english', c.text, q.q, ?3)
-         FROM lessons l
-         CROSS JOIN websearch_to_tsquery('english', {}) AS q(q)
-         CROSS JOIN LATERAL (VALUES (1, l.title), (2, l.summary), (3, l.details)) AS c(n, text)
-         WHERE l.id = ?5 AND c.text IS NOT NULL
-         ORDER BY ts_rank_cd(to_tsvector('english', c.text), q.q) DESC, c.n
-         LIMIT 1",
-        phrases(" or ", "?4")
-    )
-}
+/// Which of the words bound at `?1` (a JSON array) are words of the query whose pieces are
+/// bound at `?2`: the (0-based) index of each word whose lexemes in the `english` configuration
+/// share one with the lexemes of the pieces' text (stopwords give none). One `to_tsvector` per
+/// word, time linear in the words, where `ts_headline` is quadratic in a text's matches.
+const MATCHING_WORDS: &str = "
+    SELECT w.n - 1 FROM json_array_elements_text(?1::TEXT::json) WITH ORDINALITY AS w(word, n)
+    WHERE tsvector_to_array(to_tsvector('english', w.word)) && (
+        SELECT tsvector_to_array(to_tsvector('english', COALESCE(string_agg(p.value, ' '), '')))
+        FROM json_array_elements_text(?2::TEXT::json) AS p(value))";
 
 /// What the generated column `lessons.search_vector` holds, worked out again from the text: the
 /// expression of `migrations-postgres/V1__schema.sql`, word for word.
@@ -125,7 +117,7 @@ pub(crate) fn search(tx: &Tx<'_>, o: &SearchOptions) -> Result<Vec<SearchHit>> {
                 "SELECT {COLUMNS}, {SCORE} FROM lessons l
                  CROSS JOIN websearch_to_tsquery('english', {}) AS q(q)
                  WHERE l.search_vector @@ q.q",
-                phrases(" ", "?")
+                phrases("?")
             )
         }
         None => {
@@ -154,74 +146,29 @@ pub(crate) fn search(tx: &Tx<'_>, o: &SearchOptions) -> Result<Vec<SearchHit>> {
     values.push(Param::int(o.offset.map_or(0, clamp)));
     let mut stmt = tx.prepare(&sql)?;
     let rows = stmt.query_map(&values, |r| Ok((RawLesson::read(r)?, r.get::<Option<f64>>(13)?)))?;
+    let snippets = match (&pieces, &o.highlight) {
+        (Some(pieces), Some(h)) => {
+            let texts = rows.iter().map(|(raw, _)| raw.texts());
+            Some(snippet::snippets(texts, h, |words| matching_words(tx, pieces, words))?)
+        }
+        _ => None,
+    };
+    let mut snippets = snippets.map(Vec::into_iter);
     let mut hits = Vec::with_capacity(rows.len());
     for (raw, score) in rows {
-        let snippet = match (&pieces, &o.highlight) {
-            (Some(pieces), Some(h)) => snippet(tx, &raw.id, pieces, h)?,
-            _ => None,
-        };
+        let snippet = snippets.as_mut().and_then(Iterator::next);
         hits.push(SearchHit { lesson: raw.into_lesson()?, score, snippet });
     }
     Ok(hits)
 }
 
-/// The highlighted fragment of lesson `id` for any of the `pieces` (see [`snippet_sql`]), with
-/// `h.ellipsis` where the fragment was cut from a longer text, as FTS5's `snippet()` marks it.
-fn snippet(tx: &Tx<'_>, id: &str, pieces: &Param<'_>, h: &Highlight) -> Result<Option<String>> {
-    // ts_headline wants more words than MinWords, and MinWords at least 1.
-    let max = u32::from(h.tokens).max(2);
-    let fragment = format!("MaxWords={max}, MinWords={}, ShortWord=0, MaxFragments=1", max - 1);
-    let marked = format!(
-        "StartSel={}, StopSel={}, FragmentDelimiter={}, {fragment}",
-        option(&h.open),
-        option(&h.close),
-        option(&h.ellipsis)
-    );
-    let plain = format!("StartSel=\"\", StopSel=\"\", {fragment}");
-    let whole = format!(
-        "StartSel=\"\", StopSel=\"\", MaxWords={}, MinWords={}, ShortWord=0",
-        i32::MAX,
-        i32::MAX - 1
-    );
-    let parts = tx.query_row(
-        &snippet_sql(),
-        &[
-            Param::text_owned(marked),
-            Param::text_owned(plain),
-            Param::text_owned(whole),
-            pieces.clone(),
-            Param::text(id),
-        ],
-        |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<String>(2)?)),
-    )?;
-    Ok(parts.map(|(marked, plain, whole)| with_ellipses(marked, &plain, &whole, &h.ellipsis)))
-}
-
-/// A value of `ts_headline`'s options: double-quoted, its `"` doubled (NUL, which PostgreSQL
-/// text cannot hold, left out).
-fn option(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for c in value.chars().filter(|&c| c != '\0') {
-        if c == '"' {
-            out.push('"');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
-}
-
-/// `marked` with `ellipsis` before it when its plain form does not start the whole column, and
-/// after it when it does not end it (blanks aside).
-fn with_ellipses(marked: String, plain: &str, whole: &str, ellipsis: &str) -> String {
-    let (plain, whole) = (plain.trim(), whole.trim());
-    let before = if whole.starts_with(plain) { "" } else { ellipsis };
-    let after = if whole.ends_with(plain) { "" } else { ellipsis };
-    if before.is_empty() && after.is_empty() {
-        return marked;
-    }
-    format!("{before}{}{after}", marked.trim())
+/// Which of `words` (the distinct words of a search's snippets) PostgreSQL reads as words of
+/// the query of `pieces` (see [`MATCHING_WORDS`]), by their ids.
+fn matching_words(tx: &Tx<'_>, pieces: &Param<'_>, words: &[&str]) -> Result<Vec<usize>> {
+    let words = Param::json(&serde_json::Value::from(words))?;
+    let mut stmt = tx.prepare(MATCHING_WORDS)?;
+    let ids = stmt.query_map(&[words, pieces.clone()], |r| r.get::<i64>(0))?;
+    Ok(ids.into_iter().filter_map(|id| usize::try_from(id).ok()).collect())
 }
 
 /// Lessons whose stored search words differ from what their text gives now, and the first by id.
@@ -272,27 +219,4 @@ pub(crate) fn rebuild(tx: &Tx<'_>) -> Result<u64> {
     let n: i64 = tx.query_row("SELECT COUNT(*) FROM lessons", &[], |r| r.get(0))?.unwrap_or(0);
     tracing::info!(lessons = n, refreshed, "rebuilt the lessons search words");
     Ok(n as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn options_are_quoted_with_quotes_doubled() {
-        assert_eq!(option("<b>"), r#""<b>""#);
-        assert_eq!(option(r#"a"b, c=d"#), r#""a""b, c=d""#);
-        assert_eq!(option("x\0y"), r#""xy""#);
-        assert_eq!(option(""), r#""""#);
-    }
-
-    #[test]
-    fn a_fragment_cut_from_a_longer_text_gets_ellipses_where_it_was_cut() {
-        let e = |m: &str, p: &str, w: &str| with_ellipses(m.into(), p, w, "…");
-        assert_eq!(e("[a] b", "a b", "a b"), "[a] b");
-        assert_eq!(e("b [c]", "b c", "a b c"), "…b [c]");
-        assert_eq!(e("[a] b", "a b", "a b c"), "[a] b…");
-        assert_eq!(e("b [c] d", "b c d", " a b c d e "), "…b [c] d…");
-        assert_eq!(e(" [a] ", " a ", "a"), " [a] ");
-    }
 }

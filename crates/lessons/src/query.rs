@@ -46,6 +46,18 @@ pub fn pieces(text: &str) -> Vec<&str> {
     out
 }
 
+/// The words of a raw FTS5 query that a snippet marks (see [`crate::Highlight`]): its
+/// [`pieces`] but FTS5's operators (`AND`, `OR`, `NOT`, `NEAR`, which FTS5 reads only in
+/// capitals). The rest of its syntax is read as the blanks between words, so a prefix `auth*`
+/// marks the word `auth` alone, and a column name before `:` is marked where it is a word.
+pub(crate) fn raw_words(query: &str) -> Vec<&str> {
+    pieces(query)
+        .into_iter()
+        .filter(|p| !matches!(*p, "AND" | "OR" | "NOT" | "NEAR"))
+        .map(|p| p.strip_prefix("NEAR(").unwrap_or(p))
+        .collect()
+}
+
 fn has_word(piece: &str) -> bool {
     piece.chars().any(char::is_alphanumeric)
 }
@@ -109,6 +121,16 @@ mod tests {
         assert!(bound.contains("leaked") && bound.contains("[REDACTED]"), "{bound}");
         let nul = format!("{:?}", pieces_param("say \"hi\"\0there").unwrap());
         assert!(nul.contains(r#"[\"say\",\"\\\"hi\\\"\\u0001there\"]"#), "{nul}");
+    }
+
+    #[test]
+    fn raw_words_are_the_pieces_but_the_operators() {
+        assert_eq!(raw_words("auth* AND NOT x OR \"a b\""), ["auth*", "x", "\"a", "b\""]);
+        assert_eq!(
+            raw_words("NEAR(hook state, 3) near and"),
+            ["hook", "state,", "3)", "near", "and"]
+        );
+        assert!(raw_words("AND OR NOT NEAR").is_empty());
     }
 
     proptest! {

@@ -11,7 +11,7 @@ use crate::model::{
     Category, IndexHealth, Lesson, LessonId, LessonUpdate, NewLesson, QueryMode, SearchHit,
     SearchOptions,
 };
-use crate::query;
+use crate::{query, snippet};
 
 pub(crate) const COLUMNS: &str =
     "l.id, l.project_id, l.category, l.title, l.summary, l.details, l.tags, \
@@ -223,6 +223,15 @@ const MOST_APPLIED_ORDER_PG: &str =
 
 // ---- SQLite: FTS5 -------------------------------------------------------------------------
 
+/// The tokenizer of `lessons_fts` (`migrations/V4__lessons_stemming.sql`), which every FTS5
+/// table that must read words as the index does is made with (a macro, for `concat!`: batches
+/// of SQL are static text).
+macro_rules! tokenize {
+    () => {
+        "porter unicode61 remove_diacritics 2"
+    };
+}
+
 /// bm25 weights of title, summary and details: a word in the title counts most.
 const RANK: &str = "bm25(lessons_fts, 4.0, 2.0, 1.0)";
 
@@ -308,34 +317,65 @@ fn search_sqlite(tx: &Tx<'_>, options: &SearchOptions) -> Result<Vec<SearchHit>>
         let rows = stmt.query_map(&values, |r| {
             Ok((RawLesson::read(r)?, r.get::<Option<f64>>(13)?, r.get::<i64>(14)?))
         })?;
-        let mut hits = Vec::new();
-        for row in rows {
-            let (raw, score, rowid) = row;
+        let snippets = match (&fts, &options.highlight) {
+            (Some(m), Some(h)) => {
+                let asked = match m {
+                    Fts::Pieces(pieces) => pieces.clone(),
+                    Fts::Raw(raw) => Param::json(&serde_json::Value::from(query::raw_words(raw)))?,
+                };
+                let texts = rows.iter().map(|(raw, ..)| raw.texts());
+                Some(snippet::snippets(texts, h, |words| matching_words(tx, asked, words))?)
+            }
+            _ => None,
+        };
+        let mut snippets = snippets.map(Vec::into_iter);
+        let mut hits = Vec::with_capacity(rows.len());
+        for (raw, score, rowid) in rows {
             let score = scores.as_ref().map_or(score, |s| s.get(&rowid).copied());
-            let snippet = match (&fts, &options.highlight) {
-                (Some(m), Some(h)) => tx.query_row(
-                    &format!(
-                        "SELECT snippet(lessons_fts, -1, ?1, ?2, ?3, ?4) FROM lessons_fts
-                         WHERE lessons_fts MATCH {} AND rowid = ?6",
-                        m.operand("?5")
-                    ),
-                    &[
-                        Param::text(&h.open),
-                        Param::text(&h.close),
-                        Param::text(&h.ellipsis),
-                        Param::int(i64::from(h.tokens)),
-                        m.param(),
-                        Param::int(rowid),
-                    ],
-                    |r| r.get(0),
-                )?,
-                _ => None,
-            };
+            let snippet = snippets.as_mut().and_then(Iterator::next);
             hits.push(SearchHit { lesson: raw.into_lesson()?, score, snippet });
         }
         Ok(hits)
     })()
     .map_err(|e| if raw { bad_query(e, query) } else { e })
+}
+
+/// The TEMP tables of [`matching_words`]: FTS5 with the index's tokenizer, and its terms.
+const DROP_SNIPPET_TABLES: &str = "
+    DROP TABLE IF EXISTS temp.lessons_snippet_terms;
+    DROP TABLE IF EXISTS temp.lessons_snippet_words;";
+
+/// Which of `words` (the distinct words of a search's snippets, see [`snippet`]) FTS5 reads as
+/// words of the query (`asked`: a JSON array of its text): the ids of those that give a term
+/// (a porter stem of `lessons_fts`'s tokenizer) the query's text gives too. Both are written to
+/// an FTS5 table in the connection's TEMP schema, one row per word, and their terms compared
+/// through `fts5vocab` (only which row holds a term matters: `detail=none`). Time linear in the
+/// words, where FTS5's `highlight()` of a column is quadratic in its matches. The TEMP tables go
+/// whatever happened.
+fn matching_words(tx: &Tx<'_>, asked: Param<'_>, words: &[&str]) -> Result<Vec<usize>> {
+    tx.execute_batch(DROP_SNIPPET_TABLES)?;
+    let found = (|| -> Result<Vec<i64>> {
+        tx.execute_batch(concat!(
+            "CREATE VIRTUAL TABLE temp.lessons_snippet_words
+                 USING fts5(word, detail=none, columnsize=0, tokenize='",
+            tokenize!(),
+            "');
+             CREATE VIRTUAL TABLE temp.lessons_snippet_terms
+                 USING fts5vocab(temp, lessons_snippet_words, instance);"
+        ))?;
+        let insert = "INSERT INTO temp.lessons_snippet_words(rowid, word)";
+        tx.execute(&format!("{insert} SELECT -1 - key, value FROM json_each(?1)"), &[asked])?;
+        let words = Param::json(&serde_json::Value::from(words))?;
+        tx.execute(&format!("{insert} SELECT 1 + key, value FROM json_each(?1)"), &[words])?;
+        let mut stmt = tx.prepare(
+            "SELECT DISTINCT w.doc - 1 FROM temp.lessons_snippet_terms w
+             WHERE w.doc > 0 AND w.term IN
+                 (SELECT q.term FROM temp.lessons_snippet_terms q WHERE q.doc < 0)",
+        )?;
+        Ok(stmt.query_map(&[], |r| r.get::<i64>(0))?)
+    })();
+    tx.execute_batch(DROP_SNIPPET_TABLES)?;
+    Ok(found?.into_iter().filter_map(|id| usize::try_from(id).ok()).collect())
 }
 
 /// [`LessonsStore::check`] on SQLite.
@@ -373,16 +413,18 @@ const DROP_CHECK_TABLES: &str = "
 /// None when they agree, else what differs.
 fn compare_index(tx: &Tx<'_>) -> aigentflow_persistence::Result<Option<String>> {
     tx.execute_batch(DROP_CHECK_TABLES)?;
-    tx.execute_batch(
+    tx.execute_batch(concat!(
         "CREATE VIRTUAL TABLE temp.lessons_check_fresh USING fts5(
-             title, summary, details, tokenize='porter unicode61 remove_diacritics 2');
+             title, summary, details, tokenize='",
+        tokenize!(),
+        "');
          INSERT INTO temp.lessons_check_fresh(rowid, title, summary, details)
              SELECT rowid, title, summary, details FROM main.lessons;
          CREATE VIRTUAL TABLE temp.lessons_check_stored
              USING fts5vocab(main, lessons_fts, instance);
          CREATE VIRTUAL TABLE temp.lessons_check_fresh_vocab
-             USING fts5vocab(temp, lessons_check_fresh, instance);",
-    )?;
+             USING fts5vocab(temp, lessons_check_fresh, instance);"
+    ))?;
     let differs = |one: &str, other: &str| {
         tx.query_row(
             &format!(
@@ -580,6 +622,11 @@ pub(crate) struct RawLesson {
 }
 
 impl RawLesson {
+    /// The searched columns: title, summary, details.
+    pub(crate) fn texts(&self) -> [Option<&str>; 3] {
+        [Some(&self.title), Some(&self.summary), self.details.as_deref()]
+    }
+
     pub(crate) fn read(r: &Row<'_>) -> aigentflow_persistence::Result<Self> {
         Ok(Self {
             id: r.get(0)?,
