@@ -429,6 +429,10 @@ const SHAPES_PATTERN: &str = concat!(
     r")",
     // Prefixes that are also ordinary text: OpenAI (`sk-`, `sk-proj-`…) and Stripe.
     // Bounded, so that looking again inside a rejected one stays linear.
+    // A PEM private key in base64 (`-----BEGIN` encoded: Kubernetes' `tls.key`, `…_B64=`),
+    // crates.io and NuGet API keys, BIP-32 extended private keys.
+    r"|(?P<encoded>LS0tLS1CRUdJTi[A-Za-z0-9+/=]{20,}|cio[A-Za-z0-9]{32}|oy2[a-z0-9]{43}",
+    r"|[xtyz]prv[1-9A-HJ-NP-Za-km-z]{100,112})",
     r"|(?P<generic>sk-[A-Za-z0-9_-]{20,300}|[sr]k_(?:live|test|prod)_[A-Za-z0-9]{20,300})",
     // The credential after an HTTP authentication scheme.
     r"|(?i-u:basic|bearer|auth[ \t]+plain)[ \t]+(?P<credential>[A-Za-z0-9._~+/=-]{8,})",
@@ -2057,12 +2061,15 @@ enum Sep {
 /// that is replaced from the first name past the limit to its end, rather than read in
 /// quadratic time or left.
 fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
-    let mut rewriter = Rewriter::new(text);
     let bytes = text.as_bytes();
     let mut at = 0;
+    // The values found, replaced in order at the end: a call's strings may start after a name
+    // inside its arguments whose own value ends before them (`f(Authorization: … "x")`).
+    let mut values: Vec<Range<usize>> = Vec::new();
     // Where the values replaced so far end: a name before it sits inside one of them, and
     // its value ends with the string that one sits in, if any (a quoted value is a string).
-    let mut covered = 0;
+    // `covered_from` is where the value that ends there starts.
+    let (mut covered, mut covered_from) = (0, 0);
     let mut covering: Option<Quote> = None;
     let mut budget = INNER_READS * text.len() + REACH;
     while at < text.len() {
@@ -2081,13 +2088,17 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
             at = name.end.max(next_char(text, name.start));
             continue;
         }
-        if !names_a_value_in_text(&text[name.clone()], parsed.sep) {
+        // A path's segment (`github.com/acme/auth\t0.5s`) is no name.
+        let in_path = name.start > 0 && matches!(bytes[name.start - 1], b'/' | b'\\');
+        if !names_a_value_in_text(&text[name.clone()], parsed.sep)
+            || (in_path && parsed.sep == Sep::Bare)
+        {
             at = name.end.max(next_char(text, name.start));
             continue;
         }
         let inside = name.start < covered;
         if inside && budget == 0 {
-            rewriter.replace_or_extend(name.start..text.len());
+            values.push(name.start..text.len());
             break;
         }
         // A pair that itself sits in a quoted string ends with that string.
@@ -2141,6 +2152,8 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
                 None if sign == Some(b'(') => None,
                 // `password == expected`: a comparison, not an assignment.
                 None if sign == Some(b'=') && bytes.get(found.end()) == Some(&b'=') => None,
+                // `auth::Token`: a path, not a sign.
+                None if sign == Some(b':') && bytes.get(found.end()) == Some(&b':') => None,
                 // `password: str)`: a parameter's or field's type.
                 None if sign == Some(b':') && annotates_type(text, found.end()) => None,
                 None => value_range(text, found.end(), &pair),
@@ -2151,11 +2164,18 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
             let read = value.as_ref().map_or(found.len(), |r| r.end.saturating_sub(name.start));
             budget = budget.saturating_sub(read);
         }
-        if let Some(range) = value.filter(|r| r.end > covered) {
-            covering = quote_before(bytes, range.start).or(enclosing);
-            covered = range.end;
-            rewriter.replace_or_extend(range);
+        if let Some(range) = value.filter(|r| r.end > covered || r.start < covered_from) {
+            if range.end > covered {
+                covering = quote_before(bytes, range.start).or(enclosing);
+                (covered, covered_from) = (range.end, range.start);
+            }
+            values.push(range);
         }
+    }
+    values.sort_unstable_by_key(|r| r.start);
+    let mut rewriter = Rewriter::new(text);
+    for range in values {
+        rewriter.replace_or_extend(range);
     }
     rewriter.finish()
 }
@@ -2209,6 +2229,71 @@ fn call_arguments(text: &str, start: usize) -> Vec<Option<Range<usize>>> {
     found
 }
 
+/// The strings of a call that takes a key (see [`ARGV_PATTERN`]) whose `(` ends right before
+/// `start`, at any depth of its arguments (`SignedString([]byte("…"))`, `"…".getBytes()`), to its
+/// `)` or [`REACH`] bytes: all but an algorithm's or encoding's name (`'sha256'`, `"AES"`,
+/// `'HS256'`, `"UTF-8"`) and a keyword argument's (`algorithm='HS256'`).
+fn key_strings(text: &str, start: usize) -> Vec<Range<usize>> {
+    let bytes = text.as_bytes();
+    let limit = bytes.len().min(start.saturating_add(REACH));
+    let mut found = Vec::new();
+    let (mut depth, mut i) = (0usize, start);
+    while i < limit {
+        match bytes[i] {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' if depth == 0 => break,
+            b')' | b']' | b'}' => depth -= 1,
+            _ => {}
+        }
+        if let Some((quote, open)) = quote_at(bytes, i) {
+            let end = closing_quote(bytes, open, quote);
+            let literal = &text[open..end];
+            // A keyword argument's literal, maybe a byte string (`key=b'…'`).
+            let prefixed = i > 0 && matches!(bytes[i - 1], b'b' | b'B' | b'r' | b'u');
+            let before = skip_blanks_back(bytes, i - usize::from(prefixed));
+            let keyword = before > 0 && bytes[before - 1] == b'=';
+            let names_algorithm = literal.len() <= 16
+                && literal.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && ALGORITHMS.iter().any(|a| literal.eq_ignore_ascii_case(a));
+            i = end + quote.escape_len() + 1;
+            // A member's name (`options={"verify_signature": False}`).
+            let member = bytes.get(skip_blanks_forward(bytes, i)) == Some(&b':');
+            if !literal.is_empty() && !keyword && !names_algorithm && !member && literal != REDACTED
+            {
+                found.push(open..end);
+            }
+            continue;
+        }
+        i += 1;
+    }
+    found
+}
+
+/// Names of algorithms and encodings that a key's call takes beside the key (see
+/// [`key_strings`]).
+const ALGORITHMS: [&str; 20] = [
+    "sha1",
+    "sha256",
+    "sha384",
+    "sha512",
+    "md5",
+    "hs256",
+    "hs384",
+    "hs512",
+    "rs256",
+    "es256",
+    "aes",
+    "hmacsha256",
+    "hmacsha512",
+    "utf-8",
+    "utf8",
+    "base64",
+    "hex",
+    "ascii",
+    "des",
+    "rsa",
+];
+
 /// The password among the arguments of a login's call whose `(` ends right before `start`
 /// (`login("bob", "S3cret")`, `getConnection(url, "bob", "S3cret")`, `simple_bind_s(dn, "…")`,
 /// `connect("db.example.com", 22, "bob", "S3cret")`): the string arguments after the first
@@ -2223,12 +2308,17 @@ fn login_strings(text: &str, start: usize, connect_to: bool) -> Vec<Range<usize>
             || looks_like_server(s)
             || (connect_to && looks_like_host(s))
     };
-    let strings: Vec<Range<usize>> = call_arguments(text, start).into_iter().flatten().collect();
-    let places = strings.iter().take_while(|r| is_place(&text[(*r).clone()])).count();
+    let arguments = call_arguments(text, start);
+    // The places first: strings naming one, and for `connect` any name or number (`connect(host,
+    // 22, …)`); then the user, a string or a name (`login(sender_email, '…')`).
+    let places = arguments
+        .iter()
+        .take_while(|a| a.as_ref().map_or(connect_to, |r| is_place(&text[r.clone()])))
+        .count();
     if connect_to && places == 0 {
         return Vec::new();
     }
-    strings.into_iter().skip(places + 1).filter(|r| !r.is_empty()).collect()
+    arguments.into_iter().skip(places + 1).flatten().filter(|r| !r.is_empty()).collect()
 }
 
 /// How many times its length the values of names inside other values may read of a text.
@@ -2404,8 +2494,9 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
         if pair.enclosing == Some(quote) && ends(bytes.get(open)) {
             return None;
         }
-        return quoted_value(text, open, quote, kind)
-            .filter(|r| reference_len(&text[r.clone()]) != Some(r.len()));
+        return quoted_value(text, open, quote, kind).filter(|r| {
+            reference_len(&text[r.clone()]) != Some(r.len()) && !is_placeholder(&text[r.clone()])
+        });
     }
     // A tuple (`auth=("bob", "…")`): its strings, as a call's.
     if bytes.get(start) == Some(&b'(') && kind != Sep::Bare {
@@ -2449,6 +2540,10 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
         // sign: the value is on the lines that follow.
         let at = block_indicator(bytes, start).unwrap_or(start);
         if let Some((form, next)) = line_break(bytes, at) {
+            // `if not password:` then a block: Python's statement, not a key.
+            if opens_a_block(bytes, pair.name_start) {
+                return None;
+            }
             return next_line_value(text, next, form, pair);
         }
         // After a quoted name and `:` (a JSON member), an array or object is the value whole.
@@ -2546,6 +2641,8 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
         || is_literal(value)
         || is_working_directory(name, value)
         || computes_value(value)
+        || is_placeholder(value)
+        || (pair.header && refers_to_a_credential(value))
     {
         return None;
     }
@@ -2682,6 +2779,9 @@ enum Takes {
     Glued,
     /// Glued, after `=`, or as the next argument (`sshpass -p S3cret`, `-pS3cret`).
     Either,
+    /// As the next argument only: a tool whose options are whole words (`openssl … -k S3cret`,
+    /// where `-key file` is another option).
+    Apart,
 }
 
 /// What of a flag's value is the secret.
@@ -2779,7 +2879,7 @@ const TOOLS: &[Tool] = &[
         &[("-p", Takes::Either)],
     ),
     Tool::new(&["plink", "pscp", "psftp"], &[("-pw", Takes::Either)]),
-    Tool::new(&["openssl"], &[("-k", Takes::Either)]),
+    Tool::new(&["openssl"], &[("-k", Takes::Apart)]),
     Tool::new(&["xfreerdp", "wlfreerdp"], &[("/p:", Takes::Glued)]),
     Tool {
         part: Part::After(':'),
@@ -2940,13 +3040,13 @@ fn secret_args(tool: ToolKind, args: &[&str]) -> Vec<(usize, Range<usize>)> {
         };
         let mut value = None;
         for &(flag, takes) in tool.flags {
-            if (arg == flag || clustered(flag)) && takes == Takes::Either {
+            if (arg == flag || clustered(flag)) && takes != Takes::Glued {
                 if i + 1 < args.len() {
                     value = Some((i + 1, 0..args[i + 1].len()));
                 }
                 break;
             }
-            if arg.len() > flag.len() && arg.starts_with(flag) {
+            if arg.len() > flag.len() && arg.starts_with(flag) && takes != Takes::Apart {
                 let eq = takes == Takes::Either && arg.as_bytes()[flag.len()] == b'=';
                 value = Some((i, flag.len() + usize::from(eq)..arg.len()));
                 break;
@@ -3279,7 +3379,9 @@ macro_rules! stdin_reader {
             r"|(?:sudo(?:[ \t]+-[^\s|]+)*[ \t]+)?(?:docker|podman|nerdctl|buildah|skopeo|helm|oras|crane)",
             r"[ \t]+(?:registry[ \t]+)?login[^|\n]*?--password-stdin",
             r"|openssl[ \t][^|\n]*?-pass(?:in|out)?[ \t]+(?:stdin|fd:0)(?-u:\b)",
-            r"|(?:sudo(?:[ \t]+-[^\s|]+)*[ \t]+)?cryptsetup(?-u:\b)",
+            r"|(?:sudo(?:[ \t]+-[^\s|]+)*[ \t]+)?(?:cryptsetup|passwd|smbpasswd|su|kinit)(?-u:\b)",
+            r"|gpg[ \t][^|\n]*?--passphrase-fd[ \t=]+0(?-u:\b)",
+            r"|(?:vercel[ \t]+env[ \t]+add|npm[ \t]+login|op[ \t]+signin|ansible-vault)(?-u:\b)",
             r"|docker[ \t]+secret[ \t]+create[ \t]",
             r"|gcloud[ \t][^|\n]*?--data-file[= ]-(?:[ \t]|$))",
         )
@@ -3323,11 +3425,23 @@ const ARGV_PATTERN: &str = concat!(
     r"(?:echo|printf(?:[ \t]+\\*['\x22]%s(?:\\+n)?\\*['\x22])?)(?:[ \t]+-[neE]+)*[ \t]+(?P<piped>\\*'[^'\n]*'|\\*\x22[^\x22\n]*\x22|[^\s'\x22;|]+)",
     r"[ \t]*\|[ \t]*",
     stdin_reader!(),
+    // A call that takes a signing or encryption key (`jwt.sign(payload, '…')`, `createHmac(
+    // 'sha256', '…')`, `new SecretKeySpec("…".getBytes(), "AES")`, a wallet's key).
+    r"|",
+    word_start!(),
+    r"(?P<keycall>(?:jwt|jose|JWT)\.(?:sign|encode|verify|decode)|createHmac|hmac\.new|HMAC(?:256|384|512)",
+    r"|signWith|SignedString|SecretKeySpec|SymmetricSecurityKey|Fernet|AES\.new|cookieParser",
+    r"|ethers\.Wallet|privateKeyToAccount|fromSecretKey)\(",
+    // `user:password` made into a Basic credential (`btoa("bob:…")`, `echo -n 'bob:…' | base64`).
+    r"|(?:btoa|b64encode|Buffer\.from|encodeToString|EncodeToString)\((?:\[\]byte\()?\\*[\x22'][^:\x22'\s]{1,64}:",
+    r"(?P<basic>[^\x22'\s\\]{1,128})",
+    r"|(?:echo(?:[ \t]+-[neE]+)*|printf(?:[ \t]+\\*['\x22]%s\\*['\x22])?)[ \t]+\\*['\x22]?[^:'\x22\s|]{1,64}:",
+    r"(?P<basicpipe>[^'\x22\s|\\]{1,128})\\*['\x22]?[ \t]*\|[ \t]*base64",
     // A login's call, its user and password as positional strings.
     r"|",
     word_start!(),
     r"(?:[A-Za-z0-9]+_)?(?P<login>(?i:log_?in|sign_?in|authenticate|getconnection|simple_bind(?:_s)?|bind_s|pdo|sequelize)",
-    r"|(?P<connect>(?i:connect|ftp(?:_tls)?)))\(",
+    r"|(?P<connect>(?i:connect|ftp(?:_tls)?|mysqli)))\(",
 );
 
 /// A here-document's delimiter after `<<` or `<<-`, maybe quoted (`<<'EOF'`), as a group of
@@ -3413,6 +3527,10 @@ fn argv_values(text: &str) -> Vec<Range<usize>> {
             }
             continue;
         }
+        if c.name("keycall").is_some() {
+            found.extend(key_strings(text, whole.end));
+            continue;
+        }
         if c.name("login").is_some() {
             found.extend(login_strings(text, whole.end, c.name("connect").is_some()));
             continue;
@@ -3442,6 +3560,8 @@ fn argv_values(text: &str) -> Vec<Range<usize>> {
             .name("argv")
             .or_else(|| c.name("literal"))
             .or_else(|| c.name("param"))
+            .or_else(|| c.name("basic"))
+            .or_else(|| c.name("basicpipe"))
             .or_else(|| c.name("setpw"))
             .or_else(|| c.name("securestring"))
             .or_else(|| c.name("thin"))
@@ -4352,6 +4472,63 @@ fn reference_len(value: &str) -> Option<usize> {
     let one_case = !word.bytes().any(|c| c.is_ascii_lowercase())
         || !word.bytes().any(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
     (name > 0 && rest.as_bytes()[0].is_ascii_alphabetic() && one_case).then_some(name + 1)
+}
+
+/// Whether `value` stands for a secret in documentation or a template rather than being one:
+/// a word in angle or curly brackets (`<your-token>`, `{token}`), a run of `*`, `x` or `.`
+/// (`********`, `xxx`), a word that asks for one (`your_api_key_here`, `YOUR-TOKEN`), or a
+/// prefix cut short (`sk-...`).
+fn is_placeholder(value: &str) -> bool {
+    let v = value.trim_matches(['"', '\'']);
+    let word = |w: &str| {
+        !w.is_empty()
+            && w.len() <= 64
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b' '))
+    };
+    let bracketed = [('<', '>'), ('{', '}')].iter().any(|&(open, close)| {
+        v.strip_prefix(open).and_then(|v| v.strip_suffix(close)).is_some_and(word)
+    });
+    let lower = v.to_ascii_lowercase();
+    let asks = word(v)
+        && (lower.starts_with("your_")
+            || lower.starts_with("your-")
+            || lower.ends_with("_here")
+            || lower.ends_with("-here"));
+    let masked = v.len() >= 3 && v.bytes().all(|b| matches!(b, b'*' | b'x' | b'X' | b'.'));
+    let cut = (v.ends_with("...") || v.ends_with('…')) && v.len() <= 12;
+    bracketed || asks || masked || cut
+}
+
+/// Whether an `Authorization` header's value only refers to its credential: a scheme and a
+/// reference or placeholder (`Bearer $GITHUB_TOKEN`, `Bearer <token>`, `f'Bearer {token}'`).
+fn refers_to_a_credential(value: &str) -> bool {
+    let v = value.strip_prefix(['f', 'F']).filter(|v| v.starts_with(['"', '\''])).unwrap_or(value);
+    let v = v.trim_matches(['"', '\'']);
+    let mut words = v.split_whitespace();
+    let (Some(_scheme), Some(credential), None) = (words.next(), words.next(), words.next()) else {
+        return false;
+    };
+    reference_len(credential) == Some(credential.len()) || is_placeholder(credential)
+}
+
+/// Whether the line that holds `name_start` opens a block of Python code (`if not password:`,
+/// `for secret in secrets:`, `class Secret:`): its first word is a compound statement's.
+fn opens_a_block(bytes: &[u8], name_start: usize) -> bool {
+    const KEYWORDS: [&str; 13] = [
+        "if", "elif", "while", "for", "with", "class", "def", "except", "async", "match", "case",
+        "lambda", "else",
+    ];
+    let from = name_start.saturating_sub(REACH);
+    let line = bytes[from..name_start]
+        .iter()
+        .rposition(|&b| b == b'\n' || b == b'\r')
+        .map_or(from, |at| from + at + 1);
+    let first = skip_blanks_forward(bytes, line);
+    let word_end =
+        first + bytes[first..name_start].iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    word_end < name_start
+        && KEYWORDS.iter().any(|k| bytes[first..word_end].eq_ignore_ascii_case(k.as_bytes()))
 }
 
 /// Whether `value` is code that computes a value rather than holds one: a reference
@@ -5641,6 +5818,86 @@ mod tests {
             "mapOf(\"user\" to \"bob\")",
         ] {
             assert_eq!(redact_text(kept), kept);
+        }
+    }
+
+    /// A second adversarial run's forms, each class by one rule: keys given to signing and
+    /// encryption calls (whatever the depth of the argument, algorithm names kept), a `user:pw`
+    /// made into a Basic credential, a login whose user or host is a name, base64 of a PEM key,
+    /// crates.io/NuGet keys and extended private keys, more programs reading a password on
+    /// stdin, openssl's `-k` only as its own word; and what refers to a secret or opens a block
+    /// of code keeps its words: a header naming its credential by reference or placeholder,
+    /// placeholders, `if not password:`, `auth::Token`, a path's `/auth`.
+    #[test]
+    fn key_calls_basic_strings_and_login_names_go_while_references_placeholders_and_code_stay() {
+        const PW: &str = "Zq7xWv93Kp";
+        let texts = [
+            "jwt.sign(payload, '{PW}')",
+            "jwt.encode(payload, '{PW}', algorithm='HS256')",
+            "crypto.createHmac('sha256', '{PW}').update(body)",
+            "hmac.new(b'{PW}', msg, hashlib.sha256)",
+            "token.SignedString([]byte(\"{PW}\"))",
+            "new SecretKeySpec(\"{PW}\".getBytes(), \"AES\")",
+            "Jwts.builder().signWith(SignatureAlgorithm.HS256, \"{PW}\")",
+            "Fernet(b'{PW}')",
+            "new ethers.Wallet('0x{PW}')",
+            "echo -n 'admin:{PW}' | base64",
+            "printf '%s' 'bob:{PW}' | base64",
+            "btoa(\"bob:{PW}\")",
+            "base64.b64encode(\"bob:{PW}\".encode())",
+            "Buffer.from(\"bob:{PW}\").toString(\"base64\")",
+            "server.login(sender_email, '{PW}')",
+            "smtp.login(os.environ['SMTP_USER'], '{PW}')",
+            "ssh.connect(host, 22, 'bob', '{PW}')",
+            "$mysqli = new mysqli('localhost', 'root', '{PW}', 'db');",
+            "tls.key: LS0tLS1CRUdJTi{PW}BSU0EgUFJJVkFURSBLRVktLS0tLQ",
+            "echo -e '{PW}\\n{PW}' | passwd bob",
+            "echo {PW} | kinit bob@REALM",
+            "echo {PW} | gpg --batch --passphrase-fd 0 -d f.gpg",
+            "echo {PW} | npm login --auth-type=legacy",
+            "openssl enc -aes-256-cbc -k {PW} -in a",
+            "ApiKey(Authorization: Digest username=\"a\" response=\"{PW}\" \n\",\"ok\":1}",
+        ];
+        for text in texts {
+            assert_redacted_escaped(&text.replace("{PW}", PW), 0..3, &[PW], &[]);
+        }
+        for shape in [
+            "cioAbCdEfGhIjKlMnOpQrStUvWxYz012345",
+            "oy2abcdefghijklmnopqrstuvwxyz0123456789abcdefg",
+        ] {
+            assert_redacted_escaped(
+                &format!("cargo login {shape}"),
+                0..3,
+                &[shape],
+                &["cargo login "],
+            );
+        }
+        let kept = [
+            "curl -H \"Authorization: Bearer $GITHUB_TOKEN\" https://api.github.com",
+            "Authorization: Bearer <token>",
+            "Authorization: Bearer YOUR_TOKEN",
+            "headers = {'Authorization': f'Bearer {token}'}",
+            "token: <your-token-here>",
+            "API_KEY=your_api_key_here",
+            "password: '********'",
+            "OPENAI_API_KEY=sk-...",
+            "api_key: xxx",
+            "if not password:\n    return None",
+            "for secret in secrets:\n    print(secret.name)",
+            "class Secret:\n    pass",
+            "use crate::auth::Token;",
+            "Token::Ident(name) => name",
+            "ok  \tgithub.com/acme/api/auth\t0.512s",
+            "openssl req -new -key server.key -out server.csr",
+            "jwt.decode(token, options={\"verify_signature\": False})",
+            "crypto.createHmac('sha256', secret)",
+            "signal.connect(\"clicked\", \"on_click\")",
+        ];
+        for text in kept {
+            for depth in 0..3 {
+                let escaped = json_escaped(text, depth);
+                assert_eq!(redact_text(&escaped), escaped, "{text:?} at depth {depth}");
+            }
         }
     }
 
