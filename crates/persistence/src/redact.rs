@@ -2512,6 +2512,13 @@ fn value_range(text: &str, start: usize, pair: &Pair) -> Option<Range<usize>> {
             return None;
         }
     }
+    // A call's value (`config('SECRET_KEY', default='…')`) runs to its closing bracket, past
+    // the `key=` of its arguments; code that looks a secret up by name keeps it all.
+    if kind != Sep::Bare {
+        if let Some(end) = call_end(bytes, start) {
+            return (!computes_value(&text[start..end])).then_some(start..end);
+        }
+    }
     // Any other `$(…)` or `${…}` goes whole, its blanks and all (`$(echo S3cret)`).
     if let Some(&open @ (b'(' | b'{')) = bytes.get(start + 1).filter(|_| bytes[start] == b'$') {
         let close = if open == b'(' { b')' } else { b'}' };
@@ -4474,6 +4481,38 @@ fn reference_len(value: &str) -> Option<usize> {
     (name > 0 && rest.as_bytes()[0].is_ascii_alphabetic() && one_case).then_some(name + 1)
 }
 
+/// Where a call that starts at `start` ends (`name(…)`, a dotted path's, on one line, within
+/// [`REACH`]): after its closing bracket, when its arguments hold another `key=` or a literal,
+/// or None.
+fn call_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let name = bytes[start..]
+        .iter()
+        .take(128)
+        .take_while(|&&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'$'))
+        .count();
+    if name == 0 || !bytes[start].is_ascii_alphabetic() || bytes.get(start + name) != Some(&b'(') {
+        return None;
+    }
+    let mut depth = 0usize;
+    for (i, &b) in bytes.iter().enumerate().skip(start + name).take(REACH) {
+        match b {
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    let inner = &bytes[start + name + 1..i];
+                    let keyword =
+                        inner.windows(2).any(|w| w[0].is_ascii_alphanumeric() && w[1] == b'=');
+                    return keyword.then_some(i + 1);
+                }
+            }
+            b'\n' | b'\r' => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Whether `value` stands for a secret in documentation or a template rather than being one:
 /// a word in angle or curly brackets (`<your-token>`, `{token}`), a run of `*`, `x` or `.`
 /// (`********`, `xxx`), a word that asks for one (`your_api_key_here`, `YOUR-TOKEN`), or a
@@ -4546,7 +4585,43 @@ fn computes_value(value: &str) -> bool {
             r"^(?:(?:await|new|yield|try[!?]?)[ \t]+)?{path}{args}(?:[?!]|(?:\.|::|\?\.){path}{args})*[;,]?$"
         ))
     });
-    reference_len(value) == Some(value.len()) || CALL.is_match(value)
+    reference_len(value) == Some(value.len()) || CALL.is_match(value) || looks_up(value)
+}
+
+/// Whether `value` is code that reads a secret from elsewhere by its name: a variable or field
+/// named as a secret (`api_key`, `self.api_key`, `settings.OPENAI_API_KEY`,
+/// `process.env.API_KEY`), or a lookup whose one literal is a name — in capitals, or a secret's
+/// (`os.environ['OPENAI_API_KEY']`, `os.getenv("DB_PASSWORD")`, `request.form['password']`,
+/// `$_POST['password']`, `config('SECRET_KEY')`, `getpass.getpass('Password: ')`). A literal
+/// that is no name (`decrypt("S3cret")`) is a value.
+fn looks_up(value: &str) -> bool {
+    static LOOKUP: LazyLock<Regex> = LazyLock::new(|| {
+        let path =
+            r"(?:\$_[A-Z]+|[A-Za-z_$][A-Za-z0-9_]*(?:(?:\.|::|->|\?\.)[A-Za-z_][A-Za-z0-9_]*)*)";
+        let key = r#"[ \t]*\\*["'](?P<key>[A-Za-z_][A-Za-z0-9_. :-]{0,63})\\*["'][ \t]*"#;
+        compile(&format!(
+            r"^(?:await[ \t]+)?{path}(?:[\[(]{key}[\])])?(?:\.[A-Za-z_][A-Za-z0-9_]*\(\))?[;,]?$"
+        ))
+    });
+    let Some(c) = LOOKUP.captures(value) else { return false };
+    let is_name = |name: &str| {
+        let name = name.trim_end_matches([':', ' ']);
+        is_secret_key(name)
+            || (name.len() >= 2
+                && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'))
+    };
+    match c.name("key") {
+        Some(key) => is_name(key.as_str()),
+        // A name alone: a variable named as a secret, with a separator or a path
+        // (`api_key`, `self.token`; `secret` alone may be the word itself).
+        None => {
+            let path = value.trim_end_matches([';', ',']);
+            let last = path.rsplit(['.', ':', '>']).next().unwrap_or(path);
+            (path.contains(['.', '_']) || last.bytes().any(|b| b.is_ascii_uppercase()))
+                && !path.bytes().any(|b| b.is_ascii_digit() && !path.contains('_'))
+                && is_name(last)
+        }
+    }
 }
 
 /// A quoted value whose text begins at `open`: to its closing quote, across lines.
@@ -5857,6 +5932,11 @@ mod tests {
             "echo {PW} | npm login --auth-type=legacy",
             "openssl enc -aes-256-cbc -k {PW} -in a",
             "ApiKey(Authorization: Digest username=\"a\" response=\"{PW}\" \n\",\"ok\":1}",
+            "SECRET_KEY = config('SECRET_KEY', default='{PW}')",
+            "SECRET_KEY = env('SECRET_KEY', default='{PW}')",
+            "password = decrypt(\"{PW}\")",
+            "password = vault.{PW}",
+            "api_key = os.environ.get('OPENAI_API_KEY', '{PW}')",
         ];
         for text in texts {
             assert_redacted_escaped(&text.replace("{PW}", PW), 0..3, &[PW], &[]);
@@ -5892,6 +5972,15 @@ mod tests {
             "jwt.decode(token, options={\"verify_signature\": False})",
             "crypto.createHmac('sha256', secret)",
             "signal.connect(\"clicked\", \"on_click\")",
+            "api_key = os.environ['OPENAI_API_KEY']",
+            "password = os.getenv(\"DB_PASSWORD\")",
+            "password = request.form['password']",
+            "$password = $_POST['password'];",
+            "api_key = settings.OPENAI_API_KEY",
+            "self.api_key = api_key",
+            "client = OpenAI(api_key=api_key)",
+            "password = getpass.getpass('Password: ')",
+            "const API_KEY = process.env.API_KEY;",
         ];
         for text in kept {
             for depth in 0..3 {
