@@ -150,7 +150,7 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// The names whose values are secrets, `_` standing for an optional separator (`api_key` also
 /// matches `apikey`, `api-key`, `API Key`, `apiKey`).
-const SECRET_NAMES: [&str; 62] = [
+const SECRET_NAMES: [&str; 66] = [
     "api_key",
     "password",
     "passwd",
@@ -213,6 +213,10 @@ const SECRET_NAMES: [&str; 62] = [
     "密码",
     "パスワード",
     "비밀번호",
+    "密碼",
+    "口令",
+    "şifre",
+    "पासवर्ड",
 ];
 
 /// Short names, secret only as a word of its own: the whole name or after a separator (`pw`,
@@ -480,7 +484,7 @@ fn names_pattern() -> String {
     let capitalised = capitalised.join("|");
     let short = SHORT_NAMES.join("|");
     format!(
-        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}|(?:\b|[ _.-]){WORD_NAME}|(?-i:[a-z0-9]{upper}){rest}|(?:\b|[ _.-])(?:{short}|(?-i:{UPPER_SHORT_NAME}))|[A-Za-z0-9][_-]key|(?-i:[a-z0-9]K)ey)(?:[_.-]?[0-9]{{1,4}}|[_.-](?:{qualifiers})|(?-i:{capitalised}))*)(?P<close>\\*["'`]\]?)?(?:[ \t]*\[[A-Za-z0-9 _.,:*/-]{{0,24}}\])?(?P<sep>[ \t]*(?::=|=>|<-|[:=])[ \t]*|[ \t]*,[ \t]*|[ \t]+(?:(?:is|was):?[ \t]+|to[ \t]+)?|>|\()"#,
+        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}|(?:\b|[ _.-]){WORD_NAME}|(?-i:[a-z0-9]{upper}){rest}|(?:\b|[ _.-])(?:{short}|(?-i:{UPPER_SHORT_NAME}))|[A-Za-z0-9][_-]key|(?-i:[a-z0-9]K)ey)(?:[_.-]?[0-9]{{1,4}}|[_.-](?:{qualifiers})|(?-i:{capitalised}))*)(?P<close>\\*["'`]\]?)?(?:[ \t]*\[[A-Za-z0-9 _.,:*/-]{{0,24}}\])?(?P<sep>[ \t]*(?::=|=>|<-|[:=]|：)[ \t]*|[ \t]*,[ \t]*|[ \t]+(?:(?:is|was):?[ \t]+|to[ \t]+)?|>|\()"#,
         names.join("|")
     )
 }
@@ -605,6 +609,52 @@ fn flag_items(text: &str) -> Vec<Range<usize>> {
     found
 }
 
+/// What follows a C# auto-property's name up to its initial value: `{ get; set; } = `,
+/// `{ get; }`, `{ get; init; }`, `{ get; private set; }`.
+static AUTO_PROPERTY: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"^\{[ \t]*get;[ \t]*(?:(?:private[ \t]+|protected[ \t]+)?(?:set|init);[ \t]*)?\}[ \t]*=[ \t]*",
+    )
+});
+
+/// What `echo` or `printf` writes into a file whose name is a secret's (`echo S3cret >
+/// /run/secrets/db_password`, `printf '%s' S3cret > ~/.vault_pass.txt`): the text (group
+/// `written`), when [`is_secret_file`] judges the file (group `file`).
+static WRITTEN: LazyLock<Regex> = LazyLock::new(|| {
+    compile(concat!(
+        r#"(?:\\[nrt]|(?-u:\b))"#,
+        r#"(?:echo(?:[ \t]+-[neE]+)*|printf(?:[ \t]+\\*['"]%s\\*['"])?)[ \t]+"#,
+        r#"(?P<written>\\*'[^'\n]*'|\\*"[^"\n]*"|[^\s'";|&>]+)[ \t]*>>?[ \t]*(?P<file>[^\s|;&'"]{1,256})"#,
+    ))
+});
+
+/// Whether a file's name says it holds a secret: its last part, without its extension
+/// (`db_password`, `.vault_pass.txt`, `api-token`, `creds.txt`).
+fn is_secret_file(path: &str) -> bool {
+    let name = path.rsplit(['/', '\\']).next().unwrap_or(path).trim_start_matches('.');
+    let stem = name.split_once('.').map_or(name, |(stem, _)| stem);
+    !stem.is_empty() && is_secret_key(stem)
+}
+
+/// The texts written into secret-named files in `text` ([`WRITTEN`]), without their quotes.
+fn written_secrets(text: &str) -> Vec<Range<usize>> {
+    if !text.contains('>') {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    for c in WRITTEN.captures_iter(text) {
+        let (Some(written), Some(file)) = (c.name("written"), c.name("file")) else { continue };
+        let inner = unquote(text, written.range());
+        if is_secret_file(file.as_str())
+            && !inner.is_empty()
+            && !text[inner.clone()].starts_with('$')
+        {
+            found.push(inner);
+        }
+    }
+    found
+}
+
 /// The private parts of the JSON Web Keys written in `text` ([`JWK_MEMBER`]), when it holds
 /// one's key type.
 fn jwk_values(text: &str) -> Vec<Range<usize>> {
@@ -624,6 +674,7 @@ fn jwk_values(text: &str) -> Vec<Range<usize>> {
 fn may_hold_secret(text: &str) -> bool {
     (text.contains(JWK_TYPE) && JWK_MEMBER.is_match(text))
         || (lists_flags(text) && FLAG_ITEM.is_match(text))
+        || !written_secrets(text).is_empty()
         || SHAPES.is_match(text)
         || NAMES.is_match(text)
         || SIBLINGS.is_match(text)
@@ -699,6 +750,7 @@ fn redact_pass(text: &str) -> Cow<'_, str> {
     apart.extend(jwk_values(text));
     apart.extend(prompted_values(text));
     apart.extend(flag_items(text));
+    apart.extend(written_secrets(text));
     if hidden.is_empty() && apart.is_empty() {
         let (shaped, _) = redact_shapes(text);
         return match redact_names(&shaped).0 {
@@ -743,6 +795,7 @@ fn escaped_secrets(text: &str) -> Option<Vec<Range<usize>>> {
     ranges.extend(jwk_values(&decoded.text));
     ranges.extend(prompted_values(&decoded.text));
     ranges.extend(flag_items(&decoded.text));
+    ranges.extend(written_secrets(&decoded.text));
     Some(ranges.into_iter().map(|r| decoded.source(r.start)..decoded.source(r.end)).collect())
 }
 
@@ -2152,6 +2205,13 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
                 None if sign == Some(b'(') => None,
                 // `password == expected`: a comparison, not an assignment.
                 None if sign == Some(b'=') && bytes.get(found.end()) == Some(&b'=') => None,
+                // C#'s `Password { get; set; } = "…"`: the property's initial value.
+                None if parsed.sep == Sep::Bare && AUTO_PROPERTY.is_match(&text[found.end()..]) => {
+                    AUTO_PROPERTY.find(&text[found.end()..]).and_then(|m| {
+                        let at = found.end() + m.end();
+                        value_range(text, at, &Pair { sep: Sep::Compact, ..pair })
+                    })
+                }
                 // `auth::Token`: a path, not a sign.
                 None if sign == Some(b':') && bytes.get(found.end()) == Some(&b':') => None,
                 // `password: str)`: a parameter's or field's type.
@@ -2354,6 +2414,8 @@ impl NamePair {
         }
         let sep = match b[..end] {
             _ if said => None,
+            // A full-width colon (`密码：…`).
+            [.., 0xEF, 0xBC, 0x9A] => Some(3),
             [.., b':', b'='] | [.., b'=', b'>'] | [.., b'<', b'-'] => Some(2),
             [.., b':' | b'=' | b'('] => Some(1),
             _ => None,
@@ -5937,6 +5999,15 @@ mod tests {
             "password = decrypt(\"{PW}\")",
             "password = vault.{PW}",
             "api_key = os.environ.get('OPENAI_API_KEY', '{PW}')",
+            "密码：{PW}",
+            "パスワード：{PW}",
+            "密碼: {PW}",
+            "şifre: {PW}",
+            "public string Password { get; set; } = \"{PW}\";",
+            "public string ApiKey { get; } = \"{PW}\";",
+            "echo {PW} > /run/secrets/db_password",
+            "echo -n '{PW}' > secrets/db_password.txt",
+            "printf '%s' '{PW}' >> ~/.vault_pass.txt",
         ];
         for text in texts {
             assert_redacted_escaped(&text.replace("{PW}", PW), 0..3, &[PW], &[]);
@@ -5981,6 +6052,9 @@ mod tests {
             "client = OpenAI(api_key=api_key)",
             "password = getpass.getpass('Password: ')",
             "const API_KEY = process.env.API_KEY;",
+            "public string Password { get; set; }",
+            "echo hello > notes.txt",
+            "echo $DB_PASSWORD > /run/secrets/db_password",
         ];
         for text in kept {
             for depth in 0..3 {
