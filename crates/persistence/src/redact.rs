@@ -484,7 +484,7 @@ fn names_pattern() -> String {
     let capitalised = capitalised.join("|");
     let short = SHORT_NAMES.join("|");
     format!(
-        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}|(?:\b|[ _.-]){WORD_NAME}|(?-i:[a-z0-9]{upper}){rest}|(?:\b|[ _.-])(?:{short}|(?-i:{UPPER_SHORT_NAME}))|[A-Za-z0-9][_-]key|(?-i:[a-z0-9]K)ey)(?:[_.-]?[0-9]{{1,4}}|[_.-](?:{qualifiers})|(?-i:{capitalised}))*)(?P<close>\\*["'`]\]?)?(?:[ \t]*\[[A-Za-z0-9 _.,:*/-]{{0,24}}\])?(?P<sep>[ \t]*(?::=|=>|<-|[:=]|：)[ \t]*|[ \t]*,[ \t]*|[ \t]+(?:(?:is|was):?[ \t]+|to[ \t]+)?|>|\()"#,
+        r#"(?i-u)(?P<name>[A-Za-z0-9_.-]*?(?:{}|(?:\b|[ _.-]){WORD_NAME}|(?-i:[a-z0-9]{upper}){rest}|(?:\b|[ _.-])(?:{short}|(?-i:{UPPER_SHORT_NAME}))|[A-Za-z0-9][_-]key|(?-i:[a-z0-9]K)ey)(?:[_.-]?[0-9]{{1,4}}|[_.-](?:{qualifiers})|(?-i:{capitalised}))*)(?P<close>\\*["'`]\]?)?(?:[ \t]*\[[A-Za-z0-9 _.,:*/-]*\])?(?P<sep>[ \t]*(?::=|=>|<-|[:=]|：)[ \t]*|[ \t]*,[ \t]*|[ \t]+(?:(?:is|was):?[ \t]+|to[ \t]+)?|>|\()"#,
         names.join("|")
     )
 }
@@ -534,9 +534,9 @@ static JWK_MEMBER: LazyLock<Regex> = LazyLock::new(|| {
 /// `read_until`: the string sent (group `sent`) within the next line.
 static PROMPTED: LazyLock<Regex> = LazyLock::new(|| {
     compile(concat!(
-        r#"(?-u:\b)(?:expect(?:_exact)?|wait_?for|read_?until|waitForPrompt)[ \t(]*\\*['"][^'"\n]{0,80}"#,
-        r#"(?i:assword|assphrase|passcode)[^'"\n]{0,40}\\*['"][^\n]{0,40}?(?:\r?\n|\\+n)[ \t]*"#,
-        r#"(?:[^\n]{0,60}?[^A-Za-z0-9_\n])?(?:sendline|send|send_keys|write|writeln)[ \t(]*"#,
+        r#"(?-u:\b)(?:expect(?:_exact)?|wait_?for|read_?until|waitForPrompt)[ \t(]*\\*['"][^'"\n]*"#,
+        r#"(?i:assword|assphrase|passcode)[^'"\n]*\\*['"][^\n]*?(?:\r?\n|\\+n)[ \t]*"#,
+        r#"(?:[^\n]*?[^A-Za-z0-9_\n])?(?:sendline|send|send_keys|write|writeln)[ \t(]*"#,
         r#"(?P<sent>\\*'[^'\n]*'|\\*"[^"\n]*")"#,
     ))
 });
@@ -572,7 +572,7 @@ static FLAG_ITEM: LazyLock<Regex> = LazyLock::new(|| {
 /// `default` on one of the lines after (group `default`).
 static TERRAFORM_DEFAULT: LazyLock<Regex> = LazyLock::new(|| {
     compile(concat!(
-        r#"(?-u:\b)variable[ \t]+\\*"(?P<name>[A-Za-z0-9_-]{1,64})\\*"[ \t]*\{[^}]{0,1024}?"#,
+        r#"(?-u:\b)variable[ \t]+\\*"(?P<name>[A-Za-z0-9_-]{1,64})\\*"[ \t]*\{[^}]*?"#,
         r#"(?:\r?\n|\\+n)[ \t]*default[ \t]*=[ \t]*(?P<default>\\*"[^"\n]*"|[^\s}\\]+)"#,
     ))
 });
@@ -3484,10 +3484,10 @@ const ARGV_PATTERN: &str = concat!(
     r"|(?:[?&;]|&amp;)(?i:sig|signature|x-amz-signature|x-goog-signature)=(?P<param>[^\s'\x22&#<>;\\]+)",
     // MySQL's `SET PASSWORD [FOR 'bob'@'%'] = 'X'`, PowerShell's `ConvertTo-SecureString 'X'`,
     // and the password of an Oracle JDBC URL's logon (`jdbc:oracle:thin:scott/X@db:1521:ORCL`).
-    r"|(?i:set[ \t]+password(?:[ \t]+for[ \t]+[^=\n]{1,200}?)?[ \t]*=[ \t]*(?:password[ \t]*\([ \t]*)?)",
+    r"|(?i:set[ \t]+password(?:[ \t]+for[ \t]+[^=\n]+?)?[ \t]*=[ \t]*(?:password[ \t]*\([ \t]*)?)",
     r"(?P<setpw>\\*'[^'\n]*'|\\*\x22[^\x22\n]*\x22)",
     r"|(?i:convertto-securestring)(?:[ \t]+-(?i:string))?[ \t]+(?P<securestring>\\*'[^'\n]*'|\\*\x22[^\x22\n]*\x22)",
-    r"|(?i:jdbc:oracle:(?:thin|oci8?):@?)[A-Za-z0-9_$#.]{1,64}/(?P<thin>[^@\s'\x22/\\]{1,128})@",
+    r"|(?i:jdbc:oracle:(?:thin|oci8?):@?)[A-Za-z0-9_$#.]+/(?P<thin>[^@\s'\x22/\\]+)@",
     // A password piped into a program that reads it from stdin.
     r"|",
     word_start!(),
@@ -3502,10 +3502,10 @@ const ARGV_PATTERN: &str = concat!(
     r"|signWith|SignedString|SecretKeySpec|SymmetricSecurityKey|Fernet|AES\.new|cookieParser",
     r"|ethers\.Wallet|privateKeyToAccount|fromSecretKey)\(",
     // `user:password` made into a Basic credential (`btoa("bob:…")`, `echo -n 'bob:…' | base64`).
-    r"|(?:btoa|b64encode|Buffer\.from|encodeToString|EncodeToString)\((?:\[\]byte\()?\\*[\x22'][^:\x22'\s]{1,64}:",
-    r"(?P<basic>[^\x22'\s\\]{1,128})",
-    r"|(?:echo(?:[ \t]+-[neE]+)*|printf(?:[ \t]+\\*['\x22]%s\\*['\x22])?)[ \t]+\\*['\x22]?[^:'\x22\s|]{1,64}:",
-    r"(?P<basicpipe>[^'\x22\s|\\]{1,128})\\*['\x22]?[ \t]*\|[ \t]*base64",
+    r"|(?:btoa|b64encode|Buffer\.from|encodeToString|EncodeToString)\((?:\[\]byte\()?\\*[\x22'][^:\x22'\s]+:",
+    r"(?P<basic>[^\x22'\s\\]+)",
+    r"|(?:echo(?:[ \t]+-[neE]+)*|printf(?:[ \t]+\\*['\x22]%s\\*['\x22])?)[ \t]+\\*['\x22]?[^:'\x22\s|]+:",
+    r"(?P<basicpipe>[^'\x22\s|\\]+)\\*['\x22]?[ \t]*\|[ \t]*base64",
     // A login's call, its user and password as positional strings.
     r"|",
     word_start!(),
@@ -3520,7 +3520,7 @@ macro_rules! heredoc {
         concat!(
             r"<<-?[ \t]*(?:\\*['\x22])?(?P<",
             $group,
-            r">[A-Za-z_][A-Za-z0-9_]{0,63})(?:\\*['\x22])?"
+            r">[A-Za-z_][A-Za-z0-9_]*)(?:\\*['\x22])?"
         )
     };
 }
