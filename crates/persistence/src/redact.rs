@@ -2142,7 +2142,8 @@ fn redact_names(text: &str) -> (Cow<'_, str>, Vec<Edit>) {
             continue;
         }
         // A path's segment (`github.com/acme/auth\t0.5s`) is no name.
-        let in_path = name.start > 0 && matches!(bytes[name.start - 1], b'/' | b'\\');
+        // (Only after `/`: a backslash before a name escapes a line break in JSON text.)
+        let in_path = name.start > 0 && bytes[name.start - 1] == b'/';
         if !names_a_value_in_text(&text[name.clone()], parsed.sep)
             || (in_path && parsed.sep == Sep::Bare)
         {
