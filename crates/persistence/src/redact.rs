@@ -3654,6 +3654,26 @@ fn argv_values(text: &str) -> Vec<Range<usize>> {
     found
 }
 
+/// The keys of a mapping under a secret's name that describe the value or say where it is read
+/// from (see [`next_line_value`]): JSON Schema and OpenAPI, Docker Compose's secrets, Kubernetes'
+/// references.
+const DESCRIBING_KEYS: [&str; 14] = [
+    "type",
+    "$ref",
+    "description",
+    "format",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "items",
+    "properties",
+    "file",
+    "external",
+    "environment",
+    "valueFrom",
+    "secretKeyRef",
+];
+
 /// The body of a here-document whose first line starts at `first`, its lines broken by `form`:
 /// the lines to the one that is the `delimiter` alone (after tabs, as `<<-` allows), or to the
 /// end of the text when no line ends it (the shell reads to the end of its input). The lines
@@ -4871,6 +4891,14 @@ fn next_line_value(text: &str, from: usize, form: Break, pair: &Pair) -> Option<
     if let Some((quote, open)) = quote_at(bytes, first.start) {
         return quoted_value(text, open, quote, Sep::Compact);
     }
+    // A mapping that describes the value rather than holds it: a schema's (`password:` then
+    // `type: string`), a file or another secret it is read from (`file: ./db_password.txt`,
+    // `valueFrom:`).
+    let first_key =
+        text[first.clone()].split_once(':').map(|(key, _)| key.trim_matches(['"', '\'']));
+    if first_key.is_some_and(|key| DESCRIBING_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k))) {
+        return None;
+    }
     if first.start - line > name_indent {
         let mut end = first.end;
         while let Some(line) = next {
@@ -6056,6 +6084,8 @@ mod tests {
             "public string Password { get; set; }",
             "echo hello > notes.txt",
             "echo $DB_PASSWORD > /run/secrets/db_password",
+            "properties:\n  password:\n    type: string\n    minLength: 8",
+            "env:\n  - name: X\n    password:\n      valueFrom:\n        secretKeyRef:\n          name: db",
         ];
         for text in kept {
             for depth in 0..3 {
