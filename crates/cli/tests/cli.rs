@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 
 use aigentflow_audit::{AuditEntry, AuditLog, Category};
 use aigentflow_persistence::Backend;
-use aigentflow_testkit::{on_both, Driver, EmptyDb, Raw};
+use aigentflow_testkit::{names_in, on_both, Driver, EmptyDb, Raw};
 use aigentflow_tracker::ExecutionTracker;
 use serde_json::Value;
 
@@ -938,16 +938,6 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
             (x >> 56) as u8
         })
         .collect()
-}
-
-/// The names in `dir`, sorted.
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 /// `db check` on a file damaged in any way (truncated at several sizes, its header zeroed,

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 
 use aigentflow_audit::{AuditEntry, AuditLog, Category};
 use aigentflow_persistence::{Backend, Database};
-use aigentflow_testkit::{on_both, EmptyDb, TestDb};
+use aigentflow_testkit::{names_in, on_both, EmptyDb, TestDb};
 use serde_json::Value;
 
 struct Run {
@@ -85,9 +85,8 @@ fn side(db: &Path, suffix: &str) -> PathBuf {
 
 /// Names in `dir` that look like the temporary files of an output.
 fn temps(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    names_in(dir)
+        .into_iter()
         .filter(|n| n.contains(".aigentflow-") && n.contains(".partial"))
         .collect()
 }
@@ -666,13 +665,7 @@ impl Drop for Holder {
 /// The files whose names start with `db`'s file name, in its folder.
 fn database_files(db: &Path) -> Vec<String> {
     let name = db.file_name().unwrap().to_string_lossy().into_owned();
-    let mut files: Vec<String> = std::fs::read_dir(db.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&name))
-        .collect();
-    files.sort();
-    files
+    names_in(db.parent().unwrap()).into_iter().filter(|n| n.starts_with(&name)).collect()
 }
 
 /// Issue 12's repro: a database named like a leftover of a gone writer, with the side files

@@ -674,7 +674,7 @@ fn jwk_values(text: &str) -> Vec<Range<usize>> {
 fn may_hold_secret(text: &str) -> bool {
     (text.contains(JWK_TYPE) && JWK_MEMBER.is_match(text))
         || (lists_flags(text) && FLAG_ITEM.is_match(text))
-        || !written_secrets(text).is_empty()
+        || (text.contains('>') && WRITTEN.is_match(text))
         || SHAPES.is_match(text)
         || NAMES.is_match(text)
         || SIBLINGS.is_match(text)
